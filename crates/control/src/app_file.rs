@@ -1,0 +1,417 @@
+//! The app's own file, `turnout.toml` at the repository root (or a `Procfile` `web:` line), read
+//! from the commit being deployed and resolved for one environment: base settings, then the
+//! `[tiers.<tier>]` layer, then the `[environments.<env>]` layer, field by field.
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer, Serialize};
+use turnout_model::{EnvName, Tier};
+
+pub const FILE_NAME: &str = "turnout.toml";
+pub const PROCFILE: &str = "Procfile";
+
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum AppFileError {
+    #[error("{file}, line {line}: {message}")]
+    Invalid {
+        file: &'static str,
+        line: usize,
+        message: String,
+    },
+    #[error(
+        "the repository has neither a turnout.toml with a [run] command nor a Procfile with a `web:` line; add one at the repository root"
+    )]
+    NoRunCommand,
+}
+
+/// One layer of settings; every field optional so layers can override each other.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Layer {
+    #[serde(default)]
+    pub build: Option<BuildSection>,
+    #[serde(default)]
+    pub run: Option<RunSection>,
+    #[serde(default)]
+    pub health: Option<HealthSection>,
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BuildSection {
+    pub command: Option<String>,
+    #[serde(default, deserialize_with = "opt_duration")]
+    pub timeout: Option<Duration>,
+}
+
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunSection {
+    pub command: Option<String>,
+    #[serde(default, deserialize_with = "opt_duration")]
+    pub stop_timeout: Option<Duration>,
+    #[serde(default, deserialize_with = "opt_duration")]
+    pub drain_timeout: Option<Duration>,
+}
+
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthSection {
+    pub path: Option<String>,
+    #[serde(default, deserialize_with = "opt_duration")]
+    pub timeout: Option<Duration>,
+    #[serde(default, deserialize_with = "opt_duration")]
+    pub interval: Option<Duration>,
+}
+
+/// The file itself: a base layer's fields at the top level (spelled out rather than
+/// `#[serde(flatten)]`, which would lose toml's spans and so the line numbers in errors), plus
+/// the override layers.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AppFile {
+    #[serde(default)]
+    build: Option<BuildSection>,
+    #[serde(default)]
+    run: Option<RunSection>,
+    #[serde(default)]
+    health: Option<HealthSection>,
+    #[serde(default)]
+    env: BTreeMap<String, String>,
+    #[serde(default)]
+    tiers: BTreeMap<Tier, Layer>,
+    #[serde(default)]
+    environments: BTreeMap<EnvName, Layer>,
+}
+
+/// Everything needed to build and run one release in one environment.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReleaseConfig {
+    pub build: Option<String>,
+    pub build_timeout: Duration,
+    pub run: String,
+    pub stop_timeout: Duration,
+    pub drain_timeout: Duration,
+    pub health_path: String,
+    pub health_timeout: Duration,
+    pub health_interval: Duration,
+    pub env: BTreeMap<String, String>,
+}
+
+impl ReleaseConfig {
+    /// A stable fingerprint of what shapes the build output: a release directory is reused only
+    /// when its commit and this fingerprint both match.
+    pub fn build_fingerprint(&self) -> String {
+        let mut h = Fnv::default();
+        h.write(self.build.as_deref().unwrap_or("").as_bytes());
+        for (k, v) in &self.env {
+            h.write(&[0]);
+            h.write(k.as_bytes());
+            h.write(&[0]);
+            h.write(v.as_bytes());
+        }
+        format!("{:08x}", h.0 as u32)
+    }
+}
+
+#[derive(Clone, Copy)]
+struct Fnv(u64);
+impl Default for Fnv {
+    fn default() -> Self {
+        Fnv(0xcbf2_9ce4_8422_2325)
+    }
+}
+impl Fnv {
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 ^= u64::from(*b);
+            self.0 = self.0.wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+}
+
+/// Resolve the app's settings for one environment from the text of its `turnout.toml` and/or
+/// `Procfile` (either may be absent).
+pub fn resolve(
+    turnout_toml: Option<&str>,
+    procfile: Option<&str>,
+    tier: Tier,
+    env: &EnvName,
+) -> Result<ReleaseConfig, AppFileError> {
+    let file = match turnout_toml {
+        Some(text) => parse(text)?,
+        None => AppFile::default(),
+    };
+    let mut merged = Layer {
+        build: file.build,
+        run: file.run,
+        health: file.health,
+        env: file.env,
+    };
+    for layer in [file.tiers.get(&tier), file.environments.get(env)]
+        .into_iter()
+        .flatten()
+    {
+        merge(&mut merged, layer);
+    }
+    let build = merged.build.unwrap_or_default();
+    let run = merged.run.unwrap_or_default();
+    let health = merged.health.unwrap_or_default();
+    let command = match run.command {
+        Some(c) if !c.trim().is_empty() => c,
+        _ => procfile
+            .and_then(procfile_web)
+            .ok_or(AppFileError::NoRunCommand)?,
+    };
+    let health_path = health.path.unwrap_or_else(|| "/".into());
+    if !health_path.starts_with('/') {
+        return Err(AppFileError::Invalid {
+            file: FILE_NAME,
+            line: line_of(turnout_toml.unwrap_or(""), "path"),
+            message: format!("health path '{health_path}' must start with '/'"),
+        });
+    }
+    Ok(ReleaseConfig {
+        build: build.command.filter(|c| !c.trim().is_empty()),
+        build_timeout: build.timeout.unwrap_or(Duration::from_secs(600)),
+        run: command,
+        stop_timeout: run.stop_timeout.unwrap_or(Duration::from_secs(10)),
+        drain_timeout: run.drain_timeout.unwrap_or(Duration::from_secs(30)),
+        health_path,
+        health_timeout: health.timeout.unwrap_or(Duration::from_secs(30)),
+        health_interval: health.interval.unwrap_or(Duration::from_millis(250)),
+        env: merged.env,
+    })
+}
+
+fn parse(text: &str) -> Result<AppFile, AppFileError> {
+    let file: AppFile = toml::from_str(text).map_err(|e| AppFileError::Invalid {
+        file: FILE_NAME,
+        line: e
+            .span()
+            .map(|s| {
+                text.as_bytes()[..s.start.min(text.len())]
+                    .iter()
+                    .filter(|b| **b == b'\n')
+                    .count()
+                    + 1
+            })
+            .unwrap_or(1),
+        message: e.message().trim().to_owned(),
+    })?;
+    for key in file
+        .env
+        .keys()
+        .chain(file.tiers.values().flat_map(|l| l.env.keys()))
+        .chain(file.environments.values().flat_map(|l| l.env.keys()))
+    {
+        let valid = !key.is_empty()
+            && !key.starts_with(|c: char| c.is_ascii_digit())
+            && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if !valid || key.starts_with("TURNOUT_") || key == "PORT" {
+            return Err(AppFileError::Invalid {
+                file: FILE_NAME,
+                line: line_of(text, key),
+                message: format!(
+                    "env key '{key}' is not allowed: use letters, digits and '_' (PORT and TURNOUT_* are set by Turnout)"
+                ),
+            });
+        }
+    }
+    Ok(file)
+}
+
+fn line_of(text: &str, needle: &str) -> usize {
+    text.lines()
+        .position(|l| l.contains(needle))
+        .map_or(1, |i| i + 1)
+}
+
+fn merge(into: &mut Layer, over: &Layer) {
+    if let Some(b) = &over.build {
+        let into = into.build.get_or_insert_with(Default::default);
+        into.command = b.command.clone().or(into.command.take());
+        into.timeout = b.timeout.or(into.timeout);
+    }
+    if let Some(r) = &over.run {
+        let into = into.run.get_or_insert_with(Default::default);
+        into.command = r.command.clone().or(into.command.take());
+        into.stop_timeout = r.stop_timeout.or(into.stop_timeout);
+        into.drain_timeout = r.drain_timeout.or(into.drain_timeout);
+    }
+    if let Some(h) = &over.health {
+        let into = into.health.get_or_insert_with(Default::default);
+        into.path = h.path.clone().or(into.path.take());
+        into.timeout = h.timeout.or(into.timeout);
+        into.interval = h.interval.or(into.interval);
+    }
+    into.env
+        .extend(over.env.iter().map(|(k, v)| (k.clone(), v.clone())));
+}
+
+/// The command of a Procfile's `web:` process, if it has one.
+fn procfile_web(text: &str) -> Option<String> {
+    text.lines().find_map(|line| {
+        let (name, cmd) = line.split_once(':')?;
+        (name.trim() == "web" && !cmd.trim().is_empty()).then(|| cmd.trim().to_owned())
+    })
+}
+
+/// `"30s"`, `"500ms"`, `"2m"`, `"1h"` or a bare number of seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num.parse().map_err(|_| {
+        format!("invalid duration '{s}': write it like \"500ms\", \"30s\", \"2m\" or \"1h\"")
+    })?;
+    Ok(match unit {
+        "ms" => Duration::from_millis(n),
+        "" | "s" => Duration::from_secs(n),
+        "m" => Duration::from_secs(n * 60),
+        "h" => Duration::from_secs(n * 3600),
+        _ => {
+            return Err(format!(
+                "invalid duration '{s}': write it like \"500ms\", \"30s\", \"2m\" or \"1h\""
+            ));
+        }
+    })
+}
+
+fn opt_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        Secs(u64),
+        Text(String),
+    }
+    match Raw::deserialize(d)? {
+        Raw::Secs(n) => Ok(Some(Duration::from_secs(n))),
+        Raw::Text(t) => parse_duration(&t)
+            .map(Some)
+            .map_err(serde::de::Error::custom),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(name: &str) -> EnvName {
+        EnvName::new(name).unwrap()
+    }
+
+    #[test]
+    fn layers_resolve_base_then_tier_then_environment() {
+        let text = r#"
+[build]
+command = "make"
+
+[run]
+command = "./server"
+
+[health]
+path = "/healthz"
+timeout = "5s"
+interval = "100ms"
+
+[env]
+MODE = "base"
+COLOR = "blue"
+
+[tiers.production.env]
+MODE = "prod"
+
+[tiers.production.run]
+command = "./server --prod"
+
+[environments.canary.env]
+COLOR = "green"
+"#;
+        let prod = resolve(Some(text), None, Tier::Production, &env("canary")).unwrap();
+        assert_eq!(prod.run, "./server --prod");
+        assert_eq!(prod.build.as_deref(), Some("make"));
+        assert_eq!(prod.env["MODE"], "prod");
+        assert_eq!(prod.env["COLOR"], "green");
+        assert_eq!(prod.health_path, "/healthz");
+        assert_eq!(prod.health_timeout, Duration::from_secs(5));
+        assert_eq!(prod.health_interval, Duration::from_millis(100));
+
+        let dev = resolve(Some(text), None, Tier::Development, &env("dev")).unwrap();
+        assert_eq!(dev.run, "./server");
+        assert_eq!(dev.env["MODE"], "base");
+        assert_ne!(dev.build_fingerprint(), prod.build_fingerprint());
+    }
+
+    #[test]
+    fn unknown_keys_name_the_file_line_and_key() {
+        let text = "[run]\ncommand = \"x\"\n\n[biuld]\ncommand = \"make\"\n";
+        let err = resolve(Some(text), None, Tier::Development, &env("dev"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("turnout.toml, line 4:"), "{err}");
+        assert!(err.contains("biuld"), "{err}");
+
+        let text = "[run]\ncomand = \"x\"\n";
+        let err = resolve(Some(text), None, Tier::Development, &env("dev"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("line 2") && err.contains("comand"), "{err}");
+
+        let text = "[tiers.prod.run]\ncommand = \"x\"\n";
+        let err = resolve(Some(text), None, Tier::Development, &env("dev"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("prod"), "{err}");
+    }
+
+    #[test]
+    fn bad_durations_and_env_keys_are_errors() {
+        let err = resolve(
+            Some("[run]\ncommand = \"x\"\n[health]\ntimeout = \"soon\"\n"),
+            None,
+            Tier::Development,
+            &env("dev"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("line 4") && err.contains("soon"), "{err}");
+        let err = resolve(
+            Some("[run]\ncommand = \"x\"\n[env]\nPORT = \"1\"\n"),
+            None,
+            Tier::Development,
+            &env("dev"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("line 4") && err.contains("PORT"), "{err}");
+    }
+
+    #[test]
+    fn procfile_web_line_is_enough() {
+        let c = resolve(
+            None,
+            Some("worker: ./jobs\nweb: python3 app.py --port $PORT\n"),
+            Tier::Staging,
+            &env("staging"),
+        )
+        .unwrap();
+        assert_eq!(c.run, "python3 app.py --port $PORT");
+        assert_eq!(c.health_path, "/");
+        assert_eq!(c.build, None);
+        assert_eq!(
+            resolve(None, Some("worker: x\n"), Tier::Staging, &env("s")).unwrap_err(),
+            AppFileError::NoRunCommand
+        );
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
+        assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
+        assert_eq!(parse_duration("7").unwrap(), Duration::from_secs(7));
+        assert!(parse_duration("1d").is_err());
+    }
+}

@@ -1,0 +1,919 @@
+//! The control plane's core: apps, environments, deploys, and the one function that turns the
+//! set of running instances into the proxy's route table.
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::sync::mpsc::UnboundedSender;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{info, warn};
+use turnout_model::{
+    AppInfo, AppName, CreateApp, CreateEnv, DeployEvent, DeployRequest, EnvInfo, EnvName, EnvRef,
+    InstanceInfo, ReleaseInfo, Tier, format_timestamp,
+};
+use turnout_proxy::{Proxy, RouteTable, Target, Upstream};
+use turnout_supervisor::{
+    HealthCheck, Instance, InstanceSpec, RestartPolicy, TaskSpec, free_port, run_task,
+};
+
+use crate::app_file::{self, ReleaseConfig};
+use crate::error::ControlError;
+use crate::git::{self, Source};
+use crate::home::Home;
+use crate::store::{AppRow, EnvRow, ReleaseRow, Store, q};
+
+type EnvKey = (AppName, EnvName);
+
+/// An environment's serving instance, as the route table sees it.
+#[derive(Clone)]
+struct Running {
+    release_id: i64,
+    instance: Arc<Instance>,
+    upstream: Arc<Upstream>,
+    drain_timeout: Duration,
+}
+
+pub struct ControlPlane {
+    home: Home,
+    store: Store,
+    proxy: Arc<Proxy>,
+    http_port: u16,
+    /// Which instance serves each environment. The route table is derived from this map alone,
+    /// under its lock, so concurrent deploys cannot apply tables out of order. Never held across
+    /// an await.
+    running: Mutex<HashMap<EnvKey, Running>>,
+    /// Why an environment with a live release is not serving (its instance failed to come back
+    /// after a daemon restart).
+    down: Mutex<HashMap<EnvKey, String>>,
+    /// One deploy (or delete) per environment at a time.
+    env_locks: Mutex<HashMap<EnvKey, Arc<tokio::sync::Mutex<()>>>>,
+    /// One git operation per app mirror at a time.
+    app_locks: Mutex<HashMap<AppName, Arc<tokio::sync::Mutex<()>>>>,
+    /// Cancelled when the daemon shuts down: deploys and restores stop at their next wait and
+    /// stop any instance they started, so nothing is left running unrecorded.
+    closing: CancellationToken,
+    /// Deploys and restores in progress; shutdown waits for them before stopping instances.
+    tasks: TaskTracker,
+}
+
+const DEPLOY_STEPS: u32 = 6;
+
+impl ControlPlane {
+    pub fn new(home: Home, store: Store, proxy: Arc<Proxy>, http_port: u16) -> Arc<ControlPlane> {
+        Arc::new(ControlPlane {
+            home,
+            store,
+            proxy,
+            http_port,
+            running: Mutex::default(),
+            down: Mutex::default(),
+            env_locks: Mutex::default(),
+            app_locks: Mutex::default(),
+            closing: CancellationToken::new(),
+            tasks: TaskTracker::new(),
+        })
+    }
+
+    pub fn home(&self) -> &Home {
+        &self.home
+    }
+
+    /// The one way routes change: start-up, deploy and delete all rebuild the table from the
+    /// running instances and hand it to the proxy, which swaps it in atomically.
+    fn apply_routes(&self) {
+        let running = lock(&self.running);
+        let mut table = RouteTable::default();
+        for ((app, env), r) in running.iter() {
+            let host = EnvRef {
+                app: app.clone(),
+                env: env.clone(),
+            }
+            .internal_host();
+            table.insert(&host, Target::Upstream(r.upstream.clone()));
+        }
+        self.proxy.apply(table);
+    }
+
+    fn url(&self, r: &EnvRef) -> String {
+        format!("http://{}:{}", r.internal_host(), self.http_port)
+    }
+
+    // ---- apps ----------------------------------------------------------------------------
+
+    pub async fn create_app(&self, req: CreateApp) -> Result<AppInfo, ControlError> {
+        git::check_repo(&req.repo)?;
+        if let Some(var) = &req.token_env {
+            // Upper-case names only, and never echoed when rejected: a user who pastes the token
+            // itself here must not see it again in an error or a log.
+            let valid = !var.is_empty()
+                && !var.starts_with(|c: char| c.is_ascii_digit())
+                && var
+                    .chars()
+                    .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_');
+            if !valid {
+                return Err(ControlError::Invalid(
+                    "invalid --token-env: give the name of an environment variable of the daemon (upper-case letters, digits and '_', e.g. GIT_TOKEN), not the token itself".into(),
+                ));
+            }
+        }
+        let src = source(&req.repo, req.token_env.as_deref())?;
+        git::remote_branches(&src).await?;
+        let row = self
+            .store
+            .call(move |c| q::insert_app(c, &req.name, &req.repo, req.token_env.as_deref()))
+            .await?;
+        info!(app = %row.name, "app created");
+        Ok(app_info(&row))
+    }
+
+    pub async fn list_apps(&self) -> Result<Vec<AppInfo>, ControlError> {
+        let rows = self.store.call(|c| q::list_apps(c)).await?;
+        Ok(rows.iter().map(app_info).collect())
+    }
+
+    /// Delete an app. With environments left it refuses unless `force`, which deletes them first.
+    pub async fn delete_app(&self, name: AppName, force: bool) -> Result<(), ControlError> {
+        let app = name.clone();
+        let envs = self
+            .store
+            .call(move |c| q::list_envs(c, Some(&app)))
+            .await?;
+        if !envs.is_empty() && !force {
+            let names: Vec<_> = envs.iter().map(|e| e.name.as_str()).collect();
+            return Err(ControlError::Conflict(format!(
+                "app '{name}' still has environments ({}); delete them first or pass --force to delete them too",
+                names.join(", ")
+            )));
+        }
+        for env in envs {
+            self.delete_env(EnvRef {
+                app: env.app,
+                env: env.name,
+            })
+            .await?;
+        }
+        let app = name.clone();
+        self.store.call(move |c| q::delete_app(c, &app)).await?;
+        remove_dir(&self.home.app_dir(&name)).await;
+        info!(app = %name, "app deleted");
+        Ok(())
+    }
+
+    // ---- environments --------------------------------------------------------------------
+
+    pub async fn create_env(&self, app: AppName, req: CreateEnv) -> Result<EnvInfo, ControlError> {
+        git::check_branch(&req.branch).await?;
+        let a = app.clone();
+        let app_row = self.store.call(move |c| q::get_app(c, &a)).await?;
+        let src = source(&app_row.repo, app_row.token_env.as_deref())?;
+        let branches = git::remote_branches(&src).await?;
+        if !branches.iter().any(|b| *b == req.branch) {
+            return Err(ControlError::Invalid(format!(
+                "branch '{}' does not exist in {}; existing branches: {}",
+                req.branch,
+                src.display(),
+                if branches.is_empty() {
+                    "none".to_owned()
+                } else {
+                    branches.join(", ")
+                }
+            )));
+        }
+        let tier = req.tier.unwrap_or(Tier::Development);
+        let (a, name, branch) = (app.clone(), req.name.clone(), req.branch.clone());
+        let row = self
+            .store
+            .call(move |c| q::insert_env(c, &a, &name, &branch, tier))
+            .await?;
+        for dir in [
+            self.home.releases_dir(&app, &row.name),
+            self.home.logs_dir(&app, &row.name),
+            self.home.storage_dir(&app, &row.name),
+        ] {
+            tokio::fs::create_dir_all(&dir)
+                .await
+                .map_err(|e| ControlError::internal(format!("create {}: {e}", dir.display())))?;
+        }
+        info!(app = %app, env = %row.name, tier = %tier, "environment created");
+        self.env_info(row).await
+    }
+
+    pub async fn list_envs(&self, app: Option<AppName>) -> Result<Vec<EnvInfo>, ControlError> {
+        let rows = self
+            .store
+            .call(move |c| q::list_envs(c, app.as_ref()))
+            .await?;
+        let mut out = Vec::with_capacity(rows.len());
+        for row in rows {
+            out.push(self.env_info(row).await?);
+        }
+        Ok(out)
+    }
+
+    pub async fn show_env(&self, r: EnvRef) -> Result<EnvInfo, ControlError> {
+        let row = self.env_row(&r).await?;
+        self.env_info(row).await
+    }
+
+    pub async fn delete_env(&self, r: EnvRef) -> Result<(), ControlError> {
+        let env_lock = self.env_lock(&r);
+        let _deleting = env_lock.lock().await;
+        let row = self.env_row(&r).await?;
+        let key = (r.app.clone(), r.env.clone());
+        let old = lock(&self.running).remove(&key);
+        self.apply_routes();
+        lock(&self.down).remove(&key);
+        if let Some(old) = old {
+            retire(old).await;
+        }
+        self.store.call(move |c| q::delete_env(c, row.id)).await?;
+        remove_dir(&self.home.env_dir(&r.app, &r.env)).await;
+        git::prune_worktrees(&self.home.mirror(&r.app)).await;
+        info!(app = %r.app, env = %r.env, "environment deleted");
+        Ok(())
+    }
+
+    pub async fn releases(&self, r: EnvRef) -> Result<Vec<ReleaseInfo>, ControlError> {
+        let row = self.env_row(&r).await?;
+        let rows = self
+            .store
+            .call(move |c| q::list_releases(c, row.id))
+            .await?;
+        Ok(rows.iter().map(release_info).collect())
+    }
+
+    /// The log file `turnout logs` shows: the serving release's output, else the newest
+    /// release's (its run log if it started, its build log otherwise).
+    pub async fn log_file(&self, r: &EnvRef) -> Result<Option<std::path::PathBuf>, ControlError> {
+        let row = self.env_row(r).await?;
+        let release = match row.current_release_id {
+            Some(id) => Some(id),
+            None => {
+                let id = row.id;
+                self.store
+                    .call(move |c| q::list_releases(c, id))
+                    .await?
+                    .first()
+                    .map(|r| r.id)
+            }
+        };
+        Ok(release.and_then(|id| {
+            [
+                self.home.run_log(&r.app, &r.env, id),
+                self.home.build_log(&r.app, &r.env, id),
+            ]
+            .into_iter()
+            .find(|p| p.exists())
+        }))
+    }
+
+    async fn env_row(&self, r: &EnvRef) -> Result<EnvRow, ControlError> {
+        let (a, e) = (r.app.clone(), r.env.clone());
+        self.store.call(move |c| q::get_env(c, &a, &e)).await
+    }
+
+    async fn env_info(&self, row: EnvRow) -> Result<EnvInfo, ControlError> {
+        let release = match row.current_release_id {
+            Some(id) => Some(self.store.call(move |c| q::get_release(c, id)).await?),
+            None => None,
+        };
+        let r = EnvRef {
+            app: row.app.clone(),
+            env: row.name.clone(),
+        };
+        let key = (row.app.clone(), row.name.clone());
+        let running = lock(&self.running).get(&key).cloned();
+        let status = match (&running, &release) {
+            (Some(_), _) => "live".to_owned(),
+            (None, None) => "not deployed".to_owned(),
+            (None, Some(_)) => match lock(&self.down).get(&key) {
+                Some(why) => format!("down: {why}"),
+                None => "starting".to_owned(),
+            },
+        };
+        let instance = running.map(|run| {
+            let s = run.instance.status();
+            InstanceInfo {
+                state: s.state.as_str().to_owned(),
+                pid: s.pid,
+                port: run.instance.port(),
+                restarts: s.restarts,
+                last_exit: s.last_exit,
+                started_at: format_timestamp(
+                    s.started_at
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map_or(0, |d| d.as_secs() as i64),
+                ),
+            }
+        });
+        Ok(EnvInfo {
+            url: self.url(&r),
+            dir: self.home.env_dir(&r.app, &r.env).display().to_string(),
+            app: row.app,
+            name: row.name,
+            branch: row.branch,
+            tier: row.tier,
+            status,
+            release: release.as_ref().map(release_info),
+            instance,
+            created_at: format_timestamp(row.created_at),
+        })
+    }
+
+    fn env_lock(&self, r: &EnvRef) -> Arc<tokio::sync::Mutex<()>> {
+        lock(&self.env_locks)
+            .entry((r.app.clone(), r.env.clone()))
+            .or_default()
+            .clone()
+    }
+
+    fn app_lock(&self, app: &AppName) -> Arc<tokio::sync::Mutex<()>> {
+        lock(&self.app_locks)
+            .entry(app.clone())
+            .or_default()
+            .clone()
+    }
+
+    // ---- deploy --------------------------------------------------------------------------
+
+    /// Run a deploy in its own task, so a client that hangs up does not leave it half-done.
+    pub fn spawn_deploy(
+        self: &Arc<Self>,
+        r: EnvRef,
+        req: DeployRequest,
+        events: UnboundedSender<DeployEvent>,
+    ) {
+        let this = self.clone();
+        self.tasks.spawn(async move {
+            let _ = this.deploy(r, req, events).await;
+        });
+    }
+
+    /// Wait for `fut` unless the daemon starts shutting down first.
+    async fn unless_closing<T>(
+        &self,
+        step: &'static str,
+        fut: impl std::future::Future<Output = T>,
+    ) -> Result<T, ControlError> {
+        tokio::select! {
+            v = fut => Ok(v),
+            () = self.closing.cancelled() => Err(ControlError::Step {
+                step,
+                message: "the daemon is shutting down".into(),
+                log_tail: vec![],
+            }),
+        }
+    }
+
+    /// Fetch, check out, build, start, health-check, route, then drain and stop the previous
+    /// release. Any failure before routing leaves the environment serving exactly what it served
+    /// before. Progress goes to `events`; a closed receiver does not stop the deploy.
+    pub async fn deploy(
+        &self,
+        r: EnvRef,
+        req: DeployRequest,
+        events: UnboundedSender<DeployEvent>,
+    ) -> Result<ReleaseInfo, ControlError> {
+        let result = self.deploy_inner(&r, req, &events).await;
+        if let Err(e) = &result {
+            let (step, log_tail) = match e {
+                ControlError::Step { step, log_tail, .. } => (*step, log_tail.clone()),
+                _ => ("deploy", vec![]),
+            };
+            warn!(app = %r.app, env = %r.env, step, error = %e, "deploy failed");
+            let _ = events.send(DeployEvent::Failed {
+                step: step.to_owned(),
+                error: e.to_string(),
+                log_tail,
+            });
+        }
+        result
+    }
+
+    async fn deploy_inner(
+        &self,
+        r: &EnvRef,
+        req: DeployRequest,
+        events: &UnboundedSender<DeployEvent>,
+    ) -> Result<ReleaseInfo, ControlError> {
+        let step = |index: u32, name: &str, detail: String| {
+            let _ = events.send(DeployEvent::Step {
+                index,
+                total: DEPLOY_STEPS,
+                step: name.to_owned(),
+                detail,
+            });
+        };
+        if let Some(git_ref) = &req.git_ref {
+            git::check_ref_shape("ref", git_ref)?;
+        }
+        let env_lock = self.env_lock(r);
+        let _deploying = match env_lock.try_lock() {
+            Ok(g) => g,
+            Err(_) => {
+                step(
+                    0,
+                    "wait",
+                    format!("another deploy of {r} is running; waiting for it"),
+                );
+                env_lock.lock().await
+            }
+        };
+        let env = self.env_row(r).await?;
+        let app_name = r.app.clone();
+        let app = self.store.call(move |c| q::get_app(c, &app_name)).await?;
+        let src = source(&app.repo, app.token_env.as_deref())?;
+        let (wanted, is_branch) = match &req.git_ref {
+            Some(x) => (x.clone(), false),
+            None => (env.branch.clone(), true),
+        };
+
+        // 1. fetch
+        step(1, "fetch", format!("{wanted} from {}", src.display()));
+        let mirror = self.home.mirror(&r.app);
+        let commit = {
+            let app_lock = self.app_lock(&r.app);
+            let _g = app_lock.lock().await;
+            git::fetch(&src, &mirror).await?;
+            git::resolve(&src, &mirror, &wanted, is_branch).await?
+        };
+
+        // 2. check out (after resolving the app's file for this environment)
+        let toml = git::read_file(&mirror, &commit, app_file::FILE_NAME).await?;
+        let procfile = git::read_file(&mirror, &commit, app_file::PROCFILE).await?;
+        let config = app_file::resolve(toml.as_deref(), procfile.as_deref(), env.tier, &r.env)
+            .map_err(|e| ControlError::Step {
+                step: "checkout",
+                message: format!("{e} (at commit {})", &commit[..12]),
+                log_tail: vec![],
+            })?;
+        let release_dir = self.home.releases_dir(&r.app, &r.env).join(format!(
+            "{}-{}",
+            &commit[..12],
+            config.build_fingerprint()
+        ));
+        let built_marker = release_dir.with_extension("built");
+        let dir_str = release_dir.display().to_string();
+        let config_json = serde_json::to_string(&config)
+            .map_err(|e| ControlError::internal(format!("serialise config: {e}")))?;
+        let (env_id, c2, w2, d2) = (env.id, commit.clone(), wanted.clone(), dir_str.clone());
+        let release_id = self
+            .store
+            .call(move |c| q::insert_release(c, env_id, &c2, &w2, &d2, &config_json))
+            .await?;
+        let fail = |e: ControlError| async move {
+            let msg = e.to_string();
+            let _ = self
+                .store
+                .call(move |c| q::fail_release(c, release_id, &msg))
+                .await;
+            e
+        };
+
+        let reused = built_marker.exists() && release_dir.is_dir();
+        if reused {
+            step(
+                2,
+                "checkout",
+                format!("{} (reusing the release directory)", &commit[..12]),
+            );
+            let _ = self
+                .store
+                .call(move |c| q::set_reused_build(c, release_id))
+                .await;
+        } else {
+            step(
+                2,
+                "checkout",
+                format!("{} into {}", &commit[..12], release_dir.display()),
+            );
+            if release_dir.exists() {
+                // Left by an interrupted deploy: start it again from a clean tree.
+                remove_dir(&release_dir).await;
+                git::prune_worktrees(&mirror).await;
+            }
+            let checkout = {
+                let app_lock = self.app_lock(&r.app);
+                let _g = app_lock.lock().await;
+                git::checkout(&src, &mirror, &commit, &release_dir).await
+            };
+            if let Err(e) = checkout {
+                return Err(fail(e).await);
+            }
+        }
+
+        // 3. build
+        let base_env = self.instance_env(r, env.tier, &commit, &config);
+        if reused {
+            step(
+                3,
+                "build",
+                "skipped: this commit was already built with the same build settings".into(),
+            );
+        } else if let Some(build) = &config.build {
+            step(3, "build", build.clone());
+            let started = Instant::now();
+            let spec = TaskSpec {
+                command: build.clone(),
+                cwd: release_dir.clone(),
+                env: base_env.clone(),
+                log_path: self.home.build_log(&r.app, &r.env, release_id),
+                timeout: config.build_timeout,
+            };
+            let result = self
+                .unless_closing(
+                    "build",
+                    run_task(spec, |line: &str| {
+                        let _ = events.send(DeployEvent::Output {
+                            line: line.to_owned(),
+                        });
+                    }),
+                )
+                .await
+                .and_then(|r| {
+                    r.map_err(|e| ControlError::Step {
+                        step: "build",
+                        message: e.to_string(),
+                        log_tail: vec![],
+                    })
+                });
+            if let Err(ControlError::Step { message, .. }) = result {
+                let log_tail = tail_lines(&self.home.build_log(&r.app, &r.env, release_id), 20);
+                return Err(fail(ControlError::Step {
+                    step: "build",
+                    message,
+                    log_tail,
+                })
+                .await);
+            }
+            step(
+                3,
+                "build",
+                format!("done in {:.1}s", started.elapsed().as_secs_f64()),
+            );
+        } else {
+            step(3, "build", "no build command".into());
+        }
+        if !reused && let Err(e) = tokio::fs::write(&built_marker, &commit).await {
+            return Err(fail(ControlError::internal(format!(
+                "write {}: {e}",
+                built_marker.display()
+            )))
+            .await);
+        }
+
+        // 4. start, 5. health check
+        step(4, "start", config.run.clone());
+        let instance = match self
+            .start_instance(r, release_id, &release_dir, &config, base_env)
+            .await
+        {
+            Ok(i) => i,
+            Err(e) => return Err(fail(e).await),
+        };
+        step(
+            5,
+            "health",
+            format!(
+                "GET {} on port {} (up to {}s)",
+                config.health_path,
+                instance.port(),
+                config.health_timeout.as_secs()
+            ),
+        );
+        let healthy = self
+            .unless_closing("health", instance.wait_healthy())
+            .await
+            .and_then(|r| {
+                r.map_err(|e| ControlError::Step {
+                    step: "health",
+                    message: e.to_string(),
+                    log_tail: vec![],
+                })
+            });
+        if let Err(ControlError::Step { message, .. }) = healthy {
+            instance.stop().await;
+            let log_tail = tail_lines(&self.home.run_log(&r.app, &r.env, release_id), 20);
+            return Err(fail(ControlError::Step {
+                step: "health",
+                message,
+                log_tail,
+            })
+            .await);
+        }
+
+        // 6. route, then drain and stop the previous release
+        if self.closing.is_cancelled() {
+            instance.stop().await;
+            return Err(fail(ControlError::Step {
+                step: "route",
+                message: "the daemon is shutting down".into(),
+                log_tail: vec![],
+            })
+            .await);
+        }
+        if let Err(e) = self
+            .store
+            .call(move |c| q::go_live(c, env_id, release_id))
+            .await
+        {
+            instance.stop().await;
+            return Err(fail(e).await);
+        }
+        let label = format!("{r}@{}", &commit[..12]);
+        let running = Running {
+            release_id,
+            upstream: Upstream::new(instance.addr(), label),
+            instance,
+            drain_timeout: config.drain_timeout,
+        };
+        let key = (r.app.clone(), r.env.clone());
+        let previous = lock(&self.running).insert(key.clone(), running);
+        self.apply_routes();
+        lock(&self.down).remove(&key);
+        let url = self.url(r);
+        match previous {
+            Some(old) => {
+                step(
+                    6,
+                    "route",
+                    format!(
+                        "{url} -> release {release_id}; draining release {}",
+                        old.release_id
+                    ),
+                );
+                let started = Instant::now();
+                let cut = retire(old).await;
+                step(
+                    6,
+                    "route",
+                    format!(
+                        "previous release drained and stopped in {:.2}s ({cut} requests cut)",
+                        started.elapsed().as_secs_f64()
+                    ),
+                );
+            }
+            None => step(6, "route", format!("{url} -> release {release_id}")),
+        }
+        let row = self
+            .store
+            .call(move |c| q::get_release(c, release_id))
+            .await?;
+        let info = release_info(&row);
+        info!(app = %r.app, env = %r.env, release = release_id, commit = %commit, "deploy live");
+        let _ = events.send(DeployEvent::Live {
+            release: info.clone(),
+            url,
+        });
+        Ok(info)
+    }
+
+    fn instance_env(
+        &self,
+        r: &EnvRef,
+        tier: Tier,
+        commit: &str,
+        config: &ReleaseConfig,
+    ) -> Vec<(String, String)> {
+        let mut env: Vec<(String, String)> = config
+            .env
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        env.extend([
+            ("TURNOUT_APP".to_owned(), r.app.to_string()),
+            ("TURNOUT_ENV".to_owned(), r.env.to_string()),
+            ("TURNOUT_TIER".to_owned(), tier.to_string()),
+            ("TURNOUT_RELEASE".to_owned(), commit.to_owned()),
+            ("TURNOUT_URL".to_owned(), self.url(r)),
+            (
+                "TURNOUT_STORAGE_DIR".to_owned(),
+                self.home.storage_dir(&r.app, &r.env).display().to_string(),
+            ),
+        ]);
+        env
+    }
+
+    async fn start_instance(
+        &self,
+        r: &EnvRef,
+        release_id: i64,
+        dir: &Path,
+        config: &ReleaseConfig,
+        mut env: Vec<(String, String)>,
+    ) -> Result<Arc<Instance>, ControlError> {
+        let port =
+            free_port().map_err(|e| ControlError::internal(format!("find a free port: {e}")))?;
+        env.push(("PORT".to_owned(), port.to_string()));
+        let spec = InstanceSpec {
+            command: config.run.clone(),
+            cwd: dir.to_path_buf(),
+            env,
+            port,
+            log_path: self.home.run_log(&r.app, &r.env, release_id),
+            pid_file: Some(self.home.pid_file(&r.app, &r.env, release_id)),
+            health: HealthCheck {
+                path: config.health_path.clone(),
+                host: r.internal_host(),
+                timeout: config.health_timeout,
+                interval: config.health_interval,
+            },
+            restart: RestartPolicy::default(),
+            stop_timeout: config.stop_timeout,
+        };
+        Instance::start(spec).await.map_err(|e| ControlError::Step {
+            step: "start",
+            message: e.to_string(),
+            log_tail: vec![],
+        })
+    }
+
+    // ---- start-up and shutdown -----------------------------------------------------------
+
+    /// Bring back every environment that had a live release: start its instance from the
+    /// release directory (no rebuild), wait for health, route. Environments come up
+    /// concurrently; each is routed as soon as it is healthy, through the same apply path.
+    pub fn spawn_restore(self: &Arc<Self>) {
+        let this = self.clone();
+        self.tasks.spawn(async move {
+            if let Err(e) = this.restore().await {
+                warn!(error = %e, "restoring environments failed");
+            }
+        });
+    }
+
+    async fn restore(self: &Arc<Self>) -> Result<(), ControlError> {
+        let interrupted = self.store.call(|c| q::fail_interrupted_releases(c)).await?;
+        if interrupted > 0 {
+            warn!(
+                count = interrupted,
+                "marked deploys interrupted by the last shutdown as failed"
+            );
+        }
+        for pid_file in self.home.all_pid_files() {
+            turnout_supervisor::reap_stale(&pid_file);
+        }
+        let envs = self.store.call(|c| q::list_envs(c, None)).await?;
+        let mut tasks = tokio::task::JoinSet::new();
+        for env in envs {
+            let Some(release_id) = env.current_release_id else {
+                continue;
+            };
+            let this = self.clone();
+            tasks.spawn(async move {
+                let r = EnvRef {
+                    app: env.app.clone(),
+                    env: env.name.clone(),
+                };
+                if let Err(e) = this.restore_env(&r, &env, release_id).await {
+                    warn!(app = %r.app, env = %r.env, error = %e, "environment did not come back");
+                    lock(&this.down).insert((r.app, r.env), e.to_string());
+                }
+            });
+        }
+        while tasks.join_next().await.is_some() {}
+        Ok(())
+    }
+
+    async fn restore_env(
+        &self,
+        r: &EnvRef,
+        env: &EnvRow,
+        release_id: i64,
+    ) -> Result<(), ControlError> {
+        let release: ReleaseRow = self
+            .store
+            .call(move |c| q::get_release(c, release_id))
+            .await?;
+        let config: ReleaseConfig = serde_json::from_str(&release.config)
+            .map_err(|e| ControlError::internal(format!("release {release_id} config: {e}")))?;
+        let dir = Path::new(&release.dir);
+        if !dir.is_dir() {
+            return Err(ControlError::internal(format!(
+                "release directory {} is gone; redeploy with `turnout deploy {r}`",
+                dir.display()
+            )));
+        }
+        let env_vars = self.instance_env(r, env.tier, &release.commit, &config);
+        let instance = self
+            .start_instance(r, release_id, dir, &config, env_vars)
+            .await?;
+        let healthy = match self.unless_closing("health", instance.wait_healthy()).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(ControlError::Step {
+                step: "health",
+                message: e.to_string(),
+                log_tail: vec![],
+            }),
+            Err(e) => Err(e),
+        };
+        if let Err(e) = healthy.and_then(|()| {
+            if self.closing.is_cancelled() {
+                Err(ControlError::internal("the daemon is shutting down"))
+            } else {
+                Ok(())
+            }
+        }) {
+            instance.stop().await;
+            return Err(e);
+        }
+        let running = Running {
+            release_id,
+            upstream: Upstream::new(instance.addr(), format!("{r}@{}", &release.commit[..12])),
+            instance,
+            drain_timeout: config.drain_timeout,
+        };
+        lock(&self.running).insert((r.app.clone(), r.env.clone()), running);
+        self.apply_routes();
+        info!(app = %r.app, env = %r.env, release = release_id, "environment restored");
+        Ok(())
+    }
+
+    /// Stop every instance (the proxy has already stopped accepting and drained): first let
+    /// deploys and restores in progress notice the shutdown and clean up after themselves.
+    pub async fn shutdown(&self) {
+        self.closing.cancel();
+        self.tasks.close();
+        self.tasks.wait().await;
+        let all: Vec<Running> = lock(&self.running).drain().map(|(_, r)| r).collect();
+        self.apply_routes();
+        let mut tasks = tokio::task::JoinSet::new();
+        for r in all {
+            tasks.spawn(async move { r.instance.stop().await });
+        }
+        while tasks.join_next().await.is_some() {}
+    }
+}
+
+/// Drain a replaced instance's in-flight requests (up to its drain timeout), then stop it.
+/// Returns how many requests or tunnels the deadline cut.
+async fn retire(old: Running) -> usize {
+    let outcome = old.upstream.drain(old.drain_timeout).await;
+    old.instance.stop().await;
+    outcome.cut
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn source(repo: &str, token_env: Option<&str>) -> Result<Source, ControlError> {
+    let token = match token_env {
+        None => None,
+        Some(var) => Some(std::env::var(var).map_err(|_| {
+            ControlError::Invalid(format!(
+                "the daemon's environment has no variable '{var}' (named by --token-env); set it where `turnout serve` runs"
+            ))
+        })?),
+    };
+    Ok(Source {
+        repo: repo.to_owned(),
+        token,
+    })
+}
+
+fn app_info(row: &AppRow) -> AppInfo {
+    AppInfo {
+        name: row.name.clone(),
+        repo: row.repo.clone(),
+        token_env: row.token_env.clone(),
+        environments: row.environments,
+        created_at: format_timestamp(row.created_at),
+    }
+}
+
+fn release_info(row: &ReleaseRow) -> ReleaseInfo {
+    ReleaseInfo {
+        id: row.id,
+        commit: row.commit.clone(),
+        git_ref: row.git_ref.clone(),
+        status: row.status.clone(),
+        reused_build: row.reused_build,
+        error: row.error.clone(),
+        created_at: format_timestamp(row.created_at),
+        finished_at: row.finished_at.map(format_timestamp),
+    }
+}
+
+/// The last `n` lines of a log file (empty when it does not exist).
+pub fn tail_lines(path: &Path, n: usize) -> Vec<String> {
+    let Ok(text) = std::fs::read(path) else {
+        return vec![];
+    };
+    let text = String::from_utf8_lossy(&text);
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..]
+        .iter()
+        .map(|l| (*l).to_owned())
+        .collect()
+}
+
+async fn remove_dir(dir: &Path) {
+    if let Err(e) = tokio::fs::remove_dir_all(dir).await
+        && e.kind() != std::io::ErrorKind::NotFound
+    {
+        warn!(dir = %dir.display(), error = %e, "could not remove directory");
+    }
+}

@@ -1,0 +1,109 @@
+//! `turnout serve`: every part in one process. Order of start-up: lock the home, open the store,
+//! bind both listeners (so the addresses can be printed and written to `serve.json` before
+//! anything slow), serve the API and the proxy, then bring environments back. Order of
+//! shutdown: stop accepting on both listeners and let in-flight requests finish (the proxy
+//! drains), stop every instance (SIGTERM, then SIGKILL after its stop timeout), remove
+//! `serve.json`.
+use std::fs::File;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::{Context, bail};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+use turnout_model::ServeInfo;
+use turnout_proxy::{Proxy, ProxyConfig};
+
+use crate::home::Home;
+use crate::plane::ControlPlane;
+use crate::store::Store;
+
+#[derive(Debug, Clone)]
+pub struct ServeConfig {
+    pub home: PathBuf,
+    pub api_listen: SocketAddr,
+    pub http_listen: SocketAddr,
+    pub proxy: ProxyConfig,
+}
+
+/// Run the daemon until `shutdown` is cancelled. `ready` is called once both listeners are bound.
+pub async fn serve(
+    config: ServeConfig,
+    shutdown: CancellationToken,
+    ready: impl FnOnce(&ServeInfo),
+) -> anyhow::Result<()> {
+    let home = Home::new(config.home.clone());
+    std::fs::create_dir_all(home.root())
+        .with_context(|| format!("cannot create the home directory {}", home.root().display()))?;
+    let lock = File::create(home.lock_file())
+        .with_context(|| format!("cannot write {}", home.lock_file().display()))?;
+    if lock.try_lock().is_err() {
+        bail!(
+            "another `turnout serve` is using the home {}; stop it first or pass a different --home",
+            home.root().display()
+        );
+    }
+    let store = Store::open(&home.db()).map_err(|e| anyhow::anyhow!("{e}"))?;
+
+    let api_listener = bind(
+        config.api_listen,
+        "API",
+        "--api-listen / TURNOUT_API_LISTEN",
+    )
+    .await?;
+    let http_listener = bind(
+        config.http_listen,
+        "proxy",
+        "--http-listen / TURNOUT_HTTP_LISTEN",
+    )
+    .await?;
+    let api_addr = api_listener.local_addr()?;
+    let http_addr = http_listener.local_addr()?;
+    let info = ServeInfo {
+        api: format!("http://{api_addr}"),
+        http: format!("http://{http_addr}"),
+        pid: std::process::id(),
+        home: home.root().display().to_string(),
+    };
+    std::fs::write(home.serve_json(), serde_json::to_vec_pretty(&info)?)
+        .with_context(|| format!("cannot write {}", home.serve_json().display()))?;
+
+    let proxy = Proxy::new(config.proxy.clone());
+    let plane = ControlPlane::new(home.clone(), store, proxy.clone(), http_addr.port());
+
+    let proxy_task = tokio::spawn(proxy.clone().serve(http_listener, shutdown.clone()));
+    let api_shutdown = shutdown.clone();
+    let api_router = crate::api::router(plane.clone());
+    let api_task = tokio::spawn(async move {
+        axum::serve(api_listener, api_router)
+            .with_graceful_shutdown(async move { api_shutdown.cancelled().await })
+            .await
+    });
+    ready(&info);
+    info!(api = %info.api, http = %info.http, home = %info.home, "turnout serving");
+
+    plane.spawn_restore();
+
+    shutdown.cancelled().await;
+    info!("shutting down: draining connections");
+    match proxy_task.await {
+        Ok(Err(e)) => warn!(error = %e, "proxy listener failed"),
+        Err(e) => warn!(error = %e, "proxy task failed"),
+        Ok(Ok(())) => {}
+    }
+    // The API's graceful shutdown waits for open responses, and a `logs -f` stream never ends by
+    // itself: give it a deadline.
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), api_task).await;
+    info!("stopping instances");
+    plane.shutdown().await;
+    let _ = std::fs::remove_file(home.serve_json());
+    info!("stopped");
+    Ok(())
+}
+
+async fn bind(addr: SocketAddr, what: &str, flag: &str) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(addr).await.with_context(|| {
+        format!("cannot listen on {addr} for the {what}; pick another address with {flag}")
+    })
+}

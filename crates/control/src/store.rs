@@ -1,0 +1,420 @@
+//! The control plane's store: one SQLite database (WAL) at `<home>/turnout.db`, one writer.
+//! Every call runs on the blocking pool, so no async task ever waits on SQLite.
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use rusqlite::{Connection, OptionalExtension, params};
+use turnout_model::{AppName, EnvName, Tier};
+
+use crate::error::ControlError;
+
+/// Embedded migrations, applied in order; `PRAGMA user_version` records how many ran.
+const MIGRATIONS: &[&str] = &[include_str!("../migrations/0001_init.sql")];
+
+#[derive(Clone)]
+pub struct Store {
+    // std Mutex on purpose: it is only ever locked inside spawn_blocking, never across an await.
+    conn: Arc<Mutex<Connection>>,
+}
+
+#[derive(Debug, Clone)]
+pub struct AppRow {
+    pub id: i64,
+    pub name: AppName,
+    pub repo: String,
+    pub token_env: Option<String>,
+    pub created_at: i64,
+    pub environments: u32,
+}
+
+#[derive(Debug, Clone)]
+pub struct EnvRow {
+    pub id: i64,
+    pub app: AppName,
+    pub name: EnvName,
+    pub branch: String,
+    pub tier: Tier,
+    pub current_release_id: Option<i64>,
+    pub created_at: i64,
+}
+
+#[derive(Debug, Clone)]
+pub struct ReleaseRow {
+    pub id: i64,
+    pub commit: String,
+    pub git_ref: String,
+    pub dir: String,
+    pub config: String,
+    pub status: String,
+    pub reused_build: bool,
+    pub error: Option<String>,
+    pub created_at: i64,
+    pub finished_at: Option<i64>,
+}
+
+pub fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+impl Store {
+    pub fn open(path: &Path) -> Result<Store, ControlError> {
+        let mut conn = Connection::open(path)
+            .map_err(|e| ControlError::internal(format!("open {}: {e}", path.display())))?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        conn.pragma_update(None, "foreign_keys", true)?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        migrate(&mut conn)?;
+        Ok(Store {
+            conn: Arc::new(Mutex::new(conn)),
+        })
+    }
+
+    /// Run `f` with the connection on the blocking pool.
+    pub async fn call<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> Result<T, ControlError> + Send + 'static,
+    ) -> Result<T, ControlError> {
+        let conn = self.conn.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut guard = conn.lock().unwrap_or_else(|p| p.into_inner());
+            f(&mut guard)
+        })
+        .await
+        .map_err(|e| ControlError::internal(format!("store task failed: {e}")))?
+    }
+}
+
+fn migrate(conn: &mut Connection) -> Result<(), ControlError> {
+    let done: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    let done = usize::try_from(done).unwrap_or(usize::MAX);
+    if done > MIGRATIONS.len() {
+        return Err(ControlError::internal(format!(
+            "the store was written by a newer Turnout (schema version {done}, this build knows {}); upgrade turnout",
+            MIGRATIONS.len()
+        )));
+    }
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(done) {
+        let tx = conn.transaction()?;
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "user_version", (i + 1) as i64)?;
+        tx.commit()?;
+    }
+    Ok(())
+}
+
+fn parse_tier(s: String) -> rusqlite::Result<Tier> {
+    s.parse().map_err(|e| {
+        rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e))
+    })
+}
+
+fn parse_name<T: std::str::FromStr<Err = turnout_model::NameError>>(
+    s: String,
+) -> rusqlite::Result<T> {
+    s.parse().map_err(|e| {
+        rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e))
+    })
+}
+
+const APP_COLS: &str = "a.id, a.name, a.repo, a.token_env, a.created_at, \
+     (SELECT COUNT(*) FROM environments e WHERE e.app_id = a.id)";
+
+fn app_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<AppRow> {
+    Ok(AppRow {
+        id: r.get(0)?,
+        name: parse_name(r.get(1)?)?,
+        repo: r.get(2)?,
+        token_env: r.get(3)?,
+        created_at: r.get(4)?,
+        environments: r.get(5)?,
+    })
+}
+
+const ENV_COLS: &str = "e.id, a.name, e.name, e.branch, e.tier, e.current_release_id, e.created_at";
+
+fn env_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<EnvRow> {
+    Ok(EnvRow {
+        id: r.get(0)?,
+        app: parse_name(r.get(1)?)?,
+        name: parse_name(r.get(2)?)?,
+        branch: r.get(3)?,
+        tier: parse_tier(r.get(4)?)?,
+        current_release_id: r.get(5)?,
+        created_at: r.get(6)?,
+    })
+}
+
+const RELEASE_COLS: &str =
+    "id, commit_sha, git_ref, dir, config, status, reused_build, error, created_at, finished_at";
+
+fn release_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ReleaseRow> {
+    Ok(ReleaseRow {
+        id: r.get(0)?,
+        commit: r.get(1)?,
+        git_ref: r.get(2)?,
+        dir: r.get(3)?,
+        config: r.get(4)?,
+        status: r.get(5)?,
+        reused_build: r.get(6)?,
+        error: r.get(7)?,
+        created_at: r.get(8)?,
+        finished_at: r.get(9)?,
+    })
+}
+
+/// Queries, each a plain function over a connection so callers compose them in one transaction.
+pub mod q {
+    use super::*;
+
+    pub fn insert_app(
+        c: &Connection,
+        name: &AppName,
+        repo: &str,
+        token_env: Option<&str>,
+    ) -> Result<AppRow, ControlError> {
+        let exists: bool = c.query_row(
+            "SELECT EXISTS(SELECT 1 FROM apps WHERE name = ?1)",
+            [name.as_str()],
+            |r| r.get(0),
+        )?;
+        if exists {
+            return Err(ControlError::Conflict(format!(
+                "app '{name}' already exists; pick another name or delete it with `turnout app delete {name}`"
+            )));
+        }
+        c.execute(
+            "INSERT INTO apps (name, repo, token_env, created_at) VALUES (?1, ?2, ?3, ?4)",
+            params![name.as_str(), repo, token_env, now()],
+        )?;
+        get_app(c, name)
+    }
+
+    pub fn list_apps(c: &Connection) -> Result<Vec<AppRow>, ControlError> {
+        let mut stmt = c.prepare(&format!("SELECT {APP_COLS} FROM apps a ORDER BY a.name"))?;
+        let rows = stmt.query_map([], app_row)?.collect::<Result<_, _>>()?;
+        Ok(rows)
+    }
+
+    pub fn get_app(c: &Connection, name: &AppName) -> Result<AppRow, ControlError> {
+        c.query_row(
+            &format!("SELECT {APP_COLS} FROM apps a WHERE a.name = ?1"),
+            [name.as_str()],
+            app_row,
+        )
+        .optional()?
+        .ok_or_else(|| {
+            ControlError::NotFound(format!(
+                "no app named '{name}'; see `turnout app list` or create it with `turnout app create {name} --repo PATH_OR_URL`"
+            ))
+        })
+    }
+
+    pub fn delete_app(c: &Connection, name: &AppName) -> Result<(), ControlError> {
+        let app = get_app(c, name)?;
+        c.execute("DELETE FROM apps WHERE id = ?1", [app.id])?;
+        Ok(())
+    }
+
+    pub fn insert_env(
+        c: &Connection,
+        app: &AppName,
+        name: &EnvName,
+        branch: &str,
+        tier: Tier,
+    ) -> Result<EnvRow, ControlError> {
+        let app_row = get_app(c, app)?;
+        let exists: bool = c.query_row(
+            "SELECT EXISTS(SELECT 1 FROM environments WHERE app_id = ?1 AND name = ?2)",
+            params![app_row.id, name.as_str()],
+            |r| r.get(0),
+        )?;
+        if exists {
+            return Err(ControlError::Conflict(format!(
+                "environment '{app}/{name}' already exists; deploy it with `turnout deploy {app}/{name}`"
+            )));
+        }
+        c.execute(
+            "INSERT INTO environments (app_id, name, branch, tier, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![app_row.id, name.as_str(), branch, tier.as_str(), now()],
+        )?;
+        get_env(c, app, name)
+    }
+
+    pub fn list_envs(c: &Connection, app: Option<&AppName>) -> Result<Vec<EnvRow>, ControlError> {
+        if let Some(app) = app {
+            get_app(c, app)?;
+        }
+        let mut stmt = c.prepare(&format!(
+            "SELECT {ENV_COLS} FROM environments e JOIN apps a ON a.id = e.app_id \
+             WHERE ?1 IS NULL OR a.name = ?1 ORDER BY a.name, e.name"
+        ))?;
+        let rows = stmt
+            .query_map([app.map(AppName::as_str)], env_row)?
+            .collect::<Result<_, _>>()?;
+        Ok(rows)
+    }
+
+    pub fn get_env(c: &Connection, app: &AppName, name: &EnvName) -> Result<EnvRow, ControlError> {
+        get_app(c, app)?;
+        c.query_row(
+            &format!(
+                "SELECT {ENV_COLS} FROM environments e JOIN apps a ON a.id = e.app_id \
+                 WHERE a.name = ?1 AND e.name = ?2"
+            ),
+            params![app.as_str(), name.as_str()],
+            env_row,
+        )
+        .optional()?
+        .ok_or_else(|| {
+            ControlError::NotFound(format!(
+                "app '{app}' has no environment '{name}'; see `turnout env list {app}`"
+            ))
+        })
+    }
+
+    pub fn delete_env(c: &Connection, env_id: i64) -> Result<(), ControlError> {
+        c.execute("DELETE FROM environments WHERE id = ?1", [env_id])?;
+        Ok(())
+    }
+
+    pub fn insert_release(
+        c: &Connection,
+        env_id: i64,
+        commit: &str,
+        git_ref: &str,
+        dir: &str,
+        config: &str,
+    ) -> Result<i64, ControlError> {
+        c.execute(
+            "INSERT INTO releases (env_id, commit_sha, git_ref, dir, config, status, created_at) \
+             VALUES (?1, ?2, ?3, ?4, ?5, 'building', ?6)",
+            params![env_id, commit, git_ref, dir, config, now()],
+        )?;
+        Ok(c.last_insert_rowid())
+    }
+
+    pub fn set_reused_build(c: &Connection, id: i64) -> Result<(), ControlError> {
+        c.execute("UPDATE releases SET reused_build = 1 WHERE id = ?1", [id])?;
+        Ok(())
+    }
+
+    pub fn fail_release(c: &Connection, id: i64, error: &str) -> Result<(), ControlError> {
+        c.execute(
+            "UPDATE releases SET status = 'failed', error = ?2, finished_at = ?3 WHERE id = ?1",
+            params![id, error, now()],
+        )?;
+        Ok(())
+    }
+
+    /// Make `release_id` the environment's live release and mark the one it replaces superseded,
+    /// in one transaction.
+    pub fn go_live(c: &mut Connection, env_id: i64, release_id: i64) -> Result<(), ControlError> {
+        let tx = c.transaction()?;
+        tx.execute(
+            "UPDATE releases SET status = 'superseded' WHERE env_id = ?1 AND status = 'live'",
+            [env_id],
+        )?;
+        tx.execute(
+            "UPDATE releases SET status = 'live', finished_at = ?2 WHERE id = ?1",
+            params![release_id, now()],
+        )?;
+        tx.execute(
+            "UPDATE environments SET current_release_id = ?2 WHERE id = ?1",
+            params![env_id, release_id],
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// A deploy that a killed daemon left half-done did not happen: mark it failed.
+    pub fn fail_interrupted_releases(c: &Connection) -> Result<usize, ControlError> {
+        Ok(c.execute(
+            "UPDATE releases SET status = 'failed', error = 'interrupted: the daemon stopped during this deploy', finished_at = ?1 \
+             WHERE status = 'building'",
+            [now()],
+        )?)
+    }
+
+    pub fn get_release(c: &Connection, id: i64) -> Result<ReleaseRow, ControlError> {
+        Ok(c.query_row(
+            &format!("SELECT {RELEASE_COLS} FROM releases WHERE id = ?1"),
+            [id],
+            release_row,
+        )?)
+    }
+
+    pub fn list_releases(c: &Connection, env_id: i64) -> Result<Vec<ReleaseRow>, ControlError> {
+        let mut stmt = c.prepare(&format!(
+            "SELECT {RELEASE_COLS} FROM releases WHERE env_id = ?1 ORDER BY id DESC"
+        ))?;
+        let rows = stmt
+            .query_map([env_id], release_row)?
+            .collect::<Result<_, _>>()?;
+        Ok(rows)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn migrates_once_and_round_trips_rows() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        let store = Store::open(&path).unwrap();
+        drop(store);
+        let store = Store::open(&path).unwrap();
+        let mut conn = store.conn.lock().unwrap();
+        let version: i64 = conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .unwrap();
+        assert_eq!(version, MIGRATIONS.len() as i64);
+        let mode: String = conn
+            .pragma_query_value(None, "journal_mode", |r| r.get(0))
+            .unwrap();
+        assert_eq!(mode, "wal");
+
+        let app = AppName::new("shop").unwrap();
+        let env = EnvName::new("staging").unwrap();
+        q::insert_app(&conn, &app, "/repo", None).unwrap();
+        assert!(matches!(
+            q::insert_app(&conn, &app, "/repo", None),
+            Err(ControlError::Conflict(_))
+        ));
+        let e = q::insert_env(&conn, &app, &env, "main", Tier::Staging).unwrap();
+        let r1 = q::insert_release(&conn, e.id, "abc", "main", "/d1", "{}").unwrap();
+        q::go_live(&mut conn, e.id, r1).unwrap();
+        let r2 = q::insert_release(&conn, e.id, "def", "main", "/d2", "{}").unwrap();
+        q::go_live(&mut conn, e.id, r2).unwrap();
+        let releases = q::list_releases(&conn, e.id).unwrap();
+        assert_eq!(
+            releases
+                .iter()
+                .map(|r| r.status.as_str())
+                .collect::<Vec<_>>(),
+            ["live", "superseded"]
+        );
+        assert_eq!(
+            q::get_env(&conn, &app, &env).unwrap().current_release_id,
+            Some(r2)
+        );
+        assert_eq!(q::get_app(&conn, &app).unwrap().environments, 1);
+        q::delete_app(&conn, &app).unwrap();
+        assert!(q::list_releases(&conn, e.id).unwrap().is_empty());
+    }
+
+    #[test]
+    fn refuses_a_store_from_a_newer_version() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        let conn = Connection::open(&path).unwrap();
+        conn.pragma_update(None, "user_version", 99).unwrap();
+        drop(conn);
+        let err = Store::open(&path).err().unwrap().to_string();
+        assert!(err.contains("newer Turnout"), "{err}");
+    }
+}

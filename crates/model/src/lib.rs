@@ -1,0 +1,11 @@
+//! Types shared by the control plane and its clients: validated names, tiers and the JSON shapes
+//! of the HTTP API (`/api/v1`). Nothing here does I/O.
+#![forbid(unsafe_code)]
+
+mod api;
+mod names;
+mod tier;
+
+pub use api::*;
+pub use names::{AppName, EnvName, EnvRef, NameError};
+pub use tier::{Tier, UnknownTier};

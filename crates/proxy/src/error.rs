@@ -1,0 +1,226 @@
+//! What can go wrong on the request path, and on which side of the proxy it went wrong.
+//!
+//! The side decides the status code and what the client is told; it is also what an operator
+//! needs first when reading the log ("is it the app or us?").
+
+use std::error::Error as StdError;
+use std::io;
+
+use bytes::Bytes;
+use http::{HeaderValue, Response, StatusCode, header};
+
+use crate::body::ResponseBody;
+
+/// Who is responsible for a failed request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorSide {
+    /// The request itself is unusable (no Host, a host nobody serves, a method we do not proxy).
+    Client,
+    /// The proxy chose to stop the request (an instance was drained past its deadline).
+    Proxy,
+    /// The instance behind the route failed: refused, timed out, or broke the exchange.
+    Upstream,
+}
+
+/// A request the proxy answered itself instead of relaying the instance's answer.
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    #[error("request has no Host header")]
+    MissingHost,
+
+    /// RFC 9112 §3.2: a request with more than one Host field, or an unparsable one, gets a 400.
+    #[error("request has an invalid Host header")]
+    InvalidHost,
+
+    #[error("no environment is routed for host '{host}'")]
+    UnknownHost { host: String },
+
+    /// A reverse proxy has no business opening arbitrary tunnels (RFC 9110 §9.3.6).
+    #[error("method {method} is not proxied")]
+    MethodNotAllowed { method: http::Method },
+
+    #[error("request target cannot be forwarded: {reason}")]
+    BadTarget { reason: String },
+
+    #[error("could not connect to {upstream}")]
+    UpstreamUnreachable {
+        upstream: String,
+        #[source]
+        source: hyper_util::client::legacy::Error,
+    },
+
+    #[error("connecting to {upstream} timed out")]
+    UpstreamTimeout {
+        upstream: String,
+        #[source]
+        source: hyper_util::client::legacy::Error,
+    },
+
+    #[error("{upstream} failed while answering")]
+    UpstreamFailed {
+        upstream: String,
+        #[source]
+        source: hyper_util::client::legacy::Error,
+    },
+
+    /// RFC 9110 §15.2.2: a server must not switch protocols the client did not ask for.
+    #[error("{upstream} switched protocols without being asked to")]
+    UnrequestedUpgrade { upstream: String },
+
+    #[error("{upstream} was drained before it answered")]
+    Drained { upstream: String },
+}
+
+impl ProxyError {
+    pub fn side(&self) -> ErrorSide {
+        match self {
+            ProxyError::MissingHost
+            | ProxyError::InvalidHost
+            | ProxyError::UnknownHost { .. }
+            | ProxyError::MethodNotAllowed { .. }
+            | ProxyError::BadTarget { .. } => ErrorSide::Client,
+            ProxyError::Drained { .. } => ErrorSide::Proxy,
+            ProxyError::UpstreamUnreachable { .. }
+            | ProxyError::UpstreamTimeout { .. }
+            | ProxyError::UpstreamFailed { .. }
+            | ProxyError::UnrequestedUpgrade { .. } => ErrorSide::Upstream,
+        }
+    }
+
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ProxyError::MissingHost | ProxyError::InvalidHost | ProxyError::BadTarget { .. } => {
+                StatusCode::BAD_REQUEST
+            }
+            ProxyError::UnknownHost { .. } => StatusCode::NOT_FOUND,
+            ProxyError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
+            ProxyError::Drained { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+            ProxyError::UpstreamUnreachable { .. }
+            | ProxyError::UpstreamFailed { .. }
+            | ProxyError::UnrequestedUpgrade { .. } => StatusCode::BAD_GATEWAY,
+        }
+    }
+
+    /// Text for the client. Upstream failures name the host the client asked for, never the
+    /// instance's address or release label: those are for the log, not for the internet.
+    fn client_message(&self, host: Option<&str>) -> String {
+        let host = host.unwrap_or("?");
+        match self {
+            ProxyError::MissingHost => "turnout: request has no Host header\n".to_owned(),
+            ProxyError::InvalidHost => "turnout: request has an invalid Host header\n".to_owned(),
+            ProxyError::UnknownHost { host } => {
+                format!("turnout: no environment is routed for host '{host}'\n")
+            }
+            ProxyError::MethodNotAllowed { method } => {
+                format!("turnout: method {method} is not proxied\n")
+            }
+            ProxyError::BadTarget { .. } => "turnout: request target is not supported\n".to_owned(),
+            ProxyError::UpstreamUnreachable { .. } | ProxyError::UpstreamFailed { .. } => {
+                format!("turnout: the environment for host '{host}' did not answer\n")
+            }
+            ProxyError::UnrequestedUpgrade { .. } => {
+                format!(
+                    "turnout: the environment for host '{host}' answered with an invalid response\n"
+                )
+            }
+            ProxyError::UpstreamTimeout { .. } => {
+                format!("turnout: the environment for host '{host}' did not answer in time\n")
+            }
+            ProxyError::Drained { .. } => {
+                format!(
+                    "turnout: the environment for host '{host}' was replaced before it answered\n"
+                )
+            }
+        }
+    }
+
+    pub(crate) fn into_response(self, host: Option<&str>) -> Response<ResponseBody> {
+        let status = self.status();
+        let text = self.client_message(host);
+        local_response(status, text)
+    }
+
+    /// Classify a failure of the pooled client by what it tells us about the upstream.
+    pub(crate) fn from_client(upstream: &str, source: hyper_util::client::legacy::Error) -> Self {
+        let upstream = upstream.to_owned();
+        if source.is_connect() {
+            // hyper-util's connector reports its connect timeout as io::ErrorKind::TimedOut.
+            if chain_has(&source, |e| {
+                e.downcast_ref::<io::Error>()
+                    .is_some_and(|io| io.kind() == io::ErrorKind::TimedOut)
+            }) {
+                ProxyError::UpstreamTimeout { upstream, source }
+            } else {
+                ProxyError::UpstreamUnreachable { upstream, source }
+            }
+        } else {
+            ProxyError::UpstreamFailed { upstream, source }
+        }
+    }
+}
+
+/// True when the client guarantees that not a byte of the request reached the upstream:
+/// the connection was never established, or hyper handed the request back unsent
+/// (`hyper::Error::is_canceled`, e.g. a pooled connection that turned out closed).
+pub(crate) fn nothing_was_sent(error: &hyper_util::client::legacy::Error) -> bool {
+    error.is_connect()
+        || chain_has(error, |e| {
+            e.downcast_ref::<hyper::Error>()
+                .is_some_and(hyper::Error::is_canceled)
+        })
+}
+
+fn chain_has(
+    error: &(dyn StdError + 'static),
+    pred: impl Fn(&(dyn StdError + 'static)) -> bool,
+) -> bool {
+    let mut current = Some(error);
+    while let Some(e) = current {
+        if pred(e) {
+            return true;
+        }
+        current = e.source();
+    }
+    false
+}
+
+/// A response the proxy writes itself. `nosniff` because the body echoes a client-supplied
+/// host; `no-store` so a shared cache never keeps a transient 502 in place of the app.
+pub(crate) fn local_response(status: StatusCode, text: String) -> Response<ResponseBody> {
+    let mut response = Response::new(ResponseBody::full(Bytes::from(text)));
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn client_errors_map_to_4xx() {
+        assert_eq!(ProxyError::MissingHost.status(), StatusCode::BAD_REQUEST);
+        assert_eq!(ProxyError::MissingHost.side(), ErrorSide::Client);
+        let unknown = ProxyError::UnknownHost { host: "x".into() };
+        assert_eq!(unknown.status(), StatusCode::NOT_FOUND);
+        assert_eq!(
+            unknown.client_message(None),
+            "turnout: no environment is routed for host 'x'\n"
+        );
+        let drained = ProxyError::Drained {
+            upstream: "a".into(),
+        };
+        assert_eq!(drained.side(), ErrorSide::Proxy);
+        assert_eq!(drained.status(), StatusCode::SERVICE_UNAVAILABLE);
+    }
+}

@@ -1,0 +1,239 @@
+//! One request: route it, relay it to the instance, relay the answer back.
+//!
+//! Nothing here takes a lock, touches the store or blocks: the route table is an `ArcSwap`
+//! load, released before the first `.await`.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use http::uri::{PathAndQuery, Scheme};
+use http::{HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
+use http_body_util::{Either, Empty};
+use hyper::body::{Body, Incoming};
+use tokio_util::task::task_tracker::TaskTrackerToken;
+use tracing::{debug, warn};
+
+use crate::body::{ResponseBody, UpstreamBody};
+use crate::error::{ErrorSide, ProxyError, nothing_was_sent};
+use crate::headers;
+use crate::route_table::Target;
+use crate::server::Proxy;
+use crate::tunnel::Tunnel;
+use crate::upstream::Upstream;
+
+/// How many times a request re-reads the table when the instance it found is already being
+/// drained. One re-read suffices when the control plane applies before it drains; the bound
+/// only guards against a caller that drains an instance it still routes to.
+const DRAINING_REREADS: usize = 3;
+
+pub(crate) async fn handle(
+    proxy: &Proxy,
+    req: Request<Incoming>,
+    peer: SocketAddr,
+) -> Response<ResponseBody> {
+    // For the error log only; both clones share the request's buffers.
+    let method = req.method().clone();
+    let uri = req.uri().clone();
+    let (host, result) = match headers::request_host(&req) {
+        Ok(host) => {
+            let result = forward(proxy, req, peer, &host).await;
+            (Some(host), result)
+        }
+        Err(e) => (None, Err(e)),
+    };
+    let error = match result {
+        Ok(response) => return response,
+        Err(error) => error,
+    };
+    let host = host.as_ref().and_then(|h| h.to_str().ok());
+    let shown = host.unwrap_or("");
+    match error.side() {
+        ErrorSide::Client => debug!(
+            host = %shown, method = %method, path = %uri.path(), client = %peer,
+            error = %error, "request refused"
+        ),
+        ErrorSide::Proxy | ErrorSide::Upstream => warn!(
+            host = %shown, method = %method, path = %uri.path(), client = %peer,
+            error = %error, cause = ?std::error::Error::source(&error),
+            "request failed"
+        ),
+    }
+    error.into_response(host)
+}
+
+async fn forward(
+    proxy: &Proxy,
+    mut req: Request<Incoming>,
+    peer: SocketAddr,
+    host: &HeaderValue,
+) -> Result<Response<ResponseBody>, ProxyError> {
+    if req.method() == Method::CONNECT {
+        return Err(ProxyError::MethodNotAllowed {
+            method: Method::CONNECT,
+        });
+    }
+    let host_name = host.to_str().map_err(|_| ProxyError::InvalidHost)?;
+    let upgrade = headers::wants_upgrade(req.headers(), req.version());
+    // Must be taken from the client's request itself: hyper resolves it once our 101 is sent.
+    let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
+
+    let (mut parts, body) = req.into_parts();
+    let path = upstream_path(&parts.uri)?;
+    // RFC 9110 §9.2.2: idempotent methods may be repeated; without a body there is nothing
+    // we would have had to buffer to repeat it.
+    let replayable = body.is_end_stream()
+        && matches!(
+            parts.method,
+            Method::GET
+                | Method::HEAD
+                | Method::OPTIONS
+                | Method::PUT
+                | Method::DELETE
+                | Method::TRACE
+        );
+    let mut body = Some(if body.is_end_stream() {
+        Either::Right(Empty::new())
+    } else {
+        Either::Left(body)
+    });
+    headers::prepare_request_headers(&mut parts.headers, parts.version, host, peer.ip(), upgrade);
+
+    let (mut upstream, mut work) = route(proxy, host_name)?;
+    let mut retried = false;
+    let mut response = loop {
+        let request = build_request(
+            &upstream,
+            &parts.method,
+            &path,
+            if replayable && !retried {
+                parts.headers.clone()
+            } else {
+                std::mem::take(&mut parts.headers)
+            },
+            body.take().unwrap_or_else(|| Either::Right(Empty::new())),
+        )?;
+        let sent = tokio::select! {
+            sent = proxy.client().request(request) => sent,
+            _ = upstream.cut_signal().cancelled() => {
+                return Err(ProxyError::Drained { upstream: upstream.label().to_owned() });
+            }
+        };
+        let error = match sent {
+            Ok(response) => break response,
+            Err(error) => error,
+        };
+        if !replayable || retried || !nothing_was_sent(&error) {
+            return Err(ProxyError::from_client(upstream.label(), error));
+        }
+        // Nothing reached the instance, so repeating is safe; ask the table again in case
+        // the host moved in the meantime.
+        let (next, next_work) = route(proxy, host_name)?;
+        if error.is_connect() && Arc::ptr_eq(&next, &upstream) {
+            // A connect failure against the same instance would only fail again, slower.
+            return Err(ProxyError::from_client(upstream.label(), error));
+        }
+        debug!(
+            host = %host_name, upstream = %upstream.label(), next = %next.label(), error = %error,
+            "request never reached the instance; retrying once"
+        );
+        drop(work);
+        (upstream, work) = (next, next_work);
+        retried = true;
+    };
+
+    let switching = response.status() == StatusCode::SWITCHING_PROTOCOLS;
+    if switching {
+        let Some(client_upgrade) = client_upgrade else {
+            return Err(ProxyError::UnrequestedUpgrade {
+                upstream: upstream.label().to_owned(),
+            });
+        };
+        let tunnel = Tunnel {
+            client: client_upgrade,
+            upstream: hyper::upgrade::on(&mut response),
+            websocket: headers::is_websocket(response.headers()),
+            label: upstream.label().to_owned(),
+            cut: upstream.cut_signal().clone(),
+            work,
+        };
+        tokio::spawn(tunnel.run());
+        let (mut parts, _) = response.into_parts();
+        headers::prepare_response_headers(&mut parts.headers, parts.version, true);
+        parts.version = Version::HTTP_11;
+        return Ok(Response::from_parts(parts, ResponseBody::empty()));
+    }
+
+    let (mut parts, body) = response.into_parts();
+    headers::prepare_response_headers(&mut parts.headers, parts.version, false);
+    // hyper writes the version of the client's connection; don't carry the upstream's.
+    parts.version = Version::default();
+    Ok(Response::from_parts(
+        parts,
+        ResponseBody::upstream(body, work, upstream.cut_signal()),
+    ))
+}
+
+/// Look the host up in the current table and take a drain token of its instance. The table
+/// guard is released before returning, so it is never held across an `.await`.
+fn route(proxy: &Proxy, host: &str) -> Result<(Arc<Upstream>, TaskTrackerToken), ProxyError> {
+    let mut last = None;
+    for _ in 0..DRAINING_REREADS {
+        let upstream = {
+            let table = proxy.routes().load();
+            match table.lookup(host) {
+                Some(Target::Upstream(upstream)) => upstream.clone(),
+                None => {
+                    return Err(ProxyError::UnknownHost {
+                        host: host.to_owned(),
+                    });
+                }
+            }
+        };
+        // A drain only starts after the table that dropped this instance was applied, so a
+        // closed tracker means the table we read is already stale: read it again.
+        if let Some(work) = upstream.begin_work() {
+            return Ok((upstream, work));
+        }
+        last = Some(upstream);
+    }
+    let upstream = last.expect("the loop ran at least once");
+    warn!(host = %host, upstream = %upstream.label(), "host is still routed to an instance being drained");
+    let work = upstream.force_work();
+    Ok((upstream, work))
+}
+
+fn upstream_path(uri: &Uri) -> Result<PathAndQuery, ProxyError> {
+    match uri.path_and_query() {
+        // RFC 9112 §3.2.4: asterisk-form only exists for a server-wide OPTIONS; there is no
+        // single environment to ask.
+        Some(pq) if pq.as_str() == "*" => Err(ProxyError::BadTarget {
+            reason: "asterisk-form request target".to_owned(),
+        }),
+        Some(pq) => Ok(pq.clone()),
+        None => Ok(PathAndQuery::from_static("/")),
+    }
+}
+
+fn build_request(
+    upstream: &Upstream,
+    method: &Method,
+    path: &PathAndQuery,
+    headers: http::HeaderMap,
+    body: UpstreamBody,
+) -> Result<Request<UpstreamBody>, ProxyError> {
+    let uri = Uri::builder()
+        .scheme(Scheme::HTTP)
+        .authority(upstream.authority().clone())
+        .path_and_query(path.clone())
+        .build()
+        .map_err(|e| ProxyError::BadTarget {
+            reason: e.to_string(),
+        })?;
+    let mut request = Request::new(body);
+    *request.method_mut() = method.clone();
+    *request.uri_mut() = uri;
+    // Instances speak HTTP/1.1, whatever the client spoke.
+    *request.version_mut() = Version::HTTP_11;
+    *request.headers_mut() = headers;
+    Ok(request)
+}

@@ -1,0 +1,48 @@
+//! The data plane of Turnout: an HTTP/1.1 and HTTP/2 reverse proxy that routes each request
+//! by host to the instance its environment currently runs, and moves hosts between instances
+//! without dropping a request.
+//!
+//! # How a switch works
+//!
+//! 1. The control plane builds a complete [`RouteTable`] and hands it to [`Proxy::apply`],
+//!    which stores it atomically and returns the previous one. Start-up uses the same call.
+//! 2. Every request looks its host up in whatever table is current when it starts (each
+//!    request on a keep-alive connection looks up afresh), so new requests go to the new
+//!    instance as soon as `apply` returns.
+//! 3. Requests already running keep the instance they started on. Each holds a drain token
+//!    of that [`Upstream`] until its response body has been sent; an upgraded tunnel holds one
+//!    until it closes.
+//! 4. The caller drains each upstream the new table no longer routes to
+//!    ([`RouteTable::retired_by`], [`Upstream::drain`]): it waits for those tokens up to a
+//!    deadline, then cuts what is left; WebSocket tunnels get a 1001 close frame.
+//!
+//! # What the request path never does
+//!
+//! Take a lock, touch the store, block, or hold the route table across an `.await`. The
+//! proxy keeps serving its last table whatever the control plane is doing.
+//!
+//! # Failures
+//!
+//! The proxy answers itself, in plain text, when the request has no Host (400), names a host
+//! nobody routes (404), or the instance cannot be reached (502) or does not accept a
+//! connection in time (504); see [`ProxyError`]. It never answers with another environment's
+//! content.
+
+#![forbid(unsafe_code)]
+
+mod body;
+mod config;
+mod connection;
+mod error;
+mod forward;
+mod headers;
+mod route_table;
+mod server;
+mod tunnel;
+mod upstream;
+
+pub use config::ProxyConfig;
+pub use error::{ErrorSide, ProxyError};
+pub use route_table::{RouteTable, Target};
+pub use server::Proxy;
+pub use upstream::{DrainOutcome, Upstream};

@@ -1,0 +1,230 @@
+//! Host name -> target. A table is built whole by the control plane and never changed after
+//! [`Proxy::apply`](crate::Proxy::apply); a switch is a new table, so a request sees either
+//! the old routes or the new ones, never a mix.
+
+use std::borrow::Cow;
+use std::collections::{HashMap, HashSet};
+use std::fmt;
+use std::sync::Arc;
+
+use crate::upstream::Upstream;
+
+/// What a host routes to.
+#[derive(Clone)]
+pub enum Target {
+    Upstream(Arc<Upstream>),
+}
+
+impl Target {
+    pub fn upstream(&self) -> Option<&Arc<Upstream>> {
+        match self {
+            Target::Upstream(upstream) => Some(upstream),
+        }
+    }
+}
+
+impl From<Arc<Upstream>> for Target {
+    fn from(upstream: Arc<Upstream>) -> Self {
+        Target::Upstream(upstream)
+    }
+}
+
+impl fmt::Debug for Target {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Target::Upstream(upstream) => {
+                f.debug_tuple("Upstream").field(&upstream.label()).finish()
+            }
+        }
+    }
+}
+
+/// Immutable snapshot of the routes: host name -> [`Target`].
+#[derive(Default, Clone)]
+pub struct RouteTable {
+    exact: HashMap<String, Target>,
+    /// `*.example.com` is stored under `example.com`; it matches every name below it at any
+    /// depth, but not `example.com` itself.
+    wildcard: HashMap<String, Target>,
+}
+
+impl RouteTable {
+    /// Route `host` (e.g. `shop.example.com` or `*.example.com`) to `target`, replacing any
+    /// earlier target for the same name. The name is normalised like a Host header.
+    pub fn insert(&mut self, host: &str, target: Target) {
+        let name = normalize_host(host).into_owned();
+        match name.strip_prefix("*.") {
+            Some(suffix) => self.wildcard.insert(suffix.to_owned(), target),
+            None => self.exact.insert(name, target),
+        };
+    }
+
+    /// Find the target for a Host header or `:authority` value. An exact name beats a
+    /// wildcard; a longer wildcard beats a shorter one.
+    pub fn lookup(&self, host: &str) -> Option<&Target> {
+        let name = normalize_host(host);
+        if let Some(target) = self.exact.get(name.as_ref()) {
+            return Some(target);
+        }
+        if self.wildcard.is_empty() {
+            return None;
+        }
+        // Walk the suffixes from the longest: for a.b.example.com try b.example.com, then
+        // example.com, then com.
+        let mut rest = name.as_ref();
+        while let Some((_, suffix)) = rest.split_once('.') {
+            if let Some(target) = self.wildcard.get(suffix) {
+                return Some(target);
+            }
+            rest = suffix;
+        }
+        None
+    }
+
+    pub fn len(&self) -> usize {
+        self.exact.len() + self.wildcard.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.exact.is_empty() && self.wildcard.is_empty()
+    }
+
+    /// Every upstream the table routes to, each once.
+    pub fn upstreams(&self) -> impl Iterator<Item = &Arc<Upstream>> {
+        let mut seen = HashSet::new();
+        self.exact
+            .values()
+            .chain(self.wildcard.values())
+            .filter_map(Target::upstream)
+            .filter(move |upstream| seen.insert(Arc::as_ptr(upstream)))
+    }
+
+    /// Upstreams this table routes to that `next` no longer does: what to drain after
+    /// `apply(next)` returned this table.
+    pub fn retired_by(&self, next: &RouteTable) -> Vec<Arc<Upstream>> {
+        let kept: HashSet<*const Upstream> = next.upstreams().map(Arc::as_ptr).collect();
+        self.upstreams()
+            .filter(|upstream| !kept.contains(&Arc::as_ptr(upstream)))
+            .cloned()
+            .collect()
+    }
+}
+
+impl fmt::Debug for RouteTable {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let wildcards = self.wildcard.iter().map(|(k, v)| (format!("*.{k}"), v));
+        let exact = self.exact.iter().map(|(k, v)| (k.clone(), v));
+        f.debug_map().entries(exact.chain(wildcards)).finish()
+    }
+}
+
+/// Host header -> route key: drop an optional `:port` (RFC 9110 §7.2 uri-host [":" port]),
+/// lowercase (host names are case-insensitive, RFC 3986 §3.2.2), and drop the trailing dot of
+/// a fully qualified name. Borrows when nothing needs changing, which is the common case.
+pub(crate) fn normalize_host(raw: &str) -> Cow<'_, str> {
+    let raw = raw.trim();
+    let without_port = if raw.starts_with('[') {
+        // IPv6 literal: the port, if any, follows the closing bracket.
+        match raw.find(']') {
+            Some(end) => &raw[..=end],
+            None => raw,
+        }
+    } else {
+        match raw.rsplit_once(':') {
+            Some((host, port)) if port.bytes().all(|b| b.is_ascii_digit()) => host,
+            _ => raw,
+        }
+    };
+    let name = without_port.strip_suffix('.').unwrap_or(without_port);
+    if name.bytes().any(|b| b.is_ascii_uppercase()) {
+        Cow::Owned(name.to_ascii_lowercase())
+    } else {
+        Cow::Borrowed(name)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn table(routes: &[(&str, &str)]) -> RouteTable {
+        let mut table = RouteTable::default();
+        for (i, (host, label)) in routes.iter().enumerate() {
+            let addr = std::net::SocketAddr::from(([127, 0, 0, 1], 1000 + i as u16));
+            table.insert(host, Target::Upstream(Upstream::new(addr, *label)));
+        }
+        table
+    }
+
+    fn routed(table: &RouteTable, host: &str) -> Option<String> {
+        table
+            .lookup(host)
+            .and_then(Target::upstream)
+            .map(|u| u.label().to_owned())
+    }
+
+    #[test]
+    fn normalizes_port_case_and_trailing_dot() {
+        let t = table(&[("Shop.Example.com", "shop")]);
+        for host in [
+            "shop.example.com",
+            "SHOP.example.COM",
+            "shop.example.com:8080",
+            "shop.example.com.",
+            "shop.example.com.:443",
+        ] {
+            assert_eq!(routed(&t, host).as_deref(), Some("shop"), "{host}");
+        }
+        assert_eq!(routed(&t, "example.com"), None);
+        assert_eq!(routed(&t, "shop.example.co"), None);
+    }
+
+    #[test]
+    fn ipv6_literals_keep_their_brackets() {
+        let t = table(&[("[::1]", "v6")]);
+        assert_eq!(routed(&t, "[::1]:8080").as_deref(), Some("v6"));
+        assert_eq!(routed(&t, "[::1]").as_deref(), Some("v6"));
+    }
+
+    #[test]
+    fn wildcard_matches_any_depth_but_not_the_apex() {
+        let t = table(&[("*.example.com", "wild")]);
+        assert_eq!(routed(&t, "a.example.com").as_deref(), Some("wild"));
+        assert_eq!(routed(&t, "a.b.example.com:80").as_deref(), Some("wild"));
+        assert_eq!(routed(&t, "example.com"), None);
+        assert_eq!(routed(&t, "badexample.com"), None);
+    }
+
+    #[test]
+    fn exact_beats_wildcard_and_longer_wildcard_beats_shorter() {
+        let t = table(&[
+            ("*.example.com", "short"),
+            ("*.qa.example.com", "long"),
+            ("www.qa.example.com", "exact"),
+        ]);
+        assert_eq!(routed(&t, "www.qa.example.com").as_deref(), Some("exact"));
+        assert_eq!(routed(&t, "x.qa.example.com").as_deref(), Some("long"));
+        assert_eq!(routed(&t, "qa.example.com").as_deref(), Some("short"));
+        assert_eq!(routed(&t, "x.example.com").as_deref(), Some("short"));
+        assert_eq!(t.len(), 3);
+    }
+
+    #[test]
+    fn upstreams_are_distinct_and_retired_ones_are_found() {
+        let a = Upstream::new(([127, 0, 0, 1], 1).into(), "a");
+        let b = Upstream::new(([127, 0, 0, 1], 2).into(), "b");
+        let mut old = RouteTable::default();
+        old.insert("a.test", a.clone().into());
+        old.insert("*.a.test", a.clone().into());
+        old.insert("b.test", b.clone().into());
+        assert_eq!(old.upstreams().count(), 2);
+
+        let mut next = RouteTable::default();
+        next.insert("a.test", a.clone().into());
+        next.insert("b.test", a.clone().into());
+        let retired = old.retired_by(&next);
+        assert_eq!(retired.len(), 1);
+        assert!(Arc::ptr_eq(&retired[0], &b));
+        assert!(RouteTable::default().is_empty());
+    }
+}

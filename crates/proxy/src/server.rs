@@ -1,0 +1,280 @@
+//! The proxy itself: its route table, its upstream client, and the accept loop.
+
+use std::convert::Infallible;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use http::{Request, Version};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::time::timeout;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{debug, info, warn};
+
+use crate::body::UpstreamBody;
+use crate::config::ProxyConfig;
+use crate::connection::{Activity, Expiry, WatchedIo};
+use crate::forward;
+use crate::route_table::RouteTable;
+
+/// hyper refuses an HTTP/1 buffer smaller than this.
+const MIN_H1_BUFFER: usize = 8 * 1024;
+/// Streams one HTTP/2 client may have open at once; browsers open about 100.
+const H2_MAX_CONCURRENT_STREAMS: u32 = 256;
+/// HTTP/2 PINGs find peers that vanished without closing (a laptop lid, a NAT timeout).
+const H2_KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(30);
+const H2_KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(20);
+/// Idle pooled connections to an instance are closed after this. The client retries a request
+/// that a pooled connection turned out too closed to take; this bounds how many such stale
+/// connections exist at all.
+const UPSTREAM_POOL_IDLE: Duration = Duration::from_secs(30);
+const UPSTREAM_POOL_MAX_IDLE: usize = 128;
+const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(5);
+const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
+
+/// The reverse proxy: routes each request by host to the instance the current route table
+/// names.
+pub struct Proxy {
+    /// The routes in force. Replaced whole by [`Proxy::apply`]; each lookup `load()`s it and
+    /// lets go before any `.await`, so a switch never waits for a request or vice versa.
+    table: ArcSwap<RouteTable>,
+    /// Pooled HTTP/1.1 connections to instances, keyed by instance address.
+    client: Client<HttpConnector, UpstreamBody>,
+    config: ProxyConfig,
+}
+
+impl Proxy {
+    pub fn new(config: ProxyConfig) -> Arc<Proxy> {
+        let mut connector = HttpConnector::new();
+        connector.set_connect_timeout(Some(config.upstream_connect_timeout));
+        connector.set_nodelay(true);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_timer(TokioTimer::new())
+            .pool_idle_timeout(UPSTREAM_POOL_IDLE)
+            .pool_max_idle_per_host(UPSTREAM_POOL_MAX_IDLE)
+            // A request handed back unsent by a pooled connection that had closed is sent
+            // again on another connection: nothing of it reached the instance.
+            .retry_canceled_requests(true)
+            // The Host header is the client's, set by `headers::prepare_request_headers`.
+            .set_host(false)
+            .build(connector);
+        Arc::new(Proxy {
+            table: ArcSwap::from_pointee(RouteTable::default()),
+            client,
+            config,
+        })
+    }
+
+    /// The one way routes change: start-up, deploy, switch and rollback all call this.
+    /// Requests that start after it returns use `table`; requests already running keep their
+    /// instance. Returns the previous table, whose no-longer-routed upstreams
+    /// ([`RouteTable::retired_by`]) the caller drains.
+    pub fn apply(&self, table: RouteTable) -> Arc<RouteTable> {
+        let routes = table.len();
+        let previous = self.table.swap(Arc::new(table));
+        info!(
+            routes,
+            previous_routes = previous.len(),
+            "route table applied"
+        );
+        previous
+    }
+
+    pub fn current(&self) -> Arc<RouteTable> {
+        self.table.load_full()
+    }
+
+    pub fn config(&self) -> &ProxyConfig {
+        &self.config
+    }
+
+    pub(crate) fn routes(&self) -> &ArcSwap<RouteTable> {
+        &self.table
+    }
+
+    pub(crate) fn client(&self) -> &Client<HttpConnector, UpstreamBody> {
+        &self.client
+    }
+
+    /// Accept connections on `listener` until `shutdown` is cancelled.
+    ///
+    /// Shutdown, in order: (1) stop accepting and close the listener; (2) tell every
+    /// connection to finish: idle HTTP/1 connections close at once, busy ones after their
+    /// current response, HTTP/2 ones send GOAWAY and finish their open streams; (3) wait up
+    /// to `shutdown_grace` for them; (4) drop the connections still open, and return.
+    /// Upgraded tunnels are not connections any more: they belong to their upstream, and
+    /// [`Upstream::drain`](crate::Upstream::drain) closes them.
+    pub async fn serve(
+        self: Arc<Self>,
+        listener: TcpListener,
+        shutdown: CancellationToken,
+    ) -> io::Result<()> {
+        let builder = Arc::new(self.connection_builder());
+        // One task per client connection; waited for at shutdown.
+        let connections = TaskTracker::new();
+        // Cancelled when the shutdown grace has run out: open connections are dropped.
+        let abort = CancellationToken::new();
+        info!(listen = ?listener.local_addr().ok(), "proxy listening");
+
+        let mut backoff = ACCEPT_BACKOFF_MIN;
+        loop {
+            let accepted = tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => break,
+                accepted = listener.accept() => accepted,
+            };
+            let (stream, peer) = match accepted {
+                Ok(pair) => {
+                    backoff = ACCEPT_BACKOFF_MIN;
+                    pair
+                }
+                // The client gave up between SYN and accept; nothing is wrong with us.
+                Err(e) if is_per_connection(&e) => continue,
+                Err(e) => {
+                    // Typically out of file descriptors: wait for some to be released
+                    // rather than spin.
+                    warn!(error = %e, backoff_ms = backoff.as_millis() as u64, "accept failed");
+                    tokio::select! {
+                        _ = shutdown.cancelled() => break,
+                        _ = tokio::time::sleep(backoff) => {}
+                    }
+                    backoff = (backoff * 2).min(ACCEPT_BACKOFF_MAX);
+                    continue;
+                }
+            };
+            let _ = stream.set_nodelay(true);
+            connections.spawn(serve_connection(
+                self.clone(),
+                builder.clone(),
+                stream,
+                peer,
+                shutdown.clone(),
+                abort.clone(),
+            ));
+        }
+
+        drop(listener);
+        connections.close();
+        info!(
+            open = connections.len(),
+            "proxy stopped accepting; finishing requests in flight"
+        );
+        if timeout(self.config.shutdown_grace, connections.wait())
+            .await
+            .is_err()
+        {
+            warn!(
+                open = connections.len(),
+                grace_ms = self.config.shutdown_grace.as_millis() as u64,
+                "shutdown grace ran out; dropping the connections still open"
+            );
+            abort.cancel();
+            connections.wait().await;
+        }
+        info!("proxy stopped");
+        Ok(())
+    }
+
+    fn connection_builder(&self) -> auto::Builder<TokioExecutor> {
+        let mut builder = auto::Builder::new(TokioExecutor::new());
+        builder
+            .http1()
+            .timer(TokioTimer::new())
+            // The header and idle timeouts are the proxy's own (see `connection`): hyper's
+            // header timer would also close idle keep-alive connections.
+            .header_read_timeout(None)
+            .max_buf_size(self.config.max_header_bytes.max(MIN_H1_BUFFER))
+            .keep_alive(true);
+        builder
+            .http2()
+            .timer(TokioTimer::new())
+            .max_concurrent_streams(H2_MAX_CONCURRENT_STREAMS)
+            .max_header_list_size(u32::try_from(self.config.max_header_bytes).unwrap_or(u32::MAX))
+            .keep_alive_interval(H2_KEEP_ALIVE_INTERVAL)
+            .keep_alive_timeout(H2_KEEP_ALIVE_TIMEOUT);
+        builder
+    }
+}
+
+impl std::fmt::Debug for Proxy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Proxy")
+            .field("routes", &self.table.load().len())
+            .field("config", &self.config)
+            .finish()
+    }
+}
+
+async fn serve_connection(
+    proxy: Arc<Proxy>,
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    stream: TcpStream,
+    peer: SocketAddr,
+    shutdown: CancellationToken,
+    abort: CancellationToken,
+) {
+    let header_timeout = proxy.config.header_read_timeout;
+    let idle_timeout = proxy.config.idle_timeout;
+    let activity = Activity::new();
+    let io = TokioIo::new(WatchedIo::new(stream, activity.clone()));
+    let service = {
+        let activity = activity.clone();
+        service_fn(move |req: Request<Incoming>| {
+            let proxy = proxy.clone();
+            let active = activity.begin_request(req.version() == Version::HTTP_2);
+            async move {
+                let mut response = forward::handle(&proxy, req, peer).await;
+                response.body_mut().set_active(active);
+                Ok::<_, Infallible>(response)
+            }
+        })
+    };
+    let conn = builder.serve_connection_with_upgrades(io, service);
+    tokio::pin!(conn);
+    // Set once a graceful close has begun; from then on only completion or abort matter.
+    let mut closing = false;
+    loop {
+        tokio::select! {
+            result = conn.as_mut() => {
+                if let Err(e) = result {
+                    debug!(client = %peer, error = %e, "client connection ended with an error");
+                }
+                return;
+            }
+            _ = shutdown.cancelled(), if !closing => {
+                closing = true;
+                conn.as_mut().graceful_shutdown();
+            }
+            expiry = activity.expired(header_timeout, idle_timeout), if !closing => match expiry {
+                Expiry::HeaderTimeout => {
+                    debug!(client = %peer, "request head not received in time; closing");
+                    return;
+                }
+                Expiry::Idle => {
+                    closing = true;
+                    conn.as_mut().graceful_shutdown();
+                }
+            },
+            _ = abort.cancelled() => return,
+        }
+    }
+}
+
+fn is_per_connection(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::ConnectionReset
+            | io::ErrorKind::Interrupted
+            | io::ErrorKind::WouldBlock
+    )
+}

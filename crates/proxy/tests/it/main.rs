@@ -1,0 +1,13 @@
+//! End-to-end tests of the proxy: real sockets on 127.0.0.1, tiny hyper backends started by
+//! each test. One binary so it links once.
+
+mod drain;
+mod forwarding;
+mod retry;
+mod routing;
+mod shutdown;
+mod streaming;
+mod support;
+mod switching;
+mod timeouts;
+mod upgrade;

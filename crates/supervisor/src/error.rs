@@ -1,0 +1,78 @@
+use std::path::PathBuf;
+
+/// What went wrong while running an app's process. Each message is one line; where the app's
+/// own output explains the failure, [`SupervisorError::log_tail`] returns the last lines of its log.
+#[derive(thiserror::Error, Debug)]
+pub enum SupervisorError {
+    #[error("could not start `sh -c {command}` in {cwd}: {source}")]
+    Spawn {
+        command: String,
+        cwd: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
+    #[error("could not open log file {path}: {source}")]
+    Log {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// `status` is e.g. "exit status 3" or "signal 9".
+    #[error("process exited with {status} before becoming healthy")]
+    ExitedBeforeHealthy {
+        status: String,
+        log_tail: Option<String>,
+    },
+
+    /// `last_probe` is the outcome of the last probe, e.g. "GET / answered 500".
+    #[error("not healthy after {timeout}: {last_probe}")]
+    NeverHealthy {
+        timeout: String,
+        last_probe: String,
+        log_tail: Option<String>,
+    },
+
+    #[error("health check failed: {0}")]
+    Unhealthy(String),
+
+    #[error("instance was stopped before becoming healthy")]
+    StoppedBeforeHealthy,
+
+    #[error("`{command}` failed with {status}")]
+    TaskFailed {
+        command: String,
+        status: String,
+        log_tail: String,
+    },
+
+    #[error("`{command}` did not finish within {timeout} and was killed")]
+    TaskTimedOut {
+        command: String,
+        timeout: String,
+        log_tail: String,
+    },
+
+    #[error("could not read the output of `{command}`: {source}")]
+    TaskOutput {
+        command: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl SupervisorError {
+    /// The last lines of the failing process's log, for errors the app's output may explain.
+    pub fn log_tail(&self) -> Option<&str> {
+        match self {
+            Self::ExitedBeforeHealthy { log_tail, .. } | Self::NeverHealthy { log_tail, .. } => {
+                log_tail.as_deref()
+            }
+            Self::TaskFailed { log_tail, .. } | Self::TaskTimedOut { log_tail, .. } => {
+                Some(log_tail)
+            }
+            _ => None,
+        }
+    }
+}

@@ -1,0 +1,642 @@
+//! Long-running app processes: start, health-check, restart on crash, stop.
+//!
+//! Each instance is watched by one task that owns the child process; every state change goes
+//! through that task or through the status channel's lock, so a crash, a restart and a stop can
+//! never interleave badly. Shutdown state lives in [`Shared::stop`] (set once, never cleared)
+//! and in the supervising task's lifetime (its end means the process group has been reaped).
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::pin::pin;
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use nix::sys::signal::Signal;
+use tokio::io::AsyncWriteExt;
+use tokio::process::{Child, Command};
+use tokio::sync::watch;
+use tokio::time::{Instant, sleep, sleep_until};
+use tracing::{debug, info, warn};
+
+use crate::error::SupervisorError;
+use crate::fmt_duration;
+use crate::health::{HealthCheck, probe};
+use crate::process::{
+    GroupGuard, INSTANCE_TOKEN_VAR, KILL_GRACE, describe_exit, new_token, pid_file_contents,
+    read_tail, remove_pid_file, signal_group, wait_group_gone,
+};
+
+/// When to restart an instance that exits after it has become healthy.
+#[derive(Clone, Copy, Debug)]
+pub struct RestartPolicy {
+    /// Delay before the first restart; doubled for each further one.
+    pub initial_backoff: Duration,
+    /// The delay never grows past this.
+    pub max_backoff: Duration,
+    /// A run at least this long resets the delay to `initial_backoff`.
+    pub reset_after: Duration,
+}
+
+impl Default for RestartPolicy {
+    fn default() -> Self {
+        Self {
+            initial_backoff: Duration::from_secs(1),
+            max_backoff: Duration::from_secs(30),
+            reset_after: Duration::from_secs(60),
+        }
+    }
+}
+
+/// Everything needed to run one instance of a release.
+#[derive(Clone, Debug)]
+pub struct InstanceSpec {
+    /// The app's own command, run as `sh -c <command>` so `$PORT` and friends expand.
+    pub command: String,
+    pub cwd: PathBuf,
+    /// Added on top of the daemon's inherited environment (PORT, TURNOUT_* ...).
+    pub env: Vec<(String, String)>,
+    /// The port the app listens on; the caller also puts it in `env` as PORT.
+    pub port: u16,
+    /// Receives the app's stdout and stderr and the supervisor's `[turnout]` marker lines.
+    pub log_path: PathBuf,
+    /// Where to record the process group and instance token for [`crate::reap_stale`].
+    pub pid_file: Option<PathBuf>,
+    pub health: HealthCheck,
+    pub restart: RestartPolicy,
+    /// Time between SIGTERM and SIGKILL when stopping.
+    pub stop_timeout: Duration,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum InstanceState {
+    /// Started, not yet healthy.
+    Starting,
+    /// Passed its health check.
+    Running,
+    /// Exited after having been healthy; waiting to restart or restarted but not yet healthy.
+    Restarting,
+    /// Exited before it ever became healthy; final.
+    Crashed,
+    Stopping,
+    Stopped,
+}
+
+impl InstanceState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Starting => "starting",
+            Self::Running => "running",
+            Self::Restarting => "restarting",
+            Self::Crashed => "crashed",
+            Self::Stopping => "stopping",
+            Self::Stopped => "stopped",
+        }
+    }
+
+    fn is_final(self) -> bool {
+        matches!(self, Self::Crashed | Self::Stopped)
+    }
+}
+
+impl std::fmt::Display for InstanceState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct InstanceStatus {
+    pub state: InstanceState,
+    /// Pid of the current process (also its process-group id); None while none runs.
+    pub pid: Option<u32>,
+    pub restarts: u32,
+    /// How the last process ended, e.g. "exit status 1" or "signal 9".
+    pub last_exit: Option<String>,
+    /// When the current (or last) process was started.
+    pub started_at: SystemTime,
+}
+
+/// A supervised app process. Dropping the last handle stops it in the background; call
+/// [`Instance::stop`] to stop it and wait until it is gone.
+pub struct Instance {
+    port: u16,
+    health: HealthCheck,
+    log_path: PathBuf,
+    shared: Arc<Shared>,
+    /// Never receives a value: it errors once the supervising task has ended, which is when the
+    /// process group has been reaped.
+    task_done: watch::Receiver<()>,
+}
+
+/// State shared by the handle and the supervising task.
+struct Shared {
+    /// The published status; its lock also serialises the Starting -> Running/Crashed decision
+    /// between `wait_healthy` and the supervising task.
+    status: watch::Sender<InstanceStatus>,
+    /// Set once to ask for a stop; never cleared.
+    stop: watch::Sender<bool>,
+}
+
+impl Instance {
+    /// Spawns the process in its own process group and begins supervising it. Does not wait
+    /// for it to become healthy: see [`Instance::wait_healthy`].
+    pub async fn start(spec: InstanceSpec) -> Result<Arc<Instance>, SupervisorError> {
+        let token = new_token();
+        let child = spawn(&spec, &token).await?;
+        let (status, _) = watch::channel(InstanceStatus {
+            state: InstanceState::Starting,
+            pid: Some(child.pgid),
+            restarts: 0,
+            last_exit: None,
+            started_at: SystemTime::now(),
+        });
+        let (stop, _) = watch::channel(false);
+        let shared = Arc::new(Shared { status, stop });
+        let (done_tx, task_done) = watch::channel(());
+        let supervisor = Supervisor {
+            spec: spec.clone(),
+            token,
+            shared: shared.clone(),
+            _done: done_tx,
+        };
+        tokio::spawn(supervisor.run(child));
+        Ok(Arc::new(Instance {
+            port: spec.port,
+            health: spec.health,
+            log_path: spec.log_path,
+            shared,
+            task_done,
+        }))
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        SocketAddr::from((Ipv4Addr::LOCALHOST, self.port))
+    }
+
+    pub fn log_path(&self) -> &Path {
+        &self.log_path
+    }
+
+    /// Probes until the instance answers healthily or the health timeout passes. Fails at once
+    /// if the process exits (or is stopped) meanwhile. Success marks the instance Running, from
+    /// which point an exit leads to a restart instead of being final.
+    pub async fn wait_healthy(&self) -> Result<(), SupervisorError> {
+        let check = &self.health;
+        let deadline = Instant::now() + check.timeout;
+        let mut status = self.shared.status.subscribe();
+        let mut last_probe = format!("GET {}: no probe completed", check.path);
+        loop {
+            self.fail_if_gone(&mut status).await?;
+            let probe_timeout = check
+                .probe_timeout()
+                .min(deadline.saturating_duration_since(Instant::now()))
+                .max(Duration::from_millis(100));
+            tokio::select! {
+                outcome = probe(self.addr(), check, probe_timeout) => match outcome {
+                    Ok(()) => {
+                        if self.mark_healthy() {
+                            info!(port = self.port, "instance healthy");
+                            append_marker(&self.log_path, "healthy").await;
+                            return Ok(());
+                        }
+                        continue;
+                    }
+                    Err(seen) => {
+                        debug!(port = self.port, probe = %seen, "instance not healthy yet");
+                        last_probe = seen;
+                    }
+                },
+                _ = status.changed() => continue,
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Err(SupervisorError::NeverHealthy {
+                    timeout: fmt_duration(check.timeout),
+                    last_probe,
+                    log_tail: read_tail(&self.log_path).await,
+                });
+            }
+            tokio::select! {
+                _ = sleep_until((now + check.interval).min(deadline)) => {}
+                _ = status.changed() => {}
+            }
+        }
+    }
+
+    /// Errors if the instance can no longer become healthy: it crashed or is being stopped.
+    async fn fail_if_gone(
+        &self,
+        status: &mut watch::Receiver<InstanceStatus>,
+    ) -> Result<(), SupervisorError> {
+        let (state, last_exit) = {
+            let current = status.borrow_and_update();
+            (current.state, current.last_exit.clone())
+        };
+        match state {
+            InstanceState::Crashed => Err(SupervisorError::ExitedBeforeHealthy {
+                status: last_exit.unwrap_or_else(|| "unknown status".to_owned()),
+                log_tail: read_tail(&self.log_path).await,
+            }),
+            InstanceState::Stopping | InstanceState::Stopped => {
+                Err(SupervisorError::StoppedBeforeHealthy)
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Moves Starting (or Restarting) to Running under the status lock, so it cannot race with
+    /// the supervising task deciding that an exit is a crash. False if that already happened.
+    fn mark_healthy(&self) -> bool {
+        let mut healthy = false;
+        self.shared.status.send_if_modified(|s| match s.state {
+            InstanceState::Starting | InstanceState::Restarting => {
+                s.state = InstanceState::Running;
+                healthy = true;
+                true
+            }
+            InstanceState::Running => {
+                healthy = true;
+                false
+            }
+            _ => false,
+        });
+        healthy
+    }
+
+    /// One probe now, e.g. before moving traffic to an instance that has been running a while.
+    pub async fn check_health(&self) -> Result<(), SupervisorError> {
+        probe(self.addr(), &self.health, self.health.probe_timeout())
+            .await
+            .map_err(SupervisorError::Unhealthy)
+    }
+
+    pub fn status(&self) -> InstanceStatus {
+        self.shared.status.borrow().clone()
+    }
+
+    /// Stops the instance for good: cancels any pending restart, sends SIGTERM to the process
+    /// group, SIGKILL after the stop timeout, and returns once the processes are gone.
+    /// Idempotent, and safe to call from several tasks at once.
+    pub async fn stop(&self) {
+        self.shared.stop.send_replace(true);
+        let mut done = self.task_done.clone();
+        // Only ever errors: when the supervising task ends and drops its sender.
+        let _ = done.changed().await;
+    }
+}
+
+impl Drop for Instance {
+    fn drop(&mut self) {
+        self.shared.stop.send_replace(true);
+    }
+}
+
+/// A spawned app process and the guard that kills its group if the supervisor is dropped.
+struct Running {
+    child: Child,
+    pgid: u32,
+    guard: GroupGuard,
+    started: Instant,
+}
+
+/// The task that owns an instance's process.
+struct Supervisor {
+    spec: InstanceSpec,
+    token: String,
+    shared: Arc<Shared>,
+    /// Dropped when the task ends, which is what [`Instance::stop`] waits for.
+    _done: watch::Sender<()>,
+}
+
+enum Ended {
+    StopRequested,
+    Exited { how: String, ran_for: Duration },
+}
+
+impl Supervisor {
+    async fn run(self, first: Running) {
+        let port = self.spec.port;
+        let mut backoff = self.spec.restart.initial_backoff;
+        let mut current = Some(first);
+        // Why the last restart attempt produced no process, if it failed to spawn.
+        let mut spawn_failure: Option<String> = None;
+        loop {
+            let ended = match current.as_mut() {
+                Some(running) => self.watch(running).await,
+                None => Ended::Exited {
+                    how: spawn_failure
+                        .take()
+                        .unwrap_or_else(|| "no process".to_owned()),
+                    ran_for: Duration::ZERO,
+                },
+            };
+            let (how, ran_for) = match ended {
+                Ended::StopRequested => {
+                    if let Some(running) = current.take() {
+                        self.stop_process(running).await;
+                    }
+                    self.finish(InstanceState::Stopped);
+                    return;
+                }
+                Ended::Exited { how, ran_for } => (how, ran_for),
+            };
+            if let Some(running) = current.take() {
+                self.clean_up_group(running).await;
+            }
+
+            // Decided under the status lock, so a concurrent `wait_healthy` either marked the
+            // instance Running before this (and it restarts) or will see it Crashed.
+            let mut crashed = false;
+            self.shared.status.send_modify(|s| {
+                s.pid = None;
+                s.last_exit = Some(how.clone());
+                if s.state == InstanceState::Starting {
+                    s.state = InstanceState::Crashed;
+                    crashed = true;
+                } else if !s.state.is_final() {
+                    s.state = InstanceState::Restarting;
+                }
+            });
+            if crashed {
+                warn!(port, exit = %how, "instance exited before becoming healthy");
+                append_marker(
+                    &self.spec.log_path,
+                    &format!("exited with {how} before becoming healthy"),
+                )
+                .await;
+                self.finish(InstanceState::Crashed);
+                return;
+            }
+
+            if ran_for >= self.spec.restart.reset_after {
+                backoff = self.spec.restart.initial_backoff;
+            }
+            let delay = backoff;
+            backoff = (backoff * 2).min(self.spec.restart.max_backoff);
+            let attempt = self.shared.status.borrow().restarts + 1;
+            warn!(port, exit = %how, attempt, delay = %fmt_duration(delay), "instance exited; restarting");
+            append_marker(
+                &self.spec.log_path,
+                &format!(
+                    "exited with {how}; restart {attempt} in {}",
+                    fmt_duration(delay)
+                ),
+            )
+            .await;
+
+            let mut stop = self.shared.stop.subscribe();
+            tokio::select! {
+                _ = sleep(delay) => {}
+                _ = stop_requested(&mut stop) => {
+                    append_marker(&self.spec.log_path, "stopped; restart cancelled").await;
+                    self.finish(InstanceState::Stopped);
+                    return;
+                }
+            }
+
+            match spawn(&self.spec, &self.token).await {
+                Ok(running) => {
+                    self.shared.status.send_modify(|s| {
+                        s.pid = Some(running.pgid);
+                        s.restarts += 1;
+                        s.started_at = SystemTime::now();
+                    });
+                    current = Some(running);
+                }
+                Err(e) => {
+                    warn!(port, error = %e, "could not restart instance");
+                    spawn_failure = Some(format!("a failed start ({e})"));
+                }
+            }
+        }
+    }
+
+    /// Publishes a final state. A crash stays a crash when a stop comes afterwards.
+    fn finish(&self, state: InstanceState) {
+        if let Some(pid_file) = &self.spec.pid_file {
+            remove_pid_file(pid_file);
+        }
+        self.shared.status.send_modify(|s| {
+            s.pid = None;
+            if !s.state.is_final() {
+                s.state = state;
+            }
+        });
+    }
+
+    /// Waits until the process exits or a stop is requested. After a restart, also probes health
+    /// so the instance shows Running again once it answers.
+    async fn watch(&self, running: &mut Running) -> Ended {
+        let mut stop = self.shared.stop.subscribe();
+        let mut status = self.shared.status.subscribe();
+        let check = &self.spec.health;
+        let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, self.spec.port));
+        loop {
+            let recovering = status.borrow_and_update().state == InstanceState::Restarting;
+            let mut reprobe = pin!(async {
+                sleep(check.interval).await;
+                probe(addr, check, check.probe_timeout()).await
+            });
+            tokio::select! {
+                exit = running.child.wait() => {
+                    let how = match exit {
+                        Ok(exit) => describe_exit(exit),
+                        Err(e) => format!("unknown status ({e})"),
+                    };
+                    return Ended::Exited { how, ran_for: running.started.elapsed() };
+                }
+                _ = stop_requested(&mut stop) => return Ended::StopRequested,
+                _ = status.changed() => {}
+                outcome = &mut reprobe, if recovering => {
+                    if outcome.is_ok() {
+                        let recovered = self.shared.status.send_if_modified(|s| {
+                            let was_restarting = s.state == InstanceState::Restarting;
+                            if was_restarting {
+                                s.state = InstanceState::Running;
+                            }
+                            was_restarting
+                        });
+                        if recovered {
+                            info!(port = self.spec.port, "restarted instance healthy again");
+                            append_marker(&self.spec.log_path, "healthy again").await;
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// After the group's leader exited on its own: kills whatever it left in its group, which
+    /// could otherwise hold the port the restarted process needs.
+    async fn clean_up_group(&self, mut running: Running) {
+        signal_group(running.pgid, Signal::SIGKILL);
+        if wait_group_gone(running.pgid, Instant::now() + KILL_GRACE).await {
+            running.guard.disarm();
+        }
+    }
+
+    /// SIGTERM to the group, SIGKILL once the stop timeout has passed, then waits for the leader
+    /// to be reaped and the rest of the group to disappear.
+    async fn stop_process(&self, mut running: Running) {
+        let port = self.spec.port;
+        let pgid = running.pgid;
+        self.shared
+            .status
+            .send_modify(|s| s.state = InstanceState::Stopping);
+        info!(port, pgid, "stopping instance");
+        append_marker(&self.spec.log_path, "stopping (SIGTERM)").await;
+        signal_group(pgid, Signal::SIGTERM);
+
+        let deadline = Instant::now() + self.spec.stop_timeout;
+        let exit = tokio::select! {
+            exit = running.child.wait() => Some(exit),
+            _ = sleep_until(deadline) => None,
+        };
+        let mut gone = exit.is_some() && wait_group_gone(pgid, deadline).await;
+        let exit = match exit {
+            Some(exit) => exit,
+            None => {
+                warn!(port, pgid, timeout = %fmt_duration(self.spec.stop_timeout), "instance ignored SIGTERM; sending SIGKILL");
+                append_marker(
+                    &self.spec.log_path,
+                    &format!(
+                        "still running {} after SIGTERM; sending SIGKILL",
+                        fmt_duration(self.spec.stop_timeout)
+                    ),
+                )
+                .await;
+                signal_group(pgid, Signal::SIGKILL);
+                running.child.wait().await
+            }
+        };
+        if !gone {
+            signal_group(pgid, Signal::SIGKILL);
+            gone = wait_group_gone(pgid, Instant::now() + KILL_GRACE).await;
+        }
+        if gone {
+            running.guard.disarm();
+        } else {
+            warn!(
+                port,
+                pgid, "processes of a stopped instance are still alive after SIGKILL"
+            );
+        }
+        let how = match exit {
+            Ok(exit) => describe_exit(exit),
+            Err(e) => format!("unknown status ({e})"),
+        };
+        info!(port, pgid, exit = %how, "instance stopped");
+        append_marker(&self.spec.log_path, &format!("stopped ({how})")).await;
+        self.shared
+            .status
+            .send_modify(|s| s.last_exit = Some(how.clone()));
+    }
+}
+
+/// Resolves once a stop has been asked for. The sender lives in `Shared`, which every caller
+/// holds, so the channel cannot close while this waits.
+async fn stop_requested(stop: &mut watch::Receiver<bool>) {
+    if stop.wait_for(|stop| *stop).await.is_err() {
+        std::future::pending::<()>().await;
+    }
+}
+
+/// Opens the log (creating its directory), spawns `sh -c command` in its own process group and
+/// records the group in the pid file.
+async fn spawn(spec: &InstanceSpec, token: &str) -> Result<Running, SupervisorError> {
+    let log = open_log(&spec.log_path).await?;
+    let log_err = log.try_clone().map_err(|source| SupervisorError::Log {
+        path: spec.log_path.clone(),
+        source,
+    })?;
+    append_marker(
+        &spec.log_path,
+        &format!("starting `{}` on port {}", spec.command, spec.port),
+    )
+    .await;
+
+    let mut command = Command::new("sh");
+    command
+        .arg("-c")
+        .arg(&spec.command)
+        .current_dir(&spec.cwd)
+        .envs(spec.env.iter().map(|(k, v)| (k, v)))
+        .env(INSTANCE_TOKEN_VAR, token)
+        .stdin(Stdio::null())
+        .stdout(Stdio::from(log))
+        .stderr(Stdio::from(log_err))
+        // A group of its own, so signals reach everything the command starts.
+        .process_group(0)
+        // The group guard kills the whole group; killing only the shell would orphan the app.
+        .kill_on_drop(false);
+    let child = command.spawn().map_err(|source| SupervisorError::Spawn {
+        command: spec.command.clone(),
+        cwd: spec.cwd.clone(),
+        source,
+    })?;
+    let pgid = child
+        .id()
+        .expect("a freshly spawned child has a pid until it is awaited");
+    let guard = GroupGuard::new(pgid);
+    info!(port = spec.port, pid = pgid, "instance process started");
+
+    if let Some(pid_file) = &spec.pid_file
+        && let Err(e) = write_pid_file(pid_file, pgid, token).await
+    {
+        warn!(pid_file = %pid_file.display(), error = %e, "could not write pid file; a daemon crash would leave this instance running");
+    }
+    Ok(Running {
+        child,
+        pgid,
+        guard,
+        started: Instant::now(),
+    })
+}
+
+async fn write_pid_file(path: &Path, pgid: u32, token: &str) -> std::io::Result<()> {
+    if let Some(dir) = path.parent() {
+        tokio::fs::create_dir_all(dir).await?;
+    }
+    tokio::fs::write(path, pid_file_contents(pgid, token)).await
+}
+
+pub(crate) async fn open_log(path: &Path) -> Result<std::fs::File, SupervisorError> {
+    let open = async {
+        if let Some(dir) = path.parent() {
+            tokio::fs::create_dir_all(dir).await?;
+        }
+        let file = tokio::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .await?;
+        Ok(file.into_std().await)
+    };
+    open.await.map_err(|source| SupervisorError::Log {
+        path: path.to_owned(),
+        source,
+    })
+}
+
+/// Appends a `[turnout] ...` line to the log. Failing to write it must not disturb the app, so
+/// errors are only traced.
+pub(crate) async fn append_marker(path: &Path, message: &str) {
+    let write = async {
+        let mut file = tokio::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .await?;
+        file.write_all(format!("[turnout] {message}\n").as_bytes())
+            .await?;
+        file.flush().await
+    };
+    if let Err(e) = write.await {
+        debug!(log = %path.display(), error = %e, "could not write marker line to log");
+    }
+}

@@ -1,0 +1,183 @@
+//! One-shot commands (builds, migrations): run to completion, stream output, bound the time.
+
+use std::collections::VecDeque;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+
+use nix::sys::signal::Signal;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, BufWriter};
+use tokio::net::unix::pipe;
+use tokio::process::Command;
+use tokio::time::{Instant, sleep_until};
+use tracing::{info, warn};
+
+use crate::error::SupervisorError;
+use crate::fmt_duration;
+use crate::instance::open_log;
+use crate::process::{
+    GroupGuard, KILL_GRACE, TAIL_LINES, describe_exit, signal_group, wait_group_gone,
+};
+
+/// How long output is still read after the command has exited, in case a process outside its
+/// group (one that called setsid) still holds the output pipe open.
+const DRAIN_AFTER_EXIT: Duration = Duration::from_secs(2);
+
+/// A one-shot command, e.g. a build.
+#[derive(Clone, Debug)]
+pub struct TaskSpec {
+    /// The app's own command, run as `sh -c <command>`.
+    pub command: String,
+    pub cwd: PathBuf,
+    /// Added on top of the daemon's inherited environment.
+    pub env: Vec<(String, String)>,
+    /// Receives every output line (and `[turnout]` marker lines).
+    pub log_path: PathBuf,
+    /// The whole process group is killed if the command runs longer than this.
+    pub timeout: Duration,
+}
+
+/// Runs `sh -c command` in its own process group. Stdout and stderr share one pipe, so lines
+/// keep the order in which the command wrote them; each line is appended to the log and passed
+/// to `on_line`. Fails with the exit status and the last lines of output unless the command
+/// exits with status 0; on timeout the group is killed. Whatever the command left running in
+/// its group when it exits is killed too: a one-shot command owns nothing after it ends.
+pub async fn run_task(
+    spec: TaskSpec,
+    mut on_line: impl FnMut(&str) + Send,
+) -> Result<(), SupervisorError> {
+    let output_error = |source| SupervisorError::TaskOutput {
+        command: spec.command.clone(),
+        source,
+    };
+    let mut log = BufWriter::new(tokio::fs::File::from_std(open_log(&spec.log_path).await?));
+    let log_error = |source| SupervisorError::Log {
+        path: spec.log_path.clone(),
+        source,
+    };
+    log.write_all(format!("[turnout] running `{}`\n", spec.command).as_bytes())
+        .await
+        .map_err(log_error)?;
+    log.flush().await.map_err(log_error)?;
+
+    let (reader, writer) = std::io::pipe().map_err(output_error)?;
+    let writer_err = writer.try_clone().map_err(output_error)?;
+    let mut command = Command::new("sh");
+    command
+        .arg("-c")
+        .arg(&spec.command)
+        .current_dir(&spec.cwd)
+        .envs(spec.env.iter().map(|(k, v)| (k, v)))
+        .stdin(Stdio::null())
+        .stdout(writer)
+        .stderr(writer_err)
+        .process_group(0)
+        .kill_on_drop(false);
+    let mut child = command.spawn().map_err(|source| SupervisorError::Spawn {
+        command: spec.command.clone(),
+        cwd: spec.cwd.clone(),
+        source,
+    })?;
+    // The Command holds our copies of the pipe's write end; the reader sees end-of-file only
+    // once they are closed too.
+    drop(command);
+    let pgid = child
+        .id()
+        .expect("a freshly spawned child has a pid until it is awaited");
+    let mut guard = GroupGuard::new(pgid);
+    info!(pgid, command = %spec.command, "task started");
+
+    let mut output =
+        BufReader::new(pipe::Receiver::from_owned_fd(reader.into()).map_err(output_error)?);
+    let mut tail: VecDeque<String> = VecDeque::with_capacity(TAIL_LINES);
+    let mut line = Vec::new();
+    let mut exit = None;
+    let mut deadline = Instant::now() + spec.timeout;
+    let mut timed_out = false;
+    loop {
+        tokio::select! {
+            read = output.read_until(b'\n', &mut line) => {
+                let at_end = read.map_err(output_error)? == 0;
+                // At the end of output, `line` may still hold a last line without a newline,
+                // read by an earlier call that was interrupted by the exit.
+                if !line.is_empty() && (at_end || line.ends_with(b"\n")) {
+                    let text = String::from_utf8_lossy(&line);
+                    let text = text.trim_end_matches(['\n', '\r']);
+                    log.write_all(text.as_bytes()).await.map_err(log_error)?;
+                    log.write_all(b"\n").await.map_err(log_error)?;
+                    on_line(text);
+                    if tail.len() == TAIL_LINES {
+                        tail.pop_front();
+                    }
+                    tail.push_back(text.to_owned());
+                    line.clear();
+                }
+                // Flushing whenever no more output is waiting keeps the log current without a
+                // write per line for chatty builds.
+                if at_end || output.buffer().is_empty() {
+                    log.flush().await.map_err(log_error)?;
+                }
+                if at_end {
+                    break;
+                }
+            }
+            status = child.wait(), if exit.is_none() => {
+                exit = Some(status);
+                signal_group(pgid, Signal::SIGKILL);
+                deadline = deadline.min(Instant::now() + DRAIN_AFTER_EXIT);
+            }
+            _ = sleep_until(deadline) => {
+                if exit.is_none() {
+                    timed_out = true;
+                    signal_group(pgid, Signal::SIGKILL);
+                } else {
+                    warn!(pgid, command = %spec.command, "task output still open after it exited; no longer reading it");
+                }
+                break;
+            }
+        }
+    }
+    let exit = match exit {
+        Some(exit) => exit,
+        None => child.wait().await,
+    }
+    .map_err(output_error)?;
+    // Stragglers were sent SIGKILL above; return only once they are gone, so that nothing the
+    // task started is still running when its caller moves on.
+    signal_group(pgid, Signal::SIGKILL);
+    if wait_group_gone(pgid, Instant::now() + KILL_GRACE).await {
+        guard.disarm();
+    } else {
+        warn!(pgid, command = %spec.command, "processes of a finished task are still alive after SIGKILL");
+    }
+    let tail_text = Vec::from(tail).join("\n");
+
+    let outcome = if timed_out {
+        warn!(pgid, command = %spec.command, timeout = %fmt_duration(spec.timeout), "task timed out");
+        Err(SupervisorError::TaskTimedOut {
+            command: spec.command.clone(),
+            timeout: fmt_duration(spec.timeout),
+            log_tail: tail_text,
+        })
+    } else if exit.success() {
+        info!(pgid, command = %spec.command, "task finished");
+        Ok(())
+    } else {
+        let status = describe_exit(exit);
+        warn!(pgid, command = %spec.command, exit = %status, "task failed");
+        Err(SupervisorError::TaskFailed {
+            command: spec.command.clone(),
+            status,
+            log_tail: tail_text,
+        })
+    };
+    let marker = match &outcome {
+        Ok(()) => "[turnout] finished with exit status 0".to_owned(),
+        Err(e) => format!("[turnout] {e}"),
+    };
+    log.write_all(format!("{marker}\n").as_bytes())
+        .await
+        .map_err(log_error)?;
+    log.flush().await.map_err(log_error)?;
+    outcome
+}

@@ -1,0 +1,262 @@
+//! `turnout`: the daemon (`serve`, `demo`) and the thin API client every other command is.
+#![forbid(unsafe_code)]
+
+mod cli;
+mod client;
+mod demo;
+mod render;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::Parser;
+use tokio_util::sync::CancellationToken;
+use turnout_control::home::default_home;
+use turnout_control::{ServeConfig, serve};
+use turnout_model::{
+    AppInfo, CreateApp, CreateEnv, DeployRequest, EnvInfo, ReleaseInfo, ServeInfo,
+};
+use turnout_proxy::ProxyConfig;
+
+use crate::cli::{AppCommand, Cli, Command, EnvCommand, ReleaseCommand, ServeArgs};
+use crate::client::Client;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let home = cli.home.clone().unwrap_or_else(default_home);
+    match cli.command {
+        Command::Serve(args) => {
+            init_tracing();
+            run_daemon(home, &args, cli.json, |_| {}).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Demo(args) => {
+            init_tracing();
+            let home = cli.home.clone().unwrap_or_else(demo::default_home);
+            demo::run(home, args).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        command => {
+            let api = api_address(cli.api.as_deref(), &home);
+            let client = Client::new(&api)?;
+            run_client(&client, command, cli.json).await
+        }
+    }
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("TURNOUT_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+/// Run the daemon until Ctrl-C or SIGTERM. `ready` runs once the listeners are bound.
+pub async fn run_daemon(
+    home: PathBuf,
+    args: &ServeArgs,
+    json: bool,
+    ready: impl FnOnce(&ServeInfo),
+) -> anyhow::Result<()> {
+    let shutdown = CancellationToken::new();
+    let signals = shutdown.clone();
+    tokio::spawn(async move {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot listen for SIGTERM");
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+        signals.cancel();
+    });
+    let config = ServeConfig {
+        home,
+        api_listen: args.api_listen,
+        http_listen: args.http_listen,
+        proxy: ProxyConfig::default(),
+    };
+    serve(config, shutdown, |info| {
+        if json {
+            println!("{}", serde_json::to_string(info).unwrap_or_default());
+        } else {
+            println!("turnout serving");
+            println!("  API    {}", info.api);
+            println!("  proxy  {}", info.http);
+            println!("  home   {}", info.home);
+        }
+        ready(info);
+    })
+    .await
+}
+
+/// `--api`/`TURNOUT_API`, else the running daemon's address from `<home>/serve.json`, else the
+/// default.
+fn api_address(flag: Option<&str>, home: &std::path::Path) -> String {
+    if let Some(api) = flag {
+        return api.to_owned();
+    }
+    std::fs::read(home.join("serve.json"))
+        .ok()
+        .and_then(|b| serde_json::from_slice::<ServeInfo>(&b).ok())
+        .map_or_else(|| "http://127.0.0.1:7070".to_owned(), |i| i.api)
+}
+
+/// A relative local path means nothing to the daemon: make it absolute here.
+fn absolute_repo(repo: &str) -> anyhow::Result<String> {
+    if repo.contains("://") || !std::path::Path::new(repo).exists() {
+        return Ok(repo.to_owned());
+    }
+    let path = std::fs::canonicalize(repo)
+        .with_context(|| format!("cannot read the repository path '{repo}'"))?;
+    path.to_str()
+        .map(str::to_owned)
+        .context("the repository path is not valid UTF-8")
+}
+
+async fn run_client(client: &Client, command: Command, json: bool) -> anyhow::Result<ExitCode> {
+    match command {
+        Command::Serve(_) | Command::Demo(_) => unreachable!("handled by run"),
+        Command::App(AppCommand::Create {
+            name,
+            repo,
+            token_env,
+        }) => {
+            let body = CreateApp {
+                name,
+                repo: absolute_repo(&repo)?,
+                token_env,
+            };
+            let app: AppInfo = client.post("/apps", &body).await?;
+            render::app_created(&app, json);
+        }
+        Command::App(AppCommand::List) => {
+            let apps: Vec<AppInfo> = client.get("/apps").await?;
+            render::apps(&apps, json);
+        }
+        Command::App(AppCommand::Delete { name, force }) => {
+            client
+                .delete(&format!("/apps/{name}?force={force}"))
+                .await?;
+            render::deleted("app", name.as_str(), json);
+        }
+        Command::Env(EnvCommand::Create {
+            target,
+            branch,
+            tier,
+        }) => {
+            let body = CreateEnv {
+                name: target.env.clone(),
+                branch,
+                tier: Some(tier),
+            };
+            let env: EnvInfo = client
+                .post(&format!("/apps/{}/envs", target.app), &body)
+                .await?;
+            render::env_created(&env, json);
+        }
+        Command::Env(EnvCommand::List { app }) => {
+            let path = match &app {
+                Some(app) => format!("/apps/{app}/envs"),
+                None => "/envs".to_owned(),
+            };
+            let envs: Vec<EnvInfo> = client.get(&path).await?;
+            render::envs(&envs, json);
+        }
+        Command::Env(EnvCommand::Show { target }) => {
+            let env: EnvInfo = client
+                .get(&format!("/apps/{}/envs/{}", target.app, target.env))
+                .await?;
+            render::env(&env, json);
+        }
+        Command::Env(EnvCommand::Delete { target }) => {
+            client
+                .delete(&format!("/apps/{}/envs/{}", target.app, target.env))
+                .await?;
+            render::deleted("environment", &target.to_string(), json);
+        }
+        Command::Deploy { target, git_ref } => {
+            let ok = deploy(client, &target, git_ref, json).await?;
+            return Ok(if ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            });
+        }
+        Command::Release(ReleaseCommand::List { target }) => {
+            let releases: Vec<ReleaseInfo> = client
+                .get(&format!(
+                    "/apps/{}/envs/{}/releases",
+                    target.app, target.env
+                ))
+                .await?;
+            render::releases(&releases, json);
+        }
+        Command::Logs {
+            target,
+            follow,
+            tail,
+        } => {
+            use std::io::Write;
+            let path = format!(
+                "/apps/{}/envs/{}/logs?follow={follow}&tail={tail}",
+                target.app, target.env
+            );
+            let mut stdout = std::io::stdout();
+            client
+                .stream_text(&path, |chunk| {
+                    let _ = stdout.write_all(chunk);
+                    let _ = stdout.flush();
+                })
+                .await?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Deploy and print progress as it streams in. Returns whether the release went live.
+pub async fn deploy(
+    client: &Client,
+    target: &turnout_model::EnvRef,
+    git_ref: Option<String>,
+    json: bool,
+) -> anyhow::Result<bool> {
+    let mut progress = render::DeployProgress::new(target, json);
+    client
+        .deploy(
+            &format!("/apps/{}/envs/{}/deploy", target.app, target.env),
+            &DeployRequest { git_ref },
+            |event| progress.event(&event),
+        )
+        .await?;
+    progress.finish()
+}

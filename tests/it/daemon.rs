@@ -1,0 +1,229 @@
+//! The daemon: proxy edge cases, supervision, restart on the same home, clean shutdown, demo.
+use std::io::{Read, Write};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use crate::support::{BIN, Daemon, Repo, eventually, get};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_hosts_get_404_and_a_restarted_daemon_serves_the_same_environments() {
+    let repo = Repo::new("persistent");
+    let mut d = Daemon::start();
+    d.create("shop", repo.path(), &[("production", "main", "production")]);
+    d.ok(&["deploy", "shop/production"]);
+
+    let (status, body) = d.get("other.shop.localhost", "/").await;
+    assert_eq!(status, 404);
+    assert!(
+        body.contains("other.shop.localhost") && !body.contains("persistent"),
+        "{body}"
+    );
+    // HTTP/1.0 without a Host header.
+    let mut s = std::net::TcpStream::connect(d.http).unwrap();
+    s.write_all(b"GET / HTTP/1.0\r\n\r\n").unwrap();
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).unwrap();
+    assert!(
+        raw.starts_with("HTTP/1.0 400") || raw.starts_with("HTTP/1.1 400"),
+        "{raw}"
+    );
+    assert!(!raw.contains("persistent"), "{raw}");
+
+    let before = d.json(&["env", "show", "shop/production"]);
+    d.restart();
+    // The new daemon brings the environment back without a deploy.
+    let http = d.http;
+    let body = eventually(
+        "the environment to come back",
+        Duration::from_secs(30),
+        || async move {
+            let (status, body) = get(http, "production.shop.localhost", "/").await;
+            (status == 200).then_some(body)
+        },
+    )
+    .await;
+    assert_eq!(
+        body,
+        "persistent env=production tier=production built=yes\n"
+    );
+    let after = d.json(&["env", "show", "shop/production"]);
+    assert_eq!(after["status"], "live");
+    assert_eq!(after["release"]["id"], before["release"]["id"]);
+    assert_ne!(after["instance"]["pid"], before["instance"]["pid"]);
+    assert_eq!(
+        d.json(&["release", "list", "shop/production"])
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crashed_instance_is_restarted_and_the_restart_is_visible() {
+    let repo = Repo::new("resilient");
+    let d = Daemon::start();
+    d.create("shop", repo.path(), &[("qa", "main", "qa")]);
+    d.ok(&["deploy", "shop/qa"]);
+    let env = d.json(&["env", "show", "shop/qa"]);
+    assert_eq!(env["instance"]["restarts"], 0);
+    let pid = env["instance"]["pid"].as_i64().unwrap() as i32;
+    nix::sys::signal::killpg(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+
+    let env = eventually(
+        "the instance to be restarted",
+        Duration::from_secs(30),
+        || {
+            let env = d.json(&["env", "show", "shop/qa"]);
+            async move {
+                (env["instance"]["restarts"] == 1 && env["instance"]["state"] == "running")
+                    .then_some(env)
+            }
+        },
+    )
+    .await;
+    assert_ne!(env["instance"]["pid"].as_i64().unwrap() as i32, pid);
+    assert!(
+        env["instance"]["last_exit"].as_str().unwrap().contains('9'),
+        "{env}"
+    );
+    let http = d.http;
+    eventually(
+        "the restarted instance to answer",
+        Duration::from_secs(30),
+        || async move {
+            let (status, body) = get(http, "qa.shop.localhost", "/").await;
+            (status == 200 && body.starts_with("resilient")).then_some(())
+        },
+    )
+    .await;
+    let human = d.ok(&["env", "show", "shop/qa"]);
+    assert!(human.contains("restarts     1"), "{human}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_stops_the_daemon_and_its_instances_cleanly() {
+    let repo = Repo::new("bye");
+    let mut d = Daemon::start();
+    d.create("shop", repo.path(), &[("dev", "main", "development")]);
+    d.ok(&["deploy", "shop/dev"]);
+    let env = d.json(&["env", "show", "shop/dev"]);
+    let port = env["instance"]["port"].as_u64().unwrap() as u16;
+    let status = d.stop();
+    assert!(status.success(), "{status:?}");
+    assert!(
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_err(),
+        "the instance still listens"
+    );
+    assert!(!d.home.path().join("serve.json").exists());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logs_follow_streams_new_output() {
+    let repo = Repo::new("chatty");
+    let d = Daemon::start();
+    d.create("shop", repo.path(), &[("dev", "main", "development")]);
+    d.ok(&["deploy", "shop/dev"]);
+    let mut follow = Command::new(BIN)
+        .args(["--api", &d.api, "logs", "shop/dev", "-f", "--tail", "1"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = follow.stdout.take().unwrap();
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut seen = Vec::new();
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = stdout.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            seen.extend_from_slice(&buf[..n]);
+            if String::from_utf8_lossy(&seen).contains("/marker-path") {
+                break;
+            }
+        }
+        let _ = done_tx.send(String::from_utf8_lossy(&seen).into_owned());
+    });
+    // Keep requesting until the follower has seen a request's log line, or give up.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let seen = loop {
+        let _ = get(d.http, "dev.shop.localhost", "/marker-path").await;
+        if let Ok(seen) = done_rx.recv_timeout(Duration::from_millis(200)) {
+            break seen;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = follow.kill();
+            panic!(
+                "logs -f showed no new request within 20s: {:?}",
+                done_rx.recv().ok()
+            );
+        }
+    };
+    let _ = follow.kill();
+    let _ = follow.wait();
+    assert!(seen.contains("GET /marker-path"), "{seen}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_deploys_two_environments_and_runs_twice() {
+    let home = tempfile::tempdir().unwrap();
+    for run in 0..2 {
+        let mut demo = Command::new(BIN)
+            .args([
+                "demo",
+                "--api-listen",
+                "127.0.0.1:0",
+                "--http-listen",
+                "127.0.0.1:0",
+            ])
+            .arg("--home")
+            .arg(home.path())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut stdout = demo.stdout.take().unwrap();
+        let mut text = String::new();
+        let mut buf = [0u8; 4096];
+        while !text.contains("Try, in another terminal") {
+            let n = stdout.read(&mut buf).unwrap();
+            assert!(n > 0, "run {run}: the demo ended early:\n{text}");
+            text.push_str(&String::from_utf8_lossy(&buf[..n]));
+        }
+        let info: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(home.path().join("serve.json")).unwrap())
+                .unwrap();
+        let http = info["http"]
+            .as_str()
+            .unwrap()
+            .trim_start_matches("http://")
+            .parse()
+            .unwrap();
+        let (status, body) = get(http, "production.hello.localhost", "/").await;
+        assert_eq!(status, 200);
+        assert!(
+            body.contains("Hello from the main branch") && body.contains("production"),
+            "{body}"
+        );
+        let (_, body) = get(http, "staging.hello.localhost", "/").await;
+        assert!(
+            body.contains("Hello from the staging branch") && body.contains("staging"),
+            "{body}"
+        );
+        assert!(text.contains("http://staging.hello.localhost:"), "{text}");
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(demo.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        )
+        .unwrap();
+        assert!(
+            demo.wait().unwrap().success(),
+            "run {run}: the demo did not exit 0"
+        );
+    }
+}

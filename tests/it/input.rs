@@ -1,0 +1,224 @@
+//! Bad input gets one clear line and changes nothing; nothing the user types reaches a shell.
+use crate::support::{Daemon, Repo, find_files};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_names_refs_branches_and_repos_are_clear_errors() {
+    let repo = Repo::new("x");
+    let d = Daemon::start();
+    let repo_path = repo.path().to_str().unwrap();
+
+    let err = d.fails(&["app", "create", "My_Shop", "--repo", repo_path]);
+    assert!(
+        err.contains("invalid app name 'My_Shop'")
+            && err.contains("lowercase letters, digits and hyphens"),
+        "{err}"
+    );
+    let err = d.fails(&["app", "create", &"a".repeat(41), "--repo", repo_path]);
+    assert!(err.contains("1-40"), "{err}");
+
+    // An unreadable repository: a path that is not a repository, and one that does not exist.
+    let not_a_repo = tempfile::tempdir().unwrap();
+    let err = d.fails(&[
+        "app",
+        "create",
+        "shop",
+        "--repo",
+        not_a_repo.path().to_str().unwrap(),
+    ]);
+    assert!(
+        err.contains("cannot read repository") && err.contains(not_a_repo.path().to_str().unwrap()),
+        "{err}"
+    );
+    let err = d.fails(&["app", "create", "shop", "--repo", "/nonexistent/repo"]);
+    assert!(
+        err.contains("cannot read repository '/nonexistent/repo'"),
+        "{err}"
+    );
+    let err = d.fails(&[
+        "app",
+        "create",
+        "shop",
+        "--repo",
+        "ext::sh -c touch% /tmp/x",
+    ]);
+    assert!(err.contains("invalid repository"), "{err}");
+    assert!(
+        d.json(&["app", "list"]).as_array().unwrap().is_empty(),
+        "nothing was created"
+    );
+
+    d.ok(&["app", "create", "shop", "--repo", repo_path]);
+    let err = d.fails(&["app", "create", "shop", "--repo", repo_path]);
+    assert!(err.contains("already exists"), "{err}");
+
+    let err = d.fails(&["env", "create", "shop/Staging", "--branch", "main"]);
+    assert!(err.contains("invalid environment name 'Staging'"), "{err}");
+    let err = d.fails(&["env", "create", "shop", "--branch", "main"]);
+    assert!(err.contains("APP/ENV"), "{err}");
+    let err = d.fails(&[
+        "env", "create", "shop/qa", "--branch", "main", "--tier", "prod",
+    ]);
+    assert!(
+        err.contains("unknown tier 'prod'") && err.contains("production-copy"),
+        "{err}"
+    );
+    let err = d.fails(&["env", "create", "shop/qa", "--branch", "no-such-branch"]);
+    assert!(
+        err.contains("branch 'no-such-branch' does not exist")
+            && err.contains("existing branches: main"),
+        "{err}"
+    );
+    let err = d.fails(&["env", "create", "shop/qa", "--branch", "a..b"]);
+    assert!(err.contains("invalid branch name"), "{err}");
+    let err = d.fails(&["env", "create", "nope/qa", "--branch", "main"]);
+    assert!(err.contains("no app named 'nope'"), "{err}");
+    assert!(
+        d.json(&["env", "list"]).as_array().unwrap().is_empty(),
+        "nothing was created"
+    );
+
+    d.ok(&[
+        "env", "create", "shop/qa", "--branch", "main", "--tier", "qa",
+    ]);
+    let err = d.fails(&["deploy", "shop/qa", "--ref", "no-such-ref"]);
+    assert!(err.contains("ref 'no-such-ref' does not exist"), "{err}");
+    let err = d.fails(&["deploy", "shop/qa", "--ref=--upload-pack=touch pwned"]);
+    assert!(err.contains("invalid ref"), "{err}");
+    let err = d.fails(&["deploy", "shop/nope"]);
+    assert!(err.contains("no environment 'nope'"), "{err}");
+    let env = d.json(&["env", "show", "shop/qa"]);
+    assert_eq!(env["status"], "not deployed");
+
+    // A branch deleted after the environment was created.
+    repo.branch("gone");
+    repo.branch("main");
+    d.ok(&["env", "create", "shop/gone", "--branch", "gone"]);
+    repo.git(&["branch", "-D", "gone"]);
+    let err = d.fails(&["deploy", "shop/gone"]);
+    assert!(err.contains("branch 'gone' does not exist"), "{err}");
+
+    // A turnout.toml with an unknown key names the file, line and key.
+    repo.write(
+        "turnout.toml",
+        "[run]\ncommand = \"exec python3 app.py\"\n\n[helth]\npath = \"/\"\n",
+    );
+    repo.commit("typo");
+    let err = d.fails(&["deploy", "shop/qa"]);
+    assert!(
+        err.contains("turnout.toml, line 4") && err.contains("helth"),
+        "{err}"
+    );
+
+    // The API itself answers bad names with 400 and a JSON error.
+    let out = d.fails(&["--api", &format!("{}/", d.api), "env", "show", "shop/x_y"]);
+    assert!(out.contains("invalid environment name"), "{out}");
+    let unreachable = std::process::Command::new(crate::support::BIN)
+        .args(["--api", "http://127.0.0.1:9", "app", "list"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&unreachable.stderr);
+    assert!(
+        !unreachable.status.success() && err.contains("cannot reach the Turnout API"),
+        "{err}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shell_metacharacters_in_branches_and_refs_are_never_executed() {
+    let repo = Repo::new("plain");
+    let evil_branch = "x;touch${IFS}pwned-branch;$(touch${IFS}pwned-subst)`touch${IFS}pwned-tick`";
+    repo.branch(evil_branch);
+    repo.write("content.txt", "evil branch content");
+    repo.commit("on the evil branch");
+    repo.branch("main");
+    let d = Daemon::start();
+    d.create("shop", repo.path(), &[("evil", evil_branch, "test")]);
+    d.ok(&["deploy", "shop/evil"]);
+    let (_, body) = d.get("evil.shop.localhost", "/").await;
+    assert!(body.starts_with("evil branch content"), "{body}");
+    let env = d.json(&["env", "show", "shop/evil"]);
+    assert_eq!(env["branch"], evil_branch);
+
+    let err = d.fails(&["deploy", "shop/evil", "--ref", "$(touch${IFS}pwned-ref)"]);
+    assert!(err.contains("does not exist"), "{err}");
+    let err = d.fails(&["deploy", "shop/evil", "--ref", "main;touch${IFS}pwned-ref2"]);
+    assert!(err.contains("does not exist"), "{err}");
+
+    for dir in [d.home.path(), d.cwd.path(), repo.path()] {
+        for name in [
+            "pwned-branch",
+            "pwned-subst",
+            "pwned-tick",
+            "pwned-ref",
+            "pwned-ref2",
+        ] {
+            let found = find_files(dir, name);
+            assert!(found.is_empty(), "a shell ran user input: {found:?}");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_repository_token_never_reaches_errors_or_the_store() {
+    let secret = "tok_3f9a1c2bd7e8_secret";
+    let d = Daemon::start_with_env(&[("SHOP_GIT_TOKEN", secret)]);
+    // Nothing listens on port 9: git fails, and its error must not carry the token.
+    let out = d.cli(&[
+        "app",
+        "create",
+        "shop",
+        "--repo",
+        "http://127.0.0.1:9/shop.git",
+        "--token-env",
+        "SHOP_GIT_TOKEN",
+    ]);
+    let all = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!out.status.success());
+    assert!(all.contains("cannot read repository"), "{all}");
+    assert!(!all.contains(secret), "{all}");
+
+    let err = d.fails(&[
+        "app",
+        "create",
+        "shop",
+        "--repo",
+        "http://127.0.0.1:9/x.git",
+        "--token-env",
+        "MISSING_VAR",
+    ]);
+    assert!(err.contains("no variable 'MISSING_VAR'"), "{err}");
+    let err = d.fails(&[
+        "app",
+        "create",
+        "shop",
+        "--repo",
+        "http://127.0.0.1:9/x.git",
+        "--token-env",
+        secret,
+    ]);
+    assert!(
+        err.contains("invalid --token-env") && !err.contains(secret),
+        "{err}"
+    );
+
+    for f in find_files(d.home.path(), "turnout.db")
+        .into_iter()
+        .chain(find_files(d.home.path(), "turnout.db-wal"))
+    {
+        let bytes = std::fs::read(&f).unwrap();
+        assert!(
+            !String::from_utf8_lossy(&bytes).contains(secret),
+            "{f:?} holds the token"
+        );
+    }
+    let log = std::fs::read_to_string(d.cwd.path().join("serve.log")).unwrap();
+    assert!(
+        log.contains("cannot read repository"),
+        "the daemon logs refused requests: {log}"
+    );
+    assert!(!log.contains(secret), "the daemon's log holds the token");
+}

@@ -1,0 +1,6 @@
+//! One integration-test binary (it links once): real `turnout` processes, real git
+//! repositories, real HTTP through the proxy, ports bound to 0.
+mod daemon;
+mod deploy;
+mod input;
+mod support;

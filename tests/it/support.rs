@@ -1,0 +1,404 @@
+//! Shared helpers: a real `turnout serve` process on a temporary home with ports bound to 0, the
+//! real CLI against it, real git repositories, and a plain HTTP client for the proxy.
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty};
+use serde_json::Value;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_turnout");
+
+/// A running daemon. Dropping it sends SIGTERM and waits.
+pub struct Daemon {
+    pub home: tempfile::TempDir,
+    /// The daemon's working directory (tests check nothing was written here).
+    pub cwd: tempfile::TempDir,
+    child: Option<Child>,
+    pub api: String,
+    pub http: SocketAddr,
+    extra_env: Vec<(String, String)>,
+}
+
+impl Daemon {
+    pub fn start() -> Daemon {
+        Daemon::start_with_env(&[])
+    }
+
+    pub fn start_with_env(env: &[(&str, &str)]) -> Daemon {
+        let mut d = Daemon {
+            home: tempfile::tempdir().unwrap(),
+            cwd: tempfile::tempdir().unwrap(),
+            child: None,
+            api: String::new(),
+            http: "127.0.0.1:0".parse().unwrap(),
+            extra_env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        };
+        d.spawn();
+        d
+    }
+
+    fn spawn(&mut self) {
+        let mut cmd = Command::new(BIN);
+        cmd.args([
+            "--json",
+            "serve",
+            "--api-listen",
+            "127.0.0.1:0",
+            "--http-listen",
+            "127.0.0.1:0",
+        ])
+        .arg("--home")
+        .arg(self.home.path())
+        .current_dir(self.cwd.path())
+        .env_remove("TURNOUT_API")
+        .env("TURNOUT_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(self.log_file());
+        for (k, v) in &self.extra_env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("start turnout serve");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let info: Value = serde_json::from_str(&line)
+            .unwrap_or_else(|e| panic!("serve printed {line:?}, not its addresses: {e}"));
+        self.api = info["api"].as_str().unwrap().to_owned();
+        self.http = info["http"]
+            .as_str()
+            .unwrap()
+            .trim_start_matches("http://")
+            .parse()
+            .unwrap();
+        self.child = Some(child);
+    }
+
+    /// The daemon's stderr goes to a file (appended across restarts), shown when a test fails.
+    fn log_file(&self) -> std::fs::File {
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.cwd.path().join("serve.log"))
+            .unwrap()
+    }
+
+    /// SIGTERM, wait for a clean exit (asserting status 0), start again on the same home.
+    pub fn restart(&mut self) {
+        assert!(self.stop().success(), "serve did not exit 0 on SIGTERM");
+        self.spawn();
+    }
+
+    pub fn stop(&mut self) -> std::process::ExitStatus {
+        let mut child = self.child.take().expect("daemon running");
+        let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "serve did not stop within 60s of SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn cli(&self, args: &[&str]) -> Output {
+        Command::new(BIN)
+            .arg("--api")
+            .arg(&self.api)
+            .args(args)
+            .current_dir(self.cwd.path())
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    }
+
+    /// Run the CLI, assert success, return stdout.
+    #[track_caller]
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.cli(args);
+        assert!(
+            out.status.success(),
+            "turnout {args:?} failed:\nstdout: {}\nstderr: {}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    /// Run the CLI, assert failure, return stderr.
+    #[track_caller]
+    pub fn fails(&self, args: &[&str]) -> String {
+        let out = self.cli(args);
+        assert!(
+            !out.status.success(),
+            "turnout {args:?} should have failed:\nstdout: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        String::from_utf8(out.stderr).unwrap()
+    }
+
+    #[track_caller]
+    pub fn json(&self, args: &[&str]) -> Value {
+        let mut all = vec!["--json"];
+        all.extend_from_slice(args);
+        serde_json::from_str(&self.ok(&all)).unwrap()
+    }
+
+    /// GET through the proxy with the given Host header.
+    pub async fn get(&self, host: &str, path: &str) -> (u16, String) {
+        get(self.http, host, path).await
+    }
+
+    /// Create an app named `app` from `repo` and one environment per (env, branch, tier).
+    pub fn create(&self, app: &str, repo: &Path, envs: &[(&str, &str, &str)]) {
+        self.ok(&["app", "create", app, "--repo", repo.to_str().unwrap()]);
+        for (env, branch, tier) in envs {
+            self.ok(&[
+                "env",
+                "create",
+                &format!("{app}/{env}"),
+                "--branch",
+                branch,
+                "--tier",
+                tier,
+            ]);
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if self.child.is_some() {
+            self.stop();
+        }
+        if std::thread::panicking() {
+            let log =
+                std::fs::read_to_string(self.cwd.path().join("serve.log")).unwrap_or_default();
+            eprintln!("--- turnout serve log ---\n{log}--- end of log ---");
+        }
+    }
+}
+
+/// One GET on a fresh connection.
+pub async fn get(proxy: SocketAddr, host: &str, path: &str) -> (u16, String) {
+    let mut conn = Conn::open(proxy).await;
+    conn.get(host, path).await.expect("GET through the proxy")
+}
+
+/// A keep-alive HTTP/1.1 connection to the proxy.
+pub struct Conn {
+    send: hyper::client::conn::http1::SendRequest<Empty<Bytes>>,
+}
+
+impl Conn {
+    pub async fn open(addr: SocketAddr) -> Conn {
+        let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let (send, conn) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+                .await
+                .unwrap();
+        tokio::spawn(conn);
+        Conn { send }
+    }
+
+    pub async fn get(&mut self, host: &str, path: &str) -> Result<(u16, String), String> {
+        self.send
+            .ready()
+            .await
+            .map_err(|e| format!("connection not ready: {e}"))?;
+        let req = hyper::Request::get(path)
+            .header("host", host)
+            .body(Empty::new())
+            .unwrap();
+        let resp = self
+            .send
+            .send_request(req)
+            .await
+            .map_err(|e| format!("request: {e}"))?;
+        let status = resp.status().as_u16();
+        let body = resp
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| format!("body: {e}"))?;
+        Ok((
+            status,
+            String::from_utf8_lossy(&body.to_bytes()).into_owned(),
+        ))
+    }
+}
+
+/// Poll `f` until it returns Some, or panic after `timeout`.
+pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A git repository made by the test, holding a small python3 web app.
+pub struct Repo {
+    pub dir: tempfile::TempDir,
+}
+
+/// The fixture app: `/` answers the text of `content.txt` plus the environment it runs in;
+/// `/healthz` answers 200 unless `health-status.txt` says otherwise.
+const APP_PY: &str = r#"
+import os, sys
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+HERE = os.path.dirname(os.path.abspath(__file__))
+def read(name, default=""):
+    try:
+        with open(os.path.join(HERE, name)) as f: return f.read().strip()
+    except FileNotFoundError: return default
+class H(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def do_GET(self):
+        if self.path == "/healthz":
+            status, body = int(read("health-status.txt", "200")), "health\n"
+        else:
+            status = 200
+            body = "%s env=%s tier=%s built=%s\n" % (read("content.txt"), os.environ["TURNOUT_ENV"],
+                os.environ["TURNOUT_TIER"], read("built.txt", "no"))
+        data = body.encode()
+        self.send_response(status)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+    def log_message(self, fmt, *args):
+        print("request " + fmt % args, flush=True)
+print("fixture listening on", os.environ["PORT"], flush=True)
+s = ThreadingHTTPServer(("127.0.0.1", int(os.environ["PORT"])), H)
+s.daemon_threads = True
+s.serve_forever()
+"#;
+
+pub const TOML: &str = r#"
+[build]
+command = "echo building; echo yes > built.txt"
+
+[run]
+command = "exec python3 app.py"
+drain_timeout = "5s"
+stop_timeout = "5s"
+
+[health]
+path = "/healthz"
+timeout = "20s"
+interval = "50ms"
+"#;
+
+impl Repo {
+    /// A repository whose `main` branch serves `content`.
+    pub fn new(content: &str) -> Repo {
+        let repo = Repo {
+            dir: tempfile::tempdir().unwrap(),
+        };
+        repo.git(&["init", "--quiet", "--initial-branch=main"]);
+        repo.write("app.py", APP_PY);
+        repo.write("turnout.toml", TOML);
+        repo.write("content.txt", content);
+        repo.commit("initial");
+        repo
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn write(&self, name: &str, text: &str) {
+        std::fs::write(self.dir.path().join(name), text).unwrap();
+    }
+
+    pub fn remove(&self, name: &str) {
+        std::fs::remove_file(self.dir.path().join(name)).unwrap();
+    }
+
+    pub fn commit(&self, message: &str) -> String {
+        self.git(&["add", "--all"]);
+        self.git(&["commit", "--quiet", "--allow-empty", "-m", message]);
+        self.git(&["rev-parse", "HEAD"]).trim().to_owned()
+    }
+
+    /// Switch to `branch` (creating it from the current commit when new).
+    pub fn branch(&self, branch: &str) {
+        let exists = Command::new("git")
+            .arg("-C")
+            .arg(self.dir.path())
+            .args(["rev-parse", "--verify", "--quiet", "--end-of-options"])
+            .arg(format!("refs/heads/{branch}"))
+            .output()
+            .unwrap()
+            .status
+            .success();
+        if exists {
+            self.git(&["checkout", "--quiet", branch]);
+        } else {
+            self.git(&["checkout", "--quiet", "-b", branch]);
+        }
+    }
+
+    pub fn git(&self, args: &[&str]) -> String {
+        let out = Command::new("git")
+            .arg("-C")
+            .arg(self.dir.path())
+            .args([
+                "-c",
+                "user.name=Test",
+                "-c",
+                "user.email=test@turnout.invalid",
+                "-c",
+                "commit.gpgsign=false",
+            ])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "git {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+}
+
+/// Every file below `dir` whose name is `name`.
+pub fn find_files(dir: &Path, name: &str) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.is_dir() && !p.is_symlink() {
+                stack.push(p);
+            } else if e.file_name() == name {
+                out.push(p);
+            }
+        }
+    }
+    out
+}
