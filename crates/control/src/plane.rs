@@ -169,7 +169,7 @@ impl ControlPlane {
         let app_row = self.store.call(move |c| q::get_app(c, &a)).await?;
         let src = source(&app_row.repo, app_row.token_env.as_deref())?;
         let branches = git::remote_branches(&src).await?;
-        if !branches.iter().any(|b| *b == req.branch) {
+        if !branches.contains(&req.branch) {
             return Err(ControlError::Invalid(format!(
                 "branch '{}' does not exist in {}; existing branches: {}",
                 req.branch,

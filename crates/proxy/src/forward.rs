@@ -136,7 +136,6 @@ async fn forward(
             host = %host_name, upstream = %upstream.label(), next = %next.label(), error = %error,
             "request never reached the instance; retrying once"
         );
-        drop(work);
         (upstream, work) = (next, next_work);
         retried = true;
     };
