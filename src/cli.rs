@@ -3,8 +3,8 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand};
-use turnout_model::{AppName, EnvRef, Tier};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use turnout_model::{AppName, DomainName, EnvRef, Tier};
 
 #[derive(Parser)]
 #[command(
@@ -51,6 +51,9 @@ pub enum Command {
     /// List releases
     #[command(subcommand)]
     Release(ReleaseCommand),
+    /// Bind host names to environments; switch them with zero downtime and roll them back
+    #[command(subcommand)]
+    Domain(DomainCommand),
     /// Show an environment's instance output
     Logs {
         /// The environment, as APP/ENV
@@ -72,6 +75,9 @@ pub struct ServeArgs {
     /// Address of the proxy that serves the environments
     #[arg(long, env = "TURNOUT_HTTP_LISTEN", default_value = "127.0.0.1:8080")]
     pub http_listen: SocketAddr,
+    /// Worker threads of the proxy's own runtime [default: one per CPU]
+    #[arg(long, env = "TURNOUT_PROXY_WORKERS", value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub proxy_workers: Option<u16>,
 }
 
 #[derive(Subcommand)]
@@ -123,4 +129,43 @@ pub enum EnvCommand {
 pub enum ReleaseCommand {
     /// List an environment's releases, newest first
     List { target: EnvRef },
+}
+
+#[derive(Subcommand)]
+pub enum DomainCommand {
+    /// Bind a domain (e.g. shop.example.com or *.example.com) to an environment
+    Add {
+        domain: DomainName,
+        /// The environment, as APP/ENV
+        target: EnvRef,
+    },
+    /// List domains and where they point
+    List,
+    /// Remove a domain (its requests then get 404)
+    Remove { domain: DomainName },
+    /// Move a domain to another environment of its app, after a fresh health check of the
+    /// target; the old environment keeps running
+    Switch {
+        domain: DomainName,
+        /// The environment to move it to, as APP/ENV
+        target: EnvRef,
+    },
+    /// Point a domain back where it was before its last switch; repeat to walk further back
+    Rollback { domain: DomainName },
+    /// Show a domain's bindings over time: who, when, from, to
+    History { domain: DomainName },
+    /// Show visitors a 503 maintenance page (health checks still reach the app), or stop
+    Maintenance {
+        domain: DomainName,
+        state: OnOff,
+        /// The message on the page
+        #[arg(long)]
+        message: Option<String>,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum OnOff {
+    On,
+    Off,
 }

@@ -17,10 +17,19 @@ impl Client {
         if !(base.starts_with("http://") || base.starts_with("https://")) {
             bail!("invalid API address '{base}': give a URL such as http://127.0.0.1:7070");
         }
+        // Who is asking, for the domain history (until access control authenticates users).
+        let mut headers = reqwest::header::HeaderMap::new();
+        let user = std::env::var("USER")
+            .or_else(|_| std::env::var("LOGNAME"))
+            .unwrap_or_else(|_| "unknown".to_owned());
+        if let Ok(value) = reqwest::header::HeaderValue::from_str(&user) {
+            headers.insert("x-turnout-actor", value);
+        }
         Ok(Client {
             base,
             http: reqwest::Client::builder()
                 .connect_timeout(std::time::Duration::from_secs(5))
+                .default_headers(headers)
                 .build()?,
         })
     }

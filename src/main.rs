@@ -15,11 +15,14 @@ use tokio_util::sync::CancellationToken;
 use turnout_control::home::default_home;
 use turnout_control::{ServeConfig, serve};
 use turnout_model::{
-    AppInfo, CreateApp, CreateEnv, DeployRequest, EnvInfo, ReleaseInfo, ServeInfo,
+    AddDomain, AppInfo, CreateApp, CreateEnv, DeployRequest, DomainEvent, DomainInfo, EnvInfo,
+    ReleaseInfo, ServeInfo, SetMaintenance, SwitchDomain, SwitchInfo,
 };
 use turnout_proxy::ProxyConfig;
 
-use crate::cli::{AppCommand, Cli, Command, EnvCommand, ReleaseCommand, ServeArgs};
+use crate::cli::{
+    AppCommand, Cli, Command, DomainCommand, EnvCommand, OnOff, ReleaseCommand, ServeArgs,
+};
 use crate::client::Client;
 
 fn main() -> ExitCode {
@@ -103,6 +106,7 @@ pub async fn run_daemon(
         home,
         api_listen: args.api_listen,
         http_listen: args.http_listen,
+        proxy_workers: args.proxy_workers.map(usize::from),
         proxy: ProxyConfig::default(),
     };
     serve(config, shutdown, |info| {
@@ -220,6 +224,58 @@ async fn run_client(client: &Client, command: Command, json: bool) -> anyhow::Re
                 ))
                 .await?;
             render::releases(&releases, json);
+        }
+        Command::Domain(DomainCommand::Add { domain, target }) => {
+            let body = AddDomain {
+                domain,
+                app: target.app,
+                env: target.env,
+            };
+            let info: DomainInfo = client.post("/domains", &body).await?;
+            render::domain_added(&info, json);
+        }
+        Command::Domain(DomainCommand::List) => {
+            let domains: Vec<DomainInfo> = client.get("/domains").await?;
+            render::domains(&domains, json);
+        }
+        Command::Domain(DomainCommand::Remove { domain }) => {
+            client.delete(&format!("/domains/{domain}")).await?;
+            render::deleted("domain", domain.as_str(), json);
+        }
+        Command::Domain(DomainCommand::Switch { domain, target }) => {
+            let body = SwitchDomain {
+                app: target.app,
+                env: target.env,
+            };
+            let info: SwitchInfo = client
+                .post(&format!("/domains/{domain}/switch"), &body)
+                .await?;
+            render::switched(&info, json);
+        }
+        Command::Domain(DomainCommand::Rollback { domain }) => {
+            let info: SwitchInfo = client
+                .post(&format!("/domains/{domain}/rollback"), &())
+                .await?;
+            render::switched(&info, json);
+        }
+        Command::Domain(DomainCommand::History { domain }) => {
+            let events: Vec<DomainEvent> =
+                client.get(&format!("/domains/{domain}/history")).await?;
+            render::domain_history(&events, json);
+        }
+        Command::Domain(DomainCommand::Maintenance {
+            domain,
+            state,
+            message,
+        }) => {
+            let body = SetMaintenance {
+                on: matches!(state, OnOff::On),
+                message,
+            };
+            let info: DomainInfo = client
+                .post(&format!("/domains/{domain}/maintenance"), &body)
+                .await?;
+            render::maintenance(&info, json);
         }
         Command::Logs {
             target,

@@ -3,7 +3,9 @@ use std::time::Instant;
 
 use comfy_table::{Table, presets::NOTHING};
 use serde::Serialize;
-use turnout_model::{AppInfo, DeployEvent, EnvInfo, EnvRef, ReleaseInfo};
+use turnout_model::{
+    AppInfo, DeployEvent, DomainEvent, DomainInfo, EnvInfo, EnvRef, ReleaseInfo, SwitchInfo,
+};
 
 fn print_json(value: &impl Serialize) {
     println!(
@@ -167,6 +169,106 @@ pub fn releases(releases: &[ReleaseInfo], json: bool) {
         ]);
     }
     println!("{t}");
+}
+
+pub fn domain_added(d: &DomainInfo, json: bool) {
+    if json {
+        return print_json(d);
+    }
+    println!("{} -> {}/{}  ({})", d.domain, d.app, d.env, d.url);
+    if !d.serving {
+        println!(
+            "{}/{} is not running yet: requests get 503 until `turnout deploy {}/{}`",
+            d.app, d.env, d.app, d.env
+        );
+    }
+}
+
+pub fn domains(domains: &[DomainInfo], json: bool) {
+    if json {
+        return print_json(&domains);
+    }
+    if domains.is_empty() {
+        println!("no domains: add one with `turnout domain add DOMAIN APP/ENV`");
+        return;
+    }
+    let mut t = table(&["DOMAIN", "APP", "ENV", "STATE", "URL"]);
+    for d in domains {
+        let state = match (&d.maintenance, d.serving) {
+            (Some(_), _) => "maintenance",
+            (None, true) => "serving",
+            (None, false) => "not running",
+        };
+        t.add_row(vec![
+            d.domain.to_string(),
+            d.app.to_string(),
+            d.env.to_string(),
+            state.to_owned(),
+            d.url.clone(),
+        ]);
+    }
+    println!("{t}");
+}
+
+pub fn switched(s: &SwitchInfo, json: bool) {
+    if json {
+        return print_json(s);
+    }
+    if s.action == "unchanged" {
+        println!(
+            "{} already points to {}/{}; nothing changed",
+            s.domain, s.app, s.to
+        );
+        return;
+    }
+    let verb = if s.action == "rollback" {
+        "rolled back"
+    } else {
+        "switched"
+    };
+    println!(
+        "{} {verb}: {}/{} -> {}/{} (health check {:.1} ms, route live in {:.0} µs)",
+        s.domain, s.app, s.from, s.app, s.to, s.health_check_ms, s.apply_us
+    );
+    println!(
+        "{}/{} keeps running: `turnout domain rollback {}` moves it back",
+        s.app, s.from, s.domain
+    );
+}
+
+pub fn domain_history(events: &[DomainEvent], json: bool) {
+    if json {
+        return print_json(&events);
+    }
+    let mut t = table(&["WHEN", "WHO", "ACTION", "FROM", "TO"]);
+    for e in events {
+        let action = if e.rolled_back {
+            format!("{} (rolled back)", e.action)
+        } else {
+            e.action.clone()
+        };
+        t.add_row(vec![
+            e.at.clone(),
+            e.actor.clone(),
+            action,
+            e.from.clone().unwrap_or_else(|| "-".into()),
+            e.to.clone().unwrap_or_else(|| "-".into()),
+        ]);
+    }
+    println!("{t}");
+}
+
+pub fn maintenance(d: &DomainInfo, json: bool) {
+    if json {
+        return print_json(d);
+    }
+    match &d.maintenance {
+        Some(message) => println!(
+            "{} is in maintenance: visitors get 503 with \"{message}\"",
+            d.domain
+        ),
+        None => println!("{} serves {}/{} again", d.domain, d.app, d.env),
+    }
 }
 
 /// Prints a deploy's events as they stream in: numbered steps with elapsed time, build output

@@ -2,5 +2,6 @@
 //! repositories, real HTTP through the proxy, ports bound to 0.
 mod daemon;
 mod deploy;
+mod domains;
 mod input;
 mod support;

@@ -263,7 +263,8 @@ pub struct Repo {
 }
 
 /// The fixture app: `/` answers the text of `content.txt` plus the environment it runs in;
-/// `/healthz` answers 200 unless `health-status.txt` says otherwise.
+/// `/healthz` answers 200 unless `health-status.txt` (in the environment's storage directory,
+/// else in the release) says otherwise.
 const APP_PY: &str = r#"
 import os, sys
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -276,7 +277,12 @@ class H(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     def do_GET(self):
         if self.path == "/healthz":
-            status, body = int(read("health-status.txt", "200")), "health\n"
+            override = os.path.join(os.environ["TURNOUT_STORAGE_DIR"], "health-status.txt")
+            if os.path.exists(override):
+                with open(override) as f: status = int(f.read().strip())
+            else:
+                status = int(read("health-status.txt", "200"))
+            body = "health %s\n" % os.environ["TURNOUT_ENV"]
         else:
             status = 200
             body = "%s env=%s tier=%s built=%s\n" % (read("content.txt"), os.environ["TURNOUT_ENV"],

@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, Query, State};
+use axum::http::HeaderMap;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -11,7 +12,10 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
-use turnout_model::{AppName, CreateApp, CreateEnv, DeployRequest, EnvName, EnvRef, ErrorBody};
+use turnout_model::{
+    AddDomain, AppName, CreateApp, CreateEnv, DeployRequest, DomainName, EnvName, EnvRef,
+    ErrorBody, SetMaintenance, SwitchDomain,
+};
 
 use crate::error::ControlError;
 use crate::plane::ControlPlane;
@@ -38,6 +42,19 @@ pub fn router(plane: Api) -> Router {
         .route("/api/v1/apps/{app}/envs/{env}/deploy", post(deploy))
         .route("/api/v1/apps/{app}/envs/{env}/releases", get(releases))
         .route("/api/v1/apps/{app}/envs/{env}/logs", get(logs))
+        .route("/api/v1/domains", get(list_domains).post(add_domain))
+        .route(
+            "/api/v1/domains/{domain}",
+            axum::routing::delete(remove_domain),
+        )
+        .route("/api/v1/domains/{domain}/switch", post(switch_domain))
+        .route("/api/v1/domains/{domain}/rollback", post(rollback_domain))
+        .route(
+            "/api/v1/domains/{domain}/maintenance",
+            post(set_maintenance),
+        )
+        .route("/api/v1/domains/{domain}/history", get(domain_history))
+        .route("/metrics", get(metrics))
         .fallback(|| async {
             ApiError(ControlError::NotFound(
                 "no such API route; see the README's API section".into(),
@@ -102,6 +119,26 @@ fn env_ref(app: &str, env: &str) -> Result<EnvRef> {
         app: app_name(app)?,
         env: EnvName::new(env).map_err(|e| ApiError(ControlError::Invalid(e.to_string())))?,
     })
+}
+
+fn domain_name(s: &str) -> Result<DomainName> {
+    DomainName::new(s).map_err(|e| ApiError(ControlError::Invalid(e.to_string())))
+}
+
+/// Who asked, for the domain history: the CLI sends its user's login name. Access control
+/// (tokens, users) replaces this claim with the authenticated user.
+fn actor(headers: &HeaderMap) -> String {
+    headers
+        .get("x-turnout-actor")
+        .and_then(|v| v.to_str().ok())
+        .map(|v| {
+            v.chars()
+                .filter(|c| !c.is_control())
+                .take(64)
+                .collect::<String>()
+        })
+        .filter(|v| !v.is_empty())
+        .unwrap_or_else(|| "api".to_owned())
 }
 
 async fn list_apps(State(p): State<Api>) -> Result<impl IntoResponse> {
@@ -294,4 +331,91 @@ async fn logs(
         [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
         Body::from_stream(stream),
     ))
+}
+
+async fn list_domains(State(p): State<Api>) -> Result<impl IntoResponse> {
+    Ok(Json(p.list_domains().await?))
+}
+
+async fn add_domain(
+    State(p): State<Api>,
+    headers: HeaderMap,
+    bytes: Bytes,
+) -> Result<impl IntoResponse> {
+    let req: AddDomain = body(&bytes)?;
+    let target = EnvRef {
+        app: req.app,
+        env: req.env,
+    };
+    Ok((
+        StatusCode::CREATED,
+        Json(p.add_domain(req.domain, target, &actor(&headers)).await?),
+    ))
+}
+
+async fn remove_domain(
+    State(p): State<Api>,
+    Path(domain): Path<String>,
+) -> Result<impl IntoResponse> {
+    p.remove_domain(domain_name(&domain)?).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn switch_domain(
+    State(p): State<Api>,
+    Path(domain): Path<String>,
+    headers: HeaderMap,
+    bytes: Bytes,
+) -> Result<impl IntoResponse> {
+    let domain = domain_name(&domain)?;
+    let req: SwitchDomain = body(&bytes)?;
+    let target = EnvRef {
+        app: req.app,
+        env: req.env,
+    };
+    Ok(Json(
+        p.switch_domain(domain, target, &actor(&headers)).await?,
+    ))
+}
+
+async fn rollback_domain(
+    State(p): State<Api>,
+    Path(domain): Path<String>,
+    headers: HeaderMap,
+) -> Result<impl IntoResponse> {
+    Ok(Json(
+        p.rollback_domain(domain_name(&domain)?, &actor(&headers))
+            .await?,
+    ))
+}
+
+async fn set_maintenance(
+    State(p): State<Api>,
+    Path(domain): Path<String>,
+    headers: HeaderMap,
+    bytes: Bytes,
+) -> Result<impl IntoResponse> {
+    let domain = domain_name(&domain)?;
+    let req: SetMaintenance = body(&bytes)?;
+    Ok(Json(
+        p.set_maintenance(domain, req.on, req.message, &actor(&headers))
+            .await?,
+    ))
+}
+
+async fn domain_history(
+    State(p): State<Api>,
+    Path(domain): Path<String>,
+) -> Result<impl IntoResponse> {
+    Ok(Json(p.domain_history(domain_name(&domain)?).await?))
+}
+
+async fn metrics(State(p): State<Api>) -> impl IntoResponse {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        p.metrics().render(),
+    )
 }

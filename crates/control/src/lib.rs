@@ -7,6 +7,7 @@ pub mod app_file;
 mod error;
 mod git;
 pub mod home;
+mod metrics;
 mod plane;
 mod serve;
 mod store;

@@ -1,6 +1,6 @@
 //! The control plane's core: apps, environments, deploys, and the one function that turns the
 //! set of running instances into the proxy's route table.
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -10,10 +10,11 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 use turnout_model::{
-    AppInfo, AppName, CreateApp, CreateEnv, DeployEvent, DeployRequest, EnvInfo, EnvName, EnvRef,
-    InstanceInfo, ReleaseInfo, Tier, format_timestamp,
+    AppInfo, AppName, CreateApp, CreateEnv, DeployEvent, DeployRequest, DomainEvent, DomainInfo,
+    DomainName, EnvInfo, EnvName, EnvRef, InstanceInfo, ReleaseInfo, SwitchInfo, Tier,
+    format_timestamp,
 };
-use turnout_proxy::{Proxy, RouteTable, Target, Upstream};
+use turnout_proxy::{Maintenance, Proxy, RouteTable, Target, Upstream};
 use turnout_supervisor::{
     HealthCheck, Instance, InstanceSpec, RestartPolicy, TaskSpec, free_port, run_task,
 };
@@ -22,7 +23,8 @@ use crate::app_file::{self, ReleaseConfig};
 use crate::error::ControlError;
 use crate::git::{self, Source};
 use crate::home::Home;
-use crate::store::{AppRow, EnvRow, ReleaseRow, Store, q};
+use crate::metrics::Metrics;
+use crate::store::{AppRow, DomainRow, EnvRow, ReleaseRow, Store, q};
 
 type EnvKey = (AppName, EnvName);
 
@@ -33,7 +35,23 @@ struct Running {
     instance: Arc<Instance>,
     upstream: Arc<Upstream>,
     drain_timeout: Duration,
+    /// Requests for this path still reach the instance while a domain is in maintenance.
+    health_path: String,
 }
+
+/// A domain's binding as the route table needs it (the store has the rest).
+#[derive(Clone)]
+struct Binding {
+    app: AppName,
+    env: EnvName,
+    maintenance: Option<String>,
+}
+
+/// `Retry-After` for a maintenance page, and for a domain whose environment is not running.
+const MAINTENANCE_RETRY: Duration = Duration::from_secs(300);
+const UNAVAILABLE_RETRY: Duration = Duration::from_secs(5);
+const DEFAULT_MAINTENANCE_MESSAGE: &str =
+    "This site is down for maintenance and will be back shortly.";
 
 pub struct ControlPlane {
     home: Home,
@@ -44,6 +62,12 @@ pub struct ControlPlane {
     /// under its lock, so concurrent deploys cannot apply tables out of order. Never held across
     /// an await.
     running: Mutex<HashMap<EnvKey, Running>>,
+    /// Every domain's binding. Read with `running` (in that lock order) to build the table.
+    domains: Mutex<BTreeMap<DomainName, Binding>>,
+    /// One domain change (add, switch, rollback, maintenance, remove) at a time, so history
+    /// entries and route tables follow each other in order.
+    domain_ops: tokio::sync::Mutex<()>,
+    metrics: Metrics,
     /// Why an environment with a live release is not serving (its instance failed to come back
     /// after a daemon restart).
     down: Mutex<HashMap<EnvKey, String>>,
@@ -68,6 +92,9 @@ impl ControlPlane {
             proxy,
             http_port,
             running: Mutex::default(),
+            domains: Mutex::default(),
+            domain_ops: tokio::sync::Mutex::new(()),
+            metrics: Metrics::default(),
             down: Mutex::default(),
             env_locks: Mutex::default(),
             app_locks: Mutex::default(),
@@ -80,10 +107,16 @@ impl ControlPlane {
         &self.home
     }
 
-    /// The one way routes change: start-up, deploy and delete all rebuild the table from the
-    /// running instances and hand it to the proxy, which swaps it in atomically.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// The one way routes change: start-up, deploy, delete, domain switch, rollback and
+    /// maintenance all rebuild the whole table from the running instances and the domain
+    /// bindings, and hand it to the proxy, which swaps it in atomically.
     fn apply_routes(&self) {
         let running = lock(&self.running);
+        let domains = lock(&self.domains);
         let mut table = RouteTable::default();
         for ((app, env), r) in running.iter() {
             let host = EnvRef {
@@ -91,7 +124,28 @@ impl ControlPlane {
                 env: env.clone(),
             }
             .internal_host();
-            table.insert(&host, Target::Upstream(r.upstream.clone()));
+            let stats = self.metrics.route_stats(&host, app, env);
+            table.insert_with_stats(&host, Target::Upstream(r.upstream.clone()), stats);
+        }
+        for (name, b) in domains.iter() {
+            let run = running.get(&(b.app.clone(), b.env.clone()));
+            let target = match (&b.maintenance, run) {
+                (Some(message), run) => Target::Maintenance(Arc::new(Maintenance {
+                    message: message.clone(),
+                    retry_after: MAINTENANCE_RETRY,
+                    health: run.map(|r| (r.health_path.clone(), r.upstream.clone())),
+                })),
+                (None, Some(r)) => Target::Upstream(r.upstream.clone()),
+                // Bound to an environment that is not running (yet): say so, with a 503 a
+                // browser retries, rather than a 404 that looks like a wrong address.
+                (None, None) => Target::Maintenance(Arc::new(Maintenance {
+                    message: format!("{name} is starting or temporarily unavailable."),
+                    retry_after: UNAVAILABLE_RETRY,
+                    health: None,
+                })),
+            };
+            let stats = self.metrics.route_stats(name.as_str(), &b.app, &b.env);
+            table.insert_with_stats(name.as_str(), target, stats);
         }
         self.proxy.apply(table);
     }
@@ -146,6 +200,18 @@ impl ControlPlane {
                 "app '{name}' still has environments ({}); delete them first or pass --force to delete them too",
                 names.join(", ")
             )));
+        }
+        let app = name.clone();
+        let domains: Vec<DomainName> = self
+            .store
+            .call(move |c| q::list_domains(c))
+            .await?
+            .into_iter()
+            .filter(|d| d.app == app)
+            .map(|d| d.name)
+            .collect();
+        for domain in domains {
+            self.remove_domain(domain).await?;
         }
         for env in envs {
             self.delete_env(EnvRef {
@@ -221,13 +287,27 @@ impl ControlPlane {
         let env_lock = self.env_lock(&r);
         let _deleting = env_lock.lock().await;
         let row = self.env_row(&r).await?;
+        let env_id = row.id;
+        let bound = self
+            .store
+            .call(move |c| q::domains_of_env(c, env_id))
+            .await?;
+        if !bound.is_empty() {
+            return Err(ControlError::Conflict(format!(
+                "{r} serves {}; switch {} to another environment or remove {} first",
+                bound.join(", "),
+                if bound.len() == 1 { "it" } else { "them" },
+                if bound.len() == 1 { "it" } else { "them" },
+            )));
+        }
         let key = (r.app.clone(), r.env.clone());
         let old = lock(&self.running).remove(&key);
         self.apply_routes();
         lock(&self.down).remove(&key);
         if let Some(old) = old {
-            retire(old).await;
+            self.retire(&r, old).await;
         }
+        self.metrics.forget_host(&r.internal_host());
         self.store.call(move |c| q::delete_env(c, row.id)).await?;
         remove_dir(&self.home.env_dir(&r.app, &r.env)).await;
         git::prune_worktrees(&self.home.mirror(&r.app)).await;
@@ -628,6 +708,7 @@ impl ControlPlane {
             upstream: Upstream::new(instance.addr(), label),
             instance,
             drain_timeout: config.drain_timeout,
+            health_path: config.health_path.clone(),
         };
         let key = (r.app.clone(), r.env.clone());
         let previous = lock(&self.running).insert(key.clone(), running);
@@ -645,7 +726,7 @@ impl ControlPlane {
                     ),
                 );
                 let started = Instant::now();
-                let cut = retire(old).await;
+                let cut = self.retire(r, old).await;
                 step(
                     6,
                     "route",
@@ -730,6 +811,269 @@ impl ControlPlane {
         })
     }
 
+    /// Drain a replaced instance's in-flight requests (up to its drain timeout), then stop it.
+    /// Returns how many requests or tunnels the deadline cut.
+    async fn retire(&self, r: &EnvRef, old: Running) -> usize {
+        let outcome = old.upstream.drain(old.drain_timeout).await;
+        self.metrics
+            .count_drain(&r.app, &r.env, outcome.waited, outcome.cut);
+        if outcome.cut > 0 {
+            warn!(app = %r.app, env = %r.env, cut = outcome.cut, "drain deadline cut in-flight requests");
+        }
+        old.instance.stop().await;
+        outcome.cut
+    }
+
+    // ---- domains -------------------------------------------------------------------------
+
+    fn domain_info(&self, row: &DomainRow) -> DomainInfo {
+        let serving = lock(&self.running).contains_key(&(row.app.clone(), row.env.clone()));
+        DomainInfo {
+            url: format!("http://{}:{}", row.name, self.http_port),
+            domain: row.name.clone(),
+            app: row.app.clone(),
+            env: row.env.clone(),
+            serving,
+            maintenance: row.maintenance.clone(),
+            created_at: format_timestamp(row.created_at),
+        }
+    }
+
+    /// Make the in-memory binding match the store's row and rebuild the route table.
+    fn bind(&self, row: &DomainRow) {
+        lock(&self.domains).insert(
+            row.name.clone(),
+            Binding {
+                app: row.app.clone(),
+                env: row.env.clone(),
+                maintenance: row.maintenance.clone(),
+            },
+        );
+        self.apply_routes();
+    }
+
+    async fn domain_row(&self, name: &DomainName) -> Result<DomainRow, ControlError> {
+        let n = name.clone();
+        self.store.call(move |c| q::get_domain(c, &n)).await
+    }
+
+    pub async fn list_domains(&self) -> Result<Vec<DomainInfo>, ControlError> {
+        let rows = self.store.call(|c| q::list_domains(c)).await?;
+        Ok(rows.iter().map(|r| self.domain_info(r)).collect())
+    }
+
+    pub async fn add_domain(
+        &self,
+        name: DomainName,
+        target: EnvRef,
+        actor: &str,
+    ) -> Result<DomainInfo, ControlError> {
+        let _op = self.domain_ops.lock().await;
+        let env = self.env_row(&target).await?;
+        let (n, actor) = (name.clone(), actor.to_owned());
+        let row = self
+            .store
+            .call(move |c| q::insert_domain(c, &n, &env, &actor))
+            .await?;
+        self.bind(&row);
+        info!(domain = %name, app = %target.app, env = %target.env, "domain added");
+        Ok(self.domain_info(&row))
+    }
+
+    pub async fn remove_domain(&self, name: DomainName) -> Result<(), ControlError> {
+        let _op = self.domain_ops.lock().await;
+        let n = name.clone();
+        self.store.call(move |c| q::delete_domain(c, &n)).await?;
+        lock(&self.domains).remove(&name);
+        self.apply_routes();
+        self.metrics.forget_host(name.as_str());
+        info!(domain = %name, "domain removed");
+        Ok(())
+    }
+
+    /// Move a domain to another environment of its app: refuse unless the target has a running
+    /// instance that passes a fresh health check; then record the change and apply the new route
+    /// table. When this returns, every new request goes to the target. The old environment keeps
+    /// running, so switching back is as fast.
+    pub async fn switch_domain(
+        &self,
+        name: DomainName,
+        target: EnvRef,
+        actor: &str,
+    ) -> Result<SwitchInfo, ControlError> {
+        let _op = self.domain_ops.lock().await;
+        let domain = self.domain_row(&name).await?;
+        if domain.app != target.app {
+            return Err(ControlError::Invalid(format!(
+                "{name} belongs to app '{}'; it can only move between {}'s environments",
+                domain.app, domain.app
+            )));
+        }
+        let to = self.env_row(&target).await?;
+        if domain.env == to.name {
+            return Ok(SwitchInfo {
+                domain: name,
+                app: domain.app,
+                from: domain.env.clone(),
+                to: domain.env,
+                action: "unchanged".into(),
+                health_check_ms: 0.0,
+                apply_us: 0.0,
+            });
+        }
+        let health_check_ms = self.check_target(&name, &domain, &target).await?;
+        let started = Instant::now();
+        let (d, t, actor) = (domain.clone(), to.clone(), actor.to_owned());
+        self.store
+            .call(move |c| q::switch_domain(c, &d, &t, &actor))
+            .await?;
+        self.bind(&DomainRow {
+            env: to.name.clone(),
+            ..domain.clone()
+        });
+        let apply_us = started.elapsed().as_secs_f64() * 1e6;
+        self.metrics.count_switch(name.as_str(), "switch");
+        info!(domain = %name, from = %domain.env, to = %to.name, apply_us, "domain switched");
+        Ok(SwitchInfo {
+            domain: name,
+            app: domain.app,
+            from: domain.env,
+            to: to.name,
+            action: "switch".into(),
+            health_check_ms,
+            apply_us,
+        })
+    }
+
+    /// Point the domain back at the environment it was on before its latest switch not yet
+    /// rolled back; repeated rollbacks walk further back through its history. Health-gated like
+    /// a switch.
+    pub async fn rollback_domain(
+        &self,
+        name: DomainName,
+        actor: &str,
+    ) -> Result<SwitchInfo, ControlError> {
+        let _op = self.domain_ops.lock().await;
+        let domain = self.domain_row(&name).await?;
+        let id = domain.id;
+        let Some((undo, previous)) = self.store.call(move |c| q::rollback_target(c, id)).await?
+        else {
+            return Err(ControlError::Conflict(format!(
+                "nothing to roll back: {name} has pointed to {}/{} since it was added (see `turnout domain history {name}`)",
+                domain.app, domain.env
+            )));
+        };
+        let previous: EnvName = previous
+            .parse()
+            .map_err(|e| ControlError::internal(format!("history of {name}: {e}")))?;
+        let target = EnvRef {
+            app: domain.app.clone(),
+            env: previous,
+        };
+        let to = self.env_row(&target).await.map_err(|_| {
+            ControlError::Conflict(format!(
+                "cannot roll {name} back to {target}: that environment no longer exists"
+            ))
+        })?;
+        let health_check_ms = self.check_target(&name, &domain, &target).await?;
+        let started = Instant::now();
+        let (d, t, actor) = (domain.clone(), to.clone(), actor.to_owned());
+        self.store
+            .call(move |c| q::rollback_domain(c, &d, undo, &t, &actor))
+            .await?;
+        self.bind(&DomainRow {
+            env: to.name.clone(),
+            ..domain.clone()
+        });
+        let apply_us = started.elapsed().as_secs_f64() * 1e6;
+        self.metrics.count_switch(name.as_str(), "rollback");
+        info!(domain = %name, from = %domain.env, to = %to.name, apply_us, "domain rolled back");
+        Ok(SwitchInfo {
+            domain: name,
+            app: domain.app,
+            from: domain.env,
+            to: to.name,
+            action: "rollback".into(),
+            health_check_ms,
+            apply_us,
+        })
+    }
+
+    /// Traffic moves only to an instance that passes a health check now, not one that passed
+    /// at its deploy. Returns how long the check took, in milliseconds.
+    async fn check_target(
+        &self,
+        name: &DomainName,
+        domain: &DomainRow,
+        target: &EnvRef,
+    ) -> Result<f64, ControlError> {
+        let key = (target.app.clone(), target.env.clone());
+        let Some(run) = lock(&self.running).get(&key).cloned() else {
+            return Err(ControlError::Conflict(format!(
+                "{target} has no running instance; deploy it first (`turnout deploy {target}`). {name} still points to {}/{}",
+                domain.app, domain.env
+            )));
+        };
+        let started = Instant::now();
+        run.instance.check_health().await.map_err(|e| {
+            ControlError::Conflict(format!(
+                "refused: {target} failed a fresh health check ({e}); {name} still points to {}/{}",
+                domain.app, domain.env
+            ))
+        })?;
+        Ok(started.elapsed().as_secs_f64() * 1e3)
+    }
+
+    pub async fn set_maintenance(
+        &self,
+        name: DomainName,
+        on: bool,
+        message: Option<String>,
+        actor: &str,
+    ) -> Result<DomainInfo, ControlError> {
+        let _op = self.domain_ops.lock().await;
+        let domain = self.domain_row(&name).await?;
+        let message = on.then(|| {
+            message
+                .filter(|m| !m.trim().is_empty())
+                .unwrap_or_else(|| DEFAULT_MAINTENANCE_MESSAGE.to_owned())
+        });
+        if message.as_ref().is_some_and(|m| m.len() > 2000) {
+            return Err(ControlError::Invalid(
+                "the maintenance message is longer than 2000 characters".into(),
+            ));
+        }
+        let (d, m, actor) = (domain.clone(), message.clone(), actor.to_owned());
+        self.store
+            .call(move |c| q::set_maintenance(c, &d, m.as_deref(), &actor))
+            .await?;
+        let row = DomainRow {
+            maintenance: message,
+            ..domain
+        };
+        self.bind(&row);
+        info!(domain = %name, on, "domain maintenance");
+        Ok(self.domain_info(&row))
+    }
+
+    pub async fn domain_history(&self, name: DomainName) -> Result<Vec<DomainEvent>, ControlError> {
+        let domain = self.domain_row(&name).await?;
+        let id = domain.id;
+        let rows = self.store.call(move |c| q::domain_history(c, id)).await?;
+        Ok(rows
+            .into_iter()
+            .map(|r| DomainEvent {
+                id: r.id,
+                at: format_timestamp(r.at),
+                actor: r.actor,
+                rolled_back: r.undone && r.action == "switch",
+                action: r.action,
+                from: r.from,
+                to: r.to,
+            })
+            .collect())
+    }
+
     // ---- start-up and shutdown -----------------------------------------------------------
 
     /// Bring back every environment that had a live release: start its instance from the
@@ -755,6 +1099,19 @@ impl ControlPlane {
         for pid_file in self.home.all_pid_files() {
             turnout_supervisor::reap_stale(&pid_file);
         }
+        // Domains answer 503 "starting" until their environments are back, then route.
+        let domains = self.store.call(|c| q::list_domains(c)).await?;
+        for row in &domains {
+            lock(&self.domains).insert(
+                row.name.clone(),
+                Binding {
+                    app: row.app.clone(),
+                    env: row.env.clone(),
+                    maintenance: row.maintenance.clone(),
+                },
+            );
+        }
+        self.apply_routes();
         let envs = self.store.call(|c| q::list_envs(c, None)).await?;
         let mut tasks = tokio::task::JoinSet::new();
         for env in envs {
@@ -824,6 +1181,7 @@ impl ControlPlane {
             upstream: Upstream::new(instance.addr(), format!("{r}@{}", &release.commit[..12])),
             instance,
             drain_timeout: config.drain_timeout,
+            health_path: config.health_path.clone(),
         };
         lock(&self.running).insert((r.app.clone(), r.env.clone()), running);
         self.apply_routes();
@@ -845,14 +1203,6 @@ impl ControlPlane {
         }
         while tasks.join_next().await.is_some() {}
     }
-}
-
-/// Drain a replaced instance's in-flight requests (up to its drain timeout), then stop it.
-/// Returns how many requests or tunnels the deadline cut.
-async fn retire(old: Running) -> usize {
-    let outcome = old.upstream.drain(old.drain_timeout).await;
-    old.instance.stop().await;
-    outcome.cut
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {

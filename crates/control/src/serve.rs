@@ -24,6 +24,8 @@ pub struct ServeConfig {
     pub home: PathBuf,
     pub api_listen: SocketAddr,
     pub http_listen: SocketAddr,
+    /// Worker threads of the proxy's own runtime; one per CPU when None.
+    pub proxy_workers: Option<usize>,
     pub proxy: ProxyConfig,
 }
 
@@ -72,7 +74,12 @@ pub async fn serve(
     let proxy = Proxy::new(config.proxy.clone());
     let plane = ControlPlane::new(home.clone(), store, proxy.clone(), http_addr.port());
 
-    let proxy_task = tokio::spawn(proxy.clone().serve(http_listener, shutdown.clone()));
+    let proxy_task = spawn_proxy_runtime(
+        proxy.clone(),
+        http_listener,
+        shutdown.clone(),
+        config.proxy_workers,
+    )?;
     let api_shutdown = shutdown.clone();
     let api_router = crate::api::router(plane.clone());
     let api_task = tokio::spawn(async move {
@@ -88,8 +95,8 @@ pub async fn serve(
     shutdown.cancelled().await;
     info!("shutting down: draining connections");
     match proxy_task.await {
-        Ok(Err(e)) => warn!(error = %e, "proxy listener failed"),
-        Err(e) => warn!(error = %e, "proxy task failed"),
+        Ok(Err(e)) => warn!(error = %e, "proxy failed"),
+        Err(e) => warn!(error = %e, "proxy thread failed"),
         Ok(Ok(())) => {}
     }
     // The API's graceful shutdown waits for open responses, and a `logs -f` stream never ends by
@@ -100,6 +107,35 @@ pub async fn serve(
     let _ = std::fs::remove_file(home.serve_json());
     info!("stopped");
     Ok(())
+}
+
+/// The data plane gets a runtime of its own, so a busy control plane (builds streaming output,
+/// SQLite on the blocking pool, health checks) can never starve request handling, and its
+/// worker count is a setting the benchmarks pin to one.
+fn spawn_proxy_runtime(
+    proxy: std::sync::Arc<Proxy>,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+    workers: Option<usize>,
+) -> anyhow::Result<tokio::task::JoinHandle<std::io::Result<()>>> {
+    let workers =
+        workers.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    // A listener is registered with the runtime that created it: hand the socket over.
+    let listener = listener.into_std()?;
+    Ok(tokio::task::spawn_blocking(move || {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(workers)
+            .thread_name("turnout-proxy")
+            .enable_all()
+            .build()?;
+        let result = runtime.block_on(async move {
+            let listener = TcpListener::from_std(listener)?;
+            proxy.serve(listener, shutdown).await
+        });
+        // Connections still open after the graceful shutdown are dropped here.
+        runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+        result
+    }))
 }
 
 async fn bind(addr: SocketAddr, what: &str, flag: &str) -> anyhow::Result<TcpListener> {

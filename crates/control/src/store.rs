@@ -4,12 +4,15 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use rusqlite::{Connection, OptionalExtension, params};
-use turnout_model::{AppName, EnvName, Tier};
+use turnout_model::{AppName, DomainName, EnvName, Tier};
 
 use crate::error::ControlError;
 
 /// Embedded migrations, applied in order; `PRAGMA user_version` records how many ran.
-const MIGRATIONS: &[&str] = &[include_str!("../migrations/0001_init.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("../migrations/0001_init.sql"),
+    include_str!("../migrations/0002_domains.sql"),
+];
 
 #[derive(Clone)]
 pub struct Store {
@@ -50,6 +53,27 @@ pub struct ReleaseRow {
     pub error: Option<String>,
     pub created_at: i64,
     pub finished_at: Option<i64>,
+}
+
+#[derive(Debug, Clone)]
+pub struct DomainRow {
+    pub id: i64,
+    pub name: DomainName,
+    pub app: AppName,
+    pub env: EnvName,
+    pub maintenance: Option<String>,
+    pub created_at: i64,
+}
+
+#[derive(Debug, Clone)]
+pub struct DomainEventRow {
+    pub id: i64,
+    pub action: String,
+    pub from: Option<String>,
+    pub to: Option<String>,
+    pub actor: String,
+    pub at: i64,
+    pub undone: bool,
 }
 
 pub fn now() -> i64 {
@@ -144,6 +168,23 @@ fn env_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<EnvRow> {
         tier: parse_tier(r.get(4)?)?,
         current_release_id: r.get(5)?,
         created_at: r.get(6)?,
+    })
+}
+
+const DOMAIN_COLS: &str = "d.id, d.name, a.name, e.name, d.maintenance_message, d.created_at";
+const DOMAIN_FROM: &str =
+    "domains d JOIN environments e ON e.id = d.env_id JOIN apps a ON a.id = e.app_id";
+
+fn domain_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<DomainRow> {
+    Ok(DomainRow {
+        id: r.get(0)?,
+        name: r.get::<_, String>(1)?.parse().map_err(|e| {
+            rusqlite::Error::FromSqlConversionFailure(1, rusqlite::types::Type::Text, Box::new(e))
+        })?,
+        app: parse_name(r.get(2)?)?,
+        env: parse_name(r.get(3)?)?,
+        maintenance: r.get(4)?,
+        created_at: r.get(5)?,
     })
 }
 
@@ -352,6 +393,202 @@ pub mod q {
         ))?;
         let rows = stmt
             .query_map([env_id], release_row)?
+            .collect::<Result<_, _>>()?;
+        Ok(rows)
+    }
+
+    // ---- domains ----
+
+    pub fn list_domains(c: &Connection) -> Result<Vec<DomainRow>, ControlError> {
+        let mut stmt = c.prepare(&format!(
+            "SELECT {DOMAIN_COLS} FROM {DOMAIN_FROM} ORDER BY d.name"
+        ))?;
+        let rows = stmt.query_map([], domain_row)?.collect::<Result<_, _>>()?;
+        Ok(rows)
+    }
+
+    pub fn get_domain(c: &Connection, name: &DomainName) -> Result<DomainRow, ControlError> {
+        c.query_row(
+            &format!("SELECT {DOMAIN_COLS} FROM {DOMAIN_FROM} WHERE d.name = ?1"),
+            [name.as_str()],
+            domain_row,
+        )
+        .optional()?
+        .ok_or_else(|| {
+            ControlError::NotFound(format!(
+                "no domain '{name}'; see `turnout domain list` or add it with `turnout domain add {name} APP/ENV`"
+            ))
+        })
+    }
+
+    /// Domains bound to an environment (which therefore cannot be deleted).
+    pub fn domains_of_env(c: &Connection, env_id: i64) -> Result<Vec<String>, ControlError> {
+        let mut stmt = c.prepare("SELECT name FROM domains WHERE env_id = ?1 ORDER BY name")?;
+        let rows = stmt
+            .query_map([env_id], |r| r.get(0))?
+            .collect::<Result<_, _>>()?;
+        Ok(rows)
+    }
+
+    fn history(
+        c: &Connection,
+        domain_id: i64,
+        action: &str,
+        from: Option<&str>,
+        to: Option<&str>,
+        actor: &str,
+    ) -> Result<(), ControlError> {
+        c.execute(
+            "INSERT INTO domain_history (domain_id, action, from_env, to_env, actor, at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![domain_id, action, from, to, actor, now()],
+        )?;
+        Ok(())
+    }
+
+    pub fn insert_domain(
+        c: &mut Connection,
+        name: &DomainName,
+        env: &EnvRow,
+        actor: &str,
+    ) -> Result<DomainRow, ControlError> {
+        let tx = c.transaction()?;
+        if let Ok(existing) = get_domain(&tx, name) {
+            return Err(ControlError::Conflict(format!(
+                "domain '{name}' is already bound to {}/{}; move it with `turnout domain switch {name} {}/ENV`",
+                existing.app, existing.env, existing.app
+            )));
+        }
+        tx.execute(
+            "INSERT INTO domains (name, env_id, created_at) VALUES (?1, ?2, ?3)",
+            params![name.as_str(), env.id, now()],
+        )?;
+        let id = tx.last_insert_rowid();
+        history(&tx, id, "add", None, Some(env.name.as_str()), actor)?;
+        let row = get_domain(&tx, name)?;
+        tx.commit()?;
+        Ok(row)
+    }
+
+    pub fn delete_domain(c: &Connection, name: &DomainName) -> Result<(), ControlError> {
+        let d = get_domain(c, name)?;
+        c.execute("DELETE FROM domains WHERE id = ?1", [d.id])?;
+        Ok(())
+    }
+
+    /// Point the domain at `to` and record it, in one transaction.
+    pub fn switch_domain(
+        c: &mut Connection,
+        domain: &DomainRow,
+        to: &EnvRow,
+        actor: &str,
+    ) -> Result<(), ControlError> {
+        let tx = c.transaction()?;
+        tx.execute(
+            "UPDATE domains SET env_id = ?2 WHERE id = ?1",
+            params![domain.id, to.id],
+        )?;
+        history(
+            &tx,
+            domain.id,
+            "switch",
+            Some(domain.env.as_str()),
+            Some(to.name.as_str()),
+            actor,
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// The environment a rollback returns to: the `from` of the newest add or switch not yet
+    /// undone, with that entry's id. None when the domain has never moved (or every move has
+    /// been rolled back).
+    pub fn rollback_target(
+        c: &Connection,
+        domain_id: i64,
+    ) -> Result<Option<(i64, String)>, ControlError> {
+        let row: Option<(i64, Option<String>)> = c
+            .query_row(
+                "SELECT id, from_env FROM domain_history WHERE domain_id = ?1 AND action IN ('add', 'switch') AND undone = 0 ORDER BY id DESC LIMIT 1",
+                [domain_id],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?;
+        Ok(row.and_then(|(id, from)| from.map(|f| (id, f))))
+    }
+
+    /// Undo history entry `undo` by pointing the domain at `to`, in one transaction.
+    pub fn rollback_domain(
+        c: &mut Connection,
+        domain: &DomainRow,
+        undo: i64,
+        to: &EnvRow,
+        actor: &str,
+    ) -> Result<(), ControlError> {
+        let tx = c.transaction()?;
+        tx.execute("UPDATE domain_history SET undone = 1 WHERE id = ?1", [undo])?;
+        tx.execute(
+            "UPDATE domains SET env_id = ?2 WHERE id = ?1",
+            params![domain.id, to.id],
+        )?;
+        history(
+            &tx,
+            domain.id,
+            "rollback",
+            Some(domain.env.as_str()),
+            Some(to.name.as_str()),
+            actor,
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    pub fn set_maintenance(
+        c: &mut Connection,
+        domain: &DomainRow,
+        message: Option<&str>,
+        actor: &str,
+    ) -> Result<(), ControlError> {
+        let tx = c.transaction()?;
+        tx.execute(
+            "UPDATE domains SET maintenance_message = ?2 WHERE id = ?1",
+            params![domain.id, message],
+        )?;
+        let action = if message.is_some() {
+            "maintenance-on"
+        } else {
+            "maintenance-off"
+        };
+        history(
+            &tx,
+            domain.id,
+            action,
+            Some(domain.env.as_str()),
+            Some(domain.env.as_str()),
+            actor,
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    pub fn domain_history(
+        c: &Connection,
+        domain_id: i64,
+    ) -> Result<Vec<DomainEventRow>, ControlError> {
+        let mut stmt = c.prepare(
+            "SELECT id, action, from_env, to_env, actor, at, undone FROM domain_history WHERE domain_id = ?1 ORDER BY id DESC",
+        )?;
+        let rows = stmt
+            .query_map([domain_id], |r| {
+                Ok(DomainEventRow {
+                    id: r.get(0)?,
+                    action: r.get(1)?,
+                    from: r.get(2)?,
+                    to: r.get(3)?,
+                    actor: r.get(4)?,
+                    at: r.get(5)?,
+                    undone: r.get(6)?,
+                })
+            })?
             .collect::<Result<_, _>>()?;
         Ok(rows)
     }

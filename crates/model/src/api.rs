@@ -2,7 +2,7 @@
 //! here is a field every client sees.
 use serde::{Deserialize, Serialize};
 
-use crate::{AppName, EnvName, Tier};
+use crate::{AppName, DomainName, EnvName, Tier};
 
 /// Every error response: `{"error": "one clear line"}` with a 4xx/5xx status.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -110,6 +110,70 @@ pub enum DeployEvent {
         error: String,
         log_tail: Vec<String>,
     },
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AddDomain {
+    pub domain: DomainName,
+    pub app: AppName,
+    pub env: EnvName,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DomainInfo {
+    pub domain: DomainName,
+    pub app: AppName,
+    pub env: EnvName,
+    /// Whether the environment has a running instance the domain's requests reach.
+    pub serving: bool,
+    /// The maintenance message when the domain is in maintenance.
+    pub maintenance: Option<String>,
+    /// `http://<domain>:<http port>` (a wildcard's URL shows the wildcard).
+    pub url: String,
+    pub created_at: String,
+}
+
+/// The body of a switch: the environment (of the domain's app) to move the domain to.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SwitchDomain {
+    pub app: AppName,
+    pub env: EnvName,
+}
+
+/// The outcome of a switch or rollback.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SwitchInfo {
+    pub domain: DomainName,
+    pub app: AppName,
+    pub from: EnvName,
+    pub to: EnvName,
+    /// `switch` or `rollback`; `unchanged` when the domain already pointed there.
+    pub action: String,
+    /// The fresh health check of the target before anything changed.
+    pub health_check_ms: f64,
+    /// From the start of the store write to the new route table being live in the proxy.
+    pub apply_us: f64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SetMaintenance {
+    pub on: bool,
+    #[serde(default)]
+    pub message: Option<String>,
+}
+
+/// One change of a domain's binding, as `turnout domain history` lists it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DomainEvent {
+    pub id: i64,
+    pub at: String,
+    pub actor: String,
+    /// add, switch, rollback, maintenance-on, maintenance-off
+    pub action: String,
+    pub from: Option<String>,
+    pub to: Option<String>,
+    /// Set on a switch that a later rollback undid.
+    pub rolled_back: bool,
 }
 
 /// What `turnout serve` writes to `<home>/serve.json` once its listeners are bound.

@@ -3,9 +3,11 @@
 #![forbid(unsafe_code)]
 
 mod api;
+mod domain;
 mod names;
 mod tier;
 
 pub use api::*;
+pub use domain::{DomainError, DomainName};
 pub use names::{AppName, EnvName, EnvRef, NameError};
 pub use tier::{Tier, UnknownTier};

@@ -5,6 +5,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Instant;
 
 use http::uri::{PathAndQuery, Scheme};
 use http::{HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
@@ -14,10 +15,11 @@ use tokio_util::task::task_tracker::TaskTrackerToken;
 use tracing::{debug, warn};
 
 use crate::body::{ResponseBody, UpstreamBody};
-use crate::error::{ErrorSide, ProxyError, nothing_was_sent};
+use crate::error::{ErrorSide, ProxyError, local_response, nothing_was_sent};
 use crate::headers;
-use crate::route_table::Target;
+use crate::route_table::{Maintenance, Target};
 use crate::server::Proxy;
+use crate::stats::RouteStats;
 use crate::tunnel::Tunnel;
 use crate::upstream::Upstream;
 
@@ -31,20 +33,30 @@ pub(crate) async fn handle(
     req: Request<Incoming>,
     peer: SocketAddr,
 ) -> Response<ResponseBody> {
+    let started = Instant::now();
     // For the error log only; both clones share the request's buffers.
     let method = req.method().clone();
     let uri = req.uri().clone();
+    let mut stats = None;
     let (host, result) = match headers::request_host(&req) {
         Ok(host) => {
-            let result = forward(proxy, req, peer, &host).await;
+            let result = forward(proxy, req, peer, &host, &mut stats).await;
             (Some(host), result)
         }
         Err(e) => (None, Err(e)),
     };
     let error = match result {
-        Ok(response) => return response,
+        Ok(response) => {
+            if let Some(stats) = stats {
+                stats.record(response.status(), started.elapsed());
+            }
+            return response;
+        }
         Err(error) => error,
     };
+    if let Some(stats) = stats {
+        stats.record(error.status(), started.elapsed());
+    }
     let host = host.as_ref().and_then(|h| h.to_str().ok());
     let shown = host.unwrap_or("");
     match error.side() {
@@ -61,11 +73,14 @@ pub(crate) async fn handle(
     error.into_response(host)
 }
 
+/// `stats` is set to the route's counters as soon as the host is found, so the caller can count
+/// the outcome whatever it is.
 async fn forward(
     proxy: &Proxy,
     mut req: Request<Incoming>,
     peer: SocketAddr,
     host: &HeaderValue,
+    stats: &mut Option<Arc<RouteStats>>,
 ) -> Result<Response<ResponseBody>, ProxyError> {
     if req.method() == Method::CONNECT {
         return Err(ProxyError::MethodNotAllowed {
@@ -98,7 +113,10 @@ async fn forward(
     });
     headers::prepare_request_headers(&mut parts.headers, parts.version, host, peer.ip(), upgrade);
 
-    let (mut upstream, mut work) = route(proxy, host_name)?;
+    let (mut upstream, mut work) = match route(proxy, host_name, parts.uri.path(), stats)? {
+        Routed::Upstream(upstream, work) => (upstream, work),
+        Routed::Maintenance(m) => return Ok(maintenance_page(&m)),
+    };
     let mut retried = false;
     let mut response = loop {
         let request = build_request(
@@ -127,7 +145,10 @@ async fn forward(
         }
         // Nothing reached the instance, so repeating is safe; ask the table again in case
         // the host moved in the meantime.
-        let (next, next_work) = route(proxy, host_name)?;
+        let (next, next_work) = match route(proxy, host_name, parts.uri.path(), stats)? {
+            Routed::Upstream(upstream, work) => (upstream, work),
+            Routed::Maintenance(m) => return Ok(maintenance_page(&m)),
+        };
         if error.is_connect() && Arc::ptr_eq(&next, &upstream) {
             // A connect failure against the same instance would only fail again, slower.
             return Err(ProxyError::from_client(upstream.label(), error));
@@ -172,33 +193,84 @@ async fn forward(
     ))
 }
 
+enum Routed {
+    Upstream(Arc<Upstream>, TaskTrackerToken),
+    Maintenance(Arc<Maintenance>),
+}
+
 /// Look the host up in the current table and take a drain token of its instance. The table
 /// guard is released before returning, so it is never held across an `.await`.
-fn route(proxy: &Proxy, host: &str) -> Result<(Arc<Upstream>, TaskTrackerToken), ProxyError> {
+fn route(
+    proxy: &Proxy,
+    host: &str,
+    path: &str,
+    stats: &mut Option<Arc<RouteStats>>,
+) -> Result<Routed, ProxyError> {
     let mut last = None;
     for _ in 0..DRAINING_REREADS {
         let upstream = {
             let table = proxy.routes().load();
-            match table.lookup(host) {
-                Some(Target::Upstream(upstream)) => upstream.clone(),
-                None => {
-                    return Err(ProxyError::UnknownHost {
-                        host: host.to_owned(),
-                    });
-                }
+            let Some(route) = table.find(host) else {
+                return Err(ProxyError::UnknownHost {
+                    host: host.to_owned(),
+                });
+            };
+            *stats = Some(route.stats.clone());
+            match &route.target {
+                Target::Upstream(upstream) => upstream.clone(),
+                Target::Maintenance(m) => match &m.health {
+                    Some((health_path, upstream)) if health_path == path => upstream.clone(),
+                    _ => return Ok(Routed::Maintenance(m.clone())),
+                },
             }
         };
         // A drain only starts after the table that dropped this instance was applied, so a
         // closed tracker means the table we read is already stale: read it again.
         if let Some(work) = upstream.begin_work() {
-            return Ok((upstream, work));
+            return Ok(Routed::Upstream(upstream, work));
         }
         last = Some(upstream);
     }
     let upstream = last.expect("the loop ran at least once");
     warn!(host = %host, upstream = %upstream.label(), "host is still routed to an instance being drained");
     let work = upstream.force_work();
-    Ok((upstream, work))
+    Ok(Routed::Upstream(upstream, work))
+}
+
+/// The maintenance page: 503 with `Retry-After` (RFC 9110 §10.2.3), never cached.
+fn maintenance_page(m: &Maintenance) -> Response<ResponseBody> {
+    let message = escape_html(&m.message);
+    let html = format!(
+        "<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>Down for maintenance</title></head>\n\
+         <body style=\"font-family: sans-serif; margin: 4em auto; max-width: 40em\">\n\
+         <h1>Down for maintenance</h1>\n<p>{message}</p>\n</body></html>\n"
+    );
+    let mut response = local_response(StatusCode::SERVICE_UNAVAILABLE, html);
+    let headers = response.headers_mut();
+    headers.insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
+    headers.insert(
+        http::header::RETRY_AFTER,
+        HeaderValue::from(m.retry_after.as_secs().max(1)),
+    );
+    response
+}
+
+fn escape_html(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '&' => out.push_str("&amp;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 fn upstream_path(uri: &Uri) -> Result<PathAndQuery, ProxyError> {

@@ -21,6 +21,12 @@
 //! Take a lock, touch the store, block, or hold the route table across an `.await`. The
 //! proxy keeps serving its last table whatever the control plane is doing.
 //!
+//! # Maintenance and metrics
+//!
+//! A host can route to [`Target::Maintenance`]: a 503 page with a message and `Retry-After`,
+//! while requests for the environment's health-check path still reach its instance. Every
+//! route carries an `Arc<`[`RouteStats`]`>` that the request path updates with atomic adds.
+//!
 //! # Failures
 //!
 //! The proxy answers itself, in plain text, when the request has no Host (400), names a host
@@ -38,11 +44,13 @@ mod forward;
 mod headers;
 mod route_table;
 mod server;
+mod stats;
 mod tunnel;
 mod upstream;
 
 pub use config::ProxyConfig;
 pub use error::{ErrorSide, ProxyError};
-pub use route_table::{RouteTable, Target};
+pub use route_table::{Maintenance, RouteTable, Target};
 pub use server::Proxy;
+pub use stats::{LATENCY_BUCKETS, RouteStats, StatsSnapshot};
 pub use upstream::{DrainOutcome, Upstream};

@@ -7,20 +7,46 @@ use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::sync::Arc;
 
+use std::time::Duration;
+
+use crate::stats::RouteStats;
 use crate::upstream::Upstream;
 
 /// What a host routes to.
 #[derive(Clone)]
 pub enum Target {
     Upstream(Arc<Upstream>),
+    /// Visitors get a 503 maintenance page; health checks still reach the instance.
+    Maintenance(Arc<Maintenance>),
+}
+
+/// A host in maintenance: every request gets `503 Service Unavailable` with `message` on a
+/// small HTML page and `Retry-After`, except requests for the environment's health-check path,
+/// which still go to its instance so monitors keep seeing the truth.
+#[derive(Debug)]
+pub struct Maintenance {
+    pub message: String,
+    pub retry_after: Duration,
+    /// The health-check path and the instance that answers it, when the environment runs.
+    pub health: Option<(String, Arc<Upstream>)>,
 }
 
 impl Target {
+    /// The instance this target sends requests to, if any (for maintenance: the one that
+    /// answers health checks).
     pub fn upstream(&self) -> Option<&Arc<Upstream>> {
         match self {
             Target::Upstream(upstream) => Some(upstream),
+            Target::Maintenance(m) => m.health.as_ref().map(|(_, upstream)| upstream),
         }
     }
+}
+
+/// One entry of the table: where a host goes and the counters its requests update.
+#[derive(Clone, Debug)]
+pub(crate) struct Route {
+    pub(crate) target: Target,
+    pub(crate) stats: Arc<RouteStats>,
 }
 
 impl From<Arc<Upstream>> for Target {
@@ -35,6 +61,7 @@ impl fmt::Debug for Target {
             Target::Upstream(upstream) => {
                 f.debug_tuple("Upstream").field(&upstream.label()).finish()
             }
+            Target::Maintenance(m) => f.debug_tuple("Maintenance").field(&m.message).finish(),
         }
     }
 }
@@ -42,26 +69,37 @@ impl fmt::Debug for Target {
 /// Immutable snapshot of the routes: host name -> [`Target`].
 #[derive(Default, Clone)]
 pub struct RouteTable {
-    exact: HashMap<String, Target>,
+    exact: HashMap<String, Route>,
     /// `*.example.com` is stored under `example.com`; it matches every name below it at any
     /// depth, but not `example.com` itself.
-    wildcard: HashMap<String, Target>,
+    wildcard: HashMap<String, Route>,
 }
 
 impl RouteTable {
     /// Route `host` (e.g. `shop.example.com` or `*.example.com`) to `target`, replacing any
     /// earlier target for the same name. The name is normalised like a Host header.
     pub fn insert(&mut self, host: &str, target: Target) {
+        self.insert_with_stats(host, target, Arc::default());
+    }
+
+    /// Like [`insert`](Self::insert), counting the host's requests in `stats`, which the
+    /// caller keeps across tables so counters survive switches.
+    pub fn insert_with_stats(&mut self, host: &str, target: Target, stats: Arc<RouteStats>) {
         let name = normalize_host(host).into_owned();
+        let route = Route { target, stats };
         match name.strip_prefix("*.") {
-            Some(suffix) => self.wildcard.insert(suffix.to_owned(), target),
-            None => self.exact.insert(name, target),
+            Some(suffix) => self.wildcard.insert(suffix.to_owned(), route),
+            None => self.exact.insert(name, route),
         };
     }
 
     /// Find the target for a Host header or `:authority` value. An exact name beats a
     /// wildcard; a longer wildcard beats a shorter one.
     pub fn lookup(&self, host: &str) -> Option<&Target> {
+        self.find(host).map(|route| &route.target)
+    }
+
+    pub(crate) fn find(&self, host: &str) -> Option<&Route> {
         let name = normalize_host(host);
         if let Some(target) = self.exact.get(name.as_ref()) {
             return Some(target);
@@ -95,7 +133,7 @@ impl RouteTable {
         self.exact
             .values()
             .chain(self.wildcard.values())
-            .filter_map(Target::upstream)
+            .filter_map(|route| route.target.upstream())
             .filter(move |upstream| seen.insert(Arc::as_ptr(upstream)))
     }
 
@@ -112,8 +150,11 @@ impl RouteTable {
 
 impl fmt::Debug for RouteTable {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let wildcards = self.wildcard.iter().map(|(k, v)| (format!("*.{k}"), v));
-        let exact = self.exact.iter().map(|(k, v)| (k.clone(), v));
+        let wildcards = self
+            .wildcard
+            .iter()
+            .map(|(k, v)| (format!("*.{k}"), &v.target));
+        let exact = self.exact.iter().map(|(k, v)| (k.clone(), &v.target));
         f.debug_map().entries(exact.chain(wildcards)).finish()
     }
 }

@@ -1,0 +1,143 @@
+//! Prometheus metrics, served at `/metrics` on the API listener.
+//!
+//! Request counters live in the proxy's `RouteStats`, one per (host, environment) pair, which
+//! this registry keeps across route-table rebuilds so counters survive switches and deploys.
+//! Switch and drain counters are control-plane events, counted here.
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use turnout_model::{AppName, EnvName};
+use turnout_proxy::{LATENCY_BUCKETS, RouteStats};
+
+/// (host, app, env): a domain or internal host, and the environment serving it.
+type RouteKey = (String, AppName, EnvName);
+
+#[derive(Default)]
+pub struct Metrics {
+    routes: Mutex<BTreeMap<RouteKey, Arc<RouteStats>>>,
+    /// (domain, action) -> count, action being switch or rollback.
+    switches: Mutex<BTreeMap<(String, &'static str), u64>>,
+    drains: Mutex<BTreeMap<(AppName, EnvName), DrainTotals>>,
+}
+
+#[derive(Default, Clone, Copy)]
+struct DrainTotals {
+    count: u64,
+    seconds: f64,
+    cut: u64,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Metrics {
+    /// The counters for requests to `host` served by `app/env` (created on first use).
+    pub fn route_stats(&self, host: &str, app: &AppName, env: &EnvName) -> Arc<RouteStats> {
+        lock(&self.routes)
+            .entry((host.to_owned(), app.clone(), env.clone()))
+            .or_default()
+            .clone()
+    }
+
+    pub fn count_switch(&self, domain: &str, action: &'static str) {
+        *lock(&self.switches)
+            .entry((domain.to_owned(), action))
+            .or_default() += 1;
+    }
+
+    pub fn count_drain(&self, app: &AppName, env: &EnvName, waited: Duration, cut: usize) {
+        let mut drains = lock(&self.drains);
+        let t = drains.entry((app.clone(), env.clone())).or_default();
+        t.count += 1;
+        t.seconds += waited.as_secs_f64();
+        t.cut += cut as u64;
+    }
+
+    /// Forget the counters of a host (a removed domain or deleted environment).
+    pub fn forget_host(&self, host: &str) {
+        lock(&self.routes).retain(|(h, _, _), _| h != host);
+        lock(&self.switches).retain(|(h, _), _| h != host);
+    }
+
+    /// The Prometheus text exposition format (version 0.0.4).
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        let routes: Vec<(RouteKey, Arc<RouteStats>)> = lock(&self.routes)
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        out.push_str("# HELP turnout_http_responses_total Responses the proxy sent, by host, serving environment and status class.\n");
+        out.push_str("# TYPE turnout_http_responses_total counter\n");
+        for ((host, app, env), stats) in &routes {
+            let snap = stats.snapshot();
+            for (i, n) in snap.by_class.iter().enumerate() {
+                let _ = writeln!(
+                    out,
+                    "turnout_http_responses_total{{host=\"{}\",app=\"{app}\",env=\"{env}\",class=\"{}xx\"}} {n}",
+                    escape(host),
+                    i + 1
+                );
+            }
+        }
+        out.push_str("# HELP turnout_http_request_duration_seconds Time from a request's arrival to its response head, by host and serving environment.\n");
+        out.push_str("# TYPE turnout_http_request_duration_seconds histogram\n");
+        for ((host, app, env), stats) in &routes {
+            let snap = stats.snapshot();
+            let labels = format!("host=\"{}\",app=\"{app}\",env=\"{env}\"", escape(host));
+            for (le, n) in LATENCY_BUCKETS.iter().zip(snap.cumulative_buckets.iter()) {
+                let _ = writeln!(
+                    out,
+                    "turnout_http_request_duration_seconds_bucket{{{labels},le=\"{le}\"}} {n}"
+                );
+            }
+            let total = snap.cumulative_buckets[LATENCY_BUCKETS.len()];
+            let _ = writeln!(
+                out,
+                "turnout_http_request_duration_seconds_bucket{{{labels},le=\"+Inf\"}} {total}"
+            );
+            let _ = writeln!(
+                out,
+                "turnout_http_request_duration_seconds_sum{{{labels}}} {}",
+                snap.latency_sum_seconds
+            );
+            let _ = writeln!(
+                out,
+                "turnout_http_request_duration_seconds_count{{{labels}}} {total}"
+            );
+        }
+        out.push_str("# HELP turnout_domain_switches_total Switches and rollbacks of a domain between environments.\n");
+        out.push_str("# TYPE turnout_domain_switches_total counter\n");
+        for ((domain, action), n) in lock(&self.switches).iter() {
+            let _ = writeln!(
+                out,
+                "turnout_domain_switches_total{{domain=\"{}\",action=\"{action}\"}} {n}",
+                escape(domain)
+            );
+        }
+        out.push_str(
+            "# HELP turnout_drains_total Replaced instances drained (after a deploy or delete).\n",
+        );
+        out.push_str("# TYPE turnout_drains_total counter\n");
+        out.push_str("# HELP turnout_drain_seconds_total Time spent waiting for in-flight requests of replaced instances.\n");
+        out.push_str("# TYPE turnout_drain_seconds_total counter\n");
+        out.push_str("# HELP turnout_drain_cut_total Requests and tunnels a drain deadline cut.\n");
+        out.push_str("# TYPE turnout_drain_cut_total counter\n");
+        for ((app, env), t) in lock(&self.drains).iter() {
+            let labels = format!("app=\"{app}\",env=\"{env}\"");
+            let _ = writeln!(out, "turnout_drains_total{{{labels}}} {}", t.count);
+            let _ = writeln!(out, "turnout_drain_seconds_total{{{labels}}} {}", t.seconds);
+            let _ = writeln!(out, "turnout_drain_cut_total{{{labels}}} {}", t.cut);
+        }
+        out
+    }
+}
+
+/// Label values are validated names, but escape per the exposition format anyway.
+fn escape(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
