@@ -194,7 +194,8 @@ async fn a_failed_build_or_health_check_leaves_the_old_release_serving() {
     // A release that never becomes healthy.
     repo.write(
         "turnout.toml",
-        &crate::support::TOML.replace("timeout = \"20s\"", "timeout = \"1s\""),
+        // Long enough for python to start on a loaded machine, so the last probe sees the 503.
+        &crate::support::TOML.replace("timeout = \"20s\"", "timeout = \"5s\""),
     );
     repo.write("health-status.txt", "503");
     repo.write("content.txt", "never healthy");
