@@ -54,6 +54,8 @@ pub struct RunSection {
     pub stop_timeout: Option<Duration>,
     #[serde(default, deserialize_with = "opt_duration")]
     pub drain_timeout: Option<Duration>,
+    #[serde(default, deserialize_with = "opt_duration")]
+    pub stream_drain_timeout: Option<Duration>,
 }
 
 #[derive(Debug, Default, Clone, Deserialize)]
@@ -94,6 +96,9 @@ pub struct ReleaseConfig {
     pub run: String,
     pub stop_timeout: Duration,
     pub drain_timeout: Duration,
+    /// WebSockets and event streams of a replaced release get this long, then a clean close.
+    #[serde(default = "default_stream_drain_timeout")]
+    pub stream_drain_timeout: Duration,
     pub health_path: String,
     pub health_timeout: Duration,
     pub health_interval: Duration,
@@ -130,6 +135,10 @@ impl Fnv {
             self.0 = self.0.wrapping_mul(0x0100_0000_01b3);
         }
     }
+}
+
+fn default_stream_drain_timeout() -> Duration {
+    Duration::from_secs(5)
 }
 
 /// Resolve the app's settings for one environment from the text of its `turnout.toml` and/or
@@ -179,6 +188,9 @@ pub fn resolve(
         run: command,
         stop_timeout: run.stop_timeout.unwrap_or(Duration::from_secs(10)),
         drain_timeout: run.drain_timeout.unwrap_or(Duration::from_secs(30)),
+        stream_drain_timeout: run
+            .stream_drain_timeout
+            .unwrap_or_else(default_stream_drain_timeout),
         health_path,
         health_timeout: health.timeout.unwrap_or(Duration::from_secs(30)),
         health_interval: health.interval.unwrap_or(Duration::from_millis(250)),
@@ -240,6 +252,7 @@ fn merge(into: &mut Layer, over: &Layer) {
         into.command = r.command.clone().or(into.command.take());
         into.stop_timeout = r.stop_timeout.or(into.stop_timeout);
         into.drain_timeout = r.drain_timeout.or(into.drain_timeout);
+        into.stream_drain_timeout = r.stream_drain_timeout.or(into.stream_drain_timeout);
     }
     if let Some(h) = &over.health {
         let into = into.health.get_or_insert_with(Default::default);

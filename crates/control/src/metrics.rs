@@ -6,10 +6,9 @@
 use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use turnout_model::{AppName, EnvName};
-use turnout_proxy::{LATENCY_BUCKETS, RouteStats};
+use turnout_proxy::{DrainOutcome, LATENCY_BUCKETS, RouteStats};
 
 /// (host, app, env): a domain or internal host, and the environment serving it.
 type RouteKey = (String, AppName, EnvName);
@@ -27,6 +26,7 @@ struct DrainTotals {
     count: u64,
     seconds: f64,
     cut: u64,
+    closed_streams: u64,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -48,12 +48,13 @@ impl Metrics {
             .or_default() += 1;
     }
 
-    pub fn count_drain(&self, app: &AppName, env: &EnvName, waited: Duration, cut: usize) {
+    pub fn count_drain(&self, app: &AppName, env: &EnvName, outcome: &DrainOutcome) {
         let mut drains = lock(&self.drains);
         let t = drains.entry((app.clone(), env.clone())).or_default();
         t.count += 1;
-        t.seconds += waited.as_secs_f64();
-        t.cut += cut as u64;
+        t.seconds += outcome.waited.as_secs_f64();
+        t.cut += outcome.cut as u64;
+        t.closed_streams += outcome.closed_streams as u64;
     }
 
     /// Forget the counters of a host (a removed domain or deleted environment).
@@ -123,13 +124,22 @@ impl Metrics {
         out.push_str("# TYPE turnout_drains_total counter\n");
         out.push_str("# HELP turnout_drain_seconds_total Time spent waiting for in-flight requests of replaced instances.\n");
         out.push_str("# TYPE turnout_drain_seconds_total counter\n");
-        out.push_str("# HELP turnout_drain_cut_total Requests and tunnels a drain deadline cut.\n");
+        out.push_str("# HELP turnout_drain_cut_total Requests a drain deadline cut (kind=request), and WebSockets and event streams it closed cleanly (kind=stream).\n");
         out.push_str("# TYPE turnout_drain_cut_total counter\n");
         for ((app, env), t) in lock(&self.drains).iter() {
             let labels = format!("app=\"{app}\",env=\"{env}\"");
             let _ = writeln!(out, "turnout_drains_total{{{labels}}} {}", t.count);
             let _ = writeln!(out, "turnout_drain_seconds_total{{{labels}}} {}", t.seconds);
-            let _ = writeln!(out, "turnout_drain_cut_total{{{labels}}} {}", t.cut);
+            let _ = writeln!(
+                out,
+                "turnout_drain_cut_total{{{labels},kind=\"request\"}} {}",
+                t.cut
+            );
+            let _ = writeln!(
+                out,
+                "turnout_drain_cut_total{{{labels},kind=\"stream\"}} {}",
+                t.closed_streams
+            );
         }
         out
     }

@@ -14,7 +14,9 @@ use turnout_model::{
     DomainName, EnvInfo, EnvName, EnvRef, InstanceInfo, ReleaseInfo, SwitchInfo, Tier,
     format_timestamp,
 };
-use turnout_proxy::{Maintenance, Proxy, RouteTable, Target, Upstream};
+use turnout_proxy::{
+    DrainDeadlines, DrainOutcome, Maintenance, Proxy, RouteTable, Target, Upstream,
+};
 use turnout_supervisor::{
     HealthCheck, Instance, InstanceSpec, RestartPolicy, TaskSpec, free_port, run_task,
 };
@@ -34,7 +36,7 @@ struct Running {
     release_id: i64,
     instance: Arc<Instance>,
     upstream: Arc<Upstream>,
-    drain_timeout: Duration,
+    drain: DrainDeadlines,
     /// Requests for this path still reach the instance while a domain is in maintenance.
     health_path: String,
 }
@@ -707,7 +709,10 @@ impl ControlPlane {
             release_id,
             upstream: Upstream::new(instance.addr(), label),
             instance,
-            drain_timeout: config.drain_timeout,
+            drain: DrainDeadlines {
+                requests: config.drain_timeout,
+                streams: config.stream_drain_timeout,
+            },
             health_path: config.health_path.clone(),
         };
         let key = (r.app.clone(), r.env.clone());
@@ -726,13 +731,15 @@ impl ControlPlane {
                     ),
                 );
                 let started = Instant::now();
-                let cut = self.retire(r, old).await;
+                let outcome = self.retire(r, old).await;
                 step(
                     6,
                     "route",
                     format!(
-                        "previous release drained and stopped in {:.2}s ({cut} requests cut)",
-                        started.elapsed().as_secs_f64()
+                        "previous release drained and stopped in {:.2}s ({} requests cut, {} streams closed)",
+                        started.elapsed().as_secs_f64(),
+                        outcome.cut,
+                        outcome.closed_streams
                     ),
                 );
             }
@@ -812,16 +819,15 @@ impl ControlPlane {
     }
 
     /// Drain a replaced instance's in-flight requests (up to its drain timeout), then stop it.
-    /// Returns how many requests or tunnels the deadline cut.
-    async fn retire(&self, r: &EnvRef, old: Running) -> usize {
-        let outcome = old.upstream.drain(old.drain_timeout).await;
-        self.metrics
-            .count_drain(&r.app, &r.env, outcome.waited, outcome.cut);
+    /// Streams (WebSockets, event streams) get their own, shorter deadline, then a clean close.
+    async fn retire(&self, r: &EnvRef, old: Running) -> DrainOutcome {
+        let outcome = old.upstream.drain_with(old.drain).await;
+        self.metrics.count_drain(&r.app, &r.env, &outcome);
         if outcome.cut > 0 {
             warn!(app = %r.app, env = %r.env, cut = outcome.cut, "drain deadline cut in-flight requests");
         }
         old.instance.stop().await;
-        outcome.cut
+        outcome
     }
 
     // ---- domains -------------------------------------------------------------------------
@@ -1180,7 +1186,10 @@ impl ControlPlane {
             release_id,
             upstream: Upstream::new(instance.addr(), format!("{r}@{}", &release.commit[..12])),
             instance,
-            drain_timeout: config.drain_timeout,
+            drain: DrainDeadlines {
+                requests: config.drain_timeout,
+                streams: config.stream_drain_timeout,
+            },
             health_path: config.health_path.clone(),
         };
         lock(&self.running).insert((r.app.clone(), r.env.clone()), running);

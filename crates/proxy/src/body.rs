@@ -31,6 +31,32 @@ pub(crate) struct ResponseBody {
     cut: Option<Pin<Box<WaitForCancellationFutureOwned>>>,
     /// Keeps the client connection from counting as idle while this response is being sent.
     active: Option<ActiveRequest>,
+    /// Set for server-sent events: when `cut` fires the stream ends cleanly at an event
+    /// boundary instead of with an error, and EventSource clients simply reconnect.
+    events: Option<EventBoundary>,
+}
+
+/// Where a server-sent-event stream is, so a drain can end it between two events (an event
+/// ends with a blank line: `\n\n`, `\r\r` or `\r\n\r\n`).
+struct EventBoundary {
+    /// The last four bytes sent, oldest first.
+    tail: [u8; 4],
+    /// Nothing of an unfinished event has been sent.
+    at_boundary: bool,
+    /// The drain asked to close: end as soon as `at_boundary`.
+    closing: bool,
+}
+
+impl EventBoundary {
+    fn sent(&mut self, data: &[u8]) {
+        for b in data {
+            self.tail = [self.tail[1], self.tail[2], self.tail[3], *b];
+        }
+        if !data.is_empty() {
+            let t = &self.tail;
+            self.at_boundary = t[2..] == *b"\n\n" || t[2..] == *b"\r\r" || *t == *b"\r\n\r\n";
+        }
+    }
 }
 
 enum Inner {
@@ -45,6 +71,7 @@ impl ResponseBody {
             work: None,
             cut: None,
             active: None,
+            events: None,
         }
     }
 
@@ -62,6 +89,24 @@ impl ResponseBody {
             work: Some(work),
             cut: Some(Box::pin(cut.clone().cancelled_owned())),
             active: None,
+            events: None,
+        }
+    }
+
+    /// A server-sent-event stream: holds a stream token, and `close` ends it cleanly at the
+    /// next event boundary.
+    pub(crate) fn event_stream(
+        body: Incoming,
+        stream: TaskTrackerToken,
+        close: &CancellationToken,
+    ) -> Self {
+        ResponseBody {
+            events: Some(EventBoundary {
+                tail: [0; 4],
+                at_boundary: true,
+                closing: false,
+            }),
+            ..ResponseBody::upstream(body, stream, close)
         }
     }
 
@@ -73,6 +118,7 @@ impl ResponseBody {
         self.work = None;
         self.cut = None;
         self.active = None;
+        self.events = None;
     }
 }
 
@@ -88,8 +134,23 @@ impl Body for ResponseBody {
         if let Some(cut) = this.cut.as_mut()
             && cut.as_mut().poll(cx).is_ready()
         {
+            this.cut = None;
+            match &mut this.events {
+                Some(events) => events.closing = true,
+                None => {
+                    this.finish();
+                    return Poll::Ready(Some(Err(Box::new(CutByDrain))));
+                }
+            }
+        }
+        if let Some(events) = &this.events
+            && events.closing
+            && events.at_boundary
+        {
+            // A clean end of the chunked body (RFC 9112 §7.1): the client sees a finished
+            // stream, never half an event.
             this.finish();
-            return Poll::Ready(Some(Err(Box::new(CutByDrain))));
+            return Poll::Ready(None);
         }
         let polled = match &mut this.inner {
             Inner::Upstream(body) => {
@@ -101,7 +162,11 @@ impl Body for ResponseBody {
                 .map(|b| Ok(Frame::data(b))),
         };
         match &polled {
-            Some(Ok(_)) => {}
+            Some(Ok(frame)) => {
+                if let (Some(events), Some(data)) = (&mut this.events, frame.data_ref()) {
+                    events.sent(data);
+                }
+            }
             Some(Err(_)) | None => this.finish(),
         }
         Poll::Ready(polled)

@@ -168,13 +168,15 @@ async fn forward(
                 upstream: upstream.label().to_owned(),
             });
         };
+        // From here on this is a stream: it trades its request token for a stream token.
+        drop(work);
         let tunnel = Tunnel {
             client: client_upgrade,
             upstream: hyper::upgrade::on(&mut response),
             websocket: headers::is_websocket(response.headers()),
             label: upstream.label().to_owned(),
-            cut: upstream.cut_signal().clone(),
-            work,
+            cut: upstream.close_streams_signal().clone(),
+            work: upstream.stream_token(),
         };
         tokio::spawn(tunnel.run());
         let (mut parts, _) = response.into_parts();
@@ -187,10 +189,17 @@ async fn forward(
     headers::prepare_response_headers(&mut parts.headers, parts.version, false);
     // hyper writes the version of the client's connection; don't carry the upstream's.
     parts.version = Version::default();
-    Ok(Response::from_parts(
-        parts,
-        ResponseBody::upstream(body, work, upstream.cut_signal()),
-    ))
+    let body = if headers::is_event_stream(&parts.headers) {
+        drop(work);
+        ResponseBody::event_stream(
+            body,
+            upstream.stream_token(),
+            upstream.close_streams_signal(),
+        )
+    } else {
+        ResponseBody::upstream(body, work, upstream.cut_signal())
+    };
+    Ok(Response::from_parts(parts, body))
 }
 
 enum Routed {

@@ -71,6 +71,15 @@ pub(crate) fn is_websocket(headers: &HeaderMap) -> bool {
         .any(|p| p.eq_ignore_ascii_case("websocket"))
 }
 
+/// A server-sent-event stream (WHATWG HTML §9.2): a response that never ends by design.
+pub(crate) fn is_event_stream(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("text/event-stream"))
+}
+
 /// Rewrite a client request's headers for the instance.
 pub(crate) fn prepare_request_headers(
     headers: &mut HeaderMap,

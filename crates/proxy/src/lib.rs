@@ -53,4 +53,4 @@ pub use error::{ErrorSide, ProxyError};
 pub use route_table::{Maintenance, RouteTable, Target};
 pub use server::Proxy;
 pub use stats::{LATENCY_BUCKETS, RouteStats, StatsSnapshot};
-pub use upstream::{DrainOutcome, Upstream};
+pub use upstream::{DrainDeadlines, DrainOutcome, Upstream};

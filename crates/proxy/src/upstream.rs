@@ -23,12 +23,28 @@ pub struct Upstream {
     label: String,
     /// `addr` in the form the upstream request URI needs, built once.
     authority: Authority,
-    /// Every proxied request holds a token until its response body has been sent, and every
-    /// upgraded tunnel until it closes. `drain` closes the tracker and waits for it to empty.
+    /// Every proxied request holds a token until its response body has been sent. `drain`
+    /// closes the tracker and waits for it to empty.
     work: TaskTracker,
-    /// Cancelled by `drain` once its deadline has passed: requests still waiting for the
-    /// instance answer 503, response bodies still streaming end with an error, tunnels close.
+    /// Cancelled by `drain` once the requests' deadline has passed: requests still waiting for
+    /// the instance answer 503, response bodies still streaming end with an error.
     cut: CancellationToken,
+    /// Streams: upgraded tunnels (WebSockets) and server-sent-event responses, which by design
+    /// never finish on their own. A request turns into a stream when its response head says
+    /// so, trading its `work` token for one of these. They get their own, shorter deadline.
+    streams: TaskTracker,
+    /// Cancelled at the streams' deadline: event streams end cleanly at the next event
+    /// boundary, WebSockets get close code 1001 at the next frame boundary, other tunnels shut.
+    close_streams: CancellationToken,
+}
+
+/// How long a drain lets each kind of work finish before ending it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DrainDeadlines {
+    /// Ordinary requests (a slow upload or a long computation).
+    pub requests: Duration,
+    /// WebSockets, other upgraded connections and server-sent-event streams.
+    pub streams: Duration,
 }
 
 /// What a drain did.
@@ -36,8 +52,10 @@ pub struct Upstream {
 pub struct DrainOutcome {
     /// From the start of the drain until it returned.
     pub waited: Duration,
-    /// Requests and tunnels still running at the deadline, which the drain cut.
+    /// Requests still running at their deadline, which the drain cut.
     pub cut: usize,
+    /// Streams still open at their deadline, which the drain closed cleanly.
+    pub closed_streams: usize,
 }
 
 impl Upstream {
@@ -51,6 +69,8 @@ impl Upstream {
             authority,
             work: TaskTracker::new(),
             cut: CancellationToken::new(),
+            streams: TaskTracker::new(),
+            close_streams: CancellationToken::new(),
         })
     }
 
@@ -62,47 +82,87 @@ impl Upstream {
         &self.label
     }
 
-    /// Proxied requests and upgraded tunnels currently running.
+    /// Proxied requests and streams currently running.
     pub fn in_flight(&self) -> usize {
-        self.work.len()
+        self.work.len() + self.streams.len()
     }
 
-    /// Wait for the work in flight on this instance to finish, up to `deadline`, then cut
-    /// whatever is still running. Call it after a route table that no longer routes here has
-    /// been applied: new requests cannot reach this instance any more, so the work only shrinks.
-    ///
-    /// Steps: (1) close the tracker, so a request that raced the switch and picked this
-    /// instance after the close re-reads the table instead (see `forward::route`); (2) wait
-    /// until every token is gone or the deadline passes; (3) at the deadline, cancel `cut`:
-    /// waiting requests answer 503, streaming bodies end with an error, WebSocket tunnels send
-    /// close code 1001 at the next frame boundary, other tunnels shut down; (4) give the cut
-    /// work `CUT_GRACE` to let go, then return.
+    /// [`drain_with`](Self::drain_with) one deadline for requests and streams alike.
     pub async fn drain(&self, deadline: Duration) -> DrainOutcome {
+        self.drain_with(DrainDeadlines {
+            requests: deadline,
+            streams: deadline,
+        })
+        .await
+    }
+
+    /// Wait for the work in flight on this instance to finish, each kind up to its deadline,
+    /// then end whatever is still running. Call it after a route table that no longer routes
+    /// here has been applied: new requests cannot reach this instance any more, so the work
+    /// only shrinks.
+    ///
+    /// Steps: (1) close both trackers, so a request that raced the switch and picked this
+    /// instance after the close re-reads the table instead (see `forward::route`); (2) wait,
+    /// concurrently, for requests up to their deadline and for streams (and for requests, since a
+    /// request may still turn into a stream) up to theirs; (3) at a deadline, cancel that kind's
+    /// token: waiting requests answer 503 and streaming bodies end with an error; event streams
+    /// end at an event boundary, WebSockets send close code 1001 at a frame boundary, other
+    /// tunnels shut down; (4) give what was ended `CUT_GRACE` to let go, then return.
+    pub async fn drain_with(&self, deadlines: DrainDeadlines) -> DrainOutcome {
         let started = Instant::now();
         self.work.close();
-        if timeout(deadline, self.work.wait()).await.is_ok() {
-            let waited = started.elapsed();
-            info!(upstream = %self.label, waited_ms = waited.as_millis() as u64, "drained");
-            return DrainOutcome { waited, cut: 0 };
-        }
-        let cut = self.work.len();
-        warn!(
-            upstream = %self.label,
-            cut,
-            deadline_ms = deadline.as_millis() as u64,
-            "drain deadline passed; cutting the requests and tunnels still running"
-        );
-        self.cut.cancel();
-        if timeout(CUT_GRACE, self.work.wait()).await.is_err() {
+        self.streams.close();
+        let requests = async {
+            if timeout(deadlines.requests, self.work.wait()).await.is_ok() {
+                return 0;
+            }
+            let cut = self.work.len();
             warn!(
-                upstream = %self.label,
-                remaining = self.work.len(),
-                "cut work has not let go yet (a client is not reading); giving up on it"
+                upstream = %self.label, cut, deadline_ms = deadlines.requests.as_millis() as u64,
+                "drain deadline passed; cutting the requests still running"
             );
-        }
+            self.cut.cancel();
+            if timeout(CUT_GRACE, self.work.wait()).await.is_err() {
+                warn!(
+                    upstream = %self.label, remaining = self.work.len(),
+                    "cut requests have not let go yet (a client is not reading); giving up on them"
+                );
+            }
+            cut
+        };
+        let streams = async {
+            let all_done = async {
+                self.work.wait().await;
+                self.streams.wait().await;
+            };
+            if timeout(deadlines.streams, all_done).await.is_ok() {
+                return 0;
+            }
+            let closed = self.streams.len();
+            info!(
+                upstream = %self.label, closed, deadline_ms = deadlines.streams.as_millis() as u64,
+                "closing the streams still open"
+            );
+            // Also ends streams that requests still running turn into later.
+            self.close_streams.cancel();
+            if timeout(CUT_GRACE, self.streams.wait()).await.is_err() {
+                warn!(
+                    upstream = %self.label, remaining = self.streams.len(),
+                    "closed streams have not let go yet; giving up on them"
+                );
+            }
+            closed
+        };
+        let (cut, closed_streams) = tokio::join!(requests, streams);
+        let waited = started.elapsed();
+        info!(
+            upstream = %self.label, waited_ms = waited.as_millis() as u64, cut, closed_streams,
+            "drained"
+        );
         DrainOutcome {
-            waited: started.elapsed(),
+            waited,
             cut,
+            closed_streams,
         }
     }
 
@@ -130,6 +190,15 @@ impl Upstream {
 
     pub(crate) fn cut_signal(&self) -> &CancellationToken {
         &self.cut
+    }
+
+    /// A token for a request that has turned into a stream (it replaces the request's token).
+    pub(crate) fn stream_token(&self) -> TaskTrackerToken {
+        self.streams.token()
+    }
+
+    pub(crate) fn close_streams_signal(&self) -> &CancellationToken {
+        &self.close_streams
     }
 }
 

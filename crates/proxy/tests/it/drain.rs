@@ -117,3 +117,80 @@ async fn drain_cuts_a_response_body_that_never_ends() {
     assert!(rest.is_err(), "a cut body must not look complete");
     assert_eq!(streaming.in_flight(), 0);
 }
+
+/// Server-sent events get their own, shorter deadline: at it the stream ends cleanly between
+/// two events (never mid-event), while a slow ordinary request keeps its longer deadline.
+#[tokio::test]
+async fn event_streams_close_cleanly_at_their_own_deadline() {
+    let p = start_proxy(ProxyConfig::default()).await;
+    let (events_tx, mut events_rx) = mpsc::unbounded_channel::<mpsc::Sender<bytes::Bytes>>();
+    let (slow_tx, mut slow_rx) = mpsc::unbounded_channel::<oneshot::Sender<()>>();
+    let addr = backend(move |req| {
+        let (events_tx, slow_tx) = (events_tx.clone(), slow_tx.clone());
+        async move {
+            if req.uri().path() == "/events" {
+                let (tx, body) = channel_body(8);
+                events_tx.send(tx).unwrap();
+                Response::builder()
+                    .header("content-type", "text/event-stream")
+                    .body(body)
+                    .unwrap()
+            } else {
+                let (release, wait) = oneshot::channel();
+                slow_tx.send(release).unwrap();
+                let _ = wait.await;
+                text(StatusCode::OK, "slow answer")
+            }
+        }
+    })
+    .await;
+    let old = Upstream::new(addr, "shop/old");
+    p.proxy.apply(routes(&[("shop.test", &old)]));
+
+    let mut client = connect_h1(p.addr).await;
+    let response = client
+        .send_request(get_request("shop.test", "/events"))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let feed = within("stream to open", events_rx.recv()).await.unwrap();
+    feed.send("data: one\n\n".into()).await.unwrap();
+    // Half an event is in flight when the drain starts.
+    feed.send("data: tw".into()).await.unwrap();
+    let slow = tokio::spawn(get(p.addr, "shop.test", "/slow"));
+    let release_slow = within("slow request", slow_rx.recv()).await.unwrap();
+    assert_eq!(old.in_flight(), 2);
+
+    p.proxy.apply(routes(&[]));
+    let draining = {
+        let old = old.clone();
+        tokio::spawn(async move {
+            old.drain_with(turnout_proxy::DrainDeadlines {
+                requests: Duration::from_secs(10),
+                streams: Duration::from_millis(50),
+            })
+            .await
+        })
+    };
+    // Past the streams' deadline the stream waits for the end of the event it is in...
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    feed.send("o\n\n".into()).await.unwrap();
+    // ...then ends cleanly, before the next event.
+    let _ = feed.send("data: three\n\n".into()).await;
+    let body = within("stream to end", response.into_body().collect())
+        .await
+        .unwrap();
+    assert_eq!(body.to_bytes(), "data: one\n\ndata: two\n\n");
+    assert!(
+        !draining.is_finished(),
+        "the slow request still holds the drain"
+    );
+
+    release_slow.send(()).unwrap();
+    let outcome = within("drain", draining).await.unwrap();
+    assert_eq!((outcome.cut, outcome.closed_streams), (0, 1), "{outcome:?}");
+    assert_eq!(
+        within("slow answer", slow).await.unwrap().text(),
+        "slow answer"
+    );
+}
