@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use turnout_model::{AppName, DomainName, EnvRef, Tier};
+use turnout_model::{Action, AppName, DomainName, EnvName, EnvRef, Role, Tier};
 
 #[derive(Parser)]
 #[command(
@@ -54,6 +54,24 @@ pub enum Command {
     /// Bind host names to environments; switch them with zero downtime and roll them back
     #[command(subcommand)]
     Domain(DomainCommand),
+    /// Add and list users
+    #[command(subcommand)]
+    User(UserCommand),
+    /// Create, list and revoke API tokens
+    #[command(subcommand)]
+    Token(TokenCommand),
+    /// Roles, each app's policy, approval rules and login protection of internal URLs
+    #[command(subcommand)]
+    Access(AccessCommand),
+    /// Requests waiting for a second owner's approval
+    #[command(subcommand)]
+    Approvals(ApprovalsCommand),
+    /// Approve a request as a second owner; it runs at once
+    Approve { id: i64 },
+    /// Reject a request
+    Reject { id: i64 },
+    /// The audit log: every change, who made it, when, from what to what
+    Audit(AuditArgs),
     /// Show an environment's instance output
     Logs {
         /// The environment, as APP/ENV
@@ -168,4 +186,99 @@ pub enum DomainCommand {
 pub enum OnOff {
     On,
     Off,
+}
+
+#[derive(Subcommand)]
+pub enum UserCommand {
+    /// Add a user (with no role until one is granted)
+    Add { name: String },
+    /// List users and their roles
+    List,
+}
+
+#[derive(Subcommand)]
+pub enum TokenCommand {
+    /// Create a token; it is printed once and stored only as a hash
+    Create {
+        #[arg(long)]
+        user: String,
+        /// Lifetime such as 30d, 12h or 90m [default: never expires]
+        #[arg(long)]
+        expires: Option<String>,
+    },
+    /// List tokens (an administrator sees everyone's)
+    List,
+    /// Revoke a token by its id
+    Revoke { id: i64 },
+}
+
+#[derive(Subcommand)]
+pub enum AccessCommand {
+    /// Give a user a role on an app (viewer, developer, maintainer, owner)
+    Grant {
+        user: String,
+        app: AppName,
+        role: Role,
+    },
+    /// Take a user's role on an app away
+    Revoke { user: String, app: AppName },
+    /// Show which role each action needs on each tier of an app
+    Policy { app: AppName },
+    /// Change which role an action needs on a tier of an app
+    SetPolicy {
+        app: AppName,
+        action: Action,
+        tier: Tier,
+        role: Role,
+    },
+    /// Require a second owner's approval for an action on a tier (deploy, promote, domain,
+    /// restore), or with --off stop requiring it
+    RequireApproval {
+        app: AppName,
+        action: Action,
+        tier: Tier,
+        /// How long a request waits for approval
+        #[arg(long, default_value = "1h", conflicts_with = "off")]
+        expires: String,
+        #[arg(long)]
+        off: bool,
+    },
+    /// Require a login (token as cookie or HTTP basic auth) on an app's internal URLs
+    Protect {
+        app: AppName,
+        state: OnOff,
+        /// Only this tier [default: every tier]
+        #[arg(long)]
+        tier: Option<Tier>,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum ApprovalsCommand {
+    /// Pending requests (with --all, decided and expired ones too)
+    List {
+        #[arg(long)]
+        all: bool,
+    },
+}
+
+#[derive(Args)]
+pub struct AuditArgs {
+    #[command(subcommand)]
+    pub command: Option<AuditCommand>,
+    /// Only this app's entries
+    #[arg(long)]
+    pub app: Option<AppName>,
+    /// Only this environment's entries
+    #[arg(long)]
+    pub env: Option<EnvName>,
+    /// Only entries this recent: 30m, 12h, 7d
+    #[arg(long)]
+    pub since: Option<String>,
+}
+
+#[derive(Subcommand)]
+pub enum AuditCommand {
+    /// Check the hash chain of the whole log; exit non-zero if any entry was altered
+    Verify,
 }

@@ -11,19 +11,32 @@ pub struct Client {
     http: reqwest::Client,
 }
 
+/// The request was accepted but waits for a second owner's approval (HTTP 202).
+#[derive(Debug)]
+pub struct PendingApproval(pub turnout_model::ApprovalPending);
+
+impl std::fmt::Display for PendingApproval {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0.message)
+    }
+}
+
+impl std::error::Error for PendingApproval {}
+
 impl Client {
-    pub fn new(base: &str) -> anyhow::Result<Client> {
+    /// `token`: `TURNOUT_TOKEN`, else the owner token in the daemon's home (same machine).
+    pub fn new(base: &str, token: Option<String>) -> anyhow::Result<Client> {
         let base = base.trim_end_matches('/').to_owned();
         if !(base.starts_with("http://") || base.starts_with("https://")) {
             bail!("invalid API address '{base}': give a URL such as http://127.0.0.1:7070");
         }
-        // Who is asking, for the domain history (until access control authenticates users).
         let mut headers = reqwest::header::HeaderMap::new();
-        let user = std::env::var("USER")
-            .or_else(|_| std::env::var("LOGNAME"))
-            .unwrap_or_else(|_| "unknown".to_owned());
-        if let Ok(value) = reqwest::header::HeaderValue::from_str(&user) {
-            headers.insert("x-turnout-actor", value);
+        if let Some(token) = token {
+            let mut value =
+                reqwest::header::HeaderValue::from_str(&format!("Bearer {}", token.trim()))
+                    .context("the API token has characters a header cannot carry")?;
+            value.set_sensitive(true);
+            headers.insert(reqwest::header::AUTHORIZATION, value);
         }
         Ok(Client {
             base,
@@ -55,6 +68,13 @@ impl Client {
                 anyhow!("request to {url} failed: {e}")
             }
         })?;
+        if resp.status() == reqwest::StatusCode::ACCEPTED {
+            let pending: turnout_model::ApprovalPending = resp
+                .json()
+                .await
+                .context("the API sent a response this client cannot read")?;
+            return Err(PendingApproval(pending).into());
+        }
         if resp.status().is_success() {
             return Ok(resp);
         }
@@ -82,6 +102,11 @@ impl Client {
         resp.json()
             .await
             .context("the API sent a response this client cannot read")
+    }
+
+    /// POST where the answer has no body (204).
+    pub async fn post_empty<B: Serialize>(&self, path: &str, body: &B) -> anyhow::Result<()> {
+        self.send(Method::POST, path, Some(body)).await.map(drop)
     }
 
     pub async fn delete(&self, path: &str) -> anyhow::Result<()> {

@@ -45,7 +45,10 @@ pub async fn run(home: PathBuf, args: ServeArgs) -> anyhow::Result<()> {
         Err(_) => return daemon.await.context("the daemon task failed")?,
     };
 
-    let client = Client::new(&info.api)?;
+    // The demo's own daemon: its owner token, whatever TURNOUT_TOKEN says.
+    let token = std::fs::read_to_string(home.join("admin.token"))
+        .context("the demo daemon wrote no admin.token")?;
+    let client = Client::new(&info.api, Some(token))?;
     if let Err(e) = set_up(&client, &repo).await {
         eprintln!("error: the demo could not deploy: {e:#}");
         eprintln!("the daemon keeps running; press Ctrl-C to stop it");

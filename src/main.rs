@@ -15,13 +15,16 @@ use tokio_util::sync::CancellationToken;
 use turnout_control::home::default_home;
 use turnout_control::{ServeConfig, serve};
 use turnout_model::{
-    AddDomain, AppInfo, CreateApp, CreateEnv, DeployRequest, DomainEvent, DomainInfo, EnvInfo,
-    ReleaseInfo, ServeInfo, SetMaintenance, SwitchDomain, SwitchInfo,
+    AddDomain, AppInfo, ApprovalInfo, AuditInfo, AuditVerification, CreateApp, CreateEnv,
+    CreateToken, CreateUser, DeployRequest, DomainEvent, DomainInfo, EnvInfo, PolicyEntry,
+    ReleaseInfo, ServeInfo, SetApprovalRule, SetGrant, SetMaintenance, SetPolicy, SetProtection,
+    SwitchDomain, SwitchInfo, TokenCreated, TokenInfo, UserInfo,
 };
 use turnout_proxy::ProxyConfig;
 
 use crate::cli::{
-    AppCommand, Cli, Command, DomainCommand, EnvCommand, OnOff, ReleaseCommand, ServeArgs,
+    AccessCommand, AppCommand, ApprovalsCommand, AuditCommand, Cli, Command, DomainCommand,
+    EnvCommand, OnOff, ReleaseCommand, ServeArgs, TokenCommand, UserCommand,
 };
 use crate::client::Client;
 
@@ -39,10 +42,17 @@ fn main() -> ExitCode {
     };
     match runtime.block_on(run(cli)) {
         Ok(code) => code,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            ExitCode::FAILURE
-        }
+        Err(e) => match e.downcast_ref::<client::PendingApproval>() {
+            // Not done, not failed: waiting for a second owner (exit code 3).
+            Some(pending) => {
+                eprintln!("pending: {pending}");
+                ExitCode::from(3)
+            }
+            None => {
+                eprintln!("error: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
     }
 }
 
@@ -62,7 +72,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         command => {
             let api = api_address(cli.api.as_deref(), &home);
-            let client = Client::new(&api)?;
+            let client = Client::new(&api, api_token(&home))?;
             run_client(&client, command, cli.json).await
         }
     }
@@ -133,6 +143,15 @@ fn api_address(flag: Option<&str>, home: &std::path::Path) -> String {
         .ok()
         .and_then(|b| serde_json::from_slice::<ServeInfo>(&b).ok())
         .map_or_else(|| "http://127.0.0.1:7070".to_owned(), |i| i.api)
+}
+
+/// `TURNOUT_TOKEN`, else the owner token the daemon wrote to its home (on the same machine).
+pub fn api_token(home: &std::path::Path) -> Option<String> {
+    std::env::var("TURNOUT_TOKEN")
+        .ok()
+        .filter(|t| !t.trim().is_empty())
+        .or_else(|| std::fs::read_to_string(home.join("admin.token")).ok())
+        .map(|t| t.trim().to_owned())
 }
 
 /// A relative local path means nothing to the daemon: make it absolute here.
@@ -277,6 +296,161 @@ async fn run_client(client: &Client, command: Command, json: bool) -> anyhow::Re
                 .await?;
             render::maintenance(&info, json);
         }
+        Command::User(UserCommand::Add { name }) => {
+            let user: UserInfo = client.post("/users", &CreateUser { name }).await?;
+            render::done(
+                &format!(
+                    "added user {} (no role yet: grant one with `turnout access grant {} APP ROLE`)",
+                    user.name, user.name
+                ),
+                &user,
+                json,
+            );
+        }
+        Command::User(UserCommand::List) => {
+            let users: Vec<UserInfo> = client.get("/users").await?;
+            render::users(&users, json);
+        }
+        Command::Token(TokenCommand::Create { user, expires }) => {
+            let token: TokenCreated = client
+                .post("/tokens", &CreateToken { user, expires })
+                .await?;
+            render::token_created(&token, json);
+        }
+        Command::Token(TokenCommand::List) => {
+            let tokens: Vec<TokenInfo> = client.get("/tokens").await?;
+            render::tokens(&tokens, json);
+        }
+        Command::Token(TokenCommand::Revoke { id }) => {
+            client.delete(&format!("/tokens/{id}")).await?;
+            render::deleted("token", &id.to_string(), json);
+        }
+        Command::Access(AccessCommand::Grant { user, app, role }) => {
+            let body = SetGrant {
+                user: user.clone(),
+                app: app.clone(),
+                role: Some(role),
+            };
+            client.post_empty("/grants", &body).await?;
+            render::done(&format!("{user} is now {role} of {app}"), &body, json);
+        }
+        Command::Access(AccessCommand::Revoke { user, app }) => {
+            let body = SetGrant {
+                user: user.clone(),
+                app: app.clone(),
+                role: None,
+            };
+            client.post_empty("/grants", &body).await?;
+            render::done(
+                &format!("{user} has no role on {app} any more"),
+                &body,
+                json,
+            );
+        }
+        Command::Access(AccessCommand::Policy { app }) => {
+            let policy: Vec<PolicyEntry> = client.get(&format!("/apps/{app}/policy")).await?;
+            render::policy(&policy, json);
+        }
+        Command::Access(AccessCommand::SetPolicy {
+            app,
+            action,
+            tier,
+            role,
+        }) => {
+            let body = SetPolicy { action, tier, role };
+            client
+                .post_empty(&format!("/apps/{app}/policy"), &body)
+                .await?;
+            render::done(
+                &format!("{action} on {tier} tier of {app} now needs {role}"),
+                &body,
+                json,
+            );
+        }
+        Command::Access(AccessCommand::RequireApproval {
+            app,
+            action,
+            tier,
+            expires,
+            off,
+        }) => {
+            let body = SetApprovalRule {
+                action,
+                tier,
+                expires: (!off).then_some(expires),
+            };
+            client
+                .post_empty(&format!("/apps/{app}/approval-rules"), &body)
+                .await?;
+            let text = if off {
+                format!("{action} on {tier} tier of {app} needs no approval")
+            } else {
+                format!("{action} on {tier} tier of {app} now needs a second owner's approval")
+            };
+            render::done(&text, &body, json);
+        }
+        Command::Access(AccessCommand::Protect { app, state, tier }) => {
+            let body = SetProtection {
+                tier,
+                on: matches!(state, OnOff::On),
+            };
+            client
+                .post_empty(&format!("/apps/{app}/protection"), &body)
+                .await?;
+            let scope = tier.map_or("every tier".to_owned(), |t| format!("tier {t}"));
+            let text = if body.on {
+                format!("internal URLs of {app} ({scope}) now need a login")
+            } else {
+                format!("internal URLs of {app} ({scope}) are open again")
+            };
+            render::done(&text, &body, json);
+        }
+        Command::Approvals(ApprovalsCommand::List { all }) => {
+            let list: Vec<ApprovalInfo> = client.get(&format!("/approvals?all={all}")).await?;
+            render::approvals(&list, json);
+        }
+        Command::Approve { id } => {
+            let a: ApprovalInfo = client
+                .post(&format!("/approvals/{id}/approve"), &())
+                .await?;
+            render::done(
+                &format!(
+                    "approved request {id}: {}",
+                    a.result.as_deref().unwrap_or("done")
+                ),
+                &a,
+                json,
+            );
+        }
+        Command::Reject { id } => {
+            let a: ApprovalInfo = client.post(&format!("/approvals/{id}/reject"), &()).await?;
+            render::done(&format!("rejected request {id}: {}", a.summary), &a, json);
+        }
+        Command::Audit(args) => match args.command {
+            Some(AuditCommand::Verify) => {
+                let v: AuditVerification = client.get("/audit/verify").await?;
+                render::audit_verification(&v, json);
+                if !v.ok {
+                    return Ok(ExitCode::FAILURE);
+                }
+            }
+            None => {
+                let mut query = Vec::new();
+                if let Some(app) = &args.app {
+                    query.push(format!("app={app}"));
+                }
+                if let Some(env) = &args.env {
+                    query.push(format!("env={env}"));
+                }
+                if let Some(since) = &args.since {
+                    let ago = parse_ago(since)?;
+                    query.push(format!("since={ago}"));
+                }
+                let entries: Vec<AuditInfo> =
+                    client.get(&format!("/audit?{}", query.join("&"))).await?;
+                render::audit(&entries, json);
+            }
+        },
         Command::Logs {
             target,
             follow,
@@ -297,6 +471,25 @@ async fn run_client(client: &Client, command: Command, json: bool) -> anyhow::Re
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `30m`, `12h`, `7d` ago, as Unix seconds.
+fn parse_ago(text: &str) -> anyhow::Result<i64> {
+    let bad = || anyhow::anyhow!("invalid --since '{text}': write it like 30m, 12h or 7d");
+    let split = text.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?;
+    let (n, unit) = text.split_at(split);
+    let n: i64 = n.parse().map_err(|_| bad())?;
+    let secs = match unit {
+        "s" => n,
+        "m" => n * 60,
+        "h" => n * 3600,
+        "d" => n * 86_400,
+        _ => return Err(bad()),
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64);
+    Ok(now - secs)
 }
 
 /// Deploy and print progress as it streams in. Returns whether the release went live.

@@ -4,7 +4,8 @@ use std::time::Instant;
 use comfy_table::{Table, presets::NOTHING};
 use serde::Serialize;
 use turnout_model::{
-    AppInfo, DeployEvent, DomainEvent, DomainInfo, EnvInfo, EnvRef, ReleaseInfo, SwitchInfo,
+    AppInfo, ApprovalInfo, AuditInfo, AuditVerification, DeployEvent, DomainEvent, DomainInfo,
+    EnvInfo, EnvRef, PolicyEntry, ReleaseInfo, SwitchInfo, Tier, TokenCreated, TokenInfo, UserInfo,
 };
 
 fn print_json(value: &impl Serialize) {
@@ -268,6 +269,172 @@ pub fn maintenance(d: &DomainInfo, json: bool) {
             d.domain
         ),
         None => println!("{} serves {}/{} again", d.domain, d.app, d.env),
+    }
+}
+
+/// A one-line confirmation, or the request's JSON.
+pub fn done(text: &str, value: &impl Serialize, json: bool) {
+    if json {
+        return print_json(value);
+    }
+    println!("{text}");
+}
+
+pub fn users(users: &[UserInfo], json: bool) {
+    if json {
+        return print_json(&users);
+    }
+    let mut t = table(&["USER", "ROLES", "CREATED"]);
+    for u in users {
+        let roles: Vec<String> = u
+            .roles
+            .iter()
+            .map(|g| match &g.app {
+                Some(app) => format!("{} of {app}", g.role),
+                None => format!("{} of every app", g.role),
+            })
+            .collect();
+        t.add_row(vec![
+            u.name.clone(),
+            if roles.is_empty() {
+                "-".into()
+            } else {
+                roles.join(", ")
+            },
+            u.created_at.clone(),
+        ]);
+    }
+    println!("{t}");
+}
+
+pub fn token_created(t: &TokenCreated, json: bool) {
+    if json {
+        return print_json(t);
+    }
+    println!("{}", t.token);
+    eprintln!(
+        "token {} for {} ({}); it is shown only now: store it (e.g. in TURNOUT_TOKEN)",
+        t.id,
+        t.user,
+        t.expires_at
+            .as_ref()
+            .map_or("never expires".to_owned(), |e| format!("expires {e}"))
+    );
+}
+
+pub fn tokens(tokens: &[TokenInfo], json: bool) {
+    if json {
+        return print_json(&tokens);
+    }
+    let mut t = table(&["ID", "USER", "TOKEN", "STATE", "CREATED", "EXPIRES"]);
+    for k in tokens {
+        t.add_row(vec![
+            k.id.to_string(),
+            k.user.clone(),
+            format!("{}…", k.prefix),
+            k.state.clone(),
+            k.created_at.clone(),
+            k.expires_at.clone().unwrap_or_else(|| "never".into()),
+        ]);
+    }
+    println!("{t}");
+}
+
+/// The matrix: one row per action, one column per tier; overrides marked with `*`.
+pub fn policy(entries: &[PolicyEntry], json: bool) {
+    if json {
+        return print_json(&entries);
+    }
+    let mut header = vec!["ACTION"];
+    header.extend(Tier::ALL.iter().map(|t| t.as_str()));
+    let mut t = table(&header);
+    let mut actions: Vec<_> = entries.iter().map(|e| e.action).collect();
+    actions.dedup();
+    for action in actions {
+        let mut row = vec![action.to_string()];
+        for tier in Tier::ALL {
+            if let Some(e) = entries
+                .iter()
+                .find(|e| e.action == action && e.tier == tier)
+            {
+                row.push(format!("{}{}", e.role, if e.default { "" } else { "*" }));
+            }
+        }
+        t.add_row(row);
+    }
+    println!("{t}");
+    println!("(* changed from the default for this app)");
+}
+
+pub fn approvals(list: &[ApprovalInfo], json: bool) {
+    if json {
+        return print_json(&list);
+    }
+    if list.is_empty() {
+        println!("no requests waiting for approval");
+        return;
+    }
+    let mut t = table(&["ID", "APP", "REQUEST", "BY", "STATUS", "EXPIRES", "RESULT"]);
+    for a in list {
+        t.add_row(vec![
+            a.id.to_string(),
+            a.app.clone(),
+            a.summary.clone(),
+            a.requested_by.clone(),
+            match &a.decided_by {
+                Some(by) => format!("{} by {by}", a.status),
+                None => a.status.clone(),
+            },
+            a.expires_at.clone(),
+            a.result.clone().unwrap_or_default(),
+        ]);
+    }
+    println!("{t}");
+}
+
+pub fn audit(entries: &[AuditInfo], json: bool) {
+    if json {
+        return print_json(&entries);
+    }
+    let mut t = table(&[
+        "ID", "WHEN", "WHO", "ACTION", "TARGET", "FROM", "TO", "RESULT",
+    ]);
+    for e in entries {
+        let target = [e.app.clone(), e.env.clone()]
+            .into_iter()
+            .flatten()
+            .collect::<Vec<_>>()
+            .join("/");
+        let target = match &e.domain {
+            Some(d) => format!("{d} ({target})"),
+            None => target,
+        };
+        t.add_row(vec![
+            e.id.to_string(),
+            e.at.clone(),
+            e.actor.clone(),
+            e.action.clone(),
+            target,
+            e.from.clone().unwrap_or_default(),
+            e.to.clone().unwrap_or_default(),
+            e.result.clone(),
+        ]);
+    }
+    println!("{t}");
+}
+
+pub fn audit_verification(v: &AuditVerification, json: bool) {
+    if json {
+        return print_json(v);
+    }
+    match (&v.broken_at, &v.reason) {
+        (Some(id), Some(reason)) => {
+            eprintln!("error: the audit log is broken at entry {id}: {reason}")
+        }
+        _ => println!(
+            "the audit log is intact: {} entries, each chained to the one before",
+            v.entries
+        ),
     }
 }
 

@@ -130,6 +130,8 @@ async fn logs_follow_streams_new_output() {
     d.ok(&["deploy", "shop/dev"]);
     let mut follow = Command::new(BIN)
         .args(["--api", &d.api, "logs", "shop/dev", "-f", "--tail", "1"])
+        .arg("--home")
+        .arg(d.home.path())
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();

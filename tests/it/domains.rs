@@ -109,8 +109,8 @@ async fn switch_and_rollback_walk_through_the_history() {
             expect("add", "-", "blue", false),
         ]
     );
-    let who = std::env::var("USER").unwrap_or_else(|_| "unknown".into());
-    assert!(history[0]["actor"].as_str().unwrap() == who, "{history}");
+    // "Who" is the authenticated user: the owner token of the first start.
+    assert_eq!(history[0]["actor"], "admin", "{history}");
     let table = d.ok(&["domain", "history", "shop.example.test"]);
     assert!(table.contains("switch (rolled back)"), "{table}");
 
@@ -234,7 +234,10 @@ async fn maintenance_bindings_and_metrics_survive_a_restart() {
     let list = d.json(&["domain", "list"]);
     assert_eq!(list[0]["maintenance"], "Upgrading the <database>");
 
-    let metrics = reqwest::get(format!("{}/metrics", d.api))
+    let metrics = reqwest::Client::new()
+        .get(format!("{}/metrics", d.api))
+        .bearer_auth(d.admin_token())
+        .send()
         .await
         .unwrap()
         .text()
@@ -263,6 +266,15 @@ async fn maintenance_bindings_and_metrics_survive_a_restart() {
     .await;
     let (status, body) = d.get("shop.example.test", "/").await;
     assert_eq!(status, 503, "{body}");
+    eventually(
+        "blue to come back",
+        Duration::from_secs(30),
+        || async move {
+            let (status, _) = get(http, "blue.shop.localhost", "/").await;
+            (status == 200).then_some(())
+        },
+    )
+    .await;
     d.ok(&["domain", "maintenance", "shop.example.test", "off"]);
     assert_eq!(env_behind(&d, "shop.example.test").await, "green");
     // The binding history survived too: a rollback goes back to blue.

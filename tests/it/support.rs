@@ -114,10 +114,14 @@ impl Daemon {
         }
     }
 
+    /// The CLI as the owner on this machine: `--home` lets it read the daemon's admin.token.
     pub fn cli(&self, args: &[&str]) -> Output {
         Command::new(BIN)
             .arg("--api")
             .arg(&self.api)
+            .arg("--home")
+            .arg(self.home.path())
+            .env_remove("TURNOUT_TOKEN")
             .args(args)
             .current_dir(self.cwd.path())
             .stdin(Stdio::null())
@@ -155,6 +159,14 @@ impl Daemon {
         let mut all = vec!["--json"];
         all.extend_from_slice(args);
         serde_json::from_str(&self.ok(&all)).unwrap()
+    }
+
+    /// The owner token the first start wrote.
+    pub fn admin_token(&self) -> String {
+        std::fs::read_to_string(self.home.path().join("admin.token"))
+            .unwrap()
+            .trim()
+            .to_owned()
     }
 
     /// GET through the proxy with the given Host header.

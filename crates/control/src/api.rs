@@ -4,7 +4,6 @@ use std::time::Duration;
 
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, Query, State};
-use axum::http::HeaderMap;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -13,48 +12,129 @@ use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use turnout_model::{
-    AddDomain, AppName, CreateApp, CreateEnv, DeployRequest, DomainName, EnvName, EnvRef,
-    ErrorBody, SetMaintenance, SwitchDomain,
+    AddDomain, AppName, ApprovalPending, CreateApp, CreateEnv, CreateToken, CreateUser,
+    DeployRequest, DomainName, EnvName, EnvRef, ErrorBody, SetApprovalRule, SetGrant,
+    SetMaintenance, SetPolicy, SetProtection, SwitchDomain,
 };
+
+use crate::access::Principal;
 
 use crate::error::ControlError;
 use crate::plane::ControlPlane;
 
 type Api = Arc<ControlPlane>;
 
+/// Every route, registered one method at a time so `endpoints()` lists exactly what the router
+/// serves (the access-control test checks its table against that list).
+struct Routes {
+    router: Router<Api>,
+    list: Vec<(&'static str, &'static str)>,
+}
+
+impl Routes {
+    fn add(
+        mut self,
+        method: &'static str,
+        path: &'static str,
+        handler: axum::routing::MethodRouter<Api>,
+    ) -> Routes {
+        self.list.push((method, path));
+        self.router = self.router.route(path, handler);
+        self
+    }
+}
+
+fn routes() -> Routes {
+    use axum::routing::delete;
+    Routes {
+        router: Router::new(),
+        list: Vec::new(),
+    }
+    .add("GET", "/api/v1/apps", get(list_apps))
+    .add("POST", "/api/v1/apps", post(create_app))
+    .add("DELETE", "/api/v1/apps/{app}", delete(delete_app))
+    .add("GET", "/api/v1/envs", get(list_envs))
+    .add("GET", "/api/v1/apps/{app}/envs", get(list_app_envs))
+    .add("POST", "/api/v1/apps/{app}/envs", post(create_env))
+    .add("GET", "/api/v1/apps/{app}/envs/{env}", get(show_env))
+    .add(
+        "DELETE",
+        "/api/v1/apps/{app}/envs/{env}",
+        delete(delete_env),
+    )
+    .add("POST", "/api/v1/apps/{app}/envs/{env}/deploy", post(deploy))
+    .add(
+        "GET",
+        "/api/v1/apps/{app}/envs/{env}/releases",
+        get(releases),
+    )
+    .add("GET", "/api/v1/apps/{app}/envs/{env}/logs", get(logs))
+    .add("GET", "/api/v1/domains", get(list_domains))
+    .add("POST", "/api/v1/domains", post(add_domain))
+    .add("DELETE", "/api/v1/domains/{domain}", delete(remove_domain))
+    .add(
+        "POST",
+        "/api/v1/domains/{domain}/switch",
+        post(switch_domain),
+    )
+    .add(
+        "POST",
+        "/api/v1/domains/{domain}/rollback",
+        post(rollback_domain),
+    )
+    .add(
+        "POST",
+        "/api/v1/domains/{domain}/maintenance",
+        post(set_maintenance),
+    )
+    .add(
+        "GET",
+        "/api/v1/domains/{domain}/history",
+        get(domain_history),
+    )
+    .add("GET", "/api/v1/users", get(list_users))
+    .add("POST", "/api/v1/users", post(add_user))
+    .add("GET", "/api/v1/tokens", get(list_tokens))
+    .add("POST", "/api/v1/tokens", post(create_token))
+    .add("DELETE", "/api/v1/tokens/{id}", delete(revoke_token))
+    .add("POST", "/api/v1/grants", post(set_grant))
+    .add("GET", "/api/v1/apps/{app}/policy", get(policy))
+    .add("POST", "/api/v1/apps/{app}/policy", post(set_policy))
+    .add(
+        "POST",
+        "/api/v1/apps/{app}/approval-rules",
+        post(set_approval_rule),
+    )
+    .add(
+        "POST",
+        "/api/v1/apps/{app}/protection",
+        post(set_protection),
+    )
+    .add("GET", "/api/v1/approvals", get(list_approvals))
+    .add("POST", "/api/v1/approvals/{id}/approve", post(approve))
+    .add("POST", "/api/v1/approvals/{id}/reject", post(reject))
+    .add("GET", "/api/v1/audit", get(audit))
+    .add("GET", "/api/v1/audit/verify", get(verify_audit))
+    .add("GET", "/metrics", get(metrics))
+}
+
+/// (method, path) of every authenticated endpoint.
+pub fn endpoints() -> Vec<(&'static str, &'static str)> {
+    routes().list
+}
+
 pub fn router(plane: Api) -> Router {
-    Router::new()
+    routes()
+        .router
+        .layer(axum::middleware::from_fn_with_state(
+            plane.clone(),
+            authenticate,
+        ))
+        // Liveness needs no token (added after the layer, so it is outside it).
         .route(
             "/api/v1/health",
             get(|| async { Json(serde_json::json!({"ok": true})) }),
         )
-        .route("/api/v1/apps", get(list_apps).post(create_app))
-        .route("/api/v1/apps/{app}", axum::routing::delete(delete_app))
-        .route("/api/v1/envs", get(list_envs))
-        .route(
-            "/api/v1/apps/{app}/envs",
-            get(list_app_envs).post(create_env),
-        )
-        .route(
-            "/api/v1/apps/{app}/envs/{env}",
-            get(show_env).delete(delete_env),
-        )
-        .route("/api/v1/apps/{app}/envs/{env}/deploy", post(deploy))
-        .route("/api/v1/apps/{app}/envs/{env}/releases", get(releases))
-        .route("/api/v1/apps/{app}/envs/{env}/logs", get(logs))
-        .route("/api/v1/domains", get(list_domains).post(add_domain))
-        .route(
-            "/api/v1/domains/{domain}",
-            axum::routing::delete(remove_domain),
-        )
-        .route("/api/v1/domains/{domain}/switch", post(switch_domain))
-        .route("/api/v1/domains/{domain}/rollback", post(rollback_domain))
-        .route(
-            "/api/v1/domains/{domain}/maintenance",
-            post(set_maintenance),
-        )
-        .route("/api/v1/domains/{domain}/history", get(domain_history))
-        .route("/metrics", get(metrics))
         .fallback(|| async {
             ApiError(ControlError::NotFound(
                 "no such API route; see the README's API section".into(),
@@ -62,6 +142,31 @@ pub fn router(plane: Api) -> Router {
         })
         .with_state(plane)
 }
+
+/// Every route but `/api/v1/health` needs `Authorization: Bearer <token>`; the principal it
+/// stands for travels to the handler as a request extension.
+async fn authenticate(
+    State(p): State<Api>,
+    mut req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let token = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim)
+        .map(str::to_owned);
+    match p.authenticate(token.as_deref()).await {
+        Ok(who) => {
+            req.extensions_mut().insert(who);
+            next.run(req).await
+        }
+        Err(e) => ApiError(e).into_response(),
+    }
+}
+
+type Who = axum::Extension<Principal>;
 
 struct ApiError(ControlError);
 
@@ -74,7 +179,17 @@ impl From<ControlError> for ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = match &self.0 {
+            ControlError::NeedsApproval { id, message } => {
+                let body = ApprovalPending {
+                    approval: *id,
+                    message: message.clone(),
+                };
+                tracing::info!(approval = id, "request waits for approval");
+                return (StatusCode::ACCEPTED, Json(body)).into_response();
+            }
             ControlError::Invalid(_) => StatusCode::BAD_REQUEST,
+            ControlError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            ControlError::Forbidden(_) => StatusCode::FORBIDDEN,
             ControlError::NotFound(_) => StatusCode::NOT_FOUND,
             ControlError::Conflict(_) => StatusCode::CONFLICT,
             ControlError::Step { .. } => StatusCode::UNPROCESSABLE_ENTITY,
@@ -125,29 +240,13 @@ fn domain_name(s: &str) -> Result<DomainName> {
     DomainName::new(s).map_err(|e| ApiError(ControlError::Invalid(e.to_string())))
 }
 
-/// Who asked, for the domain history: the CLI sends its user's login name. Access control
-/// (tokens, users) replaces this claim with the authenticated user.
-fn actor(headers: &HeaderMap) -> String {
-    headers
-        .get("x-turnout-actor")
-        .and_then(|v| v.to_str().ok())
-        .map(|v| {
-            v.chars()
-                .filter(|c| !c.is_control())
-                .take(64)
-                .collect::<String>()
-        })
-        .filter(|v| !v.is_empty())
-        .unwrap_or_else(|| "api".to_owned())
+async fn list_apps(State(p): State<Api>, who: Who) -> Result<impl IntoResponse> {
+    Ok(Json(p.list_apps(&who).await?))
 }
 
-async fn list_apps(State(p): State<Api>) -> Result<impl IntoResponse> {
-    Ok(Json(p.list_apps().await?))
-}
-
-async fn create_app(State(p): State<Api>, bytes: Bytes) -> Result<impl IntoResponse> {
+async fn create_app(State(p): State<Api>, who: Who, bytes: Bytes) -> Result<impl IntoResponse> {
     let req: CreateApp = body(&bytes)?;
-    Ok((StatusCode::CREATED, Json(p.create_app(req).await?)))
+    Ok((StatusCode::CREATED, Json(p.create_app(req, &who).await?)))
 }
 
 #[derive(Deserialize)]
@@ -158,10 +257,11 @@ struct DeleteAppQuery {
 
 async fn delete_app(
     State(p): State<Api>,
+    who: Who,
     Path(app): Path<String>,
     Query(q): Query<DeleteAppQuery>,
 ) -> Result<impl IntoResponse> {
-    p.delete_app(app_name(&app)?, q.force).await?;
+    p.delete_app(app_name(&app)?, q.force, &who).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -170,50 +270,67 @@ struct EnvsQuery {
     app: Option<String>,
 }
 
-async fn list_envs(State(p): State<Api>, Query(q): Query<EnvsQuery>) -> Result<impl IntoResponse> {
+async fn list_envs(
+    State(p): State<Api>,
+    who: Who,
+    Query(q): Query<EnvsQuery>,
+) -> Result<impl IntoResponse> {
     let app = q.app.as_deref().map(app_name).transpose()?;
-    Ok(Json(p.list_envs(app).await?))
+    Ok(Json(p.list_envs(app, &who).await?))
 }
 
-async fn list_app_envs(State(p): State<Api>, Path(app): Path<String>) -> Result<impl IntoResponse> {
-    Ok(Json(p.list_envs(Some(app_name(&app)?)).await?))
+async fn list_app_envs(
+    State(p): State<Api>,
+    who: Who,
+    Path(app): Path<String>,
+) -> Result<impl IntoResponse> {
+    Ok(Json(p.list_envs(Some(app_name(&app)?), &who).await?))
 }
 
 async fn create_env(
     State(p): State<Api>,
+    who: Who,
     Path(app): Path<String>,
     bytes: Bytes,
 ) -> Result<impl IntoResponse> {
     let app = app_name(&app)?;
     let req: CreateEnv = body(&bytes)?;
-    Ok((StatusCode::CREATED, Json(p.create_env(app, req).await?)))
+    Ok((
+        StatusCode::CREATED,
+        Json(p.create_env(app, req, &who).await?),
+    ))
 }
 
 async fn show_env(
     State(p): State<Api>,
+    who: Who,
     Path((app, env)): Path<(String, String)>,
 ) -> Result<impl IntoResponse> {
-    Ok(Json(p.show_env(env_ref(&app, &env)?).await?))
+    Ok(Json(p.show_env(env_ref(&app, &env)?, &who).await?))
 }
 
 async fn delete_env(
     State(p): State<Api>,
+    who: Who,
     Path((app, env)): Path<(String, String)>,
 ) -> Result<impl IntoResponse> {
-    p.delete_env(env_ref(&app, &env)?).await?;
+    p.delete_env(env_ref(&app, &env)?, &who).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
 async fn releases(
     State(p): State<Api>,
+    who: Who,
     Path((app, env)): Path<(String, String)>,
 ) -> Result<impl IntoResponse> {
-    Ok(Json(p.releases(env_ref(&app, &env)?).await?))
+    Ok(Json(p.releases(env_ref(&app, &env)?, &who).await?))
 }
 
-/// Answers at once with a stream of NDJSON `DeployEvent`s; the deploy runs in its own task.
+/// Authorizes (and, where the app asks for it, parks the deploy for approval: 202) before
+/// answering with a stream of NDJSON `DeployEvent`s; the deploy runs in its own task.
 async fn deploy(
     State(p): State<Api>,
+    who: Who,
     Path((app, env)): Path<(String, String)>,
     bytes: Bytes,
 ) -> Result<impl IntoResponse> {
@@ -223,10 +340,9 @@ async fn deploy(
     } else {
         body(&bytes)?
     };
-    // Fail fast with a plain error status for requests that can never start.
-    p.show_env(r.clone()).await?;
+    p.check_deploy(&r, &req, &who).await?;
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-    p.spawn_deploy(r, req, tx);
+    p.spawn_deploy(r, req, tx, who.name.clone());
     let stream = futures_util::stream::unfold(rx, |mut rx| async move {
         let event = rx.recv().await?;
         let mut line = serde_json::to_vec(&event).unwrap_or_default();
@@ -255,10 +371,12 @@ fn default_tail() -> usize {
 /// the next release's log after a deploy, until the client hangs up.
 async fn logs(
     State(p): State<Api>,
+    who: Who,
     Path((app, env)): Path<(String, String)>,
     Query(q): Query<LogsQuery>,
 ) -> Result<impl IntoResponse> {
     let r = env_ref(&app, &env)?;
+    p.authorize_read(&r, &who).await?;
     let path = p.log_file(&r).await?;
     let mut head: String = match &path {
         Some(path) => crate::plane::tail_lines(path, q.tail)
@@ -333,15 +451,11 @@ async fn logs(
     ))
 }
 
-async fn list_domains(State(p): State<Api>) -> Result<impl IntoResponse> {
-    Ok(Json(p.list_domains().await?))
+async fn list_domains(State(p): State<Api>, who: Who) -> Result<impl IntoResponse> {
+    Ok(Json(p.list_domains(&who).await?))
 }
 
-async fn add_domain(
-    State(p): State<Api>,
-    headers: HeaderMap,
-    bytes: Bytes,
-) -> Result<impl IntoResponse> {
+async fn add_domain(State(p): State<Api>, who: Who, bytes: Bytes) -> Result<impl IntoResponse> {
     let req: AddDomain = body(&bytes)?;
     let target = EnvRef {
         app: req.app,
@@ -349,22 +463,23 @@ async fn add_domain(
     };
     Ok((
         StatusCode::CREATED,
-        Json(p.add_domain(req.domain, target, &actor(&headers)).await?),
+        Json(p.add_domain(req.domain, target, &who).await?),
     ))
 }
 
 async fn remove_domain(
     State(p): State<Api>,
+    who: Who,
     Path(domain): Path<String>,
 ) -> Result<impl IntoResponse> {
-    p.remove_domain(domain_name(&domain)?).await?;
+    p.remove_domain(domain_name(&domain)?, &who).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
 async fn switch_domain(
     State(p): State<Api>,
+    who: Who,
     Path(domain): Path<String>,
-    headers: HeaderMap,
     bytes: Bytes,
 ) -> Result<impl IntoResponse> {
     let domain = domain_name(&domain)?;
@@ -373,43 +488,156 @@ async fn switch_domain(
         app: req.app,
         env: req.env,
     };
-    Ok(Json(
-        p.switch_domain(domain, target, &actor(&headers)).await?,
-    ))
+    Ok(Json(p.switch_domain(domain, target, &who, false).await?))
 }
 
 async fn rollback_domain(
     State(p): State<Api>,
+    who: Who,
     Path(domain): Path<String>,
-    headers: HeaderMap,
 ) -> Result<impl IntoResponse> {
-    Ok(Json(
-        p.rollback_domain(domain_name(&domain)?, &actor(&headers))
-            .await?,
-    ))
+    Ok(Json(p.rollback_domain(domain_name(&domain)?, &who).await?))
 }
 
 async fn set_maintenance(
     State(p): State<Api>,
+    who: Who,
     Path(domain): Path<String>,
-    headers: HeaderMap,
     bytes: Bytes,
 ) -> Result<impl IntoResponse> {
     let domain = domain_name(&domain)?;
     let req: SetMaintenance = body(&bytes)?;
     Ok(Json(
-        p.set_maintenance(domain, req.on, req.message, &actor(&headers))
-            .await?,
+        p.set_maintenance(domain, req.on, req.message, &who).await?,
     ))
 }
 
 async fn domain_history(
     State(p): State<Api>,
+    who: Who,
     Path(domain): Path<String>,
 ) -> Result<impl IntoResponse> {
-    Ok(Json(p.domain_history(domain_name(&domain)?).await?))
+    Ok(Json(p.domain_history(domain_name(&domain)?, &who).await?))
 }
 
+async fn list_users(State(p): State<Api>, who: Who) -> Result<impl IntoResponse> {
+    Ok(Json(p.list_users(&who).await?))
+}
+
+async fn add_user(State(p): State<Api>, who: Who, bytes: Bytes) -> Result<impl IntoResponse> {
+    let req: CreateUser = body(&bytes)?;
+    Ok((StatusCode::CREATED, Json(p.add_user(req.name, &who).await?)))
+}
+
+async fn list_tokens(State(p): State<Api>, who: Who) -> Result<impl IntoResponse> {
+    Ok(Json(p.list_tokens(&who).await?))
+}
+
+async fn create_token(State(p): State<Api>, who: Who, bytes: Bytes) -> Result<impl IntoResponse> {
+    let req: CreateToken = body(&bytes)?;
+    Ok((StatusCode::CREATED, Json(p.create_token(req, &who).await?)))
+}
+
+async fn revoke_token(
+    State(p): State<Api>,
+    who: Who,
+    Path(id): Path<i64>,
+) -> Result<impl IntoResponse> {
+    p.revoke_token(id, &who).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn set_grant(State(p): State<Api>, who: Who, bytes: Bytes) -> Result<impl IntoResponse> {
+    let req: SetGrant = body(&bytes)?;
+    p.set_grant(req, &who).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn policy(
+    State(p): State<Api>,
+    who: Who,
+    Path(app): Path<String>,
+) -> Result<impl IntoResponse> {
+    Ok(Json(p.policy(app_name(&app)?, &who).await?))
+}
+
+async fn set_policy(
+    State(p): State<Api>,
+    who: Who,
+    Path(app): Path<String>,
+    bytes: Bytes,
+) -> Result<impl IntoResponse> {
+    let req: SetPolicy = body(&bytes)?;
+    p.set_policy(app_name(&app)?, req, &who).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn set_approval_rule(
+    State(p): State<Api>,
+    who: Who,
+    Path(app): Path<String>,
+    bytes: Bytes,
+) -> Result<impl IntoResponse> {
+    let req: SetApprovalRule = body(&bytes)?;
+    p.set_approval_rule(app_name(&app)?, req, &who).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn set_protection(
+    State(p): State<Api>,
+    who: Who,
+    Path(app): Path<String>,
+    bytes: Bytes,
+) -> Result<impl IntoResponse> {
+    let req: SetProtection = body(&bytes)?;
+    p.set_protection(app_name(&app)?, req, &who).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Deserialize)]
+struct ApprovalsQuery {
+    #[serde(default)]
+    all: bool,
+}
+
+async fn list_approvals(
+    State(p): State<Api>,
+    who: Who,
+    Query(q): Query<ApprovalsQuery>,
+) -> Result<impl IntoResponse> {
+    Ok(Json(p.list_approvals(&who, q.all).await?))
+}
+
+async fn approve(State(p): State<Api>, who: Who, Path(id): Path<i64>) -> Result<impl IntoResponse> {
+    Ok(Json(p.approve(id, &who).await?))
+}
+
+async fn reject(State(p): State<Api>, who: Who, Path(id): Path<i64>) -> Result<impl IntoResponse> {
+    Ok(Json(p.reject(id, &who).await?))
+}
+
+#[derive(Deserialize)]
+struct AuditQuery {
+    app: Option<String>,
+    env: Option<String>,
+    /// Unix seconds.
+    since: Option<i64>,
+}
+
+async fn audit(
+    State(p): State<Api>,
+    who: Who,
+    Query(q): Query<AuditQuery>,
+) -> Result<impl IntoResponse> {
+    let app = q.app.as_deref().map(app_name).transpose()?;
+    Ok(Json(p.audit(app, q.env, q.since, &who).await?))
+}
+
+async fn verify_audit(State(p): State<Api>, who: Who) -> Result<impl IntoResponse> {
+    Ok(Json(p.verify_audit(&who).await?))
+}
+
+/// Prometheus text; any valid token may read it.
 async fn metrics(State(p): State<Api>) -> impl IntoResponse {
     (
         [(

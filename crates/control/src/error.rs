@@ -4,6 +4,12 @@ pub enum ControlError {
     /// The request itself is wrong (400): an invalid name, ref, path or file.
     #[error("{0}")]
     Invalid(String),
+    /// No valid token (401).
+    #[error("{0}")]
+    Unauthorized(String),
+    /// A valid token whose user lacks the role (403); the message names the role needed.
+    #[error("{0}")]
+    Forbidden(String),
     #[error("{0}")]
     NotFound(String),
     /// The request conflicts with current state (409): a name taken, a deploy already running.
@@ -16,6 +22,9 @@ pub enum ControlError {
         message: String,
         log_tail: Vec<String>,
     },
+    /// The action needs a second owner's approval (202): it was recorded as request `id`.
+    #[error("{message}")]
+    NeedsApproval { id: i64, message: String },
     #[error("internal error: {0}")]
     Internal(String),
 }

@@ -5,6 +5,7 @@
 //! <home>/turnout.db              the store (SQLite, WAL)
 //! <home>/serve.json              bound addresses of the running daemon
 //! <home>/serve.lock              held by the running daemon
+//! <home>/admin.token             the first owner's API token (mode 0600)
 //! <home>/apps/<app>/repo.git     bare mirror of the app's repository
 //! <home>/apps/<app>/envs/<env>/  one environment:
 //!     releases/<commit12>-<fp>/  immutable release trees (a detached worktree each, built in place)
@@ -35,6 +36,10 @@ impl Home {
     }
     pub fn serve_json(&self) -> PathBuf {
         self.root.join("serve.json")
+    }
+    /// The token of the owner the first `serve` creates (mode 0600).
+    pub fn admin_token(&self) -> PathBuf {
+        self.root.join("admin.token")
     }
     pub fn lock_file(&self) -> PathBuf {
         self.root.join("serve.lock")

@@ -2,8 +2,11 @@
 //! one process. It owns all state; the proxy only ever sees route tables it is handed.
 #![forbid(unsafe_code)]
 
+mod access;
+mod admin;
 pub mod api;
 pub mod app_file;
+mod approvals;
 mod error;
 mod git;
 pub mod home;
@@ -12,6 +15,7 @@ mod plane;
 mod serve;
 mod store;
 
+pub use access::Principal;
 pub use error::ControlError;
 pub use plane::ControlPlane;
 pub use serve::{ServeConfig, serve};

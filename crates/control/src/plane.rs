@@ -10,23 +10,25 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 use turnout_model::{
-    AppInfo, AppName, CreateApp, CreateEnv, DeployEvent, DeployRequest, DomainEvent, DomainInfo,
-    DomainName, EnvInfo, EnvName, EnvRef, InstanceInfo, ReleaseInfo, SwitchInfo, Tier,
+    Action, AppInfo, AppName, CreateApp, CreateEnv, DeployEvent, DeployRequest, DomainEvent,
+    DomainInfo, DomainName, EnvInfo, EnvName, EnvRef, InstanceInfo, ReleaseInfo, SwitchInfo, Tier,
     format_timestamp,
 };
 use turnout_proxy::{
-    DrainDeadlines, DrainOutcome, Maintenance, Proxy, RouteTable, Target, Upstream,
+    DrainDeadlines, DrainOutcome, Login, Maintenance, Proxy, RouteTable, Target, Upstream,
 };
 use turnout_supervisor::{
     HealthCheck, Instance, InstanceSpec, RestartPolicy, TaskSpec, free_port, run_task,
 };
 
+use crate::access::{self, Principal};
 use crate::app_file::{self, ReleaseConfig};
 use crate::error::ControlError;
 use crate::git::{self, Source};
 use crate::home::Home;
 use crate::metrics::Metrics;
-use crate::store::{AppRow, DomainRow, EnvRow, ReleaseRow, Store, q};
+use crate::store::access as aq;
+use crate::store::{AppRow, AuditEntry, DomainRow, EnvRow, ReleaseRow, Store, q};
 
 type EnvKey = (AppName, EnvName);
 
@@ -39,6 +41,21 @@ struct Running {
     drain: DrainDeadlines,
     /// Requests for this path still reach the instance while a domain is in maintenance.
     health_path: String,
+    /// Decides whether its internal URL needs a login.
+    tier: Tier,
+}
+
+/// An app whose internal URLs need a login: on which tiers, and who may log in.
+struct AppLogin {
+    /// `None` in the list: every tier.
+    tiers: Vec<Option<Tier>>,
+    login: Arc<Login>,
+}
+
+impl AppLogin {
+    fn protects(&self, tier: Tier) -> bool {
+        self.tiers.iter().any(|t| t.is_none_or(|t| t == tier))
+    }
 }
 
 /// A domain's binding as the route table needs it (the store has the rest).
@@ -70,6 +87,8 @@ pub struct ControlPlane {
     /// entries and route tables follow each other in order.
     domain_ops: tokio::sync::Mutex<()>,
     metrics: Metrics,
+    /// Protected apps, refreshed from the store whenever tokens, roles or protection change.
+    logins: Mutex<HashMap<AppName, AppLogin>>,
     /// Why an environment with a live release is not serving (its instance failed to come back
     /// after a daemon restart).
     down: Mutex<HashMap<EnvKey, String>>,
@@ -97,6 +116,7 @@ impl ControlPlane {
             domains: Mutex::default(),
             domain_ops: tokio::sync::Mutex::new(()),
             metrics: Metrics::default(),
+            logins: Mutex::default(),
             down: Mutex::default(),
             env_locks: Mutex::default(),
             app_locks: Mutex::default(),
@@ -113,12 +133,59 @@ impl ControlPlane {
         &self.metrics
     }
 
+    /// Reload which apps' internal URLs need a login and whose tokens may log in, then apply
+    /// the routes (tokens, roles and protection all change who gets through).
+    pub(crate) async fn refresh_logins(&self) -> Result<(), ControlError> {
+        let rows = self
+            .store
+            .call(|c| {
+                let mut out = Vec::new();
+                for app in q::list_apps(c)? {
+                    let tiers = aq::protections(c, app.id)?;
+                    if !tiers.is_empty() {
+                        out.push((app.name, tiers, aq::app_credentials(c, app.id)?));
+                    }
+                }
+                Ok(out)
+            })
+            .await?;
+        let logins = rows
+            .into_iter()
+            .map(|(app, tiers, credentials)| {
+                let login = Login {
+                    realm: app.to_string(),
+                    credentials: credentials
+                        .into_iter()
+                        .map(|(hash, expires)| {
+                            let expires = expires.map(|s| {
+                                std::time::UNIX_EPOCH
+                                    + Duration::from_secs(u64::try_from(s).unwrap_or(0))
+                            });
+                            (hash, expires)
+                        })
+                        .collect(),
+                };
+                (
+                    app,
+                    AppLogin {
+                        tiers,
+                        login: Arc::new(login),
+                    },
+                )
+            })
+            .collect();
+        *lock(&self.logins) = logins;
+        self.apply_routes();
+        Ok(())
+    }
+
     /// The one way routes change: start-up, deploy, delete, domain switch, rollback and
     /// maintenance all rebuild the whole table from the running instances and the domain
     /// bindings, and hand it to the proxy, which swaps it in atomically.
     fn apply_routes(&self) {
         let running = lock(&self.running);
         let domains = lock(&self.domains);
+        let logins = lock(&self.logins);
         let mut table = RouteTable::default();
         for ((app, env), r) in running.iter() {
             let host = EnvRef {
@@ -127,7 +194,11 @@ impl ControlPlane {
             }
             .internal_host();
             let stats = self.metrics.route_stats(&host, app, env);
-            table.insert_with_stats(&host, Target::Upstream(r.upstream.clone()), stats);
+            let target = Target::Upstream(r.upstream.clone());
+            match logins.get(app).filter(|l| l.protects(r.tier)) {
+                Some(l) => table.insert_protected(&host, target, stats, l.login.clone()),
+                None => table.insert_with_stats(&host, target, stats),
+            }
         }
         for (name, b) in domains.iter() {
             let run = running.get(&(b.app.clone(), b.env.clone()));
@@ -156,9 +227,68 @@ impl ControlPlane {
         format!("http://{}:{}", r.internal_host(), self.http_port)
     }
 
+    pub(crate) fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Refuse unless `who` may do `action` on `target` of app `app_id`: the role the app's policy
+    /// (or the default matrix) asks for on `tier`, or owner for app-wide actions. A refused
+    /// change is recorded in the audit log.
+    pub(crate) async fn authorize(
+        &self,
+        who: &Principal,
+        app_id: i64,
+        app: &AppName,
+        target: &str,
+        action: Action,
+        tier: Option<Tier>,
+    ) -> Result<(), ControlError> {
+        let needed = match tier {
+            Some(tier) => {
+                self.store
+                    .call(move |c| aq::needed_role(c, app_id, action, tier))
+                    .await?
+            }
+            None => turnout_model::Role::Owner,
+        };
+        let what = access::describe(action, target, tier);
+        if let Err(e) = access::check(who, app_id, app, &what, needed) {
+            if action != Action::Read {
+                let mut entry = AuditEntry::new(&who.name, action.as_str()).app(app);
+                // `target` is `app/env` for environment actions.
+                entry.env = target.split_once('/').map(|(_, env)| env.to_owned());
+                entry.to = Some(target.to_owned());
+                self.store.record(entry, format!("denied: {e}")).await?;
+            }
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    async fn authorize_env(
+        &self,
+        who: &Principal,
+        env: &EnvRow,
+        action: Action,
+    ) -> Result<(), ControlError> {
+        let target = format!("{}/{}", env.app, env.name);
+        self.authorize(who, env.app_id, &env.app, &target, action, Some(env.tier))
+            .await
+    }
+
     // ---- apps ----------------------------------------------------------------------------
 
-    pub async fn create_app(&self, req: CreateApp) -> Result<AppInfo, ControlError> {
+    pub async fn create_app(
+        &self,
+        req: CreateApp,
+        who: &Principal,
+    ) -> Result<AppInfo, ControlError> {
+        if !who.is_admin() {
+            return Err(ControlError::Forbidden(format!(
+                "forbidden: creating apps needs the owner role on every app; {} does not have it",
+                who.name
+            )));
+        }
         git::check_repo(&req.repo)?;
         if let Some(var) = &req.token_env {
             // Upper-case names only, and never echoed when rejected: a user who pastes the token
@@ -176,21 +306,44 @@ impl ControlPlane {
         }
         let src = source(&req.repo, req.token_env.as_deref())?;
         git::remote_branches(&src).await?;
+        let entry = AuditEntry::new(&who.name, "app.create")
+            .app(&req.name)
+            .change(None, Some(src.display()));
         let row = self
             .store
-            .call(move |c| q::insert_app(c, &req.name, &req.repo, req.token_env.as_deref()))
+            .mutate(entry, move |c, _| {
+                q::insert_app(c, &req.name, &req.repo, req.token_env.as_deref())
+            })
             .await?;
         info!(app = %row.name, "app created");
         Ok(app_info(&row))
     }
 
-    pub async fn list_apps(&self) -> Result<Vec<AppInfo>, ControlError> {
+    /// The apps `who` has a role on.
+    pub async fn list_apps(&self, who: &Principal) -> Result<Vec<AppInfo>, ControlError> {
         let rows = self.store.call(|c| q::list_apps(c)).await?;
-        Ok(rows.iter().map(app_info).collect())
+        Ok(rows
+            .iter()
+            .filter(|a| who.role_on(a.id).is_some())
+            .map(app_info)
+            .collect())
+    }
+
+    pub(crate) async fn app_row(&self, name: &AppName) -> Result<AppRow, ControlError> {
+        let n = name.clone();
+        self.store.call(move |c| q::get_app(c, &n)).await
     }
 
     /// Delete an app. With environments left it refuses unless `force`, which deletes them first.
-    pub async fn delete_app(&self, name: AppName, force: bool) -> Result<(), ControlError> {
+    pub async fn delete_app(
+        &self,
+        name: AppName,
+        force: bool,
+        who: &Principal,
+    ) -> Result<(), ControlError> {
+        let app_row = self.app_row(&name).await?;
+        self.authorize(who, app_row.id, &name, name.as_str(), Action::Access, None)
+            .await?;
         let app = name.clone();
         let envs = self
             .store
@@ -213,17 +366,23 @@ impl ControlPlane {
             .map(|d| d.name)
             .collect();
         for domain in domains {
-            self.remove_domain(domain).await?;
+            self.remove_domain(domain, who).await?;
         }
         for env in envs {
-            self.delete_env(EnvRef {
-                app: env.app,
-                env: env.name,
-            })
+            self.delete_env(
+                EnvRef {
+                    app: env.app,
+                    env: env.name,
+                },
+                who,
+            )
             .await?;
         }
         let app = name.clone();
-        self.store.call(move |c| q::delete_app(c, &app)).await?;
+        let entry = AuditEntry::new(&who.name, "app.delete").app(&name);
+        self.store
+            .mutate(entry, move |c, _| q::delete_app(c, &app))
+            .await?;
         remove_dir(&self.home.app_dir(&name)).await;
         info!(app = %name, "app deleted");
         Ok(())
@@ -231,10 +390,18 @@ impl ControlPlane {
 
     // ---- environments --------------------------------------------------------------------
 
-    pub async fn create_env(&self, app: AppName, req: CreateEnv) -> Result<EnvInfo, ControlError> {
+    pub async fn create_env(
+        &self,
+        app: AppName,
+        req: CreateEnv,
+        who: &Principal,
+    ) -> Result<EnvInfo, ControlError> {
+        let app_row = self.app_row(&app).await?;
+        let tier = req.tier.unwrap_or(Tier::Development);
+        let target = format!("{app}/{}", req.name);
+        self.authorize(who, app_row.id, &app, &target, Action::Config, Some(tier))
+            .await?;
         git::check_branch(&req.branch).await?;
-        let a = app.clone();
-        let app_row = self.store.call(move |c| q::get_app(c, &a)).await?;
         let src = source(&app_row.repo, app_row.token_env.as_deref())?;
         let branches = git::remote_branches(&src).await?;
         if !branches.contains(&req.branch) {
@@ -249,11 +416,16 @@ impl ControlPlane {
                 }
             )));
         }
-        let tier = req.tier.unwrap_or(Tier::Development);
         let (a, name, branch) = (app.clone(), req.name.clone(), req.branch.clone());
+        let entry = AuditEntry::new(&who.name, "env.create")
+            .app(&app)
+            .env(&req.name)
+            .change(None, Some(format!("branch {}, tier {tier}", req.branch)));
         let row = self
             .store
-            .call(move |c| q::insert_env(c, &a, &name, &branch, tier))
+            .mutate(entry, move |c, _| {
+                q::insert_env(c, &a, &name, &branch, tier)
+            })
             .await?;
         for dir in [
             self.home.releases_dir(&app, &row.name),
@@ -268,27 +440,52 @@ impl ControlPlane {
         self.env_info(row).await
     }
 
-    pub async fn list_envs(&self, app: Option<AppName>) -> Result<Vec<EnvInfo>, ControlError> {
+    /// The environments `who` may see, of one app or of all.
+    pub async fn list_envs(
+        &self,
+        app: Option<AppName>,
+        who: &Principal,
+    ) -> Result<Vec<EnvInfo>, ControlError> {
+        if let Some(app) = &app {
+            let row = self.app_row(app).await?;
+            self.authorize(
+                who,
+                row.id,
+                app,
+                app.as_str(),
+                Action::Read,
+                Some(Tier::Development),
+            )
+            .await?;
+        }
         let rows = self
             .store
             .call(move |c| q::list_envs(c, app.as_ref()))
             .await?;
         let mut out = Vec::with_capacity(rows.len());
-        for row in rows {
+        for row in rows.into_iter().filter(|e| who.role_on(e.app_id).is_some()) {
             out.push(self.env_info(row).await?);
         }
         Ok(out)
     }
 
-    pub async fn show_env(&self, r: EnvRef) -> Result<EnvInfo, ControlError> {
+    pub async fn show_env(&self, r: EnvRef, who: &Principal) -> Result<EnvInfo, ControlError> {
         let row = self.env_row(&r).await?;
+        self.authorize_env(who, &row, Action::Read).await?;
         self.env_info(row).await
     }
 
-    pub async fn delete_env(&self, r: EnvRef) -> Result<(), ControlError> {
+    /// Refuse unless `who` may read the environment (for logs).
+    pub async fn authorize_read(&self, r: &EnvRef, who: &Principal) -> Result<(), ControlError> {
+        let row = self.env_row(r).await?;
+        self.authorize_env(who, &row, Action::Read).await
+    }
+
+    pub async fn delete_env(&self, r: EnvRef, who: &Principal) -> Result<(), ControlError> {
         let env_lock = self.env_lock(&r);
         let _deleting = env_lock.lock().await;
         let row = self.env_row(&r).await?;
+        self.authorize_env(who, &row, Action::Config).await?;
         let env_id = row.id;
         let bound = self
             .store
@@ -310,15 +507,25 @@ impl ControlPlane {
             self.retire(&r, old).await;
         }
         self.metrics.forget_host(&r.internal_host());
-        self.store.call(move |c| q::delete_env(c, row.id)).await?;
+        let entry = AuditEntry::new(&who.name, "env.delete")
+            .app(&r.app)
+            .env(&r.env);
+        self.store
+            .mutate(entry, move |c, _| q::delete_env(c, row.id))
+            .await?;
         remove_dir(&self.home.env_dir(&r.app, &r.env)).await;
         git::prune_worktrees(&self.home.mirror(&r.app)).await;
         info!(app = %r.app, env = %r.env, "environment deleted");
         Ok(())
     }
 
-    pub async fn releases(&self, r: EnvRef) -> Result<Vec<ReleaseInfo>, ControlError> {
+    pub async fn releases(
+        &self,
+        r: EnvRef,
+        who: &Principal,
+    ) -> Result<Vec<ReleaseInfo>, ControlError> {
         let row = self.env_row(&r).await?;
+        self.authorize_env(who, &row, Action::Read).await?;
         let rows = self
             .store
             .call(move |c| q::list_releases(c, row.id))
@@ -421,16 +628,52 @@ impl ControlPlane {
     // ---- deploy --------------------------------------------------------------------------
 
     /// Run a deploy in its own task, so a client that hangs up does not leave it half-done.
+    /// `actor` was authorized by `check_deploy` (or approved by a second owner).
     pub fn spawn_deploy(
         self: &Arc<Self>,
         r: EnvRef,
         req: DeployRequest,
         events: UnboundedSender<DeployEvent>,
+        actor: String,
     ) {
         let this = self.clone();
         self.tasks.spawn(async move {
-            let _ = this.deploy(r, req, events).await;
+            let _ = this.deploy(r, req, events, &actor).await;
         });
+    }
+
+    /// Refuse a deploy `who` may not make; when the app wants a second owner's approval for
+    /// deploys on this tier, record the request and answer `NeedsApproval`.
+    pub async fn check_deploy(
+        &self,
+        r: &EnvRef,
+        req: &DeployRequest,
+        who: &Principal,
+    ) -> Result<(), ControlError> {
+        if let Some(git_ref) = &req.git_ref {
+            git::check_ref_shape("ref", git_ref)?;
+        }
+        let env = self.env_row(r).await?;
+        self.authorize_env(who, &env, Action::Deploy).await?;
+        let summary = match &req.git_ref {
+            Some(x) => format!("deploy {x} to {r}"),
+            None => format!("deploy branch {} to {r}", env.branch),
+        };
+        let op = crate::approvals::Operation::Deploy {
+            app: r.app.clone(),
+            env: r.env.clone(),
+            git_ref: req.git_ref.clone(),
+        };
+        self.require_approval(
+            who,
+            env.app_id,
+            &r.app,
+            Action::Deploy,
+            env.tier,
+            op,
+            summary,
+        )
+        .await
     }
 
     /// Wait for `fut` unless the daemon starts shutting down first.
@@ -457,9 +700,16 @@ impl ControlPlane {
         r: EnvRef,
         req: DeployRequest,
         events: UnboundedSender<DeployEvent>,
+        actor: &str,
     ) -> Result<ReleaseInfo, ControlError> {
-        let result = self.deploy_inner(&r, req, &events).await;
+        let recorded = std::sync::atomic::AtomicBool::new(false);
+        let result = self.deploy_inner(&r, req, &events, actor, &recorded).await;
         if let Err(e) = &result {
+            if !recorded.load(std::sync::atomic::Ordering::Relaxed) {
+                // Failed before a release existed (fetch, app file): still on the record.
+                let entry = AuditEntry::new(actor, "deploy").app(&r.app).env(&r.env);
+                let _ = self.store.record(entry, format!("failed: {e}")).await;
+            }
             let (step, log_tail) = match e {
                 ControlError::Step { step, log_tail, .. } => (*step, log_tail.clone()),
                 _ => ("deploy", vec![]),
@@ -479,6 +729,8 @@ impl ControlPlane {
         r: &EnvRef,
         req: DeployRequest,
         events: &UnboundedSender<DeployEvent>,
+        actor: &str,
+        recorded: &std::sync::atomic::AtomicBool,
     ) -> Result<ReleaseInfo, ControlError> {
         let step = |index: u32, name: &str, detail: String| {
             let _ = events.send(DeployEvent::Step {
@@ -540,31 +792,41 @@ impl ControlPlane {
         let dir_str = release_dir.display().to_string();
         let config_json = serde_json::to_string(&config)
             .map_err(|e| ControlError::internal(format!("serialise config: {e}")))?;
+        let reused = built_marker.exists() && release_dir.is_dir();
         let (env_id, c2, w2, d2) = (env.id, commit.clone(), wanted.clone(), dir_str.clone());
+        let audit = AuditEntry::new(actor, "deploy").app(&r.app).env(&r.env);
+        let begin = AuditEntry {
+            action: "deploy.begin".into(),
+            ..audit.clone()
+        }
+        .change(Some(wanted.clone()), Some(commit.clone()));
         let release_id = self
             .store
-            .call(move |c| q::insert_release(c, env_id, &c2, &w2, &d2, &config_json))
+            .mutate(begin, move |c, _| {
+                q::insert_release(c, env_id, &c2, &w2, &d2, &config_json, reused)
+            })
             .await?;
-        let fail = |e: ControlError| async move {
-            let msg = e.to_string();
-            let _ = self
-                .store
-                .call(move |c| q::fail_release(c, release_id, &msg))
-                .await;
-            e
+        recorded.store(true, std::sync::atomic::Ordering::Relaxed);
+        let fail = |e: ControlError| {
+            let entry = audit.clone().change(None, Some(commit.clone()));
+            async move {
+                let msg = e.to_string();
+                let _ = self
+                    .store
+                    .mutate_failed(entry, msg.clone(), move |c| {
+                        q::fail_release(c, release_id, &msg)
+                    })
+                    .await;
+                e
+            }
         };
 
-        let reused = built_marker.exists() && release_dir.is_dir();
         if reused {
             step(
                 2,
                 "checkout",
                 format!("{} (reusing the release directory)", &commit[..12]),
             );
-            let _ = self
-                .store
-                .call(move |c| q::set_reused_build(c, release_id))
-                .await;
         } else {
             step(
                 2,
@@ -696,9 +958,16 @@ impl ControlPlane {
             })
             .await);
         }
+        let live = audit.clone().change(None, Some(commit.clone()));
+        let previous = env.current_release_id;
         if let Err(e) = self
             .store
-            .call(move |c| q::go_live(c, env_id, release_id))
+            .mutate(live, move |c, entry| {
+                if let Some(id) = previous {
+                    entry.from = Some(q::get_release(c, id)?.commit);
+                }
+                q::go_live(c, env_id, release_id)
+            })
             .await
         {
             instance.stop().await;
@@ -714,6 +983,7 @@ impl ControlPlane {
                 streams: config.stream_drain_timeout,
             },
             health_path: config.health_path.clone(),
+            tier: env.tier,
         };
         let key = (r.app.clone(), r.env.clone());
         let previous = lock(&self.running).insert(key.clone(), running);
@@ -863,33 +1133,72 @@ impl ControlPlane {
         self.store.call(move |c| q::get_domain(c, &n)).await
     }
 
-    pub async fn list_domains(&self) -> Result<Vec<DomainInfo>, ControlError> {
+    /// The domains of apps `who` has a role on.
+    pub async fn list_domains(&self, who: &Principal) -> Result<Vec<DomainInfo>, ControlError> {
         let rows = self.store.call(|c| q::list_domains(c)).await?;
-        Ok(rows.iter().map(|r| self.domain_info(r)).collect())
+        let apps = self.store.call(|c| q::list_apps(c)).await?;
+        let visible = |app: &AppName| {
+            apps.iter()
+                .any(|a| a.name == *app && who.role_on(a.id).is_some())
+        };
+        Ok(rows
+            .iter()
+            .filter(|r| visible(&r.app))
+            .map(|r| self.domain_info(r))
+            .collect())
+    }
+
+    /// Refuse unless `who` may change domains of the environment `r`.
+    async fn authorize_domain(&self, who: &Principal, r: &EnvRef) -> Result<EnvRow, ControlError> {
+        let env = self.env_row(r).await?;
+        self.authorize_env(who, &env, Action::Domain).await?;
+        Ok(env)
     }
 
     pub async fn add_domain(
         &self,
         name: DomainName,
         target: EnvRef,
-        actor: &str,
+        who: &Principal,
     ) -> Result<DomainInfo, ControlError> {
         let _op = self.domain_ops.lock().await;
-        let env = self.env_row(&target).await?;
-        let (n, actor) = (name.clone(), actor.to_owned());
+        let env = self.authorize_domain(who, &target).await?;
+        let (n, actor) = (name.clone(), who.name.clone());
+        let entry = AuditEntry::new(&who.name, "domain.add")
+            .app(&target.app)
+            .env(&target.env)
+            .domain(&name)
+            .change(None, Some(target.to_string()));
         let row = self
             .store
-            .call(move |c| q::insert_domain(c, &n, &env, &actor))
+            .mutate(entry, move |c, _| q::insert_domain(c, &n, &env, &actor))
             .await?;
         self.bind(&row);
         info!(domain = %name, app = %target.app, env = %target.env, "domain added");
         Ok(self.domain_info(&row))
     }
 
-    pub async fn remove_domain(&self, name: DomainName) -> Result<(), ControlError> {
+    pub async fn remove_domain(
+        &self,
+        name: DomainName,
+        who: &Principal,
+    ) -> Result<(), ControlError> {
         let _op = self.domain_ops.lock().await;
+        let domain = self.domain_row(&name).await?;
+        let current = EnvRef {
+            app: domain.app.clone(),
+            env: domain.env.clone(),
+        };
+        self.authorize_domain(who, &current).await?;
         let n = name.clone();
-        self.store.call(move |c| q::delete_domain(c, &n)).await?;
+        let entry = AuditEntry::new(&who.name, "domain.remove")
+            .app(&domain.app)
+            .env(&domain.env)
+            .domain(&name)
+            .change(Some(current.to_string()), None);
+        self.store
+            .mutate(entry, move |c, _| q::delete_domain(c, &n))
+            .await?;
         lock(&self.domains).remove(&name);
         self.apply_routes();
         self.metrics.forget_host(name.as_str());
@@ -901,11 +1210,13 @@ impl ControlPlane {
     /// instance that passes a fresh health check; then record the change and apply the new route
     /// table. When this returns, every new request goes to the target. The old environment keeps
     /// running, so switching back is as fast.
+    /// `approved` is set when a second owner approved this switch (it skips the approval rule).
     pub async fn switch_domain(
         &self,
         name: DomainName,
         target: EnvRef,
-        actor: &str,
+        who: &Principal,
+        approved: bool,
     ) -> Result<SwitchInfo, ControlError> {
         let _op = self.domain_ops.lock().await;
         let domain = self.domain_row(&name).await?;
@@ -915,7 +1226,31 @@ impl ControlPlane {
                 domain.app, domain.app
             )));
         }
-        let to = self.env_row(&target).await?;
+        // Moving a domain needs the right on both ends: where it is and where it goes.
+        let current = EnvRef {
+            app: domain.app.clone(),
+            env: domain.env.clone(),
+        };
+        self.authorize_domain(who, &current).await?;
+        let to = self.authorize_domain(who, &target).await?;
+        if !approved {
+            let op = crate::approvals::Operation::Switch {
+                domain: name.clone(),
+                app: target.app.clone(),
+                env: target.env.clone(),
+            };
+            let summary = format!("switch {name} from {current} to {target}");
+            self.require_approval(
+                who,
+                to.app_id,
+                &target.app,
+                Action::Domain,
+                to.tier,
+                op,
+                summary,
+            )
+            .await?;
+        }
         if domain.env == to.name {
             return Ok(SwitchInfo {
                 domain: name,
@@ -929,9 +1264,14 @@ impl ControlPlane {
         }
         let health_check_ms = self.check_target(&name, &domain, &target).await?;
         let started = Instant::now();
-        let (d, t, actor) = (domain.clone(), to.clone(), actor.to_owned());
+        let (d, t, actor) = (domain.clone(), to.clone(), who.name.clone());
+        let entry = AuditEntry::new(&who.name, "domain.switch")
+            .app(&domain.app)
+            .env(&to.name)
+            .domain(&name)
+            .change(Some(current.to_string()), Some(target.to_string()));
         self.store
-            .call(move |c| q::switch_domain(c, &d, &t, &actor))
+            .mutate(entry, move |c, _| q::switch_domain(c, &d, &t, &actor))
             .await?;
         self.bind(&DomainRow {
             env: to.name.clone(),
@@ -957,10 +1297,15 @@ impl ControlPlane {
     pub async fn rollback_domain(
         &self,
         name: DomainName,
-        actor: &str,
+        who: &Principal,
     ) -> Result<SwitchInfo, ControlError> {
         let _op = self.domain_ops.lock().await;
         let domain = self.domain_row(&name).await?;
+        let current = EnvRef {
+            app: domain.app.clone(),
+            env: domain.env.clone(),
+        };
+        self.authorize_domain(who, &current).await?;
         let id = domain.id;
         let Some((undo, previous)) = self.store.call(move |c| q::rollback_target(c, id)).await?
         else {
@@ -981,11 +1326,19 @@ impl ControlPlane {
                 "cannot roll {name} back to {target}: that environment no longer exists"
             ))
         })?;
+        self.authorize_domain(who, &target).await?;
         let health_check_ms = self.check_target(&name, &domain, &target).await?;
         let started = Instant::now();
-        let (d, t, actor) = (domain.clone(), to.clone(), actor.to_owned());
+        let (d, t, actor) = (domain.clone(), to.clone(), who.name.clone());
+        let entry = AuditEntry::new(&who.name, "domain.rollback")
+            .app(&domain.app)
+            .env(&to.name)
+            .domain(&name)
+            .change(Some(current.to_string()), Some(target.to_string()));
         self.store
-            .call(move |c| q::rollback_domain(c, &d, undo, &t, &actor))
+            .mutate(entry, move |c, _| {
+                q::rollback_domain(c, &d, undo, &t, &actor)
+            })
             .await?;
         self.bind(&DomainRow {
             env: to.name.clone(),
@@ -1035,10 +1388,15 @@ impl ControlPlane {
         name: DomainName,
         on: bool,
         message: Option<String>,
-        actor: &str,
+        who: &Principal,
     ) -> Result<DomainInfo, ControlError> {
         let _op = self.domain_ops.lock().await;
         let domain = self.domain_row(&name).await?;
+        let current = EnvRef {
+            app: domain.app.clone(),
+            env: domain.env.clone(),
+        };
+        self.authorize_domain(who, &current).await?;
         let message = on.then(|| {
             message
                 .filter(|m| !m.trim().is_empty())
@@ -1049,9 +1407,23 @@ impl ControlPlane {
                 "the maintenance message is longer than 2000 characters".into(),
             ));
         }
-        let (d, m, actor) = (domain.clone(), message.clone(), actor.to_owned());
+        let (d, m, actor) = (domain.clone(), message.clone(), who.name.clone());
+        let entry = AuditEntry::new(
+            &who.name,
+            if on {
+                "domain.maintenance-on"
+            } else {
+                "domain.maintenance-off"
+            },
+        )
+        .app(&domain.app)
+        .env(&domain.env)
+        .domain(&name)
+        .change(None, message.clone());
         self.store
-            .call(move |c| q::set_maintenance(c, &d, m.as_deref(), &actor))
+            .mutate(entry, move |c, _| {
+                q::set_maintenance(c, &d, m.as_deref(), &actor)
+            })
             .await?;
         let row = DomainRow {
             maintenance: message,
@@ -1062,8 +1434,19 @@ impl ControlPlane {
         Ok(self.domain_info(&row))
     }
 
-    pub async fn domain_history(&self, name: DomainName) -> Result<Vec<DomainEvent>, ControlError> {
+    pub async fn domain_history(
+        &self,
+        name: DomainName,
+        who: &Principal,
+    ) -> Result<Vec<DomainEvent>, ControlError> {
         let domain = self.domain_row(&name).await?;
+        let env = self
+            .env_row(&EnvRef {
+                app: domain.app.clone(),
+                env: domain.env.clone(),
+            })
+            .await?;
+        self.authorize_env(who, &env, Action::Read).await?;
         let id = domain.id;
         let rows = self.store.call(move |c| q::domain_history(c, id)).await?;
         Ok(rows
@@ -1095,7 +1478,11 @@ impl ControlPlane {
     }
 
     async fn restore(self: &Arc<Self>) -> Result<(), ControlError> {
-        let interrupted = self.store.call(|c| q::fail_interrupted_releases(c)).await?;
+        let entry = AuditEntry::new("turnout", "deploy.interrupted");
+        let interrupted = self
+            .store
+            .mutate(entry, |c, _| q::fail_interrupted_releases(c))
+            .await?;
         if interrupted > 0 {
             warn!(
                 count = interrupted,
@@ -1105,6 +1492,7 @@ impl ControlPlane {
         for pid_file in self.home.all_pid_files() {
             turnout_supervisor::reap_stale(&pid_file);
         }
+        self.refresh_logins().await?;
         // Domains answer 503 "starting" until their environments are back, then route.
         let domains = self.store.call(|c| q::list_domains(c)).await?;
         for row in &domains {
@@ -1191,6 +1579,7 @@ impl ControlPlane {
                 streams: config.stream_drain_timeout,
             },
             health_path: config.health_path.clone(),
+            tier: env.tier,
         };
         lock(&self.running).insert((r.app.clone(), r.env.clone()), running);
         self.apply_routes();

@@ -47,6 +47,9 @@ pub async fn serve(
         );
     }
     let store = Store::open(&home.db()).map_err(|e| anyhow::anyhow!("{e}"))?;
+    crate::admin::bootstrap(&store, &home.admin_token())
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
 
     let api_listener = bind(
         config.api_listen,

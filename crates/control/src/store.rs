@@ -8,10 +8,16 @@ use turnout_model::{AppName, DomainName, EnvName, Tier};
 
 use crate::error::ControlError;
 
+pub mod access;
+pub mod audit;
+
+pub use audit::AuditEntry;
+
 /// Embedded migrations, applied in order; `PRAGMA user_version` records how many ran.
 const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0001_init.sql"),
     include_str!("../migrations/0002_domains.sql"),
+    include_str!("../migrations/0003_access.sql"),
 ];
 
 #[derive(Clone)]
@@ -33,6 +39,7 @@ pub struct AppRow {
 #[derive(Debug, Clone)]
 pub struct EnvRow {
     pub id: i64,
+    pub app_id: i64,
     pub app: AppName,
     pub name: EnvName,
     pub branch: String,
@@ -111,6 +118,59 @@ impl Store {
     }
 }
 
+impl Store {
+    /// The one way to change the store: run `f` in a transaction that also appends `entry`
+    /// (which `f` may complete, e.g. with the `from` it found) to the audit log, so a change
+    /// and its audit entry are written together or not at all. When `f` fails, the change is
+    /// rolled back and the attempt is recorded with its error.
+    pub async fn mutate<T: Send + 'static>(
+        &self,
+        entry: AuditEntry,
+        f: impl FnOnce(&Connection, &mut AuditEntry) -> Result<T, ControlError> + Send + 'static,
+    ) -> Result<T, ControlError> {
+        self.call(move |c| {
+            let mut entry = entry;
+            let tx = c.transaction()?;
+            match f(&tx, &mut entry) {
+                Ok(value) => {
+                    audit::append(&tx, &entry, "ok")?;
+                    tx.commit()?;
+                    Ok(value)
+                }
+                Err(e) => {
+                    drop(tx);
+                    audit::append(c, &entry, &format!("failed: {e}"))?;
+                    Err(e)
+                }
+            }
+        })
+        .await
+    }
+
+    /// Like `mutate`, for a change that records a failure (a deploy step failed): the change
+    /// and an audit entry whose result is `failed: <message>` land together.
+    pub async fn mutate_failed(
+        &self,
+        entry: AuditEntry,
+        message: String,
+        f: impl FnOnce(&Connection) -> Result<(), ControlError> + Send + 'static,
+    ) -> Result<(), ControlError> {
+        self.call(move |c| {
+            let tx = c.transaction()?;
+            f(&tx)?;
+            audit::append(&tx, &entry, &format!("failed: {message}"))?;
+            tx.commit()?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Record an attempt that changed nothing (refused before it started).
+    pub async fn record(&self, entry: AuditEntry, result: String) -> Result<(), ControlError> {
+        self.call(move |c| audit::append(c, &entry, &result)).await
+    }
+}
+
 fn migrate(conn: &mut Connection) -> Result<(), ControlError> {
     let done: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
     let done = usize::try_from(done).unwrap_or(usize::MAX);
@@ -157,7 +217,8 @@ fn app_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<AppRow> {
     })
 }
 
-const ENV_COLS: &str = "e.id, a.name, e.name, e.branch, e.tier, e.current_release_id, e.created_at";
+const ENV_COLS: &str =
+    "e.id, a.name, e.name, e.branch, e.tier, e.current_release_id, e.created_at, a.id";
 
 fn env_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<EnvRow> {
     Ok(EnvRow {
@@ -168,6 +229,7 @@ fn env_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<EnvRow> {
         tier: parse_tier(r.get(4)?)?,
         current_release_id: r.get(5)?,
         created_at: r.get(6)?,
+        app_id: r.get(7)?,
     })
 }
 
@@ -328,18 +390,14 @@ pub mod q {
         git_ref: &str,
         dir: &str,
         config: &str,
+        reused_build: bool,
     ) -> Result<i64, ControlError> {
         c.execute(
-            "INSERT INTO releases (env_id, commit_sha, git_ref, dir, config, status, created_at) \
-             VALUES (?1, ?2, ?3, ?4, ?5, 'building', ?6)",
-            params![env_id, commit, git_ref, dir, config, now()],
+            "INSERT INTO releases (env_id, commit_sha, git_ref, dir, config, status, reused_build, created_at) \
+             VALUES (?1, ?2, ?3, ?4, ?5, 'building', ?6, ?7)",
+            params![env_id, commit, git_ref, dir, config, reused_build, now()],
         )?;
         Ok(c.last_insert_rowid())
-    }
-
-    pub fn set_reused_build(c: &Connection, id: i64) -> Result<(), ControlError> {
-        c.execute("UPDATE releases SET reused_build = 1 WHERE id = ?1", [id])?;
-        Ok(())
     }
 
     pub fn fail_release(c: &Connection, id: i64, error: &str) -> Result<(), ControlError> {
@@ -350,10 +408,9 @@ pub mod q {
         Ok(())
     }
 
-    /// Make `release_id` the environment's live release and mark the one it replaces superseded,
-    /// in one transaction.
-    pub fn go_live(c: &mut Connection, env_id: i64, release_id: i64) -> Result<(), ControlError> {
-        let tx = c.transaction()?;
+    /// Make `release_id` the environment's live release and mark the one it replaces superseded.
+    pub fn go_live(c: &Connection, env_id: i64, release_id: i64) -> Result<(), ControlError> {
+        let tx = c;
         tx.execute(
             "UPDATE releases SET status = 'superseded' WHERE env_id = ?1 AND status = 'live'",
             [env_id],
@@ -366,7 +423,6 @@ pub mod q {
             "UPDATE environments SET current_release_id = ?2 WHERE id = ?1",
             params![env_id, release_id],
         )?;
-        tx.commit()?;
         Ok(())
     }
 
@@ -446,13 +502,12 @@ pub mod q {
     }
 
     pub fn insert_domain(
-        c: &mut Connection,
+        tx: &Connection,
         name: &DomainName,
         env: &EnvRow,
         actor: &str,
     ) -> Result<DomainRow, ControlError> {
-        let tx = c.transaction()?;
-        if let Ok(existing) = get_domain(&tx, name) {
+        if let Ok(existing) = get_domain(tx, name) {
             return Err(ControlError::Conflict(format!(
                 "domain '{name}' is already bound to {}/{}; move it with `turnout domain switch {name} {}/ENV`",
                 existing.app, existing.env, existing.app
@@ -463,10 +518,8 @@ pub mod q {
             params![name.as_str(), env.id, now()],
         )?;
         let id = tx.last_insert_rowid();
-        history(&tx, id, "add", None, Some(env.name.as_str()), actor)?;
-        let row = get_domain(&tx, name)?;
-        tx.commit()?;
-        Ok(row)
+        history(tx, id, "add", None, Some(env.name.as_str()), actor)?;
+        get_domain(tx, name)
     }
 
     pub fn delete_domain(c: &Connection, name: &DomainName) -> Result<(), ControlError> {
@@ -477,26 +530,23 @@ pub mod q {
 
     /// Point the domain at `to` and record it, in one transaction.
     pub fn switch_domain(
-        c: &mut Connection,
+        tx: &Connection,
         domain: &DomainRow,
         to: &EnvRow,
         actor: &str,
     ) -> Result<(), ControlError> {
-        let tx = c.transaction()?;
         tx.execute(
             "UPDATE domains SET env_id = ?2 WHERE id = ?1",
             params![domain.id, to.id],
         )?;
         history(
-            &tx,
+            tx,
             domain.id,
             "switch",
             Some(domain.env.as_str()),
             Some(to.name.as_str()),
             actor,
-        )?;
-        tx.commit()?;
-        Ok(())
+        )
     }
 
     /// The environment a rollback returns to: the `from` of the newest add or switch not yet
@@ -518,37 +568,33 @@ pub mod q {
 
     /// Undo history entry `undo` by pointing the domain at `to`, in one transaction.
     pub fn rollback_domain(
-        c: &mut Connection,
+        tx: &Connection,
         domain: &DomainRow,
         undo: i64,
         to: &EnvRow,
         actor: &str,
     ) -> Result<(), ControlError> {
-        let tx = c.transaction()?;
         tx.execute("UPDATE domain_history SET undone = 1 WHERE id = ?1", [undo])?;
         tx.execute(
             "UPDATE domains SET env_id = ?2 WHERE id = ?1",
             params![domain.id, to.id],
         )?;
         history(
-            &tx,
+            tx,
             domain.id,
             "rollback",
             Some(domain.env.as_str()),
             Some(to.name.as_str()),
             actor,
-        )?;
-        tx.commit()?;
-        Ok(())
+        )
     }
 
     pub fn set_maintenance(
-        c: &mut Connection,
+        tx: &Connection,
         domain: &DomainRow,
         message: Option<&str>,
         actor: &str,
     ) -> Result<(), ControlError> {
-        let tx = c.transaction()?;
         tx.execute(
             "UPDATE domains SET maintenance_message = ?2 WHERE id = ?1",
             params![domain.id, message],
@@ -559,15 +605,13 @@ pub mod q {
             "maintenance-off"
         };
         history(
-            &tx,
+            tx,
             domain.id,
             action,
             Some(domain.env.as_str()),
             Some(domain.env.as_str()),
             actor,
-        )?;
-        tx.commit()?;
-        Ok(())
+        )
     }
 
     pub fn domain_history(
@@ -605,7 +649,7 @@ mod tests {
         let store = Store::open(&path).unwrap();
         drop(store);
         let store = Store::open(&path).unwrap();
-        let mut conn = store.conn.lock().unwrap();
+        let conn = store.conn.lock().unwrap();
         let version: i64 = conn
             .pragma_query_value(None, "user_version", |r| r.get(0))
             .unwrap();
@@ -623,10 +667,10 @@ mod tests {
             Err(ControlError::Conflict(_))
         ));
         let e = q::insert_env(&conn, &app, &env, "main", Tier::Staging).unwrap();
-        let r1 = q::insert_release(&conn, e.id, "abc", "main", "/d1", "{}").unwrap();
-        q::go_live(&mut conn, e.id, r1).unwrap();
-        let r2 = q::insert_release(&conn, e.id, "def", "main", "/d2", "{}").unwrap();
-        q::go_live(&mut conn, e.id, r2).unwrap();
+        let r1 = q::insert_release(&conn, e.id, "abc", "main", "/d1", "{}", false).unwrap();
+        q::go_live(&conn, e.id, r1).unwrap();
+        let r2 = q::insert_release(&conn, e.id, "def", "main", "/d2", "{}", true).unwrap();
+        q::go_live(&conn, e.id, r2).unwrap();
         let releases = q::list_releases(&conn, e.id).unwrap();
         assert_eq!(
             releases

@@ -2,7 +2,7 @@
 //! here is a field every client sees.
 use serde::{Deserialize, Serialize};
 
-use crate::{AppName, DomainName, EnvName, Tier};
+use crate::{Action, AppName, DomainName, EnvName, Role, Tier};
 
 /// Every error response: `{"error": "one clear line"}` with a 4xx/5xx status.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -174,6 +174,142 @@ pub struct DomainEvent {
     pub to: Option<String>,
     /// Set on a switch that a later rollback undid.
     pub rolled_back: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CreateUser {
+    pub name: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct UserInfo {
+    pub name: String,
+    /// `app` is None for a role on every app.
+    pub roles: Vec<GrantInfo>,
+    pub created_at: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct GrantInfo {
+    pub app: Option<AppName>,
+    pub role: Role,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CreateToken {
+    pub user: String,
+    /// `30d`, `12h`, `90m`; never expires when absent.
+    #[serde(default)]
+    pub expires: Option<String>,
+}
+
+/// The only time a token is shown.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TokenCreated {
+    pub id: i64,
+    pub user: String,
+    pub token: String,
+    pub expires_at: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TokenInfo {
+    pub id: i64,
+    pub user: String,
+    /// The first characters of the token.
+    pub prefix: String,
+    pub created_at: String,
+    pub expires_at: Option<String>,
+    /// active, expired or revoked
+    pub state: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SetGrant {
+    pub user: String,
+    pub app: AppName,
+    /// None revokes the user's role on the app.
+    pub role: Option<Role>,
+}
+
+/// One cell of an app's matrix: the role `action` needs on `tier`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PolicyEntry {
+    pub action: Action,
+    pub tier: Tier,
+    pub role: Role,
+    /// Whether this is the default (no override for the app).
+    pub default: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SetPolicy {
+    pub action: Action,
+    pub tier: Tier,
+    pub role: Role,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SetApprovalRule {
+    pub action: Action,
+    pub tier: Tier,
+    /// How long a request waits for approval (`1h`, `30m`); None removes the rule.
+    #[serde(default)]
+    pub expires: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ApprovalInfo {
+    pub id: i64,
+    pub app: String,
+    pub action: Action,
+    pub summary: String,
+    pub requested_by: String,
+    pub created_at: String,
+    pub expires_at: String,
+    /// pending, approved, rejected, expired
+    pub status: String,
+    pub decided_by: Option<String>,
+    pub result: Option<String>,
+}
+
+/// The answer (202) to a request that now waits for a second owner.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ApprovalPending {
+    pub approval: i64,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SetProtection {
+    /// None protects (or unprotects) every tier of the app.
+    #[serde(default)]
+    pub tier: Option<Tier>,
+    pub on: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AuditInfo {
+    pub id: i64,
+    pub at: String,
+    pub actor: String,
+    pub action: String,
+    pub app: Option<String>,
+    pub env: Option<String>,
+    pub domain: Option<String>,
+    pub from: Option<String>,
+    pub to: Option<String>,
+    pub result: String,
+    pub hash: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AuditVerification {
+    pub ok: bool,
+    /// Entries checked before the chain ended or broke.
+    pub entries: usize,
+    pub broken_at: Option<i64>,
+    pub reason: Option<String>,
 }
 
 /// What `turnout serve` writes to `<home>/serve.json` once its listeners are bound.

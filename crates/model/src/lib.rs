@@ -2,11 +2,13 @@
 //! of the HTTP API (`/api/v1`). Nothing here does I/O.
 #![forbid(unsafe_code)]
 
+mod access;
 mod api;
 mod domain;
 mod names;
 mod tier;
 
+pub use access::{Action, Role};
 pub use api::*;
 pub use domain::{DomainError, DomainName};
 pub use names::{AppName, EnvName, EnvRef, NameError};

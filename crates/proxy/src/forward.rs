@@ -17,6 +17,7 @@ use tracing::{debug, warn};
 use crate::body::{ResponseBody, UpstreamBody};
 use crate::error::{ErrorSide, ProxyError, local_response, nothing_was_sent};
 use crate::headers;
+use crate::login::{self, Held, Login};
 use crate::route_table::{Maintenance, Target};
 use crate::server::Proxy;
 use crate::stats::RouteStats;
@@ -113,21 +114,27 @@ async fn forward(
     });
     headers::prepare_request_headers(&mut parts.headers, parts.version, host, peer.ip(), upgrade);
 
-    let (mut upstream, mut work) = match route(proxy, host_name, parts.uri.path(), stats)? {
-        Routed::Upstream(upstream, work) => (upstream, work),
+    let (mut upstream, mut work, mut login) = match route(proxy, host_name, &parts, stats)? {
+        Routed::Upstream(upstream, work, login) => (upstream, work, login),
         Routed::Maintenance(m) => return Ok(maintenance_page(&m)),
+        Routed::Login(login, held) => {
+            return Ok(login_answer(&login, held, &parts, body.take(), host_name, peer).await);
+        }
     };
     let mut retried = false;
     let mut response = loop {
+        // `parts.headers` keep the credentials while a retry may still need to log in again.
+        let mut headers = if replayable && !retried {
+            parts.headers.clone()
+        } else {
+            std::mem::take(&mut parts.headers)
+        };
+        login::strip_credentials(&mut headers, login.as_deref());
         let request = build_request(
             &upstream,
             &parts.method,
             &path,
-            if replayable && !retried {
-                parts.headers.clone()
-            } else {
-                std::mem::take(&mut parts.headers)
-            },
+            headers,
             body.take().unwrap_or_else(|| Either::Right(Empty::new())),
         )?;
         let sent = tokio::select! {
@@ -145,9 +152,12 @@ async fn forward(
         }
         // Nothing reached the instance, so repeating is safe; ask the table again in case
         // the host moved in the meantime.
-        let (next, next_work) = match route(proxy, host_name, parts.uri.path(), stats)? {
-            Routed::Upstream(upstream, work) => (upstream, work),
+        let (next, next_work, next_login) = match route(proxy, host_name, &parts, stats)? {
+            Routed::Upstream(upstream, work, login) => (upstream, work, login),
             Routed::Maintenance(m) => return Ok(maintenance_page(&m)),
+            Routed::Login(login, held) => {
+                return Ok(login_answer(&login, held, &parts, None, host_name, peer).await);
+            }
         };
         if error.is_connect() && Arc::ptr_eq(&next, &upstream) {
             // A connect failure against the same instance would only fail again, slower.
@@ -157,7 +167,7 @@ async fn forward(
             host = %host_name, upstream = %upstream.label(), next = %next.label(), error = %error,
             "request never reached the instance; retrying once"
         );
-        (upstream, work) = (next, next_work);
+        (upstream, work, login) = (next, next_work, next_login);
         retried = true;
     };
 
@@ -203,21 +213,28 @@ async fn forward(
 }
 
 enum Routed {
-    Upstream(Arc<Upstream>, TaskTrackerToken),
+    /// Forward to this instance; on a protected host the request logged in with a token of
+    /// the login, whose credentials are removed before forwarding.
+    Upstream(Arc<Upstream>, TaskTrackerToken, Option<Arc<Login>>),
     Maintenance(Arc<Maintenance>),
+    /// A protected host answers itself: a login page, or the request is not logged in.
+    Login(Arc<Login>, Held),
 }
 
-/// Look the host up in the current table and take a drain token of its instance. The table
-/// guard is released before returning, so it is never held across an `.await`.
+/// Look the host up in the current table, check the login of a protected host, and take a
+/// drain token of its instance. The login and the target come from the same table, so a
+/// switch can never forward a request past a login it did not pass. The table guard is
+/// released before returning, so it is never held across an `.await`.
 fn route(
     proxy: &Proxy,
     host: &str,
-    path: &str,
+    request: &http::request::Parts,
     stats: &mut Option<Arc<RouteStats>>,
 ) -> Result<Routed, ProxyError> {
+    let path = request.uri.path();
     let mut last = None;
     for _ in 0..DRAINING_REREADS {
-        let upstream = {
+        let (upstream, login) = {
             let table = proxy.routes().load();
             let Some(route) = table.find(host) else {
                 return Err(ProxyError::UnknownHost {
@@ -225,25 +242,59 @@ fn route(
                 });
             };
             *stats = Some(route.stats.clone());
-            match &route.target {
+            // A protected host checks the login before it even looks at its target: a host in
+            // maintenance shows its page (and its health-check path) only to those logged in.
+            if let Some(login) = &route.login
+                && let Err(held) = login::gate(login, path, &request.headers)
+            {
+                return Ok(Routed::Login(login.clone(), held));
+            }
+            let upstream = match &route.target {
                 Target::Upstream(upstream) => upstream.clone(),
                 Target::Maintenance(m) => match &m.health {
                     Some((health_path, upstream)) if health_path == path => upstream.clone(),
                     _ => return Ok(Routed::Maintenance(m.clone())),
                 },
-            }
+            };
+            (upstream, route.login.clone())
         };
         // A drain only starts after the table that dropped this instance was applied, so a
         // closed tracker means the table we read is already stale: read it again.
         if let Some(work) = upstream.begin_work() {
-            return Ok(Routed::Upstream(upstream, work));
+            return Ok(Routed::Upstream(upstream, work, login));
         }
-        last = Some(upstream);
+        last = Some((upstream, login));
     }
-    let upstream = last.expect("the loop ran at least once");
+    let (upstream, login) = last.expect("the loop ran at least once");
     warn!(host = %host, upstream = %upstream.label(), "host is still routed to an instance being drained");
     let work = upstream.force_work();
-    Ok(Routed::Upstream(upstream, work))
+    Ok(Routed::Upstream(upstream, work, login))
+}
+
+/// A protected host's own answer; refusals are logged (never with a token) at debug level,
+/// like other client-side refusals.
+async fn login_answer(
+    login: &Login,
+    held: Held,
+    parts: &http::request::Parts,
+    body: Option<UpstreamBody>,
+    host: &str,
+    peer: SocketAddr,
+) -> Response<ResponseBody> {
+    if let Held::Refused(refusal) = held {
+        debug!(
+            host = %host, method = %parts.method, path = %parts.uri.path(), client = %peer,
+            realm = %login.realm, reason = refusal.as_str(), "login required"
+        );
+    }
+    let response = login::answer(login, held, parts, body).await;
+    if parts.uri.path() == login::LOGIN_PATH && response.status() == StatusCode::UNAUTHORIZED {
+        debug!(
+            host = %host, client = %peer, realm = %login.realm,
+            "login form refused: token not accepted"
+        );
+    }
+    response
 }
 
 /// The maintenance page: 503 with `Retry-After` (RFC 9110 §10.2.3), never cached.
@@ -267,7 +318,7 @@ fn maintenance_page(m: &Maintenance) -> Response<ResponseBody> {
     response
 }
 
-fn escape_html(text: &str) -> String {
+pub(crate) fn escape_html(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
         match c {

@@ -27,6 +27,15 @@
 //! while requests for the environment's health-check path still reach its instance. Every
 //! route carries an `Arc<`[`RouteStats`]`>` that the request path updates with atomic adds.
 //!
+//! # Protected hosts
+//!
+//! A host inserted with [`RouteTable::insert_protected`] answers nothing of the app until the
+//! request logs in with one of the tokens its [`Login`] lists (by blake3 hash, with expiry):
+//! as the password of HTTP Basic auth, or as the `turnout_token` cookie that the form at
+//! `/.turnout/login` sets (`/.turnout/logout` clears it). Anyone else gets a 401 login page.
+//! The proxy removes the credentials it consumed before forwarding, so a token never
+//! reaches the app.
+//!
 //! # Failures
 //!
 //! The proxy answers itself, in plain text, when the request has no Host (400), names a host
@@ -42,6 +51,7 @@ mod connection;
 mod error;
 mod forward;
 mod headers;
+mod login;
 mod route_table;
 mod server;
 mod stats;
@@ -50,6 +60,7 @@ mod upstream;
 
 pub use config::ProxyConfig;
 pub use error::{ErrorSide, ProxyError};
+pub use login::Login;
 pub use route_table::{Maintenance, RouteTable, Target};
 pub use server::Proxy;
 pub use stats::{LATENCY_BUCKETS, RouteStats, StatsSnapshot};

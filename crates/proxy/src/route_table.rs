@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use std::time::Duration;
 
+use crate::login::Login;
 use crate::stats::RouteStats;
 use crate::upstream::Upstream;
 
@@ -47,6 +48,9 @@ impl Target {
 pub(crate) struct Route {
     pub(crate) target: Target,
     pub(crate) stats: Arc<RouteStats>,
+    /// Set for a protected host: a request must log in before it reaches `target` (even a
+    /// maintenance page or its health-check path).
+    pub(crate) login: Option<Arc<Login>>,
 }
 
 impl From<Arc<Upstream>> for Target {
@@ -85,8 +89,37 @@ impl RouteTable {
     /// Like [`insert`](Self::insert), counting the host's requests in `stats`, which the
     /// caller keeps across tables so counters survive switches.
     pub fn insert_with_stats(&mut self, host: &str, target: Target, stats: Arc<RouteStats>) {
+        self.insert_route(
+            host,
+            Route {
+                target,
+                stats,
+                login: None,
+            },
+        );
+    }
+
+    /// Like [`insert_with_stats`](Self::insert_with_stats), but requests must carry a valid
+    /// login first: a token of `login` as Basic auth or as the cookie the login form sets.
+    pub fn insert_protected(
+        &mut self,
+        host: &str,
+        target: Target,
+        stats: Arc<RouteStats>,
+        login: Arc<Login>,
+    ) {
+        self.insert_route(
+            host,
+            Route {
+                target,
+                stats,
+                login: Some(login),
+            },
+        );
+    }
+
+    fn insert_route(&mut self, host: &str, route: Route) {
         let name = normalize_host(host).into_owned();
-        let route = Route { target, stats };
         match name.strip_prefix("*.") {
             Some(suffix) => self.wildcard.insert(suffix.to_owned(), route),
             None => self.exact.insert(name, route),
@@ -97,6 +130,11 @@ impl RouteTable {
     /// wildcard; a longer wildcard beats a shorter one.
     pub fn lookup(&self, host: &str) -> Option<&Target> {
         self.find(host).map(|route| &route.target)
+    }
+
+    /// The login a host requires, if it is protected.
+    pub fn login(&self, host: &str) -> Option<&Arc<Login>> {
+        self.find(host).and_then(|route| route.login.as_ref())
     }
 
     pub(crate) fn find(&self, host: &str) -> Option<&Route> {

@@ -3,6 +3,7 @@
 
 mod drain;
 mod forwarding;
+mod login;
 mod maintenance;
 mod retry;
 mod routing;

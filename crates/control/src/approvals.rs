@@ -1,0 +1,246 @@
+//! Approvals: where an app asks for it (per tier and action), a production deploy or domain
+//! switch by one owner waits until a second owner approves it. The request is stored with the
+//! operation to run; approving runs it, in the requester's name, and records who approved.
+use serde::{Deserialize, Serialize};
+use turnout_model::{
+    Action, AppName, ApprovalInfo, DeployRequest, DomainName, EnvName, EnvRef, Role, Tier,
+    format_timestamp,
+};
+
+use crate::access::{self, Principal};
+use crate::error::ControlError;
+use crate::plane::ControlPlane;
+use crate::store::access as aq;
+use crate::store::{AuditEntry, q};
+
+/// An operation waiting for approval, stored as JSON.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Operation {
+    Deploy {
+        app: AppName,
+        env: EnvName,
+        git_ref: Option<String>,
+    },
+    Switch {
+        domain: DomainName,
+        app: AppName,
+        env: EnvName,
+    },
+}
+
+fn approval_info(r: &aq::ApprovalRow) -> ApprovalInfo {
+    ApprovalInfo {
+        id: r.id,
+        app: r.app.clone(),
+        action: r.action,
+        summary: r.summary.clone(),
+        requested_by: r.requested_by.clone(),
+        created_at: format_timestamp(r.created_at),
+        expires_at: format_timestamp(r.expires_at),
+        status: r.status.clone(),
+        decided_by: r.decided_by.clone(),
+        result: r.result.clone(),
+    }
+}
+
+impl ControlPlane {
+    /// When the app asks for approval of `action` on `tier`, record `op` as a pending request
+    /// and answer `NeedsApproval`; otherwise let the caller go on.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) async fn require_approval(
+        &self,
+        who: &Principal,
+        app_id: i64,
+        app: &AppName,
+        action: Action,
+        tier: Tier,
+        op: Operation,
+        summary: String,
+    ) -> Result<(), ControlError> {
+        let Some(expires_s) = self
+            .store()
+            .call(move |c| aq::approval_rule(c, app_id, action, tier))
+            .await?
+        else {
+            return Ok(());
+        };
+        let request = serde_json::to_string(&op)
+            .map_err(|e| ControlError::internal(format!("serialise approval request: {e}")))?;
+        let (requester, s2) = (who.name.clone(), summary.clone());
+        let entry = AuditEntry::new(&who.name, "approval.request")
+            .app(app)
+            .change(None, Some(summary.clone()));
+        let id = self
+            .store()
+            .mutate(entry, move |c, _| {
+                aq::insert_approval(c, app_id, action, &request, &s2, &requester, expires_s)
+            })
+            .await?;
+        Err(ControlError::NeedsApproval {
+            id,
+            message: format!(
+                "{summary} needs a second owner's approval on app '{app}' (tier {tier}): request {id}, waiting {}; another owner approves it with `turnout approve {id}`",
+                human_duration(expires_s)
+            ),
+        })
+    }
+
+    /// Pending requests (all of them with `all`) on apps `who` has a role on.
+    pub async fn list_approvals(
+        &self,
+        who: &Principal,
+        all: bool,
+    ) -> Result<Vec<ApprovalInfo>, ControlError> {
+        let rows = self
+            .store()
+            .call(move |c| {
+                aq::expire_approvals(c)?;
+                aq::list_approvals(c, all)
+            })
+            .await?;
+        let apps = self.store().call(|c| q::list_apps(c)).await?;
+        Ok(rows
+            .iter()
+            .filter(|r| {
+                apps.iter()
+                    .any(|a| a.name.as_str() == r.app && who.role_on(a.id).is_some())
+            })
+            .map(approval_info)
+            .collect())
+    }
+
+    /// Approve request `id` as a second owner of its app, then run it. Returns the request
+    /// with the operation's result.
+    pub async fn approve(&self, id: i64, who: &Principal) -> Result<ApprovalInfo, ControlError> {
+        let row = self.decide(id, who, "approved").await?;
+        let op: Operation = serde_json::from_str(&row.request)
+            .map_err(|e| ControlError::internal(format!("approval {id}: {e}")))?;
+        // The requester was authorized when they asked; the operation runs in their name with
+        // the approver on the record.
+        let actor = Principal {
+            name: format!("{} (approved by {})", row.requested_by, who.name),
+            ..Principal::system()
+        };
+        let result = match op {
+            Operation::Deploy { app, env, git_ref } => {
+                let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
+                let r = EnvRef { app, env };
+                self.deploy(r.clone(), DeployRequest { git_ref }, tx, &actor.name)
+                    .await
+                    .map(|rel| format!("{r} release {} ({}) is live", rel.id, &rel.commit[..12]))
+            }
+            Operation::Switch { domain, app, env } => self
+                .switch_domain(domain, EnvRef { app, env }, &actor, true)
+                .await
+                .map(|s| format!("{} now points to {}/{}", s.domain, s.app, s.to)),
+        };
+        let text = match &result {
+            Ok(done) => done.clone(),
+            Err(e) => format!("failed: {e}"),
+        };
+        self.store()
+            .call(move |c| aq::set_approval_result(c, id, &text))
+            .await?;
+        let row = self.store().call(move |c| aq::get_approval(c, id)).await?;
+        result?;
+        Ok(approval_info(&row))
+    }
+
+    pub async fn reject(&self, id: i64, who: &Principal) -> Result<ApprovalInfo, ControlError> {
+        let row = self.decide(id, who, "rejected").await?;
+        Ok(approval_info(&row))
+    }
+
+    /// Checks common to approving and rejecting: the request is pending and not expired, `who`
+    /// is an owner of its app, and not the one who asked.
+    async fn decide(
+        &self,
+        id: i64,
+        who: &Principal,
+        status: &'static str,
+    ) -> Result<aq::ApprovalRow, ControlError> {
+        let row = self
+            .store()
+            .call(move |c| {
+                aq::expire_approvals(c)?;
+                aq::get_approval(c, id)
+            })
+            .await?;
+        let app: AppName = row
+            .app
+            .parse()
+            .map_err(|e| ControlError::internal(format!("approval {id}: {e}")))?;
+        let app_row = self.app_row(&app).await?;
+        access::check(
+            who,
+            app_row.id,
+            &app,
+            &format!("deciding approval request {id}"),
+            Role::Owner,
+        )?;
+        if row.status != "pending" {
+            return Err(ControlError::Conflict(format!(
+                "approval request {id} is {}, not pending",
+                row.status
+            )));
+        }
+        if row.requested_by == who.name {
+            return Err(ControlError::Forbidden(format!(
+                "forbidden: {} asked for request {id} and cannot {} it; another owner of '{app}' must",
+                who.name,
+                if status == "approved" {
+                    "approve"
+                } else {
+                    "reject"
+                }
+            )));
+        }
+        let by = who.name.clone();
+        let action = if status == "approved" {
+            "approval.approve"
+        } else {
+            "approval.reject"
+        };
+        let entry = AuditEntry::new(&who.name, action)
+            .app(&app)
+            .change(Some(row.requested_by.clone()), Some(row.summary.clone()));
+        self.store()
+            .mutate(entry, move |c, _| aq::decide_approval(c, id, status, &by))
+            .await?;
+        self.store().call(move |c| aq::get_approval(c, id)).await
+    }
+}
+
+/// `3600` -> `1h`, `90` -> `90s`.
+pub fn human_duration(secs: i64) -> String {
+    match secs {
+        s if s % 86_400 == 0 => format!("{}d", s / 86_400),
+        s if s % 3600 == 0 => format!("{}h", s / 3600),
+        s if s % 60 == 0 => format!("{}m", s / 60),
+        s => format!("{s}s"),
+    }
+}
+
+/// `30d`, `12h`, `90m`, `45s` (for token expiry and approval waits).
+pub fn parse_expiry(text: &str) -> Result<i64, ControlError> {
+    let bad = || {
+        ControlError::Invalid(format!(
+            "invalid duration '{text}': write it like 30d, 12h, 90m or 45s"
+        ))
+    };
+    let split = text.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?;
+    let (n, unit) = text.split_at(split);
+    let n: i64 = n.parse().map_err(|_| bad())?;
+    let secs = match unit {
+        "d" => n * 86_400,
+        "h" => n * 3600,
+        "m" => n * 60,
+        "s" => n,
+        _ => return Err(bad()),
+    };
+    if secs <= 0 {
+        return Err(bad());
+    }
+    Ok(secs)
+}

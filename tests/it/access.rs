@@ -1,0 +1,824 @@
+//! Access control: who may do what where, tokens, approvals, protected internal URLs, and the
+//! tamper-evident audit log.
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use turnout_model::{Action, Role, Tier};
+
+use crate::support::{Daemon, Repo, eventually, get};
+
+/// A raw API client with one user's token.
+struct As {
+    api: String,
+    token: Option<String>,
+}
+
+impl As {
+    async fn call(&self, method: &str, path: &str, body: Option<Value>) -> (u16, String) {
+        let client = reqwest::Client::new();
+        let url = format!("{}{path}", self.api);
+        let mut req = client.request(method.parse().unwrap(), &url);
+        if let Some(t) = &self.token {
+            req = req.bearer_auth(t);
+        }
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req.send().await.unwrap();
+        let status = resp.status().as_u16();
+        (status, resp.text().await.unwrap())
+    }
+}
+
+/// Users `none` (no role), `viewer` … `owner` (roles on app `shop`), and their tokens.
+fn users(d: &Daemon) -> Vec<(Option<Role>, String, String)> {
+    let mut out = Vec::new();
+    for (name, role) in [
+        ("none", None),
+        ("viewer", Some(Role::Viewer)),
+        ("developer", Some(Role::Developer)),
+        ("maintainer", Some(Role::Maintainer)),
+        ("owner", Some(Role::Owner)),
+    ] {
+        d.ok(&["user", "add", name]);
+        if let Some(role) = role {
+            d.ok(&["access", "grant", name, "shop", role.as_str()]);
+        }
+        let token = d.json(&["token", "create", "--user", name])["token"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        out.push((role, name.to_owned(), token));
+    }
+    out
+}
+
+fn short(tier: Tier) -> &'static str {
+    match tier {
+        Tier::Development => "dev",
+        Tier::Test => "test",
+        Tier::Qa => "qa",
+        Tier::Staging => "stg",
+        Tier::Release => "rel",
+        Tier::Production => "prod",
+        Tier::ProductionCopy => "copy",
+    }
+}
+
+fn allowed(role: Option<Role>, needed: Role) -> bool {
+    role.is_some_and(|r| r >= needed)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_mutating_endpoint_by_every_role_on_every_tier() {
+    let repo = Repo::new("shop");
+    let d = Daemon::start();
+    let admin = As {
+        api: d.api.clone(),
+        token: Some(d.admin_token()),
+    };
+    d.ok(&[
+        "app",
+        "create",
+        "shop",
+        "--repo",
+        repo.path().to_str().unwrap(),
+    ]);
+    for tier in Tier::ALL {
+        for side in ["a", "b"] {
+            let env = format!("shop/{}-{side}", short(tier));
+            d.ok(&[
+                "env",
+                "create",
+                &env,
+                "--branch",
+                "main",
+                "--tier",
+                tier.as_str(),
+            ]);
+            d.ok(&["deploy", &env]);
+        }
+    }
+    let people = users(&d);
+    let mut checked: BTreeSet<(&str, &str)> = BTreeSet::new();
+    let mut cases = 0;
+    let mut expect = |what: String, status: (u16, String), ok: bool| {
+        cases += 1;
+        if ok {
+            assert!(
+                (200..300).contains(&status.0),
+                "{what} should be allowed: {status:?}"
+            );
+        } else {
+            assert_eq!(status.0, 403, "{what} should be forbidden: {status:?}");
+            assert!(status.1.contains("forbidden"), "{what}: {}", status.1);
+        }
+    };
+
+    for (role, name, token) in &people {
+        let who = As {
+            api: d.api.clone(),
+            token: Some(token.clone()),
+        };
+        let rname = role.map_or("none", Role::as_str);
+        for tier in Tier::ALL {
+            let (t, a, b) = (
+                short(tier),
+                format!("{}-a", short(tier)),
+                format!("{}-b", short(tier)),
+            );
+            let tag = format!("{rname}-{t}");
+            let case = |action: &str| format!("{action} by {name} on {tier}");
+
+            let ok = allowed(*role, Action::Config.default_role(tier));
+            let r = who
+                .call(
+                    "POST",
+                    "/api/v1/apps/shop/envs",
+                    Some(json!({"name": format!("c-{tag}"), "branch": "main", "tier": tier})),
+                )
+                .await;
+            expect(case("env create"), r, ok);
+            checked.insert(("POST", "/api/v1/apps/{app}/envs"));
+            admin
+                .call(
+                    "POST",
+                    "/api/v1/apps/shop/envs",
+                    Some(json!({"name": format!("x-{tag}"), "branch": "main", "tier": tier})),
+                )
+                .await;
+            let r = who
+                .call("DELETE", &format!("/api/v1/apps/shop/envs/x-{tag}"), None)
+                .await;
+            expect(case("env delete"), r, ok);
+            checked.insert(("DELETE", "/api/v1/apps/{app}/envs/{env}"));
+
+            let ok = allowed(*role, Action::Deploy.default_role(tier));
+            let r = who
+                .call(
+                    "POST",
+                    &format!("/api/v1/apps/shop/envs/{a}/deploy"),
+                    Some(json!({})),
+                )
+                .await;
+            if ok {
+                assert!(
+                    r.1.contains("\"type\":\"live\""),
+                    "deploy by {name} on {tier}: {}",
+                    r.1
+                );
+            }
+            expect(case("deploy"), r, ok);
+            checked.insert(("POST", "/api/v1/apps/{app}/envs/{env}/deploy"));
+
+            let ok = allowed(*role, Action::Domain.default_role(tier));
+            let r = who
+                .call(
+                    "POST",
+                    "/api/v1/domains",
+                    Some(json!({"domain": format!("a-{tag}.test"), "app": "shop", "env": a})),
+                )
+                .await;
+            expect(case("domain add"), r, ok);
+            checked.insert(("POST", "/api/v1/domains"));
+            for (prefix, method, path, body, checked_path) in [
+                (
+                    "s",
+                    "POST",
+                    "switch",
+                    Some(json!({"app": "shop", "env": b})),
+                    "/api/v1/domains/{domain}/switch",
+                ),
+                (
+                    "r",
+                    "POST",
+                    "rollback",
+                    None,
+                    "/api/v1/domains/{domain}/rollback",
+                ),
+                (
+                    "m",
+                    "POST",
+                    "maintenance",
+                    Some(json!({"on": true})),
+                    "/api/v1/domains/{domain}/maintenance",
+                ),
+                ("rm", "DELETE", "", None, "/api/v1/domains/{domain}"),
+            ] {
+                let domain = format!("{prefix}-{tag}.test");
+                admin
+                    .call(
+                        "POST",
+                        "/api/v1/domains",
+                        Some(json!({"domain": domain, "app": "shop", "env": a})),
+                    )
+                    .await;
+                if prefix == "r" {
+                    let s = admin
+                        .call(
+                            "POST",
+                            &format!("/api/v1/domains/{domain}/switch"),
+                            Some(json!({"app": "shop", "env": b})),
+                        )
+                        .await;
+                    assert_eq!(s.0, 200, "{s:?}");
+                }
+                let url = if path.is_empty() {
+                    format!("/api/v1/domains/{domain}")
+                } else {
+                    format!("/api/v1/domains/{domain}/{path}")
+                };
+                let r = who.call(method, &url, body).await;
+                expect(
+                    case(&format!(
+                        "domain {}",
+                        if path.is_empty() { "remove" } else { path }
+                    )),
+                    r,
+                    ok,
+                );
+                checked.insert((method, checked_path));
+            }
+        }
+
+        // App-wide: only the app's owners.
+        let owner = *role == Some(Role::Owner);
+        let r = who
+            .call(
+                "POST",
+                "/api/v1/grants",
+                Some(json!({"user": "viewer", "app": "shop", "role": "viewer"})),
+            )
+            .await;
+        expect(format!("grant by {name}"), r, owner);
+        checked.insert(("POST", "/api/v1/grants"));
+        let r = who
+            .call(
+                "POST",
+                "/api/v1/apps/shop/policy",
+                Some(json!({"action": "deploy", "tier": "qa", "role": "maintainer"})),
+            )
+            .await;
+        expect(format!("policy by {name}"), r, owner);
+        checked.insert(("POST", "/api/v1/apps/{app}/policy"));
+        let r = who
+            .call(
+                "POST",
+                "/api/v1/apps/shop/approval-rules",
+                Some(json!({"action": "restore", "tier": "qa", "expires": null})),
+            )
+            .await;
+        expect(format!("approval rule by {name}"), r, owner);
+        checked.insert(("POST", "/api/v1/apps/{app}/approval-rules"));
+        let r = who
+            .call(
+                "POST",
+                "/api/v1/apps/shop/protection",
+                Some(json!({"tier": "qa", "on": false})),
+            )
+            .await;
+        expect(format!("protection by {name}"), r, owner);
+        checked.insert(("POST", "/api/v1/apps/{app}/protection"));
+        let throwaway = format!("del-{rname}");
+        d.ok(&[
+            "app",
+            "create",
+            &throwaway,
+            "--repo",
+            repo.path().to_str().unwrap(),
+        ]);
+        if let Some(role) = role {
+            d.ok(&["access", "grant", name, &throwaway, role.as_str()]);
+        }
+        let r = who
+            .call("DELETE", &format!("/api/v1/apps/{throwaway}"), None)
+            .await;
+        expect(format!("app delete by {name}"), r, owner);
+        checked.insert(("DELETE", "/api/v1/apps/{app}"));
+
+        // Administration: only an owner of every app (the first user).
+        let r = who
+            .call(
+                "POST",
+                "/api/v1/apps",
+                Some(json!({"name": format!("new-{rname}"), "repo": repo.path()})),
+            )
+            .await;
+        expect(format!("app create by {name}"), r, false);
+        checked.insert(("POST", "/api/v1/apps"));
+        let r = who
+            .call(
+                "POST",
+                "/api/v1/users",
+                Some(json!({"name": format!("u-{rname}")})),
+            )
+            .await;
+        expect(format!("user add by {name}"), r, false);
+        checked.insert(("POST", "/api/v1/users"));
+        // Tokens: your own, yes; someone else's, no.
+        let r = who
+            .call("POST", "/api/v1/tokens", Some(json!({"user": "admin"})))
+            .await;
+        expect(format!("token for admin by {name}"), r, false);
+        let mine = who
+            .call("POST", "/api/v1/tokens", Some(json!({"user": name})))
+            .await;
+        let mine_id = serde_json::from_str::<Value>(&mine.1).unwrap()["id"]
+            .as_i64()
+            .unwrap();
+        expect(format!("own token by {name}"), mine, true);
+        checked.insert(("POST", "/api/v1/tokens"));
+        let r = who.call("DELETE", "/api/v1/tokens/1", None).await;
+        expect(format!("revoke admin's token by {name}"), r, false);
+        let r = who
+            .call("DELETE", &format!("/api/v1/tokens/{mine_id}"), None)
+            .await;
+        expect(format!("revoke own token by {name}"), r, true);
+        checked.insert(("DELETE", "/api/v1/tokens/{id}"));
+    }
+    // Admin succeeds where the per-app roles could not.
+    assert_eq!(
+        admin
+            .call("POST", "/api/v1/users", Some(json!({"name": "carol"})))
+            .await
+            .0,
+        201
+    );
+
+    // Approvals: the admin asks, each role tries to decide.
+    d.ok(&[
+        "access",
+        "require-approval",
+        "shop",
+        "deploy",
+        "production",
+        "--expires",
+        "1h",
+    ]);
+    for (role, name, token) in &people {
+        let who = As {
+            api: d.api.clone(),
+            token: Some(token.clone()),
+        };
+        for (verb, path) in [
+            ("approve", "/api/v1/approvals/{id}/approve"),
+            ("reject", "/api/v1/approvals/{id}/reject"),
+        ] {
+            let (status, body) = admin
+                .call(
+                    "POST",
+                    "/api/v1/apps/shop/envs/prod-a/deploy",
+                    Some(json!({})),
+                )
+                .await;
+            assert_eq!(status, 202, "{body}");
+            let id = serde_json::from_str::<Value>(&body).unwrap()["approval"]
+                .as_i64()
+                .unwrap();
+            let r = who
+                .call("POST", &path.replace("{id}", &id.to_string()), None)
+                .await;
+            expect(format!("{verb} by {name}"), r, *role == Some(Role::Owner));
+            checked.insert(("POST", path));
+        }
+    }
+
+    let mutating: BTreeSet<(&str, &str)> = turnout_control::api::endpoints()
+        .into_iter()
+        .filter(|(method, _)| *method != "GET")
+        .collect();
+    assert_eq!(
+        checked, mutating,
+        "every mutating endpoint needs an entry in this test's table"
+    );
+    println!(
+        "access matrix: {cases} cases over {} mutating endpoints, 5 users, 7 tiers",
+        mutating.len()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn missing_unknown_expired_and_revoked_tokens_get_401() {
+    let d = Daemon::start();
+    let anonymous = As {
+        api: d.api.clone(),
+        token: None,
+    };
+    for (method, path) in turnout_control::api::endpoints() {
+        let path = path
+            .replace("{app}", "shop")
+            .replace("{env}", "dev")
+            .replace("{domain}", "x.test")
+            .replace("{id}", "1");
+        let (status, body) = anonymous.call(method, &path, None).await;
+        assert_eq!(status, 401, "{method} {path}: {body}");
+        assert!(body.contains("no API token"), "{body}");
+    }
+    let (status, _) = anonymous.call("GET", "/api/v1/health", None).await;
+    assert_eq!(status, 200, "liveness needs no token");
+
+    let bogus = As {
+        api: d.api.clone(),
+        token: Some("tnt_0000".into()),
+    };
+    let (status, body) = bogus.call("GET", "/api/v1/apps", None).await;
+    assert_eq!((status, body.contains("not known")), (401, true), "{body}");
+
+    d.ok(&["user", "add", "bob"]);
+    let short = d.json(&["token", "create", "--user", "bob", "--expires", "1s"]);
+    let bob = As {
+        api: d.api.clone(),
+        token: Some(short["token"].as_str().unwrap().into()),
+    };
+    let body = eventually("the token to expire", Duration::from_secs(10), || {
+        let bob = &bob;
+        async move {
+            let (status, body) = bob.call("GET", "/api/v1/apps", None).await;
+            (status == 401).then_some(body)
+        }
+    })
+    .await;
+    assert!(body.contains("expired"), "{body}");
+
+    let long = d.json(&["token", "create", "--user", "bob"]);
+    let bob = As {
+        api: d.api.clone(),
+        token: Some(long["token"].as_str().unwrap().into()),
+    };
+    assert_eq!(bob.call("GET", "/api/v1/apps", None).await.0, 200);
+    d.ok(&["token", "revoke", &long["id"].to_string()]);
+    let (status, body) = bob.call("GET", "/api/v1/apps", None).await;
+    assert_eq!((status, body.contains("revoked")), (401, true), "{body}");
+
+    // Tokens are stored hashed: the store holds no token.
+    let list = d.ok(&["token", "list"]);
+    assert!(!list.contains(long["token"].as_str().unwrap()), "{list}");
+    let db = std::fs::read(d.home.path().join("turnout.db")).unwrap();
+    let wal = std::fs::read(d.home.path().join("turnout.db-wal")).unwrap_or_default();
+    for token in [long["token"].as_str().unwrap(), d.admin_token().as_str()] {
+        for bytes in [&db, &wal] {
+            assert!(
+                !String::from_utf8_lossy(bytes).contains(token),
+                "the store holds a token"
+            );
+        }
+    }
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(d.home.path().join("admin.token"))
+            .unwrap()
+            .permissions(),
+    );
+    assert_eq!(mode & 0o777, 0o600, "admin.token must be private");
+    let log = std::fs::read_to_string(d.cwd.path().join("serve.log")).unwrap();
+    assert!(!log.contains(long["token"].as_str().unwrap()) && !log.contains(&d.admin_token()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_production_deploy_waits_for_a_second_owner() {
+    let repo = Repo::new("v1");
+    let d = Daemon::start();
+    d.create("shop", repo.path(), &[("prod", "main", "production")]);
+    d.ok(&["deploy", "shop/prod"]);
+    d.ok(&["user", "add", "bob"]);
+    d.ok(&["access", "grant", "bob", "shop", "owner"]);
+    let bob = d.json(&["token", "create", "--user", "bob"])["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let as_bob = |args: &[&str]| {
+        std::process::Command::new(crate::support::BIN)
+            .args(["--api", &d.api])
+            .args(args)
+            .env("TURNOUT_TOKEN", &bob)
+            .output()
+            .unwrap()
+    };
+    d.ok(&[
+        "access",
+        "require-approval",
+        "shop",
+        "deploy",
+        "production",
+        "--expires",
+        "1h",
+    ]);
+    repo.write("content.txt", "v2");
+    repo.commit("v2");
+
+    let out = as_bob(&["deploy", "shop/prod"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    assert!(
+        err.contains("needs a second owner's approval") && err.contains("turnout approve 1"),
+        "{err}"
+    );
+    let (_, body) = d.get("prod.shop.localhost", "/").await;
+    assert!(body.starts_with("v1 "), "nothing deployed yet: {body}");
+
+    let out = as_bob(&["approve", "1"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("bob asked for request 1 and cannot approve it"),
+        "{err}"
+    );
+
+    let pending = d.json(&["approvals", "list"]);
+    assert_eq!(pending[0]["summary"], "deploy branch main to shop/prod");
+    assert_eq!(pending[0]["requested_by"], "bob");
+    let out = d.ok(&["approve", "1"]);
+    assert!(
+        out.contains("approved request 1") && out.contains("is live"),
+        "{out}"
+    );
+    let (_, body) = d.get("prod.shop.localhost", "/").await;
+    assert!(body.starts_with("v2 "), "approved deploy is live: {body}");
+    let done = d.json(&["approvals", "list", "--all"]);
+    assert_eq!(
+        (done[0]["status"].as_str(), done[0]["decided_by"].as_str()),
+        (Some("approved"), Some("admin"))
+    );
+    let err = d.fails(&["approve", "1"]);
+    assert!(err.contains("approved, not pending"), "{err}");
+
+    // Rejected, and expired, requests never run.
+    repo.write("content.txt", "v3");
+    repo.commit("v3");
+    assert_eq!(as_bob(&["deploy", "shop/prod"]).status.code(), Some(3));
+    d.ok(&["reject", "2"]);
+    d.ok(&[
+        "access",
+        "require-approval",
+        "shop",
+        "deploy",
+        "production",
+        "--expires",
+        "1s",
+    ]);
+    assert_eq!(as_bob(&["deploy", "shop/prod"]).status.code(), Some(3));
+    eventually("the request to expire", Duration::from_secs(10), || {
+        let list = d.json(&["approvals", "list", "--all"]);
+        async move { (list[0]["id"] == 3 && list[0]["status"] == "expired").then_some(()) }
+    })
+    .await;
+    let err = d.fails(&["approve", "3"]);
+    assert!(err.contains("expired, not pending"), "{err}");
+    let (_, body) = d.get("prod.shop.localhost", "/").await;
+    assert!(body.starts_with("v2 "), "{body}");
+
+    // Without the rule, an owner deploys directly again.
+    d.ok(&[
+        "access",
+        "require-approval",
+        "shop",
+        "deploy",
+        "production",
+        "--off",
+    ]);
+    assert!(as_bob(&["deploy", "shop/prod"]).status.success());
+
+    let audit = d.json(&["audit", "--app", "shop"]);
+    let actions: Vec<&str> = audit
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["action"].as_str().unwrap())
+        .collect();
+    for wanted in [
+        "approval.request",
+        "approval.approve",
+        "approval.reject",
+        "deploy",
+    ] {
+        assert!(
+            actions.contains(&wanted),
+            "audit lacks {wanted}: {actions:?}"
+        );
+    }
+    let approved_deploy = audit
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["action"] == "deploy" && e["actor"] == "bob (approved by admin)")
+        .unwrap_or_else(|| panic!("{audit}"));
+    assert_eq!(approved_deploy["result"], "ok");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_audit_log_records_every_change_and_detects_tampering() {
+    let repo = Repo::new("audited");
+    let d = Daemon::start();
+    d.create(
+        "shop",
+        repo.path(),
+        &[("blue", "main", "staging"), ("green", "main", "staging")],
+    );
+    d.ok(&["deploy", "shop/blue"]);
+    d.ok(&["deploy", "shop/green"]);
+    d.ok(&["domain", "add", "shop.test", "shop/blue"]);
+    d.ok(&["domain", "switch", "shop.test", "shop/green"]);
+    d.ok(&["user", "add", "dev1"]);
+    d.ok(&["access", "grant", "dev1", "shop", "developer"]);
+    let dev = d.json(&["token", "create", "--user", "dev1"])["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let denied = std::process::Command::new(crate::support::BIN)
+        .args(["--api", &d.api, "deploy", "shop/blue"])
+        .env("TURNOUT_TOKEN", &dev)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&denied.stderr);
+    assert!(
+        err.contains("needs the maintainer role on app 'shop'; dev1 has developer"),
+        "{err}"
+    );
+
+    let entries = d.json(&["audit", "--app", "shop"]);
+    let find = |action: &str| {
+        entries
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["action"] == action)
+            .unwrap_or_else(|| panic!("no {action} in {entries}"))
+            .clone()
+    };
+    let switch = find("domain.switch");
+    assert_eq!(
+        (
+            switch["actor"].as_str(),
+            switch["from"].as_str(),
+            switch["to"].as_str()
+        ),
+        (Some("admin"), Some("shop/blue"), Some("shop/green"))
+    );
+    assert_eq!(
+        (switch["domain"].as_str(), switch["result"].as_str()),
+        (Some("shop.test"), Some("ok"))
+    );
+    let deploy = entries
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["action"] == "deploy" && e["result"] == "ok")
+        .unwrap();
+    assert_eq!(deploy["env"], "green");
+    assert_eq!(deploy["to"].as_str().unwrap().len(), 40, "{deploy}");
+    let refused = entries
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["actor"] == "dev1")
+        .unwrap();
+    assert!(
+        refused["result"]
+            .as_str()
+            .unwrap()
+            .starts_with("denied: forbidden"),
+        "{refused}"
+    );
+    assert_eq!(
+        (refused["action"].as_str(), refused["env"].as_str()),
+        (Some("deploy"), Some("blue"))
+    );
+    for action in [
+        "app.create",
+        "env.create",
+        "deploy.begin",
+        "domain.add",
+        "access.grant",
+    ] {
+        find(action);
+    }
+    let filtered = d.json(&["audit", "--app", "shop", "--env", "blue", "--since", "1h"]);
+    assert!(
+        filtered
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|e| e["env"] == "blue")
+            && !filtered.as_array().unwrap().is_empty()
+    );
+
+    let out = d.ok(&["audit", "verify"]);
+    assert!(out.contains("intact"), "{out}");
+
+    // The store refuses to rewrite history...
+    let db = rusqlite::Connection::open(d.home.path().join("turnout.db")).unwrap();
+    let err = db
+        .execute(
+            "UPDATE audit SET actor = 'mallory' WHERE action = 'domain.switch'",
+            [],
+        )
+        .unwrap_err();
+    assert!(err.to_string().contains("append-only"), "{err}");
+    // ...and someone who gets around that is caught by the chain.
+    db.execute_batch("DROP TRIGGER audit_no_update; UPDATE audit SET actor = 'mallory' WHERE action = 'domain.switch';").unwrap();
+    let id = switch["id"].as_i64().unwrap();
+    let out = d.cli(&["audit", "verify"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "verify must fail");
+    assert!(
+        err.contains(&format!("broken at entry {id}")) && err.contains("altered"),
+        "{err}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn protected_internal_urls_need_a_login() {
+    let repo = Repo::new("private");
+    let d = Daemon::start();
+    d.create(
+        "shop",
+        repo.path(),
+        &[
+            ("staging", "main", "staging"),
+            ("dev", "main", "development"),
+        ],
+    );
+    d.ok(&["deploy", "shop/staging"]);
+    d.ok(&["deploy", "shop/dev"]);
+    d.ok(&["access", "protect", "shop", "on", "--tier", "staging"]);
+    d.ok(&["user", "add", "reviewer"]);
+    d.ok(&["access", "grant", "reviewer", "shop", "viewer"]);
+    let token = d.json(&["token", "create", "--user", "reviewer"])["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    let (status, body) = get(d.http, "staging.shop.localhost", "/").await;
+    assert_eq!(status, 401, "{body}");
+    assert!(
+        !body.contains("private"),
+        "no app content for anonymous visitors: {body}"
+    );
+    let (status, body) = get(d.http, "dev.shop.localhost", "/").await;
+    assert_eq!(
+        (status, body.starts_with("private")),
+        (200, true),
+        "other tiers stay open"
+    );
+
+    let client = reqwest::Client::new();
+    let url = format!("http://{}/", d.http);
+    let basic = client
+        .get(&url)
+        .header("host", "staging.shop.localhost")
+        .basic_auth("reviewer", Some(&token))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(basic.status(), 200);
+    assert!(
+        basic
+            .text()
+            .await
+            .unwrap()
+            .starts_with("private env=staging")
+    );
+    let cookie = client
+        .get(&url)
+        .header("host", "staging.shop.localhost")
+        .header("cookie", format!("turnout_token={token}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(cookie.status(), 200);
+
+    // A user without a role on the app, or a revoked token, does not get in.
+    d.ok(&["user", "add", "stranger"]);
+    let stranger = d.json(&["token", "create", "--user", "stranger"])["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let denied = client
+        .get(&url)
+        .header("host", "staging.shop.localhost")
+        .basic_auth("x", Some(&stranger))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(denied.status(), 401);
+    let id = d
+        .json(&["token", "list"])
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["user"] == "reviewer")
+        .unwrap()["id"]
+        .to_string();
+    d.ok(&["token", "revoke", &id]);
+    let revoked = client
+        .get(&url)
+        .header("host", "staging.shop.localhost")
+        .basic_auth("x", Some(&token))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(revoked.status(), 401);
+
+    d.ok(&["access", "protect", "shop", "off", "--tier", "staging"]);
+    let (status, _) = get(d.http, "staging.shop.localhost", "/").await;
+    assert_eq!(status, 200);
+}
