@@ -54,6 +54,9 @@ pub enum Command {
     /// Bind host names to environments; switch them with zero downtime and roll them back
     #[command(subcommand)]
     Domain(DomainCommand),
+    /// Per-environment secrets, given to its instances as environment variables
+    #[command(subcommand)]
+    Secret(SecretCommand),
     /// Add and list users
     #[command(subcommand)]
     User(UserCommand),
@@ -281,4 +284,24 @@ pub struct AuditArgs {
 pub enum AuditCommand {
     /// Check the hash chain of the whole log; exit non-zero if any entry was altered
     Verify,
+}
+
+#[derive(Subcommand)]
+pub enum SecretCommand {
+    /// Set a secret (the instances get it at the next deploy)
+    Set {
+        target: EnvRef,
+        key: String,
+        /// The value; read from standard input when left out (keeps it out of shell history)
+        value: Option<String>,
+    },
+    /// List an environment's secrets
+    List {
+        target: EnvRef,
+        /// Show the values too (needs the right to deploy the environment)
+        #[arg(long)]
+        show: bool,
+    },
+    /// Remove a secret
+    Unset { target: EnvRef, key: String },
 }

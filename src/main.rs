@@ -17,14 +17,14 @@ use turnout_control::{ServeConfig, serve};
 use turnout_model::{
     AddDomain, AppInfo, ApprovalInfo, AuditInfo, AuditVerification, CreateApp, CreateEnv,
     CreateToken, CreateUser, DeployRequest, DomainEvent, DomainInfo, EnvInfo, PolicyEntry,
-    ReleaseInfo, ServeInfo, SetApprovalRule, SetGrant, SetMaintenance, SetPolicy, SetProtection,
-    SwitchDomain, SwitchInfo, TokenCreated, TokenInfo, UserInfo,
+    ReleaseInfo, SecretInfo, ServeInfo, SetApprovalRule, SetGrant, SetMaintenance, SetPolicy,
+    SetProtection, SetSecret, SwitchDomain, SwitchInfo, TokenCreated, TokenInfo, UserInfo,
 };
 use turnout_proxy::ProxyConfig;
 
 use crate::cli::{
     AccessCommand, AppCommand, ApprovalsCommand, AuditCommand, Cli, Command, DomainCommand,
-    EnvCommand, OnOff, ReleaseCommand, ServeArgs, TokenCommand, UserCommand,
+    EnvCommand, OnOff, ReleaseCommand, SecretCommand, ServeArgs, TokenCommand, UserCommand,
 };
 use crate::client::Client;
 
@@ -295,6 +295,50 @@ async fn run_client(client: &Client, command: Command, json: bool) -> anyhow::Re
                 .post(&format!("/domains/{domain}/maintenance"), &body)
                 .await?;
             render::maintenance(&info, json);
+        }
+        Command::Secret(SecretCommand::Set { target, key, value }) => {
+            let value = match value {
+                Some(v) => v,
+                None => {
+                    let mut v = String::new();
+                    std::io::Read::read_to_string(&mut std::io::stdin(), &mut v)
+                        .context("cannot read the secret's value from standard input")?;
+                    v.strip_suffix('\n').map(str::to_owned).unwrap_or(v)
+                }
+            };
+            let path = format!("/apps/{}/envs/{}/secrets", target.app, target.env);
+            client
+                .post_empty(
+                    &path,
+                    &SetSecret {
+                        key: key.clone(),
+                        value,
+                    },
+                )
+                .await?;
+            let body = serde_json::json!({ "set": key, "environment": target.to_string() });
+            render::done(
+                &format!("set secret {key} of {target}; instances get it at the next deploy"),
+                &body,
+                json,
+            );
+        }
+        Command::Secret(SecretCommand::List { target, show }) => {
+            let path = format!(
+                "/apps/{}/envs/{}/secrets?values={show}",
+                target.app, target.env
+            );
+            let secrets: Vec<SecretInfo> = client.get(&path).await?;
+            render::secrets(&secrets, json);
+        }
+        Command::Secret(SecretCommand::Unset { target, key }) => {
+            client
+                .delete(&format!(
+                    "/apps/{}/envs/{}/secrets/{key}",
+                    target.app, target.env
+                ))
+                .await?;
+            render::deleted("secret", &key, json);
         }
         Command::User(UserCommand::Add { name }) => {
             let user: UserInfo = client.post("/users", &CreateUser { name }).await?;

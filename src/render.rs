@@ -5,7 +5,8 @@ use comfy_table::{Table, presets::NOTHING};
 use serde::Serialize;
 use turnout_model::{
     AppInfo, ApprovalInfo, AuditInfo, AuditVerification, DeployEvent, DomainEvent, DomainInfo,
-    EnvInfo, EnvRef, PolicyEntry, ReleaseInfo, SwitchInfo, Tier, TokenCreated, TokenInfo, UserInfo,
+    EnvInfo, EnvRef, PolicyEntry, ReleaseInfo, SecretInfo, SwitchInfo, Tier, TokenCreated,
+    TokenInfo, UserInfo,
 };
 
 fn print_json(value: &impl Serialize) {
@@ -278,6 +279,26 @@ pub fn done(text: &str, value: &impl Serialize, json: bool) {
         return print_json(value);
     }
     println!("{text}");
+}
+
+pub fn secrets(secrets: &[SecretInfo], json: bool) {
+    if json {
+        return print_json(&secrets);
+    }
+    if secrets.is_empty() {
+        println!("no secrets: set one with `turnout secret set APP/ENV KEY`");
+        return;
+    }
+    let mut t = table(&["KEY", "VALUE", "UPDATED", "BY"]);
+    for s in secrets {
+        t.add_row(vec![
+            s.key.clone(),
+            s.value.clone().unwrap_or_else(|| "(hidden: --show)".into()),
+            s.updated_at.clone(),
+            s.updated_by.clone(),
+        ]);
+    }
+    println!("{t}");
 }
 
 pub fn users(users: &[UserInfo], json: bool) {

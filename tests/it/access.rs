@@ -154,7 +154,42 @@ async fn every_mutating_endpoint_by_every_role_on_every_tier() {
             expect(case("env delete"), r, ok);
             checked.insert(("DELETE", "/api/v1/apps/{app}/envs/{env}"));
 
+            let r = who
+                .call(
+                    "POST",
+                    &format!("/api/v1/apps/shop/envs/{a}/secrets"),
+                    Some(json!({"key": format!("K_{rname}"), "value": "v"})),
+                )
+                .await;
+            expect(case("secret set"), r, ok);
+            checked.insert(("POST", "/api/v1/apps/{app}/envs/{env}/secrets"));
+            admin
+                .call(
+                    "POST",
+                    &format!("/api/v1/apps/shop/envs/{a}/secrets"),
+                    Some(json!({"key": format!("U_{rname}"), "value": "v"})),
+                )
+                .await;
+            let r = who
+                .call(
+                    "DELETE",
+                    &format!("/api/v1/apps/shop/envs/{a}/secrets/U_{rname}"),
+                    None,
+                )
+                .await;
+            expect(case("secret unset"), r, ok);
+            checked.insert(("DELETE", "/api/v1/apps/{app}/envs/{env}/secrets/{key}"));
+
             let ok = allowed(*role, Action::Deploy.default_role(tier));
+            // Secret values: only for roles that may deploy the environment.
+            let r = who
+                .call(
+                    "GET",
+                    &format!("/api/v1/apps/shop/envs/{a}/secrets?values=true"),
+                    None,
+                )
+                .await;
+            expect(case("secret values"), r, ok);
             let r = who
                 .call(
                     "POST",
@@ -821,4 +856,94 @@ async fn protected_internal_urls_need_a_login() {
     d.ok(&["access", "protect", "shop", "off", "--tier", "staging"]);
     let (status, _) = get(d.http, "staging.shop.localhost", "/").await;
     assert_eq!(status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secrets_reach_the_instance_and_only_deployers_see_them() {
+    let repo = Repo::new("secretive");
+    let d = Daemon::start();
+    d.create(
+        "shop",
+        repo.path(),
+        &[
+            ("dev", "main", "development"),
+            ("prod", "main", "production"),
+        ],
+    );
+    let secret = "s3cr3t-value-9f2c";
+    // From standard input, so it is never an argument.
+    let mut child = std::process::Command::new(crate::support::BIN)
+        .args(["--api", &d.api, "--home"])
+        .arg(d.home.path())
+        .args(["secret", "set", "shop/prod", "API_KEY"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(
+        child.stdin.as_mut().unwrap(),
+        format!("{secret}\n").as_bytes(),
+    )
+    .unwrap();
+    drop(child.stdin.take());
+    assert!(child.wait().unwrap().success());
+    d.ok(&["secret", "set", "shop/dev", "API_KEY", "dev-value"]);
+    let err = d.fails(&["secret", "set", "shop/prod", "PORT", "1"]);
+    assert!(
+        err.contains("PORT and TURNOUT_* are set by Turnout"),
+        "{err}"
+    );
+
+    d.ok(&["deploy", "shop/prod"]);
+    d.ok(&["deploy", "shop/dev"]);
+    let (_, body) = d.get("prod.shop.localhost", "/env/API_KEY").await;
+    assert_eq!(body, format!("{secret}\n"));
+    let (_, body) = d.get("dev.shop.localhost", "/env/API_KEY").await;
+    assert_eq!(body, "dev-value\n", "each environment has its own");
+
+    d.ok(&["user", "add", "dana"]);
+    d.ok(&["access", "grant", "dana", "shop", "maintainer"]);
+    let dana = d.json(&["token", "create", "--user", "dana"])["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let as_dana = |args: &[&str]| {
+        std::process::Command::new(crate::support::BIN)
+            .args(["--api", &d.api])
+            .args(args)
+            .env("TURNOUT_TOKEN", &dana)
+            .output()
+            .unwrap()
+    };
+    let keys = as_dana(&["secret", "list", "shop/prod"]);
+    let text = String::from_utf8_lossy(&keys.stdout);
+    assert!(
+        keys.status.success() && text.contains("API_KEY") && !text.contains(secret),
+        "{text}"
+    );
+    let values = as_dana(&["secret", "list", "shop/prod", "--show"]);
+    let err = String::from_utf8_lossy(&values.stderr);
+    assert!(
+        !values.status.success() && err.contains("needs the owner role"),
+        "{err}"
+    );
+    let dev_values = as_dana(&["--json", "secret", "list", "shop/dev", "--show"]);
+    assert!(String::from_utf8_lossy(&dev_values.stdout).contains("dev-value"));
+    let shown = d.ok(&["secret", "list", "shop/prod", "--show"]);
+    assert!(shown.contains(secret), "{shown}");
+
+    // Never in the audit log, the daemon's log, the environment or a build log.
+    let audit = d.ok(&["--json", "audit", "--app", "shop"]);
+    assert!(audit.contains("secret.set") && audit.contains("API_KEY") && !audit.contains(secret));
+    let env = d.ok(&["--json", "env", "show", "shop/prod"]);
+    assert!(!env.contains(secret));
+    let log = std::fs::read_to_string(d.cwd.path().join("serve.log")).unwrap();
+    assert!(!log.contains(secret));
+    for build_log in crate::support::find_files(d.home.path(), "release-1-build.log") {
+        assert!(!std::fs::read_to_string(build_log).unwrap().contains(secret));
+    }
+    d.ok(&["secret", "unset", "shop/prod", "API_KEY"]);
+    d.ok(&["deploy", "shop/prod"]);
+    let (_, body) = d.get("prod.shop.localhost", "/env/API_KEY").await;
+    assert_eq!(body, "(unset)\n");
 }

@@ -276,7 +276,7 @@ pub struct Repo {
 
 /// The fixture app: `/` answers the text of `content.txt` plus the environment it runs in;
 /// `/healthz` answers 200 unless `health-status.txt` (in the environment's storage directory,
-/// else in the release) says otherwise.
+/// else in the release) says otherwise; `/env/NAME` answers the variable's value.
 const APP_PY: &str = r#"
 import os, sys
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -288,7 +288,9 @@ def read(name, default=""):
 class H(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     def do_GET(self):
-        if self.path == "/healthz":
+        if self.path.startswith("/env/"):
+            status, body = 200, os.environ.get(self.path[5:], "(unset)") + "\n"
+        elif self.path == "/healthz":
             override = os.path.join(os.environ["TURNOUT_STORAGE_DIR"], "health-status.txt")
             if os.path.exists(override):
                 with open(override) as f: status = int(f.read().strip())

@@ -14,7 +14,7 @@ use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use turnout_model::{
     AddDomain, AppName, ApprovalPending, CreateApp, CreateEnv, CreateToken, CreateUser,
     DeployRequest, DomainName, EnvName, EnvRef, ErrorBody, SetApprovalRule, SetGrant,
-    SetMaintenance, SetPolicy, SetProtection, SwitchDomain,
+    SetMaintenance, SetPolicy, SetProtection, SetSecret, SwitchDomain,
 };
 
 use crate::access::Principal;
@@ -69,6 +69,21 @@ fn routes() -> Routes {
         get(releases),
     )
     .add("GET", "/api/v1/apps/{app}/envs/{env}/logs", get(logs))
+    .add(
+        "GET",
+        "/api/v1/apps/{app}/envs/{env}/secrets",
+        get(list_secrets),
+    )
+    .add(
+        "POST",
+        "/api/v1/apps/{app}/envs/{env}/secrets",
+        post(set_secret),
+    )
+    .add(
+        "DELETE",
+        "/api/v1/apps/{app}/envs/{env}/secrets/{key}",
+        delete(unset_secret),
+    )
     .add("GET", "/api/v1/domains", get(list_domains))
     .add("POST", "/api/v1/domains", post(add_domain))
     .add("DELETE", "/api/v1/domains/{domain}", delete(remove_domain))
@@ -646,4 +661,42 @@ async fn metrics(State(p): State<Api>) -> impl IntoResponse {
         )],
         p.metrics().render(),
     )
+}
+
+#[derive(Deserialize)]
+struct SecretsQuery {
+    #[serde(default)]
+    values: bool,
+}
+
+async fn list_secrets(
+    State(p): State<Api>,
+    who: Who,
+    Path((app, env)): Path<(String, String)>,
+    Query(q): Query<SecretsQuery>,
+) -> Result<impl IntoResponse> {
+    Ok(Json(
+        p.list_secrets(env_ref(&app, &env)?, q.values, &who).await?,
+    ))
+}
+
+async fn set_secret(
+    State(p): State<Api>,
+    who: Who,
+    Path((app, env)): Path<(String, String)>,
+    bytes: Bytes,
+) -> Result<impl IntoResponse> {
+    let req: SetSecret = body(&bytes)?;
+    p.set_secret(env_ref(&app, &env)?, req.key, req.value, &who)
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn unset_secret(
+    State(p): State<Api>,
+    who: Who,
+    Path((app, env, key)): Path<(String, String, String)>,
+) -> Result<impl IntoResponse> {
+    p.unset_secret(env_ref(&app, &env)?, key, &who).await?;
+    Ok(StatusCode::NO_CONTENT)
 }

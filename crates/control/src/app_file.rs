@@ -219,20 +219,31 @@ fn parse(text: &str) -> Result<AppFile, AppFileError> {
         .chain(file.tiers.values().flat_map(|l| l.env.keys()))
         .chain(file.environments.values().flat_map(|l| l.env.keys()))
     {
-        let valid = !key.is_empty()
-            && !key.starts_with(|c: char| c.is_ascii_digit())
-            && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
-        if !valid || key.starts_with("TURNOUT_") || key == "PORT" {
+        if let Err(message) = check_env_key(key) {
             return Err(AppFileError::Invalid {
                 file: FILE_NAME,
                 line: line_of(text, key),
-                message: format!(
-                    "env key '{key}' is not allowed: use letters, digits and '_' (PORT and TURNOUT_* are set by Turnout)"
-                ),
+                message,
             });
         }
     }
     Ok(file)
+}
+
+/// An environment variable the app may set (in `[env]` or as a secret): letters, digits and
+/// `_`, not starting with a digit; `PORT` and `TURNOUT_*` are Turnout's.
+pub fn check_env_key(key: &str) -> Result<(), String> {
+    let valid = !key.is_empty()
+        && key.len() <= 128
+        && !key.starts_with(|c: char| c.is_ascii_digit())
+        && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+    if !valid || key.starts_with("TURNOUT_") || key == "PORT" {
+        return Err(format!(
+            "env key '{}' is not allowed: use letters, digits and '_' (PORT and TURNOUT_* are set by Turnout)",
+            key.chars().take(128).collect::<String>()
+        ));
+    }
+    Ok(())
 }
 
 fn line_of(text: &str, needle: &str) -> usize {

@@ -12,6 +12,7 @@ mod git;
 pub mod home;
 mod metrics;
 mod plane;
+mod secrets;
 mod serve;
 mod store;
 

@@ -265,7 +265,7 @@ impl ControlPlane {
         Ok(())
     }
 
-    async fn authorize_env(
+    pub(crate) async fn authorize_env(
         &self,
         who: &Principal,
         env: &EnvRow,
@@ -558,7 +558,7 @@ impl ControlPlane {
         }))
     }
 
-    async fn env_row(&self, r: &EnvRef) -> Result<EnvRow, ControlError> {
+    pub(crate) async fn env_row(&self, r: &EnvRef) -> Result<EnvRow, ControlError> {
         let (a, e) = (r.app.clone(), r.env.clone());
         self.store.call(move |c| q::get_env(c, &a, &e)).await
     }
@@ -910,8 +910,14 @@ impl ControlPlane {
 
         // 4. start, 5. health check
         step(4, "start", config.run.clone());
+        // Secrets go to the instance only: never to the build, whose output may be logged.
+        let mut run_env = base_env;
+        match self.secret_env(env.id).await {
+            Ok(secrets) => run_env.extend(secrets),
+            Err(e) => return Err(fail(e).await),
+        }
         let instance = match self
-            .start_instance(r, release_id, &release_dir, &config, base_env)
+            .start_instance(r, release_id, &release_dir, &config, run_env)
             .await
         {
             Ok(i) => i,
@@ -1547,7 +1553,8 @@ impl ControlPlane {
                 dir.display()
             )));
         }
-        let env_vars = self.instance_env(r, env.tier, &release.commit, &config);
+        let mut env_vars = self.instance_env(r, env.tier, &release.commit, &config);
+        env_vars.extend(self.secret_env(env.id).await?);
         let instance = self
             .start_instance(r, release_id, dir, &config, env_vars)
             .await?;

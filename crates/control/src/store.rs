@@ -18,6 +18,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0001_init.sql"),
     include_str!("../migrations/0002_domains.sql"),
     include_str!("../migrations/0003_access.sql"),
+    include_str!("../migrations/0004_secrets.sql"),
 ];
 
 #[derive(Clone)]
@@ -635,6 +636,58 @@ pub mod q {
             })?
             .collect::<Result<_, _>>()?;
         Ok(rows)
+    }
+
+    // ---- secrets ----
+
+    /// (key, value, updated_at, updated_by) of an environment's secrets, by key.
+    pub fn secrets(
+        c: &Connection,
+        env_id: i64,
+    ) -> Result<Vec<(String, String, i64, String)>, ControlError> {
+        let mut stmt = c.prepare(
+            "SELECT key, value, updated_at, updated_by FROM secrets WHERE env_id = ?1 ORDER BY key",
+        )?;
+        let rows = stmt
+            .query_map([env_id], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+            })?
+            .collect::<Result<_, _>>()?;
+        Ok(rows)
+    }
+
+    /// Set a secret; returns whether it replaced an earlier value.
+    pub fn set_secret(
+        c: &Connection,
+        env_id: i64,
+        key: &str,
+        value: &str,
+        by: &str,
+    ) -> Result<bool, ControlError> {
+        let existed: bool = c.query_row(
+            "SELECT EXISTS(SELECT 1 FROM secrets WHERE env_id = ?1 AND key = ?2)",
+            params![env_id, key],
+            |r| r.get(0),
+        )?;
+        c.execute(
+            "INSERT INTO secrets (env_id, key, value, updated_at, updated_by) VALUES (?1, ?2, ?3, ?4, ?5) \
+             ON CONFLICT (env_id, key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at, updated_by = excluded.updated_by",
+            params![env_id, key, value, now(), by],
+        )?;
+        Ok(existed)
+    }
+
+    pub fn unset_secret(c: &Connection, env_id: i64, key: &str) -> Result<(), ControlError> {
+        let n = c.execute(
+            "DELETE FROM secrets WHERE env_id = ?1 AND key = ?2",
+            params![env_id, key],
+        )?;
+        if n == 0 {
+            return Err(ControlError::NotFound(format!(
+                "no secret '{key}' in this environment"
+            )));
+        }
+        Ok(())
     }
 }
 

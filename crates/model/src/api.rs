@@ -312,6 +312,21 @@ pub struct AuditVerification {
     pub reason: Option<String>,
 }
 
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SetSecret {
+    pub key: String,
+    pub value: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SecretInfo {
+    pub key: String,
+    /// Only for callers allowed to deploy the environment, and only when asked for.
+    pub value: Option<String>,
+    pub updated_at: String,
+    pub updated_by: String,
+}
+
 /// What `turnout serve` writes to `<home>/serve.json` once its listeners are bound.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ServeInfo {
