@@ -228,7 +228,7 @@ impl ControlPlane {
     /// Grant (or with `role: None`, revoke) a user's role on an app. Owners of the app only;
     /// the last owner cannot give up ownership.
     pub async fn set_grant(&self, req: SetGrant, who: &Principal) -> Result<(), ControlError> {
-        let app = self.app_row(&req.app).await?;
+        let app = self.authorize_app(who, &req.app, Action::Access).await?;
         self.authorize(
             who,
             app.id,
@@ -282,16 +282,7 @@ impl ControlPlane {
         app: AppName,
         who: &Principal,
     ) -> Result<Vec<PolicyEntry>, ControlError> {
-        let row = self.app_row(&app).await?;
-        self.authorize(
-            who,
-            row.id,
-            &app,
-            app.as_str(),
-            Action::Read,
-            Some(Tier::Development),
-        )
-        .await?;
+        let row = self.authorize_app(who, &app, Action::Read).await?;
         let app_id = row.id;
         self.store()
             .call(move |c| {
@@ -318,9 +309,7 @@ impl ControlPlane {
         req: SetPolicy,
         who: &Principal,
     ) -> Result<(), ControlError> {
-        let row = self.app_row(&app).await?;
-        self.authorize(who, row.id, &app, app.as_str(), Action::Access, None)
-            .await?;
+        let row = self.authorize_app(who, &app, Action::Access).await?;
         if req.action == Action::Access && req.role != Role::Owner {
             return Err(ControlError::Invalid(
                 "access management stays with owners; it cannot be given to a lower role".into(),
@@ -348,9 +337,7 @@ impl ControlPlane {
         req: SetApprovalRule,
         who: &Principal,
     ) -> Result<(), ControlError> {
-        let row = self.app_row(&app).await?;
-        self.authorize(who, row.id, &app, app.as_str(), Action::Access, None)
-            .await?;
+        let row = self.authorize_app(who, &app, Action::Access).await?;
         if !matches!(
             req.action,
             Action::Deploy | Action::Promote | Action::Domain | Action::Restore
@@ -389,9 +376,7 @@ impl ControlPlane {
         req: SetProtection,
         who: &Principal,
     ) -> Result<(), ControlError> {
-        let row = self.app_row(&app).await?;
-        self.authorize(who, row.id, &app, app.as_str(), Action::Access, None)
-            .await?;
+        let row = self.authorize_app(who, &app, Action::Access).await?;
         let app_id = row.id;
         let what = match req.tier {
             Some(t) => format!("tier {t}"),
@@ -425,16 +410,7 @@ impl ControlPlane {
         who: &Principal,
     ) -> Result<Vec<AuditInfo>, ControlError> {
         if let Some(app) = &app {
-            let row = self.app_row(app).await?;
-            self.authorize(
-                who,
-                row.id,
-                app,
-                app.as_str(),
-                Action::Read,
-                Some(Tier::Development),
-            )
-            .await?;
+            self.authorize_app(who, app, Action::Read).await?;
         } else {
             admin_only(who, "reading the audit log of every app (pass --app)")?;
         }

@@ -66,6 +66,13 @@ struct Binding {
     maintenance: Option<String>,
 }
 
+/// How a domain moves: a switch, or a rollback undoing history entry `undo`.
+#[derive(Clone, Copy)]
+enum Move {
+    Switch,
+    Rollback { undo: i64 },
+}
+
 /// `Retry-After` for a maintenance page, and for a domain whose environment is not running.
 const MAINTENANCE_RETRY: Duration = Duration::from_secs(300);
 const UNAVAILABLE_RETRY: Duration = Duration::from_secs(5);
@@ -265,6 +272,21 @@ impl ControlPlane {
         Ok(())
     }
 
+    /// Refuse unless `who` may do an app-wide `action` (owners, for access management) or, for
+    /// `Read`, has a role on the app; returns the app.
+    pub(crate) async fn authorize_app(
+        &self,
+        who: &Principal,
+        app: &AppName,
+        action: Action,
+    ) -> Result<AppRow, ControlError> {
+        let row = self.app_row(app).await?;
+        let tier = (action == Action::Read).then_some(Tier::Development);
+        self.authorize(who, row.id, app, app.as_str(), action, tier)
+            .await?;
+        Ok(row)
+    }
+
     pub(crate) async fn authorize_env(
         &self,
         who: &Principal,
@@ -341,9 +363,7 @@ impl ControlPlane {
         force: bool,
         who: &Principal,
     ) -> Result<(), ControlError> {
-        let app_row = self.app_row(&name).await?;
-        self.authorize(who, app_row.id, &name, name.as_str(), Action::Access, None)
-            .await?;
+        self.authorize_app(who, &name, Action::Access).await?;
         let app = name.clone();
         let envs = self
             .store
@@ -447,16 +467,7 @@ impl ControlPlane {
         who: &Principal,
     ) -> Result<Vec<EnvInfo>, ControlError> {
         if let Some(app) = &app {
-            let row = self.app_row(app).await?;
-            self.authorize(
-                who,
-                row.id,
-                app,
-                app.as_str(),
-                Action::Read,
-                Some(Tier::Development),
-            )
-            .await?;
+            self.authorize_app(who, app, Action::Read).await?;
         }
         let rows = self
             .store
@@ -1268,33 +1279,8 @@ impl ControlPlane {
                 apply_us: 0.0,
             });
         }
-        let health_check_ms = self.check_target(&name, &domain, &target).await?;
-        let started = Instant::now();
-        let (d, t, actor) = (domain.clone(), to.clone(), who.name.clone());
-        let entry = AuditEntry::new(&who.name, "domain.switch")
-            .app(&domain.app)
-            .env(&to.name)
-            .domain(&name)
-            .change(Some(current.to_string()), Some(target.to_string()));
-        self.store
-            .mutate(entry, move |c, _| q::switch_domain(c, &d, &t, &actor))
-            .await?;
-        self.bind(&DomainRow {
-            env: to.name.clone(),
-            ..domain.clone()
-        });
-        let apply_us = started.elapsed().as_secs_f64() * 1e6;
-        self.metrics.count_switch(name.as_str(), "switch");
-        info!(domain = %name, from = %domain.env, to = %to.name, apply_us, "domain switched");
-        Ok(SwitchInfo {
-            domain: name,
-            app: domain.app,
-            from: domain.env,
-            to: to.name,
-            action: "switch".into(),
-            health_check_ms,
-            apply_us,
-        })
+        self.move_domain(name, domain, target, to, who, Move::Switch)
+            .await
     }
 
     /// Point the domain back at the environment it was on before its latest switch not yet
@@ -1333,17 +1319,41 @@ impl ControlPlane {
             ))
         })?;
         self.authorize_domain(who, &target).await?;
+        self.move_domain(name, domain, target, to, who, Move::Rollback { undo })
+            .await
+    }
+
+    /// The common end of a switch and a rollback: a fresh health check of the target, the new
+    /// binding and its history and audit entries in one transaction, then the new route table.
+    async fn move_domain(
+        &self,
+        name: DomainName,
+        domain: DomainRow,
+        target: EnvRef,
+        to: EnvRow,
+        who: &Principal,
+        how: Move,
+    ) -> Result<SwitchInfo, ControlError> {
         let health_check_ms = self.check_target(&name, &domain, &target).await?;
         let started = Instant::now();
-        let (d, t, actor) = (domain.clone(), to.clone(), who.name.clone());
-        let entry = AuditEntry::new(&who.name, "domain.rollback")
+        let action = match how {
+            Move::Switch => "switch",
+            Move::Rollback { .. } => "rollback",
+        };
+        let from = EnvRef {
+            app: domain.app.clone(),
+            env: domain.env.clone(),
+        };
+        let entry = AuditEntry::new(&who.name, &format!("domain.{action}"))
             .app(&domain.app)
             .env(&to.name)
             .domain(&name)
-            .change(Some(current.to_string()), Some(target.to_string()));
+            .change(Some(from.to_string()), Some(target.to_string()));
+        let (d, t, actor) = (domain.clone(), to.clone(), who.name.clone());
         self.store
-            .mutate(entry, move |c, _| {
-                q::rollback_domain(c, &d, undo, &t, &actor)
+            .mutate(entry, move |c, _| match how {
+                Move::Switch => q::switch_domain(c, &d, &t, &actor),
+                Move::Rollback { undo } => q::rollback_domain(c, &d, undo, &t, &actor),
             })
             .await?;
         self.bind(&DomainRow {
@@ -1351,14 +1361,14 @@ impl ControlPlane {
             ..domain.clone()
         });
         let apply_us = started.elapsed().as_secs_f64() * 1e6;
-        self.metrics.count_switch(name.as_str(), "rollback");
-        info!(domain = %name, from = %domain.env, to = %to.name, apply_us, "domain rolled back");
+        self.metrics.count_switch(name.as_str(), action);
+        info!(domain = %name, from = %domain.env, to = %to.name, action, apply_us, "domain moved");
         Ok(SwitchInfo {
             domain: name,
             app: domain.app,
             from: domain.env,
             to: to.name,
-            action: "rollback".into(),
+            action: action.into(),
             health_check_ms,
             apply_us,
         })
