@@ -6,3 +6,5 @@ mod deploy;
 mod domains;
 mod input;
 mod support;
+mod load;
+mod traffic;
