@@ -53,11 +53,6 @@ pub async fn run(home: PathBuf, args: ServeArgs) -> anyhow::Result<()> {
         eprintln!("error: the demo could not deploy: {e:#}");
         eprintln!("the daemon keeps running; press Ctrl-C to stop it");
     } else {
-        let api_flag = if info.api == "http://127.0.0.1:7070" {
-            String::new()
-        } else {
-            format!(" --api {}", info.api)
-        };
         let port = info.http.rsplit(':').next().unwrap_or("8080");
         println!();
         println!("The Turnout demo is running (Ctrl-C stops it and its instances).");
@@ -65,12 +60,15 @@ pub async fn run(home: PathBuf, args: ServeArgs) -> anyhow::Result<()> {
         println!("  production  http://production.{APP}.localhost:{port}/   (branch main)");
         println!("  staging     http://staging.{APP}.localhost:{port}/      (branch staging)");
         println!();
-        println!("Try, in another terminal:");
+        println!(
+            "Try, in another terminal (TURNOUT_HOME lets the CLI find this daemon and its owner token):"
+        );
+        println!("  export TURNOUT_HOME={}", home.display());
         println!("  curl http://staging.{APP}.localhost:{port}/");
         println!("  curl -H 'Host: production.{APP}.localhost' http://127.0.0.1:{port}/");
-        println!("  turnout{api_flag} env list");
-        println!("  turnout{api_flag} env show {APP}/staging");
-        println!("  turnout{api_flag} logs {APP}/production -f");
+        println!("  turnout env list");
+        println!("  turnout env show {APP}/staging");
+        println!("  turnout logs {APP}/production -f");
         println!("  # change staging and redeploy it with zero downtime:");
         println!("  git -C {} checkout -q staging", repo.display());
         println!(
@@ -78,8 +76,12 @@ pub async fn run(home: PathBuf, args: ServeArgs) -> anyhow::Result<()> {
             repo.display()
         );
         println!("  git -C {} commit -qam 'New greeting'", repo.display());
-        println!("  turnout{api_flag} deploy {APP}/staging");
-        println!("  turnout{api_flag} release list {APP}/staging");
+        println!("  turnout deploy {APP}/staging");
+        println!("  # give the demo a public name and move it between the environments:");
+        println!("  turnout domain add hello.localhost {APP}/production");
+        println!("  turnout domain switch hello.localhost {APP}/staging");
+        println!("  turnout domain rollback hello.localhost");
+        println!("  turnout audit --app {APP}");
     }
     daemon.await.context("the daemon task failed")?
 }

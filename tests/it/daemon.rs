@@ -218,6 +218,26 @@ async fn the_demo_deploys_two_environments_and_runs_twice() {
             "{body}"
         );
         assert!(text.contains("http://staging.hello.localhost:"), "{text}");
+        // The printed instructions work as printed: TURNOUT_HOME alone finds the daemon and
+        // its owner token.
+        assert!(
+            text.contains(&format!("export TURNOUT_HOME={}", home.path().display())),
+            "{text}"
+        );
+        let list = Command::new(BIN)
+            .args(["--json", "env", "list"])
+            .env("TURNOUT_HOME", home.path())
+            .env_remove("TURNOUT_API")
+            .env_remove("TURNOUT_TOKEN")
+            .output()
+            .unwrap();
+        assert!(
+            list.status.success(),
+            "{}",
+            String::from_utf8_lossy(&list.stderr)
+        );
+        let envs: serde_json::Value = serde_json::from_slice(&list.stdout).unwrap();
+        assert_eq!(envs.as_array().unwrap().len(), 2, "{envs}");
         nix::sys::signal::kill(
             nix::unistd::Pid::from_raw(demo.id() as i32),
             nix::sys::signal::Signal::SIGTERM,
