@@ -1,0 +1,626 @@
+#!/usr/bin/env python3
+"""Helpers for bench/run.sh (standard library only).
+
+Subcommands:
+  ports N                           print N free TCP ports on 127.0.0.1
+  field FILE PATH                   print a field of a JSON file ("instance.port"); FILE - is stdin
+  wait URL HOST [TEXT] [SECONDS]    wait until GET URL with Host answers 200 (and contains TEXT)
+  pids ROOT_PID...                  print the pids of these processes and all their descendants
+  cpu PID...                        print the CPU seconds (user + system) these processes used
+  rss PID...                        print the summed VmRSS (KiB) of these processes
+  wrk TARGET URL HOST CONNS DURATION LUA OUT_JSONL TARGET_PIDS BACKEND_PIDS
+                                    run wrk once; append its figures and CPU readings to OUT_JSONL
+                                    (OUT_JSONL "-" = a warm-up, nothing recorded; PIDS comma-separated)
+  domains API FIRST LAST APP/ENV    bind dNNNN.bench.test (FIRST..LAST) to APP/ENV through the API
+  probe PROXY FIRST LAST TEXT       GET a few of dNNNN.bench.test through the proxy; all must contain TEXT
+  switch API PROXY DOMAIN APP ENV_A ENV_B COUNT OUT
+                                    switch DOMAIN back and forth COUNT times; write the raw samples
+  nginx-names DIR LISTEN BACKEND N  write DIR/nginx.conf: nginx with N server blocks (the memory peer)
+  report WORK OUT_JSON OUT_MD       read the raw results in WORK, write the summary JSON and markdown
+  reap WORK                         SIGKILL what is left of processes started from WORK (their
+                                    command line names it), with their process groups
+"""
+
+import http.client
+import json
+import os
+import platform
+import socket
+import statistics
+import sys
+import time
+import urllib.parse
+from datetime import datetime, timezone
+
+HZ = os.sysconf("SC_CLK_TCK")
+
+
+def free_ports(n):
+    socks, ports = [], []
+    for _ in range(n):
+        s = socket.socket()
+        s.bind(("127.0.0.1", 0))
+        socks.append(s)
+        ports.append(s.getsockname()[1])
+    for s in socks:
+        s.close()
+    return ports
+
+
+def field(doc, path):
+    for key in path.split("."):
+        doc = doc[int(key)] if isinstance(doc, list) else doc[key]
+    return doc
+
+
+def split_url(url):
+    u = urllib.parse.urlsplit(url)
+    return u.hostname, u.port
+
+
+def get(conn, host, path="/"):
+    conn.request("GET", path, headers={"Host": host})
+    resp = conn.getresponse()
+    return resp.status, resp.read().decode("utf-8", "replace")
+
+
+def wait(url, host, text="", seconds=30.0):
+    h, p = split_url(url)
+    deadline = time.monotonic() + seconds
+    last = None
+    while time.monotonic() < deadline:
+        try:
+            conn = http.client.HTTPConnection(h, p, timeout=2)
+            status, body = get(conn, host)
+            conn.close()
+            if status == 200 and text in body:
+                return
+            last = f"status {status}, body {body[:80]!r}"
+        except OSError as e:
+            last = str(e)
+        time.sleep(0.05)
+    sys.exit(f"error: {url} (Host: {host}) not ready after {seconds}s: {last}")
+
+
+def children_map():
+    kids = {}
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        kids.setdefault(ppid, []).append(int(name))
+    return kids
+
+
+def tree(roots):
+    kids = children_map()
+    seen, todo = [], list(roots)
+    while todo:
+        pid = todo.pop()
+        if pid in seen:
+            continue
+        seen.append(pid)
+        todo.extend(kids.get(pid, []))
+    return seen
+
+
+def cpu_seconds(pids):
+    total = 0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15)
+    return total / HZ
+
+
+def rss_kib(pids):
+    total = 0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/status") as f:
+                for line in f:
+                    if line.startswith("VmRSS:"):
+                        total += int(line.split()[1])
+        except OSError:
+            continue
+    return total
+
+
+def machine_busy_seconds():
+    """CPU seconds the whole machine spent busy (all but idle and iowait), and stolen."""
+    with open("/proc/stat") as f:
+        v = [int(x) for x in f.readline().split()[1:]]
+    user, nice, system, idle, iowait, irq, softirq, steal = (v + [0] * 8)[:8]
+    return (user + nice + system + irq + softirq + steal) / HZ, steal / HZ
+
+
+def run_wrk(target, url, host, conns, duration, lua, out, target_pids, backend_pids):
+    import resource
+    import subprocess
+    tp = [int(p) for p in target_pids.split(",") if p]
+    bp = [int(p) for p in backend_pids.split(",") if p and int(p) not in tp]
+    cmd = ["wrk", "-t1", f"-c{conns}", f"-d{duration}", "--latency", "-s", lua,
+           "-H", f"Host: {host}", url + "/"]
+    t0, b0 = cpu_seconds(tp), cpu_seconds(bp)
+    m0, s0 = machine_busy_seconds()
+    r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    m1, s1 = machine_busy_seconds()
+    t1, b1 = cpu_seconds(tp), cpu_seconds(bp)
+    if done.returncode != 0:
+        sys.exit(f"error: wrk failed against {target}: {done.stderr.strip()}")
+    if out == "-":
+        return
+    line = next(l for l in done.stdout.splitlines() if l.startswith("WRK_JSON "))
+    run = json.loads(line[len("WRK_JSON "):])
+    seconds = run["duration_us"] / 1e6
+    wrk_cpu = (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)
+    run.update({
+        "target": target,
+        "cpu_s": round(t1 - t0, 3),
+        "backend_cpu_s": round(b1 - b0, 3) if bp else None,
+        "wrk_cpu_s": round(wrk_cpu, 3),
+        "machine_busy_cores": round((m1 - m0) / seconds, 3),
+        "steal_cores": round((s1 - s0) / seconds, 3),
+        # What the rest of the machine (other jobs on this host) used meanwhile.
+        "others_cores": round(max(0.0, (m1 - m0) - (t1 - t0) - (b1 - b0) - wrk_cpu) / seconds, 3),
+    })
+    with open(out, "a") as f:
+        f.write(json.dumps(run) + "\n")
+    with open(out.rsplit(".", 1)[0] + f"-{target}.txt", "a") as f:
+        f.write(done.stdout)
+    p99 = next((l.split()[1] for l in done.stdout.splitlines() if l.strip().startswith("99%")), "?")
+    print(f"  {target:8} {run['rps']:>9,.0f} req/s  p99 {p99:>8}  proxy CPU {run['cpu_s'] / seconds:.2f}"
+          f"  others {run['others_cores']:.2f} cores", file=sys.stderr)
+
+
+def reap(work):
+    """Last resort at exit: kill processes whose command line names the work directory (an
+    instance the daemon could not stop, with its process group), never the caller's group."""
+    import signal
+    me, own_group = os.getpid(), os.getpgid(0)
+    marker = work.rstrip("/") + "/"
+    for name in os.listdir("/proc"):
+        if not name.isdigit() or int(name) in (me, os.getppid()):
+            continue
+        try:
+            with open(f"/proc/{name}/cmdline", "rb") as f:
+                cmdline = f.read().replace(b"\0", b" ").decode("utf-8", "replace")
+            if marker not in cmdline:
+                continue
+            pid = int(name)
+            group = os.getpgid(pid)
+            print(f"killing leftover {pid}: {cmdline[:100]}", file=sys.stderr)
+            if group != own_group:
+                os.killpg(group, signal.SIGKILL)
+            else:
+                os.kill(pid, signal.SIGKILL)
+        except (OSError, ProcessLookupError):
+            continue
+
+
+def api_call(conn, method, path, body=None):
+    data = None if body is None else json.dumps(body)
+    headers = {"Content-Type": "application/json"} if body is not None else {}
+    if os.environ.get("TURNOUT_TOKEN"):
+        headers["Authorization"] = "Bearer " + os.environ["TURNOUT_TOKEN"].strip()
+    conn.request(method, path, body=data, headers=headers)
+    resp = conn.getresponse()
+    raw = resp.read()
+    try:
+        doc = json.loads(raw) if raw else None
+    except ValueError:
+        doc = raw.decode("utf-8", "replace")
+    return resp.status, doc
+
+
+def domain_name(i):
+    return f"d{i:04d}.bench.test"
+
+
+def add_domains(api, first, last, target):
+    app, env = target.split("/")
+    h, p = split_url(api)
+    conn = http.client.HTTPConnection(h, p, timeout=30)
+    started = time.perf_counter()
+    for i in range(first, last + 1):
+        status, doc = api_call(conn, "POST", "/api/v1/domains",
+                               {"domain": domain_name(i), "app": app, "env": env})
+        if status >= 300:
+            sys.exit(f"error: adding {domain_name(i)} answered {status}: {doc}")
+    elapsed = time.perf_counter() - started
+    print(f"{last - first + 1} domains added in {elapsed:.1f}s", file=sys.stderr)
+
+
+def probe(proxy, first, last, text):
+    h, p = split_url(proxy)
+    conn = http.client.HTTPConnection(h, p, timeout=5)
+    picks = sorted({first, last, (first + last) // 2, first + (last - first) // 3})
+    for i in picks:
+        status, body = get(conn, domain_name(i))
+        if status != 200 or text not in body:
+            sys.exit(f"error: {domain_name(i)} answered {status} {body[:80]!r}, wanted {text!r}")
+
+
+def switch(api, proxy, domain, app, env_a, env_b, count, out):
+    ah, ap = split_url(api)
+    ph, pp = split_url(proxy)
+    api_conn = http.client.HTTPConnection(ah, ap, timeout=30)
+    proxy_conn = http.client.HTTPConnection(ph, pp, timeout=5)
+    path = f"/api/v1/domains/{urllib.parse.quote(domain)}/switch"
+    samples = []
+    for i in range(count + 1):  # the first switch is a warm-up, not counted
+        env = env_b if i % 2 == 0 else env_a
+        started = time.perf_counter()
+        status, doc = api_call(api_conn, "POST", path, {"app": app, "env": env})
+        wall_us = (time.perf_counter() - started) * 1e6
+        if status >= 300:
+            sys.exit(f"error: switch to {env} answered {status}: {doc}")
+        # The very next request must already reach the new environment.
+        got_status, body = get(proxy_conn, domain)
+        ok = got_status == 200 and f"hello from {env}" in body
+        if i == 0:
+            continue
+        health_ms = float(doc.get("health_check_ms", 0) or 0)
+        health_us = doc.get("health_check_us")
+        health_us = float(health_us) if health_us is not None else health_ms * 1000.0
+        samples.append({
+            "env": env,
+            "wall_us": round(wall_us, 1),
+            "health_check_us": health_us,
+            "client_us": round(max(wall_us - health_us, 0.0), 1),
+            "apply_us": doc.get("apply_us"),
+            "next_request_ok": ok,
+            "next_request": f"{got_status} {body.strip()[:40]}",
+        })
+    with open(out, "w") as f:
+        json.dump(samples, f, indent=1)
+
+
+def nginx_names(directory, listen, backend, n):
+    servers = []
+    for i in range(1, n + 1):
+        servers.append(
+            f"    server {{ listen 127.0.0.1:{listen}; server_name {domain_name(i)};\n"
+            f"        location / {{ proxy_pass http://backend; proxy_http_version 1.1;\n"
+            f"            proxy_set_header Connection \"\"; proxy_set_header Host $http_host; }} }}\n")
+    conf = f"""daemon off;
+worker_processes 1;
+pid nginx.pid;
+error_log error.log warn;
+events {{ worker_connections 1024; }}
+http {{
+    access_log off;
+    server_names_hash_max_size 65536;
+    server_names_hash_bucket_size 128;
+    client_body_temp_path tmp-body;
+    proxy_temp_path tmp-proxy;
+    fastcgi_temp_path tmp-fastcgi;
+    uwsgi_temp_path tmp-uwsgi;
+    scgi_temp_path tmp-scgi;
+    upstream backend {{ server 127.0.0.1:{backend}; keepalive 32; }}
+{''.join(servers)}}}
+"""
+    os.makedirs(directory, exist_ok=True)
+    with open(os.path.join(directory, "nginx.conf"), "w") as f:
+        f.write(conf)
+
+
+# ---------------------------------------------------------------------------------------------
+# The report
+
+
+def pct(values, q):
+    """Nearest-rank percentile."""
+    s = sorted(values)
+    if not s:
+        return None
+    k = max(0, min(len(s) - 1, int(-(-q * len(s) // 100)) - 1))
+    return s[k]
+
+
+def machine():
+    model = "unknown"
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    model = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    mem_kib = 0
+    try:
+        with open("/proc/meminfo") as f:
+            mem_kib = int(f.readline().split()[1])
+    except OSError:
+        pass
+    return {
+        "nproc": os.cpu_count(),
+        "cpu_model": model,
+        "kernel": platform.release(),
+        "memory_gib": round(mem_kib / 1024 / 1024, 1),
+        "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+    }
+
+
+def load_json(path, default=None):
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return default
+
+
+def fmt_ms(us):
+    return "–" if us is None else f"{us / 1000:.2f} ms"
+
+
+def fmt_ratio(x):
+    return "–" if x is None else f"{x:.2f}"
+
+
+def report(work, out_json, out_md):
+    meta = load_json(os.path.join(work, "meta.json"), {})
+    order = ["turnout", "nginx", "haproxy", "caddy", "direct"]
+    runs = {t: [] for t in order}
+    with open(os.path.join(work, "runs.jsonl")) as f:
+        for line in f:
+            line = line.strip()
+            if line:
+                run = json.loads(line)
+                runs.setdefault(run["target"], []).append(run)
+
+    throughput = {}
+    for target, rs in runs.items():
+        if not rs:
+            continue
+        cpu = [r["cpu_s"] for r in rs if r.get("cpu_s")]
+        throughput[target] = {
+            "runs": len(rs),
+            "rps": statistics.median(r["rps"] for r in rs),
+            "p50_us": statistics.median(r["p50_us"] for r in rs),
+            "p99_us": statistics.median(r["p99_us"] for r in rs),
+            "rps_all": [round(r["rps"]) for r in rs],
+            "p99_all_us": [r["p99_us"] for r in rs],
+            "errors": sum(sum(r["errors"].values()) for r in rs),
+            "cpu_util": statistics.median(r["cpu_s"] / (r["duration_us"] / 1e6) for r in rs)
+            if cpu else None,
+            "requests_per_cpu_s": statistics.median(r["requests"] / r["cpu_s"] for r in rs
+                                                    if r.get("cpu_s")) if cpu else None,
+            "best": {k: max(rs, key=lambda r: r["rps"])[k] for k in ["rps", "p50_us", "p99_us"]},
+            "others_cores": statistics.median(r.get("others_cores", 0) for r in rs),
+            "others_cores_all": [r.get("others_cores") for r in rs],
+        }
+    t = throughput.get("turnout")
+    ratios = {}
+    if t:
+        for peer in ["nginx", "haproxy", "caddy", "direct"]:
+            p = throughput.get(peer)
+            if p:
+                ratios[peer] = {
+                    "rps": t["rps"] / p["rps"],
+                    "p50": t["p50_us"] / p["p50_us"],
+                    "p99": t["p99_us"] / p["p99_us"],
+                    "requests_per_cpu_s": t["requests_per_cpu_s"] / p["requests_per_cpu_s"]
+                    if t["requests_per_cpu_s"] and p["requests_per_cpu_s"] else None,
+                    "best_rps": t["best"]["rps"] / p["best"]["rps"],
+                    "best_p99": t["best"]["p99_us"] / p["best"]["p99_us"],
+                }
+    target_met = None
+    if t and "nginx" in throughput:
+        n = throughput["nginx"]
+        target_met = {
+            "rps_at_least_nginx": t["rps"] >= n["rps"],
+            "p99_no_worse_than_nginx": t["p99_us"] <= n["p99_us"],
+        }
+
+    switches = {}
+    for name in ["switch_few", "switch_many"]:
+        samples = load_json(os.path.join(work, f"{name}.json"))
+        if not samples:
+            continue
+        apply = [s["apply_us"] for s in samples if s.get("apply_us") is not None]
+        client = [s["client_us"] for s in samples]
+        wall = [s["wall_us"] for s in samples]
+        switches[name] = {
+            "count": len(samples),
+            "routes": meta.get(f"{name}_routes"),
+            "apply_us": {"p50": pct(apply, 50), "p99": pct(apply, 99), "max": max(apply)}
+            if apply else None,
+            "client_us": {"p50": pct(client, 50), "p99": pct(client, 99), "max": max(client)},
+            "wall_us": {"p50": pct(wall, 50), "p99": pct(wall, 99), "max": max(wall)},
+            "health_check_us": {"p50": pct([s["health_check_us"] for s in samples], 50)},
+            "next_request_misses": sum(1 for s in samples if not s["next_request_ok"]),
+        }
+
+    memory = load_json(os.path.join(work, "memory.json"), {})
+
+    summary = {
+        "machine": meta.get("machine") or machine(),
+        "versions": meta.get("versions", {}),
+        "settings": meta.get("settings", {}),
+        "notes": meta.get("notes", []),
+        "throughput": throughput,
+        "ratios_turnout_to": ratios,
+        "target_rps_and_p99_vs_nginx": target_met,
+        "switch": switches or None,
+        "memory": memory or None,
+    }
+    os.makedirs(os.path.dirname(out_json), exist_ok=True)
+    with open(out_json, "w") as f:
+        json.dump(summary, f, indent=2)
+        f.write("\n")
+
+    md = markdown(summary)
+    with open(out_md, "w") as f:
+        f.write(md)
+    print(md)
+
+
+def markdown(s):
+    m = s["machine"]
+    st = s["settings"]
+    lines = [
+        f"Run of {m['date']} on {m['nproc']} × {m['cpu_model']}, {m['memory_gib']} GiB, "
+        f"Linux {m['kernel']}.",
+        f"Load: `wrk -t{st.get('threads')} -c{st.get('connections')} -d{st.get('duration')} "
+        f"--latency`, {st.get('rounds')} interleaved rounds per target, median shown. "
+        f"Turnout: {st.get('turnout_workers', '?')}.",
+        "Versions: " + "; ".join(f"{v}" for v in s["versions"].values()) + ".",
+        "",
+        "| target | requests/s | p50 | p99 | Turnout ÷ target: requests/s | p50 | p99 | errors |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    names = {"turnout": "Turnout", "nginx": "nginx", "haproxy": "HAProxy", "caddy": "Caddy",
+             "direct": "direct (no proxy)"}
+    order = [t for t in ["turnout", "nginx", "haproxy", "caddy", "direct"] if t in s["throughput"]]
+    for target in order:
+        r = s["throughput"][target]
+        ratio = s["ratios_turnout_to"].get(target, {})
+        lines.append(
+            f"| {names[target]} | {r['rps']:,.0f} | {fmt_ms(r['p50_us'])} | {fmt_ms(r['p99_us'])} "
+            f"| {fmt_ratio(ratio.get('rps'))} | {fmt_ratio(ratio.get('p50'))} "
+            f"| {fmt_ratio(ratio.get('p99'))} | {r['errors']} |")
+    lines += [
+        "",
+        "The same runs by the CPU each target spent, and each target's best round: the figures "
+        "that other load on the machine moves least.",
+        "",
+        "| target | CPU (cores) | requests per CPU-second | Turnout ÷ target | best round: requests/s "
+        "| p99 | Turnout ÷ target: requests/s | p99 | other jobs (cores) |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for target in order:
+        r = s["throughput"][target]
+        ratio = s["ratios_turnout_to"].get(target, {})
+        cpu = "–" if r["cpu_util"] is None else f"{r['cpu_util']:.2f}"
+        per_cpu = "–" if r["requests_per_cpu_s"] is None else f"{r['requests_per_cpu_s']:,.0f}"
+        lines.append(
+            f"| {names[target]} | {cpu} | {per_cpu} | {fmt_ratio(ratio.get('requests_per_cpu_s'))} "
+            f"| {r['best']['rps']:,.0f} | {fmt_ms(r['best']['p99_us'])} "
+            f"| {fmt_ratio(ratio.get('best_rps'))} | {fmt_ratio(ratio.get('best_p99'))} "
+            f"| {r['others_cores']:.2f} |")
+    lines.append("")
+    lines.append("Requests/s of every round, in run order: " + "; ".join(
+        f"{names[t]} {', '.join(f'{x:,}' for x in r['rps_all'])}"
+        for t, r in s["throughput"].items()) + ".")
+    busy = [x for r in s["throughput"].values() for x in r["others_cores_all"] if x is not None]
+    if busy:
+        lines.append("")
+        lines.append(
+            f"Other jobs on the machine used {statistics.median(busy):.2f} cores in the median run "
+            f"(between {min(busy):.2f} and {max(busy):.2f}) of {s['machine']['nproc']}.")
+    tm = s["target_rps_and_p99_vs_nginx"]
+    if tm:
+        lines.append("")
+        ok = tm["rps_at_least_nginx"] and tm["p99_no_worse_than_nginx"]
+        lines.append(
+            f"Target (Turnout ≥ nginx in requests/s, p99 ≤ nginx's): **{'met' if ok else 'missed'}** "
+            f"(requests/s {'≥' if tm['rps_at_least_nginx'] else '<'} nginx, "
+            f"p99 {'≤' if tm['p99_no_worse_than_nginx'] else '>'} nginx).")
+    lines.append("")
+    if s["switch"]:
+        lines += [
+            "| switch | routes in table | switches | apply (server) p50 | p99 | "
+            "API call − health check (client) p50 | p99 | whole API call p50 | next request on old env |",
+            "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        ]
+        n = int(s["settings"].get("domains", 1000))
+        for name, label in [("switch_few", "1 domain"), ("switch_many", f"{n + 1:,} domains")]:
+            w = s["switch"].get(name)
+            if not w:
+                continue
+            a = w["apply_us"] or {}
+            lines.append(
+                f"| {label} | {w['routes'] or '?'} | {w['count']} | {fmt_ms(a.get('p50'))} "
+                f"| {fmt_ms(a.get('p99'))} | {fmt_ms(w['client_us']['p50'])} "
+                f"| {fmt_ms(w['client_us']['p99'])} | {fmt_ms(w['wall_us']['p50'])} "
+                f"| {w['next_request_misses']} |")
+        verdicts = [
+            f"**{'met' if w['client_us']['p99'] < 5000 else 'missed'}** with {w['routes'] or '?'} "
+            f"routes (p99 {fmt_ms(w['client_us']['p99'])}, slowest {fmt_ms(w['client_us']['max'])})"
+            for w in s["switch"].values()]
+        lines.append("")
+        lines.append("Target (switch p99 < 5 ms, client side, health check excluded): "
+                     + "; ".join(verdicts) + ".")
+    else:
+        lines.append("Switch latency: not measured in this run (no domain API in this build).")
+    lines.append("")
+    mem = s["memory"]
+    if mem and mem.get("turnout"):
+        lines += [
+            "| resident memory (VmRSS) | Turnout (whole daemon) | nginx (master + 1 worker) |",
+            "| --- | ---: | ---: |",
+        ]
+        n = mem.get("domains", 1000)
+        with_domains = mem["turnout"].get("1000") is not None
+        for key, label in [("idle", "3 environments, no domains, before any load"),
+                           ("10", "10 domains"), ("1000", f"{n:,} domains"),
+                           ("after_load", f"{n:,} domains, after the throughput runs"
+                            if with_domains else "no domains, after the throughput runs")]:
+            tv = mem["turnout"].get(key)
+            nv = (mem.get("nginx") or {}).get(key)
+            if tv is None and nv is None:
+                continue
+            lines.append(f"| {label} | {'–' if tv is None else f'{tv / 1024:.1f} MiB'} "
+                         f"| {'–' if nv is None else f'{nv / 1024:.1f} MiB'} |")
+    else:
+        lines.append("Memory with 10 and 1,000 domains: not measured in this run "
+                     "(no domain API in this build).")
+        if mem and mem.get("turnout_idle"):
+            lines.append(f"Turnout daemon VmRSS idle (3 environments, no domains): "
+                         f"{mem['turnout_idle'] / 1024:.1f} MiB.")
+    for note in s["notes"]:
+        lines.append("")
+        lines.append(f"Note: {note}")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv):
+    if len(argv) < 2:
+        sys.exit(__doc__)
+    cmd, args = argv[1], argv[2:]
+    if cmd == "ports":
+        print(" ".join(map(str, free_ports(int(args[0])))))
+    elif cmd == "field":
+        doc = json.load(sys.stdin) if args[0] == "-" else load_json(args[0])
+        print(field(doc, args[1]))
+    elif cmd == "wait":
+        wait(args[0], args[1], args[2] if len(args) > 2 else "",
+             float(args[3]) if len(args) > 3 else 30.0)
+    elif cmd == "pids":
+        print(" ".join(map(str, tree([int(a) for a in args]))))
+    elif cmd == "cpu":
+        print(f"{cpu_seconds([int(a) for a in args]):.2f}")
+    elif cmd == "wrk":
+        run_wrk(*args)
+    elif cmd == "rss":
+        print(rss_kib([int(a) for a in args]))
+    elif cmd == "domains":
+        add_domains(args[0], int(args[1]), int(args[2]), args[3])
+    elif cmd == "probe":
+        probe(args[0], int(args[1]), int(args[2]), args[3])
+    elif cmd == "switch":
+        switch(args[0], args[1], args[2], args[3], args[4], args[5], int(args[6]), args[7])
+    elif cmd == "nginx-names":
+        nginx_names(args[0], int(args[1]), int(args[2]), int(args[3]))
+    elif cmd == "reap":
+        reap(args[0])
+    elif cmd == "report":
+        report(args[0], args[1], args[2])
+    else:
+        sys.exit(f"unknown subcommand {cmd}\n{__doc__}")
+
+
+if __name__ == "__main__":
+    main(sys.argv)
