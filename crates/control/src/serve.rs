@@ -47,6 +47,12 @@ pub async fn serve(
         );
     }
     let store = Store::open(&home.db()).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let checkpoints = Store::checkpoint_in_background(
+        &home.db(),
+        std::time::Duration::from_secs(2),
+        shutdown.clone(),
+    )
+    .map_err(|e| anyhow::anyhow!("{e}"))?;
     crate::admin::bootstrap(&store, &home.admin_token())
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -107,6 +113,7 @@ pub async fn serve(
     let _ = tokio::time::timeout(std::time::Duration::from_secs(5), api_task).await;
     info!("stopping instances");
     plane.shutdown().await;
+    let _ = checkpoints.await;
     let _ = std::fs::remove_file(home.serve_json());
     info!("stopped");
     Ok(())
