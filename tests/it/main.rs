@@ -5,6 +5,6 @@ mod daemon;
 mod deploy;
 mod domains;
 mod input;
-mod support;
 mod load;
+mod support;
 mod traffic;
