@@ -192,7 +192,8 @@ async fn the_demo_deploys_two_environments_and_runs_twice() {
         let mut stdout = demo.stdout.take().unwrap();
         let mut text = String::new();
         let mut buf = [0u8; 4096];
-        while !text.contains("Try, in another terminal") {
+        // The last line of the instructions: everything before it has arrived too.
+        while !text.contains("turnout audit --app hello\n") {
             let n = stdout.read(&mut buf).unwrap();
             assert!(n > 0, "run {run}: the demo ended early:\n{text}");
             text.push_str(&String::from_utf8_lossy(&buf[..n]));
