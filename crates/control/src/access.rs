@@ -64,6 +64,19 @@ pub fn check(
     }
 }
 
+/// Refuse unless `who` holds the owner role on every app (creating apps and users, the whole
+/// audit log).
+pub fn admin_only(who: &Principal, what: &str) -> Result<(), ControlError> {
+    if who.is_admin() {
+        Ok(())
+    } else {
+        Err(ControlError::Forbidden(format!(
+            "forbidden: {what} needs the owner role on every app; {} does not have it",
+            who.name
+        )))
+    }
+}
+
 /// Describe an action on a tier for error messages: "deploy on shop/prod (tier production)".
 pub fn describe(action: Action, target: &str, tier: Option<Tier>) -> String {
     match tier {

@@ -8,7 +8,7 @@ use turnout_model::{
     format_timestamp,
 };
 
-use crate::access::{self, Principal};
+use crate::access::{self, Principal, admin_only};
 use crate::approvals::parse_expiry;
 use crate::error::ControlError;
 use crate::plane::ControlPlane;
@@ -28,17 +28,6 @@ fn check_user_name(name: &str) -> Result<(), ControlError> {
         Err(ControlError::Invalid(format!(
             "invalid user name '{}': use 1-64 lower-case letters, digits and - . _ @",
             name.chars().take(64).collect::<String>()
-        )))
-    }
-}
-
-fn admin_only(who: &Principal, what: &str) -> Result<(), ControlError> {
-    if who.is_admin() {
-        Ok(())
-    } else {
-        Err(ControlError::Forbidden(format!(
-            "forbidden: {what} needs the owner role on every app; {} does not have it",
-            who.name
         )))
     }
 }

@@ -305,12 +305,7 @@ impl ControlPlane {
         req: CreateApp,
         who: &Principal,
     ) -> Result<AppInfo, ControlError> {
-        if !who.is_admin() {
-            return Err(ControlError::Forbidden(format!(
-                "forbidden: creating apps needs the owner role on every app; {} does not have it",
-                who.name
-            )));
-        }
+        access::admin_only(who, "creating apps")?;
         git::check_repo(&req.repo)?;
         if let Some(var) = &req.token_env {
             // Upper-case names only, and never echoed when rejected: a user who pastes the token
@@ -1351,9 +1346,12 @@ impl ControlPlane {
             .change(Some(from.to_string()), Some(target.to_string()));
         let (d, t, actor) = (domain.clone(), to.clone(), who.name.clone());
         self.store
-            .mutate(entry, move |c, _| match how {
-                Move::Switch => q::switch_domain(c, &d, &t, &actor),
-                Move::Rollback { undo } => q::rollback_domain(c, &d, undo, &t, &actor),
+            .mutate(entry, move |c, _| {
+                let undo = match how {
+                    Move::Switch => None,
+                    Move::Rollback { undo } => Some(undo),
+                };
+                q::move_domain(c, &d, &t, &actor, undo)
             })
             .await?;
         self.bind(&DomainRow {

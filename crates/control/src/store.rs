@@ -569,13 +569,18 @@ pub mod q {
         Ok(())
     }
 
-    /// Point the domain at `to` and record it, in one transaction.
-    pub fn switch_domain(
+    /// Point the domain at `to` and record it in its history: a switch, or with `undo` a
+    /// rollback that marks that earlier entry undone.
+    pub fn move_domain(
         tx: &Connection,
         domain: &DomainRow,
         to: &EnvRow,
         actor: &str,
+        undo: Option<i64>,
     ) -> Result<(), ControlError> {
+        if let Some(undo) = undo {
+            tx.execute("UPDATE domain_history SET undone = 1 WHERE id = ?1", [undo])?;
+        }
         tx.execute(
             "UPDATE domains SET env_id = ?2 WHERE id = ?1",
             params![domain.id, to.id],
@@ -583,7 +588,7 @@ pub mod q {
         history(
             tx,
             domain.id,
-            "switch",
+            if undo.is_some() { "rollback" } else { "switch" },
             Some(domain.env.as_str()),
             Some(to.name.as_str()),
             actor,
@@ -605,29 +610,6 @@ pub mod q {
             )
             .optional()?;
         Ok(row.and_then(|(id, from)| from.map(|f| (id, f))))
-    }
-
-    /// Undo history entry `undo` by pointing the domain at `to`, in one transaction.
-    pub fn rollback_domain(
-        tx: &Connection,
-        domain: &DomainRow,
-        undo: i64,
-        to: &EnvRow,
-        actor: &str,
-    ) -> Result<(), ControlError> {
-        tx.execute("UPDATE domain_history SET undone = 1 WHERE id = ?1", [undo])?;
-        tx.execute(
-            "UPDATE domains SET env_id = ?2 WHERE id = ?1",
-            params![domain.id, to.id],
-        )?;
-        history(
-            tx,
-            domain.id,
-            "rollback",
-            Some(domain.env.as_str()),
-            Some(to.name.as_str()),
-            actor,
-        )
     }
 
     pub fn set_maintenance(
