@@ -23,6 +23,7 @@ use tracing::{debug, info, warn};
 use crate::body::UpstreamBody;
 use crate::config::ProxyConfig;
 use crate::connection::{Activity, Expiry, WatchedIo};
+use crate::direct::Slot;
 use crate::forward;
 use crate::route_table::RouteTable;
 
@@ -228,11 +229,14 @@ async fn serve_connection(
     let io = TokioIo::new(WatchedIo::new(stream, activity.clone()));
     let service = {
         let activity = activity.clone();
+        // This connection's own upstream connection, for HTTP/1 requests (see `direct`).
+        let slot = Slot::default();
         service_fn(move |req: Request<Incoming>| {
             let proxy = proxy.clone();
+            let slot = slot.clone();
             let active = activity.begin_request(req.version() == Version::HTTP_2);
             async move {
-                let mut response = forward::handle(&proxy, req, peer).await;
+                let mut response = forward::handle(&proxy, req, peer, &slot).await;
                 response.body_mut().set_active(active);
                 Ok::<_, Infallible>(response)
             }
