@@ -9,11 +9,13 @@
 //! another instance, when it breaks, or with the client connection.
 //!
 //! Anything the direct connection cannot take (HTTP/2 clients, upgrades, a connection that is
-//! not ready) goes through the proxy's pooled client instead, as before.
+//! not ready) goes through the proxy's pooled client instead, as before, and so does the first
+//! request of each client connection (see [`SlotState::warm`]).
 
 use std::future::{Future, poll_fn};
 use std::io;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -39,7 +41,16 @@ pub(crate) struct Direct {
 /// Where a client connection keeps its idle upstream connection between requests. Only its
 /// own task ever locks it, never across an `.await`, so the lock is never contended.
 #[derive(Clone, Default)]
-pub(crate) struct Slot(Arc<Mutex<Option<Direct>>>);
+pub(crate) struct Slot(Arc<SlotState>);
+
+#[derive(Default)]
+struct SlotState {
+    held: Mutex<Option<Direct>>,
+    /// A request has been sent already. The first goes through the pool: a client that sends
+    /// one request per connection (HTTP/1.0, `Connection: close`, scripts) then reuses pooled
+    /// connections instead of opening one to the instance every time.
+    warm: AtomicBool,
+}
 
 /// Why a direct exchange failed.
 #[derive(Debug)]
@@ -87,6 +98,7 @@ impl Slot {
     fn take(&self, upstream: &Arc<Upstream>) -> Option<Direct> {
         let held = self
             .0
+            .held
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .take()?;
@@ -95,7 +107,7 @@ impl Slot {
     }
 
     pub(crate) fn put(&self, direct: Direct) {
-        *self.0.lock().unwrap_or_else(PoisonError::into_inner) = Some(direct);
+        *self.0.held.lock().unwrap_or_else(PoisonError::into_inner) = Some(direct);
     }
 
     /// Send `request` to `upstream` over this client connection's own connection, opening one
@@ -106,6 +118,9 @@ impl Slot {
         connect_timeout: Duration,
         request: Request<UpstreamBody>,
     ) -> Result<Sent, Failure> {
+        if !self.0.warm.swap(true, Ordering::Relaxed) {
+            return Ok(Sent::Unsent(request));
+        }
         let reused = match self.take(upstream) {
             Some(mut held) => poll_fn(|cx| Poll::Ready(held.ready(cx)))
                 .await

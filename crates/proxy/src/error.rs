@@ -177,10 +177,7 @@ impl ProxyError {
                 upstream,
                 source: e.into(),
             },
-            Failure::Connect(e) => ProxyError::UpstreamUnreachable {
-                upstream,
-                source: e.into(),
-            },
+            Failure::Connect(source) => ProxyError::UpstreamUnreachable { upstream, source },
             Failure::Exchange(e) => ProxyError::UpstreamFailed {
                 upstream,
                 source: e.into(),
