@@ -15,7 +15,7 @@
 use std::future::{Future, poll_fn};
 use std::io;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -31,11 +31,36 @@ use crate::upstream::Upstream;
 
 type Conn = Connection<TokioIo<TcpStream>, UpstreamBody>;
 
+/// At most this many own upstream connections at once, over all client connections: beyond it
+/// requests go through the pool, whose idle connections are capped, so thousands of idle
+/// keep-alive clients do not hold as many idle connections to the instances.
+const MAX_OPEN: usize = 512;
+
+/// One of the [`MAX_OPEN`] places, given back when the connection is dropped.
+struct Counted(Arc<AtomicUsize>);
+
+impl Counted {
+    fn take(open: &Arc<AtomicUsize>) -> Option<Counted> {
+        if open.fetch_add(1, Ordering::Relaxed) >= MAX_OPEN {
+            open.fetch_sub(1, Ordering::Relaxed);
+            return None;
+        }
+        Some(Counted(open.clone()))
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 /// One upstream connection and the instance it goes to.
 pub(crate) struct Direct {
     upstream: Arc<Upstream>,
     sender: SendRequest<UpstreamBody>,
     conn: Pin<Box<Conn>>,
+    _counted: Counted,
 }
 
 /// Where a client connection keeps its idle upstream connection between requests. Only its
@@ -111,11 +136,13 @@ impl Slot {
     }
 
     /// Send `request` to `upstream` over this client connection's own connection, opening one
-    /// if needed. `request` has an origin-form target.
+    /// if needed (unless `open` says [`MAX_OPEN`] are open already). `request` has an
+    /// origin-form target.
     pub(crate) async fn send(
         &self,
         upstream: &Arc<Upstream>,
         connect_timeout: Duration,
+        open: &Arc<AtomicUsize>,
         request: Request<UpstreamBody>,
     ) -> Result<Sent, Failure> {
         if !self.0.warm.swap(true, Ordering::Relaxed) {
@@ -130,7 +157,10 @@ impl Slot {
         let mut direct = match reused {
             Some(held) => held,
             None => {
-                let mut fresh = Direct::connect(upstream, connect_timeout).await?;
+                let Some(counted) = Counted::take(open) else {
+                    return Ok(Sent::Unsent(request));
+                };
+                let mut fresh = Direct::connect(upstream, connect_timeout, counted).await?;
                 if !poll_fn(|cx| Poll::Ready(fresh.ready(cx))).await {
                     return Ok(Sent::Unsent(request));
                 }
@@ -161,6 +191,7 @@ impl Direct {
     async fn connect(
         upstream: &Arc<Upstream>,
         connect_timeout: Duration,
+        counted: Counted,
     ) -> Result<Direct, Failure> {
         let stream = match tokio::time::timeout(
             connect_timeout,
@@ -185,6 +216,7 @@ impl Direct {
             upstream: upstream.clone(),
             sender,
             conn: Box::pin(conn),
+            _counted: counted,
         })
     }
 

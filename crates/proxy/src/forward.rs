@@ -427,7 +427,12 @@ async fn send(
     let mut request = request;
     if let Some(slot) = slot {
         match slot
-            .send(upstream, proxy.config().upstream_connect_timeout, request)
+            .send(
+                upstream,
+                proxy.config().upstream_connect_timeout,
+                proxy.direct_open(),
+                request,
+            )
             .await
         {
             Ok(Sent::Direct(response, direct)) => return Ok((response, direct)),

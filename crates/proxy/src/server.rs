@@ -4,6 +4,7 @@ use std::convert::Infallible;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::AtomicUsize;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
@@ -50,6 +51,8 @@ pub struct Proxy {
     table: ArcSwap<RouteTable>,
     /// Pooled HTTP/1.1 connections to instances, keyed by instance address.
     client: Client<HttpConnector, UpstreamBody>,
+    /// How many client connections have an upstream connection of their own (`direct`).
+    direct_open: Arc<AtomicUsize>,
     config: ProxyConfig,
 }
 
@@ -71,6 +74,7 @@ impl Proxy {
         Arc::new(Proxy {
             table: ArcSwap::from_pointee(RouteTable::default()),
             client,
+            direct_open: Arc::new(AtomicUsize::new(0)),
             config,
         })
     }
@@ -100,6 +104,10 @@ impl Proxy {
 
     pub(crate) fn routes(&self) -> &ArcSwap<RouteTable> {
         &self.table
+    }
+
+    pub(crate) fn direct_open(&self) -> &Arc<AtomicUsize> {
+        &self.direct_open
     }
 
     pub(crate) fn client(&self) -> &Client<HttpConnector, UpstreamBody> {
