@@ -13,6 +13,7 @@ use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 use tokio_util::task::task_tracker::TaskTrackerToken;
 
 use crate::connection::ActiveRequest;
+use crate::direct::{Direct, Slot};
 
 /// What the proxy sends upstream: the client's body streamed through, or nothing (which is
 /// what makes a request replayable).
@@ -34,6 +35,9 @@ pub(crate) struct ResponseBody {
     /// Set for server-sent events: when `cut` fires the stream ends cleanly at an event
     /// boundary instead of with an error, and EventSource clients simply reconnect.
     events: Option<EventBoundary>,
+    /// The client connection's own upstream connection this body arrives on: polled while the
+    /// body is sent, handed back to the client connection once all of it has been.
+    direct: Option<(Direct, Slot)>,
 }
 
 /// Where a server-sent-event stream is, so a drain can end it between two events (an event
@@ -72,6 +76,7 @@ impl ResponseBody {
             cut: None,
             active: None,
             events: None,
+            direct: None,
         }
     }
 
@@ -90,6 +95,7 @@ impl ResponseBody {
             cut: Some(Box::pin(cut.clone().cancelled_owned())),
             active: None,
             events: None,
+            direct: None,
         }
     }
 
@@ -100,21 +106,26 @@ impl ResponseBody {
         stream: TaskTrackerToken,
         close: &CancellationToken,
     ) -> Self {
-        ResponseBody {
-            events: Some(EventBoundary {
-                tail: [0; 4],
-                at_boundary: true,
-                closing: false,
-            }),
-            ..ResponseBody::upstream(body, stream, close)
-        }
+        let mut body = ResponseBody::upstream(body, stream, close);
+        body.events = Some(EventBoundary {
+            tail: [0; 4],
+            at_boundary: true,
+            closing: false,
+        });
+        body
     }
 
     pub(crate) fn set_active(&mut self, active: ActiveRequest) {
         self.active = Some(active);
     }
 
+    /// The body arrives on `direct`, which goes back to `slot` when the body has been read.
+    pub(crate) fn set_direct(&mut self, direct: Direct, slot: Slot) {
+        self.direct = Some((direct, slot));
+    }
+
     fn finish(&mut self) {
+        self.direct = None;
         self.work = None;
         self.cut = None;
         self.active = None;
@@ -152,6 +163,12 @@ impl Body for ResponseBody {
             this.finish();
             return Poll::Ready(None);
         }
+        if let Some((direct, _)) = &mut this.direct
+            && !direct.poll_alive(cx)
+        {
+            // Closed or broken; what it had read is already in the body.
+            this.direct = None;
+        }
         let polled = match &mut this.inner {
             Inner::Upstream(body) => {
                 ready!(Pin::new(body).poll_frame(cx)).map(|r| r.map_err(Into::into))
@@ -167,7 +184,13 @@ impl Body for ResponseBody {
                     events.sent(data);
                 }
             }
-            Some(Err(_)) | None => this.finish(),
+            Some(Err(_)) => this.finish(),
+            None => {
+                if let Some((direct, slot)) = this.direct.take() {
+                    slot.put(direct);
+                }
+                this.finish();
+            }
         }
         Poll::Ready(polled)
     }
@@ -185,6 +208,19 @@ impl Body for ResponseBody {
             Inner::Full(bytes) => {
                 SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64))
             }
+        }
+    }
+}
+
+impl Drop for ResponseBody {
+    fn drop(&mut self) {
+        // hyper never polls a body that says it is empty (HEAD, 204, 304, a zero length); its
+        // connection is as reusable as after a body read to the end.
+        if let Some((direct, slot)) = self.direct.take()
+            && let Inner::Upstream(body) = &self.inner
+            && body.is_end_stream()
+        {
+            slot.put(direct);
         }
     }
 }

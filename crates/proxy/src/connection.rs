@@ -14,7 +14,6 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::sync::Notify;
 use tokio::time::Instant;
 
 /// Marker for "no request head is being read".
@@ -36,8 +35,6 @@ pub(crate) struct Activity {
     /// HTTP/2 frames between requests (PING, SETTINGS, WINDOW_UPDATE) are not the start of a
     /// request head, so once a connection is known to be HTTP/2 only the idle timeout applies.
     http2: AtomicBool,
-    /// Wakes the watchdog when the connection becomes idle or a head starts.
-    changed: Notify,
 }
 
 /// Why the watchdog wants the connection closed.
@@ -57,7 +54,6 @@ impl Activity {
             idle_since: AtomicU64::new(0),
             head_started: AtomicU64::new(0),
             http2: AtomicBool::new(false),
-            changed: Notify::new(),
         })
     }
 
@@ -82,45 +78,52 @@ impl Activity {
     fn saw_bytes(&self) {
         if self.active.load(Ordering::Acquire) == 0
             && !self.http2.load(Ordering::Relaxed)
-            && self
-                .head_started
-                .compare_exchange(NONE, self.now(), Ordering::AcqRel, Ordering::Relaxed)
-                .is_ok()
+            && self.head_started.load(Ordering::Relaxed) == NONE
         {
-            self.changed.notify_one();
+            let _ = self.head_started.compare_exchange(
+                NONE,
+                self.now(),
+                Ordering::AcqRel,
+                Ordering::Relaxed,
+            );
         }
     }
 
     /// Resolves when the connection has broken one of its timeouts.
+    ///
+    /// Nothing wakes the watchdog when the connection changes state (that would cost two
+    /// wake-ups of the connection's task per request): it sleeps until the earliest moment a
+    /// timeout could run out whatever happens meanwhile, then looks again. A timeout that
+    /// starts while it sleeps (a request ends, a head starts) cannot run out before it wakes:
+    /// each sleep is at most the shorter timeout, or ends when the header timeout of a head
+    /// starting right now would.
     pub(crate) async fn expired(&self, header_timeout: Duration, idle_timeout: Duration) -> Expiry {
         loop {
-            let changed = self.changed.notified();
-            tokio::pin!(changed);
-            // Register before reading the state so a change in between still wakes us.
-            changed.as_mut().enable();
-            let deadline = if self.active.load(Ordering::Acquire) > 0 {
-                None
+            let now = Instant::now();
+            let wake = if self.active.load(Ordering::Acquire) > 0 {
+                now + header_timeout.min(idle_timeout)
             } else {
                 let head = self.head_started.load(Ordering::Acquire);
-                if head != NONE && !self.http2.load(Ordering::Relaxed) {
-                    Some((self.at(head) + header_timeout, Expiry::HeaderTimeout))
+                let http2 = self.http2.load(Ordering::Relaxed);
+                if head != NONE && !http2 {
+                    let at = self.at(head) + header_timeout;
+                    if now >= at {
+                        return Expiry::HeaderTimeout;
+                    }
+                    at
                 } else {
-                    let idle = self.idle_since.load(Ordering::Acquire);
-                    Some((self.at(idle) + idle_timeout, Expiry::Idle))
+                    let at = self.at(self.idle_since.load(Ordering::Acquire)) + idle_timeout;
+                    if now >= at {
+                        return Expiry::Idle;
+                    }
+                    if http2 {
+                        at
+                    } else {
+                        at.min(now + header_timeout)
+                    }
                 }
             };
-            match deadline {
-                None => changed.await,
-                Some((at, expiry)) => {
-                    if Instant::now() >= at {
-                        return expiry;
-                    }
-                    tokio::select! {
-                        _ = changed => {}
-                        _ = tokio::time::sleep_until(at) => {}
-                    }
-                }
-            }
+            tokio::time::sleep_until(wake).await;
         }
     }
 }
@@ -132,9 +135,7 @@ impl Drop for ActiveRequest {
     fn drop(&mut self) {
         let activity = &self.0;
         activity.idle_since.store(activity.now(), Ordering::Release);
-        if activity.active.fetch_sub(1, Ordering::AcqRel) == 1 {
-            activity.changed.notify_one();
-        }
+        activity.active.fetch_sub(1, Ordering::AcqRel);
     }
 }
 

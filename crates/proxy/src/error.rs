@@ -9,7 +9,7 @@ use std::io;
 use bytes::Bytes;
 use http::{HeaderValue, Response, StatusCode, header};
 
-use crate::body::ResponseBody;
+use crate::body::{BoxError, ResponseBody};
 
 /// Who is responsible for a failed request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,21 +46,21 @@ pub enum ProxyError {
     UpstreamUnreachable {
         upstream: String,
         #[source]
-        source: hyper_util::client::legacy::Error,
+        source: BoxError,
     },
 
     #[error("connecting to {upstream} timed out")]
     UpstreamTimeout {
         upstream: String,
         #[source]
-        source: hyper_util::client::legacy::Error,
+        source: BoxError,
     },
 
     #[error("{upstream} failed while answering")]
     UpstreamFailed {
         upstream: String,
         #[source]
-        source: hyper_util::client::legacy::Error,
+        source: BoxError,
     },
 
     /// RFC 9110 §15.2.2: a server must not switch protocols the client did not ask for.
@@ -150,12 +150,38 @@ impl ProxyError {
                 e.downcast_ref::<io::Error>()
                     .is_some_and(|io| io.kind() == io::ErrorKind::TimedOut)
             }) {
-                ProxyError::UpstreamTimeout { upstream, source }
+                ProxyError::UpstreamTimeout {
+                    upstream,
+                    source: source.into(),
+                }
             } else {
-                ProxyError::UpstreamUnreachable { upstream, source }
+                ProxyError::UpstreamUnreachable {
+                    upstream,
+                    source: source.into(),
+                }
             }
         } else {
-            ProxyError::UpstreamFailed { upstream, source }
+            ProxyError::UpstreamFailed {
+                upstream,
+                source: source.into(),
+            }
+        }
+    }
+
+    /// Classify a failure of a client connection's own upstream connection (`direct`).
+    pub(crate) fn from_direct(upstream: &str, failure: crate::direct::Failure) -> Self {
+        use crate::direct::Failure;
+        let upstream = upstream.to_owned();
+        match failure {
+            Failure::ConnectTimeout(e) => ProxyError::UpstreamTimeout {
+                upstream,
+                source: e.into(),
+            },
+            Failure::Connect(source) => ProxyError::UpstreamUnreachable { upstream, source },
+            Failure::Exchange(e) => ProxyError::UpstreamFailed {
+                upstream,
+                source: e.into(),
+            },
         }
     }
 }

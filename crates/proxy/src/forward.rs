@@ -15,6 +15,7 @@ use tokio_util::task::task_tracker::TaskTrackerToken;
 use tracing::{debug, warn};
 
 use crate::body::{ResponseBody, UpstreamBody};
+use crate::direct::{Direct, Failure, Sent, Slot};
 use crate::error::{ErrorSide, ProxyError, local_response, nothing_was_sent};
 use crate::headers;
 use crate::login::{self, Held, Login};
@@ -33,6 +34,7 @@ pub(crate) async fn handle(
     proxy: &Proxy,
     req: Request<Incoming>,
     peer: SocketAddr,
+    slot: &Slot,
 ) -> Response<ResponseBody> {
     let started = Instant::now();
     // For the error log only; both clones share the request's buffers.
@@ -41,7 +43,7 @@ pub(crate) async fn handle(
     let mut stats = None;
     let (host, result) = match headers::request_host(&req) {
         Ok(host) => {
-            let result = forward(proxy, req, peer, &host, &mut stats).await;
+            let result = forward(proxy, req, peer, slot, &host, &mut stats).await;
             (Some(host), result)
         }
         Err(e) => (None, Err(e)),
@@ -80,6 +82,7 @@ async fn forward(
     proxy: &Proxy,
     mut req: Request<Incoming>,
     peer: SocketAddr,
+    slot: &Slot,
     host: &HeaderValue,
     stats: &mut Option<Arc<RouteStats>>,
 ) -> Result<Response<ResponseBody>, ProxyError> {
@@ -92,6 +95,9 @@ async fn forward(
     let upgrade = headers::wants_upgrade(req.headers(), req.version());
     // Must be taken from the client's request itself: hyper resolves it once our 101 is sent.
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
+    // An HTTP/1 client's requests come one at a time: they can go over its own upstream
+    // connection. Upgrades keep to the pooled client, which hands the upgraded stream over.
+    let slot = (!upgrade && req.version() != Version::HTTP_2).then_some(slot);
 
     let (mut parts, body) = req.into_parts();
     let path = upstream_path(&parts.uri)?;
@@ -122,7 +128,7 @@ async fn forward(
         }
     };
     let mut retried = false;
-    let mut response = loop {
+    let response = loop {
         // `parts.headers` keep the credentials while a retry may still need to log in again.
         let mut headers = if replayable && !retried {
             parts.headers.clone()
@@ -131,14 +137,13 @@ async fn forward(
         };
         login::strip_credentials(&mut headers, login.as_deref());
         let request = build_request(
-            &upstream,
             &parts.method,
             &path,
             headers,
             body.take().unwrap_or_else(|| Either::Right(Empty::new())),
-        )?;
+        );
         let sent = tokio::select! {
-            sent = proxy.client().request(request) => sent,
+            sent = send(proxy, slot, &upstream, &path, request) => sent,
             _ = upstream.cut_signal().cancelled() => {
                 return Err(ProxyError::Drained { upstream: upstream.label().to_owned() });
             }
@@ -147,8 +152,8 @@ async fn forward(
             Ok(response) => break response,
             Err(error) => error,
         };
-        if !replayable || retried || !nothing_was_sent(&error) {
-            return Err(ProxyError::from_client(upstream.label(), error));
+        if !replayable || retried || !error.nothing_was_sent() {
+            return Err(error.into_proxy_error(upstream.label()));
         }
         // Nothing reached the instance, so repeating is safe; ask the table again in case
         // the host moved in the meantime.
@@ -161,7 +166,7 @@ async fn forward(
         };
         if error.is_connect() && Arc::ptr_eq(&next, &upstream) {
             // A connect failure against the same instance would only fail again, slower.
-            return Err(ProxyError::from_client(upstream.label(), error));
+            return Err(error.into_proxy_error(upstream.label()));
         }
         debug!(
             host = %host_name, upstream = %upstream.label(), next = %next.label(), error = %error,
@@ -171,6 +176,7 @@ async fn forward(
         retried = true;
     };
 
+    let (mut response, direct) = response;
     let switching = response.status() == StatusCode::SWITCHING_PROTOCOLS;
     if switching {
         let Some(client_upgrade) = client_upgrade else {
@@ -209,6 +215,10 @@ async fn forward(
     } else {
         ResponseBody::upstream(body, work, upstream.cut_signal())
     };
+    let mut body = body;
+    if let (Some(direct), Some(slot)) = (direct, slot) {
+        body.set_direct(direct, slot.clone());
+    }
     Ok(Response::from_parts(parts, body))
 }
 
@@ -345,26 +355,103 @@ fn upstream_path(uri: &Uri) -> Result<PathAndQuery, ProxyError> {
     }
 }
 
+/// The request for the instance, with an origin-form target; the pooled client gets an
+/// absolute one (see `send`).
 fn build_request(
-    upstream: &Upstream,
     method: &Method,
     path: &PathAndQuery,
     headers: http::HeaderMap,
     body: UpstreamBody,
-) -> Result<Request<UpstreamBody>, ProxyError> {
-    let uri = Uri::builder()
+) -> Request<UpstreamBody> {
+    let mut request = Request::new(body);
+    *request.method_mut() = method.clone();
+    *request.uri_mut() = Uri::from(path.clone());
+    // Instances speak HTTP/1.1, whatever the client spoke.
+    *request.version_mut() = Version::HTTP_11;
+    *request.headers_mut() = headers;
+    request
+}
+
+/// A failed exchange with the instance, over either kind of connection.
+enum SendError {
+    Pool(hyper_util::client::legacy::Error),
+    Direct(Failure),
+    Target(ProxyError),
+}
+
+impl SendError {
+    fn nothing_was_sent(&self) -> bool {
+        match self {
+            SendError::Pool(e) => nothing_was_sent(e),
+            SendError::Direct(f) => f.nothing_was_sent(),
+            SendError::Target(_) => false,
+        }
+    }
+
+    fn is_connect(&self) -> bool {
+        match self {
+            SendError::Pool(e) => e.is_connect(),
+            SendError::Direct(f) => f.is_connect(),
+            SendError::Target(_) => false,
+        }
+    }
+
+    fn into_proxy_error(self, upstream: &str) -> ProxyError {
+        match self {
+            SendError::Pool(e) => ProxyError::from_client(upstream, e),
+            SendError::Direct(f) => ProxyError::from_direct(upstream, f),
+            SendError::Target(e) => e,
+        }
+    }
+}
+
+impl std::fmt::Display for SendError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SendError::Pool(e) => e.fmt(f),
+            SendError::Direct(e) => e.fmt(f),
+            SendError::Target(e) => e.fmt(f),
+        }
+    }
+}
+
+/// Send over the client connection's own upstream connection when there is a `slot` for it,
+/// else (or when that connection hands the request back unsent) through the pooled client.
+async fn send(
+    proxy: &Proxy,
+    slot: Option<&Slot>,
+    upstream: &Arc<Upstream>,
+    path: &PathAndQuery,
+    request: Request<UpstreamBody>,
+) -> Result<(Response<Incoming>, Option<Direct>), SendError> {
+    let mut request = request;
+    if let Some(slot) = slot {
+        match slot
+            .send(
+                upstream,
+                proxy.config().upstream_connect_timeout,
+                proxy.direct_open(),
+                request,
+            )
+            .await
+        {
+            Ok(Sent::Direct(response, direct)) => return Ok((response, direct)),
+            Ok(Sent::Unsent(unsent)) => request = unsent,
+            Err(failure) => return Err(SendError::Direct(failure)),
+        }
+    }
+    *request.uri_mut() = Uri::builder()
         .scheme(Scheme::HTTP)
         .authority(upstream.authority().clone())
         .path_and_query(path.clone())
         .build()
-        .map_err(|e| ProxyError::BadTarget {
-            reason: e.to_string(),
+        .map_err(|e| {
+            SendError::Target(ProxyError::BadTarget {
+                reason: e.to_string(),
+            })
         })?;
-    let mut request = Request::new(body);
-    *request.method_mut() = method.clone();
-    *request.uri_mut() = uri;
-    // Instances speak HTTP/1.1, whatever the client spoke.
-    *request.version_mut() = Version::HTTP_11;
-    *request.headers_mut() = headers;
-    Ok(request)
+    match proxy.client().request(request).await {
+        Ok(response) => Ok((response, None)),
+        Err(e) => Err(SendError::Pool(e)),
+    }
 }

@@ -221,20 +221,23 @@ fn join_cookies(headers: &mut HeaderMap) {
 
 /// RFC 9110 §7.6.3: each proxy appends the protocol it received the message with and a name.
 fn append_via(headers: &mut HeaderMap, received: Version) {
-    let protocol = match received {
-        Version::HTTP_09 => "0.9",
-        Version::HTTP_10 => "1.0",
-        Version::HTTP_2 => "2",
-        Version::HTTP_3 => "3",
-        _ => "1.1",
+    let entry = match received {
+        Version::HTTP_09 => concat!("0.9 ", "turnout"),
+        Version::HTTP_10 => concat!("1.0 ", "turnout"),
+        Version::HTTP_2 => concat!("2 ", "turnout"),
+        Version::HTTP_3 => concat!("3 ", "turnout"),
+        _ => concat!("1.1 ", "turnout"),
     };
-    let entry = format!("{protocol} {VIA_NAME}");
-    let via = match joined(headers, &header::VIA) {
-        Some(earlier) => format!("{earlier}, {entry}"),
-        None => entry,
-    };
-    if let Ok(value) = HeaderValue::from_str(&via) {
-        headers.insert(header::VIA, value);
+    debug_assert!(entry.ends_with(VIA_NAME));
+    match joined(headers, &header::VIA) {
+        Some(earlier) => {
+            if let Ok(value) = HeaderValue::from_str(&format!("{earlier}, {entry}")) {
+                headers.insert(header::VIA, value);
+            }
+        }
+        None => {
+            headers.insert(header::VIA, HeaderValue::from_static(entry));
+        }
     }
 }
 

@@ -48,6 +48,7 @@
 mod body;
 mod config;
 mod connection;
+mod direct;
 mod error;
 mod forward;
 mod headers;

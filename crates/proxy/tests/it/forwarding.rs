@@ -135,3 +135,57 @@ async fn chunked_request_reaches_the_backend_reframed() {
     let answer = collect(response.unwrap()).await;
     assert_eq!(answer.text(), "Some(\"chunked\") hello world");
 }
+
+/// A keep-alive client's requests after its first go over the client connection's own upstream
+/// connection: every kind of exchange, one after the other, arrives whole, including answers
+/// without a body and a switch to another instance between two requests.
+#[tokio::test]
+async fn keep_alive_requests_of_every_kind_go_through_in_turn() {
+    use http_body_util::BodyExt;
+    let echo = |name: &'static str| async move {
+        backend(move |req: Request<hyper::body::Incoming>| async move {
+            let (parts, body) = req.into_parts();
+            let body = body.collect().await.unwrap().to_bytes();
+            if parts.uri.path() == "/empty" {
+                return text(StatusCode::NO_CONTENT, "");
+            }
+            text(
+                StatusCode::OK,
+                format!("{name} {} {} {}", parts.method, parts.uri, body.len()),
+            )
+        })
+        .await
+    };
+    let p = start_proxy(ProxyConfig::default()).await;
+    let a = Upstream::new(echo("A").await, "app/a#1");
+    p.proxy.apply(routes(&[("app.test", &a)]));
+    let mut client = connect_h1(p.addr).await;
+    for round in 0..3 {
+        let answer = send(&mut client, get_request("app.test", "/x?q=1")).await;
+        assert_eq!(answer.text(), "A GET /x?q=1 0", "round {round}");
+        let post = Request::builder()
+            .method("POST")
+            .uri("/form")
+            .header("host", "app.test")
+            .body(full("hello"))
+            .unwrap();
+        assert_eq!(send(&mut client, post).await.text(), "A POST /form 5");
+        let head = Request::builder()
+            .method("HEAD")
+            .uri("/h")
+            .header("host", "app.test")
+            .body(empty())
+            .unwrap();
+        let answer = send(&mut client, head).await;
+        assert_eq!(answer.status, StatusCode::OK);
+        assert!(answer.body.is_empty());
+        let answer = send(&mut client, get_request("app.test", "/empty")).await;
+        assert_eq!(answer.status, StatusCode::NO_CONTENT);
+    }
+    let b = Upstream::new(echo("B").await, "app/b#2");
+    p.proxy.apply(routes(&[("app.test", &b)]));
+    let answer = send(&mut client, get_request("app.test", "/y")).await;
+    assert_eq!(answer.text(), "B GET /y 0");
+    let answer = send(&mut client, get_request("app.test", "/z")).await;
+    assert_eq!(answer.text(), "B GET /z 0");
+}
