@@ -214,13 +214,19 @@ fn chain_has(
 /// A response the proxy writes itself. `nosniff` because the body echoes a client-supplied
 /// host; `no-store` so a shared cache never keeps a transient 502 in place of the app.
 pub(crate) fn local_response(status: StatusCode, text: String) -> Response<ResponseBody> {
-    let mut response = Response::new(ResponseBody::full(Bytes::from(text)));
+    local(status, text, "text/plain; charset=utf-8")
+}
+
+/// An HTML page the proxy writes itself (maintenance, login), with the same caching rules.
+pub(crate) fn local_page(status: StatusCode, html: String) -> Response<ResponseBody> {
+    local(status, html, "text/html; charset=utf-8")
+}
+
+fn local(status: StatusCode, body: String, content_type: &'static str) -> Response<ResponseBody> {
+    let mut response = Response::new(ResponseBody::full(Bytes::from(body)));
     *response.status_mut() = status;
     let headers = response.headers_mut();
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     headers.insert(
         header::X_CONTENT_TYPE_OPTIONS,
         HeaderValue::from_static("nosniff"),

@@ -16,7 +16,7 @@ use tracing::{debug, warn};
 
 use crate::body::{ResponseBody, UpstreamBody};
 use crate::direct::{Direct, Failure, Sent, Slot};
-use crate::error::{ErrorSide, ProxyError, local_response, nothing_was_sent};
+use crate::error::{ErrorSide, ProxyError, local_page, nothing_was_sent};
 use crate::headers;
 use crate::login::{self, Held, Login};
 use crate::route_table::{Maintenance, Target};
@@ -315,13 +315,8 @@ fn maintenance_page(m: &Maintenance) -> Response<ResponseBody> {
          <body style=\"font-family: sans-serif; margin: 4em auto; max-width: 40em\">\n\
          <h1>Down for maintenance</h1>\n<p>{message}</p>\n</body></html>\n"
     );
-    let mut response = local_response(StatusCode::SERVICE_UNAVAILABLE, html);
-    let headers = response.headers_mut();
-    headers.insert(
-        http::header::CONTENT_TYPE,
-        HeaderValue::from_static("text/html; charset=utf-8"),
-    );
-    headers.insert(
+    let mut response = local_page(StatusCode::SERVICE_UNAVAILABLE, html);
+    response.headers_mut().insert(
         http::header::RETRY_AFTER,
         HeaderValue::from(m.retry_after.as_secs().max(1)),
     );

@@ -20,7 +20,7 @@ use http::{Method, Response, StatusCode};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 
 use crate::body::{ResponseBody, UpstreamBody};
-use crate::error::local_response;
+use crate::error::{local_page, local_response};
 use crate::forward::escape_html;
 
 /// The cookie the login form sets.
@@ -460,12 +460,8 @@ fn login_page(
          <button type=\"submit\">Log in</button>\n\
          </form>\n</body></html>\n"
     );
-    let mut response = local_response(status, html);
+    let mut response = local_page(status, html);
     let headers = response.headers_mut();
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/html; charset=utf-8"),
-    );
     // The page is the proxy's, not the app's: no scripts, no framing (clickjacking the form),
     // and the form posts only here.
     headers.insert(
