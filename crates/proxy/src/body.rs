@@ -42,17 +42,25 @@ pub(crate) struct ResponseBody {
 
 /// Where a server-sent-event stream is, so a drain can end it between two events (an event
 /// ends with a blank line: `\n\n`, `\r\r` or `\r\n\r\n`).
-struct EventBoundary {
+pub(crate) struct EventBoundary {
     /// The last four bytes sent, oldest first.
     tail: [u8; 4],
     /// Nothing of an unfinished event has been sent.
     at_boundary: bool,
     /// The drain asked to close: end as soon as `at_boundary`.
-    closing: bool,
+    pub(crate) closing: bool,
 }
 
 impl EventBoundary {
-    fn sent(&mut self, data: &[u8]) {
+    pub(crate) fn new() -> Self {
+        EventBoundary {
+            tail: [0; 4],
+            at_boundary: true,
+            closing: false,
+        }
+    }
+
+    pub(crate) fn sent(&mut self, data: &[u8]) {
         for b in data {
             self.tail = [self.tail[1], self.tail[2], self.tail[3], *b];
         }
@@ -60,6 +68,11 @@ impl EventBoundary {
             let t = &self.tail;
             self.at_boundary = t[2..] == *b"\n\n" || t[2..] == *b"\r\r" || *t == *b"\r\n\r\n";
         }
+    }
+
+    /// Closing was asked for and the stream may end here.
+    pub(crate) fn may_end(&self) -> bool {
+        self.closing && self.at_boundary
     }
 }
 
@@ -107,11 +120,7 @@ impl ResponseBody {
         close: &CancellationToken,
     ) -> Self {
         let mut body = ResponseBody::upstream(body, stream, close);
-        body.events = Some(EventBoundary {
-            tail: [0; 4],
-            at_boundary: true,
-            closing: false,
-        });
+        body.events = Some(EventBoundary::new());
         body
     }
 
@@ -155,8 +164,7 @@ impl Body for ResponseBody {
             }
         }
         if let Some(events) = &this.events
-            && events.closing
-            && events.at_boundary
+            && events.may_end()
         {
             // A clean end of the chunked body (RFC 9112 §7.1): the client sees a finished
             // stream, never half an event.

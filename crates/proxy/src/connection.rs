@@ -13,6 +13,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use bytes::Bytes;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::Instant;
 
@@ -75,7 +76,9 @@ impl Activity {
         ActiveRequest(self.clone())
     }
 
-    fn saw_bytes(&self) {
+    /// Bytes of a request have arrived: if no request is in progress and no head has begun,
+    /// a head begins now and its header timeout starts.
+    pub(crate) fn saw_bytes(&self) {
         if self.active.load(Ordering::Acquire) == 0
             && !self.http2.load(Ordering::Relaxed)
             && self.head_started.load(Ordering::Relaxed) == NONE
@@ -87,6 +90,12 @@ impl Activity {
                 Ordering::Relaxed,
             );
         }
+    }
+
+    /// No request is in progress and no byte of the next one has arrived.
+    pub(crate) fn is_idle(&self) -> bool {
+        self.active.load(Ordering::Acquire) == 0
+            && self.head_started.load(Ordering::Acquire) == NONE
     }
 
     /// Resolves when the connection has broken one of its timeouts.
@@ -139,15 +148,22 @@ impl Drop for ActiveRequest {
     }
 }
 
-/// The client socket, reporting to its [`Activity`] when bytes arrive.
+/// The client socket, reporting to its [`Activity`] when bytes arrive. Reads first return
+/// `read`: bytes taken from the socket already, by the plain path, before it handed the
+/// connection over.
 pub(crate) struct WatchedIo<T> {
     inner: T,
+    read: Bytes,
     activity: Arc<Activity>,
 }
 
 impl<T> WatchedIo<T> {
-    pub(crate) fn new(inner: T, activity: Arc<Activity>) -> Self {
-        WatchedIo { inner, activity }
+    pub(crate) fn new(inner: T, read: Bytes, activity: Arc<Activity>) -> Self {
+        WatchedIo {
+            inner,
+            read,
+            activity,
+        }
     }
 }
 
@@ -157,6 +173,11 @@ impl<T: AsyncRead + Unpin> AsyncRead for WatchedIo<T> {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
+        if !self.read.is_empty() {
+            let n = self.read.len().min(buf.remaining());
+            buf.put_slice(&self.read.split_to(n));
+            return Poll::Ready(Ok(()));
+        }
         let before = buf.filled().len();
         let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
         if matches!(polled, Poll::Ready(Ok(()))) && buf.filled().len() > before {

@@ -141,6 +141,34 @@ impl ProxyError {
         local_response(status, text)
     }
 
+    /// The answer of [`into_response`](Self::into_response) as HTTP/1.1 bytes, for the plain
+    /// path; with `Connection: close` when `close`.
+    pub(crate) fn to_http1(&self, host: Option<&str>, close: bool) -> Vec<u8> {
+        let status = self.status();
+        let text = self.client_message(host);
+        let mut out = Vec::with_capacity(256 + text.len());
+        out.extend_from_slice(b"HTTP/1.1 ");
+        out.extend_from_slice(status.as_str().as_bytes());
+        out.push(b' ');
+        out.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
+        out.extend_from_slice(b"\r\n");
+        for (name, value) in local_fields(TEXT) {
+            out.extend_from_slice(name.as_str().as_bytes());
+            out.extend_from_slice(b": ");
+            out.extend_from_slice(value.as_bytes());
+            out.extend_from_slice(b"\r\n");
+        }
+        out.extend_from_slice(format!("content-length: {}\r\ndate: ", text.len()).as_bytes());
+        crate::wire::push_date(&mut out);
+        out.extend_from_slice(b"\r\n");
+        if close {
+            out.extend_from_slice(b"connection: close\r\n");
+        }
+        out.extend_from_slice(b"\r\n");
+        out.extend_from_slice(text.as_bytes());
+        out
+    }
+
     /// Classify a failure of the pooled client by what it tells us about the upstream.
     pub(crate) fn from_client(upstream: &str, source: hyper_util::client::legacy::Error) -> Self {
         let upstream = upstream.to_owned();
@@ -211,10 +239,12 @@ fn chain_has(
     false
 }
 
+const TEXT: &str = "text/plain; charset=utf-8";
+
 /// A response the proxy writes itself. `nosniff` because the body echoes a client-supplied
 /// host; `no-store` so a shared cache never keeps a transient 502 in place of the app.
 pub(crate) fn local_response(status: StatusCode, text: String) -> Response<ResponseBody> {
-    local(status, text, "text/plain; charset=utf-8")
+    local(status, text, TEXT)
 }
 
 /// An HTML page the proxy writes itself (maintenance, login), with the same caching rules.
@@ -222,16 +252,22 @@ pub(crate) fn local_page(status: StatusCode, html: String) -> Response<ResponseB
     local(status, html, "text/html; charset=utf-8")
 }
 
+/// The fields of every answer the proxy writes itself.
+fn local_fields(content_type: &'static str) -> [(header::HeaderName, &'static str); 3] {
+    [
+        (header::CONTENT_TYPE, content_type),
+        (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        (header::CACHE_CONTROL, "no-store"),
+    ]
+}
+
 fn local(status: StatusCode, body: String, content_type: &'static str) -> Response<ResponseBody> {
     let mut response = Response::new(ResponseBody::full(Bytes::from(body)));
     *response.status_mut() = status;
     let headers = response.headers_mut();
-    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
-    headers.insert(
-        header::X_CONTENT_TYPE_OPTIONS,
-        HeaderValue::from_static("nosniff"),
-    );
-    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    for (name, value) in local_fields(content_type) {
+        headers.insert(name, HeaderValue::from_static(value));
+    }
     response
 }
 

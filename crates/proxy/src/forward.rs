@@ -19,7 +19,7 @@ use crate::direct::{Direct, Failure, Sent, Slot};
 use crate::error::{ErrorSide, ProxyError, local_page, nothing_was_sent};
 use crate::headers;
 use crate::login::{self, Held, Login};
-use crate::route_table::{Maintenance, Target};
+use crate::route_table::{Maintenance, RouteTable, Target};
 use crate::server::Proxy;
 use crate::stats::RouteStats;
 use crate::tunnel::Tunnel;
@@ -61,19 +61,35 @@ pub(crate) async fn handle(
         stats.record(error.status(), started.elapsed());
     }
     let host = host.as_ref().and_then(|h| h.to_str().ok());
-    let shown = host.unwrap_or("");
+    log_failure(
+        host.unwrap_or(""),
+        method.as_str(),
+        uri.path(),
+        peer,
+        &error,
+    );
+    error.into_response(host)
+}
+
+/// Log a request the proxy answered itself: refusals at debug level, failures as warnings.
+pub(crate) fn log_failure(
+    host: &str,
+    method: &str,
+    path: &str,
+    peer: SocketAddr,
+    error: &ProxyError,
+) {
     match error.side() {
         ErrorSide::Client => debug!(
-            host = %shown, method = %method, path = %uri.path(), client = %peer,
+            host = %host, method = %method, path = %path, client = %peer,
             error = %error, "request refused"
         ),
         ErrorSide::Proxy | ErrorSide::Upstream => warn!(
-            host = %shown, method = %method, path = %uri.path(), client = %peer,
-            error = %error, cause = ?std::error::Error::source(&error),
+            host = %host, method = %method, path = %path, client = %peer,
+            error = %error, cause = ?std::error::Error::source(error),
             "request failed"
         ),
     }
-    error.into_response(host)
 }
 
 /// `stats` is set to the route's counters as soon as the host is found, so the caller can count
@@ -233,8 +249,7 @@ enum Routed {
 
 /// Look the host up in the current table, check the login of a protected host, and take a
 /// drain token of its instance. The login and the target come from the same table, so a
-/// switch can never forward a request past a login it did not pass. The table guard is
-/// released before returning, so it is never held across an `.await`.
+/// switch can never forward a request past a login it did not pass.
 fn route(
     proxy: &Proxy,
     host: &str,
@@ -242,43 +257,57 @@ fn route(
     stats: &mut Option<Arc<RouteStats>>,
 ) -> Result<Routed, ProxyError> {
     let path = request.uri.path();
+    let picked = with_work(proxy, host, |table| {
+        let Some(route) = table.find(host) else {
+            return Err(Err(ProxyError::UnknownHost {
+                host: host.to_owned(),
+            }));
+        };
+        *stats = Some(route.stats.clone());
+        // A protected host checks the login before it even looks at its target: a host in
+        // maintenance shows its page (and its health-check path) only to those logged in.
+        if let Some(login) = &route.login
+            && let Err(held) = login::gate(login, path, &request.headers)
+        {
+            return Err(Ok(Routed::Login(login.clone(), held)));
+        }
+        let upstream = match &route.target {
+            Target::Upstream(upstream) => upstream.clone(),
+            Target::Maintenance(m) => match &m.health {
+                Some((health_path, upstream)) if health_path == path => upstream.clone(),
+                _ => return Err(Ok(Routed::Maintenance(m.clone()))),
+            },
+        };
+        Ok((upstream, route.login.clone()))
+    });
+    match picked {
+        Ok((upstream, work, login)) => Ok(Routed::Upstream(upstream, work, login)),
+        Err(answer) => answer,
+    }
+}
+
+/// Take a drain token of the instance `pick` chooses from the current table (`pick` returns
+/// `Err` for a request that goes nowhere). A drain only starts after the table that dropped
+/// its instance was applied, so a closed tracker means the table just read is already stale:
+/// read it again. The table guard is released before returning, so it is never held across an
+/// `.await`.
+pub(crate) fn with_work<T, R>(
+    proxy: &Proxy,
+    host: &str,
+    mut pick: impl FnMut(&RouteTable) -> Result<(Arc<Upstream>, T), R>,
+) -> Result<(Arc<Upstream>, TaskTrackerToken, T), R> {
     let mut last = None;
     for _ in 0..DRAINING_REREADS {
-        let (upstream, login) = {
-            let table = proxy.routes().load();
-            let Some(route) = table.find(host) else {
-                return Err(ProxyError::UnknownHost {
-                    host: host.to_owned(),
-                });
-            };
-            *stats = Some(route.stats.clone());
-            // A protected host checks the login before it even looks at its target: a host in
-            // maintenance shows its page (and its health-check path) only to those logged in.
-            if let Some(login) = &route.login
-                && let Err(held) = login::gate(login, path, &request.headers)
-            {
-                return Ok(Routed::Login(login.clone(), held));
-            }
-            let upstream = match &route.target {
-                Target::Upstream(upstream) => upstream.clone(),
-                Target::Maintenance(m) => match &m.health {
-                    Some((health_path, upstream)) if health_path == path => upstream.clone(),
-                    _ => return Ok(Routed::Maintenance(m.clone())),
-                },
-            };
-            (upstream, route.login.clone())
-        };
-        // A drain only starts after the table that dropped this instance was applied, so a
-        // closed tracker means the table we read is already stale: read it again.
+        let (upstream, picked) = pick(&proxy.routes().load())?;
         if let Some(work) = upstream.begin_work() {
-            return Ok(Routed::Upstream(upstream, work, login));
+            return Ok((upstream, work, picked));
         }
-        last = Some((upstream, login));
+        last = Some((upstream, picked));
     }
-    let (upstream, login) = last.expect("the loop ran at least once");
+    let (upstream, picked) = last.expect("the loop ran at least once");
     warn!(host = %host, upstream = %upstream.label(), "host is still routed to an instance being drained");
     let work = upstream.force_work();
-    Ok(Routed::Upstream(upstream, work, login))
+    Ok((upstream, work, picked))
 }
 
 /// A protected host's own answer; refusals are logged (never with a token) at debug level,

@@ -17,7 +17,7 @@ static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-prot
 static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 
 /// The pseudonym the proxy uses in Via (RFC 9110 §7.6.3).
-const VIA_NAME: &str = "turnout";
+pub(crate) const VIA_NAME: &str = "turnout";
 
 /// The host the client asked for, exactly as it sent it (port included), for routing,
 /// for the upstream's Host header and for X-Forwarded-Host.

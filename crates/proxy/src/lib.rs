@@ -53,11 +53,13 @@ mod error;
 mod forward;
 mod headers;
 mod login;
+mod plain;
 mod route_table;
 mod server;
 mod stats;
 mod tunnel;
 mod upstream;
+mod wire;
 
 pub use config::ProxyConfig;
 pub use error::{ErrorSide, ProxyError};

@@ -4,7 +4,7 @@ use std::convert::Infallible;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::AtomicUsize;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
@@ -26,6 +26,7 @@ use crate::config::ProxyConfig;
 use crate::connection::{Activity, Expiry, WatchedIo};
 use crate::direct::Slot;
 use crate::forward;
+use crate::plain::{Outcome, PlainConnection};
 use crate::route_table::RouteTable;
 
 /// hyper refuses an HTTP/1 buffer smaller than this.
@@ -223,10 +224,12 @@ impl std::fmt::Debug for Proxy {
     }
 }
 
+/// Serve one client connection: plain requests on the plain path (`plain`), and from the
+/// first request that is not plain, the rest of the connection with hyper.
 async fn serve_connection(
     proxy: Arc<Proxy>,
     builder: Arc<auto::Builder<TokioExecutor>>,
-    stream: TcpStream,
+    mut stream: TcpStream,
     peer: SocketAddr,
     shutdown: CancellationToken,
     abort: CancellationToken,
@@ -234,7 +237,42 @@ async fn serve_connection(
     let header_timeout = proxy.config.header_read_timeout;
     let idle_timeout = proxy.config.idle_timeout;
     let activity = Activity::new();
-    let io = TokioIo::new(WatchedIo::new(stream, activity.clone()));
+    // Set once a graceful close has begun; from then on only completion or abort matter.
+    let closing = AtomicBool::new(false);
+    let read = {
+        let plain = PlainConnection::new(&proxy, peer, &activity, &closing).serve(&mut stream);
+        tokio::pin!(plain);
+        loop {
+            tokio::select! {
+                outcome = plain.as_mut() => match outcome {
+                    Outcome::Closed => return,
+                    Outcome::Handoff(read) => break read,
+                },
+                _ = shutdown.cancelled(), if !closing.load(Ordering::Relaxed) => {
+                    // An idle connection closes now; a busy one after its response.
+                    if activity.is_idle() {
+                        return;
+                    }
+                    closing.store(true, Ordering::Relaxed);
+                }
+                expiry = activity.expired(header_timeout, idle_timeout),
+                    if !closing.load(Ordering::Relaxed) =>
+                {
+                    match expiry {
+                        Expiry::HeaderTimeout => {
+                            debug!(client = %peer, "request head not received in time; closing");
+                        }
+                        Expiry::Idle => {}
+                    }
+                    return;
+                }
+                _ = abort.cancelled() => return,
+            }
+        }
+    };
+    let closing = closing.into_inner();
+
+    let io = TokioIo::new(WatchedIo::new(stream, read, activity.clone()));
     let service = {
         let activity = activity.clone();
         // This connection's own upstream connection, for HTTP/1 requests (see `direct`).
@@ -252,8 +290,10 @@ async fn serve_connection(
     };
     let conn = builder.serve_connection_with_upgrades(io, service);
     tokio::pin!(conn);
-    // Set once a graceful close has begun; from then on only completion or abort matter.
-    let mut closing = false;
+    let mut closing = closing;
+    if closing {
+        conn.as_mut().graceful_shutdown();
+    }
     loop {
         tokio::select! {
             result = conn.as_mut() => {

@@ -2,10 +2,11 @@
 
 use std::fmt;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use http::uri::Authority;
+use tokio::net::TcpStream;
 use tokio::time::{Instant, timeout};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -16,6 +17,8 @@ use tracing::{info, warn};
 /// enough for a tunnel to finish the WebSocket frame it is in and send its close frame
 /// (see `tunnel::CLOSE_GRACE`), short enough that a stuck client cannot hold up a deploy.
 const CUT_GRACE: Duration = Duration::from_secs(2);
+/// Idle connections kept per instance for the plain path; as many as hyper's pool keeps.
+const IDLE_MAX: usize = 128;
 
 /// One running instance that the proxy can send requests to.
 pub struct Upstream {
@@ -36,6 +39,10 @@ pub struct Upstream {
     /// Cancelled at the streams' deadline: event streams end cleanly at the next event
     /// boundary, WebSockets get close code 1001 at the next frame boundary, other tunnels shut.
     close_streams: CancellationToken,
+    /// Open connections to the instance that no request is using, for the plain path (see
+    /// `plain`); the most recently used last. Locked only to push or pop one, never across an
+    /// `.await`.
+    idle: Mutex<Vec<TcpStream>>,
 }
 
 /// How long a drain lets each kind of work finish before ending it.
@@ -71,6 +78,7 @@ impl Upstream {
             cut: CancellationToken::new(),
             streams: TaskTracker::new(),
             close_streams: CancellationToken::new(),
+            idle: Mutex::new(Vec::new()),
         })
     }
 
@@ -112,6 +120,8 @@ impl Upstream {
         let started = Instant::now();
         self.work.close();
         self.streams.close();
+        // No request will need them; connections in use are dropped when they are let go.
+        self.idle_connections().clear();
         let requests = async {
             if timeout(deadlines.requests, self.work.wait()).await.is_ok() {
                 return 0;
@@ -199,6 +209,28 @@ impl Upstream {
 
     pub(crate) fn close_streams_signal(&self) -> &CancellationToken {
         &self.close_streams
+    }
+
+    /// An idle connection to the instance, most recently used first. It may have been closed
+    /// by the instance meanwhile: the caller checks.
+    pub(crate) fn take_idle(&self) -> Option<TcpStream> {
+        self.idle_connections().pop()
+    }
+
+    /// Keep a connection that has finished an exchange for the next request, unless the
+    /// instance is being drained or enough are kept already.
+    pub(crate) fn put_idle(&self, conn: TcpStream) {
+        if self.work.is_closed() {
+            return;
+        }
+        let mut idle = self.idle_connections();
+        if idle.len() < IDLE_MAX {
+            idle.push(conn);
+        }
+    }
+
+    fn idle_connections(&self) -> std::sync::MutexGuard<'_, Vec<TcpStream>> {
+        self.idle.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
