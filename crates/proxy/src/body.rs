@@ -13,7 +13,6 @@ use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 use tokio_util::task::task_tracker::TaskTrackerToken;
 
 use crate::connection::ActiveRequest;
-use crate::direct::{Direct, Slot};
 
 /// What the proxy sends upstream: the client's body streamed through, or nothing (which is
 /// what makes a request replayable).
@@ -35,9 +34,6 @@ pub(crate) struct ResponseBody {
     /// Set for server-sent events: when `cut` fires the stream ends cleanly at an event
     /// boundary instead of with an error, and EventSource clients simply reconnect.
     events: Option<EventBoundary>,
-    /// The client connection's own upstream connection this body arrives on: polled while the
-    /// body is sent, handed back to the client connection once all of it has been.
-    direct: Option<(Direct, Slot)>,
 }
 
 /// Where a server-sent-event stream is, so a drain can end it between two events (an event
@@ -89,7 +85,6 @@ impl ResponseBody {
             cut: None,
             active: None,
             events: None,
-            direct: None,
         }
     }
 
@@ -108,7 +103,6 @@ impl ResponseBody {
             cut: Some(Box::pin(cut.clone().cancelled_owned())),
             active: None,
             events: None,
-            direct: None,
         }
     }
 
@@ -128,13 +122,7 @@ impl ResponseBody {
         self.active = Some(active);
     }
 
-    /// The body arrives on `direct`, which goes back to `slot` when the body has been read.
-    pub(crate) fn set_direct(&mut self, direct: Direct, slot: Slot) {
-        self.direct = Some((direct, slot));
-    }
-
     fn finish(&mut self) {
-        self.direct = None;
         self.work = None;
         self.cut = None;
         self.active = None;
@@ -171,12 +159,6 @@ impl Body for ResponseBody {
             this.finish();
             return Poll::Ready(None);
         }
-        if let Some((direct, _)) = &mut this.direct
-            && !direct.poll_alive(cx)
-        {
-            // Closed or broken; what it had read is already in the body.
-            this.direct = None;
-        }
         let polled = match &mut this.inner {
             Inner::Upstream(body) => {
                 ready!(Pin::new(body).poll_frame(cx)).map(|r| r.map_err(Into::into))
@@ -193,12 +175,7 @@ impl Body for ResponseBody {
                 }
             }
             Some(Err(_)) => this.finish(),
-            None => {
-                if let Some((direct, slot)) = this.direct.take() {
-                    slot.put(direct);
-                }
-                this.finish();
-            }
+            None => this.finish(),
         }
         Poll::Ready(polled)
     }
@@ -216,19 +193,6 @@ impl Body for ResponseBody {
             Inner::Full(bytes) => {
                 SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64))
             }
-        }
-    }
-}
-
-impl Drop for ResponseBody {
-    fn drop(&mut self) {
-        // hyper never polls a body that says it is empty (HEAD, 204, 304, a zero length); its
-        // connection is as reusable as after a body read to the end.
-        if let Some((direct, slot)) = self.direct.take()
-            && let Inner::Upstream(body) = &self.inner
-            && body.is_end_stream()
-        {
-            slot.put(direct);
         }
     }
 }

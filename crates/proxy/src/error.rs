@@ -195,23 +195,6 @@ impl ProxyError {
             }
         }
     }
-
-    /// Classify a failure of a client connection's own upstream connection (`direct`).
-    pub(crate) fn from_direct(upstream: &str, failure: crate::direct::Failure) -> Self {
-        use crate::direct::Failure;
-        let upstream = upstream.to_owned();
-        match failure {
-            Failure::ConnectTimeout(e) => ProxyError::UpstreamTimeout {
-                upstream,
-                source: e.into(),
-            },
-            Failure::Connect(source) => ProxyError::UpstreamUnreachable { upstream, source },
-            Failure::Exchange(e) => ProxyError::UpstreamFailed {
-                upstream,
-                source: e.into(),
-            },
-        }
-    }
 }
 
 /// True when the client guarantees that not a byte of the request reached the upstream:

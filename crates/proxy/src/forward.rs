@@ -15,7 +15,6 @@ use tokio_util::task::task_tracker::TaskTrackerToken;
 use tracing::{debug, warn};
 
 use crate::body::{ResponseBody, UpstreamBody};
-use crate::direct::{Direct, Failure, Sent, Slot};
 use crate::error::{ErrorSide, ProxyError, local_page, nothing_was_sent};
 use crate::headers;
 use crate::login::{self, Held, Login};
@@ -34,7 +33,6 @@ pub(crate) async fn handle(
     proxy: &Proxy,
     req: Request<Incoming>,
     peer: SocketAddr,
-    slot: &Slot,
 ) -> Response<ResponseBody> {
     let started = Instant::now();
     // For the error log only; both clones share the request's buffers.
@@ -43,7 +41,7 @@ pub(crate) async fn handle(
     let mut stats = None;
     let (host, result) = match headers::request_host(&req) {
         Ok(host) => {
-            let result = forward(proxy, req, peer, slot, &host, &mut stats).await;
+            let result = forward(proxy, req, peer, &host, &mut stats).await;
             (Some(host), result)
         }
         Err(e) => (None, Err(e)),
@@ -98,7 +96,6 @@ async fn forward(
     proxy: &Proxy,
     mut req: Request<Incoming>,
     peer: SocketAddr,
-    slot: &Slot,
     host: &HeaderValue,
     stats: &mut Option<Arc<RouteStats>>,
 ) -> Result<Response<ResponseBody>, ProxyError> {
@@ -111,9 +108,6 @@ async fn forward(
     let upgrade = headers::wants_upgrade(req.headers(), req.version());
     // Must be taken from the client's request itself: hyper resolves it once our 101 is sent.
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
-    // An HTTP/1 client's requests come one at a time: they can go over its own upstream
-    // connection. Upgrades keep to the pooled client, which hands the upgraded stream over.
-    let slot = (!upgrade && req.version() != Version::HTTP_2).then_some(slot);
 
     let (mut parts, body) = req.into_parts();
     let path = upstream_path(&parts.uri)?;
@@ -144,7 +138,7 @@ async fn forward(
         }
     };
     let mut retried = false;
-    let response = loop {
+    let mut response = loop {
         // `parts.headers` keep the credentials while a retry may still need to log in again.
         let mut headers = if replayable && !retried {
             parts.headers.clone()
@@ -159,7 +153,7 @@ async fn forward(
             body.take().unwrap_or_else(|| Either::Right(Empty::new())),
         );
         let sent = tokio::select! {
-            sent = send(proxy, slot, &upstream, &path, request) => sent,
+            sent = send(proxy, &upstream, &path, request) => sent,
             _ = upstream.cut_signal().cancelled() => {
                 return Err(ProxyError::Drained { upstream: upstream.label().to_owned() });
             }
@@ -192,7 +186,6 @@ async fn forward(
         retried = true;
     };
 
-    let (mut response, direct) = response;
     let switching = response.status() == StatusCode::SWITCHING_PROTOCOLS;
     if switching {
         let Some(client_upgrade) = client_upgrade else {
@@ -231,10 +224,6 @@ async fn forward(
     } else {
         ResponseBody::upstream(body, work, upstream.cut_signal())
     };
-    let mut body = body;
-    if let (Some(direct), Some(slot)) = (direct, slot) {
-        body.set_direct(direct, slot.clone());
-    }
     Ok(Response::from_parts(parts, body))
 }
 
@@ -396,10 +385,9 @@ fn build_request(
     request
 }
 
-/// A failed exchange with the instance, over either kind of connection.
+/// A failed exchange with the instance.
 enum SendError {
     Pool(hyper_util::client::legacy::Error),
-    Direct(Failure),
     Target(ProxyError),
 }
 
@@ -407,7 +395,6 @@ impl SendError {
     fn nothing_was_sent(&self) -> bool {
         match self {
             SendError::Pool(e) => nothing_was_sent(e),
-            SendError::Direct(f) => f.nothing_was_sent(),
             SendError::Target(_) => false,
         }
     }
@@ -415,7 +402,6 @@ impl SendError {
     fn is_connect(&self) -> bool {
         match self {
             SendError::Pool(e) => e.is_connect(),
-            SendError::Direct(f) => f.is_connect(),
             SendError::Target(_) => false,
         }
     }
@@ -423,7 +409,6 @@ impl SendError {
     fn into_proxy_error(self, upstream: &str) -> ProxyError {
         match self {
             SendError::Pool(e) => ProxyError::from_client(upstream, e),
-            SendError::Direct(f) => ProxyError::from_direct(upstream, f),
             SendError::Target(e) => e,
         }
     }
@@ -433,37 +418,18 @@ impl std::fmt::Display for SendError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             SendError::Pool(e) => e.fmt(f),
-            SendError::Direct(e) => e.fmt(f),
             SendError::Target(e) => e.fmt(f),
         }
     }
 }
 
-/// Send over the client connection's own upstream connection when there is a `slot` for it,
-/// else (or when that connection hands the request back unsent) through the pooled client.
+/// Send through the pooled client, with the absolute-form target it needs.
 async fn send(
     proxy: &Proxy,
-    slot: Option<&Slot>,
     upstream: &Arc<Upstream>,
     path: &PathAndQuery,
-    request: Request<UpstreamBody>,
-) -> Result<(Response<Incoming>, Option<Direct>), SendError> {
-    let mut request = request;
-    if let Some(slot) = slot {
-        match slot
-            .send(
-                upstream,
-                proxy.config().upstream_connect_timeout,
-                proxy.direct_open(),
-                request,
-            )
-            .await
-        {
-            Ok(Sent::Direct(response, direct)) => return Ok((response, direct)),
-            Ok(Sent::Unsent(unsent)) => request = unsent,
-            Err(failure) => return Err(SendError::Direct(failure)),
-        }
-    }
+    mut request: Request<UpstreamBody>,
+) -> Result<Response<Incoming>, SendError> {
     *request.uri_mut() = Uri::builder()
         .scheme(Scheme::HTTP)
         .authority(upstream.authority().clone())
@@ -474,8 +440,9 @@ async fn send(
                 reason: e.to_string(),
             })
         })?;
-    match proxy.client().request(request).await {
-        Ok(response) => Ok((response, None)),
-        Err(e) => Err(SendError::Pool(e)),
-    }
+    proxy
+        .client()
+        .request(request)
+        .await
+        .map_err(SendError::Pool)
 }

@@ -48,7 +48,6 @@
 mod body;
 mod config;
 mod connection;
-mod direct;
 mod error;
 mod forward;
 mod headers;

@@ -4,7 +4,7 @@ use std::convert::Infallible;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
@@ -24,7 +24,6 @@ use tracing::{debug, info, warn};
 use crate::body::UpstreamBody;
 use crate::config::ProxyConfig;
 use crate::connection::{Activity, Expiry, WatchedIo};
-use crate::direct::Slot;
 use crate::forward;
 use crate::plain::{Outcome, PlainConnection};
 use crate::route_table::RouteTable;
@@ -52,8 +51,6 @@ pub struct Proxy {
     table: ArcSwap<RouteTable>,
     /// Pooled HTTP/1.1 connections to instances, keyed by instance address.
     client: Client<HttpConnector, UpstreamBody>,
-    /// How many client connections have an upstream connection of their own (`direct`).
-    direct_open: Arc<AtomicUsize>,
     config: ProxyConfig,
 }
 
@@ -75,7 +72,6 @@ impl Proxy {
         Arc::new(Proxy {
             table: ArcSwap::from_pointee(RouteTable::default()),
             client,
-            direct_open: Arc::new(AtomicUsize::new(0)),
             config,
         })
     }
@@ -105,10 +101,6 @@ impl Proxy {
 
     pub(crate) fn routes(&self) -> &ArcSwap<RouteTable> {
         &self.table
-    }
-
-    pub(crate) fn direct_open(&self) -> &Arc<AtomicUsize> {
-        &self.direct_open
     }
 
     pub(crate) fn client(&self) -> &Client<HttpConnector, UpstreamBody> {
@@ -275,14 +267,11 @@ async fn serve_connection(
     let io = TokioIo::new(WatchedIo::new(stream, read, activity.clone()));
     let service = {
         let activity = activity.clone();
-        // This connection's own upstream connection, for HTTP/1 requests (see `direct`).
-        let slot = Slot::default();
         service_fn(move |req: Request<Incoming>| {
             let proxy = proxy.clone();
-            let slot = slot.clone();
             let active = activity.begin_request(req.version() == Version::HTTP_2);
             async move {
-                let mut response = forward::handle(&proxy, req, peer, &slot).await;
+                let mut response = forward::handle(&proxy, req, peer).await;
                 response.body_mut().set_active(active);
                 Ok::<_, Infallible>(response)
             }
