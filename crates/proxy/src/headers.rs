@@ -137,6 +137,11 @@ pub(crate) fn prepare_request_headers(
 /// Rewrite an instance's response headers for the client. `upgrade` keeps the Upgrade field
 /// and the "upgrade" option of a 101 answer to an upgrade request.
 pub(crate) fn prepare_response_headers(headers: &mut HeaderMap, version: Version, upgrade: bool) {
+    // RFC 9112 §6.1: Transfer-Encoding overrides Content-Length, and a forwarded message must
+    // lose the Content-Length: the body was read by its chunks, and hyper frames it anew.
+    if headers.contains_key(header::TRANSFER_ENCODING) {
+        headers.remove(header::CONTENT_LENGTH);
+    }
     remove_hop_by_hop(headers, upgrade);
     if upgrade {
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));

@@ -42,7 +42,7 @@ use crate::upstream::Upstream;
 use crate::wire::{self, BodyKind, Chunked, LAST_CHUNK, Seen};
 
 /// Each read from either side asks for at least this much room.
-const READ_CHUNK: usize = 16 * 1024;
+const READ_CHUNK: usize = 8 * 1024;
 
 /// How [`PlainConnection::serve`] ended.
 pub(crate) enum Outcome {

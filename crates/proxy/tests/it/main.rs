@@ -3,6 +3,7 @@
 
 mod drain;
 mod forwarding;
+mod http1;
 mod login;
 mod maintenance;
 mod retry;
