@@ -573,8 +573,8 @@ impl Relay<'_> {
                 if let Some(events) = self.events.as_mut() {
                     events.sent(self.rbuf);
                 }
-                let size = wire::chunk_size_line(self.rbuf.len());
-                let chunk = [&size[..], &self.rbuf[..], b"\r\n"].concat();
+                let mut chunk = Vec::with_capacity(self.rbuf.len() + 32);
+                wire::push_chunk(&mut chunk, self.rbuf);
                 send(self.client, cut, &chunk, &[]).await?;
             }
             if self.events.as_ref().is_some_and(EventBoundary::may_end) {

@@ -8,6 +8,7 @@
 //! [`Request::Other`] and the connection is handed over with its bytes unread.
 
 use std::cell::RefCell;
+use std::io::Write as _;
 use std::time::SystemTime;
 
 use crate::headers::VIA_NAME;
@@ -456,9 +457,11 @@ impl Chunked {
 /// The end of a chunked body with no trailers.
 pub(crate) const LAST_CHUNK: &[u8] = b"0\r\n\r\n";
 
-/// The line that starts a chunk of `len` bytes.
-pub(crate) fn chunk_size_line(len: usize) -> Vec<u8> {
-    format!("{len:x}\r\n").into_bytes()
+/// Append one chunk holding `data` to `out`.
+pub(crate) fn push_chunk(out: &mut Vec<u8>, data: &[u8]) {
+    let _ = write!(out, "{:x}\r\n", data.len());
+    out.extend_from_slice(data);
+    out.extend_from_slice(b"\r\n");
 }
 
 fn hex(b: u8) -> u8 {
@@ -542,9 +545,8 @@ fn push_field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
 }
 
 fn push_length(out: &mut Vec<u8>, n: u64) {
-    out.extend_from_slice(b"content-length: ");
-    out.extend_from_slice(n.to_string().as_bytes());
-    out.extend_from_slice(b"\r\n");
+    // Writing to a Vec cannot fail.
+    let _ = write!(out, "content-length: {n}\r\n");
 }
 
 /// Append the non-empty values of every `name` field to `out`, joined with ", ". True if

@@ -1147,6 +1147,53 @@ async fn response_body_streams_as_it_arrives() {
     }
 }
 
+/// Connections to an instance outlive the client connections that used them: clients that
+/// come and go one after another reuse one, and a drain closes the idle ones.
+#[tokio::test]
+async fn instance_connections_are_reused_across_clients_and_closed_by_a_drain() {
+    let (opened_tx, mut opened) = mpsc::unbounded_channel();
+    let (closed_tx, mut closed) = mpsc::unbounded_channel();
+    let backend = raw_backend(move |mut wire| {
+        let _ = opened_tx.send(());
+        let closed_tx = closed_tx.clone();
+        async move {
+            while let Some(request) = wire.request().await {
+                let text = request.target().to_owned();
+                wire.send(format!(
+                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{text}",
+                    text.len()
+                ))
+                .await;
+            }
+            let _ = closed_tx.send(());
+        }
+    })
+    .await;
+    let p = start_proxy(ProxyConfig::default()).await;
+    let a = Upstream::new(backend, "app/a");
+    p.proxy.apply(routes(&[("a.test", &a)]));
+
+    for i in 0..5 {
+        let mut client = Wire::connect(p.addr).await;
+        client.send(get(&format!("/client/{i}"))).await;
+        let answer = client.response().await;
+        assert_eq!(answer.text(), format!("/client/{i}"));
+    }
+    within("the first connection", opened.recv()).await.unwrap();
+    assert!(
+        opened.try_recv().is_err(),
+        "five clients one after another opened more than one connection to the instance"
+    );
+    assert!(closed.try_recv().is_err(), "the idle connection was closed");
+
+    p.proxy.apply(routes(&[]));
+    let outcome = within("the drain", a.drain(DEADLINE)).await;
+    assert_eq!(outcome.cut, 0);
+    within("the idle connection to close", closed.recv())
+        .await
+        .unwrap();
+}
+
 // ---------------------------------------------------------------------------------------------
 // The raw HTTP/1 wire
 
