@@ -158,13 +158,9 @@ async fn chunk_extensions_and_trailers_are_read_past() {
 
     let mut client = Wire::connect(p.addr).await;
     for round in 0..ROUNDS {
-        client.send(get("/ext")).await;
-        let answer = client.response().await;
-        assert_eq!(
-            (answer.status(), answer.text()),
-            (200, "hello world"),
-            "round {round}"
-        );
+        client
+            .expect_ok("/ext", "hello world", format_args!("round {round}"))
+            .await;
     }
 }
 
@@ -229,13 +225,13 @@ async fn response_with_content_length_and_chunked_is_read_as_chunked() {
 
         let mut client = Wire::connect(p.addr).await;
         for round in 0..ROUNDS {
-            client.send(get("/both")).await;
-            let answer = client.response().await;
-            assert_eq!(
-                (answer.status(), answer.text()),
-                (200, "hello"),
-                "Content-Length {length}, round {round}"
-            );
+            let answer = client
+                .expect_ok(
+                    "/both",
+                    "hello",
+                    format_args!("Content-Length {length}, round {round}"),
+                )
+                .await;
             assert!(
                 matches!(answer.get("content-length"), None | Some("5")),
                 "Content-Length {length}, round {round}: {answer:?}"
@@ -311,13 +307,9 @@ async fn head_response_keeps_its_content_length_and_has_no_body() {
         assert_eq!(answer.status(), 200, "round {round}");
 
         // Any stray byte after the heads would be read as the start of this answer.
-        client.send(get("/after")).await;
-        let answer = client.response().await;
-        assert_eq!(
-            (answer.status(), answer.text()),
-            (200, "/after"),
-            "round {round}"
-        );
+        client
+            .expect_ok("/after", "/after", format_args!("round {round}"))
+            .await;
     }
 }
 
@@ -349,13 +341,9 @@ async fn no_content_and_not_modified_have_no_body() {
         assert_eq!(answer.status(), 304, "round {round}");
         assert_eq!(answer.get("etag"), Some("\"v1\""));
 
-        client.send(get("/after")).await;
-        let answer = client.response().await;
-        assert_eq!(
-            (answer.status(), answer.text()),
-            (200, "/after"),
-            "round {round}"
-        );
+        client
+            .expect_ok("/after", "/after", format_args!("round {round}"))
+            .await;
     }
 }
 
@@ -766,13 +754,9 @@ async fn response_hop_by_hop_headers_stay_upstream() {
 
     let mut client = Wire::connect(p.addr).await;
     for round in 0..ROUNDS {
-        client.send(get("/hop")).await;
-        let answer = client.response().await;
-        assert_eq!(
-            (answer.status(), answer.text()),
-            (200, "/hop"),
-            "round {round}"
-        );
+        let answer = client
+            .expect_ok("/hop", "/hop", format_args!("round {round}"))
+            .await;
         assert!(!answer.has("x-internal"), "round {round}: {answer:?}");
         assert!(!answer.has("keep-alive"), "round {round}: {answer:?}");
         for option in answer.list("connection") {
@@ -1345,6 +1329,19 @@ struct Wire {
 }
 
 impl Wire {
+    /// GET `path` and expect 200 with `text`; `context` names the case in a failure.
+    async fn expect_ok(
+        &mut self,
+        path: &str,
+        text: &str,
+        context: std::fmt::Arguments<'_>,
+    ) -> Message {
+        self.send(get(path)).await;
+        let answer = self.response().await;
+        assert_eq!((answer.status(), answer.text()), (200, text), "{context}");
+        answer
+    }
+
     async fn connect(addr: SocketAddr) -> Wire {
         let stream = within("connect", TcpStream::connect(addr)).await.unwrap();
         stream.set_nodelay(true).unwrap();
