@@ -21,6 +21,14 @@
 //! Take a lock, touch the store, block, or hold the route table across an `.await`. The
 //! proxy keeps serving its last table whatever the control plane is doing.
 //!
+//! # Two paths
+//!
+//! Plain keep-alive HTTP/1.1 requests are relayed by the plain path (`plain`, `wire`): parsed in
+//! place, their head copied once, sent over an idle connection to the instance, the answer
+//! relayed as it comes. From the first request on a connection that is anything else (HTTP/2,
+//! an upgrade, a streamed upload, a maintenance or protected host, ...) hyper serves the rest
+//! of that connection (`forward`). Both keep every promise below.
+//!
 //! # Maintenance and metrics
 //!
 //! A host can route to [`Target::Maintenance`]: a 503 page with a message and `Retry-After`,
