@@ -54,8 +54,9 @@ async fn mixed_traffic_survives_50_switches_and_rollbacks_and_5_deploys() {
     repo.write("app.py", MIXED_APP);
     repo.write("turnout.toml", LOAD_TOML);
     let first = repo.commit("the mixed app");
-    // Shared with the tasks that run deploys while the switches go on.
-    let d = Arc::new(Daemon::start());
+    // Shared with the tasks that run deploys while the switches go on. The proxy runs on one
+    // thread, as in the benchmarks (a current-thread runtime; the other tests use several).
+    let d = Arc::new(Daemon::start_with_env(&[("TURNOUT_PROXY_WORKERS", "1")]));
     d.create(
         "shop",
         repo.path(),

@@ -133,11 +133,16 @@ fn spawn_proxy_runtime(
     // A listener is registered with the runtime that created it: hand the socket over.
     let listener = listener.into_std()?;
     Ok(tokio::task::spawn_blocking(move || {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(workers)
-            .thread_name("turnout-proxy")
-            .enable_all()
-            .build()?;
+        // One worker: a current-thread runtime, where the thread that accepts also serves,
+        // tasks run in the order they were woken, and there is no work stealing to keep up.
+        let mut builder = if workers == 1 {
+            tokio::runtime::Builder::new_current_thread()
+        } else {
+            let mut builder = tokio::runtime::Builder::new_multi_thread();
+            builder.worker_threads(workers);
+            builder
+        };
+        let runtime = builder.thread_name("turnout-proxy").enable_all().build()?;
         let result = runtime.block_on(async move {
             let listener = TcpListener::from_std(listener)?;
             proxy.serve(listener, shutdown).await
