@@ -51,6 +51,12 @@ async fn upgrade_echo() -> (SocketAddr, mpsc::UnboundedReceiver<Vec<u8>>) {
 /// Send an upgrade request over a raw socket and read the response head.
 async fn open_upgrade(proxy: SocketAddr, protocol: &str) -> (TcpStream, String) {
     let mut stream = TcpStream::connect(proxy).await.unwrap();
+    let head = upgrade_on(&mut stream, protocol).await;
+    (stream, head)
+}
+
+/// Send an upgrade request on `stream` and read the response head.
+async fn upgrade_on(stream: &mut TcpStream, protocol: &str) -> String {
     let request = format!(
         "GET /socket HTTP/1.1\r\nHost: ws.test\r\nConnection: Upgrade\r\nUpgrade: {protocol}\r\n\
          Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
@@ -64,7 +70,7 @@ async fn open_upgrade(proxy: SocketAddr, protocol: &str) -> (TcpStream, String) 
             .unwrap();
         head.push(byte[0]);
     }
-    (stream, String::from_utf8(head).unwrap())
+    String::from_utf8(head).unwrap()
 }
 
 /// A masked client-to-server text frame (RFC 6455 §5.2).
@@ -122,6 +128,39 @@ async fn websocket_tunnel_relays_and_drain_closes_it_with_1001() {
     assert_eq!(close[..2], [0x88, 0x82]);
     assert_eq!([close[6] ^ close[2], close[7] ^ close[3]], [0x03, 0xE9]);
     assert_eq!(ws.in_flight(), 0);
+}
+
+/// Plain requests are served on the plain path until the upgrade, which hyper takes over with
+/// the bytes already read: the same connection then carries the tunnel.
+#[tokio::test]
+async fn an_upgrade_after_plain_requests_on_the_same_connection() {
+    let p = start_proxy(ProxyConfig::default()).await;
+    let (addr, _seen) = upgrade_echo().await;
+    let ws = Upstream::new(addr, "chat/ws");
+    p.proxy.apply(routes(&[("ws.test", &ws)]));
+
+    let mut stream = TcpStream::connect(p.addr).await.unwrap();
+    for _ in 0..2 {
+        stream
+            .write_all(b"GET /page HTTP/1.1\r\nHost: ws.test\r\n\r\n")
+            .await
+            .unwrap();
+        let expected = b"not upgraded";
+        let mut answer = Vec::new();
+        while !answer.ends_with(expected) {
+            let mut buf = [0u8; 1024];
+            let n = within("plain answer", stream.read(&mut buf)).await.unwrap();
+            assert!(n > 0, "closed after {:?}", String::from_utf8_lossy(&answer));
+            answer.extend_from_slice(&buf[..n]);
+        }
+        let answer = String::from_utf8(answer).unwrap();
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    }
+    let head = upgrade_on(&mut stream, "websocket").await;
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    let frame = client_frame(b"after plain requests");
+    stream.write_all(&frame).await.unwrap();
+    assert_eq!(read_exactly(&mut stream, frame.len()).await, frame);
 }
 
 #[tokio::test]
