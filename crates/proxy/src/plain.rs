@@ -246,7 +246,8 @@ impl<'a> PlainConnection<'a> {
             // A body still on its way is streamed both ways at once by hyper's path (the
             // instance may answer before it has read all of it).
             let body_here = (self.buf.len() - request.head_len) as u64 >= request.content_length;
-            let Some((upstream, work, stats)) = self.route().filter(|_| body_here) else {
+            let routed = if body_here { self.route() } else { None };
+            let Some((upstream, work, stats)) = routed else {
                 return self.handoff();
             };
             match self.exchange(client, &request, upstream, work, stats).await {
