@@ -10,11 +10,30 @@ use http::{Request, Version};
 
 use crate::error::ProxyError;
 
-static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
-static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+
+/// RFC 9110 §7.6.1: the fields that are connection-specific by definition, dropped (with the
+/// fields Connection names) from every message the proxy forwards. Proxy-Authenticate and
+/// Proxy-Authorization are not in that list any more (they were in RFC 2616 §13.5.1) and pass
+/// through.
+pub(crate) const HOP_BY_HOP: [&str; 6] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "transfer-encoding",
+    "upgrade",
+];
+
+/// The fields the proxy writes itself in every request, replacing (or extending) the client's.
+pub(crate) const REWRITTEN: [&str; 4] = [
+    "x-forwarded-for",
+    "x-forwarded-proto",
+    "x-forwarded-host",
+    "via",
+];
 
 /// The pseudonym the proxy uses in Via (RFC 9110 §7.6.3).
 pub(crate) const VIA_NAME: &str = "turnout";
@@ -149,10 +168,7 @@ pub(crate) fn prepare_response_headers(headers: &mut HeaderMap, version: Version
     append_via(headers, version);
 }
 
-/// RFC 9110 §7.6.1: drop Connection, every field it names, and the fields that are
-/// connection-specific by definition (Proxy-Connection, Keep-Alive, TE, Transfer-Encoding,
-/// Upgrade). Proxy-Authenticate/Proxy-Authorization are not in that list any more (they
-/// were in RFC 2616 §13.5.1) and pass through.
+/// RFC 9110 §7.6.1: drop Connection, every field it names, and the fields of [`HOP_BY_HOP`].
 fn remove_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
     let named: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
@@ -167,13 +183,10 @@ fn remove_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
             headers.remove(name);
         }
     }
-    headers.remove(header::CONNECTION);
-    headers.remove(&KEEP_ALIVE);
-    headers.remove(&PROXY_CONNECTION);
-    headers.remove(header::TE);
-    headers.remove(header::TRANSFER_ENCODING);
-    if !keep_upgrade {
-        headers.remove(header::UPGRADE);
+    for name in HOP_BY_HOP {
+        if !(keep_upgrade && name == "upgrade") {
+            headers.remove(name);
+        }
     }
 }
 

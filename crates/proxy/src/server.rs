@@ -1,8 +1,10 @@
 //! The proxy itself: its route table, its upstream client, and the accept loop.
 
 use std::convert::Infallible;
+use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -226,47 +228,38 @@ async fn serve_connection(
     shutdown: CancellationToken,
     abort: CancellationToken,
 ) {
-    let header_timeout = proxy.config.header_read_timeout;
-    let idle_timeout = proxy.config.idle_timeout;
-    let activity = Activity::new();
+    let watch = Watch {
+        activity: Activity::new(),
+        header_timeout: proxy.config.header_read_timeout,
+        idle_timeout: proxy.config.idle_timeout,
+        shutdown,
+        abort,
+        peer,
+    };
     // Set once a graceful close has begun; from then on only completion or abort matter.
     let closing = AtomicBool::new(false);
     let read = {
-        let plain = PlainConnection::new(&proxy, peer, &activity, &closing).serve(&mut stream);
+        let plain =
+            PlainConnection::new(&proxy, peer, &watch.activity, &closing).serve(&mut stream);
         tokio::pin!(plain);
         loop {
-            tokio::select! {
-                outcome = plain.as_mut() => match outcome {
-                    Outcome::Closed => return,
-                    Outcome::Handoff(read) => break read,
-                },
-                _ = shutdown.cancelled(), if !closing.load(Ordering::Relaxed) => {
-                    // An idle connection closes now; a busy one after its response.
-                    if activity.is_idle() {
-                        return;
-                    }
-                    closing.store(true, Ordering::Relaxed);
-                }
-                expiry = activity.expired(header_timeout, idle_timeout),
-                    if !closing.load(Ordering::Relaxed) =>
-                {
-                    match expiry {
-                        Expiry::HeaderTimeout => {
-                            debug!(client = %peer, "request head not received in time; closing");
-                        }
-                        Expiry::Idle => {}
-                    }
-                    return;
-                }
-                _ = abort.cancelled() => return,
+            match watch
+                .next(plain.as_mut(), closing.load(Ordering::Relaxed))
+                .await
+            {
+                Event::Done(Outcome::Closed) | Event::Abort => return,
+                Event::Done(Outcome::Handoff(read)) => break read,
+                // An idle connection closes now; a busy one after its response.
+                Event::Close if watch.activity.is_idle() => return,
+                Event::Close => closing.store(true, Ordering::Relaxed),
             }
         }
     };
-    let closing = closing.into_inner();
+    let mut closing = closing.into_inner();
 
-    let io = TokioIo::new(WatchedIo::new(stream, read, activity.clone()));
+    let io = TokioIo::new(WatchedIo::new(stream, read, watch.activity.clone()));
     let service = {
-        let activity = activity.clone();
+        let activity = watch.activity.clone();
         service_fn(move |req: Request<Incoming>| {
             let proxy = proxy.clone();
             let active = activity.begin_request(req.version() == Version::HTTP_2);
@@ -279,33 +272,63 @@ async fn serve_connection(
     };
     let conn = builder.serve_connection_with_upgrades(io, service);
     tokio::pin!(conn);
-    let mut closing = closing;
     if closing {
         conn.as_mut().graceful_shutdown();
     }
     loop {
-        tokio::select! {
-            result = conn.as_mut() => {
+        match watch.next(conn.as_mut(), closing).await {
+            Event::Done(result) => {
                 if let Err(e) = result {
                     debug!(client = %peer, error = %e, "client connection ended with an error");
                 }
                 return;
             }
-            _ = shutdown.cancelled(), if !closing => {
+            Event::Close => {
                 closing = true;
                 conn.as_mut().graceful_shutdown();
             }
-            expiry = activity.expired(header_timeout, idle_timeout), if !closing => match expiry {
-                Expiry::HeaderTimeout => {
-                    debug!(client = %peer, "request head not received in time; closing");
-                    return;
+            Event::Abort => return,
+        }
+    }
+}
+
+/// What a client connection is watched for besides its own progress.
+struct Watch {
+    activity: Arc<Activity>,
+    header_timeout: Duration,
+    idle_timeout: Duration,
+    shutdown: CancellationToken,
+    abort: CancellationToken,
+    peer: SocketAddr,
+}
+
+/// What happened first.
+enum Event<T> {
+    /// The connection's future finished.
+    Done(T),
+    /// Shutdown began or the connection sat idle too long: finish gracefully.
+    Close,
+    /// A request head took too long, or the shutdown grace ran out: drop the connection.
+    Abort,
+}
+
+impl Watch {
+    /// Drive `conn` until it finishes or something else happens; once `closing`, only its end
+    /// or an abort.
+    async fn next<F: Future>(&self, conn: Pin<&mut F>, closing: bool) -> Event<F::Output> {
+        tokio::select! {
+            out = conn => Event::Done(out),
+            _ = self.shutdown.cancelled(), if !closing => Event::Close,
+            expiry = self.activity.expired(self.header_timeout, self.idle_timeout), if !closing => {
+                match expiry {
+                    Expiry::HeaderTimeout => {
+                        debug!(client = %self.peer, "request head not received in time; closing");
+                        Event::Abort
+                    }
+                    Expiry::Idle => Event::Close,
                 }
-                Expiry::Idle => {
-                    closing = true;
-                    conn.as_mut().graceful_shutdown();
-                }
-            },
-            _ = abort.cancelled() => return,
+            }
+            _ = self.abort.cancelled() => Event::Abort,
         }
     }
 }

@@ -11,7 +11,7 @@ use std::cell::RefCell;
 use std::io::Write as _;
 use std::time::SystemTime;
 
-use crate::headers::VIA_NAME;
+use crate::headers::{HOP_BY_HOP, REWRITTEN, VIA_NAME};
 use crate::login::COOKIE_NAME;
 
 /// Header fields a head may have; more goes to hyper (which answers 431).
@@ -134,7 +134,7 @@ pub(crate) fn request(buf: &[u8], out: &mut Vec<u8>, client_ip: &str) -> Request
     out.extend_from_slice(b" HTTP/1.1\r\n");
     for field in req.headers.iter() {
         let name = field.name.as_bytes();
-        if is_request_hop_by_hop(name) || named.contains(name) || is_rewritten(name) {
+        if is_one_of(name, &HOP_BY_HOP) || named.contains(name) || is_one_of(name, &REWRITTEN) {
             continue;
         }
         push_field(out, name, field.value);
@@ -295,7 +295,7 @@ pub(crate) fn response(buf: &[u8], out: &mut Vec<u8>, head_request: bool, close:
     out.extend_from_slice(b"\r\n");
     for field in res.headers.iter() {
         let name = field.name.as_bytes();
-        if is_response_hop_by_hop(name)
+        if is_one_of(name, &HOP_BY_HOP)
             || named.contains(name)
             || name.eq_ignore_ascii_case(b"via")
             || name.eq_ignore_ascii_case(b"content-length")
@@ -483,26 +483,11 @@ fn parse_length(value: &[u8]) -> Option<u64> {
     })
 }
 
-/// Fields the proxy rewrites in every request (see `headers::prepare_request_headers`).
-fn is_rewritten(name: &[u8]) -> bool {
-    name.eq_ignore_ascii_case(b"x-forwarded-for")
-        || name.eq_ignore_ascii_case(b"x-forwarded-proto")
-        || name.eq_ignore_ascii_case(b"x-forwarded-host")
-        || name.eq_ignore_ascii_case(b"via")
-}
-
-/// RFC 9110 §7.6.1. Transfer-Encoding and Upgrade never reach this point in a request.
-fn is_request_hop_by_hop(name: &[u8]) -> bool {
-    name.eq_ignore_ascii_case(b"connection")
-        || name.eq_ignore_ascii_case(b"keep-alive")
-        || name.eq_ignore_ascii_case(b"proxy-connection")
-        || name.eq_ignore_ascii_case(b"te")
-}
-
-fn is_response_hop_by_hop(name: &[u8]) -> bool {
-    is_request_hop_by_hop(name)
-        || name.eq_ignore_ascii_case(b"transfer-encoding")
-        || name.eq_ignore_ascii_case(b"upgrade")
+/// `name` is one of `names` (lower case), in any case.
+fn is_one_of(name: &[u8], names: &[&str]) -> bool {
+    names
+        .iter()
+        .any(|n| name.eq_ignore_ascii_case(n.as_bytes()))
 }
 
 /// Field names listed in Connection, which are hop-by-hop too. Host is never one: a client

@@ -22,15 +22,6 @@ async fn header_echo() -> std::net::SocketAddr {
     .await
 }
 
-fn received<'a>(listing: &'a str, name: &str) -> Vec<&'a str> {
-    listing
-        .lines()
-        .filter_map(|line| line.split_once(": "))
-        .filter(|(n, _)| *n == name)
-        .map(|(_, v)| v)
-        .collect()
-}
-
 #[tokio::test]
 async fn forwarded_headers_are_set_and_hop_by_hop_headers_stripped() {
     let p = start_proxy(ProxyConfig::default()).await;

@@ -108,15 +108,6 @@ fn basic(user: &str, password: &str) -> String {
     format!("Basic {encoded}")
 }
 
-fn received<'a>(listing: &'a str, name: &str) -> Vec<&'a str> {
-    listing
-        .lines()
-        .filter_map(|line| line.split_once(": "))
-        .filter(|(n, _)| *n == name)
-        .map(|(_, v)| v)
-        .collect()
-}
-
 /// The 401 login page, with nothing of the app in it.
 fn assert_login_required(answer: &Answer, next: &str) {
     assert_eq!(answer.status, StatusCode::UNAUTHORIZED, "{}", answer.text());

@@ -250,3 +250,14 @@ pub async fn blackhole() -> Blackhole {
         _queued: queued,
     }
 }
+
+/// The values of `name` in a backend's listing of the headers it received (`name: value`
+/// lines).
+pub fn received<'a>(listing: &'a str, name: &str) -> Vec<&'a str> {
+    listing
+        .lines()
+        .filter_map(|line| line.split_once(": "))
+        .filter(|(n, _)| *n == name)
+        .map(|(_, v)| v)
+        .collect()
+}
