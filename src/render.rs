@@ -95,7 +95,7 @@ pub fn envs(envs: &[EnvInfo], json: bool) {
             e.name.to_string(),
             e.tier.to_string(),
             e.branch.clone(),
-            e.status.clone(),
+            env_status(e),
             e.release
                 .as_ref()
                 .map_or("-".into(), |r| format!("{} {}", r.id, short(&r.commit))),
@@ -108,6 +108,14 @@ pub fn envs(envs: &[EnvInfo], json: bool) {
     println!("{t}");
 }
 
+/// `live`, or `down: <why>`.
+fn env_status(e: &EnvInfo) -> String {
+    match &e.status_reason {
+        Some(why) => format!("{}: {why}", e.status),
+        None => e.status.to_string(),
+    }
+}
+
 pub fn env(e: &EnvInfo, json: bool) {
     if json {
         return print_json(e);
@@ -115,7 +123,7 @@ pub fn env(e: &EnvInfo, json: bool) {
     println!("environment  {}/{}", e.app, e.name);
     println!("tier         {}", e.tier);
     println!("branch       {}", e.branch);
-    println!("status       {}", e.status);
+    println!("status       {}", env_status(e));
     println!("url          {}", e.url);
     match &e.release {
         Some(r) => println!(
@@ -164,7 +172,7 @@ pub fn releases(releases: &[ReleaseInfo], json: bool) {
             r.id.to_string(),
             short(&r.commit).to_owned(),
             r.git_ref.clone(),
-            r.status.clone(),
+            r.status.to_string(),
             if r.reused_build { "reused" } else { "built" }.to_owned(),
             r.created_at.clone(),
             r.error.clone().unwrap_or_default(),

@@ -87,7 +87,7 @@ async fn invalid_names_refs_branches_and_repos_are_clear_errors() {
     let err = d.fails(&["deploy", "shop/nope"]);
     assert!(err.contains("no environment 'nope'"), "{err}");
     let env = d.json(&["env", "show", "shop/qa"]);
-    assert_eq!(env["status"], "not deployed");
+    assert_eq!(env["status"], "not_deployed");
 
     // A branch deleted after the environment was created.
     repo.branch("gone");

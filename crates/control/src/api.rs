@@ -193,23 +193,17 @@ impl From<ControlError> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let status = match &self.0 {
-            ControlError::NeedsApproval { id, message } => {
-                let body = ApprovalPending {
-                    approval: *id,
-                    message: message.clone(),
-                };
-                tracing::info!(approval = id, "request waits for approval");
-                return (StatusCode::ACCEPTED, Json(body)).into_response();
-            }
-            ControlError::Invalid(_) => StatusCode::BAD_REQUEST,
-            ControlError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
-            ControlError::Forbidden(_) => StatusCode::FORBIDDEN,
-            ControlError::NotFound(_) => StatusCode::NOT_FOUND,
-            ControlError::Conflict(_) => StatusCode::CONFLICT,
-            ControlError::Step { .. } => StatusCode::UNPROCESSABLE_ENTITY,
-            ControlError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
-        };
+        if let ControlError::NeedsApproval { id, message } = &self.0 {
+            let body = ApprovalPending {
+                approval: *id,
+                message: message.clone(),
+            };
+            tracing::info!(approval = id, "request waits for approval");
+            return (StatusCode::ACCEPTED, Json(body)).into_response();
+        }
+        let code = self.0.code();
+        let status =
+            StatusCode::from_u16(code.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         if status.is_server_error() {
             tracing::warn!(status = status.as_u16(), error = %self.0, "API request failed");
         } else {
@@ -219,6 +213,7 @@ impl IntoResponse for ApiError {
             status,
             Json(ErrorBody {
                 error: self.0.to_string(),
+                code,
             }),
         )
             .into_response()

@@ -41,6 +41,7 @@ fn approval_info(r: &aq::ApprovalRow) -> ApprovalInfo {
         status: r.status.clone(),
         decided_by: r.decided_by.clone(),
         result: r.result.clone(),
+        job: None,
     }
 }
 

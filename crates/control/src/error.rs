@@ -1,3 +1,5 @@
+use turnout_model::ErrorCode;
+
 /// What went wrong in the control plane, and so which HTTP status the API answers with.
 #[derive(Debug, thiserror::Error)]
 pub enum ControlError {
@@ -32,6 +34,20 @@ pub enum ControlError {
 impl ControlError {
     pub fn internal(msg: impl Into<String>) -> Self {
         ControlError::Internal(msg.into())
+    }
+
+    /// The stable code the API answers with (and so its HTTP status). A request parked for
+    /// approval is not an error to the client (202), but has a code for completeness.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            ControlError::Invalid(_) => ErrorCode::Invalid,
+            ControlError::Unauthorized(_) => ErrorCode::Unauthorized,
+            ControlError::Forbidden(_) => ErrorCode::Forbidden,
+            ControlError::NotFound(_) => ErrorCode::NotFound,
+            ControlError::Conflict(_) | ControlError::NeedsApproval { .. } => ErrorCode::Conflict,
+            ControlError::Step { .. } => ErrorCode::StepFailed,
+            ControlError::Internal(_) => ErrorCode::Internal,
+        }
     }
 }
 

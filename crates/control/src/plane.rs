@@ -11,8 +11,8 @@ use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 use turnout_model::{
     Action, AppInfo, AppName, CreateApp, CreateEnv, DeployEvent, DeployRequest, DomainEvent,
-    DomainInfo, DomainName, EnvInfo, EnvName, EnvRef, InstanceInfo, ReleaseInfo, SwitchInfo, Tier,
-    format_timestamp,
+    DomainInfo, DomainName, EnvInfo, EnvName, EnvRef, EnvStatus, InstanceInfo, ReleaseInfo,
+    ReleaseStatus, SwitchInfo, Tier, format_timestamp,
 };
 use turnout_proxy::{
     DrainDeadlines, DrainOutcome, Login, Maintenance, Proxy, RouteTable, Target, Upstream,
@@ -580,12 +580,12 @@ impl ControlPlane {
         };
         let key = (row.app.clone(), row.name.clone());
         let running = lock(&self.running).get(&key).cloned();
-        let status = match (&running, &release) {
-            (Some(_), _) => "live".to_owned(),
-            (None, None) => "not deployed".to_owned(),
+        let (status, status_reason) = match (&running, &release) {
+            (Some(_), _) => (EnvStatus::Live, None),
+            (None, None) => (EnvStatus::NotDeployed, None),
             (None, Some(_)) => match lock(&self.down).get(&key) {
-                Some(why) => format!("down: {why}"),
-                None => "starting".to_owned(),
+                Some(why) => (EnvStatus::Down, Some(why.clone())),
+                None => (EnvStatus::Starting, None),
             },
         };
         let instance = running.map(|run| {
@@ -611,6 +611,7 @@ impl ControlPlane {
             branch: row.branch,
             tier: row.tier,
             status,
+            status_reason,
             release: release.as_ref().map(release_info),
             instance,
             created_at: format_timestamp(row.created_at),
@@ -1652,7 +1653,8 @@ fn release_info(row: &ReleaseRow) -> ReleaseInfo {
         id: row.id,
         commit: row.commit.clone(),
         git_ref: row.git_ref.clone(),
-        status: row.status.clone(),
+        status: row.status.parse().unwrap_or(ReleaseStatus::Failed),
+        job: None,
         reused_build: row.reused_build,
         error: row.error.clone(),
         created_at: format_timestamp(row.created_at),

@@ -4,10 +4,58 @@ use serde::{Deserialize, Serialize};
 
 use crate::{Action, AppName, DomainName, EnvName, Role, Tier};
 
-/// Every error response: `{"error": "one clear line"}` with a 4xx/5xx status.
+/// Every error response: `{"error": "one clear line", "code": "not_found"}` with a 4xx/5xx
+/// status. `code` is stable: scripts branch on it, people read `error`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ErrorBody {
     pub error: String,
+    pub code: ErrorCode,
+}
+
+/// The machine-readable kind of an API error; each has one HTTP status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    /// 400: the request itself is wrong (a name, ref, duration or body).
+    Invalid,
+    /// 401: no valid token.
+    Unauthorized,
+    /// 403: a valid token whose user lacks the role.
+    Forbidden,
+    /// 404
+    NotFound,
+    /// 409: conflicts with the current state (a name taken, nothing to roll back to).
+    Conflict,
+    /// 422: a step of an operation failed (fetch, build, health …).
+    StepFailed,
+    /// 500
+    Internal,
+}
+
+impl ErrorCode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Invalid => "invalid",
+            Self::Unauthorized => "unauthorized",
+            Self::Forbidden => "forbidden",
+            Self::NotFound => "not_found",
+            Self::Conflict => "conflict",
+            Self::StepFailed => "step_failed",
+            Self::Internal => "internal",
+        }
+    }
+
+    pub fn http_status(self) -> u16 {
+        match self {
+            Self::Invalid => 400,
+            Self::Unauthorized => 401,
+            Self::Forbidden => 403,
+            Self::NotFound => 404,
+            Self::Conflict => 409,
+            Self::StepFailed => 422,
+            Self::Internal => 500,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -46,8 +94,10 @@ pub struct EnvInfo {
     pub tier: Tier,
     /// `http://<env>.<app>.localhost:<http port>`
     pub url: String,
-    /// `live` when an instance serves the environment, otherwise `not deployed` or `stopped`.
-    pub status: String,
+    pub status: EnvStatus,
+    /// Why the environment is `down` (its instance failed to come back).
+    #[serde(default)]
+    pub status_reason: Option<String>,
     pub release: Option<ReleaseInfo>,
     pub instance: Option<InstanceInfo>,
     /// The environment's directory under the home (releases, logs, storage).
@@ -72,13 +122,89 @@ pub struct ReleaseInfo {
     pub commit: String,
     /// What the user asked for: a branch name or `--ref`.
     pub git_ref: String,
-    /// building, live, failed, superseded
-    pub status: String,
+    pub status: ReleaseStatus,
+    /// The job that created it (a deploy).
+    #[serde(default)]
+    pub job: Option<i64>,
     /// The deploy reused an earlier build of the same commit and commands.
     pub reused_build: bool,
     pub error: Option<String>,
     pub created_at: String,
     pub finished_at: Option<String>,
+}
+
+/// Where an environment stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EnvStatus {
+    /// No release has gone live yet.
+    NotDeployed,
+    /// Its live release is being started (after a daemon restart or `env start`).
+    Starting,
+    /// An instance serves it.
+    Live,
+    /// Stopped on purpose (`turnout env stop`): its URL and domains answer 503.
+    Stopped,
+    /// Its live release failed to come back; `status_reason` says why.
+    Down,
+}
+
+impl EnvStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::NotDeployed => "not deployed",
+            Self::Starting => "starting",
+            Self::Live => "live",
+            Self::Stopped => "stopped",
+            Self::Down => "down",
+        }
+    }
+}
+
+impl std::fmt::Display for EnvStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A release's life: `building` until it goes live or fails; `live` while it serves its
+/// environment; `superseded` once another release replaced it (it was live once, so a
+/// rollback may return to it); `failed` if any step failed or the deploy was cancelled or
+/// interrupted (its `error` says which).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReleaseStatus {
+    Building,
+    Live,
+    Superseded,
+    Failed,
+}
+
+impl ReleaseStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Building => "building",
+            Self::Live => "live",
+            Self::Superseded => "superseded",
+            Self::Failed => "failed",
+        }
+    }
+}
+
+impl std::fmt::Display for ReleaseStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for ReleaseStatus {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        [Self::Building, Self::Live, Self::Superseded, Self::Failed]
+            .into_iter()
+            .find(|v| v.as_str() == s)
+            .ok_or_else(|| format!("unknown release status '{s}'"))
+    }
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -88,7 +214,7 @@ pub struct DeployRequest {
     pub git_ref: Option<String>,
 }
 
-/// One line of the NDJSON stream a deploy answers with.
+/// One line of the NDJSON stream a deploy answers with (until deploys are jobs).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum DeployEvent {
@@ -110,6 +236,191 @@ pub enum DeployEvent {
         error: String,
         log_tail: Vec<String>,
     },
+}
+
+/// `POST …/envs/{env}/rollback`: back to the previous live-once release, or to `to`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct RollbackRequest {
+    #[serde(default)]
+    pub to: Option<i64>,
+}
+
+/// What a job does. Every long operation is a job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JobKind {
+    /// Fetch, check out, build, launch, go live, retire.
+    Deploy,
+    /// Launch an earlier live-once release again (no fetch, no build).
+    Rollback,
+    /// A fresh instance of the live release.
+    Restart,
+    /// Start a stopped environment's live release.
+    Start,
+}
+
+impl JobKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Deploy => "deploy",
+            Self::Rollback => "rollback",
+            Self::Restart => "restart",
+            Self::Start => "start",
+        }
+    }
+}
+
+impl std::fmt::Display for JobKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JobState {
+    Queued,
+    Running,
+    Succeeded,
+    Failed,
+    /// Cancelled by a user (`turnout job cancel`) or by the daemon's shutdown.
+    Cancelled,
+    /// The daemon died while it ran; its half-done work was cleaned up at the next start.
+    Interrupted,
+}
+
+impl JobState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Queued => "queued",
+            Self::Running => "running",
+            Self::Succeeded => "succeeded",
+            Self::Failed => "failed",
+            Self::Cancelled => "cancelled",
+            Self::Interrupted => "interrupted",
+        }
+    }
+
+    /// Whether the job has ended (it will not change again).
+    pub fn is_final(self) -> bool {
+        !matches!(self, Self::Queued | Self::Running)
+    }
+}
+
+impl std::fmt::Display for JobState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for JobState {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        [
+            Self::Queued,
+            Self::Running,
+            Self::Succeeded,
+            Self::Failed,
+            Self::Cancelled,
+            Self::Interrupted,
+        ]
+        .into_iter()
+        .find(|v| v.as_str() == s)
+        .ok_or_else(|| format!("unknown job state '{s}'"))
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StepState {
+    Pending,
+    Running,
+    Done,
+    Skipped,
+    Failed,
+    Cancelled,
+}
+
+impl StepState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Running => "running",
+            Self::Done => "done",
+            Self::Skipped => "skipped",
+            Self::Failed => "failed",
+            Self::Cancelled => "cancelled",
+        }
+    }
+}
+
+/// Progress of a step that counts something (bytes, rows, tables).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Progress {
+    pub done: u64,
+    pub total: Option<u64>,
+    pub unit: String,
+}
+
+/// One step of a job, as it stands.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct JobStep {
+    /// fetch, checkout, build, launch, go-live, retire (deploy); launch, go-live, retire (the
+    /// others).
+    pub name: String,
+    pub state: StepState,
+    /// The latest human line about it ("main from /srv/shop.git", "done in 1.2s").
+    pub detail: String,
+    #[serde(default)]
+    pub progress: Option<Progress>,
+    pub started_at: Option<String>,
+    pub finished_at: Option<String>,
+    pub duration_ms: Option<u64>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct JobInfo {
+    pub id: i64,
+    pub kind: JobKind,
+    pub app: AppName,
+    pub env: EnvName,
+    /// Who started it (for an approved operation: `requester (approved by approver)`).
+    pub actor: String,
+    pub state: JobState,
+    /// What was asked for: a ref for a deploy, a release for a rollback.
+    pub request: Option<String>,
+    pub steps: Vec<JobStep>,
+    /// The release it created or launched.
+    pub release: Option<i64>,
+    /// Why it failed, was cancelled or was interrupted.
+    pub error: Option<String>,
+    /// The last lines of the failed step's log (a build's or an instance's output).
+    #[serde(default)]
+    pub log_tail: Vec<String>,
+    /// The environment's URL once it went live.
+    #[serde(default)]
+    pub url: Option<String>,
+    pub created_at: String,
+    pub started_at: Option<String>,
+    pub finished_at: Option<String>,
+}
+
+/// One event of a job's stream (`GET /api/v1/jobs/{id}/events`, server-sent events whose
+/// `data:` is this JSON). A watcher that connects late first gets every earlier event, so
+/// the stream always tells the whole job; it ends after `end`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum JobEvent {
+    /// A step changed: started, made progress, finished, was skipped or failed.
+    Step {
+        index: u32,
+        total: u32,
+        step: JobStep,
+    },
+    /// A line of output (a build's).
+    Output { line: String },
+    /// The job ended; `job` is its final state.
+    End { job: JobInfo },
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -271,6 +582,9 @@ pub struct ApprovalInfo {
     pub status: String,
     pub decided_by: Option<String>,
     pub result: Option<String>,
+    /// The job an approved deploy runs as.
+    #[serde(default)]
+    pub job: Option<i64>,
 }
 
 /// The answer (202) to a request that now waits for a second owner.
@@ -370,8 +684,8 @@ mod tests {
     }
 
     #[test]
-    fn deploy_events_are_tagged() {
-        let e = DeployEvent::Output { line: "ok".into() };
+    fn job_events_are_tagged() {
+        let e = JobEvent::Output { line: "ok".into() };
         assert_eq!(
             serde_json::to_string(&e).unwrap(),
             r#"{"type":"output","line":"ok"}"#
