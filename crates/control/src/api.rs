@@ -13,14 +13,14 @@ use serde::de::DeserializeOwned;
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use turnout_model::{
     AddDomain, AppName, ApprovalPending, CreateApp, CreateEnv, CreateToken, CreateUser,
-    DeployRequest, DomainName, EnvName, EnvRef, ErrorBody, SetApprovalRule, SetGrant,
-    SetMaintenance, SetPolicy, SetProtection, SetSecret, SwitchDomain,
+    DeployRequest, DomainName, EnvName, EnvRef, ErrorBody, JobEvent, RollbackRequest,
+    SetApprovalRule, SetGrant, SetMaintenance, SetPolicy, SetProtection, SetSecret, SwitchDomain,
 };
 
 use crate::access::Principal;
 
 use crate::error::ControlError;
-use crate::plane::ControlPlane;
+use crate::plane::{ControlPlane, LogView};
 
 type Api = Arc<ControlPlane>;
 
@@ -63,6 +63,26 @@ fn routes() -> Routes {
         delete(delete_env),
     )
     .add("POST", "/api/v1/apps/{app}/envs/{env}/deploy", post(deploy))
+    .add(
+        "POST",
+        "/api/v1/apps/{app}/envs/{env}/rollback",
+        post(rollback),
+    )
+    .add(
+        "POST",
+        "/api/v1/apps/{app}/envs/{env}/restart",
+        post(restart),
+    )
+    .add("POST", "/api/v1/apps/{app}/envs/{env}/stop", post(stop_env))
+    .add(
+        "POST",
+        "/api/v1/apps/{app}/envs/{env}/start",
+        post(start_env),
+    )
+    .add("GET", "/api/v1/jobs", get(list_jobs))
+    .add("GET", "/api/v1/jobs/{id}", get(show_job))
+    .add("GET", "/api/v1/jobs/{id}/events", get(job_events))
+    .add("POST", "/api/v1/jobs/{id}/cancel", post(cancel_job))
     .add(
         "GET",
         "/api/v1/apps/{app}/envs/{env}/releases",
@@ -336,8 +356,8 @@ async fn releases(
     Ok(Json(p.releases(env_ref(&app, &env)?, &who).await?))
 }
 
-/// Authorizes (and, where the app asks for it, parks the deploy for approval: 202) before
-/// answering with a stream of NDJSON `DeployEvent`s; the deploy runs in its own task.
+/// Authorizes (and, where the app asks for it, parks the deploy for approval: 202), then
+/// answers 201 with the deploy's job; `GET /api/v1/jobs/{id}/events` follows it.
 async fn deploy(
     State(p): State<Api>,
     who: Who,
@@ -350,17 +370,122 @@ async fn deploy(
     } else {
         body(&bytes)?
     };
-    p.check_deploy(&r, &req, &who).await?;
-    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-    p.spawn_deploy(r, req, tx, who.name.clone());
-    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
-        let event = rx.recv().await?;
-        let mut line = serde_json::to_vec(&event).unwrap_or_default();
-        line.push(b'\n');
-        Some((Ok::<_, std::convert::Infallible>(Bytes::from(line)), rx))
+    Ok((StatusCode::CREATED, Json(p.deploy(r, req, &who).await?)))
+}
+
+async fn rollback(
+    State(p): State<Api>,
+    who: Who,
+    Path((app, env)): Path<(String, String)>,
+    bytes: Bytes,
+) -> Result<impl IntoResponse> {
+    let r = env_ref(&app, &env)?;
+    let req: RollbackRequest = if bytes.is_empty() {
+        RollbackRequest::default()
+    } else {
+        body(&bytes)?
+    };
+    Ok((
+        StatusCode::CREATED,
+        Json(p.rollback(r, req.to, &who).await?),
+    ))
+}
+
+async fn restart(
+    State(p): State<Api>,
+    who: Who,
+    Path((app, env)): Path<(String, String)>,
+) -> Result<impl IntoResponse> {
+    let r = env_ref(&app, &env)?;
+    Ok((StatusCode::CREATED, Json(p.restart(r, &who).await?)))
+}
+
+async fn stop_env(
+    State(p): State<Api>,
+    who: Who,
+    Path((app, env)): Path<(String, String)>,
+) -> Result<impl IntoResponse> {
+    Ok(Json(p.stop_env(env_ref(&app, &env)?, &who).await?))
+}
+
+async fn start_env(
+    State(p): State<Api>,
+    who: Who,
+    Path((app, env)): Path<(String, String)>,
+) -> Result<impl IntoResponse> {
+    let r = env_ref(&app, &env)?;
+    Ok((StatusCode::CREATED, Json(p.start_env(r, &who).await?)))
+}
+
+#[derive(Deserialize)]
+struct JobsQuery {
+    app: Option<String>,
+    env: Option<String>,
+    #[serde(default)]
+    all: bool,
+}
+
+async fn list_jobs(
+    State(p): State<Api>,
+    who: Who,
+    Query(q): Query<JobsQuery>,
+) -> Result<impl IntoResponse> {
+    let app = q.app.as_deref().map(app_name).transpose()?;
+    let env = match (&app, q.env.as_deref()) {
+        (_, None) => None,
+        (Some(_), Some(env)) => {
+            Some(EnvName::new(env).map_err(|e| ApiError(ControlError::Invalid(e.to_string())))?)
+        }
+        (None, Some(_)) => {
+            return Err(ApiError(ControlError::Invalid(
+                "env= needs app= too (jobs of APP/ENV)".into(),
+            )));
+        }
+    };
+    Ok(Json(p.list_jobs(app, env, q.all, &who).await?))
+}
+
+async fn show_job(
+    State(p): State<Api>,
+    who: Who,
+    Path(id): Path<i64>,
+) -> Result<impl IntoResponse> {
+    Ok(Json(p.job(id, &who).await?))
+}
+
+async fn cancel_job(
+    State(p): State<Api>,
+    who: Who,
+    Path(id): Path<i64>,
+) -> Result<impl IntoResponse> {
+    Ok(Json(p.cancel_job(id, &who).await?))
+}
+
+/// Server-sent events: every event of the job from the first, then live ones; the stream ends
+/// after `end`. Each `data:` is one `JobEvent` as JSON on one line.
+async fn job_events(
+    State(p): State<Api>,
+    who: Who,
+    Path(id): Path<i64>,
+) -> Result<impl IntoResponse> {
+    use futures_util::StreamExt;
+    let events = p.job_events(id, &who).await?;
+    let stream = events.enumerate().map(|(n, event)| {
+        let name = match &event {
+            JobEvent::Step { .. } => "step",
+            JobEvent::Output { .. } => "output",
+            JobEvent::End { .. } => "end",
+        };
+        let data = serde_json::to_string(&event).unwrap_or_default();
+        Ok::<_, std::convert::Infallible>(Bytes::from(format!(
+            "id: {n}\nevent: {name}\ndata: {data}\n\n"
+        )))
     });
     Ok((
-        [(header::CONTENT_TYPE, "application/x-ndjson")],
+        [
+            (header::CONTENT_TYPE, "text/event-stream"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
         Body::from_stream(stream),
     ))
 }
@@ -385,18 +510,10 @@ async fn logs(
     Path((app, env)): Path<(String, String)>,
     Query(q): Query<LogsQuery>,
 ) -> Result<impl IntoResponse> {
-    let r = env_ref(&app, &env)?;
-    p.authorize_read(&r, &who).await?;
-    let path = p.log_file(&r).await?;
-    let mut head: String = match &path {
-        Some(path) => crate::plane::tail_lines(path, q.tail)
-            .into_iter()
-            .map(|l| l + "\n")
-            .collect(),
-        None => String::new(),
-    };
-    if path.is_none() && !q.follow {
-        head = format!("(no logs yet: {r} has not been deployed)\n");
+    let view = p.logs(env_ref(&app, &env)?, q.tail, &who).await?;
+    let mut head: String = view.head().iter().map(|l| format!("{l}\n")).collect();
+    if view.path().is_none() && !q.follow {
+        head = format!("(no logs yet: {} has not been deployed)\n", view.env());
     }
     if !q.follow {
         return Ok((
@@ -406,18 +523,19 @@ async fn logs(
     }
     struct Follow {
         p: Api,
-        r: EnvRef,
+        view: LogView,
         path: Option<std::path::PathBuf>,
         offset: u64,
         head: Option<String>,
     }
+    let path = view.path().map(std::path::Path::to_path_buf);
     let offset = match &path {
         Some(path) => tokio::fs::metadata(path).await.map_or(0, |m| m.len()),
         None => 0,
     };
     let state = Follow {
         p,
-        r,
+        view,
         path,
         offset,
         head: Some(head),
@@ -440,8 +558,8 @@ async fn logs(
                 }
             }
             // Nothing new: a deploy may have moved the environment to another release's log.
-            match s.p.log_file(&s.r).await {
-                Ok(next) if next != s.path => {
+            match s.p.follow_log(&s.view).await {
+                Some(next) if next != s.path => {
                     s.path = next;
                     s.offset = 0;
                     if let Some(path) = &s.path {
@@ -449,8 +567,8 @@ async fn logs(
                         return Some((Ok(Bytes::from(note)), s));
                     }
                 }
-                Ok(_) => {}
-                Err(_) => return None, // the environment was deleted
+                Some(_) => {}
+                None => return None, // the environment was deleted
             }
             tokio::time::sleep(Duration::from_millis(250)).await;
         }

@@ -113,7 +113,11 @@ impl ControlPlane {
 
     /// Approve request `id` as a second owner of its app, then run it. Returns the request
     /// with the operation's result.
-    pub async fn approve(&self, id: i64, who: &Principal) -> Result<ApprovalInfo, ControlError> {
+    pub async fn approve(
+        self: &std::sync::Arc<Self>,
+        id: i64,
+        who: &Principal,
+    ) -> Result<ApprovalInfo, ControlError> {
         let row = self.decide(id, who, "approved").await?;
         let op: Operation = serde_json::from_str(&row.request)
             .map_err(|e| ControlError::internal(format!("approval {id}: {e}")))?;
@@ -123,13 +127,18 @@ impl ControlPlane {
             name: format!("{} (approved by {})", row.requested_by, who.name),
             ..Principal::system()
         };
+        let mut started_job = None;
         let result = match op {
             Operation::Deploy { app, env, git_ref } => {
-                let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
                 let r = EnvRef { app, env };
-                self.deploy(r.clone(), DeployRequest { git_ref }, tx, &actor.name)
+                // A job on the plane's task tracker: it outlives this request, and shutdown
+                // waits for it.
+                self.start_deploy(r.clone(), DeployRequest { git_ref }, actor.name.clone())
                     .await
-                    .map(|rel| format!("{r} release {} ({}) is live", rel.id, &rel.commit[..12]))
+                    .map(|job| {
+                        started_job = Some(job.id);
+                        format!("deploy of {r} started as job {}", job.id)
+                    })
             }
             Operation::Switch { domain, app, env } => self
                 .switch_domain(domain, EnvRef { app, env }, &actor, true)
@@ -145,7 +154,10 @@ impl ControlPlane {
             .await?;
         let row = self.store().call(move |c| aq::get_approval(c, id)).await?;
         result?;
-        Ok(approval_info(&row))
+        Ok(ApprovalInfo {
+            job: started_job,
+            ..approval_info(&row)
+        })
     }
 
     pub async fn reject(&self, id: i64, who: &Principal) -> Result<ApprovalInfo, ControlError> {

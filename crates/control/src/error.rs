@@ -24,6 +24,9 @@ pub enum ControlError {
         message: String,
         log_tail: Vec<String>,
     },
+    /// A job was cancelled (by a user or the daemon's shutdown) before its point of no return.
+    #[error("{0}")]
+    Cancelled(String),
     /// The action needs a second owner's approval (202): it was recorded as request `id`.
     #[error("{message}")]
     NeedsApproval { id: i64, message: String },
@@ -44,7 +47,9 @@ impl ControlError {
             ControlError::Unauthorized(_) => ErrorCode::Unauthorized,
             ControlError::Forbidden(_) => ErrorCode::Forbidden,
             ControlError::NotFound(_) => ErrorCode::NotFound,
-            ControlError::Conflict(_) | ControlError::NeedsApproval { .. } => ErrorCode::Conflict,
+            ControlError::Conflict(_)
+            | ControlError::Cancelled(_)
+            | ControlError::NeedsApproval { .. } => ErrorCode::Conflict,
             ControlError::Step { .. } => ErrorCode::StepFailed,
             ControlError::Internal(_) => ErrorCode::Internal,
         }

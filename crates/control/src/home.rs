@@ -74,6 +74,17 @@ impl Home {
         self.logs_dir(app, env)
             .join(format!("release-{release}.log"))
     }
+    /// Records a build's process group, so a daemon killed during the build has it killed at
+    /// its next start (`all_pid_files`).
+    pub fn build_pid_file(&self, app: &AppName, env: &EnvName, release: i64) -> PathBuf {
+        self.env_dir(app, env)
+            .join("run")
+            .join(format!("release-{release}-build.pid"))
+    }
+    /// Every event of job `id`, one JSON line each.
+    pub fn job_events(&self, id: i64) -> PathBuf {
+        self.root.join("jobs").join(format!("{id}.ndjson"))
+    }
     pub fn build_log(&self, app: &AppName, env: &EnvName, release: i64) -> PathBuf {
         self.logs_dir(app, env)
             .join(format!("release-{release}-build.log"))

@@ -4,12 +4,13 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use rusqlite::{Connection, OptionalExtension, params};
-use turnout_model::{AppName, DomainName, EnvName, Tier};
+use turnout_model::{AppName, DomainName, EnvName, ReleaseStatus, Tier};
 
 use crate::error::ControlError;
 
 pub mod access;
 pub mod audit;
+pub mod jobs;
 
 pub use audit::AuditEntry;
 
@@ -19,6 +20,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0002_domains.sql"),
     include_str!("../migrations/0003_access.sql"),
     include_str!("../migrations/0004_secrets.sql"),
+    include_str!("../migrations/0005_jobs.sql"),
 ];
 
 #[derive(Clone)]
@@ -46,6 +48,8 @@ pub struct EnvRow {
     pub branch: String,
     pub tier: Tier,
     pub current_release_id: Option<i64>,
+    /// Stopped on purpose; not started at the daemon's start-up.
+    pub stopped: bool,
     pub created_at: i64,
 }
 
@@ -56,11 +60,12 @@ pub struct ReleaseRow {
     pub git_ref: String,
     pub dir: String,
     pub config: String,
-    pub status: String,
+    pub status: ReleaseStatus,
     pub reused_build: bool,
     pub error: Option<String>,
     pub created_at: i64,
     pub finished_at: Option<i64>,
+    pub job_id: Option<i64>,
 }
 
 #[derive(Debug, Clone)]
@@ -230,13 +235,23 @@ fn migrate(conn: &mut Connection) -> Result<(), ControlError> {
     Ok(())
 }
 
+/// A text column holding one of an enum's names.
+pub(crate) fn parse_text<T: std::str::FromStr<Err = String>>(
+    col: usize,
+    s: String,
+) -> rusqlite::Result<T> {
+    s.parse().map_err(|e: String| {
+        rusqlite::Error::FromSqlConversionFailure(col, rusqlite::types::Type::Text, e.into())
+    })
+}
+
 fn parse_tier(s: String) -> rusqlite::Result<Tier> {
     s.parse().map_err(|e| {
         rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e))
     })
 }
 
-fn parse_name<T: std::str::FromStr<Err = turnout_model::NameError>>(
+pub(crate) fn parse_name<T: std::str::FromStr<Err = turnout_model::NameError>>(
     s: String,
 ) -> rusqlite::Result<T> {
     s.parse().map_err(|e| {
@@ -259,7 +274,7 @@ fn app_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<AppRow> {
 }
 
 const ENV_COLS: &str =
-    "e.id, a.name, e.name, e.branch, e.tier, e.current_release_id, e.created_at, a.id";
+    "e.id, a.name, e.name, e.branch, e.tier, e.current_release_id, e.created_at, a.id, e.stopped";
 
 fn env_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<EnvRow> {
     Ok(EnvRow {
@@ -271,6 +286,7 @@ fn env_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<EnvRow> {
         current_release_id: r.get(5)?,
         created_at: r.get(6)?,
         app_id: r.get(7)?,
+        stopped: r.get(8)?,
     })
 }
 
@@ -291,21 +307,22 @@ fn domain_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<DomainRow> {
     })
 }
 
-const RELEASE_COLS: &str =
-    "id, commit_sha, git_ref, dir, config, status, reused_build, error, created_at, finished_at";
+pub(crate) const RELEASE_COLS: &str = "id, commit_sha, git_ref, dir, config, status, reused_build, error, \
+     created_at, finished_at, job_id";
 
-fn release_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ReleaseRow> {
+pub(crate) fn release_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ReleaseRow> {
     Ok(ReleaseRow {
         id: r.get(0)?,
         commit: r.get(1)?,
         git_ref: r.get(2)?,
         dir: r.get(3)?,
         config: r.get(4)?,
-        status: r.get(5)?,
+        status: parse_text(5, r.get(5)?)?,
         reused_build: r.get(6)?,
         error: r.get(7)?,
         created_at: r.get(8)?,
         finished_at: r.get(9)?,
+        job_id: r.get(10)?,
     })
 }
 
@@ -432,11 +449,12 @@ pub mod q {
         dir: &str,
         config: &str,
         reused_build: bool,
+        job_id: i64,
     ) -> Result<i64, ControlError> {
         c.execute(
-            "INSERT INTO releases (env_id, commit_sha, git_ref, dir, config, status, reused_build, created_at) \
-             VALUES (?1, ?2, ?3, ?4, ?5, 'building', ?6, ?7)",
-            params![env_id, commit, git_ref, dir, config, reused_build, now()],
+            "INSERT INTO releases (env_id, commit_sha, git_ref, dir, config, status, reused_build, created_at, job_id) \
+             VALUES (?1, ?2, ?3, ?4, ?5, 'building', ?6, ?7, ?8)",
+            params![env_id, commit, git_ref, dir, config, reused_build, now(), job_id],
         )?;
         Ok(c.last_insert_rowid())
     }
@@ -461,10 +479,65 @@ pub mod q {
             params![release_id, now()],
         )?;
         tx.execute(
-            "UPDATE environments SET current_release_id = ?2 WHERE id = ?1",
+            "UPDATE environments SET current_release_id = ?2, stopped = 0 WHERE id = ?1",
             params![env_id, release_id],
         )?;
         Ok(())
+    }
+
+    /// Stop an environment on purpose, or clear that.
+    pub fn set_stopped(c: &Connection, env_id: i64, stopped: bool) -> Result<(), ControlError> {
+        c.execute(
+            "UPDATE environments SET stopped = ?2 WHERE id = ?1",
+            params![env_id, stopped],
+        )?;
+        Ok(())
+    }
+
+    /// The release a rollback returns to: `to` if given, else the newest release older than
+    /// the live one that was live once. Either way it must be one of the environment's
+    /// releases that went live (superseded now).
+    pub fn rollback_release(
+        c: &Connection,
+        env_id: i64,
+        current: Option<i64>,
+        to: Option<i64>,
+    ) -> Result<ReleaseRow, ControlError> {
+        let found: Option<ReleaseRow> = match to {
+            Some(id) => c
+                .query_row(
+                    &format!("SELECT {RELEASE_COLS} FROM releases WHERE id = ?1 AND env_id = ?2"),
+                    params![id, env_id],
+                    release_row,
+                )
+                .optional()?,
+            None => c
+                .query_row(
+                    &format!(
+                        "SELECT {RELEASE_COLS} FROM releases WHERE env_id = ?1 AND status = 'superseded' \
+                         AND id < ?2 ORDER BY id DESC LIMIT 1"
+                    ),
+                    params![env_id, current.unwrap_or(i64::MAX)],
+                    release_row,
+                )
+                .optional()?,
+        };
+        match (found, to) {
+            (Some(r), _) if r.status == ReleaseStatus::Superseded => Ok(r),
+            (Some(r), Some(id)) if r.status == ReleaseStatus::Live => Err(ControlError::Conflict(
+                format!("release {id} is already live; nothing to roll back"),
+            )),
+            (Some(r), _) => Err(ControlError::Conflict(format!(
+                "release {} never went live ({}); roll back only to a release that served (see `turnout release list`)",
+                r.id, r.status
+            ))),
+            (None, Some(id)) => Err(ControlError::NotFound(format!(
+                "this environment has no release {id}; see `turnout release list`"
+            ))),
+            (None, None) => Err(ControlError::Conflict(
+                "nothing to roll back to: no earlier release of this environment went live (see `turnout release list`)".into(),
+            )),
+        }
     }
 
     /// A deploy that a killed daemon left half-done did not happen: mark it failed.
@@ -742,17 +815,14 @@ mod tests {
             Err(ControlError::Conflict(_))
         ));
         let e = q::insert_env(&conn, &app, &env, "main", Tier::Staging).unwrap();
-        let r1 = q::insert_release(&conn, e.id, "abc", "main", "/d1", "{}", false).unwrap();
+        let r1 = q::insert_release(&conn, e.id, "abc", "main", "/d1", "{}", false, 1).unwrap();
         q::go_live(&conn, e.id, r1).unwrap();
-        let r2 = q::insert_release(&conn, e.id, "def", "main", "/d2", "{}", true).unwrap();
+        let r2 = q::insert_release(&conn, e.id, "def", "main", "/d2", "{}", true, 2).unwrap();
         q::go_live(&conn, e.id, r2).unwrap();
         let releases = q::list_releases(&conn, e.id).unwrap();
         assert_eq!(
-            releases
-                .iter()
-                .map(|r| r.status.as_str())
-                .collect::<Vec<_>>(),
-            ["live", "superseded"]
+            releases.iter().map(|r| r.status).collect::<Vec<_>>(),
+            [ReleaseStatus::Live, ReleaseStatus::Superseded]
         );
         assert_eq!(
             q::get_env(&conn, &app, &env).unwrap().current_release_id,

@@ -1,0 +1,132 @@
+//! Authorization, in one place: every operation asks here before it changes or shows anything.
+use std::sync::Arc;
+use std::time::Duration;
+
+use turnout_model::{Action, AppName, EnvRef, Tier};
+use turnout_proxy::Login;
+
+use super::ControlPlane;
+use super::routing::AppLogin;
+use crate::access::{self, Principal};
+use crate::error::ControlError;
+use crate::store::access as aq;
+use crate::store::{AppRow, AuditEntry, EnvRow, q};
+
+impl ControlPlane {
+    /// Reload which apps' internal URLs need a login and whose tokens may log in, then apply
+    /// the routes (tokens, roles and protection all change who gets through).
+    pub(crate) async fn refresh_logins(&self) -> Result<(), ControlError> {
+        let rows = self
+            .store
+            .call(|c| {
+                let mut out = Vec::new();
+                for app in q::list_apps(c)? {
+                    let tiers = aq::protections(c, app.id)?;
+                    if !tiers.is_empty() {
+                        out.push((app.name, tiers, aq::app_credentials(c, app.id)?));
+                    }
+                }
+                Ok(out)
+            })
+            .await?;
+        let logins = rows
+            .into_iter()
+            .map(|(app, tiers, credentials)| {
+                let login = Login {
+                    realm: app.to_string(),
+                    credentials: credentials
+                        .into_iter()
+                        .map(|(hash, expires)| {
+                            let expires = expires.map(|s| {
+                                std::time::UNIX_EPOCH
+                                    + Duration::from_secs(u64::try_from(s).unwrap_or(0))
+                            });
+                            (hash, expires)
+                        })
+                        .collect(),
+                };
+                (
+                    app,
+                    AppLogin {
+                        tiers,
+                        login: Arc::new(login),
+                    },
+                )
+            })
+            .collect();
+        self.routing.set_logins(logins);
+        Ok(())
+    }
+
+    /// Refuse unless `who` may do `action` on `target` of app `app_id`: the role the app's policy
+    /// (or the default matrix) asks for on `tier`, or owner for app-wide actions. A refused
+    /// change is recorded in the audit log.
+    pub(crate) async fn authorize(
+        &self,
+        who: &Principal,
+        app_id: i64,
+        app: &AppName,
+        target: &str,
+        action: Action,
+        tier: Option<Tier>,
+    ) -> Result<(), ControlError> {
+        let needed = match tier {
+            Some(tier) => {
+                self.store
+                    .call(move |c| aq::needed_role(c, app_id, action, tier))
+                    .await?
+            }
+            None => turnout_model::Role::Owner,
+        };
+        let what = access::describe(action, target, tier);
+        if let Err(e) = access::check(who, app_id, app, &what, needed) {
+            if action != Action::Read {
+                let mut entry = AuditEntry::new(&who.name, action.as_str()).app(app);
+                // `target` is `app/env` for environment actions.
+                entry.env = target.split_once('/').map(|(_, env)| env.to_owned());
+                entry.to = Some(target.to_owned());
+                self.store.record(entry, format!("denied: {e}")).await?;
+            }
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    /// Refuse unless `who` may do an app-wide `action` (owners, for access management) or, for
+    /// `Read`, has a role on the app; returns the app.
+    pub(crate) async fn authorize_app(
+        &self,
+        who: &Principal,
+        app: &AppName,
+        action: Action,
+    ) -> Result<AppRow, ControlError> {
+        let row = self.app_row(app).await?;
+        let tier = (action == Action::Read).then_some(Tier::Development);
+        self.authorize(who, row.id, app, app.as_str(), action, tier)
+            .await?;
+        Ok(row)
+    }
+
+    pub(crate) async fn authorize_env(
+        &self,
+        who: &Principal,
+        env: &EnvRow,
+        action: Action,
+    ) -> Result<(), ControlError> {
+        let target = format!("{}/{}", env.app, env.name);
+        self.authorize(who, env.app_id, &env.app, &target, action, Some(env.tier))
+            .await
+    }
+
+    /// The environment `r`, if `who` may do `action` on it.
+    pub(crate) async fn env_for(
+        &self,
+        who: &Principal,
+        r: &EnvRef,
+        action: Action,
+    ) -> Result<EnvRow, ControlError> {
+        let env = self.env_row(r).await?;
+        self.authorize_env(who, &env, action).await?;
+        Ok(env)
+    }
+}

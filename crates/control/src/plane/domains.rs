@@ -1,0 +1,376 @@
+//! Domains: bind host names to environments, switch them with zero downtime, roll them back,
+//! put them in maintenance. Every change is health-gated where traffic moves, written to the
+//! store with its history and audit entry, then applied through `routing`.
+use std::time::Instant;
+
+use tracing::info;
+use turnout_model::{
+    Action, AppName, DomainEvent, DomainInfo, DomainName, EnvName, EnvRef, SwitchInfo,
+    format_timestamp,
+};
+
+use super::ControlPlane;
+use super::routing::key;
+use crate::access::Principal;
+use crate::error::ControlError;
+use crate::store::{AuditEntry, DomainRow, EnvRow, q};
+
+/// How a domain moves: a switch, or a rollback undoing history entry `undo`.
+#[derive(Clone, Copy)]
+enum Move {
+    Switch,
+    Rollback { undo: i64 },
+}
+
+const DEFAULT_MAINTENANCE_MESSAGE: &str =
+    "This site is down for maintenance and will be back shortly.";
+
+impl ControlPlane {
+    fn domain_info(&self, row: &DomainRow) -> DomainInfo {
+        let serving = self
+            .routing
+            .running(&(row.app.clone(), row.env.clone()))
+            .is_some();
+        DomainInfo {
+            url: format!("http://{}:{}", row.name, self.http_port),
+            domain: row.name.clone(),
+            app: row.app.clone(),
+            env: row.env.clone(),
+            serving,
+            maintenance: row.maintenance.clone(),
+            created_at: format_timestamp(row.created_at),
+        }
+    }
+
+    async fn domain_row(&self, name: &DomainName) -> Result<DomainRow, ControlError> {
+        let n = name.clone();
+        self.store.call(move |c| q::get_domain(c, &n)).await
+    }
+
+    /// The domains of apps `who` has a role on.
+    pub async fn list_domains(&self, who: &Principal) -> Result<Vec<DomainInfo>, ControlError> {
+        let rows = self.store.call(|c| q::list_domains(c)).await?;
+        let apps = self.store.call(|c| q::list_apps(c)).await?;
+        let visible = |app: &AppName| {
+            apps.iter()
+                .any(|a| a.name == *app && who.role_on(a.id).is_some())
+        };
+        Ok(rows
+            .iter()
+            .filter(|r| visible(&r.app))
+            .map(|r| self.domain_info(r))
+            .collect())
+    }
+
+    /// Refuse unless `who` may change domains of the environment `r`.
+    async fn authorize_domain(&self, who: &Principal, r: &EnvRef) -> Result<EnvRow, ControlError> {
+        self.env_for(who, r, Action::Domain).await
+    }
+
+    pub async fn add_domain(
+        &self,
+        name: DomainName,
+        target: EnvRef,
+        who: &Principal,
+    ) -> Result<DomainInfo, ControlError> {
+        let _op = self.domain_ops.lock().await;
+        let env = self.authorize_domain(who, &target).await?;
+        let (n, actor) = (name.clone(), who.name.clone());
+        let entry = AuditEntry::new(&who.name, "domain.add")
+            .app(&target.app)
+            .env(&target.env)
+            .domain(&name)
+            .change(None, Some(target.to_string()));
+        let row = self
+            .store
+            .mutate(entry, move |c, _| q::insert_domain(c, &n, &env, &actor))
+            .await?;
+        self.routing.bind(&row);
+        info!(domain = %name, app = %target.app, env = %target.env, "domain added");
+        Ok(self.domain_info(&row))
+    }
+
+    pub async fn remove_domain(
+        &self,
+        name: DomainName,
+        who: &Principal,
+    ) -> Result<(), ControlError> {
+        let _op = self.domain_ops.lock().await;
+        let domain = self.domain_row(&name).await?;
+        let current = EnvRef {
+            app: domain.app.clone(),
+            env: domain.env.clone(),
+        };
+        self.authorize_domain(who, &current).await?;
+        let n = name.clone();
+        let entry = AuditEntry::new(&who.name, "domain.remove")
+            .app(&domain.app)
+            .env(&domain.env)
+            .domain(&name)
+            .change(Some(current.to_string()), None);
+        self.store
+            .mutate(entry, move |c, _| q::delete_domain(c, &n))
+            .await?;
+        self.routing.unbind(&name);
+        info!(domain = %name, "domain removed");
+        Ok(())
+    }
+
+    /// Move a domain to another environment of its app: refuse unless the target has a running
+    /// instance that passes a fresh health check; then record the change and apply the new route
+    /// table. When this returns, every new request goes to the target. The old environment keeps
+    /// running, so switching back is as fast.
+    /// `approved` is set when a second owner approved this switch (it skips the approval rule).
+    pub async fn switch_domain(
+        &self,
+        name: DomainName,
+        target: EnvRef,
+        who: &Principal,
+        approved: bool,
+    ) -> Result<SwitchInfo, ControlError> {
+        let _op = self.domain_ops.lock().await;
+        let domain = self.domain_row(&name).await?;
+        if domain.app != target.app {
+            return Err(ControlError::Invalid(format!(
+                "{name} belongs to app '{}'; it can only move between {}'s environments",
+                domain.app, domain.app
+            )));
+        }
+        // Moving a domain needs the right on both ends: where it is and where it goes.
+        let current = EnvRef {
+            app: domain.app.clone(),
+            env: domain.env.clone(),
+        };
+        self.authorize_domain(who, &current).await?;
+        let to = self.authorize_domain(who, &target).await?;
+        if !approved {
+            let op = crate::approvals::Operation::Switch {
+                domain: name.clone(),
+                app: target.app.clone(),
+                env: target.env.clone(),
+            };
+            let summary = format!("switch {name} from {current} to {target}");
+            self.require_approval(
+                who,
+                to.app_id,
+                &target.app,
+                Action::Domain,
+                to.tier,
+                op,
+                summary,
+            )
+            .await?;
+        }
+        if domain.env == to.name {
+            return Ok(SwitchInfo {
+                domain: name,
+                app: domain.app,
+                from: domain.env.clone(),
+                to: domain.env,
+                action: "unchanged".into(),
+                health_check_ms: 0.0,
+                apply_us: 0.0,
+            });
+        }
+        self.move_domain(name, domain, target, to, who, Move::Switch)
+            .await
+    }
+
+    /// Point the domain back at the environment it was on before its latest switch not yet
+    /// rolled back; repeated rollbacks walk further back through its history. Health-gated like
+    /// a switch.
+    pub async fn rollback_domain(
+        &self,
+        name: DomainName,
+        who: &Principal,
+    ) -> Result<SwitchInfo, ControlError> {
+        let _op = self.domain_ops.lock().await;
+        let domain = self.domain_row(&name).await?;
+        let current = EnvRef {
+            app: domain.app.clone(),
+            env: domain.env.clone(),
+        };
+        self.authorize_domain(who, &current).await?;
+        let id = domain.id;
+        let Some((undo, previous)) = self.store.call(move |c| q::rollback_target(c, id)).await?
+        else {
+            return Err(ControlError::Conflict(format!(
+                "nothing to roll back: {name} has pointed to {}/{} since it was added (see `turnout domain history {name}`)",
+                domain.app, domain.env
+            )));
+        };
+        let previous: EnvName = previous
+            .parse()
+            .map_err(|e| ControlError::internal(format!("history of {name}: {e}")))?;
+        let target = EnvRef {
+            app: domain.app.clone(),
+            env: previous,
+        };
+        let to = self.env_row(&target).await.map_err(|_| {
+            ControlError::Conflict(format!(
+                "cannot roll {name} back to {target}: that environment no longer exists"
+            ))
+        })?;
+        self.authorize_domain(who, &target).await?;
+        self.move_domain(name, domain, target, to, who, Move::Rollback { undo })
+            .await
+    }
+
+    /// The common end of a switch and a rollback: a fresh health check of the target, the new
+    /// binding and its history and audit entries in one transaction, then the new route table.
+    async fn move_domain(
+        &self,
+        name: DomainName,
+        domain: DomainRow,
+        target: EnvRef,
+        to: EnvRow,
+        who: &Principal,
+        how: Move,
+    ) -> Result<SwitchInfo, ControlError> {
+        let health_check_ms = self.check_target(&name, &domain, &target).await?;
+        let started = Instant::now();
+        let action = match how {
+            Move::Switch => "switch",
+            Move::Rollback { .. } => "rollback",
+        };
+        let from = EnvRef {
+            app: domain.app.clone(),
+            env: domain.env.clone(),
+        };
+        let entry = AuditEntry::new(&who.name, &format!("domain.{action}"))
+            .app(&domain.app)
+            .env(&to.name)
+            .domain(&name)
+            .change(Some(from.to_string()), Some(target.to_string()));
+        let (d, t, actor) = (domain.clone(), to.clone(), who.name.clone());
+        self.store
+            .mutate(entry, move |c, _| {
+                let undo = match how {
+                    Move::Switch => None,
+                    Move::Rollback { undo } => Some(undo),
+                };
+                q::move_domain(c, &d, &t, &actor, undo)
+            })
+            .await?;
+        self.routing.bind(&DomainRow {
+            env: to.name.clone(),
+            ..domain.clone()
+        });
+        let apply_us = started.elapsed().as_secs_f64() * 1e6;
+        self.metrics().count_switch(name.as_str(), action);
+        info!(domain = %name, from = %domain.env, to = %to.name, action, apply_us, "domain moved");
+        Ok(SwitchInfo {
+            domain: name,
+            app: domain.app,
+            from: domain.env,
+            to: to.name,
+            action: action.into(),
+            health_check_ms,
+            apply_us,
+        })
+    }
+
+    /// Traffic moves only to an instance that passes a health check now, not one that passed
+    /// at its deploy. Returns how long the check took, in milliseconds.
+    async fn check_target(
+        &self,
+        name: &DomainName,
+        domain: &DomainRow,
+        target: &EnvRef,
+    ) -> Result<f64, ControlError> {
+        let Some(run) = self.routing.running(&key(target)) else {
+            return Err(ControlError::Conflict(format!(
+                "{target} has no running instance; deploy it first (`turnout deploy {target}`). {name} still points to {}/{}",
+                domain.app, domain.env
+            )));
+        };
+        let started = Instant::now();
+        run.instance.check_health().await.map_err(|e| {
+            ControlError::Conflict(format!(
+                "refused: {target} failed a fresh health check ({e}); {name} still points to {}/{}",
+                domain.app, domain.env
+            ))
+        })?;
+        Ok(started.elapsed().as_secs_f64() * 1e3)
+    }
+
+    pub async fn set_maintenance(
+        &self,
+        name: DomainName,
+        on: bool,
+        message: Option<String>,
+        who: &Principal,
+    ) -> Result<DomainInfo, ControlError> {
+        let _op = self.domain_ops.lock().await;
+        let domain = self.domain_row(&name).await?;
+        let current = EnvRef {
+            app: domain.app.clone(),
+            env: domain.env.clone(),
+        };
+        self.authorize_domain(who, &current).await?;
+        let message = on.then(|| {
+            message
+                .filter(|m| !m.trim().is_empty())
+                .unwrap_or_else(|| DEFAULT_MAINTENANCE_MESSAGE.to_owned())
+        });
+        if message.as_ref().is_some_and(|m| m.len() > 2000) {
+            return Err(ControlError::Invalid(
+                "the maintenance message is longer than 2000 characters".into(),
+            ));
+        }
+        let (d, m, actor) = (domain.clone(), message.clone(), who.name.clone());
+        let entry = AuditEntry::new(
+            &who.name,
+            if on {
+                "domain.maintenance-on"
+            } else {
+                "domain.maintenance-off"
+            },
+        )
+        .app(&domain.app)
+        .env(&domain.env)
+        .domain(&name)
+        .change(None, message.clone());
+        self.store
+            .mutate(entry, move |c, _| {
+                q::set_maintenance(c, &d, m.as_deref(), &actor)
+            })
+            .await?;
+        let row = DomainRow {
+            maintenance: message,
+            ..domain
+        };
+        self.routing.bind(&row);
+        info!(domain = %name, on, "domain maintenance");
+        Ok(self.domain_info(&row))
+    }
+
+    pub async fn domain_history(
+        &self,
+        name: DomainName,
+        who: &Principal,
+    ) -> Result<Vec<DomainEvent>, ControlError> {
+        let domain = self.domain_row(&name).await?;
+        let env = self
+            .env_row(&EnvRef {
+                app: domain.app.clone(),
+                env: domain.env.clone(),
+            })
+            .await?;
+        self.authorize_env(who, &env, Action::Read).await?;
+        let id = domain.id;
+        let rows = self.store.call(move |c| q::domain_history(c, id)).await?;
+        Ok(rows
+            .into_iter()
+            .map(|r| DomainEvent {
+                id: r.id,
+                at: format_timestamp(r.at),
+                actor: r.actor,
+                rolled_back: r.undone && r.action == "switch",
+                action: r.action,
+                from: r.from,
+                to: r.to,
+            })
+            .collect())
+    }
+}

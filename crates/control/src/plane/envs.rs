@@ -1,0 +1,189 @@
+//! Environments: create, list, show, delete, and their releases.
+use tracing::info;
+use turnout_model::{
+    Action, AppName, CreateEnv, EnvInfo, EnvRef, EnvStatus, InstanceInfo, ReleaseInfo, Tier,
+    format_timestamp,
+};
+
+use super::routing::key;
+use super::{ControlPlane, release_info, remove_dir, source};
+use crate::access::Principal;
+use crate::error::ControlError;
+use crate::git;
+use crate::store::{AuditEntry, EnvRow, q};
+
+impl ControlPlane {
+    pub async fn create_env(
+        &self,
+        app: AppName,
+        req: CreateEnv,
+        who: &Principal,
+    ) -> Result<EnvInfo, ControlError> {
+        let app_row = self.app_row(&app).await?;
+        let tier = req.tier.unwrap_or(Tier::Development);
+        let target = format!("{app}/{}", req.name);
+        self.authorize(who, app_row.id, &app, &target, Action::Config, Some(tier))
+            .await?;
+        git::check_branch(&req.branch).await?;
+        let src = source(&app_row.repo, app_row.token_env.as_deref())?;
+        let branches = git::remote_branches(&src).await?;
+        if !branches.contains(&req.branch) {
+            return Err(ControlError::Invalid(format!(
+                "branch '{}' does not exist in {}; existing branches: {}",
+                req.branch,
+                src.display(),
+                if branches.is_empty() {
+                    "none".to_owned()
+                } else {
+                    branches.join(", ")
+                }
+            )));
+        }
+        let (a, name, branch) = (app.clone(), req.name.clone(), req.branch.clone());
+        let entry = AuditEntry::new(&who.name, "env.create")
+            .app(&app)
+            .env(&req.name)
+            .change(None, Some(format!("branch {}, tier {tier}", req.branch)));
+        let row = self
+            .store
+            .mutate(entry, move |c, _| {
+                q::insert_env(c, &a, &name, &branch, tier)
+            })
+            .await?;
+        for dir in [
+            self.home.releases_dir(&app, &row.name),
+            self.home.logs_dir(&app, &row.name),
+            self.home.storage_dir(&app, &row.name),
+        ] {
+            tokio::fs::create_dir_all(&dir)
+                .await
+                .map_err(|e| ControlError::internal(format!("create {}: {e}", dir.display())))?;
+        }
+        info!(app = %app, env = %row.name, tier = %tier, "environment created");
+        self.env_info(row).await
+    }
+
+    /// The environments `who` may see, of one app or of all.
+    pub async fn list_envs(
+        &self,
+        app: Option<AppName>,
+        who: &Principal,
+    ) -> Result<Vec<EnvInfo>, ControlError> {
+        if let Some(app) = &app {
+            self.authorize_app(who, app, Action::Read).await?;
+        }
+        let rows = self
+            .store
+            .call(move |c| q::list_envs(c, app.as_ref()))
+            .await?;
+        let mut out = Vec::with_capacity(rows.len());
+        for row in rows.into_iter().filter(|e| who.role_on(e.app_id).is_some()) {
+            out.push(self.env_info(row).await?);
+        }
+        Ok(out)
+    }
+
+    pub async fn show_env(&self, r: EnvRef, who: &Principal) -> Result<EnvInfo, ControlError> {
+        let row = self.env_for(who, &r, Action::Read).await?;
+        self.env_info(row).await
+    }
+
+    pub async fn delete_env(&self, r: EnvRef, who: &Principal) -> Result<(), ControlError> {
+        let _deleting = self.env_locks.lock(&key(&r)).await;
+        let row = self.env_for(who, &r, Action::Config).await?;
+        let env_id = row.id;
+        let bound = self
+            .store
+            .call(move |c| q::domains_of_env(c, env_id))
+            .await?;
+        if !bound.is_empty() {
+            return Err(ControlError::Conflict(format!(
+                "{r} serves {}; switch {} to another environment or remove {} first",
+                bound.join(", "),
+                if bound.len() == 1 { "it" } else { "them" },
+                if bound.len() == 1 { "it" } else { "them" },
+            )));
+        }
+        if let Some(old) = self.routing.forget(&key(&r)) {
+            self.retire(&r, old).await;
+        }
+        self.metrics().forget_host(&r.internal_host());
+        let entry = AuditEntry::new(&who.name, "env.delete")
+            .app(&r.app)
+            .env(&r.env);
+        self.store
+            .mutate(entry, move |c, _| q::delete_env(c, row.id))
+            .await?;
+        remove_dir(&self.home.env_dir(&r.app, &r.env)).await;
+        git::prune_worktrees(&self.home.mirror(&r.app)).await;
+        info!(app = %r.app, env = %r.env, "environment deleted");
+        Ok(())
+    }
+
+    pub async fn releases(
+        &self,
+        r: EnvRef,
+        who: &Principal,
+    ) -> Result<Vec<ReleaseInfo>, ControlError> {
+        let row = self.env_for(who, &r, Action::Read).await?;
+        let rows = self
+            .store
+            .call(move |c| q::list_releases(c, row.id))
+            .await?;
+        Ok(rows.iter().map(release_info).collect())
+    }
+
+    pub(crate) async fn env_row(&self, r: &EnvRef) -> Result<EnvRow, ControlError> {
+        let (a, e) = (r.app.clone(), r.env.clone());
+        self.store.call(move |c| q::get_env(c, &a, &e)).await
+    }
+
+    pub(crate) async fn env_info(&self, row: EnvRow) -> Result<EnvInfo, ControlError> {
+        let release = match row.current_release_id {
+            Some(id) => Some(self.store.call(move |c| q::get_release(c, id)).await?),
+            None => None,
+        };
+        let r = EnvRef {
+            app: row.app.clone(),
+            env: row.name.clone(),
+        };
+        let routing = self.routing.env(&key(&r));
+        let (status, status_reason) = match (&routing.running, &release) {
+            (Some(_), _) => (EnvStatus::Live, None),
+            (None, None) => (EnvStatus::NotDeployed, None),
+            (None, Some(_)) if routing.stopped || row.stopped => (EnvStatus::Stopped, None),
+            (None, Some(_)) => match routing.down {
+                Some(why) => (EnvStatus::Down, Some(why)),
+                None => (EnvStatus::Starting, None),
+            },
+        };
+        let instance = routing.running.map(|run| {
+            let s = run.instance.status();
+            InstanceInfo {
+                state: s.state.as_str().to_owned(),
+                pid: s.pid,
+                port: run.instance.port(),
+                restarts: s.restarts,
+                last_exit: s.last_exit,
+                started_at: format_timestamp(
+                    s.started_at
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX)),
+                ),
+            }
+        });
+        Ok(EnvInfo {
+            url: self.url(&r),
+            dir: self.home.env_dir(&r.app, &r.env).display().to_string(),
+            app: row.app,
+            name: row.name,
+            branch: row.branch,
+            tier: row.tier,
+            status,
+            status_reason,
+            release: release.as_ref().map(release_info),
+            instance,
+            created_at: format_timestamp(row.created_at),
+        })
+    }
+}

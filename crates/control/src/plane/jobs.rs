@@ -1,0 +1,747 @@
+//! The job runner: every long operation (deploy, rollback, restart, start; later promotion,
+//! data copies, backups, restores) runs as a job. A job is a row in the store (created queued,
+//! updated once when it ends), a file of its events (`<home>/jobs/<id>.ndjson`: every step
+//! change and output line, which watchers replay and follow), and while it runs an entry in
+//! `Jobs::live` with its current steps and its cancellation token.
+//!
+//! Jobs run on the plane's task tracker, so they survive the client that started them and
+//! shutdown waits for them. Each job's token is a child of the daemon's `closing` token: a
+//! shutdown cancels every job that has not reached its point of no return (go-live), and waits
+//! for the rest to finish. A job that a killed daemon left queued or running is marked
+//! `interrupted` at the next start (`recover`), after its build processes were killed and its
+//! half-written release directory removed.
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures_util::Stream;
+use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{info, warn};
+use turnout_model::{
+    EnvRef, JobEvent, JobInfo, JobKind, JobState, JobStep, StepState, format_timestamp,
+};
+
+use crate::error::ControlError;
+use crate::home::Home;
+use crate::store::jobs::{self as jq, JobEnd, JobRow};
+use crate::store::{AuditEntry, Store, now};
+
+/// What to run: its kind, target, who asked and the names of its steps.
+pub(crate) struct JobSpec {
+    pub kind: JobKind,
+    pub target: EnvRef,
+    pub actor: String,
+    /// A ref for a deploy, a release for a rollback.
+    pub request: Option<String>,
+    pub steps: &'static [&'static str],
+}
+
+pub(crate) struct Jobs {
+    home: Home,
+    store: Store,
+    /// Jobs that have not ended. Locked only to find, add or remove one; never across an await.
+    live: Mutex<HashMap<i64, Arc<LiveJob>>>,
+    /// The daemon's shutdown: each job's token is a child of it.
+    closing: CancellationToken,
+    tasks: TaskTracker,
+}
+
+/// A job while it runs.
+struct LiveJob {
+    info: Mutex<JobInfo>,
+    /// Cancelled by `turnout job cancel` or by the daemon's shutdown.
+    cancel: CancellationToken,
+    /// Who cancelled it, for its error line.
+    cancelled_by: Mutex<Option<String>>,
+    /// Set when the job reaches its point of no return: from then on it finishes.
+    committed: AtomicBool,
+    events: mpsc::UnboundedSender<JobEvent>,
+    /// Unix seconds when it started running (0: still queued).
+    started_unix: std::sync::atomic::AtomicI64,
+    /// Counts events written to the file; closed once the last one (`end`) is written.
+    written: watch::Receiver<u64>,
+    started: Instant,
+}
+
+impl LiveJob {
+    fn info(&self) -> std::sync::MutexGuard<'_, JobInfo> {
+        self.info.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// The handle an operation gets to report on its job and to notice cancellation.
+#[derive(Clone)]
+pub(crate) struct JobCtx {
+    id: i64,
+    job: Arc<LiveJob>,
+}
+
+impl JobCtx {
+    pub fn id(&self) -> i64 {
+        self.id
+    }
+
+    /// The job got what it waited for (its environment's lock) and starts working.
+    pub fn running(&self) {
+        let at = now();
+        self.job.started_unix.store(at, Ordering::SeqCst);
+        let mut info = self.job.info();
+        info.state = JobState::Running;
+        info.started_at = Some(format_timestamp(at));
+    }
+
+    /// Change step `index` (0-based) and tell the watchers.
+    fn update(&self, index: usize, f: impl FnOnce(&mut JobStep)) {
+        let (step, total) = {
+            let mut info = self.job.info();
+            let total = info.steps.len();
+            let Some(step) = info.steps.get_mut(index) else {
+                return;
+            };
+            f(step);
+            (step.clone(), total)
+        };
+        let _ = self.job.events.send(JobEvent::Step {
+            index: index as u32 + 1,
+            total: total as u32,
+            step,
+        });
+    }
+
+    pub fn begin(&self, index: usize, detail: impl Into<String>) {
+        let detail = detail.into();
+        self.update(index, |s| {
+            s.state = StepState::Running;
+            s.detail = detail;
+            s.started_at = Some(format_timestamp(now()));
+        });
+    }
+
+    pub fn done(&self, index: usize, detail: impl Into<String>, took: Duration) {
+        let detail = detail.into();
+        self.update(index, |s| {
+            s.state = StepState::Done;
+            s.detail = detail;
+            s.finished_at = Some(format_timestamp(now()));
+            s.duration_ms = Some(u64::try_from(took.as_millis()).unwrap_or(u64::MAX));
+        });
+    }
+
+    pub fn skip(&self, index: usize, detail: impl Into<String>) {
+        let detail = detail.into();
+        self.update(index, |s| {
+            s.state = StepState::Skipped;
+            s.detail = detail;
+        });
+    }
+
+    pub fn output(&self, line: &str) {
+        let _ = self.job.events.send(JobEvent::Output {
+            line: line.to_owned(),
+        });
+    }
+
+    pub fn set_release(&self, release: i64) {
+        self.job.info().release = Some(release);
+    }
+
+    pub fn set_url(&self, url: String) {
+        self.job.info().url = Some(url);
+    }
+
+    /// From here on the job finishes even if cancelled: traffic is moving to its result.
+    /// Fails if it was cancelled before it got here.
+    pub fn commit(&self) -> Result<(), ControlError> {
+        self.job.committed.store(true, Ordering::SeqCst);
+        if self.job.cancel.is_cancelled() {
+            self.job.committed.store(false, Ordering::SeqCst);
+            return Err(self.cancelled());
+        }
+        Ok(())
+    }
+
+    /// Resolves, with the error to return, once the job is cancelled.
+    pub async fn until_cancelled(&self) -> ControlError {
+        self.job.cancel.cancelled().await;
+        self.cancelled()
+    }
+
+    fn cancelled(&self) -> ControlError {
+        let by = self
+            .job
+            .cancelled_by
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        ControlError::Cancelled(match by {
+            Some(who) => format!("cancelled by {who}"),
+            None => "cancelled: the daemon is shutting down".into(),
+        })
+    }
+
+    /// Wait for `fut` unless the job is cancelled first.
+    pub async fn guard<T>(&self, fut: impl Future<Output = T>) -> Result<T, ControlError> {
+        tokio::select! {
+            v = fut => Ok(v),
+            () = self.job.cancel.cancelled() => Err(self.cancelled()),
+        }
+    }
+}
+
+fn pending(name: &str) -> JobStep {
+    JobStep {
+        name: name.to_owned(),
+        state: StepState::Pending,
+        detail: String::new(),
+        progress: None,
+        started_at: None,
+        finished_at: None,
+        duration_ms: None,
+    }
+}
+
+pub(crate) fn job_info(row: &JobRow) -> JobInfo {
+    JobInfo {
+        id: row.id,
+        kind: row.kind,
+        app: row.app.clone(),
+        env: row.env.clone(),
+        actor: row.actor.clone(),
+        state: row.state,
+        request: row.request.clone(),
+        steps: row.steps.clone(),
+        release: row.release_id,
+        error: row.error.clone(),
+        log_tail: row.log_tail.clone(),
+        url: row.url.clone(),
+        created_at: format_timestamp(row.created_at),
+        started_at: row.started_at.map(format_timestamp),
+        finished_at: row.finished_at.map(format_timestamp),
+    }
+}
+
+impl Jobs {
+    pub fn new(home: Home, store: Store, closing: CancellationToken, tasks: TaskTracker) -> Jobs {
+        Jobs {
+            home,
+            store,
+            live: Mutex::default(),
+            closing,
+            tasks,
+        }
+    }
+
+    fn live(&self, id: i64) -> Option<Arc<LiveJob>> {
+        self.live
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&id)
+            .cloned()
+    }
+
+    /// Record the job, then run `op` on the task tracker. Returns at once with the queued job.
+    pub async fn start<F, Fut>(
+        self: &Arc<Self>,
+        spec: JobSpec,
+        op: F,
+    ) -> Result<JobInfo, ControlError>
+    where
+        F: FnOnce(JobCtx) -> Fut + Send + 'static,
+        Fut: Future<Output = Result<(), ControlError>> + Send + 'static,
+    {
+        if self.closing.is_cancelled() {
+            return Err(ControlError::Conflict(
+                "the daemon is shutting down; start the job again once it is back".into(),
+            ));
+        }
+        let steps: Vec<JobStep> = spec.steps.iter().map(|s| pending(s)).collect();
+        let (kind, r, actor, request) = (
+            spec.kind,
+            spec.target.clone(),
+            spec.actor.clone(),
+            spec.request.clone(),
+        );
+        let entry = AuditEntry::new(&spec.actor, "job.start")
+            .app(&r.app)
+            .env(&r.env)
+            .change(
+                None,
+                Some(match &request {
+                    Some(x) => format!("{kind} {x}"),
+                    None => kind.to_string(),
+                }),
+            );
+        let s2 = steps.clone();
+        let row = self
+            .store
+            .mutate(entry, move |c, _| {
+                jq::insert_job(c, kind, &r.app, &r.env, &actor, request.as_deref(), &s2)
+            })
+            .await?;
+        let id = row.id;
+        let path = self.home.job_events(id);
+        if let Some(dir) = path.parent() {
+            tokio::fs::create_dir_all(dir)
+                .await
+                .map_err(|e| ControlError::internal(format!("create {}: {e}", dir.display())))?;
+        }
+        let (events, rx) = mpsc::unbounded_channel();
+        let (written_tx, written) = watch::channel(0);
+        tokio::spawn(write_events(path, rx, written_tx));
+        let job = Arc::new(LiveJob {
+            info: Mutex::new(job_info(&row)),
+            cancel: self.closing.child_token(),
+            cancelled_by: Mutex::default(),
+            committed: AtomicBool::new(false),
+            events,
+            started_unix: std::sync::atomic::AtomicI64::new(0),
+            written,
+            started: Instant::now(),
+        });
+        self.live
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id, job.clone());
+        let info = job.info().clone();
+        let ctx = JobCtx { id, job };
+        let this = self.clone();
+        info!(job = id, kind = %spec.kind, app = %spec.target.app, env = %spec.target.env, "job queued");
+        self.tasks.spawn(async move {
+            let result = op(ctx.clone()).await;
+            this.finish(ctx, result).await;
+        });
+        Ok(info)
+    }
+
+    /// Record how the job ended, tell the watchers, and forget it.
+    async fn finish(&self, ctx: JobCtx, result: Result<(), ControlError>) {
+        let job = &ctx.job;
+        let (state, error, log_tail) = match &result {
+            Ok(()) => (JobState::Succeeded, None, vec![]),
+            Err(ControlError::Cancelled(why)) => (JobState::Cancelled, Some(why.clone()), vec![]),
+            Err(e) => {
+                let tail = match e {
+                    ControlError::Step { log_tail, .. } => log_tail.clone(),
+                    _ => vec![],
+                };
+                (JobState::Failed, Some(e.to_string()), tail)
+            }
+        };
+        // The step that was running when it failed or was cancelled says so.
+        let open = job
+            .info()
+            .steps
+            .iter()
+            .position(|s| s.state == StepState::Running);
+        if let Some(index) = open {
+            let took = job.started.elapsed();
+            let detail = error.clone().unwrap_or_default();
+            ctx.update(index, |s| {
+                s.state = if state == JobState::Cancelled {
+                    StepState::Cancelled
+                } else {
+                    StepState::Failed
+                };
+                s.detail = detail;
+                s.finished_at = Some(format_timestamp(now()));
+                s.duration_ms
+                    .get_or_insert(u64::try_from(took.as_millis()).unwrap_or(0));
+            });
+        }
+        let final_info = {
+            let mut info = job.info();
+            info.state = state;
+            info.error = error.clone();
+            info.log_tail = log_tail;
+            info.finished_at = Some(format_timestamp(now()));
+            info.clone()
+        };
+        match &error {
+            Some(e) => warn!(job = ctx.id, state = %state, error = %e, "job ended"),
+            None => info!(job = ctx.id, "job succeeded"),
+        }
+        let started = Some(job.started_unix.load(Ordering::SeqCst)).filter(|t| *t > 0);
+        if let Err(e) = self.record_end(&final_info, started).await {
+            warn!(job = ctx.id, error = %e, "could not record the end of a job");
+        }
+        let _ = job.events.send(JobEvent::End { job: final_info });
+        self.live
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&ctx.id);
+    }
+
+    async fn record_end(&self, info: &JobInfo, started: Option<i64>) -> Result<(), ControlError> {
+        let entry = AuditEntry::new(&info.actor, "job.end")
+            .app(&info.app)
+            .env(&info.env)
+            .change(
+                None,
+                Some(format!("job {} {}: {}", info.id, info.kind, info.state)),
+            );
+        let id = info.id;
+        let i = info.clone();
+        let write = move |c: &rusqlite::Connection| {
+            jq::end_job(
+                c,
+                id,
+                &JobEnd {
+                    state: i.state,
+                    release_id: i.release,
+                    steps: &i.steps,
+                    error: i.error.as_deref(),
+                    log_tail: &i.log_tail,
+                    url: i.url.as_deref(),
+                    started_at: started,
+                },
+            )
+        };
+        match (&info.state, &info.error) {
+            (JobState::Failed, Some(e)) => self.store.mutate_failed(entry, e.clone(), write).await,
+            _ => self.store.mutate(entry, move |c, _| write(c)).await,
+        }
+    }
+
+    /// A job as it stands: live from memory, ended from the store.
+    pub async fn get(&self, id: i64) -> Result<JobInfo, ControlError> {
+        if let Some(job) = self.live(id) {
+            return Ok(job.info().clone());
+        }
+        let row = self.store.call(move |c| jq::get_job(c, id)).await?;
+        Ok(job_info(&row))
+    }
+
+    /// Overlay live state on stored rows.
+    pub fn current(&self, row: &JobRow) -> JobInfo {
+        match self.live(row.id) {
+            Some(job) => job.info().clone(),
+            None => job_info(row),
+        }
+    }
+
+    /// Cancel a job that has not reached its point of no return; wait (a while) for it to end.
+    pub async fn cancel(&self, id: i64, by: &str) -> Result<JobInfo, ControlError> {
+        let Some(job) = self.live(id) else {
+            let info = self.get(id).await?;
+            return Err(ControlError::Conflict(format!(
+                "job {id} has already ended ({}); nothing to cancel",
+                info.state
+            )));
+        };
+        if job.committed.load(Ordering::SeqCst) {
+            return Err(ControlError::Conflict(format!(
+                "job {id} is past its point of no return (traffic is moving to its release); it finishes by itself, or roll back afterwards with `turnout rollback`"
+            )));
+        }
+        *job.cancelled_by.lock().unwrap_or_else(|p| p.into_inner()) = Some(by.to_owned());
+        job.cancel.cancel();
+        let mut written = job.written.clone();
+        drop(job);
+        // The writer closes its channel once the `end` event is on disk.
+        let _ = tokio::time::timeout(Duration::from_secs(30), async {
+            while written.changed().await.is_ok() {}
+        })
+        .await;
+        self.get(id).await
+    }
+
+    /// Every event of job `id` from the first, then live ones until it ends.
+    pub fn events(self: &Arc<Self>, id: i64) -> impl Stream<Item = JobEvent> + Send + 'static {
+        struct Follow {
+            jobs: Arc<Jobs>,
+            id: i64,
+            offset: u64,
+            pending: std::collections::VecDeque<JobEvent>,
+            written: Option<watch::Receiver<u64>>,
+            ended: bool,
+        }
+        let written = self.live(id).map(|j| j.written.clone());
+        let state = Follow {
+            jobs: self.clone(),
+            id,
+            offset: 0,
+            pending: Default::default(),
+            written,
+            ended: false,
+        };
+        futures_util::stream::unfold(state, |mut s| async move {
+            loop {
+                if let Some(event) = s.pending.pop_front() {
+                    if matches!(event, JobEvent::End { .. }) {
+                        s.ended = true;
+                        s.pending.clear();
+                    }
+                    return Some((event, s));
+                }
+                if s.ended {
+                    return None;
+                }
+                let (events, read) = read_events(&s.jobs.home.job_events(s.id), s.offset).await;
+                s.offset += read;
+                if !events.is_empty() {
+                    s.pending.extend(events);
+                    continue;
+                }
+                match &mut s.written {
+                    // Wait for the writer; when it is gone, read once more, then stop.
+                    Some(w) => {
+                        if w.changed().await.is_err() {
+                            s.written = None;
+                        }
+                    }
+                    None => {
+                        // The file ends without `end` (a daemon killed before `recover`
+                        // wrote it): close with the stored state.
+                        let info = s.jobs.get(s.id).await.ok()?;
+                        s.pending.push_back(JobEvent::End { job: info });
+                    }
+                }
+            }
+        })
+    }
+
+    /// At start-up: every job a killed daemon left queued or running is `interrupted`; its
+    /// steps are rebuilt from its event file and its file gets its `end`.
+    pub async fn recover(&self) -> Result<usize, ControlError> {
+        let rows = self.store.call(|c| jq::unfinished_jobs(c)).await?;
+        for row in &rows {
+            let path = self.home.job_events(row.id);
+            let (events, _) = read_events(&path, 0).await;
+            let mut steps = row.steps.clone();
+            let mut started = None;
+            for e in events {
+                if let JobEvent::Step { index, step, .. } = e {
+                    started.get_or_insert(now());
+                    if let Some(slot) = steps.get_mut((index as usize).saturating_sub(1)) {
+                        *slot = step;
+                    }
+                }
+            }
+            for s in &mut steps {
+                if s.state == StepState::Running {
+                    s.state = StepState::Cancelled;
+                    s.detail = "interrupted".into();
+                }
+            }
+            let error = "interrupted: the daemon stopped while this job ran; what it left half-done was cleaned up".to_owned();
+            let entry = AuditEntry::new("turnout", "job.interrupted")
+                .app(&row.app)
+                .env(&row.env)
+                .change(None, Some(format!("job {} {}", row.id, row.kind)));
+            let (id, st, err, release) = (row.id, steps.clone(), error.clone(), row.release_id);
+            self.store
+                .mutate(entry, move |c, _| {
+                    jq::end_job(
+                        c,
+                        id,
+                        &JobEnd {
+                            state: JobState::Interrupted,
+                            release_id: release,
+                            steps: &st,
+                            error: Some(&err),
+                            log_tail: &[],
+                            url: None,
+                            started_at: started,
+                        },
+                    )
+                })
+                .await?;
+            let info = self.store.call(move |c| jq::get_job(c, id)).await?;
+            append_event(
+                &path,
+                &JobEvent::End {
+                    job: job_info(&info),
+                },
+            )
+            .await;
+            warn!(job = row.id, kind = %row.kind, app = %row.app, env = %row.env, "job interrupted by the last shutdown");
+        }
+        Ok(rows.len())
+    }
+}
+
+/// Append events to the job's file as they come, in batches; count them in `written`. Ends
+/// when every sender is gone (the job ended), closing `written`.
+async fn write_events(
+    path: std::path::PathBuf,
+    mut rx: mpsc::UnboundedReceiver<JobEvent>,
+    written: watch::Sender<u64>,
+) {
+    let mut file = match tokio::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .await
+    {
+        Ok(f) => Some(f),
+        Err(e) => {
+            warn!(path = %path.display(), error = %e, "cannot write job events");
+            None
+        }
+    };
+    let mut batch = Vec::new();
+    while rx.recv_many(&mut batch, 256).await > 0 {
+        let mut bytes = Vec::new();
+        for event in batch.drain(..) {
+            if let Ok(mut line) = serde_json::to_vec(&event) {
+                line.push(b'\n');
+                bytes.extend(line);
+            }
+        }
+        if let Some(f) = &mut file
+            && let Err(e) = f.write_all(&bytes).await
+        {
+            warn!(path = %path.display(), error = %e, "cannot write job events");
+        }
+        written.send_modify(|n| *n += 1);
+    }
+}
+
+async fn append_event(path: &std::path::Path, event: &JobEvent) {
+    let Ok(mut line) = serde_json::to_vec(event) else {
+        return;
+    };
+    line.push(b'\n');
+    let result = async {
+        let mut f = tokio::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .await?;
+        f.write_all(&line).await
+    }
+    .await;
+    if let Err(e) = result {
+        warn!(path = %path.display(), error = %e, "cannot write job events");
+    }
+}
+
+/// The complete event lines of the file from `offset`, and how many bytes they took.
+async fn read_events(path: &std::path::Path, offset: u64) -> (Vec<JobEvent>, u64) {
+    let Ok(mut f) = tokio::fs::File::open(path).await else {
+        return (vec![], 0);
+    };
+    if f.seek(std::io::SeekFrom::Start(offset)).await.is_err() {
+        return (vec![], 0);
+    }
+    let mut buf = Vec::new();
+    if f.read_to_end(&mut buf).await.is_err() {
+        return (vec![], 0);
+    }
+    // A line still being written is left for the next read.
+    let complete = buf.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+    let events = buf[..complete]
+        .split(|b| *b == b'\n')
+        .filter(|l| !l.is_empty())
+        .filter_map(|l| serde_json::from_slice(l).ok())
+        .collect();
+    (events, complete as u64)
+}
+
+/// How many ended jobs `turnout jobs` shows without `--all`.
+const RECENT_JOBS: u32 = 20;
+
+impl super::ControlPlane {
+    /// Jobs of the apps `who` has a role on (of one app or environment): queued and running
+    /// ones and the most recent others, or all with `all`.
+    pub async fn list_jobs(
+        &self,
+        app: Option<turnout_model::AppName>,
+        env: Option<turnout_model::EnvName>,
+        all: bool,
+        who: &crate::access::Principal,
+    ) -> Result<Vec<JobInfo>, ControlError> {
+        if let Some(app) = &app {
+            self.authorize_app(who, app, turnout_model::Action::Read)
+                .await?;
+        }
+        let recent = (!all).then_some(RECENT_JOBS);
+        let (a, e) = (app.clone(), env.clone());
+        let rows = self
+            .store
+            .call(move |c| jq::list_jobs(c, a.as_ref(), e.as_ref(), recent))
+            .await?;
+        let visible = self.visible_apps(who).await?;
+        Ok(rows
+            .iter()
+            .filter(|r| who.is_admin() || visible.contains(&r.app))
+            .map(|r| self.jobs.current(r))
+            .collect())
+    }
+
+    /// The names of the apps `who` has a role on.
+    async fn visible_apps(
+        &self,
+        who: &crate::access::Principal,
+    ) -> Result<std::collections::HashSet<turnout_model::AppName>, ControlError> {
+        let apps = self.store.call(|c| crate::store::q::list_apps(c)).await?;
+        Ok(apps
+            .into_iter()
+            .filter(|a| who.role_on(a.id).is_some())
+            .map(|a| a.name)
+            .collect())
+    }
+
+    /// Refuse unless `who` may see job `id` (a role on its app; an administrator for jobs of
+    /// deleted apps).
+    async fn authorize_job(
+        &self,
+        id: i64,
+        who: &crate::access::Principal,
+    ) -> Result<JobInfo, ControlError> {
+        let job = self.jobs.get(id).await?;
+        if who.is_admin() || self.visible_apps(who).await?.contains(&job.app) {
+            Ok(job)
+        } else {
+            // The same answer as for a job that does not exist: ids reveal nothing.
+            Err(ControlError::NotFound(format!(
+                "no job {id}; see `turnout jobs --all`"
+            )))
+        }
+    }
+
+    pub async fn job(
+        &self,
+        id: i64,
+        who: &crate::access::Principal,
+    ) -> Result<JobInfo, ControlError> {
+        self.authorize_job(id, who).await
+    }
+
+    /// Every event of the job from its first, then live ones until it ends.
+    pub async fn job_events(
+        &self,
+        id: i64,
+        who: &crate::access::Principal,
+    ) -> Result<impl Stream<Item = JobEvent> + Send + 'static, ControlError> {
+        self.authorize_job(id, who).await?;
+        Ok(self.jobs.events(id))
+    }
+
+    /// Cancel a job: the role its operation needs on its environment.
+    pub async fn cancel_job(
+        &self,
+        id: i64,
+        who: &crate::access::Principal,
+    ) -> Result<JobInfo, ControlError> {
+        let job = self.authorize_job(id, who).await?;
+        let r = EnvRef {
+            app: job.app.clone(),
+            env: job.env.clone(),
+        };
+        let env = self.env_row(&r).await?;
+        self.authorize_env(who, &env, turnout_model::Action::Deploy)
+            .await?;
+        let entry = AuditEntry::new(&who.name, "job.cancel")
+            .app(&r.app)
+            .env(&r.env)
+            .change(None, Some(format!("job {id} {}", job.kind)));
+        self.store.record(entry, "ok".into()).await?;
+        self.jobs.cancel(id, &who.name).await
+    }
+}

@@ -1,0 +1,174 @@
+//! One way to bring a release up and one way to take it down, for every operation that does:
+//! deploy, rollback, restart, start and start-up restore.
+//!
+//! `launch` starts the release's instance on a free port with its environment, waits until it
+//! passes its health check (or fails, or the caller is cancelled: then it stops what it
+//! started) and returns the route entry. `go_live` records the release live in the store, then
+//! hands the entry to `routing` (store first, so a crash in between restarts the new release,
+//! never a half state). `retire` drains a replaced instance and stops it.
+use std::future::Future;
+use std::path::Path;
+use std::sync::Arc;
+
+use tracing::warn;
+use turnout_model::{EnvRef, Tier};
+use turnout_proxy::{DrainDeadlines, DrainOutcome, Upstream};
+use turnout_supervisor::{HealthCheck, Instance, InstanceSpec, RestartPolicy, free_port};
+
+use super::ControlPlane;
+use super::logs::failure_tail;
+use super::routing::{Running, key};
+use crate::app_file::ReleaseConfig;
+use crate::error::ControlError;
+use crate::store::{AuditEntry, EnvRow, q};
+
+/// What `launch` starts: one release of one environment.
+pub(crate) struct Launch<'a> {
+    pub r: &'a EnvRef,
+    pub env: &'a EnvRow,
+    pub release_id: i64,
+    pub commit: &'a str,
+    pub dir: &'a Path,
+    pub config: &'a ReleaseConfig,
+}
+
+impl ControlPlane {
+    /// What every process of a release sees (builds included): the app file's `[env]` and
+    /// where it runs. Secrets are added for instances only (`launch`).
+    pub(crate) fn release_env(
+        &self,
+        r: &EnvRef,
+        tier: Tier,
+        commit: &str,
+        config: &ReleaseConfig,
+    ) -> Vec<(String, String)> {
+        let mut env: Vec<(String, String)> = config
+            .env
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        env.extend([
+            ("TURNOUT_APP".to_owned(), r.app.to_string()),
+            ("TURNOUT_ENV".to_owned(), r.env.to_string()),
+            ("TURNOUT_TIER".to_owned(), tier.to_string()),
+            ("TURNOUT_RELEASE".to_owned(), commit.to_owned()),
+            ("TURNOUT_URL".to_owned(), self.url(r)),
+            (
+                "TURNOUT_STORAGE_DIR".to_owned(),
+                self.home.storage_dir(&r.app, &r.env).display().to_string(),
+            ),
+        ]);
+        env
+    }
+
+    /// Start the release on a free port and wait until it is healthy. If it fails, or
+    /// `cancelled` resolves first, the instance is stopped and the error returned.
+    pub(crate) async fn launch(
+        &self,
+        l: &Launch<'_>,
+        cancelled: impl Future<Output = ControlError>,
+    ) -> Result<Running, ControlError> {
+        let r = l.r;
+        let mut env = self.release_env(r, l.env.tier, l.commit, l.config);
+        // Secrets go to the instance only: never to the build, whose output may be logged.
+        env.extend(self.secret_env(l.env.id).await?);
+        let port =
+            free_port().map_err(|e| ControlError::internal(format!("find a free port: {e}")))?;
+        env.push(("PORT".to_owned(), port.to_string()));
+        let log_path = self.home.run_log(&r.app, &r.env, l.release_id);
+        let spec = InstanceSpec {
+            command: l.config.run.clone(),
+            cwd: l.dir.to_path_buf(),
+            env,
+            port,
+            log_path: log_path.clone(),
+            pid_file: Some(self.home.pid_file(&r.app, &r.env, l.release_id)),
+            health: HealthCheck {
+                path: l.config.health_path.clone(),
+                host: r.internal_host(),
+                timeout: l.config.health_timeout,
+                interval: l.config.health_interval,
+            },
+            restart: RestartPolicy::default(),
+            stop_timeout: l.config.stop_timeout,
+        };
+        let instance = Instance::start(spec)
+            .await
+            .map_err(|e| ControlError::Step {
+                step: "launch",
+                message: e.to_string(),
+                log_tail: vec![],
+            })?;
+        let healthy = tokio::select! {
+            h = instance.wait_healthy() => h.map_err(|e| e.to_string()),
+            e = cancelled => {
+                instance.stop().await;
+                return Err(e);
+            }
+        };
+        if let Err(message) = healthy {
+            instance.stop().await;
+            return Err(ControlError::Step {
+                step: "launch",
+                message,
+                log_tail: failure_tail(&log_path).await,
+            });
+        }
+        Ok(running(l, instance))
+    }
+
+    /// Record `release_id` live for the environment, then route to `running`. Returns the
+    /// instance it replaced, for `retire`. `audit` names the operation (deploy, rollback, …).
+    pub(crate) async fn go_live(
+        &self,
+        l: &Launch<'_>,
+        running: Running,
+        audit: AuditEntry,
+    ) -> Result<Option<Running>, ControlError> {
+        let (env_id, release_id, previous) = (l.env.id, l.release_id, l.env.current_release_id);
+        let entry = audit.change(None, Some(l.commit.to_owned()));
+        if let Err(e) = self
+            .store
+            .mutate(entry, move |c, entry| {
+                if let Some(id) = previous {
+                    entry.from = Some(q::get_release(c, id)?.commit);
+                }
+                q::go_live(c, env_id, release_id)
+            })
+            .await
+        {
+            running.instance.stop().await;
+            return Err(e);
+        }
+        Ok(self.routing.go_live(key(l.r), running))
+    }
+
+    /// Drain a replaced instance's in-flight requests (up to its drain timeout), then stop it.
+    /// Streams (WebSockets, event streams) get their own, shorter deadline, then a clean close.
+    pub(crate) async fn retire(&self, r: &EnvRef, old: Running) -> DrainOutcome {
+        let outcome = old.upstream.drain_with(old.drain).await;
+        self.metrics().count_drain(&r.app, &r.env, &outcome);
+        if outcome.cut > 0 {
+            warn!(app = %r.app, env = %r.env, cut = outcome.cut, "drain deadline cut in-flight requests");
+        }
+        old.instance.stop().await;
+        outcome
+    }
+}
+
+fn running(l: &Launch<'_>, instance: Arc<Instance>) -> Running {
+    Running {
+        release_id: l.release_id,
+        upstream: Upstream::new(
+            instance.addr(),
+            format!("{}@{}", l.r, &l.commit[..12.min(l.commit.len())]),
+        ),
+        instance,
+        drain: DrainDeadlines {
+            requests: l.config.drain_timeout,
+            streams: l.config.stream_drain_timeout,
+        },
+        health_path: l.config.health_path.clone(),
+        tier: l.env.tier,
+    }
+}

@@ -1,0 +1,153 @@
+//! The control plane: every operation the API offers, split by responsibility.
+//!
+//! - `routing`: the only owner of routing state and of applying route tables.
+//! - `authz`: who may do what (the role an app's policy asks for on a tier).
+//! - `apps`, `envs`, `domains`: the records users create and the operations on them.
+//! - `jobs`: the job runner every long operation goes through.
+//! - `launch`: start a release's instance on a free port, health-gate it, build its route
+//!   entry; used by deploy, rollback, restart, start and start-up restore.
+//! - `deploy`: a deploy as typed steps (fetch, checkout, build, launch, go live, retire).
+//! - `release_ops`: rollback, restart, stop and start of an environment.
+//! - `restore`: start-up (recover interrupted jobs, bring environments back) and shutdown.
+//! - `logs`: reading an environment's logs, authorized here.
+use std::path::Path;
+use std::sync::Arc;
+
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::warn;
+use turnout_model::{AppInfo, AppName, EnvRef, ReleaseInfo, format_timestamp};
+use turnout_proxy::Proxy;
+
+use crate::error::ControlError;
+use crate::git::Source;
+use crate::home::Home;
+use crate::metrics::Metrics;
+use crate::store::{AppRow, ReleaseRow, Store};
+
+mod apps;
+mod authz;
+mod deploy;
+mod domains;
+mod envs;
+mod jobs;
+mod keyed;
+mod launch;
+mod logs;
+mod release_ops;
+mod restore;
+mod routing;
+
+pub use logs::LogView;
+
+use jobs::Jobs;
+use keyed::KeyedLocks;
+use routing::{EnvKey, Routing};
+
+pub struct ControlPlane {
+    home: Home,
+    store: Store,
+    http_port: u16,
+    /// Which instance serves each environment, each domain's binding, logins: see `routing`.
+    routing: Routing,
+    jobs: Arc<Jobs>,
+    /// One job (deploy, rollback, restart, start) or stop/delete per environment at a time.
+    env_locks: KeyedLocks<EnvKey>,
+    /// One git operation per app mirror at a time.
+    app_locks: KeyedLocks<AppName>,
+    /// One domain change (add, switch, rollback, maintenance, remove) at a time, so history
+    /// entries and route tables follow each other in order.
+    domain_ops: tokio::sync::Mutex<()>,
+    /// Cancelled when the daemon shuts down: jobs and restores stop at their next wait and
+    /// stop any instance they started, so nothing is left running unrecorded.
+    closing: CancellationToken,
+    /// Jobs and restores in progress; shutdown waits for them before stopping instances.
+    tasks: TaskTracker,
+}
+
+impl ControlPlane {
+    pub fn new(home: Home, store: Store, proxy: Arc<Proxy>, http_port: u16) -> Arc<ControlPlane> {
+        let closing = CancellationToken::new();
+        let tasks = TaskTracker::new();
+        Arc::new(ControlPlane {
+            jobs: Arc::new(Jobs::new(
+                home.clone(),
+                store.clone(),
+                closing.clone(),
+                tasks.clone(),
+            )),
+            home,
+            store,
+            http_port,
+            routing: Routing::new(proxy),
+            env_locks: KeyedLocks::default(),
+            app_locks: KeyedLocks::default(),
+            domain_ops: tokio::sync::Mutex::new(()),
+            closing,
+            tasks,
+        })
+    }
+
+    pub fn home(&self) -> &Home {
+        &self.home
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        self.routing.metrics()
+    }
+
+    pub(crate) fn store(&self) -> &Store {
+        &self.store
+    }
+
+    fn url(&self, r: &EnvRef) -> String {
+        format!("http://{}:{}", r.internal_host(), self.http_port)
+    }
+}
+
+fn source(repo: &str, token_env: Option<&str>) -> Result<Source, ControlError> {
+    let token = match token_env {
+        None => None,
+        Some(var) => Some(std::env::var(var).map_err(|_| {
+            ControlError::Invalid(format!(
+                "the daemon's environment has no variable '{var}' (named by --token-env); set it where `turnout serve` runs"
+            ))
+        })?),
+    };
+    Ok(Source {
+        repo: repo.to_owned(),
+        token,
+    })
+}
+
+fn app_info(row: &AppRow) -> AppInfo {
+    AppInfo {
+        name: row.name.clone(),
+        repo: row.repo.clone(),
+        token_env: row.token_env.clone(),
+        environments: row.environments,
+        created_at: format_timestamp(row.created_at),
+    }
+}
+
+fn release_info(row: &ReleaseRow) -> ReleaseInfo {
+    ReleaseInfo {
+        id: row.id,
+        commit: row.commit.clone(),
+        git_ref: row.git_ref.clone(),
+        status: row.status,
+        job: row.job_id,
+        reused_build: row.reused_build,
+        error: row.error.clone(),
+        created_at: format_timestamp(row.created_at),
+        finished_at: row.finished_at.map(format_timestamp),
+    }
+}
+
+async fn remove_dir(dir: &Path) {
+    if let Err(e) = tokio::fs::remove_dir_all(dir).await
+        && e.kind() != std::io::ErrorKind::NotFound
+    {
+        warn!(dir = %dir.display(), error = %e, "could not remove directory");
+    }
+}

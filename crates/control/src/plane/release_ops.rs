@@ -1,0 +1,259 @@
+//! Operations on an environment's releases that build nothing: rollback to an earlier
+//! live-once release, restart of the live one, stop and start. Rollback, restart and start
+//! are jobs that relaunch a release from its directory with the configuration it ran with,
+//! through the same `launch` → `go_live` → `retire` as a deploy, so they are health-gated and
+//! drop no request.
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Instant;
+
+use tracing::info;
+use turnout_model::{Action, EnvInfo, EnvRef, JobInfo, JobKind};
+
+use super::ControlPlane;
+use super::deploy::retire_step;
+use super::jobs::{JobCtx, JobSpec};
+use super::launch::Launch;
+use super::routing::key;
+use crate::access::Principal;
+use crate::app_file::ReleaseConfig;
+use crate::error::ControlError;
+use crate::store::{AuditEntry, EnvRow, ReleaseRow, q};
+
+const RELAUNCH_STEPS: &[&str] = &["launch", "go-live", "retire"];
+const START_STEPS: &[&str] = &["launch", "go-live"];
+
+/// Which release a relaunch starts.
+#[derive(Clone, Copy)]
+enum Pick {
+    /// The newest live-once release before the live one, or the one given.
+    Rollback(Option<i64>),
+    /// The live release again (restart, start).
+    Current,
+}
+
+impl ControlPlane {
+    /// Back to the previous live-once release (or `to`): no fetch, no build.
+    pub async fn rollback(
+        self: &Arc<Self>,
+        r: EnvRef,
+        to: Option<i64>,
+        who: &Principal,
+    ) -> Result<JobInfo, ControlError> {
+        let env = self.env_for(who, &r, Action::Deploy).await?;
+        // Refuse now what would fail in the job: nothing to go back to.
+        let release = self.pick(&env, Pick::Rollback(to)).await?;
+        self.relaunch_job(
+            JobKind::Rollback,
+            r,
+            Some(format!("release {}", release.id)),
+            who,
+            Pick::Rollback(Some(release.id)),
+        )
+        .await
+    }
+
+    /// A fresh instance of the live release, then the old one drained and stopped.
+    pub async fn restart(
+        self: &Arc<Self>,
+        r: EnvRef,
+        who: &Principal,
+    ) -> Result<JobInfo, ControlError> {
+        let env = self.env_for(who, &r, Action::Deploy).await?;
+        if self.routing.running(&key(&r)).is_none() {
+            return Err(self.not_running(&env));
+        }
+        self.relaunch_job(JobKind::Restart, r, None, who, Pick::Current)
+            .await
+    }
+
+    /// Start a stopped (or down) environment's live release again.
+    pub async fn start_env(
+        self: &Arc<Self>,
+        r: EnvRef,
+        who: &Principal,
+    ) -> Result<JobInfo, ControlError> {
+        let env = self.env_for(who, &r, Action::Deploy).await?;
+        if self.routing.running(&key(&r)).is_some() {
+            return Err(ControlError::Conflict(format!(
+                "{r} is already live; restart it with `turnout restart {r}`"
+            )));
+        }
+        if env.current_release_id.is_none() {
+            return Err(ControlError::Conflict(format!(
+                "{r} has no release yet; deploy it with `turnout deploy {r}`"
+            )));
+        }
+        self.relaunch_job(JobKind::Start, r, None, who, Pick::Current)
+            .await
+    }
+
+    /// Stop serving an environment: its URL and the domains bound to it answer 503 saying it
+    /// is stopped; its instance drains and stops. It stays stopped across daemon restarts.
+    pub async fn stop_env(&self, r: EnvRef, who: &Principal) -> Result<EnvInfo, ControlError> {
+        let env = self.env_for(who, &r, Action::Deploy).await?;
+        let Some(_stopping) = self.env_locks.try_lock(&key(&r)) else {
+            return Err(ControlError::Conflict(format!(
+                "a job is running on {r}; wait for it (`turnout jobs {r}`) or cancel it, then stop"
+            )));
+        };
+        if env.current_release_id.is_none() {
+            return Err(ControlError::Conflict(format!(
+                "{r} has never been deployed; there is nothing to stop"
+            )));
+        }
+        let entry = AuditEntry::new(&who.name, "env.stop")
+            .app(&r.app)
+            .env(&r.env);
+        let env_id = env.id;
+        self.store
+            .mutate(entry, move |c, _| q::set_stopped(c, env_id, true))
+            .await?;
+        if let Some(old) = self.routing.stop(key(&r)) {
+            self.retire(&r, old).await;
+        }
+        info!(app = %r.app, env = %r.env, "environment stopped");
+        self.env_info(self.env_row(&r).await?).await
+    }
+
+    fn not_running(&self, env: &EnvRow) -> ControlError {
+        let r = format!("{}/{}", env.app, env.name);
+        ControlError::Conflict(match (env.current_release_id, env.stopped) {
+            (None, _) => format!("{r} has no release yet; deploy it with `turnout deploy {r}`"),
+            (Some(_), true) => format!("{r} is stopped; start it with `turnout env start {r}`"),
+            (Some(_), false) => {
+                format!("{r} is not running; start it with `turnout env start {r}`")
+            }
+        })
+    }
+
+    async fn pick(&self, env: &EnvRow, pick: Pick) -> Result<ReleaseRow, ControlError> {
+        let (env_id, current) = (env.id, env.current_release_id);
+        let release = match pick {
+            Pick::Rollback(to) => {
+                self.store
+                    .call(move |c| q::rollback_release(c, env_id, current, to))
+                    .await?
+            }
+            Pick::Current => {
+                let Some(id) = current else {
+                    return Err(self.not_running(env));
+                };
+                self.store.call(move |c| q::get_release(c, id)).await?
+            }
+        };
+        if !tokio::fs::try_exists(&release.dir).await.unwrap_or(false) {
+            return Err(ControlError::Conflict(format!(
+                "release {} has no directory any more ({}); deploy its commit {} again instead",
+                release.id,
+                release.dir,
+                &release.commit[..12.min(release.commit.len())]
+            )));
+        }
+        Ok(release)
+    }
+
+    async fn relaunch_job(
+        self: &Arc<Self>,
+        kind: JobKind,
+        r: EnvRef,
+        request: Option<String>,
+        who: &Principal,
+        pick: Pick,
+    ) -> Result<JobInfo, ControlError> {
+        let spec = JobSpec {
+            kind,
+            target: r.clone(),
+            actor: who.name.clone(),
+            request,
+            steps: if kind == JobKind::Start {
+                START_STEPS
+            } else {
+                RELAUNCH_STEPS
+            },
+        };
+        let (this, actor) = (self.clone(), who.name.clone());
+        self.jobs
+            .start(spec, move |ctx| async move {
+                this.relaunch(&ctx, kind, &r, &actor, pick).await
+            })
+            .await
+    }
+
+    /// Launch a release that went live before, from its directory and the configuration it
+    /// ran with, then move the environment's traffic to it.
+    async fn relaunch(
+        &self,
+        ctx: &JobCtx,
+        kind: JobKind,
+        r: &EnvRef,
+        actor: &str,
+        pick: Pick,
+    ) -> Result<(), ControlError> {
+        let _env_lock = self.lock_env(ctx, r).await?;
+        // Read again: the environment may have changed while the job was queued.
+        let env = self.env_row(r).await?;
+        if kind == JobKind::Restart && self.routing.running(&key(r)).is_none() {
+            return Err(self.not_running(&env));
+        }
+        let release = self.pick(&env, pick).await?;
+        ctx.set_release(release.id);
+        let config: ReleaseConfig = serde_json::from_str(&release.config)
+            .map_err(|e| ControlError::internal(format!("release {} config: {e}", release.id)))?;
+        let l = Launch {
+            r,
+            env: &env,
+            release_id: release.id,
+            commit: &release.commit,
+            dir: Path::new(&release.dir),
+            config: &config,
+        };
+        let started = Instant::now();
+        ctx.begin(
+            0,
+            format!(
+                "release {} ({}) without a build: {}",
+                release.id,
+                &release.commit[..12.min(release.commit.len())],
+                config.run
+            ),
+        );
+        let running = self.launch(&l, ctx.until_cancelled()).await?;
+        ctx.done(
+            0,
+            format!(
+                "healthy on port {} in {:.1}s",
+                running.instance.port(),
+                started.elapsed().as_secs_f64()
+            ),
+            started.elapsed(),
+        );
+        if let Err(e) = ctx.commit() {
+            running.instance.stop().await;
+            return Err(e);
+        }
+        let started = Instant::now();
+        let url = self.url(r);
+        ctx.begin(1, format!("{url} -> release {}", release.id));
+        let action = match kind {
+            JobKind::Rollback => "rollback",
+            JobKind::Restart => "restart",
+            _ => "env.start",
+        };
+        let audit = AuditEntry::new(actor, action).app(&r.app).env(&r.env);
+        let previous = self.go_live(&l, running, audit).await?;
+        ctx.set_url(url.clone());
+        ctx.done(
+            1,
+            format!("{url} -> release {}", release.id),
+            started.elapsed(),
+        );
+        info!(app = %r.app, env = %r.env, release = release.id, kind = %kind, "release live again");
+        if kind != JobKind::Start {
+            retire_step(self, ctx, r, 2, previous).await;
+        } else if let Some(old) = previous {
+            self.retire(r, old).await;
+        }
+        Ok(())
+    }
+}

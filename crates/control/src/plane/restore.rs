@@ -1,0 +1,165 @@
+//! Start-up and shutdown. Start-up cleans up after a daemon that was killed (its processes,
+//! its jobs, its half-written releases), then brings back every environment that was live,
+//! through the same `launch` and `routing` as a deploy. Shutdown lets jobs reach a safe point,
+//! then stops every instance.
+use std::path::Path;
+use std::sync::Arc;
+
+use tracing::{info, warn};
+use turnout_model::EnvRef;
+
+use super::deploy::built_marker;
+use super::launch::Launch;
+use super::routing::key;
+use super::{ControlPlane, remove_dir};
+use crate::app_file::ReleaseConfig;
+use crate::error::ControlError;
+use crate::git;
+use crate::store::jobs as jq;
+use crate::store::{AuditEntry, EnvRow, q};
+
+impl ControlPlane {
+    /// Bring back every environment that had a live release and was not stopped: start its
+    /// instance from the release directory (no rebuild), wait for health, route. Environments
+    /// come up concurrently; each is routed as soon as it is healthy.
+    pub fn spawn_restore(self: &Arc<Self>) {
+        let this = self.clone();
+        self.tasks.spawn(async move {
+            if let Err(e) = this.restore().await {
+                warn!(error = %e, "restoring environments failed");
+            }
+        });
+    }
+
+    async fn restore(self: &Arc<Self>) -> Result<(), ControlError> {
+        // Kill what a killed daemon left running (instances and builds) before anything else.
+        for pid_file in self.home.all_pid_files() {
+            turnout_supervisor::reap_stale(&pid_file);
+        }
+        let interrupted = self.jobs.recover().await?;
+        if interrupted > 0 {
+            warn!(
+                count = interrupted,
+                "marked jobs interrupted by the last shutdown"
+            );
+        }
+        self.clean_half_built().await?;
+        self.refresh_logins().await?;
+        // Domains answer 503 "starting" until their environments are back, then route.
+        let domains = self.store.call(|c| q::list_domains(c)).await?;
+        let envs = self.store.call(|c| q::list_envs(c, None)).await?;
+        let stopped = envs
+            .iter()
+            .filter(|e| e.stopped)
+            .map(|e| (e.app.clone(), e.name.clone()))
+            .collect();
+        self.routing.load(&domains, stopped);
+        let mut tasks = tokio::task::JoinSet::new();
+        for env in envs {
+            let Some(release_id) = env.current_release_id.filter(|_| !env.stopped) else {
+                continue;
+            };
+            let this = self.clone();
+            tasks.spawn(async move {
+                let r = EnvRef {
+                    app: env.app.clone(),
+                    env: env.name.clone(),
+                };
+                if let Err(e) = this.restore_env(&r, &env, release_id).await {
+                    warn!(app = %r.app, env = %r.env, error = %e, "environment did not come back");
+                    this.routing.mark_down(key(&r), e.to_string());
+                }
+            });
+        }
+        while tasks.join_next().await.is_some() {}
+        Ok(())
+    }
+
+    /// Releases a killed daemon left `building` did not happen: mark them failed and remove
+    /// the directories whose build never finished.
+    async fn clean_half_built(&self) -> Result<(), ControlError> {
+        let building = self.store.call(|c| jq::building_releases(c)).await?;
+        if building.is_empty() {
+            return Ok(());
+        }
+        let entry = AuditEntry::new("turnout", "deploy.interrupted");
+        self.store
+            .mutate(entry, |c, _| q::fail_interrupted_releases(c))
+            .await?;
+        for release in building {
+            let dir = Path::new(&release.dir);
+            if !tokio::fs::try_exists(built_marker(dir))
+                .await
+                .unwrap_or(false)
+            {
+                info!(dir = %dir.display(), release = release.id, "removing a release directory an interrupted deploy left");
+                remove_dir(dir).await;
+            }
+        }
+        // The mirrors still list the removed directories as worktrees.
+        for app in self.store.call(|c| q::list_apps(c)).await? {
+            git::prune_worktrees(&self.home.mirror(&app.name)).await;
+        }
+        Ok(())
+    }
+
+    async fn restore_env(
+        &self,
+        r: &EnvRef,
+        env: &EnvRow,
+        release_id: i64,
+    ) -> Result<(), ControlError> {
+        let release = self
+            .store
+            .call(move |c| q::get_release(c, release_id))
+            .await?;
+        let config: ReleaseConfig = serde_json::from_str(&release.config)
+            .map_err(|e| ControlError::internal(format!("release {release_id} config: {e}")))?;
+        let dir = Path::new(&release.dir);
+        if !dir.is_dir() {
+            return Err(ControlError::internal(format!(
+                "release directory {} is gone; redeploy with `turnout deploy {r}`",
+                dir.display()
+            )));
+        }
+        let l = Launch {
+            r,
+            env,
+            release_id,
+            commit: &release.commit,
+            dir,
+            config: &config,
+        };
+        let closing = self.closing.clone();
+        let running = self
+            .launch(&l, async move {
+                closing.cancelled().await;
+                ControlError::internal("the daemon is shutting down")
+            })
+            .await?;
+        if self.closing.is_cancelled() {
+            running.instance.stop().await;
+            return Err(ControlError::internal("the daemon is shutting down"));
+        }
+        if let Some(old) = self.routing.go_live(key(r), running) {
+            old.instance.stop().await;
+        }
+        info!(app = %r.app, env = %r.env, release = release_id, "environment restored");
+        Ok(())
+    }
+
+    /// Stop every instance (the proxy has already stopped accepting and drained): first let
+    /// jobs and restores in progress notice the shutdown and clean up after themselves (jobs
+    /// before their point of no return are cancelled; the others finish).
+    pub async fn shutdown(&self) {
+        self.closing.cancel();
+        self.tasks.close();
+        self.tasks.wait().await;
+        let all = self.routing.take_all();
+        let mut tasks = tokio::task::JoinSet::new();
+        for r in all {
+            tasks.spawn(async move { r.instance.stop().await });
+        }
+        while tasks.join_next().await.is_some() {}
+    }
+}

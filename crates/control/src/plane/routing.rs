@@ -1,0 +1,266 @@
+//! The routing state and the one way it reaches the proxy. `Routing` is the only owner of which
+//! instance serves each environment, each domain's binding, the logins of protected apps, and
+//! which environments are down or stopped; every change goes through one of its methods, which
+//! updates that state and applies a new route table built from all of it (`apply`). Start-up,
+//! deploy, rollback, restart, stop, delete, domain add/switch/rollback/maintenance/remove and
+//! shutdown all change routing this way.
+//!
+//! Lock order: there is one lock (`state`), never held across an await, and the proxy's
+//! `apply` (an atomic swap) is the only thing called while it is held, so tables are applied in
+//! the order the changes were made.
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use turnout_model::{AppName, DomainName, EnvName, EnvRef, Tier};
+use turnout_proxy::{DrainDeadlines, Login, Maintenance, Proxy, RouteTable, Target, Upstream};
+use turnout_supervisor::Instance;
+
+use crate::metrics::Metrics;
+use crate::store::DomainRow;
+
+pub(crate) type EnvKey = (AppName, EnvName);
+
+pub(crate) fn key(r: &EnvRef) -> EnvKey {
+    (r.app.clone(), r.env.clone())
+}
+
+/// An environment's serving instance, as the route table sees it.
+#[derive(Clone)]
+pub(crate) struct Running {
+    pub release_id: i64,
+    pub instance: Arc<Instance>,
+    pub upstream: Arc<Upstream>,
+    pub drain: DrainDeadlines,
+    /// Requests for this path still reach the instance while a domain is in maintenance.
+    pub health_path: String,
+    /// Decides whether its internal URL needs a login.
+    pub tier: Tier,
+}
+
+/// An app whose internal URLs need a login: on which tiers, and who may log in.
+pub(crate) struct AppLogin {
+    /// `None` in the list: every tier.
+    pub tiers: Vec<Option<Tier>>,
+    pub login: Arc<Login>,
+}
+
+impl AppLogin {
+    fn protects(&self, tier: Tier) -> bool {
+        self.tiers.iter().any(|t| t.is_none_or(|t| t == tier))
+    }
+}
+
+/// A domain's binding as the route table needs it (the store has the rest).
+#[derive(Clone)]
+struct Binding {
+    app: AppName,
+    env: EnvName,
+    maintenance: Option<String>,
+}
+
+impl From<&DomainRow> for Binding {
+    fn from(row: &DomainRow) -> Self {
+        Binding {
+            app: row.app.clone(),
+            env: row.env.clone(),
+            maintenance: row.maintenance.clone(),
+        }
+    }
+}
+
+/// Where an environment stands, as routing knows it.
+pub(crate) struct EnvRouting {
+    pub running: Option<Running>,
+    /// Why its live release is not serving (it failed to come back after a restart).
+    pub down: Option<String>,
+    pub stopped: bool,
+}
+
+/// `Retry-After` for a maintenance page, and for a domain whose environment is not running.
+const MAINTENANCE_RETRY: Duration = Duration::from_secs(300);
+const UNAVAILABLE_RETRY: Duration = Duration::from_secs(5);
+
+#[derive(Default)]
+struct State {
+    running: HashMap<EnvKey, Running>,
+    domains: BTreeMap<DomainName, Binding>,
+    logins: HashMap<AppName, AppLogin>,
+    down: HashMap<EnvKey, String>,
+    stopped: HashSet<EnvKey>,
+}
+
+pub(crate) struct Routing {
+    proxy: Arc<Proxy>,
+    metrics: Metrics,
+    state: Mutex<State>,
+}
+
+impl Routing {
+    pub fn new(proxy: Arc<Proxy>) -> Routing {
+        Routing {
+            proxy,
+            metrics: Metrics::default(),
+            state: Mutex::default(),
+        }
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// Change the state with `f`, then apply the table built from the result, under the same
+    /// lock so tables are applied in the order of the changes.
+    fn change<T>(&self, f: impl FnOnce(&mut State) -> T) -> T {
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let out = f(&mut state);
+        self.apply(&state);
+        out
+    }
+
+    fn read<T>(&self, f: impl FnOnce(&State) -> T) -> T {
+        f(&self.state.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// `running` now serves the environment (it passed its health check); returns the instance
+    /// it replaces, for the caller to drain and stop.
+    pub fn go_live(&self, key: EnvKey, running: Running) -> Option<Running> {
+        self.change(|s| {
+            s.down.remove(&key);
+            s.stopped.remove(&key);
+            s.running.insert(key, running)
+        })
+    }
+
+    /// The environment stops serving on purpose: its URL and domains answer 503 "stopped".
+    pub fn stop(&self, key: EnvKey) -> Option<Running> {
+        self.change(|s| {
+            s.down.remove(&key);
+            s.stopped.insert(key.clone());
+            s.running.remove(&key)
+        })
+    }
+
+    /// The environment is gone: forget everything about it.
+    pub fn forget(&self, key: &EnvKey) -> Option<Running> {
+        self.change(|s| {
+            s.down.remove(key);
+            s.stopped.remove(key);
+            s.running.remove(key)
+        })
+    }
+
+    /// Its live release could not be started (after a daemon restart).
+    pub fn mark_down(&self, key: EnvKey, why: String) {
+        self.change(|s| {
+            s.down.insert(key, why);
+        });
+    }
+
+    pub fn env(&self, key: &EnvKey) -> EnvRouting {
+        self.read(|s| EnvRouting {
+            running: s.running.get(key).cloned(),
+            down: s.down.get(key).cloned(),
+            stopped: s.stopped.contains(key),
+        })
+    }
+
+    pub fn running(&self, key: &EnvKey) -> Option<Running> {
+        self.read(|s| s.running.get(key).cloned())
+    }
+
+    /// Make the in-memory binding match the store's row.
+    pub fn bind(&self, row: &DomainRow) {
+        self.change(|s| {
+            s.domains.insert(row.name.clone(), Binding::from(row));
+        });
+    }
+
+    /// Start-up: every binding and every stopped environment at once.
+    pub fn load(&self, domains: &[DomainRow], stopped: Vec<EnvKey>) {
+        self.change(|s| {
+            for row in domains {
+                s.domains.insert(row.name.clone(), Binding::from(row));
+            }
+            s.stopped.extend(stopped);
+        });
+    }
+
+    pub fn unbind(&self, name: &DomainName) {
+        self.change(|s| {
+            s.domains.remove(name);
+        });
+        self.metrics.forget_host(name.as_str());
+    }
+
+    pub fn set_logins(&self, logins: HashMap<AppName, AppLogin>) {
+        self.change(|s| s.logins = logins);
+    }
+
+    /// Shutdown: every instance leaves the table at once.
+    pub fn take_all(&self) -> Vec<Running> {
+        self.change(|s| s.running.drain().map(|(_, r)| r).collect())
+    }
+
+    /// Build the whole table from the state and hand it to the proxy, which swaps it in
+    /// atomically.
+    fn apply(&self, s: &State) {
+        let mut table = RouteTable::default();
+        for ((app, env), r) in &s.running {
+            let host = env_host(app, env);
+            let stats = self.metrics.route_stats(&host, app, env);
+            let target = Target::Upstream(r.upstream.clone());
+            match s.logins.get(app).filter(|l| l.protects(r.tier)) {
+                Some(l) => table.insert_protected(&host, target, stats, l.login.clone()),
+                None => table.insert_with_stats(&host, target, stats),
+            }
+        }
+        for (app, env) in &s.stopped {
+            let host = env_host(app, env);
+            let stats = self.metrics.route_stats(&host, app, env);
+            table.insert_with_stats(&host, stopped_page(app, env), stats);
+        }
+        for (name, b) in &s.domains {
+            let key = (b.app.clone(), b.env.clone());
+            let run = s.running.get(&key);
+            let target = match (&b.maintenance, run) {
+                (Some(message), run) => Target::Maintenance(Arc::new(Maintenance {
+                    message: message.clone(),
+                    retry_after: MAINTENANCE_RETRY,
+                    health: run.map(|r| (r.health_path.clone(), r.upstream.clone())),
+                })),
+                (None, Some(r)) => Target::Upstream(r.upstream.clone()),
+                (None, None) if s.stopped.contains(&key) => stopped_page(&b.app, &b.env),
+                // Bound to an environment that is not running (yet): say so, with a 503 a
+                // browser retries, rather than a 404 that looks like a wrong address.
+                (None, None) => Target::Maintenance(Arc::new(Maintenance {
+                    message: format!("{name} is starting or temporarily unavailable."),
+                    retry_after: UNAVAILABLE_RETRY,
+                    health: None,
+                })),
+            };
+            let stats = self.metrics.route_stats(name.as_str(), &b.app, &b.env);
+            table.insert_with_stats(name.as_str(), target, stats);
+        }
+        self.proxy.apply(table);
+    }
+}
+
+fn env_host(app: &AppName, env: &EnvName) -> String {
+    EnvRef {
+        app: app.clone(),
+        env: env.clone(),
+    }
+    .internal_host()
+}
+
+/// The 503 page of a stopped environment (and of the domains bound to it).
+fn stopped_page(app: &AppName, env: &EnvName) -> Target {
+    Target::Maintenance(Arc::new(Maintenance {
+        message: format!(
+            "{app}/{env} is stopped. Its owners start it again with `turnout env start {app}/{env}`."
+        ),
+        retry_after: MAINTENANCE_RETRY,
+        health: None,
+    }))
+}
