@@ -5,18 +5,23 @@
 //! started, and nothing outlives a stop. The app's command is the only string ever given to a
 //! shell (`sh -c`), because it is the app's own code, as with Heroku and foreman.
 
-#![forbid(unsafe_code)]
+// Denied rather than forbidden: a task's `pre_exec` (task.rs) is the one allowed exception.
+#![deny(unsafe_code)]
 
 mod error;
 mod health;
 mod instance;
+mod log;
 mod process;
+mod runtime;
 mod task;
 
 pub use error::SupervisorError;
 pub use health::HealthCheck;
 pub use instance::{Instance, InstanceSpec, InstanceState, InstanceStatus, RestartPolicy};
+pub use log::{LogLine, LogRotation, collapse_repeats, rotated_log_path, tail_lines};
 pub use process::reap_stale;
+pub use runtime::{InstanceHandle, LocalRuntime, Runtime};
 pub use task::{TaskSpec, run_task};
 
 /// A currently free TCP port on 127.0.0.1.

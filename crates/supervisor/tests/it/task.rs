@@ -1,7 +1,7 @@
 use std::time::Duration;
 
 use tokio::time::Instant;
-use turnout_supervisor::{SupervisorError, TaskSpec, run_task};
+use turnout_supervisor::{LogLine, SupervisorError, TaskSpec, run_task};
 
 use crate::support::{alive, read_pid};
 
@@ -22,6 +22,7 @@ impl TaskFixture {
             cwd: self.dir.path().to_owned(),
             env: vec![("GREETING".to_owned(), "hello from env".to_owned())],
             log_path: self.dir.path().join("logs/build.log"),
+            pid_file: None,
             timeout: Duration::from_secs(20),
         }
     }
@@ -55,7 +56,12 @@ async fn task_streams_stdout_and_stderr_lines_in_order() {
     ];
     assert_eq!(lines, expected);
     let log = fx.log();
-    let log_lines: Vec<&str> = log.lines().collect();
+    let log_lines: Vec<&str> = log.lines().map(|line| LogLine::parse(line).text).collect();
+    assert!(
+        log.lines()
+            .all(|line| LogLine::parse(line).timestamp.is_some()),
+        "{log}"
+    );
     assert_eq!(
         log_lines.first().copied(),
         Some(format!("[turnout] running `{command}`").as_str())
