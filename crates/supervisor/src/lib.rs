@@ -21,7 +21,7 @@ pub use health::HealthCheck;
 pub use instance::{Instance, InstanceSpec, InstanceState, InstanceStatus, RestartPolicy};
 pub use log::{LogLine, LogRotation, collapse_repeats, rotated_log_path, tail_lines};
 pub use process::reap_stale;
-pub use runtime::{InstanceHandle, LocalRuntime, Runtime};
+pub use runtime::{BoxFuture, InstanceHandle, LocalRuntime, Runtime};
 pub use task::{TaskSpec, run_task};
 
 /// A currently free TCP port on 127.0.0.1.

@@ -6,14 +6,17 @@
 
 use std::net::SocketAddr;
 use std::path::Path;
+use std::pin::Pin;
 use std::sync::Arc;
-
-use futures_util::future::BoxFuture;
 
 use crate::error::SupervisorError;
 use crate::instance::{Instance, InstanceSpec, InstanceStatus};
 use crate::process::reap_stale_and_wait;
 use crate::task::{TaskSpec, run_task};
+
+/// What the traits' methods return: the same shape as `futures_util::future::BoxFuture`, spelled
+/// out so this crate needs no dependency for it.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// Starts instances, runs tasks, and cleans up after a daemon that was killed.
 pub trait Runtime: Send + Sync {

@@ -278,3 +278,32 @@ async fn start_in_a_missing_directory_fails_clearly() {
         "{message}"
     );
 }
+
+#[tokio::test]
+async fn stop_waits_for_a_grandchild_that_outlives_the_leader() {
+    let fx = Fixture::new();
+    // The background shell takes a second to exit after SIGTERM; the server exits at once.
+    let spec = fx.spec(
+        r#"sh -c 'trap "sleep 1; exit 0" TERM; echo $$ > grandchild.pid; while :; do sleep 0.1; done' & exec python3 server.py"#,
+        &[],
+    );
+    let instance = Instance::start(spec).await.unwrap();
+    instance.wait_healthy().await.unwrap();
+    let grandchild = read_pid(&fx.path("grandchild.pid")).await;
+    let leader = instance.status().pid.unwrap();
+    assert_ne!(leader, grandchild);
+
+    let started = Instant::now();
+    instance.stop().await;
+    assert!(
+        !alive(grandchild),
+        "stop returned while the grandchild lived"
+    );
+    assert!(
+        started.elapsed() >= Duration::from_millis(900),
+        "stop returned after {:?}, before the grandchild's trap could finish",
+        started.elapsed()
+    );
+    assert_eq!(instance.status().state, InstanceState::Stopped);
+    assert_eq!(instance.status().last_exit.as_deref(), Some("signal 15"));
+}
