@@ -258,6 +258,9 @@ fn text_of(bytes: &[u8]) -> String {
         .to_owned()
 }
 
+/// The most a pipe holds unless raised past Linux's default `/proc/sys/fs/pipe-max-size`.
+const PIPE_MAX_BYTES: usize = 1024 * 1024;
+
 type Ack = oneshot::Sender<()>;
 
 enum LogEvent {
@@ -374,14 +377,21 @@ impl Pump {
         }
     }
 
-    /// Writes whatever output can be read without waiting.
+    /// Writes the output that can be read without waiting, up to what a pipe can hold: that is
+    /// all of what was written before this call, and the bound keeps an app that writes faster
+    /// than the log is written from holding a marker (and so a stop) back for ever.
     async fn drain(&mut self) {
-        while let Ok(n) = self.output.try_read(&mut self.buf) {
-            if n == 0 {
-                break;
+        let mut left = PIPE_MAX_BYTES;
+        while left > 0 {
+            let want = left.min(self.buf.len());
+            match self.output.try_read(&mut self.buf[..want]) {
+                Ok(n) if n > 0 => {
+                    left -= n;
+                    let lines = self.lines.push(&self.buf[..n]);
+                    self.write(lines).await;
+                }
+                _ => break,
             }
-            let lines = self.lines.push(&self.buf[..n]);
-            self.write(lines).await;
         }
     }
 

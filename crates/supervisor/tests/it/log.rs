@@ -186,3 +186,29 @@ async fn a_failed_health_check_shows_a_repeated_line_once() {
     );
     assert!(tail[0].starts_with("[turnout] starting"), "{tail:?}");
 }
+
+#[tokio::test]
+async fn an_app_that_never_stops_writing_can_still_be_stopped() {
+    let fx = Fixture::new();
+    let mut spec = fx.spec("yes spam & exec python3 server.py", &[]);
+    spec.log_rotation = LogRotation {
+        max_bytes: 1 << 20,
+        keep: 1,
+    };
+    let instance = Instance::start(spec).await.unwrap();
+    let limit = Duration::from_secs(20);
+    tokio::time::timeout(limit, instance.wait_healthy())
+        .await
+        .expect("the healthy marker waited for output that never ends")
+        .unwrap();
+    tokio::time::timeout(limit, instance.stop())
+        .await
+        .expect("stop waited for output that never ends");
+    let (lines, _) = all_lines(&fx.log_path());
+    assert!(lines.iter().any(|line| line == "spam"));
+    assert!(
+        lines
+            .iter()
+            .any(|line| line.starts_with("[turnout] stopped ("))
+    );
+}

@@ -137,3 +137,12 @@ pub fn alive(pid: u32) -> bool {
 pub fn accepts(port: u16) -> bool {
     std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
 }
+
+/// Whether a process has exited but not been reaped.
+pub fn zombie(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        stat.rfind(')')
+            .and_then(|end| stat[end + 1..].split_whitespace().next().map(|s| s == "Z"))
+            .unwrap_or(false)
+    })
+}
