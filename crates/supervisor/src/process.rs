@@ -1,4 +1,5 @@
-//! Process-group plumbing shared by instances and tasks.
+//! Process-group plumbing shared by instances and tasks: signalling and waiting for a group,
+//! pid files and the reaper of what a killed daemon left, and the log tails errors carry.
 
 use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
