@@ -55,7 +55,7 @@ pub enum SupervisorError {
     },
 
     #[error("could not read the output of `{command}`: {source}")]
-    TaskOutput {
+    Output {
         command: String,
         #[source]
         source: std::io::Error,

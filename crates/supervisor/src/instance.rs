@@ -3,8 +3,16 @@
 //! Each instance is watched by one task that owns the child process; every state change goes
 //! through that task or through the status channel's lock, so a crash, a restart and a stop can
 //! never interleave badly. Shutdown state lives in [`Shared::stop`] (set once, never cleared)
-//! and in the supervising task's lifetime (its end means the process group has been reaped).
+//! and in the supervising task's lifetime (its end means the process group has been reaped and
+//! the log written to the end).
+//!
+//! The app's stdout and stderr share one pipe for the instance's whole life (restarts included),
+//! read by the instance's log pump ([`crate::log`]), which stamps and rotates the log. The
+//! supervising task owns the pipe's write end and the pump; should the daemon stop without a
+//! stop of the instance, the group guard kills the app, so no app is left writing into a pipe
+//! no one reads.
 
+use std::io::PipeWriter;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::pin::pin;
@@ -13,18 +21,20 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use nix::sys::signal::Signal;
-use tokio::io::AsyncWriteExt;
+use tokio::net::unix::pipe;
 use tokio::process::{Child, Command};
 use tokio::sync::watch;
+use tokio::task::JoinHandle;
 use tokio::time::{Instant, sleep, sleep_until};
 use tracing::{debug, info, warn};
 
 use crate::error::SupervisorError;
 use crate::fmt_duration;
 use crate::health::{HealthCheck, probe};
+use crate::log::{LogHandle, LogRotation, LogWriter, spawn_pump};
 use crate::process::{
-    GroupGuard, INSTANCE_TOKEN_VAR, KILL_GRACE, describe_exit, new_token, pid_file_contents,
-    read_tail, remove_pid_file, signal_group, wait_group_gone,
+    GroupGuard, INSTANCE_TOKEN_VAR, KILL_GRACE, describe_exit, new_token, read_tail,
+    remove_pid_file, signal_group, wait_group_gone, write_pid_file,
 };
 
 /// When to restart an instance that exits after it has become healthy.
@@ -58,8 +68,11 @@ pub struct InstanceSpec {
     pub env: Vec<(String, String)>,
     /// The port the app listens on; the caller also puts it in `env` as PORT.
     pub port: u16,
-    /// Receives the app's stdout and stderr and the supervisor's `[turnout]` marker lines.
+    /// Receives the app's stdout and stderr and the supervisor's `[turnout]` marker lines, each
+    /// prefixed with a timestamp (see [`crate::LogLine`]).
     pub log_path: PathBuf,
+    /// When `log_path` is moved aside to `<name>.1` and how many such files are kept.
+    pub log_rotation: LogRotation,
     /// Where to record the process group and instance token for [`crate::reap_stale`].
     pub pid_file: Option<PathBuf>,
     pub health: HealthCheck,
@@ -123,6 +136,7 @@ pub struct Instance {
     port: u16,
     health: HealthCheck,
     log_path: PathBuf,
+    log: LogHandle,
     shared: Arc<Shared>,
     /// Never receives a value: it errors once the supervising task has ended, which is when the
     /// process group has been reaped.
@@ -143,7 +157,15 @@ impl Instance {
     /// for it to become healthy: see [`Instance::wait_healthy`].
     pub async fn start(spec: InstanceSpec) -> Result<Arc<Instance>, SupervisorError> {
         let token = new_token();
-        let child = spawn(&spec, &token).await?;
+        let writer = LogWriter::open(&spec.log_path, Some(spec.log_rotation)).await?;
+        let output_error = |source| SupervisorError::Output {
+            command: spec.command.clone(),
+            source,
+        };
+        let (reader, output) = std::io::pipe().map_err(output_error)?;
+        let reader = pipe::Receiver::from_owned_fd(reader.into()).map_err(output_error)?;
+        let (log, pump) = spawn_pump(writer, reader);
+        let child = spawn(&spec, &token, &output, &log).await?;
         let (status, _) = watch::channel(InstanceStatus {
             state: InstanceState::Starting,
             pid: Some(child.pgid),
@@ -158,6 +180,9 @@ impl Instance {
             spec: spec.clone(),
             token,
             shared: shared.clone(),
+            output,
+            log: log.clone(),
+            pump,
             _done: done_tx,
         };
         tokio::spawn(supervisor.run(child));
@@ -165,6 +190,7 @@ impl Instance {
             port: spec.port,
             health: spec.health,
             log_path: spec.log_path,
+            log,
             shared,
             task_done,
         }))
@@ -201,7 +227,7 @@ impl Instance {
                     Ok(()) => {
                         if self.mark_healthy() {
                             info!(port = self.port, "instance healthy");
-                            append_marker(&self.log_path, "healthy").await;
+                            self.log.marker("healthy").await;
                             return Ok(());
                         }
                         continue;
@@ -215,6 +241,7 @@ impl Instance {
             }
             let now = Instant::now();
             if now >= deadline {
+                self.log.sync().await;
                 return Err(SupervisorError::NeverHealthy {
                     timeout: fmt_duration(check.timeout),
                     last_probe,
@@ -309,6 +336,11 @@ struct Supervisor {
     spec: InstanceSpec,
     token: String,
     shared: Arc<Shared>,
+    /// The write end of the output pipe, handed to each process the instance starts.
+    output: PipeWriter,
+    log: LogHandle,
+    /// The log pump; awaited at the end so a stopped instance's log is complete.
+    pump: JoinHandle<()>,
     /// Dropped when the task ends, which is what [`Instance::stop`] waits for.
     _done: watch::Sender<()>,
 }
@@ -320,6 +352,12 @@ enum Ended {
 
 impl Supervisor {
     async fn run(self, first: Running) {
+        let state = self.supervise(first).await;
+        self.finish(state).await;
+    }
+
+    /// Runs, restarts and stops the process until the instance reaches a final state.
+    async fn supervise(&self, first: Running) -> InstanceState {
         let port = self.spec.port;
         let mut backoff = self.spec.restart.initial_backoff;
         let mut current = Some(first);
@@ -340,14 +378,16 @@ impl Supervisor {
                     if let Some(running) = current.take() {
                         self.stop_process(running).await;
                     }
-                    self.finish(InstanceState::Stopped);
-                    return;
+                    return InstanceState::Stopped;
                 }
                 Ended::Exited { how, ran_for } => (how, ran_for),
             };
             if let Some(running) = current.take() {
                 self.clean_up_group(running).await;
             }
+            // What the process wrote before exiting goes into the log before anyone can see the
+            // exit, so a `wait_healthy` that fails on it reads the output that explains it.
+            self.log.sync().await;
 
             // Decided under the status lock, so a concurrent `wait_healthy` either marked the
             // instance Running before this (and it restarts) or will see it Crashed.
@@ -364,13 +404,10 @@ impl Supervisor {
             });
             if crashed {
                 warn!(port, exit = %how, "instance exited before becoming healthy");
-                append_marker(
-                    &self.spec.log_path,
-                    &format!("exited with {how} before becoming healthy"),
-                )
-                .await;
-                self.finish(InstanceState::Crashed);
-                return;
+                self.log
+                    .marker(&format!("exited with {how} before becoming healthy"))
+                    .await;
+                return InstanceState::Crashed;
             }
 
             if ran_for >= self.spec.restart.reset_after {
@@ -380,26 +417,23 @@ impl Supervisor {
             backoff = (backoff * 2).min(self.spec.restart.max_backoff);
             let attempt = self.shared.status.borrow().restarts + 1;
             warn!(port, exit = %how, attempt, delay = %fmt_duration(delay), "instance exited; restarting");
-            append_marker(
-                &self.spec.log_path,
-                &format!(
+            self.log
+                .marker(&format!(
                     "exited with {how}; restart {attempt} in {}",
                     fmt_duration(delay)
-                ),
-            )
-            .await;
+                ))
+                .await;
 
             let mut stop = self.shared.stop.subscribe();
             tokio::select! {
                 _ = sleep(delay) => {}
                 _ = stop_requested(&mut stop) => {
-                    append_marker(&self.spec.log_path, "stopped; restart cancelled").await;
-                    self.finish(InstanceState::Stopped);
-                    return;
+                    self.log.marker("stopped; restart cancelled").await;
+                    return InstanceState::Stopped;
                 }
             }
 
-            match spawn(&self.spec, &self.token).await {
+            match spawn(&self.spec, &self.token, &self.output, &self.log).await {
                 Ok(running) => {
                     self.shared.status.send_modify(|s| {
                         s.pid = Some(running.pgid);
@@ -416,10 +450,12 @@ impl Supervisor {
         }
     }
 
-    /// Publishes a final state. A crash stays a crash when a stop comes afterwards.
-    fn finish(&self, state: InstanceState) {
+    /// Publishes a final state (a crash stays a crash when a stop comes afterwards) and lets the
+    /// log pump write the last of the output. Consumes the supervisor: its end is what
+    /// [`Instance::stop`] waits for.
+    async fn finish(self, state: InstanceState) {
         if let Some(pid_file) = &self.spec.pid_file {
-            remove_pid_file(pid_file);
+            remove_pid_file(pid_file).await;
         }
         self.shared.status.send_modify(|s| {
             s.pid = None;
@@ -427,6 +463,12 @@ impl Supervisor {
                 s.state = state;
             }
         });
+        self.log.close();
+        // Without our write end, the pump also sees end-of-file once the group is gone.
+        drop(self.output);
+        if let Err(e) = self.pump.await {
+            warn!(port = self.spec.port, error = %e, "instance log pump failed");
+        }
     }
 
     /// Waits until the process exits or a stop is requested. After a restart, also probes health
@@ -463,7 +505,7 @@ impl Supervisor {
                         });
                         if recovered {
                             info!(port = self.spec.port, "restarted instance healthy again");
-                            append_marker(&self.spec.log_path, "healthy again").await;
+                            self.log.marker("healthy again").await;
                         }
                     }
                 }
@@ -489,7 +531,7 @@ impl Supervisor {
             .status
             .send_modify(|s| s.state = InstanceState::Stopping);
         info!(port, pgid, "stopping instance");
-        append_marker(&self.spec.log_path, "stopping (SIGTERM)").await;
+        self.log.marker("stopping (SIGTERM)").await;
         signal_group(pgid, Signal::SIGTERM);
 
         let deadline = Instant::now() + self.spec.stop_timeout;
@@ -502,14 +544,12 @@ impl Supervisor {
             Some(exit) => exit,
             None => {
                 warn!(port, pgid, timeout = %fmt_duration(self.spec.stop_timeout), "instance ignored SIGTERM; sending SIGKILL");
-                append_marker(
-                    &self.spec.log_path,
-                    &format!(
+                self.log
+                    .marker(&format!(
                         "still running {} after SIGTERM; sending SIGKILL",
                         fmt_duration(self.spec.stop_timeout)
-                    ),
-                )
-                .await;
+                    ))
+                    .await;
                 signal_group(pgid, Signal::SIGKILL);
                 running.child.wait().await
             }
@@ -531,7 +571,7 @@ impl Supervisor {
             Err(e) => format!("unknown status ({e})"),
         };
         info!(port, pgid, exit = %how, "instance stopped");
-        append_marker(&self.spec.log_path, &format!("stopped ({how})")).await;
+        self.log.marker(&format!("stopped ({how})")).await;
         self.shared
             .status
             .send_modify(|s| s.last_exit = Some(how.clone()));
@@ -546,18 +586,24 @@ async fn stop_requested(stop: &mut watch::Receiver<bool>) {
     }
 }
 
-/// Opens the log (creating its directory), spawns `sh -c command` in its own process group and
+/// Spawns `sh -c command` in its own process group, its output into the instance's pipe, and
 /// records the group in the pid file.
-async fn spawn(spec: &InstanceSpec, token: &str) -> Result<Running, SupervisorError> {
-    let log = open_log(&spec.log_path).await?;
-    let log_err = log.try_clone().map_err(|source| SupervisorError::Log {
-        path: spec.log_path.clone(),
+async fn spawn(
+    spec: &InstanceSpec,
+    token: &str,
+    output: &PipeWriter,
+    log: &LogHandle,
+) -> Result<Running, SupervisorError> {
+    let output_error = |source| SupervisorError::Output {
+        command: spec.command.clone(),
         source,
-    })?;
-    append_marker(
-        &spec.log_path,
-        &format!("starting `{}` on port {}", spec.command, spec.port),
-    )
+    };
+    let stdout = output.try_clone().map_err(output_error)?;
+    let stderr = output.try_clone().map_err(output_error)?;
+    log.marker(&format!(
+        "starting `{}` on port {}",
+        spec.command, spec.port
+    ))
     .await;
 
     let mut command = Command::new("sh");
@@ -568,8 +614,9 @@ async fn spawn(spec: &InstanceSpec, token: &str) -> Result<Running, SupervisorEr
         .envs(spec.env.iter().map(|(k, v)| (k, v)))
         .env(INSTANCE_TOKEN_VAR, token)
         .stdin(Stdio::null())
-        .stdout(Stdio::from(log))
-        .stderr(Stdio::from(log_err))
+        // One pipe for both, so lines keep the order in which the app wrote them.
+        .stdout(stdout)
+        .stderr(stderr)
         // A group of its own, so signals reach everything the command starts.
         .process_group(0)
         // The group guard kills the whole group; killing only the shell would orphan the app.
@@ -596,47 +643,4 @@ async fn spawn(spec: &InstanceSpec, token: &str) -> Result<Running, SupervisorEr
         guard,
         started: Instant::now(),
     })
-}
-
-async fn write_pid_file(path: &Path, pgid: u32, token: &str) -> std::io::Result<()> {
-    if let Some(dir) = path.parent() {
-        tokio::fs::create_dir_all(dir).await?;
-    }
-    tokio::fs::write(path, pid_file_contents(pgid, token)).await
-}
-
-pub(crate) async fn open_log(path: &Path) -> Result<std::fs::File, SupervisorError> {
-    let open = async {
-        if let Some(dir) = path.parent() {
-            tokio::fs::create_dir_all(dir).await?;
-        }
-        let file = tokio::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)
-            .await?;
-        Ok(file.into_std().await)
-    };
-    open.await.map_err(|source| SupervisorError::Log {
-        path: path.to_owned(),
-        source,
-    })
-}
-
-/// Appends a `[turnout] ...` line to the log. Failing to write it must not disturb the app, so
-/// errors are only traced.
-pub(crate) async fn append_marker(path: &Path, message: &str) {
-    let write = async {
-        let mut file = tokio::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)
-            .await?;
-        file.write_all(format!("[turnout] {message}\n").as_bytes())
-            .await?;
-        file.flush().await
-    };
-    if let Err(e) = write.await {
-        debug!(log = %path.display(), error = %e, "could not write marker line to log");
-    }
 }

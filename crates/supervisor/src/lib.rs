@@ -4,19 +4,43 @@
 //! Every process runs in its own process group, so signals reach everything the app's command
 //! started, and nothing outlives a stop. The app's command is the only string ever given to a
 //! shell (`sh -c`), because it is the app's own code, as with Heroku and foreman.
+//!
+//! - The control plane reaches all of this through [`Runtime`] and [`InstanceHandle`]
+//!   (`runtime`); [`LocalRuntime`] runs local processes, and another runtime (containers,
+//!   Kubernetes) would implement the same two traits.
+//! - Logs (`log`): an instance's stdout and stderr share one pipe that the supervisor reads, so
+//!   every line is written as `<RFC 3339 UTC timestamp with milliseconds> <line>` (marker lines
+//!   `[turnout] …` too) and the file is rotated by size ([`LogRotation`]: `<name>.1` newest …
+//!   `<name>.<keep>` oldest). Task (build) logs are stamped the same way but never rotated.
+//!   [`LogLine::parse`] splits a line back into timestamp and text; [`tail_lines`] reads a log's
+//!   last lines backwards from its end (and from `<name>.1` after a rotation);
+//!   [`collapse_repeats`] folds runs of one line into `line … ×N`, which is how failure messages
+//!   show the app's output.
+//! - Stopping (`process`): a dying group is checked with `killpg(pgid, 0)` at growing intervals;
+//!   only a group that is slow to go is looked up in /proc, where zombies that no one reaps
+//!   are told apart from live members.
+//! - A daemon that is killed leaves nothing running for long: instances and tasks both record
+//!   their process group and a token in a pid file for [`reap_stale`] on the next start, and a
+//!   task's shell also dies with the daemon (Linux's parent-death signal, set in the one
+//!   `unsafe` `pre_exec`).
 
-#![forbid(unsafe_code)]
+// Denied rather than forbidden: a task's `pre_exec` (task.rs) is the one allowed exception.
+#![deny(unsafe_code)]
 
 mod error;
 mod health;
 mod instance;
+mod log;
 mod process;
+mod runtime;
 mod task;
 
 pub use error::SupervisorError;
 pub use health::HealthCheck;
 pub use instance::{Instance, InstanceSpec, InstanceState, InstanceStatus, RestartPolicy};
+pub use log::{LogLine, LogRotation, collapse_repeats, rotated_log_path, tail_lines};
 pub use process::reap_stale;
+pub use runtime::{BoxFuture, InstanceHandle, LocalRuntime, Runtime};
 pub use task::{TaskSpec, run_task};
 
 /// A currently free TCP port on 127.0.0.1.

@@ -1,6 +1,6 @@
-//! Process-group plumbing shared by instances and tasks.
+//! Process-group plumbing shared by instances and tasks: signalling and waiting for a group,
+//! pid files and the reaper of what a killed daemon left, and the log tails errors carry.
 
-use std::io::SeekFrom;
 use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
 use std::process::ExitStatus;
@@ -10,16 +10,36 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use nix::errno::Errno;
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
-use tokio::io::{AsyncReadExt, AsyncSeekExt};
-use tokio::time::Instant;
+use tokio::time::{Instant, sleep};
 use tracing::{debug, info, warn};
+
+use crate::log::{LogLine, collapse_repeats, tail_lines};
 
 /// Name of the variable that marks every process of an instance, so [`reap_stale`] can tell
 /// our leftovers from an unrelated process that reused the pid.
 pub(crate) const INSTANCE_TOKEN_VAR: &str = "TURNOUT_INSTANCE";
 
+/// The same mark for the processes of a task (a build), whose pid files are reaped the same way.
+pub(crate) const TASK_TOKEN_VAR: &str = "TURNOUT_TASK";
+
 /// How many lines of a log an error carries.
 pub(crate) const TAIL_LINES: usize = 20;
+
+/// How many of the last lines are looked at for repeats before the tail is cut to
+/// [`TAIL_LINES`], so a message repeated 50 times still shows as one line with its count.
+pub(crate) const TAIL_WINDOW: usize = 200;
+
+/// The last [`TAIL_LINES`] of `lines` after collapsing repeats, without timestamps (the error
+/// carrying them says when), or None if there is nothing but blank lines.
+pub(crate) fn error_tail(lines: Vec<String>) -> Option<String> {
+    let lines = collapse_repeats(lines);
+    let tail: Vec<&str> = lines[lines.len().saturating_sub(TAIL_LINES)..]
+        .iter()
+        .map(|line| LogLine::parse(line).text)
+        .collect();
+    let tail = tail.join("\n");
+    (!tail.trim().is_empty()).then_some(tail)
+}
 
 /// A token unique to this daemon run and instance: time, pid and a counter need no new
 /// dependency and cannot collide within one machine.
@@ -53,43 +73,60 @@ pub(crate) fn signal_group(pgid: u32, signal: Signal) {
     }
 }
 
-/// Whether any live (non-zombie) process remains in the group. Zombies count as gone: once our
-/// own leader is reaped, the rest are reparented to an init that may never reap them.
-pub(crate) fn group_alive(pgid: u32) -> bool {
-    let Some(pid) = group_pid(pgid) else {
-        return false;
-    };
-    match killpg(pid, None) {
-        Err(Errno::ESRCH) => false,
-        _ => match std::fs::read_dir("/proc") {
-            Ok(entries) => entries
-                .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
-                .any(|member| {
-                    matches!(proc_stat(member), Some((state, group)) if group == pgid && state != 'Z' && state != 'X')
-                }),
-            Err(_) => true,
-        },
+/// Whether any live (non-zombie) process remains in the group, by scanning /proc: the only way
+/// to tell zombies apart, and a read per process on the machine, so only [`wait_group_gone`]'s
+/// fallback and the reaper use it. Blocking.
+fn group_has_live_member(pgid: u32) -> bool {
+    match std::fs::read_dir("/proc") {
+        Ok(entries) => entries
+            .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+            .any(|member| {
+                matches!(proc_stat(member), Some((state, group)) if group == pgid && state != 'Z' && state != 'X')
+            }),
+        Err(_) => true,
     }
 }
 
-/// How quickly a dying process group is polled for; short enough that a stop or a restart does
-/// not linger, long enough that scanning /proc costs nothing noticeable.
-const GROUP_POLL: Duration = Duration::from_millis(25);
+/// First pause between checks of a dying group; doubled after each check up to
+/// [`GROUP_POLL_MAX`], so a group that goes at once is seen within a millisecond or two and one
+/// that lingers costs a handful of system calls per second.
+const GROUP_POLL_MIN: Duration = Duration::from_millis(1);
+const GROUP_POLL_MAX: Duration = Duration::from_millis(200);
 
 /// How long to wait for processes that were sent SIGKILL to vanish. Only a process stuck in
 /// uninterruptible sleep takes longer, and waiting for it any longer would not help.
 pub(crate) const KILL_GRACE: Duration = Duration::from_secs(2);
 
-/// Polls until no live process remains in the group, or the deadline passes. True if gone.
+/// Waits until no live process remains in the group, or the deadline passes. True if gone.
+///
+/// The cheap test is `killpg(pgid, 0)` failing with ESRCH. It counts zombies as members,
+/// though, and a member reparented to an init that never reaps would hold the wait until the
+/// deadline; so once the group has been slow to go (the pause has grown to its maximum), and
+/// once more at the deadline, /proc is scanned on the blocking pool for members that are alive.
+/// The caller reaps the group's leader itself first (it owns the child), so the leader is never
+/// such a zombie.
 pub(crate) async fn wait_group_gone(pgid: u32, deadline: Instant) -> bool {
+    let Some(pid) = group_pid(pgid) else {
+        return true;
+    };
+    let mut pause = GROUP_POLL_MIN;
     loop {
-        if !group_alive(pgid) {
+        if killpg(pid, None) == Err(Errno::ESRCH) {
             return true;
         }
-        if Instant::now() >= deadline {
+        let now = Instant::now();
+        if (pause == GROUP_POLL_MAX || now >= deadline)
+            && !tokio::task::spawn_blocking(move || group_has_live_member(pgid))
+                .await
+                .unwrap_or(true)
+        {
+            return true;
+        }
+        if now >= deadline {
             return false;
         }
-        tokio::time::sleep(GROUP_POLL).await;
+        sleep(pause.min(deadline - now)).await;
+        pause = (pause * 2).min(GROUP_POLL_MAX);
     }
 }
 
@@ -136,24 +173,14 @@ impl Drop for GroupGuard {
     }
 }
 
-/// The last [`TAIL_LINES`] lines of a log file, or None if it is missing or empty.
+/// The tail of a log file for an error message (see [`error_tail`]), or None if it is missing
+/// or empty.
 pub(crate) async fn read_tail(path: &Path) -> Option<String> {
-    const MAX_BYTES: u64 = 16 * 1024;
-    let mut file = tokio::fs::File::open(path).await.ok()?;
-    let len = file.metadata().await.ok()?.len();
-    file.seek(SeekFrom::Start(len.saturating_sub(MAX_BYTES)))
-        .await
-        .ok()?;
-    let mut bytes = Vec::new();
-    file.read_to_end(&mut bytes).await.ok()?;
-    let text = String::from_utf8_lossy(&bytes);
-    let lines: Vec<&str> = text.lines().collect();
-    let tail = lines[lines.len().saturating_sub(TAIL_LINES)..].join("\n");
-    (!tail.trim().is_empty()).then_some(tail)
+    error_tail(tail_lines(path, TAIL_WINDOW).await)
 }
 
-/// Contents of a pid file: the process-group id, then the instance token, one per line.
-pub(crate) fn pid_file_contents(pgid: u32, token: &str) -> String {
+/// Contents of a pid file: the process-group id, then the token, one per line.
+fn pid_file_contents(pgid: u32, token: &str) -> String {
     format!("{pgid}\n{token}\n")
 }
 
@@ -168,41 +195,84 @@ fn parse_pid_file(contents: &str) -> Option<(u32, &str)> {
     (valid && group_pid(pgid).is_some()).then_some((pgid, token))
 }
 
-/// Kills a process group left behind by a daemon that died without stopping it.
+/// Records a process group and its token, for [`reap_stale`] after a daemon crash.
+pub(crate) async fn write_pid_file(path: &Path, pgid: u32, token: &str) -> std::io::Result<()> {
+    if let Some(dir) = path.parent() {
+        tokio::fs::create_dir_all(dir).await?;
+    }
+    tokio::fs::write(path, pid_file_contents(pgid, token)).await
+}
+
+/// Kills a process group left behind by a daemon that died without stopping it: an instance, or
+/// a task (a build) that was running when the daemon was killed.
 ///
-/// The group is killed only if one of its live processes carries `TURNOUT_INSTANCE=<token>`
-/// from the pid file in its environment, so a pid reused by an unrelated process is never
-/// touched. Scanning the whole group rather than only its leader also catches an app whose
-/// shell has exited while its server lives on. The file is removed in every case; a missing or
-/// garbled file is not an error. SIGKILL is delivered at once, but this does not wait for the
-/// processes to finish exiting.
+/// The group is killed only if one of its live processes carries `TURNOUT_INSTANCE=<token>` or
+/// `TURNOUT_TASK=<token>` from the pid file in its environment, so a pid reused by an unrelated
+/// process is never touched. Scanning the whole group rather than only its leader also catches
+/// an app whose shell has exited while its server lives on. The file is removed in every case; a
+/// missing or garbled file is not an error. SIGKILL is delivered at once, but this does not wait
+/// for the processes to finish exiting ([`crate::Runtime::reap_stale`] does). Blocking: it reads
+/// /proc.
 pub fn reap_stale(pid_file: &Path) {
+    reap(pid_file);
+}
+
+/// [`reap_stale`] on the blocking pool, then waits until the killed group is gone, so whatever
+/// the caller starts next cannot meet the old processes (their port, their build directory).
+pub(crate) async fn reap_stale_and_wait(pid_file: &Path) {
+    let path = pid_file.to_owned();
+    let killed = tokio::task::spawn_blocking(move || reap(&path))
+        .await
+        .ok()
+        .flatten();
+    if let Some(pgid) = killed
+        && !wait_group_gone(pgid, Instant::now() + KILL_GRACE).await
+    {
+        warn!(pgid, pid_file = %pid_file.display(), "processes left by a previous run are still alive after SIGKILL");
+    }
+}
+
+/// Returns the group it sent SIGKILL to, if any.
+fn reap(pid_file: &Path) -> Option<u32> {
     let contents = match std::fs::read_to_string(pid_file) {
         Ok(contents) => contents,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
         Err(e) => {
             warn!(pid_file = %pid_file.display(), error = %e, "unreadable pid file; removing it");
-            remove_pid_file(pid_file);
-            return;
+            remove_pid_file_blocking(pid_file);
+            return None;
         }
     };
-    match parse_pid_file(&contents) {
+    let killed = match parse_pid_file(&contents) {
         Some((pgid, token)) if group_carries_token(pgid, token) => {
             info!(pgid, pid_file = %pid_file.display(), "killing process group left by a previous run");
             signal_group(pgid, Signal::SIGKILL);
+            Some(pgid)
         }
         Some((pgid, _)) => {
             debug!(pgid, pid_file = %pid_file.display(), "stale pid file names no process of ours");
+            None
         }
         None => {
             warn!(pid_file = %pid_file.display(), "garbled pid file; removing it");
+            None
         }
-    }
-    remove_pid_file(pid_file);
+    };
+    remove_pid_file_blocking(pid_file);
+    killed
 }
 
-pub(crate) fn remove_pid_file(pid_file: &Path) {
-    match std::fs::remove_file(pid_file) {
+/// Removes the pid file of a group that is gone, so a later reap does not look for it.
+pub(crate) async fn remove_pid_file(pid_file: &Path) {
+    report_removal(pid_file, tokio::fs::remove_file(pid_file).await);
+}
+
+fn remove_pid_file_blocking(pid_file: &Path) {
+    report_removal(pid_file, std::fs::remove_file(pid_file));
+}
+
+fn report_removal(pid_file: &Path, removed: std::io::Result<()>) {
+    match removed {
         Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => warn!(pid_file = %pid_file.display(), error = %e, "could not remove pid file"),
@@ -210,7 +280,7 @@ pub(crate) fn remove_pid_file(pid_file: &Path) {
 }
 
 fn group_carries_token(pgid: u32, token: &str) -> bool {
-    let wanted = format!("{INSTANCE_TOKEN_VAR}={token}");
+    let wanted = [INSTANCE_TOKEN_VAR, TASK_TOKEN_VAR].map(|var| format!("{var}={token}"));
     let Ok(entries) = std::fs::read_dir("/proc") else {
         return false;
     };
@@ -219,6 +289,10 @@ fn group_carries_token(pgid: u32, token: &str) -> bool {
         .filter(|&pid| matches!(proc_stat(pid), Some((state, group)) if group == pgid && state != 'Z' && state != 'X'))
         .any(|pid| {
             std::fs::read(format!("/proc/{pid}/environ"))
-                .is_ok_and(|environ| environ.split(|&b| b == 0).any(|var| var == wanted.as_bytes()))
+                .is_ok_and(|environ| {
+                    environ
+                        .split(|&b| b == 0)
+                        .any(|var| wanted.iter().any(|w| var == w.as_bytes()))
+                })
         })
 }

@@ -6,7 +6,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use nix::sys::signal::Signal;
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, BufWriter};
+use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::net::unix::pipe;
 use tokio::process::Command;
 use tokio::time::{Instant, sleep_until};
@@ -14,9 +14,10 @@ use tracing::{info, warn};
 
 use crate::error::SupervisorError;
 use crate::fmt_duration;
-use crate::instance::open_log;
+use crate::log::LogWriter;
 use crate::process::{
-    GroupGuard, KILL_GRACE, TAIL_LINES, describe_exit, signal_group, wait_group_gone,
+    GroupGuard, KILL_GRACE, TAIL_WINDOW, TASK_TOKEN_VAR, describe_exit, error_tail, new_token,
+    remove_pid_file, signal_group, wait_group_gone, write_pid_file,
 };
 
 /// How long output is still read after the command has exited, in case a process outside its
@@ -31,8 +32,12 @@ pub struct TaskSpec {
     pub cwd: PathBuf,
     /// Added on top of the daemon's inherited environment.
     pub env: Vec<(String, String)>,
-    /// Receives every output line (and `[turnout]` marker lines).
+    /// Receives every output line (and `[turnout]` marker lines), each prefixed with a timestamp
+    /// (see [`crate::LogLine`]). Never rotated: a build log is read whole.
     pub log_path: PathBuf,
+    /// Where to record the process group and task token while the task runs, so that
+    /// [`crate::reap_stale`] can kill a build that a killed daemon left running.
+    pub pid_file: Option<PathBuf>,
     /// The whole process group is killed if the command runs longer than this.
     pub timeout: Duration,
 }
@@ -42,24 +47,29 @@ pub struct TaskSpec {
 /// to `on_line`. Fails with the exit status and the last lines of output unless the command
 /// exits with status 0; on timeout the group is killed. Whatever the command left running in
 /// its group when it exits is killed too: a one-shot command owns nothing after it ends.
+///
+/// Should the daemon be killed meanwhile, the shell gets SIGKILL from the kernel (Linux's
+/// parent-death signal) and the rest of the group is left to [`crate::reap_stale`] on the pid
+/// file, which is what actually guarantees a build does not outlive the daemon.
 pub async fn run_task(
     spec: TaskSpec,
     mut on_line: impl FnMut(&str) + Send,
 ) -> Result<(), SupervisorError> {
-    let output_error = |source| SupervisorError::TaskOutput {
+    let output_error = |source| SupervisorError::Output {
         command: spec.command.clone(),
         source,
     };
-    let mut log = BufWriter::new(tokio::fs::File::from_std(open_log(&spec.log_path).await?));
+    let mut log = LogWriter::open(&spec.log_path, None).await?;
     let log_error = |source| SupervisorError::Log {
         path: spec.log_path.clone(),
         source,
     };
-    log.write_all(format!("[turnout] running `{}`\n", spec.command).as_bytes())
+    log.write_line(&format!("[turnout] running `{}`", spec.command))
         .await
         .map_err(log_error)?;
     log.flush().await.map_err(log_error)?;
 
+    let token = new_token();
     let (reader, writer) = std::io::pipe().map_err(output_error)?;
     let writer_err = writer.try_clone().map_err(output_error)?;
     let mut command = Command::new("sh");
@@ -68,11 +78,13 @@ pub async fn run_task(
         .arg(&spec.command)
         .current_dir(&spec.cwd)
         .envs(spec.env.iter().map(|(k, v)| (k, v)))
+        .env(TASK_TOKEN_VAR, &token)
         .stdin(Stdio::null())
         .stdout(writer)
         .stderr(writer_err)
         .process_group(0)
         .kill_on_drop(false);
+    die_with_parent(&mut command);
     let mut child = command.spawn().map_err(|source| SupervisorError::Spawn {
         command: spec.command.clone(),
         cwd: spec.cwd.clone(),
@@ -86,10 +98,15 @@ pub async fn run_task(
         .expect("a freshly spawned child has a pid until it is awaited");
     let mut guard = GroupGuard::new(pgid);
     info!(pgid, command = %spec.command, "task started");
+    if let Some(pid_file) = &spec.pid_file
+        && let Err(e) = write_pid_file(pid_file, pgid, &token).await
+    {
+        warn!(pid_file = %pid_file.display(), error = %e, "could not write pid file; a daemon crash would leave this task running");
+    }
 
     let mut output =
         BufReader::new(pipe::Receiver::from_owned_fd(reader.into()).map_err(output_error)?);
-    let mut tail: VecDeque<String> = VecDeque::with_capacity(TAIL_LINES);
+    let mut tail: VecDeque<String> = VecDeque::with_capacity(TAIL_WINDOW);
     let mut line = Vec::new();
     let mut exit = None;
     let mut deadline = Instant::now() + spec.timeout;
@@ -103,10 +120,9 @@ pub async fn run_task(
                 if !line.is_empty() && (at_end || line.ends_with(b"\n")) {
                     let text = String::from_utf8_lossy(&line);
                     let text = text.trim_end_matches(['\n', '\r']);
-                    log.write_all(text.as_bytes()).await.map_err(log_error)?;
-                    log.write_all(b"\n").await.map_err(log_error)?;
+                    log.write_line(text).await.map_err(log_error)?;
                     on_line(text);
-                    if tail.len() == TAIL_LINES {
+                    if tail.len() == TAIL_WINDOW {
                         tail.pop_front();
                     }
                     tail.push_back(text.to_owned());
@@ -147,10 +163,13 @@ pub async fn run_task(
     signal_group(pgid, Signal::SIGKILL);
     if wait_group_gone(pgid, Instant::now() + KILL_GRACE).await {
         guard.disarm();
+        if let Some(pid_file) = &spec.pid_file {
+            remove_pid_file(pid_file).await;
+        }
     } else {
         warn!(pgid, command = %spec.command, "processes of a finished task are still alive after SIGKILL");
     }
-    let tail_text = Vec::from(tail).join("\n");
+    let tail_text = error_tail(tail.into()).unwrap_or_default();
 
     let outcome = if timed_out {
         warn!(pgid, command = %spec.command, timeout = %fmt_duration(spec.timeout), "task timed out");
@@ -175,9 +194,28 @@ pub async fn run_task(
         Ok(()) => "[turnout] finished with exit status 0".to_owned(),
         Err(e) => format!("[turnout] {e}"),
     };
-    log.write_all(format!("{marker}\n").as_bytes())
-        .await
-        .map_err(log_error)?;
+    log.write_line(&marker).await.map_err(log_error)?;
     log.flush().await.map_err(log_error)?;
     outcome
+}
+
+/// Has the kernel send SIGKILL to the task's shell if the thread that spawned it ends, which on a
+/// runtime's worker thread means the daemon has died. Only the shell gets it: whatever it started
+/// is killed by the reaper through the pid file.
+fn die_with_parent(command: &mut Command) {
+    let parent = nix::unistd::getpid();
+    // SAFETY: the closure runs in the forked child before exec, where only async-signal-safe
+    // calls are allowed: prctl and getppid are plain system calls, and the error is built from
+    // an errno without allocating.
+    #[allow(unsafe_code)]
+    unsafe {
+        command.pre_exec(move || {
+            nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)?;
+            // A daemon that died before prctl took effect sends no signal; refuse to run orphaned.
+            if nix::unistd::getppid() != parent {
+                return Err(nix::errno::Errno::ESRCH.into());
+            }
+            Ok(())
+        });
+    }
 }

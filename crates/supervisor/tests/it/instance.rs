@@ -5,7 +5,7 @@ use nix::unistd::Pid;
 use tokio::time::Instant;
 use turnout_supervisor::{Instance, InstanceState, SupervisorError};
 
-use crate::support::{Fixture, accepts, alive, eventually, read_pid};
+use crate::support::{Fixture, accepts, alive, eventually, read_pid, zombie};
 
 #[tokio::test]
 async fn healthy_instance_serves_and_stop_kills_its_whole_group() {
@@ -276,5 +276,89 @@ async fn start_in_a_missing_directory_fails_clearly() {
     assert!(
         message.starts_with("could not start `sh -c exec python3 server.py` in "),
         "{message}"
+    );
+}
+
+#[tokio::test]
+async fn stop_waits_for_a_grandchild_that_outlives_the_leader() {
+    let fx = Fixture::new();
+    // The background shell takes a second to exit after SIGTERM; the server exits at once.
+    let spec = fx.spec(
+        r#"sh -c 'trap "sleep 1; exit 0" TERM; echo $$ > grandchild.pid; while :; do sleep 0.1; done' & exec python3 server.py"#,
+        &[],
+    );
+    let instance = Instance::start(spec).await.unwrap();
+    instance.wait_healthy().await.unwrap();
+    let grandchild = read_pid(&fx.path("grandchild.pid")).await;
+    let leader = instance.status().pid.unwrap();
+    assert_ne!(leader, grandchild);
+
+    let started = Instant::now();
+    instance.stop().await;
+    assert!(
+        !alive(grandchild),
+        "stop returned while the grandchild lived"
+    );
+    assert!(
+        started.elapsed() >= Duration::from_millis(900),
+        "stop returned after {:?}, before the grandchild's trap could finish",
+        started.elapsed()
+    );
+    assert_eq!(instance.status().state, InstanceState::Stopped);
+    assert_eq!(instance.status().last_exit.as_deref(), Some("signal 15"));
+}
+
+/// Variable that turns [`unreaped_zombie_helper`] from a no-op into the body of
+/// [`stop_is_not_held_up_by_a_zombie_no_one_reaps`].
+const SUBREAPER_VAR: &str = "TURNOUT_TEST_AS_SUBREAPER";
+
+/// Makes its own process the subreaper of the instance's orphans and never reaps them, the way
+/// an init that does not reap would; then stops the instance. A process of its own because a
+/// subreaper is process-wide. Does nothing unless started by that test.
+#[test]
+fn unreaped_zombie_helper() {
+    if std::env::var_os(SUBREAPER_VAR).is_none() {
+        return;
+    }
+    nix::sys::prctl::set_child_subreaper(true).unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let fx = Fixture::new();
+        // The subshell exits at once, so `sleep` is orphaned and adopted by this process.
+        let spec = fx.spec(
+            "(sleep 60 & echo $! > orphan.pid); exec python3 server.py",
+            &[],
+        );
+        let instance = Instance::start(spec).await.unwrap();
+        instance.wait_healthy().await.unwrap();
+        let orphan = read_pid(&fx.path("orphan.pid")).await;
+        let started = Instant::now();
+        instance.stop().await;
+        let took = started.elapsed();
+        assert!(
+            zombie(orphan),
+            "expected the orphan to be left a zombie in the group"
+        );
+        assert!(took < Duration::from_secs(2), "stop took {took:?}");
+        assert_eq!(instance.status().state, InstanceState::Stopped);
+    });
+}
+
+#[tokio::test]
+async fn stop_is_not_held_up_by_a_zombie_no_one_reaps() {
+    let helper = tokio::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "instance::unreaped_zombie_helper", "--nocapture"])
+        .env(SUBREAPER_VAR, "1")
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        helper.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&helper.stdout),
+        String::from_utf8_lossy(&helper.stderr)
     );
 }

@@ -3,7 +3,7 @@ use std::time::Duration;
 
 use tempfile::TempDir;
 use tokio::time::{Instant, sleep};
-use turnout_supervisor::{HealthCheck, InstanceSpec, RestartPolicy, free_port};
+use turnout_supervisor::{HealthCheck, InstanceSpec, LogRotation, RestartPolicy, free_port};
 
 /// A tiny HTTP server: listens on $PORT, answers $STATUS (200 by default), or 421 when the Host
 /// header is not $EXPECT_HOST; writes its own pid to $SERVER_PID_FILE; ignores SIGTERM when
@@ -81,6 +81,7 @@ impl Fixture {
             env: vars,
             port: self.port,
             log_path: self.log_path(),
+            log_rotation: LogRotation::default(),
             pid_file: None,
             health: HealthCheck {
                 path: "/".to_owned(),
@@ -135,4 +136,13 @@ pub fn alive(pid: u32) -> bool {
 
 pub fn accepts(port: u16) -> bool {
     std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+}
+
+/// Whether a process has exited but not been reaped.
+pub fn zombie(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        stat.rfind(')')
+            .and_then(|end| stat[end + 1..].split_whitespace().next().map(|s| s == "Z"))
+            .unwrap_or(false)
+    })
 }

@@ -1,9 +1,9 @@
 use std::time::Duration;
 
 use tokio::time::Instant;
-use turnout_supervisor::{SupervisorError, TaskSpec, run_task};
+use turnout_supervisor::{LocalRuntime, LogLine, Runtime, SupervisorError, TaskSpec, run_task};
 
-use crate::support::{alive, read_pid};
+use crate::support::{alive, eventually, read_pid};
 
 struct TaskFixture {
     dir: tempfile::TempDir,
@@ -22,6 +22,7 @@ impl TaskFixture {
             cwd: self.dir.path().to_owned(),
             env: vec![("GREETING".to_owned(), "hello from env".to_owned())],
             log_path: self.dir.path().join("logs/build.log"),
+            pid_file: None,
             timeout: Duration::from_secs(20),
         }
     }
@@ -55,7 +56,12 @@ async fn task_streams_stdout_and_stderr_lines_in_order() {
     ];
     assert_eq!(lines, expected);
     let log = fx.log();
-    let log_lines: Vec<&str> = log.lines().collect();
+    let log_lines: Vec<&str> = log.lines().map(|line| LogLine::parse(line).text).collect();
+    assert!(
+        log.lines()
+            .all(|line| LogLine::parse(line).timestamp.is_some()),
+        "{log}"
+    );
     assert_eq!(
         log_lines.first().copied(),
         Some(format!("[turnout] running `{command}`").as_str())
@@ -139,4 +145,78 @@ async fn task_in_a_missing_directory_fails_clearly() {
             .starts_with("could not start `sh -c true` in "),
         "{err}"
     );
+}
+
+#[tokio::test]
+async fn a_failed_task_shows_a_repeated_line_once() {
+    let fx = TaskFixture::new();
+    let (result, lines) = fx
+        .run(fx.spec("echo start; for i in $(seq 1 30); do echo same error; done; exit 1"))
+        .await;
+    assert_eq!(lines.len(), 31);
+    let err = result.unwrap_err();
+    assert_eq!(err.log_tail(), Some("start\nsame error … ×30"));
+}
+
+/// Variable that turns [`killed_daemon_helper`] from a no-op into the daemon of
+/// [`a_build_does_not_outlive_a_killed_daemon`].
+const DAEMON_DIR_VAR: &str = "TURNOUT_TEST_DAEMON_DIR";
+
+/// Plays a daemon in a process of its own: runs a build with a pid file, until it is killed.
+/// Does nothing unless started by [`a_build_does_not_outlive_a_killed_daemon`].
+#[test]
+fn killed_daemon_helper() {
+    let Some(dir) = std::env::var_os(DAEMON_DIR_VAR) else {
+        return;
+    };
+    let dir = std::path::PathBuf::from(dir);
+    let spec = TaskSpec {
+        command: "echo $$ > leader.pid; sleep 30 & echo $! > child.pid; wait".to_owned(),
+        cwd: dir.clone(),
+        env: vec![],
+        log_path: dir.join("build.log"),
+        pid_file: Some(dir.join("run/build.pid")),
+        timeout: Duration::from_secs(60),
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let _ = runtime.block_on(run_task(spec, |_| {}));
+}
+
+#[tokio::test]
+async fn a_build_does_not_outlive_a_killed_daemon() {
+    let fx = TaskFixture::new();
+    let dir = fx.dir.path();
+    let mut daemon = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "task::killed_daemon_helper", "--nocapture"])
+        .env(DAEMON_DIR_VAR, dir)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let leader = read_pid(&dir.join("leader.pid")).await;
+    let child = read_pid(&dir.join("child.pid")).await;
+    let pid_file = dir.join("run/build.pid");
+    eventually("the build's pid file is written", || {
+        std::fs::read_to_string(&pid_file).is_ok_and(|s| s.lines().count() == 2)
+    })
+    .await;
+    assert!(
+        std::fs::read_to_string(&pid_file)
+            .unwrap()
+            .starts_with(&format!("{leader}\n")),
+        "the pid file names the build's process group"
+    );
+
+    daemon.kill().unwrap();
+    daemon.wait().unwrap();
+    // The parent-death signal reaches only the shell; what it started needs the reaper.
+    eventually("the build's shell dies with the daemon", || !alive(leader)).await;
+    assert!(alive(child), "expected the shell's child to outlive it");
+
+    LocalRuntime.reap_stale(&pid_file).await;
+    assert!(!alive(child), "the build's process survived the reap");
+    assert!(!pid_file.exists());
 }
