@@ -496,6 +496,8 @@ struct LogsQuery {
     follow: bool,
     #[serde(default = "default_tail")]
     tail: usize,
+    #[serde(default)]
+    timestamps: bool,
 }
 
 fn default_tail() -> usize {
@@ -510,7 +512,9 @@ async fn logs(
     Path((app, env)): Path<(String, String)>,
     Query(q): Query<LogsQuery>,
 ) -> Result<impl IntoResponse> {
-    let view = p.logs(env_ref(&app, &env)?, q.tail, &who).await?;
+    let view = p
+        .logs(env_ref(&app, &env)?, q.tail, q.timestamps, &who)
+        .await?;
     let mut head: String = view.head().iter().map(|l| format!("{l}\n")).collect();
     if view.path().is_none() && !q.follow {
         head = format!("(no logs yet: {} has not been deployed)\n", view.env());
@@ -552,9 +556,14 @@ async fn logs(
                 && f.seek(std::io::SeekFrom::Start(s.offset)).await.is_ok()
             {
                 let mut buf = Vec::new();
-                if f.read_to_end(&mut buf).await.is_ok() && !buf.is_empty() {
-                    s.offset += buf.len() as u64;
-                    return Some((Ok(Bytes::from(buf)), s));
+                if f.read_to_end(&mut buf).await.is_ok() {
+                    // Whole lines only: the rest is read with the next chunk.
+                    let whole = buf.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+                    if whole > 0 {
+                        s.offset += whole as u64;
+                        let text = s.view.show(&String::from_utf8_lossy(&buf[..whole]));
+                        return Some((Ok(Bytes::from(text)), s));
+                    }
                 }
             }
             // Nothing new: a deploy may have moved the environment to another release's log.

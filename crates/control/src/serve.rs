@@ -81,7 +81,13 @@ pub async fn serve(
         .with_context(|| format!("cannot write {}", home.serve_json().display()))?;
 
     let proxy = Proxy::new(config.proxy.clone());
-    let plane = ControlPlane::new(home.clone(), store, proxy.clone(), http_addr.port());
+    let plane = ControlPlane::new(
+        home.clone(),
+        store,
+        proxy.clone(),
+        std::sync::Arc::new(turnout_supervisor::LocalRuntime),
+        http_addr.port(),
+    );
 
     let proxy_task = spawn_proxy_runtime(
         proxy.clone(),

@@ -68,6 +68,20 @@ pub struct ReleaseRow {
     pub job_id: Option<i64>,
 }
 
+/// A release about to be built: what `q::insert_release` records.
+pub struct NewRelease<'a> {
+    pub env_id: i64,
+    pub commit: &'a str,
+    /// What the user asked for: a branch name or `--ref`.
+    pub git_ref: &'a str,
+    pub dir: &'a str,
+    /// The resolved app file, JSON.
+    pub config: &'a str,
+    pub reused_build: bool,
+    /// The deploy job that builds it.
+    pub job_id: i64,
+}
+
 #[derive(Debug, Clone)]
 pub struct DomainRow {
     pub id: i64,
@@ -441,20 +455,11 @@ pub mod q {
         Ok(())
     }
 
-    pub fn insert_release(
-        c: &Connection,
-        env_id: i64,
-        commit: &str,
-        git_ref: &str,
-        dir: &str,
-        config: &str,
-        reused_build: bool,
-        job_id: i64,
-    ) -> Result<i64, ControlError> {
+    pub fn insert_release(c: &Connection, r: &NewRelease<'_>) -> Result<i64, ControlError> {
         c.execute(
             "INSERT INTO releases (env_id, commit_sha, git_ref, dir, config, status, reused_build, created_at, job_id) \
              VALUES (?1, ?2, ?3, ?4, ?5, 'building', ?6, ?7, ?8)",
-            params![env_id, commit, git_ref, dir, config, reused_build, now(), job_id],
+            params![r.env_id, r.commit, r.git_ref, r.dir, r.config, r.reused_build, now(), r.job_id],
         )?;
         Ok(c.last_insert_rowid())
     }
@@ -815,9 +820,18 @@ mod tests {
             Err(ControlError::Conflict(_))
         ));
         let e = q::insert_env(&conn, &app, &env, "main", Tier::Staging).unwrap();
-        let r1 = q::insert_release(&conn, e.id, "abc", "main", "/d1", "{}", false, 1).unwrap();
+        let release = |commit, dir, reused_build, job_id| NewRelease {
+            env_id: e.id,
+            commit,
+            git_ref: "main",
+            dir,
+            config: "{}",
+            reused_build,
+            job_id,
+        };
+        let r1 = q::insert_release(&conn, &release("abc", "/d1", false, 1)).unwrap();
         q::go_live(&conn, e.id, r1).unwrap();
-        let r2 = q::insert_release(&conn, e.id, "def", "main", "/d2", "{}", true, 2).unwrap();
+        let r2 = q::insert_release(&conn, &release("def", "/d2", true, 2)).unwrap();
         q::go_live(&conn, e.id, r2).unwrap();
         let releases = q::list_releases(&conn, e.id).unwrap();
         assert_eq!(

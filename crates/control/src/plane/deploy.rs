@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use tracing::info;
 use turnout_model::{Action, DeployRequest, EnvRef, JobInfo, JobKind};
-use turnout_supervisor::{TaskSpec, run_task};
+use turnout_supervisor::TaskSpec;
 
 use super::jobs::{JobCtx, JobSpec};
 use super::launch::Launch;
@@ -20,7 +20,7 @@ use crate::access::Principal;
 use crate::app_file::{self, ReleaseConfig};
 use crate::error::ControlError;
 use crate::git::{self, Source};
-use crate::store::{AuditEntry, EnvRow, q};
+use crate::store::{AuditEntry, EnvRow, NewRelease, q};
 
 pub(crate) const DEPLOY_STEPS: &[&str] =
     &["fetch", "checkout", "build", "launch", "go-live", "retire"];
@@ -240,7 +240,18 @@ impl Deploy<'_> {
             .plane
             .store
             .mutate(entry, move |c, _| {
-                q::insert_release(c, env_id, &c2, &w2, &d2, &config_json, reused, job)
+                q::insert_release(
+                    c,
+                    &NewRelease {
+                        env_id,
+                        commit: &c2,
+                        git_ref: &w2,
+                        dir: &d2,
+                        config: &config_json,
+                        reused_build: reused,
+                        job_id: job,
+                    },
+                )
             })
             .await?;
         self.ctx.set_release(release_id);
@@ -309,10 +320,16 @@ impl Deploy<'_> {
                 .release_env(r, self.env.tier, &out.commit, &out.config),
             log_path: log_path.clone(),
             timeout: out.config.build_timeout,
+            pid_file: Some(
+                self.plane
+                    .home
+                    .build_pid_file(&r.app, &r.env, out.release_id),
+            ),
         };
         let ctx = self.ctx;
+        let mut on_line = |line: &str| ctx.output(line);
         let built = ctx
-            .guard(run_task(spec, |line: &str| ctx.output(line)))
+            .guard(self.plane.runtime.run_task(spec, &mut on_line))
             .await?;
         if let Err(e) = built {
             return Err(ControlError::Step {

@@ -13,7 +13,9 @@ use std::sync::Arc;
 use tracing::warn;
 use turnout_model::{EnvRef, Tier};
 use turnout_proxy::{DrainDeadlines, DrainOutcome, Upstream};
-use turnout_supervisor::{HealthCheck, Instance, InstanceSpec, RestartPolicy, free_port};
+use turnout_supervisor::{
+    HealthCheck, InstanceHandle, InstanceSpec, LogRotation, RestartPolicy, free_port,
+};
 
 use super::ControlPlane;
 use super::logs::failure_tail;
@@ -91,8 +93,11 @@ impl ControlPlane {
             },
             restart: RestartPolicy::default(),
             stop_timeout: l.config.stop_timeout,
+            log_rotation: LogRotation::default(),
         };
-        let instance = Instance::start(spec)
+        let instance = self
+            .runtime
+            .start(spec)
             .await
             .map_err(|e| ControlError::Step {
                 step: "launch",
@@ -156,7 +161,7 @@ impl ControlPlane {
     }
 }
 
-fn running(l: &Launch<'_>, instance: Arc<Instance>) -> Running {
+fn running(l: &Launch<'_>, instance: Arc<dyn InstanceHandle>) -> Running {
     Running {
         release_id: l.release_id,
         upstream: Upstream::new(

@@ -3,6 +3,7 @@
 use std::path::{Path, PathBuf};
 
 use turnout_model::{Action, EnvRef};
+use turnout_supervisor::{LogLine, collapse_repeats, tail_lines};
 
 use super::ControlPlane;
 use crate::access::Principal;
@@ -21,6 +22,7 @@ pub struct LogView {
     r: EnvRef,
     path: Option<PathBuf>,
     head: Vec<String>,
+    timestamps: bool,
 }
 
 impl LogView {
@@ -37,14 +39,33 @@ impl LogView {
     pub fn head(&self) -> &[String] {
         &self.head
     }
+
+    /// A chunk of the file as the reader asked to see it: whole lines with or without the time
+    /// each was written.
+    pub fn show(&self, text: &str) -> String {
+        if self.timestamps {
+            return text.to_owned();
+        }
+        text.split_inclusive('\n')
+            .map(|l| {
+                let (line, nl) = match l.strip_suffix('\n') {
+                    Some(line) => (line, "\n"),
+                    None => (l, ""),
+                };
+                format!("{}{nl}", LogLine::parse(line).text)
+            })
+            .collect()
+    }
 }
 
 impl ControlPlane {
-    /// The last `tail` lines of the environment's log, if `who` may read it.
+    /// The last `tail` lines of the environment's log, if `who` may read it; each line with
+    /// the time it was written when `timestamps`.
     pub async fn logs(
         &self,
         r: EnvRef,
         tail: usize,
+        timestamps: bool,
         who: &Principal,
     ) -> Result<LogView, ControlError> {
         if tail > MAX_TAIL {
@@ -58,7 +79,19 @@ impl ControlPlane {
             Some(p) => tail_lines(p, tail).await,
             None => vec![],
         };
-        Ok(LogView { r, path, head })
+        let head = if timestamps {
+            head
+        } else {
+            head.iter()
+                .map(|l| LogLine::parse(l).text.to_owned())
+                .collect()
+        };
+        Ok(LogView {
+            r,
+            path,
+            head,
+            timestamps,
+        })
     }
 
     /// The file a view should follow now: a deploy moves the environment to another
@@ -96,70 +129,12 @@ impl ControlPlane {
     }
 }
 
-/// The last `n` lines of a log file (empty when it does not exist), read from its end on the
-/// blocking pool.
-pub async fn tail_lines(path: &Path, n: usize) -> Vec<String> {
-    let path = path.to_owned();
-    tokio::task::spawn_blocking(move || read_tail(&path, n))
-        .await
-        .unwrap_or_default()
-}
-
-fn read_tail(path: &Path, n: usize) -> Vec<String> {
-    use std::io::{Read, Seek, SeekFrom};
-    const BLOCK: u64 = 64 * 1024;
-    let Ok(mut f) = std::fs::File::open(path) else {
-        return vec![];
-    };
-    let Ok(len) = f.seek(SeekFrom::End(0)) else {
-        return vec![];
-    };
-    let mut start = len;
-    let mut buf: Vec<u8> = Vec::new();
-    // Read backwards a block at a time until the buffer holds n full lines (or the file).
-    while start > 0 && buf.iter().filter(|b| **b == b'\n').count() <= n {
-        let step = BLOCK.min(start);
-        start -= step;
-        let mut block = vec![0; usize::try_from(step).unwrap_or(0)];
-        if f.seek(SeekFrom::Start(start)).is_err() || f.read_exact(&mut block).is_err() {
-            return vec![];
-        }
-        block.extend_from_slice(&buf);
-        buf = block;
-    }
-    let text = String::from_utf8_lossy(&buf);
-    let lines: Vec<&str> = text.lines().collect();
-    // The first line may be cut when reading started mid-file.
-    let skip_first = start > 0;
-    let lines = &lines[usize::from(skip_first).min(lines.len())..];
-    lines[lines.len().saturating_sub(n)..]
-        .iter()
-        .map(|l| (*l).to_owned())
-        .collect()
-}
-
-/// The tail of a failed step's log, as its error shows it.
+/// The tail of a failed step's log, as its error shows it: repeats collapsed, timestamps off.
 pub async fn failure_tail(path: &Path) -> Vec<String> {
-    tail_lines(path, FAILURE_TAIL).await
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[tokio::test]
-    async fn tails_come_from_the_end_of_big_files() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("log");
-        let text: String = (0..200_000).map(|i| format!("line {i}\n")).collect();
-        std::fs::write(&path, text).unwrap();
-        assert_eq!(
-            tail_lines(&path, 3).await,
-            ["line 199997", "line 199998", "line 199999"]
-        );
-        assert_eq!(tail_lines(&path, 0).await, Vec::<String>::new());
-        std::fs::write(&path, "a\nb").unwrap();
-        assert_eq!(tail_lines(&path, 5).await, ["a", "b"]);
-        assert!(tail_lines(&dir.path().join("missing"), 5).await.is_empty());
-    }
+    let lines = collapse_repeats(tail_lines(path, 10 * FAILURE_TAIL).await);
+    let lines = &lines[lines.len().saturating_sub(FAILURE_TAIL)..];
+    lines
+        .iter()
+        .map(|l| LogLine::parse(l).text.to_owned())
+        .collect()
 }

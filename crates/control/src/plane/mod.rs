@@ -18,6 +18,7 @@ use tokio_util::task::TaskTracker;
 use tracing::warn;
 use turnout_model::{AppInfo, AppName, EnvRef, ReleaseInfo, format_timestamp};
 use turnout_proxy::Proxy;
+use turnout_supervisor::Runtime;
 
 use crate::error::ControlError;
 use crate::git::Source;
@@ -48,6 +49,8 @@ pub struct ControlPlane {
     home: Home,
     store: Store,
     http_port: u16,
+    /// Runs instances and builds (local processes today).
+    runtime: Arc<dyn Runtime>,
     /// Which instance serves each environment, each domain's binding, logins: see `routing`.
     routing: Routing,
     jobs: Arc<Jobs>,
@@ -66,7 +69,13 @@ pub struct ControlPlane {
 }
 
 impl ControlPlane {
-    pub fn new(home: Home, store: Store, proxy: Arc<Proxy>, http_port: u16) -> Arc<ControlPlane> {
+    pub fn new(
+        home: Home,
+        store: Store,
+        proxy: Arc<Proxy>,
+        runtime: Arc<dyn Runtime>,
+        http_port: u16,
+    ) -> Arc<ControlPlane> {
         let closing = CancellationToken::new();
         let tasks = TaskTracker::new();
         Arc::new(ControlPlane {
@@ -79,6 +88,7 @@ impl ControlPlane {
             home,
             store,
             http_port,
+            runtime,
             routing: Routing::new(proxy),
             env_locks: KeyedLocks::default(),
             app_locks: KeyedLocks::default(),

@@ -34,7 +34,7 @@ impl ControlPlane {
     async fn restore(self: &Arc<Self>) -> Result<(), ControlError> {
         // Kill what a killed daemon left running (instances and builds) before anything else.
         for pid_file in self.home.all_pid_files() {
-            turnout_supervisor::reap_stale(&pid_file);
+            self.runtime.reap_stale(&pid_file).await;
         }
         let interrupted = self.jobs.recover().await?;
         if interrupted > 0 {

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use turnout_model::{AppName, DomainName, EnvName, EnvRef, Tier};
 use turnout_proxy::{DrainDeadlines, Login, Maintenance, Proxy, RouteTable, Target, Upstream};
-use turnout_supervisor::Instance;
+use turnout_supervisor::InstanceHandle;
 
 use crate::metrics::Metrics;
 use crate::store::DomainRow;
@@ -29,7 +29,7 @@ pub(crate) fn key(r: &EnvRef) -> EnvKey {
 #[derive(Clone)]
 pub(crate) struct Running {
     pub release_id: i64,
-    pub instance: Arc<Instance>,
+    pub instance: Arc<dyn InstanceHandle>,
     pub upstream: Arc<Upstream>,
     pub drain: DrainDeadlines,
     /// Requests for this path still reach the instance while a domain is in maintenance.
