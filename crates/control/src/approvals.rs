@@ -92,12 +92,10 @@ impl ControlPlane {
         who: &Principal,
         all: bool,
     ) -> Result<Vec<ApprovalInfo>, ControlError> {
+        self.expire_approvals().await?;
         let rows = self
             .store()
-            .call(move |c| {
-                aq::expire_approvals(c)?;
-                aq::list_approvals(c, all)
-            })
+            .call(move |c| aq::list_approvals(c, all))
             .await?;
         let apps = self.store().call(|c| q::list_apps(c)).await?;
         Ok(rows
@@ -135,16 +133,39 @@ impl ControlPlane {
                 .await
                 .map(|s| format!("{} now points to {}/{}", s.domain, s.app, s.to)),
         };
-        let text = match &result {
-            Ok(done) => done.clone(),
-            Err(e) => format!("failed: {e}"),
-        };
-        self.store()
-            .call(move |c| aq::set_approval_result(c, id, &text))
-            .await?;
+        // The result lands on the request and in the audit log; the entry fails with the
+        // operation.
+        let entry = AuditEntry::new(&actor.name, "approval.result").app(&row.app);
+        let request = Some(format!("request {id}"));
+        match &result {
+            Ok(done) => {
+                let text = done.clone();
+                self.store()
+                    .mutate(entry.change(request, Some(done.clone())), move |c, _| {
+                        aq::set_approval_result(c, id, &text)
+                    })
+                    .await?;
+            }
+            Err(e) => {
+                let text = format!("failed: {e}");
+                self.store()
+                    .mutate_failed(entry.change(request, None), e.to_string(), move |c| {
+                        aq::set_approval_result(c, id, &text)
+                    })
+                    .await?;
+            }
+        }
         let row = self.store().call(move |c| aq::get_approval(c, id)).await?;
         result?;
         Ok(approval_info(&row))
+    }
+
+    /// Mark pending requests past their time expired, each with its audit entry.
+    async fn expire_approvals(&self) -> Result<(), ControlError> {
+        self.store()
+            .mutate_each(aq::expire_approvals)
+            .await
+            .map(drop)
     }
 
     pub async fn reject(&self, id: i64, who: &Principal) -> Result<ApprovalInfo, ControlError> {
@@ -160,13 +181,8 @@ impl ControlPlane {
         who: &Principal,
         status: &'static str,
     ) -> Result<aq::ApprovalRow, ControlError> {
-        let row = self
-            .store()
-            .call(move |c| {
-                aq::expire_approvals(c)?;
-                aq::get_approval(c, id)
-            })
-            .await?;
+        self.expire_approvals().await?;
+        let row = self.store().call(move |c| aq::get_approval(c, id)).await?;
         let app: AppName = row
             .app
             .parse()
