@@ -5,6 +5,7 @@ mod daemon;
 mod deploy;
 mod domains;
 mod input;
+mod limits;
 mod load;
 mod support;
 mod traffic;

@@ -635,8 +635,8 @@ async fn reject(State(p): State<Api>, who: Who, Path(id): Path<i64>) -> Result<i
 struct AuditQuery {
     app: Option<String>,
     env: Option<String>,
-    /// Unix seconds.
-    since: Option<i64>,
+    /// Unix seconds; checked by `admin::parse_since`.
+    since: Option<String>,
 }
 
 async fn audit(
@@ -645,7 +645,12 @@ async fn audit(
     Query(q): Query<AuditQuery>,
 ) -> Result<impl IntoResponse> {
     let app = q.app.as_deref().map(app_name).transpose()?;
-    Ok(Json(p.audit(app, q.env, q.since, &who).await?))
+    let since = q
+        .since
+        .as_deref()
+        .map(crate::admin::parse_since)
+        .transpose()?;
+    Ok(Json(p.audit(app, q.env, since, &who).await?))
 }
 
 async fn verify_audit(State(p): State<Api>, who: Who) -> Result<impl IntoResponse> {

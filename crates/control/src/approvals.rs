@@ -238,25 +238,66 @@ pub fn human_duration(secs: i64) -> String {
     }
 }
 
-/// `30d`, `12h`, `90m`, `45s` (for token expiry and approval waits).
+/// The longest `--expires` accepted: ten years. Anything longer is a typo, and would overflow
+/// the timestamps it is added to.
+const MAX_EXPIRY_S: i64 = 10 * 365 * 86_400;
+
+/// `30d`, `12h`, `90m`, `45s`: the `--expires` of a token or an approval rule, in seconds.
 pub fn parse_expiry(text: &str) -> Result<i64, ControlError> {
-    let bad = || {
-        ControlError::Invalid(format!(
-            "invalid duration '{text}': write it like 30d, 12h, 90m or 45s"
-        ))
-    };
-    let split = text.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?;
+    let invalid = |why: &str| ControlError::Invalid(format!("invalid --expires '{text}': {why}"));
+    let format = || invalid("write it like 30d, 12h, 90m or 45s");
+    let too_long = || invalid("at most 10 years (3650d)");
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .ok_or_else(format)?;
     let (n, unit) = text.split_at(split);
-    let n: i64 = n.parse().map_err(|_| bad())?;
-    let secs = match unit {
-        "d" => n * 86_400,
-        "h" => n * 3600,
-        "m" => n * 60,
-        "s" => n,
-        _ => return Err(bad()),
+    let unit_s: i64 = match unit {
+        "d" => 86_400,
+        "h" => 3600,
+        "m" => 60,
+        "s" => 1,
+        _ => return Err(format()),
     };
-    if secs <= 0 {
-        return Err(bad());
+    if n.is_empty() {
+        return Err(format());
+    }
+    // Only digits are left, so the parse fails only when the number is too big for an i64.
+    let n: i64 = n.parse().map_err(|_| too_long())?;
+    let secs = n
+        .checked_mul(unit_s)
+        .filter(|s| *s <= MAX_EXPIRY_S)
+        .ok_or_else(too_long)?;
+    if secs == 0 {
+        return Err(invalid("a duration must be longer than 0"));
     }
     Ok(secs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn expiry_durations_are_checked() {
+        assert_eq!(parse_expiry("30d").unwrap(), 30 * 86_400);
+        assert_eq!(parse_expiry("90m").unwrap(), 5400);
+        assert_eq!(parse_expiry("3650d").unwrap(), MAX_EXPIRY_S);
+        for (text, why) in [
+            ("3651d", "at most 10 years"),
+            // 106751991167301 days * 86400 overflows an i64.
+            ("106751991167301d", "at most 10 years"),
+            ("9999999999999999999999d", "at most 10 years"),
+            ("0s", "longer than 0"),
+            ("d", "write it like"),
+            ("12", "write it like"),
+            ("12w", "write it like"),
+            ("-5m", "write it like"),
+        ] {
+            let err = parse_expiry(text).unwrap_err().to_string();
+            assert!(
+                err.contains(&format!("invalid --expires '{text}'")) && err.contains(why),
+                "{text}: {err}"
+            );
+        }
+    }
 }
