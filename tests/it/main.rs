@@ -7,5 +7,6 @@ mod domains;
 mod input;
 mod limits;
 mod load;
+mod metrics_access;
 mod support;
 mod traffic;

@@ -657,15 +657,15 @@ async fn verify_audit(State(p): State<Api>, who: Who) -> Result<impl IntoRespons
     Ok(Json(p.verify_audit(&who).await?))
 }
 
-/// Prometheus text; any valid token may read it.
-async fn metrics(State(p): State<Api>) -> impl IntoResponse {
-    (
+/// Prometheus text: the series of the apps the token's user has a role on.
+async fn metrics(State(p): State<Api>, who: Who) -> Result<impl IntoResponse> {
+    Ok((
         [(
             header::CONTENT_TYPE,
             "text/plain; version=0.0.4; charset=utf-8",
         )],
-        p.metrics().render(),
-    )
+        p.metrics_text(&who).await?,
+    ))
 }
 
 #[derive(Deserialize)]
