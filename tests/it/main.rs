@@ -8,5 +8,6 @@ mod input;
 mod limits;
 mod load;
 mod metrics_access;
+mod serve_start;
 mod support;
 mod traffic;
