@@ -72,7 +72,7 @@ impl Metrics {
 
     /// The Prometheus text exposition format (version 0.0.4), with the series of the apps
     /// `visible` lets through. A domain's switches belong to the app its routes serve; one no
-    /// route names any more is shown only when every app is visible.
+    /// route names any more is shown only when no route is hidden.
     pub fn render(&self, visible: impl Fn(&AppName) -> bool) -> String {
         let mut out = String::new();
         let (routes, hidden): (Vec<_>, Vec<_>) = lock(&self.routes)
