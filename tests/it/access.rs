@@ -637,6 +637,34 @@ async fn a_production_deploy_waits_for_a_second_owner() {
         .find(|e| e["action"] == "deploy" && e["actor"] == "bob (approved by admin)")
         .unwrap_or_else(|| panic!("{audit}"));
     assert_eq!(approved_deploy["result"], "ok");
+    // What the approved operation did, and the expiry, are on the record too.
+    let entry = |action: &str| {
+        audit
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["action"] == action)
+            .unwrap_or_else(|| panic!("audit lacks {action}: {audit}"))
+            .clone()
+    };
+    let result = entry("approval.result");
+    assert_eq!(result["actor"], "bob (approved by admin)");
+    assert!(
+        result["to"].as_str().unwrap().contains("is live") && result["result"] == "ok",
+        "{result}"
+    );
+    let expired = entry("approval.expire");
+    assert_eq!(
+        (&expired["actor"], &expired["to"]),
+        (&"turnout".into(), &"expired".into())
+    );
+    assert!(
+        expired["from"]
+            .as_str()
+            .unwrap()
+            .starts_with("request 3 by bob"),
+        "{expired}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -34,6 +34,13 @@ async fn invalid_names_refs_branches_and_repos_are_clear_errors() {
         err.contains("cannot read repository '/nonexistent/repo'"),
         "{err}"
     );
+    // git's cause (its fatal: line), not the advice it prints last.
+    let err = d.fails(&["app", "create", "x", "--repo", "/does/not/exist"]);
+    assert!(
+        err.contains("'/does/not/exist' does not appear to be a git repository")
+            && !err.contains("and the repository exists"),
+        "{err}"
+    );
     let err = d.fails(&[
         "app",
         "create",

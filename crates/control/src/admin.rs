@@ -32,6 +32,21 @@ fn check_user_name(name: &str) -> Result<(), ControlError> {
     }
 }
 
+/// The latest time an audit query's `since` may name: the end of year 9999.
+const LATEST_SINCE: i64 = 253_402_300_799;
+
+/// The `since` parameter of an audit query: Unix seconds, from 0 to the end of year 9999.
+pub fn parse_since(text: &str) -> Result<i64, ControlError> {
+    text.parse::<i64>()
+        .ok()
+        .filter(|s| (0..=LATEST_SINCE).contains(s))
+        .ok_or_else(|| {
+            ControlError::Invalid(format!(
+                "invalid since '{text}': give a Unix time in seconds from 0 to {LATEST_SINCE} (the end of year 9999), like `turnout audit --since 7d` sends"
+            ))
+        })
+}
+
 /// On the first start (no users yet): create user `admin` with the owner role on every app and
 /// write its token to `<home>/admin.token`, readable by the daemon's user only.
 pub async fn bootstrap(store: &Store, token_file: &Path) -> Result<(), ControlError> {

@@ -757,8 +757,8 @@ async fn reject(State(p): State<Api>, who: Who, Path(id): Path<i64>) -> Result<i
 struct AuditQuery {
     app: Option<String>,
     env: Option<String>,
-    /// Unix seconds.
-    since: Option<i64>,
+    /// Unix seconds; checked by `admin::parse_since`.
+    since: Option<String>,
 }
 
 async fn audit(
@@ -767,22 +767,27 @@ async fn audit(
     Query(q): Query<AuditQuery>,
 ) -> Result<impl IntoResponse> {
     let app = q.app.as_deref().map(app_name).transpose()?;
-    Ok(Json(p.audit(app, q.env, q.since, &who).await?))
+    let since = q
+        .since
+        .as_deref()
+        .map(crate::admin::parse_since)
+        .transpose()?;
+    Ok(Json(p.audit(app, q.env, since, &who).await?))
 }
 
 async fn verify_audit(State(p): State<Api>, who: Who) -> Result<impl IntoResponse> {
     Ok(Json(p.verify_audit(&who).await?))
 }
 
-/// Prometheus text; any valid token may read it.
-async fn metrics(State(p): State<Api>) -> impl IntoResponse {
-    (
+/// Prometheus text: the series of the apps the token's user has a role on.
+async fn metrics(State(p): State<Api>, who: Who) -> Result<impl IntoResponse> {
+    Ok((
         [(
             header::CONTENT_TYPE,
             "text/plain; version=0.0.4; charset=utf-8",
         )],
-        p.metrics().render(),
-    )
+        p.metrics_text(&who).await?,
+    ))
 }
 
 #[derive(Deserialize)]

@@ -93,12 +93,10 @@ impl ControlPlane {
         who: &Principal,
         all: bool,
     ) -> Result<Vec<ApprovalInfo>, ControlError> {
+        self.expire_approvals().await?;
         let rows = self
             .store()
-            .call(move |c| {
-                aq::expire_approvals(c)?;
-                aq::list_approvals(c, all)
-            })
+            .call(move |c| aq::list_approvals(c, all))
             .await?;
         let apps = self.store().call(|c| q::list_apps(c)).await?;
         Ok(rows
@@ -145,19 +143,42 @@ impl ControlPlane {
                 .await
                 .map(|s| format!("{} now points to {}/{}", s.domain, s.app, s.to)),
         };
-        let text = match &result {
-            Ok(done) => done.clone(),
-            Err(e) => format!("failed: {e}"),
-        };
-        self.store()
-            .call(move |c| aq::set_approval_result(c, id, &text))
-            .await?;
+        // The result lands on the request and in the audit log; the entry fails with the
+        // operation.
+        let entry = AuditEntry::new(&actor.name, "approval.result").app(&row.app);
+        let request = Some(format!("request {id}"));
+        match &result {
+            Ok(done) => {
+                let text = done.clone();
+                self.store()
+                    .mutate(entry.change(request, Some(done.clone())), move |c, _| {
+                        aq::set_approval_result(c, id, &text)
+                    })
+                    .await?;
+            }
+            Err(e) => {
+                let text = format!("failed: {e}");
+                self.store()
+                    .mutate_failed(entry.change(request, None), e.to_string(), move |c| {
+                        aq::set_approval_result(c, id, &text)
+                    })
+                    .await?;
+            }
+        }
         let row = self.store().call(move |c| aq::get_approval(c, id)).await?;
         result?;
         Ok(ApprovalInfo {
             job: started_job,
             ..approval_info(&row)
         })
+    }
+
+    /// Mark pending requests past their time expired, each with its audit entry.
+    async fn expire_approvals(&self) -> Result<(), ControlError> {
+        self.store()
+            .mutate_each(aq::expire_approvals)
+            .await
+            .map(drop)
     }
 
     pub async fn reject(&self, id: i64, who: &Principal) -> Result<ApprovalInfo, ControlError> {
@@ -173,13 +194,8 @@ impl ControlPlane {
         who: &Principal,
         status: &'static str,
     ) -> Result<aq::ApprovalRow, ControlError> {
-        let row = self
-            .store()
-            .call(move |c| {
-                aq::expire_approvals(c)?;
-                aq::get_approval(c, id)
-            })
-            .await?;
+        self.expire_approvals().await?;
+        let row = self.store().call(move |c| aq::get_approval(c, id)).await?;
         let app: AppName = row
             .app
             .parse()
@@ -235,25 +251,66 @@ pub fn human_duration(secs: i64) -> String {
     }
 }
 
-/// `30d`, `12h`, `90m`, `45s` (for token expiry and approval waits).
+/// The longest `--expires` accepted: ten years. Anything longer is a typo, and would overflow
+/// the timestamps it is added to.
+const MAX_EXPIRY_S: i64 = 10 * 365 * 86_400;
+
+/// `30d`, `12h`, `90m`, `45s`: the `--expires` of a token or an approval rule, in seconds.
 pub fn parse_expiry(text: &str) -> Result<i64, ControlError> {
-    let bad = || {
-        ControlError::Invalid(format!(
-            "invalid duration '{text}': write it like 30d, 12h, 90m or 45s"
-        ))
-    };
-    let split = text.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?;
+    let invalid = |why: &str| ControlError::Invalid(format!("invalid --expires '{text}': {why}"));
+    let format = || invalid("write it like 30d, 12h, 90m or 45s");
+    let too_long = || invalid("at most 10 years (3650d)");
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .ok_or_else(format)?;
     let (n, unit) = text.split_at(split);
-    let n: i64 = n.parse().map_err(|_| bad())?;
-    let secs = match unit {
-        "d" => n * 86_400,
-        "h" => n * 3600,
-        "m" => n * 60,
-        "s" => n,
-        _ => return Err(bad()),
+    let unit_s: i64 = match unit {
+        "d" => 86_400,
+        "h" => 3600,
+        "m" => 60,
+        "s" => 1,
+        _ => return Err(format()),
     };
-    if secs <= 0 {
-        return Err(bad());
+    if n.is_empty() {
+        return Err(format());
+    }
+    // Only digits are left, so the parse fails only when the number is too big for an i64.
+    let n: i64 = n.parse().map_err(|_| too_long())?;
+    let secs = n
+        .checked_mul(unit_s)
+        .filter(|s| *s <= MAX_EXPIRY_S)
+        .ok_or_else(too_long)?;
+    if secs == 0 {
+        return Err(invalid("a duration must be longer than 0"));
     }
     Ok(secs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn expiry_durations_are_checked() {
+        assert_eq!(parse_expiry("30d").unwrap(), 30 * 86_400);
+        assert_eq!(parse_expiry("90m").unwrap(), 5400);
+        assert_eq!(parse_expiry("3650d").unwrap(), MAX_EXPIRY_S);
+        for (text, why) in [
+            ("3651d", "at most 10 years"),
+            // 106751991167301 days * 86400 overflows an i64.
+            ("106751991167301d", "at most 10 years"),
+            ("9999999999999999999999d", "at most 10 years"),
+            ("0s", "longer than 0"),
+            ("d", "write it like"),
+            ("12", "write it like"),
+            ("12w", "write it like"),
+            ("-5m", "write it like"),
+        ] {
+            let err = parse_expiry(text).unwrap_err().to_string();
+            assert!(
+                err.contains(&format!("invalid --expires '{text}'")) && err.contains(why),
+                "{text}: {err}"
+            );
+        }
+    }
 }

@@ -337,17 +337,27 @@ async fn run(
     }
     let stderr = src.scrub(&String::from_utf8_lossy(&out.stderr));
     let log_tail: Vec<String> = stderr.lines().map(str::to_owned).collect();
-    let last = log_tail
-        .iter()
-        .rev()
-        .find(|l| !l.trim().is_empty())
-        .cloned()
-        .unwrap_or_else(|| format!("git exited with {}", out.status));
+    let why = failure_summary(&stderr).unwrap_or_else(|| format!("git exited with {}", out.status));
     Err(ControlError::Step {
         step,
-        message: format!("git {} {}: {last}", args[0], src.display()),
+        message: format!("git {} {}: {why}", args[0], src.display()),
         log_tail,
     })
+}
+
+/// What went wrong, from git's stderr: its `fatal:` and `error:` lines, which name the cause
+/// (the last line is often advice such as "…and the repository exists."); else the last line.
+fn failure_summary(stderr: &str) -> Option<String> {
+    let mut lines = stderr.lines().map(str::trim).filter(|l| !l.is_empty());
+    let fatal: Vec<&str> = lines
+        .clone()
+        .filter(|l| l.starts_with("fatal:") || l.starts_with("error:"))
+        .collect();
+    if fatal.is_empty() {
+        lines.next_back().map(str::to_owned)
+    } else {
+        Some(fatal.join(" "))
+    }
 }
 
 fn spawn_error(e: std::io::Error) -> ControlError {
@@ -408,6 +418,28 @@ mod tests {
             basic_credentials("s3cr3t")
         ));
         assert!(!scrubbed.contains("s3cr3t") && !scrubbed.contains(&basic_credentials("s3cr3t")));
+    }
+
+    #[test]
+    fn failures_are_summed_up_by_their_fatal_lines() {
+        let stderr = "fatal: '/does/not/exist' does not appear to be a git repository\n\
+                      fatal: Could not read from remote repository.\n\n\
+                      Please make sure you have the correct access rights\n\
+                      and the repository exists.\n";
+        assert_eq!(
+            failure_summary(stderr).unwrap(),
+            "fatal: '/does/not/exist' does not appear to be a git repository \
+             fatal: Could not read from remote repository."
+        );
+        assert_eq!(
+            failure_summary("hint: x\nerror: pathspec 'y' did not match\nhint: z\n").unwrap(),
+            "error: pathspec 'y' did not match"
+        );
+        assert_eq!(
+            failure_summary("warning: w\nsomething odd\n\n").unwrap(),
+            "something odd"
+        );
+        assert_eq!(failure_summary(" \n"), None);
     }
 
     #[test]

@@ -3,12 +3,19 @@
 //! Request counters live in the proxy's `RouteStats`, one per (host, environment) pair, which
 //! this registry keeps across route-table rebuilds so counters survive switches and deploys.
 //! Switch and drain counters are control-plane events, counted here.
+//!
+//! Series carry host names, so a reader sees only the series of apps their user has a role on
+//! (an administrator sees all): `ControlPlane::metrics_text`.
 use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::sync::{Arc, Mutex};
 
 use turnout_model::{AppName, EnvName};
 use turnout_proxy::{DrainOutcome, LATENCY_BUCKETS, RouteStats};
+
+use crate::access::Principal;
+use crate::error::ControlError;
+use crate::plane::ControlPlane;
 
 /// (host, app, env): a domain or internal host, and the environment serving it.
 type RouteKey = (String, AppName, EnvName);
@@ -63,13 +70,15 @@ impl Metrics {
         lock(&self.switches).retain(|(h, _), _| h != host);
     }
 
-    /// The Prometheus text exposition format (version 0.0.4).
-    pub fn render(&self) -> String {
+    /// The Prometheus text exposition format (version 0.0.4), with the series of the apps
+    /// `visible` lets through. A domain's switches belong to the app its routes serve; one no
+    /// route names any more is shown only when no route is hidden.
+    pub fn render(&self, visible: impl Fn(&AppName) -> bool) -> String {
         let mut out = String::new();
-        let routes: Vec<(RouteKey, Arc<RouteStats>)> = lock(&self.routes)
+        let (routes, hidden): (Vec<_>, Vec<_>) = lock(&self.routes)
             .iter()
             .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
+            .partition(|((_, app, _), _)| visible(app));
         out.push_str("# HELP turnout_http_responses_total Responses the proxy sent, by host, serving environment and status class.\n");
         out.push_str("# TYPE turnout_http_responses_total counter\n");
         for ((host, app, env), stats) in &routes {
@@ -112,6 +121,9 @@ impl Metrics {
         out.push_str("# HELP turnout_domain_switches_total Switches and rollbacks of a domain between environments.\n");
         out.push_str("# TYPE turnout_domain_switches_total counter\n");
         for ((domain, action), n) in lock(&self.switches).iter() {
+            if !hidden.is_empty() && !routes.iter().any(|((host, _, _), _)| host == domain) {
+                continue;
+            }
             let _ = writeln!(
                 out,
                 "turnout_domain_switches_total{{domain=\"{}\",action=\"{action}\"}} {n}",
@@ -126,7 +138,10 @@ impl Metrics {
         out.push_str("# TYPE turnout_drain_seconds_total counter\n");
         out.push_str("# HELP turnout_drain_cut_total Requests a drain deadline cut (kind=request), and WebSockets and event streams it closed cleanly (kind=stream).\n");
         out.push_str("# TYPE turnout_drain_cut_total counter\n");
-        for ((app, env), t) in lock(&self.drains).iter() {
+        for ((app, env), t) in lock(&self.drains)
+            .iter()
+            .filter(|((app, _), _)| visible(app))
+        {
             let labels = format!("app=\"{app}\",env=\"{env}\"");
             let _ = writeln!(out, "turnout_drains_total{{{labels}}} {}", t.count);
             let _ = writeln!(out, "turnout_drain_seconds_total{{{labels}}} {}", t.seconds);
@@ -142,6 +157,23 @@ impl Metrics {
             );
         }
         out
+    }
+}
+
+impl ControlPlane {
+    /// The `/metrics` text `who` may read: every series for an administrator, otherwise those
+    /// of the apps `who` has a role on.
+    pub async fn metrics_text(&self, who: &Principal) -> Result<String, ControlError> {
+        if who.is_admin() {
+            return Ok(self.metrics().render(|_| true));
+        }
+        let apps: Vec<AppName> = self
+            .list_apps(who)
+            .await?
+            .into_iter()
+            .map(|a| a.name)
+            .collect();
+        Ok(self.metrics().render(|app| apps.contains(app)))
     }
 }
 

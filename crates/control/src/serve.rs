@@ -1,7 +1,8 @@
-//! `turnout serve`: every part in one process. Order of start-up: lock the home, open the store,
-//! bind both listeners (so the addresses can be printed and written to `serve.json` before
-//! anything slow), serve the API and the proxy, then bring environments back. Order of
-//! shutdown: stop accepting on both listeners and let in-flight requests finish (the proxy
+//! `turnout serve`: every part in one process. Order of start-up: lock the home, bind both
+//! listeners (a taken port fails the start before anything is written: no store, no
+//! administrator, no token), open the store, create the administrator on the first start,
+//! write the addresses to `serve.json`, serve the API and the proxy, then bring environments
+//! back. Order of shutdown: stop accepting on both listeners and let in-flight requests finish (the proxy
 //! drains), stop every instance (SIGTERM, then SIGKILL after its stop timeout), remove
 //! `serve.json`.
 use std::fs::File;
@@ -46,17 +47,6 @@ pub async fn serve(
             home.root().display()
         );
     }
-    let store = Store::open(&home.db()).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let checkpoints = Store::checkpoint_in_background(
-        &home.db(),
-        std::time::Duration::from_secs(2),
-        shutdown.clone(),
-    )
-    .map_err(|e| anyhow::anyhow!("{e}"))?;
-    crate::admin::bootstrap(&store, &home.admin_token())
-        .await
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
-
     let api_listener = bind(
         config.api_listen,
         "API",
@@ -69,6 +59,16 @@ pub async fn serve(
         "--http-listen / TURNOUT_HTTP_LISTEN",
     )
     .await?;
+    let store = Store::open(&home.db()).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let checkpoints = Store::checkpoint_in_background(
+        &home.db(),
+        std::time::Duration::from_secs(2),
+        shutdown.clone(),
+    )
+    .map_err(|e| anyhow::anyhow!("{e}"))?;
+    crate::admin::bootstrap(&store, &home.admin_token())
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
     let api_addr = api_listener.local_addr()?;
     let http_addr = http_listener.local_addr()?;
     let info = ServeInfo {

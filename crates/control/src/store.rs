@@ -1,9 +1,18 @@
-//! The control plane's store: one SQLite database (WAL) at `<home>/turnout.db`, one writer.
-//! Every call runs on the blocking pool, so no async task ever waits on SQLite.
+//! The control plane's store: one SQLite database (WAL) at `<home>/turnout.db`.
+//!
+//! Reads and writes take different doors. Reads (`Store::call`) run on a small pool of
+//! connections opened with `PRAGMA query_only`, so a dashboard poll never waits for a deploy's
+//! commit (WAL lets readers and the writer run at once) and a read cannot change anything.
+//! Writes go through the one writer connection, only inside `Store::mutate` and its siblings,
+//! which commit each change together with its audit entry; the queries that change rows take a
+//! `Tx`, which only those methods can make. Every call runs on the blocking pool, so no async
+//! task ever waits on SQLite.
+use std::ops::Deref;
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use rusqlite::{Connection, OptionalExtension, params};
+use tokio::sync::Semaphore;
 use turnout_model::{AppName, DomainName, EnvName, ReleaseStatus, Tier};
 
 use crate::error::ControlError;
@@ -23,10 +32,63 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0005_jobs.sql"),
 ];
 
+/// Read-only connections kept open for `Store::call`.
+const READERS: usize = 4;
+
 #[derive(Clone)]
 pub struct Store {
-    // std Mutex on purpose: it is only ever locked inside spawn_blocking, never across an await.
-    conn: Arc<Mutex<Connection>>,
+    // std Mutexes on purpose: they are only ever locked inside spawn_blocking, never across an
+    // await. No code path holds both.
+    writer: Arc<Mutex<Connection>>,
+    readers: Arc<ReadPool>,
+}
+
+/// The read-only connections. A permit is taken (asynchronously) before a connection, and
+/// there are as many permits as connections, so a permit holder always finds one idle.
+struct ReadPool {
+    permits: Arc<Semaphore>,
+    idle: Mutex<Vec<ReadConn>>,
+}
+
+/// A connection borrowed from the pool; it goes back even when the read panics.
+struct Lease<'a> {
+    pool: &'a ReadPool,
+    conn: Option<ReadConn>,
+}
+
+impl Drop for Lease<'_> {
+    fn drop(&mut self) {
+        if let Some(conn) = self.conn.take() {
+            lock(&self.pool.idle).push(conn);
+        }
+    }
+}
+
+/// The read handle `Store::call` lends: a connection opened with `PRAGMA query_only`, on which
+/// any statement that would change the database fails.
+pub struct ReadConn(Connection);
+
+impl Deref for ReadConn {
+    type Target = Connection;
+    fn deref(&self) -> &Connection {
+        &self.0
+    }
+}
+
+/// The write handle: the open transaction of `Store::mutate` (or a sibling), which also appends
+/// the change's audit entry. Queries that change rows take `&Tx`, so they cannot run on the
+/// read path; it derefs to the connection for the reads a change makes on the way.
+pub struct Tx<'a>(&'a Connection);
+
+impl Deref for Tx<'_> {
+    type Target = Connection;
+    fn deref(&self) -> &Connection {
+        self.0
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 #[derive(Debug, Clone)]
@@ -111,8 +173,7 @@ pub fn now() -> i64 {
 
 impl Store {
     pub fn open(path: &Path) -> Result<Store, ControlError> {
-        let mut conn = Connection::open(path)
-            .map_err(|e| ControlError::internal(format!("open {}: {e}", path.display())))?;
+        let mut conn = open_connection(path)?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.pragma_update(None, "foreign_keys", true)?;
@@ -120,10 +181,20 @@ impl Store {
         // inside whichever commit crosses the threshold, such as a domain switch's; they run in
         // the background instead (`checkpoint_in_background`).
         conn.pragma_update(None, "wal_autocheckpoint", 0)?;
-        conn.busy_timeout(std::time::Duration::from_secs(5))?;
         migrate(&mut conn)?;
+        let readers = (0..READERS)
+            .map(|_| {
+                let reader = open_connection(path)?;
+                reader.pragma_update(None, "query_only", true)?;
+                Ok(ReadConn(reader))
+            })
+            .collect::<Result<Vec<_>, ControlError>>()?;
         Ok(Store {
-            conn: Arc::new(Mutex::new(conn)),
+            writer: Arc::new(Mutex::new(conn)),
+            readers: Arc::new(ReadPool {
+                permits: Arc::new(Semaphore::new(READERS)),
+                idle: Mutex::new(readers),
+            }),
         })
     }
 
@@ -135,16 +206,12 @@ impl Store {
         interval: std::time::Duration,
         stop: tokio_util::sync::CancellationToken,
     ) -> Result<tokio::task::JoinHandle<()>, ControlError> {
-        let conn = Connection::open(path)
-            .map_err(|e| ControlError::internal(format!("open {}: {e}", path.display())))?;
-        conn.busy_timeout(std::time::Duration::from_secs(5))?;
-        let conn = Arc::new(Mutex::new(conn));
+        let conn = Arc::new(Mutex::new(open_connection(path)?));
         let checkpoint = move || {
             let conn = conn.clone();
             async move {
                 let result = tokio::task::spawn_blocking(move || {
-                    let c = conn.lock().unwrap_or_else(|p| p.into_inner());
-                    c.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
+                    lock(&conn).query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
                 })
                 .await;
                 if let Ok(Err(e)) = result {
@@ -163,22 +230,47 @@ impl Store {
         }))
     }
 
-    /// Run `f` with the connection on the blocking pool.
+    /// Read: run `f` on the blocking pool with one of the read-only connections. It never
+    /// waits for a write to commit; any statement that would change the database fails.
     pub async fn call<T: Send + 'static>(
         &self,
-        f: impl FnOnce(&mut Connection) -> Result<T, ControlError> + Send + 'static,
+        f: impl FnOnce(&ReadConn) -> Result<T, ControlError> + Send + 'static,
     ) -> Result<T, ControlError> {
-        let conn = self.conn.clone();
+        let permit = self
+            .readers
+            .permits
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|e| ControlError::internal(format!("store readers closed: {e}")))?;
+        let pool = self.readers.clone();
         tokio::task::spawn_blocking(move || {
-            let mut guard = conn.lock().unwrap_or_else(|p| p.into_inner());
-            f(&mut guard)
+            let _permit = permit;
+            let lease = Lease {
+                pool: &pool,
+                conn: lock(&pool.idle).pop(),
+            };
+            let conn = lease.conn.as_ref().ok_or_else(|| {
+                ControlError::internal("no idle store reader although a permit was held")
+            })?;
+            f(conn)
         })
         .await
         .map_err(|e| ControlError::internal(format!("store task failed: {e}")))?
     }
-}
 
-impl Store {
+    /// Run `f` with the writer connection on the blocking pool. Private: every write goes
+    /// through `mutate`, `mutate_failed`, `mutate_each` or `record`, each with its audit entry.
+    async fn write<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> Result<T, ControlError> + Send + 'static,
+    ) -> Result<T, ControlError> {
+        let conn = self.writer.clone();
+        tokio::task::spawn_blocking(move || f(&mut lock(&conn)))
+            .await
+            .map_err(|e| ControlError::internal(format!("store task failed: {e}")))?
+    }
+
     /// The one way to change the store: run `f` in a transaction that also appends `entry`
     /// (which `f` may complete, e.g. with the `from` it found) to the audit log, so a change
     /// and its audit entry are written together or not at all. When `f` fails, the change is
@@ -186,20 +278,20 @@ impl Store {
     pub async fn mutate<T: Send + 'static>(
         &self,
         entry: AuditEntry,
-        f: impl FnOnce(&Connection, &mut AuditEntry) -> Result<T, ControlError> + Send + 'static,
+        f: impl FnOnce(&Tx<'_>, &mut AuditEntry) -> Result<T, ControlError> + Send + 'static,
     ) -> Result<T, ControlError> {
-        self.call(move |c| {
+        self.write(move |c| {
             let mut entry = entry;
             let tx = c.transaction()?;
-            match f(&tx, &mut entry) {
+            match f(&Tx(&tx), &mut entry) {
                 Ok(value) => {
-                    audit::append(&tx, &entry, "ok")?;
+                    audit::append(&Tx(&tx), &entry, "ok")?;
                     tx.commit()?;
                     Ok(value)
                 }
                 Err(e) => {
                     drop(tx);
-                    audit::append(c, &entry, &format!("failed: {e}"))?;
+                    audit::append(&Tx(c), &entry, &format!("failed: {e}"))?;
                     Err(e)
                 }
             }
@@ -213,22 +305,49 @@ impl Store {
         &self,
         entry: AuditEntry,
         message: String,
-        f: impl FnOnce(&Connection) -> Result<(), ControlError> + Send + 'static,
+        f: impl FnOnce(&Tx<'_>) -> Result<(), ControlError> + Send + 'static,
     ) -> Result<(), ControlError> {
-        self.call(move |c| {
+        self.write(move |c| {
             let tx = c.transaction()?;
-            f(&tx)?;
-            audit::append(&tx, &entry, &format!("failed: {message}"))?;
+            f(&Tx(&tx))?;
+            audit::append(&Tx(&tx), &entry, &format!("failed: {message}"))?;
             tx.commit()?;
             Ok(())
         })
         .await
     }
 
+    /// For a change Turnout makes to any number of rows at once (expiring approval requests):
+    /// `f` changes them and returns one audit entry per row it changed; the entries commit with
+    /// the change. A change that touched nothing records nothing.
+    pub async fn mutate_each(
+        &self,
+        f: impl FnOnce(&Tx<'_>) -> Result<Vec<AuditEntry>, ControlError> + Send + 'static,
+    ) -> Result<usize, ControlError> {
+        self.write(move |c| {
+            let tx = c.transaction()?;
+            let entries = f(&Tx(&tx))?;
+            for entry in &entries {
+                audit::append(&Tx(&tx), entry, "ok")?;
+            }
+            tx.commit()?;
+            Ok(entries.len())
+        })
+        .await
+    }
+
     /// Record an attempt that changed nothing (refused before it started).
     pub async fn record(&self, entry: AuditEntry, result: String) -> Result<(), ControlError> {
-        self.call(move |c| audit::append(c, &entry, &result)).await
+        self.write(move |c| audit::append(&Tx(c), &entry, &result))
+            .await
     }
+}
+
+fn open_connection(path: &Path) -> Result<Connection, ControlError> {
+    let conn = Connection::open(path)
+        .map_err(|e| ControlError::internal(format!("open {}: {e}", path.display())))?;
+    conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    Ok(conn)
 }
 
 fn migrate(conn: &mut Connection) -> Result<(), ControlError> {
@@ -345,7 +464,7 @@ pub mod q {
     use super::*;
 
     pub fn insert_app(
-        c: &Connection,
+        c: &Tx<'_>,
         name: &AppName,
         repo: &str,
         token_env: Option<&str>,
@@ -387,14 +506,14 @@ pub mod q {
         })
     }
 
-    pub fn delete_app(c: &Connection, name: &AppName) -> Result<(), ControlError> {
+    pub fn delete_app(c: &Tx<'_>, name: &AppName) -> Result<(), ControlError> {
         let app = get_app(c, name)?;
         c.execute("DELETE FROM apps WHERE id = ?1", [app.id])?;
         Ok(())
     }
 
     pub fn insert_env(
-        c: &Connection,
+        c: &Tx<'_>,
         app: &AppName,
         name: &EnvName,
         branch: &str,
@@ -450,12 +569,12 @@ pub mod q {
         })
     }
 
-    pub fn delete_env(c: &Connection, env_id: i64) -> Result<(), ControlError> {
+    pub fn delete_env(c: &Tx<'_>, env_id: i64) -> Result<(), ControlError> {
         c.execute("DELETE FROM environments WHERE id = ?1", [env_id])?;
         Ok(())
     }
 
-    pub fn insert_release(c: &Connection, r: &NewRelease<'_>) -> Result<i64, ControlError> {
+    pub fn insert_release(c: &Tx<'_>, r: &NewRelease<'_>) -> Result<i64, ControlError> {
         c.execute(
             "INSERT INTO releases (env_id, commit_sha, git_ref, dir, config, status, reused_build, created_at, job_id) \
              VALUES (?1, ?2, ?3, ?4, ?5, 'building', ?6, ?7, ?8)",
@@ -464,7 +583,7 @@ pub mod q {
         Ok(c.last_insert_rowid())
     }
 
-    pub fn fail_release(c: &Connection, id: i64, error: &str) -> Result<(), ControlError> {
+    pub fn fail_release(c: &Tx<'_>, id: i64, error: &str) -> Result<(), ControlError> {
         c.execute(
             "UPDATE releases SET status = 'failed', error = ?2, finished_at = ?3 WHERE id = ?1",
             params![id, error, now()],
@@ -473,7 +592,7 @@ pub mod q {
     }
 
     /// Make `release_id` the environment's live release and mark the one it replaces superseded.
-    pub fn go_live(c: &Connection, env_id: i64, release_id: i64) -> Result<(), ControlError> {
+    pub fn go_live(c: &Tx<'_>, env_id: i64, release_id: i64) -> Result<(), ControlError> {
         let tx = c;
         tx.execute(
             "UPDATE releases SET status = 'superseded' WHERE env_id = ?1 AND status = 'live'",
@@ -491,7 +610,7 @@ pub mod q {
     }
 
     /// Stop an environment on purpose, or clear that.
-    pub fn set_stopped(c: &Connection, env_id: i64, stopped: bool) -> Result<(), ControlError> {
+    pub fn set_stopped(c: &Tx<'_>, env_id: i64, stopped: bool) -> Result<(), ControlError> {
         c.execute(
             "UPDATE environments SET stopped = ?2 WHERE id = ?1",
             params![env_id, stopped],
@@ -546,7 +665,7 @@ pub mod q {
     }
 
     /// A deploy that a killed daemon left half-done did not happen: mark it failed.
-    pub fn fail_interrupted_releases(c: &Connection) -> Result<usize, ControlError> {
+    pub fn fail_interrupted_releases(c: &Tx<'_>) -> Result<usize, ControlError> {
         Ok(c.execute(
             "UPDATE releases SET status = 'failed', error = 'interrupted: the daemon stopped during this deploy', finished_at = ?1 \
              WHERE status = 'building'",
@@ -606,7 +725,7 @@ pub mod q {
     }
 
     fn history(
-        c: &Connection,
+        c: &Tx<'_>,
         domain_id: i64,
         action: &str,
         from: Option<&str>,
@@ -621,7 +740,7 @@ pub mod q {
     }
 
     pub fn insert_domain(
-        tx: &Connection,
+        tx: &Tx<'_>,
         name: &DomainName,
         env: &EnvRow,
         actor: &str,
@@ -641,7 +760,7 @@ pub mod q {
         get_domain(tx, name)
     }
 
-    pub fn delete_domain(c: &Connection, name: &DomainName) -> Result<(), ControlError> {
+    pub fn delete_domain(c: &Tx<'_>, name: &DomainName) -> Result<(), ControlError> {
         let d = get_domain(c, name)?;
         c.execute("DELETE FROM domains WHERE id = ?1", [d.id])?;
         Ok(())
@@ -650,7 +769,7 @@ pub mod q {
     /// Point the domain at `to` and record it in its history: a switch, or with `undo` a
     /// rollback that marks that earlier entry undone.
     pub fn move_domain(
-        tx: &Connection,
+        tx: &Tx<'_>,
         domain: &DomainRow,
         to: &EnvRow,
         actor: &str,
@@ -691,7 +810,7 @@ pub mod q {
     }
 
     pub fn set_maintenance(
-        tx: &Connection,
+        tx: &Tx<'_>,
         domain: &DomainRow,
         message: Option<&str>,
         actor: &str,
@@ -758,7 +877,7 @@ pub mod q {
 
     /// Set a secret; returns whether it replaced an earlier value.
     pub fn set_secret(
-        c: &Connection,
+        c: &Tx<'_>,
         env_id: i64,
         key: &str,
         value: &str,
@@ -777,7 +896,7 @@ pub mod q {
         Ok(existed)
     }
 
-    pub fn unset_secret(c: &Connection, env_id: i64, key: &str) -> Result<(), ControlError> {
+    pub fn unset_secret(c: &Tx<'_>, env_id: i64, key: &str) -> Result<(), ControlError> {
         let n = c.execute(
             "DELETE FROM secrets WHERE env_id = ?1 AND key = ?2",
             params![env_id, key],
@@ -802,7 +921,7 @@ mod tests {
         let store = Store::open(&path).unwrap();
         drop(store);
         let store = Store::open(&path).unwrap();
-        let conn = store.conn.lock().unwrap();
+        let conn = lock(&store.writer);
         let version: i64 = conn
             .pragma_query_value(None, "user_version", |r| r.get(0))
             .unwrap();
@@ -812,14 +931,15 @@ mod tests {
             .unwrap();
         assert_eq!(mode, "wal");
 
+        let tx = Tx(&conn);
         let app = AppName::new("shop").unwrap();
         let env = EnvName::new("staging").unwrap();
-        q::insert_app(&conn, &app, "/repo", None).unwrap();
+        q::insert_app(&tx, &app, "/repo", None).unwrap();
         assert!(matches!(
-            q::insert_app(&conn, &app, "/repo", None),
+            q::insert_app(&tx, &app, "/repo", None),
             Err(ControlError::Conflict(_))
         ));
-        let e = q::insert_env(&conn, &app, &env, "main", Tier::Staging).unwrap();
+        let e = q::insert_env(&tx, &app, &env, "main", Tier::Staging).unwrap();
         let release = |commit, dir, reused_build, job_id| NewRelease {
             env_id: e.id,
             commit,
@@ -829,22 +949,153 @@ mod tests {
             reused_build,
             job_id,
         };
-        let r1 = q::insert_release(&conn, &release("abc", "/d1", false, 1)).unwrap();
-        q::go_live(&conn, e.id, r1).unwrap();
-        let r2 = q::insert_release(&conn, &release("def", "/d2", true, 2)).unwrap();
-        q::go_live(&conn, e.id, r2).unwrap();
-        let releases = q::list_releases(&conn, e.id).unwrap();
+        let r1 = q::insert_release(&tx, &release("abc", "/d1", false, 1)).unwrap();
+        q::go_live(&tx, e.id, r1).unwrap();
+        let r2 = q::insert_release(&tx, &release("def", "/d2", true, 2)).unwrap();
+        q::go_live(&tx, e.id, r2).unwrap();
+        let releases = q::list_releases(&tx, e.id).unwrap();
         assert_eq!(
             releases.iter().map(|r| r.status).collect::<Vec<_>>(),
             [ReleaseStatus::Live, ReleaseStatus::Superseded]
         );
         assert_eq!(
-            q::get_env(&conn, &app, &env).unwrap().current_release_id,
+            q::get_env(&tx, &app, &env).unwrap().current_release_id,
             Some(r2)
         );
-        assert_eq!(q::get_app(&conn, &app).unwrap().environments, 1);
-        q::delete_app(&conn, &app).unwrap();
-        assert!(q::list_releases(&conn, e.id).unwrap().is_empty());
+        assert_eq!(q::get_app(&tx, &app).unwrap().environments, 1);
+        q::delete_app(&tx, &app).unwrap();
+        assert!(q::list_releases(&tx, e.id).unwrap().is_empty());
+    }
+
+    fn audit_actions(conn: &Connection) -> Vec<(String, String, String)> {
+        audit::list(conn, None, None, None, 100)
+            .unwrap()
+            .into_iter()
+            .rev()
+            .map(|r| (r.entry.actor, r.entry.action, r.result))
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn the_read_path_refuses_writes_and_mutate_audits_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("t.db")).unwrap();
+        let err = store
+            .call(|c| {
+                c.execute(
+                    "INSERT INTO users (name, created_at) VALUES ('mallory', 0)",
+                    [],
+                )?;
+                Ok(())
+            })
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("readonly"), "{err}");
+        assert_eq!(store.call(|c| access::user_count(c)).await.unwrap(), 0);
+
+        store
+            .mutate(AuditEntry::new("root", "user.add"), |c, _| {
+                access::insert_user(c, "alice")
+            })
+            .await
+            .unwrap();
+        assert_eq!(store.call(|c| access::user_count(c)).await.unwrap(), 1);
+        assert_eq!(
+            store.call(|c| Ok(audit_actions(c))).await.unwrap(),
+            [("root".into(), "user.add".into(), "ok".into())]
+        );
+    }
+
+    #[tokio::test]
+    async fn reads_do_not_wait_for_a_write_in_progress() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("t.db")).unwrap();
+        let (inside, started) = std::sync::mpsc::channel();
+        let (release, wait) = std::sync::mpsc::channel::<()>();
+        let writer = store.clone();
+        let write = tokio::spawn(async move {
+            writer
+                .mutate(AuditEntry::new("root", "user.add"), move |c, _| {
+                    access::insert_user(c, "alice")?;
+                    inside.send(()).unwrap();
+                    wait.recv().unwrap();
+                    Ok(())
+                })
+                .await
+        });
+        tokio::task::spawn_blocking(move || started.recv().unwrap())
+            .await
+            .unwrap();
+        // The writer holds its transaction open; every reader still answers, and sees the
+        // state before the commit.
+        for _ in 0..READERS * 2 {
+            let users = tokio::time::timeout(
+                std::time::Duration::from_secs(10),
+                store.call(|c| access::user_count(c)),
+            )
+            .await
+            .expect("a read waited for the write")
+            .unwrap();
+            assert_eq!(users, 0);
+        }
+        release.send(()).unwrap();
+        write.await.unwrap().unwrap();
+        assert_eq!(store.call(|c| access::user_count(c)).await.unwrap(), 1);
+    }
+
+    #[tokio::test]
+    async fn expiring_approvals_records_one_entry_each() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("t.db")).unwrap();
+        let app = AppName::new("shop").unwrap();
+        store
+            .mutate(AuditEntry::new("root", "test.setup"), move |c, _| {
+                let a = q::insert_app(c, &app, "/repo", None)?;
+                for (summary, expires_s) in [("old", -1), ("older", -60), ("fresh", 3600)] {
+                    access::insert_approval(
+                        c,
+                        a.id,
+                        turnout_model::Action::Deploy,
+                        "{}",
+                        summary,
+                        "bob",
+                        expires_s,
+                    )?;
+                }
+                Ok(())
+            })
+            .await
+            .unwrap();
+        let expired = store.mutate_each(access::expire_approvals).await.unwrap();
+        assert_eq!(expired, 2);
+        // Nothing left to expire: nothing recorded.
+        assert_eq!(
+            store.mutate_each(access::expire_approvals).await.unwrap(),
+            0
+        );
+        let entries = store.call(|c| Ok(audit_actions(c))).await.unwrap();
+        let expire = (
+            "turnout".to_owned(),
+            "approval.expire".to_owned(),
+            "ok".to_owned(),
+        );
+        assert_eq!(entries[1..], [expire.clone(), expire]);
+        let statuses = store
+            .call(|c| access::list_approvals(c, true))
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|r| (r.summary, r.status))
+            .collect::<Vec<_>>();
+        assert_eq!(
+            statuses,
+            [
+                ("fresh".into(), "pending".into()),
+                ("older".into(), "expired".into()),
+                ("old".into(), "expired".into())
+            ]
+        );
     }
 
     #[test]

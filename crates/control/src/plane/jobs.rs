@@ -386,7 +386,7 @@ impl Jobs {
             );
         let id = info.id;
         let i = info.clone();
-        let write = move |c: &rusqlite::Connection| {
+        let write = move |c: &crate::store::Tx<'_>| {
             jq::end_job(
                 c,
                 id,

@@ -3,7 +3,7 @@
 use rusqlite::{Connection, OptionalExtension, params};
 use turnout_model::{Action, Role, Tier};
 
-use super::now;
+use super::{AuditEntry, Tx, now};
 use crate::access::Principal;
 use crate::error::ControlError;
 
@@ -23,7 +23,7 @@ pub fn user_count(c: &Connection) -> Result<i64, ControlError> {
     Ok(c.query_row("SELECT COUNT(*) FROM users", [], |r| r.get(0))?)
 }
 
-pub fn insert_user(c: &Connection, name: &str) -> Result<i64, ControlError> {
+pub fn insert_user(c: &Tx<'_>, name: &str) -> Result<i64, ControlError> {
     let exists: bool = c.query_row(
         "SELECT EXISTS(SELECT 1 FROM users WHERE name = ?1)",
         [name],
@@ -82,7 +82,7 @@ pub fn list_users(c: &Connection) -> Result<Vec<UserRow>, ControlError> {
 }
 
 pub fn insert_token(
-    c: &Connection,
+    c: &Tx<'_>,
     user_id: i64,
     hash: &str,
     prefix: &str,
@@ -126,7 +126,7 @@ pub fn list_tokens(c: &Connection, user: Option<&str>) -> Result<Vec<TokenRow>, 
 }
 
 /// Revoke a token; returns its user's name.
-pub fn revoke_token(c: &Connection, id: i64) -> Result<String, ControlError> {
+pub fn revoke_token(c: &Tx<'_>, id: i64) -> Result<String, ControlError> {
     let user: String = c
         .query_row(
             "SELECT u.name FROM tokens t JOIN users u ON u.id = t.user_id WHERE t.id = ?1",
@@ -196,7 +196,7 @@ pub fn app_credentials(
 
 /// Grant `role` on an app (None: every app), replacing an earlier grant; returns the old role.
 pub fn grant(
-    c: &Connection,
+    c: &Tx<'_>,
     user_id: i64,
     app_id: Option<i64>,
     role: Role,
@@ -220,11 +220,7 @@ pub fn grant(
 }
 
 /// Remove a user's role on an app; returns the role removed.
-pub fn revoke_grant(
-    c: &Connection,
-    user_id: i64,
-    app_id: i64,
-) -> Result<Option<Role>, ControlError> {
+pub fn revoke_grant(c: &Tx<'_>, user_id: i64, app_id: i64) -> Result<Option<Role>, ControlError> {
     let old: Option<String> = c
         .query_row(
             "SELECT role FROM grants WHERE user_id = ?1 AND app_id = ?2",
@@ -273,7 +269,7 @@ pub fn needed_role(
 
 /// Set the role an action needs on a tier; returns the role it needed before.
 pub fn set_policy(
-    c: &Connection,
+    c: &Tx<'_>,
     app_id: i64,
     action: Action,
     tier: Tier,
@@ -304,7 +300,7 @@ pub fn approval_rule(
 }
 
 pub fn set_approval_rule(
-    c: &Connection,
+    c: &Tx<'_>,
     app_id: i64,
     action: Action,
     tier: Tier,
@@ -358,7 +354,7 @@ fn approval_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ApprovalRow> {
 
 #[allow(clippy::too_many_arguments)]
 pub fn insert_approval(
-    c: &Connection,
+    c: &Tx<'_>,
     app_id: i64,
     action: Action,
     request: &str,
@@ -374,13 +370,35 @@ pub fn insert_approval(
     Ok(c.last_insert_rowid())
 }
 
-/// Mark pending requests past their time as expired.
-pub fn expire_approvals(c: &Connection) -> Result<(), ControlError> {
+/// Mark pending requests past their time as expired, and return the audit entry of each
+/// (`approval.expire`, by `turnout`) for `Store::mutate_each` to record with the change.
+pub fn expire_approvals(c: &Tx<'_>) -> Result<Vec<AuditEntry>, ControlError> {
+    let t = now();
+    let mut stmt = c.prepare(&format!(
+        "SELECT {APPROVAL_COLS} FROM approvals p JOIN apps a ON a.id = p.app_id \
+         WHERE p.status = 'pending' AND p.expires_at <= ?1"
+    ))?;
+    let expired: Vec<ApprovalRow> = stmt
+        .query_map([t], approval_row)?
+        .collect::<Result<_, _>>()?;
     c.execute(
         "UPDATE approvals SET status = 'expired', decided_at = expires_at WHERE status = 'pending' AND expires_at <= ?1",
-        [now()],
+        [t],
     )?;
-    Ok(())
+    Ok(expired
+        .into_iter()
+        .map(|r| {
+            AuditEntry::new("turnout", "approval.expire")
+                .app(&r.app)
+                .change(
+                    Some(format!(
+                        "request {} by {}: {}",
+                        r.id, r.requested_by, r.summary
+                    )),
+                    Some("expired".into()),
+                )
+        })
+        .collect())
 }
 
 pub fn list_approvals(c: &Connection, all: bool) -> Result<Vec<ApprovalRow>, ControlError> {
@@ -410,12 +428,7 @@ pub fn get_approval(c: &Connection, id: i64) -> Result<ApprovalRow, ControlError
     })
 }
 
-pub fn decide_approval(
-    c: &Connection,
-    id: i64,
-    status: &str,
-    by: &str,
-) -> Result<(), ControlError> {
+pub fn decide_approval(c: &Tx<'_>, id: i64, status: &str, by: &str) -> Result<(), ControlError> {
     let changed = c.execute(
         "UPDATE approvals SET status = ?2, decided_by = ?3, decided_at = ?4 WHERE id = ?1 AND status = 'pending'",
         params![id, status, by, now()],
@@ -428,7 +441,7 @@ pub fn decide_approval(
     Ok(())
 }
 
-pub fn set_approval_result(c: &Connection, id: i64, result: &str) -> Result<(), ControlError> {
+pub fn set_approval_result(c: &Tx<'_>, id: i64, result: &str) -> Result<(), ControlError> {
     c.execute(
         "UPDATE approvals SET result = ?2 WHERE id = ?1",
         params![id, result],
@@ -438,7 +451,7 @@ pub fn set_approval_result(c: &Connection, id: i64, result: &str) -> Result<(), 
 
 /// Set or clear login protection for an app's internal URLs (tier None: every tier).
 pub fn set_protection(
-    c: &Connection,
+    c: &Tx<'_>,
     app_id: i64,
     tier: Option<Tier>,
     on: bool,

@@ -3,6 +3,7 @@
 //! inserting a row breaks the chain at that row).
 use rusqlite::{Connection, OptionalExtension, params};
 
+use super::Tx;
 use crate::error::ControlError;
 
 /// The hash the first entry chains to.
@@ -71,7 +72,7 @@ fn entry_hash(prev: &str, at: i64, e: &AuditEntry, result: &str) -> String {
 
 /// Append an entry, chained to the newest one. Call it inside the transaction of the change it
 /// records.
-pub fn append(c: &Connection, e: &AuditEntry, result: &str) -> Result<(), ControlError> {
+pub fn append(c: &Tx<'_>, e: &AuditEntry, result: &str) -> Result<(), ControlError> {
     let prev: String = c
         .query_row("SELECT hash FROM audit ORDER BY id DESC LIMIT 1", [], |r| {
             r.get(0)

@@ -2,7 +2,7 @@
 use rusqlite::{Connection, OptionalExtension, params};
 use turnout_model::{AppName, EnvName, JobKind, JobState, JobStep};
 
-use super::{RELEASE_COLS, ReleaseRow, now, parse_name, parse_text, release_row};
+use super::{RELEASE_COLS, ReleaseRow, Tx, now, parse_name, parse_text, release_row};
 use crate::error::ControlError;
 
 #[derive(Debug, Clone)]
@@ -69,7 +69,7 @@ fn to_json<T: serde::Serialize>(v: &T) -> Result<String, ControlError> {
 }
 
 pub fn insert_job(
-    c: &Connection,
+    c: &Tx<'_>,
     kind: JobKind,
     app: &AppName,
     env: &EnvName,
@@ -127,7 +127,7 @@ pub fn list_jobs(
     Ok(rows)
 }
 
-pub fn end_job(c: &Connection, id: i64, end: &JobEnd<'_>) -> Result<(), ControlError> {
+pub fn end_job(c: &Tx<'_>, id: i64, end: &JobEnd<'_>) -> Result<(), ControlError> {
     c.execute(
         "UPDATE jobs SET state = ?2, release_id = ?3, steps = ?4, error = ?5, log_tail = ?6, \
          url = ?7, started_at = COALESCE(started_at, ?8), finished_at = ?9 WHERE id = ?1",
