@@ -442,7 +442,7 @@ pub fn audit(entries: &[AuditInfo], json: bool) {
             e.id.to_string(),
             e.at.clone(),
             e.actor.clone(),
-            e.action.clone(),
+            e.action.to_string(),
             target,
             e.from.clone().unwrap_or_default(),
             e.to.clone().unwrap_or_default(),

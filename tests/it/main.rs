@@ -5,6 +5,7 @@ mod daemon;
 mod deploy;
 mod domains;
 mod input;
+mod jobs;
 mod limits;
 mod load;
 mod metrics_access;

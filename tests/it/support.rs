@@ -97,6 +97,14 @@ impl Daemon {
         self.spawn();
     }
 
+    /// SIGKILL, as a crash or the OOM killer would, then start again on the same home.
+    pub fn kill_and_restart(&mut self) {
+        let mut child = self.child.take().expect("daemon running");
+        child.kill().unwrap();
+        child.wait().unwrap();
+        self.spawn();
+    }
+
     pub fn stop(&mut self) -> std::process::ExitStatus {
         let mut child = self.child.take().expect("daemon running");
         let pid = nix::unistd::Pid::from_raw(child.id() as i32);
@@ -122,6 +130,20 @@ impl Daemon {
             .arg("--home")
             .arg(self.home.path())
             .env_remove("TURNOUT_TOKEN")
+            .args(args)
+            .current_dir(self.cwd.path())
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    }
+
+    /// The CLI with another user's token.
+    pub fn cli_as(&self, token: &str, args: &[&str]) -> Output {
+        Command::new(BIN)
+            .arg("--api")
+            .arg(&self.api)
+            .env("TURNOUT_TOKEN", token)
+            .env_remove("TURNOUT_HOME")
             .args(args)
             .current_dir(self.cwd.path())
             .stdin(Stdio::null())

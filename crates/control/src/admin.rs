@@ -1,6 +1,7 @@
 //! Access management: users, tokens, roles, each app's policy, approval rules and URL
 //! protection; the audit log; and the owner token the first `serve` creates.
 use std::path::Path;
+use turnout_model::AuditAction;
 
 use turnout_model::{
     Action, AppName, AuditInfo, AuditVerification, CreateToken, GrantInfo, PolicyEntry, Role,
@@ -55,7 +56,8 @@ pub async fn bootstrap(store: &Store, token_file: &Path) -> Result<(), ControlEr
     }
     let token = access::new_token()?;
     let (hash, prefix) = (access::hash_token(&token), access::token_prefix(&token));
-    let entry = AuditEntry::new("turnout", "user.bootstrap").change(None, Some("admin".into()));
+    let entry =
+        AuditEntry::new("turnout", AuditAction::UserBootstrap).change(None, Some("admin".into()));
     store
         .mutate(entry, move |c, _| {
             let id = aq::insert_user(c, "admin")?;
@@ -108,7 +110,8 @@ impl ControlPlane {
         admin_only(who, "adding users")?;
         check_user_name(&name)?;
         let n = name.clone();
-        let entry = AuditEntry::new(&who.name, "user.add").change(None, Some(name.clone()));
+        let entry =
+            AuditEntry::new(&who.name, AuditAction::UserAdd).change(None, Some(name.clone()));
         self.store()
             .mutate(entry, move |c, _| aq::insert_user(c, &n))
             .await?;
@@ -161,7 +164,7 @@ impl ControlPlane {
             access::token_prefix(&token),
             req.user.clone(),
         );
-        let entry = AuditEntry::new(&who.name, "token.create").change(
+        let entry = AuditEntry::new(&who.name, AuditAction::TokenCreate).change(
             None,
             Some(format!("{} {}…", req.user, access::token_prefix(&token))),
         );
@@ -217,8 +220,8 @@ impl ControlPlane {
         if !mine {
             admin_only(who, "revoking other users' tokens")?;
         }
-        let entry =
-            AuditEntry::new(&who.name, "token.revoke").change(Some(format!("token {id}")), None);
+        let entry = AuditEntry::new(&who.name, AuditAction::TokenRevoke)
+            .change(Some(format!("token {id}")), None);
         self.store()
             .mutate(entry, move |c, e| {
                 let user = aq::revoke_token(c, id)?;
@@ -246,9 +249,9 @@ impl ControlPlane {
         let entry = AuditEntry::new(
             &who.name,
             if role.is_some() {
-                "access.grant"
+                AuditAction::AccessGrant
             } else {
-                "access.revoke"
+                AuditAction::AccessRevoke
             },
         )
         .app(&req.app)
@@ -320,7 +323,7 @@ impl ControlPlane {
             ));
         }
         let app_id = row.id;
-        let entry = AuditEntry::new(&who.name, "access.policy")
+        let entry = AuditEntry::new(&who.name, AuditAction::AccessPolicy)
             .app(&app)
             .change(
                 None,
@@ -353,7 +356,7 @@ impl ControlPlane {
         }
         let expires_s = req.expires.as_deref().map(parse_expiry).transpose()?;
         let app_id = row.id;
-        let entry = AuditEntry::new(&who.name, "access.approvals")
+        let entry = AuditEntry::new(&who.name, AuditAction::AccessApprovals)
             .app(&app)
             .change(
                 None,
@@ -389,9 +392,9 @@ impl ControlPlane {
         let entry = AuditEntry::new(
             &who.name,
             if req.on {
-                "access.protect"
+                AuditAction::AccessProtect
             } else {
-                "access.unprotect"
+                AuditAction::AccessUnprotect
             },
         )
         .app(&app)

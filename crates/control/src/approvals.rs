@@ -2,6 +2,7 @@
 //! switch by one owner waits until a second owner approves it. The request is stored with the
 //! operation to run; approving runs it, in the requester's name, and records who approved.
 use serde::{Deserialize, Serialize};
+use turnout_model::AuditAction;
 use turnout_model::{
     Action, AppName, ApprovalInfo, DeployRequest, DomainName, EnvName, EnvRef, Role, Tier,
     format_timestamp,
@@ -69,7 +70,7 @@ impl ControlPlane {
         let request = serde_json::to_string(&op)
             .map_err(|e| ControlError::internal(format!("serialise approval request: {e}")))?;
         let (requester, s2) = (who.name.clone(), summary.clone());
-        let entry = AuditEntry::new(&who.name, "approval.request")
+        let entry = AuditEntry::new(&who.name, AuditAction::ApprovalRequest)
             .app(app)
             .change(None, Some(summary.clone()));
         let id = self
@@ -145,7 +146,7 @@ impl ControlPlane {
         };
         // The result lands on the request and in the audit log; the entry fails with the
         // operation.
-        let entry = AuditEntry::new(&actor.name, "approval.result").app(&row.app);
+        let entry = AuditEntry::new(&actor.name, AuditAction::ApprovalResult).app(&row.app);
         let request = Some(format!("request {id}"));
         match &result {
             Ok(done) => {
@@ -227,9 +228,9 @@ impl ControlPlane {
         }
         let by = who.name.clone();
         let action = if status == "approved" {
-            "approval.approve"
+            AuditAction::ApprovalApprove
         } else {
-            "approval.reject"
+            AuditAction::ApprovalReject
         };
         let entry = AuditEntry::new(&who.name, action)
             .app(&app)

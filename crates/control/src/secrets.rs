@@ -1,6 +1,7 @@
 //! Per-environment secrets: given to the app's instances as environment variables (never to
 //! its build), recorded in the audit log by key only. Anyone who may read an environment sees
 //! which keys it has; only roles allowed to deploy it see the values.
+use turnout_model::AuditAction;
 use turnout_model::{Action, EnvRef, SecretInfo, format_timestamp};
 
 use crate::access::Principal;
@@ -53,7 +54,7 @@ impl ControlPlane {
                 "the value of secret '{key}' must be text without NUL bytes, at most 64 KiB"
             )));
         }
-        let entry = AuditEntry::new(&who.name, "secret.set")
+        let entry = AuditEntry::new(&who.name, AuditAction::SecretSet)
             .app(&r.app)
             .env(&r.env)
             .change(None, Some(key.clone()));
@@ -76,7 +77,7 @@ impl ControlPlane {
     ) -> Result<(), ControlError> {
         let env = self.env_row(&r).await?;
         self.authorize_env(who, &env, Action::Config).await?;
-        let entry = AuditEntry::new(&who.name, "secret.unset")
+        let entry = AuditEntry::new(&who.name, AuditAction::SecretUnset)
             .app(&r.app)
             .env(&r.env)
             .change(Some(key.clone()), None);

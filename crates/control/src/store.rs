@@ -913,6 +913,7 @@ pub mod q {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use turnout_model::AuditAction;
 
     #[test]
     fn migrates_once_and_round_trips_rows() {
@@ -972,7 +973,7 @@ mod tests {
             .unwrap()
             .into_iter()
             .rev()
-            .map(|r| (r.entry.actor, r.entry.action, r.result))
+            .map(|r| (r.entry.actor, r.entry.action.to_string(), r.result))
             .collect()
     }
 
@@ -995,7 +996,7 @@ mod tests {
         assert_eq!(store.call(|c| access::user_count(c)).await.unwrap(), 0);
 
         store
-            .mutate(AuditEntry::new("root", "user.add"), |c, _| {
+            .mutate(AuditEntry::new("root", AuditAction::UserAdd), |c, _| {
                 access::insert_user(c, "alice")
             })
             .await
@@ -1016,12 +1017,15 @@ mod tests {
         let writer = store.clone();
         let write = tokio::spawn(async move {
             writer
-                .mutate(AuditEntry::new("root", "user.add"), move |c, _| {
-                    access::insert_user(c, "alice")?;
-                    inside.send(()).unwrap();
-                    wait.recv().unwrap();
-                    Ok(())
-                })
+                .mutate(
+                    AuditEntry::new("root", AuditAction::UserAdd),
+                    move |c, _| {
+                        access::insert_user(c, "alice")?;
+                        inside.send(()).unwrap();
+                        wait.recv().unwrap();
+                        Ok(())
+                    },
+                )
                 .await
         });
         tokio::task::spawn_blocking(move || started.recv().unwrap())
@@ -1050,21 +1054,24 @@ mod tests {
         let store = Store::open(&dir.path().join("t.db")).unwrap();
         let app = AppName::new("shop").unwrap();
         store
-            .mutate(AuditEntry::new("root", "test.setup"), move |c, _| {
-                let a = q::insert_app(c, &app, "/repo", None)?;
-                for (summary, expires_s) in [("old", -1), ("older", -60), ("fresh", 3600)] {
-                    access::insert_approval(
-                        c,
-                        a.id,
-                        turnout_model::Action::Deploy,
-                        "{}",
-                        summary,
-                        "bob",
-                        expires_s,
-                    )?;
-                }
-                Ok(())
-            })
+            .mutate(
+                AuditEntry::new("root", AuditAction::AppCreate),
+                move |c, _| {
+                    let a = q::insert_app(c, &app, "/repo", None)?;
+                    for (summary, expires_s) in [("old", -1), ("older", -60), ("fresh", 3600)] {
+                        access::insert_approval(
+                            c,
+                            a.id,
+                            turnout_model::Action::Deploy,
+                            "{}",
+                            summary,
+                            "bob",
+                            expires_s,
+                        )?;
+                    }
+                    Ok(())
+                },
+            )
             .await
             .unwrap();
         let expired = store.mutate_each(access::expire_approvals).await.unwrap();

@@ -2,7 +2,7 @@
 //! here is a field every client sees.
 use serde::{Deserialize, Serialize};
 
-use crate::{Action, AppName, DomainName, EnvName, Role, Tier};
+use crate::{Action, AppName, AuditAction, DomainName, EnvName, Role, Tier};
 
 /// Every error response: `{"error": "one clear line", "code": "not_found"}` with a 4xx/5xx
 /// status. `code` is stable: scripts branch on it, people read `error`.
@@ -617,7 +617,7 @@ pub struct AuditInfo {
     pub id: i64,
     pub at: String,
     pub actor: String,
-    pub action: String,
+    pub action: AuditAction,
     pub app: Option<String>,
     pub env: Option<String>,
     pub domain: Option<String>,

@@ -4,12 +4,14 @@
 
 mod access;
 mod api;
+mod audit;
 mod domain;
 mod names;
 mod tier;
 
 pub use access::{Action, Role};
 pub use api::*;
+pub use audit::AuditAction;
 pub use domain::{DomainError, DomainName};
 pub use names::{AppName, EnvName, EnvRef, NameError};
 pub use tier::{Tier, UnknownTier};

@@ -1,5 +1,6 @@
 //! Apps: create, list, delete.
 use tracing::info;
+use turnout_model::AuditAction;
 use turnout_model::{Action, AppInfo, AppName, CreateApp, DomainName, EnvRef};
 
 use super::{ControlPlane, app_info, remove_dir, source};
@@ -32,7 +33,7 @@ impl ControlPlane {
         }
         let src = source(&req.repo, req.token_env.as_deref())?;
         git::remote_branches(&src).await?;
-        let entry = AuditEntry::new(&who.name, "app.create")
+        let entry = AuditEntry::new(&who.name, AuditAction::AppCreate)
             .app(&req.name)
             .change(None, Some(src.display()));
         let row = self
@@ -103,7 +104,7 @@ impl ControlPlane {
             .await?;
         }
         let app = name.clone();
-        let entry = AuditEntry::new(&who.name, "app.delete").app(&name);
+        let entry = AuditEntry::new(&who.name, AuditAction::AppDelete).app(&name);
         self.store
             .mutate(entry, move |c, _| q::delete_app(c, &app))
             .await?;

@@ -81,7 +81,7 @@ impl ControlPlane {
         let what = access::describe(action, target, tier);
         if let Err(e) = access::check(who, app_id, app, &what, needed) {
             if action != Action::Read {
-                let mut entry = AuditEntry::new(&who.name, action.as_str()).app(app);
+                let mut entry = AuditEntry::new(&who.name, action.into()).app(app);
                 // `target` is `app/env` for environment actions.
                 entry.env = target.split_once('/').map(|(_, env)| env.to_owned());
                 entry.to = Some(target.to_owned());

@@ -6,6 +6,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
+use turnout_model::AuditAction;
 
 use tracing::info;
 use turnout_model::{Action, DeployRequest, EnvRef, JobInfo, JobKind};
@@ -232,7 +233,7 @@ impl Deploy<'_> {
             dir.display().to_string(),
             self.ctx.id(),
         );
-        let entry = AuditEntry::new(self.actor, "release.create")
+        let entry = AuditEntry::new(self.actor, AuditAction::ReleaseCreate)
             .app(&r.app)
             .env(&r.env)
             .change(Some(f.wanted), Some(commit.clone()));
@@ -395,7 +396,7 @@ impl Deploy<'_> {
         let url = self.plane.url(self.r);
         self.ctx
             .begin(GO_LIVE, format!("{url} -> release {}", b.0.release_id));
-        let audit = AuditEntry::new(self.actor, "deploy")
+        let audit = AuditEntry::new(self.actor, AuditAction::Deploy)
             .app(&self.r.app)
             .env(&self.r.env);
         let previous = self
@@ -418,7 +419,7 @@ impl Deploy<'_> {
 
     /// The release did not go live: say why, in the store and the audit log.
     async fn fail_release(&self, release_id: i64, e: &ControlError) {
-        let entry = AuditEntry::new(self.actor, "release.fail")
+        let entry = AuditEntry::new(self.actor, AuditAction::ReleaseFail)
             .app(&self.r.app)
             .env(&self.r.env)
             .change(None, Some(format!("release {release_id}")));

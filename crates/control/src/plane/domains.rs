@@ -2,6 +2,7 @@
 //! put them in maintenance. Every change is health-gated where traffic moves, written to the
 //! store with its history and audit entry, then applied through `routing`.
 use std::time::Instant;
+use turnout_model::AuditAction;
 
 use tracing::info;
 use turnout_model::{
@@ -76,7 +77,7 @@ impl ControlPlane {
         let _op = self.domain_ops.lock().await;
         let env = self.authorize_domain(who, &target).await?;
         let (n, actor) = (name.clone(), who.name.clone());
-        let entry = AuditEntry::new(&who.name, "domain.add")
+        let entry = AuditEntry::new(&who.name, AuditAction::DomainAdd)
             .app(&target.app)
             .env(&target.env)
             .domain(&name)
@@ -103,7 +104,7 @@ impl ControlPlane {
         };
         self.authorize_domain(who, &current).await?;
         let n = name.clone();
-        let entry = AuditEntry::new(&who.name, "domain.remove")
+        let entry = AuditEntry::new(&who.name, AuditAction::DomainRemove)
             .app(&domain.app)
             .env(&domain.env)
             .domain(&name)
@@ -237,7 +238,11 @@ impl ControlPlane {
             app: domain.app.clone(),
             env: domain.env.clone(),
         };
-        let entry = AuditEntry::new(&who.name, &format!("domain.{action}"))
+        let audit = match how {
+            Move::Switch => AuditAction::DomainSwitch,
+            Move::Rollback { .. } => AuditAction::DomainRollback,
+        };
+        let entry = AuditEntry::new(&who.name, audit)
             .app(&domain.app)
             .env(&to.name)
             .domain(&name)
@@ -322,9 +327,9 @@ impl ControlPlane {
         let entry = AuditEntry::new(
             &who.name,
             if on {
-                "domain.maintenance-on"
+                AuditAction::DomainMaintenanceOn
             } else {
-                "domain.maintenance-off"
+                AuditAction::DomainMaintenanceOff
             },
         )
         .app(&domain.app)

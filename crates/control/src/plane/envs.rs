@@ -1,5 +1,6 @@
 //! Environments: create, list, show, delete, and their releases.
 use tracing::info;
+use turnout_model::AuditAction;
 use turnout_model::{
     Action, AppName, CreateEnv, EnvInfo, EnvRef, EnvStatus, InstanceInfo, ReleaseInfo, Tier,
     format_timestamp,
@@ -40,7 +41,7 @@ impl ControlPlane {
             )));
         }
         let (a, name, branch) = (app.clone(), req.name.clone(), req.branch.clone());
-        let entry = AuditEntry::new(&who.name, "env.create")
+        let entry = AuditEntry::new(&who.name, AuditAction::EnvCreate)
             .app(&app)
             .env(&req.name)
             .change(None, Some(format!("branch {}, tier {tier}", req.branch)));
@@ -108,7 +109,7 @@ impl ControlPlane {
             self.retire(&r, old).await;
         }
         self.metrics().forget_host(&r.internal_host());
-        let entry = AuditEntry::new(&who.name, "env.delete")
+        let entry = AuditEntry::new(&who.name, AuditAction::EnvDelete)
             .app(&r.app)
             .env(&r.env);
         self.store

@@ -15,6 +15,7 @@ use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use turnout_model::AuditAction;
 
 use futures_util::Stream;
 use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
@@ -266,7 +267,7 @@ impl Jobs {
             spec.actor.clone(),
             spec.request.clone(),
         );
-        let entry = AuditEntry::new(&spec.actor, "job.start")
+        let entry = AuditEntry::new(&spec.actor, AuditAction::JobStart)
             .app(&r.app)
             .env(&r.env)
             .change(
@@ -377,7 +378,7 @@ impl Jobs {
     }
 
     async fn record_end(&self, info: &JobInfo, started: Option<i64>) -> Result<(), ControlError> {
-        let entry = AuditEntry::new(&info.actor, "job.end")
+        let entry = AuditEntry::new(&info.actor, AuditAction::JobEnd)
             .app(&info.app)
             .env(&info.env)
             .change(
@@ -529,7 +530,7 @@ impl Jobs {
                 }
             }
             let error = "interrupted: the daemon stopped while this job ran; what it left half-done was cleaned up".to_owned();
-            let entry = AuditEntry::new("turnout", "job.interrupted")
+            let entry = AuditEntry::new("turnout", AuditAction::JobInterrupted)
                 .app(&row.app)
                 .env(&row.env)
                 .change(None, Some(format!("job {} {}", row.id, row.kind)));
@@ -737,7 +738,7 @@ impl super::ControlPlane {
         let env = self.env_row(&r).await?;
         self.authorize_env(who, &env, turnout_model::Action::Deploy)
             .await?;
-        let entry = AuditEntry::new(&who.name, "job.cancel")
+        let entry = AuditEntry::new(&who.name, AuditAction::JobCancel)
             .app(&r.app)
             .env(&r.env)
             .change(None, Some(format!("job {id} {}", job.kind)));

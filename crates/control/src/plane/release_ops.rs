@@ -6,6 +6,7 @@
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
+use turnout_model::AuditAction;
 
 use tracing::info;
 use turnout_model::{Action, EnvInfo, EnvRef, JobInfo, JobKind};
@@ -102,7 +103,7 @@ impl ControlPlane {
                 "{r} has never been deployed; there is nothing to stop"
             )));
         }
-        let entry = AuditEntry::new(&who.name, "env.stop")
+        let entry = AuditEntry::new(&who.name, AuditAction::EnvStop)
             .app(&r.app)
             .env(&r.env);
         let env_id = env.id;
@@ -236,9 +237,9 @@ impl ControlPlane {
         let url = self.url(r);
         ctx.begin(1, format!("{url} -> release {}", release.id));
         let action = match kind {
-            JobKind::Rollback => "rollback",
-            JobKind::Restart => "restart",
-            _ => "env.start",
+            JobKind::Rollback => AuditAction::Rollback,
+            JobKind::Restart => AuditAction::Restart,
+            _ => AuditAction::EnvStart,
         };
         let audit = AuditEntry::new(actor, action).app(&r.app).env(&r.env);
         let previous = self.go_live(&l, running, audit).await?;

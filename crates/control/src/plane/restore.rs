@@ -4,6 +4,7 @@
 //! then stops every instance.
 use std::path::Path;
 use std::sync::Arc;
+use turnout_model::AuditAction;
 
 use tracing::{info, warn};
 use turnout_model::EnvRef;
@@ -82,7 +83,7 @@ impl ControlPlane {
         if building.is_empty() {
             return Ok(());
         }
-        let entry = AuditEntry::new("turnout", "deploy.interrupted");
+        let entry = AuditEntry::new("turnout", AuditAction::DeployInterrupted);
         self.store
             .mutate(entry, |c, _| q::fail_interrupted_releases(c))
             .await?;

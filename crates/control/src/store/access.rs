@@ -1,6 +1,7 @@
 //! Queries for users, tokens, grants, policies, approval rules, approvals and protected URLs.
 //! Mutations run inside `Store::mutate`, so each lands with its audit entry.
 use rusqlite::{Connection, OptionalExtension, params};
+use turnout_model::AuditAction;
 use turnout_model::{Action, Role, Tier};
 
 use super::{AuditEntry, Tx, now};
@@ -388,7 +389,7 @@ pub fn expire_approvals(c: &Tx<'_>) -> Result<Vec<AuditEntry>, ControlError> {
     Ok(expired
         .into_iter()
         .map(|r| {
-            AuditEntry::new("turnout", "approval.expire")
+            AuditEntry::new("turnout", AuditAction::ApprovalExpire)
                 .app(&r.app)
                 .change(
                     Some(format!(

@@ -3,6 +3,8 @@
 //! inserting a row breaks the chain at that row).
 use rusqlite::{Connection, OptionalExtension, params};
 
+use turnout_model::AuditAction;
+
 use super::Tx;
 use crate::error::ControlError;
 
@@ -10,11 +12,10 @@ use crate::error::ControlError;
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
 /// What one mutating action did: who, what, on which app/environment/domain, from → to.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct AuditEntry {
     pub actor: String,
-    /// e.g. `deploy`, `env.create`, `domain.switch`, `access.grant`
-    pub action: String,
+    pub action: AuditAction,
     pub app: Option<String>,
     pub env: Option<String>,
     pub domain: Option<String>,
@@ -23,11 +24,15 @@ pub struct AuditEntry {
 }
 
 impl AuditEntry {
-    pub fn new(actor: &str, action: &str) -> AuditEntry {
+    pub fn new(actor: &str, action: AuditAction) -> AuditEntry {
         AuditEntry {
             actor: actor.to_owned(),
-            action: action.to_owned(),
-            ..AuditEntry::default()
+            action,
+            app: None,
+            env: None,
+            domain: None,
+            from: None,
+            to: None,
         }
     }
     pub fn app(mut self, app: impl ToString) -> Self {
@@ -84,7 +89,7 @@ pub fn append(c: &Tx<'_>, e: &AuditEntry, result: &str) -> Result<(), ControlErr
     c.execute(
         "INSERT INTO audit (at, actor, action, app, env, domain, from_value, to_value, result, prev_hash, hash) \
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
-        params![at, e.actor, e.action, e.app, e.env, e.domain, e.from, e.to, result, prev, hash],
+        params![at, e.actor, e.action.as_str(), e.app, e.env, e.domain, e.from, e.to, result, prev, hash],
     )?;
     Ok(())
 }
@@ -95,7 +100,7 @@ fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<AuditRow> {
         at: r.get(1)?,
         entry: AuditEntry {
             actor: r.get(2)?,
-            action: r.get(3)?,
+            action: super::parse_text(3, r.get(3)?)?,
             app: r.get(4)?,
             env: r.get(5)?,
             domain: r.get(6)?,

@@ -1,0 +1,138 @@
+//! What an audit entry records was done: one name per kind of change, the same in the store,
+//! the API and the CLI.
+use serde::{Deserialize, Serialize};
+
+use crate::Action;
+
+macro_rules! audit_actions {
+    ($($variant:ident => $name:literal, $doc:literal;)*) => {
+        /// Every kind of audited change (and of refused attempt, named by its [`Action`]).
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum AuditAction {
+            $(#[doc = $doc] $variant,)*
+        }
+
+        impl AuditAction {
+            pub const ALL: &[AuditAction] = &[$(AuditAction::$variant,)*];
+
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $(AuditAction::$variant => $name,)*
+                }
+            }
+        }
+    };
+}
+
+audit_actions! {
+    AppCreate => "app.create", "An app was created.";
+    AppDelete => "app.delete", "An app was deleted.";
+    EnvCreate => "env.create", "An environment was created.";
+    EnvDelete => "env.delete", "An environment was deleted.";
+    EnvStop => "env.stop", "An environment was stopped on purpose.";
+    EnvStart => "env.start", "A stopped environment's release went live again.";
+    JobStart => "job.start", "A job was queued.";
+    JobEnd => "job.end", "A job ended (its result says how).";
+    JobCancel => "job.cancel", "A user asked to cancel a job.";
+    JobInterrupted => "job.interrupted", "A job the last daemon left running was marked interrupted.";
+    ReleaseCreate => "release.create", "A deploy recorded a new release.";
+    ReleaseFail => "release.fail", "A release did not go live.";
+    Deploy => "deploy", "A deployed release went live (refused: a deploy was not allowed).";
+    DeployBegin => "deploy.begin", "A deploy recorded a new release (written by versions before jobs).";
+    DeployInterrupted => "deploy.interrupted", "Releases the last daemon left building were marked failed.";
+    Rollback => "rollback", "An earlier release went live again.";
+    Restart => "restart", "A fresh instance of the live release went live.";
+    DomainAdd => "domain.add", "A domain was bound to an environment.";
+    DomainRemove => "domain.remove", "A domain was removed.";
+    DomainSwitch => "domain.switch", "A domain moved to another environment.";
+    DomainRollback => "domain.rollback", "A domain moved back along its history.";
+    DomainMaintenanceOn => "domain.maintenance-on", "A domain went into maintenance.";
+    DomainMaintenanceOff => "domain.maintenance-off", "A domain left maintenance.";
+    SecretSet => "secret.set", "A secret was set (its key only is recorded).";
+    SecretUnset => "secret.unset", "A secret was removed.";
+    UserBootstrap => "user.bootstrap", "The first start created the administrator.";
+    UserAdd => "user.add", "A user was added.";
+    TokenCreate => "token.create", "An API token was created.";
+    TokenRevoke => "token.revoke", "An API token was revoked.";
+    AccessGrant => "access.grant", "A role was granted.";
+    AccessRevoke => "access.revoke", "A role was revoked.";
+    AccessPolicy => "access.policy", "A cell of an app's policy changed.";
+    AccessApprovals => "access.approvals", "An approval rule changed.";
+    AccessProtect => "access.protect", "Internal URLs now need a login.";
+    AccessUnprotect => "access.unprotect", "Internal URLs no longer need a login.";
+    ApprovalRequest => "approval.request", "An operation waits for a second owner.";
+    ApprovalApprove => "approval.approve", "A second owner approved a request.";
+    ApprovalReject => "approval.reject", "A second owner rejected a request.";
+    ApprovalResult => "approval.result", "The approved operation ran (its result says how).";
+    ApprovalExpire => "approval.expire", "A request expired unanswered.";
+    Read => "read", "A refused read (never recorded when allowed).";
+    Config => "config", "A refused configuration change.";
+    Promote => "promote", "A refused promotion.";
+    Reseed => "reseed", "A refused re-seed.";
+    Restore => "restore", "A refused restore.";
+    Domain => "domain", "A refused domain change.";
+    Access => "access", "A refused access change.";
+}
+
+impl From<Action> for AuditAction {
+    /// A refused attempt is recorded under the name of the action that was refused.
+    fn from(action: Action) -> Self {
+        match action {
+            Action::Read => AuditAction::Read,
+            Action::Deploy => AuditAction::Deploy,
+            Action::Config => AuditAction::Config,
+            Action::Promote => AuditAction::Promote,
+            Action::Reseed => AuditAction::Reseed,
+            Action::Restore => AuditAction::Restore,
+            Action::Domain => AuditAction::Domain,
+            Action::Access => AuditAction::Access,
+        }
+    }
+}
+
+impl std::fmt::Display for AuditAction {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for AuditAction {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        AuditAction::ALL
+            .iter()
+            .copied()
+            .find(|a| a.as_str() == s)
+            .ok_or_else(|| format!("unknown audit action '{s}'"))
+    }
+}
+
+impl Serialize for AuditAction {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for AuditAction {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip_and_are_unique() {
+        let mut seen = std::collections::HashSet::new();
+        for a in AuditAction::ALL {
+            assert!(seen.insert(a.as_str()), "{a} twice");
+            assert_eq!(a.as_str().parse::<AuditAction>().unwrap(), *a);
+            let json = serde_json::to_string(a).unwrap();
+            assert_eq!(serde_json::from_str::<AuditAction>(&json).unwrap(), *a);
+        }
+        assert!("deploy.started".parse::<AuditAction>().is_err());
+    }
+}
