@@ -5,6 +5,7 @@
 mod access;
 mod api;
 mod domain;
+pub mod endpoint;
 mod names;
 mod tier;
 
