@@ -413,6 +413,7 @@ pub struct JobInfo {
 pub enum JobEvent {
     /// A step changed: started, made progress, finished, was skipped or failed.
     Step {
+        /// The step's position in `JobInfo::steps`, from 0; `total` is their number.
         index: u32,
         total: u32,
         step: JobStep,
