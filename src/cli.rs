@@ -400,7 +400,7 @@ pub struct Age(pub u64);
 
 impl Age {
     /// 100 years: anything older than this is a typo.
-    pub const MAX_SECS: u64 = 100 * 366 * 86_400;
+    pub const MAX_SECS: u64 = 36_525 * 86_400;
 
     /// The moment this long before `now` (Unix seconds).
     pub fn before(self, now: u64) -> i64 {
@@ -421,7 +421,7 @@ pub fn parse_age(text: &str) -> Result<Age, String> {
         "d" => 86_400,
         _ => return Err(bad()),
     };
-    let too_long = || format!("'{text}' reaches back more than 100 years: give at most 36500d");
+    let too_long = || format!("'{text}' reaches back more than 100 years: give at most 36525d");
     let n: u64 = n
         .parse()
         .map_err(|_| if n.is_empty() { bad() } else { too_long() })?;
@@ -465,8 +465,8 @@ mod tests {
     fn ages_are_checked_and_bounded() {
         assert_eq!(parse_age("30m"), Ok(Age(1800)));
         assert_eq!(parse_age("7d"), Ok(Age(604_800)));
-        assert_eq!(parse_age("36500d"), Ok(Age(3_153_600_000)));
-        for absurd in ["9999999999999999d", "99999999999999999999999s", "36700d"] {
+        assert_eq!(parse_age("36525d"), Ok(Age(3_155_760_000)));
+        for absurd in ["9999999999999999d", "99999999999999999999999s", "36526d"] {
             let e = parse_age(absurd).unwrap_err();
             assert!(e.contains("100 years"), "{absurd}: {e}");
         }
