@@ -454,7 +454,6 @@ fn job_watch_follows_the_stream_to_its_end_and_exits_with_the_jobs_outcome() {
 
 #[test]
 fn ctrl_c_stops_the_watching_not_the_job() {
-    let home = tempfile::tempdir().unwrap();
     let fake = FakeApi::start(|req, s| match req.path.as_str() {
         "/api/v1/jobs/9" => respond(s, 200, &to_json(&job(9, JobState::Running, vec![]))),
         "/api/v1/jobs/9/events" => {
