@@ -14,8 +14,9 @@ use turnout_model::{Action, AppName, DomainName, EnvName, EnvRef, Role, Tier};
     propagate_version = true
 )]
 pub struct Cli {
-    /// The Turnout API to talk to [default: the running daemon's address from
-    /// <home>/serve.json, else http://127.0.0.1:7070]
+    /// The Turnout API to talk to [default: the address of the daemon running for the home,
+    /// from <home>/serve.json]. The home's owner token goes only to that daemon; give another's
+    /// token in TURNOUT_TOKEN
     #[arg(long, global = true, env = "TURNOUT_API")]
     pub api: Option<String>,
     /// The daemon's home directory (state, releases, logs)
@@ -40,14 +41,49 @@ pub enum Command {
     /// Create, list, show and delete environments
     #[command(subcommand)]
     Env(EnvCommand),
-    /// Build and start a new release of an environment, then move its traffic to it
+    /// Build and start a new release of an environment, then move its traffic to it (a job,
+    /// watched until it ends)
     Deploy {
         /// The environment, as APP/ENV
         target: EnvRef,
         /// A branch, tag or commit to deploy instead of the environment's branch
         #[arg(long = "ref")]
         git_ref: Option<String>,
+        /// Print the job's id and return at once instead of watching it
+        #[arg(long)]
+        detach: bool,
     },
+    /// Start an earlier release of an environment again (no fetch, no build) and move its
+    /// traffic back to it (a job)
+    Rollback {
+        /// The environment, as APP/ENV
+        target: EnvRef,
+        /// The release to return to [default: the one live before the current one]
+        #[arg(long, value_parser = clap::value_parser!(i64).range(1..))]
+        to: Option<i64>,
+        /// Print the job's id and return at once instead of watching it
+        #[arg(long)]
+        detach: bool,
+    },
+    /// Start a fresh instance of the live release and move traffic to it (a job)
+    Restart {
+        /// The environment, as APP/ENV
+        target: EnvRef,
+        /// Print the job's id and return at once instead of watching it
+        #[arg(long)]
+        detach: bool,
+    },
+    /// Deploys, rollbacks, restarts and starts: running ones and the latest others
+    Jobs {
+        /// Only this app's (APP) or environment's (APP/ENV) jobs
+        scope: Option<JobScope>,
+        /// Every job, not only the latest
+        #[arg(long)]
+        all: bool,
+    },
+    /// Show, watch or cancel one job
+    #[command(subcommand)]
+    Job(JobCommand),
     /// List releases
     #[command(subcommand)]
     Release(ReleaseCommand),
@@ -69,10 +105,19 @@ pub enum Command {
     /// Requests waiting for a second owner's approval
     #[command(subcommand)]
     Approvals(ApprovalsCommand),
-    /// Approve a request as a second owner; it runs at once
-    Approve { id: i64 },
+    /// Approve a request as a second owner; it runs at once (a deploy as a job, watched)
+    Approve {
+        #[arg(value_parser = id_parser())]
+        id: i64,
+        /// Print the job's id and return at once instead of watching it
+        #[arg(long)]
+        detach: bool,
+    },
     /// Reject a request
-    Reject { id: i64 },
+    Reject {
+        #[arg(value_parser = id_parser())]
+        id: i64,
+    },
     /// The audit log: every change, who made it, when, from what to what
     Audit(AuditArgs),
     /// Show an environment's instance output
@@ -82,10 +127,67 @@ pub enum Command {
         /// Keep following the log (across deploys) until interrupted
         #[arg(short, long)]
         follow: bool,
-        /// How many lines of history to show first
-        #[arg(long, default_value_t = 200)]
-        tail: usize,
+        /// How many lines of history to show first (at most 100000)
+        #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u32).range(0..=100_000))]
+        tail: u32,
+        /// Keep the time each line was written
+        #[arg(long)]
+        timestamps: bool,
     },
+}
+
+/// Ids are positive and fit the API's 64-bit integers.
+fn id_parser() -> clap::builder::RangedI64ValueParser<i64> {
+    clap::value_parser!(i64).range(1..)
+}
+
+#[derive(Subcommand)]
+pub enum JobCommand {
+    /// A job's steps (state, detail, duration), its outcome, and the tail of a failed step's log
+    Show {
+        #[arg(value_parser = id_parser())]
+        id: i64,
+    },
+    /// Follow a job's steps and output until it ends; exits 0 if it succeeded, 1 otherwise
+    Watch {
+        #[arg(value_parser = id_parser())]
+        id: i64,
+    },
+    /// Cancel a queued or running job (a deploy's half-built release is discarded)
+    Cancel {
+        #[arg(value_parser = id_parser())]
+        id: i64,
+    },
+}
+
+/// `APP` or `APP/ENV`.
+#[derive(Clone)]
+pub struct JobScope {
+    pub app: AppName,
+    pub env: Option<EnvName>,
+}
+
+impl std::str::FromStr for JobScope {
+    type Err = String;
+    fn from_str(s: &str) -> Result<JobScope, String> {
+        match s.split_once('/') {
+            Some(_) => {
+                let r: EnvRef = s
+                    .parse()
+                    .map_err(|e: turnout_model::NameError| e.to_string())?;
+                Ok(JobScope {
+                    app: r.app,
+                    env: Some(r.env),
+                })
+            }
+            None => Ok(JobScope {
+                app: s
+                    .parse()
+                    .map_err(|e: turnout_model::NameError| e.to_string())?,
+                env: None,
+            }),
+        }
+    }
 }
 
 #[derive(Args, Clone)]
@@ -144,6 +246,15 @@ pub enum EnvCommand {
     Show { target: EnvRef },
     /// Delete an environment: stop its instance and remove its releases, logs and storage
     Delete { target: EnvRef },
+    /// Stop an environment's instance on purpose: its URL and domains answer 503 until started
+    Stop { target: EnvRef },
+    /// Start a stopped environment's live release again (a job)
+    Start {
+        target: EnvRef,
+        /// Print the job's id and return at once instead of watching it
+        #[arg(long)]
+        detach: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -212,7 +323,10 @@ pub enum TokenCommand {
     /// List tokens (an administrator sees everyone's)
     List,
     /// Revoke a token by its id
-    Revoke { id: i64 },
+    Revoke {
+        #[arg(value_parser = id_parser())]
+        id: i64,
+    },
 }
 
 #[derive(Subcommand)]
@@ -275,9 +389,46 @@ pub struct AuditArgs {
     /// Only this environment's entries
     #[arg(long)]
     pub env: Option<EnvName>,
-    /// Only entries this recent: 30m, 12h, 7d
-    #[arg(long)]
-    pub since: Option<String>,
+    /// Only entries this recent: 30m, 12h, 7d (at most 100 years)
+    #[arg(long, value_parser = parse_age)]
+    pub since: Option<Age>,
+}
+
+/// How far back `--since` reaches, in seconds (at most [`Age::MAX_SECS`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Age(pub u64);
+
+impl Age {
+    /// 100 years: anything older than this is a typo.
+    pub const MAX_SECS: u64 = 36_525 * 86_400;
+
+    /// The moment this long before `now` (Unix seconds).
+    pub fn before(self, now: u64) -> i64 {
+        // Both are at most a few billion seconds: the difference fits an i64.
+        i64::try_from(now).unwrap_or(i64::MAX) - i64::try_from(self.0).unwrap_or(0)
+    }
+}
+
+/// `30s`, `30m`, `12h`, `7d`; refuses overflow and anything over 100 years.
+pub fn parse_age(text: &str) -> Result<Age, String> {
+    let bad = || format!("'{text}' is not a duration: write it like 30m, 12h or 7d");
+    let split = text.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?;
+    let (n, unit) = text.split_at(split);
+    let unit_secs: u64 = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => return Err(bad()),
+    };
+    let too_long = || format!("'{text}' reaches back more than 100 years: give at most 36525d");
+    let n: u64 = n
+        .parse()
+        .map_err(|_| if n.is_empty() { bad() } else { too_long() })?;
+    match n.checked_mul(unit_secs) {
+        Some(secs) if secs <= Age::MAX_SECS => Ok(Age(secs)),
+        _ => Err(too_long()),
+    }
 }
 
 #[derive(Subcommand)]
@@ -304,4 +455,38 @@ pub enum SecretCommand {
     },
     /// Remove a secret
     Unset { target: EnvRef, key: String },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ages_are_checked_and_bounded() {
+        assert_eq!(parse_age("30m"), Ok(Age(1800)));
+        assert_eq!(parse_age("7d"), Ok(Age(604_800)));
+        assert_eq!(parse_age("36525d"), Ok(Age(3_155_760_000)));
+        for absurd in ["9999999999999999d", "99999999999999999999999s", "36526d"] {
+            let e = parse_age(absurd).unwrap_err();
+            assert!(e.contains("100 years"), "{absurd}: {e}");
+        }
+        for bad in ["", "d", "12", "5x", "-5d", "1.5h"] {
+            let e = parse_age(bad).unwrap_err();
+            assert!(e.contains("write it like 30m"), "{bad}: {e}");
+        }
+        assert_eq!(Age(60).before(1000), 940);
+    }
+
+    #[test]
+    fn job_scopes_are_an_app_or_an_environment() {
+        let s: JobScope = "shop/staging".parse().unwrap();
+        assert_eq!(
+            (s.app.as_str(), s.env.as_ref().map(|e| e.as_str())),
+            ("shop", Some("staging"))
+        );
+        let s: JobScope = "shop".parse().unwrap();
+        assert!(s.env.is_none());
+        assert!("Shop".parse::<JobScope>().is_err());
+        assert!("shop/".parse::<JobScope>().is_err());
+    }
 }

@@ -1,15 +1,19 @@
 //! `turnout demo`: the daemon in the foreground with the example app from `examples/hello`
 //! deployed into two environments, production (branch `main`) and staging (branch `staging`),
-//! from a git repository the demo creates in its home. Running it again reuses what is there.
+//! from a git repository the demo creates in its home. Running it again reuses what is there,
+//! and every command it suggests works however often it is run.
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
-use turnout_model::{AppInfo, CreateApp, CreateEnv, EnvInfo, EnvRef, Tier};
+use turnout_client::Client;
+use turnout_model::endpoint as ep;
+use turnout_model::{AddDomain, CreateApp, CreateEnv, DeployRequest, DomainName, EnvRef, Tier};
 
 use crate::cli::ServeArgs;
-use crate::client::Client;
 
 const APP: &str = "hello";
+/// Bound to production by the demo, so the suggested switches have something to move.
+const DOMAIN: &str = "hello.localhost";
 const FILES: &[(&str, &str)] = &[
     ("app.py", include_str!("../examples/hello/app.py")),
     (
@@ -24,9 +28,13 @@ pub fn default_home() -> PathBuf {
     turnout_control::home::default_home().with_file_name("turnout-demo")
 }
 
+/// Where the demo's daemon writes its log (kept off the terminal, where the deploy steps and
+/// the instructions go).
+pub fn log_path(home: &Path) -> PathBuf {
+    home.join("turnout.log")
+}
+
 pub async fn run(home: PathBuf, args: ServeArgs) -> anyhow::Result<()> {
-    std::fs::create_dir_all(&home)
-        .with_context(|| format!("cannot create the demo home {}", home.display()))?;
     let repo = home.join("demo-repo");
     ensure_repo(&repo).await?;
 
@@ -48,7 +56,13 @@ pub async fn run(home: PathBuf, args: ServeArgs) -> anyhow::Result<()> {
     // The demo's own daemon: its owner token, whatever TURNOUT_TOKEN says.
     let token = std::fs::read_to_string(home.join("admin.token"))
         .context("the demo daemon wrote no admin.token")?;
-    let client = Client::new(&info.api, Some(token))?;
+    let client = Client::new(&info.api, Some(&token))?;
+    println!(
+        "daemon log: {} (API {}, proxy {})",
+        log_path(&home).display(),
+        info.api,
+        info.http
+    );
     if let Err(e) = set_up(&client, &repo).await {
         eprintln!("error: the demo could not deploy: {e:#}");
         eprintln!("the daemon keeps running; press Ctrl-C to stop it");
@@ -60,44 +74,55 @@ pub async fn run(home: PathBuf, args: ServeArgs) -> anyhow::Result<()> {
         println!("  production  http://production.{APP}.localhost:{port}/   (branch main)");
         println!("  staging     http://staging.{APP}.localhost:{port}/      (branch staging)");
         println!();
+        let exe = std::env::current_exe().context("cannot find the turnout binary's path")?;
+        let bin_dir = exe.parent().unwrap_or(Path::new("/"));
+        let repo = sh_quote(&repo.display().to_string());
         println!(
             "Try, in another terminal (TURNOUT_HOME lets the CLI find this daemon and its owner token):"
         );
-        println!("  export TURNOUT_HOME={}", home.display());
+        println!(
+            "  export PATH={}:\"$PATH\"",
+            sh_quote(&bin_dir.display().to_string())
+        );
+        println!(
+            "  export TURNOUT_HOME={}",
+            sh_quote(&home.display().to_string())
+        );
         println!("  curl http://staging.{APP}.localhost:{port}/");
         println!("  curl -H 'Host: production.{APP}.localhost' http://127.0.0.1:{port}/");
         println!("  turnout env list");
         println!("  turnout env show {APP}/staging");
         println!("  turnout logs {APP}/production -f");
         println!("  # change staging and redeploy it with zero downtime:");
-        println!("  git -C {} checkout -q staging", repo.display());
-        println!(
-            "  echo 'Hello again from staging' > {}/message.txt",
-            repo.display()
-        );
-        println!("  git -C {} commit -qam 'New greeting'", repo.display());
+        println!("  git -C {repo} checkout -q staging");
+        println!("  echo \"Hello again from staging at $(date +%T)\" > {repo}/message.txt");
+        println!("  git -C {repo} commit -qam 'New greeting'");
         println!("  turnout deploy {APP}/staging");
-        println!("  # give the demo a public name and move it between the environments:");
-        println!("  turnout domain add hello.localhost {APP}/production");
-        println!("  turnout domain switch hello.localhost {APP}/staging");
-        println!("  turnout domain rollback hello.localhost");
+        println!("  turnout jobs {APP}");
+        println!("  # move the demo's public name between the environments, and back:");
+        println!("  curl -H 'Host: {DOMAIN}' http://127.0.0.1:{port}/");
+        println!("  turnout domain switch {DOMAIN} {APP}/staging");
+        println!("  turnout domain switch {DOMAIN} {APP}/production");
+        println!("  turnout domain history {DOMAIN}");
         println!("  turnout audit --app {APP}");
     }
     daemon.await.context("the daemon task failed")?
 }
 
-/// Create the app and its two environments unless they exist, then deploy both.
+/// Create the app, its two environments and the domain unless they exist, then deploy both
+/// environments.
 async fn set_up(client: &Client, repo: &Path) -> anyhow::Result<()> {
-    let apps: Vec<AppInfo> = client.get("/apps").await?;
-    if !apps.iter().any(|a| a.name.as_str() == APP) {
+    let app = APP.parse()?;
+    let apps = client.call(&ep::ListApps).await?;
+    if !apps.iter().any(|a| a.name == app) {
         let body = CreateApp {
-            name: APP.parse()?,
+            name: app.clone(),
             repo: repo.display().to_string(),
             token_env: None,
         };
-        let _: AppInfo = client.post("/apps", &body).await?;
+        client.call(&ep::CreateApp { body }).await?;
     }
-    let envs: Vec<EnvInfo> = client.get(&format!("/apps/{APP}/envs")).await?;
+    let envs = client.call(&ep::ListAppEnvs { app: app.clone() }).await?;
     for (env, branch, tier) in [
         ("production", "main", Tier::Production),
         ("staging", "staging", Tier::Staging),
@@ -108,15 +133,49 @@ async fn set_up(client: &Client, repo: &Path) -> anyhow::Result<()> {
                 branch: branch.to_owned(),
                 tier: Some(tier),
             };
-            let _: EnvInfo = client.post(&format!("/apps/{APP}/envs"), &body).await?;
+            client
+                .call(&ep::CreateEnv {
+                    app: app.clone(),
+                    body,
+                })
+                .await?;
         }
         let target: EnvRef = format!("{APP}/{env}").parse()?;
         println!("deploying {target} from branch {branch}");
-        if !crate::deploy(client, &target, None, false).await? {
-            bail!("the deploy of {target} failed (see above)");
+        let job = client
+            .call(&ep::Deploy {
+                target: target.clone(),
+                body: DeployRequest::default(),
+            })
+            .await?;
+        if crate::jobs::watch(client, &job, false).await? != std::process::ExitCode::SUCCESS {
+            bail!("the deploy of {target} did not finish (see above)");
         }
     }
+    let domain: DomainName = DOMAIN.parse()?;
+    let domains = client.call(&ep::ListDomains).await?;
+    if !domains.iter().any(|d| d.domain == domain) {
+        let body = AddDomain {
+            domain,
+            app,
+            env: "production".parse()?,
+        };
+        client.call(&ep::AddDomain { body }).await?;
+    }
     Ok(())
+}
+
+/// `text` as one shell word: as is when it has nothing a shell would read, else single-quoted.
+fn sh_quote(text: &str) -> String {
+    let plain = !text.is_empty()
+        && text
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "/._-+:@%,=".contains(c));
+    if plain {
+        text.to_owned()
+    } else {
+        format!("'{}'", text.replace('\'', r"'\''"))
+    }
 }
 
 /// A git repository with the example app on `main` and a changed greeting on `staging`.
@@ -172,4 +231,20 @@ async fn git(repo: &Path, args: &[&str]) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::sh_quote;
+
+    #[test]
+    fn paths_are_quoted_only_when_a_shell_would_split_or_expand_them() {
+        assert_eq!(
+            sh_quote("/home/a/.local/share/turnout-demo"),
+            "/home/a/.local/share/turnout-demo"
+        );
+        assert_eq!(sh_quote("/tmp/my dir"), "'/tmp/my dir'");
+        assert_eq!(sh_quote("/tmp/it's"), r"'/tmp/it'\''s'");
+        assert_eq!(sh_quote("$HOME"), "'$HOME'");
+    }
 }

@@ -2,31 +2,36 @@
 #![forbid(unsafe_code)]
 
 mod cli;
-mod client;
 mod demo;
+mod jobs;
 mod render;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Parser;
 use tokio_util::sync::CancellationToken;
+use turnout_client::Client;
 use turnout_control::home::default_home;
 use turnout_control::{ServeConfig, serve};
+use turnout_model::endpoint as ep;
 use turnout_model::{
-    AddDomain, AppInfo, ApprovalInfo, AuditInfo, AuditVerification, CreateApp, CreateEnv,
-    CreateToken, CreateUser, DeployRequest, DomainEvent, DomainInfo, EnvInfo, PolicyEntry,
-    ReleaseInfo, SecretInfo, ServeInfo, SetApprovalRule, SetGrant, SetMaintenance, SetPolicy,
-    SetProtection, SetSecret, SwitchDomain, SwitchInfo, TokenCreated, TokenInfo, UserInfo,
+    AddDomain, CreateApp, CreateEnv, CreateToken, CreateUser, DeployRequest, ErrorCode,
+    RollbackRequest, ServeInfo, SetApprovalRule, SetGrant, SetMaintenance, SetPolicy,
+    SetProtection, SetSecret, SwitchDomain,
 };
 use turnout_proxy::ProxyConfig;
 
 use crate::cli::{
     AccessCommand, AppCommand, ApprovalsCommand, AuditCommand, Cli, Command, DomainCommand,
-    EnvCommand, OnOff, ReleaseCommand, SecretCommand, ServeArgs, TokenCommand, UserCommand,
+    EnvCommand, JobCommand, OnOff, ReleaseCommand, SecretCommand, ServeArgs, TokenCommand,
+    UserCommand,
 };
-use crate::client::Client;
+
+/// Exit codes a script sees: 0 done, 1 failed, 2 usage error (clap), 3 waiting for approval,
+/// 130 stopped watching a job that goes on.
+const EXIT_PENDING: u8 = 3;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -42,13 +47,13 @@ fn main() -> ExitCode {
     };
     match runtime.block_on(run(cli)) {
         Ok(code) => code,
-        Err(e) => match e.downcast_ref::<client::PendingApproval>() {
-            // Not done, not failed: waiting for a second owner (exit code 3).
-            Some(pending) => {
-                eprintln!("pending: {pending}");
-                ExitCode::from(3)
+        Err(e) => match e.downcast_ref::<turnout_client::Error>() {
+            // Not done, not failed: waiting for a second owner.
+            Some(turnout_client::Error::PendingApproval(pending)) => {
+                eprintln!("pending: {}", pending.message);
+                ExitCode::from(EXIT_PENDING)
             }
-            None => {
+            _ => {
                 eprintln!("error: {e:#}");
                 ExitCode::FAILURE
             }
@@ -60,32 +65,63 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let home = cli.home.clone().unwrap_or_else(default_home);
     match cli.command {
         Command::Serve(args) => {
-            init_tracing();
+            init_tracing(None)?;
             run_daemon(home, &args, cli.json, |_| {}).await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Demo(args) => {
-            init_tracing();
             let home = cli.home.clone().unwrap_or_else(demo::default_home);
+            std::fs::create_dir_all(&home)
+                .with_context(|| format!("cannot create the demo home {}", home.display()))?;
+            init_tracing(Some(&demo::log_path(&home)))?;
             demo::run(home, args).await?;
             Ok(ExitCode::SUCCESS)
         }
         command => {
-            let api = api_address(cli.api.as_deref(), &home);
-            let client = Client::new(&api, api_token(&home))?;
-            run_client(&client, command, cli.json).await
+            let (client, sent_home_token) = connect(cli.api.as_deref(), &home)?;
+            let result = run_client(&client, command, cli.json).await;
+            match result {
+                Err(e) if !sent_home_token && unauthorized(&e) => Err(e.context(format!(
+                    "no token went to {}: the owner token of {} goes only to the daemon its serve.json names; set TURNOUT_TOKEN for this one",
+                    client.base(),
+                    home.display()
+                ))),
+                other => other,
+            }
         }
     }
 }
 
-fn init_tracing() {
+fn unauthorized(e: &anyhow::Error) -> bool {
+    e.downcast_ref::<turnout_client::Error>()
+        .and_then(turnout_client::Error::code)
+        == Some(ErrorCode::Unauthorized)
+}
+
+/// The daemon's tracing output: stderr for `serve`; for the demo a file in its home, so the
+/// daemon's lines do not interleave with the deploy steps and instructions it prints.
+fn init_tracing(file: Option<&Path>) -> anyhow::Result<()> {
     let filter = tracing_subscriber::EnvFilter::try_from_env("TURNOUT_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_writer(std::io::stderr)
-        .init();
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    match file {
+        Some(path) => {
+            let file = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .with_context(|| format!("cannot open the daemon's log {}", path.display()))?;
+            builder
+                .with_ansi(false)
+                .with_writer(std::sync::Mutex::new(file))
+                .init();
+        }
+        None => builder
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .with_writer(std::io::stderr)
+            .init(),
+    }
+    Ok(())
 }
 
 /// Run the daemon until Ctrl-C or SIGTERM. `ready` runs once the listeners are bound.
@@ -133,25 +169,67 @@ pub async fn run_daemon(
     .await
 }
 
-/// `--api`/`TURNOUT_API`, else the running daemon's address from `<home>/serve.json`, else the
-/// default.
-fn api_address(flag: Option<&str>, home: &std::path::Path) -> String {
-    if let Some(api) = flag {
-        return api.to_owned();
+/// The daemon running for `home`: its serve.json, if the process it names is alive.
+fn running_daemon(home: &Path) -> Result<ServeInfo, String> {
+    let path = home.join("serve.json");
+    let bytes = std::fs::read(&path)
+        .map_err(|_| format!("no daemon runs for the home {}", home.display()))?;
+    let info: ServeInfo = serde_json::from_slice(&bytes)
+        .map_err(|e| format!("{} is not a daemon's serve.json ({e})", path.display()))?;
+    let alive = i32::try_from(info.pid).is_ok_and(|pid| {
+        // Signal 0 checks existence; EPERM means it exists but belongs to another user.
+        match nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None) {
+            Ok(()) => true,
+            Err(e) => e == nix::errno::Errno::EPERM,
+        }
+    });
+    if alive {
+        Ok(info)
+    } else {
+        Err(format!(
+            "no daemon runs for the home {}: the one that last served it (pid {}) is gone",
+            home.display(),
+            info.pid
+        ))
     }
-    std::fs::read(home.join("serve.json"))
-        .ok()
-        .and_then(|b| serde_json::from_slice::<ServeInfo>(&b).ok())
-        .map_or_else(|| "http://127.0.0.1:7070".to_owned(), |i| i.api)
 }
 
-/// `TURNOUT_TOKEN`, else the owner token the daemon wrote to its home (on the same machine).
-pub fn api_token(home: &std::path::Path) -> Option<String> {
-    std::env::var("TURNOUT_TOKEN")
+/// The client for this invocation, and whether it carries the home's owner token.
+///
+/// The address is `--api`/`TURNOUT_API`, else that of the daemon running for the home; with
+/// neither there is nothing to talk to (no guessed default). The token is `TURNOUT_TOKEN`, else
+/// the home's `admin.token`, which goes only to the address the home's live serve.json names:
+/// never to a daemon that is not that home's.
+fn connect(api_flag: Option<&str>, home: &Path) -> anyhow::Result<(Client, bool)> {
+    let daemon = running_daemon(home);
+    let api = match (api_flag, &daemon) {
+        (Some(api), _) => api.to_owned(),
+        (None, Ok(info)) => info.api.clone(),
+        (None, Err(why)) => anyhow::bail!(
+            "{why}. Start one with `turnout serve --home {}`, or name another daemon with --api URL (and its token in TURNOUT_TOKEN)",
+            home.display()
+        ),
+    };
+    let explicit = std::env::var("TURNOUT_TOKEN")
         .ok()
-        .filter(|t| !t.trim().is_empty())
-        .or_else(|| std::fs::read_to_string(home.join("admin.token")).ok())
         .map(|t| t.trim().to_owned())
+        .filter(|t| !t.is_empty());
+    if let Some(token) = explicit {
+        return Ok((Client::new(&api, Some(&token))?, false));
+    }
+    let home_token = daemon
+        .ok()
+        .filter(|info| same_address(&info.api, &api))
+        .and_then(|_| std::fs::read_to_string(home.join("admin.token")).ok())
+        .map(|t| t.trim().to_owned())
+        .filter(|t| !t.is_empty());
+    let sent = home_token.is_some();
+    Ok((Client::new(&api, home_token.as_deref())?, sent))
+}
+
+fn same_address(a: &str, b: &str) -> bool {
+    a.trim_end_matches('/')
+        .eq_ignore_ascii_case(b.trim_end_matches('/'))
 }
 
 /// A relative local path means nothing to the daemon: make it absolute here.
@@ -179,16 +257,18 @@ async fn run_client(client: &Client, command: Command, json: bool) -> anyhow::Re
                 repo: absolute_repo(&repo)?,
                 token_env,
             };
-            let app: AppInfo = client.post("/apps", &body).await?;
+            let app = client.call(&ep::CreateApp { body }).await?;
             render::app_created(&app, json);
         }
         Command::App(AppCommand::List) => {
-            let apps: Vec<AppInfo> = client.get("/apps").await?;
-            render::apps(&apps, json);
+            render::apps(&client.call(&ep::ListApps).await?, json);
         }
         Command::App(AppCommand::Delete { name, force }) => {
             client
-                .delete(&format!("/apps/{name}?force={force}"))
+                .call(&ep::DeleteApp {
+                    app: name.clone(),
+                    force,
+                })
                 .await?;
             render::deleted("app", name.as_str(), json);
         }
@@ -202,47 +282,81 @@ async fn run_client(client: &Client, command: Command, json: bool) -> anyhow::Re
                 branch,
                 tier: Some(tier),
             };
-            let env: EnvInfo = client
-                .post(&format!("/apps/{}/envs", target.app), &body)
+            let env = client
+                .call(&ep::CreateEnv {
+                    app: target.app,
+                    body,
+                })
                 .await?;
             render::env_created(&env, json);
         }
         Command::Env(EnvCommand::List { app }) => {
-            let path = match &app {
-                Some(app) => format!("/apps/{app}/envs"),
-                None => "/envs".to_owned(),
+            let envs = match app {
+                Some(app) => client.call(&ep::ListAppEnvs { app }).await?,
+                None => client.call(&ep::ListEnvs { app: None }).await?,
             };
-            let envs: Vec<EnvInfo> = client.get(&path).await?;
             render::envs(&envs, json);
         }
         Command::Env(EnvCommand::Show { target }) => {
-            let env: EnvInfo = client
-                .get(&format!("/apps/{}/envs/{}", target.app, target.env))
-                .await?;
-            render::env(&env, json);
+            render::env(&client.call(&ep::ShowEnv { target }).await?, json);
         }
         Command::Env(EnvCommand::Delete { target }) => {
             client
-                .delete(&format!("/apps/{}/envs/{}", target.app, target.env))
+                .call(&ep::DeleteEnv {
+                    target: target.clone(),
+                })
                 .await?;
             render::deleted("environment", &target.to_string(), json);
         }
-        Command::Deploy { target, git_ref } => {
-            let ok = deploy(client, &target, git_ref, json).await?;
-            return Ok(if ok {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::FAILURE
-            });
+        Command::Env(EnvCommand::Stop { target }) => {
+            render::env_stopped(&client.call(&ep::StopEnv { target }).await?, json);
+        }
+        Command::Env(EnvCommand::Start { target, detach }) => {
+            let job = client.call(&ep::StartEnv { target }).await?;
+            return jobs::follow(client, job, detach, json).await;
+        }
+        Command::Deploy {
+            target,
+            git_ref,
+            detach,
+        } => {
+            let job = client
+                .call(&ep::Deploy {
+                    target,
+                    body: DeployRequest { git_ref },
+                })
+                .await?;
+            return jobs::follow(client, job, detach, json).await;
+        }
+        Command::Rollback { target, to, detach } => {
+            let job = client
+                .call(&ep::Rollback {
+                    target,
+                    body: RollbackRequest { to },
+                })
+                .await?;
+            return jobs::follow(client, job, detach, json).await;
+        }
+        Command::Restart { target, detach } => {
+            let job = client.call(&ep::Restart { target }).await?;
+            return jobs::follow(client, job, detach, json).await;
+        }
+        Command::Jobs { scope, all } => {
+            let (app, env) = scope.map_or((None, None), |s| (Some(s.app), s.env));
+            render::jobs(&client.call(&ep::ListJobs { app, env, all }).await?, json);
+        }
+        Command::Job(JobCommand::Show { id }) => {
+            render::job(&client.call(&ep::ShowJob { id }).await?, json);
+        }
+        Command::Job(JobCommand::Watch { id }) => {
+            let job = client.call(&ep::ShowJob { id }).await?;
+            return jobs::watch(client, &job, json).await;
+        }
+        Command::Job(JobCommand::Cancel { id }) => {
+            render::job_cancelled(&client.call(&ep::CancelJob { id }).await?, json);
         }
         Command::Release(ReleaseCommand::List { target }) => {
-            let releases: Vec<ReleaseInfo> = client
-                .get(&format!(
-                    "/apps/{}/envs/{}/releases",
-                    target.app, target.env
-                ))
-                .await?;
-            render::releases(&releases, json);
+            render::releases(&client.call(&ep::ListReleases { target }).await?, json);
         }
         Command::Domain(DomainCommand::Add { domain, target }) => {
             let body = AddDomain {
@@ -250,15 +364,17 @@ async fn run_client(client: &Client, command: Command, json: bool) -> anyhow::Re
                 app: target.app,
                 env: target.env,
             };
-            let info: DomainInfo = client.post("/domains", &body).await?;
-            render::domain_added(&info, json);
+            render::domain_added(&client.call(&ep::AddDomain { body }).await?, json);
         }
         Command::Domain(DomainCommand::List) => {
-            let domains: Vec<DomainInfo> = client.get("/domains").await?;
-            render::domains(&domains, json);
+            render::domains(&client.call(&ep::ListDomains).await?, json);
         }
         Command::Domain(DomainCommand::Remove { domain }) => {
-            client.delete(&format!("/domains/{domain}")).await?;
+            client
+                .call(&ep::RemoveDomain {
+                    domain: domain.clone(),
+                })
+                .await?;
             render::deleted("domain", domain.as_str(), json);
         }
         Command::Domain(DomainCommand::Switch { domain, target }) => {
@@ -266,21 +382,16 @@ async fn run_client(client: &Client, command: Command, json: bool) -> anyhow::Re
                 app: target.app,
                 env: target.env,
             };
-            let info: SwitchInfo = client
-                .post(&format!("/domains/{domain}/switch"), &body)
-                .await?;
-            render::switched(&info, json);
+            render::switched(
+                &client.call(&ep::SwitchDomain { domain, body }).await?,
+                json,
+            );
         }
         Command::Domain(DomainCommand::Rollback { domain }) => {
-            let info: SwitchInfo = client
-                .post(&format!("/domains/{domain}/rollback"), &())
-                .await?;
-            render::switched(&info, json);
+            render::switched(&client.call(&ep::RollbackDomain { domain }).await?, json);
         }
         Command::Domain(DomainCommand::History { domain }) => {
-            let events: Vec<DomainEvent> =
-                client.get(&format!("/domains/{domain}/history")).await?;
-            render::domain_history(&events, json);
+            render::domain_history(&client.call(&ep::DomainHistory { domain }).await?, json);
         }
         Command::Domain(DomainCommand::Maintenance {
             domain,
@@ -291,10 +402,10 @@ async fn run_client(client: &Client, command: Command, json: bool) -> anyhow::Re
                 on: matches!(state, OnOff::On),
                 message,
             };
-            let info: DomainInfo = client
-                .post(&format!("/domains/{domain}/maintenance"), &body)
-                .await?;
-            render::maintenance(&info, json);
+            render::maintenance(
+                &client.call(&ep::SetMaintenance { domain, body }).await?,
+                json,
+            );
         }
         Command::Secret(SecretCommand::Set { target, key, value }) => {
             let value = match value {
@@ -306,15 +417,15 @@ async fn run_client(client: &Client, command: Command, json: bool) -> anyhow::Re
                     v.strip_suffix('\n').map(str::to_owned).unwrap_or(v)
                 }
             };
-            let path = format!("/apps/{}/envs/{}/secrets", target.app, target.env);
+            let body = SetSecret {
+                key: key.clone(),
+                value,
+            };
             client
-                .post_empty(
-                    &path,
-                    &SetSecret {
-                        key: key.clone(),
-                        value,
-                    },
-                )
+                .call(&ep::SetSecret {
+                    target: target.clone(),
+                    body,
+                })
                 .await?;
             let body = serde_json::json!({ "set": key, "environment": target.to_string() });
             render::done(
@@ -324,24 +435,29 @@ async fn run_client(client: &Client, command: Command, json: bool) -> anyhow::Re
             );
         }
         Command::Secret(SecretCommand::List { target, show }) => {
-            let path = format!(
-                "/apps/{}/envs/{}/secrets?values={show}",
-                target.app, target.env
-            );
-            let secrets: Vec<SecretInfo> = client.get(&path).await?;
+            let secrets = client
+                .call(&ep::ListSecrets {
+                    target,
+                    values: show,
+                })
+                .await?;
             render::secrets(&secrets, json);
         }
         Command::Secret(SecretCommand::Unset { target, key }) => {
             client
-                .delete(&format!(
-                    "/apps/{}/envs/{}/secrets/{key}",
-                    target.app, target.env
-                ))
+                .call(&ep::UnsetSecret {
+                    target,
+                    key: key.clone(),
+                })
                 .await?;
             render::deleted("secret", &key, json);
         }
         Command::User(UserCommand::Add { name }) => {
-            let user: UserInfo = client.post("/users", &CreateUser { name }).await?;
+            let user = client
+                .call(&ep::AddUser {
+                    body: CreateUser { name },
+                })
+                .await?;
             render::done(
                 &format!(
                     "added user {} (no role yet: grant one with `turnout access grant {} APP ROLE`)",
@@ -352,21 +468,17 @@ async fn run_client(client: &Client, command: Command, json: bool) -> anyhow::Re
             );
         }
         Command::User(UserCommand::List) => {
-            let users: Vec<UserInfo> = client.get("/users").await?;
-            render::users(&users, json);
+            render::users(&client.call(&ep::ListUsers).await?, json);
         }
         Command::Token(TokenCommand::Create { user, expires }) => {
-            let token: TokenCreated = client
-                .post("/tokens", &CreateToken { user, expires })
-                .await?;
-            render::token_created(&token, json);
+            let body = CreateToken { user, expires };
+            render::token_created(&client.call(&ep::CreateToken { body }).await?, json);
         }
         Command::Token(TokenCommand::List) => {
-            let tokens: Vec<TokenInfo> = client.get("/tokens").await?;
-            render::tokens(&tokens, json);
+            render::tokens(&client.call(&ep::ListTokens).await?, json);
         }
         Command::Token(TokenCommand::Revoke { id }) => {
-            client.delete(&format!("/tokens/{id}")).await?;
+            client.call(&ep::RevokeToken { id }).await?;
             render::deleted("token", &id.to_string(), json);
         }
         Command::Access(AccessCommand::Grant { user, app, role }) => {
@@ -375,7 +487,7 @@ async fn run_client(client: &Client, command: Command, json: bool) -> anyhow::Re
                 app: app.clone(),
                 role: Some(role),
             };
-            client.post_empty("/grants", &body).await?;
+            client.call(&ep::SetGrant { body: body.clone() }).await?;
             render::done(&format!("{user} is now {role} of {app}"), &body, json);
         }
         Command::Access(AccessCommand::Revoke { user, app }) => {
@@ -384,7 +496,7 @@ async fn run_client(client: &Client, command: Command, json: bool) -> anyhow::Re
                 app: app.clone(),
                 role: None,
             };
-            client.post_empty("/grants", &body).await?;
+            client.call(&ep::SetGrant { body: body.clone() }).await?;
             render::done(
                 &format!("{user} has no role on {app} any more"),
                 &body,
@@ -392,8 +504,7 @@ async fn run_client(client: &Client, command: Command, json: bool) -> anyhow::Re
             );
         }
         Command::Access(AccessCommand::Policy { app }) => {
-            let policy: Vec<PolicyEntry> = client.get(&format!("/apps/{app}/policy")).await?;
-            render::policy(&policy, json);
+            render::policy(&client.call(&ep::Policy { app }).await?, json);
         }
         Command::Access(AccessCommand::SetPolicy {
             app,
@@ -403,7 +514,10 @@ async fn run_client(client: &Client, command: Command, json: bool) -> anyhow::Re
         }) => {
             let body = SetPolicy { action, tier, role };
             client
-                .post_empty(&format!("/apps/{app}/policy"), &body)
+                .call(&ep::SetPolicy {
+                    app: app.clone(),
+                    body: body.clone(),
+                })
                 .await?;
             render::done(
                 &format!("{action} on {tier} tier of {app} now needs {role}"),
@@ -424,7 +538,10 @@ async fn run_client(client: &Client, command: Command, json: bool) -> anyhow::Re
                 expires: (!off).then_some(expires),
             };
             client
-                .post_empty(&format!("/apps/{app}/approval-rules"), &body)
+                .call(&ep::SetApprovalRule {
+                    app: app.clone(),
+                    body: body.clone(),
+                })
                 .await?;
             let text = if off {
                 format!("{action} on {tier} tier of {app} needs no approval")
@@ -439,7 +556,10 @@ async fn run_client(client: &Client, command: Command, json: bool) -> anyhow::Re
                 on: matches!(state, OnOff::On),
             };
             client
-                .post_empty(&format!("/apps/{app}/protection"), &body)
+                .call(&ep::SetProtection {
+                    app: app.clone(),
+                    body: body.clone(),
+                })
                 .await?;
             let scope = tier.map_or("every tier".to_owned(), |t| format!("tier {t}"));
             let text = if body.on {
@@ -450,64 +570,62 @@ async fn run_client(client: &Client, command: Command, json: bool) -> anyhow::Re
             render::done(&text, &body, json);
         }
         Command::Approvals(ApprovalsCommand::List { all }) => {
-            let list: Vec<ApprovalInfo> = client.get(&format!("/approvals?all={all}")).await?;
-            render::approvals(&list, json);
+            render::approvals(&client.call(&ep::ListApprovals { all }).await?, json);
         }
-        Command::Approve { id } => {
-            let a: ApprovalInfo = client
-                .post(&format!("/approvals/{id}/approve"), &())
-                .await?;
-            render::done(
-                &format!(
-                    "approved request {id}: {}",
-                    a.result.as_deref().unwrap_or("done")
-                ),
-                &a,
-                json,
-            );
+        Command::Approve { id, detach } => {
+            let a = client.call(&ep::Approve { id }).await?;
+            let job = match a.job {
+                Some(job) if !detach => Some(client.call(&ep::ShowJob { id: job }).await?),
+                _ => None,
+            };
+            if let Some(job) = job {
+                if !json {
+                    render::approved(&a, false);
+                }
+                return jobs::watch(client, &job, json).await;
+            }
+            render::approved(&a, json);
         }
         Command::Reject { id } => {
-            let a: ApprovalInfo = client.post(&format!("/approvals/{id}/reject"), &()).await?;
+            let a = client.call(&ep::Reject { id }).await?;
             render::done(&format!("rejected request {id}: {}", a.summary), &a, json);
         }
         Command::Audit(args) => match args.command {
             Some(AuditCommand::Verify) => {
-                let v: AuditVerification = client.get("/audit/verify").await?;
+                let v = client.call(&ep::VerifyAudit).await?;
                 render::audit_verification(&v, json);
                 if !v.ok {
                     return Ok(ExitCode::FAILURE);
                 }
             }
             None => {
-                let mut query = Vec::new();
-                if let Some(app) = &args.app {
-                    query.push(format!("app={app}"));
-                }
-                if let Some(env) = &args.env {
-                    query.push(format!("env={env}"));
-                }
-                if let Some(since) = &args.since {
-                    let ago = parse_ago(since)?;
-                    query.push(format!("since={ago}"));
-                }
-                let entries: Vec<AuditInfo> =
-                    client.get(&format!("/audit?{}", query.join("&"))).await?;
-                render::audit(&entries, json);
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_secs());
+                let query = ep::Audit {
+                    app: args.app,
+                    env: args.env,
+                    since: args.since.map(|age| age.before(now)),
+                };
+                render::audit(&client.call(&query).await?, json);
             }
         },
         Command::Logs {
             target,
             follow,
             tail,
+            timestamps,
         } => {
             use std::io::Write;
-            let path = format!(
-                "/apps/{}/envs/{}/logs?follow={follow}&tail={tail}",
-                target.app, target.env
-            );
             let mut stdout = std::io::stdout();
+            let logs = ep::Logs {
+                target,
+                follow,
+                tail: usize::try_from(tail).unwrap_or(usize::MAX),
+                timestamps,
+            };
             client
-                .stream_text(&path, |chunk| {
+                .text(&logs, |chunk| {
                     let _ = stdout.write_all(chunk);
                     let _ = stdout.flush();
                 })
@@ -515,41 +633,4 @@ async fn run_client(client: &Client, command: Command, json: bool) -> anyhow::Re
         }
     }
     Ok(ExitCode::SUCCESS)
-}
-
-/// `30m`, `12h`, `7d` ago, as Unix seconds.
-fn parse_ago(text: &str) -> anyhow::Result<i64> {
-    let bad = || anyhow::anyhow!("invalid --since '{text}': write it like 30m, 12h or 7d");
-    let split = text.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?;
-    let (n, unit) = text.split_at(split);
-    let n: i64 = n.parse().map_err(|_| bad())?;
-    let secs = match unit {
-        "s" => n,
-        "m" => n * 60,
-        "h" => n * 3600,
-        "d" => n * 86_400,
-        _ => return Err(bad()),
-    };
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64);
-    Ok(now - secs)
-}
-
-/// Deploy and print progress as it streams in. Returns whether the release went live.
-pub async fn deploy(
-    client: &Client,
-    target: &turnout_model::EnvRef,
-    git_ref: Option<String>,
-    json: bool,
-) -> anyhow::Result<bool> {
-    let mut progress = render::DeployProgress::new(target, json);
-    client
-        .deploy(
-            &format!("/apps/{}/envs/{}/deploy", target.app, target.env),
-            &DeployRequest { git_ref },
-            |event| progress.event(&event),
-        )
-        .await?;
-    progress.finish()
 }

@@ -1,12 +1,13 @@
 //! How command results look: tables and short sentences for people, JSON with `--json`.
+use std::collections::HashMap;
 use std::time::Instant;
 
 use comfy_table::{Table, presets::NOTHING};
 use serde::Serialize;
 use turnout_model::{
-    AppInfo, ApprovalInfo, AuditInfo, AuditVerification, DeployEvent, DomainEvent, DomainInfo,
-    EnvInfo, EnvRef, PolicyEntry, ReleaseInfo, SecretInfo, SwitchInfo, Tier, TokenCreated,
-    TokenInfo, UserInfo,
+    AppInfo, ApprovalInfo, AuditInfo, AuditVerification, DomainEvent, DomainInfo, EnvInfo,
+    JobEvent, JobInfo, JobKind, JobState, JobStep, PolicyEntry, ReleaseInfo, ReleaseStatus,
+    SecretInfo, StepState, SwitchInfo, Tier, TokenCreated, TokenInfo, UserInfo, parse_timestamp,
 };
 
 fn print_json(value: &impl Serialize) {
@@ -173,12 +174,25 @@ pub fn releases(releases: &[ReleaseInfo], json: bool) {
             short(&r.commit).to_owned(),
             r.git_ref.clone(),
             r.status.to_string(),
-            if r.reused_build { "reused" } else { "built" }.to_owned(),
+            build_column(r).to_owned(),
             r.created_at.clone(),
             r.error.clone().unwrap_or_default(),
         ]);
     }
     println!("{t}");
+}
+
+/// Whether the release's build exists: `reused` or `built` only when it does; `failed` when
+/// the build step failed; `-` while building or when it never got that far.
+fn build_column(r: &ReleaseInfo) -> &'static str {
+    match r.status {
+        _ if r.reused_build => "reused",
+        ReleaseStatus::Live | ReleaseStatus::Superseded => "built",
+        ReleaseStatus::Failed if r.error.as_deref().is_some_and(|e| e.starts_with("build ")) => {
+            "failed"
+        }
+        ReleaseStatus::Failed | ReleaseStatus::Building => "-",
+    }
 }
 
 pub fn domain_added(d: &DomainInfo, json: bool) {
@@ -240,10 +254,24 @@ pub fn switched(s: &SwitchInfo, json: bool) {
         "{} {verb}: {}/{} -> {}/{} (health check {:.1} ms, route live in {:.0} µs)",
         s.domain, s.app, s.from, s.app, s.to, s.health_check_ms, s.apply_us
     );
-    println!(
-        "{}/{} keeps running: `turnout domain rollback {}` moves it back",
-        s.app, s.from, s.domain
-    );
+    println!("{}", switch_hint(s));
+}
+
+/// What to run next after a switch or a rollback: a command that works from here.
+fn switch_hint(s: &SwitchInfo) -> String {
+    if s.action == "rollback" {
+        format!(
+            "{app}/{from} keeps running: `turnout domain switch {d} {app}/{from}` moves it forward again; `turnout domain history {d}` shows its earlier bindings",
+            app = s.app,
+            from = s.from,
+            d = s.domain
+        )
+    } else {
+        format!(
+            "{}/{} keeps running: `turnout domain rollback {}` moves it back",
+            s.app, s.from, s.domain
+        )
+    }
 }
 
 pub fn domain_history(events: &[DomainEvent], json: bool) {
@@ -429,27 +457,63 @@ pub fn audit(entries: &[AuditInfo], json: bool) {
         "ID", "WHEN", "WHO", "ACTION", "TARGET", "FROM", "TO", "RESULT",
     ]);
     for e in entries {
-        let target = [e.app.clone(), e.env.clone()]
-            .into_iter()
-            .flatten()
-            .collect::<Vec<_>>()
-            .join("/");
-        let target = match &e.domain {
-            Some(d) => format!("{d} ({target})"),
-            None => target,
-        };
-        t.add_row(vec![
-            e.id.to_string(),
-            e.at.clone(),
-            e.actor.clone(),
-            e.action.to_string(),
-            target,
-            e.from.clone().unwrap_or_default(),
-            e.to.clone().unwrap_or_default(),
-            e.result.clone(),
-        ]);
+        t.add_row(audit_row(e));
     }
     println!("{t}");
+}
+
+/// One audit entry as table cells: commit ids shortened, every cell cut to a width that keeps
+/// the row under 160 columns (`--json` has everything).
+fn audit_row(e: &AuditInfo) -> Vec<String> {
+    let target = [e.app.clone(), e.env.clone()]
+        .into_iter()
+        .flatten()
+        .collect::<Vec<_>>()
+        .join("/");
+    let target = match &e.domain {
+        Some(d) => format!("{d} ({target})"),
+        None => target,
+    };
+    let cell = |text: &str, width: usize| cut(&short_commits(text), width);
+    vec![
+        e.id.to_string(),
+        e.at.clone(),
+        cell(&e.actor, 16),
+        cell(e.action.as_str(), 16),
+        cell(&target, 26),
+        cell(e.from.as_deref().unwrap_or_default(), 14),
+        cell(e.to.as_deref().unwrap_or_default(), 14),
+        cell(&e.result, 28),
+    ]
+}
+
+/// Every word of 40 (SHA-1) or 64 (SHA-256) hex digits cut to its first 12.
+fn short_commits(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while !rest.is_empty() {
+        let end = rest
+            .find(|c: char| !c.is_alphanumeric())
+            .unwrap_or(rest.len());
+        let (word, tail) = rest.split_at(end);
+        let commit = matches!(word.len(), 40 | 64) && word.bytes().all(|b| b.is_ascii_hexdigit());
+        out.push_str(if commit { short(word) } else { word });
+        let gap = tail.find(char::is_alphanumeric).unwrap_or(tail.len());
+        out.push_str(&tail[..gap]);
+        rest = &tail[gap..];
+    }
+    out
+}
+
+/// At most `width` characters, the last one `…` when cut; on one line.
+fn cut(text: &str, width: usize) -> String {
+    let text = text.replace(['\n', '\r'], " ");
+    if text.chars().count() <= width {
+        return text;
+    }
+    let mut out: String = text.chars().take(width.saturating_sub(1)).collect();
+    out.push('…');
+    out
 }
 
 pub fn audit_verification(v: &AuditVerification, json: bool) {
@@ -467,82 +531,440 @@ pub fn audit_verification(v: &AuditVerification, json: bool) {
     }
 }
 
-/// Prints a deploy's events as they stream in: numbered steps with elapsed time, build output
+/// Prints a job's events as they stream in: numbered steps with elapsed time, build output
 /// indented under its step, and the outcome.
-pub struct DeployProgress {
+pub struct JobProgress {
+    id: i64,
+    kind: JobKind,
     target: String,
     json: bool,
     started: Instant,
-    outcome: Option<bool>,
+    /// The last state printed for each step, by index.
+    printed: HashMap<u32, StepState>,
 }
 
-impl DeployProgress {
-    pub fn new(target: &EnvRef, json: bool) -> DeployProgress {
-        DeployProgress {
-            target: target.to_string(),
+impl JobProgress {
+    pub fn new(job: &JobInfo, json: bool) -> JobProgress {
+        let target = format!("{}/{}", job.app, job.env);
+        if !json {
+            println!("job {}: {} of {target}", job.id, job.kind);
+        }
+        JobProgress {
+            id: job.id,
+            kind: job.kind,
+            target,
             json,
             started: Instant::now(),
-            outcome: None,
+            printed: HashMap::new(),
         }
     }
 
-    pub fn event(&mut self, event: &DeployEvent) {
-        match event {
-            DeployEvent::Live { .. } => self.outcome = Some(true),
-            DeployEvent::Failed { .. } => self.outcome = Some(false),
-            _ => {}
-        }
+    /// Print one event; returns the final job once the stream says it ended.
+    pub fn event<'a>(&mut self, event: &'a JobEvent) -> Option<&'a JobInfo> {
         if self.json {
             println!("{}", serde_json::to_string(event).unwrap_or_default());
+        }
+        match event {
+            JobEvent::Step { index, total, step } => {
+                if !self.json {
+                    self.step(*index, *total, step);
+                }
+                None
+            }
+            JobEvent::Output { line } => {
+                if !self.json {
+                    println!("        | {line}");
+                }
+                None
+            }
+            JobEvent::End { job } => {
+                if !self.json {
+                    self.end(job);
+                }
+                Some(job)
+            }
+        }
+    }
+
+    /// A line when a step starts, is skipped, fails or is cancelled; a step that finished
+    /// before anyone saw it start gets its line then. Progress updates print nothing.
+    fn step(&mut self, index: u32, total: u32, step: &JobStep) {
+        let before = self.printed.get(&index).copied();
+        let label = match step.state {
+            StepState::Pending => return,
+            StepState::Running | StepState::Done if before.is_some() => return,
+            StepState::Running | StepState::Done => "",
+            StepState::Skipped => "skipped: ",
+            StepState::Failed => "failed: ",
+            StepState::Cancelled => "cancelled: ",
+        };
+        if before == Some(step.state) {
             return;
         }
+        self.printed.insert(index, step.state);
         let elapsed = self.started.elapsed().as_secs_f64();
-        match event {
-            DeployEvent::Step {
-                index,
-                total,
-                step,
-                detail,
-            } => {
-                if *index == 0 {
-                    println!("        {detail}");
-                } else {
-                    println!("[{index}/{total}] {step:<9}{detail}  ({elapsed:.1}s)");
-                }
-            }
-            DeployEvent::Output { line } => println!("        | {line}"),
-            DeployEvent::Live { release, url } => println!(
-                "live: {} release {} ({}) at {url} in {elapsed:.1}s",
-                self.target,
-                release.id,
-                short(&release.commit)
+        println!(
+            "[{}/{total}] {:<9}{label}{}  ({elapsed:.1}s)",
+            index.saturating_add(1),
+            step.name,
+            step.detail
+        );
+    }
+
+    fn end(&self, job: &JobInfo) {
+        let elapsed = self.started.elapsed().as_secs_f64();
+        let (id, kind, target) = (self.id, self.kind, &self.target);
+        match job.state {
+            JobState::Succeeded => println!(
+                "live: {target}{}{} in {elapsed:.1}s",
+                job.release
+                    .map_or(String::new(), |r| format!(" release {r}")),
+                job.url
+                    .as_ref()
+                    .map_or(String::new(), |u| format!(" at {u}"))
             ),
-            DeployEvent::Failed {
-                step,
-                error,
-                log_tail,
-            } => {
-                if !log_tail.is_empty() {
+            state => {
+                if !job.log_tail.is_empty() {
+                    let step = failed_step(job).unwrap_or("failed step's");
                     eprintln!("--- last lines of the {step} log ---");
-                    for l in log_tail {
+                    for l in &job.log_tail {
                         eprintln!("  {l}");
                     }
                     eprintln!("---");
                 }
-                eprintln!("error: deploy of {} failed at {step}: {error}", self.target);
-                eprintln!("{} keeps serving what it served before.", self.target);
+                let why = job.error.as_deref().unwrap_or("no reason given");
+                match (state, failed_step(job)) {
+                    (JobState::Failed, Some(step)) => {
+                        eprintln!("error: {kind} of {target} failed at {step}: {why}")
+                    }
+                    _ => eprintln!("error: {kind} of {target} (job {id}) {state}: {why}"),
+                }
+                match kind {
+                    JobKind::Start => {
+                        eprintln!("{target} is not running: `turnout env show {target}` says why")
+                    }
+                    _ => eprintln!("{target} keeps serving what it served before."),
+                }
             }
         }
     }
+}
 
-    /// Whether the release went live; an error if the stream ended without an outcome.
-    pub fn finish(self) -> anyhow::Result<bool> {
-        self.outcome.ok_or_else(|| {
-            anyhow::anyhow!(
-                "the deploy stream of {} ended without an outcome (did the daemon stop?); see `turnout release list {}`",
-                self.target,
-                self.target
-            )
-        })
+fn failed_step(job: &JobInfo) -> Option<&str> {
+    job.steps
+        .iter()
+        .find(|s| s.state == StepState::Failed)
+        .map(|s| s.name.as_str())
+}
+
+fn now_unix() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
+/// `850ms`, `4.2s`, `3m04s`, `2h05m`.
+fn duration(ms: u64) -> String {
+    let secs = ms / 1000;
+    match secs {
+        0 => format!("{ms}ms"),
+        1..60 => format!("{:.1}s", ms as f64 / 1000.0),
+        60..3600 => format!("{}m{:02}s", secs / 60, secs % 60),
+        _ => format!("{}h{:02}m", secs / 3600, secs % 3600 / 60),
+    }
+}
+
+/// How long the job ran (or has been running): finished (or now) minus started.
+fn job_duration(job: &JobInfo, now: i64) -> String {
+    let Some(start) = job.started_at.as_deref().and_then(parse_timestamp) else {
+        return "-".into();
+    };
+    let end = job
+        .finished_at
+        .as_deref()
+        .and_then(parse_timestamp)
+        .unwrap_or(now);
+    let secs = u64::try_from(end.saturating_sub(start)).unwrap_or(0);
+    duration(secs.saturating_mul(1000))
+}
+
+/// The running step, else the last one that got anywhere, as `build (3/6)`.
+fn job_step(job: &JobInfo) -> String {
+    let total = job.steps.len();
+    let current = job
+        .steps
+        .iter()
+        .enumerate()
+        .find(|(_, s)| s.state == StepState::Running)
+        .or_else(|| {
+            job.steps
+                .iter()
+                .enumerate()
+                .rev()
+                .find(|(_, s)| s.state != StepState::Pending)
+        });
+    match current {
+        Some((i, s)) => format!("{} ({}/{total})", s.name, i + 1),
+        None => "-".into(),
+    }
+}
+
+pub fn jobs(jobs: &[JobInfo], json: bool) {
+    if json {
+        return print_json(&jobs);
+    }
+    if jobs.is_empty() {
+        println!("no jobs: `turnout deploy APP/ENV` starts one");
+        return;
+    }
+    let now = now_unix();
+    let mut t = table(&[
+        "ID", "KIND", "TARGET", "STATE", "STEP", "ACTOR", "STARTED", "DURATION",
+    ]);
+    for j in jobs {
+        t.add_row(vec![
+            j.id.to_string(),
+            j.kind.to_string(),
+            format!("{}/{}", j.app, j.env),
+            j.state.to_string(),
+            job_step(j),
+            cut(&j.actor, 32),
+            j.started_at.clone().unwrap_or_else(|| "-".into()),
+            job_duration(j, now),
+        ]);
+    }
+    println!("{t}");
+}
+
+pub fn job(j: &JobInfo, json: bool) {
+    if json {
+        return print_json(j);
+    }
+    let dash = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".into());
+    println!("job          {}", j.id);
+    println!("kind         {}", j.kind);
+    println!("target       {}/{}", j.app, j.env);
+    println!("state        {}", j.state);
+    println!("actor        {}", j.actor);
+    println!("request      {}", dash(&j.request));
+    println!(
+        "release      {}",
+        j.release.map_or("-".into(), |r| r.to_string())
+    );
+    if let Some(url) = &j.url {
+        println!("url          {url}");
+    }
+    println!("created      {}", j.created_at);
+    println!("started      {}", dash(&j.started_at));
+    println!("finished     {}", dash(&j.finished_at));
+    println!("duration     {}", job_duration(j, now_unix()));
+    if !j.steps.is_empty() {
+        println!();
+        let mut t = table(&["#", "STEP", "STATE", "DURATION", "DETAIL"]);
+        for (i, s) in j.steps.iter().enumerate() {
+            let progress = s
+                .progress
+                .as_ref()
+                .map_or(String::new(), |p| match p.total {
+                    Some(total) => format!(" [{}/{total} {}]", p.done, p.unit),
+                    None => format!(" [{} {}]", p.done, p.unit),
+                });
+            t.add_row(vec![
+                (i + 1).to_string(),
+                s.name.clone(),
+                s.state.as_str().to_owned(),
+                s.duration_ms.map_or("-".into(), duration),
+                format!("{}{progress}", s.detail),
+            ]);
+        }
+        println!("{t}");
+    }
+    if let Some(error) = &j.error {
+        println!();
+        println!("error        {error}");
+    }
+    if !j.log_tail.is_empty() {
+        println!(
+            "--- last lines of the {} log ---",
+            failed_step(j).unwrap_or("failed step's")
+        );
+        for l in &j.log_tail {
+            println!("  {l}");
+        }
+        println!("---");
+    }
+    if !j.state.is_final() {
+        println!();
+        println!(
+            "follow it with `turnout job watch {}`, cancel it with `turnout job cancel {}`",
+            j.id, j.id
+        );
+    }
+}
+
+/// `--detach`: the id on stdout (for scripts), how to follow it on stderr.
+pub fn job_detached(j: &JobInfo, json: bool) {
+    if json {
+        return print_json(j);
+    }
+    println!("{}", j.id);
+    eprintln!(
+        "{} of {}/{} is job {}: watch it with `turnout job watch {}`, cancel it with `turnout job cancel {}`",
+        j.kind, j.app, j.env, j.id, j.id, j.id
+    );
+}
+
+pub fn job_cancelled(j: &JobInfo, json: bool) {
+    if json {
+        return print_json(j);
+    }
+    let what = format!("job {} ({} of {}/{})", j.id, j.kind, j.app, j.env);
+    match j.state {
+        JobState::Cancelled => println!("cancelled {what}"),
+        JobState::Queued | JobState::Running => println!(
+            "cancelling {what}; `turnout job watch {}` shows when it stops",
+            j.id
+        ),
+        state => println!("{what} had already ended: {state}"),
+    }
+}
+
+pub fn env_stopped(e: &EnvInfo, json: bool) {
+    if json {
+        return print_json(e);
+    }
+    println!(
+        "stopped {app}/{env}: its URL and domains answer 503 until `turnout env start {app}/{env}`",
+        app = e.app,
+        env = e.name
+    );
+}
+
+pub fn approved(a: &ApprovalInfo, json: bool) {
+    if json {
+        return print_json(a);
+    }
+    match a.job {
+        Some(job) => println!(
+            "approved request {}: {} runs as job {job} (`turnout job watch {job}`)",
+            a.id, a.summary
+        ),
+        None => println!(
+            "approved request {}: {}",
+            a.id,
+            a.result.as_deref().unwrap_or("done")
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn after_a_rollback_the_hint_goes_forward_not_further_back() {
+        let mut s = SwitchInfo {
+            domain: "shop.example.com".parse().unwrap(),
+            app: "shop".parse().unwrap(),
+            from: "staging".parse().unwrap(),
+            to: "production".parse().unwrap(),
+            action: "rollback".into(),
+            health_check_ms: 1.0,
+            apply_us: 10.0,
+        };
+        let hint = switch_hint(&s);
+        assert!(
+            hint.contains("`turnout domain switch shop.example.com shop/staging`"),
+            "{hint}"
+        );
+        assert!(!hint.contains("domain rollback"), "{hint}");
+        s.action = "switch".into();
+        assert!(switch_hint(&s).contains("`turnout domain rollback shop.example.com`"));
+    }
+
+    fn release(status: ReleaseStatus, reused: bool, error: Option<&str>) -> ReleaseInfo {
+        ReleaseInfo {
+            id: 1,
+            commit: "a".repeat(40),
+            git_ref: "main".into(),
+            status,
+            job: None,
+            reused_build: reused,
+            error: error.map(Into::into),
+            created_at: String::new(),
+            finished_at: None,
+        }
+    }
+
+    #[test]
+    fn the_build_column_says_built_only_when_the_build_succeeded() {
+        use ReleaseStatus::*;
+        let cases = [
+            (release(Live, false, None), "built"),
+            (release(Superseded, true, None), "reused"),
+            (
+                release(Failed, false, Some("build failed: exit 1")),
+                "failed",
+            ),
+            (release(Failed, false, Some("checkout failed: no")), "-"),
+            (release(Failed, true, Some("launch failed: port")), "reused"),
+            (release(Building, false, None), "-"),
+        ];
+        for (r, want) in cases {
+            assert_eq!(build_column(&r), want, "{:?} {:?}", r.status, r.error);
+        }
+    }
+
+    #[test]
+    fn audit_rows_stay_narrow_and_ids_short() {
+        let sha = "0123456789abcdef0123456789abcdef01234567";
+        let e = AuditInfo {
+            id: 123_456,
+            at: "2026-11-24T15:50:41Z".into(),
+            actor: "alice-with-a-long-name (approved by bob-with-a-long-name)".into(),
+            action: turnout_model::AuditAction::ReleaseCreate,
+            app: Some("a".repeat(40)),
+            env: Some("b".repeat(40)),
+            domain: Some(format!("{}.example.com", "c".repeat(60))),
+            from: Some(sha.into()),
+            to: Some(sha.into()),
+            result: format!("failed: build failed: {}", "x".repeat(300)),
+            hash: String::new(),
+        };
+        let row = audit_row(&e);
+        assert_eq!(row[5], "0123456789ab");
+        assert!(row[7].ends_with('…'), "{}", row[7]);
+        let mut t = table(&[
+            "ID", "WHEN", "WHO", "ACTION", "TARGET", "FROM", "TO", "RESULT",
+        ]);
+        t.add_row(row);
+        for line in t.to_string().lines() {
+            assert!(
+                line.chars().count() < 160,
+                "{} columns: {line}",
+                line.chars().count()
+            );
+        }
+    }
+
+    #[test]
+    fn only_whole_hex_words_of_commit_length_are_shortened() {
+        let sha = "0123456789abcdef0123456789abcdef01234567";
+        assert_eq!(
+            short_commits(&format!("main -> {sha}, release 5")),
+            "main -> 0123456789ab, release 5"
+        );
+        let longer = format!("{sha}ff");
+        assert_eq!(short_commits(&longer), longer);
+        let word = format!("x{sha}");
+        assert_eq!(short_commits(&word), word);
+    }
+
+    #[test]
+    fn durations_read_at_a_glance() {
+        assert_eq!(duration(850), "850ms");
+        assert_eq!(duration(4_200), "4.2s");
+        assert_eq!(duration(184_000), "3m04s");
+        assert_eq!(duration(7_500_000), "2h05m");
     }
 }

@@ -225,6 +225,40 @@ async fn the_demo_deploys_two_environments_and_runs_twice() {
             text.contains(&format!("export TURNOUT_HOME={}", home.path().display())),
             "{text}"
         );
+        // The daemon's own log lines stay off the terminal, in the file the demo names.
+        let log = home.path().join("turnout.log");
+        assert!(
+            text.contains(&format!("daemon log: {}", log.display())),
+            "{text}"
+        );
+        assert!(!text.contains(" INFO "), "{text}");
+        assert!(std::fs::read_to_string(&log).unwrap().contains(" INFO "));
+        // The binary the commands need is on the PATH line, as an absolute path.
+        let bin_dir = std::path::Path::new(BIN)
+            .parent()
+            .unwrap()
+            .canonicalize()
+            .unwrap();
+        assert!(
+            text.contains(&format!("export PATH={}:\"$PATH\"", bin_dir.display())),
+            "{text}"
+        );
+        // Every suggested domain command works, on the first run and the second.
+        for line in text.lines().filter(|l| l.starts_with("  turnout domain ")) {
+            let args: Vec<&str> = line.split_whitespace().skip(1).collect();
+            let out = Command::new(BIN)
+                .args(&args)
+                .env("TURNOUT_HOME", home.path())
+                .env_remove("TURNOUT_API")
+                .env_remove("TURNOUT_TOKEN")
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "run {run}: `{line}` failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
         let list = Command::new(BIN)
             .args(["--json", "env", "list"])
             .env("TURNOUT_HOME", home.path())

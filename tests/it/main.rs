@@ -1,11 +1,13 @@
 //! One integration-test binary (it links once): real `turnout` processes, real git
 //! repositories, real HTTP through the proxy, ports bound to 0.
 mod access;
+mod cli;
 mod daemon;
 mod deploy;
 mod domains;
 mod input;
 mod jobs;
+mod jobs_cli;
 mod limits;
 mod load;
 mod metrics_access;

@@ -4,13 +4,15 @@ use std::time::Duration;
 
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, Query, State};
+use axum::handler::Handler;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{MethodFilter, get, on};
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
+use turnout_model::endpoint::{self as ep, Endpoint, Method};
 use turnout_model::{
     AddDomain, AppName, ApprovalPending, CreateApp, CreateEnv, CreateToken, CreateUser,
     DeployRequest, DomainName, EnvName, EnvRef, ErrorBody, JobEvent, RollbackRequest,
@@ -24,133 +26,78 @@ use crate::plane::{ControlPlane, LogView};
 
 type Api = Arc<ControlPlane>;
 
-/// Every route, registered one method at a time so `endpoints()` lists exactly what the router
-/// serves (the access-control test checks its table against that list).
+/// Every route, registered through the endpoint it serves (`turnout_model::endpoint`): the
+/// method and path are written once, for the server and the client alike, and `endpoints()`
+/// lists exactly what the router serves (the access-control test checks its table against
+/// that list).
 struct Routes {
     router: Router<Api>,
     list: Vec<(&'static str, &'static str)>,
 }
 
 impl Routes {
-    fn add(
-        mut self,
-        method: &'static str,
-        path: &'static str,
-        handler: axum::routing::MethodRouter<Api>,
-    ) -> Routes {
-        self.list.push((method, path));
-        self.router = self.router.route(path, handler);
+    fn add<E: Endpoint, H: Handler<T, Api>, T: 'static>(mut self, handler: H) -> Routes {
+        let method = match E::METHOD {
+            Method::Get => MethodFilter::GET,
+            Method::Post => MethodFilter::POST,
+            Method::Delete => MethodFilter::DELETE,
+        };
+        self.list.push((E::METHOD.as_str(), E::PATH));
+        self.router = self.router.route(E::PATH, on(method, handler));
         self
     }
 }
 
 fn routes() -> Routes {
-    use axum::routing::delete;
     Routes {
         router: Router::new(),
         list: Vec::new(),
     }
-    .add("GET", "/api/v1/apps", get(list_apps))
-    .add("POST", "/api/v1/apps", post(create_app))
-    .add("DELETE", "/api/v1/apps/{app}", delete(delete_app))
-    .add("GET", "/api/v1/envs", get(list_envs))
-    .add("GET", "/api/v1/apps/{app}/envs", get(list_app_envs))
-    .add("POST", "/api/v1/apps/{app}/envs", post(create_env))
-    .add("GET", "/api/v1/apps/{app}/envs/{env}", get(show_env))
-    .add(
-        "DELETE",
-        "/api/v1/apps/{app}/envs/{env}",
-        delete(delete_env),
-    )
-    .add("POST", "/api/v1/apps/{app}/envs/{env}/deploy", post(deploy))
-    .add(
-        "POST",
-        "/api/v1/apps/{app}/envs/{env}/rollback",
-        post(rollback),
-    )
-    .add(
-        "POST",
-        "/api/v1/apps/{app}/envs/{env}/restart",
-        post(restart),
-    )
-    .add("POST", "/api/v1/apps/{app}/envs/{env}/stop", post(stop_env))
-    .add(
-        "POST",
-        "/api/v1/apps/{app}/envs/{env}/start",
-        post(start_env),
-    )
-    .add("GET", "/api/v1/jobs", get(list_jobs))
-    .add("GET", "/api/v1/jobs/{id}", get(show_job))
-    .add("GET", "/api/v1/jobs/{id}/events", get(job_events))
-    .add("POST", "/api/v1/jobs/{id}/cancel", post(cancel_job))
-    .add(
-        "GET",
-        "/api/v1/apps/{app}/envs/{env}/releases",
-        get(releases),
-    )
-    .add("GET", "/api/v1/apps/{app}/envs/{env}/logs", get(logs))
-    .add(
-        "GET",
-        "/api/v1/apps/{app}/envs/{env}/secrets",
-        get(list_secrets),
-    )
-    .add(
-        "POST",
-        "/api/v1/apps/{app}/envs/{env}/secrets",
-        post(set_secret),
-    )
-    .add(
-        "DELETE",
-        "/api/v1/apps/{app}/envs/{env}/secrets/{key}",
-        delete(unset_secret),
-    )
-    .add("GET", "/api/v1/domains", get(list_domains))
-    .add("POST", "/api/v1/domains", post(add_domain))
-    .add("DELETE", "/api/v1/domains/{domain}", delete(remove_domain))
-    .add(
-        "POST",
-        "/api/v1/domains/{domain}/switch",
-        post(switch_domain),
-    )
-    .add(
-        "POST",
-        "/api/v1/domains/{domain}/rollback",
-        post(rollback_domain),
-    )
-    .add(
-        "POST",
-        "/api/v1/domains/{domain}/maintenance",
-        post(set_maintenance),
-    )
-    .add(
-        "GET",
-        "/api/v1/domains/{domain}/history",
-        get(domain_history),
-    )
-    .add("GET", "/api/v1/users", get(list_users))
-    .add("POST", "/api/v1/users", post(add_user))
-    .add("GET", "/api/v1/tokens", get(list_tokens))
-    .add("POST", "/api/v1/tokens", post(create_token))
-    .add("DELETE", "/api/v1/tokens/{id}", delete(revoke_token))
-    .add("POST", "/api/v1/grants", post(set_grant))
-    .add("GET", "/api/v1/apps/{app}/policy", get(policy))
-    .add("POST", "/api/v1/apps/{app}/policy", post(set_policy))
-    .add(
-        "POST",
-        "/api/v1/apps/{app}/approval-rules",
-        post(set_approval_rule),
-    )
-    .add(
-        "POST",
-        "/api/v1/apps/{app}/protection",
-        post(set_protection),
-    )
-    .add("GET", "/api/v1/approvals", get(list_approvals))
-    .add("POST", "/api/v1/approvals/{id}/approve", post(approve))
-    .add("POST", "/api/v1/approvals/{id}/reject", post(reject))
-    .add("GET", "/api/v1/audit", get(audit))
-    .add("GET", "/api/v1/audit/verify", get(verify_audit))
-    .add("GET", "/metrics", get(metrics))
+    .add::<ep::ListApps, _, _>(list_apps)
+    .add::<ep::CreateApp, _, _>(create_app)
+    .add::<ep::DeleteApp, _, _>(delete_app)
+    .add::<ep::ListEnvs, _, _>(list_envs)
+    .add::<ep::ListAppEnvs, _, _>(list_app_envs)
+    .add::<ep::CreateEnv, _, _>(create_env)
+    .add::<ep::ShowEnv, _, _>(show_env)
+    .add::<ep::DeleteEnv, _, _>(delete_env)
+    .add::<ep::Deploy, _, _>(deploy)
+    .add::<ep::Rollback, _, _>(rollback)
+    .add::<ep::Restart, _, _>(restart)
+    .add::<ep::StopEnv, _, _>(stop_env)
+    .add::<ep::StartEnv, _, _>(start_env)
+    .add::<ep::ListReleases, _, _>(releases)
+    .add::<ep::Logs, _, _>(logs)
+    .add::<ep::ListSecrets, _, _>(list_secrets)
+    .add::<ep::SetSecret, _, _>(set_secret)
+    .add::<ep::UnsetSecret, _, _>(unset_secret)
+    .add::<ep::ListJobs, _, _>(list_jobs)
+    .add::<ep::ShowJob, _, _>(show_job)
+    .add::<ep::JobEvents, _, _>(job_events)
+    .add::<ep::CancelJob, _, _>(cancel_job)
+    .add::<ep::ListDomains, _, _>(list_domains)
+    .add::<ep::AddDomain, _, _>(add_domain)
+    .add::<ep::RemoveDomain, _, _>(remove_domain)
+    .add::<ep::SwitchDomain, _, _>(switch_domain)
+    .add::<ep::RollbackDomain, _, _>(rollback_domain)
+    .add::<ep::SetMaintenance, _, _>(set_maintenance)
+    .add::<ep::DomainHistory, _, _>(domain_history)
+    .add::<ep::ListUsers, _, _>(list_users)
+    .add::<ep::AddUser, _, _>(add_user)
+    .add::<ep::ListTokens, _, _>(list_tokens)
+    .add::<ep::CreateToken, _, _>(create_token)
+    .add::<ep::RevokeToken, _, _>(revoke_token)
+    .add::<ep::SetGrant, _, _>(set_grant)
+    .add::<ep::Policy, _, _>(policy)
+    .add::<ep::SetPolicy, _, _>(set_policy)
+    .add::<ep::SetApprovalRule, _, _>(set_approval_rule)
+    .add::<ep::SetProtection, _, _>(set_protection)
+    .add::<ep::ListApprovals, _, _>(list_approvals)
+    .add::<ep::Approve, _, _>(approve)
+    .add::<ep::Reject, _, _>(reject)
+    .add::<ep::Audit, _, _>(audit)
+    .add::<ep::VerifyAudit, _, _>(verify_audit)
+    .add::<ep::Metrics, _, _>(metrics)
 }
 
 /// (method, path) of every authenticated endpoint.
@@ -167,8 +114,8 @@ pub fn router(plane: Api) -> Router {
         ))
         // Liveness needs no token (added after the layer, so it is outside it).
         .route(
-            "/api/v1/health",
-            get(|| async { Json(serde_json::json!({"ok": true})) }),
+            ep::Health::PATH,
+            get(|| async { Json(turnout_model::endpoint::HealthInfo { ok: true }) }),
         )
         .fallback(|| async {
             ApiError(ControlError::NotFound(
@@ -826,4 +773,19 @@ async fn unset_secret(
 ) -> Result<impl IntoResponse> {
     p.unset_secret(env_ref(&app, &env)?, key, &who).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+#[cfg(test)]
+mod tests {
+    /// The server serves exactly the endpoints the model declares (and so the client knows):
+    /// one added on one side only fails here.
+    #[test]
+    fn the_router_serves_every_declared_endpoint_and_no_other() {
+        let mut served = super::endpoints();
+        served.push(("GET", <super::ep::Health as super::Endpoint>::PATH));
+        served.sort_unstable();
+        let mut declared = turnout_model::endpoint::all_paths();
+        declared.sort_unstable();
+        assert_eq!(served, declared);
+    }
 }

@@ -423,6 +423,7 @@ pub struct JobInfo {
 pub enum JobEvent {
     /// A step changed: started, made progress, finished, was skipped or failed.
     Step {
+        /// The step's position in `JobInfo::steps`, from 0; `total` is their number.
         index: u32,
         total: u32,
         step: JobStep,
@@ -682,6 +683,43 @@ pub fn format_timestamp(unix: i64) -> String {
     )
 }
 
+/// Unix seconds of an RFC 3339 UTC timestamp as [`format_timestamp`] writes it
+/// (`2026-11-24T15:50:41Z`, fractional seconds ignored); None for anything else.
+pub fn parse_timestamp(text: &str) -> Option<i64> {
+    let b = text.as_bytes();
+    if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || b[10] != b'T' || b[13] != b':' {
+        return None;
+    }
+    let num = |r: std::ops::Range<usize>| -> Option<i64> {
+        let s = text.get(r)?;
+        s.bytes()
+            .all(|c| c.is_ascii_digit())
+            .then(|| s.parse().ok())
+            .flatten()
+    };
+    let (year, month, day) = (num(0..4)?, num(5..7)?, num(8..10)?);
+    let (hour, min, sec) = (num(11..13)?, num(14..16)?, num(17..19)?);
+    let tail = &text[19..];
+    let tail = tail
+        .strip_prefix('.')
+        .map_or(tail, |t| t.trim_start_matches(|c: char| c.is_ascii_digit()));
+    if tail != "Z" || !(1..=12).contains(&month) || !(1..=31).contains(&day) {
+        return None;
+    }
+    if hour > 23 || min > 59 || sec > 60 {
+        return None;
+    }
+    // The inverse of the days-to-civil algorithm in `format_timestamp`.
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y.rem_euclid(400);
+    let mp = if month > 2 { month - 3 } else { month + 9 };
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Some(days * 86_400 + hour * 3600 + min * 60 + sec)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -691,6 +729,25 @@ mod tests {
         assert_eq!(format_timestamp(0), "1970-01-01T00:00:00Z");
         assert_eq!(format_timestamp(951_782_400), "2000-02-29T00:00:00Z");
         assert_eq!(format_timestamp(1_795_535_441), "2026-11-24T15:50:41Z");
+    }
+
+    #[test]
+    fn parses_what_it_formats() {
+        for t in [0, 951_782_400, 1_795_535_441, 4_102_444_799] {
+            assert_eq!(parse_timestamp(&format_timestamp(t)), Some(t));
+        }
+        assert_eq!(
+            parse_timestamp("2026-11-24T15:50:41.250Z"),
+            Some(1_795_535_441)
+        );
+        for bad in [
+            "",
+            "2026-11-24 15:50:41Z",
+            "2026-13-01T00:00:00Z",
+            "2026-11-24T15:50:41",
+        ] {
+            assert_eq!(parse_timestamp(bad), None, "{bad}");
+        }
     }
 
     #[test]

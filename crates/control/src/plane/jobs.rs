@@ -108,7 +108,7 @@ impl JobCtx {
             (step.clone(), total)
         };
         let _ = self.job.events.send(JobEvent::Step {
-            index: index as u32 + 1,
+            index: index as u32,
             total: total as u32,
             step,
         });
@@ -518,7 +518,7 @@ impl Jobs {
             for e in events {
                 if let JobEvent::Step { index, step, .. } = e {
                     started.get_or_insert(now());
-                    if let Some(slot) = steps.get_mut((index as usize).saturating_sub(1)) {
+                    if let Some(slot) = steps.get_mut(index as usize) {
                         *slot = step;
                     }
                 }

@@ -1,0 +1,610 @@
+//! Every endpoint of the HTTP API, declared once: its method, its path pattern (the axum route,
+//! `{name}` for a segment), the body it takes and the answer it gives. The server registers its
+//! routes with these `PATH` constants and the client fills them in, so no caller assembles a URL.
+//!
+//! One small struct per endpoint carries what the path and query need (and the body); the body
+//! types themselves live in `api.rs`, hence `crate::CreateApp` (the body) inside
+//! `endpoint::CreateApp` (the request).
+use std::fmt::{Display, Write as _};
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    AppInfo, AppName, ApprovalInfo, AuditInfo, AuditVerification, DomainEvent, DomainInfo,
+    DomainName, EnvInfo, EnvName, EnvRef, JobInfo, PolicyEntry, ReleaseInfo, SecretInfo,
+    SwitchInfo, TokenCreated, TokenInfo, UserInfo,
+};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Method {
+    Get,
+    Post,
+    Delete,
+}
+
+impl Method {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Get => "GET",
+            Self::Post => "POST",
+            Self::Delete => "DELETE",
+        }
+    }
+}
+
+/// One endpoint: a request type names its method, path, body and answer.
+pub trait Endpoint {
+    const METHOD: Method;
+    /// The axum route pattern, e.g. `/api/v1/apps/{app}/envs/{env}/deploy`.
+    const PATH: &'static str;
+    /// `()` for an endpoint that takes no body.
+    type Body: Serialize;
+    /// `()` for 204 No Content; [`TextStream`] or [`EventStream`] for a streamed answer.
+    type Answer: DeserializeOwned;
+    /// `PATH` with its segments filled in (percent-encoded) and the query string, if any.
+    fn path(&self) -> String;
+    /// The JSON body, when the endpoint takes one.
+    fn body(&self) -> Option<&Self::Body> {
+        None
+    }
+}
+
+/// The answer of an endpoint that streams plain text (logs, metrics): read it chunk by chunk.
+/// Uninhabited: it is never decoded as JSON.
+#[derive(Debug, Deserialize)]
+pub enum TextStream {}
+
+/// The answer of `GET /api/v1/jobs/{id}/events`: server-sent events whose `data:` is a
+/// [`crate::JobEvent`]. Uninhabited: it is never decoded as one JSON value.
+#[derive(Debug, Deserialize)]
+pub enum EventStream {}
+
+/// `{"ok": true}` from the unauthenticated liveness check.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct HealthInfo {
+    pub ok: bool,
+}
+
+/// Replace each `{…}` of `pattern`, in order, with the next of `params`, percent-encoded.
+fn fill(pattern: &str, params: &[&str]) -> String {
+    let mut out = String::with_capacity(pattern.len() + 16);
+    let mut params = params.iter();
+    let mut rest = pattern;
+    while let Some(open) = rest.find('{') {
+        out.push_str(&rest[..open]);
+        let close = rest[open..].find('}').map_or(rest.len(), |c| open + c + 1);
+        let value = params.next();
+        debug_assert!(value.is_some(), "{pattern}: too few path parameters");
+        encode(value.copied().unwrap_or_default(), &mut out);
+        rest = &rest[close..];
+    }
+    out.push_str(rest);
+    debug_assert!(
+        params.next().is_none(),
+        "{pattern}: too many path parameters"
+    );
+    out
+}
+
+/// Percent-encode everything but RFC 3986 unreserved characters.
+fn encode(value: &str, out: &mut String) {
+    for b in value.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(char::from(b));
+        } else {
+            let _ = write!(out, "%{b:02X}");
+        }
+    }
+}
+
+/// A query string built from the parameters that are set.
+#[derive(Default)]
+struct Query(String);
+
+impl Query {
+    fn with(mut self, key: &str, value: impl Display) -> Query {
+        self.0.push(if self.0.is_empty() { '?' } else { '&' });
+        self.0.push_str(key);
+        self.0.push('=');
+        encode(&value.to_string(), &mut self.0);
+        self
+    }
+
+    fn maybe(self, key: &str, value: Option<impl Display>) -> Query {
+        match value {
+            Some(v) => self.with(key, v),
+            None => self,
+        }
+    }
+
+    fn after(self, path: String) -> String {
+        path + &self.0
+    }
+}
+
+/// Implements `Endpoint` for one request struct: `$path_params` are the struct's values that
+/// fill the pattern, `$query` builds the query string, `body` names the field holding the body.
+macro_rules! endpoint {
+    (
+        $name:ident, $method:ident $path:literal, body $body:ty, answer $answer:ty,
+        |$s:ident| [$($param:expr),*] $(, query $query:expr)? $(, body_field $field:ident)?
+    ) => {
+        impl Endpoint for $name {
+            const METHOD: Method = Method::$method;
+            const PATH: &'static str = $path;
+            type Body = $body;
+            type Answer = $answer;
+            #[allow(unused_variables)]
+            fn path(&self) -> String {
+                let $s = self;
+                let path = fill(Self::PATH, &[$($param),*]);
+                $(let path = $query.after(path);)?
+                path
+            }
+            $(
+                fn body(&self) -> Option<&Self::Body> {
+                    Some(&self.$field)
+                }
+            )?
+        }
+    };
+}
+
+/// `GET /api/v1/health` (no token needed).
+pub struct Health;
+endpoint!(Health, Get "/api/v1/health", body (), answer HealthInfo, |s| []);
+
+pub struct ListApps;
+endpoint!(ListApps, Get "/api/v1/apps", body (), answer Vec<AppInfo>, |s| []);
+
+pub struct CreateApp {
+    pub body: crate::CreateApp,
+}
+endpoint!(CreateApp, Post "/api/v1/apps", body crate::CreateApp, answer AppInfo, |s| [],
+    body_field body);
+
+pub struct DeleteApp {
+    pub app: AppName,
+    /// Also delete its environments.
+    pub force: bool,
+}
+endpoint!(DeleteApp, Delete "/api/v1/apps/{app}", body (), answer (), |s| [s.app.as_str()],
+    query Query::default().with("force", s.force));
+
+/// Every environment, or one app's (`app`).
+pub struct ListEnvs {
+    pub app: Option<AppName>,
+}
+endpoint!(ListEnvs, Get "/api/v1/envs", body (), answer Vec<EnvInfo>, |s| [],
+    query Query::default().maybe("app", s.app.as_ref()));
+
+pub struct ListAppEnvs {
+    pub app: AppName,
+}
+endpoint!(ListAppEnvs, Get "/api/v1/apps/{app}/envs", body (), answer Vec<EnvInfo>,
+    |s| [s.app.as_str()]);
+
+pub struct CreateEnv {
+    pub app: AppName,
+    pub body: crate::CreateEnv,
+}
+endpoint!(CreateEnv, Post "/api/v1/apps/{app}/envs", body crate::CreateEnv, answer EnvInfo,
+    |s| [s.app.as_str()], body_field body);
+
+pub struct ShowEnv {
+    pub target: EnvRef,
+}
+endpoint!(ShowEnv, Get "/api/v1/apps/{app}/envs/{env}", body (), answer EnvInfo,
+    |s| [s.target.app.as_str(), s.target.env.as_str()]);
+
+pub struct DeleteEnv {
+    pub target: EnvRef,
+}
+endpoint!(DeleteEnv, Delete "/api/v1/apps/{app}/envs/{env}", body (), answer (),
+    |s| [s.target.app.as_str(), s.target.env.as_str()]);
+
+/// A deploy job (201), or 202 when it waits for approval.
+pub struct Deploy {
+    pub target: EnvRef,
+    pub body: crate::DeployRequest,
+}
+endpoint!(Deploy, Post "/api/v1/apps/{app}/envs/{env}/deploy", body crate::DeployRequest,
+    answer JobInfo, |s| [s.target.app.as_str(), s.target.env.as_str()], body_field body);
+
+pub struct Rollback {
+    pub target: EnvRef,
+    pub body: crate::RollbackRequest,
+}
+endpoint!(Rollback, Post "/api/v1/apps/{app}/envs/{env}/rollback", body crate::RollbackRequest,
+    answer JobInfo, |s| [s.target.app.as_str(), s.target.env.as_str()], body_field body);
+
+pub struct Restart {
+    pub target: EnvRef,
+}
+endpoint!(Restart, Post "/api/v1/apps/{app}/envs/{env}/restart", body (), answer JobInfo,
+    |s| [s.target.app.as_str(), s.target.env.as_str()]);
+
+/// Stops the environment's instance at once (no job); answers the environment, `stopped`.
+pub struct StopEnv {
+    pub target: EnvRef,
+}
+endpoint!(StopEnv, Post "/api/v1/apps/{app}/envs/{env}/stop", body (), answer EnvInfo,
+    |s| [s.target.app.as_str(), s.target.env.as_str()]);
+
+pub struct StartEnv {
+    pub target: EnvRef,
+}
+endpoint!(StartEnv, Post "/api/v1/apps/{app}/envs/{env}/start", body (), answer JobInfo,
+    |s| [s.target.app.as_str(), s.target.env.as_str()]);
+
+pub struct ListReleases {
+    pub target: EnvRef,
+}
+endpoint!(ListReleases, Get "/api/v1/apps/{app}/envs/{env}/releases", body (),
+    answer Vec<ReleaseInfo>, |s| [s.target.app.as_str(), s.target.env.as_str()]);
+
+pub struct Logs {
+    pub target: EnvRef,
+    pub follow: bool,
+    pub tail: usize,
+    /// Keep each line's timestamp prefix (the server strips it otherwise).
+    pub timestamps: bool,
+}
+endpoint!(Logs, Get "/api/v1/apps/{app}/envs/{env}/logs", body (), answer TextStream,
+    |s| [s.target.app.as_str(), s.target.env.as_str()],
+    query Query::default()
+        .with("follow", s.follow)
+        .with("tail", s.tail)
+        .with("timestamps", s.timestamps));
+
+pub struct ListSecrets {
+    pub target: EnvRef,
+    /// Include the values (needs the right to deploy the environment).
+    pub values: bool,
+}
+endpoint!(ListSecrets, Get "/api/v1/apps/{app}/envs/{env}/secrets", body (),
+    answer Vec<SecretInfo>, |s| [s.target.app.as_str(), s.target.env.as_str()],
+    query Query::default().with("values", s.values));
+
+pub struct SetSecret {
+    pub target: EnvRef,
+    pub body: crate::SetSecret,
+}
+endpoint!(SetSecret, Post "/api/v1/apps/{app}/envs/{env}/secrets", body crate::SetSecret,
+    answer (), |s| [s.target.app.as_str(), s.target.env.as_str()], body_field body);
+
+pub struct UnsetSecret {
+    pub target: EnvRef,
+    pub key: String,
+}
+endpoint!(UnsetSecret, Delete "/api/v1/apps/{app}/envs/{env}/secrets/{key}", body (),
+    answer (), |s| [s.target.app.as_str(), s.target.env.as_str(), &s.key]);
+
+pub struct ListDomains;
+endpoint!(ListDomains, Get "/api/v1/domains", body (), answer Vec<DomainInfo>, |s| []);
+
+pub struct AddDomain {
+    pub body: crate::AddDomain,
+}
+endpoint!(AddDomain, Post "/api/v1/domains", body crate::AddDomain, answer DomainInfo, |s| [],
+    body_field body);
+
+pub struct RemoveDomain {
+    pub domain: DomainName,
+}
+endpoint!(RemoveDomain, Delete "/api/v1/domains/{domain}", body (), answer (),
+    |s| [s.domain.as_str()]);
+
+pub struct SwitchDomain {
+    pub domain: DomainName,
+    pub body: crate::SwitchDomain,
+}
+endpoint!(SwitchDomain, Post "/api/v1/domains/{domain}/switch", body crate::SwitchDomain,
+    answer SwitchInfo, |s| [s.domain.as_str()], body_field body);
+
+pub struct RollbackDomain {
+    pub domain: DomainName,
+}
+endpoint!(RollbackDomain, Post "/api/v1/domains/{domain}/rollback", body (), answer SwitchInfo,
+    |s| [s.domain.as_str()]);
+
+pub struct SetMaintenance {
+    pub domain: DomainName,
+    pub body: crate::SetMaintenance,
+}
+endpoint!(SetMaintenance, Post "/api/v1/domains/{domain}/maintenance",
+    body crate::SetMaintenance, answer DomainInfo, |s| [s.domain.as_str()], body_field body);
+
+pub struct DomainHistory {
+    pub domain: DomainName,
+}
+endpoint!(DomainHistory, Get "/api/v1/domains/{domain}/history", body (),
+    answer Vec<DomainEvent>, |s| [s.domain.as_str()]);
+
+pub struct ListUsers;
+endpoint!(ListUsers, Get "/api/v1/users", body (), answer Vec<UserInfo>, |s| []);
+
+pub struct AddUser {
+    pub body: crate::CreateUser,
+}
+endpoint!(AddUser, Post "/api/v1/users", body crate::CreateUser, answer UserInfo, |s| [],
+    body_field body);
+
+pub struct ListTokens;
+endpoint!(ListTokens, Get "/api/v1/tokens", body (), answer Vec<TokenInfo>, |s| []);
+
+pub struct CreateToken {
+    pub body: crate::CreateToken,
+}
+endpoint!(CreateToken, Post "/api/v1/tokens", body crate::CreateToken, answer TokenCreated,
+    |s| [], body_field body);
+
+pub struct RevokeToken {
+    pub id: i64,
+}
+endpoint!(RevokeToken, Delete "/api/v1/tokens/{id}", body (), answer (),
+    |s| [&s.id.to_string()]);
+
+pub struct SetGrant {
+    pub body: crate::SetGrant,
+}
+endpoint!(SetGrant, Post "/api/v1/grants", body crate::SetGrant, answer (), |s| [],
+    body_field body);
+
+pub struct Policy {
+    pub app: AppName,
+}
+endpoint!(Policy, Get "/api/v1/apps/{app}/policy", body (), answer Vec<PolicyEntry>,
+    |s| [s.app.as_str()]);
+
+pub struct SetPolicy {
+    pub app: AppName,
+    pub body: crate::SetPolicy,
+}
+endpoint!(SetPolicy, Post "/api/v1/apps/{app}/policy", body crate::SetPolicy, answer (),
+    |s| [s.app.as_str()], body_field body);
+
+pub struct SetApprovalRule {
+    pub app: AppName,
+    pub body: crate::SetApprovalRule,
+}
+endpoint!(SetApprovalRule, Post "/api/v1/apps/{app}/approval-rules",
+    body crate::SetApprovalRule, answer (), |s| [s.app.as_str()], body_field body);
+
+pub struct SetProtection {
+    pub app: AppName,
+    pub body: crate::SetProtection,
+}
+endpoint!(SetProtection, Post "/api/v1/apps/{app}/protection", body crate::SetProtection,
+    answer (), |s| [s.app.as_str()], body_field body);
+
+/// Pending requests; with `all`, decided and expired ones too.
+pub struct ListApprovals {
+    pub all: bool,
+}
+endpoint!(ListApprovals, Get "/api/v1/approvals", body (), answer Vec<ApprovalInfo>, |s| [],
+    query Query::default().with("all", s.all));
+
+pub struct Approve {
+    pub id: i64,
+}
+endpoint!(Approve, Post "/api/v1/approvals/{id}/approve", body (), answer ApprovalInfo,
+    |s| [&s.id.to_string()]);
+
+pub struct Reject {
+    pub id: i64,
+}
+endpoint!(Reject, Post "/api/v1/approvals/{id}/reject", body (), answer ApprovalInfo,
+    |s| [&s.id.to_string()]);
+
+pub struct Audit {
+    pub app: Option<AppName>,
+    pub env: Option<EnvName>,
+    /// Unix seconds.
+    pub since: Option<i64>,
+}
+endpoint!(Audit, Get "/api/v1/audit", body (), answer Vec<AuditInfo>, |s| [],
+    query Query::default()
+        .maybe("app", s.app.as_ref())
+        .maybe("env", s.env.as_ref())
+        .maybe("since", s.since));
+
+pub struct VerifyAudit;
+endpoint!(VerifyAudit, Get "/api/v1/audit/verify", body (), answer AuditVerification, |s| []);
+
+/// Queued and running jobs and the 20 most recent others (every job with `all`), of one app or
+/// environment when given.
+pub struct ListJobs {
+    pub app: Option<AppName>,
+    pub env: Option<EnvName>,
+    pub all: bool,
+}
+endpoint!(ListJobs, Get "/api/v1/jobs", body (), answer Vec<JobInfo>, |s| [],
+    query Query::default()
+        .maybe("app", s.app.as_ref())
+        .maybe("env", s.env.as_ref())
+        .with("all", s.all));
+
+pub struct ShowJob {
+    pub id: i64,
+}
+endpoint!(ShowJob, Get "/api/v1/jobs/{id}", body (), answer JobInfo, |s| [&s.id.to_string()]);
+
+/// Every event of the job so far, then the rest as they happen, until `end`.
+pub struct JobEvents {
+    pub id: i64,
+}
+endpoint!(JobEvents, Get "/api/v1/jobs/{id}/events", body (), answer EventStream,
+    |s| [&s.id.to_string()]);
+
+pub struct CancelJob {
+    pub id: i64,
+}
+endpoint!(CancelJob, Post "/api/v1/jobs/{id}/cancel", body (), answer JobInfo,
+    |s| [&s.id.to_string()]);
+
+/// Prometheus text (any valid token).
+pub struct Metrics;
+endpoint!(Metrics, Get "/metrics", body (), answer TextStream, |s| []);
+
+/// (method, PATH) of every endpoint above, `GET /api/v1/health` (the one needing no token)
+/// included, so a test can hold the server's route list against it.
+pub fn all_paths() -> Vec<(&'static str, &'static str)> {
+    macro_rules! paths {
+        ($($e:ty),* $(,)?) => {
+            vec![$((<$e>::METHOD.as_str(), <$e>::PATH)),*]
+        };
+    }
+    paths![
+        Health,
+        ListApps,
+        CreateApp,
+        DeleteApp,
+        ListEnvs,
+        ListAppEnvs,
+        CreateEnv,
+        ShowEnv,
+        DeleteEnv,
+        Deploy,
+        Rollback,
+        Restart,
+        StopEnv,
+        StartEnv,
+        ListReleases,
+        Logs,
+        ListSecrets,
+        SetSecret,
+        UnsetSecret,
+        ListDomains,
+        AddDomain,
+        RemoveDomain,
+        SwitchDomain,
+        RollbackDomain,
+        SetMaintenance,
+        DomainHistory,
+        ListUsers,
+        AddUser,
+        ListTokens,
+        CreateToken,
+        RevokeToken,
+        SetGrant,
+        Policy,
+        SetPolicy,
+        SetApprovalRule,
+        SetProtection,
+        ListApprovals,
+        Approve,
+        Reject,
+        Audit,
+        VerifyAudit,
+        ListJobs,
+        ShowJob,
+        JobEvents,
+        CancelJob,
+        Metrics,
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn target() -> EnvRef {
+        "shop/staging".parse().unwrap()
+    }
+
+    #[test]
+    fn paths_are_filled_in_order_and_encoded() {
+        assert_eq!(
+            Deploy {
+                target: target(),
+                body: Default::default()
+            }
+            .path(),
+            "/api/v1/apps/shop/envs/staging/deploy"
+        );
+        assert_eq!(
+            UnsetSecret {
+                target: target(),
+                key: "A B/../c?d".into()
+            }
+            .path(),
+            "/api/v1/apps/shop/envs/staging/secrets/A%20B%2F..%2Fc%3Fd"
+        );
+        assert_eq!(ShowJob { id: 12 }.path(), "/api/v1/jobs/12");
+        assert_eq!(
+            JobEvents { id: 12 }.path(),
+            "/api/v1/jobs/12/events",
+            "the pattern's tail after the last parameter is kept"
+        );
+    }
+
+    #[test]
+    fn queries_carry_only_what_is_set() {
+        assert_eq!(
+            Audit {
+                app: Some("shop".parse().unwrap()),
+                env: None,
+                since: Some(1_700_000_000)
+            }
+            .path(),
+            "/api/v1/audit?app=shop&since=1700000000"
+        );
+        assert_eq!(
+            Audit {
+                app: None,
+                env: None,
+                since: None
+            }
+            .path(),
+            "/api/v1/audit"
+        );
+        assert_eq!(
+            Logs {
+                target: target(),
+                follow: true,
+                tail: 5,
+                timestamps: false
+            }
+            .path(),
+            "/api/v1/apps/shop/envs/staging/logs?follow=true&tail=5&timestamps=false"
+        );
+        assert_eq!(
+            ListJobs {
+                app: Some("shop".parse().unwrap()),
+                env: Some("staging".parse().unwrap()),
+                all: true
+            }
+            .path(),
+            "/api/v1/jobs?app=shop&env=staging&all=true"
+        );
+    }
+
+    #[test]
+    fn bodies_only_where_the_endpoint_takes_one() {
+        let deploy = Deploy {
+            target: target(),
+            body: crate::DeployRequest {
+                git_ref: Some("v1".into()),
+            },
+        };
+        assert_eq!(deploy.body().and_then(|b| b.git_ref.as_deref()), Some("v1"));
+        assert!(Restart { target: target() }.body().is_none());
+    }
+
+    #[test]
+    fn every_endpoint_is_listed_once() {
+        let all = all_paths();
+        let mut seen = std::collections::HashSet::new();
+        for (method, path) in &all {
+            assert!(seen.insert((method, path)), "{method} {path} listed twice");
+            assert!(
+                path.starts_with("/api/v1/") || *path == "/metrics",
+                "{path}"
+            );
+        }
+        assert!(all.contains(&("POST", "/api/v1/jobs/{id}/cancel")));
+        assert_eq!(all.len(), 46);
+    }
+}
