@@ -539,8 +539,8 @@ pub struct JobProgress {
     target: String,
     json: bool,
     started: Instant,
-    /// The last state printed for each step, by index.
-    printed: HashMap<u32, StepState>,
+    /// The last state and detail printed for each step, by index.
+    printed: HashMap<u32, (StepState, String)>,
 }
 
 impl JobProgress {
@@ -586,22 +586,25 @@ impl JobProgress {
         }
     }
 
-    /// A line when a step starts, is skipped, fails or is cancelled; a step that finished
-    /// before anyone saw it start gets its line then. Progress updates print nothing.
+    /// A line when a step starts, is skipped, fails or is cancelled, and when it finishes
+    /// with something new to say ("done in 1.2s", "healthy on port …"); a step that finished
+    /// before anyone saw it start gets one line then. Progress updates print nothing.
     fn step(&mut self, index: u32, total: u32, step: &JobStep) {
-        let before = self.printed.get(&index).copied();
+        let before = self.printed.get(&index).cloned();
         let label = match step.state {
             StepState::Pending => return,
-            StepState::Running | StepState::Done if before.is_some() => return,
+            StepState::Running if before.is_some() => return,
+            StepState::Done if before.as_ref().is_some_and(|(_, d)| *d == step.detail) => return,
             StepState::Running | StepState::Done => "",
             StepState::Skipped => "skipped: ",
             StepState::Failed => "failed: ",
             StepState::Cancelled => "cancelled: ",
         };
-        if before == Some(step.state) {
+        if before.as_ref().is_some_and(|(s, _)| *s == step.state) {
             return;
         }
-        self.printed.insert(index, step.state);
+        self.printed
+            .insert(index, (step.state, step.detail.clone()));
         let elapsed = self.started.elapsed().as_secs_f64();
         println!(
             "[{}/{total}] {:<9}{label}{}  ({elapsed:.1}s)",

@@ -31,6 +31,17 @@ impl As {
     }
 }
 
+/// Wait until job `id` has ended; its final state.
+async fn job_end(who: &As, id: &str) -> Value {
+    let path = format!("/api/v1/jobs/{id}");
+    eventually("a job to end", Duration::from_secs(60), || async {
+        let (_, body) = who.call("GET", &path, None).await;
+        let job: Value = serde_json::from_str(&body).ok()?;
+        (job["state"] != "queued" && job["state"] != "running").then_some(job)
+    })
+    .await
+}
+
 /// Users `none` (no role), `viewer` … `owner` (roles on app `shop`), and their tokens.
 fn users(d: &Daemon) -> Vec<(Option<Role>, String, String)> {
     let mut out = Vec::new();
@@ -198,14 +209,72 @@ async fn every_mutating_endpoint_by_every_role_on_every_tier() {
                 )
                 .await;
             if ok {
-                assert!(
-                    r.1.contains("\"type\":\"live\""),
-                    "deploy by {name} on {tier}: {}",
-                    r.1
+                // A deploy answers with its job (201); it is allowed once the job succeeds.
+                assert_eq!(r.0, 201, "deploy by {name} on {tier}: {}", r.1);
+                let job: Value = serde_json::from_str(&r.1).unwrap();
+                let end = job_end(&who, &job["id"].to_string()).await;
+                assert_eq!(
+                    end["state"], "succeeded",
+                    "deploy by {name} on {tier}: {end}"
                 );
             }
             expect(case("deploy"), r, ok);
             checked.insert(("POST", "/api/v1/apps/{app}/envs/{env}/deploy"));
+
+            // Rollback, restart, stop and start need the right to deploy; the jobs they start
+            // succeed (when the deploy above was refused, the admin makes a release to go
+            // back to).
+            if !ok {
+                d.ok(&["deploy", &format!("shop/{a}")]);
+            }
+            for (what, path, status) in [
+                ("rollback", "rollback", 201),
+                ("restart", "restart", 201),
+                ("stop", "stop", 200),
+                ("start", "start", 201),
+            ] {
+                let r = who
+                    .call("POST", &format!("/api/v1/apps/shop/envs/{a}/{path}"), None)
+                    .await;
+                if ok {
+                    assert_eq!(r.0, status, "{what} by {name} on {tier}: {}", r.1);
+                    if status == 201 {
+                        let job: Value = serde_json::from_str(&r.1).unwrap();
+                        let end = job_end(&who, &job["id"].to_string()).await;
+                        assert_eq!(end["state"], "succeeded", "{what} by {name}: {end}");
+                    }
+                }
+                expect(case(what), r, ok);
+                checked.insert((
+                    "POST",
+                    match path {
+                        "rollback" => "/api/v1/apps/{app}/envs/{env}/rollback",
+                        "restart" => "/api/v1/apps/{app}/envs/{env}/restart",
+                        "stop" => "/api/v1/apps/{app}/envs/{env}/stop",
+                        _ => "/api/v1/apps/{app}/envs/{env}/start",
+                    },
+                ));
+            }
+            // Cancelling someone else's job needs the right to run it. The admin's restart
+            // may end before the cancel arrives (409); a user with no role on the app does not
+            // learn that the job exists (404).
+            let (_, job) = admin
+                .call("POST", &format!("/api/v1/apps/shop/envs/{a}/restart"), None)
+                .await;
+            let job: Value = serde_json::from_str(&job).unwrap();
+            let r = who
+                .call("POST", &format!("/api/v1/jobs/{}/cancel", job["id"]), None)
+                .await;
+            match (ok, role) {
+                (true, _) => assert!(
+                    r.0 == 200 || (r.0 == 409 && r.1.contains("already ended")),
+                    "cancel by {name} on {tier}: {r:?}"
+                ),
+                (false, None) => assert_eq!(r.0, 404, "cancel by {name}: {r:?}"),
+                (false, Some(_)) => expect(case("job cancel"), r, false),
+            }
+            job_end(&admin, &job["id"].to_string()).await;
+            checked.insert(("POST", "/api/v1/jobs/{id}/cancel"));
 
             let ok = allowed(*role, Action::Domain.default_role(tier));
             let r = who
@@ -563,7 +632,7 @@ async fn a_production_deploy_waits_for_a_second_owner() {
     assert_eq!(pending[0]["requested_by"], "bob");
     let out = d.ok(&["approve", "1"]);
     assert!(
-        out.contains("approved request 1") && out.contains("is live"),
+        out.contains("approved request 1") && out.contains("live: shop/prod"),
         "{out}"
     );
     let (_, body) = d.get("prod.shop.localhost", "/").await;
@@ -650,7 +719,7 @@ async fn a_production_deploy_waits_for_a_second_owner() {
     let result = entry("approval.result");
     assert_eq!(result["actor"], "bob (approved by admin)");
     assert!(
-        result["to"].as_str().unwrap().contains("is live") && result["result"] == "ok",
+        result["to"].as_str().unwrap().contains("started as job") && result["result"] == "ok",
         "{result}"
     );
     let expired = entry("approval.expire");
@@ -748,7 +817,9 @@ async fn the_audit_log_records_every_change_and_detects_tampering() {
     for action in [
         "app.create",
         "env.create",
-        "deploy.begin",
+        "job.start",
+        "release.create",
+        "job.end",
         "domain.add",
         "access.grant",
     ] {

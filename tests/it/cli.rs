@@ -342,7 +342,7 @@ fn jobs_api() -> FakeApi {
                         },
                     );
                     let mut j = job(8, JobState::Failed, steps(StepState::Failed));
-                    j.error = Some("build failed: exit status 1".into());
+                    j.error = Some("exit status 1".into());
                     j.log_tail = vec!["npm ERR! missing script".into()];
                     j
                 };
@@ -383,8 +383,8 @@ fn job_watch_follows_the_stream_to_its_end_and_exits_with_the_jobs_outcome() {
     }
     assert_eq!(
         stdout.matches("fetch").count(),
-        1,
-        "one line per step:\n{stdout}"
+        2,
+        "a line when a step starts and one when it ends with news:\n{stdout}"
     );
 
     let out = cli(
@@ -400,8 +400,7 @@ fn job_watch_follows_the_stream_to_its_end_and_exits_with_the_jobs_outcome() {
     );
     assert!(stderr.contains("npm ERR! missing script"), "{stderr}");
     assert!(
-        stderr
-            .contains("error: deploy of shop/staging failed at build: build failed: exit status 1"),
+        stderr.contains("error: deploy of shop/staging failed at build: exit status 1"),
         "{stderr}"
     );
 

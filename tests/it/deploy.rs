@@ -27,8 +27,9 @@ async fn two_branches_serve_their_own_content_in_two_environments() {
         "[2/6] checkout",
         "[3/6] build",
         "| building",
-        "[5/6] health",
-        "[6/6] route",
+        "[4/6] launch",
+        "[5/6] go-live",
+        "[6/6] retire",
         "live: shop/production",
     ] {
         assert!(out.contains(step), "deploy output lacks {step:?}:\n{out}");
@@ -201,7 +202,7 @@ async fn a_failed_build_or_health_check_leaves_the_old_release_serving() {
     repo.write("content.txt", "never healthy");
     repo.commit("unhealthy");
     let err = d.fails(&["deploy", "shop/staging"]);
-    assert!(err.contains("failed at health"), "{err}");
+    assert!(err.contains("failed at launch"), "{err}");
     assert!(
         err.contains("503"),
         "the last probe's answer is named: {err}"
@@ -225,7 +226,7 @@ async fn a_failed_build_or_health_check_leaves_the_old_release_serving() {
     repo.commit("crashing");
     let err = d.fails(&["deploy", "shop/staging"]);
     assert!(
-        err.contains("failed at health") && err.contains('7'),
+        err.contains("failed at launch") && err.contains('7'),
         "{err}"
     );
     assert!(err.contains("cannot start"), "{err}");

@@ -214,30 +214,6 @@ pub struct DeployRequest {
     pub git_ref: Option<String>,
 }
 
-/// One line of the NDJSON stream a deploy answers with (until deploys are jobs).
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
-pub enum DeployEvent {
-    Step {
-        index: u32,
-        total: u32,
-        step: String,
-        detail: String,
-    },
-    Output {
-        line: String,
-    },
-    Live {
-        release: ReleaseInfo,
-        url: String,
-    },
-    Failed {
-        step: String,
-        error: String,
-        log_tail: Vec<String>,
-    },
-}
-
 /// `POST …/envs/{env}/rollback`: back to the previous live-once release, or to `to`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct RollbackRequest {

@@ -266,7 +266,7 @@ impl Deploy<'_> {
         if reused {
             self.ctx.done(
                 CHECKOUT,
-                format!("{} (reusing its release directory)", &out.commit[..12]),
+                format!("{} (reusing the release directory)", &out.commit[..12]),
                 started.elapsed(),
             );
             return Ok(out);

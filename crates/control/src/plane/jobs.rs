@@ -330,7 +330,12 @@ impl Jobs {
                     ControlError::Step { log_tail, .. } => log_tail.clone(),
                     _ => vec![],
                 };
-                (JobState::Failed, Some(e.to_string()), tail)
+                // The failed step is named by its state; the error says what went wrong there.
+                let why = match e {
+                    ControlError::Step { message, .. } => message.clone(),
+                    e => e.to_string(),
+                };
+                (JobState::Failed, Some(why), tail)
             }
         };
         // The step that was running when it failed or was cancelled says so.
