@@ -1,12 +1,11 @@
 //! Access management: users, tokens, roles, each app's policy, approval rules and URL
 //! protection; the audit log; and the owner token the first `serve` creates.
 use std::path::Path;
-use turnout_model::AuditAction;
 
 use turnout_model::{
-    Action, AppName, AuditInfo, AuditVerification, CreateToken, GrantInfo, PolicyEntry, Role,
-    SetApprovalRule, SetGrant, SetPolicy, SetProtection, Tier, TokenCreated, TokenInfo, UserInfo,
-    format_timestamp,
+    Action, AppName, AuditAction, AuditInfo, AuditVerification, CreateToken, GrantInfo,
+    PolicyEntry, Role, SetApprovalRule, SetGrant, SetPolicy, SetProtection, Tier, TokenCreated,
+    TokenInfo, UserInfo, format_timestamp,
 };
 
 use crate::access::{self, Principal, admin_only};

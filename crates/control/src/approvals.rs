@@ -2,10 +2,9 @@
 //! switch by one owner waits until a second owner approves it. The request is stored with the
 //! operation to run; approving runs it, in the requester's name, and records who approved.
 use serde::{Deserialize, Serialize};
-use turnout_model::AuditAction;
 use turnout_model::{
-    Action, AppName, ApprovalInfo, DeployRequest, DomainName, EnvName, EnvRef, Role, Tier,
-    format_timestamp,
+    Action, AppName, ApprovalInfo, AuditAction, DeployRequest, DomainName, EnvName, EnvRef, Role,
+    Tier, format_timestamp,
 };
 
 use crate::access::{self, Principal};

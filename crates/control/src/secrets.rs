@@ -1,8 +1,7 @@
 //! Per-environment secrets: given to the app's instances as environment variables (never to
 //! its build), recorded in the audit log by key only. Anyone who may read an environment sees
 //! which keys it has; only roles allowed to deploy it see the values.
-use turnout_model::AuditAction;
-use turnout_model::{Action, EnvRef, SecretInfo, format_timestamp};
+use turnout_model::{Action, AuditAction, EnvRef, SecretInfo, format_timestamp};
 
 use crate::access::Principal;
 use crate::app_file::check_env_key;

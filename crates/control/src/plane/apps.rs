@@ -1,7 +1,6 @@
 //! Apps: create, list, delete.
 use tracing::info;
-use turnout_model::AuditAction;
-use turnout_model::{Action, AppInfo, AppName, CreateApp, DomainName, EnvRef};
+use turnout_model::{Action, AppInfo, AppName, AuditAction, CreateApp, DomainName, EnvRef};
 
 use super::{ControlPlane, app_info, remove_dir, source};
 use crate::access::{self, Principal};

@@ -6,10 +6,9 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
-use turnout_model::AuditAction;
 
 use tracing::info;
-use turnout_model::{Action, DeployRequest, EnvRef, JobInfo, JobKind};
+use turnout_model::{Action, AuditAction, DeployRequest, EnvRef, JobInfo, JobKind};
 use turnout_supervisor::TaskSpec;
 
 use super::jobs::{JobCtx, JobSpec};

@@ -2,11 +2,10 @@
 //! put them in maintenance. Every change is health-gated where traffic moves, written to the
 //! store with its history and audit entry, then applied through `routing`.
 use std::time::Instant;
-use turnout_model::AuditAction;
 
 use tracing::info;
 use turnout_model::{
-    Action, AppName, DomainEvent, DomainInfo, DomainName, EnvName, EnvRef, SwitchInfo,
+    Action, AppName, AuditAction, DomainEvent, DomainInfo, DomainName, EnvName, EnvRef, SwitchInfo,
     format_timestamp,
 };
 

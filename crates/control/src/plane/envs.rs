@@ -1,9 +1,8 @@
 //! Environments: create, list, show, delete, and their releases.
 use tracing::info;
-use turnout_model::AuditAction;
 use turnout_model::{
-    Action, AppName, CreateEnv, EnvInfo, EnvRef, EnvStatus, InstanceInfo, ReleaseInfo, Tier,
-    format_timestamp,
+    Action, AppName, AuditAction, CreateEnv, EnvInfo, EnvRef, EnvStatus, InstanceInfo, ReleaseInfo,
+    Tier, format_timestamp,
 };
 
 use super::routing::key;

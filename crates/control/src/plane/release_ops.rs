@@ -6,10 +6,9 @@
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
-use turnout_model::AuditAction;
 
 use tracing::info;
-use turnout_model::{Action, EnvInfo, EnvRef, JobInfo, JobKind};
+use turnout_model::{Action, AuditAction, EnvInfo, EnvRef, JobInfo, JobKind};
 
 use super::ControlPlane;
 use super::deploy::retire_step;

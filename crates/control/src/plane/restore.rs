@@ -4,10 +4,9 @@
 //! then stops every instance.
 use std::path::Path;
 use std::sync::Arc;
-use turnout_model::AuditAction;
 
 use tracing::{info, warn};
-use turnout_model::EnvRef;
+use turnout_model::{AuditAction, EnvRef};
 
 use super::deploy::built_marker;
 use super::launch::Launch;

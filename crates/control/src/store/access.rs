@@ -1,8 +1,7 @@
 //! Queries for users, tokens, grants, policies, approval rules, approvals and protected URLs.
 //! Mutations run inside `Store::mutate`, so each lands with its audit entry.
 use rusqlite::{Connection, OptionalExtension, params};
-use turnout_model::AuditAction;
-use turnout_model::{Action, Role, Tier};
+use turnout_model::{Action, AuditAction, Role, Tier};
 
 use super::{AuditEntry, Tx, now};
 use crate::access::Principal;

@@ -15,17 +15,22 @@ use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use turnout_model::AuditAction;
 
 use futures_util::Stream;
-use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 use turnout_model::{
-    EnvRef, JobEvent, JobInfo, JobKind, JobState, JobStep, StepState, format_timestamp,
+    AuditAction, EnvRef, JobEvent, JobInfo, JobKind, JobState, JobStep, StepState, format_timestamp,
 };
+
+mod ctx;
+mod file;
+mod ops;
+
+pub(crate) use ctx::JobCtx;
+use file::{append_event, read_events, write_events};
 
 use crate::error::ControlError;
 use crate::home::Home;
@@ -72,125 +77,6 @@ struct LiveJob {
 impl LiveJob {
     fn info(&self) -> std::sync::MutexGuard<'_, JobInfo> {
         self.info.lock().unwrap_or_else(|p| p.into_inner())
-    }
-}
-
-/// The handle an operation gets to report on its job and to notice cancellation.
-#[derive(Clone)]
-pub(crate) struct JobCtx {
-    id: i64,
-    job: Arc<LiveJob>,
-}
-
-impl JobCtx {
-    pub fn id(&self) -> i64 {
-        self.id
-    }
-
-    /// The job got what it waited for (its environment's lock) and starts working.
-    pub fn running(&self) {
-        let at = now();
-        self.job.started_unix.store(at, Ordering::SeqCst);
-        let mut info = self.job.info();
-        info.state = JobState::Running;
-        info.started_at = Some(format_timestamp(at));
-    }
-
-    /// Change step `index` (0-based) and tell the watchers.
-    fn update(&self, index: usize, f: impl FnOnce(&mut JobStep)) {
-        let (step, total) = {
-            let mut info = self.job.info();
-            let total = info.steps.len();
-            let Some(step) = info.steps.get_mut(index) else {
-                return;
-            };
-            f(step);
-            (step.clone(), total)
-        };
-        let _ = self.job.events.send(JobEvent::Step {
-            index: index as u32,
-            total: total as u32,
-            step,
-        });
-    }
-
-    pub fn begin(&self, index: usize, detail: impl Into<String>) {
-        let detail = detail.into();
-        self.update(index, |s| {
-            s.state = StepState::Running;
-            s.detail = detail;
-            s.started_at = Some(format_timestamp(now()));
-        });
-    }
-
-    pub fn done(&self, index: usize, detail: impl Into<String>, took: Duration) {
-        let detail = detail.into();
-        self.update(index, |s| {
-            s.state = StepState::Done;
-            s.detail = detail;
-            s.finished_at = Some(format_timestamp(now()));
-            s.duration_ms = Some(u64::try_from(took.as_millis()).unwrap_or(u64::MAX));
-        });
-    }
-
-    pub fn skip(&self, index: usize, detail: impl Into<String>) {
-        let detail = detail.into();
-        self.update(index, |s| {
-            s.state = StepState::Skipped;
-            s.detail = detail;
-        });
-    }
-
-    pub fn output(&self, line: &str) {
-        let _ = self.job.events.send(JobEvent::Output {
-            line: line.to_owned(),
-        });
-    }
-
-    pub fn set_release(&self, release: i64) {
-        self.job.info().release = Some(release);
-    }
-
-    pub fn set_url(&self, url: String) {
-        self.job.info().url = Some(url);
-    }
-
-    /// From here on the job finishes even if cancelled: traffic is moving to its result.
-    /// Fails if it was cancelled before it got here.
-    pub fn commit(&self) -> Result<(), ControlError> {
-        self.job.committed.store(true, Ordering::SeqCst);
-        if self.job.cancel.is_cancelled() {
-            self.job.committed.store(false, Ordering::SeqCst);
-            return Err(self.cancelled());
-        }
-        Ok(())
-    }
-
-    /// Resolves, with the error to return, once the job is cancelled.
-    pub async fn until_cancelled(&self) -> ControlError {
-        self.job.cancel.cancelled().await;
-        self.cancelled()
-    }
-
-    fn cancelled(&self) -> ControlError {
-        let by = self
-            .job
-            .cancelled_by
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
-        ControlError::Cancelled(match by {
-            Some(who) => format!("cancelled by {who}"),
-            None => "cancelled: the daemon is shutting down".into(),
-        })
-    }
-
-    /// Wait for `fut` unless the job is cancelled first.
-    pub async fn guard<T>(&self, fut: impl Future<Output = T>) -> Result<T, ControlError> {
-        tokio::select! {
-            v = fut => Ok(v),
-            () = self.job.cancel.cancelled() => Err(self.cancelled()),
-        }
     }
 }
 
@@ -568,186 +454,5 @@ impl Jobs {
             warn!(job = row.id, kind = %row.kind, app = %row.app, env = %row.env, "job interrupted by the last shutdown");
         }
         Ok(rows.len())
-    }
-}
-
-/// Append events to the job's file as they come, in batches; count them in `written`. Ends
-/// when every sender is gone (the job ended), closing `written`.
-async fn write_events(
-    path: std::path::PathBuf,
-    mut rx: mpsc::UnboundedReceiver<JobEvent>,
-    written: watch::Sender<u64>,
-) {
-    let mut file = match tokio::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&path)
-        .await
-    {
-        Ok(f) => Some(f),
-        Err(e) => {
-            warn!(path = %path.display(), error = %e, "cannot write job events");
-            None
-        }
-    };
-    let mut batch = Vec::new();
-    while rx.recv_many(&mut batch, 256).await > 0 {
-        let mut bytes = Vec::new();
-        for event in batch.drain(..) {
-            if let Ok(mut line) = serde_json::to_vec(&event) {
-                line.push(b'\n');
-                bytes.extend(line);
-            }
-        }
-        if let Some(f) = &mut file
-            && let Err(e) = f.write_all(&bytes).await
-        {
-            warn!(path = %path.display(), error = %e, "cannot write job events");
-        }
-        written.send_modify(|n| *n += 1);
-    }
-}
-
-async fn append_event(path: &std::path::Path, event: &JobEvent) {
-    let Ok(mut line) = serde_json::to_vec(event) else {
-        return;
-    };
-    line.push(b'\n');
-    let result = async {
-        let mut f = tokio::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)
-            .await?;
-        f.write_all(&line).await
-    }
-    .await;
-    if let Err(e) = result {
-        warn!(path = %path.display(), error = %e, "cannot write job events");
-    }
-}
-
-/// The complete event lines of the file from `offset`, and how many bytes they took.
-async fn read_events(path: &std::path::Path, offset: u64) -> (Vec<JobEvent>, u64) {
-    let Ok(mut f) = tokio::fs::File::open(path).await else {
-        return (vec![], 0);
-    };
-    if f.seek(std::io::SeekFrom::Start(offset)).await.is_err() {
-        return (vec![], 0);
-    }
-    let mut buf = Vec::new();
-    if f.read_to_end(&mut buf).await.is_err() {
-        return (vec![], 0);
-    }
-    // A line still being written is left for the next read.
-    let complete = buf.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
-    let events = buf[..complete]
-        .split(|b| *b == b'\n')
-        .filter(|l| !l.is_empty())
-        .filter_map(|l| serde_json::from_slice(l).ok())
-        .collect();
-    (events, complete as u64)
-}
-
-/// How many ended jobs `turnout jobs` shows without `--all`.
-const RECENT_JOBS: u32 = 20;
-
-impl super::ControlPlane {
-    /// Jobs of the apps `who` has a role on (of one app or environment): queued and running
-    /// ones and the most recent others, or all with `all`.
-    pub async fn list_jobs(
-        &self,
-        app: Option<turnout_model::AppName>,
-        env: Option<turnout_model::EnvName>,
-        all: bool,
-        who: &crate::access::Principal,
-    ) -> Result<Vec<JobInfo>, ControlError> {
-        if let Some(app) = &app {
-            self.authorize_app(who, app, turnout_model::Action::Read)
-                .await?;
-        }
-        let recent = (!all).then_some(RECENT_JOBS);
-        let (a, e) = (app.clone(), env.clone());
-        let rows = self
-            .store
-            .call(move |c| jq::list_jobs(c, a.as_ref(), e.as_ref(), recent))
-            .await?;
-        let visible = self.visible_apps(who).await?;
-        Ok(rows
-            .iter()
-            .filter(|r| who.is_admin() || visible.contains(&r.app))
-            .map(|r| self.jobs.current(r))
-            .collect())
-    }
-
-    /// The names of the apps `who` has a role on.
-    async fn visible_apps(
-        &self,
-        who: &crate::access::Principal,
-    ) -> Result<std::collections::HashSet<turnout_model::AppName>, ControlError> {
-        let apps = self.store.call(|c| crate::store::q::list_apps(c)).await?;
-        Ok(apps
-            .into_iter()
-            .filter(|a| who.role_on(a.id).is_some())
-            .map(|a| a.name)
-            .collect())
-    }
-
-    /// Refuse unless `who` may see job `id` (a role on its app; an administrator for jobs of
-    /// deleted apps).
-    async fn authorize_job(
-        &self,
-        id: i64,
-        who: &crate::access::Principal,
-    ) -> Result<JobInfo, ControlError> {
-        let job = self.jobs.get(id).await?;
-        if who.is_admin() || self.visible_apps(who).await?.contains(&job.app) {
-            Ok(job)
-        } else {
-            // The same answer as for a job that does not exist: ids reveal nothing.
-            Err(ControlError::NotFound(format!(
-                "no job {id}; see `turnout jobs --all`"
-            )))
-        }
-    }
-
-    pub async fn job(
-        &self,
-        id: i64,
-        who: &crate::access::Principal,
-    ) -> Result<JobInfo, ControlError> {
-        self.authorize_job(id, who).await
-    }
-
-    /// Every event of the job from its first, then live ones until it ends.
-    pub async fn job_events(
-        &self,
-        id: i64,
-        who: &crate::access::Principal,
-    ) -> Result<impl Stream<Item = JobEvent> + Send + 'static, ControlError> {
-        self.authorize_job(id, who).await?;
-        Ok(self.jobs.events(id))
-    }
-
-    /// Cancel a job: the role its operation needs on its environment.
-    pub async fn cancel_job(
-        &self,
-        id: i64,
-        who: &crate::access::Principal,
-    ) -> Result<JobInfo, ControlError> {
-        let job = self.authorize_job(id, who).await?;
-        let r = EnvRef {
-            app: job.app.clone(),
-            env: job.env.clone(),
-        };
-        let env = self.env_row(&r).await?;
-        self.authorize_env(who, &env, turnout_model::Action::Deploy)
-            .await?;
-        let entry = AuditEntry::new(&who.name, AuditAction::JobCancel)
-            .app(&r.app)
-            .env(&r.env)
-            .change(None, Some(format!("job {id} {}", job.kind)));
-        self.store.record(entry, "ok".into()).await?;
-        self.jobs.cancel(id, &who.name).await
     }
 }

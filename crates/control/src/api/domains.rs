@@ -1,0 +1,75 @@
+//! Domains: bind, switch, roll back, maintenance, history.
+use super::*;
+
+pub(super) async fn list_domains(State(p): State<Api>, who: Who) -> Result<impl IntoResponse> {
+    Ok(Json(p.list_domains(&who).await?))
+}
+
+pub(super) async fn add_domain(
+    State(p): State<Api>,
+    who: Who,
+    bytes: Bytes,
+) -> Result<impl IntoResponse> {
+    let req: AddDomain = body(&bytes)?;
+    let target = EnvRef {
+        app: req.app,
+        env: req.env,
+    };
+    Ok((
+        StatusCode::CREATED,
+        Json(p.add_domain(req.domain, target, &who).await?),
+    ))
+}
+
+pub(super) async fn remove_domain(
+    State(p): State<Api>,
+    who: Who,
+    Path(domain): Path<String>,
+) -> Result<impl IntoResponse> {
+    p.remove_domain(domain_name(&domain)?, &who).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+pub(super) async fn switch_domain(
+    State(p): State<Api>,
+    who: Who,
+    Path(domain): Path<String>,
+    bytes: Bytes,
+) -> Result<impl IntoResponse> {
+    let domain = domain_name(&domain)?;
+    let req: SwitchDomain = body(&bytes)?;
+    let target = EnvRef {
+        app: req.app,
+        env: req.env,
+    };
+    Ok(Json(p.switch_domain(domain, target, &who, false).await?))
+}
+
+pub(super) async fn rollback_domain(
+    State(p): State<Api>,
+    who: Who,
+    Path(domain): Path<String>,
+) -> Result<impl IntoResponse> {
+    Ok(Json(p.rollback_domain(domain_name(&domain)?, &who).await?))
+}
+
+pub(super) async fn set_maintenance(
+    State(p): State<Api>,
+    who: Who,
+    Path(domain): Path<String>,
+    bytes: Bytes,
+) -> Result<impl IntoResponse> {
+    let domain = domain_name(&domain)?;
+    let req: SetMaintenance = body(&bytes)?;
+    Ok(Json(
+        p.set_maintenance(domain, req.on, req.message, &who).await?,
+    ))
+}
+
+pub(super) async fn domain_history(
+    State(p): State<Api>,
+    who: Who,
+    Path(domain): Path<String>,
+) -> Result<impl IntoResponse> {
+    Ok(Json(p.domain_history(domain_name(&domain)?, &who).await?))
+}

@@ -1,0 +1,191 @@
+//! Apps, environments, their releases and secrets, and the jobs that change what they run.
+use super::*;
+
+pub(super) async fn list_apps(State(p): State<Api>, who: Who) -> Result<impl IntoResponse> {
+    Ok(Json(p.list_apps(&who).await?))
+}
+
+pub(super) async fn create_app(
+    State(p): State<Api>,
+    who: Who,
+    bytes: Bytes,
+) -> Result<impl IntoResponse> {
+    let req: CreateApp = body(&bytes)?;
+    Ok((StatusCode::CREATED, Json(p.create_app(req, &who).await?)))
+}
+
+#[derive(Deserialize)]
+pub(super) struct DeleteAppQuery {
+    #[serde(default)]
+    force: bool,
+}
+
+pub(super) async fn delete_app(
+    State(p): State<Api>,
+    who: Who,
+    Path(app): Path<String>,
+    Query(q): Query<DeleteAppQuery>,
+) -> Result<impl IntoResponse> {
+    p.delete_app(app_name(&app)?, q.force, &who).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Deserialize)]
+pub(super) struct EnvsQuery {
+    app: Option<String>,
+}
+
+pub(super) async fn list_envs(
+    State(p): State<Api>,
+    who: Who,
+    Query(q): Query<EnvsQuery>,
+) -> Result<impl IntoResponse> {
+    let app = q.app.as_deref().map(app_name).transpose()?;
+    Ok(Json(p.list_envs(app, &who).await?))
+}
+
+pub(super) async fn list_app_envs(
+    State(p): State<Api>,
+    who: Who,
+    Path(app): Path<String>,
+) -> Result<impl IntoResponse> {
+    Ok(Json(p.list_envs(Some(app_name(&app)?), &who).await?))
+}
+
+pub(super) async fn create_env(
+    State(p): State<Api>,
+    who: Who,
+    Path(app): Path<String>,
+    bytes: Bytes,
+) -> Result<impl IntoResponse> {
+    let app = app_name(&app)?;
+    let req: CreateEnv = body(&bytes)?;
+    Ok((
+        StatusCode::CREATED,
+        Json(p.create_env(app, req, &who).await?),
+    ))
+}
+
+pub(super) async fn show_env(
+    State(p): State<Api>,
+    who: Who,
+    Path((app, env)): Path<(String, String)>,
+) -> Result<impl IntoResponse> {
+    Ok(Json(p.show_env(env_ref(&app, &env)?, &who).await?))
+}
+
+pub(super) async fn delete_env(
+    State(p): State<Api>,
+    who: Who,
+    Path((app, env)): Path<(String, String)>,
+) -> Result<impl IntoResponse> {
+    p.delete_env(env_ref(&app, &env)?, &who).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+pub(super) async fn releases(
+    State(p): State<Api>,
+    who: Who,
+    Path((app, env)): Path<(String, String)>,
+) -> Result<impl IntoResponse> {
+    Ok(Json(p.releases(env_ref(&app, &env)?, &who).await?))
+}
+
+/// Authorizes (and, where the app asks for it, parks the deploy for approval: 202), then
+/// answers 201 with the deploy's job; `GET /api/v1/jobs/{id}/events` follows it.
+pub(super) async fn deploy(
+    State(p): State<Api>,
+    who: Who,
+    Path((app, env)): Path<(String, String)>,
+    bytes: Bytes,
+) -> Result<impl IntoResponse> {
+    let r = env_ref(&app, &env)?;
+    let req: DeployRequest = if bytes.is_empty() {
+        DeployRequest::default()
+    } else {
+        body(&bytes)?
+    };
+    Ok((StatusCode::CREATED, Json(p.deploy(r, req, &who).await?)))
+}
+
+pub(super) async fn rollback(
+    State(p): State<Api>,
+    who: Who,
+    Path((app, env)): Path<(String, String)>,
+    bytes: Bytes,
+) -> Result<impl IntoResponse> {
+    let r = env_ref(&app, &env)?;
+    let req: RollbackRequest = if bytes.is_empty() {
+        RollbackRequest::default()
+    } else {
+        body(&bytes)?
+    };
+    Ok((
+        StatusCode::CREATED,
+        Json(p.rollback(r, req.to, &who).await?),
+    ))
+}
+
+pub(super) async fn restart(
+    State(p): State<Api>,
+    who: Who,
+    Path((app, env)): Path<(String, String)>,
+) -> Result<impl IntoResponse> {
+    let r = env_ref(&app, &env)?;
+    Ok((StatusCode::CREATED, Json(p.restart(r, &who).await?)))
+}
+
+pub(super) async fn stop_env(
+    State(p): State<Api>,
+    who: Who,
+    Path((app, env)): Path<(String, String)>,
+) -> Result<impl IntoResponse> {
+    Ok(Json(p.stop_env(env_ref(&app, &env)?, &who).await?))
+}
+
+pub(super) async fn start_env(
+    State(p): State<Api>,
+    who: Who,
+    Path((app, env)): Path<(String, String)>,
+) -> Result<impl IntoResponse> {
+    let r = env_ref(&app, &env)?;
+    Ok((StatusCode::CREATED, Json(p.start_env(r, &who).await?)))
+}
+
+#[derive(Deserialize)]
+pub(super) struct SecretsQuery {
+    #[serde(default)]
+    values: bool,
+}
+
+pub(super) async fn list_secrets(
+    State(p): State<Api>,
+    who: Who,
+    Path((app, env)): Path<(String, String)>,
+    Query(q): Query<SecretsQuery>,
+) -> Result<impl IntoResponse> {
+    Ok(Json(
+        p.list_secrets(env_ref(&app, &env)?, q.values, &who).await?,
+    ))
+}
+
+pub(super) async fn set_secret(
+    State(p): State<Api>,
+    who: Who,
+    Path((app, env)): Path<(String, String)>,
+    bytes: Bytes,
+) -> Result<impl IntoResponse> {
+    let req: SetSecret = body(&bytes)?;
+    p.set_secret(env_ref(&app, &env)?, req.key, req.value, &who)
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+pub(super) async fn unset_secret(
+    State(p): State<Api>,
+    who: Who,
+    Path((app, env, key)): Path<(String, String, String)>,
+) -> Result<impl IntoResponse> {
+    p.unset_secret(env_ref(&app, &env)?, key, &who).await?;
+    Ok(StatusCode::NO_CONTENT)
+}

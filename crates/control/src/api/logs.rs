@@ -1,0 +1,100 @@
+//! An environment's log: its tail, then (with `follow`) everything appended.
+use super::*;
+
+#[derive(Deserialize)]
+pub(super) struct LogsQuery {
+    #[serde(default)]
+    follow: bool,
+    #[serde(default = "default_tail")]
+    tail: usize,
+    #[serde(default)]
+    timestamps: bool,
+}
+
+fn default_tail() -> usize {
+    200
+}
+
+/// The last `tail` lines of the environment's log; with `follow`, then everything appended, and
+/// the next release's log after a deploy, until the client hangs up.
+pub(super) async fn logs(
+    State(p): State<Api>,
+    who: Who,
+    Path((app, env)): Path<(String, String)>,
+    Query(q): Query<LogsQuery>,
+) -> Result<impl IntoResponse> {
+    let view = p
+        .logs(env_ref(&app, &env)?, q.tail, q.timestamps, &who)
+        .await?;
+    let mut head: String = view.head().iter().map(|l| format!("{l}\n")).collect();
+    if view.path().is_none() && !q.follow {
+        head = format!("(no logs yet: {} has not been deployed)\n", view.env());
+    }
+    if !q.follow {
+        return Ok((
+            [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+            Body::from(head),
+        ));
+    }
+    struct Follow {
+        p: Api,
+        view: LogView,
+        path: Option<std::path::PathBuf>,
+        offset: u64,
+        head: Option<String>,
+    }
+    let path = view.path().map(std::path::Path::to_path_buf);
+    let offset = match &path {
+        Some(path) => tokio::fs::metadata(path).await.map_or(0, |m| m.len()),
+        None => 0,
+    };
+    let state = Follow {
+        p,
+        view,
+        path,
+        offset,
+        head: Some(head),
+    };
+    let stream = futures_util::stream::unfold(state, |mut s| async move {
+        if let Some(head) = s.head.take()
+            && !head.is_empty()
+        {
+            return Some((Ok::<_, std::convert::Infallible>(Bytes::from(head)), s));
+        }
+        loop {
+            if let Some(path) = &s.path
+                && let Ok(mut f) = tokio::fs::File::open(path).await
+                && f.seek(std::io::SeekFrom::Start(s.offset)).await.is_ok()
+            {
+                let mut buf = Vec::new();
+                if f.read_to_end(&mut buf).await.is_ok() {
+                    // Whole lines only: the rest is read with the next chunk.
+                    let whole = buf.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+                    if whole > 0 {
+                        s.offset += whole as u64;
+                        let text = s.view.show(&String::from_utf8_lossy(&buf[..whole]));
+                        return Some((Ok(Bytes::from(text)), s));
+                    }
+                }
+            }
+            // Nothing new: a deploy may have moved the environment to another release's log.
+            match s.p.follow_log(&s.view).await {
+                Some(next) if next != s.path => {
+                    s.path = next;
+                    s.offset = 0;
+                    if let Some(path) = &s.path {
+                        let note = format!("[turnout] now following {}\n", path.display());
+                        return Some((Ok(Bytes::from(note)), s));
+                    }
+                }
+                Some(_) => {}
+                None => return None, // the environment was deleted
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    });
+    Ok((
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        Body::from_stream(stream),
+    ))
+}

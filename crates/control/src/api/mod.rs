@@ -1,0 +1,239 @@
+//! The HTTP API, `/api/v1`, JSON in and out. Every CLI command is a thin client of these routes.
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, Query, State};
+use axum::handler::Handler;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{MethodFilter, get, on};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use tokio::io::{AsyncReadExt, AsyncSeekExt};
+use turnout_model::endpoint::{self as ep, Endpoint, Method};
+use turnout_model::{
+    AddDomain, AppName, ApprovalPending, CreateApp, CreateEnv, CreateToken, CreateUser,
+    DeployRequest, DomainName, EnvName, EnvRef, ErrorBody, JobEvent, RollbackRequest,
+    SetApprovalRule, SetGrant, SetMaintenance, SetPolicy, SetProtection, SetSecret, SwitchDomain,
+};
+
+use crate::access::Principal;
+
+use crate::error::ControlError;
+use crate::plane::{ControlPlane, LogView};
+
+mod admin;
+mod domains;
+mod envs;
+mod jobs;
+mod logs;
+
+type Api = Arc<ControlPlane>;
+
+/// Every route, registered through the endpoint it serves (`turnout_model::endpoint`): the
+/// method and path are written once, for the server and the client alike, and `endpoints()`
+/// lists exactly what the router serves (the access-control test checks its table against
+/// that list).
+struct Routes {
+    router: Router<Api>,
+    list: Vec<(&'static str, &'static str)>,
+}
+
+impl Routes {
+    fn add<E: Endpoint, H: Handler<T, Api>, T: 'static>(mut self, handler: H) -> Routes {
+        let method = match E::METHOD {
+            Method::Get => MethodFilter::GET,
+            Method::Post => MethodFilter::POST,
+            Method::Delete => MethodFilter::DELETE,
+        };
+        self.list.push((E::METHOD.as_str(), E::PATH));
+        self.router = self.router.route(E::PATH, on(method, handler));
+        self
+    }
+}
+
+fn routes() -> Routes {
+    Routes {
+        router: Router::new(),
+        list: Vec::new(),
+    }
+    .add::<ep::ListApps, _, _>(envs::list_apps)
+    .add::<ep::CreateApp, _, _>(envs::create_app)
+    .add::<ep::DeleteApp, _, _>(envs::delete_app)
+    .add::<ep::ListEnvs, _, _>(envs::list_envs)
+    .add::<ep::ListAppEnvs, _, _>(envs::list_app_envs)
+    .add::<ep::CreateEnv, _, _>(envs::create_env)
+    .add::<ep::ShowEnv, _, _>(envs::show_env)
+    .add::<ep::DeleteEnv, _, _>(envs::delete_env)
+    .add::<ep::Deploy, _, _>(envs::deploy)
+    .add::<ep::Rollback, _, _>(envs::rollback)
+    .add::<ep::Restart, _, _>(envs::restart)
+    .add::<ep::StopEnv, _, _>(envs::stop_env)
+    .add::<ep::StartEnv, _, _>(envs::start_env)
+    .add::<ep::ListReleases, _, _>(envs::releases)
+    .add::<ep::Logs, _, _>(logs::logs)
+    .add::<ep::ListSecrets, _, _>(envs::list_secrets)
+    .add::<ep::SetSecret, _, _>(envs::set_secret)
+    .add::<ep::UnsetSecret, _, _>(envs::unset_secret)
+    .add::<ep::ListJobs, _, _>(jobs::list_jobs)
+    .add::<ep::ShowJob, _, _>(jobs::show_job)
+    .add::<ep::JobEvents, _, _>(jobs::job_events)
+    .add::<ep::CancelJob, _, _>(jobs::cancel_job)
+    .add::<ep::ListDomains, _, _>(domains::list_domains)
+    .add::<ep::AddDomain, _, _>(domains::add_domain)
+    .add::<ep::RemoveDomain, _, _>(domains::remove_domain)
+    .add::<ep::SwitchDomain, _, _>(domains::switch_domain)
+    .add::<ep::RollbackDomain, _, _>(domains::rollback_domain)
+    .add::<ep::SetMaintenance, _, _>(domains::set_maintenance)
+    .add::<ep::DomainHistory, _, _>(domains::domain_history)
+    .add::<ep::ListUsers, _, _>(admin::list_users)
+    .add::<ep::AddUser, _, _>(admin::add_user)
+    .add::<ep::ListTokens, _, _>(admin::list_tokens)
+    .add::<ep::CreateToken, _, _>(admin::create_token)
+    .add::<ep::RevokeToken, _, _>(admin::revoke_token)
+    .add::<ep::SetGrant, _, _>(admin::set_grant)
+    .add::<ep::Policy, _, _>(admin::policy)
+    .add::<ep::SetPolicy, _, _>(admin::set_policy)
+    .add::<ep::SetApprovalRule, _, _>(admin::set_approval_rule)
+    .add::<ep::SetProtection, _, _>(admin::set_protection)
+    .add::<ep::ListApprovals, _, _>(admin::list_approvals)
+    .add::<ep::Approve, _, _>(admin::approve)
+    .add::<ep::Reject, _, _>(admin::reject)
+    .add::<ep::Audit, _, _>(admin::audit)
+    .add::<ep::VerifyAudit, _, _>(admin::verify_audit)
+    .add::<ep::Metrics, _, _>(admin::metrics)
+}
+
+/// (method, path) of every authenticated endpoint.
+pub fn endpoints() -> Vec<(&'static str, &'static str)> {
+    routes().list
+}
+
+pub fn router(plane: Api) -> Router {
+    routes()
+        .router
+        .layer(axum::middleware::from_fn_with_state(
+            plane.clone(),
+            authenticate,
+        ))
+        // Liveness needs no token (added after the layer, so it is outside it).
+        .route(
+            ep::Health::PATH,
+            get(|| async { Json(turnout_model::endpoint::HealthInfo { ok: true }) }),
+        )
+        .fallback(|| async {
+            ApiError(ControlError::NotFound(
+                "no such API route; see the README's API section".into(),
+            ))
+        })
+        .with_state(plane)
+}
+
+/// Every route but `/api/v1/health` needs `Authorization: Bearer <token>`; the principal it
+/// stands for travels to the handler as a request extension.
+async fn authenticate(
+    State(p): State<Api>,
+    mut req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let token = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim)
+        .map(str::to_owned);
+    match p.authenticate(token.as_deref()).await {
+        Ok(who) => {
+            req.extensions_mut().insert(who);
+            next.run(req).await
+        }
+        Err(e) => ApiError(e).into_response(),
+    }
+}
+
+type Who = axum::Extension<Principal>;
+
+struct ApiError(ControlError);
+
+impl From<ControlError> for ApiError {
+    fn from(e: ControlError) -> Self {
+        ApiError(e)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        if let ControlError::NeedsApproval { id, message } = &self.0 {
+            let body = ApprovalPending {
+                approval: *id,
+                message: message.clone(),
+            };
+            tracing::info!(approval = id, "request waits for approval");
+            return (StatusCode::ACCEPTED, Json(body)).into_response();
+        }
+        let code = self.0.code();
+        let status =
+            StatusCode::from_u16(code.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        if status.is_server_error() {
+            tracing::warn!(status = status.as_u16(), error = %self.0, "API request failed");
+        } else {
+            tracing::info!(status = status.as_u16(), error = %self.0, "API request refused");
+        }
+        (
+            status,
+            Json(ErrorBody {
+                error: self.0.to_string(),
+                code,
+            }),
+        )
+            .into_response()
+    }
+}
+
+type Result<T> = std::result::Result<T, ApiError>;
+
+/// Parse a JSON body into `T`, answering 400 with serde's reason (which for names is the
+/// name's own validation message) instead of axum's default rejection.
+fn body<T: DeserializeOwned>(bytes: &Bytes) -> Result<T> {
+    serde_json::from_slice(bytes).map_err(|e| {
+        let msg = e.to_string();
+        let msg = msg
+            .rfind(" at line ")
+            .map_or(msg.as_str(), |i| &msg[..i])
+            .to_owned();
+        ApiError(ControlError::Invalid(msg))
+    })
+}
+
+fn app_name(s: &str) -> Result<AppName> {
+    AppName::new(s).map_err(|e| ApiError(ControlError::Invalid(e.to_string())))
+}
+
+fn env_ref(app: &str, env: &str) -> Result<EnvRef> {
+    Ok(EnvRef {
+        app: app_name(app)?,
+        env: EnvName::new(env).map_err(|e| ApiError(ControlError::Invalid(e.to_string())))?,
+    })
+}
+
+fn domain_name(s: &str) -> Result<DomainName> {
+    DomainName::new(s).map_err(|e| ApiError(ControlError::Invalid(e.to_string())))
+}
+
+#[cfg(test)]
+mod tests {
+    /// The server serves exactly the endpoints the model declares (and so the client knows):
+    /// one added on one side only fails here.
+    #[test]
+    fn the_router_serves_every_declared_endpoint_and_no_other() {
+        let mut served = super::endpoints();
+        served.push(("GET", <super::ep::Health as super::Endpoint>::PATH));
+        served.sort_unstable();
+        let mut declared = turnout_model::endpoint::all_paths();
+        declared.sort_unstable();
+        assert_eq!(served, declared);
+    }
+}

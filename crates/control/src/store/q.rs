@@ -1,0 +1,450 @@
+//! Queries, each a plain function over a connection so callers compose them in one
+//! transaction: reads over any connection, writes only over a `Tx` of `Store::mutate`.
+use rusqlite::{Connection, OptionalExtension, params};
+use turnout_model::{AppName, DomainName, EnvName, ReleaseStatus, Tier};
+
+use super::*;
+use crate::error::ControlError;
+
+pub fn insert_app(
+    c: &Tx<'_>,
+    name: &AppName,
+    repo: &str,
+    token_env: Option<&str>,
+) -> Result<AppRow, ControlError> {
+    let exists: bool = c.query_row(
+        "SELECT EXISTS(SELECT 1 FROM apps WHERE name = ?1)",
+        [name.as_str()],
+        |r| r.get(0),
+    )?;
+    if exists {
+        return Err(ControlError::Conflict(format!(
+            "app '{name}' already exists; pick another name or delete it with `turnout app delete {name}`"
+        )));
+    }
+    c.execute(
+        "INSERT INTO apps (name, repo, token_env, created_at) VALUES (?1, ?2, ?3, ?4)",
+        params![name.as_str(), repo, token_env, now()],
+    )?;
+    get_app(c, name)
+}
+
+pub fn list_apps(c: &Connection) -> Result<Vec<AppRow>, ControlError> {
+    let mut stmt = c.prepare(&format!("SELECT {APP_COLS} FROM apps a ORDER BY a.name"))?;
+    let rows = stmt.query_map([], app_row)?.collect::<Result<_, _>>()?;
+    Ok(rows)
+}
+
+pub fn get_app(c: &Connection, name: &AppName) -> Result<AppRow, ControlError> {
+    c.query_row(
+        &format!("SELECT {APP_COLS} FROM apps a WHERE a.name = ?1"),
+        [name.as_str()],
+        app_row,
+    )
+    .optional()?
+    .ok_or_else(|| {
+        ControlError::NotFound(format!(
+            "no app named '{name}'; see `turnout app list` or create it with `turnout app create {name} --repo PATH_OR_URL`"
+        ))
+    })
+}
+
+pub fn delete_app(c: &Tx<'_>, name: &AppName) -> Result<(), ControlError> {
+    let app = get_app(c, name)?;
+    c.execute("DELETE FROM apps WHERE id = ?1", [app.id])?;
+    Ok(())
+}
+
+pub fn insert_env(
+    c: &Tx<'_>,
+    app: &AppName,
+    name: &EnvName,
+    branch: &str,
+    tier: Tier,
+) -> Result<EnvRow, ControlError> {
+    let app_row = get_app(c, app)?;
+    let exists: bool = c.query_row(
+        "SELECT EXISTS(SELECT 1 FROM environments WHERE app_id = ?1 AND name = ?2)",
+        params![app_row.id, name.as_str()],
+        |r| r.get(0),
+    )?;
+    if exists {
+        return Err(ControlError::Conflict(format!(
+            "environment '{app}/{name}' already exists; deploy it with `turnout deploy {app}/{name}`"
+        )));
+    }
+    c.execute(
+        "INSERT INTO environments (app_id, name, branch, tier, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+        params![app_row.id, name.as_str(), branch, tier.as_str(), now()],
+    )?;
+    get_env(c, app, name)
+}
+
+pub fn list_envs(c: &Connection, app: Option<&AppName>) -> Result<Vec<EnvRow>, ControlError> {
+    if let Some(app) = app {
+        get_app(c, app)?;
+    }
+    let mut stmt = c.prepare(&format!(
+        "SELECT {ENV_COLS} FROM environments e JOIN apps a ON a.id = e.app_id \
+         WHERE ?1 IS NULL OR a.name = ?1 ORDER BY a.name, e.name"
+    ))?;
+    let rows = stmt
+        .query_map([app.map(AppName::as_str)], env_row)?
+        .collect::<Result<_, _>>()?;
+    Ok(rows)
+}
+
+pub fn get_env(c: &Connection, app: &AppName, name: &EnvName) -> Result<EnvRow, ControlError> {
+    get_app(c, app)?;
+    c.query_row(
+        &format!(
+            "SELECT {ENV_COLS} FROM environments e JOIN apps a ON a.id = e.app_id \
+             WHERE a.name = ?1 AND e.name = ?2"
+        ),
+        params![app.as_str(), name.as_str()],
+        env_row,
+    )
+    .optional()?
+    .ok_or_else(|| {
+        ControlError::NotFound(format!(
+            "app '{app}' has no environment '{name}'; see `turnout env list {app}`"
+        ))
+    })
+}
+
+pub fn delete_env(c: &Tx<'_>, env_id: i64) -> Result<(), ControlError> {
+    c.execute("DELETE FROM environments WHERE id = ?1", [env_id])?;
+    Ok(())
+}
+
+pub fn insert_release(c: &Tx<'_>, r: &NewRelease<'_>) -> Result<i64, ControlError> {
+    c.execute(
+        "INSERT INTO releases (env_id, commit_sha, git_ref, dir, config, status, reused_build, created_at, job_id) \
+         VALUES (?1, ?2, ?3, ?4, ?5, 'building', ?6, ?7, ?8)",
+        params![r.env_id, r.commit, r.git_ref, r.dir, r.config, r.reused_build, now(), r.job_id],
+    )?;
+    Ok(c.last_insert_rowid())
+}
+
+pub fn fail_release(c: &Tx<'_>, id: i64, error: &str) -> Result<(), ControlError> {
+    c.execute(
+        "UPDATE releases SET status = 'failed', error = ?2, finished_at = ?3 WHERE id = ?1",
+        params![id, error, now()],
+    )?;
+    Ok(())
+}
+
+/// Make `release_id` the environment's live release and mark the one it replaces superseded.
+pub fn go_live(c: &Tx<'_>, env_id: i64, release_id: i64) -> Result<(), ControlError> {
+    let tx = c;
+    tx.execute(
+        "UPDATE releases SET status = 'superseded' WHERE env_id = ?1 AND status = 'live'",
+        [env_id],
+    )?;
+    tx.execute(
+        "UPDATE releases SET status = 'live', finished_at = ?2 WHERE id = ?1",
+        params![release_id, now()],
+    )?;
+    tx.execute(
+        "UPDATE environments SET current_release_id = ?2, stopped = 0 WHERE id = ?1",
+        params![env_id, release_id],
+    )?;
+    Ok(())
+}
+
+/// Stop an environment on purpose, or clear that.
+pub fn set_stopped(c: &Tx<'_>, env_id: i64, stopped: bool) -> Result<(), ControlError> {
+    c.execute(
+        "UPDATE environments SET stopped = ?2 WHERE id = ?1",
+        params![env_id, stopped],
+    )?;
+    Ok(())
+}
+
+/// The release a rollback returns to: `to` if given, else the newest release older than
+/// the live one that was live once. Either way it must be one of the environment's
+/// releases that went live (superseded now).
+pub fn rollback_release(
+    c: &Connection,
+    env_id: i64,
+    current: Option<i64>,
+    to: Option<i64>,
+) -> Result<ReleaseRow, ControlError> {
+    let found: Option<ReleaseRow> = match to {
+        Some(id) => c
+            .query_row(
+                &format!("SELECT {RELEASE_COLS} FROM releases WHERE id = ?1 AND env_id = ?2"),
+                params![id, env_id],
+                release_row,
+            )
+            .optional()?,
+        None => c
+            .query_row(
+                &format!(
+                    "SELECT {RELEASE_COLS} FROM releases WHERE env_id = ?1 AND status = 'superseded' \
+                     AND id < ?2 ORDER BY id DESC LIMIT 1"
+                ),
+                params![env_id, current.unwrap_or(i64::MAX)],
+                release_row,
+            )
+            .optional()?,
+    };
+    match (found, to) {
+        (Some(r), _) if r.status == ReleaseStatus::Superseded => Ok(r),
+        (Some(r), Some(id)) if r.status == ReleaseStatus::Live => Err(ControlError::Conflict(
+            format!("release {id} is already live; nothing to roll back"),
+        )),
+        (Some(r), _) => Err(ControlError::Conflict(format!(
+            "release {} never went live ({}); roll back only to a release that served (see `turnout release list`)",
+            r.id, r.status
+        ))),
+        (None, Some(id)) => Err(ControlError::NotFound(format!(
+            "this environment has no release {id}; see `turnout release list`"
+        ))),
+        (None, None) => Err(ControlError::Conflict(
+            "nothing to roll back to: no earlier release of this environment went live (see `turnout release list`)".into(),
+        )),
+    }
+}
+
+/// A deploy that a killed daemon left half-done did not happen: mark it failed.
+pub fn fail_interrupted_releases(c: &Tx<'_>) -> Result<usize, ControlError> {
+    Ok(c.execute(
+        "UPDATE releases SET status = 'failed', error = 'interrupted: the daemon stopped during this deploy', finished_at = ?1 \
+         WHERE status = 'building'",
+        [now()],
+    )?)
+}
+
+pub fn get_release(c: &Connection, id: i64) -> Result<ReleaseRow, ControlError> {
+    Ok(c.query_row(
+        &format!("SELECT {RELEASE_COLS} FROM releases WHERE id = ?1"),
+        [id],
+        release_row,
+    )?)
+}
+
+pub fn list_releases(c: &Connection, env_id: i64) -> Result<Vec<ReleaseRow>, ControlError> {
+    let mut stmt = c.prepare(&format!(
+        "SELECT {RELEASE_COLS} FROM releases WHERE env_id = ?1 ORDER BY id DESC"
+    ))?;
+    let rows = stmt
+        .query_map([env_id], release_row)?
+        .collect::<Result<_, _>>()?;
+    Ok(rows)
+}
+
+// ---- domains ----
+
+pub fn list_domains(c: &Connection) -> Result<Vec<DomainRow>, ControlError> {
+    let mut stmt = c.prepare(&format!(
+        "SELECT {DOMAIN_COLS} FROM {DOMAIN_FROM} ORDER BY d.name"
+    ))?;
+    let rows = stmt.query_map([], domain_row)?.collect::<Result<_, _>>()?;
+    Ok(rows)
+}
+
+pub fn get_domain(c: &Connection, name: &DomainName) -> Result<DomainRow, ControlError> {
+    c.query_row(
+        &format!("SELECT {DOMAIN_COLS} FROM {DOMAIN_FROM} WHERE d.name = ?1"),
+        [name.as_str()],
+        domain_row,
+    )
+    .optional()?
+    .ok_or_else(|| {
+        ControlError::NotFound(format!(
+            "no domain '{name}'; see `turnout domain list` or add it with `turnout domain add {name} APP/ENV`"
+        ))
+    })
+}
+
+/// Domains bound to an environment (which therefore cannot be deleted).
+pub fn domains_of_env(c: &Connection, env_id: i64) -> Result<Vec<String>, ControlError> {
+    let mut stmt = c.prepare("SELECT name FROM domains WHERE env_id = ?1 ORDER BY name")?;
+    let rows = stmt
+        .query_map([env_id], |r| r.get(0))?
+        .collect::<Result<_, _>>()?;
+    Ok(rows)
+}
+
+fn history(
+    c: &Tx<'_>,
+    domain_id: i64,
+    action: &str,
+    from: Option<&str>,
+    to: Option<&str>,
+    actor: &str,
+) -> Result<(), ControlError> {
+    c.execute(
+        "INSERT INTO domain_history (domain_id, action, from_env, to_env, actor, at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        params![domain_id, action, from, to, actor, now()],
+    )?;
+    Ok(())
+}
+
+pub fn insert_domain(
+    tx: &Tx<'_>,
+    name: &DomainName,
+    env: &EnvRow,
+    actor: &str,
+) -> Result<DomainRow, ControlError> {
+    if let Ok(existing) = get_domain(tx, name) {
+        return Err(ControlError::Conflict(format!(
+            "domain '{name}' is already bound to {}/{}; move it with `turnout domain switch {name} {}/ENV`",
+            existing.app, existing.env, existing.app
+        )));
+    }
+    tx.execute(
+        "INSERT INTO domains (name, env_id, created_at) VALUES (?1, ?2, ?3)",
+        params![name.as_str(), env.id, now()],
+    )?;
+    let id = tx.last_insert_rowid();
+    history(tx, id, "add", None, Some(env.name.as_str()), actor)?;
+    get_domain(tx, name)
+}
+
+pub fn delete_domain(c: &Tx<'_>, name: &DomainName) -> Result<(), ControlError> {
+    let d = get_domain(c, name)?;
+    c.execute("DELETE FROM domains WHERE id = ?1", [d.id])?;
+    Ok(())
+}
+
+/// Point the domain at `to` and record it in its history: a switch, or with `undo` a
+/// rollback that marks that earlier entry undone.
+pub fn move_domain(
+    tx: &Tx<'_>,
+    domain: &DomainRow,
+    to: &EnvRow,
+    actor: &str,
+    undo: Option<i64>,
+) -> Result<(), ControlError> {
+    if let Some(undo) = undo {
+        tx.execute("UPDATE domain_history SET undone = 1 WHERE id = ?1", [undo])?;
+    }
+    tx.execute(
+        "UPDATE domains SET env_id = ?2 WHERE id = ?1",
+        params![domain.id, to.id],
+    )?;
+    history(
+        tx,
+        domain.id,
+        if undo.is_some() { "rollback" } else { "switch" },
+        Some(domain.env.as_str()),
+        Some(to.name.as_str()),
+        actor,
+    )
+}
+
+/// The environment a rollback returns to: the `from` of the newest add or switch not yet
+/// undone, with that entry's id. None when the domain has never moved (or every move has
+/// been rolled back).
+pub fn rollback_target(
+    c: &Connection,
+    domain_id: i64,
+) -> Result<Option<(i64, String)>, ControlError> {
+    let row: Option<(i64, Option<String>)> = c
+        .query_row(
+            "SELECT id, from_env FROM domain_history WHERE domain_id = ?1 AND action IN ('add', 'switch') AND undone = 0 ORDER BY id DESC LIMIT 1",
+            [domain_id],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()?;
+    Ok(row.and_then(|(id, from)| from.map(|f| (id, f))))
+}
+
+pub fn set_maintenance(
+    tx: &Tx<'_>,
+    domain: &DomainRow,
+    message: Option<&str>,
+    actor: &str,
+) -> Result<(), ControlError> {
+    tx.execute(
+        "UPDATE domains SET maintenance_message = ?2 WHERE id = ?1",
+        params![domain.id, message],
+    )?;
+    let action = if message.is_some() {
+        "maintenance-on"
+    } else {
+        "maintenance-off"
+    };
+    history(
+        tx,
+        domain.id,
+        action,
+        Some(domain.env.as_str()),
+        Some(domain.env.as_str()),
+        actor,
+    )
+}
+
+pub fn domain_history(c: &Connection, domain_id: i64) -> Result<Vec<DomainEventRow>, ControlError> {
+    let mut stmt = c.prepare(
+        "SELECT id, action, from_env, to_env, actor, at, undone FROM domain_history WHERE domain_id = ?1 ORDER BY id DESC",
+    )?;
+    let rows = stmt
+        .query_map([domain_id], |r| {
+            Ok(DomainEventRow {
+                id: r.get(0)?,
+                action: r.get(1)?,
+                from: r.get(2)?,
+                to: r.get(3)?,
+                actor: r.get(4)?,
+                at: r.get(5)?,
+                undone: r.get(6)?,
+            })
+        })?
+        .collect::<Result<_, _>>()?;
+    Ok(rows)
+}
+
+// ---- secrets ----
+
+/// (key, value, updated_at, updated_by) of an environment's secrets, by key.
+pub fn secrets(
+    c: &Connection,
+    env_id: i64,
+) -> Result<Vec<(String, String, i64, String)>, ControlError> {
+    let mut stmt = c.prepare(
+        "SELECT key, value, updated_at, updated_by FROM secrets WHERE env_id = ?1 ORDER BY key",
+    )?;
+    let rows = stmt
+        .query_map([env_id], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+        })?
+        .collect::<Result<_, _>>()?;
+    Ok(rows)
+}
+
+/// Set a secret; returns whether it replaced an earlier value.
+pub fn set_secret(
+    c: &Tx<'_>,
+    env_id: i64,
+    key: &str,
+    value: &str,
+    by: &str,
+) -> Result<bool, ControlError> {
+    let existed: bool = c.query_row(
+        "SELECT EXISTS(SELECT 1 FROM secrets WHERE env_id = ?1 AND key = ?2)",
+        params![env_id, key],
+        |r| r.get(0),
+    )?;
+    c.execute(
+        "INSERT INTO secrets (env_id, key, value, updated_at, updated_by) VALUES (?1, ?2, ?3, ?4, ?5) \
+         ON CONFLICT (env_id, key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at, updated_by = excluded.updated_by",
+        params![env_id, key, value, now(), by],
+    )?;
+    Ok(existed)
+}
+
+pub fn unset_secret(c: &Tx<'_>, env_id: i64, key: &str) -> Result<(), ControlError> {
+    let n = c.execute(
+        "DELETE FROM secrets WHERE env_id = ?1 AND key = ?2",
+        params![env_id, key],
+    )?;
+    if n == 0 {
+        return Err(ControlError::NotFound(format!(
+            "no secret '{key}' in this environment"
+        )));
+    }
+    Ok(())
+}

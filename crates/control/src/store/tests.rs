@@ -1,0 +1,203 @@
+use super::*;
+use turnout_model::AuditAction;
+
+#[test]
+fn migrates_once_and_round_trips_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("t.db");
+    let store = Store::open(&path).unwrap();
+    drop(store);
+    let store = Store::open(&path).unwrap();
+    let conn = lock(&store.writer);
+    let version: i64 = conn
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .unwrap();
+    assert_eq!(version, MIGRATIONS.len() as i64);
+    let mode: String = conn
+        .pragma_query_value(None, "journal_mode", |r| r.get(0))
+        .unwrap();
+    assert_eq!(mode, "wal");
+
+    let tx = Tx(&conn);
+    let app = AppName::new("shop").unwrap();
+    let env = EnvName::new("staging").unwrap();
+    q::insert_app(&tx, &app, "/repo", None).unwrap();
+    assert!(matches!(
+        q::insert_app(&tx, &app, "/repo", None),
+        Err(ControlError::Conflict(_))
+    ));
+    let e = q::insert_env(&tx, &app, &env, "main", Tier::Staging).unwrap();
+    let release = |commit, dir, reused_build, job_id| NewRelease {
+        env_id: e.id,
+        commit,
+        git_ref: "main",
+        dir,
+        config: "{}",
+        reused_build,
+        job_id,
+    };
+    let r1 = q::insert_release(&tx, &release("abc", "/d1", false, 1)).unwrap();
+    q::go_live(&tx, e.id, r1).unwrap();
+    let r2 = q::insert_release(&tx, &release("def", "/d2", true, 2)).unwrap();
+    q::go_live(&tx, e.id, r2).unwrap();
+    let releases = q::list_releases(&tx, e.id).unwrap();
+    assert_eq!(
+        releases.iter().map(|r| r.status).collect::<Vec<_>>(),
+        [ReleaseStatus::Live, ReleaseStatus::Superseded]
+    );
+    assert_eq!(
+        q::get_env(&tx, &app, &env).unwrap().current_release_id,
+        Some(r2)
+    );
+    assert_eq!(q::get_app(&tx, &app).unwrap().environments, 1);
+    q::delete_app(&tx, &app).unwrap();
+    assert!(q::list_releases(&tx, e.id).unwrap().is_empty());
+}
+
+fn audit_actions(conn: &Connection) -> Vec<(String, String, String)> {
+    audit::list(conn, None, None, None, 100)
+        .unwrap()
+        .into_iter()
+        .rev()
+        .map(|r| (r.entry.actor, r.entry.action.to_string(), r.result))
+        .collect()
+}
+
+#[tokio::test]
+async fn the_read_path_refuses_writes_and_mutate_audits_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("t.db")).unwrap();
+    let err = store
+        .call(|c| {
+            c.execute(
+                "INSERT INTO users (name, created_at) VALUES ('mallory', 0)",
+                [],
+            )?;
+            Ok(())
+        })
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("readonly"), "{err}");
+    assert_eq!(store.call(|c| access::user_count(c)).await.unwrap(), 0);
+
+    store
+        .mutate(AuditEntry::new("root", AuditAction::UserAdd), |c, _| {
+            access::insert_user(c, "alice")
+        })
+        .await
+        .unwrap();
+    assert_eq!(store.call(|c| access::user_count(c)).await.unwrap(), 1);
+    assert_eq!(
+        store.call(|c| Ok(audit_actions(c))).await.unwrap(),
+        [("root".into(), "user.add".into(), "ok".into())]
+    );
+}
+
+#[tokio::test]
+async fn reads_do_not_wait_for_a_write_in_progress() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("t.db")).unwrap();
+    let (inside, started) = std::sync::mpsc::channel();
+    let (release, wait) = std::sync::mpsc::channel::<()>();
+    let writer = store.clone();
+    let write = tokio::spawn(async move {
+        writer
+            .mutate(
+                AuditEntry::new("root", AuditAction::UserAdd),
+                move |c, _| {
+                    access::insert_user(c, "alice")?;
+                    inside.send(()).unwrap();
+                    wait.recv().unwrap();
+                    Ok(())
+                },
+            )
+            .await
+    });
+    tokio::task::spawn_blocking(move || started.recv().unwrap())
+        .await
+        .unwrap();
+    // The writer holds its transaction open; every reader still answers, and sees the
+    // state before the commit.
+    for _ in 0..READERS * 2 {
+        let users = tokio::time::timeout(
+            std::time::Duration::from_secs(10),
+            store.call(|c| access::user_count(c)),
+        )
+        .await
+        .expect("a read waited for the write")
+        .unwrap();
+        assert_eq!(users, 0);
+    }
+    release.send(()).unwrap();
+    write.await.unwrap().unwrap();
+    assert_eq!(store.call(|c| access::user_count(c)).await.unwrap(), 1);
+}
+
+#[tokio::test]
+async fn expiring_approvals_records_one_entry_each() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("t.db")).unwrap();
+    let app = AppName::new("shop").unwrap();
+    store
+        .mutate(
+            AuditEntry::new("root", AuditAction::AppCreate),
+            move |c, _| {
+                let a = q::insert_app(c, &app, "/repo", None)?;
+                for (summary, expires_s) in [("old", -1), ("older", -60), ("fresh", 3600)] {
+                    access::insert_approval(
+                        c,
+                        a.id,
+                        turnout_model::Action::Deploy,
+                        "{}",
+                        summary,
+                        "bob",
+                        expires_s,
+                    )?;
+                }
+                Ok(())
+            },
+        )
+        .await
+        .unwrap();
+    let expired = store.mutate_each(access::expire_approvals).await.unwrap();
+    assert_eq!(expired, 2);
+    // Nothing left to expire: nothing recorded.
+    assert_eq!(
+        store.mutate_each(access::expire_approvals).await.unwrap(),
+        0
+    );
+    let entries = store.call(|c| Ok(audit_actions(c))).await.unwrap();
+    let expire = (
+        "turnout".to_owned(),
+        "approval.expire".to_owned(),
+        "ok".to_owned(),
+    );
+    assert_eq!(entries[1..], [expire.clone(), expire]);
+    let statuses = store
+        .call(|c| access::list_approvals(c, true))
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| (r.summary, r.status))
+        .collect::<Vec<_>>();
+    assert_eq!(
+        statuses,
+        [
+            ("fresh".into(), "pending".into()),
+            ("older".into(), "expired".into()),
+            ("old".into(), "expired".into())
+        ]
+    );
+}
+
+#[test]
+fn refuses_a_store_from_a_newer_version() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("t.db");
+    let conn = Connection::open(&path).unwrap();
+    conn.pragma_update(None, "user_version", 99).unwrap();
+    drop(conn);
+    let err = Store::open(&path).err().unwrap().to_string();
+    assert!(err.contains("newer Turnout"), "{err}");
+}
