@@ -10,6 +10,7 @@ mod jobs;
 mod jobs_cli;
 mod limits;
 mod load;
+mod logs;
 mod metrics_access;
 mod serve_start;
 mod support;

@@ -1,4 +1,8 @@
 //! An environment's log: its tail, then (with `follow`) everything appended.
+use std::os::unix::fs::MetadataExt;
+
+use turnout_supervisor::rotated_log_path;
+
 use super::*;
 
 #[derive(Deserialize)]
@@ -41,18 +45,23 @@ pub(super) async fn logs(
         view: LogView,
         path: Option<std::path::PathBuf>,
         offset: u64,
+        /// The inode of the file read, to notice a rotation.
+        ino: Option<u64>,
         head: Option<String>,
     }
     let path = view.path().map(std::path::Path::to_path_buf);
-    let offset = match &path {
-        Some(path) => tokio::fs::metadata(path).await.map_or(0, |m| m.len()),
-        None => 0,
+    let (offset, ino) = match &path {
+        Some(path) => tokio::fs::metadata(path)
+            .await
+            .map_or((0, None), |m| (m.len(), Some(m.ino()))),
+        None => (0, None),
     };
     let state = Follow {
         p,
         view,
         path,
         offset,
+        ino,
         head: Some(head),
     };
     let stream = futures_util::stream::unfold(state, |mut s| async move {
@@ -64,8 +73,23 @@ pub(super) async fn logs(
         loop {
             if let Some(path) = &s.path
                 && let Ok(mut f) = tokio::fs::File::open(path).await
-                && f.seek(std::io::SeekFrom::Start(s.offset)).await.is_ok()
             {
+                // Another file under the same name: the log was rotated. The rest of the old
+                // one (now `<name>.1`) comes first, then the new one from its start.
+                let ino = f.metadata().await.map(|m| m.ino()).ok();
+                if ino != s.ino {
+                    let old = s.ino.replace(ino.unwrap_or_default());
+                    let offset = std::mem::take(&mut s.offset);
+                    if old.is_some() {
+                        let rest = read_rest(&rotated_log_path(path, 1), old, offset).await;
+                        if !rest.is_empty() {
+                            return Some((Ok(Bytes::from(s.view.show(&rest))), s));
+                        }
+                    }
+                }
+                if f.seek(std::io::SeekFrom::Start(s.offset)).await.is_err() {
+                    return None;
+                }
                 let mut buf = Vec::new();
                 if f.read_to_end(&mut buf).await.is_ok() {
                     // Whole lines only: the rest is read with the next chunk.
@@ -82,6 +106,7 @@ pub(super) async fn logs(
                 Some(next) if next != s.path => {
                     s.path = next;
                     s.offset = 0;
+                    s.ino = None;
                     if let Some(path) = &s.path {
                         let note = format!("[turnout] now following {}\n", path.display());
                         return Some((Ok(Bytes::from(note)), s));
@@ -97,4 +122,20 @@ pub(super) async fn logs(
         [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
         Body::from_stream(stream),
     ))
+}
+
+/// What a rotated log holds past `offset`, if it is still the file with inode `ino`.
+async fn read_rest(path: &std::path::Path, ino: Option<u64>, offset: u64) -> String {
+    let Ok(mut f) = tokio::fs::File::open(path).await else {
+        return String::new();
+    };
+    let same = f.metadata().await.is_ok_and(|m| Some(m.ino()) == ino);
+    let mut buf = Vec::new();
+    if !same
+        || f.seek(std::io::SeekFrom::Start(offset)).await.is_err()
+        || f.read_to_end(&mut buf).await.is_err()
+    {
+        return String::new();
+    }
+    String::from_utf8_lossy(&buf).into_owned()
 }
