@@ -373,3 +373,39 @@ async fn a_detached_deploy_survives_its_client_and_watch_replays_it() {
     }
     assert!(Path::new(&d.home.path().join("jobs").join(format!("{id}.ndjson"))).exists());
 }
+
+/// An approved deploy is a job like any other: `approve` returns with its id while it builds,
+/// and a shutdown cancels it and leaves no build behind (it used to run inside the approving
+/// request, where a dropped request cancelled it and shutdown did not wait for it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_approved_deploy_runs_as_a_job_that_shutdown_waits_for() {
+    let repo = Repo::new("v1");
+    let mut d = Daemon::start();
+    d.create("shop", repo.path(), &[("prod", "main", "production")]);
+    d.ok(&["deploy", "shop/prod"]);
+    d.ok(&["user", "add", "bob"]);
+    d.ok(&["access", "grant", "bob", "shop", "owner"]);
+    let bob = d.json(&["token", "create", "--user", "bob"])["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    d.ok(&["access", "require-approval", "shop", "deploy", "production"]);
+    slow_build(&repo, "36.5");
+    let asked = d.cli_as(&bob, &["deploy", "shop/prod"]);
+    assert_eq!(asked.status.code(), Some(3));
+
+    let approved = d.json(&["approve", "1", "--detach"]);
+    let id = approved["job"].to_string();
+    assert_ne!(id, "null", "{approved}");
+    step_running(&d, &id, "build").await;
+    assert_eq!(processes(&["sleep", "36.5"]).len(), 1);
+
+    d.restart();
+    assert!(
+        processes(&["sleep", "36.5"]).is_empty(),
+        "shutdown killed the build"
+    );
+    let j = job(&d, &id);
+    assert_eq!(j["state"], "cancelled", "{j}");
+    assert_eq!(j["actor"], "bob (approved by admin)", "{j}");
+}
