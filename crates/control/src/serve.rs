@@ -88,6 +88,12 @@ pub async fn serve(
         std::sync::Arc::new(turnout_supervisor::LocalRuntime),
         http_addr.port(),
     );
+    // Before the API takes a request: clean up after a daemon that was killed, so no new job
+    // can be mistaken for one it left half-done.
+    plane
+        .recover()
+        .await
+        .map_err(|e| anyhow::anyhow!("cleaning up after the last run: {e}"))?;
 
     let proxy_task = spawn_proxy_runtime(
         proxy.clone(),

@@ -31,8 +31,10 @@ impl ControlPlane {
         });
     }
 
-    async fn restore(self: &Arc<Self>) -> Result<(), ControlError> {
-        // Kill what a killed daemon left running (instances and builds) before anything else.
+    /// Clean up after a daemon that was killed: kill the instances and builds it left (only
+    /// processes carrying the token their pid file names), mark its jobs interrupted and its
+    /// half-built releases failed, and remove their directories. Runs before the API serves.
+    pub async fn recover(&self) -> Result<(), ControlError> {
         for pid_file in self.home.all_pid_files() {
             self.runtime.reap_stale(&pid_file).await;
         }
@@ -43,7 +45,10 @@ impl ControlPlane {
                 "marked jobs interrupted by the last shutdown"
             );
         }
-        self.clean_half_built().await?;
+        self.clean_half_built().await
+    }
+
+    async fn restore(self: &Arc<Self>) -> Result<(), ControlError> {
         self.refresh_logins().await?;
         // Domains answer 503 "starting" until their environments are back, then route.
         let domains = self.store.call(|c| q::list_domains(c)).await?;
@@ -109,6 +114,12 @@ impl ControlPlane {
         env: &EnvRow,
         release_id: i64,
     ) -> Result<(), ControlError> {
+        // Like a job: one thing at a time per environment. A job that got there first (a deploy
+        // sent as soon as the API was up) already brought it up.
+        let _env_lock = self.env_locks.lock(&key(r)).await;
+        if self.routing.running(&key(r)).is_some() {
+            return Ok(());
+        }
         let release = self
             .store
             .call(move |c| q::get_release(c, release_id))
