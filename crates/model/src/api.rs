@@ -102,7 +102,88 @@ pub struct EnvInfo {
     pub instance: Option<InstanceInfo>,
     /// The environment's directory under the home (releases, logs, storage).
     pub dir: String,
+    /// Who its processes run as, and how far that separates it from the others.
+    pub isolation: Isolation,
+    /// Its resource limits (none set: unlimited).
+    pub plan: ResourcePlan,
+    /// What it uses now: its instance's memory, processes and CPU time, its storage on disk.
+    #[serde(default)]
+    pub usage: Option<ResourceUsage>,
     pub created_at: String,
+}
+
+/// How an environment's processes are kept apart from other environments and from Turnout.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Isolation {
+    /// `user`: its own unprivileged uid (Turnout runs as root); `single-user`: the daemon's
+    /// own user, unsafe for shared use (Turnout is not root and was started with
+    /// `--single-user`).
+    pub mode: IsolationMode,
+    /// The uid (and gid) its builds and instances run as.
+    pub uid: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum IsolationMode {
+    User,
+    SingleUser,
+}
+
+impl IsolationMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::User => "user",
+            Self::SingleUser => "single-user",
+        }
+    }
+}
+
+impl std::fmt::Display for IsolationMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// An environment's resource limits. Unset fields are unlimited.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct ResourcePlan {
+    /// Memory of all its processes together, in bytes; over it the kernel kills one and
+    /// Turnout restarts the instance (`env show` says `OOM`).
+    #[serde(default)]
+    pub memory: Option<u64>,
+    /// CPU share, in cores (`0.5`: half of one core's time), between 0.01 and 1024.
+    #[serde(default)]
+    pub cpu: Option<f64>,
+    /// Processes and threads at most, between 1 and 4,194,304.
+    #[serde(default)]
+    pub pids: Option<u64>,
+}
+
+/// What an environment uses now.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ResourceUsage {
+    /// Memory of its instance's processes (the cgroup's), in bytes.
+    pub memory: Option<u64>,
+    /// Its instance's processes and threads.
+    pub pids: Option<u64>,
+    /// CPU time its instance has used, in seconds.
+    pub cpu_seconds: Option<f64>,
+    /// Bytes under its storage directory.
+    pub storage: Option<u64>,
+}
+
+/// `POST /api/v1/apps/{app}/envs/{env}/plan`: change the resource plan. Each field: a value
+/// sets it, `"none"` clears it, absent leaves it as it is. Memory as `512M`, `2G`, `1048576`;
+/// CPU as `0.5`; pids as `256`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct UpdatePlan {
+    #[serde(default)]
+    pub memory: Option<String>,
+    #[serde(default)]
+    pub cpu: Option<String>,
+    #[serde(default)]
+    pub pids: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -1,8 +1,8 @@
 //! Environments: create, list, show, delete, and their releases.
 use tracing::info;
 use turnout_model::{
-    Action, AppName, AuditAction, CreateEnv, EnvInfo, EnvRef, EnvStatus, InstanceInfo, ReleaseInfo,
-    Tier, format_timestamp,
+    Action, AppName, AuditAction, CreateEnv, EnvInfo, EnvRef, EnvStatus, InstanceInfo, Isolation,
+    IsolationMode, ReleaseInfo, ResourcePlan, Tier, format_timestamp,
 };
 
 use super::routing::key;
@@ -183,6 +183,12 @@ impl ControlPlane {
             status_reason,
             release: release.as_ref().map(release_info),
             instance,
+            isolation: Isolation {
+                mode: IsolationMode::SingleUser,
+                uid: nix::unistd::geteuid().as_raw(),
+            },
+            plan: ResourcePlan::default(),
+            usage: None,
             created_at: format_timestamp(row.created_at),
         })
     }
