@@ -40,7 +40,12 @@ pub async fn run(home: PathBuf, args: ServeArgs) -> anyhow::Result<()> {
 
     let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
     let daemon_home = home.clone();
-    let daemon_args = args.clone();
+    // The demo is one person's sandbox: without root, its production and staging run as that
+    // person's user (the daemon says so), rather than being refused.
+    let daemon_args = ServeArgs {
+        single_user: true,
+        ..args.clone()
+    };
     let daemon = tokio::spawn(async move {
         crate::run_daemon(daemon_home, &daemon_args, false, move |info| {
             let _ = ready_tx.send(info.clone());

@@ -153,6 +153,7 @@ pub async fn run_daemon(
         api_listen: args.api_listen,
         http_listen: args.http_listen,
         proxy_workers: args.proxy_workers.map(usize::from),
+        single_user: args.single_user,
         proxy: ProxyConfig::default(),
     };
     serve(config, shutdown, |info| {
@@ -163,6 +164,7 @@ pub async fn run_daemon(
             println!("  API    {}", info.api);
             println!("  proxy  {}", info.http);
             println!("  home   {}", info.home);
+            println!("  isolation  {}", info.isolation);
         }
         ready(info);
     })

@@ -169,13 +169,28 @@ async fn shell_metacharacters_in_branches_and_refs_are_never_executed() {
 async fn a_repository_token_never_reaches_errors_or_the_store() {
     let secret = "tok_3f9a1c2bd7e8_secret";
     let d = Daemon::start_with_env(&[("SHOP_GIT_TOKEN", secret)]);
+    // A token never travels over plain http.
+    let err = d.fails(&[
+        "app",
+        "create",
+        "shop",
+        "--repo",
+        "http://127.0.0.1:9/shop.git",
+        "--token-env",
+        "SHOP_GIT_TOKEN",
+    ]);
+    assert!(
+        err.contains("refusing to send the token") && err.contains("https://"),
+        "{err}"
+    );
+    assert!(!err.contains(secret), "{err}");
     // Nothing listens on port 9: git fails, and its error must not carry the token.
     let out = d.cli(&[
         "app",
         "create",
         "shop",
         "--repo",
-        "http://127.0.0.1:9/shop.git",
+        "https://127.0.0.1:9/shop.git",
         "--token-env",
         "SHOP_GIT_TOKEN",
     ]);

@@ -6,6 +6,7 @@ mod daemon;
 mod deploy;
 mod domains;
 mod input;
+mod isolation;
 mod jobs;
 mod jobs_cli;
 mod limits;

@@ -53,6 +53,9 @@ impl Daemon {
             "127.0.0.1:0",
             "--http-listen",
             "127.0.0.1:0",
+            // Without root, environments of every tier still run (as this user); as root each
+            // runs as its own user and the flag changes nothing.
+            "--single-user",
         ])
         .arg("--home")
         .arg(self.home.path())

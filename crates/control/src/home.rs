@@ -13,8 +13,14 @@
 //!     logs/release-<id>.log      the instance's stdout and stderr
 //!     logs/release-<id>-build.log
 //!     storage/                   persistent storage ($TURNOUT_STORAGE_DIR)
-//!     run/release-<id>.pid       process group of a running instance
+//!     home/                      the environment's user's $HOME
+//!     run/release-<id>.pid       process group of a running instance (or build)
+//! <home>/jobs/<id>.ndjson        every event of a job
 //! ```
+//!
+//! Modes (see `plane::isolation`): the home, `apps/`, each app's and environment's directory
+//! and `envs/` are 0711, passable but not listable; `releases/`, `storage/` and `home/` belong to
+//! the environment's user, 0700; everything else is the daemon's, 0700 or 0600.
 use std::path::{Path, PathBuf};
 
 use turnout_model::{AppName, EnvName};
@@ -55,6 +61,22 @@ impl Home {
     }
     pub fn env_dir(&self, app: &AppName, env: &EnvName) -> PathBuf {
         self.app_dir(app).join("envs").join(env.as_str())
+    }
+    /// The directories between the home and an environment's, which its user must pass.
+    pub fn passable_dirs(&self, app: &AppName, _env: &EnvName) -> [PathBuf; 4] {
+        [
+            self.root.clone(),
+            self.apps_dir(),
+            self.app_dir(app),
+            self.app_dir(app).join("envs"),
+        ]
+    }
+    /// `$HOME` of the environment's user.
+    pub fn user_home(&self, app: &AppName, env: &EnvName) -> PathBuf {
+        self.env_dir(app, env).join("home")
+    }
+    pub fn run_dir(&self, app: &AppName, env: &EnvName) -> PathBuf {
+        self.env_dir(app, env).join("run")
     }
     pub fn releases_dir(&self, app: &AppName, env: &EnvName) -> PathBuf {
         self.env_dir(app, env).join("releases")

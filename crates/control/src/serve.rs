@@ -27,6 +27,8 @@ pub struct ServeConfig {
     pub http_listen: SocketAddr,
     /// Worker threads of the proxy's own runtime; one per CPU when None.
     pub proxy_workers: Option<usize>,
+    /// Not root: run every environment as the daemon's user anyway (unsafe for shared use).
+    pub single_user: bool,
     pub proxy: ProxyConfig,
 }
 
@@ -37,8 +39,13 @@ pub async fn serve(
     ready: impl FnOnce(&ServeInfo),
 ) -> anyhow::Result<()> {
     let home = Home::new(config.home.clone());
+    // Everything the daemon writes is its own alone (store, WAL, tokens, logs, job files);
+    // directories environments must pass are opened up explicitly (`plane::isolation`).
+    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
     std::fs::create_dir_all(home.root())
         .with_context(|| format!("cannot create the home directory {}", home.root().display()))?;
+    crate::plane::secure_home(&home).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let separation = crate::plane::Separation::detect(config.single_user);
     let lock = File::create(home.lock_file())
         .with_context(|| format!("cannot write {}", home.lock_file().display()))?;
     if lock.try_lock().is_err() {
@@ -76,6 +83,7 @@ pub async fn serve(
         http: format!("http://{http_addr}"),
         pid: std::process::id(),
         home: home.root().display().to_string(),
+        isolation: separation.describe().to_owned(),
     };
     std::fs::write(home.serve_json(), serde_json::to_vec_pretty(&info)?)
         .with_context(|| format!("cannot write {}", home.serve_json().display()))?;
@@ -86,6 +94,7 @@ pub async fn serve(
         store,
         proxy.clone(),
         std::sync::Arc::new(turnout_supervisor::LocalRuntime),
+        separation,
         http_addr.port(),
     );
     // Before the API takes a request: clean up after a daemon that was killed, so no new job
@@ -110,6 +119,9 @@ pub async fn serve(
     });
     ready(&info);
     info!(api = %info.api, http = %info.http, home = %info.home, "turnout serving");
+    if separation != crate::plane::Separation::Users {
+        warn!("{}", separation.describe());
+    }
 
     plane.spawn_restore();
 

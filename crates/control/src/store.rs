@@ -30,6 +30,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0003_access.sql"),
     include_str!("../migrations/0004_secrets.sql"),
     include_str!("../migrations/0005_jobs.sql"),
+    include_str!("../migrations/0006_users.sql"),
 ];
 
 /// Read-only connections kept open for `Store::call`.
@@ -112,6 +113,8 @@ pub struct EnvRow {
     pub current_release_id: Option<i64>,
     /// Stopped on purpose; not started at the daemon's start-up.
     pub stopped: bool,
+    /// The uid (and gid) its processes run as when Turnout runs as root.
+    pub uid: u32,
     pub created_at: i64,
 }
 
@@ -407,7 +410,8 @@ fn app_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<AppRow> {
 }
 
 const ENV_COLS: &str =
-    "e.id, a.name, e.name, e.branch, e.tier, e.current_release_id, e.created_at, a.id, e.stopped";
+    "e.id, a.name, e.name, e.branch, e.tier, e.current_release_id, e.created_at, a.id, e.stopped, \
+     e.uid";
 
 fn env_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<EnvRow> {
     Ok(EnvRow {
@@ -420,6 +424,7 @@ fn env_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<EnvRow> {
         created_at: r.get(6)?,
         app_id: r.get(7)?,
         stopped: r.get(8)?,
+        uid: r.get(9)?,
     })
 }
 

@@ -716,6 +716,9 @@ pub struct ServeInfo {
     pub http: String,
     pub pid: u32,
     pub home: String,
+    /// How environments are kept apart on this machine (one line).
+    #[serde(default)]
+    pub isolation: String,
 }
 
 /// Seconds since the Unix epoch as an RFC 3339 UTC timestamp (`2026-11-24T15:50:41Z`).

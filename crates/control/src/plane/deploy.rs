@@ -126,6 +126,9 @@ impl ControlPlane {
     ) -> Result<(), ControlError> {
         let _deploying = self.lock_env(ctx, r).await?;
         let env = self.env_row(r).await?;
+        // Refused before any work when this daemon cannot isolate the environment's tier.
+        self.identity(&env)?;
+        self.prepare_env_dirs(&env).await?;
         let app_name = r.app.clone();
         let app = self.store.call(move |c| q::get_app(c, &app_name)).await?;
         let d = Deploy {
@@ -283,6 +286,10 @@ impl Deploy<'_> {
             })
             .await
             .and_then(|r| r);
+        let checkout = match checkout {
+            Ok(()) => self.plane.hand_over(&self.env, &out.dir).await,
+            Err(e) => Err(e),
+        };
         if let Err(e) = checkout {
             self.fail_release(release_id, &e).await;
             return Err(e);
@@ -325,6 +332,7 @@ impl Deploy<'_> {
                     .home
                     .build_pid_file(&r.app, &r.env, out.release_id),
             ),
+            identity: self.plane.identity(&self.env)?,
         };
         let ctx = self.ctx;
         let mut on_line = |line: &str| ctx.output(line);

@@ -1,8 +1,7 @@
 //! Environments: create, list, show, delete, and their releases.
 use tracing::info;
 use turnout_model::{
-    Action, AppName, AuditAction, CreateEnv, EnvInfo, EnvRef, EnvStatus, InstanceInfo, Isolation,
-    IsolationMode, ReleaseInfo, ResourcePlan, Tier, format_timestamp,
+    Action, AppName, AuditAction, CreateEnv, EnvInfo, EnvRef, EnvStatus, InstanceInfo, ReleaseInfo, ResourcePlan, Tier, format_timestamp,
 };
 
 use super::routing::key;
@@ -50,15 +49,7 @@ impl ControlPlane {
                 q::insert_env(c, &a, &name, &branch, tier)
             })
             .await?;
-        for dir in [
-            self.home.releases_dir(&app, &row.name),
-            self.home.logs_dir(&app, &row.name),
-            self.home.storage_dir(&app, &row.name),
-        ] {
-            tokio::fs::create_dir_all(&dir)
-                .await
-                .map_err(|e| ControlError::internal(format!("create {}: {e}", dir.display())))?;
-        }
+        self.prepare_env_dirs(&row).await?;
         info!(app = %app, env = %row.name, tier = %tier, "environment created");
         self.env_info(row).await
     }
@@ -183,10 +174,7 @@ impl ControlPlane {
             status_reason,
             release: release.as_ref().map(release_info),
             instance,
-            isolation: Isolation {
-                mode: IsolationMode::SingleUser,
-                uid: nix::unistd::geteuid().as_raw(),
-            },
+            isolation: self.isolation(&row),
             plan: ResourcePlan::default(),
             usage: None,
             created_at: format_timestamp(row.created_at),

@@ -35,8 +35,9 @@ pub(crate) struct Launch<'a> {
 }
 
 impl ControlPlane {
-    /// What every process of a release sees (builds included): the app file's `[env]` and
-    /// where it runs. Secrets are added for instances only (`launch`).
+    /// What every process of a release sees (builds included), and nothing else: the
+    /// allow-list (`base_env`), the app file's `[env]` and where it runs. Secrets are added for
+    /// instances only (`launch`).
     pub(crate) fn release_env(
         &self,
         r: &EnvRef,
@@ -44,11 +45,8 @@ impl ControlPlane {
         commit: &str,
         config: &ReleaseConfig,
     ) -> Vec<(String, String)> {
-        let mut env: Vec<(String, String)> = config
-            .env
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
+        let mut env = self.base_env(r);
+        env.extend(config.env.iter().map(|(k, v)| (k.clone(), v.clone())));
         env.extend([
             ("TURNOUT_APP".to_owned(), r.app.to_string()),
             ("TURNOUT_ENV".to_owned(), r.env.to_string()),
@@ -71,6 +69,9 @@ impl ControlPlane {
         cancelled: impl Future<Output = ControlError>,
     ) -> Result<Running, ControlError> {
         let r = l.r;
+        let identity = self.identity(l.env)?;
+        self.prepare_env_dirs(l.env).await?;
+        self.hand_over(l.env, l.dir).await?;
         let mut env = self.release_env(r, l.env.tier, l.commit, l.config);
         // Secrets go to the instance only: never to the build, whose output may be logged.
         env.extend(self.secret_env(l.env.id).await?);
@@ -94,6 +95,7 @@ impl ControlPlane {
             restart: RestartPolicy::default(),
             stop_timeout: l.config.stop_timeout,
             log_rotation: LogRotation::default(),
+            identity,
         };
         let instance = self
             .runtime

@@ -31,6 +31,7 @@ mod authz;
 mod deploy;
 mod domains;
 mod envs;
+mod isolation;
 mod jobs;
 mod keyed;
 mod launch;
@@ -39,6 +40,7 @@ mod release_ops;
 mod restore;
 mod routing;
 
+pub use isolation::{Separation, secure_home};
 pub use logs::LogView;
 
 use jobs::Jobs;
@@ -51,6 +53,8 @@ pub struct ControlPlane {
     http_port: u16,
     /// Runs instances and builds (local processes today).
     runtime: Arc<dyn Runtime>,
+    /// How environments are kept apart here: see `isolation`.
+    separation: Separation,
     /// Which instance serves each environment, each domain's binding, logins: see `routing`.
     routing: Routing,
     jobs: Arc<Jobs>,
@@ -74,6 +78,7 @@ impl ControlPlane {
         store: Store,
         proxy: Arc<Proxy>,
         runtime: Arc<dyn Runtime>,
+        separation: Separation,
         http_port: u16,
     ) -> Arc<ControlPlane> {
         let closing = CancellationToken::new();
@@ -89,6 +94,7 @@ impl ControlPlane {
             store,
             http_port,
             runtime,
+            separation,
             routing: Routing::new(proxy),
             env_locks: KeyedLocks::default(),
             app_locks: KeyedLocks::default(),
@@ -124,6 +130,18 @@ fn source(repo: &str, token_env: Option<&str>) -> Result<Source, ControlError> {
             ))
         })?),
     };
+    // A token over plain http would travel readable by anyone on the way.
+    let plain_http = repo
+        .get(..7)
+        .is_some_and(|scheme| scheme.eq_ignore_ascii_case("http://"));
+    if token.is_some()
+        && plain_http
+        && std::env::var_os("TURNOUT_ALLOW_HTTP_TOKEN").is_none_or(|v| v != "1")
+    {
+        return Err(ControlError::Invalid(format!(
+            "refusing to send the token of --token-env over plain http:// to {repo}; use an https:// URL, or set TURNOUT_ALLOW_HTTP_TOKEN=1 where `turnout serve` runs to allow it"
+        )));
+    }
     Ok(Source {
         repo: repo.to_owned(),
         token,

@@ -73,11 +73,38 @@ pub fn insert_env(
             "environment '{app}/{name}' already exists; deploy it with `turnout deploy {app}/{name}`"
         )));
     }
+    let uid = free_uid(c)?;
     c.execute(
-        "INSERT INTO environments (app_id, name, branch, tier, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
-        params![app_row.id, name.as_str(), branch, tier.as_str(), now()],
+        "INSERT INTO environments (app_id, name, branch, tier, created_at, uid) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        params![app_row.id, name.as_str(), branch, tier.as_str(), now(), uid],
     )?;
     get_env(c, app, name)
+}
+
+/// The first uid of the range Turnout gives its environments' users.
+pub const UID_BASE: u32 = 200_000;
+/// How many: one per environment that exists at once.
+pub const UID_COUNT: u32 = 100_000;
+
+/// The lowest uid of the range no environment has: a deleted environment's uid is reused by
+/// the next one created (its files went with it).
+fn free_uid(c: &Connection) -> Result<u32, ControlError> {
+    let mut stmt = c.prepare("SELECT uid FROM environments WHERE uid >= ?1 ORDER BY uid")?;
+    let taken = stmt.query_map([UID_BASE], |r| r.get::<_, u32>(0))?;
+    let mut next = UID_BASE;
+    for uid in taken {
+        let uid = uid?;
+        if uid > next {
+            break;
+        }
+        next = uid + 1;
+    }
+    if next >= UID_BASE + UID_COUNT {
+        return Err(ControlError::Conflict(format!(
+            "no free user id left for a new environment ({UID_COUNT} exist); delete unused environments"
+        )));
+    }
+    Ok(next)
 }
 
 pub fn list_envs(c: &Connection, app: Option<&AppName>) -> Result<Vec<EnvRow>, ControlError> {

@@ -1,0 +1,193 @@
+//! Environments are isolated from each other and from Turnout: code deployed by a developer to
+//! a development environment tries what an attacker would, and every attempt fails.
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+
+use serde_json::Value;
+
+use crate::support::{Daemon, Repo};
+
+/// An app whose endpoints try things: `/read?PATH` (open and read a byte), `/list?PATH`,
+/// `/env` (its whole environment), `/id` (its uid and gid). Each answers JSON.
+const PROBE: &str = r#"
+import json, os, urllib.parse
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+def attempt(f):
+    try:
+        f()
+        return "ok"
+    except Exception as e:
+        return "denied: %s" % type(e).__name__
+class H(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def do_GET(self):
+        path, _, query = self.path.partition("?")
+        arg = urllib.parse.unquote(query)
+        if path == "/read":
+            body = attempt(lambda: open(arg, "rb").read(1))
+        elif path == "/list":
+            body = attempt(lambda: os.listdir(arg))
+        elif path == "/env":
+            body = dict(os.environ)
+        elif path == "/id":
+            body = {"uid": os.getuid(), "gid": os.getgid(), "groups": os.getgroups()}
+        else:
+            body = "up"
+        data = json.dumps(body).encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+    def log_message(self, fmt, *args):
+        pass
+ThreadingHTTPServer(("127.0.0.1", int(os.environ["PORT"])), H).serve_forever()
+"#;
+
+fn is_root() -> bool {
+    nix::unistd::geteuid().is_root()
+}
+
+async fn probe(d: &Daemon, env: &str, path: &str) -> Value {
+    let (status, body) = d.get(&format!("{env}.shop.localhost"), path).await;
+    assert_eq!(status, 200, "{path}: {body}");
+    serde_json::from_str(&body).unwrap()
+}
+
+fn mode(path: &Path) -> u32 {
+    std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+}
+
+/// The documented modes of the home: the daemon's files alone, the path to an environment
+/// passable, an environment's own directories its user's.
+fn assert_home_modes(d: &Daemon, when: &str) {
+    let home = d.home.path();
+    for (path, want) in [
+        (home.to_path_buf(), 0o711),
+        (home.join("admin.token"), 0o600),
+        (home.join("turnout.db"), 0o600),
+        (home.join("turnout.db-wal"), 0o600),
+        (home.join("serve.json"), 0o600),
+        (home.join("apps"), 0o711),
+        (home.join("apps/shop/repo.git"), 0o700),
+        (home.join("apps/shop/envs/prod"), 0o711),
+        (home.join("apps/shop/envs/prod/logs"), 0o700),
+        (home.join("apps/shop/envs/prod/run"), 0o700),
+        (home.join("apps/shop/envs/prod/releases"), 0o700),
+        (home.join("apps/shop/envs/prod/storage"), 0o700),
+        (home.join("jobs"), 0o700),
+    ] {
+        assert_eq!(mode(&path), want, "{} {when}: {:o}", path.display(), mode(&path));
+    }
+    for log in std::fs::read_dir(home.join("apps/shop/envs/prod/logs")).unwrap() {
+        let log = log.unwrap().path();
+        assert_eq!(mode(&log), 0o600, "{} {when}", log.display());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn code_in_a_development_environment_reads_nothing_of_production_or_turnout() {
+    if !is_root() {
+        eprintln!("skipped: per-environment users need root (run the suite as root, as CI does)");
+        return;
+    }
+    let secret = "ghp_daemon_token_4d1e9b";
+    let mut d = Daemon::start_with_env(&[("SHOP_GIT_TOKEN", secret)]);
+    let repo = Repo::new("v1");
+    repo.write("app.py", PROBE);
+    repo.write(
+        "turnout.toml",
+        "[run]\ncommand = \"exec python3 app.py\"\n[health]\npath = \"/\"\ninterval = \"50ms\"\n",
+    );
+    repo.commit("probe");
+    d.create(
+        "shop",
+        repo.path(),
+        &[("dev", "main", "development"), ("prod", "main", "production")],
+    );
+    d.ok(&["secret", "set", "shop/prod", "DATABASE_PASSWORD", "hunter2-prod"]);
+    d.ok(&["deploy", "shop/dev"]);
+    d.ok(&["deploy", "shop/prod"]);
+
+    let dev_env = d.json(&["env", "show", "shop/dev"]);
+    let prod_env = d.json(&["env", "show", "shop/prod"]);
+    assert_eq!(dev_env["isolation"]["mode"], "user", "{dev_env}");
+    let (dev_uid, prod_uid) = (dev_env["isolation"]["uid"].as_u64().unwrap(), prod_env["isolation"]["uid"].as_u64().unwrap());
+    assert_ne!(dev_uid, prod_uid);
+    let id = probe(&d, "dev", "/id").await;
+    assert_eq!(id["uid"], dev_uid, "{id}");
+    assert_eq!(id["gid"], dev_uid, "{id}");
+    assert_eq!(id["groups"], serde_json::json!([dev_uid]), "no other group: {id}");
+
+    let home = d.home.path();
+    let prod_dir = home.join("apps/shop/envs/prod");
+    std::fs::write(prod_dir.join("storage/customers.csv"), "alice,4111111111111111\n").unwrap();
+    std::fs::set_permissions(
+        prod_dir.join("storage/customers.csv"),
+        std::fs::Permissions::from_mode(0o644),
+    )
+    .unwrap();
+    let prod_pid = prod_env["instance"]["pid"].as_u64().unwrap();
+    let prod_release = std::fs::read_dir(prod_dir.join("releases"))
+        .unwrap()
+        .flatten()
+        .find(|e| e.path().is_dir())
+        .unwrap()
+        .path();
+    for (what, target) in [
+        ("the admin token", home.join("admin.token")),
+        ("the store", home.join("turnout.db")),
+        ("the store's WAL", home.join("turnout.db-wal")),
+        ("production's process environment", Path::new(&format!("/proc/{prod_pid}/environ")).to_path_buf()),
+        ("production's storage", prod_dir.join("storage/customers.csv")),
+        ("production's code", prod_release.join("app.py")),
+        ("production's log", prod_dir.join("logs").join("release-2.log")),
+        ("the app's mirror", home.join("apps/shop/repo.git/HEAD")),
+    ] {
+        let path = target.display().to_string();
+        let r = probe(&d, "dev", &format!("/read?{path}")).await;
+        assert!(
+            r.as_str().unwrap().starts_with("denied"),
+            "dev read {what} ({path}): {r}"
+        );
+    }
+    for (what, target) in [
+        ("the home", home.to_path_buf()),
+        ("the apps", home.join("apps")),
+        ("production's releases", prod_dir.join("releases")),
+        ("production's storage", prod_dir.join("storage")),
+        ("the jobs", home.join("jobs")),
+    ] {
+        let path = target.display().to_string();
+        let r = probe(&d, "dev", &format!("/list?{path}")).await;
+        assert!(
+            r.as_str().unwrap().starts_with("denied"),
+            "dev listed {what} ({path}): {r}"
+        );
+    }
+    // Its own files it may read, and prod its own secret.
+    let own = home.join("apps/shop/envs/dev/storage");
+    let r = probe(&d, "dev", &format!("/list?{}", own.display())).await;
+    assert_eq!(r, "ok");
+
+    // A clean environment: nothing of the daemon's, its token least of all.
+    let env = probe(&d, "dev", "/env").await;
+    let env = env.as_object().unwrap();
+    let text = serde_json::to_string(env).unwrap();
+    assert!(!text.contains(secret), "the daemon's git token reached the app: {text}");
+    assert!(!env.contains_key("SHOP_GIT_TOKEN") && !env.contains_key("TURNOUT_LOG"), "{text}");
+    assert!(!text.contains("hunter2-prod"), "{text}");
+    let names: Vec<&str> = env.keys().map(String::as_str).collect();
+    for name in &names {
+        assert!(
+            ["PATH", "HOME", "LANG", "PORT"].contains(name)
+                || name.starts_with("TURNOUT_"),
+            "{name} is not on the allow-list: {names:?}"
+        );
+    }
+    let prod = probe(&d, "prod", "/env").await;
+    assert_eq!(prod["DATABASE_PASSWORD"], "hunter2-prod");
+
+    assert_home_modes(&d, "after a deploy");
+    d.restart();
+    assert_home_modes(&d, "after a restart");
+}
