@@ -27,6 +27,7 @@
 // Denied rather than forbidden: a task's `pre_exec` (task.rs) is the one allowed exception.
 #![deny(unsafe_code)]
 
+mod cgroup;
 mod error;
 mod health;
 mod instance;
@@ -35,11 +36,12 @@ mod process;
 mod runtime;
 mod task;
 
+pub use cgroup::{CgroupSpec, ResourceUsage, remove_cgroup};
 pub use error::SupervisorError;
 pub use health::HealthCheck;
 pub use instance::{Instance, InstanceSpec, InstanceState, InstanceStatus, RestartPolicy};
 pub use log::{LogLine, LogRotation, collapse_repeats, rotated_log_path, tail_lines};
-pub use process::reap_stale;
+pub use process::{Identity, reap_stale};
 pub use runtime::{BoxFuture, InstanceHandle, LocalRuntime, Runtime};
 pub use task::{TaskSpec, run_task};
 
