@@ -575,9 +575,9 @@ pub fn remove_cgroup(name: &str) {
 fn fmt_bytes(bytes: u64) -> String {
     const MIB: u64 = 1 << 20;
     const GIB: u64 = 1 << 30;
-    if bytes >= GIB && (u128::from(bytes) * 10) % u128::from(GIB) == 0 {
+    if bytes >= GIB && (u128::from(bytes) * 10).is_multiple_of(u128::from(GIB)) {
         format!("{} GiB", bytes as f64 / GIB as f64)
-    } else if bytes >= MIB && bytes % MIB == 0 {
+    } else if bytes >= MIB && bytes.is_multiple_of(MIB) {
         format!("{} MiB", bytes / MIB)
     } else {
         format!("{bytes} bytes")

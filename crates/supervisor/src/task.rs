@@ -231,7 +231,7 @@ async fn run_in_group(
     }
     let tail_text = error_tail(tail.into()).unwrap_or_default();
 
-    let outcome = if timed_out {
+    if timed_out {
         warn!(pgid, command = %spec.command, timeout = %fmt_duration(spec.timeout), "task timed out");
         Err(SupervisorError::TaskTimedOut {
             command: spec.command.clone(),
@@ -254,6 +254,5 @@ async fn run_in_group(
             status,
             log_tail: tail_text,
         })
-    };
-    outcome
+    }
 }
