@@ -54,6 +54,19 @@ pub enum SupervisorError {
         log_tail: String,
     },
 
+    /// A [`crate::CgroupSpec`] no group could be made for, whatever the machine.
+    #[error("invalid resource plan `{name}`: {reason}")]
+    InvalidCgroup { name: String, reason: &'static str },
+
+    /// A limit could not be written into a group that was made; cgroups that are missing
+    /// altogether are not an error (see [`crate::InstanceStatus::limits_not_enforced`]).
+    #[error("could not set up cgroup {path}: {source}")]
+    Cgroup {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
     #[error("could not read the output of `{command}`: {source}")]
     Output {
         command: String,

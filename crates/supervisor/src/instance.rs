@@ -28,13 +28,14 @@ use tokio::task::JoinHandle;
 use tokio::time::{Instant, sleep, sleep_until};
 use tracing::{debug, info, warn};
 
+use crate::cgroup::{Cgroup, CgroupSpec, ResourceUsage};
 use crate::error::SupervisorError;
 use crate::fmt_duration;
 use crate::health::{HealthCheck, probe};
 use crate::log::{LogHandle, LogRotation, LogWriter, spawn_pump};
 use crate::process::{
-    GroupGuard, INSTANCE_TOKEN_VAR, KILL_GRACE, describe_exit, new_token, read_tail,
-    remove_pid_file, signal_group, wait_group_gone, write_pid_file,
+    ChildSetup, GroupGuard, INSTANCE_TOKEN_VAR, Identity, KILL_GRACE, describe_exit, new_token,
+    prepare_child, read_tail, remove_pid_file, signal_group, wait_group_gone, write_pid_file,
 };
 
 /// When to restart an instance that exits after it has become healthy.
@@ -64,8 +65,17 @@ pub struct InstanceSpec {
     /// The app's own command, run as `sh -c <command>` so `$PORT` and friends expand.
     pub command: String,
     pub cwd: PathBuf,
-    /// Added on top of the daemon's inherited environment (PORT, TURNOUT_* ...).
+    /// The app's whole environment: nothing of the daemon's is inherited, so the caller passes
+    /// PATH, HOME, LANG, PORT and the TURNOUT_* variables here. The supervisor adds only its own
+    /// `TURNOUT_INSTANCE` token.
     pub env: Vec<(String, String)>,
+    /// Whom the app runs as; None runs it as the daemon's user. The health check, the log and
+    /// the pid file stay the daemon's.
+    pub identity: Option<Identity>,
+    /// The instance's resource plan: its processes (restarts included) share one group with
+    /// these limits, removed when the instance is stopped for good or crashes. See
+    /// [`InstanceStatus::limits_not_enforced`] for a machine without cgroups.
+    pub cgroup: Option<CgroupSpec>,
     /// The port the app listens on; the caller also puts it in `env` as PORT.
     pub port: u16,
     /// Receives the app's stdout and stderr and the supervisor's `[turnout]` marker lines, each
@@ -124,10 +134,15 @@ pub struct InstanceStatus {
     /// Pid of the current process (also its process-group id); None while none runs.
     pub pid: Option<u32>,
     pub restarts: u32,
-    /// How the last process ended, e.g. "exit status 1" or "signal 9".
+    /// How the last process ended, e.g. "exit status 1", "signal 9", or
+    /// "OOM: killed at its memory limit (64 MiB)" when the kernel killed it for its plan's limit.
     pub last_exit: Option<String>,
     /// When the current (or last) process was started.
     pub started_at: SystemTime,
+    /// Why the limits of the instance's [`CgroupSpec`] are not (all) in force, e.g. on a
+    /// machine without cgroups or when the daemon is not root; the app runs anyway. None when
+    /// they are, or when it has no plan.
+    pub limits_not_enforced: Option<String>,
 }
 
 /// A supervised app process. Dropping the last handle stops it in the background; call
@@ -137,6 +152,7 @@ pub struct Instance {
     health: HealthCheck,
     log_path: PathBuf,
     log: LogHandle,
+    cgroup: Option<Arc<Cgroup>>,
     shared: Arc<Shared>,
     /// Never receives a value: it errors once the supervising task has ended, which is when the
     /// process group has been reaped.
@@ -157,6 +173,26 @@ impl Instance {
     /// for it to become healthy: see [`Instance::wait_healthy`].
     pub async fn start(spec: InstanceSpec) -> Result<Arc<Instance>, SupervisorError> {
         let token = new_token();
+        let cgroup = match &spec.cgroup {
+            Some(plan) => Some(Arc::new(Cgroup::create(plan, &token)?)),
+            None => None,
+        };
+        match Self::start_in_group(spec, token, cgroup.clone()).await {
+            Ok(instance) => Ok(instance),
+            Err(e) => {
+                if let Some(cgroup) = &cgroup {
+                    cgroup.remove().await;
+                }
+                Err(e)
+            }
+        }
+    }
+
+    async fn start_in_group(
+        spec: InstanceSpec,
+        token: String,
+        cgroup: Option<Arc<Cgroup>>,
+    ) -> Result<Arc<Instance>, SupervisorError> {
         let writer = LogWriter::open(&spec.log_path, Some(spec.log_rotation)).await?;
         let output_error = |source| SupervisorError::Output {
             command: spec.command.clone(),
@@ -165,13 +201,22 @@ impl Instance {
         let (reader, output) = std::io::pipe().map_err(output_error)?;
         let reader = pipe::Receiver::from_owned_fd(reader.into()).map_err(output_error)?;
         let (log, pump) = spawn_pump(writer, reader);
-        let child = spawn(&spec, &token, &output, &log).await?;
+        let limits_not_enforced = cgroup
+            .as_deref()
+            .and_then(Cgroup::unenforced)
+            .map(str::to_owned);
+        if let Some(reason) = &limits_not_enforced {
+            log.marker(&format!("resource limits not enforced: {reason}"))
+                .await;
+        }
+        let child = spawn(&spec, &token, &output, &log, cgroup.as_deref()).await?;
         let (status, _) = watch::channel(InstanceStatus {
             state: InstanceState::Starting,
             pid: Some(child.pgid),
             restarts: 0,
             last_exit: None,
             started_at: SystemTime::now(),
+            limits_not_enforced,
         });
         let (stop, _) = watch::channel(false);
         let shared = Arc::new(Shared { status, stop });
@@ -183,6 +228,7 @@ impl Instance {
             output,
             log: log.clone(),
             pump,
+            cgroup: cgroup.clone(),
             _done: done_tx,
         };
         tokio::spawn(supervisor.run(child));
@@ -191,6 +237,7 @@ impl Instance {
             health: spec.health,
             log_path: spec.log_path,
             log,
+            cgroup,
             shared,
             task_done,
         }))
@@ -306,6 +353,14 @@ impl Instance {
         self.shared.status.borrow().clone()
     }
 
+    /// What its processes use now (all None without a [`CgroupSpec`]).
+    pub fn usage(&self) -> ResourceUsage {
+        self.cgroup
+            .as_deref()
+            .map(Cgroup::usage)
+            .unwrap_or_default()
+    }
+
     /// Stops the instance for good: cancels any pending restart, sends SIGTERM to the process
     /// group, SIGKILL after the stop timeout, and returns once the processes are gone.
     /// Idempotent, and safe to call from several tasks at once.
@@ -329,6 +384,8 @@ struct Running {
     pgid: u32,
     guard: GroupGuard,
     started: Instant,
+    /// The group's count of kills for its memory limit when this process started.
+    oom_kills_before: Option<u64>,
 }
 
 /// The task that owns an instance's process.
@@ -341,6 +398,8 @@ struct Supervisor {
     log: LogHandle,
     /// The log pump; awaited at the end so a stopped instance's log is complete.
     pump: JoinHandle<()>,
+    /// Removed at the end, once the process group is gone.
+    cgroup: Option<Arc<Cgroup>>,
     /// Dropped when the task ends, which is what [`Instance::stop`] waits for.
     _done: watch::Sender<()>,
 }
@@ -433,7 +492,15 @@ impl Supervisor {
                 }
             }
 
-            match spawn(&self.spec, &self.token, &self.output, &self.log).await {
+            match spawn(
+                &self.spec,
+                &self.token,
+                &self.output,
+                &self.log,
+                self.cgroup.as_deref(),
+            )
+            .await
+            {
                 Ok(running) => {
                     self.shared.status.send_modify(|s| {
                         s.pid = Some(running.pgid);
@@ -469,6 +536,9 @@ impl Supervisor {
         if let Err(e) = self.pump.await {
             warn!(port = self.spec.port, error = %e, "instance log pump failed");
         }
+        if let Some(cgroup) = &self.cgroup {
+            cgroup.remove().await;
+        }
     }
 
     /// Waits until the process exits or a stop is requested. After a restart, also probes health
@@ -486,9 +556,12 @@ impl Supervisor {
             });
             tokio::select! {
                 exit = running.child.wait() => {
-                    let how = match exit {
-                        Ok(exit) => describe_exit(exit),
-                        Err(e) => format!("unknown status ({e})"),
+                    let how = match (exit, self.cgroup.as_deref()) {
+                        (Ok(exit), Some(cgroup)) if cgroup.killed_for_memory(exit, running.oom_kills_before) => {
+                            cgroup.oom_description()
+                        }
+                        (Ok(exit), _) => describe_exit(exit),
+                        (Err(e), _) => format!("unknown status ({e})"),
                     };
                     return Ended::Exited { how, ran_for: running.started.elapsed() };
                 }
@@ -586,13 +659,14 @@ async fn stop_requested(stop: &mut watch::Receiver<bool>) {
     }
 }
 
-/// Spawns `sh -c command` in its own process group, its output into the instance's pipe, and
-/// records the group in the pid file.
+/// Spawns `sh -c command` in its own process group (and its resource group, if any), its output
+/// into the instance's pipe, and records the group in the pid file.
 async fn spawn(
     spec: &InstanceSpec,
     token: &str,
     output: &PipeWriter,
     log: &LogHandle,
+    cgroup: Option<&Cgroup>,
 ) -> Result<Running, SupervisorError> {
     let output_error = |source| SupervisorError::Output {
         command: spec.command.clone(),
@@ -606,11 +680,22 @@ async fn spawn(
     ))
     .await;
 
-    let mut command = Command::new("sh");
+    let spawn_error = |source| SupervisorError::Spawn {
+        command: spec.command.clone(),
+        cwd: spec.cwd.clone(),
+        source,
+    };
+    let cgroup_procs = match cgroup {
+        Some(cgroup) => cgroup.open_procs().map_err(spawn_error)?,
+        None => Vec::new(),
+    };
+    let oom_kills_before = cgroup.and_then(Cgroup::oom_kills);
+    let mut command = Command::new("/bin/sh");
     command
         .arg("-c")
         .arg(&spec.command)
         .current_dir(&spec.cwd)
+        .env_clear()
         .envs(spec.env.iter().map(|(k, v)| (k, v)))
         .env(INSTANCE_TOKEN_VAR, token)
         .stdin(Stdio::null())
@@ -621,11 +706,15 @@ async fn spawn(
         .process_group(0)
         // The group guard kills the whole group; killing only the shell would orphan the app.
         .kill_on_drop(false);
-    let child = command.spawn().map_err(|source| SupervisorError::Spawn {
-        command: spec.command.clone(),
-        cwd: spec.cwd.clone(),
-        source,
-    })?;
+    prepare_child(
+        &mut command,
+        ChildSetup {
+            cgroup_procs,
+            identity: spec.identity,
+            die_with_parent: false,
+        },
+    );
+    let child = command.spawn().map_err(spawn_error)?;
     let pgid = child
         .id()
         .expect("a freshly spawned child has a pid until it is awaited");
@@ -642,5 +731,6 @@ async fn spawn(
         pgid,
         guard,
         started: Instant::now(),
+        oom_kills_before,
     })
 }

@@ -21,12 +21,33 @@
 //!   are told apart from live members.
 //! - A daemon that is killed leaves nothing running for long: instances and tasks both record
 //!   their process group and a token in a pid file for [`reap_stale`] on the next start, and a
-//!   task's shell also dies with the daemon (Linux's parent-death signal, set in the one
-//!   `unsafe` `pre_exec`).
+//!   task's shell also dies with the daemon (Linux's parent-death signal).
+//! - A clean environment: a child gets exactly its spec's `env` (plus the supervisor's
+//!   `TURNOUT_INSTANCE`/`TURNOUT_TASK` token) and nothing of the daemon's, so the caller passes
+//!   PATH, HOME, LANG and the TURNOUT_* variables.
+//! - Identity (`process`): with an [`Identity`] a child runs as that uid and gid with no
+//!   supplementary groups. The health check, the log and the pid file stay the daemon's, and
+//!   [`reap_stale`] (root) still kills such a group.
+//! - Resource plans (`cgroup`): a [`CgroupSpec`] puts every process of an instance or task in a
+//!   group of its own, `turnout/<name>/<token>` under the daemon's own cgroup (v2 when it has
+//!   controllers, else the v1 memory, cpu, cpuacct and pids hierarchies), with memory, cpu and
+//!   pids limits. The child joins between fork and exec, so nothing it starts escapes.
+//!   [`InstanceHandle::usage`] reads memory, pids and cpu time from it; a process the kernel
+//!   kills at the memory limit ends as `OOM: killed at its memory limit (64 MiB)` in
+//!   `last_exit` (and is restarted like any crash once it was healthy). The group goes when the
+//!   instance is stopped or crashes for good; [`remove_cgroup`] clears what a killed daemon
+//!   left. Where cgroups are missing or not writable (not root), the app runs without the
+//!   limits: [`InstanceStatus::limits_not_enforced`] says why, a task's log and `on_line` get a
+//!   `[turnout] resource limits not enforced: …` line, and the daemon warns once.
+//! - Between fork and exec (`process`, the crate's one `unsafe` `pre_exec`), in this order: join
+//!   the cgroup by writing "0" to its `cgroup.procs` files, opened before the fork; setgroups,
+//!   setgid, setuid; for a task, the parent-death signal (a change of credentials would clear
+//!   it). Only system calls on what was prepared before the fork: nothing allocates.
 
-// Denied rather than forbidden: a task's `pre_exec` (task.rs) is the one allowed exception.
+// Denied rather than forbidden: `process::prepare_child`'s `pre_exec` is the one allowed exception.
 #![deny(unsafe_code)]
 
+mod cgroup;
 mod error;
 mod health;
 mod instance;
@@ -35,11 +56,12 @@ mod process;
 mod runtime;
 mod task;
 
+pub use cgroup::{CgroupSpec, ResourceUsage, remove_cgroup};
 pub use error::SupervisorError;
 pub use health::HealthCheck;
 pub use instance::{Instance, InstanceSpec, InstanceState, InstanceStatus, RestartPolicy};
 pub use log::{LogLine, LogRotation, collapse_repeats, rotated_log_path, tail_lines};
-pub use process::reap_stale;
+pub use process::{Identity, reap_stale};
 pub use runtime::{BoxFuture, InstanceHandle, LocalRuntime, Runtime};
 pub use task::{TaskSpec, run_task};
 

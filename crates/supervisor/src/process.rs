@@ -1,6 +1,8 @@
-//! Process-group plumbing shared by instances and tasks: signalling and waiting for a group,
-//! pid files and the reaper of what a killed daemon left, and the log tails errors carry.
+//! Process-group plumbing shared by instances and tasks: what a child does between fork and
+//! exec, signalling and waiting for a group, pid files and the reaper of what a killed daemon
+//! left, and the log tails errors carry.
 
+use std::os::fd::OwnedFd;
 use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
 use std::process::ExitStatus;
@@ -9,7 +11,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use nix::errno::Errno;
 use nix::sys::signal::{Signal, killpg};
-use nix::unistd::Pid;
+use nix::unistd::{Gid, Pid, Uid};
+use tokio::process::Command;
 use tokio::time::{Instant, sleep};
 use tracing::{debug, info, warn};
 
@@ -51,6 +54,73 @@ pub(crate) fn new_token() -> String {
         .unwrap_or_default();
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
     format!("{nanos:x}-{:x}-{n:x}", std::process::id())
+}
+
+/// Whether a token was made by this run of the daemon (it carries the daemon's pid).
+pub(crate) fn token_from_this_run(token: &str) -> bool {
+    token.split('-').nth(1) == Some(format!("{:x}", std::process::id()).as_str())
+}
+
+/// The user and group an app's processes run as, instead of the daemon's. They get no
+/// supplementary groups: only `gid`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Identity {
+    pub uid: u32,
+    pub gid: u32,
+}
+
+/// What a child does between fork and exec, in this order: join its cgroup (while still root,
+/// and before it can fork), take on its identity, and for a task, arrange to die with the daemon.
+pub(crate) struct ChildSetup {
+    /// Each of its group's `cgroup.procs` files, opened by the caller (see [`crate::cgroup`]).
+    pub(crate) cgroup_procs: Vec<OwnedFd>,
+    pub(crate) identity: Option<Identity>,
+    /// Has the kernel send SIGKILL to the child (a task's shell) if the thread that spawned it
+    /// ends, which on a runtime's worker thread means the daemon has died. Only the shell gets
+    /// it: whatever it started is killed by the reaper through the pid file.
+    pub(crate) die_with_parent: bool,
+}
+
+/// Installs the crate's one `pre_exec`. std's `CommandExt::uid`/`gid` are not used: std
+/// changes the credentials before it runs `pre_exec`, so the child would join its cgroup as the
+/// app's user rather than as root; and a change of credentials clears the parent-death signal,
+/// which must therefore be set after it. Done here, the order is ours.
+pub(crate) fn prepare_child(command: &mut Command, setup: ChildSetup) {
+    let ChildSetup {
+        cgroup_procs,
+        identity,
+        die_with_parent,
+    } = setup;
+    let parent = nix::unistd::getpid();
+    // SAFETY: the closure runs in the forked child before exec, where only async-signal-safe
+    // calls are allowed. Everything it uses was prepared before the fork (the open cgroup files,
+    // the ids, the parent's pid); write, setgroups, setgid, setuid, prctl and getppid are plain
+    // system calls; the group list is an array on the stack; and errors are built from an errno
+    // without allocating.
+    #[allow(unsafe_code)]
+    unsafe {
+        command.pre_exec(move || {
+            // The kernel reads "0" as the writing process.
+            for procs in &cgroup_procs {
+                nix::unistd::write(procs, b"0")?;
+            }
+            if let Some(identity) = identity {
+                let gid = Gid::from_raw(identity.gid);
+                nix::unistd::setgroups(&[gid])?;
+                nix::unistd::setgid(gid)?;
+                nix::unistd::setuid(Uid::from_raw(identity.uid))?;
+            }
+            if die_with_parent {
+                nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)?;
+                // A daemon that died before prctl took effect sends no signal; refuse to run
+                // orphaned.
+                if nix::unistd::getppid() != parent {
+                    return Err(Errno::ESRCH.into());
+                }
+            }
+            Ok(())
+        });
+    }
 }
 
 /// "exit status 3" or "signal 9".

@@ -9,6 +9,7 @@ use std::path::Path;
 use std::pin::Pin;
 use std::sync::Arc;
 
+use crate::cgroup::{ResourceUsage, remove_cgroup};
 use crate::error::SupervisorError;
 use crate::instance::{Instance, InstanceSpec, InstanceStatus};
 use crate::process::reap_stale_and_wait;
@@ -38,6 +39,11 @@ pub trait Runtime: Send + Sync {
     /// Kills what a killed daemon left running (an instance or a task) as recorded in
     /// `pid_file`, and returns once it is gone. The file is removed. See [`crate::reap_stale`].
     fn reap_stale<'a>(&'a self, pid_file: &'a Path) -> BoxFuture<'a, ()>;
+
+    /// Removes the resource groups named `name` (a [`crate::CgroupSpec::name`]) that no process
+    /// is in any more: those a killed daemon left (after [`Runtime::reap_stale`]), or all of an
+    /// environment's when it is deleted. See [`crate::remove_cgroup`].
+    fn remove_cgroup<'a>(&'a self, name: &'a str) -> BoxFuture<'a, ()>;
 }
 
 /// A running instance, whichever runtime started it. Dropping the last handle stops the instance
@@ -57,6 +63,10 @@ pub trait InstanceHandle: Send + Sync {
     fn check_health(&self) -> BoxFuture<'_, Result<(), SupervisorError>>;
 
     fn status(&self) -> InstanceStatus;
+
+    /// What its processes use now, from its resource group; all None without a
+    /// [`crate::CgroupSpec`]. Reads a few cgroup files (kernel memory, no disk).
+    fn usage(&self) -> ResourceUsage;
 
     /// Stops the instance for good and returns once its processes are gone. Idempotent.
     fn stop(&self) -> BoxFuture<'_, ()>;
@@ -88,6 +98,10 @@ impl Runtime for LocalRuntime {
     fn reap_stale<'a>(&'a self, pid_file: &'a Path) -> BoxFuture<'a, ()> {
         Box::pin(reap_stale_and_wait(pid_file))
     }
+
+    fn remove_cgroup<'a>(&'a self, name: &'a str) -> BoxFuture<'a, ()> {
+        Box::pin(async move { remove_cgroup(name) })
+    }
 }
 
 impl InstanceHandle for Instance {
@@ -109,6 +123,10 @@ impl InstanceHandle for Instance {
 
     fn status(&self) -> InstanceStatus {
         Instance::status(self)
+    }
+
+    fn usage(&self) -> ResourceUsage {
+        Instance::usage(self)
     }
 
     fn stop(&self) -> BoxFuture<'_, ()> {

@@ -12,12 +12,14 @@ use tokio::process::Command;
 use tokio::time::{Instant, sleep_until};
 use tracing::{info, warn};
 
+use crate::cgroup::{Cgroup, CgroupSpec};
 use crate::error::SupervisorError;
 use crate::fmt_duration;
 use crate::log::LogWriter;
 use crate::process::{
-    GroupGuard, KILL_GRACE, TAIL_WINDOW, TASK_TOKEN_VAR, describe_exit, error_tail, new_token,
-    remove_pid_file, signal_group, wait_group_gone, write_pid_file,
+    ChildSetup, GroupGuard, Identity, KILL_GRACE, TAIL_WINDOW, TASK_TOKEN_VAR, describe_exit,
+    error_tail, new_token, prepare_child, remove_pid_file, signal_group, wait_group_gone,
+    write_pid_file,
 };
 
 /// How long output is still read after the command has exited, in case a process outside its
@@ -30,8 +32,16 @@ pub struct TaskSpec {
     /// The app's own command, run as `sh -c <command>`.
     pub command: String,
     pub cwd: PathBuf,
-    /// Added on top of the daemon's inherited environment.
+    /// The command's whole environment: nothing of the daemon's is inherited, so the caller
+    /// passes PATH, HOME, LANG and the TURNOUT_* variables here. The supervisor adds only its
+    /// own `TURNOUT_TASK` token.
     pub env: Vec<(String, String)>,
+    /// Whom the command runs as; None runs it as the daemon's user.
+    pub identity: Option<Identity>,
+    /// Limits for the whole build. If the machine cannot enforce them, the build runs without
+    /// them and a `[turnout] resource limits not enforced: …` line says so (in the log and to
+    /// `on_line`).
+    pub cgroup: Option<CgroupSpec>,
     /// Receives every output line (and `[turnout]` marker lines), each prefixed with a timestamp
     /// (see [`crate::LogLine`]). Never rotated: a build log is read whole.
     pub log_path: PathBuf,
@@ -55,10 +65,6 @@ pub async fn run_task(
     spec: TaskSpec,
     mut on_line: impl FnMut(&str) + Send,
 ) -> Result<(), SupervisorError> {
-    let output_error = |source| SupervisorError::Output {
-        command: spec.command.clone(),
-        source,
-    };
     let mut log = LogWriter::open(&spec.log_path, None).await?;
     let log_error = |source| SupervisorError::Log {
         path: spec.log_path.clone(),
@@ -70,26 +76,80 @@ pub async fn run_task(
     log.flush().await.map_err(log_error)?;
 
     let token = new_token();
+    let cgroup = spec
+        .cgroup
+        .as_ref()
+        .map(|plan| Cgroup::create(plan, &token))
+        .transpose()?;
+    let outcome = run_in_group(&spec, &token, cgroup.as_ref(), &mut log, &mut on_line).await;
+    if let Some(cgroup) = &cgroup {
+        cgroup.remove().await;
+    }
+    let marker = match &outcome {
+        Ok(()) => "[turnout] finished with exit status 0".to_owned(),
+        Err(e) => format!("[turnout] {e}"),
+    };
+    log.write_line(&marker).await.map_err(log_error)?;
+    log.flush().await.map_err(log_error)?;
+    outcome
+}
+
+/// [`run_task`] once the log is open and the group (if any) is made: everything that has to
+/// happen before the group can be removed.
+async fn run_in_group(
+    spec: &TaskSpec,
+    token: &str,
+    cgroup: Option<&Cgroup>,
+    log: &mut LogWriter,
+    on_line: &mut (impl FnMut(&str) + Send),
+) -> Result<(), SupervisorError> {
+    let output_error = |source| SupervisorError::Output {
+        command: spec.command.clone(),
+        source,
+    };
+    let log_error = |source| SupervisorError::Log {
+        path: spec.log_path.clone(),
+        source,
+    };
+    if let Some(reason) = cgroup.and_then(Cgroup::unenforced) {
+        let notice = format!("[turnout] resource limits not enforced: {reason}");
+        log.write_line(&notice).await.map_err(log_error)?;
+        on_line(&notice);
+    }
+    let spawn_error = |source| SupervisorError::Spawn {
+        command: spec.command.clone(),
+        cwd: spec.cwd.clone(),
+        source,
+    };
+    let cgroup_procs = match cgroup {
+        Some(cgroup) => cgroup.open_procs().map_err(spawn_error)?,
+        None => Vec::new(),
+    };
+    let oom_kills_before = cgroup.and_then(Cgroup::oom_kills);
     let (reader, writer) = std::io::pipe().map_err(output_error)?;
     let writer_err = writer.try_clone().map_err(output_error)?;
-    let mut command = Command::new("sh");
+    let mut command = Command::new("/bin/sh");
     command
         .arg("-c")
         .arg(&spec.command)
         .current_dir(&spec.cwd)
+        .env_clear()
         .envs(spec.env.iter().map(|(k, v)| (k, v)))
-        .env(TASK_TOKEN_VAR, &token)
+        .env(TASK_TOKEN_VAR, token)
         .stdin(Stdio::null())
         .stdout(writer)
         .stderr(writer_err)
         .process_group(0)
         .kill_on_drop(false);
-    die_with_parent(&mut command);
-    let mut child = command.spawn().map_err(|source| SupervisorError::Spawn {
-        command: spec.command.clone(),
-        cwd: spec.cwd.clone(),
-        source,
-    })?;
+    prepare_child(
+        &mut command,
+        ChildSetup {
+            cgroup_procs,
+            identity: spec.identity,
+            die_with_parent: true,
+        },
+    );
+    let mut child = command.spawn().map_err(spawn_error)?;
     // The Command holds our copies of the pipe's write end; the reader sees end-of-file only
     // once they are closed too.
     drop(command);
@@ -99,7 +159,7 @@ pub async fn run_task(
     let mut guard = GroupGuard::new(pgid);
     info!(pgid, command = %spec.command, "task started");
     if let Some(pid_file) = &spec.pid_file
-        && let Err(e) = write_pid_file(pid_file, pgid, &token).await
+        && let Err(e) = write_pid_file(pid_file, pgid, token).await
     {
         warn!(pid_file = %pid_file.display(), error = %e, "could not write pid file; a daemon crash would leave this task running");
     }
@@ -171,7 +231,7 @@ pub async fn run_task(
     }
     let tail_text = error_tail(tail.into()).unwrap_or_default();
 
-    let outcome = if timed_out {
+    if timed_out {
         warn!(pgid, command = %spec.command, timeout = %fmt_duration(spec.timeout), "task timed out");
         Err(SupervisorError::TaskTimedOut {
             command: spec.command.clone(),
@@ -182,40 +242,17 @@ pub async fn run_task(
         info!(pgid, command = %spec.command, "task finished");
         Ok(())
     } else {
-        let status = describe_exit(exit);
+        let status = match cgroup {
+            Some(cgroup) if cgroup.killed_for_memory(exit, oom_kills_before) => {
+                cgroup.oom_description()
+            }
+            _ => describe_exit(exit),
+        };
         warn!(pgid, command = %spec.command, exit = %status, "task failed");
         Err(SupervisorError::TaskFailed {
             command: spec.command.clone(),
             status,
             log_tail: tail_text,
         })
-    };
-    let marker = match &outcome {
-        Ok(()) => "[turnout] finished with exit status 0".to_owned(),
-        Err(e) => format!("[turnout] {e}"),
-    };
-    log.write_line(&marker).await.map_err(log_error)?;
-    log.flush().await.map_err(log_error)?;
-    outcome
-}
-
-/// Has the kernel send SIGKILL to the task's shell if the thread that spawned it ends, which on a
-/// runtime's worker thread means the daemon has died. Only the shell gets it: whatever it started
-/// is killed by the reaper through the pid file.
-fn die_with_parent(command: &mut Command) {
-    let parent = nix::unistd::getpid();
-    // SAFETY: the closure runs in the forked child before exec, where only async-signal-safe
-    // calls are allowed: prctl and getppid are plain system calls, and the error is built from
-    // an errno without allocating.
-    #[allow(unsafe_code)]
-    unsafe {
-        command.pre_exec(move || {
-            nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)?;
-            // A daemon that died before prctl took effect sends no signal; refuse to run orphaned.
-            if nix::unistd::getppid() != parent {
-                return Err(nix::errno::Errno::ESRCH.into());
-            }
-            Ok(())
-        });
     }
 }

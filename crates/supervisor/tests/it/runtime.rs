@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use turnout_supervisor::{InstanceState, LocalRuntime, Runtime, TaskSpec};
 
-use crate::support::{Fixture, accepts, alive, read_pid};
+use crate::support::{Fixture, accepts, alive, child_env, read_pid};
 
 /// What the control plane holds: a runtime behind the trait.
 fn runtime() -> Arc<dyn Runtime> {
@@ -35,7 +35,9 @@ async fn local_runtime_runs_a_task_with_a_line_callback() {
     let spec = TaskSpec {
         command: "echo one; echo two >&2".to_owned(),
         cwd: dir.path().to_owned(),
-        env: vec![],
+        env: child_env(&[]),
+        identity: None,
+        cgroup: None,
         log_path: dir.path().join("build.log"),
         pid_file: Some(dir.path().join("run/build.pid")),
         timeout: Duration::from_secs(20),

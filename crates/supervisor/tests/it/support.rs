@@ -41,6 +41,19 @@ server.serve_forever()
 
 pub const HOST: &str = "staging.shop.localhost";
 
+/// What a caller puts in a child's environment for it to find its programs: children inherit
+/// nothing from the daemon.
+pub const PATH: (&str, &str) = ("PATH", "/usr/local/bin:/usr/bin:/bin");
+
+/// A spec's environment: [`PATH`] and `vars`.
+pub fn child_env(vars: &[(&str, &str)]) -> Vec<(String, String)> {
+    [PATH]
+        .iter()
+        .chain(vars)
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
 pub struct Fixture {
     pub dir: TempDir,
     pub port: u16,
@@ -70,15 +83,15 @@ impl Fixture {
 
     /// A spec with short timings, so tests fail fast and restarts happen quickly.
     pub fn spec(&self, command: &str, env: &[(&str, &str)]) -> InstanceSpec {
-        let mut vars = vec![
-            ("PORT".to_owned(), self.port.to_string()),
-            ("EXPECT_HOST".to_owned(), HOST.to_owned()),
-        ];
-        vars.extend(env.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        let port = self.port.to_string();
+        let mut vars = vec![("PORT", port.as_str()), ("EXPECT_HOST", HOST)];
+        vars.extend(env);
         InstanceSpec {
             command: command.to_owned(),
             cwd: self.dir.path().to_owned(),
-            env: vars,
+            env: child_env(&vars),
+            identity: None,
+            cgroup: None,
             port: self.port,
             log_path: self.log_path(),
             log_rotation: LogRotation::default(),

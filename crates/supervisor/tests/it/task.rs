@@ -3,7 +3,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 use turnout_supervisor::{LocalRuntime, LogLine, Runtime, SupervisorError, TaskSpec, run_task};
 
-use crate::support::{alive, eventually, read_pid};
+use crate::support::{alive, child_env, eventually, read_pid};
 
 struct TaskFixture {
     dir: tempfile::TempDir,
@@ -20,7 +20,9 @@ impl TaskFixture {
         TaskSpec {
             command: command.to_owned(),
             cwd: self.dir.path().to_owned(),
-            env: vec![("GREETING".to_owned(), "hello from env".to_owned())],
+            env: child_env(&[("GREETING", "hello from env")]),
+            identity: None,
+            cgroup: None,
             log_path: self.dir.path().join("logs/build.log"),
             pid_file: None,
             timeout: Duration::from_secs(20),
@@ -173,7 +175,9 @@ fn killed_daemon_helper() {
     let spec = TaskSpec {
         command: "echo $$ > leader.pid; sleep 30 & echo $! > child.pid; wait".to_owned(),
         cwd: dir.clone(),
-        env: vec![],
+        env: child_env(&[]),
+        identity: None,
+        cgroup: None,
         log_path: dir.join("build.log"),
         pid_file: Some(dir.join("run/build.pid")),
         timeout: Duration::from_secs(60),
