@@ -409,8 +409,7 @@ fn app_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<AppRow> {
     })
 }
 
-const ENV_COLS: &str =
-    "e.id, a.name, e.name, e.branch, e.tier, e.current_release_id, e.created_at, a.id, e.stopped, \
+const ENV_COLS: &str = "e.id, a.name, e.name, e.branch, e.tier, e.current_release_id, e.created_at, a.id, e.stopped, \
      e.uid";
 
 fn env_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<EnvRow> {

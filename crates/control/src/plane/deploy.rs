@@ -333,6 +333,7 @@ impl Deploy<'_> {
                     .build_pid_file(&r.app, &r.env, out.release_id),
             ),
             identity: self.plane.identity(&self.env)?,
+            cgroup: Some(self.plane.cgroup(&self.env, &out.config)),
         };
         let ctx = self.ctx;
         let mut on_line = |line: &str| ctx.output(line);

@@ -1,7 +1,8 @@
 //! Environments: create, list, show, delete, and their releases.
 use tracing::info;
 use turnout_model::{
-    Action, AppName, AuditAction, CreateEnv, EnvInfo, EnvRef, EnvStatus, InstanceInfo, ReleaseInfo, ResourcePlan, Tier, format_timestamp,
+    Action, AppName, AuditAction, CreateEnv, EnvInfo, EnvRef, EnvStatus, InstanceInfo, ReleaseInfo,
+    ResourcePlan, Tier, format_timestamp,
 };
 
 use super::routing::key;
@@ -163,6 +164,7 @@ impl ControlPlane {
                 ),
             }
         });
+        let isolation = self.isolation(&row);
         Ok(EnvInfo {
             url: self.url(&r),
             dir: self.home.env_dir(&r.app, &r.env).display().to_string(),
@@ -174,7 +176,7 @@ impl ControlPlane {
             status_reason,
             release: release.as_ref().map(release_info),
             instance,
-            isolation: self.isolation(&row),
+            isolation,
             plan: ResourcePlan::default(),
             usage: None,
             created_at: format_timestamp(row.created_at),

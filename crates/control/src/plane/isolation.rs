@@ -14,9 +14,10 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use turnout_model::{EnvRef, Isolation, IsolationMode, Tier};
-use turnout_supervisor::Identity;
+use turnout_supervisor::{CgroupSpec, Identity};
 
 use super::ControlPlane;
+use crate::app_file::ReleaseConfig;
 use crate::error::ControlError;
 use crate::home::Home;
 use crate::store::EnvRow;
@@ -146,10 +147,26 @@ impl ControlPlane {
         .await
     }
 
+    /// The control group of the environment's processes (one leaf per process group inside
+    /// it), with the release's resource plan.
+    pub(crate) fn cgroup(&self, env: &EnvRow, _config: &ReleaseConfig) -> CgroupSpec {
+        CgroupSpec {
+            name: cgroup_name(env),
+            memory: None,
+            cpu: None,
+            pids: None,
+        }
+    }
+
     /// The uid that owns the environment's files: its own user's as root, else the daemon's.
     fn owner(&self, env: &EnvRow) -> Option<u32> {
         (self.separation == Separation::Users).then_some(env.uid)
     }
+}
+
+/// An environment's control group: by its uid, unique among the environments that exist.
+pub(crate) fn cgroup_name(env: &EnvRow) -> String {
+    format!("env-{}", env.uid)
 }
 
 /// The home's own modes: the daemon's alone, but passable for the environments' users to reach
@@ -157,9 +174,14 @@ impl ControlPlane {
 pub fn secure_home(home: &Home) -> Result<(), ControlError> {
     make_dir(home.root(), 0o711, None)?;
     make_dir(&home.apps_dir(), 0o711, None)?;
-    for file in [home.db(), home.admin_token(), home.serve_json(), home.lock_file()]
-        .into_iter()
-        .chain(["turnout.db-wal", "turnout.db-shm"].map(|f| home.root().join(f)))
+    for file in [
+        home.db(),
+        home.admin_token(),
+        home.serve_json(),
+        home.lock_file(),
+    ]
+    .into_iter()
+    .chain(["turnout.db-wal", "turnout.db-shm"].map(|f| home.root().join(f)))
     {
         match std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)) {
             Ok(()) => {}

@@ -96,6 +96,7 @@ impl ControlPlane {
             stop_timeout: l.config.stop_timeout,
             log_rotation: LogRotation::default(),
             identity,
+            cgroup: Some(self.cgroup(l.env, l.config)),
         };
         let instance = self
             .runtime

@@ -9,6 +9,7 @@ use tracing::{info, warn};
 use turnout_model::{AuditAction, EnvRef};
 
 use super::deploy::built_marker;
+use super::isolation::cgroup_name;
 use super::launch::Launch;
 use super::routing::key;
 use super::{ControlPlane, remove_dir};
@@ -37,6 +38,10 @@ impl ControlPlane {
     pub async fn recover(&self) -> Result<(), ControlError> {
         for pid_file in self.home.all_pid_files() {
             self.runtime.reap_stale(&pid_file).await;
+        }
+        // The control groups of what was just reaped (empty ones only).
+        for env in self.store.call(|c| q::list_envs(c, None)).await? {
+            self.runtime.remove_cgroup(&cgroup_name(&env)).await;
         }
         let interrupted = self.jobs.recover().await?;
         if interrupted > 0 {
