@@ -2,7 +2,7 @@
 use tracing::info;
 use turnout_model::{
     Action, AppName, AuditAction, CreateEnv, EnvInfo, EnvRef, EnvStatus, InstanceInfo, Isolation,
-    IsolationMode, ReleaseInfo, ResourcePlan, Tier, format_timestamp,
+    IsolationMode, ReleaseInfo, Tier, format_timestamp,
 };
 
 use super::routing::key;
@@ -147,6 +147,7 @@ impl ControlPlane {
             app: row.app.clone(),
             env: row.name.clone(),
         };
+        let (plan, usage) = self.plan_and_usage(&row, release.as_ref()).await;
         let routing = self.routing.env(&key(&r));
         let (status, status_reason) = match (&routing.running, &release) {
             (Some(_), _) => (EnvStatus::Live, None),
@@ -187,8 +188,8 @@ impl ControlPlane {
                 mode: IsolationMode::SingleUser,
                 uid: nix::unistd::geteuid().as_raw(),
             },
-            plan: ResourcePlan::default(),
-            usage: None,
+            plan,
+            usage,
             created_at: format_timestamp(row.created_at),
         })
     }

@@ -1,7 +1,7 @@
 //! Queries, each a plain function over a connection so callers compose them in one
 //! transaction: reads over any connection, writes only over a `Tx` of `Store::mutate`.
 use rusqlite::{Connection, OptionalExtension, params};
-use turnout_model::{AppName, DomainName, EnvName, ReleaseStatus, Tier};
+use turnout_model::{AppName, DomainName, EnvName, ReleaseStatus, ResourcePlan, Tier};
 
 use super::*;
 use crate::error::ControlError;
@@ -157,6 +157,21 @@ pub fn set_stopped(c: &Tx<'_>, env_id: i64, stopped: bool) -> Result<(), Control
     c.execute(
         "UPDATE environments SET stopped = ?2 WHERE id = ?1",
         params![env_id, stopped],
+    )?;
+    Ok(())
+}
+
+/// Set the environment's own resource plan (NULL for an unset field).
+pub fn set_plan(c: &Tx<'_>, env_id: i64, plan: &ResourcePlan) -> Result<(), ControlError> {
+    // Bounded far below i64::MAX (16 TiB, 4194304), so the conversion fails only on a bug.
+    let signed = |v: Option<u64>| {
+        v.map(i64::try_from)
+            .transpose()
+            .map_err(|e| ControlError::internal(format!("plan value out of range: {e}")))
+    };
+    c.execute(
+        "UPDATE environments SET plan_memory = ?2, plan_cpu = ?3, plan_pids = ?4 WHERE id = ?1",
+        params![env_id, signed(plan.memory)?, plan.cpu, signed(plan.pids)?],
     )?;
     Ok(())
 }
