@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use turnout_model::plan::PlanField;
 use turnout_model::{Action, AppName, DomainName, EnvName, EnvRef, Role, Tier};
 
 #[derive(Parser)]
@@ -260,6 +261,33 @@ pub enum EnvCommand {
         #[arg(long)]
         detach: bool,
     },
+    /// Change an environment's resource plan (it wins field by field over turnout.toml's
+    /// [plan]); applies at the next deploy or restart
+    #[command(group(clap::ArgGroup::new("plan").required(true).multiple(true)))]
+    Update {
+        /// The environment, as APP/ENV
+        target: EnvRef,
+        /// Memory of all its processes, like 512M or 2G (4M to 16T), or none
+        #[arg(long, value_name = "SIZE|none", group = "plan", allow_hyphen_values = true,
+            value_parser = |s: &str| plan_setting(PlanField::Memory, s))]
+        memory: Option<String>,
+        /// CPU in cores, like 0.5 or 2 (0.01 to 1024), or none
+        #[arg(long, value_name = "CORES|none", group = "plan", allow_hyphen_values = true,
+            value_parser = |s: &str| plan_setting(PlanField::Cpu, s))]
+        cpu: Option<String>,
+        /// Processes and threads at most, like 256 (1 to 4194304), or none
+        #[arg(long, value_name = "N|none", group = "plan", allow_hyphen_values = true,
+            value_parser = |s: &str| plan_setting(PlanField::Pids, s))]
+        pids: Option<String>,
+    },
+}
+
+/// A plan flag's value, checked by the same rules as the server's, passed on as written.
+fn plan_setting(field: PlanField, text: &str) -> Result<String, &'static str> {
+    field
+        .check_setting(text)
+        .map(|()| text.trim().to_owned())
+        .map_err(|_| field.hint())
 }
 
 #[derive(Subcommand)]

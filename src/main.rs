@@ -19,7 +19,7 @@ use turnout_model::endpoint as ep;
 use turnout_model::{
     AddDomain, CreateApp, CreateEnv, CreateToken, CreateUser, DeployRequest, ErrorCode,
     RollbackRequest, ServeInfo, SetApprovalRule, SetGrant, SetMaintenance, SetPolicy,
-    SetProtection, SetSecret, SwitchDomain,
+    SetProtection, SetSecret, SwitchDomain, UpdatePlan,
 };
 use turnout_proxy::ProxyConfig;
 
@@ -312,6 +312,15 @@ async fn run_client(client: &Client, command: Command, json: bool) -> anyhow::Re
         }
         Command::Env(EnvCommand::Stop { target }) => {
             render::env_stopped(&client.call(&ep::StopEnv { target }).await?, json);
+        }
+        Command::Env(EnvCommand::Update {
+            target,
+            memory,
+            cpu,
+            pids,
+        }) => {
+            let body = UpdatePlan { memory, cpu, pids };
+            render::plan_updated(&client.call(&ep::UpdatePlan { target, body }).await?, json);
         }
         Command::Env(EnvCommand::Start { target, detach }) => {
             let job = client.call(&ep::StartEnv { target }).await?;

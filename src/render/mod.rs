@@ -8,10 +8,12 @@ mod jobs;
 
 pub use jobs::{JobProgress, approved, env_stopped, job, job_cancelled, job_detached, jobs};
 
+use turnout_model::plan::format_bytes;
 use turnout_model::{
     AppInfo, ApprovalInfo, AuditInfo, AuditVerification, DomainEvent, DomainInfo, EnvInfo,
     JobEvent, JobInfo, JobKind, JobState, JobStep, PolicyEntry, ReleaseInfo, ReleaseStatus,
-    SecretInfo, StepState, SwitchInfo, Tier, TokenCreated, TokenInfo, UserInfo, parse_timestamp,
+    ResourceUsage, SecretInfo, StepState, SwitchInfo, Tier, TokenCreated, TokenInfo, UserInfo,
+    parse_timestamp,
 };
 
 fn print_json(value: &impl Serialize) {
@@ -159,8 +161,57 @@ pub fn env(e: &EnvInfo, json: bool) {
         }
         None => println!("instance     none"),
     }
+    println!("plan         {}", e.plan.describe());
+    if let Some(why) = e
+        .instance
+        .as_ref()
+        .and_then(|i| i.limits_not_enforced.as_ref())
+    {
+        println!("             not enforced: {why}");
+    }
+    println!("usage        {}", usage(e.usage.as_ref()));
+    println!(
+        "isolation    {}",
+        match e.isolation.mode {
+            turnout_model::IsolationMode::User => format!("its own user (uid {})", e.isolation.uid),
+            turnout_model::IsolationMode::SingleUser => format!(
+                "single user (uid {}): not isolated from other environments or Turnout",
+                e.isolation.uid
+            ),
+        }
+    );
     println!("directory    {}", e.dir);
     println!("created      {}", e.created_at);
+}
+
+/// `memory 80 MiB, pids 3, cpu 1.2 s, storage 1.2 MiB`: what is known, `-` if nothing.
+fn usage(u: Option<&ResourceUsage>) -> String {
+    let Some(u) = u else { return "-".into() };
+    let parts: Vec<String> = [
+        u.memory.map(|m| format!("memory {}", format_bytes(m))),
+        u.pids.map(|p| format!("pids {p}")),
+        u.cpu_seconds.map(|c| format!("cpu {c:.1} s")),
+        u.storage.map(|s| format!("storage {}", format_bytes(s))),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    if parts.is_empty() {
+        "-".into()
+    } else {
+        parts.join(", ")
+    }
+}
+
+pub fn plan_updated(e: &EnvInfo, json: bool) {
+    if json {
+        return print_json(e);
+    }
+    println!("plan of {}/{}: {}", e.app, e.name, e.plan.describe());
+    println!(
+        "it applies to the next instance: `turnout deploy {0}/{1}` or `turnout restart {0}/{1}`",
+        e.app, e.name
+    );
 }
 
 pub fn releases(releases: &[ReleaseInfo], json: bool) {

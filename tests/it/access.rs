@@ -190,6 +190,15 @@ async fn every_mutating_endpoint_by_every_role_on_every_tier() {
                 .await;
             expect(case("secret unset"), r, ok);
             checked.insert(("DELETE", "/api/v1/apps/{app}/envs/{env}/secrets/{key}"));
+            let r = who
+                .call(
+                    "POST",
+                    &format!("/api/v1/apps/shop/envs/{a}/plan"),
+                    Some(json!({"pids": "100"})),
+                )
+                .await;
+            expect(case("plan update"), r, ok);
+            checked.insert(("POST", "/api/v1/apps/{app}/envs/{env}/plan"));
 
             let ok = allowed(*role, Action::Deploy.default_role(tier));
             // Secret values: only for roles that may deploy the environment.

@@ -233,3 +233,62 @@ async fn code_in_a_development_environment_reads_nothing_of_production_or_turnou
     d.restart();
     assert_home_modes(&d, "after a restart");
 }
+
+/// An environment's plan is enforced: a memory hog is killed at its limit, restarted like a
+/// crash, and `env show` says it was the memory; what it uses shows beside the plan.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_memory_hog_is_killed_at_its_plan_and_env_show_says_oom() {
+    if !is_root() || !Path::new("/sys/fs/cgroup/memory").exists() {
+        eprintln!("skipped: memory limits need root and the cgroup memory controller");
+        return;
+    }
+    let d = Daemon::start();
+    let repo = Repo::new("v1");
+    repo.write(
+        "app.py",
+        &PROBE.replace(
+            "        else:\n            body = \"up\"",
+            "        elif path == \"/hog\":\n            hog = []\n            while True:\n                hog.append(bytearray(8 << 20))\n        else:\n            body = \"up\"",
+        ),
+    );
+    repo.write(
+        "turnout.toml",
+        "[run]\ncommand = \"exec python3 app.py\"\n[health]\npath = \"/\"\ninterval = \"50ms\"\n",
+    );
+    repo.commit("hog");
+    d.create("shop", repo.path(), &[("dev", "main", "development")]);
+    d.ok(&[
+        "env", "update", "shop/dev", "--memory", "64M", "--pids", "64",
+    ]);
+    d.ok(&["deploy", "shop/dev"]);
+    let before = d.json(&["env", "show", "shop/dev"]);
+    assert_eq!(before["plan"]["memory"], 64 << 20, "{before}");
+    assert!(
+        before["instance"]["limits_not_enforced"].is_null(),
+        "{before}"
+    );
+    assert!(before["usage"]["memory"].as_u64().unwrap() > 0, "{before}");
+    assert!(before["usage"]["pids"].as_u64().unwrap() >= 1, "{before}");
+
+    let (status, _) = d.get("dev.shop.localhost", "/hog").await;
+    assert_eq!(status, 502, "the hog died mid-request");
+    let after = crate::support::eventually(
+        "the hog to be restarted",
+        std::time::Duration::from_secs(60),
+        || async {
+            let env = d.json(&["env", "show", "shop/dev"]);
+            (env["instance"]["restarts"].as_u64() == Some(1)
+                && env["instance"]["state"] == "running")
+                .then_some(env)
+        },
+    )
+    .await;
+    let last_exit = after["instance"]["last_exit"].as_str().unwrap();
+    assert!(
+        last_exit.starts_with("OOM") && last_exit.contains("64 MiB"),
+        "{last_exit}"
+    );
+    let human = d.ok(&["env", "show", "shop/dev"]);
+    assert!(human.contains("OOM"), "{human}");
+    assert!(human.contains("its own user"), "{human}");
+}

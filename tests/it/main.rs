@@ -13,6 +13,7 @@ mod limits;
 mod load;
 mod logs;
 mod metrics_access;
+mod plans;
 mod serve_start;
 mod support;
 mod traffic;

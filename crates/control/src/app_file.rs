@@ -5,7 +5,10 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use serde::{Deserialize, Deserializer, Serialize};
-use turnout_model::{EnvName, Tier};
+use turnout_model::plan::{
+    PlanField, check_cpu, check_memory, check_pids, parse_cpu, parse_memory, parse_pids,
+};
+use turnout_model::{EnvName, ResourcePlan, Tier};
 
 pub const FILE_NAME: &str = "turnout.toml";
 pub const PROCFILE: &str = "Procfile";
@@ -36,6 +39,8 @@ pub struct Layer {
     pub health: Option<HealthSection>,
     #[serde(default)]
     pub env: BTreeMap<String, String>,
+    #[serde(default)]
+    pub plan: Option<PlanSection>,
 }
 
 #[derive(Debug, Default, Clone, Deserialize)]
@@ -68,6 +73,18 @@ pub struct HealthSection {
     pub interval: Option<Duration>,
 }
 
+/// `[plan]`: resource limits, each checked by the same rules as `turnout env update`.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PlanSection {
+    #[serde(default, deserialize_with = "opt_memory")]
+    pub memory: Option<u64>,
+    #[serde(default, deserialize_with = "opt_cpu")]
+    pub cpu: Option<f64>,
+    #[serde(default, deserialize_with = "opt_pids")]
+    pub pids: Option<u64>,
+}
+
 /// The file itself: a base layer's fields at the top level (spelled out rather than
 /// `#[serde(flatten)]`, which would lose toml's spans and so the line numbers in errors), plus
 /// the override layers.
@@ -82,6 +99,8 @@ struct AppFile {
     health: Option<HealthSection>,
     #[serde(default)]
     env: BTreeMap<String, String>,
+    #[serde(default)]
+    plan: Option<PlanSection>,
     #[serde(default)]
     tiers: BTreeMap<Tier, Layer>,
     #[serde(default)]
@@ -103,6 +122,10 @@ pub struct ReleaseConfig {
     pub health_timeout: Duration,
     pub health_interval: Duration,
     pub env: BTreeMap<String, String>,
+    /// The app file's resource plan for this tier and environment (releases recorded before
+    /// plans existed have none).
+    #[serde(default)]
+    pub plan: ResourcePlan,
 }
 
 impl ReleaseConfig {
@@ -137,6 +160,17 @@ impl Fnv {
     }
 }
 
+/// The plan an instance runs with: the environment's own plan (`turnout env update`, the API)
+/// wins field by field over the app file's plan resolved for its tier and environment
+/// (`release`), which wins over no limit.
+pub(crate) fn effective_plan(env: &ResourcePlan, release: &ResourcePlan) -> ResourcePlan {
+    ResourcePlan {
+        memory: env.memory.or(release.memory),
+        cpu: env.cpu.or(release.cpu),
+        pids: env.pids.or(release.pids),
+    }
+}
+
 fn default_stream_drain_timeout() -> Duration {
     Duration::from_secs(5)
 }
@@ -158,6 +192,7 @@ pub fn resolve(
         run: file.run,
         health: file.health,
         env: file.env,
+        plan: file.plan,
     };
     for layer in [file.tiers.get(&tier), file.environments.get(env)]
         .into_iter()
@@ -168,6 +203,7 @@ pub fn resolve(
     let build = merged.build.unwrap_or_default();
     let run = merged.run.unwrap_or_default();
     let health = merged.health.unwrap_or_default();
+    let plan = merged.plan.unwrap_or_default();
     let command = match run.command {
         Some(c) if !c.trim().is_empty() => c,
         _ => procfile
@@ -195,6 +231,11 @@ pub fn resolve(
         health_timeout: health.timeout.unwrap_or(Duration::from_secs(30)),
         health_interval: health.interval.unwrap_or(Duration::from_millis(250)),
         env: merged.env,
+        plan: ResourcePlan {
+            memory: plan.memory,
+            cpu: plan.cpu,
+            pids: plan.pids,
+        },
     })
 }
 
@@ -271,6 +312,12 @@ fn merge(into: &mut Layer, over: &Layer) {
         into.timeout = h.timeout.or(into.timeout);
         into.interval = h.interval.or(into.interval);
     }
+    if let Some(p) = &over.plan {
+        let into = into.plan.get_or_insert_with(Default::default);
+        into.memory = p.memory.or(into.memory);
+        into.cpu = p.cpu.or(into.cpu);
+        into.pids = p.pids.or(into.pids);
+    }
     into.env
         .extend(over.env.iter().map(|(k, v)| (k.clone(), v.clone())));
 }
@@ -317,6 +364,50 @@ fn opt_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::
             .map(Some)
             .map_err(serde::de::Error::custom),
     }
+}
+
+/// Memory as `"512M"` or a byte count.
+fn opt_memory<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    let checked = match Number::deserialize(d)? {
+        Number::Int(n) => u64::try_from(n)
+            .map_err(|_| PlanField::Memory.invalid(&n.to_string()))
+            .and_then(check_memory),
+        Number::Float(f) => parse_memory(&f.to_string()),
+        Number::Text(t) => parse_memory(&t),
+    };
+    checked.map(Some).map_err(serde::de::Error::custom)
+}
+
+/// CPU as `0.5`, `2` or `"0.5"`.
+fn opt_cpu<'de, D: Deserializer<'de>>(d: D) -> Result<Option<f64>, D::Error> {
+    let checked = match Number::deserialize(d)? {
+        // Exact for every value in range: 1024 is far below 2^53.
+        Number::Int(n) => check_cpu(n as f64),
+        Number::Float(f) => check_cpu(f),
+        Number::Text(t) => parse_cpu(&t),
+    };
+    checked.map(Some).map_err(serde::de::Error::custom)
+}
+
+/// Processes as `256` or `"256"`.
+fn opt_pids<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    let checked = match Number::deserialize(d)? {
+        Number::Int(n) => u64::try_from(n)
+            .map_err(|_| PlanField::Pids.invalid(&n.to_string()))
+            .and_then(check_pids),
+        Number::Float(f) => parse_pids(&f.to_string()),
+        Number::Text(t) => parse_pids(&t),
+    };
+    checked.map(Some).map_err(serde::de::Error::custom)
+}
+
+/// A plan value as TOML has it.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Number {
+    Int(i64),
+    Float(f64),
+    Text(String),
 }
 
 #[cfg(test)]
@@ -429,6 +520,100 @@ COLOR = "green"
             resolve(None, Some("worker: x\n"), Tier::Staging, &env("s")).unwrap_err(),
             AppFileError::NoRunCommand
         );
+    }
+
+    #[test]
+    fn plans_layer_field_by_field_and_the_environment_s_own_wins() {
+        let text = r#"
+[run]
+command = "x"
+
+[plan]
+memory = "512M"
+cpu = 0.5
+pids = 256
+
+[tiers.production.plan]
+memory = "2G"
+cpu = 2
+
+[environments.canary.plan]
+pids = "64"
+"#;
+        let dev = resolve(Some(text), None, Tier::Development, &env("dev")).unwrap();
+        assert_eq!(
+            dev.plan,
+            ResourcePlan {
+                memory: Some(512 << 20),
+                cpu: Some(0.5),
+                pids: Some(256),
+            }
+        );
+        let canary = resolve(Some(text), None, Tier::Production, &env("canary")).unwrap();
+        let file = ResourcePlan {
+            memory: Some(2 << 30),
+            cpu: Some(2.0),
+            pids: Some(64),
+        };
+        assert_eq!(canary.plan, file);
+        assert_eq!(dev.build_fingerprint(), canary.build_fingerprint());
+
+        let own = ResourcePlan {
+            memory: None,
+            cpu: Some(0.25),
+            pids: None,
+        };
+        assert_eq!(
+            effective_plan(&own, &file),
+            ResourcePlan {
+                cpu: Some(0.25),
+                ..file
+            }
+        );
+        assert_eq!(effective_plan(&own, &ResourcePlan::default()), own);
+        assert_eq!(
+            effective_plan(&ResourcePlan::default(), &ResourcePlan::default()),
+            ResourcePlan::default()
+        );
+
+        let none = resolve(
+            Some("[run]\ncommand = \"x\"\n"),
+            None,
+            Tier::Production,
+            &env("p"),
+        );
+        assert_eq!(none.unwrap().plan, ResourcePlan::default());
+    }
+
+    #[test]
+    fn bad_plans_name_the_file_line_and_value() {
+        for (text, line, needle) in [
+            (
+                "[plan]\nmemory = \"512X\"\n",
+                2,
+                "invalid memory '512X': write it like 512M or 2G (4M to 16T)",
+            ),
+            ("[plan]\nmemory = 1024\n", 2, "invalid memory '1024'"),
+            ("[plan]\ncpu = 0\n", 2, "invalid cpu '0'"),
+            ("[plan]\n\ncpu = 2000.5\n", 3, "invalid cpu '2000.5'"),
+            ("[tiers.staging.plan]\npids = -1\n", 2, "invalid pids '-1'"),
+            (
+                "[plan]\npids = 99999999999999999999\n",
+                2,
+                "99999999999999999999",
+            ),
+            ("[plan]\nmemroy = \"1G\"\n", 2, "memroy"),
+        ] {
+            let text = format!("[run]\ncommand = \"x\"\n{text}");
+            let err = resolve(Some(&text), None, Tier::Staging, &env("s"))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.starts_with(&format!("turnout.toml, line {}:", line + 2))
+                    && err.contains(needle),
+                "{text}: {err}"
+            );
+        }
     }
 
     #[test]

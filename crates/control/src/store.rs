@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use rusqlite::Connection;
 use tokio::sync::Semaphore;
-use turnout_model::{AppName, DomainName, EnvName, ReleaseStatus, Tier};
+use turnout_model::{AppName, DomainName, EnvName, ReleaseStatus, ResourcePlan, Tier};
 
 use crate::error::ControlError;
 
@@ -31,6 +31,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0004_secrets.sql"),
     include_str!("../migrations/0005_jobs.sql"),
     include_str!("../migrations/0006_users.sql"),
+    include_str!("../migrations/0007_plans.sql"),
 ];
 
 /// Read-only connections kept open for `Store::call`.
@@ -115,6 +116,8 @@ pub struct EnvRow {
     pub stopped: bool,
     /// The uid (and gid) its processes run as when Turnout runs as root.
     pub uid: u32,
+    /// Its own resource plan (`env update`); unset fields fall back to the app file's.
+    pub plan: ResourcePlan,
     pub created_at: i64,
 }
 
@@ -409,8 +412,8 @@ fn app_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<AppRow> {
     })
 }
 
-const ENV_COLS: &str = "e.id, a.name, e.name, e.branch, e.tier, e.current_release_id, e.created_at, a.id, e.stopped, \
-     e.uid";
+const ENV_COLS: &str = "e.id, a.name, e.name, e.branch, e.tier, e.current_release_id, e.created_at, a.id, \
+     e.stopped, e.plan_memory, e.plan_cpu, e.plan_pids, e.uid";
 
 fn env_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<EnvRow> {
     Ok(EnvRow {
@@ -423,8 +426,27 @@ fn env_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<EnvRow> {
         created_at: r.get(6)?,
         app_id: r.get(7)?,
         stopped: r.get(8)?,
-        uid: r.get(9)?,
+        plan: ResourcePlan {
+            memory: unsigned(9, r.get(9)?)?,
+            cpu: r.get(10)?,
+            pids: unsigned(11, r.get(11)?)?,
+        },
+        uid: r.get(12)?,
     })
+}
+
+/// A stored count (SQLite integers are signed); a negative one is a corrupt row.
+fn unsigned(col: usize, v: Option<i64>) -> rusqlite::Result<Option<u64>> {
+    v.map(|v| {
+        u64::try_from(v).map_err(|e| {
+            rusqlite::Error::FromSqlConversionFailure(
+                col,
+                rusqlite::types::Type::Integer,
+                Box::new(e),
+            )
+        })
+    })
+    .transpose()
 }
 
 const DOMAIN_COLS: &str = "d.id, d.name, a.name, e.name, d.maintenance_message, d.created_at";

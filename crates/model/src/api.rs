@@ -193,7 +193,12 @@ pub struct InstanceInfo {
     pub pid: Option<u32>,
     pub port: u16,
     pub restarts: u32,
+    /// How the last process ended: `exit status 1`, `signal 9`, or `OOM: killed at its memory
+    /// limit (64 MiB)`.
     pub last_exit: Option<String>,
+    /// Why its resource plan is not enforced (no usable cgroup controllers, not root).
+    #[serde(default)]
+    pub limits_not_enforced: Option<String>,
     pub started_at: String,
 }
 

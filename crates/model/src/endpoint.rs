@@ -238,6 +238,15 @@ pub struct StartEnv {
 endpoint!(StartEnv, Post "/api/v1/apps/{app}/envs/{env}/start", body (), answer JobInfo,
     |s| [s.target.app.as_str(), s.target.env.as_str()]);
 
+/// Change the environment's resource plan; answers the environment with its effective plan.
+/// The change applies to the next instance started (deploy, restart, start).
+pub struct UpdatePlan {
+    pub target: EnvRef,
+    pub body: crate::UpdatePlan,
+}
+endpoint!(UpdatePlan, Post "/api/v1/apps/{app}/envs/{env}/plan", body crate::UpdatePlan,
+    answer EnvInfo, |s| [s.target.app.as_str(), s.target.env.as_str()], body_field body);
+
 pub struct ListReleases {
     pub target: EnvRef,
 }
@@ -471,6 +480,7 @@ pub fn all_paths() -> Vec<(&'static str, &'static str)> {
         Restart,
         StopEnv,
         StartEnv,
+        UpdatePlan,
         ListReleases,
         Logs,
         ListSecrets,
@@ -605,6 +615,6 @@ mod tests {
             );
         }
         assert!(all.contains(&("POST", "/api/v1/jobs/{id}/cancel")));
-        assert_eq!(all.len(), 46);
+        assert_eq!(all.len(), 47);
     }
 }

@@ -8,6 +8,7 @@ mod audit;
 mod domain;
 pub mod endpoint;
 mod names;
+pub mod plan;
 mod tier;
 
 pub use access::{Action, Role};

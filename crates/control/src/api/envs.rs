@@ -152,6 +152,18 @@ pub(super) async fn start_env(
     Ok((StatusCode::CREATED, Json(p.start_env(r, &who).await?)))
 }
 
+/// Change the resource plan; answers the environment (its plan applies from the next instance).
+pub(super) async fn update_plan(
+    State(p): State<Api>,
+    who: Who,
+    Path((app, env)): Path<(String, String)>,
+    bytes: Bytes,
+) -> Result<impl IntoResponse> {
+    let r = env_ref(&app, &env)?;
+    let req: UpdatePlan = body(&bytes)?;
+    Ok(Json(p.update_plan(r, req, &who).await?))
+}
+
 #[derive(Deserialize)]
 pub(super) struct SecretsQuery {
     #[serde(default)]

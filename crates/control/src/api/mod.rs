@@ -17,6 +17,7 @@ use turnout_model::{
     AddDomain, AppName, ApprovalPending, CreateApp, CreateEnv, CreateToken, CreateUser,
     DeployRequest, DomainName, EnvName, EnvRef, ErrorBody, JobEvent, RollbackRequest,
     SetApprovalRule, SetGrant, SetMaintenance, SetPolicy, SetProtection, SetSecret, SwitchDomain,
+    UpdatePlan,
 };
 
 use crate::access::Principal;
@@ -72,6 +73,7 @@ fn routes() -> Routes {
     .add::<ep::Restart, _, _>(envs::restart)
     .add::<ep::StopEnv, _, _>(envs::stop_env)
     .add::<ep::StartEnv, _, _>(envs::start_env)
+    .add::<ep::UpdatePlan, _, _>(envs::update_plan)
     .add::<ep::ListReleases, _, _>(envs::releases)
     .add::<ep::Logs, _, _>(logs::logs)
     .add::<ep::ListSecrets, _, _>(envs::list_secrets)

@@ -2,7 +2,7 @@
 use tracing::info;
 use turnout_model::{
     Action, AppName, AuditAction, CreateEnv, EnvInfo, EnvRef, EnvStatus, InstanceInfo, ReleaseInfo,
-    ResourcePlan, Tier, format_timestamp,
+    Tier, format_timestamp,
 };
 
 use super::routing::key;
@@ -139,7 +139,14 @@ impl ControlPlane {
             app: row.app.clone(),
             env: row.name.clone(),
         };
+        let (plan, mut usage) = self.plan_and_usage(&row, release.as_ref()).await;
         let routing = self.routing.env(&key(&r));
+        if let (Some(run), Some(usage)) = (&routing.running, usage.as_mut()) {
+            let now = run.instance.usage();
+            usage.memory = now.memory_bytes;
+            usage.pids = now.pids;
+            usage.cpu_seconds = now.cpu_seconds;
+        }
         let (status, status_reason) = match (&routing.running, &release) {
             (Some(_), _) => (EnvStatus::Live, None),
             (None, None) => (EnvStatus::NotDeployed, None),
@@ -157,6 +164,7 @@ impl ControlPlane {
                 port: run.instance.port(),
                 restarts: s.restarts,
                 last_exit: s.last_exit,
+                limits_not_enforced: s.limits_not_enforced,
                 started_at: format_timestamp(
                     s.started_at
                         .duration_since(std::time::UNIX_EPOCH)
@@ -177,8 +185,8 @@ impl ControlPlane {
             release: release.as_ref().map(release_info),
             instance,
             isolation,
-            plan: ResourcePlan::default(),
-            usage: None,
+            plan,
+            usage,
             created_at: format_timestamp(row.created_at),
         })
     }

@@ -17,7 +17,7 @@ use turnout_model::{EnvRef, Isolation, IsolationMode, Tier};
 use turnout_supervisor::{CgroupSpec, Identity};
 
 use super::ControlPlane;
-use crate::app_file::ReleaseConfig;
+use crate::app_file::{ReleaseConfig, effective_plan};
 use crate::error::ControlError;
 use crate::home::Home;
 use crate::store::EnvRow;
@@ -149,12 +149,13 @@ impl ControlPlane {
 
     /// The control group of the environment's processes (one leaf per process group inside
     /// it), with the release's resource plan.
-    pub(crate) fn cgroup(&self, env: &EnvRow, _config: &ReleaseConfig) -> CgroupSpec {
+    pub(crate) fn cgroup(&self, env: &EnvRow, config: &ReleaseConfig) -> CgroupSpec {
+        let plan = effective_plan(&env.plan, &config.plan);
         CgroupSpec {
             name: cgroup_name(env),
-            memory: None,
-            cpu: None,
-            pids: None,
+            memory: plan.memory,
+            cpu: plan.cpu,
+            pids: plan.pids,
         }
     }
 

@@ -10,6 +10,7 @@
 //! - `release_ops`: rollback, restart, stop and start of an environment.
 //! - `restore`: start-up (recover interrupted jobs, bring environments back) and shutdown.
 //! - `logs`: reading an environment's logs, authorized here.
+//! - `plans`: an environment's resource plan (set, effective) and its usage.
 use std::path::Path;
 use std::sync::Arc;
 
@@ -36,6 +37,7 @@ mod jobs;
 mod keyed;
 mod launch;
 mod logs;
+mod plans;
 mod release_ops;
 mod restore;
 mod routing;

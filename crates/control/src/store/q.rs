@@ -1,7 +1,7 @@
 //! Queries, each a plain function over a connection so callers compose them in one
 //! transaction: reads over any connection, writes only over a `Tx` of `Store::mutate`.
 use rusqlite::{Connection, OptionalExtension, params};
-use turnout_model::{AppName, DomainName, EnvName, ReleaseStatus, Tier};
+use turnout_model::{AppName, DomainName, EnvName, ReleaseStatus, ResourcePlan, Tier};
 
 use super::*;
 use crate::error::ControlError;
@@ -81,17 +81,16 @@ pub fn insert_env(
     get_env(c, app, name)
 }
 
-/// The first uid of the range Turnout gives its environments' users.
-pub const UID_BASE: u32 = 200_000;
-/// How many: one per environment that exists at once.
-pub const UID_COUNT: u32 = 100_000;
+/// How many uids a home's block holds: one per environment that exists at once.
+pub const UID_COUNT: u32 = 1_000;
 
-/// The lowest uid of the range no environment has: a deleted environment's uid is reused by
-/// the next one created (its files went with it).
+/// The lowest uid of the home's block no environment has: a deleted environment's uid is reused
+/// by the next one created (its files went with it).
 fn free_uid(c: &Connection) -> Result<u32, ControlError> {
+    let base: u32 = c.query_row("SELECT base FROM uid_block", [], |r| r.get(0))?;
     let mut stmt = c.prepare("SELECT uid FROM environments WHERE uid >= ?1 ORDER BY uid")?;
-    let taken = stmt.query_map([UID_BASE], |r| r.get::<_, u32>(0))?;
-    let mut next = UID_BASE;
+    let taken = stmt.query_map([base], |r| r.get::<_, u32>(0))?;
+    let mut next = base;
     for uid in taken {
         let uid = uid?;
         if uid > next {
@@ -99,7 +98,7 @@ fn free_uid(c: &Connection) -> Result<u32, ControlError> {
         }
         next = uid + 1;
     }
-    if next >= UID_BASE + UID_COUNT {
+    if next >= base + UID_COUNT {
         return Err(ControlError::Conflict(format!(
             "no free user id left for a new environment ({UID_COUNT} exist); delete unused environments"
         )));
@@ -184,6 +183,21 @@ pub fn set_stopped(c: &Tx<'_>, env_id: i64, stopped: bool) -> Result<(), Control
     c.execute(
         "UPDATE environments SET stopped = ?2 WHERE id = ?1",
         params![env_id, stopped],
+    )?;
+    Ok(())
+}
+
+/// Set the environment's own resource plan (NULL for an unset field).
+pub fn set_plan(c: &Tx<'_>, env_id: i64, plan: &ResourcePlan) -> Result<(), ControlError> {
+    // Bounded far below i64::MAX (16 TiB, 4194304), so the conversion fails only on a bug.
+    let signed = |v: Option<u64>| {
+        v.map(i64::try_from)
+            .transpose()
+            .map_err(|e| ControlError::internal(format!("plan value out of range: {e}")))
+    };
+    c.execute(
+        "UPDATE environments SET plan_memory = ?2, plan_cpu = ?3, plan_pids = ?4 WHERE id = ?1",
+        params![env_id, signed(plan.memory)?, plan.cpu, signed(plan.pids)?],
     )?;
     Ok(())
 }

@@ -27,6 +27,14 @@ fn migrates_once_and_round_trips_rows() {
         Err(ControlError::Conflict(_))
     ));
     let e = q::insert_env(&tx, &app, &env, "main", Tier::Staging).unwrap();
+    assert_eq!(e.plan, turnout_model::ResourcePlan::default());
+    let plan = turnout_model::ResourcePlan {
+        memory: Some(16 << 40),
+        cpu: Some(0.25),
+        pids: None,
+    };
+    q::set_plan(&tx, e.id, &plan).unwrap();
+    assert_eq!(q::get_env(&tx, &app, &env).unwrap().plan, plan);
     let release = |commit, dir, reused_build, job_id| NewRelease {
         env_id: e.id,
         commit,
