@@ -22,6 +22,16 @@ fn processes(argv: &[&str]) -> Vec<u32> {
         .collect()
 }
 
+/// Wait (a few seconds at most) until no process runs `argv`: a killed build is gone.
+async fn gone(argv: &[&str]) {
+    eventually(
+        &format!("{argv:?} to be gone"),
+        Duration::from_secs(5),
+        || async { processes(argv).is_empty().then_some(()) },
+    )
+    .await
+}
+
 /// Commit a build that runs `sleep SECS` (a value unique to the test, to find its process).
 fn slow_build(repo: &Repo, secs: &str) -> String {
     repo.write("content.txt", "v2");
@@ -170,10 +180,7 @@ async fn a_cancelled_build_leaves_the_old_release_serving() {
     let j = d.json(&["job", "cancel", &id]);
     assert_eq!(j["state"], "cancelled", "{j}");
     assert_eq!(j["error"], "cancelled by admin", "{j}");
-    assert!(
-        processes(&["sleep", "38.5"]).is_empty(),
-        "the build is killed"
-    );
+    gone(&["sleep", "38.5"]).await;
     let (status, body) = d.get("prod.shop.localhost", "/").await;
     assert_eq!(status, 200);
     assert!(body.starts_with("v1 "), "{body}");
@@ -341,8 +348,12 @@ async fn shutdown_cancels_a_job_before_go_live_and_leaves_no_build() {
     slow_build(&repo, "39.75");
     let id = detach(&d, &["deploy", "shop/prod"]);
     step_running(&d, &id, "build").await;
+    eventually("the build's sleep", Duration::from_secs(10), || async {
+        (!processes(&["sleep", "39.75"]).is_empty()).then_some(())
+    })
+    .await;
     d.restart();
-    assert!(processes(&["sleep", "39.75"]).is_empty());
+    gone(&["sleep", "39.75"]).await;
     let j = job(&d, &id);
     assert_eq!(j["state"], "cancelled", "{j}");
     assert!(
@@ -398,13 +409,13 @@ async fn an_approved_deploy_runs_as_a_job_that_shutdown_waits_for() {
     let id = approved["job"].to_string();
     assert_ne!(id, "null", "{approved}");
     step_running(&d, &id, "build").await;
-    assert_eq!(processes(&["sleep", "36.5"]).len(), 1);
+    eventually("the build's sleep", Duration::from_secs(10), || async {
+        (processes(&["sleep", "36.5"]).len() == 1).then_some(())
+    })
+    .await;
 
     d.restart();
-    assert!(
-        processes(&["sleep", "36.5"]).is_empty(),
-        "shutdown killed the build"
-    );
+    gone(&["sleep", "36.5"]).await;
     let j = job(&d, &id);
     assert_eq!(j["state"], "cancelled", "{j}");
     assert_eq!(j["actor"], "bob (approved by admin)", "{j}");
