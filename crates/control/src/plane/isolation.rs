@@ -44,6 +44,22 @@ impl Separation {
         }
     }
 
+    /// Who `env`'s processes run as under this separation.
+    fn identity(self, env: &EnvRow) -> Result<Option<Identity>, ControlError> {
+        match self {
+            Separation::Users => Ok(Some(Identity {
+                uid: env.uid,
+                gid: env.uid,
+            })),
+            Separation::SingleUser => Ok(None),
+            Separation::DevelopmentOnly if env.tier == Tier::Development => Ok(None),
+            Separation::DevelopmentOnly => Err(ControlError::Conflict(format!(
+                "refused: Turnout is not running as root, so {}/{} (tier {}) cannot run as a user of its own and would see every other environment; run `turnout serve` as root, or pass --single-user to accept that",
+                env.app, env.name, env.tier
+            ))),
+        }
+    }
+
     /// One line for `turnout serve`'s output.
     pub fn describe(self) -> &'static str {
         match self {
@@ -64,18 +80,7 @@ const PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 impl ControlPlane {
     /// Who `env`'s processes run as; refused when this daemon cannot isolate its tier.
     pub(crate) fn identity(&self, env: &EnvRow) -> Result<Option<Identity>, ControlError> {
-        match self.separation {
-            Separation::Users => Ok(Some(Identity {
-                uid: env.uid,
-                gid: env.uid,
-            })),
-            Separation::SingleUser => Ok(None),
-            Separation::DevelopmentOnly if env.tier == Tier::Development => Ok(None),
-            Separation::DevelopmentOnly => Err(ControlError::Conflict(format!(
-                "refused: Turnout is not running as root, so {}/{} (tier {}) cannot run as a user of its own and would see every other environment; run `turnout serve` as root, or pass --single-user to accept that",
-                env.app, env.name, env.tier
-            ))),
-        }
+        self.separation.identity(env)
     }
 
     pub(crate) fn isolation(&self, env: &EnvRow) -> Isolation {
@@ -228,4 +233,49 @@ async fn blocking(
     tokio::task::spawn_blocking(f)
         .await
         .map_err(|e| ControlError::internal(format!("file task failed: {e}")))?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(tier: Tier) -> EnvRow {
+        EnvRow {
+            id: 1,
+            app_id: 1,
+            app: "shop".parse().unwrap(),
+            name: "prod".parse().unwrap(),
+            branch: "main".into(),
+            tier,
+            current_release_id: None,
+            stopped: false,
+            plan: Default::default(),
+            uid: 201_007,
+            created_at: 0,
+        }
+    }
+
+    #[test]
+    fn who_an_environment_runs_as_on_each_kind_of_daemon() {
+        let id = Separation::Users.identity(&env(Tier::Production)).unwrap();
+        assert_eq!(id.map(|i| (i.uid, i.gid)), Some((201_007, 201_007)));
+        assert!(
+            Separation::SingleUser
+                .identity(&env(Tier::Production))
+                .unwrap()
+                .is_none()
+        );
+        assert!(
+            Separation::DevelopmentOnly
+                .identity(&env(Tier::Development))
+                .unwrap()
+                .is_none()
+        );
+        for tier in Tier::ALL.into_iter().filter(|t| *t != Tier::Development) {
+            let err = Separation::DevelopmentOnly
+                .identity(&env(tier))
+                .unwrap_err();
+            assert!(err.to_string().contains("--single-user"), "{err}");
+        }
+    }
 }
