@@ -98,13 +98,7 @@ async fn code_in_a_development_environment_reads_nothing_of_production_or_turnou
     }
     let secret = "ghp_daemon_token_4d1e9b";
     let mut d = Daemon::start_with_env(&[("SHOP_GIT_TOKEN", secret)]);
-    let repo = Repo::new("v1");
-    repo.write("app.py", PROBE);
-    repo.write(
-        "turnout.toml",
-        "[run]\ncommand = \"exec python3 app.py\"\n[health]\npath = \"/\"\ninterval = \"50ms\"\n",
-    );
-    repo.commit("probe");
+    let repo = Repo::with_app(PROBE);
     d.create(
         "shop",
         repo.path(),
@@ -243,19 +237,10 @@ async fn a_memory_hog_is_killed_at_its_plan_and_env_show_says_oom() {
         return;
     }
     let d = Daemon::start();
-    let repo = Repo::new("v1");
-    repo.write(
-        "app.py",
-        &PROBE.replace(
-            "        else:\n            body = \"up\"",
-            "        elif path == \"/hog\":\n            hog = []\n            while True:\n                hog.append(bytearray(8 << 20))\n        else:\n            body = \"up\"",
-        ),
-    );
-    repo.write(
-        "turnout.toml",
-        "[run]\ncommand = \"exec python3 app.py\"\n[health]\npath = \"/\"\ninterval = \"50ms\"\n",
-    );
-    repo.commit("hog");
+    let repo = Repo::with_app(&PROBE.replace(
+        "        else:\n            body = \"up\"",
+        "        elif path == \"/hog\":\n            hog = []\n            while True:\n                hog.append(bytearray(8 << 20))\n        else:\n            body = \"up\"",
+    ));
     d.create("shop", repo.path(), &[("dev", "main", "development")]);
     d.ok(&[
         "env", "update", "shop/dev", "--memory", "64M", "--pids", "64",

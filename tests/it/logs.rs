@@ -32,13 +32,7 @@ s.serve_forever()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn following_a_log_crosses_its_rotation() {
-    let repo = Repo::new("v1");
-    repo.write("app.py", SPAM);
-    repo.write(
-        "turnout.toml",
-        "[run]\ncommand = \"exec python3 -u app.py\"\n[health]\npath = \"/\"\ninterval = \"50ms\"\n",
-    );
-    repo.commit("spam");
+    let repo = Repo::with_app(SPAM);
     let d = Daemon::start();
     d.create("shop", repo.path(), &[("dev", "main", "development")]);
     d.ok(&["deploy", "shop/dev"]);

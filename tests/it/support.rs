@@ -368,6 +368,18 @@ impl Repo {
         repo
     }
 
+    /// A repository whose `main` branch runs `app_py` (`python3 app.py`, health-checked at `/`).
+    pub fn with_app(app_py: &str) -> Repo {
+        let repo = Repo::new("");
+        repo.write("app.py", app_py);
+        repo.write(
+            "turnout.toml",
+            "[run]\ncommand = \"exec python3 -u app.py\"\n[health]\npath = \"/\"\ninterval = \"50ms\"\n",
+        );
+        repo.commit("app");
+        repo
+    }
+
     pub fn path(&self) -> &Path {
         self.dir.path()
     }
