@@ -28,11 +28,29 @@ use turnout_model::{AppName, EnvName};
 #[derive(Debug, Clone)]
 pub struct Home {
     root: PathBuf,
+    /// Where the environments' directories are: `<root>/apps`, unless the home cannot be
+    /// reached by the environments' users (see `with_envs_root`).
+    envs_root: PathBuf,
 }
 
 impl Home {
     pub fn new(root: PathBuf) -> Home {
-        Home { root }
+        Home {
+            envs_root: root.join("apps"),
+            root,
+        }
+    }
+    /// Keep the environments' directories (`<app>/envs/<env>/…`) under `dir` instead: for a
+    /// home inside a directory other users cannot pass (such as root's own `/root`), where the
+    /// environments' users could never reach their own directories.
+    pub fn with_envs_root(self, dir: PathBuf) -> Home {
+        Home {
+            envs_root: dir,
+            ..self
+        }
+    }
+    pub fn envs_root(&self) -> &Path {
+        &self.envs_root
     }
     pub fn root(&self) -> &Path {
         &self.root
@@ -60,15 +78,28 @@ impl Home {
         self.app_dir(app).join("repo.git")
     }
     pub fn env_dir(&self, app: &AppName, env: &EnvName) -> PathBuf {
-        self.app_dir(app).join("envs").join(env.as_str())
+        self.app_envs_dir(app).join(env.as_str())
     }
-    /// The directories between the home and an environment's, which its user must pass.
-    pub fn passable_dirs(&self, app: &AppName, _env: &EnvName) -> [PathBuf; 4] {
-        [
-            self.root.clone(),
-            self.apps_dir(),
-            self.app_dir(app),
-            self.app_dir(app).join("envs"),
+    /// The directory of an app's environments.
+    pub fn app_envs_dir(&self, app: &AppName) -> PathBuf {
+        self.envs_root.join(app.as_str()).join("envs")
+    }
+    /// The directories Turnout made between a reachable directory and an environment's own,
+    /// which its user must pass.
+    pub fn passable_dirs(&self, app: &AppName) -> Vec<PathBuf> {
+        let first = if self.envs_root.starts_with(&self.root) {
+            self.root.clone()
+        } else {
+            self.envs_root
+                .parent()
+                .unwrap_or(&self.envs_root)
+                .to_path_buf()
+        };
+        vec![
+            first,
+            self.envs_root.clone(),
+            self.envs_root.join(app.as_str()),
+            self.app_envs_dir(app),
         ]
     }
     /// `$HOME` of the environment's user.
@@ -115,7 +146,7 @@ impl Home {
     /// Pid files of every environment, for reaping instances a killed daemon left behind.
     pub fn all_pid_files(&self) -> Vec<PathBuf> {
         let mut out = Vec::new();
-        let Ok(apps) = std::fs::read_dir(self.apps_dir()) else {
+        let Ok(apps) = std::fs::read_dir(&self.envs_root) else {
             return out;
         };
         for app in apps.flatten() {

@@ -46,6 +46,13 @@ pub async fn serve(
         .with_context(|| format!("cannot create the home directory {}", home.root().display()))?;
     crate::plane::secure_home(&home).map_err(|e| anyhow::anyhow!("{e}"))?;
     let separation = crate::plane::Separation::detect(config.single_user);
+    let home = crate::plane::place_envs(home, separation);
+    if !home.envs_root().starts_with(home.root()) {
+        warn!(
+            envs = %home.envs_root().display(),
+            "other users cannot pass the directories above the home, so the environments' directories are kept here instead"
+        );
+    }
     let lock = File::create(home.lock_file())
         .with_context(|| format!("cannot write {}", home.lock_file().display()))?;
     if lock.try_lock().is_err() {

@@ -108,6 +108,10 @@ impl ControlPlane {
             .mutate(entry, move |c, _| q::delete_app(c, &app))
             .await?;
         remove_dir(&self.home.app_dir(&name)).await;
+        // Its environments' directories, when they live outside the home.
+        if let Some(dir) = self.home.app_envs_dir(&name).parent() {
+            remove_dir(dir).await;
+        }
         info!(app = %name, "app deleted");
         Ok(())
     }

@@ -115,7 +115,7 @@ impl ControlPlane {
         let (app, name) = (env.app.clone(), env.name.clone());
         blocking(move || {
             let env_dir = home.env_dir(&app, &name);
-            for dir in home.passable_dirs(&app, &name) {
+            for dir in home.passable_dirs(&app) {
                 make_dir(&dir, 0o711, None)?;
             }
             make_dir(&env_dir, 0o711, None)?;
@@ -168,6 +168,28 @@ impl ControlPlane {
     fn owner(&self, env: &EnvRow) -> Option<u32> {
         (self.separation == Separation::Users).then_some(env.uid)
     }
+}
+
+/// As root, the home's ancestors must let other users pass, or no environment's user could
+/// reach its own directories inside it (root's own home, `/root`, is 0700). When they do not,
+/// the environments' directories go to `/var/lib/turnout/<home's hash>` instead; the rest of
+/// the home stays where it is. Returns the home to use.
+pub fn place_envs(home: Home, separation: Separation) -> Home {
+    use std::os::unix::fs::MetadataExt;
+    if separation != Separation::Users {
+        return home;
+    }
+    let reachable = home
+        .root()
+        .ancestors()
+        .skip(1)
+        .all(|dir| std::fs::metadata(dir).is_ok_and(|m| m.mode() & 0o001 != 0));
+    if reachable {
+        return home;
+    }
+    let hash = blake3::hash(home.root().as_os_str().as_encoded_bytes()).to_hex();
+    let dir = PathBuf::from("/var/lib/turnout").join(&hash.as_str()[..16]);
+    home.with_envs_root(dir)
 }
 
 /// An environment's control group: by its uid, unique among the environments that exist.

@@ -42,7 +42,7 @@ mod release_ops;
 mod restore;
 mod routing;
 
-pub use isolation::{Separation, secure_home};
+pub use isolation::{Separation, place_envs, secure_home};
 pub use logs::LogView;
 
 use jobs::Jobs;
