@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use rusqlite::Connection;
 use tokio::sync::Semaphore;
-use turnout_model::{AppName, DomainName, EnvName, ReleaseStatus, ResourcePlan, Tier};
+use turnout_model::{AppName, DomainName, EnvName, EnvRef, ReleaseStatus, ResourcePlan, Tier};
 
 use crate::error::ControlError;
 
@@ -158,6 +158,16 @@ pub struct DomainRow {
     pub env: EnvName,
     pub maintenance: Option<String>,
     pub created_at: i64,
+}
+
+impl DomainRow {
+    /// The environment the domain is bound to.
+    pub fn target(&self) -> EnvRef {
+        EnvRef {
+            app: self.app.clone(),
+            env: self.env.clone(),
+        }
+    }
 }
 
 #[derive(Debug, Clone)]

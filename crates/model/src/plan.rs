@@ -1,7 +1,48 @@
 //! Resource plans as people write them — memory `512M`, CPU `0.5` (cores), processes `256` —
 //! parsed and bounded here, once, for the CLI, the API and `turnout.toml`, and shown the same
 //! way everywhere (`memory 512 MiB, cpu 0.5, pids none`).
-use crate::{ResourcePlan, UpdatePlan};
+use serde::{Deserialize, Serialize};
+
+/// An environment's resource limits. Unset fields are unlimited.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct ResourcePlan {
+    /// Memory of all its processes together, in bytes; over it the kernel kills one and
+    /// Turnout restarts the instance (`env show` says `OOM`).
+    #[serde(default)]
+    pub memory: Option<u64>,
+    /// CPU share, in cores (`0.5`: half of one core's time), between 0.01 and 1024.
+    #[serde(default)]
+    pub cpu: Option<f64>,
+    /// Processes and threads at most, between 1 and 4,194,304.
+    #[serde(default)]
+    pub pids: Option<u64>,
+}
+
+/// What an environment uses now.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ResourceUsage {
+    /// Memory of its instance's processes (the cgroup's), in bytes.
+    pub memory: Option<u64>,
+    /// Its instance's processes and threads.
+    pub pids: Option<u64>,
+    /// CPU time its instance has used, in seconds.
+    pub cpu_seconds: Option<f64>,
+    /// Bytes under its storage directory.
+    pub storage: Option<u64>,
+}
+
+/// `POST /api/v1/apps/{app}/envs/{env}/plan`: change the resource plan. Each field: a value
+/// sets it, `"none"` clears it, absent leaves it as it is. Memory as `512M`, `2G`, `1048576`;
+/// CPU as `0.5`; pids as `256`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct UpdatePlan {
+    #[serde(default)]
+    pub memory: Option<String>,
+    #[serde(default)]
+    pub cpu: Option<String>,
+    #[serde(default)]
+    pub pids: Option<String>,
+}
 
 /// 4 MiB: below this not even a shell starts.
 pub const MEMORY_MIN: u64 = 4 << 20;

@@ -69,9 +69,60 @@ pub struct Identity {
     pub gid: u32,
 }
 
+/// An app's command as the crate starts it, instance or task alike.
+pub(crate) struct Shell<'a> {
+    pub(crate) command: &'a str,
+    pub(crate) cwd: &'a Path,
+    /// The whole environment, with the token variable that marks the process as ours.
+    pub(crate) env: &'a [(String, String)],
+    pub(crate) token: (&'static str, &'a str),
+    pub(crate) identity: Option<Identity>,
+    pub(crate) cgroup: Option<&'a crate::cgroup::Cgroup>,
+    pub(crate) die_with_parent: bool,
+}
+
+/// `/bin/sh -c COMMAND` in its directory, from exactly its environment and token, with no
+/// input, in a process group of its own (so signals reach all it starts; the group guard kills
+/// the group, never only the shell), joined to its control group and running as its identity
+/// before it runs anything. Also returns the group's OOM-kill count before the start, which
+/// tells an OOM kill from other deaths later.
+pub(crate) fn shell_command(
+    shell: Shell<'_>,
+    stdout: std::process::Stdio,
+    stderr: std::process::Stdio,
+) -> std::io::Result<(Command, Option<u64>)> {
+    let cgroup_procs = match shell.cgroup {
+        Some(cgroup) => cgroup.open_procs()?,
+        None => Vec::new(),
+    };
+    let oom_kills_before = shell.cgroup.and_then(crate::cgroup::Cgroup::oom_kills);
+    let mut command = Command::new("/bin/sh");
+    command
+        .arg("-c")
+        .arg(shell.command)
+        .current_dir(shell.cwd)
+        .env_clear()
+        .envs(shell.env.iter().map(|(k, v)| (k, v)))
+        .env(shell.token.0, shell.token.1)
+        .stdin(std::process::Stdio::null())
+        .stdout(stdout)
+        .stderr(stderr)
+        .process_group(0)
+        .kill_on_drop(false);
+    prepare_child(
+        &mut command,
+        ChildSetup {
+            cgroup_procs,
+            identity: shell.identity,
+            die_with_parent: shell.die_with_parent,
+        },
+    );
+    Ok((command, oom_kills_before))
+}
+
 /// What a child does between fork and exec, in this order: join its cgroup (while still root,
 /// and before it can fork), take on its identity, and for a task, arrange to die with the daemon.
-pub(crate) struct ChildSetup {
+struct ChildSetup {
     /// Each of its group's `cgroup.procs` files, opened by the caller (see [`crate::cgroup`]).
     pub(crate) cgroup_procs: Vec<OwnedFd>,
     pub(crate) identity: Option<Identity>,
@@ -85,7 +136,7 @@ pub(crate) struct ChildSetup {
 /// changes the credentials before it runs `pre_exec`, so the child would join its cgroup as the
 /// app's user rather than as root; and a change of credentials clears the parent-death signal,
 /// which must therefore be set after it. Done here, the order is ours.
-pub(crate) fn prepare_child(command: &mut Command, setup: ChildSetup) {
+fn prepare_child(command: &mut Command, setup: ChildSetup) {
     let ChildSetup {
         cgroup_procs,
         identity,

@@ -2,13 +2,11 @@
 
 use std::collections::VecDeque;
 use std::path::PathBuf;
-use std::process::Stdio;
 use std::time::Duration;
 
 use nix::sys::signal::Signal;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::net::unix::pipe;
-use tokio::process::Command;
 use tokio::time::{Instant, sleep_until};
 use tracing::{info, warn};
 
@@ -17,8 +15,8 @@ use crate::error::SupervisorError;
 use crate::fmt_duration;
 use crate::log::LogWriter;
 use crate::process::{
-    ChildSetup, GroupGuard, Identity, KILL_GRACE, TAIL_WINDOW, TASK_TOKEN_VAR, describe_exit,
-    error_tail, new_token, prepare_child, remove_pid_file, signal_group, wait_group_gone,
+    GroupGuard, Identity, KILL_GRACE, Shell, TAIL_WINDOW, TASK_TOKEN_VAR, describe_exit,
+    error_tail, new_token, remove_pid_file, shell_command, signal_group, wait_group_gone,
     write_pid_file,
 };
 
@@ -121,34 +119,22 @@ async fn run_in_group(
         cwd: spec.cwd.clone(),
         source,
     };
-    let cgroup_procs = match cgroup {
-        Some(cgroup) => cgroup.open_procs().map_err(spawn_error)?,
-        None => Vec::new(),
-    };
-    let oom_kills_before = cgroup.and_then(Cgroup::oom_kills);
     let (reader, writer) = std::io::pipe().map_err(output_error)?;
     let writer_err = writer.try_clone().map_err(output_error)?;
-    let mut command = Command::new("/bin/sh");
-    command
-        .arg("-c")
-        .arg(&spec.command)
-        .current_dir(&spec.cwd)
-        .env_clear()
-        .envs(spec.env.iter().map(|(k, v)| (k, v)))
-        .env(TASK_TOKEN_VAR, token)
-        .stdin(Stdio::null())
-        .stdout(writer)
-        .stderr(writer_err)
-        .process_group(0)
-        .kill_on_drop(false);
-    prepare_child(
-        &mut command,
-        ChildSetup {
-            cgroup_procs,
+    let (mut command, oom_kills_before) = shell_command(
+        Shell {
+            command: &spec.command,
+            cwd: &spec.cwd,
+            env: &spec.env,
+            token: (TASK_TOKEN_VAR, token),
             identity: spec.identity,
+            cgroup,
             die_with_parent: true,
         },
-    );
+        writer.into(),
+        writer_err.into(),
+    )
+    .map_err(spawn_error)?;
     let mut child = command.spawn().map_err(spawn_error)?;
     // The Command holds our copies of the pipe's write end; the reader sees end-of-file only
     // once they are closed too.

@@ -100,11 +100,7 @@ pub(super) async fn deploy(
     bytes: Bytes,
 ) -> Result<impl IntoResponse> {
     let r = env_ref(&app, &env)?;
-    let req: DeployRequest = if bytes.is_empty() {
-        DeployRequest::default()
-    } else {
-        body(&bytes)?
-    };
+    let req: DeployRequest = body_or_default(&bytes)?;
     Ok((StatusCode::CREATED, Json(p.deploy(r, req, &who).await?)))
 }
 
@@ -115,11 +111,7 @@ pub(super) async fn rollback(
     bytes: Bytes,
 ) -> Result<impl IntoResponse> {
     let r = env_ref(&app, &env)?;
-    let req: RollbackRequest = if bytes.is_empty() {
-        RollbackRequest::default()
-    } else {
-        body(&bytes)?
-    };
+    let req: RollbackRequest = body_or_default(&bytes)?;
     Ok((
         StatusCode::CREATED,
         Json(p.rollback(r, req.to, &who).await?),

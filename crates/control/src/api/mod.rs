@@ -210,6 +210,15 @@ fn body<T: DeserializeOwned>(bytes: &Bytes) -> Result<T> {
     })
 }
 
+/// Like `body`, for a body that may be left out (every field has a default).
+fn body_or_default<T: DeserializeOwned + Default>(bytes: &Bytes) -> Result<T> {
+    if bytes.is_empty() {
+        Ok(T::default())
+    } else {
+        body(bytes)
+    }
+}
+
 fn app_name(s: &str) -> Result<AppName> {
     AppName::new(s).map_err(|e| ApiError(ControlError::Invalid(e.to_string())))
 }

@@ -97,10 +97,7 @@ impl ControlPlane {
     ) -> Result<(), ControlError> {
         let _op = self.domain_ops.lock().await;
         let domain = self.domain_row(&name).await?;
-        let current = EnvRef {
-            app: domain.app.clone(),
-            env: domain.env.clone(),
-        };
+        let current = domain.target();
         self.authorize_domain(who, &current).await?;
         let n = name.clone();
         let entry = AuditEntry::new(&who.name, AuditAction::DomainRemove)
@@ -137,10 +134,7 @@ impl ControlPlane {
             )));
         }
         // Moving a domain needs the right on both ends: where it is and where it goes.
-        let current = EnvRef {
-            app: domain.app.clone(),
-            env: domain.env.clone(),
-        };
+        let current = domain.target();
         self.authorize_domain(who, &current).await?;
         let to = self.authorize_domain(who, &target).await?;
         if !approved {
@@ -186,10 +180,7 @@ impl ControlPlane {
     ) -> Result<SwitchInfo, ControlError> {
         let _op = self.domain_ops.lock().await;
         let domain = self.domain_row(&name).await?;
-        let current = EnvRef {
-            app: domain.app.clone(),
-            env: domain.env.clone(),
-        };
+        let current = domain.target();
         self.authorize_domain(who, &current).await?;
         let id = domain.id;
         let Some((undo, previous)) = self.store.call(move |c| q::rollback_target(c, id)).await?
@@ -233,10 +224,7 @@ impl ControlPlane {
             Move::Switch => "switch",
             Move::Rollback { .. } => "rollback",
         };
-        let from = EnvRef {
-            app: domain.app.clone(),
-            env: domain.env.clone(),
-        };
+        let from = domain.target();
         let audit = match how {
             Move::Switch => AuditAction::DomainSwitch,
             Move::Rollback { .. } => AuditAction::DomainRollback,
@@ -307,10 +295,7 @@ impl ControlPlane {
     ) -> Result<DomainInfo, ControlError> {
         let _op = self.domain_ops.lock().await;
         let domain = self.domain_row(&name).await?;
-        let current = EnvRef {
-            app: domain.app.clone(),
-            env: domain.env.clone(),
-        };
+        let current = domain.target();
         self.authorize_domain(who, &current).await?;
         let message = on.then(|| {
             message
@@ -355,12 +340,7 @@ impl ControlPlane {
         who: &Principal,
     ) -> Result<Vec<DomainEvent>, ControlError> {
         let domain = self.domain_row(&name).await?;
-        let env = self
-            .env_row(&EnvRef {
-                app: domain.app.clone(),
-                env: domain.env.clone(),
-            })
-            .await?;
+        let env = self.env_row(&domain.target()).await?;
         self.authorize_env(who, &env, Action::Read).await?;
         let id = domain.id;
         let rows = self.store.call(move |c| q::domain_history(c, id)).await?;
