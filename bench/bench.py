@@ -371,7 +371,7 @@ def fmt_ratio(x):
 
 def report(work, out_json, out_md):
     meta = load_json(os.path.join(work, "meta.json"), {})
-    order = ["turnout", "nginx", "haproxy", "caddy", "direct"]
+    order = ["turnout", "turnout-ns", "nginx", "haproxy", "caddy", "direct"]
     runs = {t: [] for t in order}
     with open(os.path.join(work, "runs.jsonl")) as f:
         for line in f:
@@ -404,7 +404,7 @@ def report(work, out_json, out_md):
     t = throughput.get("turnout")
     ratios = {}
     if t:
-        for peer in ["nginx", "haproxy", "caddy", "direct"]:
+        for peer in ["turnout-ns", "nginx", "haproxy", "caddy", "direct"]:
             p = throughput.get(peer)
             if p:
                 ratios[peer] = {
@@ -481,9 +481,11 @@ def markdown(s):
         "| target | requests/s | p50 | p99 | Turnout ÷ target: requests/s | p50 | p99 | errors |",
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
-    names = {"turnout": "Turnout", "nginx": "nginx", "haproxy": "HAProxy", "caddy": "Caddy",
+    names = {"turnout": "Turnout", "turnout-ns": "Turnout, instance in a network namespace",
+             "nginx": "nginx", "haproxy": "HAProxy", "caddy": "Caddy",
              "direct": "direct (no proxy)"}
-    order = [t for t in ["turnout", "nginx", "haproxy", "caddy", "direct"] if t in s["throughput"]]
+    order = [t for t in ["turnout", "turnout-ns", "nginx", "haproxy", "caddy", "direct"]
+             if t in s["throughput"]]
     for target in order:
         r = s["throughput"][target]
         ratio = s["ratios_turnout_to"].get(target, {})
@@ -520,6 +522,14 @@ def markdown(s):
         lines.append(
             f"Other jobs on the machine used {statistics.median(busy):.2f} cores in the median run "
             f"(between {min(busy):.2f} and {max(busy):.2f}) of {s['machine']['nproc']}.")
+    ns = s["ratios_turnout_to"].get("turnout-ns")
+    if ns:
+        lines.append("")
+        lines.append(
+            "Network namespaces (a second daemon, its instance in a namespace of its own, the proxy "
+            f"connecting into it): the Turnout row ÷ that row is {fmt_ratio(ns['rps'])} in "
+            f"requests/s, {fmt_ratio(ns['p99'])} in p99 and "
+            f"{fmt_ratio(ns['requests_per_cpu_s'])} in requests per CPU-second.")
     tm = s["target_rps_and_p99_vs_nginx"]
     if tm:
         lines.append("")

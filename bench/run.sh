@@ -97,6 +97,13 @@ read -r P_NGINX P_HAPROXY P_CADDY P_NGINX_NAMES <<<"$($PY ports 4)"
 # --- 3. the daemon and the backend app -------------------------------------------------------
 log "starting turnout serve"
 SERVE_ARGS=(serve --home "$WORK/home" --api-listen 127.0.0.1:0 --http-listen 127.0.0.1:0)
+# The peers and the direct target reach the backend on the host's loopback, so this daemon keeps
+# its environments there; a second daemon (section 4b) measures the proxy into a namespace.
+SHARED_NETWORK=0
+if "$TURNOUT" serve --help | grep -q -- '--shared-network'; then
+  SERVE_ARGS+=(--shared-network)
+  SHARED_NETWORK=1
+fi
 if "$TURNOUT" serve --help | grep -q -- '--proxy-workers'; then
   SERVE_ARGS+=(--proxy-workers 1)
   TURNOUT_WORKERS="\`turnout serve --proxy-workers 1\` (the proxy on one thread of its own)"
@@ -174,11 +181,44 @@ for target in direct turnout nginx haproxy caddy; do
 done
 echo "all five targets answer 'hello from prod' for Host: $HOST" >&2
 
-# Which processes each target's CPU time is read from.
+# Which processes each target's CPU time is read from, and its backend's.
 declare -A CPU_PIDS=(
   [turnout]=$TURNOUT_PID [nginx]="$($PY pids "$NGINX_PID")" [haproxy]=$HAPROXY_PID
   [caddy]=$CADDY_PID [direct]="$($PY pids "$BACKEND_PID")"
 )
+declare -A BACKEND_PIDS=(
+  [turnout]=${CPU_PIDS[direct]} [nginx]=${CPU_PIDS[direct]} [haproxy]=${CPU_PIDS[direct]}
+  [caddy]=${CPU_PIDS[direct]} [direct]=
+)
+TARGETS=(turnout nginx haproxy caddy direct)
+
+# --- 4b. the cost of network namespaces: a second daemon whose bench/prod runs in one --------
+if ((SHARED_NETWORK)) && [[ $(id -u) -eq 0 ]] && command -v ip >/dev/null && command -v pasta >/dev/null; then
+  log "starting a second turnout serve whose environments have network namespaces"
+  "$TURNOUT" --json serve --home "$WORK/home-ns" --api-listen 127.0.0.1:0 --http-listen 127.0.0.1:0 \
+    --proxy-workers 1 >"$WORK/serve-ns.out" 2>"$WORK/serve-ns.log" &
+  NS_PID=$!
+  PIDS+=("$NS_PID")
+  for ((i = 0; i < 300; i++)); do
+    [[ -s $WORK/serve-ns.out ]] && break
+    kill -0 "$NS_PID" 2>/dev/null || { cat "$WORK/serve-ns.log" >&2; exit 1; }
+    sleep 0.1
+  done
+  head -n1 "$WORK/serve-ns.out" >"$WORK/serve-ns.json"
+  NS_API=$($PY field "$WORK/serve-ns.json" api)
+  TNS() { TURNOUT_TOKEN=$(<"$WORK/home-ns/admin.token") "$TURNOUT" --api "$NS_API" "$@"; }
+  TNS app create bench --repo "$REPO" >/dev/null
+  TNS env create bench/prod --branch main --tier production >/dev/null
+  TNS deploy bench/prod >"$WORK/deploy-ns.log" 2>&1 || { cat "$WORK/deploy-ns.log" >&2; exit 1; }
+  TNS --json env show bench/prod >"$WORK/env-ns.json"
+  [[ $($PY field "$WORK/env-ns.json" isolation.network) == turnout-* ]] || {
+    echo "error: the second daemon's bench/prod has no network namespace" >&2; exit 1; }
+  URL[turnout-ns]=$($PY field "$WORK/serve-ns.json" http)
+  $PY wait "${URL[turnout-ns]}" "$HOST" "hello from prod" 20
+  CPU_PIDS[turnout-ns]=$NS_PID
+  BACKEND_PIDS[turnout-ns]="$($PY pids "$($PY field "$WORK/env-ns.json" instance.pid)")"
+  TARGETS=(turnout turnout-ns nginx haproxy caddy direct)
+fi
 
 # --- 5. switch latency and memory (need the domain API) --------------------------------------
 MEM_IDLE=$($PY rss "$TURNOUT_PID")
@@ -228,11 +268,9 @@ nginx_mem "$DOMAINS"
 NGINX_MEM_MANY=$NGINX_RSS
 
 # --- 6. throughput and latency ---------------------------------------------------------------
-TARGETS=(turnout nginx haproxy caddy direct)
 : >"$WORK/runs.jsonl"
 run_wrk() { # target duration record(0|1)
-  local backend_pids=
-  [[ $1 != direct ]] && backend_pids=${CPU_PIDS[direct]}
+  local backend_pids=${BACKEND_PIDS[$1]}
   $PY wrk "$1" "${URL[$1]}" "$HOST" "$CONNECTIONS" "$2" "$BENCH_DIR/wrk_json.lua" \
     "$( (($3)) && echo "$WORK/runs.jsonl" || echo -)" "${CPU_PIDS[$1]// /,}" "${backend_pids// /,}"
 }

@@ -207,6 +207,11 @@ pub struct ServeArgs {
     /// As root each environment runs as its own user and this changes nothing
     #[arg(long, env = "TURNOUT_SINGLE_USER")]
     pub single_user: bool,
+    /// Give environments no network namespaces of their own, even as root: they share the
+    /// host's network, and code of one can connect to another's instance port directly
+    /// (unsafe when several people deploy)
+    #[arg(long, env = "TURNOUT_SHARED_NETWORK")]
+    pub shared_network: bool,
 }
 
 #[derive(Subcommand)]

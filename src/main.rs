@@ -154,6 +154,7 @@ pub async fn run_daemon(
         http_listen: args.http_listen,
         proxy_workers: args.proxy_workers.map(usize::from),
         single_user: args.single_user,
+        shared_network: args.shared_network,
         proxy: ProxyConfig::default(),
     };
     serve(config, shutdown, |info| {
@@ -165,6 +166,7 @@ pub async fn run_daemon(
             println!("  proxy  {}", info.http);
             println!("  home   {}", info.home);
             println!("  isolation  {}", info.isolation);
+            println!("  network    {}", info.network);
         }
         ready(info);
     })

@@ -180,6 +180,13 @@ pub fn env(e: &EnvInfo, json: bool) {
             ),
         }
     );
+    println!(
+        "network      {}",
+        match &e.isolation.network {
+            Some(ns) => format!("namespace {ns}: its ports are reachable only through the proxy"),
+            None => "the host's, shared: other environments can reach its instance port".to_owned(),
+        }
+    );
     println!("directory    {}", e.dir);
     println!("created      {}", e.created_at);
 }

@@ -8,9 +8,11 @@ use serde_json::Value;
 use crate::support::{Daemon, Repo};
 
 /// An app whose endpoints try things: `/read?PATH` (open and read a byte), `/list?PATH`,
-/// `/env` (its whole environment), `/id` (its uid and gid). Each answers JSON.
+/// `/env` (its whole environment), `/id` (its uid and gid), `/connect?HOST:PORT` (open a TCP
+/// connection), `/via?PORT/HOST/PATH` (GET http://127.0.0.1:PORT/PATH with that Host, answering
+/// the status and body it got). Each answers JSON.
 const PROBE: &str = r#"
-import json, os, urllib.parse
+import http.client, json, os, socket, urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 def attempt(f):
     try:
@@ -31,6 +33,15 @@ class H(BaseHTTPRequestHandler):
             body = dict(os.environ)
         elif path == "/id":
             body = {"uid": os.getuid(), "gid": os.getgid(), "groups": os.getgroups()}
+        elif path == "/connect":
+            host, _, port = arg.rpartition(":")
+            body = attempt(lambda: socket.create_connection((host, int(port)), 5).close())
+        elif path == "/via":
+            port, host, rest = arg.split("/", 2)
+            c = http.client.HTTPConnection("127.0.0.1", int(port), timeout=5)
+            c.request("GET", "/" + rest, headers={"Host": host})
+            r = c.getresponse()
+            body = {"status": r.status, "body": r.read().decode()}
         else:
             body = "up"
         data = json.dumps(body).encode()
@@ -224,8 +235,128 @@ async fn code_in_a_development_environment_reads_nothing_of_production_or_turnou
     assert_eq!(prod["DATABASE_PASSWORD"], "hunter2-prod");
 
     assert_home_modes(&d, "after a deploy");
+
+    // The network: each environment in a namespace of its own.
+    for (env, uid) in [(&dev_env, dev_uid), (&prod_env, prod_uid)] {
+        assert_eq!(
+            env["isolation"]["network"],
+            format!("turnout-{uid}"),
+            "{env}"
+        );
+    }
+    let prod_port = prod_env["instance"]["port"].as_u64().unwrap();
+    let r = probe(&d, "dev", &format!("/connect?127.0.0.1:{prod_port}")).await;
+    assert_eq!(
+        r, "denied: ConnectionRefusedError",
+        "dev reached production's instance port directly"
+    );
+    let api_port = d.api.rsplit(':').next().unwrap().trim_end_matches('/');
+    let r = probe(&d, "dev", &format!("/connect?127.0.0.1:{api_port}")).await;
+    assert_eq!(
+        r, "denied: ConnectionRefusedError",
+        "dev reached the daemon's API on the host's loopback"
+    );
+    // Production's internal URL still works from dev's code, through the proxy.
+    let http_port = d.http.port();
+    let via = probe(
+        &d,
+        "dev",
+        &format!("/via?{http_port}/prod.shop.localhost/id"),
+    )
+    .await;
+    assert_eq!(via["status"], 200, "{via}");
+    let seen: Value = serde_json::from_str(via["body"].as_str().unwrap()).unwrap();
+    assert_eq!(seen["uid"], prod_uid, "{via}");
+    // And connections out: to a host outside this machine's loopback.
+    let outside = TestHost::start();
+    let r = probe(&d, "dev", &format!("/connect?{}", outside.addr)).await;
+    assert_eq!(r, "ok", "dev could not connect out to {}", outside.addr);
+
     d.restart();
     assert_home_modes(&d, "after a restart");
+    let path = format!("/connect?{}", outside.addr);
+    let r = crate::support::eventually(
+        "dev to be back after the restart",
+        std::time::Duration::from_secs(60),
+        || async {
+            let (status, body) = d.get("dev.shop.localhost", &path).await;
+            (status == 200).then_some(body)
+        },
+    )
+    .await;
+    assert_eq!(r, "\"ok\"", "after a restart, dev could not connect out");
+}
+
+/// A host outside the machine as far as an environment can tell: a network namespace of the
+/// test's own, joined to the host by a veth pair on a documentation range (198.51.100.0/30),
+/// with a TCP server in it. Removed when dropped.
+struct TestHost {
+    name: String,
+    addr: String,
+    server: std::process::Child,
+}
+
+impl TestHost {
+    fn start() -> TestHost {
+        let name = format!("turnout-test-{}", std::process::id());
+        let ip = |args: &[&str]| {
+            let out = std::process::Command::new("ip")
+                .args(args)
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "ip {args:?}: {out:?}");
+        };
+        ip(&["netns", "add", &name]);
+        ip(&[
+            "link", "add", "tt-host", "type", "veth", "peer", "name", "tt-out",
+        ]);
+        ip(&["link", "set", "tt-out", "netns", &name]);
+        ip(&["addr", "add", "198.51.100.1/30", "dev", "tt-host"]);
+        ip(&["link", "set", "tt-host", "up"]);
+        ip(&[
+            "-n",
+            &name,
+            "addr",
+            "add",
+            "198.51.100.2/30",
+            "dev",
+            "tt-out",
+        ]);
+        ip(&["-n", &name, "link", "set", "tt-out", "up"]);
+        ip(&["-n", &name, "link", "set", "lo", "up"]);
+        let server = std::process::Command::new("ip")
+            .args(["netns", "exec", &name, "python3", "-c"])
+            .arg("import socket\ns=socket.create_server(('198.51.100.2', 8080))\nwhile True: s.accept()[0].close()")
+            .spawn()
+            .unwrap();
+        let host = TestHost {
+            name,
+            addr: "198.51.100.2:8080".to_owned(),
+            server,
+        };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while std::net::TcpStream::connect(&host.addr).is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the test host's server did not start"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        host
+    }
+}
+
+impl Drop for TestHost {
+    fn drop(&mut self) {
+        let _ = self.server.kill();
+        let _ = self.server.wait();
+        let _ = std::process::Command::new("ip")
+            .args(["link", "delete", "tt-host"])
+            .output();
+        let _ = std::process::Command::new("ip")
+            .args(["netns", "delete", &self.name])
+            .output();
+    }
 }
 
 /// An environment's plan is enforced: a memory hog is killed at its limit, restarted like a

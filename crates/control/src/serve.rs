@@ -17,7 +17,7 @@ use turnout_model::ServeInfo;
 use turnout_proxy::{Proxy, ProxyConfig};
 
 use crate::home::Home;
-use crate::plane::ControlPlane;
+use crate::plane::{ControlPlane, Networks, ProxyEndpoint};
 use crate::store::Store;
 
 #[derive(Debug, Clone)]
@@ -29,6 +29,8 @@ pub struct ServeConfig {
     pub proxy_workers: Option<usize>,
     /// Not root: run every environment as the daemon's user anyway (unsafe for shared use).
     pub single_user: bool,
+    /// Even as root: no network namespaces, every environment on the host's network.
+    pub shared_network: bool,
     pub proxy: ProxyConfig,
 }
 
@@ -85,24 +87,37 @@ pub async fn serve(
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     let api_addr = api_listener.local_addr()?;
     let http_addr = http_listener.local_addr()?;
+    let proxy = Proxy::new(config.proxy.clone());
+    let proxy_runtime = proxy_runtime(config.proxy_workers)?;
+    let networks = Networks::detect(
+        config.shared_network,
+        ProxyEndpoint {
+            proxy: proxy.clone(),
+            runtime: proxy_runtime.handle().clone(),
+            http_port: http_addr.port(),
+            shutdown: shutdown.clone(),
+        },
+    );
     let info = ServeInfo {
         api: format!("http://{api_addr}"),
         http: format!("http://{http_addr}"),
         pid: std::process::id(),
         home: home.root().display().to_string(),
         isolation: separation.describe().to_owned(),
+        network: networks
+            .describe()
+            .map_or_else(|shared| shared, str::to_owned),
     };
     std::fs::write(home.serve_json(), serde_json::to_vec_pretty(&info)?)
         .with_context(|| format!("cannot write {}", home.serve_json().display()))?;
 
-    let proxy = Proxy::new(config.proxy.clone());
+    let network_shared = networks.describe().err();
     let plane = ControlPlane::new(
         home.clone(),
         store,
-        proxy.clone(),
         std::sync::Arc::new(turnout_supervisor::LocalRuntime),
         separation,
-        http_addr.port(),
+        networks,
     );
     // Before the API takes a request: clean up after a daemon that was killed, so no new job
     // can be mistaken for one it left half-done.
@@ -111,11 +126,11 @@ pub async fn serve(
         .await
         .map_err(|e| anyhow::anyhow!("cleaning up after the last run: {e}"))?;
 
-    let proxy_task = spawn_proxy_runtime(
+    let proxy_task = spawn_proxy(
+        proxy_runtime,
         proxy.clone(),
         http_listener,
         shutdown.clone(),
-        config.proxy_workers,
     )?;
     let api_shutdown = shutdown.clone();
     let api_router = crate::api::router(plane.clone());
@@ -128,6 +143,9 @@ pub async fn serve(
     info!(api = %info.api, http = %info.http, home = %info.home, "turnout serving");
     if separation != crate::plane::Separation::Users {
         warn!("{}", separation.describe());
+    }
+    if let Some(shared) = network_shared {
+        warn!("{shared}");
     }
 
     plane.spawn_restore();
@@ -152,28 +170,34 @@ pub async fn serve(
 
 /// The data plane gets a runtime of its own, so a busy control plane (builds streaming output,
 /// SQLite on the blocking pool, health checks) can never starve request handling, and its
-/// worker count is a setting the benchmarks pin to one.
-fn spawn_proxy_runtime(
+/// worker count is a setting the benchmarks pin to one. Built before the control plane, which
+/// serves the proxy's listeners inside the environments' namespaces on it.
+fn proxy_runtime(workers: Option<usize>) -> anyhow::Result<tokio::runtime::Runtime> {
+    let workers =
+        workers.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    // One worker: a current-thread runtime, where the thread that accepts also serves, tasks
+    // run in the order they were woken, and there is no work stealing to keep up.
+    let mut builder = if workers == 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut builder = tokio::runtime::Builder::new_multi_thread();
+        builder.worker_threads(workers);
+        builder
+    };
+    Ok(builder.thread_name("turnout-proxy").enable_all().build()?)
+}
+
+/// Serve the proxy's main listener on its runtime (on a thread of its own: a current-thread
+/// runtime runs only while something blocks on it) until `shutdown`.
+fn spawn_proxy(
+    runtime: tokio::runtime::Runtime,
     proxy: std::sync::Arc<Proxy>,
     listener: TcpListener,
     shutdown: CancellationToken,
-    workers: Option<usize>,
 ) -> anyhow::Result<tokio::task::JoinHandle<std::io::Result<()>>> {
-    let workers =
-        workers.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     // A listener is registered with the runtime that created it: hand the socket over.
     let listener = listener.into_std()?;
     Ok(tokio::task::spawn_blocking(move || {
-        // One worker: a current-thread runtime, where the thread that accepts also serves,
-        // tasks run in the order they were woken, and there is no work stealing to keep up.
-        let mut builder = if workers == 1 {
-            tokio::runtime::Builder::new_current_thread()
-        } else {
-            let mut builder = tokio::runtime::Builder::new_multi_thread();
-            builder.worker_threads(workers);
-            builder
-        };
-        let runtime = builder.thread_name("turnout-proxy").enable_all().build()?;
         let result = runtime.block_on(async move {
             let listener = TcpListener::from_std(listener)?;
             proxy.serve(listener, shutdown).await

@@ -123,6 +123,11 @@ pub struct Isolation {
     pub mode: IsolationMode,
     /// The uid (and gid) its builds and instances run as.
     pub uid: u32,
+    /// Its network namespace (`turnout-<uid>`): its instances' ports are reachable only from
+    /// inside it and through the proxy. `None`: it shares the host's network with every other
+    /// environment (`turnout serve` says why).
+    #[serde(default)]
+    pub network: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -489,6 +494,9 @@ pub struct ServeInfo {
     /// How environments are kept apart on this machine (one line).
     #[serde(default)]
     pub isolation: String,
+    /// Whether environments have network namespaces, or why not (one line).
+    #[serde(default)]
+    pub network: String,
 }
 
 /// Seconds since the Unix epoch as an RFC 3339 UTC timestamp (`2026-11-24T15:50:41Z`).

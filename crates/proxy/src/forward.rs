@@ -440,8 +440,8 @@ async fn send(
                 reason: e.to_string(),
             })
         })?;
-    proxy
-        .client()
+    upstream
+        .client(proxy.config().upstream_connect_timeout)
         .request(request)
         .await
         .map_err(SendError::Pool)

@@ -54,6 +54,7 @@
 #![forbid(unsafe_code)]
 
 mod body;
+mod client;
 mod config;
 mod connection;
 mod error;

@@ -188,7 +188,7 @@ async fn connection(
             return Ok(conn);
         }
     }
-    match tokio::time::timeout(connect_timeout, TcpStream::connect(upstream.addr())).await {
+    match tokio::time::timeout(connect_timeout, upstream.connect()).await {
         Ok(Ok(conn)) => {
             let _ = conn.set_nodelay(true);
             Ok(conn)

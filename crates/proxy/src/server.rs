@@ -1,4 +1,4 @@
-//! The proxy itself: its route table, its upstream client, and the accept loop.
+//! The proxy itself: its route table and the accept loop.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -13,8 +13,6 @@ use arc_swap::ArcSwap;
 use http::{Request, Version};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::net::{TcpListener, TcpStream};
@@ -23,7 +21,6 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
-use crate::body::UpstreamBody;
 use crate::config::ProxyConfig;
 use crate::connection::{Activity, Expiry, WatchedIo};
 use crate::forward;
@@ -37,11 +34,6 @@ const H2_MAX_CONCURRENT_STREAMS: u32 = 256;
 /// HTTP/2 PINGs find peers that vanished without closing (a laptop lid, a NAT timeout).
 const H2_KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(30);
 const H2_KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(20);
-/// Idle pooled connections to an instance are closed after this. The client retries a request
-/// that a pooled connection turned out too closed to take; this bounds how many such stale
-/// connections exist at all.
-const UPSTREAM_POOL_IDLE: Duration = Duration::from_secs(30);
-const UPSTREAM_POOL_MAX_IDLE: usize = 128;
 const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(5);
 const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
 
@@ -51,29 +43,13 @@ pub struct Proxy {
     /// The routes in force. Replaced whole by [`Proxy::apply`]; each lookup `load()`s it and
     /// lets go before any `.await`, so a switch never waits for a request or vice versa.
     table: ArcSwap<RouteTable>,
-    /// Pooled HTTP/1.1 connections to instances, keyed by instance address.
-    client: Client<HttpConnector, UpstreamBody>,
     config: ProxyConfig,
 }
 
 impl Proxy {
     pub fn new(config: ProxyConfig) -> Arc<Proxy> {
-        let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(Some(config.upstream_connect_timeout));
-        connector.set_nodelay(true);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_timer(TokioTimer::new())
-            .pool_idle_timeout(UPSTREAM_POOL_IDLE)
-            .pool_max_idle_per_host(UPSTREAM_POOL_MAX_IDLE)
-            // A request handed back unsent by a pooled connection that had closed is sent
-            // again on another connection: nothing of it reached the instance.
-            .retry_canceled_requests(true)
-            // The Host header is the client's, set by `headers::prepare_request_headers`.
-            .set_host(false)
-            .build(connector);
         Arc::new(Proxy {
             table: ArcSwap::from_pointee(RouteTable::default()),
-            client,
             config,
         })
     }
@@ -103,10 +79,6 @@ impl Proxy {
 
     pub(crate) fn routes(&self) -> &ArcSwap<RouteTable> {
         &self.table
-    }
-
-    pub(crate) fn client(&self) -> &Client<HttpConnector, UpstreamBody> {
-        &self.client
     }
 
     /// Accept connections on `listener` until `shutdown` is cancelled.

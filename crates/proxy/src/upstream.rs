@@ -2,7 +2,7 @@
 
 use std::fmt;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::Duration;
 
 use http::uri::Authority;
@@ -12,6 +12,9 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tokio_util::task::task_tracker::TaskTrackerToken;
 use tracing::{info, warn};
+use turnout_netns::Network;
+
+use crate::client::{UpstreamClient, upstream_client};
 
 /// How long cut work gets to wind down after the drain deadline before `drain` returns anyway:
 /// enough for a tunnel to finish the WebSocket frame it is in and send its close frame
@@ -23,6 +26,10 @@ const IDLE_MAX: usize = 128;
 /// One running instance that the proxy can send requests to.
 pub struct Upstream {
     addr: SocketAddr,
+    /// Where `addr` is: the environment's network namespace, or the host's network.
+    network: Network,
+    /// The hyper path's pooled connections to this instance, made on first use.
+    client: OnceLock<UpstreamClient>,
     label: String,
     /// `addr` in the form the upstream request URI needs, built once.
     authority: Authority,
@@ -66,12 +73,24 @@ pub struct DrainOutcome {
 }
 
 impl Upstream {
-    /// `label` names the instance in logs, e.g. `shop/staging@3f2a1c9`.
+    /// An instance on the host's network. `label` names it in logs, e.g.
+    /// `shop/staging@3f2a1c9`.
     pub fn new(addr: SocketAddr, label: impl Into<String>) -> Arc<Upstream> {
+        Upstream::in_network(Network::Host, addr, label)
+    }
+
+    /// An instance listening on `addr` inside `network`: every connection to it is made there.
+    pub fn in_network(
+        network: Network,
+        addr: SocketAddr,
+        label: impl Into<String>,
+    ) -> Arc<Upstream> {
         let authority = Authority::try_from(addr.to_string())
             .expect("a socket address is a valid URI authority");
         Arc::new(Upstream {
             addr,
+            network,
+            client: OnceLock::new(),
             label: label.into(),
             authority,
             work: TaskTracker::new(),
@@ -180,6 +199,17 @@ impl Upstream {
         &self.authority
     }
 
+    /// A new connection to the instance, made in its network.
+    pub(crate) async fn connect(&self) -> std::io::Result<TcpStream> {
+        self.network.connect(self.addr).await
+    }
+
+    /// The hyper path's client for this instance, made on first use.
+    pub(crate) fn client(&self, connect_timeout: Duration) -> &UpstreamClient {
+        self.client
+            .get_or_init(|| upstream_client(self.network.clone(), self.addr, connect_timeout))
+    }
+
     /// A token that keeps this instance from counting as drained, or `None` once a drain has
     /// begun. The token is taken before the closed flag is read: both live in one atomic, so
     /// either the drain sees this token and waits for it, or we see the drain and step back.
@@ -238,6 +268,7 @@ impl fmt::Debug for Upstream {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Upstream")
             .field("addr", &self.addr)
+            .field("network", &self.network.name())
             .field("label", &self.label)
             .field("in_flight", &self.in_flight())
             .field("draining", &self.work.is_closed())

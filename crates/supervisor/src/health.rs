@@ -6,7 +6,7 @@ use http_body_util::Empty;
 use hyper::header::{CONNECTION, HOST, HeaderValue, USER_AGENT};
 use hyper::{Method, Request};
 use hyper_util::rt::TokioIo;
-use tokio::net::TcpStream;
+use turnout_netns::Network;
 
 use crate::fmt_duration;
 
@@ -36,11 +36,12 @@ impl HealthCheck {
 /// One probe. The error is a short description of what was seen, e.g. "GET / answered 500
 /// Internal Server Error" or "GET /: connection refused".
 pub(crate) async fn probe(
+    network: &Network,
     addr: SocketAddr,
     check: &HealthCheck,
     timeout: Duration,
 ) -> Result<(), String> {
-    match tokio::time::timeout(timeout, request(addr, check)).await {
+    match tokio::time::timeout(timeout, request(network, addr, check)).await {
         Ok(outcome) => outcome,
         Err(_) => Err(format!(
             "GET {}: no answer within {}",
@@ -50,9 +51,9 @@ pub(crate) async fn probe(
     }
 }
 
-async fn request(addr: SocketAddr, check: &HealthCheck) -> Result<(), String> {
+async fn request(network: &Network, addr: SocketAddr, check: &HealthCheck) -> Result<(), String> {
     let path = &check.path;
-    let stream = TcpStream::connect(addr).await.map_err(|e| {
+    let stream = network.connect(addr).await.map_err(|e| {
         if e.kind() == std::io::ErrorKind::ConnectionRefused {
             format!("GET {path}: connection refused")
         } else {

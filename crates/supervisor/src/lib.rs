@@ -39,8 +39,11 @@
 //!   left. Where cgroups are missing or not writable (not root), the app runs without the
 //!   limits: [`InstanceStatus::limits_not_enforced`] says why, a task's log and `on_line` get a
 //!   `[turnout] resource limits not enforced: …` line, and the daemon warns once.
+//! - Network: a spec's [`Network`] (the environment's namespace, see `turnout-netns`) is
+//!   joined by the child, and the health check connects from inside it.
 //! - Between fork and exec (`process`, the crate's one `unsafe` `pre_exec`), in this order: join
-//!   the cgroup by writing "0" to its `cgroup.procs` files, opened before the fork; setgroups,
+//!   the cgroup by writing "0" to its `cgroup.procs` files, opened before the fork; enter the
+//!   network namespace through a descriptor opened before the fork; setgroups,
 //!   setgid, setuid; for a task, the parent-death signal (a change of credentials would clear
 //!   it). Only system calls on what was prepared before the fork: nothing allocates.
 
@@ -64,15 +67,7 @@ pub use log::{LogLine, LogRotation, collapse_repeats, rotated_log_path, tail_lin
 pub use process::{Identity, reap_stale};
 pub use runtime::{BoxFuture, InstanceHandle, LocalRuntime, Runtime};
 pub use task::{TaskSpec, run_task};
-
-/// A currently free TCP port on 127.0.0.1.
-///
-/// Another process may take the port before the caller binds it; callers that need certainty
-/// must retry on a bind failure.
-pub fn free_port() -> std::io::Result<u16> {
-    let listener = std::net::TcpListener::bind((std::net::Ipv4Addr::LOCALHOST, 0))?;
-    Ok(listener.local_addr()?.port())
-}
+pub use turnout_netns::Network;
 
 /// Short human form of a duration for messages: "30s", "1.5s", "250ms".
 pub(crate) fn fmt_duration(d: std::time::Duration) -> String {

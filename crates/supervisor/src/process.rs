@@ -16,6 +16,8 @@ use tokio::process::Command;
 use tokio::time::{Instant, sleep};
 use tracing::{debug, info, warn};
 
+use turnout_netns::Network;
+
 use crate::log::{LogLine, collapse_repeats, tail_lines};
 
 /// Name of the variable that marks every process of an instance, so [`reap_stale`] can tell
@@ -78,6 +80,7 @@ pub(crate) struct Shell<'a> {
     pub(crate) token: (&'static str, &'a str),
     pub(crate) identity: Option<Identity>,
     pub(crate) cgroup: Option<&'a crate::cgroup::Cgroup>,
+    pub(crate) network: &'a Network,
     pub(crate) die_with_parent: bool,
 }
 
@@ -113,6 +116,7 @@ pub(crate) fn shell_command(
         &mut command,
         ChildSetup {
             cgroup_procs,
+            network: shell.network.clone(),
             identity: shell.identity,
             die_with_parent: shell.die_with_parent,
         },
@@ -121,10 +125,13 @@ pub(crate) fn shell_command(
 }
 
 /// What a child does between fork and exec, in this order: join its cgroup (while still root,
-/// and before it can fork), take on its identity, and for a task, arrange to die with the daemon.
+/// and before it can fork), join its network, take on its identity, and for a task, arrange to
+/// die with the daemon.
 struct ChildSetup {
     /// Each of its group's `cgroup.procs` files, opened by the caller (see [`crate::cgroup`]).
     pub(crate) cgroup_procs: Vec<OwnedFd>,
+    /// Its namespace, held open by the parent (entering it needs root: before the identity).
+    pub(crate) network: Network,
     pub(crate) identity: Option<Identity>,
     /// Has the kernel send SIGKILL to the child (a task's shell) if the thread that spawned it
     /// ends, which on a runtime's worker thread means the daemon has died. Only the shell gets
@@ -139,15 +146,16 @@ struct ChildSetup {
 fn prepare_child(command: &mut Command, setup: ChildSetup) {
     let ChildSetup {
         cgroup_procs,
+        network,
         identity,
         die_with_parent,
     } = setup;
     let parent = nix::unistd::getpid();
     // SAFETY: the closure runs in the forked child before exec, where only async-signal-safe
     // calls are allowed. Everything it uses was prepared before the fork (the open cgroup files,
-    // the ids, the parent's pid); write, setgroups, setgid, setuid, prctl and getppid are plain
-    // system calls; the group list is an array on the stack; and errors are built from an errno
-    // without allocating.
+    // the namespace's descriptor, the ids, the parent's pid); write, setns, setgroups, setgid,
+    // setuid, prctl and getppid are plain system calls; the group list is an array on the
+    // stack; and errors are built from an errno without allocating.
     #[allow(unsafe_code)]
     unsafe {
         command.pre_exec(move || {
@@ -155,6 +163,7 @@ fn prepare_child(command: &mut Command, setup: ChildSetup) {
             for procs in &cgroup_procs {
                 nix::unistd::write(procs, b"0")?;
             }
+            network.enter()?;
             if let Some(identity) = identity {
                 let gid = Gid::from_raw(identity.gid);
                 nix::unistd::setgroups(&[gid])?;

@@ -9,6 +9,8 @@ use std::path::Path;
 use std::pin::Pin;
 use std::sync::Arc;
 
+use turnout_netns::Network;
+
 use crate::cgroup::{ResourceUsage, remove_cgroup};
 use crate::error::SupervisorError;
 use crate::instance::{Instance, InstanceSpec, InstanceStatus};
@@ -52,8 +54,11 @@ pub trait InstanceHandle: Send + Sync {
     /// The port the instance listens on.
     fn port(&self) -> u16;
 
-    /// Where the proxy reaches it.
+    /// Where the proxy reaches it, inside [`InstanceHandle::network`].
     fn addr(&self) -> SocketAddr;
+
+    /// The network it listens in: the proxy makes its sockets there.
+    fn network(&self) -> &Network;
 
     /// Probes until healthy or the health check's timeout passes; fails at once if the instance
     /// exits or is stopped meanwhile. Success makes a later exit lead to a restart.
@@ -111,6 +116,10 @@ impl InstanceHandle for Instance {
 
     fn addr(&self) -> SocketAddr {
         Instance::addr(self)
+    }
+
+    fn network(&self) -> &Network {
+        Instance::network(self)
     }
 
     fn wait_healthy(&self) -> BoxFuture<'_, Result<(), SupervisorError>> {

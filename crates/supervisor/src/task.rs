@@ -9,6 +9,7 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::net::unix::pipe;
 use tokio::time::{Instant, sleep_until};
 use tracing::{info, warn};
+use turnout_netns::Network;
 
 use crate::cgroup::{Cgroup, CgroupSpec};
 use crate::error::SupervisorError;
@@ -40,6 +41,8 @@ pub struct TaskSpec {
     /// them and a `[turnout] resource limits not enforced: …` line says so (in the log and to
     /// `on_line`).
     pub cgroup: Option<CgroupSpec>,
+    /// The network the command's processes join.
+    pub network: Network,
     /// Receives every output line (and `[turnout]` marker lines), each prefixed with a timestamp
     /// (see [`crate::LogLine`]). Never rotated: a build log is read whole.
     pub log_path: PathBuf,
@@ -129,6 +132,7 @@ async fn run_in_group(
             token: (TASK_TOKEN_VAR, token),
             identity: spec.identity,
             cgroup,
+            network: &spec.network,
             die_with_parent: true,
         },
         writer.into(),

@@ -104,8 +104,9 @@ impl ControlPlane {
             .app(&r.app)
             .env(&r.env);
         self.store
-            .mutate(entry, move |c, _| q::delete_env(c, row.id))
+            .mutate(entry, move |c, _| q::delete_env(c, env_id))
             .await?;
+        self.remove_network(&row).await;
         remove_dir(&self.home.env_dir(&r.app, &r.env)).await;
         git::prune_worktrees(&self.home.mirror(&r.app)).await;
         info!(app = %r.app, env = %r.env, "environment deleted");

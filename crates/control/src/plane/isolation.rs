@@ -88,10 +88,12 @@ impl ControlPlane {
             Separation::Users => Isolation {
                 mode: IsolationMode::User,
                 uid: env.uid,
+                network: self.networks.namespace_name(env),
             },
             Separation::SingleUser | Separation::DevelopmentOnly => Isolation {
                 mode: IsolationMode::SingleUser,
                 uid: nix::unistd::geteuid().as_raw(),
+                network: self.networks.namespace_name(env),
             },
         }
     }

@@ -1,9 +1,9 @@
 //! One way to bring a release up and one way to take it down, for every operation that does:
 //! deploy, rollback, restart, start and start-up restore.
 //!
-//! `launch` starts the release's instance on a free port with its environment, waits until it
-//! passes its health check (or fails, or the caller is cancelled: then it stops what it
-//! started) and returns the route entry. `go_live` records the release live in the store, then
+//! `launch` starts the release's instance in the environment's network, on a port free there,
+//! with its environment, waits until it passes its health check (or fails, or the caller is
+//! cancelled: then it stops what it started) and returns the route entry. `go_live` records the release live in the store, then
 //! hands the entry to `routing` (store first, so a crash in between restarts the new release,
 //! never a half state). `retire` drains a replaced instance and stops it.
 use std::future::Future;
@@ -13,9 +13,7 @@ use std::sync::Arc;
 use tracing::warn;
 use turnout_model::{EnvRef, Tier};
 use turnout_proxy::{DrainDeadlines, DrainOutcome, Upstream};
-use turnout_supervisor::{
-    HealthCheck, InstanceHandle, InstanceSpec, LogRotation, RestartPolicy, free_port,
-};
+use turnout_supervisor::{HealthCheck, InstanceHandle, InstanceSpec, LogRotation, RestartPolicy};
 
 use super::ControlPlane;
 use super::logs::failure_tail;
@@ -75,8 +73,10 @@ impl ControlPlane {
         let mut env = self.release_env(r, l.env.tier, l.commit, l.config);
         // Secrets go to the instance only: never to the build, whose output may be logged.
         env.extend(self.secret_env(l.env.id).await?);
-        let port =
-            free_port().map_err(|e| ControlError::internal(format!("find a free port: {e}")))?;
+        let network = self.network(l.env).await?;
+        let port = network
+            .free_port()
+            .map_err(|e| ControlError::internal(format!("find a free port: {e}")))?;
         env.push(("PORT".to_owned(), port.to_string()));
         let log_path = self.home.run_log(&r.app, &r.env, l.release_id);
         let spec = InstanceSpec {
@@ -97,6 +97,7 @@ impl ControlPlane {
             log_rotation: LogRotation::default(),
             identity,
             cgroup: Some(self.cgroup(l.env, l.config)),
+            network,
         };
         let instance = self
             .runtime
@@ -167,7 +168,8 @@ impl ControlPlane {
 fn running(l: &Launch<'_>, instance: Arc<dyn InstanceHandle>) -> Running {
     Running {
         release_id: l.release_id,
-        upstream: Upstream::new(
+        upstream: Upstream::in_network(
+            instance.network().clone(),
             instance.addr(),
             format!("{}@{}", l.r, &l.commit[..12.min(l.commit.len())]),
         ),

@@ -11,6 +11,7 @@
 //! - `restore`: start-up (recover interrupted jobs, bring environments back) and shutdown.
 //! - `logs`: reading an environment's logs, authorized here.
 //! - `plans`: an environment's resource plan (set, effective) and its usage.
+//! - `isolation`, `network`: who an environment's processes run as, their files, their network.
 use std::path::Path;
 use std::sync::Arc;
 
@@ -18,7 +19,6 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::warn;
 use turnout_model::{AppInfo, AppName, EnvRef, ReleaseInfo, format_timestamp};
-use turnout_proxy::Proxy;
 use turnout_supervisor::Runtime;
 
 use crate::error::ControlError;
@@ -37,6 +37,7 @@ mod jobs;
 mod keyed;
 mod launch;
 mod logs;
+mod network;
 mod plans;
 mod release_ops;
 mod restore;
@@ -44,6 +45,7 @@ mod routing;
 
 pub use isolation::{Separation, place_envs, secure_home};
 pub use logs::LogView;
+pub use network::{Networks, ProxyEndpoint};
 
 use jobs::Jobs;
 use keyed::KeyedLocks;
@@ -57,6 +59,8 @@ pub struct ControlPlane {
     runtime: Arc<dyn Runtime>,
     /// How environments are kept apart here: see `isolation`.
     separation: Separation,
+    /// Each environment's network namespace: see `network`.
+    networks: Networks,
     /// Which instance serves each environment, each domain's binding, logins: see `routing`.
     routing: Routing,
     jobs: Arc<Jobs>,
@@ -78,11 +82,11 @@ impl ControlPlane {
     pub fn new(
         home: Home,
         store: Store,
-        proxy: Arc<Proxy>,
         runtime: Arc<dyn Runtime>,
         separation: Separation,
-        http_port: u16,
+        networks: Networks,
     ) -> Arc<ControlPlane> {
+        let (proxy, http_port) = (networks.proxy().clone(), networks.http_port());
         let closing = CancellationToken::new();
         let tasks = TaskTracker::new();
         Arc::new(ControlPlane {
@@ -97,6 +101,7 @@ impl ControlPlane {
             http_port,
             runtime,
             separation,
+            networks,
             routing: Routing::new(proxy),
             env_locks: KeyedLocks::default(),
             app_locks: KeyedLocks::default(),

@@ -177,5 +177,6 @@ impl ControlPlane {
             tasks.spawn(async move { r.instance.stop().await });
         }
         while tasks.join_next().await.is_some() {}
+        self.networks.close().await;
     }
 }

@@ -6,6 +6,7 @@ mod forwarding;
 mod http1;
 mod login;
 mod maintenance;
+mod namespaces;
 mod retry;
 mod routing;
 mod shutdown;

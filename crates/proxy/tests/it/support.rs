@@ -51,8 +51,16 @@ where
     F: Fn(Request<Incoming>) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Response<TestBody>> + Send + 'static,
 {
+    backend_on(TcpListener::bind("127.0.0.1:0").await.unwrap(), handler)
+}
+
+/// An HTTP/1.1 backend on `listener` (e.g. one made inside a network namespace).
+pub fn backend_on<F, Fut>(listener: TcpListener, handler: F) -> SocketAddr
+where
+    F: Fn(Request<Incoming>) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Response<TestBody>> + Send + 'static,
+{
     let handler: Handler = Arc::new(move |req| Box::pin(handler(req)));
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
         loop {

@@ -26,6 +26,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio::time::{Instant, sleep, sleep_until};
 use tracing::{debug, info, warn};
+use turnout_netns::Network;
 
 use crate::cgroup::{Cgroup, ResourceUsage};
 use crate::error::SupervisorError;
@@ -45,6 +46,7 @@ use crate::process::{
 /// [`Instance::stop`] to stop it and wait until it is gone.
 pub struct Instance {
     port: u16,
+    network: Network,
     health: HealthCheck,
     log_path: PathBuf,
     log: LogHandle,
@@ -130,6 +132,7 @@ impl Instance {
         tokio::spawn(supervisor.run(child));
         Ok(Arc::new(Instance {
             port: spec.port,
+            network: spec.network,
             health: spec.health,
             log_path: spec.log_path,
             log,
@@ -143,8 +146,13 @@ impl Instance {
         self.port
     }
 
+    /// Where the app listens, inside [`Instance::network`].
     pub fn addr(&self) -> SocketAddr {
         SocketAddr::from((Ipv4Addr::LOCALHOST, self.port))
+    }
+
+    pub fn network(&self) -> &Network {
+        &self.network
     }
 
     pub fn log_path(&self) -> &Path {
@@ -166,7 +174,7 @@ impl Instance {
                 .min(deadline.saturating_duration_since(Instant::now()))
                 .max(Duration::from_millis(100));
             tokio::select! {
-                outcome = probe(self.addr(), check, probe_timeout) => match outcome {
+                outcome = probe(&self.network, self.addr(), check, probe_timeout) => match outcome {
                     Ok(()) => {
                         if self.mark_healthy() {
                             info!(port = self.port, "instance healthy");
@@ -240,9 +248,14 @@ impl Instance {
 
     /// One probe now, e.g. before moving traffic to an instance that has been running a while.
     pub async fn check_health(&self) -> Result<(), SupervisorError> {
-        probe(self.addr(), &self.health, self.health.probe_timeout())
-            .await
-            .map_err(SupervisorError::Unhealthy)
+        probe(
+            &self.network,
+            self.addr(),
+            &self.health,
+            self.health.probe_timeout(),
+        )
+        .await
+        .map_err(SupervisorError::Unhealthy)
     }
 
     pub fn status(&self) -> InstanceStatus {
@@ -448,7 +461,7 @@ impl Supervisor {
             let recovering = status.borrow_and_update().state == InstanceState::Restarting;
             let mut reprobe = pin!(async {
                 sleep(check.interval).await;
-                probe(addr, check, check.probe_timeout()).await
+                probe(&self.spec.network, addr, check, check.probe_timeout()).await
             });
             tokio::select! {
                 exit = running.child.wait() => {
@@ -590,6 +603,7 @@ async fn spawn(
             token: (INSTANCE_TOKEN_VAR, token),
             identity: spec.identity,
             cgroup,
+            network: &spec.network,
             die_with_parent: false,
         },
         stdout.into(),

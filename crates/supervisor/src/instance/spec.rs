@@ -7,6 +7,7 @@ use crate::cgroup::CgroupSpec;
 use crate::health::HealthCheck;
 use crate::log::LogRotation;
 use crate::process::Identity;
+use turnout_netns::Network;
 
 /// When to restart an instance that exits after it has become healthy.
 #[derive(Clone, Copy, Debug)]
@@ -46,7 +47,9 @@ pub struct InstanceSpec {
     /// these limits, removed when the instance is stopped for good or crashes. See
     /// [`InstanceStatus::limits_not_enforced`] for a machine without cgroups.
     pub cgroup: Option<CgroupSpec>,
-    /// The port the app listens on; the caller also puts it in `env` as PORT.
+    /// The network the app's processes join; the health check connects from inside it.
+    pub network: Network,
+    /// The port the app listens on (in `network`); the caller also puts it in `env` as PORT.
     pub port: u16,
     /// Receives the app's stdout and stderr and the supervisor's `[turnout]` marker lines, each
     /// prefixed with a timestamp (see [`crate::LogLine`]).

@@ -4,6 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use turnout_supervisor::Network;
 use turnout_supervisor::{CgroupSpec, Instance, InstanceState, TaskSpec, run_task};
 
 use crate::support::{Fixture, child_env, eventually};
@@ -42,7 +43,7 @@ fn plan(memory: Option<u64>, pids: Option<u64>) -> CgroupSpec {
         name: format!(
             "test-{}-{}",
             std::process::id(),
-            turnout_supervisor::free_port().unwrap()
+            Network::Host.free_port().unwrap()
         ),
         memory,
         cpu: Some(1.0),
@@ -144,6 +145,7 @@ while True: food.append(b"x" * (1 << 20))'"#
         env: child_env(&[]),
         identity: None,
         cgroup: Some(plan(Some(64 * MIB), None)),
+        network: Network::Host,
         log_path: dir.path().join("build.log"),
         pid_file: None,
         timeout: Duration::from_secs(60),

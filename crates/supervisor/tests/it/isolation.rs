@@ -5,6 +5,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::time::Duration;
 
+use turnout_supervisor::Network;
 use turnout_supervisor::{Identity, Instance, TaskSpec, reap_stale, run_task};
 
 use crate::support::{Fixture, alive, child_env, eventually};
@@ -87,6 +88,7 @@ async fn a_task_runs_as_its_identity() {
             gid: APP_ID,
         }),
         cgroup: None,
+        network: Network::Host,
         log_path: dir.path().join("logs/build.log"),
         pid_file: None,
         timeout: Duration::from_secs(20),
@@ -124,6 +126,7 @@ fn environment_helper() {
             env: child_env(&[("FROM_SPEC", "task")]),
             identity: None,
             cgroup: None,
+            network: Network::Host,
             log_path: dir.join("build.log"),
             pid_file: None,
             timeout: Duration::from_secs(20),

@@ -1,7 +1,7 @@
 use std::os::unix::process::CommandExt;
 use std::process::{Child, Command};
 
-use turnout_supervisor::{free_port, reap_stale};
+use turnout_supervisor::reap_stale;
 
 use crate::support::{alive, eventually, read_pid};
 
@@ -77,11 +77,4 @@ fn reap_stale_ignores_missing_and_garbled_files() {
         reap_stale(&pid_file);
         assert!(!pid_file.exists(), "{garbage:?} left the file behind");
     }
-}
-
-#[test]
-fn free_port_can_be_bound() {
-    let port = free_port().unwrap();
-    assert_ne!(port, 0);
-    std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
 }

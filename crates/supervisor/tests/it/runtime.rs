@@ -2,6 +2,7 @@ use std::os::unix::process::CommandExt;
 use std::sync::Arc;
 use std::time::Duration;
 
+use turnout_supervisor::Network;
 use turnout_supervisor::{InstanceState, LocalRuntime, Runtime, TaskSpec};
 
 use crate::support::{Fixture, accepts, alive, child_env, read_pid};
@@ -38,6 +39,7 @@ async fn local_runtime_runs_a_task_with_a_line_callback() {
         env: child_env(&[]),
         identity: None,
         cgroup: None,
+        network: Network::Host,
         log_path: dir.path().join("build.log"),
         pid_file: Some(dir.path().join("run/build.pid")),
         timeout: Duration::from_secs(20),

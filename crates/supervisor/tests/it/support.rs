@@ -3,7 +3,8 @@ use std::time::Duration;
 
 use tempfile::TempDir;
 use tokio::time::{Instant, sleep};
-use turnout_supervisor::{HealthCheck, InstanceSpec, LogRotation, RestartPolicy, free_port};
+use turnout_supervisor::Network;
+use turnout_supervisor::{HealthCheck, InstanceSpec, LogRotation, RestartPolicy};
 
 /// A tiny HTTP server: listens on $PORT, answers $STATUS (200 by default), or 421 when the Host
 /// header is not $EXPECT_HOST; writes its own pid to $SERVER_PID_FILE; ignores SIGTERM when
@@ -65,7 +66,7 @@ impl Fixture {
         std::fs::write(dir.path().join("server.py"), SERVER).unwrap();
         Self {
             dir,
-            port: free_port().unwrap(),
+            port: Network::Host.free_port().unwrap(),
         }
     }
 
@@ -92,6 +93,7 @@ impl Fixture {
             env: child_env(&vars),
             identity: None,
             cgroup: None,
+            network: Network::Host,
             port: self.port,
             log_path: self.log_path(),
             log_rotation: LogRotation::default(),

@@ -1,6 +1,7 @@
 use std::time::Duration;
 
 use tokio::time::Instant;
+use turnout_supervisor::Network;
 use turnout_supervisor::{LocalRuntime, LogLine, Runtime, SupervisorError, TaskSpec, run_task};
 
 use crate::support::{alive, child_env, eventually, read_pid};
@@ -23,6 +24,7 @@ impl TaskFixture {
             env: child_env(&[("GREETING", "hello from env")]),
             identity: None,
             cgroup: None,
+            network: Network::Host,
             log_path: self.dir.path().join("logs/build.log"),
             pid_file: None,
             timeout: Duration::from_secs(20),
@@ -178,6 +180,7 @@ fn killed_daemon_helper() {
         env: child_env(&[]),
         identity: None,
         cgroup: None,
+        network: Network::Host,
         log_path: dir.join("build.log"),
         pid_file: Some(dir.join("run/build.pid")),
         timeout: Duration::from_secs(60),
