@@ -56,6 +56,14 @@ pub enum ProxyError {
         source: BoxError,
     },
 
+    /// The instance took the request but sent no response head within its route's
+    /// response timeout; the connection to it is closed.
+    #[error("{upstream} sent no response head within {}ms", timeout.as_millis())]
+    ResponseTimeout {
+        upstream: String,
+        timeout: std::time::Duration,
+    },
+
     #[error("{upstream} failed while answering")]
     UpstreamFailed {
         upstream: String,
@@ -82,6 +90,7 @@ impl ProxyError {
             ProxyError::Drained { .. } => ErrorSide::Proxy,
             ProxyError::UpstreamUnreachable { .. }
             | ProxyError::UpstreamTimeout { .. }
+            | ProxyError::ResponseTimeout { .. }
             | ProxyError::UpstreamFailed { .. }
             | ProxyError::UnrequestedUpgrade { .. } => ErrorSide::Upstream,
         }
@@ -95,7 +104,9 @@ impl ProxyError {
             ProxyError::UnknownHost { .. } => StatusCode::NOT_FOUND,
             ProxyError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             ProxyError::Drained { .. } => StatusCode::SERVICE_UNAVAILABLE,
-            ProxyError::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+            ProxyError::UpstreamTimeout { .. } | ProxyError::ResponseTimeout { .. } => {
+                StatusCode::GATEWAY_TIMEOUT
+            }
             ProxyError::UpstreamUnreachable { .. }
             | ProxyError::UpstreamFailed { .. }
             | ProxyError::UnrequestedUpgrade { .. } => StatusCode::BAD_GATEWAY,
@@ -124,7 +135,7 @@ impl ProxyError {
                     "turnout: the environment for host '{host}' answered with an invalid response\n"
                 )
             }
-            ProxyError::UpstreamTimeout { .. } => {
+            ProxyError::UpstreamTimeout { .. } | ProxyError::ResponseTimeout { .. } => {
                 format!("turnout: the environment for host '{host}' did not answer in time\n")
             }
             ProxyError::Drained { .. } => {

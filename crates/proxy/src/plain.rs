@@ -21,7 +21,7 @@ use std::io::{self, IoSlice};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::{Buf, Bytes, BytesMut};
 use http::StatusCode;
@@ -91,6 +91,8 @@ enum Failure {
     Exchange(io::Error),
     /// The instance answered something that cannot be relayed.
     Invalid(&'static str),
+    /// The instance sent no response head within its response timeout.
+    ResponseTimeout(Duration),
     /// The instance was drained past its deadline before it answered.
     Drained,
 }
@@ -126,6 +128,7 @@ impl Failure {
                 upstream,
                 source: why.into(),
             },
+            Failure::ResponseTimeout(timeout) => ProxyError::ResponseTimeout { upstream, timeout },
             Failure::Drained => ProxyError::Drained { upstream },
         }
     }
@@ -176,10 +179,7 @@ async fn read_more(stream: &mut TcpStream, buf: &mut BytesMut) -> io::Result<usi
 }
 
 /// An idle connection to `upstream` that is still open, or a new one.
-async fn connection(
-    upstream: &Upstream,
-    connect_timeout: std::time::Duration,
-) -> Result<TcpStream, Failure> {
+async fn connection(upstream: &Upstream, connect_timeout: Duration) -> Result<TcpStream, Failure> {
     while let Some(conn) = upstream.take_idle() {
         // Readiness is cached by the runtime: an idle connection the instance has not
         // touched answers WouldBlock without a system call. Anything else (the instance
@@ -325,9 +325,11 @@ impl<'a> PlainConnection<'a> {
             (upstream, work, retried) = (next, next_work, true);
         };
 
-        // The response head; interim (1xx) answers are not relayed.
+        // The response head; interim (1xx) answers are not relayed. The timer is only
+        // registered when a read has to wait.
         let close = request.close || self.closing.load(Ordering::Relaxed);
         self.rbuf.clear();
+        let head_deadline = tokio::time::Instant::now() + upstream.response_timeout();
         let answer = loop {
             let failure =
                 match wire::response(&self.rbuf, &mut self.head, request.head_method, close) {
@@ -338,12 +340,15 @@ impl<'a> PlainConnection<'a> {
                     }
                     wire::Response::Invalid(why) => Failure::Invalid(why),
                     wire::Response::Partial => {
-                        match unless(upstream.cut_signal(), read_more(&mut conn, &mut self.rbuf))
-                            .await
-                        {
-                            Some(Ok(1..)) => continue,
-                            Some(Ok(0)) => Failure::Exchange(closed_early()),
-                            Some(Err(e)) => Failure::Exchange(e),
+                        let read = tokio::time::timeout_at(
+                            head_deadline,
+                            read_more(&mut conn, &mut self.rbuf),
+                        );
+                        match unless(upstream.cut_signal(), read).await {
+                            Some(Ok(Ok(1..))) => continue,
+                            Some(Ok(Ok(0))) => Failure::Exchange(closed_early()),
+                            Some(Ok(Err(e))) => Failure::Exchange(e),
+                            Some(Err(_)) => Failure::ResponseTimeout(upstream.response_timeout()),
                             None => Failure::Drained,
                         }
                     }

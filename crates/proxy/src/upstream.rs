@@ -19,6 +19,9 @@ use tracing::{info, warn};
 const CUT_GRACE: Duration = Duration::from_secs(2);
 /// Idle connections kept per instance for the plain path; as many as hyper's pool keeps.
 const IDLE_MAX: usize = 128;
+/// How long an instance may take to send a response head when its route entry does not say
+/// (see [`Upstream::with_response_timeout`]); the app file's default too.
+pub const DEFAULT_RESPONSE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// One running instance that the proxy can send requests to.
 pub struct Upstream {
@@ -26,6 +29,10 @@ pub struct Upstream {
     label: String,
     /// `addr` in the form the upstream request URI needs, built once.
     authority: Authority,
+    /// How long the instance may take to send its response head, counted from when the proxy
+    /// starts sending the request (after a streamed upload: from its last byte). Past it the
+    /// request answers 504 and the connection to the instance is closed.
+    response_timeout: Duration,
     /// Every proxied request holds a token until its response body has been sent. `drain`
     /// closes the tracker and waits for it to empty.
     work: TaskTracker,
@@ -66,14 +73,25 @@ pub struct DrainOutcome {
 }
 
 impl Upstream {
-    /// `label` names the instance in logs, e.g. `shop/staging@3f2a1c9`.
+    /// `label` names the instance in logs, e.g. `shop/staging@3f2a1c9`. Its response timeout
+    /// is [`DEFAULT_RESPONSE_TIMEOUT`].
     pub fn new(addr: SocketAddr, label: impl Into<String>) -> Arc<Upstream> {
+        Upstream::with_response_timeout(addr, label, DEFAULT_RESPONSE_TIMEOUT)
+    }
+
+    /// Like [`new`](Self::new), with the time the instance has to send each response head.
+    pub fn with_response_timeout(
+        addr: SocketAddr,
+        label: impl Into<String>,
+        response_timeout: Duration,
+    ) -> Arc<Upstream> {
         let authority = Authority::try_from(addr.to_string())
             .expect("a socket address is a valid URI authority");
         Arc::new(Upstream {
             addr,
             label: label.into(),
             authority,
+            response_timeout,
             work: TaskTracker::new(),
             cut: CancellationToken::new(),
             streams: TaskTracker::new(),
@@ -88,6 +106,10 @@ impl Upstream {
 
     pub fn label(&self) -> &str {
         &self.label
+    }
+
+    pub fn response_timeout(&self) -> Duration {
+        self.response_timeout
     }
 
     /// Proxied requests and streams currently running.

@@ -167,9 +167,10 @@ impl ControlPlane {
 fn running(l: &Launch<'_>, instance: Arc<dyn InstanceHandle>) -> Running {
     Running {
         release_id: l.release_id,
-        upstream: Upstream::new(
+        upstream: Upstream::with_response_timeout(
             instance.addr(),
             format!("{}@{}", l.r, &l.commit[..12.min(l.commit.len())]),
+            l.config.response_timeout,
         ),
         instance,
         drain: DrainDeadlines {
