@@ -279,7 +279,6 @@ struct Running {
     child: Child,
     pgid: u32,
     guard: GroupGuard,
-    started: Instant,
     /// The group's count of kills for its memory limit when this process started.
     oom_kills_before: Option<u64>,
 }
@@ -302,7 +301,11 @@ struct Supervisor {
 
 enum Ended {
     StopRequested,
-    Exited { how: String, ran_for: Duration },
+    /// `healthy_for`: how long the process had been healthy when it exited (zero if never).
+    Exited {
+        how: String,
+        healthy_for: Duration,
+    },
 }
 
 impl Supervisor {
@@ -325,17 +328,17 @@ impl Supervisor {
                     how: spawn_failure
                         .take()
                         .unwrap_or_else(|| "no process".to_owned()),
-                    ran_for: Duration::ZERO,
+                    healthy_for: Duration::ZERO,
                 },
             };
-            let (how, ran_for) = match ended {
+            let (how, healthy_for) = match ended {
                 Ended::StopRequested => {
                     if let Some(running) = current.take() {
                         self.stop_process(running).await;
                     }
                     return InstanceState::Stopped;
                 }
-                Ended::Exited { how, ran_for } => (how, ran_for),
+                Ended::Exited { how, healthy_for } => (how, healthy_for),
             };
             if let Some(running) = current.take() {
                 self.clean_up_group(running).await;
@@ -365,7 +368,8 @@ impl Supervisor {
                 return InstanceState::Crashed;
             }
 
-            if ran_for >= self.spec.restart.reset_after {
+            // Healthy long enough: this was a crash, not a crash loop.
+            if healthy_for >= self.spec.restart.reset_after {
                 backoff = self.spec.restart.initial_backoff;
             }
             let delay = backoff;
@@ -438,14 +442,22 @@ impl Supervisor {
     }
 
     /// Waits until the process exits or a stop is requested. After a restart, also probes health
-    /// so the instance shows Running again once it answers.
+    /// so the instance shows Running again once it answers. Measures how long the process has
+    /// been healthy, for the restart policy's `reset_after`.
     async fn watch(&self, running: &mut Running) -> Ended {
         let mut stop = self.shared.stop.subscribe();
         let mut status = self.shared.status.subscribe();
         let check = &self.spec.health;
         let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, self.spec.port));
+        // When this process was first seen Running (by `wait_healthy` or the re-probe below);
+        // every change of state wakes this loop.
+        let mut healthy_since = None;
         loop {
-            let recovering = status.borrow_and_update().state == InstanceState::Restarting;
+            let state = status.borrow_and_update().state;
+            if state == InstanceState::Running {
+                healthy_since.get_or_insert_with(Instant::now);
+            }
+            let recovering = state == InstanceState::Restarting;
             let mut reprobe = pin!(async {
                 sleep(check.interval).await;
                 probe(addr, check, check.probe_timeout()).await
@@ -459,7 +471,8 @@ impl Supervisor {
                         (Ok(exit), _) => describe_exit(exit),
                         (Err(e), _) => format!("unknown status ({e})"),
                     };
-                    return Ended::Exited { how, ran_for: running.started.elapsed() };
+                    let healthy_for = healthy_since.map_or(Duration::ZERO, |since| since.elapsed());
+                    return Ended::Exited { how, healthy_for };
                 }
                 _ = stop_requested(&mut stop) => return Ended::StopRequested,
                 _ = status.changed() => {}
@@ -612,7 +625,6 @@ async fn spawn(
         child,
         pgid,
         guard,
-        started: Instant::now(),
         oom_kills_before,
     })
 }
