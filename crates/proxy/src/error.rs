@@ -10,6 +10,11 @@ use bytes::Bytes;
 use http::{HeaderValue, Response, StatusCode, header};
 
 use crate::body::{BoxError, ResponseBody};
+use crate::upstream::Upstream;
+
+/// `Retry-After` while an instance restarts: its first restarts come after 1 to 4 s, plus its
+/// start-up; the same hint a domain whose environment is starting gives.
+const RESTARTING_RETRY_AFTER: u64 = 5;
 
 /// Who is responsible for a failed request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -41,6 +46,15 @@ pub enum ProxyError {
 
     #[error("request target cannot be forwarded: {reason}")]
     BadTarget { reason: String },
+
+    /// The instance refused the connection while its runtime restarts it after a crash: a
+    /// passing state, so 503 with `Retry-After` (RFC 9110 §15.6.4) rather than 502.
+    #[error("could not connect to {upstream}: it is restarting")]
+    Restarting {
+        upstream: String,
+        #[source]
+        source: BoxError,
+    },
 
     #[error("could not connect to {upstream}")]
     UpstreamUnreachable {
@@ -89,6 +103,7 @@ impl ProxyError {
             | ProxyError::BadTarget { .. } => ErrorSide::Client,
             ProxyError::Drained { .. } => ErrorSide::Proxy,
             ProxyError::UpstreamUnreachable { .. }
+            | ProxyError::Restarting { .. }
             | ProxyError::UpstreamTimeout { .. }
             | ProxyError::ResponseTimeout { .. }
             | ProxyError::UpstreamFailed { .. }
@@ -103,7 +118,9 @@ impl ProxyError {
             }
             ProxyError::UnknownHost { .. } => StatusCode::NOT_FOUND,
             ProxyError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
-            ProxyError::Drained { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::Drained { .. } | ProxyError::Restarting { .. } => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             ProxyError::UpstreamTimeout { .. } | ProxyError::ResponseTimeout { .. } => {
                 StatusCode::GATEWAY_TIMEOUT
             }
@@ -135,6 +152,11 @@ impl ProxyError {
                     "turnout: the environment for host '{host}' answered with an invalid response\n"
                 )
             }
+            ProxyError::Restarting { .. } => {
+                format!(
+                    "turnout: the environment for host '{host}' is restarting; try again shortly\n"
+                )
+            }
             ProxyError::UpstreamTimeout { .. } | ProxyError::ResponseTimeout { .. } => {
                 format!("turnout: the environment for host '{host}' did not answer in time\n")
             }
@@ -146,10 +168,42 @@ impl ProxyError {
         }
     }
 
+    /// Seconds the client should wait before trying again, for a passing failure.
+    fn retry_after(&self) -> Option<u64> {
+        match self {
+            ProxyError::Restarting { .. } => Some(RESTARTING_RETRY_AFTER),
+            _ => None,
+        }
+    }
+
+    /// A connect failure: [`Restarting`](Self::Restarting) while the runtime restarts the
+    /// instance, [`UpstreamUnreachable`](Self::UpstreamUnreachable) otherwise.
+    pub(crate) fn unreachable(upstream: &Upstream, source: BoxError) -> Self {
+        let label = upstream.label().to_owned();
+        if upstream.is_restarting() {
+            ProxyError::Restarting {
+                upstream: label,
+                source,
+            }
+        } else {
+            ProxyError::UpstreamUnreachable {
+                upstream: label,
+                source,
+            }
+        }
+    }
+
     pub(crate) fn into_response(self, host: Option<&str>) -> Response<ResponseBody> {
         let status = self.status();
         let text = self.client_message(host);
-        local_response(status, text)
+        let retry_after = self.retry_after();
+        let mut response = local_response(status, text);
+        if let Some(seconds) = retry_after {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
+        response
     }
 
     /// The answer of [`into_response`](Self::into_response) as HTTP/1.1 bytes, for the plain
@@ -172,6 +226,9 @@ impl ProxyError {
         out.extend_from_slice(format!("content-length: {}\r\ndate: ", text.len()).as_bytes());
         crate::wire::push_date(&mut out);
         out.extend_from_slice(b"\r\n");
+        if let Some(seconds) = self.retry_after() {
+            out.extend_from_slice(format!("retry-after: {seconds}\r\n").as_bytes());
+        }
         if close {
             out.extend_from_slice(b"connection: close\r\n");
         }
@@ -181,8 +238,8 @@ impl ProxyError {
     }
 
     /// Classify a failure of the pooled client by what it tells us about the upstream.
-    pub(crate) fn from_client(upstream: &str, source: hyper_util::client::legacy::Error) -> Self {
-        let upstream = upstream.to_owned();
+    pub(crate) fn from_client(to: &Upstream, source: hyper_util::client::legacy::Error) -> Self {
+        let upstream = to.label().to_owned();
         if source.is_connect() {
             // hyper-util's connector reports its connect timeout as io::ErrorKind::TimedOut.
             if chain_has(&source, |e| {
@@ -194,10 +251,7 @@ impl ProxyError {
                     source: source.into(),
                 }
             } else {
-                ProxyError::UpstreamUnreachable {
-                    upstream,
-                    source: source.into(),
-                }
+                ProxyError::unreachable(to, source.into())
             }
         } else {
             ProxyError::UpstreamFailed {

@@ -174,7 +174,7 @@ async fn forward(
             Err(error) => error,
         };
         if !replayable || retried || !error.nothing_was_sent() {
-            return Err(error.into_proxy_error(upstream.label()));
+            return Err(error.into_proxy_error(&upstream));
         }
         // Nothing reached the instance, so repeating is safe; ask the table again in case
         // the host moved in the meantime.
@@ -187,7 +187,7 @@ async fn forward(
         };
         if error.is_connect() && Arc::ptr_eq(&next, &upstream) {
             // A connect failure against the same instance would only fail again, slower.
-            return Err(error.into_proxy_error(upstream.label()));
+            return Err(error.into_proxy_error(&upstream));
         }
         debug!(
             host = %host_name, upstream = %upstream.label(), next = %next.label(), error = %error,
@@ -427,7 +427,7 @@ impl SendError {
         }
     }
 
-    fn into_proxy_error(self, upstream: &str) -> ProxyError {
+    fn into_proxy_error(self, upstream: &Upstream) -> ProxyError {
         match self {
             SendError::Pool(e) => ProxyError::from_client(upstream, e),
             SendError::Target(e) => e,

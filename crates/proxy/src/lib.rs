@@ -47,7 +47,8 @@
 //! # Failures
 //!
 //! The proxy answers itself, in plain text, when the request has no Host (400), names a host
-//! nobody routes (404), or the instance cannot be reached (502), does not accept a connection
+//! nobody routes (404), or the instance cannot be reached (502; 503 with `Retry-After` while its
+//! runtime restarts it, see [`Upstream::set_restarting`]), does not accept a connection
 //! in time, or does not send a response head within its response timeout (504); see
 //! [`ProxyError`]. It never answers with another environment's
 //! content.

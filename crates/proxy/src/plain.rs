@@ -109,17 +109,14 @@ impl Failure {
         matches!(self, Failure::ConnectTimeout | Failure::Connect(_))
     }
 
-    fn into_error(self, upstream: &str) -> ProxyError {
-        let upstream = upstream.to_owned();
+    fn into_error(self, to: &Upstream) -> ProxyError {
+        let upstream = to.label().to_owned();
         match self {
             Failure::ConnectTimeout => ProxyError::UpstreamTimeout {
                 upstream,
                 source: "connect timed out".into(),
             },
-            Failure::Connect(e) => ProxyError::UpstreamUnreachable {
-                upstream,
-                source: e.into(),
-            },
+            Failure::Connect(e) => ProxyError::unreachable(to, e.into()),
             Failure::Unsent(e) | Failure::Exchange(e) => ProxyError::UpstreamFailed {
                 upstream,
                 source: e.into(),
@@ -346,7 +343,7 @@ impl<'a> PlainConnection<'a> {
             };
             if !request.replayable || retried || !failure.nothing_was_sent() {
                 self.buf.advance(request.len());
-                let error = failure.into_error(upstream.label());
+                let error = failure.into_error(&upstream);
                 return self.fail(client, request, started, &stats, error).await;
             }
             // Nothing reached the instance, so repeating is safe; ask the table again in
@@ -359,7 +356,7 @@ impl<'a> PlainConnection<'a> {
             if failure.is_connect() && Arc::ptr_eq(&next, &upstream) {
                 // A connect failure against the same instance would only fail again, slower.
                 self.buf.advance(request.len());
-                let error = failure.into_error(upstream.label());
+                let error = failure.into_error(&upstream);
                 return self.fail(client, request, started, &stats, error).await;
             }
             debug!(
@@ -413,7 +410,7 @@ impl<'a> PlainConnection<'a> {
                     }
                 }
             };
-            let error = failure.into_error(upstream.label());
+            let error = failure.into_error(&upstream);
             return self.fail(client, request, started, &stats, error).await;
         };
         stats.record(

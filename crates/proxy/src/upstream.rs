@@ -2,6 +2,7 @@
 
 use std::fmt;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -46,6 +47,11 @@ pub struct Upstream {
     /// Cancelled at the streams' deadline: event streams end cleanly at the next event
     /// boundary, WebSockets get close code 1001 at the next frame boundary, other tunnels shut.
     close_streams: CancellationToken,
+    /// Set while the runtime restarts the instance after a crash (it exited and is waiting out
+    /// its backoff or starting again), by whoever watches the runtime (the control plane's
+    /// `launch`). Read only when a connect fails, to answer 503 with `Retry-After` instead of
+    /// 502: the instance is known to be coming back.
+    restarting: AtomicBool,
     /// Open connections to the instance that no request is using, for the plain path (see
     /// `plain`); the most recently used last. Locked only to push or pop one, never across an
     /// `.await`.
@@ -96,6 +102,7 @@ impl Upstream {
             cut: CancellationToken::new(),
             streams: TaskTracker::new(),
             close_streams: CancellationToken::new(),
+            restarting: AtomicBool::new(false),
             idle: Mutex::new(Vec::new()),
         })
     }
@@ -110,6 +117,15 @@ impl Upstream {
 
     pub fn response_timeout(&self) -> Duration {
         self.response_timeout
+    }
+
+    /// Tell the proxy whether the instance is being restarted after a crash (see the field).
+    pub fn set_restarting(&self, restarting: bool) {
+        self.restarting.store(restarting, Ordering::Relaxed);
+    }
+
+    pub fn is_restarting(&self) -> bool {
+        self.restarting.load(Ordering::Relaxed)
     }
 
     /// Proxied requests and streams currently running.
@@ -263,6 +279,7 @@ impl fmt::Debug for Upstream {
             .field("label", &self.label)
             .field("in_flight", &self.in_flight())
             .field("draining", &self.work.is_closed())
+            .field("restarting", &self.is_restarting())
             .finish()
     }
 }

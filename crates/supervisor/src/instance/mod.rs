@@ -249,6 +249,11 @@ impl Instance {
         self.shared.status.borrow().clone()
     }
 
+    /// [`status`](Self::status) now and at every change; closed once the instance is gone.
+    pub fn status_changes(&self) -> watch::Receiver<InstanceStatus> {
+        self.shared.status.subscribe()
+    }
+
     /// What its processes use now (all None without a [`CgroupSpec`]).
     pub fn usage(&self) -> ResourceUsage {
         self.cgroup
