@@ -105,6 +105,69 @@ async fn a_crashed_instance_is_restarted_and_the_restart_is_visible() {
     assert!(human.contains("restarts     1"), "{human}");
 }
 
+/// An app that answers one request (the health check that lets it go live) and exits: the
+/// supervisor keeps restarting it, each run lasting a moment.
+const ONE_ANSWER_PY: &str = r#"
+import os
+from http.server import BaseHTTPRequestHandler, HTTPServer
+class H(BaseHTTPRequestHandler):
+    def do_GET(self):
+        data = b"once\n"
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+    def log_message(self, fmt, *args):
+        pass
+HTTPServer(("127.0.0.1", int(os.environ["PORT"])), H).handle_request()
+"#;
+
+/// GET `/` on a fresh connection, returning the raw answer (head and body).
+fn raw_get(proxy: std::net::SocketAddr, host: &str) -> String {
+    let mut s = std::net::TcpStream::connect(proxy).unwrap();
+    write!(
+        s,
+        "GET / HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).unwrap();
+    raw
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_looping_environment_shows_crashing_and_its_url_answers_503_with_retry_after() {
+    let repo = Repo::with_app(ONE_ANSWER_PY);
+    let d = Daemon::start();
+    d.create("shop", repo.path(), &[("web", "main", "development")]);
+    d.ok(&["deploy", "shop/web"]);
+
+    let env = eventually("env list to say crashing", Duration::from_secs(30), || {
+        let list = d.json(&["env", "list", "shop"]);
+        async move {
+            let env = list.as_array().unwrap()[0].clone();
+            (env["status"] == "crashing").then_some(env)
+        }
+    })
+    .await;
+    let reason = env["status_reason"].as_str().unwrap();
+    assert!(reason.starts_with("exit status 0, restarted "), "{env}");
+
+    let http = d.http;
+    let raw = eventually(
+        "the proxy to answer 503 while the instance is down",
+        Duration::from_secs(30),
+        || async move {
+            let raw = raw_get(http, "web.shop.localhost");
+            raw.starts_with("HTTP/1.1 503").then_some(raw)
+        },
+    )
+    .await;
+    let head = raw.to_ascii_lowercase();
+    assert!(head.contains("\r\nretry-after: 5\r\n"), "{raw}");
+    assert!(raw.ends_with("is restarting; try again shortly\n"), "{raw}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_stops_the_daemon_and_its_instances_cleanly() {
     let repo = Repo::new("bye");

@@ -2,6 +2,7 @@
 //! from the commit being deployed and resolved for one environment: base settings, then the
 //! `[tiers.<tier>]` layer, then the `[environments.<env>]` layer, field by field.
 use std::collections::BTreeMap;
+use std::ops::RangeInclusive;
 use std::time::Duration;
 
 use serde::{Deserialize, Deserializer, Serialize};
@@ -9,6 +10,7 @@ use turnout_model::plan::{
     PlanField, check_cpu, check_memory, check_pids, parse_cpu, parse_memory, parse_pids,
 };
 use turnout_model::{EnvName, ResourcePlan, Tier};
+use turnout_proxy::DEFAULT_RESPONSE_TIMEOUT;
 
 pub const FILE_NAME: &str = "turnout.toml";
 pub const PROCFILE: &str = "Procfile";
@@ -61,6 +63,8 @@ pub struct RunSection {
     pub drain_timeout: Option<Duration>,
     #[serde(default, deserialize_with = "opt_duration")]
     pub stream_drain_timeout: Option<Duration>,
+    #[serde(default, deserialize_with = "opt_duration")]
+    pub response_timeout: Option<Duration>,
 }
 
 #[derive(Debug, Default, Clone, Deserialize)]
@@ -118,6 +122,9 @@ pub struct ReleaseConfig {
     /// WebSockets and event streams of a replaced release get this long, then a clean close.
     #[serde(default = "default_stream_drain_timeout")]
     pub stream_drain_timeout: Duration,
+    /// How long the app may take to send a response head before the proxy answers 504.
+    #[serde(default = "default_response_timeout")]
+    pub response_timeout: Duration,
     pub health_path: String,
     pub health_timeout: Duration,
     pub health_interval: Duration,
@@ -175,6 +182,15 @@ fn default_stream_drain_timeout() -> Duration {
     Duration::from_secs(5)
 }
 
+fn default_response_timeout() -> Duration {
+    DEFAULT_RESPONSE_TIMEOUT
+}
+
+/// `[run] response_timeout`: under a second would fail ordinary requests on a busy machine;
+/// over a day is waiting forever by another name.
+const RESPONSE_TIMEOUT_RANGE: RangeInclusive<Duration> =
+    Duration::from_secs(1)..=Duration::from_secs(24 * 3600);
+
 /// Resolve the app's settings for one environment from the text of its `turnout.toml` and/or
 /// `Procfile` (either may be absent).
 pub fn resolve(
@@ -218,6 +234,16 @@ pub fn resolve(
             message: format!("health path '{health_path}' must start with '/'"),
         });
     }
+    let response_timeout = run
+        .response_timeout
+        .unwrap_or_else(default_response_timeout);
+    if !RESPONSE_TIMEOUT_RANGE.contains(&response_timeout) {
+        return Err(AppFileError::Invalid {
+            file: FILE_NAME,
+            line: line_of(turnout_toml.unwrap_or(""), "response_timeout"),
+            message: "response_timeout must be from 1s to 24h".to_owned(),
+        });
+    }
     Ok(ReleaseConfig {
         build: build.command.filter(|c| !c.trim().is_empty()),
         build_timeout: build.timeout.unwrap_or(Duration::from_secs(600)),
@@ -227,6 +253,7 @@ pub fn resolve(
         stream_drain_timeout: run
             .stream_drain_timeout
             .unwrap_or_else(default_stream_drain_timeout),
+        response_timeout,
         health_path,
         health_timeout: health.timeout.unwrap_or(Duration::from_secs(30)),
         health_interval: health.interval.unwrap_or(Duration::from_millis(250)),
@@ -305,6 +332,7 @@ fn merge(into: &mut Layer, over: &Layer) {
         into.stop_timeout = r.stop_timeout.or(into.stop_timeout);
         into.drain_timeout = r.drain_timeout.or(into.drain_timeout);
         into.stream_drain_timeout = r.stream_drain_timeout.or(into.stream_drain_timeout);
+        into.response_timeout = r.response_timeout.or(into.response_timeout);
     }
     if let Some(h) = &over.health {
         let into = into.health.get_or_insert_with(Default::default);
@@ -502,6 +530,33 @@ COLOR = "green"
         .unwrap_err()
         .to_string();
         assert!(err.contains("line 4") && err.contains("PORT"), "{err}");
+    }
+
+    #[test]
+    fn response_timeout_defaults_layers_and_is_bounded() {
+        let base = resolve(
+            Some("[run]\ncommand = \"x\"\n"),
+            None,
+            Tier::Staging,
+            &env("s"),
+        )
+        .unwrap();
+        assert_eq!(base.response_timeout, Duration::from_secs(60));
+        let text = "[run]\ncommand = \"x\"\nresponse_timeout = \"2m\"\n\n[tiers.production.run]\nresponse_timeout = 5\n";
+        let staging = resolve(Some(text), None, Tier::Staging, &env("s")).unwrap();
+        assert_eq!(staging.response_timeout, Duration::from_secs(120));
+        let prod = resolve(Some(text), None, Tier::Production, &env("p")).unwrap();
+        assert_eq!(prod.response_timeout, Duration::from_secs(5));
+        for value in ["\"500ms\"", "\"25h\"", "0"] {
+            let text = format!("[run]\ncommand = \"x\"\n\nresponse_timeout = {value}\n");
+            let err = resolve(Some(&text), None, Tier::Staging, &env("s"))
+                .unwrap_err()
+                .to_string();
+            assert_eq!(
+                err, "turnout.toml, line 4: response_timeout must be from 1s to 24h",
+                "{value}"
+            );
+        }
     }
 
     #[test]

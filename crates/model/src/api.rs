@@ -97,7 +97,8 @@ pub struct EnvInfo {
     /// `http://<env>.<app>.localhost:<http port>`
     pub url: String,
     pub status: EnvStatus,
-    /// Why the environment is `down` (its instance failed to come back).
+    /// Why the environment is `down` (its instance failed to come back) or `crashing` (how its
+    /// instance last exited, and its restarts).
     #[serde(default)]
     pub status_reason: Option<String>,
     pub release: Option<ReleaseInfo>,
@@ -195,6 +196,11 @@ pub enum EnvStatus {
     Starting,
     /// An instance serves it.
     Live,
+    /// Its instance exited after having been healthy and has not passed a health check since:
+    /// it is waiting out its restart backoff or starting again. Requests get 503 with
+    /// `Retry-After` meanwhile; `status_reason` says how it last exited and how often it was
+    /// restarted.
+    Crashing,
     /// Stopped on purpose (`turnout env stop`): its URL and domains answer 503.
     Stopped,
     /// Its live release failed to come back; `status_reason` says why.
@@ -207,6 +213,7 @@ impl EnvStatus {
             Self::NotDeployed => "not deployed",
             Self::Starting => "starting",
             Self::Live => "live",
+            Self::Crashing => "crashing",
             Self::Stopped => "stopped",
             Self::Down => "down",
         }

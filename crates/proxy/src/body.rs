@@ -9,6 +9,7 @@ use std::task::{Context, Poll, ready};
 use bytes::Bytes;
 use http_body_util::{Either, Empty};
 use hyper::body::{Body, Frame, Incoming, SizeHint};
+use tokio::sync::oneshot;
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 use tokio_util::task::task_tracker::TaskTrackerToken;
 
@@ -16,7 +17,53 @@ use crate::connection::ActiveRequest;
 
 /// What the proxy sends upstream: the client's body streamed through, or nothing (which is
 /// what makes a request replayable).
-pub(crate) type UpstreamBody = Either<Incoming, Empty<Bytes>>;
+pub(crate) type UpstreamBody = Either<Upload, Empty<Bytes>>;
+
+/// A client's request body streamed to the instance. The instance's response timeout only
+/// starts once the body has gone (a slow upload is not a slow app), so the receiver `new`
+/// returns resolves at its end: after the last frame, on an error, or when the body is
+/// dropped unsent.
+pub(crate) struct Upload {
+    body: Incoming,
+    /// Dropped to signal the end.
+    sent: Option<oneshot::Sender<()>>,
+}
+
+impl Upload {
+    pub(crate) fn new(body: Incoming) -> (Upload, oneshot::Receiver<()>) {
+        let (sent, uploaded) = oneshot::channel();
+        let upload = Upload {
+            body,
+            sent: Some(sent),
+        };
+        (upload, uploaded)
+    }
+}
+
+impl Body for Upload {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let this = self.get_mut();
+        let polled = ready!(Pin::new(&mut this.body).poll_frame(cx));
+        if !matches!(polled, Some(Ok(_))) || this.body.is_end_stream() {
+            this.sent = None;
+        }
+        Poll::Ready(polled)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}
 
 pub(crate) type BoxError = Box<dyn StdError + Send + Sync>;
 

@@ -10,6 +10,11 @@ use bytes::Bytes;
 use http::{HeaderValue, Response, StatusCode, header};
 
 use crate::body::{BoxError, ResponseBody};
+use crate::upstream::Upstream;
+
+/// `Retry-After` while an instance restarts: its first restarts come after 1 to 4 s, plus its
+/// start-up; the same hint a domain whose environment is starting gives.
+const RESTARTING_RETRY_AFTER: u64 = 5;
 
 /// Who is responsible for a failed request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,6 +47,15 @@ pub enum ProxyError {
     #[error("request target cannot be forwarded: {reason}")]
     BadTarget { reason: String },
 
+    /// The instance refused the connection while its runtime restarts it after a crash: a
+    /// passing state, so 503 with `Retry-After` (RFC 9110 §15.6.4) rather than 502.
+    #[error("could not connect to {upstream}: it is restarting")]
+    Restarting {
+        upstream: String,
+        #[source]
+        source: BoxError,
+    },
+
     #[error("could not connect to {upstream}")]
     UpstreamUnreachable {
         upstream: String,
@@ -54,6 +68,14 @@ pub enum ProxyError {
         upstream: String,
         #[source]
         source: BoxError,
+    },
+
+    /// The instance took the request but sent no response head within its route's
+    /// response timeout; the connection to it is closed.
+    #[error("{upstream} sent no response head within {}ms", timeout.as_millis())]
+    ResponseTimeout {
+        upstream: String,
+        timeout: std::time::Duration,
     },
 
     #[error("{upstream} failed while answering")]
@@ -81,7 +103,9 @@ impl ProxyError {
             | ProxyError::BadTarget { .. } => ErrorSide::Client,
             ProxyError::Drained { .. } => ErrorSide::Proxy,
             ProxyError::UpstreamUnreachable { .. }
+            | ProxyError::Restarting { .. }
             | ProxyError::UpstreamTimeout { .. }
+            | ProxyError::ResponseTimeout { .. }
             | ProxyError::UpstreamFailed { .. }
             | ProxyError::UnrequestedUpgrade { .. } => ErrorSide::Upstream,
         }
@@ -94,8 +118,12 @@ impl ProxyError {
             }
             ProxyError::UnknownHost { .. } => StatusCode::NOT_FOUND,
             ProxyError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
-            ProxyError::Drained { .. } => StatusCode::SERVICE_UNAVAILABLE,
-            ProxyError::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+            ProxyError::Drained { .. } | ProxyError::Restarting { .. } => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            ProxyError::UpstreamTimeout { .. } | ProxyError::ResponseTimeout { .. } => {
+                StatusCode::GATEWAY_TIMEOUT
+            }
             ProxyError::UpstreamUnreachable { .. }
             | ProxyError::UpstreamFailed { .. }
             | ProxyError::UnrequestedUpgrade { .. } => StatusCode::BAD_GATEWAY,
@@ -124,7 +152,12 @@ impl ProxyError {
                     "turnout: the environment for host '{host}' answered with an invalid response\n"
                 )
             }
-            ProxyError::UpstreamTimeout { .. } => {
+            ProxyError::Restarting { .. } => {
+                format!(
+                    "turnout: the environment for host '{host}' is restarting; try again shortly\n"
+                )
+            }
+            ProxyError::UpstreamTimeout { .. } | ProxyError::ResponseTimeout { .. } => {
                 format!("turnout: the environment for host '{host}' did not answer in time\n")
             }
             ProxyError::Drained { .. } => {
@@ -135,10 +168,42 @@ impl ProxyError {
         }
     }
 
+    /// Seconds the client should wait before trying again, for a passing failure.
+    fn retry_after(&self) -> Option<u64> {
+        match self {
+            ProxyError::Restarting { .. } => Some(RESTARTING_RETRY_AFTER),
+            _ => None,
+        }
+    }
+
+    /// A connect failure: [`Restarting`](Self::Restarting) while the runtime restarts the
+    /// instance, [`UpstreamUnreachable`](Self::UpstreamUnreachable) otherwise.
+    pub(crate) fn unreachable(upstream: &Upstream, source: BoxError) -> Self {
+        let label = upstream.label().to_owned();
+        if upstream.is_restarting() {
+            ProxyError::Restarting {
+                upstream: label,
+                source,
+            }
+        } else {
+            ProxyError::UpstreamUnreachable {
+                upstream: label,
+                source,
+            }
+        }
+    }
+
     pub(crate) fn into_response(self, host: Option<&str>) -> Response<ResponseBody> {
         let status = self.status();
         let text = self.client_message(host);
-        local_response(status, text)
+        let retry_after = self.retry_after();
+        let mut response = local_response(status, text);
+        if let Some(seconds) = retry_after {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
+        response
     }
 
     /// The answer of [`into_response`](Self::into_response) as HTTP/1.1 bytes, for the plain
@@ -161,6 +226,9 @@ impl ProxyError {
         out.extend_from_slice(format!("content-length: {}\r\ndate: ", text.len()).as_bytes());
         crate::wire::push_date(&mut out);
         out.extend_from_slice(b"\r\n");
+        if let Some(seconds) = self.retry_after() {
+            out.extend_from_slice(format!("retry-after: {seconds}\r\n").as_bytes());
+        }
         if close {
             out.extend_from_slice(b"connection: close\r\n");
         }
@@ -170,8 +238,8 @@ impl ProxyError {
     }
 
     /// Classify a failure of the pooled client by what it tells us about the upstream.
-    pub(crate) fn from_client(upstream: &str, source: hyper_util::client::legacy::Error) -> Self {
-        let upstream = upstream.to_owned();
+    pub(crate) fn from_client(to: &Upstream, source: hyper_util::client::legacy::Error) -> Self {
+        let upstream = to.label().to_owned();
         if source.is_connect() {
             // hyper-util's connector reports its connect timeout as io::ErrorKind::TimedOut.
             if chain_has(&source, |e| {
@@ -183,10 +251,7 @@ impl ProxyError {
                     source: source.into(),
                 }
             } else {
-                ProxyError::UpstreamUnreachable {
-                    upstream,
-                    source: source.into(),
-                }
+                ProxyError::unreachable(to, source.into())
             }
         } else {
             ProxyError::UpstreamFailed {

@@ -5,16 +5,17 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use http::uri::{PathAndQuery, Scheme};
 use http::{HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
 use http_body_util::{Either, Empty};
 use hyper::body::{Body, Incoming};
+use tokio::sync::oneshot;
 use tokio_util::task::task_tracker::TaskTrackerToken;
 use tracing::{debug, warn};
 
-use crate::body::{ResponseBody, UpstreamBody};
+use crate::body::{ResponseBody, Upload, UpstreamBody};
 use crate::error::{ErrorSide, ProxyError, local_page, nothing_was_sent};
 use crate::headers;
 use crate::login::{self, Held, Login};
@@ -123,11 +124,13 @@ async fn forward(
                 | Method::DELETE
                 | Method::TRACE
         );
-    let mut body = Some(if body.is_end_stream() {
-        Either::Right(Empty::new())
+    let (body, mut uploaded) = if body.is_end_stream() {
+        (Either::Right(Empty::new()), None)
     } else {
-        Either::Left(body)
-    });
+        let (upload, uploaded) = Upload::new(body);
+        (Either::Left(upload), Some(uploaded))
+    };
+    let mut body = Some(body);
     headers::prepare_request_headers(&mut parts.headers, parts.version, host, peer.ip(), upgrade);
 
     let (mut upstream, mut work, mut login) = match route(proxy, host_name, &parts, stats)? {
@@ -157,13 +160,21 @@ async fn forward(
             _ = upstream.cut_signal().cancelled() => {
                 return Err(ProxyError::Drained { upstream: upstream.label().to_owned() });
             }
+            // Dropping `send` drops hyper's response future, which closes the connection to
+            // the instance instead of returning it to the pool.
+            _ = response_timer(uploaded.take(), upstream.response_timeout()) => {
+                return Err(ProxyError::ResponseTimeout {
+                    upstream: upstream.label().to_owned(),
+                    timeout: upstream.response_timeout(),
+                });
+            }
         };
         let error = match sent {
             Ok(response) => break response,
             Err(error) => error,
         };
         if !replayable || retried || !error.nothing_was_sent() {
-            return Err(error.into_proxy_error(upstream.label()));
+            return Err(error.into_proxy_error(&upstream));
         }
         // Nothing reached the instance, so repeating is safe; ask the table again in case
         // the host moved in the meantime.
@@ -176,7 +187,7 @@ async fn forward(
         };
         if error.is_connect() && Arc::ptr_eq(&next, &upstream) {
             // A connect failure against the same instance would only fail again, slower.
-            return Err(error.into_proxy_error(upstream.label()));
+            return Err(error.into_proxy_error(&upstream));
         }
         debug!(
             host = %host_name, upstream = %upstream.label(), next = %next.label(), error = %error,
@@ -225,6 +236,16 @@ async fn forward(
         ResponseBody::upstream(body, work, upstream.cut_signal())
     };
     Ok(Response::from_parts(parts, body))
+}
+
+/// Resolves `timeout` after the request body has gone to the instance (for a request without
+/// one: from now).
+async fn response_timer(uploaded: Option<oneshot::Receiver<()>>, timeout: Duration) {
+    if let Some(uploaded) = uploaded {
+        // An error only means the body ended without a last frame (an aborted upload).
+        let _ = uploaded.await;
+    }
+    tokio::time::sleep(timeout).await;
 }
 
 enum Routed {
@@ -406,7 +427,7 @@ impl SendError {
         }
     }
 
-    fn into_proxy_error(self, upstream: &str) -> ProxyError {
+    fn into_proxy_error(self, upstream: &Upstream) -> ProxyError {
         match self {
             SendError::Pool(e) => ProxyError::from_client(upstream, e),
             SendError::Target(e) => e,

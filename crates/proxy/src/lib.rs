@@ -47,8 +47,10 @@
 //! # Failures
 //!
 //! The proxy answers itself, in plain text, when the request has no Host (400), names a host
-//! nobody routes (404), or the instance cannot be reached (502) or does not accept a
-//! connection in time (504); see [`ProxyError`]. It never answers with another environment's
+//! nobody routes (404), or the instance cannot be reached (502; 503 with `Retry-After` while its
+//! runtime restarts it, see [`Upstream::set_restarting`]), does not accept a connection
+//! in time, or does not send a response head within its response timeout (504); see
+//! [`ProxyError`]. It never answers with another environment's
 //! content.
 
 #![forbid(unsafe_code)]
@@ -75,4 +77,4 @@ pub use login::Login;
 pub use route_table::{Maintenance, RouteTable, Target};
 pub use server::Proxy;
 pub use stats::{LATENCY_BUCKETS, RouteStats, StatsSnapshot};
-pub use upstream::{DrainDeadlines, DrainOutcome, Upstream};
+pub use upstream::{DEFAULT_RESPONSE_TIMEOUT, DrainDeadlines, DrainOutcome, Upstream};

@@ -21,7 +21,7 @@ use std::io::{self, IoSlice};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::{Buf, Bytes, BytesMut};
 use http::StatusCode;
@@ -91,6 +91,8 @@ enum Failure {
     Exchange(io::Error),
     /// The instance answered something that cannot be relayed.
     Invalid(&'static str),
+    /// The instance sent no response head within its response timeout.
+    ResponseTimeout(Duration),
     /// The instance was drained past its deadline before it answered.
     Drained,
 }
@@ -107,17 +109,14 @@ impl Failure {
         matches!(self, Failure::ConnectTimeout | Failure::Connect(_))
     }
 
-    fn into_error(self, upstream: &str) -> ProxyError {
-        let upstream = upstream.to_owned();
+    fn into_error(self, to: &Upstream) -> ProxyError {
+        let upstream = to.label().to_owned();
         match self {
             Failure::ConnectTimeout => ProxyError::UpstreamTimeout {
                 upstream,
                 source: "connect timed out".into(),
             },
-            Failure::Connect(e) => ProxyError::UpstreamUnreachable {
-                upstream,
-                source: e.into(),
-            },
+            Failure::Connect(e) => ProxyError::unreachable(to, e.into()),
             Failure::Unsent(e) | Failure::Exchange(e) => ProxyError::UpstreamFailed {
                 upstream,
                 source: e.into(),
@@ -126,6 +125,7 @@ impl Failure {
                 upstream,
                 source: why.into(),
             },
+            Failure::ResponseTimeout(timeout) => ProxyError::ResponseTimeout { upstream, timeout },
             Failure::Drained => ProxyError::Drained { upstream },
         }
     }
@@ -175,11 +175,52 @@ async fn read_more(stream: &mut TcpStream, buf: &mut BytesMut) -> io::Result<usi
     stream.read_buf(buf).await
 }
 
+/// What came first while waiting for the instance.
+enum Heard {
+    /// A read from the instance (0: it closed).
+    Upstream(io::Result<usize>),
+    /// The client closed or reset its connection: nobody is left to answer.
+    ClientGone,
+}
+
+/// The client side of an exchange, watched while the proxy waits for the instance, so that a
+/// client that gives up is noticed at once: its socket is not left in CLOSE-WAIT until the app
+/// answers, and the request stops holding the instance's connection and its drain token.
+struct ClientSide<'c> {
+    client: &'c TcpStream,
+    /// Bytes the client sends meanwhile (a pipelined request) are kept here, for later.
+    buf: &'c mut BytesMut,
+    /// Past this many kept bytes the client is no longer read (and so no longer watched).
+    cap: usize,
+}
+
+impl ClientSide<'_> {
+    /// Read more from `conn` into `rbuf`, unless the client goes first.
+    async fn read_upstream(&mut self, conn: &mut TcpStream, rbuf: &mut BytesMut) -> Heard {
+        loop {
+            tokio::select! {
+                biased;
+                read = read_more(conn, rbuf) => return Heard::Upstream(read),
+                ready = self.client.readable(), if self.buf.len() < self.cap => {
+                    if ready.is_err() {
+                        return Heard::ClientGone;
+                    }
+                    if self.buf.capacity() - self.buf.len() < READ_CHUNK / 4 {
+                        self.buf.reserve(READ_CHUNK);
+                    }
+                    match self.client.try_read_buf(self.buf) {
+                        Ok(1..) => {}
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                        Ok(0) | Err(_) => return Heard::ClientGone,
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// An idle connection to `upstream` that is still open, or a new one.
-async fn connection(
-    upstream: &Upstream,
-    connect_timeout: std::time::Duration,
-) -> Result<TcpStream, Failure> {
+async fn connection(upstream: &Upstream, connect_timeout: Duration) -> Result<TcpStream, Failure> {
     while let Some(conn) = upstream.take_idle() {
         // Readiness is cached by the runtime: an idle connection the instance has not
         // touched answers WouldBlock without a system call. Anything else (the instance
@@ -302,7 +343,7 @@ impl<'a> PlainConnection<'a> {
             };
             if !request.replayable || retried || !failure.nothing_was_sent() {
                 self.buf.advance(request.len());
-                let error = failure.into_error(upstream.label());
+                let error = failure.into_error(&upstream);
                 return self.fail(client, request, started, &stats, error).await;
             }
             // Nothing reached the instance, so repeating is safe; ask the table again in
@@ -315,7 +356,7 @@ impl<'a> PlainConnection<'a> {
             if failure.is_connect() && Arc::ptr_eq(&next, &upstream) {
                 // A connect failure against the same instance would only fail again, slower.
                 self.buf.advance(request.len());
-                let error = failure.into_error(upstream.label());
+                let error = failure.into_error(&upstream);
                 return self.fail(client, request, started, &stats, error).await;
             }
             debug!(
@@ -325,30 +366,51 @@ impl<'a> PlainConnection<'a> {
             (upstream, work, retried) = (next, next_work, true);
         };
 
-        // The response head; interim (1xx) answers are not relayed.
+        // The response head; interim (1xx) answers are not relayed. The timer is only
+        // registered when a read has to wait.
         let close = request.close || self.closing.load(Ordering::Relaxed);
         self.rbuf.clear();
+        let head_deadline = tokio::time::Instant::now() + upstream.response_timeout();
         let answer = loop {
-            let failure =
-                match wire::response(&self.rbuf, &mut self.head, request.head_method, close) {
-                    wire::Response::Final(answer) => break answer,
-                    wire::Response::Interim(len) => {
-                        self.rbuf.advance(len);
-                        continue;
-                    }
-                    wire::Response::Invalid(why) => Failure::Invalid(why),
-                    wire::Response::Partial => {
-                        match unless(upstream.cut_signal(), read_more(&mut conn, &mut self.rbuf))
-                            .await
-                        {
-                            Some(Ok(1..)) => continue,
-                            Some(Ok(0)) => Failure::Exchange(closed_early()),
-                            Some(Err(e)) => Failure::Exchange(e),
-                            None => Failure::Drained,
+            let failure = match wire::response(
+                &self.rbuf,
+                &mut self.head,
+                request.head_method,
+                close,
+            ) {
+                wire::Response::Final(answer) => break answer,
+                wire::Response::Interim(len) => {
+                    self.rbuf.advance(len);
+                    continue;
+                }
+                wire::Response::Invalid(why) => Failure::Invalid(why),
+                wire::Response::Partial => {
+                    let mut side = ClientSide {
+                        client,
+                        buf: &mut self.buf,
+                        cap: self.proxy.config().max_header_bytes,
+                    };
+                    let read = tokio::time::timeout_at(
+                        head_deadline,
+                        side.read_upstream(&mut conn, &mut self.rbuf),
+                    );
+                    match unless(upstream.cut_signal(), read).await {
+                        Some(Ok(Heard::Upstream(Ok(1..)))) => continue,
+                        Some(Ok(Heard::Upstream(Ok(0)))) => Failure::Exchange(closed_early()),
+                        Some(Ok(Heard::Upstream(Err(e)))) => Failure::Exchange(e),
+                        Some(Ok(Heard::ClientGone)) => {
+                            debug!(
+                                host = %self.host, upstream = %upstream.label(), client = %self.peer,
+                                "client closed its connection before the instance answered"
+                            );
+                            return Next::Close;
                         }
+                        Some(Err(_)) => Failure::ResponseTimeout(upstream.response_timeout()),
+                        None => Failure::Drained,
                     }
-                };
-            let error = failure.into_error(upstream.label());
+                }
+            };
+            let error = failure.into_error(&upstream);
             return self.fail(client, request, started, &stats, error).await;
         };
         stats.record(
@@ -369,8 +431,11 @@ impl<'a> PlainConnection<'a> {
         } else {
             (upstream.cut_signal().clone(), None, work)
         };
+        let cap = self.proxy.config().max_header_bytes;
         let relayed = Relay {
             client,
+            pipelined: &mut self.buf,
+            cap,
             conn: &mut conn,
             rbuf: &mut self.rbuf,
             head: &self.head,
@@ -445,6 +510,9 @@ impl<'a> PlainConnection<'a> {
 /// One response body on its way from the instance to the client.
 struct Relay<'r> {
     client: &'r mut TcpStream,
+    /// Where bytes the client sends meanwhile go, up to `cap` (see [`ClientSide`]).
+    pipelined: &'r mut BytesMut,
+    cap: usize,
     conn: &'r mut TcpStream,
     rbuf: &'r mut BytesMut,
     head: &'r [u8],
@@ -490,13 +558,26 @@ impl Relay<'_> {
 
     /// Read more of the body into the emptied `rbuf`; `Ok(None)` when an event stream has
     /// just been asked to end.
+    /// A client that goes away meanwhile ends the body with an error.
     async fn read(&mut self) -> io::Result<Option<usize>> {
         self.rbuf.clear();
-        if self.events.as_ref().is_some_and(|e| e.closing) {
-            return read_more(self.conn, self.rbuf).await.map(Some);
-        }
-        match unless(self.signal, read_more(self.conn, self.rbuf)).await {
-            Some(read) => read.map(Some),
+        let mut side = ClientSide {
+            client: self.client,
+            buf: self.pipelined,
+            cap: self.cap,
+        };
+        let read = side.read_upstream(self.conn, self.rbuf);
+        let heard = if self.events.as_ref().is_some_and(|e| e.closing) {
+            Some(read.await)
+        } else {
+            unless(self.signal, read).await
+        };
+        match heard {
+            Some(Heard::Upstream(read)) => read.map(Some),
+            Some(Heard::ClientGone) => Err(io::Error::new(
+                io::ErrorKind::ConnectionAborted,
+                "the client closed its connection",
+            )),
             None => match self.events {
                 Some(events) => {
                     events.closing = true;

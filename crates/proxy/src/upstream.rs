@@ -2,6 +2,7 @@
 
 use std::fmt;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::Duration;
 
@@ -22,6 +23,9 @@ use crate::client::{UpstreamClient, upstream_client};
 const CUT_GRACE: Duration = Duration::from_secs(2);
 /// Idle connections kept per instance for the plain path; as many as hyper's pool keeps.
 const IDLE_MAX: usize = 128;
+/// How long an instance may take to send a response head when its route entry does not say
+/// (see [`Upstream::with_response_timeout`]); the app file's default too.
+pub const DEFAULT_RESPONSE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// One running instance that the proxy can send requests to.
 pub struct Upstream {
@@ -33,6 +37,10 @@ pub struct Upstream {
     label: String,
     /// `addr` in the form the upstream request URI needs, built once.
     authority: Authority,
+    /// How long the instance may take to send its response head, counted from when the proxy
+    /// starts sending the request (after a streamed upload: from its last byte). Past it the
+    /// request answers 504 and the connection to the instance is closed.
+    response_timeout: Duration,
     /// Every proxied request holds a token until its response body has been sent. `drain`
     /// closes the tracker and waits for it to empty.
     work: TaskTracker,
@@ -46,6 +54,11 @@ pub struct Upstream {
     /// Cancelled at the streams' deadline: event streams end cleanly at the next event
     /// boundary, WebSockets get close code 1001 at the next frame boundary, other tunnels shut.
     close_streams: CancellationToken,
+    /// Set while the runtime restarts the instance after a crash (it exited and is waiting out
+    /// its backoff or starting again), by whoever watches the runtime (the control plane's
+    /// `launch`). Read only when a connect fails, to answer 503 with `Retry-After` instead of
+    /// 502: the instance is known to be coming back.
+    restarting: AtomicBool,
     /// Open connections to the instance that no request is using, for the plain path (see
     /// `plain`); the most recently used last. Locked only to push or pop one, never across an
     /// `.await`.
@@ -73,17 +86,28 @@ pub struct DrainOutcome {
 }
 
 impl Upstream {
-    /// An instance on the host's network. `label` names it in logs, e.g.
-    /// `shop/staging@3f2a1c9`.
+    /// An instance on the host's network. `label` names it in logs, e.g. `shop/staging@3f2a1c9`.
+    /// Its response timeout is [`DEFAULT_RESPONSE_TIMEOUT`].
     pub fn new(addr: SocketAddr, label: impl Into<String>) -> Arc<Upstream> {
-        Upstream::in_network(Network::Host, addr, label)
+        Upstream::with_response_timeout(addr, label, DEFAULT_RESPONSE_TIMEOUT)
     }
 
-    /// An instance listening on `addr` inside `network`: every connection to it is made there.
+    /// Like [`new`](Self::new), with the time the instance has to send each response head.
+    pub fn with_response_timeout(
+        addr: SocketAddr,
+        label: impl Into<String>,
+        response_timeout: Duration,
+    ) -> Arc<Upstream> {
+        Upstream::in_network(Network::Host, addr, label, response_timeout)
+    }
+
+    /// An instance listening on `addr` inside `network` (every connection to it is made there),
+    /// with the time it has to send each response head.
     pub fn in_network(
         network: Network,
         addr: SocketAddr,
         label: impl Into<String>,
+        response_timeout: Duration,
     ) -> Arc<Upstream> {
         let authority = Authority::try_from(addr.to_string())
             .expect("a socket address is a valid URI authority");
@@ -93,10 +117,12 @@ impl Upstream {
             client: OnceLock::new(),
             label: label.into(),
             authority,
+            response_timeout,
             work: TaskTracker::new(),
             cut: CancellationToken::new(),
             streams: TaskTracker::new(),
             close_streams: CancellationToken::new(),
+            restarting: AtomicBool::new(false),
             idle: Mutex::new(Vec::new()),
         })
     }
@@ -107,6 +133,19 @@ impl Upstream {
 
     pub fn label(&self) -> &str {
         &self.label
+    }
+
+    pub fn response_timeout(&self) -> Duration {
+        self.response_timeout
+    }
+
+    /// Tell the proxy whether the instance is being restarted after a crash (see the field).
+    pub fn set_restarting(&self, restarting: bool) {
+        self.restarting.store(restarting, Ordering::Relaxed);
+    }
+
+    pub fn is_restarting(&self) -> bool {
+        self.restarting.load(Ordering::Relaxed)
     }
 
     /// Proxied requests and streams currently running.
@@ -272,6 +311,7 @@ impl fmt::Debug for Upstream {
             .field("label", &self.label)
             .field("in_flight", &self.in_flight())
             .field("draining", &self.work.is_closed())
+            .field("restarting", &self.is_restarting())
             .finish()
     }
 }

@@ -9,6 +9,7 @@ use std::path::Path;
 use std::pin::Pin;
 use std::sync::Arc;
 
+use tokio::sync::watch;
 use turnout_netns::Network;
 
 use crate::cgroup::{ResourceUsage, remove_cgroup};
@@ -68,6 +69,10 @@ pub trait InstanceHandle: Send + Sync {
     fn check_health(&self) -> BoxFuture<'_, Result<(), SupervisorError>>;
 
     fn status(&self) -> InstanceStatus;
+
+    /// The status now and each change after it (a crash, a restart, healthy again, a stop), for
+    /// whoever must follow them without polling. Closed once the instance is gone.
+    fn status_changes(&self) -> watch::Receiver<InstanceStatus>;
 
     /// What its processes use now, from its resource group; all None without a
     /// [`crate::CgroupSpec`]. Reads a few cgroup files (kernel memory, no disk).
@@ -132,6 +137,10 @@ impl InstanceHandle for Instance {
 
     fn status(&self) -> InstanceStatus {
         Instance::status(self)
+    }
+
+    fn status_changes(&self) -> watch::Receiver<InstanceStatus> {
+        Instance::status_changes(self)
     }
 
     fn usage(&self) -> ResourceUsage {

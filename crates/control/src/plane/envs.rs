@@ -4,6 +4,7 @@ use turnout_model::{
     Action, AppName, AuditAction, CreateEnv, EnvInfo, EnvRef, EnvStatus, InstanceInfo, ReleaseInfo,
     Tier, format_timestamp,
 };
+use turnout_supervisor::InstanceState;
 
 use super::routing::key;
 use super::{ControlPlane, release_info, remove_dir, source};
@@ -148,7 +149,16 @@ impl ControlPlane {
             usage.pids = now.pids;
             usage.cpu_seconds = now.cpu_seconds;
         }
-        let (status, status_reason) = match (&routing.running, &release) {
+        let now = routing.running.as_ref().map(|run| run.instance.status());
+        let (status, status_reason) = match (&now, &release) {
+            (Some(s), _) if s.state == InstanceState::Restarting => (
+                EnvStatus::Crashing,
+                Some(format!(
+                    "{}, restarted {} times",
+                    s.last_exit.as_deref().unwrap_or("exited"),
+                    s.restarts
+                )),
+            ),
             (Some(_), _) => (EnvStatus::Live, None),
             (None, None) => (EnvStatus::NotDeployed, None),
             (None, Some(_)) if routing.stopped || row.stopped => (EnvStatus::Stopped, None),
@@ -157,21 +167,18 @@ impl ControlPlane {
                 None => (EnvStatus::Starting, None),
             },
         };
-        let instance = routing.running.map(|run| {
-            let s = run.instance.status();
-            InstanceInfo {
-                state: s.state.as_str().to_owned(),
-                pid: s.pid,
-                port: run.instance.port(),
-                restarts: s.restarts,
-                last_exit: s.last_exit,
-                limits_not_enforced: s.limits_not_enforced,
-                started_at: format_timestamp(
-                    s.started_at
-                        .duration_since(std::time::UNIX_EPOCH)
-                        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX)),
-                ),
-            }
+        let instance = routing.running.zip(now).map(|(run, s)| InstanceInfo {
+            state: s.state.as_str().to_owned(),
+            pid: s.pid,
+            port: run.instance.port(),
+            restarts: s.restarts,
+            last_exit: s.last_exit,
+            limits_not_enforced: s.limits_not_enforced,
+            started_at: format_timestamp(
+                s.started_at
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX)),
+            ),
         });
         let isolation = self.isolation(&row);
         Ok(EnvInfo {

@@ -10,10 +10,14 @@ use std::future::Future;
 use std::path::Path;
 use std::sync::Arc;
 
+use tokio::sync::watch;
 use tracing::warn;
 use turnout_model::{EnvRef, Tier};
 use turnout_proxy::{DrainDeadlines, DrainOutcome, Upstream};
-use turnout_supervisor::{HealthCheck, InstanceHandle, InstanceSpec, LogRotation, RestartPolicy};
+use turnout_supervisor::{
+    HealthCheck, InstanceHandle, InstanceSpec, InstanceState, InstanceStatus, LogRotation,
+    RestartPolicy,
+};
 
 use super::ControlPlane;
 use super::logs::failure_tail;
@@ -165,14 +169,19 @@ impl ControlPlane {
     }
 }
 
+/// The route entry of a healthy instance. Its restarts are mirrored onto the entry's
+/// `Upstream` from here on (`mirror_restarts`), so every route to it knows when it is down.
 fn running(l: &Launch<'_>, instance: Arc<dyn InstanceHandle>) -> Running {
+    let upstream = Upstream::in_network(
+        instance.network().clone(),
+        instance.addr(),
+        format!("{}@{}", l.r, &l.commit[..12.min(l.commit.len())]),
+        l.config.response_timeout,
+    );
+    tokio::spawn(mirror_restarts(instance.status_changes(), upstream.clone()));
     Running {
         release_id: l.release_id,
-        upstream: Upstream::in_network(
-            instance.network().clone(),
-            instance.addr(),
-            format!("{}@{}", l.r, &l.commit[..12.min(l.commit.len())]),
-        ),
+        upstream,
         instance,
         drain: DrainDeadlines {
             requests: l.config.drain_timeout,
@@ -180,5 +189,23 @@ fn running(l: &Launch<'_>, instance: Arc<dyn InstanceHandle>) -> Running {
         },
         health_path: l.config.health_path.clone(),
         tier: l.env.tier,
+    }
+}
+
+/// Keep `upstream`'s restarting flag equal to "the supervisor is restarting the instance after a
+/// crash" until the instance is stopped: the proxy then answers a refused connection with 503
+/// and `Retry-After` instead of 502. A flag set from here, rather than a look at the runtime on
+/// each request, keeps the request path to one relaxed load, and only when a connect failed.
+async fn mirror_restarts(mut status: watch::Receiver<InstanceStatus>, upstream: Arc<Upstream>) {
+    loop {
+        let state = status.borrow_and_update().state;
+        upstream.set_restarting(state == InstanceState::Restarting);
+        let gone = matches!(
+            state,
+            InstanceState::Stopping | InstanceState::Stopped | InstanceState::Crashed
+        );
+        if gone || status.changed().await.is_err() {
+            return;
+        }
     }
 }

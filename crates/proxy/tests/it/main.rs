@@ -1,6 +1,7 @@
 //! End-to-end tests of the proxy: real sockets on 127.0.0.1, tiny hyper backends started by
 //! each test. One binary so it links once.
 
+mod client_gone;
 mod drain;
 mod forwarding;
 mod http1;

@@ -8,7 +8,7 @@ use bytes::Bytes;
 use http::{Method, Request, StatusCode, Version};
 use tokio::net::TcpListener;
 use turnout_netns::{Namespace, Network};
-use turnout_proxy::{ProxyConfig, Upstream};
+use turnout_proxy::{DEFAULT_RESPONSE_TIMEOUT, ProxyConfig, Upstream};
 
 use crate::support::*;
 
@@ -69,8 +69,8 @@ async fn two_instances_on_one_address_in_two_namespaces_each_get_their_own_reque
     a.backend(addr, "in namespace A");
     b.backend(addr, "in namespace B");
     let p = start_proxy(ProxyConfig::default()).await;
-    let ua = Upstream::in_network(a.network.clone(), addr, "app/a");
-    let ub = Upstream::in_network(b.network.clone(), addr, "app/b");
+    let ua = Upstream::in_network(a.network.clone(), addr, "app/a", DEFAULT_RESPONSE_TIMEOUT);
+    let ub = Upstream::in_network(b.network.clone(), addr, "app/b", DEFAULT_RESPONSE_TIMEOUT);
     let host = Upstream::new(addr, "app/host");
     p.proxy.apply(routes(&[
         ("a.test", &ua),

@@ -129,3 +129,35 @@ async fn oversized_request_head_is_refused() {
     let answer = send(&mut client, req).await;
     assert_eq!(answer.status, StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
 }
+
+/// While the runtime restarts an instance after a crash, a refused connection is a passing
+/// state: 503 with `Retry-After`, on both paths. Otherwise it stays a 502.
+#[tokio::test]
+async fn an_instance_being_restarted_answers_503_with_retry_after() {
+    let p = start_proxy(ProxyConfig::default()).await;
+    let down = Upstream::new(dead_port().await, "app/down");
+    p.proxy.apply(routes(&[("down.test", &down)]));
+    down.set_restarting(true);
+
+    let plain = get(p.addr, "down.test", "/").await;
+    let mut h2 = connect_h2(p.addr).await;
+    let hyper = collect(
+        h2.send_request(get_request("down.test", "/"))
+            .await
+            .unwrap(),
+    )
+    .await;
+    for answer in [&plain, &hyper] {
+        assert_eq!(answer.status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(answer.headers["retry-after"], "5");
+        assert_eq!(
+            answer.text(),
+            "turnout: the environment for host 'down.test' is restarting; try again shortly\n"
+        );
+    }
+
+    down.set_restarting(false);
+    let answer = get(p.addr, "down.test", "/").await;
+    assert_eq!(answer.status, StatusCode::BAD_GATEWAY);
+    assert!(answer.headers.get("retry-after").is_none());
+}

@@ -15,7 +15,9 @@ use http_body_util::{BodyExt, Empty, Full};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use turnout_proxy::{Proxy, ProxyConfig, RouteTable, Target, Upstream};
@@ -81,6 +83,59 @@ where
         }
     });
     addr
+}
+
+/// What a [`silent_backend`] saw.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Seen {
+    /// A request head arrived.
+    Head,
+    /// A connection ended: the proxy closed it (end of file) or reset it.
+    Closed,
+}
+
+/// A backend that reads request heads and never answers, reporting each head and the end of
+/// each connection.
+pub async fn silent_backend() -> (SocketAddr, mpsc::UnboundedReceiver<Seen>) {
+    stalling_backend(b"").await
+}
+
+/// Like [`silent_backend`], but writes `start` (the start of an answer that never ends) after
+/// each head.
+pub async fn stalling_backend(start: &'static [u8]) -> (SocketAddr, mpsc::UnboundedReceiver<Seen>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (seen_tx, seen) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut stream, _)) = listener.accept().await else {
+                return;
+            };
+            let seen_tx = seen_tx.clone();
+            tokio::spawn(async move {
+                let mut read = Vec::new();
+                let mut buf = [0u8; 4096];
+                loop {
+                    match stream.read(&mut buf).await {
+                        Ok(0) | Err(_) => {
+                            let _ = seen_tx.send(Seen::Closed);
+                            return;
+                        }
+                        Ok(n) => read.extend_from_slice(&buf[..n]),
+                    }
+                    while let Some(end) = read.windows(4).position(|w| w == b"\r\n\r\n") {
+                        read.drain(..end + 4);
+                        let _ = seen_tx.send(Seen::Head);
+                        if stream.write_all(start).await.is_err() {
+                            let _ = seen_tx.send(Seen::Closed);
+                            return;
+                        }
+                    }
+                }
+            });
+        }
+    });
+    (addr, seen)
 }
 
 /// A backend answering every request with a fixed text.
@@ -268,4 +323,28 @@ pub fn received<'a>(listing: &'a str, name: &str) -> Vec<&'a str> {
         .filter(|(n, _)| *n == name)
         .map(|(_, v)| v)
         .collect()
+}
+
+/// Sockets in CLOSE-WAIT (the peer closed, this side has not) whose local port is `port`, from
+/// `/proc/net/tcp` and `/proc/net/tcp6`.
+pub fn close_wait_sockets(port: u16) -> usize {
+    const CLOSE_WAIT: &str = "08";
+    ["/proc/net/tcp", "/proc/net/tcp6"]
+        .iter()
+        .filter_map(|path| std::fs::read_to_string(path).ok())
+        .map(|table| {
+            table
+                .lines()
+                .skip(1)
+                .filter(|line| {
+                    let fields: Vec<&str> = line.split_whitespace().collect();
+                    let local_port = fields
+                        .get(1)
+                        .and_then(|local| local.rsplit_once(':'))
+                        .and_then(|(_, hex)| u16::from_str_radix(hex, 16).ok());
+                    local_port == Some(port) && fields.get(3) == Some(&CLOSE_WAIT)
+                })
+                .count()
+        })
+        .sum()
 }

@@ -262,6 +262,11 @@ impl Instance {
         self.shared.status.borrow().clone()
     }
 
+    /// [`status`](Self::status) now and at every change; closed once the instance is gone.
+    pub fn status_changes(&self) -> watch::Receiver<InstanceStatus> {
+        self.shared.status.subscribe()
+    }
+
     /// What its processes use now (all None without a [`CgroupSpec`]).
     pub fn usage(&self) -> ResourceUsage {
         self.cgroup
@@ -292,7 +297,6 @@ struct Running {
     child: Child,
     pgid: u32,
     guard: GroupGuard,
-    started: Instant,
     /// The group's count of kills for its memory limit when this process started.
     oom_kills_before: Option<u64>,
 }
@@ -315,7 +319,11 @@ struct Supervisor {
 
 enum Ended {
     StopRequested,
-    Exited { how: String, ran_for: Duration },
+    /// `healthy_for`: how long the process had been healthy when it exited (zero if never).
+    Exited {
+        how: String,
+        healthy_for: Duration,
+    },
 }
 
 impl Supervisor {
@@ -338,17 +346,17 @@ impl Supervisor {
                     how: spawn_failure
                         .take()
                         .unwrap_or_else(|| "no process".to_owned()),
-                    ran_for: Duration::ZERO,
+                    healthy_for: Duration::ZERO,
                 },
             };
-            let (how, ran_for) = match ended {
+            let (how, healthy_for) = match ended {
                 Ended::StopRequested => {
                     if let Some(running) = current.take() {
                         self.stop_process(running).await;
                     }
                     return InstanceState::Stopped;
                 }
-                Ended::Exited { how, ran_for } => (how, ran_for),
+                Ended::Exited { how, healthy_for } => (how, healthy_for),
             };
             if let Some(running) = current.take() {
                 self.clean_up_group(running).await;
@@ -378,7 +386,8 @@ impl Supervisor {
                 return InstanceState::Crashed;
             }
 
-            if ran_for >= self.spec.restart.reset_after {
+            // Healthy long enough: this was a crash, not a crash loop.
+            if healthy_for >= self.spec.restart.reset_after {
                 backoff = self.spec.restart.initial_backoff;
             }
             let delay = backoff;
@@ -451,14 +460,22 @@ impl Supervisor {
     }
 
     /// Waits until the process exits or a stop is requested. After a restart, also probes health
-    /// so the instance shows Running again once it answers.
+    /// so the instance shows Running again once it answers. Measures how long the process has
+    /// been healthy, for the restart policy's `reset_after`.
     async fn watch(&self, running: &mut Running) -> Ended {
         let mut stop = self.shared.stop.subscribe();
         let mut status = self.shared.status.subscribe();
         let check = &self.spec.health;
         let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, self.spec.port));
+        // When this process was first seen Running (by `wait_healthy` or the re-probe below);
+        // every change of state wakes this loop.
+        let mut healthy_since = None;
         loop {
-            let recovering = status.borrow_and_update().state == InstanceState::Restarting;
+            let state = status.borrow_and_update().state;
+            if state == InstanceState::Running {
+                healthy_since.get_or_insert_with(Instant::now);
+            }
+            let recovering = state == InstanceState::Restarting;
             let mut reprobe = pin!(async {
                 sleep(check.interval).await;
                 probe(&self.spec.network, addr, check, check.probe_timeout()).await
@@ -472,7 +489,8 @@ impl Supervisor {
                         (Ok(exit), _) => describe_exit(exit),
                         (Err(e), _) => format!("unknown status ({e})"),
                     };
-                    return Ended::Exited { how, ran_for: running.started.elapsed() };
+                    let healthy_for = healthy_since.map_or(Duration::ZERO, |since| since.elapsed());
+                    return Ended::Exited { how, healthy_for };
                 }
                 _ = stop_requested(&mut stop) => return Ended::StopRequested,
                 _ = status.changed() => {}
@@ -626,7 +644,6 @@ async fn spawn(
         child,
         pgid,
         guard,
-        started: Instant::now(),
         oom_kills_before,
     })
 }

@@ -16,7 +16,9 @@ pub struct RestartPolicy {
     pub initial_backoff: Duration,
     /// The delay never grows past this.
     pub max_backoff: Duration,
-    /// A run at least this long resets the delay to `initial_backoff`.
+    /// A process that was healthy at least this long before it exited is restarted after
+    /// `initial_backoff` again: a crash now and then is not a crash loop. Counted from its
+    /// health check passing, not from its start, so a slow start is not mistaken for uptime.
     pub reset_after: Duration,
 }
 
@@ -25,7 +27,7 @@ impl Default for RestartPolicy {
         Self {
             initial_backoff: Duration::from_secs(1),
             max_backoff: Duration::from_secs(30),
-            reset_after: Duration::from_secs(60),
+            reset_after: Duration::from_secs(30),
         }
     }
 }

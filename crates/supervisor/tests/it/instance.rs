@@ -2,7 +2,7 @@ use std::time::Duration;
 
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
-use tokio::time::Instant;
+use tokio::time::{Instant, sleep};
 use turnout_supervisor::{Instance, InstanceState, SupervisorError};
 
 use crate::support::{Fixture, accepts, alive, eventually, read_pid, zombie};
@@ -206,6 +206,47 @@ async fn repeated_crashes_back_off_exponentially() {
     }
     instance.stop().await;
     assert_eq!(instance.status().state, InstanceState::Stopped);
+}
+
+/// Only healthy running starts the backoff over: a run that lasts long without ever passing
+/// its health check does not.
+#[tokio::test]
+async fn the_backoff_starts_over_after_a_healthy_run() {
+    let fx = Fixture::new();
+    // Run 1 serves, run 2 runs a second without serving, run 3 exits at once, run 4 serves.
+    let command = "n=$(cat runs 2>/dev/null || echo 0); n=$((n + 1)); echo $n > runs; \
+                   case $n in 2) sleep 1; exit 7;; 3) exit 7;; esac; exec python3 server.py";
+    let mut spec = fx.spec(command, &[]);
+    spec.restart.reset_after = Duration::from_millis(500);
+    let instance = Instance::start(spec).await.unwrap();
+    instance.wait_healthy().await.unwrap();
+    let pid = instance.status().pid.unwrap();
+    kill(Pid::from_raw(pid as i32), Signal::SIGKILL).unwrap();
+
+    eventually("the fourth run is healthy", || {
+        let status = instance.status();
+        status.restarts == 3 && status.state == InstanceState::Running
+    })
+    .await;
+    // Healthy for longer than `reset_after` (with a margin), which is the point of the test.
+    sleep(Duration::from_millis(700)).await;
+    let pid = instance.status().pid.unwrap();
+    kill(Pid::from_raw(pid as i32), Signal::SIGKILL).unwrap();
+    eventually("the fourth restart is scheduled", || {
+        fx.log().contains("restart 4 in")
+    })
+    .await;
+
+    let log = fx.log();
+    for expected in [
+        "exited with signal 9; restart 1 in 100ms",
+        "exited with exit status 7; restart 2 in 200ms",
+        "exited with exit status 7; restart 3 in 400ms",
+        "exited with signal 9; restart 4 in 100ms",
+    ] {
+        assert!(log.contains(expected), "missing {expected:?} in\n{log}");
+    }
+    instance.stop().await;
 }
 
 #[tokio::test]
