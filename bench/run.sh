@@ -340,7 +340,7 @@ $PY report "$WORK" "$BENCH_DIR/results/latest.json" "$BENCH_DIR/results/latest.m
 rm -rf "$BENCH_DIR/results/raw"
 mkdir -p "$BENCH_DIR/results/raw"
 cp "$WORK"/runs-*.txt "$WORK"/*.json "$WORK/runs.jsonl" "$BENCH_DIR/results/raw/"
-rm -f "$BENCH_DIR"/results/raw/env-prod.json "$BENCH_DIR"/results/raw/serve.json
+rm -f "$BENCH_DIR"/results/raw/env-*.json "$BENCH_DIR"/results/raw/serve*.json
 
 if ((UPDATE_DOCS)); then
   python3 - "$ROOT/docs/BENCHMARKS.md" "$BENCH_DIR/results/latest.md" <<'EOF'

@@ -36,6 +36,9 @@ pub enum Command {
     Serve(ServeArgs),
     /// Start the daemon with an example app deployed into production and staging
     Demo(ServeArgs),
+    /// Supervise one instance for the daemon (started by `turnout serve`, never by hand)
+    #[command(name = "__instance", hide = true)]
+    Instance,
     /// Create, list and delete apps
     #[command(subcommand)]
     App(AppCommand),

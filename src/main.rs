@@ -35,6 +35,9 @@ const EXIT_PENDING: u8 = 3;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Command::Instance = cli.command {
+        return supervise_instance();
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -58,6 +61,23 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+    }
+}
+
+/// `turnout __instance`: one instance's own supervising process, on one thread (see
+/// `turnout_supervisor::serve_instance`). It outlives the daemon that started it.
+fn supervise_instance() -> ExitCode {
+    match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => ExitCode::from(
+            u8::try_from(runtime.block_on(turnout_supervisor::serve_instance())).unwrap_or(1),
+        ),
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            ExitCode::FAILURE
+        }
     }
 }
 
@@ -250,7 +270,9 @@ fn absolute_repo(repo: &str) -> anyhow::Result<String> {
 
 async fn run_client(client: &Client, command: Command, json: bool) -> anyhow::Result<ExitCode> {
     match command {
-        Command::Serve(_) | Command::Demo(_) => unreachable!("handled by run"),
+        Command::Serve(_) | Command::Demo(_) | Command::Instance => {
+            unreachable!("handled by run and main")
+        }
         Command::App(AppCommand::Create {
             name,
             repo,

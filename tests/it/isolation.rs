@@ -86,6 +86,7 @@ fn assert_home_modes(d: &Daemon, when: &str) {
         (home.join("apps/shop/envs/prod/releases"), 0o700),
         (home.join("apps/shop/envs/prod/storage"), 0o700),
         (home.join("jobs"), 0o700),
+        (home.join("instances"), 0o700),
     ] {
         assert_eq!(
             mode(&path),

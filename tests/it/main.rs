@@ -1,6 +1,7 @@
 //! One integration-test binary (it links once): real `turnout` processes, real git
 //! repositories, real HTTP through the proxy, ports bound to 0.
 mod access;
+mod adoption;
 mod cli;
 mod daemon;
 mod deploy;

@@ -94,6 +94,16 @@ impl Daemon {
             .unwrap()
     }
 
+    /// The daemon's pid.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("daemon running").id()
+    }
+
+    /// What the daemon has logged so far (every run on this home).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.cwd.path().join("serve.log")).unwrap_or_default()
+    }
+
     /// SIGTERM, wait for a clean exit (asserting status 0), start again on the same home.
     pub fn restart(&mut self) {
         assert!(self.stop().success(), "serve did not exit 0 on SIGTERM");

@@ -58,6 +58,10 @@ impl Home {
     pub fn db(&self) -> PathBuf {
         self.root.join("turnout.db")
     }
+    /// The sockets of the instances' supervising processes (the daemon's alone).
+    pub fn sockets_dir(&self) -> PathBuf {
+        self.root.join("instances")
+    }
     pub fn serve_json(&self) -> PathBuf {
         self.root.join("serve.json")
     }

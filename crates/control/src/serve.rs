@@ -112,10 +112,15 @@ pub async fn serve(
         .with_context(|| format!("cannot write {}", home.serve_json().display()))?;
 
     let network_shared = networks.describe().err();
+    // Instances run under supervising processes of their own (this binary, `__instance`), so
+    // they outlive this daemon and the next one adopts them.
+    let exe = std::env::current_exe().context("cannot find the turnout binary to run instances")?;
+    let runtime = turnout_supervisor::ShimRuntime::new(exe, home.sockets_dir())
+        .with_context(|| format!("cannot use {}", home.sockets_dir().display()))?;
     let plane = ControlPlane::new(
         home.clone(),
         store,
-        std::sync::Arc::new(turnout_supervisor::LocalRuntime),
+        std::sync::Arc::new(runtime),
         separation,
         networks,
     );

@@ -29,7 +29,7 @@ use crate::process::{KILL_GRACE, token_from_this_run};
 
 /// Limits for the processes of one instance or task. Each limit is optional; a plan with none
 /// still groups the processes so their [`ResourceUsage`] can be read.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct CgroupSpec {
     /// Unique per environment, e.g. "shop-prod": lowercase ASCII letters, digits and '-'.
     pub name: String,
@@ -44,7 +44,7 @@ pub struct CgroupSpec {
 
 /// What an instance's processes use now. Each figure is None when its controller is not
 /// available (or the instance has no [`CgroupSpec`]).
-#[derive(Clone, Copy, Debug, Default, PartialEq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct ResourceUsage {
     pub memory_bytes: Option<u64>,
     /// Processes and threads.

@@ -37,6 +37,18 @@ pub enum SupervisorError {
     #[error("health check failed: {0}")]
     Unhealthy(String),
 
+    /// An error of an instance's own supervising process (see `shim`), as it reported it.
+    #[error("{0}")]
+    Reported(String),
+
+    /// The instance's supervising process could not be reached.
+    #[error("cannot reach the instance's supervisor at {socket}: {source}")]
+    Unreachable {
+        socket: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
     #[error("instance was stopped before becoming healthy")]
     StoppedBeforeHealthy,
 

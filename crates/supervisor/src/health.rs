@@ -13,7 +13,7 @@ use crate::fmt_duration;
 /// How to tell that an instance is ready for traffic: an HTTP/1.1 GET of `path` on
 /// 127.0.0.1:port with the given Host header; any status below 400 counts as healthy, so an app
 /// that redirects to a login page is healthy.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct HealthCheck {
     /// Request path, e.g. "/" or "/healthz".
     pub path: String,

@@ -8,6 +8,9 @@
 //! - The control plane reaches all of this through [`Runtime`] and [`InstanceHandle`]
 //!   (`runtime`); [`LocalRuntime`] runs local processes, and another runtime (containers,
 //!   Kubernetes) would implement the same two traits.
+//! - Instances that outlive the daemon (`shim`): [`ShimRuntime`] runs each instance under a
+//!   supervising process of its own (`turnout __instance`, running the same [`Instance`]), talks
+//!   to it over a unix socket, and finds those an earlier daemon left ([`Runtime::adoptable`]).
 //! - Logs (`log`): an instance's stdout and stderr share one pipe that the supervisor reads, so
 //!   every line is written as `<RFC 3339 UTC timestamp with milliseconds> <line>` (marker lines
 //!   `[turnout] …` too) and the file is rotated by size ([`LogRotation`]: `<name>.1` newest …
@@ -19,9 +22,10 @@
 //! - Stopping (`process`): a dying group is checked with `killpg(pgid, 0)` at growing intervals;
 //!   only a group that is slow to go is looked up in /proc, where zombies that no one reaps
 //!   are told apart from live members.
-//! - A daemon that is killed leaves nothing running for long: instances and tasks both record
-//!   their process group and a token in a pid file for [`reap_stale`] on the next start, and a
-//!   task's shell also dies with the daemon (Linux's parent-death signal).
+//! - A daemon that is killed leaves no task running for long, nor an instance it cannot adopt:
+//!   instances and tasks both record their process group and a token in a pid file for
+//!   [`reap_stale`] on the next start, and a task's shell also dies with the daemon (Linux's
+//!   parent-death signal).
 //! - A clean environment: a child gets exactly its spec's `env` (plus the supervisor's
 //!   `TURNOUT_INSTANCE`/`TURNOUT_TASK` token) and nothing of the daemon's, so the caller passes
 //!   PATH, HOME, LANG and the TURNOUT_* variables.
@@ -57,6 +61,7 @@ mod instance;
 mod log;
 mod process;
 mod runtime;
+mod shim;
 mod task;
 
 pub use cgroup::{CgroupSpec, ResourceUsage, remove_cgroup};
@@ -65,7 +70,8 @@ pub use health::HealthCheck;
 pub use instance::{Instance, InstanceSpec, InstanceState, InstanceStatus, RestartPolicy};
 pub use log::{LogLine, LogRotation, collapse_repeats, rotated_log_path, tail_lines};
 pub use process::{Identity, reap_stale};
-pub use runtime::{BoxFuture, InstanceHandle, LocalRuntime, Runtime};
+pub use runtime::{Adoptable, BoxFuture, InstanceHandle, LocalRuntime, Runtime};
+pub use shim::{Launch, ShimRuntime, serve_instance};
 pub use task::{TaskSpec, run_task};
 pub use turnout_netns::Network;
 

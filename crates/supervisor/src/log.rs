@@ -19,7 +19,7 @@ use tracing::warn;
 use crate::error::SupervisorError;
 
 /// When an instance's log is rotated and how many old files are kept.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct LogRotation {
     /// A line that would take the file past this size goes to a fresh file instead.
     pub max_bytes: u64,

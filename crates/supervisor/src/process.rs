@@ -65,7 +65,7 @@ pub(crate) fn token_from_this_run(token: &str) -> bool {
 
 /// The user and group an app's processes run as, instead of the daemon's. They get no
 /// supplementary groups: only `gid`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Identity {
     pub uid: u32,
     pub gid: u32,

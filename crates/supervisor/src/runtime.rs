@@ -43,10 +43,20 @@ pub trait Runtime: Send + Sync {
     /// `pid_file`, and returns once it is gone. The file is removed. See [`crate::reap_stale`].
     fn reap_stale<'a>(&'a self, pid_file: &'a Path) -> BoxFuture<'a, ()>;
 
+    /// The instances still running that an earlier daemon started (their supervision outlived
+    /// it), for the caller to adopt (it recognises its own by [`InstanceSpec::tag`]) or stop.
+    fn adoptable(&self) -> BoxFuture<'_, Vec<Adoptable>>;
+
     /// Removes the resource groups named `name` (a [`crate::CgroupSpec::name`]) that no process
     /// is in any more: those a killed daemon left (after [`Runtime::reap_stale`]), or all of an
     /// environment's when it is deleted. See [`crate::remove_cgroup`].
     fn remove_cgroup<'a>(&'a self, name: &'a str) -> BoxFuture<'a, ()>;
+}
+
+/// An instance an earlier daemon started, still running: its spec and a handle to it.
+pub struct Adoptable {
+    pub spec: InstanceSpec,
+    pub handle: Arc<dyn InstanceHandle>,
 }
 
 /// A running instance, whichever runtime started it. Dropping the last handle stops the instance
@@ -76,7 +86,7 @@ pub trait InstanceHandle: Send + Sync {
 
     /// What its processes use now, from its resource group; all None without a
     /// [`crate::CgroupSpec`]. Reads a few cgroup files (kernel memory, no disk).
-    fn usage(&self) -> ResourceUsage;
+    fn usage(&self) -> BoxFuture<'_, ResourceUsage>;
 
     /// Stops the instance for good and returns once its processes are gone. Idempotent.
     fn stop(&self) -> BoxFuture<'_, ()>;
@@ -107,6 +117,11 @@ impl Runtime for LocalRuntime {
 
     fn reap_stale<'a>(&'a self, pid_file: &'a Path) -> BoxFuture<'a, ()> {
         Box::pin(reap_stale_and_wait(pid_file))
+    }
+
+    fn adoptable(&self) -> BoxFuture<'_, Vec<Adoptable>> {
+        // Its instances end with the daemon: nothing is left to adopt.
+        Box::pin(async { Vec::new() })
     }
 
     fn remove_cgroup<'a>(&'a self, name: &'a str) -> BoxFuture<'a, ()> {
@@ -143,8 +158,8 @@ impl InstanceHandle for Instance {
         Instance::status_changes(self)
     }
 
-    fn usage(&self) -> ResourceUsage {
-        Instance::usage(self)
+    fn usage(&self) -> BoxFuture<'_, ResourceUsage> {
+        Box::pin(async move { Instance::usage(self) })
     }
 
     fn stop(&self) -> BoxFuture<'_, ()> {

@@ -144,7 +144,7 @@ impl ControlPlane {
         let (plan, mut usage) = self.plan_and_usage(&row, release.as_ref()).await;
         let routing = self.routing.env(&key(&r));
         if let (Some(run), Some(usage)) = (&routing.running, usage.as_mut()) {
-            let now = run.instance.usage();
+            let now = run.instance.usage().await;
             usage.memory = now.memory_bytes;
             usage.pids = now.pids;
             usage.cpu_seconds = now.cpu_seconds;

@@ -84,6 +84,7 @@ impl ControlPlane {
         env.push(("PORT".to_owned(), port.to_string()));
         let log_path = self.home.run_log(&r.app, &r.env, l.release_id);
         let spec = InstanceSpec {
+            tag: instance_tag(r, l.release_id),
             command: l.config.run.clone(),
             cwd: l.dir.to_path_buf(),
             env,
@@ -130,6 +131,26 @@ impl ControlPlane {
         Ok(running(l, instance))
     }
 
+    /// The route entry of an instance an earlier daemon started and left running (see
+    /// `restore`), once it passes a health check now: its environment's network is made ready
+    /// (the way out and the proxy's listener inside) as for a launch.
+    pub(crate) async fn adopt(
+        &self,
+        l: &Launch<'_>,
+        instance: Arc<dyn InstanceHandle>,
+    ) -> Result<Running, ControlError> {
+        self.network(l.env).await?;
+        instance
+            .check_health()
+            .await
+            .map_err(|e| ControlError::Step {
+                step: "adopt",
+                message: e.to_string(),
+                log_tail: vec![],
+            })?;
+        Ok(running(l, instance))
+    }
+
     /// Record `release_id` live for the environment, then route to `running`. Returns the
     /// instance it replaced, for `retire`. `audit` names the operation (deploy, rollback, …).
     pub(crate) async fn go_live(
@@ -167,6 +188,11 @@ impl ControlPlane {
         old.instance.stop().await;
         outcome
     }
+}
+
+/// How an instance names itself to a later daemon: `APP/ENV@RELEASE_ID`.
+pub(crate) fn instance_tag(r: &EnvRef, release_id: i64) -> String {
+    format!("{r}@{release_id}")
 }
 
 /// The route entry of a healthy instance. Its restarts are mirrored onto the entry's

@@ -19,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::warn;
 use turnout_model::{AppInfo, AppName, EnvRef, ReleaseInfo, format_timestamp};
-use turnout_supervisor::Runtime;
+use turnout_supervisor::{InstanceHandle, Runtime};
 
 use crate::error::ControlError;
 use crate::git::Source;
@@ -76,6 +76,9 @@ pub struct ControlPlane {
     closing: CancellationToken,
     /// Jobs and restores in progress; shutdown waits for them before stopping instances.
     tasks: TaskTracker,
+    /// Instances an earlier daemon left running, by tag (`launch::instance_tag`), found by
+    /// `recover` and routed (or stopped) by `restore`.
+    adopted: std::sync::Mutex<std::collections::HashMap<String, Arc<dyn InstanceHandle>>>,
 }
 
 impl ControlPlane {
@@ -108,6 +111,7 @@ impl ControlPlane {
             domain_ops: tokio::sync::Mutex::new(()),
             closing,
             tasks,
+            adopted: std::sync::Mutex::default(),
         })
     }
 

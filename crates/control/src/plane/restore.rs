@@ -2,15 +2,17 @@
 //! its jobs, its half-written releases), then brings back every environment that was live,
 //! through the same `launch` and `routing` as a deploy. Shutdown lets jobs reach a safe point,
 //! then stops every instance.
-use std::path::Path;
-use std::sync::Arc;
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, PoisonError};
 
 use tracing::{info, warn};
 use turnout_model::{AuditAction, EnvRef};
+use turnout_supervisor::InstanceHandle;
 
 use super::deploy::built_marker;
 use super::isolation::cgroup_name;
-use super::launch::Launch;
+use super::launch::{Launch, instance_tag};
 use super::routing::key;
 use super::{ControlPlane, remove_dir};
 use crate::app_file::ReleaseConfig;
@@ -36,12 +38,16 @@ impl ControlPlane {
     /// processes carrying the token their pid file names), mark its jobs interrupted and its
     /// half-built releases failed, and remove their directories. Runs before the API serves.
     pub async fn recover(&self) -> Result<(), ControlError> {
+        let envs = self.store.call(|c| q::list_envs(c, None)).await?;
+        let kept = self.find_adoptable(&envs).await;
         for pid_file in self.home.all_pid_files() {
-            self.runtime.reap_stale(&pid_file).await;
+            if !kept.contains(&pid_file) {
+                self.runtime.reap_stale(&pid_file).await;
+            }
         }
         // The control groups of what was just reaped (empty ones only).
-        for env in self.store.call(|c| q::list_envs(c, None)).await? {
-            self.runtime.remove_cgroup(&cgroup_name(&env)).await;
+        for env in &envs {
+            self.runtime.remove_cgroup(&cgroup_name(env)).await;
         }
         let interrupted = self.jobs.recover().await?;
         if interrupted > 0 {
@@ -51,6 +57,46 @@ impl ControlPlane {
             );
         }
         self.clean_half_built().await
+    }
+
+    /// Instances an earlier daemon left running whose supervision outlived it: each one that
+    /// is the live release of a started environment is kept for `restore` to adopt (one per
+    /// environment); the others (a deploy's new instance that never went live, a release
+    /// replaced since) are stopped. Returns the pid files of those kept, which must not be
+    /// reaped.
+    async fn find_adoptable(&self, envs: &[EnvRow]) -> HashSet<PathBuf> {
+        let live: HashSet<String> = envs
+            .iter()
+            .filter(|e| !e.stopped)
+            .filter_map(|e| {
+                let r = EnvRef {
+                    app: e.app.clone(),
+                    env: e.name.clone(),
+                };
+                e.current_release_id.map(|id| instance_tag(&r, id))
+            })
+            .collect();
+        let mut kept = HashSet::new();
+        let mut adopted = HashMap::new();
+        for found in self.runtime.adoptable().await {
+            let tag = found.spec.tag;
+            if live.contains(&tag) && !adopted.contains_key(&tag) {
+                info!(instance = %tag, "found the live instance still running; adopting it");
+                kept.extend(found.spec.pid_file);
+                adopted.insert(tag, found.handle);
+            } else {
+                info!(instance = %tag, "stopping an instance left running that is not live");
+                found.handle.stop().await;
+            }
+        }
+        *self.adopted_instances() = adopted;
+        kept
+    }
+
+    fn adopted_instances(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<String, Arc<dyn InstanceHandle>>> {
+        self.adopted.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     async fn restore(self: &Arc<Self>) -> Result<(), ControlError> {
@@ -82,6 +128,13 @@ impl ControlPlane {
             });
         }
         while tasks.join_next().await.is_some() {}
+        // Found running but not taken (its environment came back another way, or failed
+        // before it could be adopted): stopped, never left running unrouted.
+        let left: Vec<_> = self.adopted_instances().drain().collect();
+        for (tag, instance) in left {
+            info!(instance = %tag, "stopping an instance left running that was not adopted");
+            instance.stop().await;
+        }
         Ok(())
     }
 
@@ -146,6 +199,22 @@ impl ControlPlane {
             dir,
             config: &config,
         };
+        let adopted = self
+            .adopted_instances()
+            .remove(&instance_tag(r, release_id));
+        if let Some(instance) = adopted {
+            match self.adopt(&l, instance.clone()).await {
+                Ok(running) => {
+                    self.routing.go_live(key(r), running);
+                    info!(app = %r.app, env = %r.env, release = release_id, "environment adopted: its instance kept running");
+                    return Ok(());
+                }
+                Err(e) => {
+                    warn!(app = %r.app, env = %r.env, error = %e, "the instance left running cannot be adopted; starting it again");
+                    instance.stop().await;
+                }
+            }
+        }
         let closing = self.closing.clone();
         let running = self
             .launch(&l, async move {

@@ -10,7 +10,7 @@ use crate::process::Identity;
 use turnout_netns::Network;
 
 /// When to restart an instance that exits after it has become healthy.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, serde::Serialize, serde::Deserialize)]
 pub struct RestartPolicy {
     /// Delay before the first restart; doubled for each further one.
     pub initial_backoff: Duration,
@@ -32,9 +32,13 @@ impl Default for RestartPolicy {
     }
 }
 
-/// Everything needed to run one instance of a release.
-#[derive(Clone, Debug)]
+/// Everything needed to run one instance of a release. It travels to the instance's own
+/// supervising process as JSON (see `shim`), its network by name.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct InstanceSpec {
+    /// The caller's own name for the instance, given back when a later daemon finds it still
+    /// running ([`crate::Runtime::adoptable`]); the control plane writes `APP/ENV@RELEASE_ID`.
+    pub tag: String,
     /// The app's own command, run as `sh -c <command>` so `$PORT` and friends expand.
     pub command: String,
     pub cwd: PathBuf,
@@ -50,6 +54,7 @@ pub struct InstanceSpec {
     /// [`InstanceStatus::limits_not_enforced`] for a machine without cgroups.
     pub cgroup: Option<CgroupSpec>,
     /// The network the app's processes join; the health check connects from inside it.
+    #[serde(with = "network_by_name")]
     pub network: Network,
     /// The port the app listens on (in `network`); the caller also puts it in `env` as PORT.
     pub port: u16,
@@ -66,7 +71,7 @@ pub struct InstanceSpec {
     pub stop_timeout: Duration,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum InstanceState {
     /// Started, not yet healthy.
     Starting,
@@ -92,7 +97,7 @@ impl InstanceState {
         }
     }
 
-    pub(super) fn is_final(self) -> bool {
+    pub(crate) fn is_final(self) -> bool {
         matches!(self, Self::Crashed | Self::Stopped)
     }
 }
@@ -103,7 +108,7 @@ impl std::fmt::Display for InstanceState {
     }
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct InstanceStatus {
     pub state: InstanceState,
     /// Pid of the current process (also its process-group id); None while none runs.
@@ -118,4 +123,23 @@ pub struct InstanceStatus {
     /// machine without cgroups or when the daemon is not root; the app runs anyway. None when
     /// they are, or when it has no plan.
     pub limits_not_enforced: Option<String>,
+}
+
+/// A [`Network`] as the name of its namespace (`null` for the host's), opened again on the way in.
+mod network_by_name {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+    use turnout_netns::{Namespace, Network};
+
+    pub(super) fn serialize<S: Serializer>(network: &Network, s: S) -> Result<S::Ok, S::Error> {
+        network.name().serialize(s)
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Network, D::Error> {
+        match Option::<String>::deserialize(d)? {
+            None => Ok(Network::Host),
+            Some(name) => Namespace::open(&name)
+                .map(|ns| Network::Namespace(std::sync::Arc::new(ns)))
+                .map_err(serde::de::Error::custom),
+        }
+    }
 }

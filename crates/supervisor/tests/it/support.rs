@@ -88,6 +88,7 @@ impl Fixture {
         let mut vars = vec![("PORT", port.as_str()), ("EXPECT_HOST", HOST)];
         vars.extend(env);
         InstanceSpec {
+            tag: "test".to_owned(),
             command: command.to_owned(),
             cwd: self.dir.path().to_owned(),
             env: child_env(&vars),
