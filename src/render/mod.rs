@@ -174,6 +174,10 @@ pub fn env(e: &EnvInfo, json: bool) {
         "isolation    {}",
         match e.isolation.mode {
             turnout_model::IsolationMode::User => format!("its own user (uid {})", e.isolation.uid),
+            turnout_model::IsolationMode::Sandbox => format!(
+                "a sandbox of its own (user namespace; sees no other environment's files or processes; uid {} is the daemon's)",
+                e.isolation.uid
+            ),
             turnout_model::IsolationMode::SingleUser => format!(
                 "single user (uid {}): not isolated from other environments or Turnout",
                 e.isolation.uid

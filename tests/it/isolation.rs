@@ -58,7 +58,7 @@ fn is_root() -> bool {
     nix::unistd::geteuid().is_root()
 }
 
-async fn probe(d: &Daemon, env: &str, path: &str) -> Value {
+pub(crate) async fn probe(d: &Daemon, env: &str, path: &str) -> Value {
     let (status, body) = d.get(&format!("{env}.shop.localhost"), path).await;
     assert_eq!(status, 200, "{path}: {body}");
     serde_json::from_str(&body).unwrap()
@@ -102,15 +102,9 @@ fn assert_home_modes(d: &Daemon, when: &str) {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn code_in_a_development_environment_reads_nothing_of_production_or_turnout() {
-    if !is_root() {
-        eprintln!("skipped: per-environment users need root (run the suite as root, as CI does)");
-        return;
-    }
-    let secret = "ghp_daemon_token_4d1e9b";
-    let mut d = Daemon::start_with_env(&[("SHOP_GIT_TOKEN", secret)]);
-    let repo = Repo::with_app(PROBE);
+/// The app `shop` from `repo` with a development and a production environment (holding a
+/// secret), both deployed; `env show` of each.
+pub(crate) fn dev_and_prod(d: &Daemon, repo: &Repo) -> (Value, Value) {
     d.create(
         "shop",
         repo.path(),
@@ -128,9 +122,22 @@ async fn code_in_a_development_environment_reads_nothing_of_production_or_turnou
     ]);
     d.ok(&["deploy", "shop/dev"]);
     d.ok(&["deploy", "shop/prod"]);
+    (
+        d.json(&["env", "show", "shop/dev"]),
+        d.json(&["env", "show", "shop/prod"]),
+    )
+}
 
-    let dev_env = d.json(&["env", "show", "shop/dev"]);
-    let prod_env = d.json(&["env", "show", "shop/prod"]);
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn code_in_a_development_environment_reads_nothing_of_production_or_turnout() {
+    if !is_root() {
+        eprintln!("skipped: per-environment users need root (run the suite as root, as CI does)");
+        return;
+    }
+    let secret = "ghp_daemon_token_4d1e9b";
+    let mut d = Daemon::start_with_env(&[("SHOP_GIT_TOKEN", secret)]);
+    let repo = Repo::with_app(PROBE);
+    let (dev_env, prod_env) = dev_and_prod(&d, &repo);
     assert_eq!(dev_env["isolation"]["mode"], "user", "{dev_env}");
     let (dev_uid, prod_uid) = (
         dev_env["isolation"]["uid"].as_u64().unwrap(),

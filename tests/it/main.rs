@@ -15,6 +15,7 @@ mod load;
 mod logs;
 mod metrics_access;
 mod plans;
+mod sandbox;
 mod serve_start;
 mod support;
 mod traffic;

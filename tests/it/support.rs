@@ -21,6 +21,8 @@ pub struct Daemon {
     pub api: String,
     pub http: SocketAddr,
     extra_env: Vec<(String, String)>,
+    /// Runs the daemon as this user (and group) instead of the test's own.
+    uid: Option<u32>,
 }
 
 impl Daemon {
@@ -28,8 +30,28 @@ impl Daemon {
         Daemon::start_with_env(&[])
     }
 
+    /// A daemon run as `uid` (the test must be root): its home and working directory are
+    /// that user's, and so is its `HOME`.
+    pub fn start_as(uid: u32) -> Daemon {
+        let mut d = Daemon::unstarted(&[]);
+        for dir in [d.home.path(), d.cwd.path()] {
+            std::os::unix::fs::chown(dir, Some(uid), Some(uid)).unwrap();
+        }
+        let home = d.home.path().display().to_string();
+        d.extra_env.push(("HOME".to_owned(), home));
+        d.uid = Some(uid);
+        d.spawn();
+        d
+    }
+
     pub fn start_with_env(env: &[(&str, &str)]) -> Daemon {
-        let mut d = Daemon {
+        let mut d = Daemon::unstarted(env);
+        d.spawn();
+        d
+    }
+
+    fn unstarted(env: &[(&str, &str)]) -> Daemon {
+        Daemon {
             home: tempfile::tempdir().unwrap(),
             cwd: tempfile::tempdir().unwrap(),
             child: None,
@@ -39,9 +61,8 @@ impl Daemon {
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
-        };
-        d.spawn();
-        d
+            uid: None,
+        }
     }
 
     fn spawn(&mut self) {
@@ -67,6 +88,11 @@ impl Daemon {
         .stderr(self.log_file());
         for (k, v) in &self.extra_env {
             cmd.env(k, v);
+        }
+        if let Some(uid) = self.uid {
+            use std::os::unix::process::CommandExt;
+            // std also drops the supplementary groups when root changes uid.
+            cmd.uid(uid).gid(uid);
         }
         let mut child = cmd.spawn().expect("start turnout serve");
         let mut line = String::new();
@@ -468,4 +494,14 @@ pub fn find_files(dir: &Path, name: &str) -> Vec<PathBuf> {
         }
     }
     out
+}
+
+/// `chown -R` to `uid` (its group too), for a directory a daemon of that user must read.
+pub fn chown_tree(dir: &Path, uid: u32) {
+    std::os::unix::fs::lchown(dir, Some(uid), Some(uid)).unwrap();
+    if dir.is_dir() && !dir.is_symlink() {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            chown_tree(&entry.unwrap().path(), uid);
+        }
+    }
 }

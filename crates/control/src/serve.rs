@@ -47,8 +47,8 @@ pub async fn serve(
     std::fs::create_dir_all(home.root())
         .with_context(|| format!("cannot create the home directory {}", home.root().display()))?;
     crate::plane::secure_home(&home).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let separation = crate::plane::Separation::detect(config.single_user);
-    let home = crate::plane::place_envs(home, separation);
+    let (separation, no_sandbox) = crate::plane::Separation::detect(config.single_user);
+    let home = crate::plane::place_envs(home, &separation);
     if !home.envs_root().starts_with(home.root()) {
         warn!(
             envs = %home.envs_root().display(),
@@ -121,7 +121,7 @@ pub async fn serve(
         home.clone(),
         store,
         std::sync::Arc::new(runtime),
-        separation,
+        separation.clone(),
         networks,
     );
     // Before the API takes a request: clean up after a daemon that was killed, so no new job
@@ -147,7 +147,10 @@ pub async fn serve(
     ready(&info);
     info!(api = %info.api, http = %info.http, home = %info.home, "turnout serving");
     if separation != crate::plane::Separation::Users {
-        warn!("{}", separation.describe());
+        warn!("{}", info.isolation);
+    }
+    if let Some(why) = no_sandbox {
+        warn!("no sandbox for environments: {why}");
     }
     if let Some(shared) = network_shared {
         warn!("{shared}");

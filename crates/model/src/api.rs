@@ -118,9 +118,11 @@ pub struct EnvInfo {
 /// How an environment's processes are kept apart from other environments and from Turnout.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Isolation {
-    /// `user`: its own unprivileged uid (Turnout runs as root); `single-user`: the daemon's
-    /// own user, unsafe for shared use (Turnout is not root and was started with
-    /// `--single-user`).
+    /// `user`: its own unprivileged uid (Turnout runs as root); `sandbox`: Turnout is not root,
+    /// and each environment runs in a sandbox of its own (bubblewrap: an unprivileged user
+    /// namespace that sees none of Turnout's or other environments' files and processes);
+    /// `single-user`: the daemon's own user, unsafe for shared use (Turnout is not root, cannot
+    /// sandbox, and was started with `--single-user`).
     pub mode: IsolationMode,
     /// The uid (and gid) its builds and instances run as.
     pub uid: u32,
@@ -135,6 +137,9 @@ pub struct Isolation {
 #[serde(rename_all = "kebab-case")]
 pub enum IsolationMode {
     User,
+    /// Turnout is not root: a sandbox of its own (an unprivileged user namespace), with the
+    /// daemon's uid.
+    Sandbox,
     SingleUser,
 }
 
@@ -142,6 +147,7 @@ impl IsolationMode {
     pub fn as_str(self) -> &'static str {
         match self {
             Self::User => "user",
+            Self::Sandbox => "sandbox",
             Self::SingleUser => "single-user",
         }
     }

@@ -29,6 +29,9 @@
 //! - A clean environment: a child gets exactly its spec's `env` (plus the supervisor's
 //!   `TURNOUT_INSTANCE`/`TURNOUT_TASK` token) and nothing of the daemon's, so the caller passes
 //!   PATH, HOME, LANG and the TURNOUT_* variables.
+//! - Sandbox (`sandbox`): where the daemon is not root, a spec's [`Sandbox`] runs the shell
+//!   under bubblewrap (its own user and process namespaces, Turnout's files hidden, only the
+//!   environment's own directories writable).
 //! - Identity (`process`): with an [`Identity`] a child runs as that uid and gid with no
 //!   supplementary groups. The health check, the log and the pid file stay the daemon's, and
 //!   [`reap_stale`] (root) still kills such a group.
@@ -61,6 +64,7 @@ mod instance;
 mod log;
 mod process;
 mod runtime;
+mod sandbox;
 mod shim;
 mod task;
 
@@ -71,6 +75,7 @@ pub use instance::{Instance, InstanceSpec, InstanceState, InstanceStatus, Restar
 pub use log::{LogLine, LogRotation, collapse_repeats, rotated_log_path, tail_lines};
 pub use process::{Identity, reap_stale};
 pub use runtime::{Adoptable, BoxFuture, InstanceHandle, LocalRuntime, Runtime};
+pub use sandbox::Sandbox;
 pub use shim::{Launch, ShimRuntime, serve_instance};
 pub use task::{TaskSpec, run_task};
 pub use turnout_netns::Network;

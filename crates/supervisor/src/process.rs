@@ -81,10 +81,12 @@ pub(crate) struct Shell<'a> {
     pub(crate) identity: Option<Identity>,
     pub(crate) cgroup: Option<&'a crate::cgroup::Cgroup>,
     pub(crate) network: &'a Network,
+    /// Not root: the sandbox the shell runs in.
+    pub(crate) sandbox: Option<&'a crate::sandbox::Sandbox>,
     pub(crate) die_with_parent: bool,
 }
 
-/// `/bin/sh -c COMMAND` in its directory, from exactly its environment and token, with no
+/// `/bin/sh -c COMMAND` (inside its sandbox, when it has one) in its directory, from exactly its environment and token, with no
 /// input, in a process group of its own (so signals reach all it starts; the group guard kills
 /// the group, never only the shell), joined to its control group and running as its identity
 /// before it runs anything. Also returns the group's OOM-kill count before the start, which
@@ -99,7 +101,16 @@ pub(crate) fn shell_command(
         None => Vec::new(),
     };
     let oom_kills_before = shell.cgroup.and_then(crate::cgroup::Cgroup::oom_kills);
-    let mut command = Command::new("/bin/sh");
+    let mut command = match shell.sandbox {
+        Some(sandbox) => {
+            let mut command = Command::new(&sandbox.bwrap);
+            command
+                .args(sandbox.args(shell.cwd, shell.die_with_parent))
+                .arg("/bin/sh");
+            command
+        }
+        None => Command::new("/bin/sh"),
+    };
     command
         .arg("-c")
         .arg(shell.command)

@@ -20,6 +20,7 @@ use crate::process::{
     error_tail, new_token, remove_pid_file, shell_command, signal_group, wait_group_gone,
     write_pid_file,
 };
+use crate::sandbox::Sandbox;
 
 /// How long output is still read after the command has exited, in case a process outside its
 /// group (one that called setsid) still holds the output pipe open.
@@ -43,6 +44,8 @@ pub struct TaskSpec {
     pub cgroup: Option<CgroupSpec>,
     /// The network the command's processes join.
     pub network: Network,
+    /// Not root: the sandbox the command runs in (see [`crate::Sandbox`]).
+    pub sandbox: Option<Sandbox>,
     /// Receives every output line (and `[turnout]` marker lines), each prefixed with a timestamp
     /// (see [`crate::LogLine`]). Never rotated: a build log is read whole.
     pub log_path: PathBuf,
@@ -133,6 +136,7 @@ async fn run_in_group(
             identity: spec.identity,
             cgroup,
             network: &spec.network,
+            sandbox: spec.sandbox.as_ref(),
             die_with_parent: true,
         },
         writer.into(),

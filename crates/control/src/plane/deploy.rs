@@ -335,6 +335,7 @@ impl Deploy<'_> {
             identity: self.plane.identity(&self.env)?,
             cgroup: Some(self.plane.cgroup(&self.env, &out.config)),
             network: self.plane.network(&self.env).await?,
+            sandbox: self.plane.sandbox(&self.env),
         };
         let ctx = self.ctx;
         let mut on_line = |line: &str| ctx.output(line);

@@ -7,14 +7,18 @@
 //! files) is the daemon's alone (0700 directories, 0600 files: the daemon runs with umask 077).
 //! Every process starts from a clean environment: an allow-list, never the daemon's own.
 //!
-//! Not as root, there is no other user to run as. `--single-user` runs every environment as the
-//! daemon's user, which is unsafe for shared use and says so; without it, only development
-//! environments run and the other tiers are refused.
+//! Not as root, there is no other user to run as. Where bubblewrap can make unprivileged user
+//! namespaces, each environment's processes run in a sandbox of their own instead
+//! (`turnout_supervisor::Sandbox`): Turnout's home and the daemon user's home hidden, only the
+//! environment's own directories writable, its own process namespace. Without it,
+//! `--single-user` runs every environment as the daemon's user, which is unsafe for shared use
+//! and says so; without that, only development environments run and the other tiers are
+//! refused.
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use turnout_model::{EnvRef, Isolation, IsolationMode, Tier};
-use turnout_supervisor::{CgroupSpec, Identity};
+use turnout_supervisor::{CgroupSpec, Identity, Sandbox};
 
 use super::ControlPlane;
 use crate::app_file::{ReleaseConfig, effective_plan};
@@ -23,10 +27,12 @@ use crate::home::Home;
 use crate::store::EnvRow;
 
 /// How environments are separated on this machine, decided once at start-up.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Separation {
     /// Turnout runs as root: each environment as its own user.
     Users,
+    /// Not root: each environment in a sandbox of its own, made by this `bwrap`.
+    Sandboxed(PathBuf),
     /// Not root, `--single-user`: every environment as the daemon's user.
     SingleUser,
     /// Not root: development environments as the daemon's user; other tiers refused.
@@ -34,24 +40,27 @@ pub enum Separation {
 }
 
 impl Separation {
-    pub fn detect(single_user: bool) -> Separation {
+    /// Root: users. Else a sandbox where bubblewrap can make one, else `--single-user` or
+    /// development only. `Err` carries why there is no sandbox, for `turnout serve` to say.
+    pub fn detect(single_user: bool) -> (Separation, Option<String>) {
         if nix::unistd::geteuid().is_root() {
-            Separation::Users
-        } else if single_user {
-            Separation::SingleUser
-        } else {
-            Separation::DevelopmentOnly
+            return (Separation::Users, None);
+        }
+        match Sandbox::find_bwrap() {
+            Ok(bwrap) => (Separation::Sandboxed(bwrap), None),
+            Err(why) if single_user => (Separation::SingleUser, Some(why)),
+            Err(why) => (Separation::DevelopmentOnly, Some(why)),
         }
     }
 
     /// Who `env`'s processes run as under this separation.
-    fn identity(self, env: &EnvRow) -> Result<Option<Identity>, ControlError> {
+    fn identity(&self, env: &EnvRow) -> Result<Option<Identity>, ControlError> {
         match self {
             Separation::Users => Ok(Some(Identity {
                 uid: env.uid,
                 gid: env.uid,
             })),
-            Separation::SingleUser => Ok(None),
+            Separation::Sandboxed(_) | Separation::SingleUser => Ok(None),
             Separation::DevelopmentOnly if env.tier == Tier::Development => Ok(None),
             Separation::DevelopmentOnly => Err(ControlError::Conflict(format!(
                 "refused: Turnout is not running as root, so {}/{} (tier {}) cannot run as a user of its own and would see every other environment; run `turnout serve` as root, or pass --single-user to accept that",
@@ -61,9 +70,12 @@ impl Separation {
     }
 
     /// One line for `turnout serve`'s output.
-    pub fn describe(self) -> &'static str {
+    pub fn describe(&self) -> &'static str {
         match self {
             Separation::Users => "each environment runs as its own user",
+            Separation::Sandboxed(_) => {
+                "not root: each environment runs in a sandbox of its own (bubblewrap), which sees none of Turnout's files nor other environments' files or processes; they share the daemon's uid"
+            }
             Separation::SingleUser => {
                 "single user: every environment runs as the daemon's user and can read the others and Turnout's home; unsafe for shared use"
             }
@@ -88,6 +100,11 @@ impl ControlPlane {
             Separation::Users => Isolation {
                 mode: IsolationMode::User,
                 uid: env.uid,
+                network: self.networks.namespace_name(env),
+            },
+            Separation::Sandboxed(_) => Isolation {
+                mode: IsolationMode::Sandbox,
+                uid: nix::unistd::geteuid().as_raw(),
                 network: self.networks.namespace_name(env),
             },
             Separation::SingleUser | Separation::DevelopmentOnly => Isolation {
@@ -166,6 +183,34 @@ impl ControlPlane {
         }
     }
 
+    /// Not root, with bubblewrap: the sandbox `env`'s processes run in. Hidden: the daemon
+    /// user's home, Turnout's home and (when elsewhere) the environments' root; writable again:
+    /// the environment's releases, storage and home.
+    pub(crate) fn sandbox(&self, env: &EnvRow) -> Option<Sandbox> {
+        let Separation::Sandboxed(bwrap) = &self.separation else {
+            return None;
+        };
+        let home = &self.home;
+        let mut hidden: Vec<PathBuf> = std::env::var_os("HOME")
+            .map(PathBuf::from)
+            .filter(|dir| dir.is_absolute() && dir.parent().is_some())
+            .into_iter()
+            .collect();
+        hidden.push(home.root().to_path_buf());
+        if !home.envs_root().starts_with(home.root()) {
+            hidden.push(home.envs_root().to_path_buf());
+        }
+        Some(Sandbox {
+            bwrap: bwrap.clone(),
+            hidden,
+            writable: vec![
+                home.releases_dir(&env.app, &env.name),
+                home.storage_dir(&env.app, &env.name),
+                home.user_home(&env.app, &env.name),
+            ],
+        })
+    }
+
     /// The uid that owns the environment's files: its own user's as root, else the daemon's.
     fn owner(&self, env: &EnvRow) -> Option<u32> {
         (self.separation == Separation::Users).then_some(env.uid)
@@ -176,9 +221,9 @@ impl ControlPlane {
 /// reach its own directories inside it (root's own home, `/root`, is 0700). When they do not,
 /// the environments' directories go to `/var/lib/turnout/<home's hash>` instead; the rest of
 /// the home stays where it is. Returns the home to use.
-pub fn place_envs(home: Home, separation: Separation) -> Home {
+pub fn place_envs(home: Home, separation: &Separation) -> Home {
     use std::os::unix::fs::MetadataExt;
-    if separation != Separation::Users {
+    if *separation != Separation::Users {
         return home;
     }
     let reachable = home

@@ -103,6 +103,7 @@ impl ControlPlane {
             identity,
             cgroup: Some(self.cgroup(l.env, l.config)),
             network,
+            sandbox: self.sandbox(l.env),
         };
         let instance = self
             .runtime

@@ -622,6 +622,7 @@ async fn spawn(
             identity: spec.identity,
             cgroup,
             network: &spec.network,
+            sandbox: spec.sandbox.as_ref(),
             die_with_parent: false,
         },
         stdout.into(),

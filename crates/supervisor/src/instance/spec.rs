@@ -7,6 +7,7 @@ use crate::cgroup::CgroupSpec;
 use crate::health::HealthCheck;
 use crate::log::LogRotation;
 use crate::process::Identity;
+use crate::sandbox::Sandbox;
 use turnout_netns::Network;
 
 /// When to restart an instance that exits after it has become healthy.
@@ -56,6 +57,8 @@ pub struct InstanceSpec {
     /// The network the app's processes join; the health check connects from inside it.
     #[serde(with = "network_by_name")]
     pub network: Network,
+    /// Not root: the sandbox its processes run in (see [`crate::Sandbox`]).
+    pub sandbox: Option<Sandbox>,
     /// The port the app listens on (in `network`); the caller also puts it in `env` as PORT.
     pub port: u16,
     /// Receives the app's stdout and stderr and the supervisor's `[turnout]` marker lines, each

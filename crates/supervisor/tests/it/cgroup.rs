@@ -146,6 +146,7 @@ while True: food.append(b"x" * (1 << 20))'"#
         identity: None,
         cgroup: Some(plan(Some(64 * MIB), None)),
         network: Network::Host,
+        sandbox: None,
         log_path: dir.path().join("build.log"),
         pid_file: None,
         timeout: Duration::from_secs(60),

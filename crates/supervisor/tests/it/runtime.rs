@@ -40,6 +40,7 @@ async fn local_runtime_runs_a_task_with_a_line_callback() {
         identity: None,
         cgroup: None,
         network: Network::Host,
+        sandbox: None,
         log_path: dir.path().join("build.log"),
         pid_file: Some(dir.path().join("run/build.pid")),
         timeout: Duration::from_secs(20),

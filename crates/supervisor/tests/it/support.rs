@@ -95,6 +95,7 @@ impl Fixture {
             identity: None,
             cgroup: None,
             network: Network::Host,
+            sandbox: None,
             port: self.port,
             log_path: self.log_path(),
             log_rotation: LogRotation::default(),
