@@ -244,3 +244,55 @@ async fn a_repository_token_never_reaches_errors_or_the_store() {
     );
     assert!(!log.contains(secret), "the daemon's log holds the token");
 }
+
+/// Absurd durations in turnout.toml fail the deploy with the key and its range, leave no
+/// release `building`, and a fraction of a second is a valid interval.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn turnout_toml_durations_are_bounded() {
+    let repo = Repo::new("fast");
+    let d = Daemon::start();
+    d.create("shop", repo.path(), &[("qa", "main", "qa")]);
+    for (key, value, want) in [
+        (
+            "timeout = \"20s\"",
+            "timeout = \"99999999999999999h\"",
+            "health.timeout '99999999999999999h' is out of range: it must be between 1s and 1h",
+        ),
+        (
+            "interval = \"50ms\"",
+            "interval = \"0s\"",
+            "health.interval '0s' is out of range: it must be between 10ms and 1h",
+        ),
+        (
+            "stop_timeout = \"5s\"",
+            "stop_timeout = \"99999999999999999h\"",
+            "run.stop_timeout '99999999999999999h' is out of range",
+        ),
+    ] {
+        repo.write("turnout.toml", &crate::support::TOML.replace(key, value));
+        repo.commit(value);
+        let err = d.fails(&["deploy", "shop/qa"]);
+        assert!(
+            err.contains("turnout.toml, line") && err.contains(want),
+            "{err}"
+        );
+    }
+    let releases = d.json(&["release", "list", "shop/qa"]);
+    assert!(
+        releases
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|r| r["status"] != "building"),
+        "{releases}"
+    );
+
+    repo.write(
+        "turnout.toml",
+        &crate::support::TOML.replace("interval = \"50ms\"", "interval = 0.05"),
+    );
+    repo.commit("a fraction of a second");
+    d.ok(&["deploy", "shop/qa"]);
+    let (status, body) = d.get("qa.shop.localhost", "/").await;
+    assert_eq!((status, body.starts_with("fast")), (200, true), "{body}");
+}

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use serde::{Deserialize, Deserializer, Serialize};
+use turnout_model::duration::DurationRule;
 use turnout_model::plan::{
     PlanField, check_cpu, check_memory, check_pids, parse_cpu, parse_memory, parse_pids,
 };
@@ -47,7 +48,7 @@ pub struct Layer {
 #[serde(deny_unknown_fields)]
 pub struct BuildSection {
     pub command: Option<String>,
-    #[serde(default, deserialize_with = "opt_duration")]
+    #[serde(default, deserialize_with = "build_timeout")]
     pub timeout: Option<Duration>,
 }
 
@@ -55,11 +56,11 @@ pub struct BuildSection {
 #[serde(deny_unknown_fields)]
 pub struct RunSection {
     pub command: Option<String>,
-    #[serde(default, deserialize_with = "opt_duration")]
+    #[serde(default, deserialize_with = "stop_timeout")]
     pub stop_timeout: Option<Duration>,
-    #[serde(default, deserialize_with = "opt_duration")]
+    #[serde(default, deserialize_with = "drain_timeout")]
     pub drain_timeout: Option<Duration>,
-    #[serde(default, deserialize_with = "opt_duration")]
+    #[serde(default, deserialize_with = "stream_drain_timeout")]
     pub stream_drain_timeout: Option<Duration>,
 }
 
@@ -67,9 +68,9 @@ pub struct RunSection {
 #[serde(deny_unknown_fields)]
 pub struct HealthSection {
     pub path: Option<String>,
-    #[serde(default, deserialize_with = "opt_duration")]
+    #[serde(default, deserialize_with = "health_timeout")]
     pub timeout: Option<Duration>,
-    #[serde(default, deserialize_with = "opt_duration")]
+    #[serde(default, deserialize_with = "health_interval")]
     pub interval: Option<Duration>,
 }
 
@@ -330,40 +331,72 @@ fn procfile_web(text: &str) -> Option<String> {
     })
 }
 
-/// `"30s"`, `"500ms"`, `"2m"`, `"1h"` or a bare number of seconds.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let (num, unit) = s.split_at(split);
-    let n: u64 = num.parse().map_err(|_| {
-        format!("invalid duration '{s}': write it like \"500ms\", \"30s\", \"2m\" or \"1h\"")
-    })?;
-    Ok(match unit {
-        "ms" => Duration::from_millis(n),
-        "" | "s" => Duration::from_secs(n),
-        "m" => Duration::from_secs(n * 60),
-        "h" => Duration::from_secs(n * 3600),
-        _ => {
-            return Err(format!(
-                "invalid duration '{s}': write it like \"500ms\", \"30s\", \"2m\" or \"1h\""
-            ));
-        }
-    })
+/// Every duration key of the file and the range it accepts (the README's reference lists them).
+/// Each has a `deserialize_with` function of its own name below; a new key is one rule and one
+/// such function.
+pub mod durations {
+    use std::time::Duration;
+
+    use turnout_model::duration::DurationRule;
+
+    const SECOND: Duration = Duration::from_secs(1);
+    const HOUR: Duration = Duration::from_secs(3600);
+
+    pub const BUILD_TIMEOUT: DurationRule =
+        DurationRule::new("build.timeout", SECOND, Duration::from_secs(24 * 3600));
+    /// Some time for SIGTERM to be handled before the SIGKILL.
+    pub const STOP_TIMEOUT: DurationRule =
+        DurationRule::new("run.stop_timeout", Duration::from_millis(100), HOUR);
+    /// 0 cuts a replaced release's requests at once.
+    pub const DRAIN_TIMEOUT: DurationRule =
+        DurationRule::new("run.drain_timeout", Duration::ZERO, HOUR);
+    pub const STREAM_DRAIN_TIMEOUT: DurationRule =
+        DurationRule::new("run.stream_drain_timeout", Duration::ZERO, HOUR);
+    pub const HEALTH_TIMEOUT: DurationRule = DurationRule::new("health.timeout", SECOND, HOUR);
+    /// 0 would probe in a busy loop; 10ms lets quick apps (and tests) go live quickly.
+    pub const HEALTH_INTERVAL: DurationRule =
+        DurationRule::new("health.interval", Duration::from_millis(10), HOUR);
 }
 
-fn opt_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum Raw {
-        Secs(u64),
-        Text(String),
-    }
-    match Raw::deserialize(d)? {
-        Raw::Secs(n) => Ok(Some(Duration::from_secs(n))),
-        Raw::Text(t) => parse_duration(&t)
-            .map(Some)
-            .map_err(serde::de::Error::custom),
-    }
+fn build_timeout<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    bounded(d, &durations::BUILD_TIMEOUT)
+}
+
+fn stop_timeout<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    bounded(d, &durations::STOP_TIMEOUT)
+}
+
+fn drain_timeout<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    bounded(d, &durations::DRAIN_TIMEOUT)
+}
+
+fn stream_drain_timeout<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    bounded(d, &durations::STREAM_DRAIN_TIMEOUT)
+}
+
+fn health_timeout<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    bounded(d, &durations::HEALTH_TIMEOUT)
+}
+
+fn health_interval<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    bounded(d, &durations::HEALTH_INTERVAL)
+}
+
+/// A duration as a string (`"500ms"`, `"0.5"`) or a number of seconds (`30`, `0.5`), checked
+/// against its key's rule.
+fn bounded<'de, D: Deserializer<'de>>(
+    d: D,
+    rule: &DurationRule,
+) -> Result<Option<Duration>, D::Error> {
+    let text = match Number::deserialize(d)? {
+        Number::Int(n) => n.to_string(),
+        // `Display` of an f64 never uses an exponent: 1e-3 is "0.001", which parses exactly.
+        Number::Float(f) => f.to_string(),
+        Number::Text(t) => t,
+    };
+    rule.parse(&text)
+        .map(Some)
+        .map_err(serde::de::Error::custom)
 }
 
 /// Memory as `"512M"` or a byte count.
@@ -401,7 +434,7 @@ fn opt_pids<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
     checked.map(Some).map_err(serde::de::Error::custom)
 }
 
-/// A plan value as TOML has it.
+/// A plan value or a duration as TOML has it.
 #[derive(Deserialize)]
 #[serde(untagged)]
 enum Number {
@@ -617,10 +650,59 @@ pids = "64"
     }
 
     #[test]
-    fn durations() {
-        assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
-        assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
-        assert_eq!(parse_duration("7").unwrap(), Duration::from_secs(7));
-        assert!(parse_duration("1d").is_err());
+    fn durations_are_bounded_per_key_and_name_it() {
+        let check = |section: &str, key: &str, value: &str| {
+            let text =
+                format!("[environments.dev.run]\ncommand = \"x\"\n[{section}]\n{key} = {value}\n");
+            resolve(Some(&text), None, Tier::Development, &env("dev"))
+        };
+        // Overflowing, zero and absurd values: an error naming the key, line and range.
+        for (section, key, value, range) in [
+            (
+                "health",
+                "timeout",
+                "\"99999999999999999h\"",
+                "between 1s and 1h",
+            ),
+            ("health", "interval", "\"0s\"", "between 10ms and 1h"),
+            (
+                "health",
+                "interval",
+                "99999999999999999",
+                "between 10ms and 1h",
+            ),
+            (
+                "run",
+                "stop_timeout",
+                "\"99999999999999999h\"",
+                "between 100ms and 1h",
+            ),
+            ("run", "drain_timeout", "-1", "between 0s and 1h"),
+            ("run", "stream_drain_timeout", "1e300", "between 0s and 1h"),
+            ("build", "timeout", "\"25h\"", "between 1s and 24h"),
+            ("build", "timeout", "nan", "write it like \"500ms\""),
+            ("build", "timeout", "\"1d\"", "write it like \"500ms\""),
+        ] {
+            let err = check(section, key, value).unwrap_err().to_string();
+            assert!(
+                err.starts_with("turnout.toml, line 4:")
+                    && err.contains(&format!("{section}.{key} '"))
+                    && err.contains(range),
+                "{key} = {value}: {err}"
+            );
+        }
+        // Numbers are seconds, fractions too, as strings or TOML numbers.
+        for (value, want) in [
+            ("0.5", Duration::from_millis(500)),
+            ("\"0.5\"", Duration::from_millis(500)),
+            ("2", Duration::from_secs(2)),
+            ("\"1.5s\"", Duration::from_millis(1500)),
+            ("\"10ms\"", Duration::from_millis(10)),
+        ] {
+            let config = check("health", "interval", value).unwrap();
+            assert_eq!(config.health_interval, want, "{value}");
+        }
+        let config = check("run", "drain_timeout", "0").unwrap();
+        assert_eq!(config.drain_timeout, Duration::ZERO);
     }
 }
