@@ -212,12 +212,20 @@ pub fn resolve(
             .ok_or(AppFileError::NoRunCommand)?,
     };
     let health_path = health.path.unwrap_or_else(|| "/".into());
+    let invalid_path = |why: &str| AppFileError::Invalid {
+        file: FILE_NAME,
+        line: line_of(turnout_toml.unwrap_or(""), "path"),
+        message: format!("health path {health_path:?} {why}"),
+    };
     if !health_path.starts_with('/') {
-        return Err(AppFileError::Invalid {
-            file: FILE_NAME,
-            line: line_of(turnout_toml.unwrap_or(""), "path"),
-            message: format!("health path '{health_path}' must start with '/'"),
-        });
+        return Err(invalid_path("must start with '/'"));
+    }
+    // It goes into the request line as is (RFC 9112 §3.2): a CR or LF there would end the line
+    // early, and every probe would fail only after the health timeout.
+    if health_path.chars().any(|c| c.is_control() || c == ' ') {
+        return Err(invalid_path(
+            "must not contain spaces or control characters: percent-encode them (%20, %0D, %0A)",
+        ));
     }
     Ok(ReleaseConfig {
         build: build.command.filter(|c| !c.trim().is_empty()),
@@ -535,6 +543,30 @@ COLOR = "green"
         .unwrap_err()
         .to_string();
         assert!(err.contains("line 4") && err.contains("PORT"), "{err}");
+    }
+
+    #[test]
+    fn health_paths_with_control_characters_are_refused() {
+        for (path, why) in [
+            (r#""/health\r\nX-Injected: 1""#, "control characters"),
+            (r#""/a\tb""#, "control characters"),
+            (r#""/a\u0000""#, "control characters"),
+            (r#""/a b""#, "spaces"),
+            (r#""healthz""#, "must start with '/'"),
+        ] {
+            let text = format!("[run]\ncommand = \"x\"\n[health]\npath = {path}\n");
+            let err = resolve(Some(&text), None, Tier::Development, &env("dev"))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.starts_with("turnout.toml, line 4: health path \"") && err.contains(why),
+                "{path}: {err}"
+            );
+            assert!(!err.contains('\n') && !err.contains('\r'), "{err}");
+        }
+        let text = "[run]\ncommand = \"x\"\n[health]\npath = \"/up%20now?x=1\"\n";
+        let config = resolve(Some(text), None, Tier::Development, &env("dev")).unwrap();
+        assert_eq!(config.health_path, "/up%20now?x=1");
     }
 
     #[test]
