@@ -296,3 +296,101 @@ async fn turnout_toml_durations_are_bounded() {
     let (status, body) = d.get("qa.shop.localhost", "/").await;
     assert_eq!((status, body.starts_with("fast")), (200, true), "{body}");
 }
+
+/// Every refusal of the API is `{"error", "code"}` with a 4xx, axum's own included (a bad query
+/// string or path segment, a body over the limit, a wrong method), and a body with a field the
+/// endpoint does not know is refused naming the field.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_api_refusal_is_a_json_error() {
+    let repo = Repo::new("x");
+    let d = Daemon::start();
+    d.create("shop", repo.path(), &[("qa", "main", "qa")]);
+    let client = reqwest::Client::new();
+    let token = d.admin_token();
+    let send = |method: reqwest::Method, path: &str, body: Option<Vec<u8>>| {
+        let mut req = client
+            .request(method, format!("{}{path}", d.api))
+            .bearer_auth(&token);
+        if let Some(body) = body {
+            req = req.header("content-type", "application/json").body(body);
+        }
+        async move {
+            let resp = req.send().await.unwrap();
+            let status = resp.status().as_u16();
+            let text = resp.text().await.unwrap();
+            let json: serde_json::Value = serde_json::from_str(&text)
+                .unwrap_or_else(|e| panic!("{status} {text:?} is not JSON: {e}"));
+            (status, json)
+        }
+    };
+    use reqwest::Method;
+    let cases = [
+        (
+            Method::POST,
+            "/api/v1/apps",
+            Some(br#"{"name": "web", "repo": "/x", "colour": "red"}"#.to_vec()),
+            400,
+            "invalid",
+            "unknown field `colour`",
+        ),
+        (
+            Method::POST,
+            "/api/v1/apps/shop/envs/qa/deploy",
+            Some(br#"{"git_ref": null, "force": true}"#.to_vec()),
+            400,
+            "invalid",
+            "unknown field `force`",
+        ),
+        (
+            Method::POST,
+            "/api/v1/domains",
+            Some(br#"{"domain": "127.0.0.1", "app": "shop", "env": "qa"}"#.to_vec()),
+            400,
+            "invalid",
+            "an IP address is not a domain",
+        ),
+        (
+            Method::POST,
+            "/api/v1/apps",
+            Some(vec![b' '; 3 << 20]),
+            413,
+            "too_large",
+            "at most 2 MiB",
+        ),
+        (
+            Method::GET,
+            "/api/v1/jobs?all=maybe",
+            None,
+            400,
+            "invalid",
+            "Failed to deserialize query string",
+        ),
+        (
+            Method::GET,
+            "/api/v1/jobs/not-a-number",
+            None,
+            400,
+            "invalid",
+            "not-a-number",
+        ),
+        (
+            Method::PUT,
+            "/api/v1/apps",
+            None,
+            405,
+            "method_not_allowed",
+            "does not take that method",
+        ),
+    ];
+    for (method, path, body, status, code, needle) in cases {
+        let (got, json) = send(method.clone(), path, body).await;
+        assert_eq!(got, status, "{method} {path}: {json}");
+        assert_eq!(json["code"], code, "{method} {path}: {json}");
+        let error = json["error"].as_str().unwrap();
+        assert!(error.contains(needle), "{method} {path}: {error}");
+    }
+    assert_eq!(d.json(&["app", "list"]).as_array().unwrap().len(), 1);
+    assert!(d.json(&["domain", "list"]).as_array().unwrap().is_empty());
+    let err = d.fails(&["domain", "add", "127.0.0.1", "shop/qa"]);
+    assert!(err.contains("an IP address is not a domain"), "{err}");
+}

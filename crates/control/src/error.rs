@@ -14,6 +14,12 @@ pub enum ControlError {
     Forbidden(String),
     #[error("{0}")]
     NotFound(String),
+    /// The API path exists, but not with this method (405).
+    #[error("{0}")]
+    MethodNotAllowed(String),
+    /// The request body is over the API's limit (413).
+    #[error("{0}")]
+    TooLarge(String),
     /// The request conflicts with current state (409): a name taken, a deploy already running.
     #[error("{0}")]
     Conflict(String),
@@ -47,6 +53,8 @@ impl ControlError {
             ControlError::Unauthorized(_) => ErrorCode::Unauthorized,
             ControlError::Forbidden(_) => ErrorCode::Forbidden,
             ControlError::NotFound(_) => ErrorCode::NotFound,
+            ControlError::MethodNotAllowed(_) => ErrorCode::MethodNotAllowed,
+            ControlError::TooLarge(_) => ErrorCode::TooLarge,
             ControlError::Conflict(_)
             | ControlError::Cancelled(_)
             | ControlError::NeedsApproval { .. } => ErrorCode::Conflict,

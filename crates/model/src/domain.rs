@@ -47,6 +47,16 @@ impl DomainName {
                 ));
             }
         }
+        // No top-level domain is all digits (RFC 3696 §2), so this refuses IPv4 literals in
+        // every form an address parser takes (`127.0.0.1`, `127.1`, `0x7f.1`).
+        if labels
+            .last()
+            .is_some_and(|l| l.bytes().all(|b| b.is_ascii_digit()))
+        {
+            return Err(err(
+                "an IP address is not a domain: the proxy routes by host name, so add a name that resolves to this machine, like shop.example.com",
+            ));
+        }
         if wildcard && labels.len() < 2 {
             return Err(err(
                 "a wildcard needs at least two labels after '*.', like *.example.com",
@@ -127,5 +137,27 @@ mod tests {
             let err = DomainName::new(bad).unwrap_err().to_string();
             assert!(err.starts_with("invalid domain"), "{bad}: {err}");
         }
+    }
+
+    #[test]
+    fn rejects_ip_literals() {
+        for ip in [
+            "127.0.0.1",
+            "10.0.0.1.",
+            "127.1",
+            "0x7f.1",
+            "*.0.0.1",
+            "1",
+            "[::1]",
+            "::1",
+        ] {
+            let err = DomainName::new(ip).unwrap_err().to_string();
+            assert!(err.starts_with(&format!("invalid domain '{ip}'")), "{err}");
+            if !ip.contains(':') {
+                assert!(err.contains("an IP address is not a domain"), "{ip}: {err}");
+            }
+        }
+        DomainName::new("1.2.3.example").unwrap();
+        DomainName::new("127.0.0.1.nip.io").unwrap();
     }
 }
