@@ -394,3 +394,36 @@ async fn every_api_refusal_is_a_json_error() {
     let err = d.fails(&["domain", "add", "127.0.0.1", "shop/qa"]);
     assert!(err.contains("an IP address is not a domain"), "{err}");
 }
+
+/// A name that fails validation is quoted in the refusal the daemon logs, escaped: a newline in
+/// it cannot start a forged line of the daemon's log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_names_cannot_forge_daemon_log_lines() {
+    let d = Daemon::start();
+    let forged = "2030-01-01T00:00:00.000000Z  INFO turnout: admin token revoked";
+    let resp = reqwest::Client::new()
+        .get(format!(
+            "{}/api/v1/apps/x%0A{}/envs",
+            d.api,
+            forged.replace(' ', "%20")
+        ))
+        .bearer_auth(d.admin_token())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 400);
+    let body: serde_json::Value = resp.json().await.unwrap();
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("x\n{forged}")),
+        "{body}"
+    );
+    let log = std::fs::read_to_string(d.cwd.path().join("serve.log")).unwrap();
+    assert!(log.contains(&format!("x\\n{forged}")), "{log}");
+    assert!(
+        !log.lines().any(|l| l.starts_with("2030-01-01")),
+        "a forged line: {log}"
+    );
+}

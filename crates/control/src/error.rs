@@ -69,3 +69,31 @@ impl From<rusqlite::Error> for ControlError {
         ControlError::Internal(format!("store: {e}"))
     }
 }
+
+/// Text as the daemon's log shows it: control characters escaped (`\n`, `\u{1b}`), so that user
+/// input inside an error (a name that failed validation, a line of a build's output) can neither
+/// forge log lines nor reach a terminal as escape sequences.
+pub(crate) struct Escaped<'a>(pub &'a str);
+
+impl std::fmt::Display for Escaped<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        use std::fmt::Write;
+        for c in self.0.chars() {
+            if c.is_control() {
+                write!(f, "{}", c.escape_default())?;
+            } else {
+                f.write_char(c)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn escaped_text_stays_on_one_line() {
+        let shown = super::Escaped("x\nINFO forged\r\u{1b}[31m\tü").to_string();
+        assert_eq!(shown, "x\\nINFO forged\\r\\u{1b}[31m\\tü");
+    }
+}

@@ -23,7 +23,7 @@ use turnout_model::{
 
 use crate::access::Principal;
 
-use crate::error::ControlError;
+use crate::error::{ControlError, Escaped};
 use crate::plane::{ControlPlane, LogView};
 
 mod admin;
@@ -186,19 +186,15 @@ impl IntoResponse for ApiError {
         let code = self.0.code();
         let status =
             StatusCode::from_u16(code.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let error = self.0.to_string();
+        // A refusal usually quotes the input it refused: escaped, it cannot forge log lines.
+        let logged = Escaped(&error);
         if status.is_server_error() {
-            tracing::warn!(status = status.as_u16(), error = %self.0, "API request failed");
+            tracing::warn!(status = status.as_u16(), error = %logged, "API request failed");
         } else {
-            tracing::info!(status = status.as_u16(), error = %self.0, "API request refused");
+            tracing::info!(status = status.as_u16(), error = %logged, "API request refused");
         }
-        (
-            status,
-            Json(ErrorBody {
-                error: self.0.to_string(),
-                code,
-            }),
-        )
-            .into_response()
+        (status, Json(ErrorBody { error, code })).into_response()
     }
 }
 
