@@ -427,3 +427,40 @@ async fn invalid_names_cannot_forge_daemon_log_lines() {
         "a forged line: {log}"
     );
 }
+
+/// `turnout … | head`: once the reader has closed the pipe, the CLI stops quietly (status 0, no
+/// panic, no backtrace), whether it prints a table, JSON or a log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_closed_stdout_ends_the_cli_quietly() {
+    let repo = Repo::new("x");
+    let d = Daemon::start();
+    d.create("shop", repo.path(), &[("qa", "main", "qa")]);
+    d.ok(&["deploy", "shop/qa"]);
+    for args in [
+        &["release", "list", "shop/qa"][..],
+        &["--json", "release", "list", "shop/qa"],
+        &["app", "list"],
+        &["logs", "shop/qa"],
+    ] {
+        // The reading end is closed before the CLI starts: its first write gets EPIPE.
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        let out = std::process::Command::new(crate::support::BIN)
+            .arg("--api")
+            .arg(&d.api)
+            .arg("--home")
+            .arg(d.home.path())
+            .args(args)
+            .stdin(std::process::Stdio::null())
+            .stdout(writer)
+            .stderr(std::process::Stdio::piped())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            out.status.success() && stderr.is_empty(),
+            "{args:?}: {:?} {stderr}",
+            out.status
+        );
+    }
+}
