@@ -139,6 +139,29 @@ mod tests {
         }
     }
 
+    proptest::proptest! {
+        /// Every IPv4 address, in its usual form, is refused as a domain.
+        #[test]
+        fn no_ipv4_address_is_a_domain(ip: u32) {
+            let text = std::net::Ipv4Addr::from(ip).to_string();
+            proptest::prop_assert!(DomainName::new(&text).is_err());
+        }
+
+        /// Host names made of valid labels are accepted, lower-cased, without the trailing
+        /// dot, and their own text parses back to them.
+        #[test]
+        fn host_names_normalise_once(
+            labels in proptest::collection::vec("[a-zA-Z0-9]([a-zA-Z0-9-]{0,10}[a-zA-Z0-9])?", 1..5),
+            tld in "[a-zA-Z]{2,6}",
+            dot: bool,
+        ) {
+            let text = format!("{}.{tld}{}", labels.join("."), if dot { "." } else { "" });
+            let d = DomainName::new(&text).unwrap();
+            proptest::prop_assert_eq!(d.as_str(), text.trim_end_matches('.').to_ascii_lowercase());
+            proptest::prop_assert_eq!(DomainName::new(d.as_str()).unwrap(), d);
+        }
+    }
+
     #[test]
     fn rejects_ip_literals() {
         for ip in [

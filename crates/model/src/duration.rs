@@ -219,6 +219,43 @@ mod tests {
         assert_eq!(RULE.parse("1h"), Ok(Duration::from_secs(3600)));
     }
 
+    proptest::proptest! {
+        /// The parser against arithmetic: every whole number of milliseconds, written in any
+        /// unit it divides (or as a decimal fraction of a second), parses to itself, or is out
+        /// of range exactly when the rule says so.
+        #[test]
+        fn written_durations_parse_to_themselves(ms in 0u64..10_000_000, unit in 0usize..5) {
+            let want = Duration::from_millis(ms);
+            let text = match unit {
+                0 => format!("{ms}ms"),
+                1 => format!("{}.{:03}", ms / 1000, ms % 1000),
+                2 => format!("{}.{:03}s", ms / 1000, ms % 1000),
+                3 => format!("{}m", ms / 60_000),
+                _ => format!("{}h", ms / 3_600_000),
+            };
+            let want = match unit {
+                3 => Duration::from_secs(ms / 60_000 * 60),
+                4 => Duration::from_secs(ms / 3_600_000 * 3600),
+                _ => want,
+            };
+            let parsed = RULE.parse(&text);
+            if (RULE.min..=RULE.max).contains(&want) {
+                proptest::prop_assert_eq!(parsed, Ok(want));
+            } else {
+                let is_range = matches!(parsed, Err(DurationError::Range { .. }));
+                proptest::prop_assert!(is_range, "{}: {:?}", text, parsed);
+            }
+        }
+
+        /// Nothing panics, and whatever is accepted is in range.
+        #[test]
+        fn any_text_is_parsed_or_refused(text in "[0-9.a-z -]{0,30}") {
+            if let Ok(d) = RULE.parse(&text) {
+                proptest::prop_assert!((RULE.min..=RULE.max).contains(&d));
+            }
+        }
+    }
+
     #[test]
     fn shown_like_settings_write_them() {
         assert_eq!(show(Duration::from_secs(3600)), "1h");
