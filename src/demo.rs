@@ -62,7 +62,7 @@ pub async fn run(home: PathBuf, args: ServeArgs) -> anyhow::Result<()> {
     let token = std::fs::read_to_string(home.join("admin.token"))
         .context("the demo daemon wrote no admin.token")?;
     let client = Client::new(&info.api, Some(&token))?;
-    println!(
+    outln!(
         "daemon log: {} (API {}, proxy {})",
         log_path(&home).display(),
         info.api,
@@ -73,43 +73,43 @@ pub async fn run(home: PathBuf, args: ServeArgs) -> anyhow::Result<()> {
         eprintln!("the daemon keeps running; press Ctrl-C to stop it");
     } else {
         let port = info.http.rsplit(':').next().unwrap_or("8080");
-        println!();
-        println!("The Turnout demo is running (Ctrl-C stops it and its instances).");
-        println!();
-        println!("  production  http://production.{APP}.localhost:{port}/   (branch main)");
-        println!("  staging     http://staging.{APP}.localhost:{port}/      (branch staging)");
-        println!();
+        outln!();
+        outln!("The Turnout demo is running (Ctrl-C stops it and its instances).");
+        outln!();
+        outln!("  production  http://production.{APP}.localhost:{port}/   (branch main)");
+        outln!("  staging     http://staging.{APP}.localhost:{port}/      (branch staging)");
+        outln!();
         let exe = std::env::current_exe().context("cannot find the turnout binary's path")?;
         let bin_dir = exe.parent().unwrap_or(Path::new("/"));
         let repo = sh_quote(&repo.display().to_string());
-        println!(
+        outln!(
             "Try, in another terminal (TURNOUT_HOME lets the CLI find this daemon and its owner token):"
         );
-        println!(
+        outln!(
             "  export PATH={}:\"$PATH\"",
             sh_quote(&bin_dir.display().to_string())
         );
-        println!(
+        outln!(
             "  export TURNOUT_HOME={}",
             sh_quote(&home.display().to_string())
         );
-        println!("  curl http://staging.{APP}.localhost:{port}/");
-        println!("  curl -H 'Host: production.{APP}.localhost' http://127.0.0.1:{port}/");
-        println!("  turnout env list");
-        println!("  turnout env show {APP}/staging");
-        println!("  turnout logs {APP}/production -f");
-        println!("  # change staging and redeploy it with zero downtime:");
-        println!("  git -C {repo} checkout -q staging");
-        println!("  echo \"Hello again from staging at $(date +%T)\" > {repo}/message.txt");
-        println!("  git -C {repo} commit -qam 'New greeting'");
-        println!("  turnout deploy {APP}/staging");
-        println!("  turnout jobs {APP}");
-        println!("  # move the demo's public name between the environments, and back:");
-        println!("  curl -H 'Host: {DOMAIN}' http://127.0.0.1:{port}/");
-        println!("  turnout domain switch {DOMAIN} {APP}/staging");
-        println!("  turnout domain switch {DOMAIN} {APP}/production");
-        println!("  turnout domain history {DOMAIN}");
-        println!("  turnout audit --app {APP}");
+        outln!("  curl http://staging.{APP}.localhost:{port}/");
+        outln!("  curl -H 'Host: production.{APP}.localhost' http://127.0.0.1:{port}/");
+        outln!("  turnout env list");
+        outln!("  turnout env show {APP}/staging");
+        outln!("  turnout logs {APP}/production -f");
+        outln!("  # change staging and redeploy it with zero downtime:");
+        outln!("  git -C {repo} checkout -q staging");
+        outln!("  echo \"Hello again from staging at $(date +%T)\" > {repo}/message.txt");
+        outln!("  git -C {repo} commit -qam 'New greeting'");
+        outln!("  turnout deploy {APP}/staging");
+        outln!("  turnout jobs {APP}");
+        outln!("  # move the demo's public name between the environments, and back:");
+        outln!("  curl -H 'Host: {DOMAIN}' http://127.0.0.1:{port}/");
+        outln!("  turnout domain switch {DOMAIN} {APP}/staging");
+        outln!("  turnout domain switch {DOMAIN} {APP}/production");
+        outln!("  turnout domain history {DOMAIN}");
+        outln!("  turnout audit --app {APP}");
     }
     daemon.await.context("the daemon task failed")?
 }
@@ -146,7 +146,7 @@ async fn set_up(client: &Client, repo: &Path) -> anyhow::Result<()> {
                 .await?;
         }
         let target: EnvRef = format!("{APP}/{env}").parse()?;
-        println!("deploying {target} from branch {branch}");
+        outln!("deploying {target} from branch {branch}");
         let job = client
             .call(&ep::Deploy {
                 target: target.clone(),

@@ -1,9 +1,20 @@
 //! `turnout`: the daemon (`serve`, `demo`) and the thin API client every other command is.
 #![forbid(unsafe_code)]
 
+/// `println!` for the CLI's output: see `output`.
+macro_rules! outln {
+    () => {
+        $crate::output::text(format_args!("\n"))
+    };
+    ($($arg:tt)*) => {
+        $crate::output::text(format_args!("{}\n", format_args!($($arg)*)))
+    };
+}
+
 mod cli;
 mod demo;
 mod jobs;
+mod output;
 mod render;
 
 use std::path::{Path, PathBuf};
@@ -179,14 +190,14 @@ pub async fn run_daemon(
     };
     serve(config, shutdown, |info| {
         if json {
-            println!("{}", serde_json::to_string(info).unwrap_or_default());
+            outln!("{}", serde_json::to_string(info).unwrap_or_default());
         } else {
-            println!("turnout serving");
-            println!("  API    {}", info.api);
-            println!("  proxy  {}", info.http);
-            println!("  home   {}", info.home);
-            println!("  isolation  {}", info.isolation);
-            println!("  network    {}", info.network);
+            outln!("turnout serving");
+            outln!("  API    {}", info.api);
+            outln!("  proxy  {}", info.http);
+            outln!("  home   {}", info.home);
+            outln!("  isolation  {}", info.isolation);
+            outln!("  network    {}", info.network);
         }
         ready(info);
     })
@@ -651,20 +662,13 @@ async fn run_client(client: &Client, command: Command, json: bool) -> anyhow::Re
             tail,
             timestamps,
         } => {
-            use std::io::Write;
-            let mut stdout = std::io::stdout();
             let logs = ep::Logs {
                 target,
                 follow,
                 tail: usize::try_from(tail).unwrap_or(usize::MAX),
                 timestamps,
             };
-            client
-                .text(&logs, |chunk| {
-                    let _ = stdout.write_all(chunk);
-                    let _ = stdout.flush();
-                })
-                .await?;
+            client.text(&logs, output::bytes).await?;
         }
     }
     Ok(ExitCode::SUCCESS)

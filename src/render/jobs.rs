@@ -17,7 +17,7 @@ impl JobProgress {
     pub fn new(job: &JobInfo, json: bool) -> JobProgress {
         let target = format!("{}/{}", job.app, job.env);
         if !json {
-            println!("job {}: {} of {target}", job.id, job.kind);
+            outln!("job {}: {} of {target}", job.id, job.kind);
         }
         JobProgress {
             id: job.id,
@@ -32,7 +32,7 @@ impl JobProgress {
     /// Print one event; returns the final job once the stream says it ended.
     pub fn event<'a>(&mut self, event: &'a JobEvent) -> Option<&'a JobInfo> {
         if self.json {
-            println!("{}", serde_json::to_string(event).unwrap_or_default());
+            outln!("{}", serde_json::to_string(event).unwrap_or_default());
         }
         match event {
             JobEvent::Step { index, total, step } => {
@@ -43,7 +43,7 @@ impl JobProgress {
             }
             JobEvent::Output { line } => {
                 if !self.json {
-                    println!("        | {line}");
+                    outln!("        | {line}");
                 }
                 None
             }
@@ -76,7 +76,7 @@ impl JobProgress {
         self.printed
             .insert(index, (step.state, step.detail.clone()));
         let elapsed = self.started.elapsed().as_secs_f64();
-        println!(
+        outln!(
             "[{}/{total}] {:<9}{label}{}  ({elapsed:.1}s)",
             index.saturating_add(1),
             step.name,
@@ -88,7 +88,7 @@ impl JobProgress {
         let elapsed = self.started.elapsed().as_secs_f64();
         let (id, kind, target) = (self.id, self.kind, &self.target);
         match job.state {
-            JobState::Succeeded => println!(
+            JobState::Succeeded => outln!(
                 "live: {target}{}{} in {elapsed:.1}s",
                 job.release
                     .map_or(String::new(), |r| format!(" release {r}")),
@@ -187,7 +187,7 @@ pub fn jobs(jobs: &[JobInfo], json: bool) {
         return print_json(&jobs);
     }
     if jobs.is_empty() {
-        println!("no jobs: `turnout deploy APP/ENV` starts one");
+        outln!("no jobs: `turnout deploy APP/ENV` starts one");
         return;
     }
     let now = now_unix();
@@ -206,7 +206,7 @@ pub fn jobs(jobs: &[JobInfo], json: bool) {
             job_duration(j, now),
         ]);
     }
-    println!("{t}");
+    outln!("{t}");
 }
 
 pub fn job(j: &JobInfo, json: bool) {
@@ -214,25 +214,25 @@ pub fn job(j: &JobInfo, json: bool) {
         return print_json(j);
     }
     let dash = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".into());
-    println!("job          {}", j.id);
-    println!("kind         {}", j.kind);
-    println!("target       {}/{}", j.app, j.env);
-    println!("state        {}", j.state);
-    println!("actor        {}", j.actor);
-    println!("request      {}", dash(&j.request));
-    println!(
+    outln!("job          {}", j.id);
+    outln!("kind         {}", j.kind);
+    outln!("target       {}/{}", j.app, j.env);
+    outln!("state        {}", j.state);
+    outln!("actor        {}", j.actor);
+    outln!("request      {}", dash(&j.request));
+    outln!(
         "release      {}",
         j.release.map_or("-".into(), |r| r.to_string())
     );
     if let Some(url) = &j.url {
-        println!("url          {url}");
+        outln!("url          {url}");
     }
-    println!("created      {}", j.created_at);
-    println!("started      {}", dash(&j.started_at));
-    println!("finished     {}", dash(&j.finished_at));
-    println!("duration     {}", job_duration(j, now_unix()));
+    outln!("created      {}", j.created_at);
+    outln!("started      {}", dash(&j.started_at));
+    outln!("finished     {}", dash(&j.finished_at));
+    outln!("duration     {}", job_duration(j, now_unix()));
     if !j.steps.is_empty() {
-        println!();
+        outln!();
         let mut t = table(&["#", "STEP", "STATE", "DURATION", "DETAIL"]);
         for (i, s) in j.steps.iter().enumerate() {
             let progress = s
@@ -250,27 +250,28 @@ pub fn job(j: &JobInfo, json: bool) {
                 format!("{}{progress}", s.detail),
             ]);
         }
-        println!("{t}");
+        outln!("{t}");
     }
     if let Some(error) = &j.error {
-        println!();
-        println!("error        {error}");
+        outln!();
+        outln!("error        {error}");
     }
     if !j.log_tail.is_empty() {
-        println!(
+        outln!(
             "--- last lines of the {} log ---",
             failed_step(j).unwrap_or("failed step's")
         );
         for l in &j.log_tail {
-            println!("  {l}");
+            outln!("  {l}");
         }
-        println!("---");
+        outln!("---");
     }
     if !j.state.is_final() {
-        println!();
-        println!(
+        outln!();
+        outln!(
             "follow it with `turnout job watch {}`, cancel it with `turnout job cancel {}`",
-            j.id, j.id
+            j.id,
+            j.id
         );
     }
 }
@@ -280,7 +281,7 @@ pub fn job_detached(j: &JobInfo, json: bool) {
     if json {
         return print_json(j);
     }
-    println!("{}", j.id);
+    outln!("{}", j.id);
     eprintln!(
         "{} of {}/{} is job {}: watch it with `turnout job watch {}`, cancel it with `turnout job cancel {}`",
         j.kind, j.app, j.env, j.id, j.id, j.id
@@ -293,12 +294,12 @@ pub fn job_cancelled(j: &JobInfo, json: bool) {
     }
     let what = format!("job {} ({} of {}/{})", j.id, j.kind, j.app, j.env);
     match j.state {
-        JobState::Cancelled => println!("cancelled {what}"),
-        JobState::Queued | JobState::Running => println!(
+        JobState::Cancelled => outln!("cancelled {what}"),
+        JobState::Queued | JobState::Running => outln!(
             "cancelling {what}; `turnout job watch {}` shows when it stops",
             j.id
         ),
-        state => println!("{what} had already ended: {state}"),
+        state => outln!("{what} had already ended: {state}"),
     }
 }
 
@@ -306,7 +307,7 @@ pub fn env_stopped(e: &EnvInfo, json: bool) {
     if json {
         return print_json(e);
     }
-    println!(
+    outln!(
         "stopped {app}/{env}: its URL and domains answer 503 until `turnout env start {app}/{env}`",
         app = e.app,
         env = e.name
@@ -318,11 +319,12 @@ pub fn approved(a: &ApprovalInfo, json: bool) {
         return print_json(a);
     }
     match a.job {
-        Some(job) => println!(
+        Some(job) => outln!(
             "approved request {}: {} runs as job {job} (`turnout job watch {job}`)",
-            a.id, a.summary
+            a.id,
+            a.summary
         ),
-        None => println!(
+        None => outln!(
             "approved request {}: {}",
             a.id,
             a.result.as_deref().unwrap_or("done")

@@ -17,7 +17,7 @@ use turnout_model::{
 };
 
 fn print_json(value: &impl Serialize) {
-    println!(
+    outln!(
         "{}",
         serde_json::to_string_pretty(value).unwrap_or_default()
     );
@@ -37,8 +37,8 @@ pub fn app_created(app: &AppInfo, json: bool) {
     if json {
         return print_json(app);
     }
-    println!("created app {} from {}", app.name, app.repo);
-    println!(
+    outln!("created app {} from {}", app.name, app.repo);
+    outln!(
         "next: turnout env create {}/ENV --branch BRANCH [--tier TIER]",
         app.name
     );
@@ -49,7 +49,7 @@ pub fn apps(apps: &[AppInfo], json: bool) {
         return print_json(&apps);
     }
     if apps.is_empty() {
-        println!("no apps yet: create one with `turnout app create NAME --repo PATH_OR_URL`");
+        outln!("no apps yet: create one with `turnout app create NAME --repo PATH_OR_URL`");
         return;
     }
     let mut t = table(&["APP", "REPOSITORY", "ENVIRONMENTS", "CREATED"]);
@@ -61,27 +61,32 @@ pub fn apps(apps: &[AppInfo], json: bool) {
             a.created_at.clone(),
         ]);
     }
-    println!("{t}");
+    outln!("{t}");
 }
 
 pub fn deleted(kind: &str, name: &str, json: bool) {
     if json {
         return print_json(&serde_json::json!({ "deleted": kind, "name": name }));
     }
-    println!("deleted {kind} {name}");
+    outln!("deleted {kind} {name}");
 }
 
 pub fn env_created(env: &EnvInfo, json: bool) {
     if json {
         return print_json(env);
     }
-    println!(
+    outln!(
         "created environment {}/{} (tier {}, branch {})",
-        env.app, env.name, env.tier, env.branch
+        env.app,
+        env.name,
+        env.tier,
+        env.branch
     );
-    println!(
+    outln!(
         "next: turnout deploy {}/{}   (it will answer at {})",
-        env.app, env.name, env.url
+        env.app,
+        env.name,
+        env.url
     );
 }
 
@@ -90,7 +95,7 @@ pub fn envs(envs: &[EnvInfo], json: bool) {
         return print_json(&envs);
     }
     if envs.is_empty() {
-        println!("no environments: create one with `turnout env create APP/ENV --branch BRANCH`");
+        outln!("no environments: create one with `turnout env create APP/ENV --branch BRANCH`");
         return;
     }
     let mut t = table(&[
@@ -112,7 +117,7 @@ pub fn envs(envs: &[EnvInfo], json: bool) {
             e.url.clone(),
         ]);
     }
-    println!("{t}");
+    outln!("{t}");
 }
 
 /// `live`, or `down: <why>`.
@@ -127,31 +132,31 @@ pub fn env(e: &EnvInfo, json: bool) {
     if json {
         return print_json(e);
     }
-    println!("environment  {}/{}", e.app, e.name);
-    println!("tier         {}", e.tier);
-    println!("branch       {}", e.branch);
-    println!("status       {}", env_status(e));
-    println!("url          {}", e.url);
+    outln!("environment  {}/{}", e.app, e.name);
+    outln!("tier         {}", e.tier);
+    outln!("branch       {}", e.branch);
+    outln!("status       {}", env_status(e));
+    outln!("url          {}", e.url);
     match &e.release {
-        Some(r) => println!(
+        Some(r) => outln!(
             "release      {} ({} from {}, live since {})",
             r.id,
             short(&r.commit),
             r.git_ref,
             r.finished_at.as_deref().unwrap_or("-")
         ),
-        None => println!("release      none"),
+        None => outln!("release      none"),
     }
     match &e.instance {
         Some(i) => {
-            println!(
+            outln!(
                 "instance     {} · pid {} · port {} · started {}",
                 i.state,
                 i.pid.map_or("-".into(), |p| p.to_string()),
                 i.port,
                 i.started_at
             );
-            println!(
+            outln!(
                 "restarts     {}{}",
                 i.restarts,
                 i.last_exit
@@ -159,18 +164,18 @@ pub fn env(e: &EnvInfo, json: bool) {
                     .map_or(String::new(), |x| format!(" (last exit: {x})"))
             );
         }
-        None => println!("instance     none"),
+        None => outln!("instance     none"),
     }
-    println!("plan         {}", e.plan.describe());
+    outln!("plan         {}", e.plan.describe());
     if let Some(why) = e
         .instance
         .as_ref()
         .and_then(|i| i.limits_not_enforced.as_ref())
     {
-        println!("             not enforced: {why}");
+        outln!("             not enforced: {why}");
     }
-    println!("usage        {}", usage(e.usage.as_ref()));
-    println!(
+    outln!("usage        {}", usage(e.usage.as_ref()));
+    outln!(
         "isolation    {}",
         match e.isolation.mode {
             turnout_model::IsolationMode::User => format!("its own user (uid {})", e.isolation.uid),
@@ -184,15 +189,15 @@ pub fn env(e: &EnvInfo, json: bool) {
             ),
         }
     );
-    println!(
+    outln!(
         "network      {}",
         match &e.isolation.network {
             Some(ns) => format!("namespace {ns}: its ports are reachable only through the proxy"),
             None => "the host's, shared: other environments can reach its instance port".to_owned(),
         }
     );
-    println!("directory    {}", e.dir);
-    println!("created      {}", e.created_at);
+    outln!("directory    {}", e.dir);
+    outln!("created      {}", e.created_at);
 }
 
 /// `memory 80 MiB, pids 3, cpu 1.2 s, storage 1.2 MiB`: what is known, `-` if nothing.
@@ -218,10 +223,11 @@ pub fn plan_updated(e: &EnvInfo, json: bool) {
     if json {
         return print_json(e);
     }
-    println!("plan of {}/{}: {}", e.app, e.name, e.plan.describe());
-    println!(
+    outln!("plan of {}/{}: {}", e.app, e.name, e.plan.describe());
+    outln!(
         "it applies to the next instance: `turnout deploy {0}/{1}` or `turnout restart {0}/{1}`",
-        e.app, e.name
+        e.app,
+        e.name
     );
 }
 
@@ -230,7 +236,7 @@ pub fn releases(releases: &[ReleaseInfo], json: bool) {
         return print_json(&releases);
     }
     if releases.is_empty() {
-        println!("no releases yet");
+        outln!("no releases yet");
         return;
     }
     let mut t = table(&["ID", "COMMIT", "REF", "STATUS", "BUILD", "CREATED", "ERROR"]);
@@ -245,7 +251,7 @@ pub fn releases(releases: &[ReleaseInfo], json: bool) {
             r.error.clone().unwrap_or_default(),
         ]);
     }
-    println!("{t}");
+    outln!("{t}");
 }
 
 /// Whether the release's build exists: `reused` or `built` only when it does; `failed` when
@@ -265,11 +271,14 @@ pub fn domain_added(d: &DomainInfo, json: bool) {
     if json {
         return print_json(d);
     }
-    println!("{} -> {}/{}  ({})", d.domain, d.app, d.env, d.url);
+    outln!("{} -> {}/{}  ({})", d.domain, d.app, d.env, d.url);
     if !d.serving {
-        println!(
+        outln!(
             "{}/{} is not running yet: requests get 503 until `turnout deploy {}/{}`",
-            d.app, d.env, d.app, d.env
+            d.app,
+            d.env,
+            d.app,
+            d.env
         );
     }
 }
@@ -279,7 +288,7 @@ pub fn domains(domains: &[DomainInfo], json: bool) {
         return print_json(&domains);
     }
     if domains.is_empty() {
-        println!("no domains: add one with `turnout domain add DOMAIN APP/ENV`");
+        outln!("no domains: add one with `turnout domain add DOMAIN APP/ENV`");
         return;
     }
     let mut t = table(&["DOMAIN", "APP", "ENV", "STATE", "URL"]);
@@ -297,7 +306,7 @@ pub fn domains(domains: &[DomainInfo], json: bool) {
             d.url.clone(),
         ]);
     }
-    println!("{t}");
+    outln!("{t}");
 }
 
 pub fn switched(s: &SwitchInfo, json: bool) {
@@ -305,9 +314,11 @@ pub fn switched(s: &SwitchInfo, json: bool) {
         return print_json(s);
     }
     if s.action == "unchanged" {
-        println!(
+        outln!(
             "{} already points to {}/{}; nothing changed",
-            s.domain, s.app, s.to
+            s.domain,
+            s.app,
+            s.to
         );
         return;
     }
@@ -316,11 +327,17 @@ pub fn switched(s: &SwitchInfo, json: bool) {
     } else {
         "switched"
     };
-    println!(
+    outln!(
         "{} {verb}: {}/{} -> {}/{} (health check {:.1} ms, route live in {:.0} µs)",
-        s.domain, s.app, s.from, s.app, s.to, s.health_check_ms, s.apply_us
+        s.domain,
+        s.app,
+        s.from,
+        s.app,
+        s.to,
+        s.health_check_ms,
+        s.apply_us
     );
-    println!("{}", switch_hint(s));
+    outln!("{}", switch_hint(s));
 }
 
 /// What to run next after a switch or a rollback: a command that works from here.
@@ -359,7 +376,7 @@ pub fn domain_history(events: &[DomainEvent], json: bool) {
             e.to.clone().unwrap_or_else(|| "-".into()),
         ]);
     }
-    println!("{t}");
+    outln!("{t}");
 }
 
 pub fn maintenance(d: &DomainInfo, json: bool) {
@@ -367,11 +384,11 @@ pub fn maintenance(d: &DomainInfo, json: bool) {
         return print_json(d);
     }
     match &d.maintenance {
-        Some(message) => println!(
+        Some(message) => outln!(
             "{} is in maintenance: visitors get 503 with \"{message}\"",
             d.domain
         ),
-        None => println!("{} serves {}/{} again", d.domain, d.app, d.env),
+        None => outln!("{} serves {}/{} again", d.domain, d.app, d.env),
     }
 }
 
@@ -380,7 +397,7 @@ pub fn done(text: &str, value: &impl Serialize, json: bool) {
     if json {
         return print_json(value);
     }
-    println!("{text}");
+    outln!("{text}");
 }
 
 pub fn secrets(secrets: &[SecretInfo], json: bool) {
@@ -388,7 +405,7 @@ pub fn secrets(secrets: &[SecretInfo], json: bool) {
         return print_json(&secrets);
     }
     if secrets.is_empty() {
-        println!("no secrets: set one with `turnout secret set APP/ENV KEY`");
+        outln!("no secrets: set one with `turnout secret set APP/ENV KEY`");
         return;
     }
     let mut t = table(&["KEY", "VALUE", "UPDATED", "BY"]);
@@ -400,7 +417,7 @@ pub fn secrets(secrets: &[SecretInfo], json: bool) {
             s.updated_by.clone(),
         ]);
     }
-    println!("{t}");
+    outln!("{t}");
 }
 
 pub fn users(users: &[UserInfo], json: bool) {
@@ -427,14 +444,14 @@ pub fn users(users: &[UserInfo], json: bool) {
             u.created_at.clone(),
         ]);
     }
-    println!("{t}");
+    outln!("{t}");
 }
 
 pub fn token_created(t: &TokenCreated, json: bool) {
     if json {
         return print_json(t);
     }
-    println!("{}", t.token);
+    outln!("{}", t.token);
     eprintln!(
         "token {} for {} ({}); it is shown only now: store it (e.g. in TURNOUT_TOKEN)",
         t.id,
@@ -460,7 +477,7 @@ pub fn tokens(tokens: &[TokenInfo], json: bool) {
             k.expires_at.clone().unwrap_or_else(|| "never".into()),
         ]);
     }
-    println!("{t}");
+    outln!("{t}");
 }
 
 /// The matrix: one row per action, one column per tier; overrides marked with `*`.
@@ -485,8 +502,8 @@ pub fn policy(entries: &[PolicyEntry], json: bool) {
         }
         t.add_row(row);
     }
-    println!("{t}");
-    println!("(* changed from the default for this app)");
+    outln!("{t}");
+    outln!("(* changed from the default for this app)");
 }
 
 pub fn approvals(list: &[ApprovalInfo], json: bool) {
@@ -494,7 +511,7 @@ pub fn approvals(list: &[ApprovalInfo], json: bool) {
         return print_json(&list);
     }
     if list.is_empty() {
-        println!("no requests waiting for approval");
+        outln!("no requests waiting for approval");
         return;
     }
     let mut t = table(&["ID", "APP", "REQUEST", "BY", "STATUS", "EXPIRES", "RESULT"]);
@@ -512,7 +529,7 @@ pub fn approvals(list: &[ApprovalInfo], json: bool) {
             a.result.clone().unwrap_or_default(),
         ]);
     }
-    println!("{t}");
+    outln!("{t}");
 }
 
 pub fn audit(entries: &[AuditInfo], json: bool) {
@@ -525,7 +542,7 @@ pub fn audit(entries: &[AuditInfo], json: bool) {
     for e in entries {
         t.add_row(audit_row(e));
     }
-    println!("{t}");
+    outln!("{t}");
 }
 
 /// One audit entry as table cells: commit ids shortened, every cell cut to a width that keeps
@@ -590,7 +607,7 @@ pub fn audit_verification(v: &AuditVerification, json: bool) {
         (Some(id), Some(reason)) => {
             eprintln!("error: the audit log is broken at entry {id}: {reason}")
         }
-        _ => println!(
+        _ => outln!(
             "the audit log is intact: {} entries, each chained to the one before",
             v.entries
         ),

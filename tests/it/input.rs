@@ -244,3 +244,223 @@ async fn a_repository_token_never_reaches_errors_or_the_store() {
     );
     assert!(!log.contains(secret), "the daemon's log holds the token");
 }
+
+/// Absurd durations in turnout.toml fail the deploy with the key and its range, leave no
+/// release `building`, and a fraction of a second is a valid interval.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn turnout_toml_durations_are_bounded() {
+    let repo = Repo::new("fast");
+    let d = Daemon::start();
+    d.create("shop", repo.path(), &[("qa", "main", "qa")]);
+    for (key, value, want) in [
+        (
+            "timeout = \"20s\"",
+            "timeout = \"99999999999999999h\"",
+            "health.timeout '99999999999999999h' is out of range: it must be between 1s and 1h",
+        ),
+        (
+            "interval = \"50ms\"",
+            "interval = \"0s\"",
+            "health.interval '0s' is out of range: it must be between 10ms and 1h",
+        ),
+        (
+            "stop_timeout = \"5s\"",
+            "stop_timeout = \"99999999999999999h\"",
+            "run.stop_timeout '99999999999999999h' is out of range",
+        ),
+    ] {
+        repo.write("turnout.toml", &crate::support::TOML.replace(key, value));
+        repo.commit(value);
+        let err = d.fails(&["deploy", "shop/qa"]);
+        assert!(
+            err.contains("turnout.toml, line") && err.contains(want),
+            "{err}"
+        );
+    }
+    let releases = d.json(&["release", "list", "shop/qa"]);
+    assert!(
+        releases
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|r| r["status"] != "building"),
+        "{releases}"
+    );
+
+    repo.write(
+        "turnout.toml",
+        &crate::support::TOML.replace("interval = \"50ms\"", "interval = 0.05"),
+    );
+    repo.commit("a fraction of a second");
+    d.ok(&["deploy", "shop/qa"]);
+    let (status, body) = d.get("qa.shop.localhost", "/").await;
+    assert_eq!((status, body.starts_with("fast")), (200, true), "{body}");
+}
+
+/// Every refusal of the API is `{"error", "code"}` with a 4xx, axum's own included (a bad query
+/// string or path segment, a body over the limit, a wrong method), and a body with a field the
+/// endpoint does not know is refused naming the field.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_api_refusal_is_a_json_error() {
+    let repo = Repo::new("x");
+    let d = Daemon::start();
+    d.create("shop", repo.path(), &[("qa", "main", "qa")]);
+    let client = reqwest::Client::new();
+    let token = d.admin_token();
+    let send = |method: reqwest::Method, path: &str, body: Option<Vec<u8>>| {
+        let mut req = client
+            .request(method, format!("{}{path}", d.api))
+            .bearer_auth(&token);
+        if let Some(body) = body {
+            req = req.header("content-type", "application/json").body(body);
+        }
+        async move {
+            let resp = req.send().await.unwrap();
+            let status = resp.status().as_u16();
+            let text = resp.text().await.unwrap();
+            let json: serde_json::Value = serde_json::from_str(&text)
+                .unwrap_or_else(|e| panic!("{status} {text:?} is not JSON: {e}"));
+            (status, json)
+        }
+    };
+    use reqwest::Method;
+    let cases = [
+        (
+            Method::POST,
+            "/api/v1/apps",
+            Some(br#"{"name": "web", "repo": "/x", "colour": "red"}"#.to_vec()),
+            400,
+            "invalid",
+            "unknown field `colour`",
+        ),
+        (
+            Method::POST,
+            "/api/v1/apps/shop/envs/qa/deploy",
+            Some(br#"{"git_ref": null, "force": true}"#.to_vec()),
+            400,
+            "invalid",
+            "unknown field `force`",
+        ),
+        (
+            Method::POST,
+            "/api/v1/domains",
+            Some(br#"{"domain": "127.0.0.1", "app": "shop", "env": "qa"}"#.to_vec()),
+            400,
+            "invalid",
+            "an IP address is not a domain",
+        ),
+        (
+            Method::POST,
+            "/api/v1/apps",
+            Some(vec![b' '; 3 << 20]),
+            413,
+            "too_large",
+            "at most 2 MiB",
+        ),
+        (
+            Method::GET,
+            "/api/v1/jobs?all=maybe",
+            None,
+            400,
+            "invalid",
+            "Failed to deserialize query string",
+        ),
+        (
+            Method::GET,
+            "/api/v1/jobs/not-a-number",
+            None,
+            400,
+            "invalid",
+            "not-a-number",
+        ),
+        (
+            Method::PUT,
+            "/api/v1/apps",
+            None,
+            405,
+            "method_not_allowed",
+            "does not take that method",
+        ),
+    ];
+    for (method, path, body, status, code, needle) in cases {
+        let (got, json) = send(method.clone(), path, body).await;
+        assert_eq!(got, status, "{method} {path}: {json}");
+        assert_eq!(json["code"], code, "{method} {path}: {json}");
+        let error = json["error"].as_str().unwrap();
+        assert!(error.contains(needle), "{method} {path}: {error}");
+    }
+    assert_eq!(d.json(&["app", "list"]).as_array().unwrap().len(), 1);
+    assert!(d.json(&["domain", "list"]).as_array().unwrap().is_empty());
+    let err = d.fails(&["domain", "add", "127.0.0.1", "shop/qa"]);
+    assert!(err.contains("an IP address is not a domain"), "{err}");
+}
+
+/// A name that fails validation is quoted in the refusal the daemon logs, escaped: a newline in
+/// it cannot start a forged line of the daemon's log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_names_cannot_forge_daemon_log_lines() {
+    let d = Daemon::start();
+    let forged = "2030-01-01T00:00:00.000000Z  INFO turnout: admin token revoked";
+    let resp = reqwest::Client::new()
+        .get(format!(
+            "{}/api/v1/apps/x%0A{}/envs",
+            d.api,
+            forged.replace(' ', "%20")
+        ))
+        .bearer_auth(d.admin_token())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 400);
+    let body: serde_json::Value = resp.json().await.unwrap();
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("x\n{forged}")),
+        "{body}"
+    );
+    let log = std::fs::read_to_string(d.cwd.path().join("serve.log")).unwrap();
+    assert!(log.contains(&format!("x\\n{forged}")), "{log}");
+    assert!(
+        !log.lines().any(|l| l.starts_with("2030-01-01")),
+        "a forged line: {log}"
+    );
+}
+
+/// `turnout … | head`: once the reader has closed the pipe, the CLI stops quietly (status 0, no
+/// panic, no backtrace), whether it prints a table, JSON or a log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_closed_stdout_ends_the_cli_quietly() {
+    let repo = Repo::new("x");
+    let d = Daemon::start();
+    d.create("shop", repo.path(), &[("qa", "main", "qa")]);
+    d.ok(&["deploy", "shop/qa"]);
+    for args in [
+        &["release", "list", "shop/qa"][..],
+        &["--json", "release", "list", "shop/qa"],
+        &["app", "list"],
+        &["logs", "shop/qa"],
+    ] {
+        // The reading end is closed before the CLI starts: its first write gets EPIPE.
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        let out = std::process::Command::new(crate::support::BIN)
+            .arg("--api")
+            .arg(&d.api)
+            .arg("--home")
+            .arg(d.home.path())
+            .args(args)
+            .stdin(std::process::Stdio::null())
+            .stdout(writer)
+            .stderr(std::process::Stdio::piped())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            out.status.success() && stderr.is_empty(),
+            "{args:?}: {:?} {stderr}",
+            out.status
+        );
+    }
+}

@@ -151,6 +151,34 @@ async fn a_daemon_killed_during_a_build_leaves_no_build_running_and_the_old_rele
     let releases = d.json(&["release", "list", "shop/prod"]);
     assert_eq!(releases[0]["status"], "failed", "{releases}");
     assert_eq!(releases[1]["status"], "live", "{releases}");
+    // One audit entry for the one interrupted deploy, naming it; a clean restart adds none.
+    let interrupted = |d: &Daemon| -> Vec<Value> {
+        d.json(&["audit"])
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["action"] == "deploy.interrupted")
+            .cloned()
+            .collect()
+    };
+    let entries = interrupted(&d);
+    assert_eq!(entries.len(), 1, "{entries:?}");
+    assert_eq!(
+        (&entries[0]["app"], &entries[0]["env"]),
+        (&Value::from("shop"), &Value::from("prod")),
+        "{entries:?}"
+    );
+    let from = entries[0]["from"].as_str().unwrap();
+    assert!(
+        from.contains(&format!("release {}", releases[0]["id"])) && from.contains(&v2[..12]),
+        "{entries:?}"
+    );
+    d.restart();
+    assert_eq!(
+        interrupted(&d).len(),
+        1,
+        "a clean restart interrupted nothing"
+    );
 
     eventually("v1 to serve again", Duration::from_secs(30), || async {
         let (status, body) = d.get("prod.shop.localhost", "/").await;

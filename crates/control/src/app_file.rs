@@ -2,10 +2,10 @@
 //! from the commit being deployed and resolved for one environment: base settings, then the
 //! `[tiers.<tier>]` layer, then the `[environments.<env>]` layer, field by field.
 use std::collections::BTreeMap;
-use std::ops::RangeInclusive;
 use std::time::Duration;
 
 use serde::{Deserialize, Deserializer, Serialize};
+use turnout_model::duration::DurationRule;
 use turnout_model::plan::{
     PlanField, check_cpu, check_memory, check_pids, parse_cpu, parse_memory, parse_pids,
 };
@@ -49,7 +49,7 @@ pub struct Layer {
 #[serde(deny_unknown_fields)]
 pub struct BuildSection {
     pub command: Option<String>,
-    #[serde(default, deserialize_with = "opt_duration")]
+    #[serde(default, deserialize_with = "build_timeout")]
     pub timeout: Option<Duration>,
 }
 
@@ -57,13 +57,13 @@ pub struct BuildSection {
 #[serde(deny_unknown_fields)]
 pub struct RunSection {
     pub command: Option<String>,
-    #[serde(default, deserialize_with = "opt_duration")]
+    #[serde(default, deserialize_with = "stop_timeout")]
     pub stop_timeout: Option<Duration>,
-    #[serde(default, deserialize_with = "opt_duration")]
+    #[serde(default, deserialize_with = "drain_timeout")]
     pub drain_timeout: Option<Duration>,
-    #[serde(default, deserialize_with = "opt_duration")]
+    #[serde(default, deserialize_with = "stream_drain_timeout")]
     pub stream_drain_timeout: Option<Duration>,
-    #[serde(default, deserialize_with = "opt_duration")]
+    #[serde(default, deserialize_with = "response_timeout")]
     pub response_timeout: Option<Duration>,
 }
 
@@ -71,9 +71,9 @@ pub struct RunSection {
 #[serde(deny_unknown_fields)]
 pub struct HealthSection {
     pub path: Option<String>,
-    #[serde(default, deserialize_with = "opt_duration")]
+    #[serde(default, deserialize_with = "health_timeout")]
     pub timeout: Option<Duration>,
-    #[serde(default, deserialize_with = "opt_duration")]
+    #[serde(default, deserialize_with = "health_interval")]
     pub interval: Option<Duration>,
 }
 
@@ -186,11 +186,6 @@ fn default_response_timeout() -> Duration {
     DEFAULT_RESPONSE_TIMEOUT
 }
 
-/// `[run] response_timeout`: under a second would fail ordinary requests on a busy machine;
-/// over a day is waiting forever by another name.
-const RESPONSE_TIMEOUT_RANGE: RangeInclusive<Duration> =
-    Duration::from_secs(1)..=Duration::from_secs(24 * 3600);
-
 /// Resolve the app's settings for one environment from the text of its `turnout.toml` and/or
 /// `Procfile` (either may be absent).
 pub fn resolve(
@@ -227,23 +222,24 @@ pub fn resolve(
             .ok_or(AppFileError::NoRunCommand)?,
     };
     let health_path = health.path.unwrap_or_else(|| "/".into());
+    let invalid_path = |why: &str| AppFileError::Invalid {
+        file: FILE_NAME,
+        line: line_of(turnout_toml.unwrap_or(""), "path"),
+        message: format!("health path {health_path:?} {why}"),
+    };
     if !health_path.starts_with('/') {
-        return Err(AppFileError::Invalid {
-            file: FILE_NAME,
-            line: line_of(turnout_toml.unwrap_or(""), "path"),
-            message: format!("health path '{health_path}' must start with '/'"),
-        });
+        return Err(invalid_path("must start with '/'"));
+    }
+    // It goes into the request line as is (RFC 9112 §3.2): a CR or LF there would end the line
+    // early, and every probe would fail only after the health timeout.
+    if health_path.chars().any(|c| c.is_control() || c == ' ') {
+        return Err(invalid_path(
+            "must not contain spaces or control characters: percent-encode them (%20, %0D, %0A)",
+        ));
     }
     let response_timeout = run
         .response_timeout
         .unwrap_or_else(default_response_timeout);
-    if !RESPONSE_TIMEOUT_RANGE.contains(&response_timeout) {
-        return Err(AppFileError::Invalid {
-            file: FILE_NAME,
-            line: line_of(turnout_toml.unwrap_or(""), "response_timeout"),
-            message: "response_timeout must be from 1s to 24h".to_owned(),
-        });
-    }
     Ok(ReleaseConfig {
         build: build.command.filter(|c| !c.trim().is_empty()),
         build_timeout: build.timeout.unwrap_or(Duration::from_secs(600)),
@@ -358,40 +354,83 @@ fn procfile_web(text: &str) -> Option<String> {
     })
 }
 
-/// `"30s"`, `"500ms"`, `"2m"`, `"1h"` or a bare number of seconds.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let (num, unit) = s.split_at(split);
-    let n: u64 = num.parse().map_err(|_| {
-        format!("invalid duration '{s}': write it like \"500ms\", \"30s\", \"2m\" or \"1h\"")
-    })?;
-    Ok(match unit {
-        "ms" => Duration::from_millis(n),
-        "" | "s" => Duration::from_secs(n),
-        "m" => Duration::from_secs(n * 60),
-        "h" => Duration::from_secs(n * 3600),
-        _ => {
-            return Err(format!(
-                "invalid duration '{s}': write it like \"500ms\", \"30s\", \"2m\" or \"1h\""
-            ));
-        }
-    })
+/// Every duration key of the file and the range it accepts (the README's reference lists them).
+/// Each has a `deserialize_with` function of its own name below; a new key is one rule and one
+/// such function.
+pub mod durations {
+    use std::time::Duration;
+
+    use turnout_model::duration::DurationRule;
+
+    const SECOND: Duration = Duration::from_secs(1);
+    const HOUR: Duration = Duration::from_secs(3600);
+
+    pub const BUILD_TIMEOUT: DurationRule =
+        DurationRule::new("build.timeout", SECOND, Duration::from_secs(24 * 3600));
+    /// Some time for SIGTERM to be handled before the SIGKILL.
+    pub const STOP_TIMEOUT: DurationRule =
+        DurationRule::new("run.stop_timeout", Duration::from_millis(100), HOUR);
+    /// 0 cuts a replaced release's requests at once.
+    pub const DRAIN_TIMEOUT: DurationRule =
+        DurationRule::new("run.drain_timeout", Duration::ZERO, HOUR);
+    pub const STREAM_DRAIN_TIMEOUT: DurationRule =
+        DurationRule::new("run.stream_drain_timeout", Duration::ZERO, HOUR);
+    /// Under a second would fail ordinary requests on a busy machine; over a day is waiting
+    /// forever by another name.
+    pub const RESPONSE_TIMEOUT: DurationRule = DurationRule::new(
+        "run.response_timeout",
+        SECOND,
+        Duration::from_secs(24 * 3600),
+    );
+    pub const HEALTH_TIMEOUT: DurationRule = DurationRule::new("health.timeout", SECOND, HOUR);
+    /// 0 would probe in a busy loop; 10ms lets quick apps (and tests) go live quickly.
+    pub const HEALTH_INTERVAL: DurationRule =
+        DurationRule::new("health.interval", Duration::from_millis(10), HOUR);
 }
 
-fn opt_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum Raw {
-        Secs(u64),
-        Text(String),
-    }
-    match Raw::deserialize(d)? {
-        Raw::Secs(n) => Ok(Some(Duration::from_secs(n))),
-        Raw::Text(t) => parse_duration(&t)
-            .map(Some)
-            .map_err(serde::de::Error::custom),
-    }
+fn build_timeout<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    bounded(d, &durations::BUILD_TIMEOUT)
+}
+
+fn stop_timeout<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    bounded(d, &durations::STOP_TIMEOUT)
+}
+
+fn drain_timeout<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    bounded(d, &durations::DRAIN_TIMEOUT)
+}
+
+fn stream_drain_timeout<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    bounded(d, &durations::STREAM_DRAIN_TIMEOUT)
+}
+
+fn response_timeout<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    bounded(d, &durations::RESPONSE_TIMEOUT)
+}
+
+fn health_timeout<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    bounded(d, &durations::HEALTH_TIMEOUT)
+}
+
+fn health_interval<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    bounded(d, &durations::HEALTH_INTERVAL)
+}
+
+/// A duration as a string (`"500ms"`, `"0.5"`) or a number of seconds (`30`, `0.5`), checked
+/// against its key's rule.
+fn bounded<'de, D: Deserializer<'de>>(
+    d: D,
+    rule: &DurationRule,
+) -> Result<Option<Duration>, D::Error> {
+    let text = match Number::deserialize(d)? {
+        Number::Int(n) => n.to_string(),
+        // `Display` of an f64 never uses an exponent: 1e-3 is "0.001", which parses exactly.
+        Number::Float(f) => f.to_string(),
+        Number::Text(t) => t,
+    };
+    rule.parse(&text)
+        .map(Some)
+        .map_err(serde::de::Error::custom)
 }
 
 /// Memory as `"512M"` or a byte count.
@@ -429,7 +468,7 @@ fn opt_pids<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
     checked.map(Some).map_err(serde::de::Error::custom)
 }
 
-/// A plan value as TOML has it.
+/// A plan value or a duration as TOML has it.
 #[derive(Deserialize)]
 #[serde(untagged)]
 enum Number {
@@ -552,11 +591,37 @@ COLOR = "green"
             let err = resolve(Some(&text), None, Tier::Staging, &env("s"))
                 .unwrap_err()
                 .to_string();
-            assert_eq!(
-                err, "turnout.toml, line 4: response_timeout must be from 1s to 24h",
-                "{value}"
+            assert!(
+                err.starts_with("turnout.toml, line 4:")
+                    && err.contains("run.response_timeout '")
+                    && err.contains("between 1s and 24h"),
+                "{value}: {err}"
             );
         }
+    }
+
+    #[test]
+    fn health_paths_with_control_characters_are_refused() {
+        for (path, why) in [
+            (r#""/health\r\nX-Injected: 1""#, "control characters"),
+            (r#""/a\tb""#, "control characters"),
+            (r#""/a\u0000""#, "control characters"),
+            (r#""/a b""#, "spaces"),
+            (r#""healthz""#, "must start with '/'"),
+        ] {
+            let text = format!("[run]\ncommand = \"x\"\n[health]\npath = {path}\n");
+            let err = resolve(Some(&text), None, Tier::Development, &env("dev"))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.starts_with("turnout.toml, line 4: health path \"") && err.contains(why),
+                "{path}: {err}"
+            );
+            assert!(!err.contains('\n') && !err.contains('\r'), "{err}");
+        }
+        let text = "[run]\ncommand = \"x\"\n[health]\npath = \"/up%20now?x=1\"\n";
+        let config = resolve(Some(text), None, Tier::Development, &env("dev")).unwrap();
+        assert_eq!(config.health_path, "/up%20now?x=1");
     }
 
     #[test]
@@ -672,10 +737,59 @@ pids = "64"
     }
 
     #[test]
-    fn durations() {
-        assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
-        assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
-        assert_eq!(parse_duration("7").unwrap(), Duration::from_secs(7));
-        assert!(parse_duration("1d").is_err());
+    fn durations_are_bounded_per_key_and_name_it() {
+        let check = |section: &str, key: &str, value: &str| {
+            let text =
+                format!("[environments.dev.run]\ncommand = \"x\"\n[{section}]\n{key} = {value}\n");
+            resolve(Some(&text), None, Tier::Development, &env("dev"))
+        };
+        // Overflowing, zero and absurd values: an error naming the key, line and range.
+        for (section, key, value, range) in [
+            (
+                "health",
+                "timeout",
+                "\"99999999999999999h\"",
+                "between 1s and 1h",
+            ),
+            ("health", "interval", "\"0s\"", "between 10ms and 1h"),
+            (
+                "health",
+                "interval",
+                "99999999999999999",
+                "between 10ms and 1h",
+            ),
+            (
+                "run",
+                "stop_timeout",
+                "\"99999999999999999h\"",
+                "between 100ms and 1h",
+            ),
+            ("run", "drain_timeout", "-1", "between 0s and 1h"),
+            ("run", "stream_drain_timeout", "1e300", "between 0s and 1h"),
+            ("build", "timeout", "\"25h\"", "between 1s and 24h"),
+            ("build", "timeout", "nan", "write it like \"500ms\""),
+            ("build", "timeout", "\"1d\"", "write it like \"500ms\""),
+        ] {
+            let err = check(section, key, value).unwrap_err().to_string();
+            assert!(
+                err.starts_with("turnout.toml, line 4:")
+                    && err.contains(&format!("{section}.{key} '"))
+                    && err.contains(range),
+                "{key} = {value}: {err}"
+            );
+        }
+        // Numbers are seconds, fractions too, as strings or TOML numbers.
+        for (value, want) in [
+            ("0.5", Duration::from_millis(500)),
+            ("\"0.5\"", Duration::from_millis(500)),
+            ("2", Duration::from_secs(2)),
+            ("\"1.5s\"", Duration::from_millis(1500)),
+            ("\"10ms\"", Duration::from_millis(10)),
+        ] {
+            let config = check("health", "interval", value).unwrap();
+            assert_eq!(config.health_interval, want, "{value}");
+        }
+        let config = check("run", "drain_timeout", "0").unwrap();
+        assert_eq!(config.drain_timeout, Duration::ZERO);
     }
 }

@@ -14,6 +14,12 @@ pub enum ControlError {
     Forbidden(String),
     #[error("{0}")]
     NotFound(String),
+    /// The API path exists, but not with this method (405).
+    #[error("{0}")]
+    MethodNotAllowed(String),
+    /// The request body is over the API's limit (413).
+    #[error("{0}")]
+    TooLarge(String),
     /// The request conflicts with current state (409): a name taken, a deploy already running.
     #[error("{0}")]
     Conflict(String),
@@ -47,6 +53,8 @@ impl ControlError {
             ControlError::Unauthorized(_) => ErrorCode::Unauthorized,
             ControlError::Forbidden(_) => ErrorCode::Forbidden,
             ControlError::NotFound(_) => ErrorCode::NotFound,
+            ControlError::MethodNotAllowed(_) => ErrorCode::MethodNotAllowed,
+            ControlError::TooLarge(_) => ErrorCode::TooLarge,
             ControlError::Conflict(_)
             | ControlError::Cancelled(_)
             | ControlError::NeedsApproval { .. } => ErrorCode::Conflict,
@@ -59,5 +67,33 @@ impl ControlError {
 impl From<rusqlite::Error> for ControlError {
     fn from(e: rusqlite::Error) -> Self {
         ControlError::Internal(format!("store: {e}"))
+    }
+}
+
+/// Text as the daemon's log shows it: control characters escaped (`\n`, `\u{1b}`), so that user
+/// input inside an error (a name that failed validation, a line of a build's output) can neither
+/// forge log lines nor reach a terminal as escape sequences.
+pub(crate) struct Escaped<'a>(pub &'a str);
+
+impl std::fmt::Display for Escaped<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        use std::fmt::Write;
+        for c in self.0.chars() {
+            if c.is_control() {
+                write!(f, "{}", c.escape_default())?;
+            } else {
+                f.write_char(c)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn escaped_text_stays_on_one_line() {
+        let shown = super::Escaped("x\nINFO forged\r\u{1b}[31m\tü").to_string();
+        assert_eq!(shown, "x\\nINFO forged\\r\\u{1b}[31m\\tü");
     }
 }

@@ -26,8 +26,12 @@ pub enum ErrorCode {
     Forbidden,
     /// 404
     NotFound,
+    /// 405: the path exists, but not with this method.
+    MethodNotAllowed,
     /// 409: conflicts with the current state (a name taken, nothing to roll back to).
     Conflict,
+    /// 413: the request body is over the API's limit (2 MiB).
+    TooLarge,
     /// 422: a step of an operation failed (fetch, build, health …).
     StepFailed,
     /// 500
@@ -41,7 +45,9 @@ impl ErrorCode {
             Self::Unauthorized => "unauthorized",
             Self::Forbidden => "forbidden",
             Self::NotFound => "not_found",
+            Self::MethodNotAllowed => "method_not_allowed",
             Self::Conflict => "conflict",
+            Self::TooLarge => "too_large",
             Self::StepFailed => "step_failed",
             Self::Internal => "internal",
         }
@@ -53,7 +59,9 @@ impl ErrorCode {
             Self::Unauthorized => 401,
             Self::Forbidden => 403,
             Self::NotFound => 404,
+            Self::MethodNotAllowed => 405,
             Self::Conflict => 409,
+            Self::TooLarge => 413,
             Self::StepFailed => 422,
             Self::Internal => 500,
         }
@@ -61,6 +69,7 @@ impl ErrorCode {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct CreateApp {
     pub name: AppName,
     /// A local path or a git URL.
@@ -81,6 +90,7 @@ pub struct AppInfo {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct CreateEnv {
     pub name: EnvName,
     pub branch: String,
@@ -273,6 +283,7 @@ impl std::str::FromStr for ReleaseStatus {
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct DeployRequest {
     /// A branch, tag or commit; the environment's branch when absent.
     #[serde(default)]
@@ -280,6 +291,7 @@ pub struct DeployRequest {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct AddDomain {
     pub domain: DomainName,
     pub app: AppName,
@@ -302,6 +314,7 @@ pub struct DomainInfo {
 
 /// The body of a switch: the environment (of the domain's app) to move the domain to.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct SwitchDomain {
     pub app: AppName,
     pub env: EnvName,
@@ -323,6 +336,7 @@ pub struct SwitchInfo {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct SetMaintenance {
     pub on: bool,
     #[serde(default)]
@@ -344,6 +358,7 @@ pub struct DomainEvent {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct CreateUser {
     pub name: String,
 }
@@ -363,6 +378,7 @@ pub struct GrantInfo {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct CreateToken {
     pub user: String,
     /// `30d`, `12h`, `90m`; never expires when absent.
@@ -392,6 +408,7 @@ pub struct TokenInfo {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct SetGrant {
     pub user: String,
     pub app: AppName,
@@ -410,6 +427,7 @@ pub struct PolicyEntry {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct SetPolicy {
     pub action: Action,
     pub tier: Tier,
@@ -417,6 +435,7 @@ pub struct SetPolicy {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct SetApprovalRule {
     pub action: Action,
     pub tier: Tier,
@@ -451,6 +470,7 @@ pub struct ApprovalPending {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct SetProtection {
     /// None protects (or unprotects) every tier of the app.
     #[serde(default)]
@@ -483,6 +503,7 @@ pub struct AuditVerification {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct SetSecret {
     pub key: String,
     pub value: String,

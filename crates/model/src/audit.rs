@@ -40,7 +40,7 @@ audit_actions! {
     ReleaseFail => "release.fail", "A release did not go live.";
     Deploy => "deploy", "A deployed release went live (refused: a deploy was not allowed).";
     DeployBegin => "deploy.begin", "A deploy recorded a new release (written by versions before jobs).";
-    DeployInterrupted => "deploy.interrupted", "Releases the last daemon left building were marked failed.";
+    DeployInterrupted => "deploy.interrupted", "A release the last daemon left building was marked failed (one entry per release).";
     Rollback => "rollback", "An earlier release went live again.";
     Restart => "restart", "A fresh instance of the live release went live.";
     DomainAdd => "domain.add", "A domain was bound to an environment.";

@@ -47,6 +47,16 @@ impl DomainName {
                 ));
             }
         }
+        // No top-level domain is all digits (RFC 3696 §2), so this refuses IPv4 literals in
+        // every form an address parser takes (`127.0.0.1`, `127.1`, `0x7f.1`).
+        if labels
+            .last()
+            .is_some_and(|l| l.bytes().all(|b| b.is_ascii_digit()))
+        {
+            return Err(err(
+                "an IP address is not a domain: the proxy routes by host name, so add a name that resolves to this machine, like shop.example.com",
+            ));
+        }
         if wildcard && labels.len() < 2 {
             return Err(err(
                 "a wildcard needs at least two labels after '*.', like *.example.com",
@@ -127,5 +137,50 @@ mod tests {
             let err = DomainName::new(bad).unwrap_err().to_string();
             assert!(err.starts_with("invalid domain"), "{bad}: {err}");
         }
+    }
+
+    proptest::proptest! {
+        /// Every IPv4 address, in its usual form, is refused as a domain.
+        #[test]
+        fn no_ipv4_address_is_a_domain(ip: u32) {
+            let text = std::net::Ipv4Addr::from(ip).to_string();
+            proptest::prop_assert!(DomainName::new(&text).is_err());
+        }
+
+        /// Host names made of valid labels are accepted, lower-cased, without the trailing
+        /// dot, and their own text parses back to them.
+        #[test]
+        fn host_names_normalise_once(
+            labels in proptest::collection::vec("[a-zA-Z0-9]([a-zA-Z0-9-]{0,10}[a-zA-Z0-9])?", 1..5),
+            tld in "[a-zA-Z]{2,6}",
+            dot: bool,
+        ) {
+            let text = format!("{}.{tld}{}", labels.join("."), if dot { "." } else { "" });
+            let d = DomainName::new(&text).unwrap();
+            proptest::prop_assert_eq!(d.as_str(), text.trim_end_matches('.').to_ascii_lowercase());
+            proptest::prop_assert_eq!(DomainName::new(d.as_str()).unwrap(), d);
+        }
+    }
+
+    #[test]
+    fn rejects_ip_literals() {
+        for ip in [
+            "127.0.0.1",
+            "10.0.0.1.",
+            "127.1",
+            "0x7f.1",
+            "*.0.0.1",
+            "1",
+            "[::1]",
+            "::1",
+        ] {
+            let err = DomainName::new(ip).unwrap_err().to_string();
+            assert!(err.starts_with(&format!("invalid domain '{ip}'")), "{err}");
+            if !ip.contains(':') {
+                assert!(err.contains("an IP address is not a domain"), "{ip}: {err}");
+            }
+        }
+        DomainName::new("1.2.3.example").unwrap();
+        DomainName::new("127.0.0.1.nip.io").unwrap();
     }
 }

@@ -6,6 +6,7 @@ use crate::{AppName, EnvName};
 
 /// `POST …/envs/{env}/rollback`: back to the previous live-once release, or to `to`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct RollbackRequest {
     #[serde(default)]
     pub to: Option<i64>,

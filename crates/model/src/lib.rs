@@ -6,6 +6,7 @@ mod access;
 mod api;
 mod audit;
 mod domain;
+pub mod duration;
 pub mod endpoint;
 mod job;
 mod names;

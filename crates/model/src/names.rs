@@ -115,6 +115,31 @@ impl fmt::Display for EnvRef {
 mod tests {
     use super::*;
 
+    /// The rule written another way: a DNS label of at most 40 characters.
+    fn is_label(s: &str) -> bool {
+        let inner = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit();
+        match (s.chars().next(), s.chars().last()) {
+            (Some(first), Some(last)) => {
+                s.len() <= MAX_NAME_LEN
+                    && inner(first)
+                    && inner(last)
+                    && s.chars().all(|c| inner(c) || c == '-')
+            }
+            _ => false,
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn names_are_exactly_dns_labels(s in "[a-z0-9_A-Z./\n-]{0,42}") {
+            proptest::prop_assert_eq!(AppName::new(&s).is_ok(), is_label(&s));
+            proptest::prop_assert_eq!(EnvName::new(&s).is_ok(), is_label(&s));
+            if let Ok(r) = s.parse::<EnvRef>() {
+                proptest::prop_assert_eq!(r.to_string(), s);
+            }
+        }
+    }
+
     #[test]
     fn accepts_dns_labels() {
         for ok in ["a", "shop", "test-login-2", "0", &"x".repeat(40)] {

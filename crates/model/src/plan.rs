@@ -35,6 +35,7 @@ pub struct ResourceUsage {
 /// sets it, `"none"` clears it, absent leaves it as it is. Memory as `512M`, `2G`, `1048576`;
 /// CPU as `0.5`; pids as `256`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct UpdatePlan {
     #[serde(default)]
     pub memory: Option<String>,

@@ -56,6 +56,14 @@ pub enum ProxyError {
         source: BoxError,
     },
 
+    /// The client's request body broke off or was malformed (a bad chunk line, RFC 9112 §7.1)
+    /// while it was being forwarded: the client's fault, not the instance's.
+    #[error("the request body could not be read from the client")]
+    BadRequestBody {
+        #[source]
+        source: BoxError,
+    },
+
     #[error("could not connect to {upstream}")]
     UpstreamUnreachable {
         upstream: String,
@@ -100,7 +108,8 @@ impl ProxyError {
             | ProxyError::InvalidHost
             | ProxyError::UnknownHost { .. }
             | ProxyError::MethodNotAllowed { .. }
-            | ProxyError::BadTarget { .. } => ErrorSide::Client,
+            | ProxyError::BadTarget { .. }
+            | ProxyError::BadRequestBody { .. } => ErrorSide::Client,
             ProxyError::Drained { .. } => ErrorSide::Proxy,
             ProxyError::UpstreamUnreachable { .. }
             | ProxyError::Restarting { .. }
@@ -113,9 +122,10 @@ impl ProxyError {
 
     pub fn status(&self) -> StatusCode {
         match self {
-            ProxyError::MissingHost | ProxyError::InvalidHost | ProxyError::BadTarget { .. } => {
-                StatusCode::BAD_REQUEST
-            }
+            ProxyError::MissingHost
+            | ProxyError::InvalidHost
+            | ProxyError::BadTarget { .. }
+            | ProxyError::BadRequestBody { .. } => StatusCode::BAD_REQUEST,
             ProxyError::UnknownHost { .. } => StatusCode::NOT_FOUND,
             ProxyError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             ProxyError::Drained { .. } | ProxyError::Restarting { .. } => {
@@ -144,6 +154,9 @@ impl ProxyError {
                 format!("turnout: method {method} is not proxied\n")
             }
             ProxyError::BadTarget { .. } => "turnout: request target is not supported\n".to_owned(),
+            ProxyError::BadRequestBody { .. } => {
+                "turnout: the request body is malformed or incomplete\n".to_owned()
+            }
             ProxyError::UpstreamUnreachable { .. } | ProxyError::UpstreamFailed { .. } => {
                 format!("turnout: the environment for host '{host}' did not answer\n")
             }
@@ -240,6 +253,16 @@ impl ProxyError {
     /// Classify a failure of the pooled client by what it tells us about the upstream.
     pub(crate) fn from_client(to: &Upstream, source: hyper_util::client::legacy::Error) -> Self {
         let upstream = to.label().to_owned();
+        // The only body the client sends that can fail is the client's own request body
+        // (hyper calls an error of the body it is given a user error).
+        if chain_has(&source, |e| {
+            e.downcast_ref::<hyper::Error>()
+                .is_some_and(hyper::Error::is_user)
+        }) {
+            return ProxyError::BadRequestBody {
+                source: source.into(),
+            };
+        }
         if source.is_connect() {
             // hyper-util's connector reports its connect timeout as io::ErrorKind::TimedOut.
             if chain_has(&source, |e| {

@@ -106,6 +106,9 @@ async fn forward(
         });
     }
     let host_name = host.to_str().map_err(|_| ProxyError::InvalidHost)?;
+    if req.method() == Method::OPTIONS && is_asterisk(req.uri()) {
+        return Ok(server_options());
+    }
     let upgrade = headers::wants_upgrade(req.headers(), req.version());
     // Must be taken from the client's request itself: hyper resolves it once our 101 is sent.
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
@@ -377,10 +380,29 @@ pub(crate) fn escape_html(text: &str) -> String {
     out
 }
 
+fn is_asterisk(uri: &Uri) -> bool {
+    uri.path_and_query().is_some_and(|pq| pq.as_str() == "*")
+}
+
+/// The methods the proxy forwards to an instance: every method but CONNECT (whether an app
+/// serves one is the app's answer, per resource).
+const ALLOW: &str = "GET, HEAD, POST, PUT, DELETE, OPTIONS, TRACE, PATCH";
+
+/// `OPTIONS *` asks about the server in general, not about a resource (RFC 9110 §9.3.7). No
+/// single environment is that server, and a host's environment may change between two
+/// requests, so the proxy answers itself: 200 with `Allow`, the methods it forwards.
+fn server_options() -> Response<ResponseBody> {
+    let mut response = crate::error::local_response(StatusCode::OK, String::new());
+    response
+        .headers_mut()
+        .insert(http::header::ALLOW, HeaderValue::from_static(ALLOW));
+    response
+}
+
 fn upstream_path(uri: &Uri) -> Result<PathAndQuery, ProxyError> {
     match uri.path_and_query() {
-        // RFC 9112 §3.2.4: asterisk-form only exists for a server-wide OPTIONS; there is no
-        // single environment to ask.
+        // RFC 9112 §3.2.4: asterisk-form only exists for a server-wide OPTIONS (answered by
+        // `server_options`); with any other method it names nothing.
         Some(pq) if pq.as_str() == "*" => Err(ProxyError::BadTarget {
             reason: "asterisk-form request target".to_owned(),
         }),

@@ -61,6 +61,8 @@ mod config;
 mod connection;
 mod error;
 mod forward;
+#[cfg(fuzzing)]
+pub mod fuzz;
 mod headers;
 mod login;
 mod plain;

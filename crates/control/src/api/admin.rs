@@ -8,7 +8,7 @@ pub(super) async fn list_users(State(p): State<Api>, who: Who) -> Result<impl In
 pub(super) async fn add_user(
     State(p): State<Api>,
     who: Who,
-    bytes: Bytes,
+    RawBody(bytes): RawBody,
 ) -> Result<impl IntoResponse> {
     let req: CreateUser = body(&bytes)?;
     Ok((StatusCode::CREATED, Json(p.add_user(req.name, &who).await?)))
@@ -21,7 +21,7 @@ pub(super) async fn list_tokens(State(p): State<Api>, who: Who) -> Result<impl I
 pub(super) async fn create_token(
     State(p): State<Api>,
     who: Who,
-    bytes: Bytes,
+    RawBody(bytes): RawBody,
 ) -> Result<impl IntoResponse> {
     let req: CreateToken = body(&bytes)?;
     Ok((StatusCode::CREATED, Json(p.create_token(req, &who).await?)))
@@ -39,7 +39,7 @@ pub(super) async fn revoke_token(
 pub(super) async fn set_grant(
     State(p): State<Api>,
     who: Who,
-    bytes: Bytes,
+    RawBody(bytes): RawBody,
 ) -> Result<impl IntoResponse> {
     let req: SetGrant = body(&bytes)?;
     p.set_grant(req, &who).await?;
@@ -58,7 +58,7 @@ pub(super) async fn set_policy(
     State(p): State<Api>,
     who: Who,
     Path(app): Path<String>,
-    bytes: Bytes,
+    RawBody(bytes): RawBody,
 ) -> Result<impl IntoResponse> {
     let req: SetPolicy = body(&bytes)?;
     p.set_policy(app_name(&app)?, req, &who).await?;
@@ -69,7 +69,7 @@ pub(super) async fn set_approval_rule(
     State(p): State<Api>,
     who: Who,
     Path(app): Path<String>,
-    bytes: Bytes,
+    RawBody(bytes): RawBody,
 ) -> Result<impl IntoResponse> {
     let req: SetApprovalRule = body(&bytes)?;
     p.set_approval_rule(app_name(&app)?, req, &who).await?;
@@ -80,7 +80,7 @@ pub(super) async fn set_protection(
     State(p): State<Api>,
     who: Who,
     Path(app): Path<String>,
-    bytes: Bytes,
+    RawBody(bytes): RawBody,
 ) -> Result<impl IntoResponse> {
     let req: SetProtection = body(&bytes)?;
     p.set_protection(app_name(&app)?, req, &who).await?;

@@ -8,7 +8,7 @@ pub(super) async fn list_domains(State(p): State<Api>, who: Who) -> Result<impl 
 pub(super) async fn add_domain(
     State(p): State<Api>,
     who: Who,
-    bytes: Bytes,
+    RawBody(bytes): RawBody,
 ) -> Result<impl IntoResponse> {
     let req: AddDomain = body(&bytes)?;
     let target = EnvRef {
@@ -34,7 +34,7 @@ pub(super) async fn switch_domain(
     State(p): State<Api>,
     who: Who,
     Path(domain): Path<String>,
-    bytes: Bytes,
+    RawBody(bytes): RawBody,
 ) -> Result<impl IntoResponse> {
     let domain = domain_name(&domain)?;
     let req: SwitchDomain = body(&bytes)?;
@@ -57,7 +57,7 @@ pub(super) async fn set_maintenance(
     State(p): State<Api>,
     who: Who,
     Path(domain): Path<String>,
-    bytes: Bytes,
+    RawBody(bytes): RawBody,
 ) -> Result<impl IntoResponse> {
     let domain = domain_name(&domain)?;
     let req: SetMaintenance = body(&bytes)?;

@@ -8,7 +8,7 @@ pub(super) async fn list_apps(State(p): State<Api>, who: Who) -> Result<impl Int
 pub(super) async fn create_app(
     State(p): State<Api>,
     who: Who,
-    bytes: Bytes,
+    RawBody(bytes): RawBody,
 ) -> Result<impl IntoResponse> {
     let req: CreateApp = body(&bytes)?;
     Ok((StatusCode::CREATED, Json(p.create_app(req, &who).await?)))
@@ -56,7 +56,7 @@ pub(super) async fn create_env(
     State(p): State<Api>,
     who: Who,
     Path(app): Path<String>,
-    bytes: Bytes,
+    RawBody(bytes): RawBody,
 ) -> Result<impl IntoResponse> {
     let app = app_name(&app)?;
     let req: CreateEnv = body(&bytes)?;
@@ -97,7 +97,7 @@ pub(super) async fn deploy(
     State(p): State<Api>,
     who: Who,
     Path((app, env)): Path<(String, String)>,
-    bytes: Bytes,
+    RawBody(bytes): RawBody,
 ) -> Result<impl IntoResponse> {
     let r = env_ref(&app, &env)?;
     let req: DeployRequest = body_or_default(&bytes)?;
@@ -108,7 +108,7 @@ pub(super) async fn rollback(
     State(p): State<Api>,
     who: Who,
     Path((app, env)): Path<(String, String)>,
-    bytes: Bytes,
+    RawBody(bytes): RawBody,
 ) -> Result<impl IntoResponse> {
     let r = env_ref(&app, &env)?;
     let req: RollbackRequest = body_or_default(&bytes)?;
@@ -149,7 +149,7 @@ pub(super) async fn update_plan(
     State(p): State<Api>,
     who: Who,
     Path((app, env)): Path<(String, String)>,
-    bytes: Bytes,
+    RawBody(bytes): RawBody,
 ) -> Result<impl IntoResponse> {
     let r = env_ref(&app, &env)?;
     let req: UpdatePlan = body(&bytes)?;
@@ -177,7 +177,7 @@ pub(super) async fn set_secret(
     State(p): State<Api>,
     who: Who,
     Path((app, env)): Path<(String, String)>,
-    bytes: Bytes,
+    RawBody(bytes): RawBody,
 ) -> Result<impl IntoResponse> {
     let req: SetSecret = body(&bytes)?;
     p.set_secret(env_ref(&app, &env)?, req.key, req.value, &who)

@@ -3,7 +3,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::{Body, Bytes};
-use axum::extract::{Path, Query, State};
+use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
+use axum::extract::{FromRequest, FromRequestParts, State};
 use axum::handler::Handler;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -22,7 +23,7 @@ use turnout_model::{
 
 use crate::access::Principal;
 
-use crate::error::ControlError;
+use crate::error::{ControlError, Escaped};
 use crate::plane::{ControlPlane, LogView};
 
 mod admin;
@@ -116,6 +117,12 @@ pub fn endpoints() -> Vec<(&'static str, &'static str)> {
 pub fn router(plane: Api) -> Router {
     routes()
         .router
+        // Set before the layer: it reaches only the routes' own method routers.
+        .method_not_allowed_fallback(|| async {
+            ApiError(ControlError::MethodNotAllowed(
+                "this API path does not take that method; see the README's API section".into(),
+            ))
+        })
         .layer(axum::middleware::from_fn_with_state(
             plane.clone(),
             authenticate,
@@ -179,23 +186,73 @@ impl IntoResponse for ApiError {
         let code = self.0.code();
         let status =
             StatusCode::from_u16(code.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let error = self.0.to_string();
+        // A refusal usually quotes the input it refused: escaped, it cannot forge log lines.
+        let logged = Escaped(&error);
         if status.is_server_error() {
-            tracing::warn!(status = status.as_u16(), error = %self.0, "API request failed");
+            tracing::warn!(status = status.as_u16(), error = %logged, "API request failed");
         } else {
-            tracing::info!(status = status.as_u16(), error = %self.0, "API request refused");
+            tracing::info!(status = status.as_u16(), error = %logged, "API request refused");
         }
-        (
-            status,
-            Json(ErrorBody {
-                error: self.0.to_string(),
-                code,
-            }),
-        )
-            .into_response()
+        (status, Json(ErrorBody { error, code })).into_response()
     }
 }
 
 type Result<T> = std::result::Result<T, ApiError>;
+
+/// axum's own refusals (a bad query string, a path segment that is not a number, a body over
+/// the limit) answer like every other error, `{"error", "code"}`, not axum's plain text.
+fn refused(status: StatusCode, text: String) -> ApiError {
+    ApiError(match status {
+        StatusCode::PAYLOAD_TOO_LARGE => ControlError::TooLarge(format!(
+            "{text}: the API takes request bodies of at most 2 MiB"
+        )),
+        s if s.is_client_error() => ControlError::Invalid(text),
+        _ => ControlError::Internal(text),
+    })
+}
+
+impl From<QueryRejection> for ApiError {
+    fn from(r: QueryRejection) -> Self {
+        refused(r.status(), r.body_text())
+    }
+}
+
+impl From<PathRejection> for ApiError {
+    fn from(r: PathRejection) -> Self {
+        refused(r.status(), r.body_text())
+    }
+}
+
+impl From<BytesRejection> for ApiError {
+    fn from(r: BytesRejection) -> Self {
+        refused(r.status(), r.body_text())
+    }
+}
+
+/// `axum::extract::Query`, refusing with an `ApiError`.
+#[derive(FromRequestParts)]
+#[from_request(via(axum::extract::Query), rejection(ApiError))]
+struct Query<T>(T);
+
+/// `axum::extract::Path`, refusing with an `ApiError`.
+#[derive(FromRequestParts)]
+#[from_request(via(axum::extract::Path), rejection(ApiError))]
+struct Path<T>(T);
+
+/// The request body's bytes (parsed by `body`), refusing with an `ApiError` (413 over 2 MiB).
+struct RawBody(Bytes);
+
+impl<S: Send + Sync> FromRequest<S> for RawBody {
+    type Rejection = ApiError;
+
+    async fn from_request(
+        req: axum::extract::Request,
+        state: &S,
+    ) -> std::result::Result<Self, ApiError> {
+        Ok(RawBody(Bytes::from_request(req, state).await?))
+    }
+}
 
 /// Parse a JSON body into `T`, answering 400 with serde's reason (which for names is the
 /// name's own validation message) instead of axum's default rejection.

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, PoisonError};
 
 use tracing::{info, warn};
-use turnout_model::{AuditAction, EnvRef};
+use turnout_model::EnvRef;
 use turnout_supervisor::InstanceHandle;
 
 use super::deploy::built_marker;
@@ -19,7 +19,7 @@ use crate::app_file::ReleaseConfig;
 use crate::error::ControlError;
 use crate::git;
 use crate::store::jobs as jq;
-use crate::store::{AuditEntry, EnvRow, q};
+use crate::store::{EnvRow, q};
 
 impl ControlPlane {
     /// Bring back every environment that had a live release and was not stopped: start its
@@ -145,10 +145,7 @@ impl ControlPlane {
         if building.is_empty() {
             return Ok(());
         }
-        let entry = AuditEntry::new("turnout", AuditAction::DeployInterrupted);
-        self.store
-            .mutate(entry, |c, _| q::fail_interrupted_releases(c))
-            .await?;
+        self.store.mutate_each(q::fail_interrupted_releases).await?;
         for release in building {
             let dir = Path::new(&release.dir);
             if !tokio::fs::try_exists(built_marker(dir))

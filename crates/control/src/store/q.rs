@@ -1,7 +1,7 @@
 //! Queries, each a plain function over a connection so callers compose them in one
 //! transaction: reads over any connection, writes only over a `Tx` of `Store::mutate`.
 use rusqlite::{Connection, OptionalExtension, params};
-use turnout_model::{AppName, DomainName, EnvName, ReleaseStatus, ResourcePlan, Tier};
+use turnout_model::{AppName, AuditAction, DomainName, EnvName, ReleaseStatus, ResourcePlan, Tier};
 
 use super::*;
 use crate::error::ControlError;
@@ -249,12 +249,43 @@ pub fn rollback_release(
 }
 
 /// A deploy that a killed daemon left half-done did not happen: mark it failed.
-pub fn fail_interrupted_releases(c: &Tx<'_>) -> Result<usize, ControlError> {
-    Ok(c.execute(
-        "UPDATE releases SET status = 'failed', error = 'interrupted: the daemon stopped during this deploy', finished_at = ?1 \
-         WHERE status = 'building'",
-        [now()],
-    )?)
+/// Mark every release still `building` failed (its deploy died with the daemon): one audit
+/// entry per release, naming its app, environment, release and commit.
+pub fn fail_interrupted_releases(c: &Tx<'_>) -> Result<Vec<AuditEntry>, ControlError> {
+    let mut stmt = c.prepare(
+        "SELECT r.id, r.commit_sha, a.name, e.name FROM releases r \
+         JOIN environments e ON e.id = r.env_id JOIN apps a ON a.id = e.app_id \
+         WHERE r.status = 'building' ORDER BY r.id",
+    )?;
+    let building = stmt
+        .query_map([], |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, String>(3)?,
+            ))
+        })?
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut entries = Vec::with_capacity(building.len());
+    for (id, commit, app, env) in building {
+        c.execute(
+            "UPDATE releases SET status = 'failed', error = 'interrupted: the daemon stopped during this deploy', finished_at = ?1 \
+             WHERE id = ?2",
+            params![now(), id],
+        )?;
+        let short = commit.get(..12).unwrap_or(&commit);
+        entries.push(
+            AuditEntry::new("turnout", AuditAction::DeployInterrupted)
+                .app(app)
+                .env(env)
+                .change(
+                    Some(format!("release {id} ({short}) building")),
+                    Some("failed".into()),
+                ),
+        );
+    }
+    Ok(entries)
 }
 
 pub fn get_release(c: &Connection, id: i64) -> Result<ReleaseRow, ControlError> {

@@ -592,6 +592,59 @@ async fn ambiguous_framing_is_refused() {
     }
 }
 
+/// RFC 9112 §7.1: a request body whose chunk framing is broken — a chunk size too large for any
+/// length, a chunk line ended by a bare LF — is the client's fault: 400, never a 502 that blames
+/// the instance, then close.
+#[tokio::test]
+async fn broken_chunk_framing_in_a_request_body_is_400() {
+    let (backend, _seen) = scripted(|r| ok(r.target())).await;
+    let p = proxy_to(backend).await;
+    for body in [
+        "fffffffffffffffffffff\r\nhello\r\n0\r\n\r\n",
+        "5\nhello\r\n0\r\n\r\n",
+        "5\r\nhello\n0\r\n\r\n",
+        "zz\r\nhello\r\n0\r\n\r\n",
+    ] {
+        let mut client = Wire::connect(p.addr).await;
+        client
+            .send(format!(
+                "POST /up HTTP/1.1\r\nHost: a.test\r\nTransfer-Encoding: chunked\r\n\r\n{body}"
+            ))
+            .await;
+        let answer = client.response().await;
+        assert_eq!(answer.status(), 400, "{body:?}: {}", answer.text());
+        client.closed().await;
+    }
+}
+
+/// RFC 9110 §9.3.7: `OPTIONS *` is about the server, not a resource: the proxy answers it
+/// itself, 200 with the methods it forwards, and the connection stays usable; the asterisk
+/// with another method names nothing and is a 400.
+#[tokio::test]
+async fn options_asterisk_is_answered_by_the_proxy() {
+    let (backend, mut seen) = scripted(|r| ok(r.target())).await;
+    let p = proxy_to(backend).await;
+    let mut client = Wire::connect(p.addr).await;
+    for round in 0..ROUNDS {
+        client
+            .send("OPTIONS * HTTP/1.1\r\nHost: a.test\r\n\r\n")
+            .await;
+        let answer = client.response().await;
+        assert_eq!(answer.status(), 200, "round {round}");
+        assert_eq!(
+            answer.get("allow"),
+            Some("GET, HEAD, POST, PUT, DELETE, OPTIONS, TRACE, PATCH")
+        );
+        assert_eq!(answer.text(), "");
+        client.send(get("/after")).await;
+        assert_eq!(client.response().await.text(), "/after", "round {round}");
+    }
+    assert!(seen.so_far().iter().all(|r| r.target() == "/after"));
+    let mut client = Wire::connect(p.addr).await;
+    client.send("GET * HTTP/1.1\r\nHost: a.test\r\n\r\n").await;
+    assert_eq!(client.response().await.status(), 400);
+}
+
 /// RFC 9112 §5.2: obsolete line folding in a request is refused, or replaced by spaces before
 /// the field goes on; never forwarded as is.
 #[tokio::test]

@@ -32,7 +32,7 @@ mod ops;
 pub(crate) use ctx::JobCtx;
 use file::{append_event, read_events, write_events};
 
-use crate::error::ControlError;
+use crate::error::{ControlError, Escaped};
 use crate::home::Home;
 use crate::store::jobs::{self as jq, JobEnd, JobRow};
 use crate::store::{AuditEntry, Store, now};
@@ -254,7 +254,7 @@ impl Jobs {
             info.clone()
         };
         match &error {
-            Some(e) => warn!(job = ctx.id, state = %state, error = %e, "job ended"),
+            Some(e) => warn!(job = ctx.id, state = %state, error = %Escaped(e), "job ended"),
             None => info!(job = ctx.id, "job succeeded"),
         }
         let started = Some(job.started_unix.load(Ordering::SeqCst)).filter(|t| *t > 0);
