@@ -16,5 +16,6 @@ mod logs;
 mod metrics_access;
 mod plans;
 mod serve_start;
+mod startup;
 mod support;
 mod traffic;
