@@ -120,11 +120,15 @@ pub fn envs(envs: &[EnvInfo], json: bool) {
     outln!("{t}");
 }
 
-/// `live`, or `down: <why>`.
+/// `live`, or `down: <why> (next retry at <time>)`.
 fn env_status(e: &EnvInfo) -> String {
-    match &e.status_reason {
+    let status = match &e.status_reason {
         Some(why) => format!("{}: {why}", e.status),
         None => e.status.to_string(),
+    };
+    match &e.next_retry_at {
+        Some(at) => format!("{status} (next retry at {at})"),
+        None => status,
     }
 }
 

@@ -17,5 +17,6 @@ mod metrics_access;
 mod plans;
 mod sandbox;
 mod serve_start;
+mod startup;
 mod support;
 mod traffic;

@@ -144,6 +144,13 @@ impl Daemon {
         self.spawn();
     }
 
+    /// Start the daemon again on the same home after `stop`, so a test can change what it
+    /// finds in between.
+    pub fn start_again(&mut self) {
+        assert!(self.child.is_none(), "the daemon is still running");
+        self.spawn();
+    }
+
     pub fn stop(&mut self) -> std::process::ExitStatus {
         let mut child = self.child.take().expect("daemon running");
         let pid = nix::unistd::Pid::from_raw(child.id() as i32);

@@ -111,6 +111,10 @@ pub struct EnvInfo {
     /// instance last exited, and its restarts).
     #[serde(default)]
     pub status_reason: Option<String>,
+    /// When a `down` environment is tried again: Turnout keeps retrying its live release (with
+    /// a growing delay, at most a minute apart) until it serves, is stopped or is deployed.
+    #[serde(default)]
+    pub next_retry_at: Option<String>,
     pub release: Option<ReleaseInfo>,
     pub instance: Option<InstanceInfo>,
     /// The environment's directory under the home (releases, logs, storage).

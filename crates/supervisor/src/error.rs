@@ -19,6 +19,15 @@ pub enum SupervisorError {
         source: std::io::Error,
     },
 
+    /// The pid file that lets a later daemon find and stop the instance could not be written;
+    /// the instance was stopped rather than left running without one.
+    #[error("could not write pid file {path}: {source}{}", disk_full_hint(.source))]
+    PidFile {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
     /// `status` is e.g. "exit status 3" or "signal 9".
     #[error("process exited with {status} before becoming healthy")]
     ExitedBeforeHealthy {
@@ -99,5 +108,14 @@ impl SupervisorError {
             }
             _ => None,
         }
+    }
+}
+
+/// How to fix a write that failed because the disk is full.
+fn disk_full_hint(e: &std::io::Error) -> &'static str {
+    if e.kind() == std::io::ErrorKind::StorageFull {
+        "; the disk is full: free space on it"
+    } else {
+        ""
     }
 }

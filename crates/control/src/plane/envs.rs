@@ -162,11 +162,15 @@ impl ControlPlane {
             (Some(_), _) => (EnvStatus::Live, None),
             (None, None) => (EnvStatus::NotDeployed, None),
             (None, Some(_)) if routing.stopped || row.stopped => (EnvStatus::Stopped, None),
-            (None, Some(_)) => match routing.down {
-                Some(why) => (EnvStatus::Down, Some(why)),
+            (None, Some(_)) => match &routing.down {
+                Some(down) => (EnvStatus::Down, Some(down.why.clone())),
                 None => (EnvStatus::Starting, None),
             },
         };
+        let next_retry_at = routing
+            .down
+            .filter(|_| status == EnvStatus::Down)
+            .map(|d| format_timestamp(unix_seconds_up(d.retry_at)));
         let instance = routing.running.zip(now).map(|(run, s)| InstanceInfo {
             state: s.state.as_str().to_owned(),
             pid: s.pid,
@@ -190,6 +194,7 @@ impl ControlPlane {
             tier: row.tier,
             status,
             status_reason,
+            next_retry_at,
             release: release.as_ref().map(release_info),
             instance,
             isolation,
@@ -198,4 +203,12 @@ impl ControlPlane {
             created_at: format_timestamp(row.created_at),
         })
     }
+}
+
+/// Seconds since the Unix epoch, rounded up: a retry shown at a whole second has not happened
+/// before it.
+fn unix_seconds_up(t: std::time::SystemTime) -> i64 {
+    t.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| {
+        i64::try_from(d.as_secs() + u64::from(d.subsec_nanos() > 0)).unwrap_or(i64::MAX)
+    })
 }

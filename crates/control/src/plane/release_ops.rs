@@ -94,7 +94,7 @@ impl ControlPlane {
         let env = self.env_for(who, &r, Action::Deploy).await?;
         let Some(_stopping) = self.env_locks.try_lock(&key(&r)) else {
             return Err(ControlError::Conflict(format!(
-                "a job is running on {r}; wait for it (`turnout jobs {r}`) or cancel it, then stop"
+                "a job or a start-up retry is running on {r}; wait for it (`turnout jobs {r}`, `turnout env show {r}`) or cancel the job, then stop"
             )));
         };
         if env.current_release_id.is_none() {

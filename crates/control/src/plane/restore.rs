@@ -1,10 +1,13 @@
 //! Start-up and shutdown. Start-up cleans up after a daemon that was killed (its processes,
 //! its jobs, its half-written releases), then brings back every environment that was live,
-//! through the same `launch` and `routing` as a deploy. Shutdown lets jobs reach a safe point,
-//! then stops every instance.
+//! through the same `launch` and `routing` as a deploy. An environment that cannot come back
+//! (a full disk, a missing release directory, an app that stays unhealthy) answers 503 and is
+//! tried again until it serves; the others serve meanwhile. Shutdown lets jobs reach a safe
+//! point, then stops every instance.
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, PoisonError};
+use std::time::{Duration, SystemTime};
 
 use tracing::{info, warn};
 use turnout_model::EnvRef;
@@ -13,7 +16,7 @@ use turnout_supervisor::InstanceHandle;
 use super::deploy::built_marker;
 use super::isolation::cgroup_name;
 use super::launch::{Launch, instance_tag};
-use super::routing::key;
+use super::routing::{Down, key};
 use super::{ControlPlane, remove_dir};
 use crate::app_file::ReleaseConfig;
 use crate::error::ControlError;
@@ -21,10 +24,20 @@ use crate::git;
 use crate::store::jobs as jq;
 use crate::store::{EnvRow, q};
 
+/// The delay before a failed start-up restore is tried again, doubling after each failure up
+/// to `RETRY_MAX`.
+const RETRY_FIRST: Duration = Duration::from_secs(1);
+const RETRY_MAX: Duration = Duration::from_secs(60);
+
+fn shutting_down() -> ControlError {
+    ControlError::Cancelled("the daemon is shutting down".to_owned())
+}
+
 impl ControlPlane {
     /// Bring back every environment that had a live release and was not stopped: start its
     /// instance from the release directory (no rebuild), wait for health, route. Environments
-    /// come up concurrently; each is routed as soon as it is healthy.
+    /// come up concurrently; each is routed as soon as it is healthy, and each one that fails
+    /// is marked down and retried (`bring_back`).
     pub fn spawn_restore(self: &Arc<Self>) {
         let this = self.clone();
         self.tasks.spawn(async move {
@@ -101,41 +114,69 @@ impl ControlPlane {
 
     async fn restore(self: &Arc<Self>) -> Result<(), ControlError> {
         self.refresh_logins().await?;
-        // Domains answer 503 "starting" until their environments are back, then route.
+        // Domains and internal URLs answer 503 "starting" until their environments are back,
+        // then route.
         let domains = self.store.call(|c| q::list_domains(c)).await?;
         let envs = self.store.call(|c| q::list_envs(c, None)).await?;
-        let stopped = envs
+        let (stopped, restoring): (Vec<_>, Vec<_>) = envs
             .iter()
-            .filter(|e| e.stopped)
-            .map(|e| (e.app.clone(), e.name.clone()))
-            .collect();
-        self.routing.load(&domains, stopped);
-        let mut tasks = tokio::task::JoinSet::new();
+            .filter(|e| e.current_release_id.is_some())
+            .map(|e| (e.stopped, (e.app.clone(), e.name.clone())))
+            .partition(|(stopped, _)| *stopped);
+        self.routing.load(
+            &domains,
+            stopped.into_iter().map(|(_, k)| k).collect(),
+            restoring.into_iter().map(|(_, k)| k).collect(),
+        );
+        let mut adopted = std::mem::take(&mut *self.adopted_instances());
         for env in envs {
             let Some(release_id) = env.current_release_id.filter(|_| !env.stopped) else {
                 continue;
             };
+            let r = EnvRef {
+                app: env.app,
+                env: env.name,
+            };
+            let found = adopted
+                .remove(&instance_tag(&r, release_id))
+                .map(|instance| (release_id, instance));
             let this = self.clone();
-            tasks.spawn(async move {
-                let r = EnvRef {
-                    app: env.app.clone(),
-                    env: env.name.clone(),
-                };
-                if let Err(e) = this.restore_env(&r, &env, release_id).await {
-                    warn!(app = %r.app, env = %r.env, error = %e, "environment did not come back");
-                    this.routing.mark_down(key(&r), e.to_string());
-                }
-            });
+            self.tasks
+                .spawn(async move { this.bring_back(&r, found).await });
         }
-        while tasks.join_next().await.is_some() {}
-        // Found running but not taken (its environment came back another way, or failed
-        // before it could be adopted): stopped, never left running unrouted.
-        let left: Vec<_> = self.adopted_instances().drain().collect();
-        for (tag, instance) in left {
+        // Found running but no longer the live release of a started environment (stopped or
+        // redeployed since `recover`): stopped, never left running unrouted.
+        for (tag, instance) in adopted {
             info!(instance = %tag, "stopping an instance left running that was not adopted");
             instance.stop().await;
         }
         Ok(())
+    }
+
+    /// Bring `r` back on its live release, trying again after a failure with a growing delay
+    /// (`RETRY_FIRST` doubling to `RETRY_MAX`) until it serves, is stopped or deleted, or the
+    /// daemon shuts down, so it recovers by itself once the cause is gone (space freed, the
+    /// release directory back, the app healthy again). A user's deploy, start or stop takes
+    /// over: each attempt holds the environment's lock like a job and first looks whether one
+    /// brought it up or stopped it meanwhile. `adopted` is the instance an earlier daemon left
+    /// running for its live release, for the first attempt.
+    async fn bring_back(&self, r: &EnvRef, adopted: Option<(i64, Arc<dyn InstanceHandle>)>) {
+        let mut adopted = adopted;
+        let mut delay = RETRY_FIRST;
+        loop {
+            match self.restore_env(r, adopted.take(), delay).await {
+                Ok(()) => return,
+                Err(_) if self.closing.is_cancelled() => return,
+                Err(e) => {
+                    warn!(app = %r.app, env = %r.env, error = %e, retry_in = ?delay, "environment did not come back; trying again later");
+                }
+            }
+            tokio::select! {
+                () = tokio::time::sleep(delay) => {}
+                () = self.closing.cancelled() => return,
+            }
+            delay = (delay * 2).min(RETRY_MAX);
+        }
     }
 
     /// Releases a killed daemon left `building` did not happen: mark them failed and remove
@@ -163,18 +204,54 @@ impl ControlPlane {
         Ok(())
     }
 
+    /// One attempt to bring `r` back, under its environment's lock like a job. A failure marks
+    /// it down (why, and that the next attempt is `retry_in` from now) before the lock is let
+    /// go, so a job or stop that follows always has the last word. Nothing it started or was
+    /// handed is left running unrouted.
     async fn restore_env(
         &self,
         r: &EnvRef,
-        env: &EnvRow,
-        release_id: i64,
+        mut adopted: Option<(i64, Arc<dyn InstanceHandle>)>,
+        retry_in: Duration,
     ) -> Result<(), ControlError> {
-        // Like a job: one thing at a time per environment. A job that got there first (a deploy
-        // sent as soon as the API was up) already brought it up.
         let _env_lock = self.env_locks.lock(&key(r)).await;
+        let outcome = self.restore_locked(r, &mut adopted).await;
+        if let Some((_, instance)) = adopted {
+            instance.stop().await;
+        }
+        if let Err(e) = &outcome
+            && !self.closing.is_cancelled()
+        {
+            let down = Down {
+                why: e.to_string(),
+                retry_at: SystemTime::now() + retry_in,
+            };
+            self.routing.mark_down(key(r), down);
+        }
+        outcome
+    }
+
+    /// `restore_env` with the lock held. Takes `adopted` only when it routes it.
+    async fn restore_locked(
+        &self,
+        r: &EnvRef,
+        adopted: &mut Option<(i64, Arc<dyn InstanceHandle>)>,
+    ) -> Result<(), ControlError> {
+        if self.closing.is_cancelled() {
+            return Err(shutting_down());
+        }
+        // A job that got there first (a deploy sent as soon as the API was up, or an `env start`)
+        // already brought it up; a stop or delete meanwhile means it is not wanted.
         if self.routing.running(&key(r)).is_some() {
             return Ok(());
         }
+        let env = match self.env_row(r).await {
+            Err(ControlError::NotFound(_)) => return Ok(()),
+            row => row?,
+        };
+        let Some(release_id) = env.current_release_id.filter(|_| !env.stopped) else {
+            return Ok(());
+        };
         let release = self
             .store
             .call(move |c| q::get_release(c, release_id))
@@ -182,24 +259,21 @@ impl ControlPlane {
         let config: ReleaseConfig = serde_json::from_str(&release.config)
             .map_err(|e| ControlError::internal(format!("release {release_id} config: {e}")))?;
         let dir = Path::new(&release.dir);
-        if !dir.is_dir() {
-            return Err(ControlError::internal(format!(
-                "release directory {} is gone; redeploy with `turnout deploy {r}`",
+        if !tokio::fs::try_exists(dir).await.unwrap_or(false) {
+            return Err(ControlError::Conflict(format!(
+                "release {release_id} has no directory any more ({}); deploy again with `turnout deploy {r}`",
                 dir.display()
             )));
         }
         let l = Launch {
             r,
-            env,
+            env: &env,
             release_id,
             commit: &release.commit,
             dir,
             config: &config,
         };
-        let adopted = self
-            .adopted_instances()
-            .remove(&instance_tag(r, release_id));
-        if let Some(instance) = adopted {
+        if let Some((_, instance)) = adopted.take_if(|(id, _)| *id == release_id) {
             match self.adopt(&l, instance.clone()).await {
                 Ok(running) => {
                     self.routing.go_live(key(r), running);
@@ -216,12 +290,12 @@ impl ControlPlane {
         let running = self
             .launch(&l, async move {
                 closing.cancelled().await;
-                ControlError::internal("the daemon is shutting down")
+                shutting_down()
             })
             .await?;
         if self.closing.is_cancelled() {
             running.instance.stop().await;
-            return Err(ControlError::internal("the daemon is shutting down"));
+            return Err(shutting_down());
         }
         if let Some(old) = self.routing.go_live(key(r), running) {
             old.instance.stop().await;

@@ -10,7 +10,7 @@
 //! the order the changes were made.
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use turnout_model::{AppName, DomainName, EnvName, EnvRef, Tier};
 use turnout_proxy::{DrainDeadlines, Login, Maintenance, Proxy, RouteTable, Target, Upstream};
@@ -69,11 +69,19 @@ impl From<&DomainRow> for Binding {
     }
 }
 
+/// Why an environment that start-up is bringing back does not serve yet, and when it is tried
+/// again.
+#[derive(Clone)]
+pub(crate) struct Down {
+    pub why: String,
+    pub retry_at: SystemTime,
+}
+
 /// Where an environment stands, as routing knows it.
 pub(crate) struct EnvRouting {
     pub running: Option<Running>,
     /// Why its live release is not serving (it failed to come back after a restart).
-    pub down: Option<String>,
+    pub down: Option<Down>,
     pub stopped: bool,
 }
 
@@ -86,7 +94,10 @@ struct State {
     running: HashMap<EnvKey, Running>,
     domains: BTreeMap<DomainName, Binding>,
     logins: HashMap<AppName, AppLogin>,
-    down: HashMap<EnvKey, String>,
+    /// Environments start-up is bringing back (down ones included, while they are retried):
+    /// their URL answers 503 "starting or temporarily unavailable" until they serve.
+    restoring: HashSet<EnvKey>,
+    down: HashMap<EnvKey, Down>,
     stopped: HashSet<EnvKey>,
 }
 
@@ -126,6 +137,7 @@ impl Routing {
     /// it replaces, for the caller to drain and stop.
     pub fn go_live(&self, key: EnvKey, running: Running) -> Option<Running> {
         self.change(|s| {
+            s.restoring.remove(&key);
             s.down.remove(&key);
             s.stopped.remove(&key);
             s.running.insert(key, running)
@@ -135,6 +147,7 @@ impl Routing {
     /// The environment stops serving on purpose: its URL and domains answer 503 "stopped".
     pub fn stop(&self, key: EnvKey) -> Option<Running> {
         self.change(|s| {
+            s.restoring.remove(&key);
             s.down.remove(&key);
             s.stopped.insert(key.clone());
             s.running.remove(&key)
@@ -144,16 +157,21 @@ impl Routing {
     /// The environment is gone: forget everything about it.
     pub fn forget(&self, key: &EnvKey) -> Option<Running> {
         self.change(|s| {
+            s.restoring.remove(key);
             s.down.remove(key);
             s.stopped.remove(key);
             s.running.remove(key)
         })
     }
 
-    /// Its live release could not be started (after a daemon restart).
-    pub fn mark_down(&self, key: EnvKey, why: String) {
+    /// Start-up could not bring its live release back (yet): say why, and when it is tried
+    /// again. Only for an environment still being brought back (not live, stopped or deleted
+    /// since).
+    pub fn mark_down(&self, key: EnvKey, down: Down) {
         self.change(|s| {
-            s.down.insert(key, why);
+            if s.restoring.contains(&key) {
+                s.down.insert(key, down);
+            }
         });
     }
 
@@ -176,13 +194,19 @@ impl Routing {
         });
     }
 
-    /// Start-up: every binding and every stopped environment at once.
-    pub fn load(&self, domains: &[DomainRow], stopped: Vec<EnvKey>) {
+    /// Start-up: every binding, every stopped environment and every one being brought back,
+    /// at once.
+    pub fn load(&self, domains: &[DomainRow], stopped: Vec<EnvKey>, restoring: Vec<EnvKey>) {
         self.change(|s| {
             for row in domains {
                 s.domains.insert(row.name.clone(), Binding::from(row));
             }
             s.stopped.extend(stopped);
+            // A job sent as soon as the API was up may already have brought one back.
+            let not_back = restoring
+                .into_iter()
+                .filter(|k| !s.running.contains_key(k) && !s.stopped.contains(k));
+            s.restoring.extend(not_back);
         });
     }
 
@@ -220,6 +244,11 @@ impl Routing {
             let stats = self.metrics.route_stats(&host, app, env);
             table.insert_with_stats(&host, stopped_page(app, env), stats);
         }
+        for (app, env) in &s.restoring {
+            let host = env_host(app, env);
+            let stats = self.metrics.route_stats(&host, app, env);
+            table.insert_with_stats(&host, unavailable_page(&host), stats);
+        }
         for (name, b) in &s.domains {
             let key = (b.app.clone(), b.env.clone());
             let run = s.running.get(&key);
@@ -231,13 +260,7 @@ impl Routing {
                 })),
                 (None, Some(r)) => Target::Upstream(r.upstream.clone()),
                 (None, None) if s.stopped.contains(&key) => stopped_page(&b.app, &b.env),
-                // Bound to an environment that is not running (yet): say so, with a 503 a
-                // browser retries, rather than a 404 that looks like a wrong address.
-                (None, None) => Target::Maintenance(Arc::new(Maintenance {
-                    message: format!("{name} is starting or temporarily unavailable."),
-                    retry_after: UNAVAILABLE_RETRY,
-                    health: None,
-                })),
+                (None, None) => unavailable_page(name.as_str()),
             };
             let stats = self.metrics.route_stats(name.as_str(), &b.app, &b.env);
             table.insert_with_stats(name.as_str(), target, stats);
@@ -252,6 +275,17 @@ fn env_host(app: &AppName, env: &EnvName) -> String {
         env: env.clone(),
     }
     .internal_host()
+}
+
+/// The 503 page of an environment that is not running (yet) but should be, and of the domains
+/// bound to it: say so, with a short `Retry-After` a browser honours, rather than a 404 that
+/// looks like a wrong address. Why it is down stays out: visitors are not its owners.
+fn unavailable_page(host: &str) -> Target {
+    Target::Maintenance(Arc::new(Maintenance {
+        message: format!("{host} is starting or temporarily unavailable."),
+        retry_after: UNAVAILABLE_RETRY,
+        health: None,
+    }))
 }
 
 /// The 503 page of a stopped environment (and of the domains bound to it).

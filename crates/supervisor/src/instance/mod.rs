@@ -636,10 +636,16 @@ async fn spawn(
     let guard = GroupGuard::new(pgid);
     info!(port = spec.port, pid = pgid, "instance process started");
 
+    // Without its pid file nothing could find the instance again if its supervising process
+    // died with the daemon, so it is not left running: the guard kills the group on return.
     if let Some(pid_file) = &spec.pid_file
-        && let Err(e) = write_pid_file(pid_file, pgid, token).await
+        && let Err(source) = write_pid_file(pid_file, pgid, token).await
     {
-        warn!(pid_file = %pid_file.display(), error = %e, "could not write pid file; a daemon crash would leave this instance running");
+        remove_pid_file(pid_file).await;
+        return Err(SupervisorError::PidFile {
+            path: pid_file.clone(),
+            source,
+        });
     }
     Ok(Running {
         child,

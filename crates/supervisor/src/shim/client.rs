@@ -89,34 +89,52 @@ impl Runtime for ShimRuntime {
                 .map_err(spawn_error)?;
             line.push(b'\n');
             let mut stdin = child.stdin.take().expect("stdin is piped");
-            stdin.write_all(&line).await.map_err(spawn_error)?;
-            drop(stdin);
             let stdout = child.stdout.take().expect("stdout is piped");
             let mut answer = String::new();
-            let read =
-                tokio::time::timeout(READY_TIMEOUT, BufReader::new(stdout).read_line(&mut answer))
-                    .await;
-            // Reaped whenever it exits, so it never lingers as a zombie of this daemon.
-            tokio::spawn(async move {
-                let _ = child.wait().await;
-            });
-            match read {
-                Ok(Ok(_)) if answer.trim_end() == "ready" => {
-                    let handle = ShimInstance::follow(launch.socket, &launch.spec).await?;
-                    Ok(Arc::new(handle) as Arc<dyn InstanceHandle>)
+            let sent = stdin.write_all(&line).await;
+            drop(stdin);
+            let read = match sent {
+                Ok(()) => tokio::time::timeout(
+                    READY_TIMEOUT,
+                    BufReader::new(stdout).read_line(&mut answer),
+                )
+                .await
+                .unwrap_or_else(|_| {
+                    Err(std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        format!(
+                            "the instance's supervisor did not start it within {}s",
+                            READY_TIMEOUT.as_secs()
+                        ),
+                    ))
+                }),
+                Err(e) => Err(e),
+            };
+            let started = match read {
+                Ok(_) if answer.trim_end() == "ready" => {
+                    ShimInstance::follow(launch.socket.clone(), &launch.spec).await
                 }
-                Ok(Ok(_)) => Err(SupervisorError::Reported(
+                Ok(_) => Err(SupervisorError::Reported(
                     answer
                         .trim_end()
                         .strip_prefix("error: ")
                         .unwrap_or("the instance's supervisor exited without starting it")
                         .to_owned(),
                 )),
-                Ok(Err(e)) => Err(spawn_error(e)),
-                Err(_) => Err(SupervisorError::Reported(format!(
-                    "the instance's supervisor did not start it within {}s",
-                    READY_TIMEOUT.as_secs()
-                ))),
+                Err(e) => Err(spawn_error(e)),
+            };
+            match started {
+                Ok(handle) => {
+                    // Reaped whenever it exits, so it never lingers as a zombie of this daemon.
+                    tokio::spawn(async move {
+                        let _ = child.wait().await;
+                    });
+                    Ok(Arc::new(handle) as Arc<dyn InstanceHandle>)
+                }
+                Err(e) => {
+                    abandon(child, &launch).await;
+                    Err(e)
+                }
             }
         })
     }
@@ -174,6 +192,18 @@ impl Runtime for ShimRuntime {
             found
         })
     }
+}
+
+/// A start that failed leaves nothing running: the supervising process is killed (one that
+/// reported an error has already stopped what it started and exited; one that hung or cannot
+/// be reached must start nothing more), then whatever instance it may have started is reaped
+/// through the pid file, as after a killed daemon.
+async fn abandon(mut child: tokio::process::Child, launch: &Launch) {
+    let _ = child.kill().await;
+    if let Some(pid_file) = &launch.spec.pid_file {
+        reap_stale_and_wait(pid_file).await;
+    }
+    let _ = std::fs::remove_file(&launch.socket);
 }
 
 /// An instance run by a supervising process, reached through its socket.
