@@ -215,6 +215,11 @@ pub struct ServeArgs {
     /// (unsafe when several people deploy)
     #[arg(long, env = "TURNOUT_SHARED_NETWORK")]
     pub shared_network: bool,
+    /// Take over from the daemon running on this home (typically after installing a new
+    /// `turnout` binary): its listening sockets and its instances, without dropping a request.
+    /// The running daemon finishes its requests in flight and exits
+    #[arg(long)]
+    pub upgrade: bool,
 }
 
 #[derive(Subcommand)]

@@ -186,6 +186,7 @@ pub async fn run_daemon(
         proxy_workers: args.proxy_workers.map(usize::from),
         single_user: args.single_user,
         shared_network: args.shared_network,
+        upgrade: args.upgrade,
         proxy: ProxyConfig::default(),
     };
     serve(config, shutdown, |info| {

@@ -20,3 +20,4 @@ mod serve_start;
 mod startup;
 mod support;
 mod traffic;
+mod upgrade;

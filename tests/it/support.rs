@@ -66,6 +66,32 @@ impl Daemon {
     }
 
     fn spawn(&mut self) {
+        let child = self.spawn_with(&[]);
+        self.child = Some(child);
+    }
+
+    /// `turnout serve --upgrade` on the same home: it takes the running daemon's sockets and
+    /// instances; returns once the new one serves and the old one has exited (asserting 0).
+    pub fn upgrade(&mut self) {
+        let mut old = self.child.take().expect("daemon running");
+        let new = self.spawn_with(&["--upgrade"]);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let status = loop {
+            if let Some(status) = old.try_wait().unwrap() {
+                break status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the old daemon did not exit after the upgrade"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        assert!(status.success(), "the old daemon exited with {status}");
+        self.child = Some(new);
+    }
+
+    /// Start `turnout serve` (with `extra` arguments) and wait until it prints its addresses.
+    fn spawn_with(&mut self, extra: &[&str]) -> Child {
         let mut cmd = Command::new(BIN);
         cmd.args([
             "--json",
@@ -78,6 +104,7 @@ impl Daemon {
             // runs as its own user and the flag changes nothing.
             "--single-user",
         ])
+        .args(extra)
         .arg("--home")
         .arg(self.home.path())
         .current_dir(self.cwd.path())
@@ -108,7 +135,7 @@ impl Daemon {
             .trim_start_matches("http://")
             .parse()
             .unwrap();
-        self.child = Some(child);
+        child
     }
 
     /// The daemon's stderr goes to a file (appended across restarts), shown when a test fails.

@@ -72,6 +72,10 @@ impl Home {
     pub fn lock_file(&self) -> PathBuf {
         self.root.join("serve.lock")
     }
+    /// Where the running daemon hands its listening sockets to `turnout serve --upgrade`.
+    pub fn upgrade_socket(&self) -> PathBuf {
+        self.root.join("upgrade.sock")
+    }
     pub fn apps_dir(&self) -> PathBuf {
         self.root.join("apps")
     }

@@ -9,6 +9,7 @@ pub mod app_file;
 mod approvals;
 mod error;
 mod git;
+mod handover;
 pub mod home;
 mod metrics;
 mod plane;

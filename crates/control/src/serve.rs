@@ -16,6 +16,7 @@ use tracing::{info, warn};
 use turnout_model::ServeInfo;
 use turnout_proxy::{Proxy, ProxyConfig};
 
+use crate::handover;
 use crate::home::Home;
 use crate::plane::{ControlPlane, Networks, ProxyEndpoint};
 use crate::store::Store;
@@ -31,6 +32,9 @@ pub struct ServeConfig {
     pub single_user: bool,
     /// Even as root: no network namespaces, every environment on the host's network.
     pub shared_network: bool,
+    /// Take over from the daemon running on this home (its listening sockets and instances)
+    /// instead of binding: an upgrade that drops no request (see `handover`).
+    pub upgrade: bool,
     pub proxy: ProxyConfig,
 }
 
@@ -55,26 +59,64 @@ pub async fn serve(
             "other users cannot pass the directories above the home, so the environments' directories are kept here instead"
         );
     }
+    let taken = if config.upgrade {
+        let socket = home.upgrade_socket();
+        let taken = tokio::task::spawn_blocking(move || handover::take(&socket))
+            .await?
+            .context("cannot take over from the running daemon")?;
+        info!(
+            "took the listening sockets over; waiting for the running daemon to finish its requests and exit"
+        );
+        Some(taken)
+    } else {
+        None
+    };
     let lock = File::create(home.lock_file())
         .with_context(|| format!("cannot write {}", home.lock_file().display()))?;
-    if lock.try_lock().is_err() {
+    if config.upgrade {
+        // The predecessor lets its requests finish (up to its shutdown grace) and its jobs
+        // stop, then exits, which releases the lock.
+        let deadline = tokio::time::Instant::now() + HANDOVER_WAIT;
+        while lock.try_lock().is_err() {
+            if tokio::time::Instant::now() > deadline {
+                bail!(
+                    "the running daemon of {} took the upgrade but did not exit within {}s",
+                    home.root().display(),
+                    HANDOVER_WAIT.as_secs()
+                );
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    } else if lock.try_lock().is_err() {
         bail!(
-            "another `turnout serve` is using the home {}; stop it first or pass a different --home",
+            "another `turnout serve` is using the home {}; stop it first, pass a different --home, or take over from it with --upgrade",
             home.root().display()
         );
     }
-    let api_listener = bind(
-        config.api_listen,
-        "API",
-        "--api-listen / TURNOUT_API_LISTEN",
+    let (api_listener, http_listener) = match taken {
+        Some((api, http)) => (adopt_listener(api)?, adopt_listener(http)?),
+        None => (
+            bind(
+                config.api_listen,
+                "API",
+                "--api-listen / TURNOUT_API_LISTEN",
+            )
+            .await?,
+            bind(
+                config.http_listen,
+                "proxy",
+                "--http-listen / TURNOUT_HTTP_LISTEN",
+            )
+            .await?,
+        ),
+    };
+    // A successor (`turnout serve --upgrade`) gets the same sockets.
+    let offer = handover::Offer::new(
+        home.upgrade_socket(),
+        duplicate(&api_listener)?,
+        duplicate(&http_listener)?,
     )
-    .await?;
-    let http_listener = bind(
-        config.http_listen,
-        "proxy",
-        "--http-listen / TURNOUT_HTTP_LISTEN",
-    )
-    .await?;
+    .with_context(|| format!("cannot listen on {}", home.upgrade_socket().display()))?;
     let store = Store::open(&home.db()).map_err(|e| anyhow::anyhow!("{e}"))?;
     let checkpoints = Store::checkpoint_in_background(
         &home.db(),
@@ -131,6 +173,11 @@ pub async fn serve(
         .await
         .map_err(|e| anyhow::anyhow!("cleaning up after the last run: {e}"))?;
 
+    // Routes before the proxy serves: instances left running are adopted (a health check
+    // each) and routed now; the others answer 503 until their launch (in the background)
+    // passes its health check. During an upgrade, requests wait in the listening socket's
+    // backlog meanwhile rather than meeting an empty table.
+    plane.restore_all().await;
     let proxy_task = spawn_proxy(
         proxy_runtime,
         proxy.clone(),
@@ -156,9 +203,22 @@ pub async fn serve(
         warn!("{shared}");
     }
 
-    plane.spawn_restore();
-
-    shutdown.cancelled().await;
+    let handed_over = tokio::select! {
+        _ = shutdown.cancelled() => false,
+        offered = offer.wait_for_successor() => match offered {
+            Ok(()) => {
+                info!("a successor took the listening sockets: finishing requests in flight, then exiting and leaving the instances running");
+                shutdown.cancel();
+                true
+            }
+            Err(e) => {
+                warn!(error = %e, "the upgrade socket failed; upgrades need a restart");
+                shutdown.cancelled().await;
+                false
+            }
+        },
+    };
+    drop(offer);
     info!("shutting down: draining connections");
     match proxy_task.await {
         Ok(Err(e)) => warn!(error = %e, "proxy failed"),
@@ -168,12 +228,36 @@ pub async fn serve(
     // The API's graceful shutdown waits for open responses, and a `logs -f` stream never ends by
     // itself: give it a deadline.
     let _ = tokio::time::timeout(std::time::Duration::from_secs(5), api_task).await;
+    if handed_over {
+        plane.leave_running().await;
+        let _ = checkpoints.await;
+        info!("handed over");
+        return Ok(());
+    }
     info!("stopping instances");
     plane.shutdown().await;
     let _ = checkpoints.await;
     let _ = std::fs::remove_file(home.serve_json());
     info!("stopped");
     Ok(())
+}
+
+/// How long `--upgrade` waits for the running daemon to exit once it has the sockets: its
+/// shutdown grace and its jobs' cancellation, with room to spare.
+const HANDOVER_WAIT: std::time::Duration = std::time::Duration::from_secs(300);
+
+/// A listening socket taken over from the predecessor, for this runtime.
+fn adopt_listener(listener: std::net::TcpListener) -> anyhow::Result<TcpListener> {
+    listener.set_nonblocking(true)?;
+    Ok(TcpListener::from_std(listener)?)
+}
+
+/// Another descriptor of the same listening socket, for the successor.
+fn duplicate(listener: &TcpListener) -> anyhow::Result<std::net::TcpListener> {
+    use std::os::fd::AsFd;
+    Ok(std::net::TcpListener::from(
+        listener.as_fd().try_clone_to_owned()?,
+    ))
 }
 
 /// The data plane gets a runtime of its own, so a busy control plane (builds streaming output,

@@ -62,7 +62,7 @@ impl Provider {
     /// earlier run of the daemon left attached to the same namespace (recorded in `pid_file`) is
     /// stopped first: two cannot share the namespace's interface.
     pub fn keep_outbound(&self, ns: &Namespace, log: PathBuf, pid_file: PathBuf) -> Outbound {
-        let (stop, mut stopped) = watch::channel(false);
+        let (stop, mut stopped) = watch::channel(Ending::Running);
         let (pasta, path, name) = (self.pasta.clone(), ns.path(), ns.name().to_owned());
         tokio::spawn(async move {
             stop_stale(&pid_file, &path).await;
@@ -87,9 +87,13 @@ impl Provider {
                         }
                     }
                     _ = stopped.changed() => {
-                        let _ = child.start_kill();
-                        let _ = child.wait().await;
-                        let _ = std::fs::remove_file(&pid_file);
+                        // Left running for a successor, or stopped (also when the Outbound was
+                        // dropped, which closes the channel).
+                        if *stopped.borrow() != Ending::Detach {
+                            let _ = child.start_kill();
+                            let _ = child.wait().await;
+                            let _ = std::fs::remove_file(&pid_file);
+                        }
                         return;
                     }
                 }
@@ -101,14 +105,28 @@ impl Provider {
             }
         });
         info!(namespace = %ns.name(), "network namespace connected out");
-        Outbound { _stop: stop }
+        Outbound { stop }
     }
 }
 
-/// A namespace's way out, kept running while this lives.
+/// A namespace's way out, kept running while this lives (or after [`Outbound::detach`]).
 #[derive(Debug)]
 pub struct Outbound {
-    _stop: watch::Sender<bool>,
+    stop: watch::Sender<Ending>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Ending {
+    Running,
+    /// Leave `pasta` running: a successor daemon takes the namespace over (and replaces it).
+    Detach,
+}
+
+impl Outbound {
+    /// Stop watching over `pasta` but leave it running, for the daemon that takes over.
+    pub fn detach(self) {
+        let _ = self.stop.send(Ending::Detach);
+    }
 }
 
 /// `pasta` in the foreground, attached to the namespace at `ns`: it configures the namespace's
@@ -129,9 +147,10 @@ fn pasta_command(pasta: &Path, ns: &Path, log: &Path) -> Command {
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
-        // Its own group: a signal to the daemon's group does not reach it.
+        // Its own group: a signal to the daemon's group does not reach it. Killed explicitly
+        // when stopped, never by dropping: a detached one outlives this daemon.
         .process_group(0)
-        .kill_on_drop(true);
+        .kill_on_drop(false);
     command
 }
 

@@ -13,7 +13,10 @@ fn a_free_port_of_the_host_can_be_bound() {
         assert_ne!(port, 0);
         std::net::TcpListener::bind(("127.0.0.1", port)).is_ok()
     });
-    assert!(bound, "ten free ports were all taken before they could be bound");
+    assert!(
+        bound,
+        "ten free ports were all taken before they could be bound"
+    );
 }
 
 /// A namespace of the test's own, removed when dropped; `None` (skipped, saying why) without

@@ -41,7 +41,7 @@ pub struct Networks {
 struct EnvNetwork {
     network: Network,
     /// Its way out; `pasta` stops when this is dropped.
-    _outbound: Outbound,
+    outbound: Outbound,
     /// Stops the proxy's listener inside the namespace.
     listener: CancellationToken,
 }
@@ -84,6 +84,15 @@ impl Networks {
     /// The name of `env`'s namespace, or `None` where environments share the host's network.
     pub(crate) fn namespace_name(&self, env: &EnvRow) -> Option<String> {
         self.provider.is_ok().then(|| namespace_name(env))
+    }
+
+    /// At an upgrade: stop the namespaces' listeners (the successor makes its own) but leave
+    /// the namespaces and their ways out to the instances that keep running in them.
+    pub(crate) async fn detach(&self) {
+        for (_, env) in self.envs.lock().await.drain() {
+            env.listener.cancel();
+            env.outbound.detach();
+        }
     }
 
     /// At shutdown, once the instances have stopped: stop the namespaces' listeners and ways
@@ -135,7 +144,7 @@ impl ControlPlane {
             env.uid,
             EnvNetwork {
                 network: network.clone(),
-                _outbound: outbound,
+                outbound,
                 listener,
             },
         );

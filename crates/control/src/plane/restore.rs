@@ -38,13 +38,10 @@ impl ControlPlane {
     /// instance from the release directory (no rebuild), wait for health, route. Environments
     /// come up concurrently; each is routed as soon as it is healthy, and each one that fails
     /// is marked down and retried (`bring_back`).
-    pub fn spawn_restore(self: &Arc<Self>) {
-        let this = self.clone();
-        self.tasks.spawn(async move {
-            if let Err(e) = this.restore().await {
-                warn!(error = %e, "restoring environments failed");
-            }
-        });
+    pub async fn restore_all(self: &Arc<Self>) {
+        if let Err(e) = self.restore().await {
+            warn!(error = %e, "restoring environments failed");
+        }
     }
 
     /// Clean up after a daemon that was killed: kill the instances and builds it left (only
@@ -129,6 +126,7 @@ impl ControlPlane {
             restoring.into_iter().map(|(_, k)| k).collect(),
         );
         let mut adopted = std::mem::take(&mut *self.adopted_instances());
+        let mut adopting = tokio::task::JoinSet::new();
         for env in envs {
             let Some(release_id) = env.current_release_id.filter(|_| !env.stopped) else {
                 continue;
@@ -141,9 +139,29 @@ impl ControlPlane {
                 .remove(&instance_tag(&r, release_id))
                 .map(|instance| (release_id, instance));
             let this = self.clone();
-            self.tasks
-                .spawn(async move { this.bring_back(&r, found).await });
+            match found {
+                // Adopted before this returns (a health check each, all at once), so a proxy
+                // that starts serving after it routes them at once; if one cannot be adopted,
+                // it is brought back like the others.
+                Some(found) => {
+                    adopting.spawn(async move {
+                        let adopted = this
+                            .restore_env(&r, Some(found), RETRY_FIRST, Bring::AdoptOnly)
+                            .await;
+                        if adopted.is_err() {
+                            let again = this.clone();
+                            this.tasks
+                                .spawn(async move { again.bring_back(&r, None).await });
+                        }
+                    });
+                }
+                None => {
+                    self.tasks
+                        .spawn(async move { this.bring_back(&r, None).await });
+                }
+            }
         }
+        while adopting.join_next().await.is_some() {}
         // Found running but no longer the live release of a started environment (stopped or
         // redeployed since `recover`): stopped, never left running unrouted.
         for (tag, instance) in adopted {
@@ -164,7 +182,10 @@ impl ControlPlane {
         let mut adopted = adopted;
         let mut delay = RETRY_FIRST;
         loop {
-            match self.restore_env(r, adopted.take(), delay).await {
+            match self
+                .restore_env(r, adopted.take(), delay, Bring::Launch)
+                .await
+            {
                 Ok(()) => return,
                 Err(_) if self.closing.is_cancelled() => return,
                 Err(e) => {
@@ -213,9 +234,10 @@ impl ControlPlane {
         r: &EnvRef,
         mut adopted: Option<(i64, Arc<dyn InstanceHandle>)>,
         retry_in: Duration,
+        bring: Bring,
     ) -> Result<(), ControlError> {
         let _env_lock = self.env_locks.lock(&key(r)).await;
-        let outcome = self.restore_locked(r, &mut adopted).await;
+        let outcome = self.restore_locked(r, &mut adopted, bring).await;
         if let Some((_, instance)) = adopted {
             instance.stop().await;
         }
@@ -236,6 +258,7 @@ impl ControlPlane {
         &self,
         r: &EnvRef,
         adopted: &mut Option<(i64, Arc<dyn InstanceHandle>)>,
+        bring: Bring,
     ) -> Result<(), ControlError> {
         if self.closing.is_cancelled() {
             return Err(shutting_down());
@@ -283,8 +306,16 @@ impl ControlPlane {
                 Err(e) => {
                     warn!(app = %r.app, env = %r.env, error = %e, "the instance left running cannot be adopted; starting it again");
                     instance.stop().await;
+                    if bring == Bring::AdoptOnly {
+                        return Err(e);
+                    }
                 }
             }
+        }
+        if bring == Bring::AdoptOnly {
+            return Err(ControlError::Conflict(format!(
+                "{r} has no instance left running of its live release to adopt"
+            )));
         }
         let closing = self.closing.clone();
         let running = self
@@ -304,6 +335,16 @@ impl ControlPlane {
         Ok(())
     }
 
+    /// For an upgrade (a successor took the listening sockets): let jobs and restores in
+    /// progress notice and clean up, as for a shutdown, but leave every instance running (and
+    /// its namespace and way out) for the successor to adopt.
+    pub async fn leave_running(&self) {
+        self.closing.cancel();
+        self.tasks.close();
+        self.tasks.wait().await;
+        self.networks.detach().await;
+    }
+
     /// Stop every instance (the proxy has already stopped accepting and drained): first let
     /// jobs and restores in progress notice the shutdown and clean up after themselves (jobs
     /// before their point of no return are cancelled; the others finish).
@@ -319,4 +360,13 @@ impl ControlPlane {
         while tasks.join_next().await.is_some() {}
         self.networks.close().await;
     }
+}
+
+/// What one attempt to bring an environment back may do.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Bring {
+    /// Route the instance it was handed, after a health check; nothing slower.
+    AdoptOnly,
+    /// Adopt what it was handed, else launch its live release.
+    Launch,
 }
