@@ -14,11 +14,11 @@ use tokio_util::sync::CancellationToken;
 use crate::support::{Daemon, Repo, eventually};
 use crate::traffic::{Judge, Tally, Target, Traffic};
 
-const MIXED_APP: &str = include_str!("fixtures/mixed_app.py");
+pub(crate) const MIXED_APP: &str = include_str!("fixtures/mixed_app.py");
 
 /// Drains give requests far longer than the 2 s ones need, and close the SSE stream and the
 /// WebSocket (which never end by themselves) after a second, to keep the test short.
-const LOAD_TOML: &str = r#"
+pub(crate) const LOAD_TOML: &str = r#"
 [run]
 command = "exec python3 app.py"
 drain_timeout = "10s"
@@ -243,7 +243,7 @@ async fn until(tally: &Tally, what: &str, timeout: Duration, done: impl Fn() -> 
 }
 
 /// Wait until every kind of traffic has gone through at least once more.
-async fn every_kind_moves(tally: &Tally, when: &str) {
+pub(crate) async fn every_kind_moves(tally: &Tally, when: &str) {
     let counters = |t: &Tally| {
         [&t.gets, &t.posts, &t.slow, &t.sse_events, &t.ws_echoes].map(|c| c.load(Ordering::Relaxed))
     };

@@ -157,6 +157,13 @@ impl HttpConn {
         Ok(HttpConn { send })
     }
 
+    /// Whether a request can go out on it: false once the server has closed it between
+    /// requests (after answering one with `Connection: close`, or idle), when an HTTP client
+    /// opens a new connection; nothing was sent, so nothing failed.
+    pub async fn usable(&mut self) -> bool {
+        self.send.ready().await.is_ok()
+    }
+
     /// Send one request and return its head, leaving the body to the caller.
     pub async fn start(
         &mut self,
@@ -634,6 +641,11 @@ impl<J: Judge> Traffic<J> {
         expect: impl FnOnce(&Reply) -> Result<(), String>,
     ) -> bool {
         let tally = &self.tally;
+        if let Some(c) = conn.as_mut()
+            && !c.usable().await
+        {
+            *conn = None;
+        }
         let c = match conn {
             Some(c) => c,
             None => match HttpConn::open(self.target.addr).await {

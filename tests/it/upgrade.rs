@@ -4,7 +4,103 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
+use tokio_util::sync::CancellationToken;
+
+use crate::load::{LOAD_TOML, MIXED_APP, every_kind_moves};
 use crate::support::{Conn, Daemon, Repo, eventually};
+use crate::traffic::{Judge, Tally, Target, Traffic};
+
+/// Every answer must come from shop/prod's one instance; its streams may be closed (cleanly)
+/// once the upgrade has begun.
+struct OneInstance {
+    release: String,
+    upgrading: AtomicBool,
+}
+
+impl Judge for OneInstance {
+    type Ticket = ();
+    fn ticket(&self) {}
+    fn check(&self, _: &(), env: &str, release: &str) -> Result<(), String> {
+        ((env, release) == ("prod", self.release.as_str()))
+            .then_some(())
+            .ok_or_else(|| format!("answered by {env} {release}"))
+    }
+    fn may_be_closed(&self, _: &str, _: &str) -> bool {
+        self.upgrading.load(Ordering::Relaxed)
+    }
+}
+
+/// Keep-alive GETs, 1 MB POSTs, 2 s requests, an event stream and a WebSocket, through an
+/// upgrade: no request fails, every body is whole, the stream and the WebSocket of the old
+/// daemon end cleanly (end of stream between events; close 1001) and reconnect to the new one,
+/// and the instance is never restarted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn mixed_traffic_survives_an_upgrade() {
+    let repo = Repo::new("mixed");
+    repo.write("app.py", MIXED_APP);
+    repo.write("turnout.toml", LOAD_TOML);
+    let commit = repo.commit("the mixed app");
+    let mut d = Daemon::start();
+    d.create("shop", repo.path(), &[("prod", "main", "production")]);
+    d.ok(&["deploy", "shop/prod"]);
+    let before = d.json(&["env", "show", "shop/prod"]);
+
+    let judge = Arc::new(OneInstance {
+        release: commit,
+        upgrading: AtomicBool::new(false),
+    });
+    let tally = Arc::new(Tally::new());
+    let stop = CancellationToken::new();
+    let traffic = Traffic {
+        target: Target {
+            addr: d.http,
+            host: "prod.shop.localhost".to_owned(),
+        },
+        judge: judge.clone(),
+        tally: tally.clone(),
+        stop: stop.clone(),
+    };
+    let mut tasks = Vec::new();
+    for id in 0..4 {
+        tasks.push(tokio::spawn(
+            traffic.clone().get_loop(id, Duration::from_millis(5)),
+        ));
+    }
+    tasks.push(tokio::spawn(traffic.clone().post_loop(0)));
+    tasks.push(tokio::spawn(traffic.clone().slow_loop(0)));
+    tasks.push(tokio::spawn(
+        traffic.clone().sse_loop(Duration::from_secs(10)),
+    ));
+    tasks.push(tokio::spawn(
+        traffic.ws_loop(Duration::from_millis(50), Duration::from_secs(10)),
+    ));
+    every_kind_moves(&tally, "before the upgrade").await;
+    judge.upgrading.store(true, Ordering::Relaxed);
+    d.upgrade();
+    every_kind_moves(&tally, "after the upgrade").await;
+    stop.cancel();
+    for task in tasks {
+        task.await.unwrap();
+    }
+    println!("{}", tally.summary());
+    assert_eq!(tally.failures(), Vec::<String>::new());
+    assert!(
+        tally.sse_reconnects.load(Ordering::Relaxed) >= 1,
+        "{}",
+        tally.summary()
+    );
+    assert!(
+        tally.ws_drain_closes.load(Ordering::Relaxed) >= 1,
+        "{}",
+        tally.summary()
+    );
+    let after = d.json(&["env", "show", "shop/prod"]);
+    assert_eq!(
+        after["instance"]["pid"], before["instance"]["pid"],
+        "{after}"
+    );
+    assert_eq!(after["instance"]["restarts"], 0, "{after}");
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_upgrade_under_load_fails_no_request_and_restarts_no_instance() {

@@ -178,11 +178,13 @@ pub async fn serve(
     // passes its health check. During an upgrade, requests wait in the listening socket's
     // backlog meanwhile rather than meeting an empty table.
     plane.restore_all().await;
+    let proxy_released = CancellationToken::new();
     let proxy_task = spawn_proxy(
         proxy_runtime,
         proxy.clone(),
         http_listener,
         shutdown.clone(),
+        proxy_released.clone(),
     )?;
     let api_shutdown = shutdown.clone();
     let api_router = crate::api::router(plane.clone());
@@ -208,6 +210,7 @@ pub async fn serve(
         offered = offer.wait_for_successor() => match offered {
             Ok(()) => {
                 info!("a successor took the listening sockets: finishing requests in flight, then exiting and leaving the instances running");
+                proxy.hand_over();
                 shutdown.cancel();
                 true
             }
@@ -220,7 +223,14 @@ pub async fn serve(
     };
     drop(offer);
     info!("shutting down: draining connections");
-    match proxy_task.await {
+    let drained = async {
+        if handed_over {
+            plane.drain_for_successor().await;
+        }
+        proxy_released.cancel();
+    };
+    let (proxy_result, ()) = tokio::join!(proxy_task, drained);
+    match proxy_result {
         Ok(Err(e)) => warn!(error = %e, "proxy failed"),
         Err(e) => warn!(error = %e, "proxy thread failed"),
         Ok(Ok(())) => {}
@@ -280,19 +290,24 @@ fn proxy_runtime(workers: Option<usize>) -> anyhow::Result<tokio::runtime::Runti
 }
 
 /// Serve the proxy's main listener on its runtime (on a thread of its own: a current-thread
-/// runtime runs only while something blocks on it) until `shutdown`.
+/// runtime runs only while something blocks on it) until `shutdown`; the runtime (and the
+/// tunnels and streams still running on it) lives on until `released`, so drains can close
+/// them cleanly.
 fn spawn_proxy(
     runtime: tokio::runtime::Runtime,
     proxy: std::sync::Arc<Proxy>,
     listener: TcpListener,
     shutdown: CancellationToken,
+    released: CancellationToken,
 ) -> anyhow::Result<tokio::task::JoinHandle<std::io::Result<()>>> {
     // A listener is registered with the runtime that created it: hand the socket over.
     let listener = listener.into_std()?;
     Ok(tokio::task::spawn_blocking(move || {
         let result = runtime.block_on(async move {
             let listener = TcpListener::from_std(listener)?;
-            proxy.serve(listener, shutdown).await
+            let served = proxy.serve(listener, shutdown).await;
+            released.cancelled().await;
+            served
         });
         // Connections still open after the graceful shutdown are dropped here.
         runtime.shutdown_timeout(std::time::Duration::from_secs(1));

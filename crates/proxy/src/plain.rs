@@ -273,7 +273,9 @@ impl<'a> PlainConnection<'a> {
                     if self.buf.len() >= self.proxy.config().max_header_bytes {
                         return self.handoff();
                     }
-                } else if self.closing.load(Ordering::Relaxed) {
+                } else if self.closing.load(Ordering::Relaxed) && !self.proxy.is_handing_over() {
+                    // Closing between requests; during a handover the next request is awaited
+                    // instead and answered with `Connection: close`.
                     return Outcome::Closed;
                 }
                 match read_more(client, &mut self.buf).await {

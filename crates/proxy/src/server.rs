@@ -44,6 +44,9 @@ pub struct Proxy {
     /// lets go before any `.await`, so a switch never waits for a request or vice versa.
     table: ArcSwap<RouteTable>,
     config: ProxyConfig,
+    /// Set by [`Proxy::hand_over`]: the shutdown that follows leaves idle keep-alive
+    /// connections open for their next request.
+    handing_over: AtomicBool,
 }
 
 impl Proxy {
@@ -51,6 +54,7 @@ impl Proxy {
         Arc::new(Proxy {
             table: ArcSwap::from_pointee(RouteTable::default()),
             config,
+            handing_over: AtomicBool::new(false),
         })
     }
 
@@ -67,6 +71,20 @@ impl Proxy {
             "route table applied"
         );
         previous
+    }
+
+    /// Another process takes over the listening sockets: at the shutdown that follows, an idle
+    /// plain keep-alive connection is not closed at once (its client could be sending a request
+    /// at that very moment, which would fail) but kept for its next request, answered with
+    /// `Connection: close`, until the shutdown grace runs out. HAProxy calls this
+    /// `idle-close-on-response`.
+    pub fn hand_over(&self) {
+        self.handing_over.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether [`Proxy::hand_over`] was called.
+    pub(crate) fn is_handing_over(&self) -> bool {
+        self.handing_over.load(Ordering::Relaxed)
     }
 
     pub fn current(&self) -> Arc<RouteTable> {
@@ -221,8 +239,11 @@ async fn serve_connection(
             {
                 Event::Done(Outcome::Closed) | Event::Abort => return,
                 Event::Done(Outcome::Handoff(read)) => break read,
-                // An idle connection closes now; a busy one after its response.
-                Event::Close if watch.activity.is_idle() => return,
+                // An idle connection closes now (unless the sockets are being handed over: then
+                // after its next response, like a busy one after its current one).
+                Event::Close if watch.activity.is_idle() && !proxy.is_handing_over() => {
+                    return;
+                }
                 Event::Close => closing.store(true, Ordering::Relaxed),
             }
         }
@@ -232,6 +253,7 @@ async fn serve_connection(
     let io = TokioIo::new(WatchedIo::new(stream, read, watch.activity.clone()));
     let service = {
         let activity = watch.activity.clone();
+        let proxy = proxy.clone();
         service_fn(move |req: Request<Incoming>| {
             let proxy = proxy.clone();
             let active = activity.begin_request(req.version() == Version::HTTP_2);
@@ -247,8 +269,24 @@ async fn serve_connection(
     if closing {
         conn.as_mut().graceful_shutdown();
     }
+    // Handing over with the connection idle: hyper would close it at once, racing a request
+    // the client may be sending; wait for the next request instead, and close after it.
+    let mut close_when_busy = false;
     loop {
-        match watch.next(conn.as_mut(), closing).await {
+        let event = if close_when_busy {
+            tokio::select! {
+                out = conn.as_mut() => Event::Done(out),
+                _ = watch.abort.cancelled() => Event::Abort,
+                () = busy(&watch.activity) => {
+                    close_when_busy = false;
+                    conn.as_mut().graceful_shutdown();
+                    continue;
+                }
+            }
+        } else {
+            watch.next(conn.as_mut(), closing).await
+        };
+        match event {
             Event::Done(result) => {
                 if let Err(e) = result {
                     debug!(client = %peer, error = %e, "client connection ended with an error");
@@ -257,10 +295,22 @@ async fn serve_connection(
             }
             Event::Close => {
                 closing = true;
-                conn.as_mut().graceful_shutdown();
+                if proxy.is_handing_over() && watch.activity.is_idle() {
+                    close_when_busy = true;
+                } else {
+                    conn.as_mut().graceful_shutdown();
+                }
             }
             Event::Abort => return,
         }
+    }
+}
+
+/// Resolves once a request has begun on the connection (its first bytes were read). Polled
+/// only for idle connections during a handover, so a short tick costs nothing otherwise.
+async fn busy(activity: &Activity) {
+    while activity.is_idle() {
+        tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }
 

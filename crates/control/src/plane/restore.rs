@@ -335,6 +335,18 @@ impl ControlPlane {
         Ok(())
     }
 
+    /// For an upgrade, while the proxy finishes its connections: drain this process's share of
+    /// every instance's traffic by its own deadlines (requests finish; WebSockets get 1001 and
+    /// event streams end between events, so their clients reconnect, to the successor), routes
+    /// unchanged: a request still arriving on a kept-open connection is served.
+    pub async fn drain_for_successor(&self) {
+        let mut drains = tokio::task::JoinSet::new();
+        for running in self.routing.all_running() {
+            drains.spawn(async move { running.upstream.drain_with(running.drain).await });
+        }
+        while drains.join_next().await.is_some() {}
+    }
+
     /// For an upgrade (a successor took the listening sockets): let jobs and restores in
     /// progress notice and clean up, as for a shutdown, but leave every instance running (and
     /// its namespace and way out) for the successor to adopt.

@@ -222,6 +222,12 @@ impl Routing {
     }
 
     /// Shutdown: every instance leaves the table at once.
+    /// Every environment's serving instance, routes unchanged.
+    pub fn all_running(&self) -> Vec<Running> {
+        let state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        state.running.values().cloned().collect()
+    }
+
     pub fn take_all(&self) -> Vec<Running> {
         self.change(|s| s.running.drain().map(|(_, r)| r).collect())
     }
