@@ -6,21 +6,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::support::{Daemon, Repo, TOML, eventually};
-
-/// Processes whose command line is exactly `argv` (e.g. a build's `sleep 37.25`).
-fn processes(argv: &[&str]) -> Vec<u32> {
-    let wanted: Vec<u8> = argv
-        .iter()
-        .flat_map(|a| [a.as_bytes(), b"\0"].concat())
-        .collect();
-    std::fs::read_dir("/proc")
-        .unwrap()
-        .flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|pid| std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| c == wanted))
-        .collect()
-}
+use crate::support::{Daemon, Repo, TOML, eventually, processes};
 
 /// Wait (a few seconds at most) until no process runs `argv`: a killed build is gone.
 async fn gone(argv: &[&str]) {

@@ -9,21 +9,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde_json::Value;
 use turnout_model::parse_timestamp;
 
-use crate::support::{Daemon, Repo, TOML, eventually};
-
-/// Processes whose command line is exactly `argv`.
-fn processes(argv: &[&str]) -> Vec<u32> {
-    let wanted: Vec<u8> = argv
-        .iter()
-        .flat_map(|a| [a.as_bytes(), b"\0"].concat())
-        .collect();
-    std::fs::read_dir("/proc")
-        .unwrap()
-        .flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|pid| std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| c == wanted))
-        .collect()
-}
+use crate::support::{Daemon, Repo, TOML, eventually, processes};
 
 /// A repository whose app runs as `python3 app.py MARKER` (the fixture ignores its arguments),
 /// so the test can tell its processes from every other test's, health-checked with `timeout`.

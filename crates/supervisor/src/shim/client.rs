@@ -13,7 +13,7 @@ use tokio::sync::watch;
 use tracing::warn;
 use turnout_netns::Network;
 
-use super::wire::{Description, Launch, Reply, Request};
+use super::wire::{Launch, Reply, Request};
 use crate::cgroup::ResourceUsage;
 use crate::error::SupervisorError;
 use crate::instance::{InstanceSpec, InstanceState, InstanceStatus};
@@ -169,8 +169,8 @@ impl Runtime for ShimRuntime {
                     continue;
                 }
                 match call(&socket, &Request::Describe).await {
-                    Ok(Reply::Described(description)) => {
-                        let Description { spec, .. } = *description;
+                    Ok(Reply::Described(spec)) => {
+                        let spec = *spec;
                         match ShimInstance::follow(socket.clone(), &spec).await {
                             Ok(handle) => found.push(Adoptable {
                                 spec,

@@ -7,8 +7,8 @@ use tokio::net::unix::OwnedWriteHalf;
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::watch;
 
-use super::wire::{Description, Launch, Reply, Request};
-use crate::instance::Instance;
+use super::wire::{Launch, Reply, Request};
+use crate::instance::{Instance, InstanceSpec};
 
 /// How long the process stays after its instance ended for good by itself (it crashed before
 /// becoming healthy), so that the daemon can still read why.
@@ -53,10 +53,7 @@ pub async fn serve_instance() -> i32 {
     let _ = stdout.flush().await;
     drop(stdout);
 
-    let description = Arc::new(Description {
-        spec: launch.spec,
-        pid: std::process::id(),
-    });
+    let spec = Arc::new(launch.spec);
     let (stopped_tx, mut stopped) = watch::channel(false);
     let stopped_tx = Arc::new(stopped_tx);
     let mut terminate =
@@ -67,7 +64,7 @@ pub async fn serve_instance() -> i32 {
         tokio::select! {
             accepted = listener.accept() => {
                 if let Ok((conn, _)) = accepted {
-                    tokio::spawn(answer(conn, instance.clone(), description.clone(), stopped_tx.clone()));
+                    tokio::spawn(answer(conn, instance.clone(), spec.clone(), stopped_tx.clone()));
                 }
             }
             _ = stopped.changed() => break,
@@ -102,7 +99,7 @@ async fn read_launch() -> Result<Launch, String> {
 async fn answer(
     conn: UnixStream,
     instance: Arc<Instance>,
-    description: Arc<Description>,
+    spec: Arc<InstanceSpec>,
     stopped: Arc<watch::Sender<bool>>,
 ) {
     let (read, mut write) = conn.into_split();
@@ -132,10 +129,7 @@ async fn answer(
             }
         }
         Err(e) => Reply::Refused(format!("unreadable request: {e}")),
-        Ok(Request::Describe) => Reply::Described(Box::new(Description {
-            spec: description.spec.clone(),
-            pid: description.pid,
-        })),
+        Ok(Request::Describe) => Reply::Described(Box::new(InstanceSpec::clone(&spec))),
         Ok(Request::Usage) => Reply::Usage(instance.usage()),
         Ok(Request::WaitHealthy) => {
             Reply::Done(instance.wait_healthy().await.map_err(|e| e.to_string()))

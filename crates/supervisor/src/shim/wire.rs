@@ -32,18 +32,11 @@ pub(crate) enum Request {
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub(crate) enum Reply {
-    Described(Box<Description>),
+    /// The spec it was started with (its network by name).
+    Described(Box<InstanceSpec>),
     Status(InstanceStatus),
     Usage(ResourceUsage),
     Done(Result<(), String>),
     /// The request could not be read (e.g. from a newer daemon).
     Refused(String),
-}
-
-/// A running instance as its supervising process describes it.
-#[derive(Debug, Serialize, Deserialize)]
-pub(crate) struct Description {
-    /// The spec it was started with (its network by name).
-    pub spec: InstanceSpec,
-    pub pid: u32,
 }
