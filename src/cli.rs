@@ -39,6 +39,9 @@ pub enum Command {
     /// Supervise one instance for the daemon (started by `turnout serve`, never by hand)
     #[command(name = "__instance", hide = true)]
     Instance,
+    /// Serve the proxy for the daemon (started by `turnout serve`, never by hand)
+    #[command(name = "__dataplane", hide = true)]
+    DataPlane(DataPlaneArgs),
     /// Create, list and delete apps
     #[command(subcommand)]
     App(AppCommand),
@@ -535,4 +538,18 @@ mod tests {
         assert!("Shop".parse::<JobScope>().is_err());
         assert!("shop/".parse::<JobScope>().is_err());
     }
+}
+
+/// How `turnout serve` starts the data plane; its listening socket is the standard input.
+#[derive(Args, Debug, Clone)]
+pub struct DataPlaneArgs {
+    /// The control socket to listen on
+    #[arg(long)]
+    pub socket: PathBuf,
+    /// The data plane's settings, as JSON
+    #[arg(long)]
+    pub config: String,
+    /// The control socket of the data plane to take over from when told to serve
+    #[arg(long)]
+    pub succeed: Option<PathBuf>,
 }

@@ -47,7 +47,8 @@ pub async fn run(home: PathBuf, args: ServeArgs) -> anyhow::Result<()> {
         ..args.clone()
     };
     let daemon = tokio::spawn(async move {
-        crate::run_daemon(daemon_home, &daemon_args, false, move |info| {
+        // The demo is not a service: SIGTERM stops it fully, as Ctrl-C does.
+        crate::run_daemon(daemon_home, &daemon_args, false, false, move |info| {
             let _ = ready_tx.send(info.clone());
         })
         .await

@@ -17,15 +17,15 @@ mod jobs;
 mod output;
 mod render;
 
+use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Parser;
-use tokio_util::sync::CancellationToken;
 use turnout_client::Client;
 use turnout_control::home::default_home;
-use turnout_control::{ServeConfig, serve};
+use turnout_control::{ServeConfig, Shutdown, serve};
 use turnout_model::endpoint as ep;
 use turnout_model::{
     AddDomain, CreateApp, CreateEnv, CreateToken, CreateUser, DeployRequest, ErrorCode,
@@ -35,9 +35,9 @@ use turnout_model::{
 use turnout_proxy::ProxyConfig;
 
 use crate::cli::{
-    AccessCommand, AppCommand, ApprovalsCommand, AuditCommand, Cli, Command, DomainCommand,
-    EnvCommand, JobCommand, OnOff, ReleaseCommand, SecretCommand, ServeArgs, TokenCommand,
-    UserCommand,
+    AccessCommand, AppCommand, ApprovalsCommand, AuditCommand, Cli, Command, DataPlaneArgs,
+    DomainCommand, EnvCommand, JobCommand, OnOff, ReleaseCommand, SecretCommand, ServeArgs,
+    TokenCommand, UserCommand,
 };
 
 /// Exit codes a script sees: 0 done, 1 failed, 2 usage error (clap), 3 waiting for approval,
@@ -46,8 +46,10 @@ const EXIT_PENDING: u8 = 3;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    if let Command::Instance = cli.command {
-        return supervise_instance();
+    match cli.command {
+        Command::Instance => return supervise_instance(),
+        Command::DataPlane(args) => return serve_dataplane(args),
+        _ => {}
     }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -92,12 +94,41 @@ fn supervise_instance() -> ExitCode {
     }
 }
 
+/// `turnout __dataplane`: the proxy in a process of its own, started by `turnout serve` with the
+/// listening socket as its standard input (see `turnout_dataplane`). It outlives the daemon
+/// that started it; it logs to its standard error, which that daemon points at the home's
+/// `dataplane.log`.
+fn serve_dataplane(args: DataPlaneArgs) -> ExitCode {
+    let run = || -> anyhow::Result<()> {
+        init_tracing(None)?;
+        let config = serde_json::from_str(&args.config)
+            .context("--config is not the data plane's settings")?;
+        let stdin = std::io::stdin().as_fd().try_clone_to_owned()?;
+        let listener = std::net::TcpListener::from(stdin);
+        let server = turnout_dataplane::ServerArgs {
+            socket: args.socket,
+            config,
+            succeed: args.succeed,
+        };
+        turnout_dataplane::run(server, listener)?;
+        Ok(())
+    };
+    match run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("the data plane failed: {e:#}");
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let home = cli.home.clone().unwrap_or_else(default_home);
     match cli.command {
         Command::Serve(args) => {
             init_tracing(None)?;
-            run_daemon(home, &args, cli.json, |_| {}).await?;
+            run_daemon(home, &args, cli.json, true, |_| {}).await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Demo(args) => {
@@ -155,14 +186,17 @@ fn init_tracing(file: Option<&Path>) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Run the daemon until Ctrl-C or SIGTERM. `ready` runs once the listeners are bound.
+/// Run the daemon until Ctrl-C (a full stop) or SIGTERM (the control plane alone leaves, when
+/// `term_leaves`; else a full stop too). `ready` runs once it serves.
 pub async fn run_daemon(
     home: PathBuf,
     args: &ServeArgs,
     json: bool,
+    term_leaves: bool,
     ready: impl FnOnce(&ServeInfo),
 ) -> anyhow::Result<()> {
-    let shutdown = CancellationToken::new();
+    // SIGINT (Ctrl-C): a full stop. SIGTERM: the control plane alone; traffic goes on.
+    let shutdown = Shutdown::default();
     let signals = shutdown.clone();
     tokio::spawn(async move {
         let mut term =
@@ -174,10 +208,9 @@ pub async fn run_daemon(
                 }
             };
         tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term.recv() => {}
+            _ = tokio::signal::ctrl_c() => signals.stop(),
+            _ = term.recv() => if term_leaves { signals.leave() } else { signals.stop() },
         }
-        signals.cancel();
     });
     let config = ServeConfig {
         home,
@@ -282,7 +315,7 @@ fn absolute_repo(repo: &str) -> anyhow::Result<String> {
 
 async fn run_client(client: &Client, command: Command, json: bool) -> anyhow::Result<ExitCode> {
     match command {
-        Command::Serve(_) | Command::Demo(_) | Command::Instance => {
+        Command::Serve(_) | Command::Demo(_) | Command::Instance | Command::DataPlane(_) => {
             unreachable!("handled by run and main")
         }
         Command::App(AppCommand::Create {

@@ -169,18 +169,28 @@ async fn a_crash_looping_environment_shows_crashing_and_its_url_answers_503_with
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sigterm_stops_the_daemon_and_its_instances_cleanly() {
+async fn sigint_stops_the_daemon_its_data_plane_and_its_instances_cleanly() {
     let repo = Repo::new("bye");
     let mut d = Daemon::start();
     d.create("shop", repo.path(), &[("dev", "main", "development")]);
     d.ok(&["deploy", "shop/dev"]);
     let env = d.json(&["env", "show", "shop/dev"]);
     let port = env["instance"]["port"].as_u64().unwrap() as u16;
+    assert_eq!(d.dataplanes().len(), 1, "one data plane serves the home");
     let status = d.stop();
     assert!(status.success(), "{status:?}");
     assert!(
         std::net::TcpStream::connect(("127.0.0.1", port)).is_err(),
         "the instance still listens"
+    );
+    assert_eq!(
+        d.dataplanes(),
+        Vec::<u32>::new(),
+        "the data plane still runs"
+    );
+    assert!(
+        std::net::TcpStream::connect(d.http).is_err(),
+        "the proxy still listens"
     );
     assert!(!d.home.path().join("serve.json").exists());
 }

@@ -305,7 +305,12 @@ async fn every_api_refusal_is_a_json_error() {
     let repo = Repo::new("x");
     let d = Daemon::start();
     d.create("shop", repo.path(), &[("qa", "main", "qa")]);
-    let client = reqwest::Client::new();
+    // A connection per request: the server closes one after refusing a body it did not read
+    // (413), and a pooled connection could be reused in that instant.
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .build()
+        .unwrap();
     let token = d.admin_token();
     let send = |method: reqwest::Method, path: &str, body: Option<Vec<u8>>| {
         let mut req = client

@@ -12,7 +12,8 @@ use serde_json::Value;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_turnout");
 
-/// A running daemon. Dropping it sends SIGTERM and waits.
+/// A running daemon. Dropping it stops it fully (SIGINT) and waits; a data plane left behind
+/// (its control plane was killed and not started again) is killed too.
 pub struct Daemon {
     pub home: tempfile::TempDir,
     /// The daemon's working directory (tests check nothing was written here).
@@ -157,17 +158,29 @@ impl Daemon {
         std::fs::read_to_string(self.cwd.path().join("serve.log")).unwrap_or_default()
     }
 
-    /// SIGTERM, wait for a clean exit (asserting status 0), start again on the same home.
+    /// A full stop (SIGINT), a clean exit (asserting status 0), start again on the same home.
     pub fn restart(&mut self) {
-        assert!(self.stop().success(), "serve did not exit 0 on SIGTERM");
+        assert!(self.stop().success(), "serve did not exit 0 on SIGINT");
         self.spawn();
     }
 
-    /// SIGKILL, as a crash or the OOM killer would, then start again on the same home.
-    pub fn kill_and_restart(&mut self) {
+    /// SIGTERM: the control plane alone leaves (asserting status 0); the data plane and the
+    /// instances go on. `start_again` starts the next one.
+    pub fn terminate(&mut self) {
+        let status = self.signal(nix::sys::signal::Signal::SIGTERM);
+        assert!(status.success(), "serve did not exit 0 on SIGTERM");
+    }
+
+    /// SIGKILL, as a crash or the OOM killer would. `start_again` starts the next one.
+    pub fn kill(&mut self) {
         let mut child = self.child.take().expect("daemon running");
         child.kill().unwrap();
         child.wait().unwrap();
+    }
+
+    /// SIGKILL, then start again on the same home.
+    pub fn kill_and_restart(&mut self) {
+        self.kill();
         self.spawn();
     }
 
@@ -178,10 +191,15 @@ impl Daemon {
         self.spawn();
     }
 
+    /// A full stop (SIGINT, as Ctrl-C): traffic, instances and the control plane.
     pub fn stop(&mut self) -> std::process::ExitStatus {
+        self.signal(nix::sys::signal::Signal::SIGINT)
+    }
+
+    fn signal(&mut self, signal: nix::sys::signal::Signal) -> std::process::ExitStatus {
         let mut child = self.child.take().expect("daemon running");
         let pid = nix::unistd::Pid::from_raw(child.id() as i32);
-        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+        nix::sys::signal::kill(pid, signal).unwrap();
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             if let Some(status) = child.try_wait().unwrap() {
@@ -189,10 +207,29 @@ impl Daemon {
             }
             assert!(
                 Instant::now() < deadline,
-                "serve did not stop within 60s of SIGTERM"
+                "serve did not stop within 60s of {signal}"
             );
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// The pids of the data planes serving this home (normally one).
+    pub fn dataplanes(&self) -> Vec<u32> {
+        let socket = self.home.path().join("dataplane.sock");
+        let next = self.home.path().join("dataplane.next");
+        let (socket, next) = (socket.to_str().unwrap(), next.to_str().unwrap());
+        std::fs::read_dir("/proc")
+            .unwrap()
+            .flatten()
+            .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+            .filter(|pid| {
+                std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| {
+                    let args: Vec<&[u8]> = c.split(|b| *b == 0).collect();
+                    args.contains(&b"__dataplane".as_slice())
+                        && (args.contains(&socket.as_bytes()) || args.contains(&next.as_bytes()))
+                })
+            })
+            .collect()
     }
 
     /// The CLI as the owner on this machine: `--home` lets it read the daemon's admin.token.
@@ -290,6 +327,12 @@ impl Drop for Daemon {
     fn drop(&mut self) {
         if self.child.is_some() {
             self.stop();
+        }
+        for pid in self.dataplanes() {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid as i32),
+                nix::sys::signal::Signal::SIGKILL,
+            );
         }
         if std::thread::panicking() {
             let log =

@@ -1,21 +1,19 @@
 //! An upgrade that drops no request: `turnout serve --upgrade` (typically the new binary) asks
 //! the running daemon of the same home for its listening sockets over `<home>/upgrade.sock`
 //! (the daemon's user alone: 0600 in its home). The running daemon passes them (SCM_RIGHTS),
-//! stops accepting, lets its requests in flight finish, cancels its jobs and exits, leaving its
-//! instances running. The successor waits for the home's lock, adopts the instances, and
-//! accepts on the same sockets: a connection that arrives in between waits in the sockets'
-//! backlog, it is not refused.
-use std::io::{IoSlice, IoSliceMut, Read, Write};
-use std::mem::MaybeUninit;
+//! stops serving the API, cancels its jobs and exits, leaving the data plane and the
+//! instances running. The successor waits for the home's lock, accepts API requests on the
+//! same socket (a connection that arrives in between waits in its backlog, it is not refused),
+//! adopts the instances, and replaces the data plane with one of its own binary (see
+//! `turnout-dataplane`). From a daemon whose proxy ran in its own process, the proxy's socket
+//! taken here starts the new data plane.
+use std::io::{Read, Write};
 use std::net::TcpListener;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::AsFd;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 
-use rustix::net::{
-    RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, SendAncillaryBuffer,
-    SendAncillaryMessage, SendFlags, recvmsg, sendmsg,
-};
+use turnout_dataplane::{recv_fds, send_fds};
 
 /// What the successor asks for; anything else on the socket is ignored.
 const REQUEST: &[u8] = b"upgrade\n";
@@ -57,16 +55,7 @@ impl Offer {
             if conn.read_exact(&mut request).is_err() || request != REQUEST {
                 continue;
             }
-            let fds = [self.api.as_fd(), self.http.as_fd()];
-            let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(2))];
-            let mut control = SendAncillaryBuffer::new(&mut space);
-            control.push(SendAncillaryMessage::ScmRights(&fds));
-            sendmsg(
-                &conn,
-                &[IoSlice::new(GRANT)],
-                &mut control,
-                SendFlags::empty(),
-            )?;
+            send_fds(&conn, GRANT, &[self.api.as_fd(), self.http.as_fd()])?;
             conn.flush()?;
             return Ok(());
         }
@@ -91,33 +80,6 @@ pub fn take(socket: &Path) -> std::io::Result<(TcpListener, TcpListener)> {
         )
     })?;
     conn.write_all(REQUEST)?;
-    let mut grant = [0u8; GRANT.len()];
-    let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(2))];
-    let mut control = RecvAncillaryBuffer::new(&mut space);
-    let received = recvmsg(
-        &conn,
-        &mut [IoSliceMut::new(&mut grant)],
-        &mut control,
-        RecvFlags::CMSG_CLOEXEC,
-    )?;
-    let fds: Vec<OwnedFd> = control
-        .drain()
-        .filter_map(|message| match message {
-            RecvAncillaryMessage::ScmRights(fds) => Some(fds),
-            _ => None,
-        })
-        .flatten()
-        .collect();
-    let [api, http]: [OwnedFd; 2] = fds.try_into().map_err(|fds: Vec<OwnedFd>| {
-        std::io::Error::other(format!(
-            "the running daemon sent {} sockets instead of its 2 listeners",
-            fds.len()
-        ))
-    })?;
-    if grant[..received.bytes] != *GRANT {
-        return Err(std::io::Error::other(
-            "the running daemon answered something else than its listeners",
-        ));
-    }
+    let [api, http] = recv_fds::<2>(&conn, GRANT, "the running daemon")?;
     Ok((TcpListener::from(api), TcpListener::from(http)))
 }

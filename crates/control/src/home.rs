@@ -76,6 +76,14 @@ impl Home {
     pub fn upgrade_socket(&self) -> PathBuf {
         self.root.join("upgrade.sock")
     }
+    /// The data plane's control socket (the daemon's user alone: 0600 in its home).
+    pub fn dataplane_socket(&self) -> PathBuf {
+        self.root.join("dataplane.sock")
+    }
+    /// What the data plane logs (appended by every data plane of this home).
+    pub fn dataplane_log(&self) -> PathBuf {
+        self.root.join("dataplane.log")
+    }
     pub fn apps_dir(&self) -> PathBuf {
         self.root.join("apps")
     }

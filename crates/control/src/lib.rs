@@ -20,4 +20,4 @@ mod store;
 pub use access::Principal;
 pub use error::ControlError;
 pub use plane::ControlPlane;
-pub use serve::{ServeConfig, serve};
+pub use serve::{ServeConfig, Shutdown, serve};

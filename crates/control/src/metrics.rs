@@ -1,28 +1,26 @@
 //! Prometheus metrics, served at `/metrics` on the API listener.
 //!
-//! Request counters live in the proxy's `RouteStats`, one per (host, environment) pair, which
-//! this registry keeps across route-table rebuilds so counters survive switches and deploys.
-//! Switch and drain counters are control-plane events, counted here.
+//! Request counters live in the data plane, one per (host, environment) pair, kept across
+//! route changes (and across control planes) so counters survive switches and deploys; they
+//! are read from it for each scrape. Switch and drain counters are control-plane events,
+//! counted here.
 //!
 //! Series carry host names, so a reader sees only the series of apps their user has a role on
 //! (an administrator sees all): `ControlPlane::metrics_text`.
 use std::collections::BTreeMap;
 use std::fmt::Write;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 
+use turnout_dataplane::StatsRow;
 use turnout_model::{AppName, EnvName};
-use turnout_proxy::{DrainOutcome, LATENCY_BUCKETS, RouteStats};
+use turnout_proxy::{DrainOutcome, LATENCY_BUCKETS};
 
 use crate::access::Principal;
 use crate::error::ControlError;
 use crate::plane::ControlPlane;
 
-/// (host, app, env): a domain or internal host, and the environment serving it.
-type RouteKey = (String, AppName, EnvName);
-
 #[derive(Default)]
 pub struct Metrics {
-    routes: Mutex<BTreeMap<RouteKey, Arc<RouteStats>>>,
     /// (domain, action) -> count, action being switch or rollback.
     switches: Mutex<BTreeMap<(String, &'static str), u64>>,
     drains: Mutex<BTreeMap<(AppName, EnvName), DrainTotals>>,
@@ -41,14 +39,6 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl Metrics {
-    /// The counters for requests to `host` served by `app/env` (created on first use).
-    pub fn route_stats(&self, host: &str, app: &AppName, env: &EnvName) -> Arc<RouteStats> {
-        lock(&self.routes)
-            .entry((host.to_owned(), app.clone(), env.clone()))
-            .or_default()
-            .clone()
-    }
-
     pub fn count_switch(&self, domain: &str, action: &'static str) {
         *lock(&self.switches)
             .entry((domain.to_owned(), action))
@@ -64,26 +54,30 @@ impl Metrics {
         t.closed_streams += outcome.closed_streams as u64;
     }
 
-    /// Forget the counters of a host (a removed domain or deleted environment).
-    pub fn forget_host(&self, host: &str) {
-        lock(&self.routes).retain(|(h, _, _), _| h != host);
+    /// Forget the switches of a removed domain (the data plane forgets its request counters
+    /// with its route).
+    pub fn forget_switches(&self, host: &str) {
         lock(&self.switches).retain(|(h, _), _| h != host);
     }
 
     /// The Prometheus text exposition format (version 0.0.4), with the series of the apps
     /// `visible` lets through. A domain's switches belong to the app its routes serve; one no
     /// route names any more is shown only when no route is hidden.
-    pub fn render(&self, visible: impl Fn(&AppName) -> bool) -> String {
+    /// `rows` are the data plane's request counters.
+    pub fn render(&self, rows: Vec<StatsRow>, visible: impl Fn(&str) -> bool) -> String {
         let mut out = String::new();
-        let (routes, hidden): (Vec<_>, Vec<_>) = lock(&self.routes)
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .partition(|((_, app, _), _)| visible(app));
+        let (routes, hidden): (Vec<_>, Vec<_>) = rows.into_iter().partition(|r| visible(&r.app));
         out.push_str("# HELP turnout_http_responses_total Responses the proxy sent, by host, serving environment and status class.\n");
         out.push_str("# TYPE turnout_http_responses_total counter\n");
-        for ((host, app, env), stats) in &routes {
-            let snap = stats.snapshot();
-            for (i, n) in snap.by_class.iter().enumerate() {
+        for StatsRow {
+            host,
+            app,
+            env,
+            by_class,
+            ..
+        } in &routes
+        {
+            for (i, n) in by_class.iter().enumerate() {
                 let _ = writeln!(
                     out,
                     "turnout_http_responses_total{{host=\"{}\",app=\"{app}\",env=\"{env}\",class=\"{}xx\"}} {n}",
@@ -94,8 +88,8 @@ impl Metrics {
         }
         out.push_str("# HELP turnout_http_request_duration_seconds Time from a request's arrival to its response head, by host and serving environment.\n");
         out.push_str("# TYPE turnout_http_request_duration_seconds histogram\n");
-        for ((host, app, env), stats) in &routes {
-            let snap = stats.snapshot();
+        for snap in &routes {
+            let (host, app, env) = (&snap.host, &snap.app, &snap.env);
             let labels = format!("host=\"{}\",app=\"{app}\",env=\"{env}\"", escape(host));
             for (le, n) in LATENCY_BUCKETS.iter().zip(snap.cumulative_buckets.iter()) {
                 let _ = writeln!(
@@ -103,7 +97,7 @@ impl Metrics {
                     "turnout_http_request_duration_seconds_bucket{{{labels},le=\"{le}\"}} {n}"
                 );
             }
-            let total = snap.cumulative_buckets[LATENCY_BUCKETS.len()];
+            let total = snap.cumulative_buckets.last().copied().unwrap_or(0);
             let _ = writeln!(
                 out,
                 "turnout_http_request_duration_seconds_bucket{{{labels},le=\"+Inf\"}} {total}"
@@ -121,7 +115,7 @@ impl Metrics {
         out.push_str("# HELP turnout_domain_switches_total Switches and rollbacks of a domain between environments.\n");
         out.push_str("# TYPE turnout_domain_switches_total counter\n");
         for ((domain, action), n) in lock(&self.switches).iter() {
-            if !hidden.is_empty() && !routes.iter().any(|((host, _, _), _)| host == domain) {
+            if !hidden.is_empty() && !routes.iter().any(|r| &r.host == domain) {
                 continue;
             }
             let _ = writeln!(
@@ -140,7 +134,7 @@ impl Metrics {
         out.push_str("# TYPE turnout_drain_cut_total counter\n");
         for ((app, env), t) in lock(&self.drains)
             .iter()
-            .filter(|((app, _), _)| visible(app))
+            .filter(|((app, _), _)| visible(app.as_str()))
         {
             let labels = format!("app=\"{app}\",env=\"{env}\"");
             let _ = writeln!(out, "turnout_drains_total{{{labels}}} {}", t.count);
@@ -164,8 +158,9 @@ impl ControlPlane {
     /// The `/metrics` text `who` may read: every series for an administrator, otherwise those
     /// of the apps `who` has a role on.
     pub async fn metrics_text(&self, who: &Principal) -> Result<String, ControlError> {
+        let rows = self.dataplane().stats().await;
         if who.is_admin() {
-            return Ok(self.metrics().render(|_| true));
+            return Ok(self.metrics().render(rows, |_| true));
         }
         let apps: Vec<AppName> = self
             .list_apps(who)
@@ -173,7 +168,9 @@ impl ControlPlane {
             .into_iter()
             .map(|a| a.name)
             .collect();
-        Ok(self.metrics().render(|app| apps.contains(app)))
+        Ok(self
+            .metrics()
+            .render(rows, |app| apps.iter().any(|a| a.as_str() == app)))
     }
 }
 

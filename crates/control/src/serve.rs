@@ -1,10 +1,19 @@
-//! `turnout serve`: every part in one process. Order of start-up: lock the home, bind both
-//! listeners (a taken port fails the start before anything is written: no store, no
-//! administrator, no token), open the store, create the administrator on the first start,
-//! write the addresses to `serve.json`, serve the API and the proxy, then bring environments
-//! back. Order of shutdown: stop accepting on both listeners and let in-flight requests finish (the proxy
-//! drains), stop every instance (SIGTERM, then SIGKILL after its stop timeout), remove
-//! `serve.json`.
+//! `turnout serve`: the control plane (API, jobs, store, instances' supervision), and the data
+//! plane (the proxy) it attaches to or starts as a process of its own (`turnout-dataplane`),
+//! which keeps serving while the control plane is stopped, restarting or killed.
+//!
+//! Order of start-up: lock the home, get the listening sockets (from the predecessor with
+//! `--upgrade`; the proxy's from the running data plane; else bind them: a taken port fails the
+//! start before anything is written: no store, no administrator, no token), attach to the data
+//! plane or start one (not yet accepting), open the store, create the administrator on the
+//! first start, write the addresses to `serve.json`, bring environments back (adopting the
+//! instances left running) while the data plane keeps its table, then send it the routes and
+//! let it serve (a data plane of another binary is replaced), then serve the API.
+//!
+//! Two ways to end: a full stop (SIGINT, Ctrl-C: the data plane stops accepting and drains,
+//! every instance is stopped, `serve.json` is removed), or the control plane alone leaving
+//! (SIGTERM, or a successor taking over with `--upgrade`): jobs are cancelled, and the data plane
+//! and the instances keep running for the next `turnout serve` on this home.
 use std::fs::File;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -13,12 +22,13 @@ use anyhow::{Context, bail};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
+use turnout_dataplane::{Attached, DataPlane, DataPlaneConfig};
 use turnout_model::ServeInfo;
-use turnout_proxy::{Proxy, ProxyConfig};
+use turnout_proxy::ProxyConfig;
 
 use crate::handover;
 use crate::home::Home;
-use crate::plane::{ControlPlane, Networks, ProxyEndpoint};
+use crate::plane::{ControlPlane, Networks};
 use crate::store::Store;
 
 #[derive(Debug, Clone)]
@@ -33,15 +43,35 @@ pub struct ServeConfig {
     /// Even as root: no network namespaces, every environment on the host's network.
     pub shared_network: bool,
     /// Take over from the daemon running on this home (its listening sockets and instances)
-    /// instead of binding: an upgrade that drops no request (see `handover`).
+    /// instead of binding, and replace its data plane: an upgrade that drops no request (see
+    /// `handover`).
     pub upgrade: bool,
     pub proxy: ProxyConfig,
 }
 
-/// Run the daemon until `shutdown` is cancelled. `ready` is called once both listeners are bound.
+/// How the daemon is asked to end.
+#[derive(Clone, Default)]
+pub struct Shutdown {
+    stop: CancellationToken,
+    leave: CancellationToken,
+}
+
+impl Shutdown {
+    /// A full stop: traffic, instances and the control plane.
+    pub fn stop(&self) {
+        self.stop.cancel();
+    }
+
+    /// The control plane alone: the data plane and the instances keep running.
+    pub fn leave(&self) {
+        self.leave.cancel();
+    }
+}
+
+/// Run the daemon until `shutdown` says. `ready` is called once it serves.
 pub async fn serve(
     config: ServeConfig,
-    shutdown: CancellationToken,
+    shutdown: Shutdown,
     ready: impl FnOnce(&ServeInfo),
 ) -> anyhow::Result<()> {
     let home = Home::new(config.home.clone());
@@ -64,9 +94,7 @@ pub async fn serve(
         let taken = tokio::task::spawn_blocking(move || handover::take(&socket))
             .await?
             .context("cannot take over from the running daemon")?;
-        info!(
-            "took the listening sockets over; waiting for the running daemon to finish its requests and exit"
-        );
+        info!("took the listening sockets over; waiting for the running daemon to exit");
         Some(taken)
     } else {
         None
@@ -74,8 +102,7 @@ pub async fn serve(
     let lock = File::create(home.lock_file())
         .with_context(|| format!("cannot write {}", home.lock_file().display()))?;
     if config.upgrade {
-        // The predecessor lets its requests finish (up to its shutdown grace) and its jobs
-        // stop, then exits, which releases the lock.
+        // The predecessor lets its jobs stop, then exits, which releases the lock.
         let deadline = tokio::time::Instant::now() + HANDOVER_WAIT;
         while lock.try_lock().is_err() {
             if tokio::time::Instant::now() > deadline {
@@ -93,8 +120,8 @@ pub async fn serve(
             home.root().display()
         );
     }
-    let (api_listener, http_listener) = match taken {
-        Some((api, http)) => (adopt_listener(api)?, adopt_listener(http)?),
+    let (api_listener, http_taken) = match taken {
+        Some((api, http)) => (adopt_listener(api)?, Some(http)),
         None => (
             bind(
                 config.api_listen,
@@ -102,44 +129,95 @@ pub async fn serve(
                 "--api-listen / TURNOUT_API_LISTEN",
             )
             .await?,
-            bind(
-                config.http_listen,
-                "proxy",
-                "--http-listen / TURNOUT_HTTP_LISTEN",
-            )
-            .await?,
+            None,
         ),
     };
+    // Instances and the data plane run as processes of this binary (`__instance`,
+    // `__dataplane`), so they outlive this daemon and the next one attaches to them.
+    let exe = std::env::current_exe().context("cannot find the turnout binary")?;
+    let http_listen = config.http_listen;
+    let (dataplane, attached) = DataPlane::attach(
+        exe.clone(),
+        home.dataplane_socket(),
+        home.dataplane_log(),
+        DataPlaneConfig::new(&config.proxy, config.proxy_workers),
+        async move || match http_taken {
+            Some(listener) => Ok(listener),
+            None => std::net::TcpListener::bind(http_listen).map_err(|e| {
+                std::io::Error::new(
+                    e.kind(),
+                    format!("cannot listen on {http_listen} for the proxy ({e}); pick another address with --http-listen / TURNOUT_HTTP_LISTEN"),
+                )
+            }),
+        },
+    )
+    .await
+    .context("cannot start the data plane")?;
+    let http_addr = match attached {
+        Attached::Running(addr) => {
+            if http_listen.port() != 0 && addr != http_listen {
+                warn!(%addr, requested = %http_listen, "the running data plane keeps listening where it does; stop turnout fully (SIGINT) to change --http-listen");
+            }
+            addr
+        }
+        Attached::Started => dataplane.listener()?.local_addr()?,
+    };
+    let started = matches!(attached, Attached::Started);
+    let served = run(
+        &config,
+        &home,
+        api_listener,
+        http_addr,
+        &dataplane,
+        separation,
+        no_sandbox,
+        &exe,
+        shutdown,
+        ready,
+    )
+    .await;
+    if served.is_err() && started {
+        // Never left behind waiting for routes that will not come.
+        dataplane.stop().await;
+    }
+    served
+}
+
+/// Everything after the listening sockets and the data plane are in hand.
+#[allow(clippy::too_many_arguments)]
+async fn run(
+    config: &ServeConfig,
+    home: &Home,
+    api_listener: TcpListener,
+    http_addr: SocketAddr,
+    dataplane: &std::sync::Arc<DataPlane>,
+    separation: crate::plane::Separation,
+    no_sandbox: Option<String>,
+    exe: &std::path::Path,
+    shutdown: Shutdown,
+    ready: impl FnOnce(&ServeInfo),
+) -> anyhow::Result<()> {
     // A successor (`turnout serve --upgrade`) gets the same sockets.
     let offer = handover::Offer::new(
         home.upgrade_socket(),
         duplicate(&api_listener)?,
-        duplicate(&http_listener)?,
+        dataplane.listener()?,
     )
     .with_context(|| format!("cannot listen on {}", home.upgrade_socket().display()))?;
+    // Cancelled however the daemon ends: the API and the store's checkpoints stop.
+    let ending = CancellationToken::new();
     let store = Store::open(&home.db()).map_err(|e| anyhow::anyhow!("{e}"))?;
     let checkpoints = Store::checkpoint_in_background(
         &home.db(),
         std::time::Duration::from_secs(2),
-        shutdown.clone(),
+        ending.clone(),
     )
     .map_err(|e| anyhow::anyhow!("{e}"))?;
     crate::admin::bootstrap(&store, &home.admin_token())
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     let api_addr = api_listener.local_addr()?;
-    let http_addr = http_listener.local_addr()?;
-    let proxy = Proxy::new(config.proxy.clone());
-    let proxy_runtime = proxy_runtime(config.proxy_workers)?;
-    let networks = Networks::detect(
-        config.shared_network,
-        ProxyEndpoint {
-            proxy: proxy.clone(),
-            runtime: proxy_runtime.handle().clone(),
-            http_port: http_addr.port(),
-            shutdown: shutdown.clone(),
-        },
-    );
+    let networks = Networks::detect(config.shared_network, dataplane.clone(), http_addr.port());
     let info = ServeInfo {
         api: format!("http://{api_addr}"),
         http: format!("http://{http_addr}"),
@@ -154,10 +232,7 @@ pub async fn serve(
         .with_context(|| format!("cannot write {}", home.serve_json().display()))?;
 
     let network_shared = networks.describe().err();
-    // Instances run under supervising processes of their own (this binary, `__instance`), so
-    // they outlive this daemon and the next one adopts them.
-    let exe = std::env::current_exe().context("cannot find the turnout binary to run instances")?;
-    let runtime = turnout_supervisor::ShimRuntime::new(exe, home.sockets_dir())
+    let runtime = turnout_supervisor::ShimRuntime::new(exe.to_owned(), home.sockets_dir())
         .with_context(|| format!("cannot use {}", home.sockets_dir().display()))?;
     let plane = ControlPlane::new(
         home.clone(),
@@ -173,24 +248,20 @@ pub async fn serve(
         .await
         .map_err(|e| anyhow::anyhow!("cleaning up after the last run: {e}"))?;
 
-    // Routes before the proxy serves: instances left running are adopted (a health check
-    // each) and routed now; the others answer 503 until their launch (in the background)
-    // passes its health check. During an upgrade, requests wait in the listening socket's
-    // backlog meanwhile rather than meeting an empty table.
+    // Instances left running are adopted (a health check each) while a data plane that serves
+    // already keeps its table; the others answer 503 until their launch (in the background)
+    // passes its health check. Then the data plane gets the routes: for what was adopted they
+    // are the ones it has, so nothing it serves changes.
     plane.restore_all().await;
-    let proxy_released = CancellationToken::new();
-    let proxy_task = spawn_proxy(
-        proxy_runtime,
-        proxy.clone(),
-        http_listener,
-        shutdown.clone(),
-        proxy_released.clone(),
-    )?;
-    let api_shutdown = shutdown.clone();
+    dataplane
+        .release(config.upgrade)
+        .await
+        .context("the data plane does not serve")?;
     let api_router = crate::api::router(plane.clone());
+    let api_ending = ending.clone();
     let api_task = tokio::spawn(async move {
         axum::serve(api_listener, api_router)
-            .with_graceful_shutdown(async move { api_shutdown.cancelled().await })
+            .with_graceful_shutdown(async move { api_ending.cancelled().await })
             .await
     });
     ready(&info);
@@ -205,45 +276,37 @@ pub async fn serve(
         warn!("{shared}");
     }
 
-    let handed_over = tokio::select! {
-        _ = shutdown.cancelled() => false,
+    let full_stop = tokio::select! {
+        _ = shutdown.stop.cancelled() => true,
+        _ = shutdown.leave.cancelled() => false,
         offered = offer.wait_for_successor() => match offered {
             Ok(()) => {
-                info!("a successor took the listening sockets: finishing requests in flight, then exiting and leaving the instances running");
-                proxy.hand_over();
-                shutdown.cancel();
-                true
+                info!("a successor took the listening sockets: leaving the data plane and the instances to it");
+                false
             }
             Err(e) => {
                 warn!(error = %e, "the upgrade socket failed; upgrades need a restart");
-                shutdown.cancelled().await;
-                false
+                tokio::select! {
+                    _ = shutdown.stop.cancelled() => true,
+                    _ = shutdown.leave.cancelled() => false,
+                }
             }
         },
     };
     drop(offer);
-    info!("shutting down: draining connections");
-    let drained = async {
-        if handed_over {
-            plane.drain_for_successor().await;
-        }
-        proxy_released.cancel();
-    };
-    let (proxy_result, ()) = tokio::join!(proxy_task, drained);
-    match proxy_result {
-        Ok(Err(e)) => warn!(error = %e, "proxy failed"),
-        Err(e) => warn!(error = %e, "proxy thread failed"),
-        Ok(Ok(())) => {}
-    }
+    ending.cancel();
     // The API's graceful shutdown waits for open responses, and a `logs -f` stream never ends by
     // itself: give it a deadline.
     let _ = tokio::time::timeout(std::time::Duration::from_secs(5), api_task).await;
-    if handed_over {
+    if !full_stop {
+        info!("the control plane leaves; the data plane and the instances keep running");
         plane.leave_running().await;
         let _ = checkpoints.await;
-        info!("handed over");
+        info!("left running");
         return Ok(());
     }
+    info!("shutting down: the data plane drains its connections");
+    dataplane.stop().await;
     info!("stopping instances");
     plane.shutdown().await;
     let _ = checkpoints.await;
@@ -253,7 +316,7 @@ pub async fn serve(
 }
 
 /// How long `--upgrade` waits for the running daemon to exit once it has the sockets: its
-/// shutdown grace and its jobs' cancellation, with room to spare.
+/// jobs' cancellation, with room to spare.
 const HANDOVER_WAIT: std::time::Duration = std::time::Duration::from_secs(300);
 
 /// A listening socket taken over from the predecessor, for this runtime.
@@ -268,51 +331,6 @@ fn duplicate(listener: &TcpListener) -> anyhow::Result<std::net::TcpListener> {
     Ok(std::net::TcpListener::from(
         listener.as_fd().try_clone_to_owned()?,
     ))
-}
-
-/// The data plane gets a runtime of its own, so a busy control plane (builds streaming output,
-/// SQLite on the blocking pool, health checks) can never starve request handling, and its
-/// worker count is a setting the benchmarks pin to one. Built before the control plane, which
-/// serves the proxy's listeners inside the environments' namespaces on it.
-fn proxy_runtime(workers: Option<usize>) -> anyhow::Result<tokio::runtime::Runtime> {
-    let workers =
-        workers.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-    // One worker: a current-thread runtime, where the thread that accepts also serves, tasks
-    // run in the order they were woken, and there is no work stealing to keep up.
-    let mut builder = if workers == 1 {
-        tokio::runtime::Builder::new_current_thread()
-    } else {
-        let mut builder = tokio::runtime::Builder::new_multi_thread();
-        builder.worker_threads(workers);
-        builder
-    };
-    Ok(builder.thread_name("turnout-proxy").enable_all().build()?)
-}
-
-/// Serve the proxy's main listener on its runtime (on a thread of its own: a current-thread
-/// runtime runs only while something blocks on it) until `shutdown`; the runtime (and the
-/// tunnels and streams still running on it) lives on until `released`, so drains can close
-/// them cleanly.
-fn spawn_proxy(
-    runtime: tokio::runtime::Runtime,
-    proxy: std::sync::Arc<Proxy>,
-    listener: TcpListener,
-    shutdown: CancellationToken,
-    released: CancellationToken,
-) -> anyhow::Result<tokio::task::JoinHandle<std::io::Result<()>>> {
-    // A listener is registered with the runtime that created it: hand the socket over.
-    let listener = listener.into_std()?;
-    Ok(tokio::task::spawn_blocking(move || {
-        let result = runtime.block_on(async move {
-            let listener = TcpListener::from_std(listener)?;
-            let served = proxy.serve(listener, shutdown).await;
-            released.cancelled().await;
-            served
-        });
-        // Connections still open after the graceful shutdown are dropped here.
-        runtime.shutdown_timeout(std::time::Duration::from_secs(1));
-        result
-    }))
 }
 
 async fn bind(addr: SocketAddr, what: &str, flag: &str) -> anyhow::Result<TcpListener> {

@@ -1,9 +1,7 @@
 //! Authorization, in one place: every operation asks here before it changes or shows anything.
-use std::sync::Arc;
-use std::time::Duration;
 
+use turnout_dataplane::LoginSpec;
 use turnout_model::{Action, AppName, EnvRef, Tier};
-use turnout_proxy::Login;
 
 use super::ControlPlane;
 use super::routing::AppLogin;
@@ -32,29 +30,22 @@ impl ControlPlane {
         let logins = rows
             .into_iter()
             .map(|(app, tiers, credentials)| {
-                let login = Login {
+                let login = LoginSpec {
                     realm: app.to_string(),
                     credentials: credentials
                         .into_iter()
                         .map(|(hash, expires)| {
-                            let expires = expires.map(|s| {
-                                std::time::UNIX_EPOCH
-                                    + Duration::from_secs(u64::try_from(s).unwrap_or(0))
-                            });
+                            // Seconds in the store, milliseconds for the data plane.
+                            let expires =
+                                expires.map(|s| u64::try_from(s).unwrap_or(0).saturating_mul(1000));
                             (hash, expires)
                         })
                         .collect(),
                 };
-                (
-                    app,
-                    AppLogin {
-                        tiers,
-                        login: Arc::new(login),
-                    },
-                )
+                (app, AppLogin { tiers, login })
             })
             .collect();
-        self.routing.set_logins(logins);
+        self.routing.set_logins(logins).await;
         Ok(())
     }
 

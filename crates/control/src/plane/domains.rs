@@ -85,7 +85,7 @@ impl ControlPlane {
             .store
             .mutate(entry, move |c, _| q::insert_domain(c, &n, &env, &actor))
             .await?;
-        self.routing.bind(&row);
+        self.routing.bind(&row).await;
         info!(domain = %name, app = %target.app, env = %target.env, "domain added");
         Ok(self.domain_info(&row))
     }
@@ -108,7 +108,7 @@ impl ControlPlane {
         self.store
             .mutate(entry, move |c, _| q::delete_domain(c, &n))
             .await?;
-        self.routing.unbind(&name);
+        self.routing.unbind(&name).await;
         info!(domain = %name, "domain removed");
         Ok(())
     }
@@ -244,10 +244,12 @@ impl ControlPlane {
                 q::move_domain(c, &d, &t, &actor, undo)
             })
             .await?;
-        self.routing.bind(&DomainRow {
-            env: to.name.clone(),
-            ..domain.clone()
-        });
+        self.routing
+            .bind(&DomainRow {
+                env: to.name.clone(),
+                ..domain.clone()
+            })
+            .await;
         let apply_us = started.elapsed().as_secs_f64() * 1e6;
         self.metrics().count_switch(name.as_str(), action);
         info!(domain = %name, from = %domain.env, to = %to.name, action, apply_us, "domain moved");
@@ -329,7 +331,7 @@ impl ControlPlane {
             maintenance: message,
             ..domain
         };
-        self.routing.bind(&row);
+        self.routing.bind(&row).await;
         info!(domain = %name, on, "domain maintenance");
         Ok(self.domain_info(&row))
     }

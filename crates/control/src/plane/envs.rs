@@ -97,10 +97,9 @@ impl ControlPlane {
                 if bound.len() == 1 { "it" } else { "them" },
             )));
         }
-        if let Some(old) = self.routing.forget(&key(&r)) {
+        if let Some(old) = self.routing.forget(&key(&r)).await {
             self.retire(&r, old).await;
         }
-        self.metrics().forget_host(&r.internal_host());
         let entry = AuditEntry::new(&who.name, AuditAction::EnvDelete)
             .app(&r.app)
             .env(&r.env);

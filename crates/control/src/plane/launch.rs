@@ -12,8 +12,9 @@ use std::sync::Arc;
 
 use tokio::sync::watch;
 use tracing::warn;
+use turnout_dataplane::{DataPlane, UpstreamSpec};
 use turnout_model::{EnvRef, Tier};
-use turnout_proxy::{DrainDeadlines, DrainOutcome, Upstream};
+use turnout_proxy::DrainOutcome;
 use turnout_supervisor::{
     HealthCheck, InstanceHandle, InstanceSpec, InstanceState, InstanceStatus, LogRotation,
     RestartPolicy,
@@ -129,7 +130,7 @@ impl ControlPlane {
                 log_tail: failure_tail(&log_path).await,
             });
         }
-        Ok(running(l, instance))
+        Ok(running(l, instance, self.dataplane()))
     }
 
     /// The route entry of an instance an earlier daemon started and left running (see
@@ -149,7 +150,7 @@ impl ControlPlane {
                 message: e.to_string(),
                 log_tail: vec![],
             })?;
-        Ok(running(l, instance))
+        Ok(running(l, instance, self.dataplane()))
     }
 
     /// Record `release_id` live for the environment, then route to `running`. Returns the
@@ -175,13 +176,14 @@ impl ControlPlane {
             running.instance.stop().await;
             return Err(e);
         }
-        Ok(self.routing.go_live(key(l.r), running))
+        Ok(self.routing.go_live(key(l.r), running).await)
     }
 
-    /// Drain a replaced instance's in-flight requests (up to its drain timeout), then stop it.
-    /// Streams (WebSockets, event streams) get their own, shorter deadline, then a clean close.
+    /// Wait for the data plane to drain a replaced instance's in-flight requests (up to its
+    /// drain timeout; streams (WebSockets, event streams) get their own, shorter deadline, then
+    /// a clean close), then stop it.
     pub(crate) async fn retire(&self, r: &EnvRef, old: Running) -> DrainOutcome {
-        let outcome = old.upstream.drain_with(old.drain).await;
+        let outcome: DrainOutcome = self.dataplane().drained(&old.upstream.id).await.into();
         self.metrics().count_drain(&r.app, &r.env, &outcome);
         if outcome.cut > 0 {
             warn!(app = %r.app, env = %r.env, cut = outcome.cut, "drain deadline cut in-flight requests");
@@ -196,37 +198,62 @@ pub(crate) fn instance_tag(r: &EnvRef, release_id: i64) -> String {
     format!("{r}@{release_id}")
 }
 
-/// The route entry of a healthy instance. Its restarts are mirrored onto the entry's
-/// `Upstream` from here on (`mirror_restarts`), so every route to it knows when it is down.
-fn running(l: &Launch<'_>, instance: Arc<dyn InstanceHandle>) -> Running {
-    let upstream = Upstream::in_network(
-        instance.network().clone(),
-        instance.addr(),
-        format!("{}@{}", l.r, &l.commit[..12.min(l.commit.len())]),
-        l.config.response_timeout,
-    );
-    tokio::spawn(mirror_restarts(instance.status_changes(), upstream.clone()));
+/// The route entry of a healthy instance. Its restarts are mirrored onto the data plane's
+/// entry from here on (`mirror_restarts`), so every route to it knows when it is down.
+fn running(
+    l: &Launch<'_>,
+    instance: Arc<dyn InstanceHandle>,
+    dataplane: &Arc<DataPlane>,
+) -> Running {
+    let tag = instance_tag(l.r, l.release_id);
+    let namespace = instance.network().name().map(str::to_owned);
+    let addr = instance.addr();
+    let upstream = UpstreamSpec {
+        // The same for as long as the instance runs, whichever daemon routes it.
+        id: format!("{tag} {} {addr}", namespace.as_deref().unwrap_or("host")),
+        addr,
+        namespace,
+        label: format!("{}@{}", l.r, &l.commit[..12.min(l.commit.len())]),
+        response_timeout_ms: millis(l.config.response_timeout),
+        drain_requests_ms: millis(l.config.drain_timeout),
+        drain_streams_ms: millis(l.config.stream_drain_timeout),
+    };
+    tokio::spawn(mirror_restarts(
+        instance.status_changes(),
+        dataplane.clone(),
+        upstream.id.clone(),
+    ));
     Running {
         release_id: l.release_id,
         upstream,
         instance,
-        drain: DrainDeadlines {
-            requests: l.config.drain_timeout,
-            streams: l.config.stream_drain_timeout,
-        },
         health_path: l.config.health_path.clone(),
         tier: l.env.tier,
     }
 }
 
-/// Keep `upstream`'s restarting flag equal to "the supervisor is restarting the instance after a
-/// crash" until the instance is stopped: the proxy then answers a refused connection with 503
-/// and `Retry-After` instead of 502. A flag set from here, rather than a look at the runtime on
-/// each request, keeps the request path to one relaxed load, and only when a connect failed.
-async fn mirror_restarts(mut status: watch::Receiver<InstanceStatus>, upstream: Arc<Upstream>) {
+fn millis(d: std::time::Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// Keep the data plane's restarting flag of the instance equal to "the supervisor is
+/// restarting it after a crash" until the instance is stopped: the proxy then answers a refused
+/// connection with 503 and `Retry-After` instead of 502. A flag set from here, rather than a
+/// look at the runtime on each request, keeps the request path to one relaxed load, and only
+/// when a connect failed.
+async fn mirror_restarts(
+    mut status: watch::Receiver<InstanceStatus>,
+    dataplane: Arc<DataPlane>,
+    upstream: String,
+) {
+    let mut flagged = false;
     loop {
         let state = status.borrow_and_update().state;
-        upstream.set_restarting(state == InstanceState::Restarting);
+        let restarting = state == InstanceState::Restarting;
+        if restarting != flagged {
+            dataplane.set_restarting(&upstream, restarting);
+            flagged = restarting;
+        }
         let gone = matches!(
             state,
             InstanceState::Stopping | InstanceState::Stopped | InstanceState::Crashed

@@ -45,7 +45,7 @@ mod routing;
 
 pub use isolation::{Separation, place_envs, secure_home};
 pub use logs::LogView;
-pub use network::{Networks, ProxyEndpoint};
+pub use network::Networks;
 
 use jobs::Jobs;
 use keyed::KeyedLocks;
@@ -89,7 +89,7 @@ impl ControlPlane {
         separation: Separation,
         networks: Networks,
     ) -> Arc<ControlPlane> {
-        let (proxy, http_port) = (networks.proxy().clone(), networks.http_port());
+        let (dataplane, http_port) = (networks.dataplane().clone(), networks.http_port());
         let closing = CancellationToken::new();
         let tasks = TaskTracker::new();
         Arc::new(ControlPlane {
@@ -105,7 +105,7 @@ impl ControlPlane {
             runtime,
             separation,
             networks,
-            routing: Routing::new(proxy),
+            routing: Routing::new(dataplane),
             env_locks: KeyedLocks::default(),
             app_locks: KeyedLocks::default(),
             domain_ops: tokio::sync::Mutex::new(()),
@@ -121,6 +121,10 @@ impl ControlPlane {
 
     pub fn metrics(&self) -> &Metrics {
         self.routing.metrics()
+    }
+
+    pub(crate) fn dataplane(&self) -> &Arc<turnout_dataplane::DataPlane> {
+        self.routing.dataplane()
     }
 
     pub(crate) fn store(&self) -> &Store {

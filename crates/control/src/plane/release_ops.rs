@@ -109,7 +109,7 @@ impl ControlPlane {
         self.store
             .mutate(entry, move |c, _| q::set_stopped(c, env_id, true))
             .await?;
-        if let Some(old) = self.routing.stop(key(&r)) {
+        if let Some(old) = self.routing.stop(key(&r)).await {
             self.retire(&r, old).await;
         }
         info!(app = %r.app, env = %r.env, "environment stopped");

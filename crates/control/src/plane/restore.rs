@@ -120,11 +120,13 @@ impl ControlPlane {
             .filter(|e| e.current_release_id.is_some())
             .map(|e| (e.stopped, (e.app.clone(), e.name.clone())))
             .partition(|(stopped, _)| *stopped);
-        self.routing.load(
-            &domains,
-            stopped.into_iter().map(|(_, k)| k).collect(),
-            restoring.into_iter().map(|(_, k)| k).collect(),
-        );
+        self.routing
+            .load(
+                &domains,
+                stopped.into_iter().map(|(_, k)| k).collect(),
+                restoring.into_iter().map(|(_, k)| k).collect(),
+            )
+            .await;
         let mut adopted = std::mem::take(&mut *self.adopted_instances());
         let mut adopting = tokio::task::JoinSet::new();
         for env in envs {
@@ -248,7 +250,7 @@ impl ControlPlane {
                 why: e.to_string(),
                 retry_at: SystemTime::now() + retry_in,
             };
-            self.routing.mark_down(key(r), down);
+            self.routing.mark_down(key(r), down).await;
         }
         outcome
     }
@@ -299,7 +301,7 @@ impl ControlPlane {
         if let Some((_, instance)) = adopted.take_if(|(id, _)| *id == release_id) {
             match self.adopt(&l, instance.clone()).await {
                 Ok(running) => {
-                    self.routing.go_live(key(r), running);
+                    self.routing.go_live(key(r), running).await;
                     info!(app = %r.app, env = %r.env, release = release_id, "environment adopted: its instance kept running");
                     return Ok(());
                 }
@@ -328,28 +330,17 @@ impl ControlPlane {
             running.instance.stop().await;
             return Err(shutting_down());
         }
-        if let Some(old) = self.routing.go_live(key(r), running) {
+        if let Some(old) = self.routing.go_live(key(r), running).await {
             old.instance.stop().await;
         }
         info!(app = %r.app, env = %r.env, release = release_id, "environment restored");
         Ok(())
     }
 
-    /// For an upgrade, while the proxy finishes its connections: drain this process's share of
-    /// every instance's traffic by its own deadlines (requests finish; WebSockets get 1001 and
-    /// event streams end between events, so their clients reconnect, to the successor), routes
-    /// unchanged: a request still arriving on a kept-open connection is served.
-    pub async fn drain_for_successor(&self) {
-        let mut drains = tokio::task::JoinSet::new();
-        for running in self.routing.all_running() {
-            drains.spawn(async move { running.upstream.drain_with(running.drain).await });
-        }
-        while drains.join_next().await.is_some() {}
-    }
-
-    /// For an upgrade (a successor took the listening sockets): let jobs and restores in
-    /// progress notice and clean up, as for a shutdown, but leave every instance running (and
-    /// its namespace and way out) for the successor to adopt.
+    /// When the control plane leaves alone (SIGTERM, or a successor took the listening
+    /// sockets): let jobs and restores in progress notice and clean up, as for a shutdown, but
+    /// leave every instance running (and its namespace and way out) for the next control plane
+    /// to adopt.
     pub async fn leave_running(&self) {
         self.closing.cancel();
         self.tasks.close();
@@ -357,14 +348,14 @@ impl ControlPlane {
         self.networks.detach().await;
     }
 
-    /// Stop every instance (the proxy has already stopped accepting and drained): first let
+    /// Stop every instance (the data plane has already stopped accepting and drained): first let
     /// jobs and restores in progress notice the shutdown and clean up after themselves (jobs
     /// before their point of no return are cancelled; the others finish).
     pub async fn shutdown(&self) {
         self.closing.cancel();
         self.tasks.close();
         self.tasks.wait().await;
-        let all = self.routing.take_all();
+        let all = self.routing.take_all().await;
         let mut tasks = tokio::task::JoinSet::new();
         for r in all {
             tasks.spawn(async move { r.instance.stop().await });

@@ -5,15 +5,19 @@
 //! deploy, rollback, restart, stop, delete, domain add/switch/rollback/maintenance/remove and
 //! shutdown all change routing this way.
 //!
-//! Lock order: there is one lock (`state`), never held across an await, and the proxy's
-//! `apply` (an atomic swap) is the only thing called while it is held, so tables are applied in
-//! the order the changes were made.
+//! The proxy runs in the data plane process (`turnout-dataplane`): `apply` builds every host's
+//! route and hands the whole set to [`DataPlane::update`], which sends the hosts that changed.
+//! Each method returns once the data plane has the change in force.
+//!
+//! Lock order: there is one lock (`state`), never held across an await, and the data plane's
+//! `update` (which only queues what changed) is the only thing called while it is held, so
+//! changes reach the data plane in the order they were made.
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
+use turnout_dataplane::{Applied, DataPlane, LoginSpec, RouteSpec, TargetSpec, UpstreamSpec};
 use turnout_model::{AppName, DomainName, EnvName, EnvRef, Tier};
-use turnout_proxy::{DrainDeadlines, Login, Maintenance, Proxy, RouteTable, Target, Upstream};
 use turnout_supervisor::InstanceHandle;
 
 use crate::metrics::Metrics;
@@ -30,8 +34,8 @@ pub(crate) fn key(r: &EnvRef) -> EnvKey {
 pub(crate) struct Running {
     pub release_id: i64,
     pub instance: Arc<dyn InstanceHandle>,
-    pub upstream: Arc<Upstream>,
-    pub drain: DrainDeadlines,
+    /// How the data plane reaches it (and how long a drain of it waits).
+    pub upstream: UpstreamSpec,
     /// Requests for this path still reach the instance while a domain is in maintenance.
     pub health_path: String,
     /// Decides whether its internal URL needs a login.
@@ -42,7 +46,7 @@ pub(crate) struct Running {
 pub(crate) struct AppLogin {
     /// `None` in the list: every tier.
     pub tiers: Vec<Option<Tier>>,
-    pub login: Arc<Login>,
+    pub login: LoginSpec,
 }
 
 impl AppLogin {
@@ -102,15 +106,15 @@ struct State {
 }
 
 pub(crate) struct Routing {
-    proxy: Arc<Proxy>,
+    dataplane: Arc<DataPlane>,
     metrics: Metrics,
     state: Mutex<State>,
 }
 
 impl Routing {
-    pub fn new(proxy: Arc<Proxy>) -> Routing {
+    pub fn new(dataplane: Arc<DataPlane>) -> Routing {
         Routing {
-            proxy,
+            dataplane,
             metrics: Metrics::default(),
             state: Mutex::default(),
         }
@@ -120,12 +124,19 @@ impl Routing {
         &self.metrics
     }
 
+    pub fn dataplane(&self) -> &Arc<DataPlane> {
+        &self.dataplane
+    }
+
     /// Change the state with `f`, then apply the table built from the result, under the same
-    /// lock so tables are applied in the order of the changes.
-    fn change<T>(&self, f: impl FnOnce(&mut State) -> T) -> T {
-        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        let out = f(&mut state);
-        self.apply(&state);
+    /// lock so tables are applied in the order of the changes; return once it is in force.
+    async fn change<T>(&self, f: impl FnOnce(&mut State) -> T) -> T {
+        let (out, applied) = {
+            let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+            let out = f(&mut state);
+            (out, self.apply(&state))
+        };
+        applied.wait().await;
         out
     }
 
@@ -135,44 +146,48 @@ impl Routing {
 
     /// `running` now serves the environment (it passed its health check); returns the instance
     /// it replaces, for the caller to drain and stop.
-    pub fn go_live(&self, key: EnvKey, running: Running) -> Option<Running> {
+    pub async fn go_live(&self, key: EnvKey, running: Running) -> Option<Running> {
         self.change(|s| {
             s.restoring.remove(&key);
             s.down.remove(&key);
             s.stopped.remove(&key);
             s.running.insert(key, running)
         })
+        .await
     }
 
     /// The environment stops serving on purpose: its URL and domains answer 503 "stopped".
-    pub fn stop(&self, key: EnvKey) -> Option<Running> {
+    pub async fn stop(&self, key: EnvKey) -> Option<Running> {
         self.change(|s| {
             s.restoring.remove(&key);
             s.down.remove(&key);
             s.stopped.insert(key.clone());
             s.running.remove(&key)
         })
+        .await
     }
 
     /// The environment is gone: forget everything about it.
-    pub fn forget(&self, key: &EnvKey) -> Option<Running> {
+    pub async fn forget(&self, key: &EnvKey) -> Option<Running> {
         self.change(|s| {
             s.restoring.remove(key);
             s.down.remove(key);
             s.stopped.remove(key);
             s.running.remove(key)
         })
+        .await
     }
 
     /// Start-up could not bring its live release back (yet): say why, and when it is tried
     /// again. Only for an environment still being brought back (not live, stopped or deleted
     /// since).
-    pub fn mark_down(&self, key: EnvKey, down: Down) {
+    pub async fn mark_down(&self, key: EnvKey, down: Down) {
         self.change(|s| {
             if s.restoring.contains(&key) {
                 s.down.insert(key, down);
             }
-        });
+        })
+        .await;
     }
 
     pub fn env(&self, key: &EnvKey) -> EnvRouting {
@@ -188,15 +203,16 @@ impl Routing {
     }
 
     /// Make the in-memory binding match the store's row.
-    pub fn bind(&self, row: &DomainRow) {
+    pub async fn bind(&self, row: &DomainRow) {
         self.change(|s| {
             s.domains.insert(row.name.clone(), Binding::from(row));
-        });
+        })
+        .await;
     }
 
     /// Start-up: every binding, every stopped environment and every one being brought back,
     /// at once.
-    pub fn load(&self, domains: &[DomainRow], stopped: Vec<EnvKey>, restoring: Vec<EnvKey>) {
+    pub async fn load(&self, domains: &[DomainRow], stopped: Vec<EnvKey>, restoring: Vec<EnvKey>) {
         self.change(|s| {
             for row in domains {
                 s.domains.insert(row.name.clone(), Binding::from(row));
@@ -207,71 +223,74 @@ impl Routing {
                 .into_iter()
                 .filter(|k| !s.running.contains_key(k) && !s.stopped.contains(k));
             s.restoring.extend(not_back);
-        });
+        })
+        .await;
     }
 
-    pub fn unbind(&self, name: &DomainName) {
+    pub async fn unbind(&self, name: &DomainName) {
         self.change(|s| {
             s.domains.remove(name);
-        });
-        self.metrics.forget_host(name.as_str());
+        })
+        .await;
+        self.metrics.forget_switches(name.as_str());
     }
 
-    pub fn set_logins(&self, logins: HashMap<AppName, AppLogin>) {
-        self.change(|s| s.logins = logins);
+    pub async fn set_logins(&self, logins: HashMap<AppName, AppLogin>) {
+        self.change(|s| s.logins = logins).await;
     }
 
     /// Shutdown: every instance leaves the table at once.
-    /// Every environment's serving instance, routes unchanged.
-    pub fn all_running(&self) -> Vec<Running> {
-        let state = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        state.running.values().cloned().collect()
-    }
-
-    pub fn take_all(&self) -> Vec<Running> {
+    pub async fn take_all(&self) -> Vec<Running> {
         self.change(|s| s.running.drain().map(|(_, r)| r).collect())
+            .await
     }
 
-    /// Build the whole table from the state and hand it to the proxy, which swaps it in
-    /// atomically.
-    fn apply(&self, s: &State) {
-        let mut table = RouteTable::default();
+    /// Build every host's route from the state and hand them to the data plane, which gets
+    /// what changed.
+    fn apply(&self, s: &State) -> Applied {
+        let mut table = BTreeMap::new();
+        let route = |target, app: &AppName, env: &EnvName, login: Option<LoginSpec>| RouteSpec {
+            target,
+            app: app.to_string(),
+            env: env.to_string(),
+            login,
+        };
         for ((app, env), r) in &s.running {
-            let host = env_host(app, env);
-            let stats = self.metrics.route_stats(&host, app, env);
-            let target = Target::Upstream(r.upstream.clone());
-            match s.logins.get(app).filter(|l| l.protects(r.tier)) {
-                Some(l) => table.insert_protected(&host, target, stats, l.login.clone()),
-                None => table.insert_with_stats(&host, target, stats),
-            }
+            let target = TargetSpec::Upstream(r.upstream.clone());
+            let login = s
+                .logins
+                .get(app)
+                .filter(|l| l.protects(r.tier))
+                .map(|l| l.login.clone());
+            table.insert(env_host(app, env), route(target, app, env, login));
         }
         for (app, env) in &s.stopped {
-            let host = env_host(app, env);
-            let stats = self.metrics.route_stats(&host, app, env);
-            table.insert_with_stats(&host, stopped_page(app, env), stats);
+            table.insert(
+                env_host(app, env),
+                route(stopped_page(app, env), app, env, None),
+            );
         }
         for (app, env) in &s.restoring {
             let host = env_host(app, env);
-            let stats = self.metrics.route_stats(&host, app, env);
-            table.insert_with_stats(&host, unavailable_page(&host), stats);
+            let target = unavailable_page(&host);
+            table.insert(host, route(target, app, env, None));
         }
         for (name, b) in &s.domains {
             let key = (b.app.clone(), b.env.clone());
             let run = s.running.get(&key);
             let target = match (&b.maintenance, run) {
-                (Some(message), run) => Target::Maintenance(Arc::new(Maintenance {
+                (Some(message), run) => TargetSpec::Maintenance {
                     message: message.clone(),
-                    retry_after: MAINTENANCE_RETRY,
+                    retry_after_secs: MAINTENANCE_RETRY.as_secs(),
                     health: run.map(|r| (r.health_path.clone(), r.upstream.clone())),
-                })),
-                (None, Some(r)) => Target::Upstream(r.upstream.clone()),
+                },
+                (None, Some(r)) => TargetSpec::Upstream(r.upstream.clone()),
                 (None, None) if s.stopped.contains(&key) => stopped_page(&b.app, &b.env),
                 (None, None) => unavailable_page(name.as_str()),
             };
-            let stats = self.metrics.route_stats(name.as_str(), &b.app, &b.env);
-            table.insert_with_stats(name.as_str(), target, stats);
+            table.insert(name.to_string(), route(target, &b.app, &b.env, None));
         }
-        self.proxy.apply(table);
+        self.dataplane.update(table)
     }
 }
 
@@ -286,21 +305,21 @@ fn env_host(app: &AppName, env: &EnvName) -> String {
 /// The 503 page of an environment that is not running (yet) but should be, and of the domains
 /// bound to it: say so, with a short `Retry-After` a browser honours, rather than a 404 that
 /// looks like a wrong address. Why it is down stays out: visitors are not its owners.
-fn unavailable_page(host: &str) -> Target {
-    Target::Maintenance(Arc::new(Maintenance {
+fn unavailable_page(host: &str) -> TargetSpec {
+    TargetSpec::Maintenance {
         message: format!("{host} is starting or temporarily unavailable."),
-        retry_after: UNAVAILABLE_RETRY,
+        retry_after_secs: UNAVAILABLE_RETRY.as_secs(),
         health: None,
-    }))
+    }
 }
 
 /// The 503 page of a stopped environment (and of the domains bound to it).
-fn stopped_page(app: &AppName, env: &EnvName) -> Target {
-    Target::Maintenance(Arc::new(Maintenance {
+fn stopped_page(app: &AppName, env: &EnvName) -> TargetSpec {
+    TargetSpec::Maintenance {
         message: format!(
             "{app}/{env} is stopped. Its owners start it again with `turnout env start {app}/{env}`."
         ),
-        retry_after: MAINTENANCE_RETRY,
+        retry_after_secs: MAINTENANCE_RETRY.as_secs(),
         health: None,
-    }))
+    }
 }

@@ -1,0 +1,524 @@
+//! The control plane's side: a [`Link`] is one connection to one data plane process; a
+//! [`DataPlane`] is the control plane's handle on whichever data plane serves its home (it
+//! attaches to the running one or starts one, restarts it if it dies, and replaces it with one
+//! of its own binary when asked).
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::UnixStream;
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::spec::{DataPlaneConfig, DrainReport, RouteSpec, StatsRow};
+use crate::wire::{Answer, Call, Hello, LISTENERS, Reply, Request, line};
+
+/// How long a new data plane may take to answer on its socket.
+const START_TIMEOUT: Duration = Duration::from_secs(20);
+
+type Pending = Arc<Mutex<HashMap<u64, oneshot::Sender<Result<Answer, String>>>>>;
+
+/// One connection to one data plane. Requests are sent in order; answers come when ready.
+pub struct Link {
+    tx: mpsc::UnboundedSender<Vec<u8>>,
+    next: AtomicU64,
+    pending: Pending,
+    /// Cancelled when the connection ends (the data plane exited or died).
+    closed: CancellationToken,
+}
+
+fn locked<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Link {
+    pub async fn connect(socket: &Path) -> std::io::Result<Link> {
+        let stream = UnixStream::connect(socket).await?;
+        let (read, mut write) = stream.into_split();
+        let (tx, mut rx) = mpsc::unbounded_channel::<Vec<u8>>();
+        let closed = CancellationToken::new();
+        let pending: Pending = Arc::default();
+        let writer_closed = closed.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = writer_closed.cancelled() => return,
+                    out = rx.recv() => match out {
+                        Some(out) if write.write_all(&out).await.is_ok() => {}
+                        _ => return,
+                    },
+                }
+            }
+        });
+        let (reader_pending, reader_closed) = (pending.clone(), closed.clone());
+        tokio::spawn(async move {
+            let mut lines = BufReader::new(read);
+            let mut raw = Vec::new();
+            loop {
+                raw.clear();
+                match lines.read_until(b'\n', &mut raw).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => {}
+                }
+                let Ok(reply) = serde_json::from_slice::<Reply>(&raw) else {
+                    warn!("unreadable answer from the data plane; closing the connection");
+                    break;
+                };
+                if let Some(waiting) = locked(&reader_pending).remove(&reply.id) {
+                    let _ = waiting.send(reply.answer);
+                }
+            }
+            reader_closed.cancel();
+            // Whoever still waits learns the connection is gone.
+            locked(&reader_pending).clear();
+        });
+        Ok(Link {
+            tx,
+            next: AtomicU64::new(1),
+            pending,
+            closed,
+        })
+    }
+
+    /// Send `request` now, in order after everything sent before; the answer comes later.
+    fn send(&self, request: Request) -> oneshot::Receiver<Result<Answer, String>> {
+        let id = self.next.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = oneshot::channel();
+        locked(&self.pending).insert(id, tx);
+        let _ = self.tx.send(line(&Call { id, request }));
+        if self.closed.is_cancelled() {
+            locked(&self.pending).clear();
+        }
+        rx
+    }
+
+    /// Send `request` now, in order, not waiting for its answer.
+    fn post(&self, request: Request) {
+        let id = self.next.fetch_add(1, Ordering::Relaxed);
+        let _ = self.tx.send(line(&Call { id, request }));
+    }
+
+    pub(crate) async fn call(&self, request: Request) -> Result<Answer, String> {
+        match self.send(request).await {
+            Ok(answer) => answer,
+            Err(_) => Err("the data plane went away".to_owned()),
+        }
+    }
+
+    async fn hello(&self) -> Result<Hello, String> {
+        match self.call(Request::Hello).await? {
+            Answer::Hello(hello) => Ok(hello),
+            other => Err(format!("the data plane answered {other:?} to hello")),
+        }
+    }
+}
+
+/// A route change handed to the data plane; `wait` returns once it is in force there (or the
+/// data plane is gone, and the one that replaces it gets every route before it serves).
+#[must_use = "a change is in force only once applied"]
+pub struct Applied(Option<oneshot::Receiver<Result<Answer, String>>>);
+
+impl Applied {
+    pub async fn wait(self) {
+        if let Some(rx) = self.0 {
+            let _ = rx.await;
+        }
+    }
+}
+
+/// How to start a data plane process.
+struct Launcher {
+    exe: PathBuf,
+    socket: PathBuf,
+    log: PathBuf,
+    config: DataPlaneConfig,
+    /// A duplicate of the listening socket, for every data plane this control plane starts.
+    listener: std::net::TcpListener,
+}
+
+/// What the data plane has (or will have once it has read what was sent), and what routing
+/// wants it to have.
+struct Sync {
+    link: Arc<Link>,
+    sent: BTreeMap<String, RouteSpec>,
+    /// Set while start-up brings environments back: changes are kept until `release`, so a data
+    /// plane that serves already keeps its table meanwhile.
+    held: Option<BTreeMap<String, RouteSpec>>,
+    restarting: BTreeSet<String>,
+    namespaces: BTreeSet<String>,
+}
+
+/// The control plane's handle on its data plane.
+pub struct DataPlane {
+    launcher: Launcher,
+    sync: Mutex<Sync>,
+    /// The attached data plane serves already (it was running when this control plane started).
+    found: Option<Hello>,
+    /// Set once this control plane stops it on purpose: no restart after that.
+    stopping: AtomicBool,
+}
+
+/// How `DataPlane::attach` found things.
+pub enum Attached {
+    /// A data plane was running; it serves on its listening socket (bound to this address).
+    Running(std::net::SocketAddr),
+    /// None was running; one was started on the socket given.
+    Started,
+}
+
+impl DataPlane {
+    /// Attach to the data plane serving `socket`'s home, or start one (not yet accepting) on
+    /// `bind()`'s listening socket. Route changes are held until [`release`](Self::release).
+    pub async fn attach(
+        exe: PathBuf,
+        socket: PathBuf,
+        log: PathBuf,
+        config: DataPlaneConfig,
+        bind: impl AsyncFnOnce() -> std::io::Result<std::net::TcpListener>,
+    ) -> std::io::Result<(Arc<DataPlane>, Attached)> {
+        if let Ok(link) = Link::connect(&socket).await {
+            let hello = link.hello().await.map_err(std::io::Error::other)?;
+            let listener = fetch_listener(&socket).await?;
+            let launcher = Launcher {
+                exe,
+                socket,
+                log,
+                config,
+                listener,
+            };
+            info!(pid = hello.pid, http = %hello.http, routes = hello.routes.len(), "attached to the running data plane");
+            let attached = Attached::Running(hello.http);
+            let plane = DataPlane {
+                launcher,
+                sync: Mutex::new(Sync {
+                    link: Arc::new(link),
+                    sent: hello.routes.clone(),
+                    held: Some(hello.routes.clone()),
+                    restarting: hello.restarting.iter().cloned().collect(),
+                    namespaces: hello.namespaces.iter().cloned().collect(),
+                }),
+                found: hello.serving.then_some(hello),
+                stopping: AtomicBool::new(false),
+            };
+            return Ok((Arc::new(plane), attached));
+        }
+        let launcher = Launcher {
+            exe,
+            socket,
+            log,
+            config,
+            listener: bind().await?,
+        };
+        let link = launcher.start(None).await?;
+        let plane = DataPlane {
+            launcher,
+            sync: Mutex::new(Sync {
+                link: Arc::new(link),
+                sent: BTreeMap::new(),
+                held: Some(BTreeMap::new()),
+                restarting: BTreeSet::new(),
+                namespaces: BTreeSet::new(),
+            }),
+            found: None,
+            stopping: AtomicBool::new(false),
+        };
+        Ok((Arc::new(plane), Attached::Started))
+    }
+
+    /// The listening socket (a duplicate), for an upgrade's successor.
+    pub fn listener(&self) -> std::io::Result<std::net::TcpListener> {
+        self.launcher.listener.try_clone()
+    }
+
+    /// The whole table routing wants: what changed since the last one goes to the data plane.
+    pub fn update(&self, wanted: BTreeMap<String, RouteSpec>) -> Applied {
+        let mut s = locked(&self.sync);
+        if let Some(held) = &mut s.held {
+            *held = wanted;
+            return Applied(None);
+        }
+        Applied(send_diff(&mut s, wanted))
+    }
+
+    /// Start-up has brought back what it could: send the held table, and make sure the data
+    /// plane serves: start the one this control plane started, or replace a running one that
+    /// runs another binary (or any running one, when `replace`).
+    pub async fn release(self: &Arc<Self>, replace: bool) -> std::io::Result<()> {
+        let (link, applied) = {
+            let mut s = locked(&self.sync);
+            let wanted = s.held.take().unwrap_or_default();
+            let applied = send_diff(&mut s, wanted);
+            (s.link.clone(), Applied(applied))
+        };
+        applied.wait().await;
+        match &self.found {
+            None => {
+                link.call(Request::Serve)
+                    .await
+                    .map_err(std::io::Error::other)?;
+            }
+            Some(hello) if replace || hello.identity != crate::identity() => {
+                info!(
+                    pid = hello.pid,
+                    "replacing the running data plane with this binary's"
+                );
+                self.replace().await?;
+            }
+            Some(_) => {}
+        }
+        tokio::spawn(self.clone().supervise());
+        Ok(())
+    }
+
+    /// Start a data plane of this binary beside the running one, give it everything, and let
+    /// it take over (it starts accepting, then the old one retires).
+    async fn replace(&self) -> std::io::Result<()> {
+        let next = self.launcher.socket.with_extension("next");
+        let link = Arc::new(
+            self.launcher
+                .start_at(&next, Some(&self.launcher.socket))
+                .await?,
+        );
+        let old = {
+            let mut s = locked(&self.sync);
+            resync(&mut s, &link);
+            std::mem::replace(&mut s.link, link.clone())
+        };
+        link.call(Request::Serve)
+            .await
+            .map_err(std::io::Error::other)?;
+        drop(old);
+        Ok(())
+    }
+
+    /// Restart the data plane if it dies while this control plane runs.
+    async fn supervise(self: Arc<Self>) {
+        loop {
+            let link = locked(&self.sync).link.clone();
+            link.closed.cancelled().await;
+            if self.stopping.load(Ordering::Relaxed) {
+                return;
+            }
+            if !Arc::ptr_eq(&link, &locked(&self.sync).link) {
+                continue; // replaced on purpose
+            }
+            warn!("the data plane exited; starting it again");
+            loop {
+                match self.launcher.start(None).await {
+                    Ok(fresh) => {
+                        let fresh = Arc::new(fresh);
+                        locked(&self.sync).link = fresh.clone();
+                        resync(&mut locked(&self.sync), &fresh);
+                        if let Err(e) = fresh.call(Request::Serve).await {
+                            warn!(error = %e, "the restarted data plane does not serve");
+                        }
+                        break;
+                    }
+                    Err(e) => {
+                        warn!(error = %e, "cannot start the data plane; trying again in 1 s");
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                    }
+                }
+            }
+        }
+    }
+
+    fn link(&self) -> Arc<Link> {
+        locked(&self.sync).link.clone()
+    }
+
+    /// Wait until `upstream`'s drain in the data plane has ended (it has left the table).
+    pub async fn drained(&self, upstream: &str) -> DrainReport {
+        let request = Request::Drained {
+            upstream: upstream.to_owned(),
+        };
+        match self.link().call(request).await {
+            Ok(Answer::Drained(report)) => report,
+            _ => DrainReport::default(),
+        }
+    }
+
+    pub fn set_restarting(&self, upstream: &str, on: bool) {
+        let mut s = locked(&self.sync);
+        if on {
+            s.restarting.insert(upstream.to_owned());
+        } else {
+            s.restarting.remove(upstream);
+        }
+        s.link.post(Request::Restarting {
+            upstream: upstream.to_owned(),
+            on,
+        });
+    }
+
+    pub async fn stats(&self) -> Vec<StatsRow> {
+        match self.link().call(Request::Stats).await {
+            Ok(Answer::Stats(rows)) => rows,
+            _ => Vec::new(),
+        }
+    }
+
+    /// Serve internal URLs inside `namespace`.
+    pub async fn listen(&self, namespace: &str) -> Result<(), String> {
+        let link = {
+            let mut s = locked(&self.sync);
+            s.namespaces.insert(namespace.to_owned());
+            s.link.clone()
+        };
+        let request = Request::Listen {
+            namespace: namespace.to_owned(),
+        };
+        link.call(request).await.map(|_| ())
+    }
+
+    pub async fn unlisten(&self, namespace: &str) {
+        let link = {
+            let mut s = locked(&self.sync);
+            s.namespaces.remove(namespace);
+            s.link.clone()
+        };
+        let request = Request::Unlisten {
+            namespace: namespace.to_owned(),
+        };
+        let _ = link.call(request).await;
+    }
+
+    /// A full stop: the data plane stops accepting, lets its requests finish and exits.
+    pub async fn stop(&self) {
+        self.stopping.store(true, Ordering::Relaxed);
+        let link = self.link();
+        let _ = link.call(Request::Stop).await;
+        link.closed.cancelled().await;
+    }
+}
+
+/// Send what changed from what the data plane has to `wanted`.
+fn send_diff(
+    s: &mut Sync,
+    wanted: BTreeMap<String, RouteSpec>,
+) -> Option<oneshot::Receiver<Result<Answer, String>>> {
+    let set: Vec<(String, RouteSpec)> = wanted
+        .iter()
+        .filter(|(host, spec)| s.sent.get(*host) != Some(*spec))
+        .map(|(host, spec)| (host.clone(), spec.clone()))
+        .collect();
+    let remove: Vec<String> = s
+        .sent
+        .keys()
+        .filter(|host| !wanted.contains_key(*host))
+        .cloned()
+        .collect();
+    s.sent = wanted;
+    if set.is_empty() && remove.is_empty() {
+        return None;
+    }
+    Some(s.link.send(Request::Routes { set, remove }))
+}
+
+/// Give a data plane that has nothing everything this control plane has sent.
+fn resync(s: &mut Sync, link: &Link) {
+    link.post(Request::Routes {
+        set: s.sent.clone().into_iter().collect(),
+        remove: Vec::new(),
+    });
+    for upstream in &s.restarting {
+        link.post(Request::Restarting {
+            upstream: upstream.clone(),
+            on: true,
+        });
+    }
+    for namespace in &s.namespaces {
+        link.post(Request::Listen {
+            namespace: namespace.clone(),
+        });
+    }
+}
+
+impl Launcher {
+    async fn start(&self, succeed: Option<&Path>) -> std::io::Result<Link> {
+        self.start_at(&self.socket, succeed).await
+    }
+
+    /// Start `turnout __dataplane` on `socket`, in a process group of its own (a Ctrl-C or a
+    /// signal to this daemon's group does not reach it), with the listening socket as its
+    /// standard input; connect once it answers.
+    async fn start_at(&self, socket: &Path, succeed: Option<&Path>) -> std::io::Result<Link> {
+        let config = serde_json::to_string(&self.config).map_err(std::io::Error::other)?;
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", self.log.display())))?;
+        let listener: OwnedFd = self.listener.try_clone()?.into();
+        let mut command = tokio::process::Command::new(&self.exe);
+        command
+            .arg("__dataplane")
+            .arg("--socket")
+            .arg(socket)
+            .arg("--config")
+            .arg(config);
+        if let Some(predecessor) = succeed {
+            command.arg("--succeed").arg(predecessor);
+        }
+        let mut child = command
+            .stdin(Stdio::from(listener))
+            .stdout(Stdio::from(log.try_clone()?))
+            .stderr(Stdio::from(log))
+            .process_group(0)
+            .kill_on_drop(false)
+            .spawn()
+            .map_err(|e| {
+                std::io::Error::new(
+                    e.kind(),
+                    format!("cannot start {} __dataplane: {e}", self.exe.display()),
+                )
+            })?;
+        let deadline = tokio::time::Instant::now() + START_TIMEOUT;
+        let link = loop {
+            if let Some(status) = child.try_wait()? {
+                return Err(std::io::Error::other(format!(
+                    "the data plane exited at start ({status}); see {}",
+                    self.log.display()
+                )));
+            }
+            if let Ok(link) = Link::connect(socket).await {
+                break link;
+            }
+            if tokio::time::Instant::now() > deadline {
+                let _ = child.start_kill();
+                return Err(std::io::Error::other(format!(
+                    "the data plane did not answer on {} within {}s",
+                    socket.display(),
+                    START_TIMEOUT.as_secs()
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        };
+        // Reaped whenever it exits, so it never lingers as a zombie of this daemon.
+        tokio::spawn(async move {
+            let _ = child.wait().await;
+        });
+        Ok(link)
+    }
+}
+
+/// A duplicate of the running data plane's listening socket.
+async fn fetch_listener(socket: &Path) -> std::io::Result<std::net::TcpListener> {
+    let socket = socket.to_owned();
+    tokio::task::spawn_blocking(move || {
+        use std::io::Write;
+        let mut conn = std::os::unix::net::UnixStream::connect(&socket)?;
+        conn.set_read_timeout(Some(Duration::from_secs(5)))?;
+        conn.write_all(LISTENERS)?;
+        let [fd] = crate::wire::recv_fds::<1>(&conn, LISTENERS, "the data plane")?;
+        Ok(std::net::TcpListener::from(fd))
+    })
+    .await
+    .map_err(std::io::Error::other)?
+}

@@ -1,0 +1,569 @@
+//! `turnout __dataplane`: the proxy in a process of its own. It serves its last route table
+//! whatever happens to the control plane that started it (stopped, restarting, killed), and
+//! takes changes from whichever control plane talks to it on its socket.
+//!
+//! Started with the listening socket as its standard input (so no descriptor number is chosen
+//! and nothing else inherits it). It does not accept until told to `Serve`; a successor
+//! (`--succeed PATH`) then first takes over from the data plane at PATH: it starts accepting on
+//! the same socket, tells its predecessor to retire, and moves its own control socket to PATH.
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::net::{Ipv4Addr, SocketAddr};
+use std::os::fd::AsFd;
+use std::os::unix::fs::PermissionsExt;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime};
+
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{info, warn};
+use turnout_netns::{Namespace, Network};
+use turnout_proxy::{Login, Maintenance, Proxy, RouteStats, RouteTable, Target, Upstream};
+
+use crate::client::Link;
+use crate::spec::{DataPlaneConfig, DrainReport, RouteSpec, StatsRow, TargetSpec, UpstreamSpec};
+use crate::wire::{Answer, Call, Hello, LISTENERS, Reply, Request, line};
+
+/// How `turnout __dataplane` is asked to run.
+pub struct ServerArgs {
+    /// Its control socket.
+    pub socket: PathBuf,
+    pub config: DataPlaneConfig,
+    /// The control socket of the data plane it replaces once told to serve.
+    pub succeed: Option<PathBuf>,
+}
+
+/// Drains whose outcome nobody collected are forgotten beyond this many.
+const KEPT_DRAINS: usize = 256;
+
+/// Run the data plane until it is stopped or retired. `listener` is the proxy's listening
+/// socket.
+pub fn run(args: ServerArgs, listener: std::net::TcpListener) -> std::io::Result<()> {
+    let workers = args
+        .config
+        .workers
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    // One worker: a current-thread runtime, where the thread that accepts also serves.
+    let mut builder = if workers == 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut builder = tokio::runtime::Builder::new_multi_thread();
+        builder.worker_threads(workers);
+        builder
+    };
+    let runtime = builder.thread_name("turnout-proxy").enable_all().build()?;
+    let served = runtime.block_on(serve(args, listener));
+    // Connections still open after the graceful shutdown are dropped here.
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    served
+}
+
+struct Plane {
+    proxy: Arc<Proxy>,
+    listener: std::net::TcpListener,
+    http: SocketAddr,
+    grace: Duration,
+    succeed: Option<PathBuf>,
+    socket: PathBuf,
+    /// Cancelled to stop accepting, on every listener.
+    accepting: CancellationToken,
+    /// Cancelled once everything is done: the process exits.
+    exit: CancellationToken,
+    /// The accept loops (main listener and namespaces).
+    serving: TaskTracker,
+    registry: Mutex<Registry>,
+}
+
+#[derive(Default)]
+struct Registry {
+    serving: bool,
+    /// Stopping or retiring: no new listener.
+    closing: bool,
+    routes: BTreeMap<String, RouteSpec>,
+    /// The instances the routes use, by id, with the spec they were made from.
+    upstreams: HashMap<String, (Arc<Upstream>, UpstreamSpec)>,
+    networks: HashMap<String, Network>,
+    /// Namespaces to serve internal URLs in, with the token stopping each one's listener
+    /// (`None` until serving).
+    listeners: BTreeMap<String, Option<CancellationToken>>,
+    stats: HashMap<(String, String, String), Arc<RouteStats>>,
+    restarting: HashSet<String>,
+    drains: HashMap<String, watch::Receiver<Option<DrainReport>>>,
+}
+
+fn lock(m: &Mutex<Registry>) -> MutexGuard<'_, Registry> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+async fn serve(args: ServerArgs, listener: std::net::TcpListener) -> std::io::Result<()> {
+    listener.set_nonblocking(true)?;
+    let http = listener.local_addr().map_err(|e| {
+        std::io::Error::new(
+            e.kind(),
+            format!("standard input is not the proxy's listening socket ({e}): `turnout __dataplane` is started by `turnout serve`"),
+        )
+    })?;
+    let _ = std::fs::remove_file(&args.socket);
+    let control = UnixListener::bind(&args.socket)?;
+    std::fs::set_permissions(&args.socket, std::fs::Permissions::from_mode(0o600))?;
+    let config = args.config.proxy();
+    let plane = Arc::new(Plane {
+        grace: config.shutdown_grace,
+        proxy: Proxy::new(config),
+        listener,
+        http,
+        succeed: args.succeed,
+        socket: args.socket,
+        accepting: CancellationToken::new(),
+        exit: CancellationToken::new(),
+        serving: TaskTracker::new(),
+        registry: Mutex::default(),
+    });
+    info!(pid = std::process::id(), http = %http, socket = %plane.socket.display(), "data plane ready");
+    loop {
+        tokio::select! {
+            _ = plane.exit.cancelled() => break,
+            accepted = control.accept() => match accepted {
+                Ok((stream, _)) => { tokio::spawn(converse(plane.clone(), stream)); }
+                Err(e) => {
+                    warn!(error = %e, "control socket accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+        }
+    }
+    info!("data plane exiting");
+    Ok(())
+}
+
+/// One connection on the control socket.
+async fn converse(plane: Arc<Plane>, stream: UnixStream) {
+    let (read, mut write) = stream.into_split();
+    let mut lines = BufReader::new(read);
+    let mut first = Vec::new();
+    if lines.read_until(b'\n', &mut first).await.unwrap_or(0) == 0 {
+        return;
+    }
+    if first == LISTENERS {
+        let Ok(stream) = lines.into_inner().reunite(write) else {
+            return;
+        };
+        if let Err(e) = give_listener(&plane, stream) {
+            warn!(error = %e, "could not pass the listening socket");
+        }
+        return;
+    }
+    let (tx, mut rx) = mpsc::unbounded_channel::<Vec<u8>>();
+    let writer = tokio::spawn(async move {
+        while let Some(out) = rx.recv().await {
+            if write.write_all(&out).await.is_err() {
+                return;
+            }
+        }
+    });
+    let mut next = Some(first);
+    loop {
+        let raw = match next.take() {
+            Some(raw) => raw,
+            None => {
+                let mut raw = Vec::new();
+                match lines.read_until(b'\n', &mut raw).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => raw,
+                }
+            }
+        };
+        let call: Call = match serde_json::from_slice(&raw) {
+            Ok(call) => call,
+            Err(e) => {
+                warn!(error = %e, "unreadable request on the control socket; closing it");
+                break;
+            }
+        };
+        let id = call.id;
+        let reply = move |answer| line(&Reply { id, answer });
+        match call.request {
+            // In order, before the next request is read: a change is in force once answered.
+            Request::Routes { set, remove } => {
+                plane.apply(set, remove);
+                let _ = tx.send(reply(Ok(Answer::Done)));
+            }
+            Request::Hello => {
+                let _ = tx.send(reply(Ok(Answer::Hello(plane.hello()))));
+            }
+            Request::Restarting { upstream, on } => {
+                plane.set_restarting(upstream, on);
+                let _ = tx.send(reply(Ok(Answer::Done)));
+            }
+            Request::Stats => {
+                let _ = tx.send(reply(Ok(Answer::Stats(plane.stats()))));
+            }
+            Request::Listen { namespace } => {
+                let answer = plane.listen(namespace).map(|()| Answer::Done);
+                let _ = tx.send(reply(answer));
+            }
+            Request::Unlisten { namespace } => {
+                plane.unlisten(&namespace);
+                let _ = tx.send(reply(Ok(Answer::Done)));
+            }
+            Request::Drained { upstream } => {
+                let waiting = lock(&plane.registry).drains.remove(&upstream);
+                let tx = tx.clone();
+                tokio::spawn(async move {
+                    let report = match waiting {
+                        Some(mut rx) => rx
+                            .wait_for(Option::is_some)
+                            .await
+                            .ok()
+                            .and_then(|r| *r)
+                            .unwrap_or_default(),
+                        None => DrainReport::default(),
+                    };
+                    let _ = tx.send(reply(Ok(Answer::Drained(report))));
+                });
+            }
+            Request::Serve => {
+                let plane = plane.clone();
+                let tx = tx.clone();
+                tokio::spawn(async move {
+                    let answer = plane.start_serving().await.map(|()| Answer::Done);
+                    let _ = tx.send(reply(answer));
+                });
+            }
+            Request::Retire => {
+                plane.proxy.hand_over();
+                plane.stop_accepting();
+                let _ = tx.send(reply(Ok(Answer::Done)));
+                tokio::spawn(plane.clone().finish());
+            }
+            Request::Stop => {
+                plane.stop_accepting();
+                let plane = plane.clone();
+                let tx = tx.clone();
+                tokio::spawn(async move {
+                    plane.clone().finish().await;
+                    let _ = tx.send(reply(Ok(Answer::Done)));
+                });
+            }
+        }
+    }
+    drop(tx);
+    let _ = writer.await;
+}
+
+/// Pass a duplicate of the listening socket to whoever asked (the control plane, which keeps
+/// it to start the next data plane).
+fn give_listener(plane: &Plane, stream: UnixStream) -> std::io::Result<()> {
+    let stream = stream.into_std()?;
+    stream.set_nonblocking(false)?;
+    crate::wire::send_fds(&stream, LISTENERS, &[plane.listener.as_fd()])
+}
+
+impl Plane {
+    fn hello(&self) -> Hello {
+        let r = lock(&self.registry);
+        Hello {
+            pid: std::process::id(),
+            identity: crate::identity(),
+            http: self.http,
+            serving: r.serving,
+            routes: r.routes.clone(),
+            restarting: r.restarting.iter().cloned().collect(),
+            namespaces: r.listeners.keys().cloned().collect(),
+        }
+    }
+
+    /// Change the routes and apply the whole table; drain the instances it no longer uses.
+    fn apply(&self, set: Vec<(String, RouteSpec)>, remove: Vec<String>) {
+        let mut r = lock(&self.registry);
+        for host in remove {
+            r.routes.remove(&host);
+        }
+        r.routes.extend(set);
+        let r = &mut *r;
+        let routes = std::mem::take(&mut r.routes);
+        let mut table = RouteTable::default();
+        let mut used = HashSet::new();
+        for (host, spec) in &routes {
+            let target = match &spec.target {
+                TargetSpec::Upstream(u) => match upstream(r, u) {
+                    Some(up) => {
+                        used.insert(u.id.clone());
+                        Target::Upstream(up)
+                    }
+                    None => unreachable_page(host),
+                },
+                TargetSpec::Maintenance {
+                    message,
+                    retry_after_secs,
+                    health,
+                } => {
+                    let health = health.as_ref().and_then(|(path, u)| {
+                        let up = upstream(r, u)?;
+                        used.insert(u.id.clone());
+                        Some((path.clone(), up))
+                    });
+                    Target::Maintenance(Arc::new(Maintenance {
+                        message: message.clone(),
+                        retry_after: Duration::from_secs(*retry_after_secs),
+                        health,
+                    }))
+                }
+            };
+            let stats = r
+                .stats
+                .entry((host.clone(), spec.app.clone(), spec.env.clone()))
+                .or_default()
+                .clone();
+            match &spec.login {
+                Some(l) => {
+                    let login = Login {
+                        realm: l.realm.clone(),
+                        credentials: l
+                            .credentials
+                            .iter()
+                            .map(|(hash, expiry)| {
+                                let at = expiry
+                                    .map(|ms| SystemTime::UNIX_EPOCH + Duration::from_millis(ms));
+                                (hash.clone(), at)
+                            })
+                            .collect(),
+                    };
+                    table.insert_protected(host, target, stats, Arc::new(login));
+                }
+                None => table.insert_with_stats(host, target, stats),
+            }
+        }
+        r.stats.retain(|(host, _, _), _| routes.contains_key(host));
+        r.routes = routes;
+        self.proxy.apply(table);
+        let retired: Vec<String> = r
+            .upstreams
+            .keys()
+            .filter(|id| !used.contains(*id))
+            .cloned()
+            .collect();
+        if r.drains.len() > KEPT_DRAINS {
+            r.drains.retain(|_, rx| rx.borrow().is_none());
+        }
+        for id in retired {
+            let Some((up, spec)) = r.upstreams.remove(&id) else {
+                continue;
+            };
+            r.restarting.remove(&id);
+            let (tx, rx) = watch::channel(None);
+            r.drains.insert(id, rx);
+            tokio::spawn(async move {
+                let outcome = up.drain_with(spec.drain_deadlines()).await;
+                let _ = tx.send(Some(outcome.into()));
+            });
+        }
+    }
+
+    fn set_restarting(&self, id: String, on: bool) {
+        let mut r = lock(&self.registry);
+        if let Some((up, _)) = r.upstreams.get(&id) {
+            up.set_restarting(on);
+        }
+        if on {
+            r.restarting.insert(id);
+        } else {
+            r.restarting.remove(&id);
+        }
+    }
+
+    fn stats(&self) -> Vec<StatsRow> {
+        let r = lock(&self.registry);
+        let mut rows: Vec<StatsRow> = r
+            .stats
+            .iter()
+            .map(|((host, app, env), stats)| {
+                let snap = stats.snapshot();
+                StatsRow {
+                    host: host.clone(),
+                    app: app.clone(),
+                    env: env.clone(),
+                    by_class: snap.by_class,
+                    cumulative_buckets: snap.cumulative_buckets.to_vec(),
+                    latency_sum_seconds: snap.latency_sum_seconds,
+                }
+            })
+            .collect();
+        rows.sort_by(|a, b| (&a.host, &a.app, &a.env).cmp(&(&b.host, &b.app, &b.env)));
+        rows
+    }
+
+    fn listen(&self, namespace: String) -> Result<(), String> {
+        let mut r = lock(&self.registry);
+        if r.listeners.contains_key(&namespace) {
+            return Ok(());
+        }
+        network(&mut r, &namespace).map_err(|e| format!("namespace {namespace}: {e}"))?;
+        r.listeners.insert(namespace.clone(), None);
+        if r.serving && !r.closing {
+            self.serve_inside(&mut r, &namespace);
+        }
+        Ok(())
+    }
+
+    fn unlisten(&self, namespace: &str) {
+        let mut r = lock(&self.registry);
+        if let Some(Some(stop)) = r.listeners.remove(namespace) {
+            stop.cancel();
+        }
+        r.networks.remove(namespace);
+    }
+
+    /// Serve internal URLs inside `namespace`: 127.0.0.1 at the proxy's port there. A port that
+    /// cannot be had only costs app code its internal URLs: say so.
+    fn serve_inside(&self, r: &mut Registry, namespace: &str) {
+        let Some(network) = r.networks.get(namespace).cloned() else {
+            return;
+        };
+        let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, self.http.port()));
+        let listener = match network.listen(addr) {
+            Ok(listener) => listener,
+            Err(e) => {
+                warn!(namespace, %addr, error = %e, "cannot listen for internal URLs inside the namespace");
+                return;
+            }
+        };
+        let stop = self.accepting.child_token();
+        r.listeners.insert(namespace.to_owned(), Some(stop.clone()));
+        let proxy = self.proxy.clone();
+        let name = namespace.to_owned();
+        self.serving.spawn(async move {
+            let served = match tokio::net::TcpListener::from_std(listener) {
+                Ok(listener) => proxy.serve(listener, stop).await,
+                Err(e) => Err(e),
+            };
+            if let Err(e) = served {
+                warn!(namespace = %name, error = %e, "the proxy's listener inside the namespace failed");
+            }
+        });
+    }
+
+    /// Accept on the listening socket (and in the namespaces); a successor first has its
+    /// predecessor stop accepting, and takes its control socket's place.
+    async fn start_serving(self: Arc<Self>) -> Result<(), String> {
+        if lock(&self.registry).serving {
+            return Ok(());
+        }
+        let listener = self
+            .listener
+            .try_clone()
+            .and_then(tokio::net::TcpListener::from_std)
+            .map_err(|e| format!("cannot use the listening socket: {e}"))?;
+        let proxy = self.proxy.clone();
+        let stop = self.accepting.child_token();
+        self.serving.spawn(async move {
+            if let Err(e) = proxy.serve(listener, stop).await {
+                warn!(error = %e, "the proxy's listener failed");
+            }
+        });
+        if let Some(predecessor) = &self.succeed {
+            // Both accept on the same socket for a moment: no connection waits or is refused.
+            match Link::connect(predecessor).await {
+                Ok(link) => {
+                    if let Err(e) = link.call(Request::Retire).await {
+                        warn!(error = %e, "the data plane being replaced did not retire");
+                    }
+                }
+                Err(e) => warn!(error = %e, "the data plane being replaced is gone already"),
+            }
+            std::fs::rename(&self.socket, predecessor).map_err(|e| {
+                format!(
+                    "cannot move {} to {}: {e}",
+                    self.socket.display(),
+                    predecessor.display()
+                )
+            })?;
+            info!("took over from the previous data plane");
+        }
+        let mut r = lock(&self.registry);
+        r.serving = true;
+        let namespaces: Vec<String> = r.listeners.keys().cloned().collect();
+        for namespace in namespaces {
+            self.serve_inside(&mut r, &namespace);
+        }
+        info!(http = %self.http, routes = r.routes.len(), "data plane serving");
+        Ok(())
+    }
+
+    fn stop_accepting(&self) {
+        lock(&self.registry).closing = true;
+        self.accepting.cancel();
+    }
+
+    /// After accepting stopped: let the connections finish (up to the grace) while every
+    /// instance's share of this process's traffic drains by its own deadlines (requests finish;
+    /// WebSockets get 1001 and event streams end between events, so their clients reconnect,
+    /// to a successor if there is one), routes unchanged: a request still arriving on a
+    /// kept-open connection is served. Then exit.
+    async fn finish(self: Arc<Self>) {
+        self.serving.close();
+        let upstreams: Vec<_> = lock(&self.registry)
+            .upstreams
+            .values()
+            .map(|(up, spec)| (up.clone(), spec.drain_deadlines()))
+            .collect();
+        let mut drains = tokio::task::JoinSet::new();
+        for (up, deadlines) in upstreams {
+            drains.spawn(async move { up.drain_with(deadlines).await });
+        }
+        let connections =
+            tokio::time::timeout(self.grace + Duration::from_secs(1), self.serving.wait());
+        let drained = async { while drains.join_next().await.is_some() {} };
+        let _ = tokio::join!(connections, drained);
+        self.exit.cancel();
+    }
+}
+
+/// The instance `spec` names: the one already made for its id, or a new one. `None` when its
+/// namespace cannot be opened (it is never reached through another network).
+fn upstream(r: &mut Registry, spec: &UpstreamSpec) -> Option<Arc<Upstream>> {
+    if let Some((up, _)) = r.upstreams.get(&spec.id) {
+        return Some(up.clone());
+    }
+    let network = match &spec.namespace {
+        None => Network::Host,
+        Some(name) => match network(r, name) {
+            Ok(network) => network,
+            Err(e) => {
+                warn!(upstream = %spec.label, namespace = %name, error = %e, "cannot reach the instance's namespace");
+                return None;
+            }
+        },
+    };
+    let up = Upstream::in_network(
+        network,
+        spec.addr,
+        spec.label.clone(),
+        Duration::from_millis(spec.response_timeout_ms),
+    );
+    up.set_restarting(r.restarting.contains(&spec.id));
+    r.upstreams
+        .insert(spec.id.clone(), (up.clone(), spec.clone()));
+    Some(up)
+}
+
+fn network(r: &mut Registry, name: &str) -> std::io::Result<Network> {
+    if let Some(network) = r.networks.get(name) {
+        return Ok(network.clone());
+    }
+    let network = Network::Namespace(Arc::new(Namespace::open(name)?));
+    r.networks.insert(name.to_owned(), network.clone());
+    Ok(network)
+}
+
+/// A route whose instance cannot be reached from here.
+fn unreachable_page(host: &str) -> Target {
+    Target::Maintenance(Arc::new(Maintenance {
+        message: format!("{host} is starting or temporarily unavailable."),
+        retry_after: Duration::from_secs(5),
+        health: None,
+    }))
+}

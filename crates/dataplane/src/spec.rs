@@ -1,0 +1,160 @@
+//! What the control plane tells the data plane: each host's route, in a form that crosses a
+//! process boundary. The data plane builds its [`RouteTable`](turnout_proxy::RouteTable) from
+//! these, keeping one [`Upstream`](turnout_proxy::Upstream) per [`UpstreamSpec::id`] across
+//! tables (its requests in flight, drain, idle connections and restart flag belong to it).
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// One host's entry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteSpec {
+    pub target: TargetSpec,
+    /// The environment serving the host: the labels of its request counters.
+    pub app: String,
+    pub env: String,
+    /// Set for a protected host: who may log in.
+    pub login: Option<LoginSpec>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "snake_case")]
+pub enum TargetSpec {
+    Upstream(UpstreamSpec),
+    /// A 503 page; requests for `health`'s path still reach its instance.
+    Maintenance {
+        message: String,
+        retry_after_secs: u64,
+        health: Option<(String, UpstreamSpec)>,
+    },
+}
+
+impl TargetSpec {
+    pub fn upstream(&self) -> Option<&UpstreamSpec> {
+        match self {
+            TargetSpec::Upstream(u) => Some(u),
+            TargetSpec::Maintenance { health, .. } => health.as_ref().map(|(_, u)| u),
+        }
+    }
+}
+
+/// One running instance.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamSpec {
+    /// Names this instance for as long as it runs (the same across control planes, so an
+    /// adopted instance keeps its in-flight requests and connections in the data plane).
+    pub id: String,
+    pub addr: SocketAddr,
+    /// Its network namespace (`/run/netns/NAME`), or `None` for the host's network.
+    pub namespace: Option<String>,
+    /// Names it in logs, e.g. `shop/staging@3f2a1c9`.
+    pub label: String,
+    pub response_timeout_ms: u64,
+    /// How long a drain waits for its requests, and for its streams.
+    pub drain_requests_ms: u64,
+    pub drain_streams_ms: u64,
+}
+
+impl UpstreamSpec {
+    pub fn drain_deadlines(&self) -> turnout_proxy::DrainDeadlines {
+        turnout_proxy::DrainDeadlines {
+            requests: Duration::from_millis(self.drain_requests_ms),
+            streams: Duration::from_millis(self.drain_streams_ms),
+        }
+    }
+}
+
+/// Who may log in to a protected host: token hash (blake3 hex) -> expiry (milliseconds since
+/// the Unix epoch; `None`: never).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LoginSpec {
+    pub realm: String,
+    pub credentials: BTreeMap<String, Option<u64>>,
+}
+
+/// The request counters of one (host, app, env), as `/metrics` renders them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StatsRow {
+    pub host: String,
+    pub app: String,
+    pub env: String,
+    /// `[1xx, 2xx, 3xx, 4xx, 5xx]`
+    pub by_class: [u64; 5],
+    /// Cumulative counts for each bound of `LATENCY_BUCKETS`, then `+Inf`.
+    pub cumulative_buckets: Vec<u64>,
+    pub latency_sum_seconds: f64,
+}
+
+/// What a drain did, as the control plane counts it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DrainReport {
+    pub waited_ms: u64,
+    pub cut: usize,
+    pub closed_streams: usize,
+}
+
+impl From<DrainReport> for turnout_proxy::DrainOutcome {
+    fn from(r: DrainReport) -> Self {
+        turnout_proxy::DrainOutcome {
+            waited: Duration::from_millis(r.waited_ms),
+            cut: r.cut,
+            closed_streams: r.closed_streams,
+        }
+    }
+}
+
+impl From<turnout_proxy::DrainOutcome> for DrainReport {
+    fn from(o: turnout_proxy::DrainOutcome) -> Self {
+        DrainReport {
+            waited_ms: u64::try_from(o.waited.as_millis()).unwrap_or(u64::MAX),
+            cut: o.cut,
+            closed_streams: o.closed_streams,
+        }
+    }
+}
+
+/// How the data plane process runs: given on its command line by the control plane that
+/// starts it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DataPlaneConfig {
+    /// Worker threads of the proxy; one per CPU when `None`.
+    pub workers: Option<usize>,
+    pub header_read_timeout_ms: u64,
+    pub idle_timeout_ms: u64,
+    pub max_header_bytes: usize,
+    pub upstream_connect_timeout_ms: u64,
+    pub shutdown_grace_ms: u64,
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+impl DataPlaneConfig {
+    pub fn new(proxy: &turnout_proxy::ProxyConfig, workers: Option<usize>) -> DataPlaneConfig {
+        DataPlaneConfig {
+            workers,
+            header_read_timeout_ms: millis(proxy.header_read_timeout),
+            idle_timeout_ms: millis(proxy.idle_timeout),
+            max_header_bytes: proxy.max_header_bytes,
+            upstream_connect_timeout_ms: millis(proxy.upstream_connect_timeout),
+            shutdown_grace_ms: millis(proxy.shutdown_grace),
+        }
+    }
+
+    pub fn proxy(&self) -> turnout_proxy::ProxyConfig {
+        turnout_proxy::ProxyConfig {
+            header_read_timeout: Duration::from_millis(self.header_read_timeout_ms),
+            idle_timeout: Duration::from_millis(self.idle_timeout_ms),
+            max_header_bytes: self.max_header_bytes,
+            upstream_connect_timeout: Duration::from_millis(self.upstream_connect_timeout_ms),
+            shutdown_grace: Duration::from_millis(self.shutdown_grace_ms),
+        }
+    }
+}

@@ -1,0 +1,148 @@
+//! The conversation on the data plane's control socket: JSON lines, each request with an id
+//! that its answer repeats (answers may come out of order: a drain is answered when it ends).
+//! A connection whose first line is `listeners` gets the listening socket instead, passed
+//! with SCM_RIGHTS, and is closed.
+use std::collections::BTreeMap;
+use std::io::{IoSlice, IoSliceMut};
+use std::mem::MaybeUninit;
+use std::net::SocketAddr;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+
+use rustix::net::{
+    RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, SendAncillaryBuffer,
+    SendAncillaryMessage, SendFlags, recvmsg, sendmsg,
+};
+use serde::{Deserialize, Serialize};
+
+use crate::spec::{DrainReport, RouteSpec, StatsRow};
+
+/// The first line of a connection that asks for the listening socket.
+pub(crate) const LISTENERS: &[u8] = b"listeners\n";
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Call {
+    pub id: u64,
+    pub request: Request,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "snake_case")]
+pub(crate) enum Request {
+    /// Who are you, and what do you serve?
+    Hello,
+    /// Change these hosts' routes (an absent host in `set` is added) and remove those.
+    Routes {
+        set: Vec<(String, RouteSpec)>,
+        remove: Vec<String>,
+    },
+    /// The instance is (not) being restarted after a crash: 503 instead of 502 meanwhile.
+    Restarting {
+        upstream: String,
+        on: bool,
+    },
+    /// Answer once the instance's drain (it left the table) has ended.
+    Drained {
+        upstream: String,
+    },
+    Stats,
+    /// Serve internal URLs inside this network namespace too.
+    Listen {
+        namespace: String,
+    },
+    Unlisten {
+        namespace: String,
+    },
+    /// Start accepting (after taking over from the predecessor, if any).
+    Serve,
+    /// A successor accepts now: stop accepting, finish what is in flight, exit.
+    Retire,
+    /// Full stop: stop accepting, finish what is in flight (up to the grace), exit.
+    Stop,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Reply {
+    pub id: u64,
+    pub answer: Result<Answer, String>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "snake_case")]
+pub(crate) enum Answer {
+    Hello(Hello),
+    Done,
+    Drained(DrainReport),
+    Stats(Vec<StatsRow>),
+}
+
+/// What a data plane says about itself.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Hello {
+    pub pid: u32,
+    /// Which binary it runs (see [`identity`](crate::identity)).
+    pub identity: String,
+    /// Where its listening socket is bound.
+    pub http: SocketAddr,
+    pub serving: bool,
+    pub routes: BTreeMap<String, RouteSpec>,
+    pub restarting: Vec<String>,
+    pub namespaces: Vec<String>,
+}
+
+/// One line of JSON.
+pub(crate) fn line(value: &impl Serialize) -> Vec<u8> {
+    let mut out = serde_json::to_vec(value).expect("plain data serializes");
+    out.push(b'\n');
+    out
+}
+
+/// Send `fds` with `header` over a blocking unix stream.
+pub fn send_fds(conn: &impl AsFd, header: &[u8], fds: &[BorrowedFd<'_>]) -> std::io::Result<()> {
+    let mut space = vec![MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(fds.len()))];
+    let mut control = SendAncillaryBuffer::new(&mut space);
+    control.push(SendAncillaryMessage::ScmRights(fds));
+    sendmsg(
+        conn,
+        &[IoSlice::new(header)],
+        &mut control,
+        SendFlags::empty(),
+    )?;
+    Ok(())
+}
+
+/// Receive `N` descriptors sent with `header` by [`send_fds`] (blocking).
+pub fn recv_fds<const N: usize>(
+    conn: &impl AsFd,
+    header: &[u8],
+    what: &str,
+) -> std::io::Result<[OwnedFd; N]> {
+    let mut got = vec![0u8; header.len()];
+    let mut space = vec![MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(N))];
+    let mut control = RecvAncillaryBuffer::new(&mut space);
+    let received = recvmsg(
+        conn,
+        &mut [IoSliceMut::new(&mut got)],
+        &mut control,
+        RecvFlags::CMSG_CLOEXEC,
+    )?;
+    let fds: Vec<OwnedFd> = control
+        .drain()
+        .filter_map(|message| match message {
+            RecvAncillaryMessage::ScmRights(fds) => Some(fds),
+            _ => None,
+        })
+        .flatten()
+        .collect();
+    let fds: [OwnedFd; N] = fds.try_into().map_err(|fds: Vec<OwnedFd>| {
+        std::io::Error::other(format!("{what} sent {} sockets instead of {N}", fds.len()))
+    })?;
+    if got[..received.bytes] != *header {
+        return Err(std::io::Error::other(format!(
+            "{what} answered something else than its listening sockets"
+        )));
+    }
+    Ok(fds)
+}
