@@ -16,16 +16,21 @@ Subcommands:
   switch API PROXY DOMAIN APP ENV_A ENV_B COUNT OUT
                                     switch DOMAIN back and forth COUNT times; write the raw samples
   nginx-names DIR LISTEN BACKEND N  write DIR/nginx.conf: nginx with N server blocks (the memory peer)
-  restarts-record ROW WRK_OUT STEADY_OUT TIMES OUT_JSONL
+  cpu-mark WORK PID                 print the CPU seconds the machine has been busy and those of
+                                    PID's process tree and of processes naming WORK (with what they
+                                    reaped), as BUSY,OURS
+  restarts-record ROW WRK_OUT STEADY_OUT TIMES MARKS OUT_JSONL
                                     read one restarts row (wrk's output under the restarts, without
-                                    them or "-", the restarts' start and length in ms); append it
+                                    them or "-", the restarts' start and length in ms, cpu-mark
+                                    before and after each run: STEADY0 STEADY1 RUN0 RUN1 or - for
+                                    the steady ones); append it
   report WORK OUT_JSON OUT_MD       read the raw results in WORK, write the summary JSON and markdown
-  pgrep WORK WORD                   print the pids whose command line names WORK and has the
+  pgrep WORK WORD                   print the pids of the run's processes (see reap) with the
                                     argument WORD (`__dataplane`)
-  reap WORK                         SIGKILL what is left of processes started from WORK (their
-                                    command line names it: daemons, their `turnout __dataplane`
-                                    and `turnout __instance` processes, instances, peers), with
-                                    their process groups
+  reap WORK                         SIGKILL what is left of the run's processes: those whose
+                                    command line names WORK, the `turnout __dataplane` and
+                                    `turnout __instance` processes serving a Unix socket under it,
+                                    with their descendants and process groups
 """
 
 import http.client
@@ -128,6 +133,30 @@ def cpu_seconds(pids):
     return total / HZ
 
 
+def cpu_mark(work, root):
+    """Machine busy CPU seconds, and those of our processes: the tree under `root` and whatever
+    names `work`, each with the time of the children it reaped (so a process that exits between
+    two marks still counts, through its parent)."""
+    ours = set(tree([root, *bench_processes(work)]))
+    total = 0
+    for pid in ours:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += sum(int(x) for x in fields[11:15])  # utime, stime, cutime, cstime
+    busy, _ = machine_busy_seconds()
+    return busy, total / HZ
+
+
+def others_cores(mark0, mark1, seconds):
+    """CPU cores the rest of the machine used between two cpu-marks."""
+    b0, o0 = (float(x) for x in mark0.split(","))
+    b1, o1 = (float(x) for x in mark1.split(","))
+    return round(max(0.0, (b1 - b0) - (o1 - o0)) / seconds, 3)
+
+
 def rss_kib(pids):
     total = 0
     for pid in pids:
@@ -203,30 +232,86 @@ def command_lines():
         yield int(name), args
 
 
-def pgrep(work, word):
+HELPERS = ("__dataplane", "__instance")
+
+
+def unix_socket_inodes(marker):
+    """Inodes of the Unix sockets bound to a path under `marker` (this network namespace's)."""
+    inodes = set()
+    try:
+        with open("/proc/net/unix") as f:
+            next(f)
+            for line in f:
+                fields = line.split()
+                if len(fields) >= 8 and fields[7].startswith(marker):
+                    inodes.add(fields[6])
+    except OSError:
+        pass
+    return inodes
+
+
+def uses_socket(pid, inodes):
+    try:
+        fds = os.listdir(f"/proc/{pid}/fd")
+    except OSError:
+        return False
+    for fd in fds:
+        try:
+            link = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            continue
+        if link.startswith("socket:[") and link[8:-1] in inodes:
+            return True
+    return False
+
+
+def bench_processes(work):
+    """{pid: (rank, argv)} of the processes that belong to the run in `work`: those whose command
+    line names it, and Turnout's helpers (`turnout __dataplane`, `turnout __instance`), whose
+    command line does not: they are known by the Unix socket they serve under the daemon's home.
+    Rank 0 for a data plane, 1 for an instance supervisor, 2 for the rest."""
     marker = work.rstrip("/") + "/"
-    return [pid for pid, args in command_lines()
-            if word in args and marker in " ".join(args) and pid != os.getpid()]
+    inodes = None
+    found = {}
+    for pid, args in command_lines():
+        helper = next((a for a in args[1:3] if a in HELPERS), None)
+        if marker not in " ".join(args):
+            if not helper:
+                continue
+            if inodes is None:
+                inodes = unix_socket_inodes(marker)
+            if not uses_socket(pid, inodes):
+                continue
+        found[pid] = (0 if helper == "__dataplane" else 1 if helper else 2, args)
+    return found
+
+
+def pgrep(work, word):
+    return [pid for pid, (_, args) in bench_processes(work).items()
+            if word in args and pid != os.getpid()]
 
 
 def reap(work):
-    """Last resort at exit: kill processes whose command line names the work directory (an
-    instance the daemon could not stop, with its process group), never the caller's group.
-    Turnout's own helper processes go first: a `turnout __dataplane` (the proxy in a process of
-    its own, which outlives a killed `turnout serve`) and the `turnout __instance` supervisors
-    (which outlive any daemon), so none of them is left to restart or adopt what is killed next."""
+    """Last resort at exit: kill the processes of this run (`bench_processes`), with their
+    descendants and process groups (an instance the daemon could not stop runs in a group of its
+    own under its supervisor), never the caller's group. Turnout's helpers go first: a
+    `turnout __dataplane` (the proxy in a process of its own, which outlives a killed
+    `turnout serve`) and the `turnout __instance` supervisors (which outlive any daemon)."""
     import signal
     me, own_group = os.getpid(), os.getpgid(0)
-    marker = work.rstrip("/") + "/"
-    found = []
-    for pid, args in command_lines():
-        cmdline = " ".join(args)
-        if pid in (me, os.getppid()) or marker not in cmdline:
+    spared = {me, os.getppid()}
+    found = bench_processes(work)
+    order = []
+    for root in sorted(found, key=lambda p: found[p][0]):
+        if root in spared:
             continue
-        helper = next((a for a in args[1:3] if a in ("__dataplane", "__instance")), None)
-        found.append((0 if helper == "__dataplane" else 1 if helper else 2, pid, cmdline))
-    for _, pid, cmdline in sorted(found):
+        for pid in tree([root]):  # the root, then what runs under it
+            if pid not in spared and pid not in order:
+                order.append(pid)
+    for pid in order:
         try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                cmdline = f.read().replace(b"\0", b" ").decode("utf-8", "replace")
             group = os.getpgid(pid)
             print(f"killing leftover {pid}: {cmdline[:100]}", file=sys.stderr)
             if group != own_group:
@@ -252,26 +337,30 @@ def failed(run):
     return sum(run["errors"].values())
 
 
-def restarts_record(row, wrk_out, steady_out, times, out):
+def restarts_record(row, wrk_out, steady_out, times, marks, out):
     run = wrk_figures(wrk_out)
     steady = None if steady_out == "-" else wrk_figures(steady_out)
+    m = marks.split()
+    if steady and m[0] != "-":
+        steady["others_cores"] = others_cores(m[0], m[1], steady["duration_us"] / 1e6)
+    run["others_cores"] = others_cores(m[2], m[3], run["duration_us"] / 1e6)
     restarts = []
     with open(times) as f:
         for line in f:
             if line.strip():
                 at, took = line.split()
                 restarts.append({"at_ms": int(at), "took_ms": int(took)})
-    pick = ["requests", "duration_us", "rps", "p50_us", "p99_us", "max_us", "errors"]
+    pick = ["requests", "duration_us", "rps", "p50_us", "p99_us", "max_us", "errors", "others_cores"]
     record = {"row": row, "restarts": len(restarts), "failed": failed(run),
-              **{k: run[k] for k in pick}, "restart_times": restarts,
-              "steady": {"failed": failed(steady), **{k: steady[k] for k in pick}}
+              **{k: run.get(k) for k in pick}, "restart_times": restarts,
+              "steady": {"failed": failed(steady), **{k: steady.get(k) for k in pick}}
               if steady else None}
     with open(out, "a") as f:
         f.write(json.dumps(record) + "\n")
     took = sorted(r["took_ms"] for r in restarts)
     print(f"  {row:16} {len(restarts)} restarts (median {took[len(took) // 2] if took else '?'} ms)"
           f"  {run['requests']:,} requests  {record['failed']:,} failed {run['errors']}"
-          f"  p99 {run['p99_us'] / 1000:.2f} ms"
+          f"  p99 {run['p99_us'] / 1000:.2f} ms  others {run['others_cores']:.2f} cores"
           + (f" (steady state {steady['p99_us'] / 1000:.2f} ms, {failed(steady)} failed)"
              if steady else ""), file=sys.stderr)
 
@@ -433,6 +522,14 @@ def fmt_ms(us):
     return "–" if us is None else f"{us / 1000:.2f} ms"
 
 
+def fmt_int(x):
+    return "–" if x is None else f"{x:.0f}"
+
+
+def fmt_cores(x):
+    return "–" if x is None else f"{x:.2f}"
+
+
 def fmt_ratio(x):
     return "–" if x is None else f"{x:.2f}"
 
@@ -525,7 +622,9 @@ def report(work, out_json, out_md):
                 "p99_us": r["p99_us"],
                 "max_us": r["max_us"],
                 "restart_ms": {"p50": statistics.median(took), "max": max(took)} if took else None,
-                "steady": {k: steady[k] for k in ["requests", "failed", "rps", "p99_us"]}
+                "others_cores": r.get("others_cores"),
+                "steady": {k: steady.get(k) for k in
+                           ["requests", "failed", "rps", "p99_us", "others_cores"]}
                 if steady else None,
                 "p99_vs_steady": r["p99_us"] / steady["p99_us"]
                 if steady and steady["p99_us"] else None,
@@ -602,8 +701,8 @@ def markdown_restarts(s, header=False):
         "\"without restarts\": the same target, the same wrk run, just before.",
         "",
         "| restarts under load | restarts | requests | failed | p99 | p99 without restarts "
-        "| p99 ÷ without | one restart took: median | max |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| p99 ÷ without | one restart took: median | max | other jobs (cores) |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     order = [k for k in RESTART_ROWS if k in r["rows"]] + [k for k in r["rows"] if k not in RESTART_ROWS]
     for key in order:
@@ -613,7 +712,9 @@ def markdown_restarts(s, header=False):
         lines.append(
             f"| {RESTART_ROWS.get(key, key)} | {row['restarts']} | {row['requests']:,} "
             f"| {row['failed']:,} | {fmt_ms(row['p99_us'])} | {fmt_ms(steady.get('p99_us'))} "
-            f"| {fmt_ratio(row['p99_vs_steady'])} | {took.get('p50', '–')} ms | {took.get('max', '–')} ms |")
+            f"| {fmt_ratio(row['p99_vs_steady'])} | {fmt_int(took.get('p50'))} ms "
+            f"| {fmt_int(took.get('max'))} ms | {fmt_cores(row.get('others_cores'))}"
+            f"{'' if not steady else ' (' + fmt_cores(steady.get('others_cores')) + ' without)'} |")
     kinds = []
     for key in order:
         row = r["rows"][key]
@@ -789,6 +890,8 @@ def main(argv):
         switch(args[0], args[1], args[2], args[3], args[4], args[5], int(args[6]), args[7])
     elif cmd == "nginx-names":
         nginx_names(args[0], int(args[1]), int(args[2]), int(args[3]))
+    elif cmd == "cpu-mark":
+        print("%.2f,%.2f" % cpu_mark(args[0], int(args[1])))
     elif cmd == "restarts-record":
         restarts_record(*args)
     elif cmd == "pgrep":

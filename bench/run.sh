@@ -357,14 +357,17 @@ now_us() { # the wall clock in microseconds, into NOW
 R_WRK=(wrk -t1 -c"$CONNECTIONS" -d"${RDUR}s" --latency -s "$BENCH_DIR/wrk_json.lua" -H "Host: $HOST")
 
 restart_row() { # row url restart-function: steady state, then the load with the restarts
-  local row=$1 url=$2 action=$3 i t0 due started
+  local row=$1 url=$2 action=$3 i t0 due started marks=(- -)
   $PY wait "$url" "$HOST" "hello from prod" 20
   if [[ $RESTART_STEADY == 1 ]]; then
     log "$row: steady state, wrk -t1 -c$CONNECTIONS -d${RDUR}s"
+    marks=("$($PY cpu-mark "$WORK" $$)")
     "${R_WRK[@]}" "$url/" >"$RDIR/$row-steady.txt" 2>&1
+    marks+=("$($PY cpu-mark "$WORK" $$)")
   fi
   log "$row: wrk -t1 -c$CONNECTIONS -d${RDUR}s, $RESTARTS restarts ${SPACING_MS} ms apart"
   : >"$RDIR/$row-times.txt"
+  marks+=("$($PY cpu-mark "$WORK" $$)")
   "${R_WRK[@]}" "$url/" >"$RDIR/$row.txt" 2>&1 &
   WRK_PID=$!
   now_us
@@ -384,9 +387,10 @@ restart_row() { # row url restart-function: steady state, then the load with the
   done
   wait "$WRK_PID" || { cat "$RDIR/$row.txt" >&2; exit 1; }
   WRK_PID=
+  marks+=("$($PY cpu-mark "$WORK" $$)")
   $PY restarts-record "$row" "$RDIR/$row.txt" \
     "$([[ $RESTART_STEADY == 1 ]] && echo "$RDIR/$row-steady.txt" || echo -)" \
-    "$RDIR/$row-times.txt" "$WORK/restarts.jsonl"
+    "$RDIR/$row-times.txt" "${marks[*]}" "$WORK/restarts.jsonl"
 }
 
 # nginx: `nginx -s reload`, what `systemctl reload nginx` runs (SIGHUP to the master: new
@@ -475,9 +479,11 @@ restart_upgrade() {
   ((status == 0)) || { echo "error: the old turnout serve exited with $status" >&2; exit 1; }
 }
 restart_crash() {
-  kill -KILL "$SERVE_PID"
-  while alive "$SERVE_PID"; do sleep 0.01; done
-  if [[ $SERVE_PID == "$R_PID" ]]; then wait "$R_PID" 2>/dev/null || true; fi
+  { # (bash's "Killed" notice for its job goes to /dev/null too)
+    kill -KILL "$SERVE_PID"
+    while alive "$SERVE_PID"; do sleep 0.01; done
+    if [[ $SERVE_PID == "$R_PID" ]]; then wait "$R_PID" || true; fi
+  } 2>/dev/null
   start_restart_daemon
   serve_pid
 }
