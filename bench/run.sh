@@ -85,7 +85,7 @@ fi
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/turnout-bench.XXXXXX")
 PIDS=()        # peers, stopped first
 TURNOUT_PID=
-# The restarts section's processes (section 8): their pids change with every restart.
+# The restarts section's processes (section 7): their pids change with every restart.
 WRK_PID= R_NGINX_PID= R_HAPROXY_PID= R_PID=
 
 alive() { # pid: whether it runs (a zombie does not)
@@ -109,7 +109,7 @@ stop_pid() { # pid [signal]: the signal (SIGTERM), wait up to 15 s, then SIGKILL
 cleanup() {
   local status=$?
   set +e
-  [[ -n $WRK_PID ]] && kill -KILL "$WRK_PID" 2>/dev/null
+  [[ -n $WRK_PID ]] && { kill -KILL "$WRK_PID"; wait "$WRK_PID"; } 2>/dev/null
   for pid in "${PIDS[@]}" $R_NGINX_PID $R_HAPROXY_PID; do stop_pid "$pid"; done
   # SIGTERM (SIGINT) makes a daemon stop its instances (the backend nginx processes), and its
   # data plane where it has one of its own, before it exits.
