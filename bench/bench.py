@@ -16,9 +16,21 @@ Subcommands:
   switch API PROXY DOMAIN APP ENV_A ENV_B COUNT OUT
                                     switch DOMAIN back and forth COUNT times; write the raw samples
   nginx-names DIR LISTEN BACKEND N  write DIR/nginx.conf: nginx with N server blocks (the memory peer)
+  cpu-mark WORK PID                 print the CPU seconds the machine has been busy and those of
+                                    PID's process tree and of processes naming WORK (with what they
+                                    reaped), as BUSY,OURS
+  restarts-record ROW WRK_OUT STEADY_OUT TIMES MARKS OUT_JSONL
+                                    read one restarts row (wrk's output under the restarts, without
+                                    them or "-", the restarts' start and length in ms, cpu-mark
+                                    before and after each run: STEADY0 STEADY1 RUN0 RUN1 or - for
+                                    the steady ones); append it
   report WORK OUT_JSON OUT_MD       read the raw results in WORK, write the summary JSON and markdown
-  reap WORK                         SIGKILL what is left of processes started from WORK (their
-                                    command line names it), with their process groups
+  pgrep WORK WORD                   print the pids of the run's processes (see reap) with the
+                                    argument WORD (`__dataplane`)
+  reap WORK                         SIGKILL what is left of the run's processes: those whose
+                                    command line names WORK, the `turnout __dataplane` and
+                                    `turnout __instance` processes serving a Unix socket under it,
+                                    with their descendants and process groups
 """
 
 import http.client
@@ -121,6 +133,30 @@ def cpu_seconds(pids):
     return total / HZ
 
 
+def cpu_mark(work, root):
+    """Machine busy CPU seconds, and those of our processes: the tree under `root` and whatever
+    names `work`, each with the time of the children it reaped (so a process that exits between
+    two marks still counts, through its parent)."""
+    ours = set(tree([root, *bench_processes(work)]))
+    total = 0
+    for pid in ours:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += sum(int(x) for x in fields[11:15])  # utime, stime, cutime, cstime
+    busy, _ = machine_busy_seconds()
+    return busy, total / HZ
+
+
+def others_cores(mark0, mark1, seconds):
+    """CPU cores the rest of the machine used between two cpu-marks."""
+    b0, o0 = (float(x) for x in mark0.split(","))
+    b1, o1 = (float(x) for x in mark1.split(","))
+    return round(max(0.0, (b1 - b0) - (o1 - o0)) / seconds, 3)
+
+
 def rss_kib(pids):
     total = 0
     for pid in pids:
@@ -183,21 +219,99 @@ def run_wrk(target, url, host, conns, duration, lua, out, target_pids, backend_p
           f"  others {run['others_cores']:.2f} cores", file=sys.stderr)
 
 
-def reap(work):
-    """Last resort at exit: kill processes whose command line names the work directory (an
-    instance the daemon could not stop, with its process group), never the caller's group."""
-    import signal
-    me, own_group = os.getpid(), os.getpgid(0)
-    marker = work.rstrip("/") + "/"
+def command_lines():
+    """(pid, argv) of every process that can be read."""
     for name in os.listdir("/proc"):
-        if not name.isdigit() or int(name) in (me, os.getppid()):
+        if not name.isdigit():
             continue
         try:
             with open(f"/proc/{name}/cmdline", "rb") as f:
-                cmdline = f.read().replace(b"\0", b" ").decode("utf-8", "replace")
-            if marker not in cmdline:
+                args = f.read().decode("utf-8", "replace").split("\0")
+        except OSError:
+            continue
+        yield int(name), args
+
+
+HELPERS = ("__dataplane", "__instance")
+
+
+def unix_socket_inodes(marker):
+    """Inodes of the Unix sockets bound to a path under `marker` (this network namespace's)."""
+    inodes = set()
+    try:
+        with open("/proc/net/unix") as f:
+            next(f)
+            for line in f:
+                fields = line.split()
+                if len(fields) >= 8 and fields[7].startswith(marker):
+                    inodes.add(fields[6])
+    except OSError:
+        pass
+    return inodes
+
+
+def uses_socket(pid, inodes):
+    try:
+        fds = os.listdir(f"/proc/{pid}/fd")
+    except OSError:
+        return False
+    for fd in fds:
+        try:
+            link = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            continue
+        if link.startswith("socket:[") and link[8:-1] in inodes:
+            return True
+    return False
+
+
+def bench_processes(work):
+    """{pid: (rank, argv)} of the processes that belong to the run in `work`: those whose command
+    line names it, and Turnout's helpers (`turnout __dataplane`, `turnout __instance`), whose
+    command line does not: they are known by the Unix socket they serve under the daemon's home.
+    Rank 0 for a data plane, 1 for an instance supervisor, 2 for the rest."""
+    marker = work.rstrip("/") + "/"
+    inodes = None
+    found = {}
+    for pid, args in command_lines():
+        helper = next((a for a in args[1:3] if a in HELPERS), None)
+        if marker not in " ".join(args):
+            if not helper:
                 continue
-            pid = int(name)
+            if inodes is None:
+                inodes = unix_socket_inodes(marker)
+            if not uses_socket(pid, inodes):
+                continue
+        found[pid] = (0 if helper == "__dataplane" else 1 if helper else 2, args)
+    return found
+
+
+def pgrep(work, word):
+    return [pid for pid, (_, args) in bench_processes(work).items()
+            if word in args and pid != os.getpid()]
+
+
+def reap(work):
+    """Last resort at exit: kill the processes of this run (`bench_processes`), with their
+    descendants and process groups (an instance the daemon could not stop runs in a group of its
+    own under its supervisor), never the caller's group. Turnout's helpers go first: a
+    `turnout __dataplane` (the proxy in a process of its own, which outlives a killed
+    `turnout serve`) and the `turnout __instance` supervisors (which outlive any daemon)."""
+    import signal
+    me, own_group = os.getpid(), os.getpgid(0)
+    spared = {me, os.getppid()}
+    found = bench_processes(work)
+    order = []
+    for root in sorted(found, key=lambda p: found[p][0]):
+        if root in spared:
+            continue
+        for pid in tree([root]):  # the root, then what runs under it
+            if pid not in spared and pid not in order:
+                order.append(pid)
+    for pid in order:
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                cmdline = f.read().replace(b"\0", b" ").decode("utf-8", "replace")
             group = os.getpgid(pid)
             print(f"killing leftover {pid}: {cmdline[:100]}", file=sys.stderr)
             if group != own_group:
@@ -206,6 +320,49 @@ def reap(work):
                 os.kill(pid, signal.SIGKILL)
         except (OSError, ProcessLookupError):
             continue
+
+
+def wrk_figures(path):
+    """The figures wrk_json.lua printed into wrk's output file at PATH."""
+    with open(path) as f:
+        text = f.read()
+    line = next((l for l in text.splitlines() if l.startswith("WRK_JSON ")), None)
+    if line is None:
+        sys.exit(f"error: wrk printed no figures into {path}:\n{text[-2000:]}")
+    return json.loads(line[len("WRK_JSON "):])
+
+
+def failed(run):
+    """Socket errors (connect, read, write, timeout) and non-2xx/3xx answers."""
+    return sum(run["errors"].values())
+
+
+def restarts_record(row, wrk_out, steady_out, times, marks, out):
+    run = wrk_figures(wrk_out)
+    steady = None if steady_out == "-" else wrk_figures(steady_out)
+    m = marks.split()
+    if steady and m[0] != "-":
+        steady["others_cores"] = others_cores(m[0], m[1], steady["duration_us"] / 1e6)
+    run["others_cores"] = others_cores(m[2], m[3], run["duration_us"] / 1e6)
+    restarts = []
+    with open(times) as f:
+        for line in f:
+            if line.strip():
+                at, took = line.split()
+                restarts.append({"at_ms": int(at), "took_ms": int(took)})
+    pick = ["requests", "duration_us", "rps", "p50_us", "p99_us", "max_us", "errors", "others_cores"]
+    record = {"row": row, "restarts": len(restarts), "failed": failed(run),
+              **{k: run.get(k) for k in pick}, "restart_times": restarts,
+              "steady": {"failed": failed(steady), **{k: steady.get(k) for k in pick}}
+              if steady else None}
+    with open(out, "a") as f:
+        f.write(json.dumps(record) + "\n")
+    took = sorted(r["took_ms"] for r in restarts)
+    print(f"  {row:16} {len(restarts)} restarts (median {took[len(took) // 2] if took else '?'} ms)"
+          f"  {run['requests']:,} requests  {record['failed']:,} failed {run['errors']}"
+          f"  p99 {run['p99_us'] / 1000:.2f} ms  others {run['others_cores']:.2f} cores"
+          + (f" (steady state {steady['p99_us'] / 1000:.2f} ms, {failed(steady)} failed)"
+             if steady else ""), file=sys.stderr)
 
 
 def api_call(conn, method, path, body=None):
@@ -365,6 +522,14 @@ def fmt_ms(us):
     return "–" if us is None else f"{us / 1000:.2f} ms"
 
 
+def fmt_int(x):
+    return "–" if x is None else f"{x:.0f}"
+
+
+def fmt_cores(x):
+    return "–" if x is None else f"{x:.2f}"
+
+
 def fmt_ratio(x):
     return "–" if x is None else f"{x:.2f}"
 
@@ -373,12 +538,8 @@ def report(work, out_json, out_md):
     meta = load_json(os.path.join(work, "meta.json"), {})
     order = ["turnout", "turnout-ns", "nginx", "haproxy", "caddy", "direct"]
     runs = {t: [] for t in order}
-    with open(os.path.join(work, "runs.jsonl")) as f:
-        for line in f:
-            line = line.strip()
-            if line:
-                run = json.loads(line)
-                runs.setdefault(run["target"], []).append(run)
+    for run in load_jsonl(os.path.join(work, "runs.jsonl")):  # none with BENCH_ONLY=restarts
+        runs.setdefault(run["target"], []).append(run)
 
     throughput = {}
     for target, rs in runs.items():
@@ -445,6 +606,30 @@ def report(work, out_json, out_md):
 
     memory = load_json(os.path.join(work, "memory.json"), {})
 
+    restarts = None
+    rows = load_jsonl(os.path.join(work, "restarts.jsonl"))
+    if rows:
+        restarts = {"settings": meta.get("restarts", {}), "rows": {}}
+        for r in rows:
+            took = [t["took_ms"] for t in r["restart_times"]]
+            steady = r.get("steady")
+            restarts["rows"][r["row"]] = {
+                "restarts": r["restarts"],
+                "requests": r["requests"],
+                "failed": r["failed"],
+                "errors": r["errors"],
+                "rps": r["rps"],
+                "p99_us": r["p99_us"],
+                "max_us": r["max_us"],
+                "restart_ms": {"p50": statistics.median(took), "max": max(took)} if took else None,
+                "others_cores": r.get("others_cores"),
+                "steady": {k: steady.get(k) for k in
+                           ["requests", "failed", "rps", "p99_us", "others_cores"]}
+                if steady else None,
+                "p99_vs_steady": r["p99_us"] / steady["p99_us"]
+                if steady and steady["p99_us"] else None,
+            }
+
     summary = {
         "machine": meta.get("machine") or machine(),
         "versions": meta.get("versions", {}),
@@ -455,6 +640,7 @@ def report(work, out_json, out_md):
         "target_rps_and_p99_vs_nginx": target_met,
         "switch": switches or None,
         "memory": memory or None,
+        "restarts": restarts,
     }
     os.makedirs(os.path.dirname(out_json), exist_ok=True)
     with open(out_json, "w") as f:
@@ -467,12 +653,92 @@ def report(work, out_json, out_md):
     print(md)
 
 
+def load_jsonl(path):
+    try:
+        with open(path) as f:
+            return [json.loads(line) for line in f if line.strip()]
+    except OSError:
+        return []
+
+
 def markdown(s):
+    """The whole report: the main tables when they were measured, then the restarts table."""
+    if not s["throughput"]:
+        return markdown_restarts(s, header=True) if s.get("restarts") else run_line(s) + "\n"
+    md = markdown_main(s)
+    if s.get("restarts"):
+        md += "\n" + markdown_restarts(s)
+    return md
+
+
+def run_line(s):
     m = s["machine"]
+    return (f"Run of {m['date']} on {m['nproc']} × {m['cpu_model']}, {m['memory_gib']} GiB, "
+            f"Linux {m['kernel']}.")
+
+
+RESTART_ROWS = {
+    "nginx-reload": "nginx reload",
+    "haproxy-reload": "HAProxy reload (-x)",
+    "turnout-upgrade": "Turnout --upgrade",
+    "turnout-kill": "Turnout kill -9 + restart",
+}
+
+
+def markdown_restarts(s, header=False):
+    """The "Restarts under load" table (with the machine and versions when `header`)."""
+    r = s["restarts"]
+    st = r.get("settings") or {}
+    lines = []
+    if header:
+        lines += [run_line(s),
+                  "Versions: " + "; ".join(f"{v}" for v in s["versions"].values()
+                                           if not v.startswith("Caddy")) + ".", ""]
+    lines += [
+        f"Restarts under load: `wrk -t1 -c{st.get('connections', '?')} -d{st.get('wrk_seconds', '?')}s "
+        f"--latency` (keep-alive GETs) through each target while its owner restarts "
+        f"{st.get('restarts', '?')} times, one every {st.get('spacing_ms', '?')} ms; "
+        "\"without restarts\": the same target, the same wrk run, just before.",
+        "",
+        "| restarts under load | restarts | requests | failed | p99 | p99 without restarts "
+        "| p99 ÷ without | one restart took: median | max | other jobs (cores) |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    order = [k for k in RESTART_ROWS if k in r["rows"]] + [k for k in r["rows"] if k not in RESTART_ROWS]
+    for key in order:
+        row = r["rows"][key]
+        steady = row["steady"] or {}
+        took = row["restart_ms"] or {}
+        lines.append(
+            f"| {RESTART_ROWS.get(key, key)} | {row['restarts']} | {row['requests']:,} "
+            f"| {row['failed']:,} | {fmt_ms(row['p99_us'])} | {fmt_ms(steady.get('p99_us'))} "
+            f"| {fmt_ratio(row['p99_vs_steady'])} | {fmt_int(took.get('p50'))} ms "
+            f"| {fmt_int(took.get('max'))} ms | {fmt_cores(row.get('others_cores'))}"
+            f"{'' if not steady else ' (' + fmt_cores(steady.get('others_cores')) + ' without)'} |")
+    kinds = []
+    for key in order:
+        row = r["rows"][key]
+        if row["failed"]:
+            kinds.append(f"{RESTART_ROWS.get(key, key)} " + ", ".join(
+                f"{n:,} {kind}" for kind, n in row["errors"].items() if n))
+    lines.append("")
+    lines.append("Failed requests by kind (wrk's socket errors, and `status`: answers other than "
+                 "2xx/3xx): " + ("; ".join(kinds) if kinds else "none") + ".")
+    steady_failed = [RESTART_ROWS.get(k, k) for k in order
+                     if (r["rows"][k]["steady"] or {}).get("failed")]
+    if steady_failed:
+        lines.append("")
+        lines.append("Note: failures without restarts too: " + ", ".join(steady_failed) + ".")
+    for note in st.get("notes", []):
+        lines.append("")
+        lines.append(f"Note: {note}")
+    return "\n".join(lines) + "\n"
+
+
+def markdown_main(s):
     st = s["settings"]
     lines = [
-        f"Run of {m['date']} on {m['nproc']} × {m['cpu_model']}, {m['memory_gib']} GiB, "
-        f"Linux {m['kernel']}.",
+        run_line(s),
         f"Load: `wrk -t{st.get('threads')} -c{st.get('connections')} -d{st.get('duration')} "
         f"--latency`, {st.get('rounds')} interleaved rounds per target, median shown. "
         f"Turnout: {st.get('turnout_workers', '?')}.",
@@ -624,6 +890,12 @@ def main(argv):
         switch(args[0], args[1], args[2], args[3], args[4], args[5], int(args[6]), args[7])
     elif cmd == "nginx-names":
         nginx_names(args[0], int(args[1]), int(args[2]), int(args[3]))
+    elif cmd == "cpu-mark":
+        print("%.2f,%.2f" % cpu_mark(args[0], int(args[1])))
+    elif cmd == "restarts-record":
+        restarts_record(*args)
+    elif cmd == "pgrep":
+        print(" ".join(map(str, pgrep(args[0], args[1]))))
     elif cmd == "reap":
         reap(args[0])
     elif cmd == "report":

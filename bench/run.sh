@@ -1,17 +1,24 @@
 #!/usr/bin/env bash
 # Turnout's benchmark suite: the proxy against nginx, HAProxy and Caddy (one worker thread each)
 # in front of the same backend, loaded by wrk in one run; domain switch latency; resident memory
-# with 10 and 1,000 domains. Everything runs on 127.0.0.1 and is cleaned up on exit.
+# with 10 and 1,000 domains; failed requests and p99 while each proxy's owner restarts under load
+# (nginx reload, HAProxy reload with -x, turnout serve --upgrade, kill -9 of turnout serve and a
+# new start). Everything runs on 127.0.0.1 and is cleaned up on exit.
 #
 #   bench/run.sh                 run everything; write bench/results/latest.{json,md}
 #   bench/run.sh --update-docs   the same, then put the new tables into docs/BENCHMARKS.md
+#   BENCH_ONLY=restarts bench/run.sh   only the restarts section (daemon, backend, restarts,
+#                                report), about 2 minutes; writes bench/results/restarts.{json,md}
 #
 # Knobs (environment): BENCH_DURATION (6s), BENCH_ROUNDS (5), BENCH_CONNECTIONS (32),
 # BENCH_SWITCHES (100), BENCH_DOMAINS (1000), BENCH_KEEP=1 keeps the work directory,
 # BENCH_CALIBRATE_NS=1 starts the second daemon of section 4b with --shared-network too (its row
 # then measures the two-daemon set-up, not the namespace; results are not for the docs),
 # BENCH_NO_BUILD=1 uses target/release/turnout as it is, BENCH_TURNOUT=PATH measures that binary
-# (BENCH_COMMIT=SHA says which commit it was built from).
+# (BENCH_COMMIT=SHA says which commit it was built from), BENCH_ONLY=restarts runs only what the
+# restarts section needs, BENCH_RESTARTS (10) restarts per row, BENCH_RESTART_SPACING_MS (1000)
+# between two restarts (wrk runs for (BENCH_RESTARTS + 2) spacings, the first restart one spacing
+# in), BENCH_RESTART_STEADY=0 skips the steady-state run of each restarts row.
 # See docs/BENCHMARKS.md for what each figure means.
 set -euo pipefail
 
@@ -23,13 +30,24 @@ CONNECTIONS=${BENCH_CONNECTIONS:-32}
 THREADS=1
 SWITCHES=${BENCH_SWITCHES:-100}
 DOMAINS=${BENCH_DOMAINS:-1000}
+ONLY=${BENCH_ONLY:-}
+RESTARTS=${BENCH_RESTARTS:-10}
+SPACING_MS=${BENCH_RESTART_SPACING_MS:-1000}
+RESTART_STEADY=${BENCH_RESTART_STEADY:-1}
 UPDATE_DOCS=0
 for arg in "$@"; do
   case "$arg" in
     --update-docs) UPDATE_DOCS=1 ;;
-    -h | --help) sed -n '2,15p' "$0"; exit 0 ;;
+    -h | --help) sed -n '2,25p' "$0"; exit 0 ;;
     *) echo "error: unknown argument $arg (try --help)" >&2; exit 2 ;;
   esac
+done
+case "$ONLY" in
+  '' | restarts) ;;
+  *) echo "error: BENCH_ONLY=$ONLY: the only section that runs alone is 'restarts'" >&2; exit 2 ;;
+esac
+for knob in RESTARTS SPACING_MS; do
+  [[ ${!knob} =~ ^[1-9][0-9]*$ ]] || { echo "error: ${knob} must be a positive integer" >&2; exit 2; }
 done
 export PATH="$PATH:/usr/sbin:/sbin"
 PY="python3 $BENCH_DIR/bench.py"
@@ -40,7 +58,9 @@ log() { printf '\n== %s\n' "$*" >&2; }
 
 # --- 1. tools --------------------------------------------------------------------------------
 missing=()
-for pair in nginx:nginx haproxy:haproxy caddy:caddy wrk:wrk git:git; do
+TOOLS=(nginx:nginx haproxy:haproxy caddy:caddy wrk:wrk git:git)
+[[ $ONLY == restarts ]] && TOOLS=(nginx:nginx haproxy:haproxy wrk:wrk git:git)
+for pair in "${TOOLS[@]}"; do
   command -v "${pair%%:*}" >/dev/null 2>&1 || missing+=("${pair#*:}")
 done
 if ((${#missing[@]})); then
@@ -65,12 +85,21 @@ fi
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/turnout-bench.XXXXXX")
 PIDS=()        # peers, stopped first
 TURNOUT_PID=
+# The restarts section's processes (section 7): their pids change with every restart.
+WRK_PID= R_NGINX_PID= R_HAPROXY_PID= R_PID=
 
-stop_pid() { # pid: SIGTERM, wait up to 15 s, then SIGKILL
-  local pid=$1 i
-  kill -TERM "$pid" 2>/dev/null || return 0
+alive() { # pid: whether it runs (a zombie does not)
+  local stat
+  { read -r stat <"/proc/$1/stat"; } 2>/dev/null || return 1
+  stat=${stat##*')' }
+  [[ ${stat:0:1} != Z ]]
+}
+
+stop_pid() { # pid [signal]: the signal (SIGTERM), wait up to 15 s, then SIGKILL
+  local pid=$1 sig=${2:-TERM} i
+  kill -"$sig" "$pid" 2>/dev/null || return 0
   for ((i = 0; i < 150; i++)); do
-    kill -0 "$pid" 2>/dev/null || { wait "$pid" 2>/dev/null || true; return 0; }
+    alive "$pid" || { wait "$pid" 2>/dev/null || true; return 0; }
     sleep 0.1
   done
   kill -KILL "$pid" 2>/dev/null || true
@@ -80,8 +109,11 @@ stop_pid() { # pid: SIGTERM, wait up to 15 s, then SIGKILL
 cleanup() {
   local status=$?
   set +e
-  for pid in "${PIDS[@]}"; do stop_pid "$pid"; done
-  # SIGTERM makes the daemon stop its instances (the backend nginx processes) before it exits.
+  [[ -n $WRK_PID ]] && { kill -KILL "$WRK_PID"; wait "$WRK_PID"; } 2>/dev/null
+  for pid in "${PIDS[@]}" $R_NGINX_PID $R_HAPROXY_PID; do stop_pid "$pid"; done
+  # SIGTERM (SIGINT) makes a daemon stop its instances (the backend nginx processes), and its
+  # data plane where it has one of its own, before it exits.
+  [[ -n $R_PID ]] && stop_pid "$R_PID" INT
   [[ -n $TURNOUT_PID ]] && stop_pid "$TURNOUT_PID"
   $PY reap "$WORK"
   if [[ ${BENCH_KEEP:-0} == 1 || $status -ne 0 ]]; then
@@ -95,19 +127,22 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 read -r P_NGINX P_HAPROXY P_CADDY P_NGINX_NAMES <<<"$($PY ports 4)"
+# The restarts section's nginx, HAProxy, and its daemon's API and proxy: fixed ports, so the
+# daemon started after a kill -9 listens where the killed one did.
+read -r P_R_NGINX P_R_HAPROXY P_R_API P_R_HTTP <<<"$($PY ports 4)"
 
 # --- 3. the daemon and the backend app -------------------------------------------------------
 log "starting turnout serve"
-SERVE_ARGS=(serve --home "$WORK/home" --api-listen 127.0.0.1:0 --http-listen 127.0.0.1:0)
+SERVE_FLAGS=()
 # The peers and the direct target reach the backend on the host's loopback, so this daemon keeps
 # its environments there; a second daemon (section 4b) measures the proxy into a namespace.
 SHARED_NETWORK=0
 if "$TURNOUT" serve --help | grep -q -- '--shared-network'; then
-  SERVE_ARGS+=(--shared-network)
+  SERVE_FLAGS+=(--shared-network)
   SHARED_NETWORK=1
 fi
 if "$TURNOUT" serve --help | grep -q -- '--proxy-workers'; then
-  SERVE_ARGS+=(--proxy-workers 1)
+  SERVE_FLAGS+=(--proxy-workers 1)
   TURNOUT_WORKERS="\`turnout serve --proxy-workers 1\` (the proxy on one thread of its own)"
   SERVE_ENV=()
 else
@@ -115,6 +150,7 @@ else
   TURNOUT_WORKERS="TOKIO_WORKER_THREADS=1 (the whole daemon on one tokio worker thread; this build has no --proxy-workers)"
   SERVE_ENV=(TOKIO_WORKER_THREADS=1)
 fi
+SERVE_ARGS=(serve --home "$WORK/home" --api-listen 127.0.0.1:0 --http-listen 127.0.0.1:0 "${SERVE_FLAGS[@]}")
 env "${SERVE_ENV[@]}" TURNOUT_LOG=warn "$TURNOUT" --json "${SERVE_ARGS[@]}" \
   >"$WORK/serve.out" 2>"$WORK/serve.log" &
 TURNOUT_PID=$!
@@ -135,7 +171,9 @@ fi
 T() { "$TURNOUT" --api "$API" "$@"; }
 echo "API $API, proxy $PROXY, pid $TURNOUT_PID" >&2
 
-log "creating the backend app (nginx, run by turnout) and deploying bench/prod, bench/blue, bench/green"
+ENVS=(prod blue green)
+[[ $ONLY == restarts ]] && ENVS=(prod) # blue and green are for the switch only
+log "creating the backend app (nginx, run by turnout) and deploying ${ENVS[*]/#/bench/}"
 REPO=$WORK/repo
 mkdir -p "$REPO"
 cp "$BENCH_DIR/backend/turnout.toml" "$BENCH_DIR/backend/backend.conf.in" "$REPO/"
@@ -143,7 +181,7 @@ git -C "$REPO" init -q -b main
 git -C "$REPO" add -A
 git -C "$REPO" -c user.name=bench -c user.email=bench@localhost commit -q -m "benchmark backend"
 T app create bench --repo "$REPO" >/dev/null
-for env in prod blue green; do
+for env in "${ENVS[@]}"; do
   T env create "bench/$env" --branch main --tier production >/dev/null
   T deploy "bench/$env" >"$WORK/deploy-$env.log" 2>&1 || { cat "$WORK/deploy-$env.log" >&2; exit 1; }
 done
@@ -153,11 +191,17 @@ BACKEND_PID=$($PY field "$WORK/env-prod.json" instance.pid)
 BACKEND="http://127.0.0.1:$BACKEND_PORT"
 echo "backend (bench/prod) on port $BACKEND_PORT, pid $BACKEND_PID" >&2
 
-# --- 4. the peers, in front of the same backend ----------------------------------------------
 render() { # template out: substitute the ports and the directory
   sed -e "s|@LISTEN_PORT@|$3|g" -e "s|@BACKEND_PORT@|$BACKEND_PORT|g" -e "s|@DIR@|$(dirname "$2")|g" \
     "$1" >"$2"
 }
+notes=()
+
+# Sections 4 to 6 (throughput, switches, memory) do not run with BENCH_ONLY=restarts; they are
+# left unindented inside this `if`.
+if [[ $ONLY != restarts ]]; then
+
+# --- 4. the peers, in front of the same backend ----------------------------------------------
 log "starting nginx, haproxy and caddy (one worker thread each)"
 mkdir -p "$WORK/nginx" "$WORK/haproxy" "$WORK/caddy"
 render "$BENCH_DIR/peers/nginx.conf.in" "$WORK/nginx/nginx.conf" "$P_NGINX"
@@ -230,7 +274,6 @@ fi
 MEM_IDLE=$($PY rss "$TURNOUT_PID")
 HAVE_DOMAINS=0
 if "$TURNOUT" domain --help >/dev/null 2>&1; then HAVE_DOMAINS=1; fi
-notes=()
 if [[ ${BENCH_CALIBRATE_NS:-0} == 1 ]]; then
   notes+=("Calibration run (BENCH_CALIBRATE_NS=1): the second daemon's instance was on the host's network too, so its row measures the two-daemon set-up, not a namespace.")
 fi
@@ -290,9 +333,180 @@ for ((round = 1; round <= ROUNDS; round++)); do
   for target in "${TARGETS[@]}"; do run_wrk "$target" "$DURATION" 1; done
 done
 MEM_AFTER=$($PY rss "$TURNOUT_PID")
-
-# --- 7. results -------------------------------------------------------------------------------
 notes+=("Turnout's resident memory is the whole daemon (API, store, supervisor and proxy), not the proxy alone.")
+
+else # BENCH_ONLY=restarts
+  HAVE_DOMAINS=0 FEW_ROUTES=0 MANY_ROUTES=0 MEM_IDLE=null MEM_10=null MEM_MANY=null MEM_AFTER=null
+  NGINX_MEM_10=null NGINX_MEM_MANY=null
+fi # sections 4 to 6
+
+# --- 7. restarts under load ------------------------------------------------------------------
+# wrk -t1 -c$CONNECTIONS keeps GETting through one target while the process that owns its proxy
+# restarts $RESTARTS times, one every $SPACING_MS ms; the same target without restarts first
+# (steady state). nginx and HAProxy of their own here, in front of bench/prod's instance; a
+# daemon of its own with a home of its own for Turnout's rows, so the main daemon is not touched.
+RDIR=$WORK/restarts
+mkdir -p "$RDIR"
+: >"$WORK/restarts.jsonl"
+RDUR=$(((SPACING_MS * (RESTARTS + 2) + 999) / 1000)) # seconds of each wrk run
+
+now_us() { # the wall clock in microseconds, into NOW
+  NOW=${EPOCHREALTIME//[.,]/}
+}
+
+R_WRK=(wrk -t1 -c"$CONNECTIONS" -d"${RDUR}s" --latency -s "$BENCH_DIR/wrk_json.lua" -H "Host: $HOST")
+
+restart_row() { # row url restart-function: steady state, then the load with the restarts
+  local row=$1 url=$2 action=$3 i t0 due started marks=(- -)
+  $PY wait "$url" "$HOST" "hello from prod" 20
+  if [[ $RESTART_STEADY == 1 ]]; then
+    log "$row: steady state, wrk -t1 -c$CONNECTIONS -d${RDUR}s"
+    marks=("$($PY cpu-mark "$WORK" $$)")
+    "${R_WRK[@]}" "$url/" >"$RDIR/$row-steady.txt" 2>&1
+    marks+=("$($PY cpu-mark "$WORK" $$)")
+  fi
+  log "$row: wrk -t1 -c$CONNECTIONS -d${RDUR}s, $RESTARTS restarts ${SPACING_MS} ms apart"
+  : >"$RDIR/$row-times.txt"
+  marks+=("$($PY cpu-mark "$WORK" $$)")
+  "${R_WRK[@]}" "$url/" >"$RDIR/$row.txt" 2>&1 &
+  WRK_PID=$!
+  now_us
+  t0=$NOW
+  for ((i = 1; i <= RESTARTS; i++)); do
+    due=$((t0 + i * SPACING_MS * 1000))
+    now_us
+    if ((due > NOW)); then
+      sleep "$(printf '%d.%06d' $(((due - NOW) / 1000000)) $(((due - NOW) % 1000000)))"
+    fi
+    now_us
+    started=$NOW
+    "$action"
+    now_us
+    # when the restart began (ms after wrk's start), how long it took (ms)
+    echo "$(((started - t0) / 1000)) $(((NOW - started) / 1000))" >>"$RDIR/$row-times.txt"
+  done
+  wait "$WRK_PID" || { cat "$RDIR/$row.txt" >&2; exit 1; }
+  WRK_PID=
+  marks+=("$($PY cpu-mark "$WORK" $$)")
+  $PY restarts-record "$row" "$RDIR/$row.txt" \
+    "$([[ $RESTART_STEADY == 1 ]] && echo "$RDIR/$row-steady.txt" || echo -)" \
+    "$RDIR/$row-times.txt" "${marks[*]}" "$WORK/restarts.jsonl"
+}
+
+# nginx: `nginx -s reload`, what `systemctl reload nginx` runs (SIGHUP to the master: new
+# workers with the configuration read again, the old ones finish their requests and exit).
+R_NGINX_DIR=$WORK/restart-nginx
+mkdir -p "$R_NGINX_DIR"
+render "$BENCH_DIR/peers/nginx.conf.in" "$R_NGINX_DIR/nginx.conf" "$P_R_NGINX"
+nginx -p "$R_NGINX_DIR" -e "$R_NGINX_DIR/error.log" -c "$R_NGINX_DIR/nginx.conf" \
+  2>>"$R_NGINX_DIR/error.log" &
+R_NGINX_PID=$!
+restart_nginx() {
+  nginx -p "$R_NGINX_DIR" -e "$R_NGINX_DIR/error.log" -c "$R_NGINX_DIR/nginx.conf" -s reload \
+    2>>"$R_NGINX_DIR/error.log"
+}
+restart_row nginx-reload "http://127.0.0.1:$P_R_NGINX" restart_nginx
+stop_pid "$R_NGINX_PID"
+R_NGINX_PID=
+
+# HAProxy: a hitless reload. The running process exposes its listeners on its stats socket; the
+# new one takes them from there (-x), then tells the old one to finish its connections and exit
+# (-sf). No master process: each reload is a new process, as a reload script would start it.
+R_HAPROXY_DIR=$WORK/restart-haproxy
+mkdir -p "$R_HAPROXY_DIR"
+render "$BENCH_DIR/peers/haproxy.cfg.in" "$R_HAPROXY_DIR/haproxy.cfg" "$P_R_HAPROXY"
+sed -i "/^global\$/a\\    stats socket $R_HAPROXY_DIR/haproxy.sock mode 600 level admin expose-fd listeners" \
+  "$R_HAPROXY_DIR/haproxy.cfg"
+haproxy -db -f "$R_HAPROXY_DIR/haproxy.cfg" >>"$R_HAPROXY_DIR/haproxy.log" 2>&1 &
+R_HAPROXY_PID=$!
+restart_haproxy() {
+  local old=$R_HAPROXY_PID i
+  haproxy -db -f "$R_HAPROXY_DIR/haproxy.cfg" -x "$R_HAPROXY_DIR/haproxy.sock" -sf "$old" \
+    >>"$R_HAPROXY_DIR/haproxy.log" 2>&1 &
+  R_HAPROXY_PID=$!
+  # Done when the old process has handed over and finished its connections.
+  for ((i = 0; i < 1000; i++)); do
+    alive "$old" || break
+    alive "$R_HAPROXY_PID" || {
+      echo "error: the new haproxy exited:" >&2; tail -n 20 "$R_HAPROXY_DIR/haproxy.log" >&2; exit 1; }
+    sleep 0.01
+  done
+  wait "$old" 2>/dev/null || true
+}
+for ((i = 0; i < 100; i++)); do [[ -S $R_HAPROXY_DIR/haproxy.sock ]] && break; sleep 0.05; done
+restart_row haproxy-reload "http://127.0.0.1:$P_R_HAPROXY" restart_haproxy
+stop_pid "$R_HAPROXY_PID"
+R_HAPROXY_PID=
+
+# Turnout: a daemon of its own (the same flags as the main one, fixed ports), bench/prod
+# deployed on it as in section 3.
+R_HOME=$WORK/home-restarts
+R_ARGS=(serve --home "$R_HOME" --api-listen "127.0.0.1:$P_R_API" --http-listen "127.0.0.1:$P_R_HTTP"
+  "${SERVE_FLAGS[@]}")
+R_STARTS=0
+start_restart_daemon() { # [--upgrade]: start turnout serve on R_HOME, return once it serves
+  local out i
+  R_STARTS=$((R_STARTS + 1))
+  out=$RDIR/serve-$R_STARTS.out
+  env "${SERVE_ENV[@]}" TURNOUT_LOG=warn "$TURNOUT" --json "${R_ARGS[@]}" "$@" \
+    >"$out" 2>>"$RDIR/serve.log" </dev/null &
+  R_PID=$!
+  # It prints its addresses once both listeners are bound and the routes are restored.
+  for ((i = 0; i < 3000; i++)); do
+    [[ -s $out ]] && return 0
+    alive "$R_PID" || {
+      echo "error: turnout serve $* exited:" >&2; tail -n 20 "$RDIR/serve.log" >&2; exit 1; }
+    sleep 0.01
+  done
+  echo "error: turnout serve $* did not start serving within 30 s" >&2
+  exit 1
+}
+# The `turnout serve` process as the home names it; the one started, unless something else
+# (a process of its own for the proxy, say) were to write its pid there.
+serve_pid() { # into SERVE_PID
+  local info
+  info=$(<"$R_HOME/serve.json")
+  [[ $info =~ \"pid\":[[:space:]]*([0-9]+) ]] || { echo "error: no pid in $R_HOME/serve.json" >&2; exit 1; }
+  SERVE_PID=${BASH_REMATCH[1]}
+  [[ $SERVE_PID == "$R_PID" ]] ||
+    echo "warning: $R_HOME/serve.json names pid $SERVE_PID, the started turnout serve is $R_PID" >&2
+}
+restart_upgrade() {
+  local old=$R_PID status=0
+  start_restart_daemon --upgrade
+  # The new daemon serves only once the old one has handed over and exited (the home's lock).
+  wait "$old" || status=$?
+  ((status == 0)) || { echo "error: the old turnout serve exited with $status" >&2; exit 1; }
+}
+restart_crash() {
+  { # (bash's "Killed" notice for its job goes to /dev/null too)
+    kill -KILL "$SERVE_PID"
+    while alive "$SERVE_PID"; do sleep 0.01; done
+    if [[ $SERVE_PID == "$R_PID" ]]; then wait "$R_PID" || true; fi
+  } 2>/dev/null
+  start_restart_daemon
+  serve_pid
+}
+
+log "starting a turnout serve of its own for the restarts (home $R_HOME)"
+start_restart_daemon
+R_API=http://127.0.0.1:$P_R_API
+TR() { TURNOUT_TOKEN=$(<"$R_HOME/admin.token") "$TURNOUT" --api "$R_API" "$@"; }
+TR app create bench --repo "$REPO" >/dev/null
+TR env create bench/prod --branch main --tier production >/dev/null
+TR deploy bench/prod >"$RDIR/deploy.log" 2>&1 || { cat "$RDIR/deploy.log" >&2; exit 1; }
+# Which process serves the proxy: `turnout serve` itself, or a `turnout __dataplane` of its own.
+DATAPLANE_PIDS=$($PY pgrep "$WORK" __dataplane)
+echo "turnout serve pid $R_PID; turnout __dataplane: ${DATAPLANE_PIDS:-none}" >&2
+restart_row turnout-upgrade "http://127.0.0.1:$P_R_HTTP" restart_upgrade
+serve_pid
+restart_row turnout-kill "http://127.0.0.1:$P_R_HTTP" restart_crash
+# A full stop: the daemon stops its instances (and its data plane, where it has one) and exits.
+log "stopping the restarts' turnout serve (SIGINT)"
+stop_pid "$R_PID" INT
+R_PID=
+
+# --- 8. results -------------------------------------------------------------------------------
 if ((HAVE_DOMAINS)); then
   notes+=("During the throughput runs Turnout's route table held $MANY_ROUTES routes (the $DOMAINS domains of the memory test); the load used bench/prod's own host.")
 fi
@@ -301,7 +515,8 @@ export M_THREADS=$THREADS M_CONNECTIONS=$CONNECTIONS M_DURATION=$DURATION M_ROUN
   M_HOST=$HOST M_TURNOUT_WORKERS=$TURNOUT_WORKERS M_SWITCHES=$SWITCHES M_DOMAINS=$DOMAINS \
   M_FEW_ROUTES=$FEW_ROUTES M_MANY_ROUTES=$MANY_ROUTES M_MEM_IDLE=$MEM_IDLE M_MEM_10=$MEM_10 \
   M_MEM_MANY=$MEM_MANY M_MEM_AFTER=$MEM_AFTER M_NGINX_MEM_10=$NGINX_MEM_10 \
-  M_NGINX_MEM_MANY=$NGINX_MEM_MANY
+  M_NGINX_MEM_MANY=$NGINX_MEM_MANY M_ONLY=$ONLY M_RESTARTS=$RESTARTS M_SPACING_MS=$SPACING_MS \
+  M_RDUR=$RDUR M_DATAPLANE=$DATAPLANE_PIDS
 python3 - "$WORK" "$TURNOUT" "$ROOT" "$BENCH_DIR" <<'EOF'
 import json, os, subprocess, sys
 work, turnout, root, bench_dir = sys.argv[1:5]
@@ -333,8 +548,18 @@ meta = {
                   "switches", "domains"]},
     "switch_few_routes": num("M_FEW_ROUTES"), "switch_many_routes": num("M_MANY_ROUTES"),
     "notes": [l for l in open(f"{work}/notes.txt").read().splitlines() if l],
+    "only": env["M_ONLY"] or None,
+    "restarts": {"restarts": int(env["M_RESTARTS"]), "spacing_ms": int(env["M_SPACING_MS"]),
+                 "wrk_seconds": int(env["M_RDUR"]), "connections": int(env["M_CONNECTIONS"]),
+                 "dataplane": bool(env["M_DATAPLANE"]),
+                 "notes": ["The proxy ran in a `turnout __dataplane` process of its own, which a "
+                           "kill -9 of `turnout serve` leaves running." if env["M_DATAPLANE"] else
+                           "The proxy ran inside the `turnout serve` process (this build has no "
+                           "`turnout __dataplane`): a kill -9 of it takes the proxy down with it."]},
 }
 json.dump(meta, open(f"{work}/meta.json", "w"), indent=1)
+if env["M_ONLY"]:
+    sys.exit(0)
 mem = {"turnout": {"idle": num("M_MEM_IDLE"), "10": num("M_MEM_10"), "1000": num("M_MEM_MANY"),
                    "after_load": num("M_MEM_AFTER")},
        "nginx": {"10": num("M_NGINX_MEM_10"), "1000": num("M_NGINX_MEM_MANY")},
@@ -343,26 +568,43 @@ json.dump(mem, open(f"{work}/memory.json", "w"), indent=1)
 EOF
 
 log "results"
+# A full run writes latest.*; BENCH_ONLY=restarts writes restarts.* and leaves the full run's be.
+OUT=latest RAW=raw
+[[ $ONLY == restarts ]] && OUT=restarts RAW=raw-restarts
 mkdir -p "$BENCH_DIR/results"
-$PY report "$WORK" "$BENCH_DIR/results/latest.json" "$BENCH_DIR/results/latest.md"
-# The raw measurements, from which `bench.py report bench/results/raw ...` renders the tables again.
-rm -rf "$BENCH_DIR/results/raw"
-mkdir -p "$BENCH_DIR/results/raw"
-cp "$WORK"/runs-*.txt "$WORK"/*.json "$WORK/runs.jsonl" "$BENCH_DIR/results/raw/"
-rm -f "$BENCH_DIR"/results/raw/env-*.json "$BENCH_DIR"/results/raw/serve*.json
+$PY report "$WORK" "$BENCH_DIR/results/$OUT.json" "$BENCH_DIR/results/$OUT.md"
+# The raw measurements, from which `bench.py report bench/results/$RAW ...` renders the tables
+# again: per-run figures, and wrk's own output (restarts/: with the restarts' times).
+rm -rf "${BENCH_DIR:?}/results/$RAW"
+mkdir -p "$BENCH_DIR/results/$RAW/restarts"
+cp "$WORK/meta.json" "$WORK/restarts.jsonl" "$BENCH_DIR/results/$RAW/"
+cp "$RDIR"/*.txt "$BENCH_DIR/results/$RAW/restarts/"
+if [[ $ONLY != restarts ]]; then
+  cp "$WORK"/runs-*.txt "$WORK"/*.json "$WORK/runs.jsonl" "$BENCH_DIR/results/$RAW/"
+  rm -f "$BENCH_DIR/results/$RAW"/env-*.json "$BENCH_DIR/results/$RAW"/serve*.json
+fi
 
 if ((UPDATE_DOCS)); then
-  python3 - "$ROOT/docs/BENCHMARKS.md" "$BENCH_DIR/results/latest.md" <<'EOF'
-import sys
-doc_path, md_path = sys.argv[1], sys.argv[2]
-doc, md = open(doc_path).read(), open(md_path).read()
-begin, end = "<!-- results:begin -->", "<!-- results:end -->"
-if begin not in doc or end not in doc:
-    sys.exit(f"error: {doc_path} has no {begin} ... {end} markers")
-head, rest = doc.split(begin, 1)
-_, tail = rest.split(end, 1)
-open(doc_path, "w").write(f"{head}{begin}\n{md}{end}{tail}")
+  # The main tables (a full run) between the results markers, the restarts table between its own.
+  python3 - "$ROOT/docs/BENCHMARKS.md" "$BENCH_DIR/results/$OUT.json" "$BENCH_DIR" <<'EOF'
+import json, sys
+doc_path, summary_path, bench_dir = sys.argv[1:4]
+sys.path.insert(0, bench_dir)
+import bench
+doc, summary = open(doc_path).read(), json.load(open(summary_path))
+def put(doc, name, md):
+    begin, end = f"<!-- {name}:begin -->", f"<!-- {name}:end -->"
+    if begin not in doc or end not in doc:
+        sys.exit(f"error: {doc_path} has no {begin} ... {end} markers")
+    head, rest = doc.split(begin, 1)
+    _, tail = rest.split(end, 1)
+    return f"{head}{begin}\n{md}{end}{tail}"
+if summary["throughput"]:
+    doc = put(doc, "results", bench.markdown_main(summary))
+if summary.get("restarts"):
+    doc = put(doc, "restarts", bench.markdown_restarts(summary, header=True))
+open(doc_path, "w").write(doc)
 print(f"updated {doc_path}", file=sys.stderr)
 EOF
 fi
-echo "done in $((SECONDS - started_at)) s; results in bench/results/latest.json and latest.md" >&2
+echo "done in $((SECONDS - started_at)) s; results in bench/results/$OUT.json and $OUT.md" >&2
