@@ -111,10 +111,11 @@ cleanup() {
   set +e
   [[ -n $WRK_PID ]] && { kill -KILL "$WRK_PID"; wait "$WRK_PID"; } 2>/dev/null
   for pid in "${PIDS[@]}" $R_NGINX_PID $R_HAPROXY_PID; do stop_pid "$pid"; done
-  # SIGTERM (SIGINT) makes a daemon stop its instances (the backend nginx processes), and its
-  # data plane where it has one of its own, before it exits.
+  # SIGINT is a daemon's full stop: its instances (the backend nginx processes) and its data
+  # plane stop before it exits (SIGTERM would stop the daemon alone).
   [[ -n $R_PID ]] && stop_pid "$R_PID" INT
-  [[ -n $TURNOUT_PID ]] && stop_pid "$TURNOUT_PID"
+  [[ -n $TURNOUT_PID ]] && stop_pid "$TURNOUT_PID" INT
+  [[ -n ${NS_PID:-} ]] && stop_pid "$NS_PID" INT
   $PY reap "$WORK"
   if [[ ${BENCH_KEEP:-0} == 1 || $status -ne 0 ]]; then
     echo "work directory kept: $WORK" >&2
@@ -160,6 +161,9 @@ for ((i = 0; i < 300; i++)); do
   sleep 0.1
 done
 head -n1 "$WORK/serve.out" >"$WORK/serve.json"
+# The daemon's processes: `turnout serve`, and the proxy's own process where it has one
+# (`turnout __dataplane`, its child): CPU time and memory are read from both.
+DAEMON_PIDS="$TURNOUT_PID $($PY pgrep "$WORK/home" __dataplane)"
 API=$($PY field "$WORK/serve.json" api)
 PROXY=$($PY field "$WORK/serve.json" http)
 # Builds with access control write the owner's API token into the home; the CLI and bench.py
@@ -229,7 +233,7 @@ echo "all five targets answer 'hello from prod' for Host: $HOST" >&2
 
 # Which processes each target's CPU time is read from, and its backend's.
 declare -A CPU_PIDS=(
-  [turnout]=$TURNOUT_PID [nginx]="$($PY pids "$NGINX_PID")" [haproxy]=$HAPROXY_PID
+  [turnout]=$DAEMON_PIDS [nginx]="$($PY pids "$NGINX_PID")" [haproxy]=$HAPROXY_PID
   [caddy]=$CADDY_PID [direct]="$($PY pids "$BACKEND_PID")"
 )
 declare -A BACKEND_PIDS=(
@@ -246,7 +250,6 @@ if ((SHARED_NETWORK)) && [[ $(id -u) -eq 0 ]] && command -v ip >/dev/null && com
   "$TURNOUT" --json serve --home "$WORK/home-ns" --api-listen 127.0.0.1:0 --http-listen 127.0.0.1:0 \
     --proxy-workers 1 "${NS_ARGS[@]}" >"$WORK/serve-ns.out" 2>"$WORK/serve-ns.log" &
   NS_PID=$!
-  PIDS+=("$NS_PID")
   for ((i = 0; i < 300; i++)); do
     [[ -s $WORK/serve-ns.out ]] && break
     kill -0 "$NS_PID" 2>/dev/null || { cat "$WORK/serve-ns.log" >&2; exit 1; }
@@ -265,13 +268,13 @@ if ((SHARED_NETWORK)) && [[ $(id -u) -eq 0 ]] && command -v ip >/dev/null && com
   fi
   URL[turnout-ns]=$($PY field "$WORK/serve-ns.json" http)
   $PY wait "${URL[turnout-ns]}" "$HOST" "hello from prod" 20
-  CPU_PIDS[turnout-ns]=$NS_PID
+  CPU_PIDS[turnout-ns]="$NS_PID $($PY pgrep "$WORK/home-ns" __dataplane)"
   BACKEND_PIDS[turnout-ns]="$($PY pids "$($PY field "$WORK/env-ns.json" instance.pid)")"
   TARGETS=(turnout turnout-ns nginx haproxy caddy direct)
 fi
 
 # --- 5. switch latency and memory (need the domain API) --------------------------------------
-MEM_IDLE=$($PY rss "$TURNOUT_PID")
+MEM_IDLE=$($PY rss $DAEMON_PIDS)
 HAVE_DOMAINS=0
 if "$TURNOUT" domain --help >/dev/null 2>&1; then HAVE_DOMAINS=1; fi
 if [[ ${BENCH_CALIBRATE_NS:-0} == 1 ]]; then
@@ -287,11 +290,11 @@ if ((HAVE_DOMAINS)); then
   log "memory: 10 domains"
   $PY domains "$API" 1 10 bench/blue
   $PY probe "$PROXY" 1 10 "hello from blue"
-  MEM_10=$($PY rss "$TURNOUT_PID")
+  MEM_10=$($PY rss $DAEMON_PIDS)
   log "memory: $DOMAINS domains"
   $PY domains "$API" 11 "$DOMAINS" bench/blue
   $PY probe "$PROXY" 1 "$DOMAINS" "hello from blue"
-  MEM_MANY=$($PY rss "$TURNOUT_PID")
+  MEM_MANY=$($PY rss $DAEMON_PIDS)
 
   log "switch latency again, with $DOMAINS more domains in the route table"
   $PY switch "$API" "$PROXY" switch.bench.test bench blue green "$SWITCHES" "$WORK/switch_many.json"
@@ -332,7 +335,7 @@ for ((round = 1; round <= ROUNDS; round++)); do
   log "round $round of $ROUNDS: wrk -t$THREADS -c$CONNECTIONS -d$DURATION --latency per target"
   for target in "${TARGETS[@]}"; do run_wrk "$target" "$DURATION" 1; done
 done
-MEM_AFTER=$($PY rss "$TURNOUT_PID")
+MEM_AFTER=$($PY rss $DAEMON_PIDS)
 notes+=("Turnout's resident memory is the whole daemon (API, store, supervisor and proxy), not the proxy alone.")
 
 else # BENCH_ONLY=restarts

@@ -1,6 +1,7 @@
 //! The data plane in a process of its own: traffic goes on while the control plane is killed
 //! (SIGKILL) or leaves (SIGTERM), and the next `turnout serve` re-attaches to it and adopts the
 //! instances; a data plane that dies is started again by the control plane.
+use std::os::unix::process::CommandExt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -215,5 +216,41 @@ fn the_data_plane_started_by_hand_says_it_needs_the_daemon() {
     assert!(
         err.contains("not the proxy's listening socket") && err.contains("turnout serve"),
         "{err}"
+    );
+}
+
+/// Whoever can talk to the data plane can route any domain anywhere: its control socket is the
+/// daemon user's alone. Another local user (as root: nobody) cannot connect to it, nor ask it
+/// for the listening socket.
+#[test]
+fn another_user_cannot_reach_the_data_plane() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let d = Daemon::start();
+    let socket = d.home.path().join("dataplane.sock");
+    let meta = std::fs::metadata(&socket).unwrap();
+    assert_eq!(meta.permissions().mode() & 0o777, 0o600, "{socket:?}");
+    assert_eq!(meta.uid(), nix::unistd::getuid().as_raw());
+    if !nix::unistd::getuid().is_root() {
+        return; // no other user to be; the mode above is what keeps them out
+    }
+    let attempt = std::process::Command::new("python3")
+        .arg("-c")
+        .arg(
+            "import socket, sys\n\
+             s = socket.socket(socket.AF_UNIX)\n\
+             try:\n    s.connect(sys.argv[1])\n    s.sendall(b'listeners\\n')\n    print('connected')\n\
+             except OSError as e:\n    print(type(e).__name__)\n",
+        )
+        .arg(&socket)
+        .uid(65534)
+        .gid(65534)
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&attempt.stdout);
+    assert_eq!(
+        said.trim(),
+        "PermissionError",
+        "{said} {:?}",
+        attempt.stderr
     );
 }
