@@ -121,7 +121,9 @@ def tree(roots):
     return seen
 
 
-def cpu_seconds(pids):
+def cpu_ticks(pids, reaped=False):
+    """utime + stime of `pids` (with `reaped`: + cutime + cstime, the children they reaped), in
+    clock ticks; a process gone already counts 0."""
     total = 0
     for pid in pids:
         try:
@@ -129,8 +131,12 @@ def cpu_seconds(pids):
                 fields = f.read().rsplit(")", 1)[1].split()
         except OSError:
             continue
-        total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15)
-    return total / HZ
+        total += sum(int(x) for x in fields[11:15 if reaped else 13])  # fields 14 to 17
+    return total
+
+
+def cpu_seconds(pids):
+    return cpu_ticks(pids) / HZ
 
 
 def cpu_mark(work, root):
@@ -138,16 +144,8 @@ def cpu_mark(work, root):
     names `work`, each with the time of the children it reaped (so a process that exits between
     two marks still counts, through its parent)."""
     ours = set(tree([root, *bench_processes(work)]))
-    total = 0
-    for pid in ours:
-        try:
-            with open(f"/proc/{pid}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        total += sum(int(x) for x in fields[11:15])  # utime, stime, cutime, cstime
     busy, _ = machine_busy_seconds()
-    return busy, total / HZ
+    return busy, cpu_ticks(ours, reaped=True) / HZ
 
 
 def others_cores(mark0, mark1, seconds):

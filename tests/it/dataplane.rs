@@ -76,19 +76,7 @@ async fn mixed_traffic_survives(how: Leave) {
             tally: tally.clone(),
             stop: stop.clone(),
         };
-        for id in 0..2 {
-            tasks.push(tokio::spawn(
-                traffic.clone().get_loop(id, Duration::from_millis(5)),
-            ));
-        }
-        tasks.push(tokio::spawn(traffic.clone().post_loop(0)));
-        tasks.push(tokio::spawn(traffic.clone().slow_loop(0)));
-        tasks.push(tokio::spawn(
-            traffic.clone().sse_loop(Duration::from_secs(10)),
-        ));
-        tasks.push(tokio::spawn(
-            traffic.ws_loop(Duration::from_millis(50), Duration::from_secs(10)),
-        ));
+        tasks.extend(traffic.mixed(2));
     }
     every_kind_moves(&tally, "before the control plane goes").await;
     let http = d.http;

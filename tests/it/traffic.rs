@@ -557,6 +557,23 @@ impl<J> Clone for Traffic<J> {
 }
 
 impl<J: Judge> Traffic<J> {
+    /// Every kind of load at once, each loop on a task of its own: `gets` keep-alive GET loops
+    /// (5 ms apart), 1 MB POSTs, 2 s requests, an event stream and a WebSocket (each reopened
+    /// after at most 10 s).
+    pub fn mixed(&self, gets: usize) -> Vec<tokio::task::JoinHandle<()>> {
+        let mut tasks: Vec<_> = (0..gets)
+            .map(|id| tokio::spawn(self.clone().get_loop(id, Duration::from_millis(5))))
+            .collect();
+        tasks.push(tokio::spawn(self.clone().post_loop(0)));
+        tasks.push(tokio::spawn(self.clone().slow_loop(0)));
+        tasks.push(tokio::spawn(self.clone().sse_loop(Duration::from_secs(10))));
+        tasks.push(tokio::spawn(
+            self.clone()
+                .ws_loop(Duration::from_millis(50), Duration::from_secs(10)),
+        ));
+        tasks
+    }
+
     /// GET / on one keep-alive connection, `pause` between requests, until `stop`.
     pub async fn get_loop(self, id: usize, pause: Duration) {
         let who = format!("GET #{id}");

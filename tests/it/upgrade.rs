@@ -60,20 +60,7 @@ async fn mixed_traffic_survives_an_upgrade() {
         tally: tally.clone(),
         stop: stop.clone(),
     };
-    let mut tasks = Vec::new();
-    for id in 0..4 {
-        tasks.push(tokio::spawn(
-            traffic.clone().get_loop(id, Duration::from_millis(5)),
-        ));
-    }
-    tasks.push(tokio::spawn(traffic.clone().post_loop(0)));
-    tasks.push(tokio::spawn(traffic.clone().slow_loop(0)));
-    tasks.push(tokio::spawn(
-        traffic.clone().sse_loop(Duration::from_secs(10)),
-    ));
-    tasks.push(tokio::spawn(
-        traffic.ws_loop(Duration::from_millis(50), Duration::from_secs(10)),
-    ));
+    let tasks = traffic.mixed(4);
     every_kind_moves(&tally, "before the upgrade").await;
     judge.upgrading.store(true, Ordering::Relaxed);
     d.upgrade();

@@ -183,7 +183,15 @@ impl DataPlane {
         bind: impl AsyncFnOnce() -> std::io::Result<std::net::TcpListener>,
     ) -> std::io::Result<(Arc<DataPlane>, Attached)> {
         if let Ok(link) = Link::connect(&socket).await {
-            let hello = link.hello().await.map_err(std::io::Error::other)?;
+            let hello = tokio::time::timeout(START_TIMEOUT, link.hello())
+                .await
+                .unwrap_or_else(|_| {
+                    Err(format!(
+                        "the data plane on {} does not answer; stop it (`turnout __dataplane` of this home) and start again",
+                        socket.display()
+                    ))
+                })
+                .map_err(std::io::Error::other)?;
             let listener = fetch_listener(&socket).await?;
             let launcher = Launcher {
                 exe,
