@@ -142,13 +142,12 @@ struct Launcher {
     listener: std::net::TcpListener,
 }
 
-/// What the data plane has (or will have once it has read what was sent), and what routing
-/// wants it to have.
+/// What routing wants the data plane to have: what it has once it has read what was sent.
 struct Sync {
     link: Arc<Link>,
-    sent: BTreeMap<String, RouteSpec>,
-    /// Set while start-up brings environments back: changes are kept until `release`, so a data
-    /// plane that serves already keeps its table meanwhile.
+    routes: BTreeMap<String, RouteSpec>,
+    /// While start-up brings environments back, what the data plane has: changes are kept until
+    /// `release`, so a data plane that serves already keeps its table meanwhile.
     held: Option<BTreeMap<String, RouteSpec>>,
     restarting: BTreeSet<String>,
     namespaces: BTreeSet<String>,
@@ -206,7 +205,7 @@ impl DataPlane {
                 launcher,
                 sync: Mutex::new(Sync {
                     link: Arc::new(link),
-                    sent: hello.routes.clone(),
+                    routes: hello.routes.clone(),
                     held: Some(hello.routes.clone()),
                     restarting: hello.restarting.iter().cloned().collect(),
                     namespaces: hello.namespaces.iter().cloned().collect(),
@@ -228,7 +227,7 @@ impl DataPlane {
             launcher,
             sync: Mutex::new(Sync {
                 link: Arc::new(link),
-                sent: BTreeMap::new(),
+                routes: BTreeMap::new(),
                 held: Some(BTreeMap::new()),
                 restarting: BTreeSet::new(),
                 namespaces: BTreeSet::new(),
@@ -244,25 +243,46 @@ impl DataPlane {
         self.launcher.listener.try_clone()
     }
 
-    /// The whole table routing wants: what changed since the last one goes to the data plane.
+    /// Every route routing wants: the hosts that differ from what it wanted before go to the
+    /// data plane, and the hosts it no longer wants are removed.
     pub fn update(&self, wanted: BTreeMap<String, RouteSpec>) -> Applied {
         let mut s = locked(&self.sync);
-        if let Some(held) = &mut s.held {
-            *held = wanted;
-            return Applied(None);
-        }
-        Applied(send_diff(&mut s, wanted))
+        let (set, remove) = diff(&s.routes, &wanted);
+        s.routes = wanted;
+        send(&s, set, remove)
     }
 
-    /// Start-up has brought back what it could: send the held table, and make sure the data
-    /// plane serves: start the one this control plane started, or replace a running one that
-    /// runs another binary (or any running one, when `replace`).
+    /// These hosts' routes (`set`) and no route for those (`remove`); what is as it was is
+    /// left out.
+    pub fn change(&self, set: Vec<(String, RouteSpec)>, remove: Vec<String>) -> Applied {
+        let mut s = locked(&self.sync);
+        let set: Vec<_> = set
+            .into_iter()
+            .filter(|(host, spec)| s.routes.get(host) != Some(spec))
+            .collect();
+        let remove: Vec<_> = remove
+            .into_iter()
+            .filter(|host| s.routes.contains_key(host))
+            .collect();
+        for (host, spec) in &set {
+            s.routes.insert(host.clone(), spec.clone());
+        }
+        for host in &remove {
+            s.routes.remove(host);
+        }
+        send(&s, set, remove)
+    }
+
+    /// Start-up has brought back what it could: send what changed while held, and make sure
+    /// the data plane serves: start the one this control plane started, or replace a running
+    /// one that runs another binary (or any running one, when `replace`).
     pub async fn release(self: &Arc<Self>, replace: bool) -> std::io::Result<()> {
         let (link, applied) = {
             let mut s = locked(&self.sync);
-            let wanted = s.held.take().unwrap_or_default();
-            let applied = send_diff(&mut s, wanted);
-            (s.link.clone(), Applied(applied))
+            let had = s.held.take().unwrap_or_default();
+            let (set, remove) = diff(&had, &s.routes);
+            let applied = send(&s, set, remove);
+            (s.link.clone(), applied)
         };
         applied.wait().await;
         match &self.found {
@@ -406,33 +426,36 @@ impl DataPlane {
     }
 }
 
-/// Send what changed from what the data plane has to `wanted`.
-fn send_diff(
-    s: &mut Sync,
-    wanted: BTreeMap<String, RouteSpec>,
-) -> Option<oneshot::Receiver<Result<Answer, String>>> {
-    let set: Vec<(String, RouteSpec)> = wanted
+/// The changes that take `had` to `wanted`.
+fn diff(
+    had: &BTreeMap<String, RouteSpec>,
+    wanted: &BTreeMap<String, RouteSpec>,
+) -> (Vec<(String, RouteSpec)>, Vec<String>) {
+    let set = wanted
         .iter()
-        .filter(|(host, spec)| s.sent.get(*host) != Some(*spec))
+        .filter(|(host, spec)| had.get(*host) != Some(*spec))
         .map(|(host, spec)| (host.clone(), spec.clone()))
         .collect();
-    let remove: Vec<String> = s
-        .sent
+    let remove = had
         .keys()
         .filter(|host| !wanted.contains_key(*host))
         .cloned()
         .collect();
-    s.sent = wanted;
-    if set.is_empty() && remove.is_empty() {
-        return None;
+    (set, remove)
+}
+
+/// Send a change, unless held or empty.
+fn send(s: &Sync, set: Vec<(String, RouteSpec)>, remove: Vec<String>) -> Applied {
+    if s.held.is_some() || (set.is_empty() && remove.is_empty()) {
+        return Applied(None);
     }
-    Some(s.link.send(Request::Routes { set, remove }))
+    Applied(Some(s.link.send(Request::Routes { set, remove })))
 }
 
 /// Give a data plane that has nothing everything this control plane has sent.
 fn resync(s: &mut Sync, link: &Link) {
     link.post(Request::Routes {
-        set: s.sent.clone().into_iter().collect(),
+        set: s.routes.clone().into_iter().collect(),
         remove: Vec::new(),
     });
     for upstream in &s.restarting {
@@ -529,4 +552,42 @@ async fn fetch_listener(socket: &Path) -> std::io::Result<std::net::TcpListener>
     })
     .await
     .map_err(std::io::Error::other)?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spec::TargetSpec;
+
+    fn page(message: &str) -> RouteSpec {
+        RouteSpec {
+            target: TargetSpec::Maintenance {
+                message: message.to_owned(),
+                retry_after_secs: 5,
+                health: None,
+            },
+            app: "shop".to_owned(),
+            env: "prod".to_owned(),
+            login: None,
+        }
+    }
+
+    #[test]
+    fn a_diff_sends_what_changed_and_removes_what_is_gone() {
+        let had = BTreeMap::from([
+            ("same.test".to_owned(), page("a")),
+            ("changed.test".to_owned(), page("old")),
+            ("gone.test".to_owned(), page("a")),
+        ]);
+        let wanted = BTreeMap::from([
+            ("same.test".to_owned(), page("a")),
+            ("changed.test".to_owned(), page("new")),
+            ("new.test".to_owned(), page("a")),
+        ]);
+        let (set, remove) = diff(&had, &wanted);
+        let set: Vec<&str> = set.iter().map(|(h, _)| h.as_str()).collect();
+        assert_eq!(set, ["changed.test", "new.test"]);
+        assert_eq!(remove, ["gone.test"]);
+        assert_eq!(diff(&wanted, &wanted), (vec![], vec![]));
+    }
 }

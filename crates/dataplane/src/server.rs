@@ -83,8 +83,11 @@ struct Registry {
     /// Stopping or retiring: no new listener.
     closing: bool,
     routes: BTreeMap<String, RouteSpec>,
-    /// The instances the routes use, by id, with the spec they were made from.
-    upstreams: HashMap<String, (Arc<Upstream>, UpstreamSpec)>,
+    /// The table in force, changed host by host and handed to the proxy whole.
+    table: RouteTable,
+    /// The instances the routes use, by id, with the spec they were made from and how many
+    /// routes use them.
+    upstreams: HashMap<String, Used>,
     networks: HashMap<String, Network>,
     /// Namespaces to serve internal URLs in, with the token stopping each one's listener
     /// (`None` until serving).
@@ -92,6 +95,12 @@ struct Registry {
     stats: HashMap<(String, String, String), Arc<RouteStats>>,
     restarting: HashSet<String>,
     drains: HashMap<String, watch::Receiver<Option<DrainReport>>>,
+}
+
+struct Used {
+    upstream: Arc<Upstream>,
+    spec: UpstreamSpec,
+    routes: usize,
 }
 
 fn lock(m: &Mutex<Registry>) -> MutexGuard<'_, Registry> {
@@ -276,97 +285,69 @@ impl Plane {
         }
     }
 
-    /// Change the routes and apply the whole table; drain the instances it no longer uses.
+    /// Change these hosts' routes and apply the table; drain the instances it no longer uses.
+    /// Only the hosts that changed are rebuilt.
     fn apply(&self, set: Vec<(String, RouteSpec)>, remove: Vec<String>) {
         let mut r = lock(&self.registry);
-        for host in remove {
-            r.routes.remove(&host);
-        }
-        r.routes.extend(set);
         let r = &mut *r;
-        let routes = std::mem::take(&mut r.routes);
-        let mut table = RouteTable::default();
-        let mut used = HashSet::new();
-        for (host, spec) in &routes {
-            let target = match &spec.target {
-                TargetSpec::Upstream(u) => match upstream(r, u) {
-                    Some(up) => {
-                        used.insert(u.id.clone());
-                        Target::Upstream(up)
-                    }
-                    None => unreachable_page(host),
-                },
-                TargetSpec::Maintenance {
-                    message,
-                    retry_after_secs,
-                    health,
-                } => {
-                    let health = health.as_ref().and_then(|(path, u)| {
-                        let up = upstream(r, u)?;
-                        used.insert(u.id.clone());
-                        Some((path.clone(), up))
-                    });
-                    Target::Maintenance(Arc::new(Maintenance {
-                        message: message.clone(),
-                        retry_after: Duration::from_secs(*retry_after_secs),
-                        health,
-                    }))
-                }
-            };
+        let mut released = Vec::new();
+        for host in remove {
+            if let Some(old) = r.routes.remove(&host) {
+                r.table.remove(&host);
+                released.push(old);
+                r.stats.retain(|(h, _, _), _| *h != host);
+            }
+        }
+        for (host, spec) in set {
+            if r.routes.get(&host) == Some(&spec) {
+                continue;
+            }
+            let target = target(r, &host, &spec.target);
             let stats = r
                 .stats
                 .entry((host.clone(), spec.app.clone(), spec.env.clone()))
                 .or_default()
                 .clone();
             match &spec.login {
-                Some(l) => {
-                    let login = Login {
-                        realm: l.realm.clone(),
-                        credentials: l
-                            .credentials
-                            .iter()
-                            .map(|(hash, expiry)| {
-                                let at = expiry
-                                    .map(|ms| SystemTime::UNIX_EPOCH + Duration::from_millis(ms));
-                                (hash.clone(), at)
-                            })
-                            .collect(),
-                    };
-                    table.insert_protected(host, target, stats, Arc::new(login));
-                }
-                None => table.insert_with_stats(host, target, stats),
+                Some(l) => r
+                    .table
+                    .insert_protected(&host, target, stats, Arc::new(login(l))),
+                None => r.table.insert_with_stats(&host, target, stats),
             }
+            released.extend(r.routes.insert(host, spec));
         }
-        r.stats.retain(|(host, _, _), _| routes.contains_key(host));
-        r.routes = routes;
-        self.proxy.apply(table);
-        let retired: Vec<String> = r
-            .upstreams
-            .keys()
-            .filter(|id| !used.contains(*id))
-            .cloned()
-            .collect();
+        self.proxy.apply(r.table.clone());
+        // After the new table is in force: an instance no route uses any more is drained.
         if r.drains.len() > KEPT_DRAINS {
             r.drains.retain(|_, rx| rx.borrow().is_none());
         }
-        for id in retired {
-            let Some((up, spec)) = r.upstreams.remove(&id) else {
-                continue;
-            };
-            r.restarting.remove(&id);
-            let (tx, rx) = watch::channel(None);
-            r.drains.insert(id, rx);
-            tokio::spawn(async move {
-                let outcome = up.drain_with(spec.drain_deadlines()).await;
-                let _ = tx.send(Some(outcome.into()));
-            });
+        for old in released {
+            for id in old.target.upstreams().map(|u| &u.id) {
+                let Some(used) = r.upstreams.get_mut(id) else {
+                    continue;
+                };
+                used.routes -= 1;
+                if used.routes > 0 {
+                    continue;
+                }
+                let Some(Used { upstream, spec, .. }) = r.upstreams.remove(id) else {
+                    continue;
+                };
+                r.restarting.remove(id);
+                let (tx, rx) = watch::channel(None);
+                r.drains.insert(id.clone(), rx);
+                tokio::spawn(async move {
+                    let outcome = upstream.drain_with(spec.drain_deadlines()).await;
+                    let _ = tx.send(Some(outcome.into()));
+                });
+            }
         }
     }
 
     fn set_restarting(&self, id: String, on: bool) {
         let mut r = lock(&self.registry);
-        if let Some((up, _)) = r.upstreams.get(&id) {
-            up.set_restarting(on);
+        if let Some(used) = r.upstreams.get(&id) {
+            used.upstream.set_restarting(on);
         }
         if on {
             r.restarting.insert(id);
@@ -508,7 +489,7 @@ impl Plane {
         let upstreams: Vec<_> = lock(&self.registry)
             .upstreams
             .values()
-            .map(|(up, spec)| (up.clone(), spec.drain_deadlines()))
+            .map(|used| (used.upstream.clone(), used.spec.drain_deadlines()))
             .collect();
         let mut drains = tokio::task::JoinSet::new();
         for (up, deadlines) in upstreams {
@@ -522,11 +503,51 @@ impl Plane {
     }
 }
 
-/// The instance `spec` names: the one already made for its id, or a new one. `None` when its
-/// namespace cannot be opened (it is never reached through another network).
+/// The proxy's target for `spec`, counting one more route on each instance it uses.
+fn target(r: &mut Registry, host: &str, spec: &TargetSpec) -> Target {
+    match spec {
+        TargetSpec::Upstream(u) => match upstream(r, u) {
+            Some(up) => Target::Upstream(up),
+            None => unreachable_page(host),
+        },
+        TargetSpec::Maintenance {
+            message,
+            retry_after_secs,
+            health,
+        } => {
+            let health = health
+                .as_ref()
+                .and_then(|(path, u)| Some((path.clone(), upstream(r, u)?)));
+            Target::Maintenance(Arc::new(Maintenance {
+                message: message.clone(),
+                retry_after: Duration::from_secs(*retry_after_secs),
+                health,
+            }))
+        }
+    }
+}
+
+fn login(l: &crate::spec::LoginSpec) -> Login {
+    Login {
+        realm: l.realm.clone(),
+        credentials: l
+            .credentials
+            .iter()
+            .map(|(hash, expiry)| {
+                let at = expiry.map(|ms| SystemTime::UNIX_EPOCH + Duration::from_millis(ms));
+                (hash.clone(), at)
+            })
+            .collect(),
+    }
+}
+
+/// The instance `spec` names (the one already made for its id, or a new one), counted as used
+/// by one more route. `None` when its namespace cannot be opened (it is never reached through
+/// another network).
 fn upstream(r: &mut Registry, spec: &UpstreamSpec) -> Option<Arc<Upstream>> {
-    if let Some((up, _)) = r.upstreams.get(&spec.id) {
-        return Some(up.clone());
+    if let Some(used) = r.upstreams.get_mut(&spec.id) {
+        used.routes += 1;
+        return Some(used.upstream.clone());
     }
     let network = match &spec.namespace {
         None => Network::Host,
@@ -545,8 +566,14 @@ fn upstream(r: &mut Registry, spec: &UpstreamSpec) -> Option<Arc<Upstream>> {
         Duration::from_millis(spec.response_timeout_ms),
     );
     up.set_restarting(r.restarting.contains(&spec.id));
-    r.upstreams
-        .insert(spec.id.clone(), (up.clone(), spec.clone()));
+    r.upstreams.insert(
+        spec.id.clone(),
+        Used {
+            upstream: up.clone(),
+            spec: spec.clone(),
+            routes: 1,
+        },
+    );
     Some(up)
 }
 

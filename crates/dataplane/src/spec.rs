@@ -33,11 +33,13 @@ pub enum TargetSpec {
 }
 
 impl TargetSpec {
-    pub fn upstream(&self) -> Option<&UpstreamSpec> {
+    /// The instances it sends requests to (for maintenance: the one answering health checks).
+    pub fn upstreams(&self) -> impl Iterator<Item = &UpstreamSpec> {
         match self {
             TargetSpec::Upstream(u) => Some(u),
             TargetSpec::Maintenance { health, .. } => health.as_ref().map(|(_, u)| u),
         }
+        .into_iter()
     }
 }
 

@@ -73,10 +73,12 @@ impl fmt::Debug for Target {
 /// Immutable snapshot of the routes: host name -> [`Target`].
 #[derive(Default, Clone)]
 pub struct RouteTable {
-    exact: HashMap<String, Route>,
+    /// Names are shared (`Arc<str>`) so a table is cloned, to change a host and apply the
+    /// result, without copying a name.
+    exact: HashMap<Arc<str>, Route>,
     /// `*.example.com` is stored under `example.com`; it matches every name below it at any
     /// depth, but not `example.com` itself.
-    wildcard: HashMap<String, Route>,
+    wildcard: HashMap<Arc<str>, Route>,
 }
 
 impl RouteTable {
@@ -118,11 +120,20 @@ impl RouteTable {
         );
     }
 
+    /// Stop routing `host` (a name as given to `insert`, `*.` included for a wildcard).
+    pub fn remove(&mut self, host: &str) {
+        let name = normalize_host(host);
+        match name.strip_prefix("*.") {
+            Some(suffix) => self.wildcard.remove(suffix),
+            None => self.exact.remove(name.as_ref()),
+        };
+    }
+
     fn insert_route(&mut self, host: &str, route: Route) {
         let name = normalize_host(host).into_owned();
         match name.strip_prefix("*.") {
-            Some(suffix) => self.wildcard.insert(suffix.to_owned(), route),
-            None => self.exact.insert(name, route),
+            Some(suffix) => self.wildcard.insert(Arc::from(suffix), route),
+            None => self.exact.insert(Arc::from(name), route),
         };
     }
 
@@ -192,7 +203,7 @@ impl fmt::Debug for RouteTable {
             .wildcard
             .iter()
             .map(|(k, v)| (format!("*.{k}"), &v.target));
-        let exact = self.exact.iter().map(|(k, v)| (k.clone(), &v.target));
+        let exact = self.exact.iter().map(|(k, v)| (k.to_string(), &v.target));
         f.debug_map().entries(exact.chain(wildcards)).finish()
     }
 }
@@ -272,6 +283,19 @@ mod tests {
         assert_eq!(routed(&t, "a.b.example.com:80").as_deref(), Some("wild"));
         assert_eq!(routed(&t, "example.com"), None);
         assert_eq!(routed(&t, "badexample.com"), None);
+    }
+
+    #[test]
+    fn remove_takes_out_one_name_as_it_was_inserted() {
+        let mut t = table(&[("*.example.com", "wild"), ("www.example.com", "exact")]);
+        let before = t.clone();
+        t.remove("WWW.example.com");
+        assert_eq!(routed(&t, "www.example.com").as_deref(), Some("wild"));
+        t.remove("*.example.com");
+        assert_eq!(routed(&t, "www.example.com"), None);
+        assert!(t.is_empty());
+        // A clone is a table of its own: the one it came from still routes.
+        assert_eq!(routed(&before, "www.example.com").as_deref(), Some("exact"));
     }
 
     #[test]

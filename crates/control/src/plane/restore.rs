@@ -250,7 +250,7 @@ impl ControlPlane {
                 why: e.to_string(),
                 retry_at: SystemTime::now() + retry_in,
             };
-            self.routing.mark_down(key(r), down).await;
+            self.routing.mark_down(key(r), down);
         }
         outcome
     }

@@ -5,9 +5,10 @@
 //! deploy, rollback, restart, stop, delete, domain add/switch/rollback/maintenance/remove and
 //! shutdown all change routing this way.
 //!
-//! The proxy runs in the data plane process (`turnout-dataplane`): `apply` builds every host's
-//! route and hands the whole set to [`DataPlane::update`], which sends the hosts that changed.
-//! Each method returns once the data plane has the change in force.
+//! The proxy runs in the data plane process (`turnout-dataplane`): `apply` builds the route of
+//! every host a change touches (an environment's own host and its domains, or one domain; every
+//! host at start-up and for logins) and hands them to the data plane, which gets the hosts that
+//! changed. Each method returns once the data plane has the change in force.
 //!
 //! Lock order: there is one lock (`state`), never held across an await, and the data plane's
 //! `update` (which only queues what changed) is the only thing called while it is held, so
@@ -128,13 +129,13 @@ impl Routing {
         &self.dataplane
     }
 
-    /// Change the state with `f`, then apply the table built from the result, under the same
-    /// lock so tables are applied in the order of the changes; return once it is in force.
-    async fn change<T>(&self, f: impl FnOnce(&mut State) -> T) -> T {
+    /// Change the state with `f`, then apply the routes of the hosts it `touched`, under the
+    /// same lock so changes are applied in the order they were made; return once in force.
+    async fn change<T>(&self, touched: Touched, f: impl FnOnce(&mut State) -> T) -> T {
         let (out, applied) = {
             let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
             let out = f(&mut state);
-            (out, self.apply(&state))
+            (out, self.apply(&state, touched))
         };
         applied.wait().await;
         out
@@ -147,7 +148,7 @@ impl Routing {
     /// `running` now serves the environment (it passed its health check); returns the instance
     /// it replaces, for the caller to drain and stop.
     pub async fn go_live(&self, key: EnvKey, running: Running) -> Option<Running> {
-        self.change(|s| {
+        self.change(Touched::Env(key.clone()), |s| {
             s.restoring.remove(&key);
             s.down.remove(&key);
             s.stopped.remove(&key);
@@ -158,7 +159,7 @@ impl Routing {
 
     /// The environment stops serving on purpose: its URL and domains answer 503 "stopped".
     pub async fn stop(&self, key: EnvKey) -> Option<Running> {
-        self.change(|s| {
+        self.change(Touched::Env(key.clone()), |s| {
             s.restoring.remove(&key);
             s.down.remove(&key);
             s.stopped.insert(key.clone());
@@ -169,7 +170,7 @@ impl Routing {
 
     /// The environment is gone: forget everything about it.
     pub async fn forget(&self, key: &EnvKey) -> Option<Running> {
-        self.change(|s| {
+        self.change(Touched::Env(key.clone()), |s| {
             s.restoring.remove(key);
             s.down.remove(key);
             s.stopped.remove(key);
@@ -181,13 +182,11 @@ impl Routing {
     /// Start-up could not bring its live release back (yet): say why, and when it is tried
     /// again. Only for an environment still being brought back (not live, stopped or deleted
     /// since).
-    pub async fn mark_down(&self, key: EnvKey, down: Down) {
-        self.change(|s| {
-            if s.restoring.contains(&key) {
-                s.down.insert(key, down);
-            }
-        })
-        .await;
+    pub fn mark_down(&self, key: EnvKey, down: Down) {
+        let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        if s.restoring.contains(&key) {
+            s.down.insert(key, down);
+        }
     }
 
     pub fn env(&self, key: &EnvKey) -> EnvRouting {
@@ -204,7 +203,7 @@ impl Routing {
 
     /// Make the in-memory binding match the store's row.
     pub async fn bind(&self, row: &DomainRow) {
-        self.change(|s| {
+        self.change(Touched::Domain(row.name.clone()), |s| {
             s.domains.insert(row.name.clone(), Binding::from(row));
         })
         .await;
@@ -213,7 +212,7 @@ impl Routing {
     /// Start-up: every binding, every stopped environment and every one being brought back,
     /// at once.
     pub async fn load(&self, domains: &[DomainRow], stopped: Vec<EnvKey>, restoring: Vec<EnvKey>) {
-        self.change(|s| {
+        self.change(Touched::All, |s| {
             for row in domains {
                 s.domains.insert(row.name.clone(), Binding::from(row));
             }
@@ -228,7 +227,7 @@ impl Routing {
     }
 
     pub async fn unbind(&self, name: &DomainName) {
-        self.change(|s| {
+        self.change(Touched::Domain(name.clone()), |s| {
             s.domains.remove(name);
         })
         .await;
@@ -236,62 +235,116 @@ impl Routing {
     }
 
     pub async fn set_logins(&self, logins: HashMap<AppName, AppLogin>) {
-        self.change(|s| s.logins = logins).await;
+        self.change(Touched::All, |s| s.logins = logins).await;
     }
 
     /// Shutdown: every instance leaves the table at once.
     pub async fn take_all(&self) -> Vec<Running> {
-        self.change(|s| s.running.drain().map(|(_, r)| r).collect())
-            .await
+        self.change(Touched::All, |s| {
+            s.running.drain().map(|(_, r)| r).collect()
+        })
+        .await
     }
 
-    /// Build every host's route from the state and hand them to the data plane, which gets
-    /// what changed.
-    fn apply(&self, s: &State) -> Applied {
-        let mut table = BTreeMap::new();
-        let route = |target, app: &AppName, env: &EnvName, login: Option<LoginSpec>| RouteSpec {
-            target,
-            app: app.to_string(),
-            env: env.to_string(),
-            login,
-        };
-        for ((app, env), r) in &s.running {
-            let target = TargetSpec::Upstream(r.upstream.clone());
-            let login = s
-                .logins
-                .get(app)
-                .filter(|l| l.protects(r.tier))
-                .map(|l| l.login.clone());
-            table.insert(env_host(app, env), route(target, app, env, login));
+    /// Build the routes of the hosts `touched` from the state and hand them to the data
+    /// plane, which gets those that changed.
+    fn apply(&self, s: &State, touched: Touched) -> Applied {
+        match touched {
+            Touched::All => {
+                let envs = s.running.keys().chain(&s.stopped).chain(&s.restoring);
+                let mut table: BTreeMap<String, RouteSpec> = envs
+                    .filter_map(|(app, env)| Some((env_host(app, env), env_route(s, app, env)?)))
+                    .collect();
+                for (name, b) in &s.domains {
+                    table.insert(name.to_string(), domain_route(s, name, b));
+                }
+                self.dataplane.update(table)
+            }
+            Touched::Env((app, env)) => {
+                let host = env_host(&app, &env);
+                let (mut set, mut remove) = (Vec::new(), Vec::new());
+                match env_route(s, &app, &env) {
+                    Some(route) => set.push((host, route)),
+                    None => remove.push(host),
+                }
+                for (name, b) in s
+                    .domains
+                    .iter()
+                    .filter(|(_, b)| b.app == app && b.env == env)
+                {
+                    set.push((name.to_string(), domain_route(s, name, b)));
+                }
+                self.dataplane.change(set, remove)
+            }
+            Touched::Domain(name) => match s.domains.get(&name) {
+                Some(b) => {
+                    let route = domain_route(s, &name, b);
+                    self.dataplane
+                        .change(vec![(name.to_string(), route)], Vec::new())
+                }
+                None => self.dataplane.change(Vec::new(), vec![name.to_string()]),
+            },
         }
-        for (app, env) in &s.stopped {
-            table.insert(
-                env_host(app, env),
-                route(stopped_page(app, env), app, env, None),
-            );
-        }
-        for (app, env) in &s.restoring {
-            let host = env_host(app, env);
-            let target = unavailable_page(&host);
-            table.insert(host, route(target, app, env, None));
-        }
-        for (name, b) in &s.domains {
-            let key = (b.app.clone(), b.env.clone());
-            let run = s.running.get(&key);
-            let target = match (&b.maintenance, run) {
-                (Some(message), run) => TargetSpec::Maintenance {
-                    message: message.clone(),
-                    retry_after_secs: MAINTENANCE_RETRY.as_secs(),
-                    health: run.map(|r| (r.health_path.clone(), r.upstream.clone())),
-                },
-                (None, Some(r)) => TargetSpec::Upstream(r.upstream.clone()),
-                (None, None) if s.stopped.contains(&key) => stopped_page(&b.app, &b.env),
-                (None, None) => unavailable_page(name.as_str()),
-            };
-            table.insert(name.to_string(), route(target, &b.app, &b.env, None));
-        }
-        self.dataplane.update(table)
     }
+}
+
+/// What a change of routing state touched: whose routes to build again.
+enum Touched {
+    /// An environment's own host and the domains bound to it.
+    Env(EnvKey),
+    Domain(DomainName),
+    All,
+}
+
+fn route(target: TargetSpec, app: &AppName, env: &EnvName, login: Option<LoginSpec>) -> RouteSpec {
+    RouteSpec {
+        target,
+        app: app.to_string(),
+        env: env.to_string(),
+        login,
+    }
+}
+
+/// An environment's own host: its instance (behind a login where its app protects its tier),
+/// or a 503 page while it is being brought back or stopped; `None` when it has no route.
+fn env_route(s: &State, app: &AppName, env: &EnvName) -> Option<RouteSpec> {
+    let key = (app.clone(), env.clone());
+    if s.restoring.contains(&key) {
+        return Some(route(unavailable_page(&env_host(app, env)), app, env, None));
+    }
+    if s.stopped.contains(&key) {
+        return Some(route(stopped_page(app, env), app, env, None));
+    }
+    let r = s.running.get(&key)?;
+    let login = s
+        .logins
+        .get(app)
+        .filter(|l| l.protects(r.tier))
+        .map(|l| l.login.clone());
+    Some(route(
+        TargetSpec::Upstream(r.upstream.clone()),
+        app,
+        env,
+        login,
+    ))
+}
+
+/// A domain: its environment's instance, its maintenance page, or a 503 page while the
+/// environment is stopped or not running.
+fn domain_route(s: &State, name: &DomainName, b: &Binding) -> RouteSpec {
+    let key = (b.app.clone(), b.env.clone());
+    let run = s.running.get(&key);
+    let target = match (&b.maintenance, run) {
+        (Some(message), run) => TargetSpec::Maintenance {
+            message: message.clone(),
+            retry_after_secs: MAINTENANCE_RETRY.as_secs(),
+            health: run.map(|r| (r.health_path.clone(), r.upstream.clone())),
+        },
+        (None, Some(r)) => TargetSpec::Upstream(r.upstream.clone()),
+        (None, None) if s.stopped.contains(&key) => stopped_page(&b.app, &b.env),
+        (None, None) => unavailable_page(name.as_str()),
+    };
+    route(target, &b.app, &b.env, None)
 }
 
 fn env_host(app: &AppName, env: &EnvName) -> String {
