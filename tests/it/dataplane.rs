@@ -3,35 +3,14 @@
 //! instances; a data plane that dies is started again by the control plane.
 use std::os::unix::process::CommandExt;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
 use crate::load::{LOAD_TOML, MIXED_APP, every_kind_moves};
 use crate::support::{Daemon, Repo, eventually};
-use crate::traffic::{Judge, Tally, Target, Traffic};
-
-/// Every answer must come from shop/prod's `release`; no stream may be closed (nothing that
-/// serves them changes) until the release is replaced at the end.
-struct Untouched {
-    release: String,
-    replacing: AtomicBool,
-}
-
-impl Judge for Untouched {
-    type Ticket = ();
-    fn ticket(&self) {}
-    fn check(&self, _: &(), env: &str, release: &str) -> Result<(), String> {
-        let replacing = self.replacing.load(Ordering::Relaxed);
-        (env == "prod" && (release == self.release || replacing))
-            .then_some(())
-            .ok_or_else(|| format!("answered by {env} {release}"))
-    }
-    fn may_be_closed(&self, _: &str, _: &str) -> bool {
-        self.replacing.load(Ordering::Relaxed)
-    }
-}
+use crate::traffic::{ProdRelease, Tally, Target, Traffic};
 
 #[derive(Clone, Copy, Debug)]
 enum Leave {
@@ -59,10 +38,7 @@ async fn mixed_traffic_survives(how: Leave) {
     let dataplane = d.dataplanes();
     assert_eq!(dataplane.len(), 1, "one data plane serves the home");
 
-    let judge = Arc::new(Untouched {
-        release: commit,
-        replacing: AtomicBool::new(false),
-    });
+    let judge = Arc::new(ProdRelease::new(commit, true));
     let tally = Arc::new(Tally::new());
     let stop = CancellationToken::new();
     let mut tasks = Vec::new();
@@ -102,7 +78,7 @@ async fn mixed_traffic_survives(how: Leave) {
     assert_eq!(after["instance"]["restarts"], 0, "{after}");
 
     // The new control plane is in charge: a deploy through it reaches the data plane.
-    judge.replacing.store(true, Ordering::Relaxed);
+    judge.moving.store(true, Ordering::Relaxed);
     repo.write("content.txt", "v2");
     let v2 = repo.commit("v2");
     d.ok(&["deploy", "shop/prod"]);

@@ -866,3 +866,40 @@ impl<J: Judge> Traffic<J> {
         }
     }
 }
+
+/// Every answer must come from shop/prod's `release`. Once `moving` is set (an upgrade began, or
+/// a deploy replaces the release), streams may be closed cleanly, and with `then_any_release`
+/// another release of shop/prod may answer too.
+pub struct ProdRelease {
+    pub release: String,
+    pub moving: std::sync::atomic::AtomicBool,
+    pub then_any_release: bool,
+}
+
+impl ProdRelease {
+    pub fn new(release: String, then_any_release: bool) -> ProdRelease {
+        ProdRelease {
+            release,
+            moving: std::sync::atomic::AtomicBool::new(false),
+            then_any_release,
+        }
+    }
+
+    fn is_moving(&self) -> bool {
+        self.moving.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+impl Judge for ProdRelease {
+    type Ticket = ();
+    fn ticket(&self) {}
+    fn check(&self, _: &(), env: &str, release: &str) -> Result<(), String> {
+        let release_ok = release == self.release || (self.then_any_release && self.is_moving());
+        (env == "prod" && release_ok)
+            .then_some(())
+            .ok_or_else(|| format!("answered by {env} {release}"))
+    }
+    fn may_be_closed(&self, _: &str, _: &str) -> bool {
+        self.is_moving()
+    }
+}

@@ -8,27 +8,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::load::{LOAD_TOML, MIXED_APP, every_kind_moves};
 use crate::support::{Conn, Daemon, Repo, eventually};
-use crate::traffic::{Judge, Tally, Target, Traffic};
-
-/// Every answer must come from shop/prod's one instance; its streams may be closed (cleanly)
-/// once the upgrade has begun.
-struct OneInstance {
-    release: String,
-    upgrading: AtomicBool,
-}
-
-impl Judge for OneInstance {
-    type Ticket = ();
-    fn ticket(&self) {}
-    fn check(&self, _: &(), env: &str, release: &str) -> Result<(), String> {
-        ((env, release) == ("prod", self.release.as_str()))
-            .then_some(())
-            .ok_or_else(|| format!("answered by {env} {release}"))
-    }
-    fn may_be_closed(&self, _: &str, _: &str) -> bool {
-        self.upgrading.load(Ordering::Relaxed)
-    }
-}
+use crate::traffic::{ProdRelease, Tally, Target, Traffic};
 
 /// Keep-alive GETs, 1 MB POSTs, 2 s requests, an event stream and a WebSocket, through an
 /// upgrade: no request fails, every body is whole, the stream and the WebSocket of the old
@@ -45,10 +25,7 @@ async fn mixed_traffic_survives_an_upgrade() {
     d.ok(&["deploy", "shop/prod"]);
     let before = d.json(&["env", "show", "shop/prod"]);
 
-    let judge = Arc::new(OneInstance {
-        release: commit,
-        upgrading: AtomicBool::new(false),
-    });
+    let judge = Arc::new(ProdRelease::new(commit, false));
     let tally = Arc::new(Tally::new());
     let stop = CancellationToken::new();
     let traffic = Traffic {
@@ -62,7 +39,7 @@ async fn mixed_traffic_survives_an_upgrade() {
     };
     let tasks = traffic.mixed(4);
     every_kind_moves(&tally, "before the upgrade").await;
-    judge.upgrading.store(true, Ordering::Relaxed);
+    judge.moving.store(true, Ordering::Relaxed);
     d.upgrade();
     every_kind_moves(&tally, "after the upgrade").await;
     stop.cancel();

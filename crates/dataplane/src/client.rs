@@ -21,6 +21,8 @@ use crate::wire::{Answer, Call, Hello, LISTENERS, Reply, Request, line};
 
 /// How long a new data plane may take to answer on its socket.
 const START_TIMEOUT: Duration = Duration::from_secs(20);
+/// What a stopping data plane gets beyond its shutdown grace: the streams' drains and its exit.
+const STOP_MARGIN: Duration = Duration::from_secs(30);
 
 type Pending = Arc<Mutex<HashMap<u64, oneshot::Sender<Result<Answer, String>>>>>;
 
@@ -341,8 +343,11 @@ impl DataPlane {
                 match self.launcher.start(None).await {
                     Ok(fresh) => {
                         let fresh = Arc::new(fresh);
-                        locked(&self.sync).link = fresh.clone();
-                        resync(&mut locked(&self.sync), &fresh);
+                        {
+                            let mut s = locked(&self.sync);
+                            resync(&mut s, &fresh);
+                            s.link = fresh.clone();
+                        }
                         if let Err(e) = fresh.call(Request::Serve).await {
                             warn!(error = %e, "the restarted data plane does not serve");
                         }
@@ -417,12 +422,23 @@ impl DataPlane {
         let _ = link.call(request).await;
     }
 
-    /// A full stop: the data plane stops accepting, lets its requests finish and exits.
+    /// A full stop: the data plane stops accepting, lets its requests finish and exits. One
+    /// that does not within its grace (and the streams' drains) is left, and said so.
     pub async fn stop(&self) {
         self.stopping.store(true, Ordering::Relaxed);
         let link = self.link();
-        let _ = link.call(Request::Stop).await;
-        link.closed.cancelled().await;
+        let grace = Duration::from_millis(self.launcher.config.shutdown_grace_ms)
+            .saturating_add(STOP_MARGIN);
+        let stopped = async {
+            let _ = link.call(Request::Stop).await;
+            link.closed.cancelled().await;
+        };
+        if tokio::time::timeout(grace, stopped).await.is_err() {
+            warn!(
+                socket = %self.launcher.socket.display(),
+                "the data plane did not stop in time; it is left running"
+            );
+        }
     }
 }
 
