@@ -218,3 +218,52 @@ fn another_user_cannot_reach_the_data_plane() {
         attempt.stderr
     );
 }
+
+/// A replacement cut short (the control plane died after starting a successor data plane and
+/// before it took over) leaves a data plane that never serves: the next `turnout serve` stops
+/// it, and the running one goes on serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_half_started_successor_is_stopped_by_the_next_control_plane() {
+    let repo = Repo::new("kept");
+    let mut d = Daemon::start();
+    d.create("shop", repo.path(), &[("prod", "main", "production")]);
+    d.ok(&["deploy", "shop/prod"]);
+    let [serving] = d.dataplanes()[..] else {
+        panic!("not one data plane: {:?}", d.dataplanes());
+    };
+    // What an interrupted replacement leaves: a successor on dataplane.next, never told to serve.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let mut orphan = std::process::Command::new(crate::support::BIN)
+        .arg("__dataplane")
+        .arg("--socket")
+        .arg(d.home.path().join("dataplane.next"))
+        .arg("--succeed")
+        .arg(d.home.path().join("dataplane.sock"))
+        .arg("--config")
+        .arg(r#"{"workers":1,"header_read_timeout_ms":1000,"idle_timeout_ms":1000,"max_header_bytes":65536,"upstream_connect_timeout_ms":1000,"shutdown_grace_ms":1000}"#)
+        .stdin(std::process::Stdio::from(std::os::fd::OwnedFd::from(listener)))
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    eventually("the orphan to listen", Duration::from_secs(10), || async {
+        std::os::unix::net::UnixStream::connect(d.home.path().join("dataplane.next"))
+            .ok()
+            .map(drop)
+    })
+    .await;
+    d.kill_and_restart();
+    let status = eventually("the orphan to be stopped", Duration::from_secs(20), || {
+        let exited = orphan.try_wait().unwrap();
+        async move { exited }
+    })
+    .await;
+    assert!(status.success(), "{status}");
+    assert_eq!(
+        d.dataplanes(),
+        vec![serving],
+        "the serving data plane changed"
+    );
+    let (status, body) = d.get("prod.shop.localhost", "/").await;
+    assert_eq!((status, body.starts_with("kept ")), (200, true), "{body}");
+    assert!(d.log().contains("interrupted replacement"));
+}

@@ -183,6 +183,12 @@ impl DataPlane {
         config: DataPlaneConfig,
         bind: impl AsyncFnOnce() -> std::io::Result<std::net::TcpListener>,
     ) -> std::io::Result<(Arc<DataPlane>, Attached)> {
+        // A successor left by a replacement cut short (its control plane died before telling it
+        // to take over) never serves: stop it.
+        if let Ok(orphan) = Link::connect(&successor_socket(&socket)).await {
+            warn!("stopping a data plane left half-started by an interrupted replacement");
+            let _ = tokio::time::timeout(START_TIMEOUT, orphan.call(Request::Stop)).await;
+        }
         if let Ok(link) = Link::connect(&socket).await {
             let hello = tokio::time::timeout(START_TIMEOUT, link.hello())
                 .await
@@ -308,8 +314,10 @@ impl DataPlane {
 
     /// Start a data plane of this binary beside the running one, give it everything, and let
     /// it take over (it starts accepting, then the old one retires).
+    /// A successor that does not take over is stopped, and the running one keeps serving (and
+    /// gets every change made meanwhile).
     async fn replace(&self) -> std::io::Result<()> {
-        let next = self.launcher.socket.with_extension("next");
+        let next = successor_socket(&self.launcher.socket);
         let link = Arc::new(
             self.launcher
                 .start_at(&next, Some(&self.launcher.socket))
@@ -320,10 +328,17 @@ impl DataPlane {
             resync(&mut s, &link);
             std::mem::replace(&mut s.link, link.clone())
         };
-        link.call(Request::Serve)
-            .await
-            .map_err(std::io::Error::other)?;
-        drop(old);
+        if let Err(e) = link.call(Request::Serve).await {
+            {
+                let mut s = locked(&self.sync);
+                resync(&mut s, &old);
+                s.link = old;
+            }
+            let _ = link.call(Request::Stop).await;
+            return Err(std::io::Error::other(format!(
+                "the new data plane did not take over ({e}); the running one goes on"
+            )));
+        }
         Ok(())
     }
 
@@ -553,6 +568,11 @@ impl Launcher {
         });
         Ok(link)
     }
+}
+
+/// Where a successor listens until it takes over.
+fn successor_socket(socket: &Path) -> PathBuf {
+    socket.with_extension("next")
 }
 
 /// A duplicate of the running data plane's listening socket.
