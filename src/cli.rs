@@ -266,6 +266,14 @@ pub enum EnvCommand {
     List { app: Option<AppName> },
     /// Show one environment: its release, instance, restarts and URL
     Show { target: EnvRef },
+    /// What separates two environments of an app: the commits between their live releases
+    /// (each way) and the configuration keys set differently (secret values hidden)
+    Diff {
+        /// The first environment, as APP/ENV
+        a: EnvRef,
+        /// The second, as APP/ENV (the same app)
+        b: EnvRef,
+    },
     /// Delete an environment: stop its instance and remove its releases, logs and storage
     Delete { target: EnvRef },
     /// Stop an environment's instance on purpose: its URL and domains answer 503 until started

@@ -371,6 +371,20 @@ async fn run_client(client: &Client, command: Command, json: bool) -> anyhow::Re
         Command::Env(EnvCommand::Show { target }) => {
             render::env(&client.call(&ep::ShowEnv { target }).await?, json);
         }
+        Command::Env(EnvCommand::Diff { a, b }) => {
+            if a.app != b.app {
+                anyhow::bail!(
+                    "{a} and {b} are environments of different apps; `env diff` compares two environments of one app"
+                );
+            }
+            let diff = client
+                .call(&ep::EnvDiff {
+                    target: a,
+                    other: b.env,
+                })
+                .await?;
+            render::diff::env_diff(&diff, json);
+        }
         Command::Env(EnvCommand::Delete { target }) => {
             client
                 .call(&ep::DeleteEnv {

@@ -6,6 +6,7 @@ mod cli;
 mod daemon;
 mod dataplane;
 mod deploy;
+mod diff;
 mod domains;
 mod input;
 mod isolation;

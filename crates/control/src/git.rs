@@ -264,6 +264,48 @@ pub async fn checkout(
 }
 
 /// Forget worktrees whose directories are gone (after a release or environment is deleted).
+/// The commits reachable from `to` but not from `from` (both full commit ids the mirror has),
+/// newest first, at most `limit`; and whether there were more.
+pub async fn log_between(
+    mirror: &Path,
+    from: &str,
+    to: &str,
+    limit: usize,
+) -> Result<(Vec<turnout_model::CommitInfo>, bool), ControlError> {
+    let out = git(Some(mirror))
+        .args(["log", "--format=%H%x1f%an%x1f%at%x1f%s"])
+        .arg(format!("--max-count={}", limit.saturating_add(1)))
+        .arg(format!("{from}..{to}"))
+        .arg("--")
+        .output()
+        .await
+        .map_err(spawn_error)?;
+    if !out.status.success() {
+        return Err(ControlError::internal(format!(
+            "git log {}..{}: {}",
+            &from[..12.min(from.len())],
+            &to[..12.min(to.len())],
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut commits: Vec<turnout_model::CommitInfo> = text
+        .lines()
+        .filter_map(|line| {
+            let mut f = line.splitn(4, '\x1f');
+            Some(turnout_model::CommitInfo {
+                commit: f.next()?.to_owned(),
+                author: f.next()?.to_owned(),
+                date: f.next()?.parse().ok()?,
+                subject: f.next().unwrap_or_default().to_owned(),
+            })
+        })
+        .collect();
+    let more = commits.len() > limit;
+    commits.truncate(limit);
+    Ok((commits, more))
+}
+
 pub async fn prune_worktrees(mirror: &Path) {
     if mirror.exists() {
         let _ = git(Some(mirror)).args(["worktree", "prune"]).output().await;

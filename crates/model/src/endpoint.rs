@@ -247,6 +247,14 @@ pub struct UpdatePlan {
 endpoint!(UpdatePlan, Post "/api/v1/apps/{app}/envs/{env}/plan", body crate::UpdatePlan,
     answer EnvInfo, |s| [s.target.app.as_str(), s.target.env.as_str()], body_field body);
 
+/// What separates two environments of an app (the second is `other`).
+pub struct EnvDiff {
+    pub target: EnvRef,
+    pub other: crate::EnvName,
+}
+endpoint!(EnvDiff, Get "/api/v1/apps/{app}/envs/{env}/diff/{other}", body (),
+    answer crate::EnvDiff, |s| [s.target.app.as_str(), s.target.env.as_str(), s.other.as_str()]);
+
 pub struct ListReleases {
     pub target: EnvRef,
 }
@@ -482,6 +490,7 @@ pub fn all_paths() -> Vec<(&'static str, &'static str)> {
         StartEnv,
         UpdatePlan,
         ListReleases,
+        EnvDiff,
         Logs,
         ListSecrets,
         SetSecret,
@@ -615,6 +624,6 @@ mod tests {
             );
         }
         assert!(all.contains(&("POST", "/api/v1/jobs/{id}/cancel")));
-        assert_eq!(all.len(), 47);
+        assert_eq!(all.len(), 48);
     }
 }

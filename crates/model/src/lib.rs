@@ -5,6 +5,7 @@
 mod access;
 mod api;
 mod audit;
+mod diff;
 mod domain;
 pub mod duration;
 pub mod endpoint;
@@ -16,6 +17,7 @@ mod tier;
 pub use access::{Action, Role};
 pub use api::*;
 pub use audit::AuditAction;
+pub use diff::{CommitInfo, ConfigDifference, ConfigKind, DIFF_COMMITS, EnvDiff, SECRET_SHOWN_AS};
 pub use domain::{DomainError, DomainName};
 pub use job::*;
 pub use names::{AppName, EnvName, EnvRef, NameError};

@@ -83,6 +83,15 @@ pub(super) async fn delete_env(
     Ok(StatusCode::NO_CONTENT)
 }
 
+pub(super) async fn diff(
+    State(p): State<Api>,
+    who: Who,
+    Path((app, env, other)): Path<(String, String, String)>,
+) -> Result<impl IntoResponse> {
+    let other = env_ref(&app, &other)?.env;
+    Ok(Json(p.env_diff(env_ref(&app, &env)?, other, &who).await?))
+}
+
 pub(super) async fn releases(
     State(p): State<Api>,
     who: Who,

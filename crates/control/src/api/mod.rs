@@ -76,6 +76,7 @@ fn routes() -> Routes {
     .add::<ep::StartEnv, _, _>(envs::start_env)
     .add::<ep::UpdatePlan, _, _>(envs::update_plan)
     .add::<ep::ListReleases, _, _>(envs::releases)
+    .add::<ep::EnvDiff, _, _>(envs::diff)
     .add::<ep::Logs, _, _>(logs::logs)
     .add::<ep::ListSecrets, _, _>(envs::list_secrets)
     .add::<ep::SetSecret, _, _>(envs::set_secret)

@@ -30,6 +30,7 @@ use crate::store::{AppRow, ReleaseRow, Store};
 mod apps;
 mod authz;
 mod deploy;
+mod diff;
 mod domains;
 mod envs;
 mod isolation;

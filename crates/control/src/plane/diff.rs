@@ -1,0 +1,118 @@
+//! `turnout env diff APP/A APP/B`: the commits between two environments' live releases (from
+//! the app's mirror) and the configuration keys set differently (the app file's `[env]` as each
+//! release resolved it, and the secrets, whose values are never shown).
+use std::collections::{BTreeMap, BTreeSet};
+
+use turnout_model::{
+    Action, ConfigDifference, ConfigKind, DIFF_COMMITS, EnvDiff, EnvName, EnvRef, SECRET_SHOWN_AS,
+};
+
+use super::ControlPlane;
+use crate::access::Principal;
+use crate::app_file::ReleaseConfig;
+use crate::error::ControlError;
+use crate::git;
+use crate::store::{EnvRow, q};
+
+/// What one side contributes: its commit, its `[env]`, its secrets.
+struct Side {
+    commit: Option<String>,
+    env: BTreeMap<String, String>,
+    secrets: BTreeMap<String, String>,
+}
+
+impl ControlPlane {
+    pub async fn env_diff(
+        &self,
+        a: EnvRef,
+        b: EnvName,
+        who: &Principal,
+    ) -> Result<EnvDiff, ControlError> {
+        let b = EnvRef {
+            app: a.app.clone(),
+            env: b,
+        };
+        let (row_a, row_b) = (
+            self.env_for(who, &a, Action::Read).await?,
+            self.env_for(who, &b, Action::Read).await?,
+        );
+        let (side_a, side_b) = (self.side(&row_a).await?, self.side(&row_b).await?);
+        let (mut only_in_b, mut only_in_a, mut truncated) = (Vec::new(), Vec::new(), false);
+        if let (Some(ca), Some(cb)) = (&side_a.commit, &side_b.commit) {
+            let mirror = self.home.mirror(&a.app);
+            let _git = self.app_locks.lock(&a.app).await;
+            let (in_b, more_b) = git::log_between(&mirror, ca, cb, DIFF_COMMITS).await?;
+            let (in_a, more_a) = git::log_between(&mirror, cb, ca, DIFF_COMMITS).await?;
+            (only_in_b, only_in_a, truncated) = (in_b, in_a, more_b || more_a);
+        }
+        Ok(EnvDiff {
+            app: a.app,
+            a: a.env,
+            b: b.env,
+            config: config_differences(&side_a, &side_b),
+            a_commit: side_a.commit,
+            b_commit: side_b.commit,
+            only_in_b,
+            only_in_a,
+            truncated,
+        })
+    }
+
+    async fn side(&self, row: &EnvRow) -> Result<Side, ControlError> {
+        let release = match row.current_release_id {
+            Some(id) => Some(self.store.call(move |c| q::get_release(c, id)).await?),
+            None => None,
+        };
+        let env = match &release {
+            Some(r) => {
+                serde_json::from_str::<ReleaseConfig>(&r.config)
+                    .map_err(|e| ControlError::internal(format!("release {}: {e}", r.id)))?
+                    .env
+            }
+            None => BTreeMap::new(),
+        };
+        let id = row.id;
+        let secrets = self
+            .store
+            .call(move |c| q::secrets(c, id))
+            .await?
+            .into_iter()
+            .map(|(key, value, _, _)| (key, value))
+            .collect();
+        Ok(Side {
+            commit: release.map(|r| r.commit),
+            env,
+            secrets,
+        })
+    }
+}
+
+/// Every key whose value differs, `[env]` first, then secrets (compared, never shown).
+fn config_differences(a: &Side, b: &Side) -> Vec<ConfigDifference> {
+    let mut out = differing(&a.env, &b.env, ConfigKind::Env, |v| v.clone());
+    out.extend(differing(
+        &a.secrets,
+        &b.secrets,
+        ConfigKind::Secret,
+        |_| SECRET_SHOWN_AS.to_owned(),
+    ));
+    out
+}
+
+fn differing(
+    a: &BTreeMap<String, String>,
+    b: &BTreeMap<String, String>,
+    kind: ConfigKind,
+    shown: impl Fn(&String) -> String,
+) -> Vec<ConfigDifference> {
+    let keys: BTreeSet<&String> = a.keys().chain(b.keys()).collect();
+    keys.into_iter()
+        .filter(|k| a.get(*k) != b.get(*k))
+        .map(|k| ConfigDifference {
+            key: k.clone(),
+            kind,
+            a: a.get(k).map(&shown),
+            b: b.get(k).map(&shown),
+        })
+        .collect()
+}

@@ -1,0 +1,56 @@
+//! `turnout env diff APP/A APP/B`: what separates two environments of an app.
+use serde::{Deserialize, Serialize};
+
+use crate::{AppName, EnvName};
+
+/// The commits between two environments' live releases, and the configuration that differs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EnvDiff {
+    pub app: AppName,
+    pub a: EnvName,
+    pub b: EnvName,
+    /// The commit each one runs (`None`: nothing deployed yet).
+    pub a_commit: Option<String>,
+    pub b_commit: Option<String>,
+    /// Commits B runs that A does not, newest first; then those A runs that B does not.
+    pub only_in_b: Vec<CommitInfo>,
+    pub only_in_a: Vec<CommitInfo>,
+    /// More commits differ than the lists hold (each is capped at [`DIFF_COMMITS`]).
+    pub truncated: bool,
+    /// Keys whose value differs, by key.
+    pub config: Vec<ConfigDifference>,
+}
+
+/// The most commits listed each way.
+pub const DIFF_COMMITS: usize = 100;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CommitInfo {
+    pub commit: String,
+    pub author: String,
+    /// Seconds since the Unix epoch (the author date).
+    pub date: i64,
+    pub subject: String,
+}
+
+/// One key set differently in the two environments.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConfigDifference {
+    pub key: String,
+    pub kind: ConfigKind,
+    /// The values (`None`: not set there). A secret's value is never shown: `"(secret)"`.
+    pub a: Option<String>,
+    pub b: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ConfigKind {
+    /// From the app file's `[env]`, as resolved for the environment's tier.
+    Env,
+    /// Set with `turnout secret set`.
+    Secret,
+}
+
+/// What a secret's value is shown as.
+pub const SECRET_SHOWN_AS: &str = "(secret)";
