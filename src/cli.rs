@@ -60,6 +60,17 @@ pub enum Command {
         #[arg(long)]
         detach: bool,
     },
+    /// Run one environment's live release in another, the same commit and build output (no
+    /// fetch, no build), with the target's own configuration and secrets (a job)
+    Promote {
+        /// The environment whose release is promoted, as APP/ENV
+        from: EnvRef,
+        /// The environment that runs it, as APP/ENV (the same app)
+        to: EnvRef,
+        /// Print the job's id and return at once instead of watching it
+        #[arg(long)]
+        detach: bool,
+    },
     /// Start an earlier release of an environment again (no fetch, no build) and move its
     /// traffic back to it (a job)
     Rollback {

@@ -29,8 +29,8 @@ use turnout_control::{ServeConfig, Shutdown, serve};
 use turnout_model::endpoint as ep;
 use turnout_model::{
     AddDomain, CreateApp, CreateEnv, CreateToken, CreateUser, DeployRequest, ErrorCode,
-    RollbackRequest, ServeInfo, SetApprovalRule, SetGrant, SetMaintenance, SetPolicy,
-    SetProtection, SetSecret, SwitchDomain, UpdatePlan,
+    PromoteRequest, RollbackRequest, ServeInfo, SetApprovalRule, SetGrant, SetMaintenance,
+    SetPolicy, SetProtection, SetSecret, SwitchDomain, UpdatePlan,
 };
 use turnout_proxy::ProxyConfig;
 
@@ -418,6 +418,20 @@ async fn run_client(client: &Client, command: Command, json: bool) -> anyhow::Re
                 .call(&ep::Deploy {
                     target,
                     body: DeployRequest { git_ref },
+                })
+                .await?;
+            return jobs::follow(client, job, detach, json).await;
+        }
+        Command::Promote { from, to, detach } => {
+            if from.app != to.app {
+                anyhow::bail!(
+                    "{from} and {to} are environments of different apps; a release is promoted within its app"
+                );
+            }
+            let job = client
+                .call(&ep::Promote {
+                    target: to,
+                    body: PromoteRequest { from: from.env },
                 })
                 .await?;
             return jobs::follow(client, job, detach, json).await;

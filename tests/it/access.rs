@@ -264,6 +264,27 @@ async fn every_mutating_endpoint_by_every_role_on_every_tier() {
                     },
                 ));
             }
+            // A promotion into this environment, from one of a tier that promotes here: the
+            // right to promote on this tier (and to read the source).
+            if let Some(src) = Tier::ALL.iter().find(|s| s.promotes_to().contains(&tier)) {
+                let ok = allowed(*role, Action::Promote.default_role(tier));
+                let from = format!("{}-b", short(*src));
+                let r = who
+                    .call(
+                        "POST",
+                        &format!("/api/v1/apps/shop/envs/{a}/promote"),
+                        Some(json!({ "from": from })),
+                    )
+                    .await;
+                if ok {
+                    assert_eq!(r.0, 201, "promote by {name} on {tier}: {}", r.1);
+                    let job: Value = serde_json::from_str(&r.1).unwrap();
+                    let end = job_end(&who, &job["id"].to_string()).await;
+                    assert_eq!(end["state"], "succeeded", "promote by {name}: {end}");
+                }
+                expect(case("promote"), r, ok);
+                checked.insert(("POST", "/api/v1/apps/{app}/envs/{env}/promote"));
+            }
             // Cancelling someone else's job needs the right to run it. The admin's restart
             // may end before the cancel arrives (409); a user with no role on the app does not
             // learn that the job exists (404).

@@ -17,6 +17,7 @@ mod load;
 mod logs;
 mod metrics_access;
 mod plans;
+mod promote;
 mod sandbox;
 mod serve_start;
 mod startup;

@@ -27,6 +27,11 @@ pub enum Operation {
         app: AppName,
         env: EnvName,
     },
+    Promote {
+        app: AppName,
+        from: EnvName,
+        to: EnvName,
+    },
 }
 
 fn approval_info(r: &aq::ApprovalRow) -> ApprovalInfo {
@@ -136,6 +141,21 @@ impl ControlPlane {
                     .map(|job| {
                         started_job = Some(job.id);
                         format!("deploy of {r} started as job {}", job.id)
+                    })
+            }
+            Operation::Promote { app, from, to } => {
+                let (from, to) = (
+                    EnvRef {
+                        app: app.clone(),
+                        env: from,
+                    },
+                    EnvRef { app, env: to },
+                );
+                self.start_promote(from.clone(), to.clone(), actor.name.clone())
+                    .await
+                    .map(|job| {
+                        started_job = Some(job.id);
+                        format!("promotion of {from} to {to} started as job {}", job.id)
                     })
             }
             Operation::Switch { domain, app, env } => self

@@ -286,6 +286,14 @@ impl std::str::FromStr for ReleaseStatus {
     }
 }
 
+/// `turnout promote APP/FROM APP/TO`: the body of the request to TO.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PromoteRequest {
+    /// The environment whose live release TO runs.
+    pub from: EnvName,
+}
+
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DeployRequest {

@@ -68,7 +68,7 @@ audit_actions! {
     ApprovalExpire => "approval.expire", "A request expired unanswered.";
     Read => "read", "A refused read (never recorded when allowed).";
     Config => "config", "A refused configuration change.";
-    Promote => "promote", "A refused promotion.";
+    Promote => "promote", "A promotion: an environment went live on another one's release (or a refused one).";
     Reseed => "reseed", "A refused re-seed.";
     Restore => "restore", "A refused restore.";
     Domain => "domain", "A refused domain change.";

@@ -212,6 +212,15 @@ pub struct Deploy {
 endpoint!(Deploy, Post "/api/v1/apps/{app}/envs/{env}/deploy", body crate::DeployRequest,
     answer JobInfo, |s| [s.target.app.as_str(), s.target.env.as_str()], body_field body);
 
+/// A promotion job (201), or 202 when it waits for approval: `target` runs `body.from`'s live
+/// release.
+pub struct Promote {
+    pub target: EnvRef,
+    pub body: crate::PromoteRequest,
+}
+endpoint!(Promote, Post "/api/v1/apps/{app}/envs/{env}/promote", body crate::PromoteRequest,
+    answer JobInfo, |s| [s.target.app.as_str(), s.target.env.as_str()], body_field body);
+
 pub struct Rollback {
     pub target: EnvRef,
     pub body: crate::RollbackRequest,
@@ -484,6 +493,7 @@ pub fn all_paths() -> Vec<(&'static str, &'static str)> {
         ShowEnv,
         DeleteEnv,
         Deploy,
+        Promote,
         Rollback,
         Restart,
         StopEnv,
@@ -624,6 +634,6 @@ mod tests {
             );
         }
         assert!(all.contains(&("POST", "/api/v1/jobs/{id}/cancel")));
-        assert_eq!(all.len(), 48);
+        assert_eq!(all.len(), 49);
     }
 }

@@ -24,6 +24,8 @@ pub enum JobKind {
     Restart,
     /// Start a stopped environment's live release.
     Start,
+    /// Run another environment's live release, its build output copied (no fetch, no build).
+    Promote,
 }
 
 impl JobKind {
@@ -33,6 +35,7 @@ impl JobKind {
             Self::Rollback => "rollback",
             Self::Restart => "restart",
             Self::Start => "start",
+            Self::Promote => "promote",
         }
     }
 }
@@ -40,10 +43,16 @@ impl JobKind {
 impl std::str::FromStr for JobKind {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        [Self::Deploy, Self::Rollback, Self::Restart, Self::Start]
-            .into_iter()
-            .find(|v| v.as_str() == s)
-            .ok_or_else(|| format!("unknown job kind '{s}'"))
+        [
+            Self::Deploy,
+            Self::Rollback,
+            Self::Restart,
+            Self::Start,
+            Self::Promote,
+        ]
+        .into_iter()
+        .find(|v| v.as_str() == s)
+        .ok_or_else(|| format!("unknown job kind '{s}'"))
     }
 }
 

@@ -39,6 +39,22 @@ impl Tier {
             Tier::ProductionCopy => "production-copy",
         }
     }
+
+    /// The tiers an environment of this tier may be promoted to (`turnout promote`): up the
+    /// pipeline one stage at a time (development and test may skip to QA or staging), a
+    /// release (hotfix) environment straight to staging or production, production into its
+    /// copy. Nothing flows down.
+    pub fn promotes_to(self) -> &'static [Tier] {
+        match self {
+            Tier::Development => &[Tier::Test, Tier::Qa, Tier::Staging],
+            Tier::Test => &[Tier::Qa, Tier::Staging],
+            Tier::Qa => &[Tier::Staging],
+            Tier::Staging => &[Tier::Production],
+            Tier::Release => &[Tier::Staging, Tier::Production],
+            Tier::Production => &[Tier::ProductionCopy],
+            Tier::ProductionCopy => &[],
+        }
+    }
 }
 
 #[derive(Debug, Clone, thiserror::Error)]

@@ -113,6 +113,21 @@ pub(super) async fn deploy(
     Ok((StatusCode::CREATED, Json(p.deploy(r, req, &who).await?)))
 }
 
+/// 201 with the promotion's job (202 when it waits for approval).
+pub(super) async fn promote(
+    State(p): State<Api>,
+    who: Who,
+    Path((app, env)): Path<(String, String)>,
+    RawBody(bytes): RawBody,
+) -> Result<impl IntoResponse> {
+    let r = env_ref(&app, &env)?;
+    let req: turnout_model::PromoteRequest = body(&bytes)?;
+    Ok((
+        StatusCode::CREATED,
+        Json(p.promote(r, req.from, &who).await?),
+    ))
+}
+
 pub(super) async fn rollback(
     State(p): State<Api>,
     who: Who,

@@ -77,6 +77,7 @@ fn routes() -> Routes {
     .add::<ep::UpdatePlan, _, _>(envs::update_plan)
     .add::<ep::ListReleases, _, _>(envs::releases)
     .add::<ep::EnvDiff, _, _>(envs::diff)
+    .add::<ep::Promote, _, _>(envs::promote)
     .add::<ep::Logs, _, _>(logs::logs)
     .add::<ep::ListSecrets, _, _>(envs::list_secrets)
     .add::<ep::SetSecret, _, _>(envs::set_secret)

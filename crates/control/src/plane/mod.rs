@@ -40,6 +40,7 @@ mod launch;
 mod logs;
 mod network;
 mod plans;
+mod promote;
 mod release_ops;
 mod restore;
 mod routing;

@@ -208,19 +208,44 @@ impl ControlPlane {
             dir: Path::new(&release.dir),
             config: &config,
         };
-        let started = Instant::now();
-        ctx.begin(
-            0,
-            format!(
-                "release {} ({}) without a build: {}",
-                release.id,
-                &release.commit[..12.min(release.commit.len())],
-                config.run
-            ),
+        let launching = format!(
+            "release {} ({}) without a build: {}",
+            release.id,
+            &release.commit[..12.min(release.commit.len())],
+            config.run
         );
-        let running = self.launch(&l, ctx.until_cancelled()).await?;
+        let action = match kind {
+            JobKind::Rollback => AuditAction::Rollback,
+            JobKind::Restart => AuditAction::Restart,
+            _ => AuditAction::EnvStart,
+        };
+        let retire = (kind != JobKind::Start).then_some(2);
+        self.go_live_steps(ctx, 0, &l, launching, action, actor, retire)
+            .await?;
+        info!(app = %r.app, env = %r.env, release = release.id, kind = %kind, "release live again");
+        Ok(())
+    }
+
+    /// The last steps of every job that runs a release already built: launch (step `first`,
+    /// described by `launching`), go live (`first + 1`, audited as `action`), and drain and stop
+    /// the instance replaced (as step `retire`, or quietly when the job has no such step).
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) async fn go_live_steps(
+        &self,
+        ctx: &JobCtx,
+        first: usize,
+        l: &Launch<'_>,
+        launching: String,
+        action: AuditAction,
+        actor: &str,
+        retire: Option<usize>,
+    ) -> Result<(), ControlError> {
+        let r = l.r;
+        let started = Instant::now();
+        ctx.begin(first, launching);
+        let running = self.launch(l, ctx.until_cancelled()).await?;
         ctx.done(
-            0,
+            first,
             format!(
                 "healthy on port {} in {:.1}s",
                 running.instance.port(),
@@ -234,25 +259,21 @@ impl ControlPlane {
         }
         let started = Instant::now();
         let url = self.url(r);
-        ctx.begin(1, format!("{url} -> release {}", release.id));
-        let action = match kind {
-            JobKind::Rollback => AuditAction::Rollback,
-            JobKind::Restart => AuditAction::Restart,
-            _ => AuditAction::EnvStart,
-        };
+        ctx.begin(first + 1, format!("{url} -> release {}", l.release_id));
         let audit = AuditEntry::new(actor, action).app(&r.app).env(&r.env);
-        let previous = self.go_live(&l, running, audit).await?;
+        let previous = self.go_live(l, running, audit).await?;
         ctx.set_url(url.clone());
         ctx.done(
-            1,
-            format!("{url} -> release {}", release.id),
+            first + 1,
+            format!("{url} -> release {}", l.release_id),
             started.elapsed(),
         );
-        info!(app = %r.app, env = %r.env, release = release.id, kind = %kind, "release live again");
-        if kind != JobKind::Start {
-            retire_step(self, ctx, r, 2, previous).await;
-        } else if let Some(old) = previous {
-            self.retire(r, old).await;
+        match (retire, previous) {
+            (Some(index), previous) => retire_step(self, ctx, r, index, previous).await,
+            (None, Some(old)) => {
+                self.retire(r, old).await;
+            }
+            (None, None) => {}
         }
         Ok(())
     }

@@ -1,0 +1,197 @@
+//! `turnout promote APP/FROM APP/TO`: TO runs FROM's live release, the same commit and build
+//! output, copied (no fetch, no build), with TO's own configuration; a promotion the tiers do not
+//! allow is refused, listing the allowed ones, and changes nothing.
+use serde_json::Value;
+
+use crate::support::{Daemon, Repo, TOML};
+
+/// Each build writes a value of its own into the release, which the app shows (`built=…`), so
+/// a rebuild cannot pass for the same build output.
+fn repo() -> Repo {
+    let repo = Repo::new("promo");
+    repo.write(
+        "turnout.toml",
+        &TOML.replace("echo yes > built.txt", "date +%s%N > built.txt"),
+    );
+    repo.commit("a build of its own");
+    repo
+}
+
+fn built(body: &str) -> &str {
+    body.split("built=").nth(1).unwrap_or("").trim()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_promotion_runs_the_same_build_with_the_target_s_own_configuration() {
+    let repo = repo();
+    let d = Daemon::start();
+    d.create(
+        "shop",
+        repo.path(),
+        &[("qa", "main", "qa"), ("staging", "main", "staging")],
+    );
+    d.ok(&["deploy", "shop/qa"]);
+    let (_, qa_body) = d.get("qa.shop.localhost", "/").await;
+    let qa_build = built(&qa_body).to_owned();
+    assert!(qa_build.len() > 10, "{qa_body}");
+    let qa = d.json(&["env", "show", "shop/qa"]);
+    // A newer commit on the branch is not what a promotion takes.
+    repo.write("content.txt", "newer");
+    repo.commit("newer, not deployed anywhere");
+
+    let job = d.json(&["promote", "shop/qa", "shop/staging", "--detach"]);
+    let id = job["id"].as_i64().unwrap().to_string();
+    d.ok(&["job", "watch", &id]);
+    let job = d.json(&["job", "show", &id]);
+    assert_eq!(job["kind"], "promote", "{job}");
+    assert_eq!(job["state"], "succeeded", "{job}");
+    let steps: Vec<&str> = job["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(steps, ["copy", "launch", "go-live", "retire"], "{job}");
+
+    let (status, body) = d.get("staging.shop.localhost", "/").await;
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        body.starts_with("promo env=staging tier=staging "),
+        "{body}"
+    );
+    assert_eq!(built(&body), qa_build, "the same build output: {body}");
+    let staging = d.json(&["env", "show", "shop/staging"]);
+    assert_eq!(staging["release"]["commit"], qa["release"]["commit"]);
+    let releases = d.json(&["release", "list", "shop/staging"]);
+    assert_eq!(
+        releases[0]["git_ref"],
+        format!("promoted from shop/qa (release {})", qa["release"]["id"]),
+        "{releases}"
+    );
+    // Its own tree, owned as any of its releases: deploying qa again does not touch it.
+    d.ok(&["deploy", "shop/qa"]);
+    let (_, again) = d.get("staging.shop.localhost", "/").await;
+    assert_eq!(built(&again), qa_build, "{again}");
+
+    // A deploy of staging itself builds anew: the promoted build was not a rebuild.
+    d.ok(&["deploy", "shop/staging"]);
+    let (_, rebuilt) = d.get("staging.shop.localhost", "/").await;
+    assert_ne!(built(&rebuilt), qa_build, "{rebuilt}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_promotion_the_tiers_do_not_allow_is_refused_and_changes_nothing() {
+    let repo = repo();
+    let d = Daemon::start();
+    d.create(
+        "shop",
+        repo.path(),
+        &[
+            ("qa", "main", "qa"),
+            ("staging", "main", "staging"),
+            ("prod", "main", "production"),
+            ("hotfix", "main", "release"),
+        ],
+    );
+    d.ok(&["deploy", "shop/qa"]);
+    d.ok(&["deploy", "shop/prod"]);
+    let prod_before = d.json(&["release", "list", "shop/prod"]);
+
+    let err = d.fails(&["promote", "shop/qa", "shop/prod"]);
+    assert!(
+        err.contains("may not be promoted")
+            && err.contains("a qa environment promotes to staging")
+            && err.contains("shop/staging (staging)"),
+        "{err}"
+    );
+    let err = d.fails(&["promote", "shop/prod", "shop/qa"]);
+    assert!(err.contains("promotes to production-copy"), "{err}");
+    let err = d.fails(&["promote", "shop/qa", "shop/qa"]);
+    assert!(err.contains("to itself"), "{err}");
+    let err = d.fails(&["promote", "shop/hotfix", "shop/prod"]);
+    assert!(
+        err.contains("no live release to promote") && err.contains("turnout deploy shop/hotfix"),
+        "{err}"
+    );
+    let err = d.fails(&["promote", "shop/qa", "blog/staging"]);
+    assert!(err.contains("different apps"), "{err}");
+    let err = d.fails(&["promote", "shop/nope", "shop/staging"]);
+    assert!(err.contains("nope"), "{err}");
+    assert_eq!(d.json(&["release", "list", "shop/prod"]), prod_before);
+    let jobs: Value = d.json(&["jobs", "shop"]);
+    assert!(
+        jobs.as_array()
+            .unwrap()
+            .iter()
+            .all(|j| j["kind"] != "promote"),
+        "a refused promotion started a job: {jobs}"
+    );
+
+    // The hotfix path: a release environment goes straight to production.
+    d.ok(&["deploy", "shop/hotfix"]);
+    d.ok(&["promote", "shop/hotfix", "shop/prod"]);
+    let (status, body) = d.get("prod.shop.localhost", "/").await;
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        body.starts_with("promo env=prod tier=production "),
+        "{body}"
+    );
+}
+
+/// A promotion into a tier whose promotions need a second owner waits for one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_guarded_promotion_waits_for_a_second_owner() {
+    let repo = repo();
+    let d = Daemon::start();
+    d.create(
+        "shop",
+        repo.path(),
+        &[
+            ("staging", "main", "staging"),
+            ("prod", "main", "production"),
+        ],
+    );
+    d.ok(&["deploy", "shop/staging"]);
+    d.ok(&[
+        "access",
+        "require-approval",
+        "shop",
+        "promote",
+        "production",
+        "--expires",
+        "1h",
+    ]);
+    let out = d.cli(&["promote", "shop/staging", "shop/prod"]);
+    assert_eq!(out.status.code(), Some(3), "{out:?}");
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(said.contains("needs a second owner's approval"), "{said}");
+    let (status, _) = d.get("prod.shop.localhost", "/").await;
+    assert_ne!(status, 200, "promoted before the approval");
+    let approvals = d.json(&["approvals", "list"]);
+    let id = approvals[0]["id"].as_i64().unwrap().to_string();
+    assert!(
+        approvals[0]["summary"]
+            .as_str()
+            .unwrap()
+            .contains("promote shop/staging to shop/prod"),
+        "{approvals}"
+    );
+    // The admin asked; a second owner approves.
+    d.ok(&["user", "add", "olive"]);
+    d.ok(&["access", "grant", "olive", "shop", "owner"]);
+    let token = d.json(&["token", "create", "--user", "olive"])["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let out = d.cli_as(&token, &["approve", &id]);
+    assert!(out.status.success(), "{out:?}");
+    crate::support::eventually(
+        "the approved promotion to go live",
+        std::time::Duration::from_secs(30),
+        || async {
+            let (status, body) = d.get("prod.shop.localhost", "/").await;
+            (status == 200).then_some(body)
+        },
+    )
+    .await;
+}
