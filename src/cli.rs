@@ -60,6 +60,9 @@ pub enum Command {
         #[arg(long)]
         detach: bool,
     },
+    /// An app's pipeline: its environments by stage and what each promotion would bring
+    #[command(subcommand)]
+    Pipeline(PipelineCommand),
     /// Run one environment's live release in another, the same commit and build output (no
     /// fetch, no build), with the target's own configuration and secrets (a job)
     Promote {
@@ -571,4 +574,11 @@ pub struct DataPlaneArgs {
     /// The control socket of the data plane to take over from when told to serve
     #[arg(long)]
     pub succeed: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+pub enum PipelineCommand {
+    /// The stages left to right (by tier), each environment's release, commit, age, status and
+    /// URL, and how many commits each allowed promotion would bring
+    Show { app: AppName },
 }

@@ -36,8 +36,8 @@ use turnout_proxy::ProxyConfig;
 
 use crate::cli::{
     AccessCommand, AppCommand, ApprovalsCommand, AuditCommand, Cli, Command, DataPlaneArgs,
-    DomainCommand, EnvCommand, JobCommand, OnOff, ReleaseCommand, SecretCommand, ServeArgs,
-    TokenCommand, UserCommand,
+    DomainCommand, EnvCommand, JobCommand, OnOff, PipelineCommand, ReleaseCommand, SecretCommand,
+    ServeArgs, TokenCommand, UserCommand,
 };
 
 /// Exit codes a script sees: 0 done, 1 failed, 2 usage error (clap), 3 waiting for approval,
@@ -421,6 +421,9 @@ async fn run_client(client: &Client, command: Command, json: bool) -> anyhow::Re
                 })
                 .await?;
             return jobs::follow(client, job, detach, json).await;
+        }
+        Command::Pipeline(PipelineCommand::Show { app }) => {
+            render::diff::pipeline(&client.call(&ep::ShowPipeline { app }).await?, json);
         }
         Command::Promote { from, to, detach } => {
             if from.app != to.app {

@@ -1,5 +1,5 @@
 //! `turnout env diff`: the commits between two environments, and the configuration that differs.
-use turnout_model::{CommitInfo, ConfigKind, EnvDiff};
+use turnout_model::{CommitInfo, ConfigKind, EnvDiff, PipelineView};
 
 use super::*;
 
@@ -70,5 +70,87 @@ fn commits(title: &str, list: &[CommitInfo]) {
             c.subject,
             c.author
         );
+    }
+}
+
+/// The stages left to right, each environment with its release, commit, age, status and URL,
+/// then what each promotion would bring.
+pub fn pipeline(p: &PipelineView, json: bool) {
+    if json {
+        return print_json(p);
+    }
+    if p.stages.is_empty() {
+        outln!(
+            "{} has no environments: create one with `turnout env create {}/ENV --branch BRANCH --tier TIER`",
+            p.app,
+            p.app
+        );
+        return;
+    }
+    let stages: Vec<String> = p
+        .stages
+        .iter()
+        .map(|s| {
+            let names: Vec<String> = s.envs.iter().map(|e| e.name.to_string()).collect();
+            format!("{} ({})", s.tier, names.join(", "))
+        })
+        .collect();
+    outln!("{}: {}", p.app, stages.join(" → "));
+    let now = super::jobs::now_unix();
+    let mut t = table(&["STAGE", "ENV", "RELEASE", "COMMIT", "AGE", "STATUS", "URL"]);
+    for s in &p.stages {
+        for e in &s.envs {
+            let (release, commit, age) = match &e.release {
+                Some(r) => (
+                    r.id.to_string(),
+                    short(&r.commit).to_owned(),
+                    parse_timestamp(&r.created_at)
+                        .map_or("-".to_owned(), |at| age(now.saturating_sub(at))),
+                ),
+                None => ("-".into(), "-".into(), "-".into()),
+            };
+            t.add_row(vec![
+                s.tier.to_string(),
+                e.name.to_string(),
+                release,
+                commit,
+                age,
+                env_status(e),
+                e.url.clone(),
+            ]);
+        }
+    }
+    outln!("{t}");
+    if p.promotions.is_empty() {
+        return;
+    }
+    outln!();
+    outln!("promotions (turnout promote {}/FROM {}/TO):", p.app, p.app);
+    for v in &p.promotions {
+        let state = match (v.ahead, v.behind) {
+            (Some(0), Some(0)) => "same commit".to_owned(),
+            (Some(0), Some(_)) => format!("nothing to promote ({} runs newer commits)", v.to),
+            (Some(n), Some(b)) => format!(
+                "{n} commit{} to promote{}",
+                if n == 1 { "" } else { "s" },
+                if b > 0 {
+                    format!(" ({} also runs {b} that {} lacks)", v.to, v.from)
+                } else {
+                    String::new()
+                }
+            ),
+            _ => "not both deployed yet".to_owned(),
+        };
+        outln!("  {} → {}: {state}", v.from, v.to);
+    }
+}
+
+/// `45s`, `12m`, `3h`, `5d`.
+fn age(seconds: i64) -> String {
+    match seconds {
+        s if s < 60 => format!("{s}s"),
+        s if s < 3600 => format!("{}m", s / 60),
+        s if s < 86_400 => format!("{}h", s / 3600),
+        s => format!("{}d", s / 86_400),
     }
 }

@@ -195,3 +195,81 @@ async fn a_guarded_promotion_waits_for_a_second_owner() {
     )
     .await;
 }
+
+/// `pipeline show`: the stages in pipeline order, and how many commits each promotion the
+/// tiers allow would bring.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_pipeline_shows_stages_in_order_and_what_each_promotion_brings() {
+    let repo = repo();
+    let d = Daemon::start();
+    d.create(
+        "shop",
+        repo.path(),
+        &[
+            ("prod", "main", "production"),
+            ("staging", "main", "staging"),
+            ("qa", "main", "qa"),
+            ("dev", "main", "development"),
+        ],
+    );
+    d.ok(&["deploy", "shop/qa"]);
+    d.ok(&["promote", "shop/qa", "shop/staging"]);
+    for n in ["two", "three"] {
+        repo.write("content.txt", n);
+        repo.commit(n);
+    }
+    d.ok(&["deploy", "shop/qa"]);
+
+    let p = d.json(&["pipeline", "show", "shop"]);
+    let stages: Vec<&str> = p["stages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["tier"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        stages,
+        ["development", "qa", "staging", "production"],
+        "{p}"
+    );
+    let promotion = |from: &str, to: &str| {
+        p["promotions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|v| v["from"] == from && v["to"] == to)
+            .cloned()
+            .unwrap_or_else(|| panic!("no {from} -> {to} in {p}"))
+    };
+    let qa_staging = promotion("qa", "staging");
+    assert_eq!(
+        (qa_staging["ahead"].as_u64(), qa_staging["behind"].as_u64()),
+        (Some(2), Some(0))
+    );
+    assert!(
+        promotion("staging", "prod")["ahead"].is_null(),
+        "prod has no release yet"
+    );
+    assert!(promotion("dev", "qa")["ahead"].is_null());
+    assert!(
+        p["promotions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|v| v["to"] != "dev"),
+        "nothing promotes into development: {p}"
+    );
+    let text = d.ok(&["pipeline", "show", "shop"]);
+    assert!(
+        text.contains("development (dev) → qa (qa) → staging (staging) → production (prod)"),
+        "{text}"
+    );
+    assert!(
+        text.contains("qa → staging: 2 commits to promote"),
+        "{text}"
+    );
+    assert!(
+        text.contains("staging → prod: not both deployed yet"),
+        "{text}"
+    );
+}

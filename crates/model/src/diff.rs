@@ -1,7 +1,8 @@
-//! `turnout env diff APP/A APP/B`: what separates two environments of an app.
+//! What separates environments of an app: `turnout env diff APP/A APP/B`, and the pipeline's
+//! stages with what each promotion would bring (`turnout pipeline show APP`).
 use serde::{Deserialize, Serialize};
 
-use crate::{AppName, EnvName};
+use crate::{AppName, EnvInfo, EnvName, Tier};
 
 /// The commits between two environments' live releases, and the configuration that differs.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -54,3 +55,29 @@ pub enum ConfigKind {
 
 /// What a secret's value is shown as.
 pub const SECRET_SHOWN_AS: &str = "(secret)";
+
+/// An app's environments by stage (tier, in pipeline order; stages without an environment left
+/// out), and every promotion the tiers allow between them.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PipelineView {
+    pub app: AppName,
+    pub stages: Vec<PipelineStage>,
+    pub promotions: Vec<PromotionView>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PipelineStage {
+    pub tier: Tier,
+    pub envs: Vec<EnvInfo>,
+}
+
+/// `from` may be promoted to `to`: how far apart their live releases are.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PromotionView {
+    pub from: EnvName,
+    pub to: EnvName,
+    /// Commits `from` runs that `to` does not (what promoting would bring), and the other way;
+    /// `None` while either has no live release. Counted up to [`DIFF_COMMITS`].
+    pub ahead: Option<usize>,
+    pub behind: Option<usize>,
+}

@@ -264,6 +264,14 @@ pub struct EnvDiff {
 endpoint!(EnvDiff, Get "/api/v1/apps/{app}/envs/{env}/diff/{other}", body (),
     answer crate::EnvDiff, |s| [s.target.app.as_str(), s.target.env.as_str(), s.other.as_str()]);
 
+/// The app's pipeline: its environments by stage, and how far apart each promotion's two ends
+/// are.
+pub struct ShowPipeline {
+    pub app: AppName,
+}
+endpoint!(ShowPipeline, Get "/api/v1/apps/{app}/pipeline", body (), answer crate::PipelineView,
+    |s| [s.app.as_str()]);
+
 pub struct ListReleases {
     pub target: EnvRef,
 }
@@ -501,6 +509,7 @@ pub fn all_paths() -> Vec<(&'static str, &'static str)> {
         UpdatePlan,
         ListReleases,
         EnvDiff,
+        ShowPipeline,
         Logs,
         ListSecrets,
         SetSecret,
@@ -634,6 +643,6 @@ mod tests {
             );
         }
         assert!(all.contains(&("POST", "/api/v1/jobs/{id}/cancel")));
-        assert_eq!(all.len(), 49);
+        assert_eq!(all.len(), 50);
     }
 }

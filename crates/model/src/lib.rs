@@ -17,7 +17,10 @@ mod tier;
 pub use access::{Action, Role};
 pub use api::*;
 pub use audit::AuditAction;
-pub use diff::{CommitInfo, ConfigDifference, ConfigKind, DIFF_COMMITS, EnvDiff, SECRET_SHOWN_AS};
+pub use diff::{
+    CommitInfo, ConfigDifference, ConfigKind, DIFF_COMMITS, EnvDiff, PipelineStage, PipelineView,
+    PromotionView, SECRET_SHOWN_AS,
+};
 pub use domain::{DomainError, DomainName};
 pub use job::*;
 pub use names::{AppName, EnvName, EnvRef, NameError};

@@ -83,6 +83,14 @@ pub(super) async fn delete_env(
     Ok(StatusCode::NO_CONTENT)
 }
 
+pub(super) async fn pipeline(
+    State(p): State<Api>,
+    who: Who,
+    Path(app): Path<String>,
+) -> Result<impl IntoResponse> {
+    Ok(Json(p.pipeline(app_name(&app)?, &who).await?))
+}
+
 pub(super) async fn diff(
     State(p): State<Api>,
     who: Who,

@@ -77,6 +77,7 @@ fn routes() -> Routes {
     .add::<ep::UpdatePlan, _, _>(envs::update_plan)
     .add::<ep::ListReleases, _, _>(envs::releases)
     .add::<ep::EnvDiff, _, _>(envs::diff)
+    .add::<ep::ShowPipeline, _, _>(envs::pipeline)
     .add::<ep::Promote, _, _>(envs::promote)
     .add::<ep::Logs, _, _>(logs::logs)
     .add::<ep::ListSecrets, _, _>(envs::list_secrets)

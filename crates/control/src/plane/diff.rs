@@ -1,10 +1,13 @@
 //! `turnout env diff APP/A APP/B`: the commits between two environments' live releases (from
 //! the app's mirror) and the configuration keys set differently (the app file's `[env]` as each
-//! release resolved it, and the secrets, whose values are never shown).
+//! release resolved it, and the secrets, whose values are never shown). `turnout pipeline show
+//! APP`: the environments by stage, and for every promotion the tiers allow how many commits
+//! apart its two ends are.
 use std::collections::{BTreeMap, BTreeSet};
 
 use turnout_model::{
-    Action, ConfigDifference, ConfigKind, DIFF_COMMITS, EnvDiff, EnvName, EnvRef, SECRET_SHOWN_AS,
+    Action, AppName, ConfigDifference, ConfigKind, DIFF_COMMITS, EnvDiff, EnvName, EnvRef,
+    PipelineStage, PipelineView, PromotionView, SECRET_SHOWN_AS, Tier,
 };
 
 use super::ControlPlane;
@@ -55,6 +58,57 @@ impl ControlPlane {
             only_in_b,
             only_in_a,
             truncated,
+        })
+    }
+
+    pub async fn pipeline(
+        &self,
+        app: AppName,
+        who: &Principal,
+    ) -> Result<PipelineView, ControlError> {
+        let envs = self.list_envs(Some(app.clone()), who).await?;
+        let mirror = self.home.mirror(&app);
+        let commit = |name: &EnvName| {
+            envs.iter()
+                .find(|e| &e.name == name)
+                .and_then(|e| e.release.as_ref())
+                .map(|r| r.commit.clone())
+        };
+        let mut promotions = Vec::new();
+        for from in &envs {
+            for to in envs
+                .iter()
+                .filter(|e| from.tier.promotes_to().contains(&e.tier))
+            {
+                let (ahead, behind) = match (commit(&from.name), commit(&to.name)) {
+                    (Some(f), Some(t)) => {
+                        let _git = self.app_locks.lock(&app).await;
+                        let (ahead, _) = git::log_between(&mirror, &t, &f, DIFF_COMMITS).await?;
+                        let (behind, _) = git::log_between(&mirror, &f, &t, DIFF_COMMITS).await?;
+                        (Some(ahead.len()), Some(behind.len()))
+                    }
+                    _ => (None, None),
+                };
+                promotions.push(PromotionView {
+                    from: from.name.clone(),
+                    to: to.name.clone(),
+                    ahead,
+                    behind,
+                });
+            }
+        }
+        let stages = Tier::ALL
+            .into_iter()
+            .map(|tier| PipelineStage {
+                tier,
+                envs: envs.iter().filter(|e| e.tier == tier).cloned().collect(),
+            })
+            .filter(|s| !s.envs.is_empty())
+            .collect();
+        Ok(PipelineView {
+            app,
+            stages,
+            promotions,
         })
     }
 
