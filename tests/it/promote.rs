@@ -273,3 +273,66 @@ async fn the_pipeline_shows_stages_in_order_and_what_each_promotion_brings() {
         "{text}"
     );
 }
+
+/// A production copy on production's branch runs every new production release (deploy,
+/// promotion, rollback) by itself, the same build; one on another branch does not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_production_copy_follows_every_production_release() {
+    let repo = repo();
+    repo.branch("other");
+    repo.branch("main");
+    let d = Daemon::start();
+    d.create(
+        "shop",
+        repo.path(),
+        &[
+            ("prod", "main", "production"),
+            ("mirror", "main", "production-copy"),
+            ("elsewhere", "other", "production-copy"),
+        ],
+    );
+    let follows = |what: &'static str| {
+        let d = &d;
+        async move {
+            let (_, prod) = d.get("prod.shop.localhost", "/").await;
+            let want = built(&prod).to_owned();
+            crate::support::eventually(what, std::time::Duration::from_secs(30), || {
+                let want = want.clone();
+                async move {
+                    let (status, body) = d.get("mirror.shop.localhost", "/").await;
+                    (status == 200 && built(&body) == want).then_some(body)
+                }
+            })
+            .await
+        }
+    };
+    d.ok(&["deploy", "shop/prod"]);
+    let body = follows("the copy to run production's first release").await;
+    assert!(body.contains("env=mirror tier=production-copy"), "{body}");
+    let releases = d.json(&["release", "list", "shop/mirror"]);
+    assert!(
+        releases[0]["git_ref"]
+            .as_str()
+            .unwrap()
+            .starts_with("promoted from shop/prod"),
+        "{releases}"
+    );
+    repo.write("content.txt", "second");
+    repo.commit("second");
+    d.ok(&["deploy", "shop/prod"]);
+    let body = follows("the copy to run the second release").await;
+    assert!(body.starts_with("second env=mirror"), "{body}");
+    d.ok(&["rollback", "shop/prod"]);
+    let body = follows("the copy to follow the rollback").await;
+    assert!(body.starts_with("promo env=mirror"), "{body}");
+    let (status, _) = d.get("elsewhere.shop.localhost", "/").await;
+    assert_ne!(status, 200, "a copy on another branch followed production");
+    let jobs = d.json(&["jobs", "shop/mirror"]);
+    assert!(
+        jobs.as_array()
+            .unwrap()
+            .iter()
+            .all(|j| j["kind"] == "promote"),
+        "{jobs}"
+    );
+}

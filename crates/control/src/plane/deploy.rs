@@ -112,7 +112,11 @@ impl ControlPlane {
         let this = self.clone();
         self.jobs
             .start(spec, move |ctx| async move {
-                this.run_deploy(&ctx, &r, req, &actor).await
+                let done = this.run_deploy(&ctx, &r, req, &actor).await;
+                if done.is_ok() {
+                    this.follow_production(&r).await;
+                }
+                done
             })
             .await
     }

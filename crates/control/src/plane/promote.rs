@@ -2,12 +2,16 @@
 //! build output (its directory copied into TO's, owned by TO's user; no fetch, no build), with
 //! TO's own configuration (the app file resolved for TO's tier), secrets and data, through the
 //! same launch → go-live → retire as every job. Which promotions are allowed follows the tiers
-//! (`Tier::promotes_to`); one that is not is refused, listing the allowed ones.
+//! (`Tier::promotes_to`); one that is not is refused, listing the allowed ones. A production
+//! copy follows every new release of its app's production environment on the same branch
+//! (`follow_production`).
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
-use turnout_model::{Action, AuditAction, EnvName, EnvRef, JobInfo, JobKind};
+use futures_util::future::BoxFuture;
+use tracing::warn;
+use turnout_model::{Action, AuditAction, EnvName, EnvRef, JobInfo, JobKind, Tier};
 
 use super::ControlPlane;
 use super::deploy::built_marker;
@@ -81,9 +85,47 @@ impl ControlPlane {
         let this = self.clone();
         self.jobs
             .start(spec, move |ctx| async move {
-                this.run_promote(&ctx, &from, &to, &actor).await
+                let done = this.run_promote(&ctx, &from, &to, &actor).await;
+                if done.is_ok() {
+                    this.follow_production(&to).await;
+                }
+                done
             })
             .await
+    }
+
+    /// After `r` went live on another release: when it is a production environment, every
+    /// production copy of the app that follows the same branch runs the same release, through a
+    /// promotion job of its own (each visible in `turnout jobs`).
+    ///
+    /// Boxed: the jobs it starts end by calling it again (statically; a copy is never
+    /// production), and a future cannot contain itself.
+    pub(crate) fn follow_production<'a>(self: &'a Arc<Self>, r: &'a EnvRef) -> BoxFuture<'a, ()> {
+        Box::pin(async move {
+            let Ok(prod) = self.env_row(r).await else {
+                return;
+            };
+            if prod.tier != Tier::Production {
+                return;
+            }
+            let app = r.app.clone();
+            let Ok(envs) = self.store.call(move |c| q::list_envs(c, Some(&app))).await else {
+                return;
+            };
+            let copies = envs
+                .into_iter()
+                .filter(|e| e.tier == Tier::ProductionCopy && e.branch == prod.branch);
+            for copy in copies {
+                let to = EnvRef {
+                    app: r.app.clone(),
+                    env: copy.name,
+                };
+                let actor = format!("turnout (the production copy follows {r})");
+                if let Err(e) = self.start_promote(r.clone(), to.clone(), actor).await {
+                    warn!(from = %r, to = %to, error = %e, "the production copy could not follow");
+                }
+            }
+        })
     }
 
     /// Refused unless FROM's tier promotes to TO's; the refusal lists where FROM may go.
@@ -324,7 +366,6 @@ fn partial_path(dir: &Path) -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use turnout_model::Tier;
 
     #[test]
     fn nothing_flows_down_the_tiers() {

@@ -175,7 +175,12 @@ impl ControlPlane {
         let (this, actor) = (self.clone(), who.name.clone());
         self.jobs
             .start(spec, move |ctx| async move {
-                this.relaunch(&ctx, kind, &r, &actor, pick).await
+                let done = this.relaunch(&ctx, kind, &r, &actor, pick).await;
+                // A rollback changes the release; a restart or start runs the same one again.
+                if done.is_ok() && kind == JobKind::Rollback {
+                    this.follow_production(&r).await;
+                }
+                done
             })
             .await
     }
