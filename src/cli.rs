@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use turnout_model::plan::PlanField;
-use turnout_model::{Action, AppName, DomainName, EnvName, EnvRef, Role, Tier};
+use turnout_model::{Action, AppName, DeployOn, DomainName, EnvName, EnvRef, Role, Tier};
 
 #[derive(Parser)]
 #[command(
@@ -60,6 +60,10 @@ pub enum Command {
         #[arg(long)]
         detach: bool,
     },
+    /// Report a CI build's result (what a CI job calls): a green build deploys its exact commit
+    /// to the environments of its app and branch that deploy on CI
+    #[command(subcommand)]
+    Ci(CiCommand),
     /// An app's pipeline: its environments by stage and what each promotion would bring
     #[command(subcommand)]
     Pipeline(PipelineCommand),
@@ -275,6 +279,10 @@ pub enum EnvCommand {
         /// development, test, qa, staging, release, production or production-copy
         #[arg(long, default_value = "development")]
         tier: Tier,
+        /// What deploys it by itself: manual (only `turnout deploy`), push (every push to its
+        /// branch) or ci (every green CI build of its branch, that exact commit)
+        #[arg(long, default_value = "manual")]
+        deploy_on: DeployOn,
     },
     /// List environments, of one app or of all
     List { app: Option<AppName> },
@@ -299,22 +307,25 @@ pub enum EnvCommand {
         #[arg(long)]
         detach: bool,
     },
-    /// Change an environment's resource plan (it wins field by field over turnout.toml's
-    /// [plan]); applies at the next deploy or restart
-    #[command(group(clap::ArgGroup::new("plan").required(true).multiple(true)))]
+    /// Change what deploys an environment by itself, or its resource plan (it wins field by
+    /// field over turnout.toml's [plan]; applies at the next deploy or restart)
+    #[command(group(clap::ArgGroup::new("change").required(true).multiple(true)))]
     Update {
         /// The environment, as APP/ENV
         target: EnvRef,
+        /// manual, push or ci (see `env create`)
+        #[arg(long, group = "change")]
+        deploy_on: Option<DeployOn>,
         /// Memory of all its processes, like 512M or 2G (4M to 16T), or none
-        #[arg(long, value_name = "SIZE|none", group = "plan", allow_hyphen_values = true,
+        #[arg(long, value_name = "SIZE|none", group = "change", allow_hyphen_values = true,
             value_parser = |s: &str| plan_setting(PlanField::Memory, s))]
         memory: Option<String>,
         /// CPU in cores, like 0.5 or 2 (0.01 to 1024), or none
-        #[arg(long, value_name = "CORES|none", group = "plan", allow_hyphen_values = true,
+        #[arg(long, value_name = "CORES|none", group = "change", allow_hyphen_values = true,
             value_parser = |s: &str| plan_setting(PlanField::Cpu, s))]
         cpu: Option<String>,
         /// Processes and threads at most, like 256 (1 to 4194304), or none
-        #[arg(long, value_name = "N|none", group = "plan", allow_hyphen_values = true,
+        #[arg(long, value_name = "N|none", group = "change", allow_hyphen_values = true,
             value_parser = |s: &str| plan_setting(PlanField::Pids, s))]
         pids: Option<String>,
     },
@@ -581,4 +592,30 @@ pub enum PipelineCommand {
     /// The stages left to right (by tier), each environment's release, commit, age, status and
     /// URL, and how many commits each allowed promotion would bring
     Show { app: AppName },
+}
+
+#[derive(Subcommand)]
+pub enum CiCommand {
+    /// `POST /api/v1/hooks/ci`: prints the deploys started (as jobs) and the environments left
+    /// alone, with why
+    Report {
+        app: AppName,
+        /// The branch that was built
+        #[arg(long)]
+        branch: String,
+        /// The full commit id that was built
+        #[arg(long)]
+        commit: String,
+        /// success, failure or other
+        #[arg(long)]
+        status: CiStatusArg,
+    },
+}
+
+/// A CI build's status on the command line.
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+pub enum CiStatusArg {
+    Success,
+    Failure,
+    Other,
 }

@@ -138,6 +138,7 @@ async fn set_up(client: &Client, repo: &Path) -> anyhow::Result<()> {
                 name: env.parse()?,
                 branch: branch.to_owned(),
                 tier: Some(tier),
+                deploy_on: turnout_model::DeployOn::Manual,
             };
             client
                 .call(&ep::CreateEnv {

@@ -28,16 +28,16 @@ use turnout_control::home::default_home;
 use turnout_control::{ServeConfig, Shutdown, serve};
 use turnout_model::endpoint as ep;
 use turnout_model::{
-    AddDomain, CreateApp, CreateEnv, CreateToken, CreateUser, DeployRequest, ErrorCode,
-    PromoteRequest, RollbackRequest, ServeInfo, SetApprovalRule, SetGrant, SetMaintenance,
-    SetPolicy, SetProtection, SetSecret, SwitchDomain, UpdatePlan,
+    AddDomain, CiReport, CiStatus, CreateApp, CreateEnv, CreateToken, CreateUser, DeployRequest,
+    ErrorCode, PromoteRequest, RollbackRequest, ServeInfo, SetApprovalRule, SetGrant,
+    SetMaintenance, SetPolicy, SetProtection, SetSecret, SetTrigger, SwitchDomain, UpdatePlan,
 };
 use turnout_proxy::ProxyConfig;
 
 use crate::cli::{
-    AccessCommand, AppCommand, ApprovalsCommand, AuditCommand, Cli, Command, DataPlaneArgs,
-    DomainCommand, EnvCommand, JobCommand, OnOff, PipelineCommand, ReleaseCommand, SecretCommand,
-    ServeArgs, TokenCommand, UserCommand,
+    AccessCommand, AppCommand, ApprovalsCommand, AuditCommand, CiCommand, CiStatusArg, Cli,
+    Command, DataPlaneArgs, DomainCommand, EnvCommand, JobCommand, OnOff, PipelineCommand,
+    ReleaseCommand, SecretCommand, ServeArgs, TokenCommand, UserCommand,
 };
 
 /// Exit codes a script sees: 0 done, 1 failed, 2 usage error (clap), 3 waiting for approval,
@@ -347,11 +347,13 @@ async fn run_client(client: &Client, command: Command, json: bool) -> anyhow::Re
             target,
             branch,
             tier,
+            deploy_on,
         }) => {
             let body = CreateEnv {
                 name: target.env.clone(),
                 branch,
                 tier: Some(tier),
+                deploy_on,
             };
             let env = client
                 .call(&ep::CreateEnv {
@@ -398,12 +400,43 @@ async fn run_client(client: &Client, command: Command, json: bool) -> anyhow::Re
         }
         Command::Env(EnvCommand::Update {
             target,
+            deploy_on,
             memory,
             cpu,
             pids,
         }) => {
+            if let Some(deploy_on) = deploy_on {
+                let env = client
+                    .call(&ep::SetTrigger {
+                        target: target.clone(),
+                        body: SetTrigger { deploy_on },
+                    })
+                    .await?;
+                render::trigger_set(&env, json);
+            }
             let body = UpdatePlan { memory, cpu, pids };
-            render::plan_updated(&client.call(&ep::UpdatePlan { target, body }).await?, json);
+            if !body.is_empty() {
+                render::plan_updated(&client.call(&ep::UpdatePlan { target, body }).await?, json);
+            }
+        }
+        Command::Ci(CiCommand::Report {
+            app,
+            branch,
+            commit,
+            status,
+        }) => {
+            let status = match status {
+                CiStatusArg::Success => CiStatus::Success,
+                CiStatusArg::Failure => CiStatus::Failure,
+                CiStatusArg::Other => CiStatus::Other,
+            };
+            let body = CiReport {
+                app,
+                branch,
+                commit,
+                status,
+            };
+            render::ci_outcome(&client.call(&ep::CiHook { body }).await?, json);
         }
         Command::Env(EnvCommand::Start { target, detach }) => {
             let job = client.call(&ep::StartEnv { target }).await?;

@@ -142,6 +142,7 @@ pub fn env(e: &EnvInfo, json: bool) {
     outln!("environment  {}/{}", e.app, e.name);
     outln!("tier         {}", e.tier);
     outln!("branch       {}", e.branch);
+    outln!("deploys on   {}", e.deploy_on);
     outln!("status       {}", env_status(e));
     outln!("url          {}", e.url);
     match &e.release {
@@ -223,6 +224,28 @@ fn usage(u: Option<&ResourceUsage>) -> String {
         "-".into()
     } else {
         parts.join(", ")
+    }
+}
+
+pub fn trigger_set(e: &EnvInfo, json: bool) {
+    if json {
+        return print_json(e);
+    }
+    outln!("{}/{} deploys on {}", e.app, e.name, e.deploy_on);
+}
+
+pub fn ci_outcome(o: &turnout_model::CiOutcome, json: bool) {
+    if json {
+        return print_json(o);
+    }
+    if o.deploys.is_empty() && o.skipped.is_empty() {
+        outln!("no environment of this app follows that branch");
+    }
+    for d in &o.deploys {
+        outln!("deploying to {}: job {}", d.env, d.job.id);
+    }
+    for s in &o.skipped {
+        outln!("skipped {}: {}", s.env, s.why);
     }
 }
 

@@ -199,6 +199,15 @@ async fn every_mutating_endpoint_by_every_role_on_every_tier() {
                 .await;
             expect(case("plan update"), r, ok);
             checked.insert(("POST", "/api/v1/apps/{app}/envs/{env}/plan"));
+            let r = who
+                .call(
+                    "POST",
+                    &format!("/api/v1/apps/shop/envs/{a}/trigger"),
+                    Some(json!({"deploy_on": "manual"})),
+                )
+                .await;
+            expect(case("trigger update"), r, ok);
+            checked.insert(("POST", "/api/v1/apps/{app}/envs/{env}/trigger"));
 
             let ok = allowed(*role, Action::Deploy.default_role(tier));
             // Secret values: only for roles that may deploy the environment.
@@ -414,6 +423,18 @@ async fn every_mutating_endpoint_by_every_role_on_every_tier() {
             .await;
         expect(format!("protection by {name}"), r, owner);
         checked.insert(("POST", "/api/v1/apps/{app}/protection"));
+        // A CI report needs a role on the app (each deploy it starts needs its own right): a
+        // failed build starts nothing.
+        let r = who
+            .call(
+                "POST",
+                "/api/v1/hooks/ci",
+                Some(json!({"app": "shop", "branch": "main", "status": "failure",
+                    "commit": "0123456789abcdef0123456789abcdef01234567"})),
+            )
+            .await;
+        expect(format!("CI report by {name}"), r, role.is_some());
+        checked.insert(("POST", "/api/v1/hooks/ci"));
         let throwaway = format!("del-{rname}");
         d.ok(&[
             "app",

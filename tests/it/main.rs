@@ -23,4 +23,5 @@ mod serve_start;
 mod startup;
 mod support;
 mod traffic;
+mod triggers;
 mod upgrade;

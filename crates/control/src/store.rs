@@ -32,6 +32,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0005_jobs.sql"),
     include_str!("../migrations/0006_users.sql"),
     include_str!("../migrations/0007_plans.sql"),
+    include_str!("../migrations/0008_triggers.sql"),
 ];
 
 /// Read-only connections kept open for `Store::call`.
@@ -118,6 +119,8 @@ pub struct EnvRow {
     pub uid: u32,
     /// Its own resource plan (`env update`); unset fields fall back to the app file's.
     pub plan: ResourcePlan,
+    /// What deploys it by itself.
+    pub deploy_on: turnout_model::DeployOn,
     pub created_at: i64,
 }
 
@@ -423,7 +426,7 @@ fn app_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<AppRow> {
 }
 
 const ENV_COLS: &str = "e.id, a.name, e.name, e.branch, e.tier, e.current_release_id, e.created_at, a.id, \
-     e.stopped, e.plan_memory, e.plan_cpu, e.plan_pids, e.uid";
+     e.stopped, e.plan_memory, e.plan_cpu, e.plan_pids, e.uid, e.deploy_on";
 
 fn env_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<EnvRow> {
     Ok(EnvRow {
@@ -442,6 +445,9 @@ fn env_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<EnvRow> {
             pids: unsigned(11, r.get(11)?)?,
         },
         uid: r.get(12)?,
+        deploy_on: r.get::<_, String>(13)?.parse().map_err(|e: String| {
+            rusqlite::Error::FromSqlConversionFailure(13, rusqlite::types::Type::Text, e.into())
+        })?,
     })
 }
 

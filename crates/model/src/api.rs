@@ -96,6 +96,9 @@ pub struct CreateEnv {
     pub branch: String,
     #[serde(default)]
     pub tier: Option<Tier>,
+    /// What deploys it by itself (manual when absent).
+    #[serde(default)]
+    pub deploy_on: crate::DeployOn,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -104,6 +107,9 @@ pub struct EnvInfo {
     pub name: EnvName,
     pub branch: String,
     pub tier: Tier,
+    /// What deploys it by itself.
+    #[serde(default)]
+    pub deploy_on: crate::DeployOn,
     /// `http://<env>.<app>.localhost:<http port>`
     pub url: String,
     pub status: EnvStatus,

@@ -32,6 +32,7 @@ audit_actions! {
     EnvStop => "env.stop", "An environment was stopped on purpose.";
     EnvStart => "env.start", "A stopped environment's release went live again.";
     EnvPlan => "env.plan", "An environment's resource plan changed (from the next instance on).";
+    EnvTrigger => "env.trigger", "What deploys an environment by itself changed.";
     JobStart => "job.start", "A job was queued.";
     JobEnd => "job.end", "A job ended (its result says how).";
     JobCancel => "job.cancel", "A user asked to cancel a job.";

@@ -272,6 +272,22 @@ pub struct ShowPipeline {
 endpoint!(ShowPipeline, Get "/api/v1/apps/{app}/pipeline", body (), answer crate::PipelineView,
     |s| [s.app.as_str()]);
 
+/// Set what deploys the environment by itself; answers the environment.
+pub struct SetTrigger {
+    pub target: EnvRef,
+    pub body: crate::SetTrigger,
+}
+endpoint!(SetTrigger, Post "/api/v1/apps/{app}/envs/{env}/trigger", body crate::SetTrigger,
+    answer EnvInfo, |s| [s.target.app.as_str(), s.target.env.as_str()], body_field body);
+
+/// A CI build's result: a green one deploys its exact commit to the environments of its app
+/// and branch that deploy on CI.
+pub struct CiHook {
+    pub body: crate::CiReport,
+}
+endpoint!(CiHook, Post "/api/v1/hooks/ci", body crate::CiReport, answer crate::CiOutcome,
+    |s| [], body_field body);
+
 pub struct ListReleases {
     pub target: EnvRef,
 }
@@ -510,6 +526,8 @@ pub fn all_paths() -> Vec<(&'static str, &'static str)> {
         ListReleases,
         EnvDiff,
         ShowPipeline,
+        SetTrigger,
+        CiHook,
         Logs,
         ListSecrets,
         SetSecret,
@@ -643,6 +661,6 @@ mod tests {
             );
         }
         assert!(all.contains(&("POST", "/api/v1/jobs/{id}/cancel")));
-        assert_eq!(all.len(), 50);
+        assert_eq!(all.len(), 52);
     }
 }

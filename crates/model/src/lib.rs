@@ -13,6 +13,7 @@ mod job;
 mod names;
 pub mod plan;
 mod tier;
+mod trigger;
 
 pub use access::{Action, Role};
 pub use api::*;
@@ -26,3 +27,6 @@ pub use job::*;
 pub use names::{AppName, EnvName, EnvRef, NameError};
 pub use plan::{ResourcePlan, ResourceUsage, UpdatePlan};
 pub use tier::{Tier, UnknownTier};
+pub use trigger::{
+    CiOutcome, CiReport, CiStatus, DeployOn, SetTrigger, SkippedEnv, TriggeredDeploy,
+};

@@ -83,6 +83,29 @@ pub(super) async fn delete_env(
     Ok(StatusCode::NO_CONTENT)
 }
 
+pub(super) async fn set_trigger(
+    State(p): State<Api>,
+    who: Who,
+    Path((app, env)): Path<(String, String)>,
+    RawBody(bytes): RawBody,
+) -> Result<impl IntoResponse> {
+    let req: turnout_model::SetTrigger = body(&bytes)?;
+    Ok(Json(
+        p.set_trigger(env_ref(&app, &env)?, req.deploy_on, &who)
+            .await?,
+    ))
+}
+
+/// 200 with what the report started (deploys, as jobs) and left alone.
+pub(super) async fn ci_hook(
+    State(p): State<Api>,
+    who: Who,
+    RawBody(bytes): RawBody,
+) -> Result<impl IntoResponse> {
+    let report: turnout_model::CiReport = body(&bytes)?;
+    Ok(Json(p.ci_report(report, &who).await?))
+}
+
 pub(super) async fn pipeline(
     State(p): State<Api>,
     who: Who,

@@ -78,6 +78,8 @@ fn routes() -> Routes {
     .add::<ep::ListReleases, _, _>(envs::releases)
     .add::<ep::EnvDiff, _, _>(envs::diff)
     .add::<ep::ShowPipeline, _, _>(envs::pipeline)
+    .add::<ep::SetTrigger, _, _>(envs::set_trigger)
+    .add::<ep::CiHook, _, _>(envs::ci_hook)
     .add::<ep::Promote, _, _>(envs::promote)
     .add::<ep::Logs, _, _>(logs::logs)
     .add::<ep::ListSecrets, _, _>(envs::list_secrets)

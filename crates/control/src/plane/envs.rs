@@ -40,15 +40,26 @@ impl ControlPlane {
                 }
             )));
         }
-        let (a, name, branch) = (app.clone(), req.name.clone(), req.branch.clone());
+        let (a, name, branch, deploy_on) = (
+            app.clone(),
+            req.name.clone(),
+            req.branch.clone(),
+            req.deploy_on,
+        );
         let entry = AuditEntry::new(&who.name, AuditAction::EnvCreate)
             .app(&app)
             .env(&req.name)
-            .change(None, Some(format!("branch {}, tier {tier}", req.branch)));
+            .change(
+                None,
+                Some(format!(
+                    "branch {}, tier {tier}, deploys on {deploy_on}",
+                    req.branch
+                )),
+            );
         let row = self
             .store
             .mutate(entry, move |c, _| {
-                q::insert_env(c, &a, &name, &branch, tier)
+                q::insert_env(c, &a, &name, &branch, tier, deploy_on)
             })
             .await?;
         self.prepare_env_dirs(&row).await?;
@@ -191,6 +202,7 @@ impl ControlPlane {
             name: row.name,
             branch: row.branch,
             tier: row.tier,
+            deploy_on: row.deploy_on,
             status,
             status_reason,
             next_retry_at,

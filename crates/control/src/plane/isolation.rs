@@ -319,6 +319,7 @@ mod tests {
             current_release_id: None,
             stopped: false,
             plan: Default::default(),
+            deploy_on: Default::default(),
             uid: 201_007,
             created_at: 0,
         }

@@ -44,6 +44,7 @@ mod promote;
 mod release_ops;
 mod restore;
 mod routing;
+mod triggers;
 
 pub use isolation::{Separation, place_envs, secure_home};
 pub use logs::LogView;

@@ -61,6 +61,7 @@ pub fn insert_env(
     name: &EnvName,
     branch: &str,
     tier: Tier,
+    deploy_on: turnout_model::DeployOn,
 ) -> Result<EnvRow, ControlError> {
     let app_row = get_app(c, app)?;
     let exists: bool = c.query_row(
@@ -75,8 +76,8 @@ pub fn insert_env(
     }
     let uid = free_uid(c)?;
     c.execute(
-        "INSERT INTO environments (app_id, name, branch, tier, created_at, uid) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-        params![app_row.id, name.as_str(), branch, tier.as_str(), now(), uid],
+        "INSERT INTO environments (app_id, name, branch, tier, created_at, uid, deploy_on) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        params![app_row.id, name.as_str(), branch, tier.as_str(), now(), uid, deploy_on.as_str()],
     )?;
     get_env(c, app, name)
 }
@@ -188,6 +189,18 @@ pub fn set_stopped(c: &Tx<'_>, env_id: i64, stopped: bool) -> Result<(), Control
 }
 
 /// Set the environment's own resource plan (NULL for an unset field).
+pub fn set_deploy_on(
+    c: &Tx<'_>,
+    env_id: i64,
+    deploy_on: turnout_model::DeployOn,
+) -> Result<(), ControlError> {
+    c.execute(
+        "UPDATE environments SET deploy_on = ?2 WHERE id = ?1",
+        params![env_id, deploy_on.as_str()],
+    )?;
+    Ok(())
+}
+
 pub fn set_plan(c: &Tx<'_>, env_id: i64, plan: &ResourcePlan) -> Result<(), ControlError> {
     // Bounded far below i64::MAX (16 TiB, 4194304), so the conversion fails only on a bug.
     let signed = |v: Option<u64>| {

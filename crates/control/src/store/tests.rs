@@ -26,7 +26,15 @@ fn migrates_once_and_round_trips_rows() {
         q::insert_app(&tx, &app, "/repo", None),
         Err(ControlError::Conflict(_))
     ));
-    let e = q::insert_env(&tx, &app, &env, "main", Tier::Staging).unwrap();
+    let e = q::insert_env(
+        &tx,
+        &app,
+        &env,
+        "main",
+        Tier::Staging,
+        turnout_model::DeployOn::Manual,
+    )
+    .unwrap();
     assert_eq!(e.plan, turnout_model::ResourcePlan::default());
     let plan = turnout_model::ResourcePlan {
         memory: Some(16 << 40),
