@@ -181,14 +181,17 @@ async fn switches_are_health_gated_and_refusals_change_nothing() {
     assert!(err.contains("shop/blue serves shop.example.test"), "{err}");
     assert_eq!(env_behind(&d, "shop.example.test").await, "blue");
 
-    // A domain bound to an environment that is not running answers 503, not someone else's page.
+    // A domain bound to an environment that is not running answers 503, not someone else's
+    // page; so does the environment's own URL, saying nothing is deployed there yet.
     d.ok(&["domain", "add", "idle.example.test", "shop/idle"]);
-    let (status, body) = d.get("idle.example.test", "/").await;
-    assert_eq!(status, 503);
-    assert!(
-        body.contains("temporarily unavailable") && !body.contains("env="),
-        "{body}"
-    );
+    for host in ["idle.example.test", "idle.shop.localhost"] {
+        let (status, body) = d.get(host, "/").await;
+        assert_eq!(status, 503, "{host}");
+        assert!(
+            body.contains("shop/idle has nothing deployed yet") && !body.contains("env="),
+            "{host}: {body}"
+        );
+    }
     d.ok(&["domain", "remove", "idle.example.test"]);
     let (status, _) = d.get("idle.example.test", "/").await;
     assert_eq!(status, 404);
@@ -297,4 +300,31 @@ async fn maintenance_bindings_and_metrics_survive_a_restart() {
             "add"
         ]
     );
+}
+
+/// A new environment's URL says it has nothing deployed yet (503, not a 404 that looks like a
+/// wrong address), across a daemon restart too, until its first release goes live.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_environment_says_it_has_nothing_deployed_yet() {
+    let repo = Repo::new("first");
+    let mut d = Daemon::start();
+    d.create("shop", repo.path(), &[("fresh", "main", "qa")]);
+    for when in ["after create", "after a restart"] {
+        let (status, body) = d.get("fresh.shop.localhost", "/").await;
+        assert_eq!(status, 503, "{when}: {body}");
+        assert!(
+            body.contains("shop/fresh has nothing deployed yet")
+                && body.contains("turnout deploy shop/fresh"),
+            "{when}: {body}"
+        );
+        if when == "after create" {
+            d.restart();
+        }
+    }
+    d.ok(&["deploy", "shop/fresh"]);
+    let (status, body) = d.get("fresh.shop.localhost", "/").await;
+    assert_eq!((status, body.starts_with("first ")), (200, true), "{body}");
+    d.ok(&["env", "delete", "shop/fresh"]);
+    let (status, _) = d.get("fresh.shop.localhost", "/").await;
+    assert_eq!(status, 404, "a deleted environment's URL is gone");
 }

@@ -63,6 +63,9 @@ impl ControlPlane {
             })
             .await?;
         self.prepare_env_dirs(&row).await?;
+        self.routing
+            .created((row.app.clone(), row.name.clone()))
+            .await;
         info!(app = %app, env = %row.name, tier = %tier, "environment created");
         self.env_info(row).await
     }

@@ -120,11 +120,17 @@ impl ControlPlane {
             .filter(|e| e.current_release_id.is_some())
             .map(|e| (e.stopped, (e.app.clone(), e.name.clone())))
             .partition(|(stopped, _)| *stopped);
+        let undeployed = envs
+            .iter()
+            .filter(|e| e.current_release_id.is_none())
+            .map(|e| (e.app.clone(), e.name.clone()))
+            .collect();
         self.routing
             .load(
                 &domains,
                 stopped.into_iter().map(|(_, k)| k).collect(),
                 restoring.into_iter().map(|(_, k)| k).collect(),
+                undeployed,
             )
             .await;
         let mut adopted = std::mem::take(&mut *self.adopted_instances());

@@ -104,6 +104,8 @@ struct State {
     restoring: HashSet<EnvKey>,
     down: HashMap<EnvKey, Down>,
     stopped: HashSet<EnvKey>,
+    /// Environments with nothing deployed yet: their URL (and domains) say so with a 503.
+    undeployed: HashSet<EnvKey>,
 }
 
 pub(crate) struct Routing {
@@ -152,6 +154,7 @@ impl Routing {
             s.restoring.remove(&key);
             s.down.remove(&key);
             s.stopped.remove(&key);
+            s.undeployed.remove(&key);
             s.running.insert(key, running)
         })
         .await
@@ -174,9 +177,19 @@ impl Routing {
             s.restoring.remove(key);
             s.down.remove(key);
             s.stopped.remove(key);
+            s.undeployed.remove(key);
             s.running.remove(key)
         })
         .await
+    }
+
+    /// A new environment: its URL answers 503 "nothing deployed yet" until its first release
+    /// goes live.
+    pub async fn created(&self, key: EnvKey) {
+        self.change(Touched::Env(key.clone()), |s| {
+            s.undeployed.insert(key);
+        })
+        .await;
     }
 
     /// Start-up could not bring its live release back (yet): say why, and when it is tried
@@ -209,14 +222,24 @@ impl Routing {
         .await;
     }
 
-    /// Start-up: every binding, every stopped environment and every one being brought back,
-    /// at once.
-    pub async fn load(&self, domains: &[DomainRow], stopped: Vec<EnvKey>, restoring: Vec<EnvKey>) {
+    /// Start-up: every binding, every stopped environment, every one being brought back and
+    /// every one with nothing deployed, at once.
+    pub async fn load(
+        &self,
+        domains: &[DomainRow],
+        stopped: Vec<EnvKey>,
+        restoring: Vec<EnvKey>,
+        undeployed: Vec<EnvKey>,
+    ) {
         self.change(Touched::All, |s| {
             for row in domains {
                 s.domains.insert(row.name.clone(), Binding::from(row));
             }
             s.stopped.extend(stopped);
+            let never = undeployed
+                .into_iter()
+                .filter(|k| !s.running.contains_key(k));
+            s.undeployed.extend(never);
             // A job sent as soon as the API was up may already have brought one back.
             let not_back = restoring
                 .into_iter()
@@ -251,7 +274,12 @@ impl Routing {
     fn apply(&self, s: &State, touched: Touched) -> Applied {
         match touched {
             Touched::All => {
-                let envs = s.running.keys().chain(&s.stopped).chain(&s.restoring);
+                let envs = s
+                    .running
+                    .keys()
+                    .chain(&s.stopped)
+                    .chain(&s.restoring)
+                    .chain(&s.undeployed);
                 let mut table: BTreeMap<String, RouteSpec> = envs
                     .filter_map(|(app, env)| Some((env_host(app, env), env_route(s, app, env)?)))
                     .collect();
@@ -315,7 +343,12 @@ fn env_route(s: &State, app: &AppName, env: &EnvName) -> Option<RouteSpec> {
     if s.stopped.contains(&key) {
         return Some(route(stopped_page(app, env), app, env, None));
     }
-    let r = s.running.get(&key)?;
+    let Some(r) = s.running.get(&key) else {
+        return s
+            .undeployed
+            .contains(&key)
+            .then(|| route(undeployed_page(app, env), app, env, None));
+    };
     let login = s
         .logins
         .get(app)
@@ -342,6 +375,7 @@ fn domain_route(s: &State, name: &DomainName, b: &Binding) -> RouteSpec {
         },
         (None, Some(r)) => TargetSpec::Upstream(r.upstream.clone()),
         (None, None) if s.stopped.contains(&key) => stopped_page(&b.app, &b.env),
+        (None, None) if s.undeployed.contains(&key) => undeployed_page(&b.app, &b.env),
         (None, None) => unavailable_page(name.as_str()),
     };
     route(target, &b.app, &b.env, None)
@@ -362,6 +396,18 @@ fn unavailable_page(host: &str) -> TargetSpec {
     TargetSpec::Maintenance {
         message: format!("{host} is starting or temporarily unavailable."),
         retry_after_secs: UNAVAILABLE_RETRY.as_secs(),
+        health: None,
+    }
+}
+
+/// The 503 page of an environment with nothing deployed yet (and of the domains bound to it),
+/// rather than a 404 that looks like a wrong address.
+fn undeployed_page(app: &AppName, env: &EnvName) -> TargetSpec {
+    TargetSpec::Maintenance {
+        message: format!(
+            "{app}/{env} has nothing deployed yet. Its owners deploy it with `turnout deploy {app}/{env}`."
+        ),
+        retry_after_secs: MAINTENANCE_RETRY.as_secs(),
         health: None,
     }
 }
