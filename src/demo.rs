@@ -48,7 +48,7 @@ pub async fn run(home: PathBuf, args: ServeArgs) -> anyhow::Result<()> {
     };
     let daemon = tokio::spawn(async move {
         // The demo is not a service: SIGTERM stops it fully, as Ctrl-C does.
-        crate::run_daemon(daemon_home, &daemon_args, false, false, move |info| {
+        crate::daemon::run_daemon(daemon_home, &daemon_args, false, false, move |info| {
             let _ = ready_tx.send(info.clone());
         })
         .await

@@ -12,32 +12,31 @@ macro_rules! outln {
 }
 
 mod cli;
+mod daemon;
 mod demo;
 mod jobs;
 mod output;
 mod render;
 
-use std::os::fd::AsFd;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Parser;
 use turnout_client::Client;
 use turnout_control::home::default_home;
-use turnout_control::{ServeConfig, Shutdown, serve};
+use turnout_model::EnvRef;
 use turnout_model::endpoint as ep;
 use turnout_model::{
     AddDomain, CiReport, CiStatus, CreateApp, CreateEnv, CreateToken, CreateUser, DeployRequest,
     ErrorCode, PromoteRequest, RollbackRequest, ServeInfo, SetApprovalRule, SetGrant,
     SetMaintenance, SetPolicy, SetProtection, SetSecret, SetTrigger, SwitchDomain, UpdatePlan,
 };
-use turnout_proxy::ProxyConfig;
 
 use crate::cli::{
     AccessCommand, AppCommand, ApprovalsCommand, AuditCommand, CiCommand, CiStatusArg, Cli,
-    Command, DataPlaneArgs, DomainCommand, EnvCommand, JobCommand, OnOff, PipelineCommand,
-    ReleaseCommand, SecretCommand, ServeArgs, TokenCommand, UserCommand,
+    Command, DomainCommand, EnvCommand, JobCommand, OnOff, PipelineCommand, ReleaseCommand,
+    SecretCommand, TokenCommand, UserCommand,
 };
 
 /// Exit codes a script sees: 0 done, 1 failed, 2 usage error (clap), 3 waiting for approval,
@@ -47,8 +46,8 @@ const EXIT_PENDING: u8 = 3;
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Instance => return supervise_instance(),
-        Command::DataPlane(args) => return serve_dataplane(args),
+        Command::Instance => return daemon::supervise_instance(),
+        Command::DataPlane(args) => return daemon::serve_dataplane(args),
         _ => {}
     }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -77,65 +76,19 @@ fn main() -> ExitCode {
     }
 }
 
-/// `turnout __instance`: one instance's own supervising process, on one thread (see
-/// `turnout_supervisor::serve_instance`). It outlives the daemon that started it.
-fn supervise_instance() -> ExitCode {
-    match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(runtime) => ExitCode::from(
-            u8::try_from(runtime.block_on(turnout_supervisor::serve_instance())).unwrap_or(1),
-        ),
-        Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
-            ExitCode::FAILURE
-        }
-    }
-}
-
-/// `turnout __dataplane`: the proxy in a process of its own, started by `turnout serve` with the
-/// listening socket as its standard input (see `turnout_dataplane`). It outlives the daemon
-/// that started it; it logs to its standard error, which that daemon points at the home's
-/// `dataplane.log`.
-fn serve_dataplane(args: DataPlaneArgs) -> ExitCode {
-    let run = || -> anyhow::Result<()> {
-        init_tracing(None)?;
-        let config = serde_json::from_str(&args.config)
-            .context("--config is not the data plane's settings")?;
-        let stdin = std::io::stdin().as_fd().try_clone_to_owned()?;
-        let listener = std::net::TcpListener::from(stdin);
-        let server = turnout_dataplane::ServerArgs {
-            socket: args.socket,
-            config,
-            succeed: args.succeed,
-        };
-        turnout_dataplane::run(server, listener)?;
-        Ok(())
-    };
-    match run() {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            tracing::error!("the data plane failed: {e:#}");
-            eprintln!("error: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
-}
-
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let home = cli.home.clone().unwrap_or_else(default_home);
     match cli.command {
         Command::Serve(args) => {
-            init_tracing(None)?;
-            run_daemon(home, &args, cli.json, true, |_| {}).await?;
+            daemon::init_tracing(None)?;
+            daemon::run_daemon(home, &args, cli.json, true, |_| {}).await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Demo(args) => {
             let home = cli.home.clone().unwrap_or_else(demo::default_home);
             std::fs::create_dir_all(&home)
                 .with_context(|| format!("cannot create the demo home {}", home.display()))?;
-            init_tracing(Some(&demo::log_path(&home)))?;
+            daemon::init_tracing(Some(&demo::log_path(&home)))?;
             demo::run(home, args).await?;
             Ok(ExitCode::SUCCESS)
         }
@@ -154,88 +107,18 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     }
 }
 
-fn unauthorized(e: &anyhow::Error) -> bool {
-    e.downcast_ref::<turnout_client::Error>()
-        .and_then(turnout_client::Error::code)
-        == Some(ErrorCode::Unauthorized)
-}
-
-/// The daemon's tracing output: stderr for `serve`; for the demo a file in its home, so the
-/// daemon's lines do not interleave with the deploy steps and instructions it prints.
-fn init_tracing(file: Option<&Path>) -> anyhow::Result<()> {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("TURNOUT_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
-    match file {
-        Some(path) => {
-            let file = std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(path)
-                .with_context(|| format!("cannot open the daemon's log {}", path.display()))?;
-            builder
-                .with_ansi(false)
-                .with_writer(std::sync::Mutex::new(file))
-                .init();
-        }
-        None => builder
-            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-            .with_writer(std::io::stderr)
-            .init(),
+/// Refused before any request: commands on two environments of one app (`why` says so).
+fn same_app(a: &EnvRef, b: &EnvRef, why: &str) -> anyhow::Result<()> {
+    if a.app != b.app {
+        anyhow::bail!("{a} and {b} are environments of different apps; {why}");
     }
     Ok(())
 }
 
-/// Run the daemon until Ctrl-C (a full stop) or SIGTERM (the control plane alone leaves, when
-/// `term_leaves`; else a full stop too). `ready` runs once it serves.
-pub async fn run_daemon(
-    home: PathBuf,
-    args: &ServeArgs,
-    json: bool,
-    term_leaves: bool,
-    ready: impl FnOnce(&ServeInfo),
-) -> anyhow::Result<()> {
-    // SIGINT (Ctrl-C): a full stop. SIGTERM: the control plane alone; traffic goes on.
-    let shutdown = Shutdown::default();
-    let signals = shutdown.clone();
-    tokio::spawn(async move {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(s) => s,
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot listen for SIGTERM");
-                    return;
-                }
-            };
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => signals.stop(),
-            _ = term.recv() => if term_leaves { signals.leave() } else { signals.stop() },
-        }
-    });
-    let config = ServeConfig {
-        home,
-        api_listen: args.api_listen,
-        http_listen: args.http_listen,
-        proxy_workers: args.proxy_workers.map(usize::from),
-        single_user: args.single_user,
-        shared_network: args.shared_network,
-        upgrade: args.upgrade,
-        proxy: ProxyConfig::default(),
-    };
-    serve(config, shutdown, |info| {
-        if json {
-            outln!("{}", serde_json::to_string(info).unwrap_or_default());
-        } else {
-            outln!("turnout serving");
-            outln!("  API    {}", info.api);
-            outln!("  proxy  {}", info.http);
-            outln!("  home   {}", info.home);
-            outln!("  isolation  {}", info.isolation);
-            outln!("  network    {}", info.network);
-        }
-        ready(info);
-    })
-    .await
+fn unauthorized(e: &anyhow::Error) -> bool {
+    e.downcast_ref::<turnout_client::Error>()
+        .and_then(turnout_client::Error::code)
+        == Some(ErrorCode::Unauthorized)
 }
 
 /// The daemon running for `home`: its serve.json, if the process it names is alive.
@@ -374,11 +257,7 @@ async fn run_client(client: &Client, command: Command, json: bool) -> anyhow::Re
             render::env(&client.call(&ep::ShowEnv { target }).await?, json);
         }
         Command::Env(EnvCommand::Diff { a, b }) => {
-            if a.app != b.app {
-                anyhow::bail!(
-                    "{a} and {b} are environments of different apps; `env diff` compares two environments of one app"
-                );
-            }
+            same_app(&a, &b, "`env diff` compares two environments of one app")?;
             let diff = client
                 .call(&ep::EnvDiff {
                     target: a,
@@ -459,11 +338,7 @@ async fn run_client(client: &Client, command: Command, json: bool) -> anyhow::Re
             render::diff::pipeline(&client.call(&ep::ShowPipeline { app }).await?, json);
         }
         Command::Promote { from, to, detach } => {
-            if from.app != to.app {
-                anyhow::bail!(
-                    "{from} and {to} are environments of different apps; a release is promoted within its app"
-                );
-            }
+            same_app(&from, &to, "a release is promoted within its app")?;
             let job = client
                 .call(&ep::Promote {
                     target: to,

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::load::{LOAD_TOML, MIXED_APP, every_kind_moves};
+use crate::load::{every_kind_moves, mixed_prod};
 use crate::support::{Daemon, Repo, eventually};
 use crate::traffic::{ProdRelease, Tally, Target, Traffic};
 
@@ -26,13 +26,7 @@ enum Leave {
 /// restarted, the data plane is the same process, and the new control plane is in charge (a
 /// deploy through it reaches the data plane).
 async fn mixed_traffic_survives(how: Leave) {
-    let repo = Repo::new("mixed");
-    repo.write("app.py", MIXED_APP);
-    repo.write("turnout.toml", LOAD_TOML);
-    let commit = repo.commit("the mixed app");
-    let mut d = Daemon::start();
-    d.create("shop", repo.path(), &[("prod", "main", "production")]);
-    d.ok(&["deploy", "shop/prod"]);
+    let (repo, commit, mut d) = mixed_prod();
     d.ok(&["domain", "add", "shop.example.test", "shop/prod"]);
     let before = d.json(&["env", "show", "shop/prod"]);
     let dataplane = d.dataplanes();

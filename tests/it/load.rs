@@ -243,6 +243,19 @@ async fn until(tally: &Tally, what: &str, timeout: Duration, done: impl Fn() -> 
 }
 
 /// Wait until every kind of traffic has gone through at least once more.
+/// A daemon whose shop/prod (production) runs the mixed app, deployed: the repository, the
+/// commit it runs, the daemon.
+pub(crate) fn mixed_prod() -> (Repo, String, Daemon) {
+    let repo = Repo::new("mixed");
+    repo.write("app.py", MIXED_APP);
+    repo.write("turnout.toml", LOAD_TOML);
+    let commit = repo.commit("the mixed app");
+    let d = Daemon::start();
+    d.create("shop", repo.path(), &[("prod", "main", "production")]);
+    d.ok(&["deploy", "shop/prod"]);
+    (repo, commit, d)
+}
+
 pub(crate) async fn every_kind_moves(tally: &Tally, when: &str) {
     let counters = |t: &Tally| {
         [&t.gets, &t.posts, &t.slow, &t.sse_events, &t.ws_echoes].map(|c| c.load(Ordering::Relaxed))

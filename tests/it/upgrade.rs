@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::load::{LOAD_TOML, MIXED_APP, every_kind_moves};
+use crate::load::{every_kind_moves, mixed_prod};
 use crate::support::{Conn, Daemon, Repo, eventually};
 use crate::traffic::{ProdRelease, Tally, Target, Traffic};
 
@@ -16,13 +16,7 @@ use crate::traffic::{ProdRelease, Tally, Target, Traffic};
 /// and the instance is never restarted.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn mixed_traffic_survives_an_upgrade() {
-    let repo = Repo::new("mixed");
-    repo.write("app.py", MIXED_APP);
-    repo.write("turnout.toml", LOAD_TOML);
-    let commit = repo.commit("the mixed app");
-    let mut d = Daemon::start();
-    d.create("shop", repo.path(), &[("prod", "main", "production")]);
-    d.ok(&["deploy", "shop/prod"]);
+    let (_repo, commit, mut d) = mixed_prod();
     let before = d.json(&["env", "show", "shop/prod"]);
 
     let judge = Arc::new(ProdRelease::new(commit, false));

@@ -159,8 +159,9 @@ struct Sync {
 pub struct DataPlane {
     launcher: Launcher,
     sync: Mutex<Sync>,
-    /// The attached data plane serves already (it was running when this control plane started).
-    found: Option<Hello>,
+    /// The attached data plane serves already (it was running when this control plane started):
+    /// its pid and binary's identity.
+    found: Option<(u32, String)>,
     /// Set once this control plane stops it on purpose: no restart after that.
     stopping: AtomicBool,
 }
@@ -214,11 +215,11 @@ impl DataPlane {
                 sync: Mutex::new(Sync {
                     link: Arc::new(link),
                     routes: hello.routes.clone(),
-                    held: Some(hello.routes.clone()),
-                    restarting: hello.restarting.iter().cloned().collect(),
-                    namespaces: hello.namespaces.iter().cloned().collect(),
+                    held: Some(hello.routes),
+                    restarting: hello.restarting.into_iter().collect(),
+                    namespaces: hello.namespaces.into_iter().collect(),
                 }),
-                found: hello.serving.then_some(hello),
+                found: hello.serving.then_some((hello.pid, hello.identity)),
                 stopping: AtomicBool::new(false),
             };
             return Ok((Arc::new(plane), attached));
@@ -299,11 +300,8 @@ impl DataPlane {
                     .await
                     .map_err(std::io::Error::other)?;
             }
-            Some(hello) if replace || hello.identity != crate::identity() => {
-                info!(
-                    pid = hello.pid,
-                    "replacing the running data plane with this binary's"
-                );
+            Some((pid, identity)) if replace || *identity != crate::identity() => {
+                info!(pid, "replacing the running data plane with this binary's");
                 self.replace().await?;
             }
             Some(_) => {}
