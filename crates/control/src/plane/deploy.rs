@@ -431,16 +431,29 @@ impl Deploy<'_> {
         retire_step(self.plane, self.ctx, self.r, RETIRE, previous).await;
     }
 
-    /// The release did not go live: say why, in the store and the audit log.
     async fn fail_release(&self, release_id: i64, e: &ControlError) {
-        let entry = AuditEntry::new(self.actor, AuditAction::ReleaseFail)
-            .app(&self.r.app)
-            .env(&self.r.env)
+        self.plane
+            .fail_release(self.actor, self.r, release_id, e)
+            .await;
+    }
+}
+
+impl ControlPlane {
+    /// A release did not go live: say why, in the store and the audit log.
+    pub(crate) async fn fail_release(
+        &self,
+        actor: &str,
+        r: &EnvRef,
+        release_id: i64,
+        e: &ControlError,
+    ) {
+        let entry = AuditEntry::new(actor, AuditAction::ReleaseFail)
+            .app(&r.app)
+            .env(&r.env)
             .change(None, Some(format!("release {release_id}")));
         let msg = e.to_string();
         let m2 = msg.clone();
         let _ = self
-            .plane
             .store
             .mutate_failed(entry, msg, move |c| q::fail_release(c, release_id, &m2))
             .await;

@@ -307,16 +307,7 @@ impl ControlPlane {
             .await
         };
         if let Err(e) = live.await {
-            let entry = AuditEntry::new(actor, AuditAction::ReleaseFail)
-                .app(&to.app)
-                .env(&to.env)
-                .change(None, Some(format!("release {release_id}")));
-            let msg = e.to_string();
-            let m2 = msg.clone();
-            let _ = self
-                .store
-                .mutate_failed(entry, msg, move |c| q::fail_release(c, release_id, &m2))
-                .await;
+            self.fail_release(actor, to, release_id, &e).await;
             return Err(e);
         }
         Ok(())
