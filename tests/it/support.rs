@@ -338,6 +338,9 @@ impl Drop for Daemon {
             let log =
                 std::fs::read_to_string(self.cwd.path().join("serve.log")).unwrap_or_default();
             eprintln!("--- turnout serve log ---\n{log}--- end of log ---");
+            let dataplane =
+                std::fs::read_to_string(self.home.path().join("dataplane.log")).unwrap_or_default();
+            eprintln!("--- data plane log ---\n{dataplane}--- end of log ---");
         }
     }
 }

@@ -526,6 +526,9 @@ impl Launcher {
         if let Some(predecessor) = succeed {
             command.arg("--succeed").arg(predecessor);
         }
+        // A data plane that was killed may still be closing its descriptors and accept on the
+        // old socket for a moment: unlinked first, the path can only lead to the new one.
+        let _ = std::fs::remove_file(socket);
         let mut child = command
             .stdin(Stdio::from(listener))
             .stdout(Stdio::from(log.try_clone()?))
@@ -548,7 +551,13 @@ impl Launcher {
                 )));
             }
             if let Ok(link) = Link::connect(socket).await {
-                break link;
+                // The one just started, not another that took the path meanwhile.
+                let hello = tokio::time::timeout(Duration::from_secs(2), link.hello()).await;
+                if let Ok(Ok(hello)) = hello
+                    && Some(hello.pid) == child.id()
+                {
+                    break link;
+                }
             }
             if tokio::time::Instant::now() > deadline {
                 let _ = child.start_kill();
