@@ -336,3 +336,86 @@ async fn a_production_copy_follows_every_production_release() {
         "{jobs}"
     );
 }
+
+/// The hotfix flow: while QA and staging hold the next version, a fix on the release branch is
+/// deployed to the release environment and promoted straight to production (whose copy
+/// follows); QA and staging keep running what they ran, and the next cut still brings the
+/// newer work.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hotfix_goes_from_the_release_branch_to_production_while_qa_and_staging_hold_other_work()
+{
+    let repo = repo();
+    repo.write("content.txt", "v1");
+    let v1 = repo.commit("version 1");
+    repo.branch("release/1");
+    repo.branch("main");
+    repo.write("content.txt", "v2-in-progress");
+    let v2 = repo.commit("version 2, not released");
+    let d = Daemon::start();
+    d.create(
+        "shop",
+        repo.path(),
+        &[
+            ("qa", "main", "qa"),
+            ("staging", "main", "staging"),
+            ("prod", "main", "production"),
+            ("mirror", "main", "production-copy"),
+            ("release", "release/1", "release"),
+        ],
+    );
+    // Version 1 is live (from the release branch); version 2 is in QA and staging.
+    d.ok(&["deploy", "shop/release"]);
+    d.ok(&["promote", "shop/release", "shop/prod"]);
+    d.ok(&["deploy", "shop/qa"]);
+    d.ok(&["promote", "shop/qa", "shop/staging"]);
+    let commit = |env: &str| {
+        d.json(&["env", "show", &format!("shop/{env}")])["release"]["commit"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    assert_eq!(commit("prod"), v1);
+    assert_eq!(commit("staging"), v2);
+    let (_, staging_before) = d.get("staging.shop.localhost", "/").await;
+
+    // The fix lands on the release branch only.
+    repo.branch("release/1");
+    repo.write("content.txt", "v1-hotfix");
+    let fix = repo.commit("hotfix");
+    repo.branch("main");
+    d.ok(&["deploy", "shop/release"]);
+    let (_, fixed) = d.get("release.shop.localhost", "/").await;
+    d.ok(&["promote", "shop/release", "shop/prod"]);
+    assert_eq!(commit("prod"), fix);
+    let (status, body) = d.get("prod.shop.localhost", "/").await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.starts_with("v1-hotfix env=prod"), "{body}");
+    assert_eq!(built(&body), built(&fixed), "the release's own build");
+    crate::support::eventually(
+        "the production copy to run the hotfix",
+        std::time::Duration::from_secs(30),
+        || async {
+            let (status, body) = d.get("mirror.shop.localhost", "/").await;
+            (status == 200 && body.starts_with("v1-hotfix env=mirror")).then_some(())
+        },
+    )
+    .await;
+
+    // QA and staging were not touched by any of it.
+    assert_eq!(commit("qa"), v2);
+    assert_eq!(commit("staging"), v2);
+    let (_, staging_after) = d.get("staging.shop.localhost", "/").await;
+    assert_eq!(staging_after, staging_before);
+    // The pipeline shows production and staging apart: staging brings version 2.
+    let pipeline = d.json(&["pipeline", "show", "shop"]);
+    let to_prod = pipeline["promotions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["from"] == "staging" && p["to"] == "prod")
+        .unwrap_or_else(|| panic!("{pipeline}"));
+    assert!(to_prod["ahead"].as_u64().unwrap() >= 1, "{pipeline}");
+    // And the next cut still brings the newer work.
+    d.ok(&["promote", "shop/staging", "shop/prod"]);
+    assert_eq!(commit("prod"), v2);
+}
