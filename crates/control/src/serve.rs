@@ -265,7 +265,7 @@ async fn run(
             .await
     });
     // Runs every schedule whose tick passed while the daemon was down (once), then each tick.
-    plane.start_scheduler();
+    plane.start_scheduler().await;
     ready(&info);
     info!(api = %info.api, http = %info.http, home = %info.home, "turnout serving");
     if separation != crate::plane::Separation::Users {

@@ -3,10 +3,10 @@
 //! through the same `promote` as one typed by hand (their rights as they are then, the
 //! pipeline's rules, approvals, audit).
 //!
-//! The scheduler is one task on the plane's tracker. Each pass handles every schedule whose
-//! latest tick lies after the last one it handled (`Cadence::due`): one run however many ticks
-//! were missed while the daemon was down, then the tick is recorded. It then sleeps until the
-//! earliest next tick (at most `MAX_SLEEP`, so a wall clock that jumps is noticed), or until a
+//! The scheduler is one task on the plane's tracker; its first pass runs during start-up. Each
+//! pass handles every schedule whose latest tick lies after the last one it handled
+//! (`Cadence::due`): one run however many ticks were missed while the daemon was down, then the
+//! tick is recorded. It then sleeps until the earliest next tick (at most `MAX_SLEEP`, so a wall clock that jumps is noticed), or until a
 //! schedule is added or removed, or until the daemon closes.
 //!
 //! A tick is recorded once its promotion is queued (or refused). A daemon killed in between
@@ -251,25 +251,31 @@ impl ControlPlane {
             .await
     }
 
-    /// Start the scheduler (see the module's comment); it ends when the daemon closes.
-    pub fn start_scheduler(self: &Arc<Self>) {
+    /// Start the scheduler (see the module's comment): its first pass, which catches up on
+    /// the ticks missed while the daemon was down, runs before this returns (so before the
+    /// API serves); the task ends when the daemon closes.
+    pub async fn start_scheduler(self: &Arc<Self>) {
+        let first = self.scheduler_pass().await;
         let this = self.clone();
         self.tasks.spawn(async move {
+            let mut sleep = first;
             loop {
-                let sleep = match this.run_due_cuts().await {
-                    Ok(sleep) => sleep,
-                    Err(e) => {
-                        warn!(error = %e, "the scheduler could not read its schedules");
-                        MAX_SLEEP
-                    }
-                };
                 tokio::select! {
                     () = tokio::time::sleep(sleep) => {}
                     () = this.schedules_changed.notified() => {}
                     () = this.closing.cancelled() => return,
                 }
+                sleep = this.scheduler_pass().await;
             }
         });
+    }
+
+    /// Run what is due; answer how long to sleep.
+    async fn scheduler_pass(self: &Arc<Self>) -> Duration {
+        self.run_due_cuts().await.unwrap_or_else(|e| {
+            warn!(error = %e, "the scheduler could not run its schedules");
+            MAX_SLEEP
+        })
     }
 
     /// One pass: run every schedule that is due; answer how long to sleep until the next tick.
