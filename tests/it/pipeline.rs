@@ -326,6 +326,11 @@ async fn a_cron_cut_runs_as_a_promotion_by_the_schedule_s_maker() {
         (job["state"].as_str(), job["actor"].as_str()),
         (Some("succeeded"), Some("admin"))
     );
+    let err = d.fails(&["env", "delete", "shop/staging"]);
+    assert!(
+        err.contains(&format!("schedule {weekly_id} (qa → staging")),
+        "{err}"
+    );
     d.ok(&["pipeline", "schedule", "remove", "shop", &weekly_id]);
 
     // Every second: the scheduler's next tick runs it, as the schedule's maker.
@@ -374,6 +379,53 @@ async fn a_cron_cut_runs_as_a_promotion_by_the_schedule_s_maker() {
                 && e["result"] == "ok"),
         "{audit}"
     );
+
+    // A schedule carries no rights of its own: once its maker loses theirs, its ticks are
+    // refused (and recorded), not run.
+    let olga = user(&d, "olga", "owner");
+    let out = d.cli_as(
+        &olga,
+        &[
+            "--json",
+            "pipeline",
+            "schedule",
+            "add",
+            "shop",
+            "--promote",
+            "qa:staging",
+            "--cron",
+            "*/1 * * * * *",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let id = serde_json::from_slice::<Value>(&out.stdout).unwrap()["id"]
+        .as_i64()
+        .unwrap();
+    d.ok(&["access", "revoke", "olga", "shop"]);
+    let refused = eventually(
+        "a tick refused for lack of rights",
+        Duration::from_secs(30),
+        || async {
+            let list = d.json(&["pipeline", "schedule", "list", "shop"]);
+            let s = list
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|s| s["id"] == id)?
+                .clone();
+            s["last_result"]
+                .as_str()
+                .is_some_and(|r| r.starts_with("not run: forbidden"))
+                .then_some(s)
+        },
+    )
+    .await;
+    assert!(refused["last_job"].is_null(), "{refused}");
+    d.ok(&["pipeline", "schedule", "remove", "shop", &id.to_string()]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
