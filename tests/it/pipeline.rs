@@ -364,6 +364,17 @@ async fn a_cron_cut_runs_as_a_promotion_by_the_schedule_s_maker() {
     .await;
     d.ok(&["pipeline", "schedule", "remove", "shop", &id.to_string()]);
     assert_eq!(job["steps"][0]["name"], "copy", "{job}");
+    // Ticks every second, cuts that take longer: a tick never queues a cut behind the last one.
+    let mut cuts: Vec<Value> = promote_jobs(&d)
+        .into_iter()
+        .filter(|j| j["actor"] == format!("admin (schedule {id})"))
+        .collect();
+    cuts.sort_by_key(|j| j["id"].as_i64());
+    for pair in cuts.windows(2) {
+        let ended = pair[0]["finished_at"].as_str().unwrap_or("9999");
+        let queued = pair[1]["created_at"].as_str().unwrap();
+        assert!(queued >= ended, "a cut was queued behind another: {cuts:?}");
+    }
     let staging = d.json(&["env", "show", "shop/staging"]);
     assert_eq!(staging["release"]["commit"], qa["release"]["commit"]);
     let (_, body) = d.get("staging.shop.localhost", "/").await;

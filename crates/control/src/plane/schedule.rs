@@ -9,7 +9,9 @@
 //! tick is recorded. It then sleeps until the earliest next tick (at most `MAX_SLEEP`, so a wall clock that jumps is noticed), or until a
 //! schedule is added or removed, or until the daemon closes.
 //!
-//! A tick is recorded once its promotion is queued (or refused). A daemon killed in between
+//! A tick whose schedule's previous cut is still queued or running is recorded as skipped, so a
+//! frequent schedule never piles cuts up. A tick is recorded once its promotion is queued (or
+//! refused). A daemon killed in between
 //! runs that tick again at its next start, when the job it queued was marked interrupted anyway.
 use std::str::FromStr;
 use std::sync::Arc;
@@ -20,8 +22,8 @@ use jiff::tz::TimeZone;
 use jiff::{Timestamp, Zoned};
 use tracing::{info, warn};
 use turnout_model::{
-    Action, AppName, AuditAction, CreateSchedule, EnvRef, JobInfo, MAX_CRON_LEN, MAX_SCHEDULES,
-    MAX_TZ_LEN, ScheduleInfo, format_timestamp,
+    Action, AppName, AuditAction, CreateSchedule, EnvRef, JobInfo, JobState, MAX_CRON_LEN,
+    MAX_SCHEDULES, MAX_TZ_LEN, ScheduleInfo, format_timestamp,
 };
 
 use super::ControlPlane;
@@ -319,12 +321,26 @@ impl ControlPlane {
             env: row.to.clone(),
         };
         let actor = format!("{} (schedule {})", row.created_by, row.id);
-        let outcome = match user {
-            None => Err(format!(
+        let busy = match row.last_job {
+            Some(job) => self
+                .jobs
+                .get(job)
+                .await
+                .ok()
+                .filter(|j| matches!(j.state, JobState::Queued | JobState::Running)),
+            None => None,
+        };
+        let outcome = match (user, busy) {
+            // A frequent schedule never piles cuts up behind a slow one.
+            (_, Some(job)) => Err(format!(
+                "the cut of an earlier tick (job {}) is still {}",
+                job.id, job.state
+            )),
+            (None, None) => Err(format!(
                 "the user who made schedule {} no longer exists",
                 row.id
             )),
-            Some(user) => {
+            (Some(user), None) => {
                 let who = Principal {
                     name: actor.clone(),
                     ..user
