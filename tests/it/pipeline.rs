@@ -494,3 +494,68 @@ async fn ticks_missed_while_the_daemon_was_down_run_once() {
     let again = d.json(&["pipeline", "schedule", "list", "shop"]);
     assert_eq!(&again[0]["last_tick"].as_str().unwrap()[..4], year);
 }
+
+/// A scheduled cut into a guarded tier waits for a second owner like one typed by hand, and
+/// later ticks wait for that request instead of filing one each.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_guarded_scheduled_cut_waits_for_one_approval() {
+    let repo = Repo::new("pipe");
+    let d = Daemon::start();
+    shop(&d, &repo);
+    d.ok(&["deploy", "shop/staging"]);
+    d.ok(&[
+        "access",
+        "require-approval",
+        "shop",
+        "promote",
+        "production",
+        "--expires",
+        "1h",
+    ]);
+    let s = d.json(&[
+        "pipeline",
+        "schedule",
+        "add",
+        "shop",
+        "--promote",
+        "staging:production",
+        "--cron",
+        "*/1 * * * * *",
+    ]);
+    let id = s["id"].as_i64().unwrap();
+    let parked = eventually(
+        "the cut to wait for approval",
+        Duration::from_secs(30),
+        || async {
+            let list = d.json(&["pipeline", "schedule", "list", "shop"]);
+            let result = list[0]["last_result"].as_str()?.to_owned();
+            result
+                .starts_with("waiting for a second owner's approval")
+                .then_some(result)
+        },
+    )
+    .await;
+    // Later ticks wait for that request.
+    eventually(
+        "a later tick to wait for it",
+        Duration::from_secs(30),
+        || async {
+            let list = d.json(&["pipeline", "schedule", "list", "shop"]);
+            let result = list[0]["last_result"].as_str()?.to_owned();
+            result
+                .contains("still waits for approval")
+                .then_some(result)
+        },
+    )
+    .await;
+    d.ok(&["pipeline", "schedule", "remove", "shop", &id.to_string()]);
+    let approvals = d.json(&["approvals", "list"]);
+    let pending = approvals.as_array().unwrap();
+    assert_eq!(pending.len(), 1, "{approvals}");
+    assert!(
+        parked.contains(&format!("(request {})", pending[0]["id"])),
+        "{parked} {approvals}"
+    );
+    assert_eq!(pending[0]["requested_by"], format!("admin (schedule {id})"));
+    assert!(promote_jobs(&d).is_empty(), "promoted before the approval");
+}

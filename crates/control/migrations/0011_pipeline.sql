@@ -23,6 +23,8 @@ CREATE TABLE pipeline_schedules (
     created_at   INTEGER NOT NULL,
     last_tick    INTEGER NOT NULL,
     last_result  TEXT,
-    last_job_id  INTEGER
+    last_job_id  INTEGER,
+    -- The approval request the last cut waits for, when it was parked.
+    last_approval_id  INTEGER
 );
 CREATE INDEX pipeline_schedules_by_app ON pipeline_schedules (app_id);

@@ -9,8 +9,8 @@
 //! tick is recorded. It then sleeps until the earliest next tick (at most `MAX_SLEEP`, so a wall clock that jumps is noticed), or until a
 //! schedule is added or removed, or until the daemon closes.
 //!
-//! A tick whose schedule's previous cut is still queued or running is recorded as skipped, so a
-//! frequent schedule never piles cuts up. A tick is recorded once its promotion is queued (or
+//! A tick whose schedule's previous cut is still queued or running (or waits for approval) is
+//! recorded as skipped, so a frequent schedule never piles cuts up. A tick is recorded once its promotion is queued (or
 //! refused). A daemon killed in between
 //! runs that tick again at its next start, when the job it queued was marked interrupted anyway.
 use std::str::FromStr;
@@ -29,8 +29,9 @@ use turnout_model::{
 use super::ControlPlane;
 use crate::access::Principal;
 use crate::error::ControlError;
-use crate::store::AuditEntry;
+use crate::store::access as aq;
 use crate::store::pipeline::{self as pq, NewSchedule, ScheduleRow};
+use crate::store::{AuditEntry, Tx};
 
 /// The longest the scheduler sleeps between passes.
 const MAX_SLEEP: Duration = Duration::from_secs(60);
@@ -321,22 +322,10 @@ impl ControlPlane {
             env: row.to.clone(),
         };
         let actor = format!("{} (schedule {})", row.created_by, row.id);
-        let busy = match row.last_job {
-            Some(job) => self
-                .jobs
-                .get(job)
-                .await
-                .ok()
-                .filter(|j| matches!(j.state, JobState::Queued | JobState::Running)),
-            None => None,
-        };
-        let outcome = match (user, busy) {
-            // A frequent schedule never piles cuts up behind a slow one.
-            (_, Some(job)) => Err(format!(
-                "the cut of an earlier tick (job {}) is still {}",
-                job.id, job.state
-            )),
-            (None, None) => Err(format!(
+        let cut = match (user, self.earlier_cut_pending(row).await) {
+            // A frequent schedule never piles cuts up behind a slow one (or a pending approval).
+            (_, Some(why)) => Cut::Skipped(why),
+            (None, None) => Cut::Refused(format!(
                 "the user who made schedule {} no longer exists",
                 row.id
             )),
@@ -345,12 +334,10 @@ impl ControlPlane {
                     name: actor.clone(),
                     ..user
                 };
-                match self.promote(to.clone(), row.from.clone(), &who).await {
-                    Ok(job) => Ok(job),
-                    Err(ControlError::NeedsApproval { id, .. }) => Err(format!(
-                        "waiting for a second owner's approval (request {id})"
-                    )),
-                    Err(e) => Err(e.to_string()),
+                match self.promote(to, row.from.clone(), &who).await {
+                    Ok(job) => Cut::Started(job.id),
+                    Err(ControlError::NeedsApproval { id, .. }) => Cut::Waiting(id),
+                    Err(e) => Cut::Refused(e.to_string()),
                 }
             }
         };
@@ -362,27 +349,67 @@ impl ControlPlane {
                 Some(format!("{} (tick {})", row.from, format_timestamp(tick_s))),
                 Some(row.to.to_string()),
             );
-        match outcome {
-            Ok(job) => {
-                info!(app = %row.app, schedule = id, job = job.id, "scheduled cut started");
-                let (result, job_id) = (format!("started job {}", job.id), job.id);
-                self.store
-                    .mutate(entry, move |c, _| {
-                        pq::record_tick(c, id, tick_s, &result, Some(job_id))
-                    })
-                    .await
+        let (job, approval) = match &cut {
+            Cut::Started(job) => (Some(*job), None),
+            Cut::Waiting(approval) => (None, Some(*approval)),
+            // What is still pending stays on record, so the next tick waits for it too.
+            Cut::Skipped(_) => (row.last_job, row.last_approval),
+            Cut::Refused(_) => (None, None),
+        };
+        let result = match &cut {
+            Cut::Started(job) => format!("started job {job}"),
+            Cut::Waiting(approval) => {
+                format!("waiting for a second owner's approval (request {approval})")
             }
-            Err(why) => {
+            Cut::Skipped(why) => format!("skipped: {why}"),
+            Cut::Refused(why) => format!("not run: {why}"),
+        };
+        let record = move |c: &Tx<'_>| pq::record_tick(c, id, tick_s, &result, job, approval);
+        match cut {
+            Cut::Started(_) | Cut::Waiting(_) => {
+                info!(app = %row.app, schedule = id, job, approval, "scheduled cut started or parked for approval");
+                self.store.mutate(entry, move |c, _| record(c)).await
+            }
+            Cut::Skipped(why) | Cut::Refused(why) => {
                 warn!(app = %row.app, schedule = id, why = %why, "scheduled cut did not run");
-                let result = format!("not run: {why}");
-                self.store
-                    .mutate_failed(entry, why, move |c| {
-                        pq::record_tick(c, id, tick_s, &result, None)
-                    })
-                    .await
+                self.store.mutate_failed(entry, why, record).await
             }
         }
     }
+
+    /// Why the schedule's previous cut still holds this tick back: its job is queued or
+    /// running, or its approval request is still pending.
+    async fn earlier_cut_pending(&self, row: &ScheduleRow) -> Option<String> {
+        if let Some(job) = row.last_job
+            && let Ok(info) = self.jobs.get(job).await
+            && matches!(info.state, JobState::Queued | JobState::Running)
+        {
+            return Some(format!(
+                "the cut of an earlier tick (job {job}) is still {}",
+                info.state
+            ));
+        }
+        let approval = row.last_approval?;
+        let pending = self
+            .store
+            .call(move |c| aq::get_approval(c, approval))
+            .await
+            .ok()
+            .filter(|a| a.status == "pending" && a.expires_at > crate::store::now())?;
+        Some(format!(
+            "the cut of an earlier tick still waits for approval (request {})",
+            pending.id
+        ))
+    }
+}
+
+/// What one tick did.
+enum Cut {
+    Started(i64),
+    /// Parked for a second owner's approval: the request.
+    Waiting(i64),
+    Skipped(String),
+    Refused(String),
 }
 
 #[cfg(test)]

@@ -58,10 +58,12 @@ pub struct ScheduleRow {
     pub last_tick: i64,
     pub last_result: Option<String>,
     pub last_job: Option<i64>,
+    /// The approval request the last cut waits for, if it was parked.
+    pub last_approval: Option<i64>,
 }
 
 const COLS: &str = "s.id, a.name, s.from_env, s.to_env, s.cron, s.tz, s.user_id, \
-     s.created_by, s.created_at, s.last_tick, s.last_result, s.last_job_id";
+     s.created_by, s.created_at, s.last_tick, s.last_result, s.last_job_id, s.last_approval_id";
 
 fn schedule_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ScheduleRow> {
     Ok(ScheduleRow {
@@ -77,6 +79,7 @@ fn schedule_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ScheduleRow> {
         last_tick: r.get(9)?,
         last_result: r.get(10)?,
         last_job: r.get(11)?,
+        last_approval: r.get(12)?,
     })
 }
 
@@ -161,11 +164,12 @@ pub fn record_tick(
     tick: i64,
     result: &str,
     job: Option<i64>,
+    approval: Option<i64>,
 ) -> Result<(), ControlError> {
     c.execute(
-        "UPDATE pipeline_schedules SET last_tick = ?2, last_result = ?3, last_job_id = ?4 \
-         WHERE id = ?1",
-        params![id, tick, result, job],
+        "UPDATE pipeline_schedules SET last_tick = ?2, last_result = ?3, last_job_id = ?4, \
+         last_approval_id = ?5 WHERE id = ?1",
+        params![id, tick, result, job, approval],
     )?;
     Ok(())
 }
