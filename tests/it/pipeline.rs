@@ -189,6 +189,41 @@ async fn a_declared_pipeline_allows_exactly_its_promotions() {
     );
     bad(&["--stages", "qa,qa"], "qa is listed twice");
     bad(&["--stages", "tier:prod"], "unknown tier 'prod'");
+    // Through the API: unknown fields, and sizes past the bounds.
+    let http = reqwest::Client::new();
+    let url = format!("{}/api/v1/apps/shop/pipeline", d.api);
+    let many: Vec<Value> = (0..17).map(|_| serde_json::json!(["qa"])).collect();
+    let crowded: Vec<&str> = vec!["qa"; 17];
+    for (body, says) in [
+        (
+            serde_json::json!({"stages": [["qa"]], "promotions": [], "owner": "me"}),
+            "unknown field",
+        ),
+        (
+            serde_json::json!({"stages": many, "promotions": []}),
+            "1 to 16 stages",
+        ),
+        (
+            serde_json::json!({"stages": [crowded], "promotions": []}),
+            "a stage has 1 to 16",
+        ),
+        (
+            serde_json::json!({"stages": [["qa"], ["Bad Name"]], "promotions": []}),
+            "invalid environment name",
+        ),
+    ] {
+        let r = http
+            .post(&url)
+            .bearer_auth(d.admin_token())
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        let text = r.text().await.unwrap();
+        assert_eq!(status, 400, "{body}: {text}");
+        assert!(text.contains(says), "{body}: {text}");
+    }
     let p2 = d.json(&["pipeline", "show", "shop"]);
     assert_eq!(
         p2["declared"], p["declared"],
