@@ -3,9 +3,8 @@
 //! TO's own configuration (the app file resolved for TO's tier), secrets and data, through the
 //! same launch → go-live → retire as every job. Which promotions are allowed follows the app's
 //! declared pipeline, or the tiers (`Tier::promotes_to`) without one (`pipeline::allowed`); one
-//! that is not is refused, listing the allowed ones. A production
-//! copy follows every new release of its app's production environment on the same branch
-//! (`follow_production`).
+//! that is not is refused, listing the allowed ones. A production copy follows every new release
+//! of its app's production environment on the same branch (`follow_production`).
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
@@ -29,8 +28,8 @@ const PROMOTE_STEPS: &[&str] = &["copy", "launch", "go-live", "retire"];
 const COPY: usize = 0;
 
 impl ControlPlane {
-    /// Refuse a promotion the app's pipeline (or the tiers) does not allow or `who` may not make; park it when the app
-    /// wants a second owner's approval; otherwise start the job.
+    /// Refuse a promotion the app's pipeline (or the tiers) does not allow or `who` may not
+    /// make; park it when the app wants a second owner's approval; otherwise start the job.
     pub async fn promote(
         self: &Arc<Self>,
         to: EnvRef,

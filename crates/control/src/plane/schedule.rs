@@ -6,13 +6,14 @@
 //! The scheduler is one task on the plane's tracker; its first pass runs during start-up. Each
 //! pass handles every schedule whose latest tick lies after the last one it handled
 //! (`Cadence::due`): one run however many ticks were missed while the daemon was down, then the
-//! tick is recorded. It then sleeps until the earliest next tick (at most `MAX_SLEEP`, so a wall clock that jumps is noticed), or until a
-//! schedule is added or removed, or until the daemon closes.
+//! tick is recorded. It then sleeps until the earliest next tick (at most `MAX_SLEEP`, so a wall
+//! clock that jumps is noticed), or until a schedule is added or removed, or until the daemon
+//! closes.
 //!
 //! A tick whose schedule's previous cut is still queued or running (or waits for approval) is
-//! recorded as skipped, so a frequent schedule never piles cuts up. A tick is recorded once its promotion is queued (or
-//! refused). A daemon killed in between
-//! runs that tick again at its next start, when the job it queued was marked interrupted anyway.
+//! recorded as skipped, so a frequent schedule never piles cuts up. A tick is recorded once its
+//! promotion is queued (or refused). A daemon killed in between runs that tick again at its next
+//! start, when the job it queued was marked interrupted anyway.
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
