@@ -5,7 +5,9 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use turnout_model::plan::PlanField;
-use turnout_model::{Action, AppName, DeployOn, DomainName, EnvName, EnvRef, Role, Tier};
+use turnout_model::{
+    Action, AppName, DeployOn, DomainName, EnvName, EnvRef, Promotion, Role, StageMember, Tier,
+};
 
 #[derive(Parser)]
 #[command(
@@ -589,9 +591,77 @@ pub struct DataPlaneArgs {
 
 #[derive(Subcommand)]
 pub enum PipelineCommand {
-    /// The stages left to right (by tier), each environment's release, commit, age, status and
-    /// URL, and how many commits each allowed promotion would bring
+    /// The stages left to right (the declared ones, or by tier), each environment's release,
+    /// commit, age, status and URL, how many commits each allowed promotion would bring, and
+    /// the scheduled cuts
     Show { app: AppName },
+    /// Declare the app's pipeline (owners): its stages in order and exactly which promotions
+    /// are allowed; `promote` refuses every other one
+    Set {
+        app: AppName,
+        /// The stages left to right, comma-separated; a stage is one or more members joined by
+        /// `+`, each an environment or `tier:NAME` (every environment of that tier), e.g.
+        /// `tier:test,qa,staging+hotfix,production`
+        #[arg(long, value_delimiter = ',', required = true)]
+        stages: Vec<Stage>,
+        /// An allowed promotion as FROM:TO (environment names); repeat it for each one
+        #[arg(long = "promote")]
+        promotions: Vec<Promotion>,
+    },
+    /// Forget the declared pipeline: promotions follow the tier rule again
+    Reset { app: AppName },
+    /// Scheduled cuts: a promotion at every tick of a cron expression
+    #[command(subcommand)]
+    Schedule(ScheduleCommand),
+}
+
+#[derive(Subcommand)]
+pub enum ScheduleCommand {
+    /// Add a scheduled cut (owners); each tick runs as you, with the rights you hold then
+    Add {
+        app: AppName,
+        /// The promotion, as FROM:TO (environment names), e.g. qa:staging
+        #[arg(long = "promote")]
+        promotion: Promotion,
+        /// Five fields (minute hour day-of-month month day-of-week), or six with seconds
+        /// first, e.g. "0 17 * * FRI"
+        #[arg(long)]
+        cron: String,
+        /// The IANA time zone the expression is read in, e.g. Europe/Berlin
+        #[arg(long, default_value = "UTC")]
+        tz: String,
+    },
+    /// The app's scheduled cuts, with their last and next ticks
+    List { app: AppName },
+    /// Remove a scheduled cut (owners)
+    Remove {
+        app: AppName,
+        #[arg(value_parser = clap::value_parser!(i64).range(1..))]
+        id: i64,
+    },
+    /// Run a scheduled cut's promotion now, as you (its own ticks are unchanged)
+    Run {
+        app: AppName,
+        #[arg(value_parser = clap::value_parser!(i64).range(1..))]
+        id: i64,
+        /// Print the job's id and return at once instead of watching it
+        #[arg(long)]
+        detach: bool,
+    },
+}
+
+/// One stage on the command line: members joined by `+`.
+#[derive(Clone, Debug)]
+pub struct Stage(pub Vec<StageMember>);
+
+impl std::str::FromStr for Stage {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        s.split('+')
+            .map(str::parse)
+            .collect::<Result<_, _>>()
+            .map(Stage)
+    }
 }
 
 #[derive(Subcommand)]

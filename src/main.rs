@@ -32,7 +32,9 @@ use turnout_model::{
     ErrorCode, PromoteRequest, RollbackRequest, ServeInfo, SetApprovalRule, SetGrant,
     SetMaintenance, SetPolicy, SetProtection, SetSecret, SetTrigger, SwitchDomain, UpdatePlan,
 };
+use turnout_model::{CreateSchedule, PipelineSpec};
 
+use crate::cli::ScheduleCommand;
 use crate::cli::{
     AccessCommand, AppCommand, ApprovalsCommand, AuditCommand, CiCommand, CiStatusArg, Cli,
     Command, DomainCommand, EnvCommand, JobCommand, OnOff, PipelineCommand, ReleaseCommand,
@@ -336,6 +338,29 @@ async fn run_client(client: &Client, command: Command, json: bool) -> anyhow::Re
         }
         Command::Pipeline(PipelineCommand::Show { app }) => {
             render::diff::pipeline(&client.call(&ep::ShowPipeline { app }).await?, json);
+        }
+        Command::Pipeline(PipelineCommand::Set {
+            app,
+            stages,
+            promotions,
+        }) => {
+            let body = PipelineSpec {
+                stages: stages.into_iter().map(|s| s.0).collect(),
+                promotions,
+            };
+            render::diff::pipeline(&client.call(&ep::SetPipeline { app, body }).await?, json);
+        }
+        Command::Pipeline(PipelineCommand::Reset { app }) => {
+            client.call(&ep::ResetPipeline { app: app.clone() }).await?;
+            let body = serde_json::json!({ "reset": app.to_string() });
+            render::done(
+                &format!("{app}'s promotions follow the tier rule again"),
+                &body,
+                json,
+            );
+        }
+        Command::Pipeline(PipelineCommand::Schedule(command)) => {
+            return pipeline_schedule(client, command, json).await;
         }
         Command::Promote { from, to, detach } => {
             same_app(&from, &to, "a release is promoted within its app")?;
@@ -642,6 +667,51 @@ async fn run_client(client: &Client, command: Command, json: bool) -> anyhow::Re
                 timestamps,
             };
             client.text(&logs, output::bytes).await?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `turnout pipeline schedule …`.
+async fn pipeline_schedule(
+    client: &Client,
+    command: ScheduleCommand,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    match command {
+        ScheduleCommand::Add {
+            app,
+            promotion,
+            cron,
+            tz,
+        } => {
+            let body = CreateSchedule {
+                from: promotion.from,
+                to: promotion.to,
+                cron,
+                tz: Some(tz),
+            };
+            render::pipeline::schedule_added(
+                &client.call(&ep::AddSchedule { app, body }).await?,
+                json,
+            );
+        }
+        ScheduleCommand::List { app } => {
+            render::pipeline::schedules(&client.call(&ep::ListSchedules { app }).await?, json);
+        }
+        ScheduleCommand::Remove { app, id } => {
+            client
+                .call(&ep::RemoveSchedule {
+                    app: app.clone(),
+                    id,
+                })
+                .await?;
+            let body = serde_json::json!({ "removed": id, "app": app.to_string() });
+            render::done(&format!("removed schedule {id} of {app}"), &body, json);
+        }
+        ScheduleCommand::Run { app, id, detach } => {
+            let job = client.call(&ep::RunSchedule { app, id }).await?;
+            return jobs::follow(client, job, detach, json).await;
         }
     }
     Ok(ExitCode::SUCCESS)

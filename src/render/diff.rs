@@ -92,10 +92,22 @@ pub fn pipeline(p: &PipelineView, json: bool) {
         .iter()
         .map(|s| {
             let names: Vec<String> = s.envs.iter().map(|e| e.name.to_string()).collect();
-            format!("{} ({})", s.tier, names.join(", "))
+            format!("{} ({})", s.name, names.join(", "))
         })
         .collect();
     outln!("{}: {}", p.app, stages.join(" → "));
+    outln!(
+        "{}",
+        if p.declared.is_some() {
+            "promotions: as declared (`turnout pipeline reset` goes back to the tier rule)"
+        } else {
+            "promotions: the tier rule (declare a pipeline with `turnout pipeline set`)"
+        }
+    );
+    if !p.unstaged.is_empty() {
+        let names: Vec<&str> = p.unstaged.iter().map(|e| e.as_str()).collect();
+        outln!("in no stage: {}", names.join(", "));
+    }
     let now = super::jobs::now_unix();
     let mut t = table(&["STAGE", "ENV", "RELEASE", "COMMIT", "AGE", "STATUS", "URL"]);
     for s in &p.stages {
@@ -110,7 +122,7 @@ pub fn pipeline(p: &PipelineView, json: bool) {
                 None => ("-".into(), "-".into(), "-".into()),
             };
             t.add_row(vec![
-                s.tier.to_string(),
+                s.name.clone(),
                 e.name.to_string(),
                 release,
                 commit,
@@ -121,9 +133,27 @@ pub fn pipeline(p: &PipelineView, json: bool) {
         }
     }
     outln!("{t}");
-    if p.promotions.is_empty() {
-        return;
+    if !p.promotions.is_empty() {
+        promotions(p);
     }
+    if !p.schedules.is_empty() {
+        outln!();
+        outln!("scheduled cuts:");
+        for s in &p.schedules {
+            outln!(
+                "  {}: {} → {} at \"{}\" ({}), next {}",
+                s.id,
+                s.from,
+                s.to,
+                s.cron,
+                s.tz,
+                s.next_tick.as_deref().unwrap_or("never")
+            );
+        }
+    }
+}
+
+fn promotions(p: &PipelineView) {
     outln!();
     outln!("promotions (turnout promote {}/FROM {}/TO):", p.app, p.app);
     for v in &p.promotions {

@@ -7,6 +7,7 @@ use serde::Serialize;
 pub mod diff;
 mod domains;
 mod jobs;
+pub mod pipeline;
 
 pub use domains::{domain_added, domain_history, domains, maintenance, switched};
 pub use jobs::{JobProgress, approved, env_stopped, job, job_cancelled, job_detached, jobs};

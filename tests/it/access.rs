@@ -423,6 +423,78 @@ async fn every_mutating_endpoint_by_every_role_on_every_tier() {
             .await;
         expect(format!("protection by {name}"), r, owner);
         checked.insert(("POST", "/api/v1/apps/{app}/protection"));
+        // The declared pipeline and scheduled cuts: owners of the app (set, then reset, so the
+        // tier rule holds for the next user); running a schedule's cut now is a promotion, which
+        // needs the right to promote into its target.
+        let r = who
+            .call(
+                "POST",
+                "/api/v1/apps/shop/pipeline",
+                Some(json!({"stages": [["tier:qa"], ["tier:staging"]],
+                    "promotions": [{"from": "qa-a", "to": "stg-a"}]})),
+            )
+            .await;
+        expect(format!("pipeline set by {name}"), r, owner);
+        checked.insert(("POST", "/api/v1/apps/{app}/pipeline"));
+        let r = who.call("DELETE", "/api/v1/apps/shop/pipeline", None).await;
+        expect(format!("pipeline reset by {name}"), r, owner);
+        checked.insert(("DELETE", "/api/v1/apps/{app}/pipeline"));
+        let yearly = json!({"from": "qa-a", "to": "stg-a", "cron": "0 0 1 1 *"});
+        let r = who
+            .call(
+                "POST",
+                "/api/v1/apps/shop/pipeline/schedules",
+                Some(yearly.clone()),
+            )
+            .await;
+        if owner {
+            let id = serde_json::from_str::<Value>(&r.1).unwrap()["id"].clone();
+            admin
+                .call(
+                    "DELETE",
+                    &format!("/api/v1/apps/shop/pipeline/schedules/{id}"),
+                    None,
+                )
+                .await;
+        }
+        expect(format!("schedule add by {name}"), r, owner);
+        checked.insert(("POST", "/api/v1/apps/{app}/pipeline/schedules"));
+        let (_, made) = admin
+            .call("POST", "/api/v1/apps/shop/pipeline/schedules", Some(yearly))
+            .await;
+        let id = serde_json::from_str::<Value>(&made).unwrap()["id"].clone();
+        let ok = allowed(*role, Action::Promote.default_role(Tier::Staging));
+        let r = who
+            .call(
+                "POST",
+                &format!("/api/v1/apps/shop/pipeline/schedules/{id}/run"),
+                None,
+            )
+            .await;
+        if ok {
+            assert_eq!(r.0, 201, "schedule run by {name}: {}", r.1);
+            let job: Value = serde_json::from_str(&r.1).unwrap();
+            let end = job_end(&who, &job["id"].to_string()).await;
+            assert_eq!(end["state"], "succeeded", "schedule run by {name}: {end}");
+        }
+        expect(format!("schedule run by {name}"), r, ok);
+        checked.insert(("POST", "/api/v1/apps/{app}/pipeline/schedules/{id}/run"));
+        let r = who
+            .call(
+                "DELETE",
+                &format!("/api/v1/apps/shop/pipeline/schedules/{id}"),
+                None,
+            )
+            .await;
+        expect(format!("schedule remove by {name}"), r, owner);
+        checked.insert(("DELETE", "/api/v1/apps/{app}/pipeline/schedules/{id}"));
+        admin
+            .call(
+                "DELETE",
+                &format!("/api/v1/apps/shop/pipeline/schedules/{id}"),
+                None,
+            )
+            .await;
         // A CI report needs a role on the app (each deploy it starts needs its own right): a
         // failed build starts nothing.
         let r = who

@@ -16,6 +16,7 @@ mod limits;
 mod load;
 mod logs;
 mod metrics_access;
+mod pipeline;
 mod plans;
 mod promote;
 mod sandbox;

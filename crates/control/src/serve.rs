@@ -264,6 +264,8 @@ async fn run(
             .with_graceful_shutdown(async move { api_ending.cancelled().await })
             .await
     });
+    // Runs every schedule whose tick passed while the daemon was down (once), then each tick.
+    plane.start_scheduler().await;
     ready(&info);
     info!(api = %info.api, http = %info.http, home = %info.home, "turnout serving");
     if separation != crate::plane::Separation::Users {

@@ -67,6 +67,11 @@ audit_actions! {
     ApprovalReject => "approval.reject", "A second owner rejected a request.";
     ApprovalResult => "approval.result", "The approved operation ran (its result says how).";
     ApprovalExpire => "approval.expire", "A request expired unanswered.";
+    PipelineSet => "pipeline.set", "An app's pipeline was declared (stages and allowed promotions).";
+    PipelineReset => "pipeline.reset", "An app's promotions went back to the tier rule.";
+    ScheduleAdd => "schedule.add", "A scheduled cut was added.";
+    ScheduleRemove => "schedule.remove", "A scheduled cut was removed.";
+    ScheduleRun => "schedule.run", "A scheduled cut's tick was handled (its result names the job, or why none ran).";
     Read => "read", "A refused read (never recorded when allowed).";
     Config => "config", "A refused configuration change.";
     Promote => "promote", "A promotion: an environment went live on another one's release (or a refused one).";

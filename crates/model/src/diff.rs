@@ -2,7 +2,7 @@
 //! stages with what each promotion would bring (`turnout pipeline show APP`).
 use serde::{Deserialize, Serialize};
 
-use crate::{AppName, EnvInfo, EnvName, Tier};
+use crate::{AppName, EnvInfo, EnvName, PipelineSpec, ScheduleInfo, Tier};
 
 /// The commits between two environments' live releases, and the configuration that differs.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -56,18 +56,32 @@ pub enum ConfigKind {
 /// What a secret's value is shown as.
 pub const SECRET_SHOWN_AS: &str = "(secret)";
 
-/// An app's environments by stage (tier, in pipeline order; stages without an environment left
-/// out), and every promotion the tiers allow between them.
+/// An app's environments by stage, and every promotion allowed between them: the declared
+/// pipeline's stages and promotions when the app has one (`turnout pipeline set`), else one
+/// stage per tier in pipeline order (stages without an environment left out) and the tier rule.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PipelineView {
     pub app: AppName,
     pub stages: Vec<PipelineStage>,
     pub promotions: Vec<PromotionView>,
+    /// The declared pipeline; `None`: promotions follow the tier rule.
+    #[serde(default)]
+    pub declared: Option<PipelineSpec>,
+    /// Environments a declared pipeline places in no stage (they promote nowhere).
+    #[serde(default)]
+    pub unstaged: Vec<EnvName>,
+    /// The app's scheduled cuts.
+    #[serde(default)]
+    pub schedules: Vec<ScheduleInfo>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PipelineStage {
-    pub tier: Tier,
+    /// The tier under the tier rule; the stage's members joined by `+` in a declared pipeline
+    /// (`qa`, `tier:test`, `staging+release`).
+    pub name: String,
+    /// The stage's tier under the tier rule (`None` in a declared pipeline).
+    pub tier: Option<Tier>,
     pub envs: Vec<EnvInfo>,
 }
 

@@ -272,6 +272,52 @@ pub struct ShowPipeline {
 endpoint!(ShowPipeline, Get "/api/v1/apps/{app}/pipeline", body (), answer crate::PipelineView,
     |s| [s.app.as_str()]);
 
+/// Declare the app's pipeline (stages, allowed promotions); answers the pipeline as shown.
+pub struct SetPipeline {
+    pub app: AppName,
+    pub body: crate::PipelineSpec,
+}
+endpoint!(SetPipeline, Post "/api/v1/apps/{app}/pipeline", body crate::PipelineSpec,
+    answer crate::PipelineView, |s| [s.app.as_str()], body_field body);
+
+/// Forget the declared pipeline: promotions follow the tier rule again.
+pub struct ResetPipeline {
+    pub app: AppName,
+}
+endpoint!(ResetPipeline, Delete "/api/v1/apps/{app}/pipeline", body (), answer (),
+    |s| [s.app.as_str()]);
+
+pub struct ListSchedules {
+    pub app: AppName,
+}
+endpoint!(ListSchedules, Get "/api/v1/apps/{app}/pipeline/schedules", body (),
+    answer Vec<crate::ScheduleInfo>, |s| [s.app.as_str()]);
+
+/// A scheduled cut (201): a promotion at every tick of a cron expression, as the caller.
+pub struct AddSchedule {
+    pub app: AppName,
+    pub body: crate::CreateSchedule,
+}
+endpoint!(AddSchedule, Post "/api/v1/apps/{app}/pipeline/schedules",
+    body crate::CreateSchedule, answer crate::ScheduleInfo, |s| [s.app.as_str()],
+    body_field body);
+
+pub struct RemoveSchedule {
+    pub app: AppName,
+    pub id: i64,
+}
+endpoint!(RemoveSchedule, Delete "/api/v1/apps/{app}/pipeline/schedules/{id}", body (),
+    answer (), |s| [s.app.as_str(), &s.id.to_string()]);
+
+/// Run a schedule's cut now, as the caller: its promotion job (201), or 202 when it waits for
+/// approval. The schedule's own ticks are not affected.
+pub struct RunSchedule {
+    pub app: AppName,
+    pub id: i64,
+}
+endpoint!(RunSchedule, Post "/api/v1/apps/{app}/pipeline/schedules/{id}/run", body (),
+    answer JobInfo, |s| [s.app.as_str(), &s.id.to_string()]);
+
 /// Set what deploys the environment by itself; answers the environment.
 pub struct SetTrigger {
     pub target: EnvRef,
@@ -526,6 +572,12 @@ pub fn all_paths() -> Vec<(&'static str, &'static str)> {
         ListReleases,
         EnvDiff,
         ShowPipeline,
+        SetPipeline,
+        ResetPipeline,
+        ListSchedules,
+        AddSchedule,
+        RemoveSchedule,
+        RunSchedule,
         SetTrigger,
         CiHook,
         Logs,
@@ -661,6 +713,6 @@ mod tests {
             );
         }
         assert!(all.contains(&("POST", "/api/v1/jobs/{id}/cancel")));
-        assert_eq!(all.len(), 52);
+        assert_eq!(all.len(), 58);
     }
 }

@@ -11,6 +11,7 @@ pub mod duration;
 pub mod endpoint;
 mod job;
 mod names;
+mod pipeline;
 pub mod plan;
 mod tier;
 mod trigger;
@@ -25,6 +26,10 @@ pub use diff::{
 pub use domain::{DomainError, DomainName};
 pub use job::*;
 pub use names::{AppName, EnvName, EnvRef, NameError};
+pub use pipeline::{
+    CreateSchedule, MAX_CRON_LEN, MAX_PROMOTIONS, MAX_SCHEDULES, MAX_STAGE_MEMBERS, MAX_STAGES,
+    MAX_TZ_LEN, PipelineSpec, Promotion, ScheduleInfo, StageMember, check_direction,
+};
 pub use plan::{ResourcePlan, ResourceUsage, UpdatePlan};
 pub use tier::{Tier, UnknownTier};
 pub use trigger::{

@@ -31,6 +31,7 @@ mod domains;
 mod envs;
 mod jobs;
 mod logs;
+mod pipeline;
 
 type Api = Arc<ControlPlane>;
 
@@ -78,6 +79,12 @@ fn routes() -> Routes {
     .add::<ep::ListReleases, _, _>(envs::releases)
     .add::<ep::EnvDiff, _, _>(envs::diff)
     .add::<ep::ShowPipeline, _, _>(envs::pipeline)
+    .add::<ep::SetPipeline, _, _>(pipeline::set_pipeline)
+    .add::<ep::ResetPipeline, _, _>(pipeline::reset_pipeline)
+    .add::<ep::ListSchedules, _, _>(pipeline::list_schedules)
+    .add::<ep::AddSchedule, _, _>(pipeline::add_schedule)
+    .add::<ep::RemoveSchedule, _, _>(pipeline::remove_schedule)
+    .add::<ep::RunSchedule, _, _>(pipeline::run_schedule)
     .add::<ep::SetTrigger, _, _>(envs::set_trigger)
     .add::<ep::CiHook, _, _>(envs::ci_hook)
     .add::<ep::Promote, _, _>(envs::promote)

@@ -67,7 +67,7 @@ impl ControlPlane {
         force: bool,
         who: &Principal,
     ) -> Result<(), ControlError> {
-        self.authorize_app(who, &name, Action::Access).await?;
+        let app_row = self.authorize_app(who, &name, Action::Access).await?;
         let app = name.clone();
         let envs = self
             .store
@@ -92,6 +92,8 @@ impl ControlPlane {
         for domain in domains {
             self.remove_domain(domain, who).await?;
         }
+        // The pipeline and schedules name environments, which could not be deleted otherwise.
+        self.forget_pipeline(&name, app_row.id, who).await?;
         for env in envs {
             self.delete_env(
                 EnvRef {

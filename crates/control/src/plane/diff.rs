@@ -1,16 +1,17 @@
 //! `turnout env diff APP/A APP/B`: the commits between two environments' live releases (from
 //! the app's mirror) and the configuration keys set differently (the app file's `[env]` as each
 //! release resolved it, and the secrets, whose values are never shown). `turnout pipeline show
-//! APP`: the environments by stage, and for every promotion the tiers allow how many commits
-//! apart its two ends are.
+//! APP`: the environments by stage (the declared pipeline's, or by tier), and for every allowed
+//! promotion how many commits apart its two ends are.
 use std::collections::{BTreeMap, BTreeSet};
 
 use turnout_model::{
-    Action, AppName, ConfigDifference, ConfigKind, DIFF_COMMITS, EnvDiff, EnvName, EnvRef,
+    Action, AppName, ConfigDifference, ConfigKind, DIFF_COMMITS, EnvDiff, EnvInfo, EnvName, EnvRef,
     PipelineStage, PipelineView, PromotionView, SECRET_SHOWN_AS, Tier,
 };
 
 use super::ControlPlane;
+use super::pipeline::{allowed, stage_name};
 use crate::access::Principal;
 use crate::app_file::ReleaseConfig;
 use crate::error::ControlError;
@@ -67,6 +68,8 @@ impl ControlPlane {
         who: &Principal,
     ) -> Result<PipelineView, ControlError> {
         let envs = self.list_envs(Some(app.clone()), who).await?;
+        let app_id = self.app_row(&app).await?.id;
+        let declared = self.declared_pipeline(app_id).await?;
         let mirror = self.home.mirror(&app);
         let commit = |name: &EnvName| {
             envs.iter()
@@ -74,41 +77,94 @@ impl ControlPlane {
                 .and_then(|e| e.release.as_ref())
                 .map(|r| r.commit.clone())
         };
-        let mut promotions = Vec::new();
+        // In the declared order when there is a pipeline; otherwise by environment.
+        let mut pairs: Vec<(&EnvInfo, &EnvInfo)> = Vec::new();
+        let find = |name: &EnvName| envs.iter().find(|e| &e.name == name);
+        if let Some(p) = &declared {
+            pairs.extend(
+                p.promotions
+                    .iter()
+                    .filter_map(|p| Some((find(&p.from)?, find(&p.to)?))),
+            );
+        }
         for from in &envs {
-            for to in envs
-                .iter()
-                .filter(|e| from.tier.promotes_to().contains(&e.tier))
-            {
-                let (ahead, behind) = match (commit(&from.name), commit(&to.name)) {
-                    (Some(f), Some(t)) => {
-                        let _git = self.app_locks.lock(&app).await;
-                        let (ahead, _) = git::log_between(&mirror, &t, &f, DIFF_COMMITS).await?;
-                        let (behind, _) = git::log_between(&mirror, &f, &t, DIFF_COMMITS).await?;
-                        (Some(ahead.len()), Some(behind.len()))
-                    }
-                    _ => (None, None),
-                };
-                promotions.push(PromotionView {
-                    from: from.name.clone(),
-                    to: to.name.clone(),
-                    ahead,
-                    behind,
-                });
+            for to in &envs {
+                let ok = allowed(
+                    declared.as_ref(),
+                    (&from.name, from.tier),
+                    (&to.name, to.tier),
+                );
+                if ok
+                    && !pairs
+                        .iter()
+                        .any(|(f, t)| f.name == from.name && t.name == to.name)
+                {
+                    pairs.push((from, to));
+                }
             }
         }
-        let stages = Tier::ALL
-            .into_iter()
-            .map(|tier| PipelineStage {
-                tier,
-                envs: envs.iter().filter(|e| e.tier == tier).cloned().collect(),
-            })
-            .filter(|s| !s.envs.is_empty())
-            .collect();
+        let mut promotions = Vec::new();
+        for (from, to) in pairs {
+            let (ahead, behind) = match (commit(&from.name), commit(&to.name)) {
+                (Some(f), Some(t)) => {
+                    let _git = self.app_locks.lock(&app).await;
+                    let (ahead, _) = git::log_between(&mirror, &t, &f, DIFF_COMMITS).await?;
+                    let (behind, _) = git::log_between(&mirror, &f, &t, DIFF_COMMITS).await?;
+                    (Some(ahead.len()), Some(behind.len()))
+                }
+                _ => (None, None),
+            };
+            promotions.push(PromotionView {
+                from: from.name.clone(),
+                to: to.name.clone(),
+                ahead,
+                behind,
+            });
+        }
+        let (stages, unstaged) = match &declared {
+            Some(p) => {
+                let stages = p
+                    .stages
+                    .iter()
+                    .enumerate()
+                    .map(|(i, members)| PipelineStage {
+                        name: stage_name(members),
+                        tier: None,
+                        envs: envs
+                            .iter()
+                            .filter(|e| p.stage_of(&e.name, e.tier) == Some(i))
+                            .cloned()
+                            .collect(),
+                    })
+                    .collect();
+                let unstaged = envs
+                    .iter()
+                    .filter(|e| p.stage_of(&e.name, e.tier).is_none())
+                    .map(|e| e.name.clone())
+                    .collect();
+                (stages, unstaged)
+            }
+            None => {
+                let stages = Tier::ALL
+                    .into_iter()
+                    .map(|tier| PipelineStage {
+                        name: tier.to_string(),
+                        tier: Some(tier),
+                        envs: envs.iter().filter(|e| e.tier == tier).cloned().collect(),
+                    })
+                    .filter(|s| !s.envs.is_empty())
+                    .collect();
+                (stages, Vec::new())
+            }
+        };
+        let schedules = self.list_schedules(app.clone(), who).await?;
         Ok(PipelineView {
             app,
             stages,
             promotions,
+            declared,
+            unstaged,
+            schedules,
         })
     }
 

@@ -111,6 +111,7 @@ impl ControlPlane {
                 if bound.len() == 1 { "it" } else { "them" },
             )));
         }
+        self.check_unreferenced(&row).await?;
         if let Some(old) = self.routing.forget(&key(&r)).await {
             self.retire(&r, old).await;
         }

@@ -12,6 +12,8 @@
 //! - `logs`: reading an environment's logs, authorized here.
 //! - `plans`: an environment's resource plan (set, effective) and its usage.
 //! - `isolation`, `network`: who an environment's processes run as, their files, their network.
+//! - `pipeline`, `schedule`: an app's declared pipeline (which promotions are allowed) and its
+//!   scheduled cuts, run by the scheduler task.
 use std::path::Path;
 use std::sync::Arc;
 
@@ -39,11 +41,13 @@ mod keyed;
 mod launch;
 mod logs;
 mod network;
+mod pipeline;
 mod plans;
 mod promote;
 mod release_ops;
 mod restore;
 mod routing;
+mod schedule;
 mod triggers;
 
 pub use isolation::{Separation, place_envs, secure_home};
@@ -79,6 +83,8 @@ pub struct ControlPlane {
     closing: CancellationToken,
     /// Jobs and restores in progress; shutdown waits for them before stopping instances.
     tasks: TaskTracker,
+    /// Wakes the scheduler when a schedule is added or removed (see `schedule`).
+    schedules_changed: tokio::sync::Notify,
     /// Instances an earlier daemon left running, by tag (`launch::instance_tag`), found by
     /// `recover` and routed (or stopped) by `restore`.
     adopted: std::sync::Mutex<std::collections::HashMap<String, Arc<dyn InstanceHandle>>>,
@@ -114,6 +120,7 @@ impl ControlPlane {
             domain_ops: tokio::sync::Mutex::new(()),
             closing,
             tasks,
+            schedules_changed: tokio::sync::Notify::new(),
             adopted: std::sync::Mutex::default(),
         })
     }

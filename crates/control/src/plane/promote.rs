@@ -1,10 +1,10 @@
 //! `turnout promote APP/FROM APP/TO`: TO runs FROM's live release, the same commit and the same
 //! build output (its directory copied into TO's, owned by TO's user; no fetch, no build), with
 //! TO's own configuration (the app file resolved for TO's tier), secrets and data, through the
-//! same launch → go-live → retire as every job. Which promotions are allowed follows the tiers
-//! (`Tier::promotes_to`); one that is not is refused, listing the allowed ones. A production
-//! copy follows every new release of its app's production environment on the same branch
-//! (`follow_production`).
+//! same launch → go-live → retire as every job. Which promotions are allowed follows the app's
+//! declared pipeline, or the tiers (`Tier::promotes_to`) without one (`pipeline::allowed`); one
+//! that is not is refused, listing the allowed ones. A production copy follows every new release
+//! of its app's production environment on the same branch (`follow_production`).
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
@@ -28,8 +28,8 @@ const PROMOTE_STEPS: &[&str] = &["copy", "launch", "go-live", "retire"];
 const COPY: usize = 0;
 
 impl ControlPlane {
-    /// Refuse a promotion the tiers do not allow or `who` may not make; park it when the app
-    /// wants a second owner's approval; otherwise start the job.
+    /// Refuse a promotion the app's pipeline (or the tiers) does not allow or `who` may not
+    /// make; park it when the app wants a second owner's approval; otherwise start the job.
     pub async fn promote(
         self: &Arc<Self>,
         to: EnvRef,
@@ -126,44 +126,6 @@ impl ControlPlane {
                 }
             }
         })
-    }
-
-    /// Refused unless FROM's tier promotes to TO's; the refusal lists where FROM may go.
-    async fn check_promotion(&self, from: &EnvRow, to: &EnvRow) -> Result<(), ControlError> {
-        if from.tier.promotes_to().contains(&to.tier) {
-            return Ok(());
-        }
-        let app = from.app.clone();
-        let envs = self
-            .store
-            .call(move |c| q::list_envs(c, Some(&app)))
-            .await?;
-        let allowed: Vec<String> = envs
-            .iter()
-            .filter(|e| from.tier.promotes_to().contains(&e.tier))
-            .map(|e| format!("{}/{} ({})", e.app, e.name, e.tier))
-            .collect();
-        let tiers: Vec<&str> = from.tier.promotes_to().iter().map(|t| t.as_str()).collect();
-        Err(ControlError::Conflict(format!(
-            "{}/{} ({}) may not be promoted to {}/{} ({}): a {} environment promotes to {}; here that is {}",
-            from.app,
-            from.name,
-            from.tier,
-            to.app,
-            to.name,
-            to.tier,
-            from.tier,
-            if tiers.is_empty() {
-                "no tier".to_owned()
-            } else {
-                tiers.join(" or ")
-            },
-            if allowed.is_empty() {
-                "no environment".to_owned()
-            } else {
-                allowed.join(", ")
-            },
-        )))
     }
 
     /// FROM's live release, built and with its directory.
