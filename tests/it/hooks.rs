@@ -574,6 +574,46 @@ async fn gitlab_deliveries_need_the_token_and_act_with_the_roles_of_who_set_it()
     watch_deploy(&d, &got.1, "dev");
     assert_eq!(live_commit(&d, "dev"), untested.as_str());
 
+    // Approval rules apply: the QA deploy the hook asks for waits for a second owner, and
+    // olivia, whose hook asked, cannot approve it herself.
+    d.ok(&[
+        "access",
+        "require-approval",
+        "shop",
+        "deploy",
+        "qa",
+        "--expires",
+        "1h",
+    ]);
+    let newer = fixture(
+        "gitlab_pipeline.json",
+        &[("HEAD_SHA", untested.as_str()), ("STATUS", "success")],
+    );
+    let got = gitlab(&d, "Pipeline Hook", "u-approve", GITLAB_SECRET, &newer).await;
+    assert_eq!(got.0, 200, "{}", got.1);
+    let outcome: Value = serde_json::from_str(&got.1).unwrap();
+    assert_eq!(outcome["deploys"], serde_json::json!([]), "{outcome}");
+    let waits = outcome["skipped"].as_array().unwrap().iter().any(|s| {
+        s["env"] == "qa"
+            && s["why"]
+                .as_str()
+                .unwrap()
+                .contains("needs a second owner's approval")
+    });
+    assert!(waits, "{outcome}");
+    let pending = d.json(&["approvals", "list"]);
+    let id = pending[0]["id"].as_i64().unwrap().to_string();
+    assert_eq!(pending[0]["requested_by"], "olivia", "{pending}");
+    let own = d.cli_as(&olivia, &["approve", &id]);
+    let err = String::from_utf8_lossy(&own.stderr);
+    assert!(
+        !own.status.success() && err.contains("cannot approve"),
+        "{err}"
+    );
+    assert_eq!(live_commit(&d, "qa"), tested.as_str());
+    d.ok(&["approve", &id]);
+    assert_eq!(live_commit(&d, "qa"), untested.as_str());
+
     // With olivia's role gone, her hook deploys nothing (the delivery itself verifies).
     d.ok(&["access", "revoke", "olivia", "shop"]);
     let after = state(&d);
