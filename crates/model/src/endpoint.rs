@@ -695,6 +695,6 @@ mod tests {
             );
         }
         assert!(all.contains(&("POST", "/api/v1/jobs/{id}/cancel")));
-        assert_eq!(all.len(), 52);
+        assert_eq!(all.len(), 56);
     }
 }
