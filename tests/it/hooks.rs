@@ -7,6 +7,7 @@ use std::process::{Command, Stdio};
 
 use ring::hmac;
 use serde_json::Value;
+use turnout_model::format_timestamp;
 
 use crate::support::{BIN, Daemon, Repo};
 
@@ -14,14 +15,27 @@ const GITHUB_SECRET: &str = "It's a Secret to Everybody";
 const OTHER_SECRET: &str = "the-other-app-s-own-secret-1234";
 const GITLAB_SECRET: &str = "glpat-like-webhook-token-5f1e";
 
-/// A fixture with its placeholders (`HEAD_SHA`, `CONCLUSION`, …) filled in.
+fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
+/// A fixture with its placeholders (`HEAD_SHA`, `CONCLUSION`, …) filled in; the event's time
+/// (`UPDATED_AT`, `PUSHED_AT`, `FINISHED_AT`) is now unless given.
 fn fixture(name: &str, subs: &[(&str, &str)]) -> Vec<u8> {
     let path = format!("{}/tests/it/fixtures/{name}", env!("CARGO_MANIFEST_DIR"));
     let mut text = std::fs::read_to_string(&path).unwrap();
     for (k, v) in subs {
         text = text.replace(k, v);
     }
-    text.into_bytes()
+    let now = now();
+    let gitlab_time = format_timestamp(now).replace('T', " ").replace('Z', " UTC");
+    text.replace("UPDATED_AT", &format_timestamp(now))
+        .replace("PUSHED_AT", &now.to_string())
+        .replace("FINISHED_AT", &gitlab_time)
+        .into_bytes()
 }
 
 fn sign(secret: &str, body: &[u8]) -> String {
@@ -288,6 +302,19 @@ async fn signed_github_deliveries_deploy_the_exact_commit_and_nothing_else_gets_
         let got = github(&d, "shop", "workflow_run", &id, GITHUB_SECRET, body).await;
         assert_refused(&got, 400, says);
     }
+    // Signed, but older than the deliveries Turnout remembers: it could be a forgotten replay.
+    let month_ago = format_timestamp(now() - 30 * 86_400);
+    let stale = fixture(
+        "github_workflow_run.json",
+        &[
+            ("HEAD_SHA", &tested),
+            ("CONCLUSION", "success"),
+            ("ACTION", "completed"),
+            ("UPDATED_AT", &month_ago),
+        ],
+    );
+    let got = github(&d, "shop", "workflow_run", "d-stale", GITHUB_SECRET, &stale).await;
+    assert_refused(&got, 400, "stale delivery");
     // Oversized: refused before anything is read.
     let huge = vec![b' '; 6 * 1024 * 1024];
     let got = github(&d, "shop", "workflow_run", "d-huge", GITHUB_SECRET, &huge).await;

@@ -10,7 +10,7 @@ use axum::http::HeaderMap;
 use ring::hmac;
 use serde::Deserialize;
 use serde::de::{DeserializeOwned, IgnoredAny};
-use turnout_model::{DeployOn, HookProvider};
+use turnout_model::{DeployOn, HookProvider, format_timestamp};
 
 use crate::error::ControlError;
 use crate::git;
@@ -18,6 +18,12 @@ use crate::git;
 /// The largest delivery body taken (413 above). GitHub caps its payloads at 25 MB, but a push
 /// carries at most 20 commits and the CI events none, so real deliveries stay far below this.
 pub const MAX_BODY: usize = 5 * 1024 * 1024;
+
+/// A delivery whose event happened longer ago than this is refused as stale: accepted
+/// deliveries are remembered for `DELIVERY_MEMORY_SECS` (7 days), so an older one could be a
+/// replay Turnout no longer recognises. GitHub redelivers for 3 days at most.
+pub const MAX_AGE_SECS: i64 = 6 * 24 * 3600;
+const _: () = assert!(MAX_AGE_SECS < crate::store::hooks::DELIVERY_MEMORY_SECS);
 
 /// A hook secret's length bounds, in bytes.
 pub const SECRET_LEN: std::ops::RangeInclusive<usize> = 16..=1024;
@@ -30,6 +36,8 @@ pub enum Intent {
         branch: String,
         commit: String,
         on: DeployOn,
+        /// When the event happened (seconds since the epoch), if the payload says.
+        at: Option<i64>,
     },
     /// An event that deploys nothing (a ping, a failed build, a tag, another event), and why.
     Ignore(String),
@@ -160,7 +168,11 @@ pub fn github_intent(event: &str, body: &[u8]) -> Result<Intent, ControlError> {
         }
         "push" => {
             let push: GithubPush = parse(event, body)?;
-            push_intent(&push.git_ref, &push.after, push.deleted)
+            let at = push
+                .repository
+                .and_then(|r| r.pushed_at)
+                .and_then(|t| t.unix());
+            push_intent(&push.git_ref, &push.after, push.deleted, at)
         }
         "check_suite" => {
             let e: CheckSuiteEvent = parse(event, body)?;
@@ -170,6 +182,7 @@ pub fn github_intent(event: &str, body: &[u8]) -> Result<Intent, ControlError> {
                 s.conclusion.as_deref(),
                 s.head_branch.as_deref(),
                 &s.head_sha,
+                s.updated_at.and_then(|t| t.unix()),
             )
         }
         "workflow_run" => {
@@ -187,6 +200,7 @@ pub fn github_intent(event: &str, body: &[u8]) -> Result<Intent, ControlError> {
                 run.conclusion.as_deref(),
                 run.head_branch.as_deref(),
                 &run.head_sha,
+                run.updated_at.and_then(|t| t.unix()),
             )
         }
         other => Ok(Intent::Ignore(format!(
@@ -201,7 +215,8 @@ pub fn gitlab_intent(event: &str, body: &[u8]) -> Result<Intent, ControlError> {
         "Push Hook" => {
             let push: GitlabPush = parse(event, body)?;
             let deleted = push.after.bytes().all(|b| b == b'0');
-            push_intent(&push.git_ref, &push.after, deleted)
+            // A GitLab push payload carries no time of its own (only its commits').
+            push_intent(&push.git_ref, &push.after, deleted, None)
         }
         "Pipeline Hook" => {
             let e: PipelineEvent = parse(event, body)?;
@@ -229,6 +244,7 @@ pub fn gitlab_intent(event: &str, body: &[u8]) -> Result<Intent, ControlError> {
                 branch: a.git_ref,
                 commit: a.sha.to_ascii_lowercase(),
                 on: DeployOn::Ci,
+                at: a.finished_at.and_then(|t| t.unix()),
             })
         }
         other => Ok(Intent::Ignore(format!(
@@ -238,7 +254,12 @@ pub fn gitlab_intent(event: &str, body: &[u8]) -> Result<Intent, ControlError> {
 }
 
 /// A push of `git_ref` to `after`: the branch's environments that deploy on push.
-fn push_intent(git_ref: &str, after: &str, deleted: bool) -> Result<Intent, ControlError> {
+fn push_intent(
+    git_ref: &str,
+    after: &str,
+    deleted: bool,
+    at: Option<i64>,
+) -> Result<Intent, ControlError> {
     let Some(branch) = git_ref.strip_prefix("refs/heads/") else {
         return Ok(Intent::Ignore(format!(
             "a push of '{}', not of a branch, deploys nothing",
@@ -256,6 +277,7 @@ fn push_intent(git_ref: &str, after: &str, deleted: bool) -> Result<Intent, Cont
         branch: branch.to_owned(),
         commit: after.to_ascii_lowercase(),
         on: DeployOn::Push,
+        at,
     })
 }
 
@@ -265,6 +287,7 @@ fn ci_intent(
     conclusion: Option<&str>,
     branch: Option<&str>,
     sha: &str,
+    at: Option<i64>,
 ) -> Result<Intent, ControlError> {
     check_commit(sha)?;
     if action != "completed" {
@@ -289,7 +312,98 @@ fn ci_intent(
         branch: branch.to_owned(),
         commit: sha.to_ascii_lowercase(),
         on: DeployOn::Ci,
+        at,
     })
+}
+
+/// Refuse a delivery of an event older than `MAX_AGE_SECS` (it could be a replay of one no
+/// longer remembered); one whose payload gives no time passes.
+pub fn check_fresh(at: Option<i64>, now: i64) -> Result<(), ControlError> {
+    match at {
+        Some(at) if at < now - MAX_AGE_SECS => Err(ControlError::Invalid(format!(
+            "stale delivery: its event happened at {}, more than {} days ago; deliveries are remembered for 7 days, so an older one could be a replay (push again or re-run the build instead)",
+            format_timestamp(at),
+            MAX_AGE_SECS / 86_400
+        ))),
+        _ => Ok(()),
+    }
+}
+
+/// A payload's time: seconds since the epoch (GitHub's `pushed_at` of a push), or text.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum When {
+    Unix(i64),
+    Text(String),
+}
+
+impl When {
+    fn unix(&self) -> Option<i64> {
+        match self {
+            When::Unix(t) => Some(*t),
+            When::Text(s) => unix_time(s),
+        }
+    }
+}
+
+/// Seconds since the epoch of an RFC 3339 time (`2026-11-30T12:03:21Z`, with a fraction or an
+/// offset) or GitLab's `2026-11-30 12:03:21 UTC`; `None` for anything else.
+fn unix_time(s: &str) -> Option<i64> {
+    let b = s.as_bytes();
+    let shape = b.len() >= 19
+        && b[4] == b'-'
+        && b[7] == b'-'
+        && (b[10] == b'T' || b[10] == b' ')
+        && b[13] == b':'
+        && b[16] == b':';
+    if !shape {
+        return None;
+    }
+    let num = |from: usize, to: usize| -> Option<i64> {
+        let digits = s.get(from..to)?;
+        digits
+            .bytes()
+            .all(|c| c.is_ascii_digit())
+            .then(|| digits.parse().ok())?
+    };
+    let (year, month, day) = (num(0, 4)?, num(5, 7)?, num(8, 10)?);
+    let (hour, minute, second) = (num(11, 13)?, num(14, 16)?, num(17, 19)?);
+    if !(1..=12).contains(&month) || !(1..=31).contains(&day) || hour > 23 || minute > 59 {
+        return None;
+    }
+    if second > 60 {
+        return None;
+    }
+    let mut rest = &s[19..];
+    if let Some(fraction) = rest.strip_prefix('.') {
+        rest = fraction.trim_start_matches(|c: char| c.is_ascii_digit());
+    }
+    let rest = rest.strip_prefix(' ').unwrap_or(rest);
+    let offset = match rest {
+        "Z" | "UTC" => 0,
+        _ => {
+            let sign = match rest.as_bytes().first()? {
+                b'+' => 1,
+                b'-' => -1,
+                _ => return None,
+            };
+            let hhmm = rest[1..].replace(':', "");
+            if hhmm.len() != 4 || !hhmm.bytes().all(|c| c.is_ascii_digit()) {
+                return None;
+            }
+            let (h, m): (i64, i64) = (hhmm[..2].parse().ok()?, hhmm[2..].parse().ok()?);
+            sign * (h * 3600 + m * 60)
+        }
+    };
+    // Howard Hinnant's days-from-civil algorithm.
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (month + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Some(days * 86_400 + hour * 3600 + minute * 60 + second - offset)
 }
 
 /// A full commit id: 40 hexadecimal digits.
@@ -336,6 +450,12 @@ struct GithubPush {
     after: String,
     #[serde(default)]
     deleted: bool,
+    repository: Option<PushRepository>,
+}
+
+#[derive(Deserialize)]
+struct PushRepository {
+    pushed_at: Option<When>,
 }
 
 #[derive(Deserialize)]
@@ -349,6 +469,7 @@ struct CheckSuite {
     head_branch: Option<String>,
     head_sha: String,
     conclusion: Option<String>,
+    updated_at: Option<When>,
 }
 
 #[derive(Deserialize)]
@@ -364,6 +485,7 @@ struct WorkflowRun {
     head_sha: String,
     conclusion: Option<String>,
     head_repository: Option<Repository>,
+    updated_at: Option<When>,
 }
 
 #[derive(Deserialize)]
@@ -393,6 +515,7 @@ struct PipelineAttributes {
     sha: String,
     status: String,
     source: Option<String>,
+    finished_at: Option<When>,
 }
 
 #[cfg(test)]
@@ -519,21 +642,73 @@ mod tests {
         std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
     }
 
-    /// The fixture with `"HEAD_SHA"`-style placeholders filled in.
+    /// When the fixtures' events happened, unless a test says otherwise.
+    const AT: i64 = 1_796_126_601;
+
+    /// The fixture with `"HEAD_SHA"`-style placeholders filled in (the event's time: `AT`).
     fn filled(name: &str, pairs: &[(&str, &str)]) -> Vec<u8> {
         let mut text = String::from_utf8(fixture(name)).unwrap();
         for (k, v) in pairs {
             text = text.replace(k, v);
         }
-        text.into_bytes()
+        text.replace("UPDATED_AT", &format_timestamp(AT))
+            .replace("FINISHED_AT", "2026-12-01 12:03:21 UTC")
+            .replace("PUSHED_AT", &AT.to_string())
+            .into_bytes()
     }
 
-    fn deploy(branch: &str, on: DeployOn) -> Intent {
+    fn deploy(branch: &str, on: DeployOn, at: Option<i64>) -> Intent {
         Intent::Deploy {
             branch: branch.into(),
             commit: SHA.into(),
             on,
+            at,
         }
+    }
+
+    #[test]
+    fn event_times_are_read_in_the_providers_formats() {
+        assert_eq!(format_timestamp(AT), "2026-12-01T12:03:21Z");
+        for (text, want) in [
+            ("2026-12-01T12:03:21Z", Some(AT)),
+            ("2026-12-01T12:03:21.123Z", Some(AT)),
+            ("2026-12-01T13:03:21+01:00", Some(AT)),
+            ("2026-12-01T07:03:21-0500", Some(AT)),
+            ("2026-12-01 12:03:21 UTC", Some(AT)),
+            ("2026-12-01 13:03:21 +0100", Some(AT)),
+            ("1970-01-01T00:00:00Z", Some(0)),
+            ("2000-02-29T00:00:00Z", Some(951_782_400)),
+            ("2026-12-01T12:03:21", None),
+            ("2026-13-01T12:03:21Z", None),
+            ("2026-12-01T12:3:21Z", None),
+            ("+026-12-01T12:03:21Z", None),
+            ("yesterday", None),
+        ] {
+            assert_eq!(unix_time(text), want, "{text}");
+        }
+        // Every week of eight centuries comes back as it was formatted.
+        for day in (-146_097..146_097).step_by(7) {
+            let t = day * 86_400 + 45_296;
+            assert_eq!(
+                unix_time(&format_timestamp(t)),
+                Some(t),
+                "{}",
+                format_timestamp(t)
+            );
+        }
+    }
+
+    #[test]
+    fn an_event_older_than_the_replay_memory_is_stale() {
+        let now = AT + MAX_AGE_SECS;
+        check_fresh(Some(AT), now).unwrap();
+        check_fresh(None, now).unwrap();
+        check_fresh(Some(now + 3600), now).unwrap();
+        let err = check_fresh(Some(AT - 1), now).unwrap_err().to_string();
+        assert!(
+            err.contains("stale delivery") && err.contains("2026-12-01T12:03:20Z"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -546,12 +721,12 @@ mod tests {
         let run = filled("github_workflow_run.json", &subs);
         assert_eq!(
             github_intent("workflow_run", &run).unwrap(),
-            deploy("main", DeployOn::Ci)
+            deploy("main", DeployOn::Ci, Some(AT))
         );
         let suite = filled("github_check_suite.json", &subs);
         assert_eq!(
             github_intent("check_suite", &suite).unwrap(),
-            deploy("main", DeployOn::Ci)
+            deploy("main", DeployOn::Ci, Some(AT))
         );
         let push = filled(
             "github_push.json",
@@ -559,7 +734,7 @@ mod tests {
         );
         assert_eq!(
             github_intent("push", &push).unwrap(),
-            deploy("main", DeployOn::Push)
+            deploy("main", DeployOn::Push, Some(AT))
         );
 
         let ignored = |event: &str, body: &[u8]| match github_intent(event, body).unwrap() {
@@ -606,12 +781,12 @@ mod tests {
         );
         assert_eq!(
             gitlab_intent("Pipeline Hook", &pipeline).unwrap(),
-            deploy("main", DeployOn::Ci)
+            deploy("main", DeployOn::Ci, Some(AT))
         );
         let push = filled("gitlab_push.json", &[("HEAD_SHA", SHA)]);
         assert_eq!(
             gitlab_intent("Push Hook", &push).unwrap(),
-            deploy("main", DeployOn::Push)
+            deploy("main", DeployOn::Push, None)
         );
         let failed = filled(
             "gitlab_pipeline.json",

@@ -2,7 +2,8 @@
 //! way from the wire to `trigger_deploys`.
 //!
 //! A delivery changes nothing unless its signature (GitHub) or token (GitLab) verifies with the
-//! app's secret and its delivery id, and its body, were not accepted before. A verified
+//! app's secret, its delivery id and its body were not accepted before, and its event is not
+//! older than the deliveries remembered. A verified
 //! delivery that asks for deploys is remembered, audited (`hook.accept`) and then acts as the
 //! user who set the secret, with that user's roles at the time of the delivery: the role
 //! matrix and approval rules apply to its deploys as to ones typed by hand, and the user
@@ -167,7 +168,16 @@ impl ControlPlane {
                 outcome.ignored = Some(why);
                 return Ok(outcome);
             }
-            Intent::Deploy { branch, commit, on } => (branch, commit, on),
+            Intent::Deploy {
+                branch,
+                commit,
+                on,
+                at,
+            } => {
+                // Older than the deliveries remembered: it could be a forgotten replay.
+                hooks::check_fresh(at, crate::store::now())?;
+                (branch, commit, on)
+            }
         };
         let body_hash = blake3::hash(body).to_hex().to_string();
         let (id, hash) = (delivery.clone(), body_hash.clone());
