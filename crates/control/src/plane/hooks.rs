@@ -11,7 +11,7 @@
 use std::sync::Arc;
 
 use axum::http::HeaderMap;
-use tracing::info;
+use tracing::{info, warn};
 use turnout_model::endpoint::{Endpoint, GithubHook, GitlabHook};
 use turnout_model::{
     Action, AppName, AuditAction, HookInfo, HookOutcome, HookProvider, SetHook, format_timestamp,
@@ -137,8 +137,13 @@ impl ControlPlane {
         let secret = match &hook.secret {
             SecretSource::Stored(s) => s.clone(),
             SecretSource::Env(var) => std::env::var(var).map_err(|_| {
+                // The details go to the daemon's log, not to a caller not yet authenticated.
+                warn!(
+                    provider = %provider, app = %app, var = %var,
+                    "a webhook's secret variable is missing from the daemon's environment; set it where `turnout serve` runs"
+                );
                 ControlError::internal(format!(
-                    "the daemon's environment has no variable '{var}' holding the {} hook secret of app '{app}'; set it where `turnout serve` runs",
+                    "the {} hook secret is not available on the daemon (its log says why)",
                     provider.title()
                 ))
             })?,
