@@ -807,6 +807,50 @@ mod tests {
         );
     }
 
+    proptest::proptest! {
+        /// Any push payload's `ref` and `after`: a deploy only of a branch and a full commit
+        /// (lower-cased), anything else ignored or refused as invalid, never a panic.
+        #[test]
+        fn any_push_deploys_only_a_branch_at_a_full_commit(
+            git_ref in "(refs/(heads|tags)/)?[ -~\u{80}-\u{10ffff}]{0,20}",
+            after in "[0-9a-fA-Fg ]{0,42}",
+            deleted: bool,
+        ) {
+            let body = serde_json::json!({"ref": git_ref, "after": after, "deleted": deleted});
+            match github_intent("push", body.to_string().as_bytes()) {
+                Ok(Intent::Deploy { branch, commit, on, .. }) => {
+                    proptest::prop_assert!(!deleted && on == DeployOn::Push);
+                    proptest::prop_assert_eq!(format!("refs/heads/{branch}"), git_ref);
+                    proptest::prop_assert!(git::check_ref_shape("branch", &branch).is_ok());
+                    proptest::prop_assert_eq!(commit.len(), 40);
+                    proptest::prop_assert_eq!(commit, after.to_ascii_lowercase());
+                }
+                Ok(Intent::Ignore(why)) => proptest::prop_assert!(!why.is_empty()),
+                Err(e) => proptest::prop_assert!(matches!(e, ControlError::Invalid(_)), "{e}"),
+            }
+        }
+
+        /// Any bytes as any event's body: an intent or a 400, never a panic or another error.
+        #[test]
+        fn any_body_is_an_intent_or_invalid(
+            body in proptest::collection::vec(proptest::num::u8::ANY, 0..200),
+            event in "(push|check_suite|workflow_run|ping|Push Hook|Pipeline Hook|other)",
+        ) {
+            for result in [github_intent(&event, &body), gitlab_intent(&event, &body)] {
+                if let Err(e) = result {
+                    proptest::prop_assert!(matches!(e, ControlError::Invalid(_)), "{e}");
+                }
+            }
+        }
+
+        /// Any text is a time or not, never a panic; every formatted time reads back.
+        #[test]
+        fn times_parse_without_panics(text in "\\PC{0,40}", t in -10_000_000_000i64..10_000_000_000) {
+            let _ = unix_time(&text);
+            proptest::prop_assert_eq!(unix_time(&format_timestamp(t)), Some(t));
+        }
+    }
+
     #[test]
     fn malformed_payloads_are_refused_with_what_is_wrong() {
         let invalid = |event: &str, body: &[u8]| match github_intent(event, body) {
