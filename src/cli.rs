@@ -6,7 +6,8 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use turnout_model::plan::PlanField;
 use turnout_model::{
-    Action, AppName, DeployOn, DomainName, EnvName, EnvRef, Promotion, Role, StageMember, Tier,
+    Action, AppName, DeployOn, DomainName, EnvName, EnvRef, HookProvider, Promotion, Role,
+    StageMember, Tier,
 };
 
 #[derive(Parser)]
@@ -66,6 +67,10 @@ pub enum Command {
     /// to the environments of its app and branch that deploy on CI
     #[command(subcommand)]
     Ci(CiCommand),
+    /// GitHub and GitLab webhooks: a signed delivery of a green build or a push deploys its
+    /// exact commit, as the user who set the hook's secret
+    #[command(subcommand)]
+    Hooks(HooksCommand),
     /// An app's pipeline: its environments by stage and what each promotion would bring
     #[command(subcommand)]
     Pipeline(PipelineCommand),
@@ -680,6 +685,29 @@ pub enum CiCommand {
         #[arg(long)]
         status: CiStatusArg,
     },
+}
+
+#[derive(Subcommand)]
+pub enum HooksCommand {
+    /// Set (or replace) the app's webhook secret for GitHub or GitLab (owners); the hook then
+    /// deploys as you, with your roles at the time of each delivery
+    #[command(group(clap::ArgGroup::new("secret").required(true)))]
+    Set {
+        app: AppName,
+        /// github or gitlab
+        provider: HookProvider,
+        /// The variable of the daemon's environment holding the secret (read at every
+        /// delivery; never stored)
+        #[arg(long, value_name = "VAR", group = "secret")]
+        secret_env: Option<String>,
+        /// Read the secret from standard input and store it (keeps it out of shell history and
+        /// process arguments)
+        #[arg(long, group = "secret")]
+        secret_stdin: bool,
+    },
+    /// Which providers the app takes webhooks from, the URL to give each, and who they act as
+    /// (never a secret)
+    Show { app: AppName },
 }
 
 /// A CI build's status on the command line.

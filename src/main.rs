@@ -29,7 +29,7 @@ use turnout_model::EnvRef;
 use turnout_model::endpoint as ep;
 use turnout_model::{
     AddDomain, CiReport, CiStatus, CreateApp, CreateEnv, CreateToken, CreateUser, DeployRequest,
-    ErrorCode, PromoteRequest, RollbackRequest, ServeInfo, SetApprovalRule, SetGrant,
+    ErrorCode, PromoteRequest, RollbackRequest, ServeInfo, SetApprovalRule, SetGrant, SetHook,
     SetMaintenance, SetPolicy, SetProtection, SetSecret, SetTrigger, SwitchDomain, UpdatePlan,
 };
 use turnout_model::{CreateSchedule, PipelineSpec};
@@ -37,8 +37,8 @@ use turnout_model::{CreateSchedule, PipelineSpec};
 use crate::cli::ScheduleCommand;
 use crate::cli::{
     AccessCommand, AppCommand, ApprovalsCommand, AuditCommand, CiCommand, CiStatusArg, Cli,
-    Command, DomainCommand, EnvCommand, JobCommand, OnOff, PipelineCommand, ReleaseCommand,
-    SecretCommand, TokenCommand, UserCommand,
+    Command, DomainCommand, EnvCommand, HooksCommand, JobCommand, OnOff, PipelineCommand,
+    ReleaseCommand, SecretCommand, TokenCommand, UserCommand,
 };
 
 /// Exit codes a script sees: 0 done, 1 failed, 2 usage error (clap), 3 waiting for approval,
@@ -335,6 +335,32 @@ async fn run_client(client: &Client, command: Command, json: bool) -> anyhow::Re
                 })
                 .await?;
             return jobs::follow(client, job, detach, json).await;
+        }
+        Command::Hooks(HooksCommand::Set {
+            app,
+            provider,
+            secret_env,
+            secret_stdin,
+        }) => {
+            let secret = if secret_stdin {
+                let mut v = String::new();
+                std::io::Read::read_to_string(&mut std::io::stdin(), &mut v)
+                    .context("cannot read the hook secret from standard input")?;
+                Some(v.trim_end_matches(['\r', '\n']).to_owned())
+            } else {
+                None
+            };
+            let body = SetHook {
+                provider,
+                secret_env,
+                secret,
+            };
+            let hook = client.call(&ep::SetHook { app, body }).await?;
+            render::hooks(client.base(), &[hook], json);
+        }
+        Command::Hooks(HooksCommand::Show { app }) => {
+            let hooks = client.call(&ep::ShowHooks { app }).await?;
+            render::hooks(client.base(), &hooks, json);
         }
         Command::Pipeline(PipelineCommand::Show { app }) => {
             render::diff::pipeline(&client.call(&ep::ShowPipeline { app }).await?, json);

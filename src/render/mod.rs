@@ -250,6 +250,40 @@ pub fn ci_outcome(o: &turnout_model::CiOutcome, json: bool) {
     }
 }
 
+/// An app's webhooks with the full URL to paste into GitHub or GitLab (`base` is the API's
+/// address as this CLI reaches it).
+pub fn hooks(base: &str, hooks: &[turnout_model::HookInfo], json: bool) {
+    let url = |h: &turnout_model::HookInfo| format!("{}{}", base.trim_end_matches('/'), h.path);
+    if json {
+        let out: Vec<serde_json::Value> = hooks
+            .iter()
+            .map(|h| {
+                let mut v = serde_json::to_value(h).unwrap_or_default();
+                v["url"] = url(h).into();
+                v
+            })
+            .collect();
+        return print_json(&out);
+    }
+    if hooks.is_empty() {
+        outln!("no webhooks: set one with `turnout hooks set APP github|gitlab --secret-stdin`");
+        return;
+    }
+    let mut t = table(&["PROVIDER", "URL", "SECRET", "ACTS AS", "UPDATED"]);
+    for h in hooks {
+        t.add_row(vec![
+            h.provider.to_string(),
+            url(h),
+            h.secret_env
+                .as_ref()
+                .map_or_else(|| "stored".to_owned(), |v| format!("${v}")),
+            h.acts_as.clone(),
+            h.updated_at.clone(),
+        ]);
+    }
+    outln!("{t}");
+}
+
 pub fn plan_updated(e: &EnvInfo, json: bool) {
     if json {
         return print_json(e);

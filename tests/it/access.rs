@@ -507,6 +507,16 @@ async fn every_mutating_endpoint_by_every_role_on_every_tier() {
             .await;
         expect(format!("CI report by {name}"), r, role.is_some());
         checked.insert(("POST", "/api/v1/hooks/ci"));
+        // A webhook secret lets deliveries deploy as whoever set it: owners only.
+        let r = who
+            .call(
+                "POST",
+                "/api/v1/apps/shop/hooks",
+                Some(json!({"provider": "gitlab", "secret": format!("a-hook-secret-of-{name}")})),
+            )
+            .await;
+        expect(format!("hook secret by {name}"), r, owner);
+        checked.insert(("POST", "/api/v1/apps/{app}/hooks"));
         let throwaway = format!("del-{rname}");
         d.ok(&[
             "app",
@@ -644,6 +654,13 @@ async fn missing_unknown_expired_and_revoked_tokens_get_401() {
     }
     let (status, _) = anonymous.call("GET", "/api/v1/health", None).await;
     assert_eq!(status, 200, "liveness needs no token");
+    // Webhook deliveries take no token: an unsigned one is refused by its signature check.
+    for (method, path) in turnout_control::api::signed_endpoints() {
+        let path = path.replace("{app}", "shop");
+        let (status, body) = anonymous.call(method, &path, None).await;
+        assert_eq!(status, 401, "{method} {path}: {body}");
+        assert!(body.contains("webhooks"), "{body}");
+    }
 
     let bogus = As {
         api: d.api.clone(),

@@ -8,6 +8,7 @@ mod dataplane;
 mod deploy;
 mod diff;
 mod domains;
+mod hooks;
 mod input;
 mod isolation;
 mod jobs;

@@ -11,6 +11,7 @@ mod error;
 mod git;
 mod handover;
 pub mod home;
+mod hooks;
 mod metrics;
 mod plane;
 mod secrets;

@@ -19,6 +19,7 @@ use crate::error::ControlError;
 
 pub mod access;
 pub mod audit;
+pub mod hooks;
 pub mod jobs;
 pub mod pipeline;
 
@@ -34,6 +35,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0006_users.sql"),
     include_str!("../migrations/0007_plans.sql"),
     include_str!("../migrations/0008_triggers.sql"),
+    include_str!("../migrations/0010_hooks.sql"),
     include_str!("../migrations/0011_pipeline.sql"),
 ];
 

@@ -79,6 +79,8 @@ audit_actions! {
     Restore => "restore", "A refused restore.";
     Domain => "domain", "A refused domain change.";
     Access => "access", "A refused access change.";
+    HookSet => "hook.set", "An app's GitHub or GitLab webhook secret was set (never the secret itself).";
+    HookAccept => "hook.accept", "A signed GitHub or GitLab webhook delivery was accepted (its deploys follow).";
 }
 
 impl From<Action> for AuditAction {

@@ -334,6 +334,36 @@ pub struct CiHook {
 endpoint!(CiHook, Post "/api/v1/hooks/ci", body crate::CiReport, answer crate::CiOutcome,
     |s| [], body_field body);
 
+/// Set an app's GitHub or GitLab webhook secret (owners); answers the hook.
+pub struct SetHook {
+    pub app: AppName,
+    pub body: crate::SetHook,
+}
+endpoint!(SetHook, Post "/api/v1/apps/{app}/hooks", body crate::SetHook,
+    answer crate::HookInfo, |s| [s.app.as_str()], body_field body);
+
+/// An app's configured webhooks and the paths to give GitHub or GitLab (never a secret).
+pub struct ShowHooks {
+    pub app: AppName,
+}
+endpoint!(ShowHooks, Get "/api/v1/apps/{app}/hooks", body (), answer Vec<crate::HookInfo>,
+    |s| [s.app.as_str()]);
+
+/// A GitHub webhook delivery: no bearer token, authenticated by its `X-Hub-Signature-256`.
+/// Only GitHub sends it (the client has no secret to sign with); declared for its path.
+pub struct GithubHook {
+    pub app: AppName,
+}
+endpoint!(GithubHook, Post "/api/v1/hooks/github/{app}", body (), answer crate::HookOutcome,
+    |s| [s.app.as_str()]);
+
+/// A GitLab webhook delivery: no bearer token, authenticated by its `X-Gitlab-Token`.
+pub struct GitlabHook {
+    pub app: AppName,
+}
+endpoint!(GitlabHook, Post "/api/v1/hooks/gitlab/{app}", body (), answer crate::HookOutcome,
+    |s| [s.app.as_str()]);
+
 pub struct ListReleases {
     pub target: EnvRef,
 }
@@ -580,6 +610,10 @@ pub fn all_paths() -> Vec<(&'static str, &'static str)> {
         RunSchedule,
         SetTrigger,
         CiHook,
+        SetHook,
+        ShowHooks,
+        GithubHook,
+        GitlabHook,
         Logs,
         ListSecrets,
         SetSecret,
@@ -713,6 +747,6 @@ mod tests {
             );
         }
         assert!(all.contains(&("POST", "/api/v1/jobs/{id}/cancel")));
-        assert_eq!(all.len(), 58);
+        assert_eq!(all.len(), 62);
     }
 }

@@ -9,6 +9,7 @@ mod diff;
 mod domain;
 pub mod duration;
 pub mod endpoint;
+mod hook;
 mod job;
 mod names;
 mod pipeline;
@@ -24,6 +25,7 @@ pub use diff::{
     PromotionView, SECRET_SHOWN_AS,
 };
 pub use domain::{DomainError, DomainName};
+pub use hook::{HookInfo, HookOutcome, HookProvider, SetHook};
 pub use job::*;
 pub use names::{AppName, EnvName, EnvRef, NameError};
 pub use pipeline::{

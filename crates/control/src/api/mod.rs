@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use axum::body::{Body, Bytes};
 use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
-use axum::extract::{FromRequest, FromRequestParts, State};
+use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, State};
 use axum::handler::Handler;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -29,6 +29,7 @@ use crate::plane::{ControlPlane, LogView};
 mod admin;
 mod domains;
 mod envs;
+mod hooks;
 mod jobs;
 mod logs;
 mod pipeline;
@@ -119,26 +120,53 @@ fn routes() -> Routes {
     .add::<ep::Audit, _, _>(admin::audit)
     .add::<ep::VerifyAudit, _, _>(admin::verify_audit)
     .add::<ep::Metrics, _, _>(admin::metrics)
+    .add::<ep::SetHook, _, _>(hooks::set_hook)
+    .add::<ep::ShowHooks, _, _>(hooks::show_hooks)
 }
 
-/// (method, path) of every authenticated endpoint.
+/// The webhook deliveries: no bearer token, each authenticated by its provider's signature (or
+/// token) against the app's secret, with their own body limit.
+fn signed_routes() -> Routes {
+    Routes {
+        router: Router::new(),
+        list: Vec::new(),
+    }
+    .add::<ep::GithubHook, _, _>(hooks::github)
+    .add::<ep::GitlabHook, _, _>(hooks::gitlab)
+}
+
+/// (method, path) of every endpoint authenticated by a bearer token.
 pub fn endpoints() -> Vec<(&'static str, &'static str)> {
     routes().list
+}
+
+/// (method, path) of every endpoint authenticated by a webhook signature instead.
+pub fn signed_endpoints() -> Vec<(&'static str, &'static str)> {
+    signed_routes().list
+}
+
+fn method_not_allowed() -> ApiError {
+    ApiError(ControlError::MethodNotAllowed(
+        "this API path does not take that method; see the README's API section".into(),
+    ))
 }
 
 pub fn router(plane: Api) -> Router {
     routes()
         .router
         // Set before the layer: it reaches only the routes' own method routers.
-        .method_not_allowed_fallback(|| async {
-            ApiError(ControlError::MethodNotAllowed(
-                "this API path does not take that method; see the README's API section".into(),
-            ))
-        })
+        .method_not_allowed_fallback(|| async { method_not_allowed() })
         .layer(axum::middleware::from_fn_with_state(
             plane.clone(),
             authenticate,
         ))
+        // Merged after the layer, so outside it: a delivery is checked by its signature.
+        .merge(
+            signed_routes()
+                .router
+                .method_not_allowed_fallback(|| async { method_not_allowed() })
+                .layer(DefaultBodyLimit::max(crate::hooks::MAX_BODY)),
+        )
         // Liveness needs no token (added after the layer, so it is outside it).
         .route(
             ep::Health::PATH,
@@ -152,8 +180,8 @@ pub fn router(plane: Api) -> Router {
         .with_state(plane)
 }
 
-/// Every route but `/api/v1/health` needs `Authorization: Bearer <token>`; the principal it
-/// stands for travels to the handler as a request extension.
+/// Every route but `/api/v1/health` and the webhook deliveries needs `Authorization: Bearer
+/// <token>`; the principal it stands for travels to the handler as a request extension.
 async fn authenticate(
     State(p): State<Api>,
     mut req: axum::extract::Request,
@@ -310,6 +338,7 @@ mod tests {
     #[test]
     fn the_router_serves_every_declared_endpoint_and_no_other() {
         let mut served = super::endpoints();
+        served.extend(super::signed_endpoints());
         served.push(("GET", <super::ep::Health as super::Endpoint>::PATH));
         served.sort_unstable();
         let mut declared = turnout_model::endpoint::all_paths();

@@ -11,6 +11,8 @@
 //! - `restore`: start-up (recover interrupted jobs, bring environments back) and shutdown.
 //! - `logs`: reading an environment's logs, authorized here.
 //! - `plans`: an environment's resource plan (set, effective) and its usage.
+//! - `triggers`, `hooks`: what deploys an environment by itself (a push, a green CI build), the CI
+//!   report and the GitHub and GitLab webhooks, all through one `trigger_deploys`.
 //! - `isolation`, `network`: who an environment's processes run as, their files, their network.
 //! - `pipeline`, `schedule`: an app's declared pipeline (which promotions are allowed) and its
 //!   scheduled cuts, run by the scheduler task.
@@ -35,6 +37,7 @@ mod deploy;
 mod diff;
 mod domains;
 mod envs;
+mod hooks;
 mod isolation;
 mod jobs;
 mod keyed;

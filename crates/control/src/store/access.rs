@@ -165,17 +165,22 @@ pub fn authenticate(
     if expires_at.is_some_and(|e| e <= now()) {
         return Ok(Err("the token has expired"));
     }
+    Ok(Ok(principal(c, user_id, name)?))
+}
+
+/// User `user_id` (named `name`) with the roles it holds now.
+pub fn principal(c: &Connection, user_id: i64, name: String) -> Result<Principal, ControlError> {
     let mut stmt = c.prepare("SELECT app_id, role FROM grants WHERE user_id = ?1")?;
     let grants = stmt
         .query_map([user_id], |r| {
             Ok((r.get::<_, Option<i64>>(0)?, parse::<Role>(r.get(1)?)?))
         })?
         .collect::<Result<_, _>>()?;
-    Ok(Ok(Principal {
+    Ok(Principal {
         user_id,
         name,
         grants,
-    }))
+    })
 }
 
 /// Every valid token's hash with the strongest role its user has on `app_id` (for the proxy's
