@@ -24,7 +24,7 @@ pub use diff::{
 };
 pub use domain::{DomainError, DomainName};
 pub use job::*;
-pub use names::{AppName, EnvName, EnvRef, NameError};
+pub use names::{AppName, EnvName, EnvRef, MAX_NAME_LEN, NameError};
 pub use plan::{ResourcePlan, ResourceUsage, UpdatePlan};
 pub use tier::{Tier, UnknownTier};
 pub use trigger::{

@@ -11,6 +11,7 @@
 //! - `restore`: start-up (recover interrupted jobs, bring environments back) and shutdown.
 //! - `logs`: reading an environment's logs, authorized here.
 //! - `plans`: an environment's resource plan (set, effective) and its usage.
+//! - `push`: what a `git push` to the app's git URL does (branch environments, deploys).
 //! - `isolation`, `network`: who an environment's processes run as, their files, their network.
 use std::path::Path;
 use std::sync::Arc;
@@ -41,6 +42,7 @@ mod logs;
 mod network;
 mod plans;
 mod promote;
+mod push;
 mod release_ops;
 mod restore;
 mod routing;
@@ -71,6 +73,9 @@ pub struct ControlPlane {
     env_locks: KeyedLocks<EnvKey>,
     /// One git operation per app mirror at a time.
     app_locks: KeyedLocks<AppName>,
+    /// One push per app at a time (held from reading its pushed branches before receive-pack
+    /// to the deploys it starts), so each push sees what the one before it left.
+    push_locks: KeyedLocks<AppName>,
     /// One domain change (add, switch, rollback, maintenance, remove) at a time, so history
     /// entries and route tables follow each other in order.
     domain_ops: tokio::sync::Mutex<()>,
@@ -111,6 +116,7 @@ impl ControlPlane {
             routing: Routing::new(dataplane),
             env_locks: KeyedLocks::default(),
             app_locks: KeyedLocks::default(),
+            push_locks: KeyedLocks::default(),
             domain_ops: tokio::sync::Mutex::new(()),
             closing,
             tasks,
@@ -173,6 +179,7 @@ fn app_info(row: &AppRow) -> AppInfo {
         token_env: row.token_env.clone(),
         environments: row.environments,
         created_at: format_timestamp(row.created_at),
+        branch_envs: row.branch_envs,
     }
 }
 
