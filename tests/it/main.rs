@@ -18,6 +18,7 @@ mod logs;
 mod metrics_access;
 mod plans;
 mod promote;
+mod push;
 mod sandbox;
 mod serve_start;
 mod startup;
