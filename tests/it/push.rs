@@ -382,6 +382,17 @@ async fn big_pushes_and_gzipped_fetches_work_up_to_the_limit() {
     assert!(!out.status.success(), "{err}");
     assert!(err.contains("413"), "{err}");
     assert!(remote_heads(&d).contains(&format!("{big}\trefs/heads/main")));
+    let objects = d.home.path().join("apps/shop/repo.git/objects");
+    let left: Vec<_> = std::fs::read_dir(&objects)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("incoming-") || n.starts_with("tmp_"))
+        .collect();
+    assert_eq!(
+        left,
+        Vec::<String>::new(),
+        "the refused push left objects behind"
+    );
 
     // A fetch with many commits to negotiate sends its request gzipped.
     let other = clone(&repo);

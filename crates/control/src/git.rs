@@ -260,6 +260,23 @@ pub async fn pushed_branches(mirror: &Path) -> Result<BTreeMap<String, String>, 
         .collect())
 }
 
+/// Remove the quarantine directories (`objects/tmp_objdir-incoming-*`) a killed receive-pack
+/// leaves behind. Only while no receive-pack runs on the mirror (the app's push lock is held).
+pub async fn remove_quarantines(mirror: &Path) {
+    let Ok(mut dir) = tokio::fs::read_dir(mirror.join("objects")).await else {
+        return;
+    };
+    while let Ok(Some(entry)) = dir.next_entry().await {
+        if entry
+            .file_name()
+            .to_string_lossy()
+            .starts_with("tmp_objdir-incoming-")
+        {
+            let _ = tokio::fs::remove_dir_all(entry.path()).await;
+        }
+    }
+}
+
 /// The two services of git's smart HTTP protocol, served from the mirror's push namespace.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Service {

@@ -172,7 +172,9 @@ async fn upload_pack(
     };
     // Fed while the answer streams out: a fetch's answer (a pack) can be large.
     tokio::spawn(async move {
-        if let Err(e) = feed(body, gzip, max, stdin, &mut Vec::new()).await {
+        let mut stdin = stdin;
+        // On an error the request stays cut short: upload-pack reads a broken request and ends.
+        if let Err(e) = feed(body, gzip, max, &mut stdin, &mut Vec::new()).await {
             tracing::info!(error = %Escaped(&e.to_string()), "fetch request cut short");
         }
     });
@@ -221,7 +223,17 @@ async fn receive_pack(
     // Written while its answer is read: a pack larger than the pipes would otherwise stall both.
     let run = async {
         tokio::join!(
-            feed(body, gzip, max, stdin, &mut head),
+            async {
+                let mut stdin = stdin;
+                let fed = feed(body, gzip, max, &mut stdin, &mut head).await;
+                if fed.is_err() {
+                    // Killed while its input is still open, so a cut pack is never taken as
+                    // a whole one and no ref moves.
+                    let _ = child.start_kill();
+                }
+                drop(stdin);
+                fed
+            },
             read_all(stdout),
             read_all(stderr)
         )
@@ -237,8 +249,8 @@ async fn receive_pack(
         }
     };
     if let Err(e) = fed {
-        // Killed before its input ends, so it updates no ref.
-        let _ = child.kill().await;
+        let _ = child.wait().await;
+        git::remove_quarantines(push.mirror()).await;
         return Err(e.into());
     }
     let status = child
@@ -341,13 +353,14 @@ fn too_large(max: u64) -> ControlError {
 }
 
 /// Copy the request body into git's stdin, gunzipping it when `gzip`, refusing more than `max`
-/// bytes either way, keeping the first inflated bytes in `head`. git exiting early (its stdin
-/// closed) ends the copy without an error: its answer says why.
+/// bytes either way, keeping the first inflated bytes in `head`; the caller closes `stdin` (or
+/// kills git first, on an error). git exiting early (its stdin closed) ends the copy without an
+/// error: its answer says why.
 async fn feed(
     body: Body,
     gzip: bool,
     max: u64,
-    mut stdin: ChildStdin,
+    stdin: &mut ChildStdin,
     head: &mut Vec<u8>,
 ) -> std::result::Result<(), ControlError> {
     let mut stream = body.into_data_stream();
@@ -392,7 +405,6 @@ async fn feed(
             let _ = stdin.write_all(&rest).await;
         }
     }
-    let _ = stdin.shutdown().await;
     Ok(())
 }
 
