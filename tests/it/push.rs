@@ -103,10 +103,32 @@ async fn a_push_deploys_its_exact_commit_where_the_environment_deploys_on_push()
     ]);
     d.ok(&["env", "update", "shop/qa", "--deploy-on", "push"]);
     let dev = user(&d, "dev", "maintainer");
+    let junior = user(&d, "junior", "developer");
 
     let work = clone(&repo);
     work.write("content.txt", "pushed");
     let pushed = work.commit("pushed, not in the upstream repository");
+
+    // A pushed branch is what its environments deploy: moving `main`, which shop/qa (tier qa)
+    // follows, needs the right to deploy shop/qa, which a developer lacks. Tags are not taken.
+    work.git(&["tag", "v1"]);
+    for refspec in ["main", "v1"] {
+        let out = git(
+            work.path(),
+            &["push", &url(&d, Some(&junior)), refspec],
+            &[],
+        );
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{err}");
+        assert!(err.contains("[remote rejected]"), "{err}");
+        let why = if refspec == "main" {
+            "needs the maintainer role on app 'shop'; junior has developer"
+        } else {
+            "branches only"
+        };
+        assert!(err.contains(why), "{err}");
+        assert_eq!(remote_heads(&d), "", "a refused push changed a ref");
+    }
     let out = push(&work, &url(&d, Some(&dev)), &["main"]);
     assert!(
         out.contains(&format!("shop/qa deploys {}", &pushed[..12])),

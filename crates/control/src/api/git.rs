@@ -27,14 +27,15 @@ use super::Api;
 use crate::access::Principal;
 use crate::error::{ControlError, Escaped};
 use crate::git::{self, Service};
+use crate::plane::PushGuard;
 
 /// How long one request may take, the client's upload included.
 const RPC_TIMEOUT: Duration = Duration::from_secs(30 * 60);
 /// The request body goes to git in pieces of at most this many (compressed) bytes, so one piece
 /// of a gzip bomb inflates to at most about a thousand times as much before the cap is checked.
 const PIECE: usize = 8 * 1024;
-/// What of the (inflated) request is kept to read the client's capabilities from.
-const HEAD: usize = 64 * 1024;
+/// The most a push's list of refs (before its pack) may take.
+const MAX_COMMANDS: usize = 4 << 20;
 
 /// The largest request body (compressed, and again inflated) a push or fetch may send.
 #[derive(Debug, Clone, Copy)]
@@ -174,7 +175,8 @@ async fn upload_pack(
     tokio::spawn(async move {
         let mut stdin = stdin;
         // On an error the request stays cut short: upload-pack reads a broken request and ends.
-        if let Err(e) = feed(body, gzip, max, &mut stdin, &mut Vec::new()).await {
+        let mut inflow = Inflow::new(body, gzip, max);
+        if let Err(e) = feed(&mut inflow, &[], &mut stdin).await {
             tracing::info!(error = %Escaped(&e.to_string()), "fetch request cut short");
         }
     });
@@ -207,47 +209,80 @@ async fn receive_pack(
     let gzip = request_shape(&headers, Service::ReceivePack, max)?;
     // Authorized, and the app's pushes serialized, before git reads a byte.
     let push = p.begin_push(&who, &app).await?;
-    let mut child = git::service(
-        push.mirror(),
-        Service::ReceivePack,
-        false,
-        git_protocol(&headers),
-    )
-    .spawn()
-    .map_err(|e| ControlError::internal(format!("cannot run git: {e}")))?;
+    let inflow = Inflow::new(body, gzip, max);
+    let protocol = git_protocol(&headers);
+    match tokio::time::timeout(RPC_TIMEOUT, run_push(&p, push, inflow, protocol)).await {
+        Ok(done) => done,
+        Err(_) => Err(ControlError::internal(format!(
+            "the push took longer than {} minutes",
+            RPC_TIMEOUT.as_secs() / 60
+        ))
+        .into()),
+    }
+}
+
+/// Read the push's commands; refuse it whole (a report git prints as `[remote rejected]`) when
+/// a ref may not move; else run receive-pack on it and append what the push started.
+async fn run_push(
+    p: &Api,
+    push: PushGuard,
+    mut inflow: Inflow,
+    protocol: Option<&str>,
+) -> Result<Response> {
+    let mut prefix = Vec::new();
+    let commands = loop {
+        if let Some(commands) = Commands::parse(&prefix) {
+            break commands?;
+        }
+        if prefix.len() > MAX_COMMANDS {
+            return Err(ControlError::TooLarge(format!(
+                "the push names more refs than fit in {} MiB of commands; push fewer at a time",
+                MAX_COMMANDS >> 20
+            ))
+            .into());
+        }
+        match inflow.next().await? {
+            Some(data) => prefix.extend_from_slice(&data),
+            None => {
+                return Err(ControlError::Invalid(
+                    "the push request ends before its list of refs does".into(),
+                )
+                .into());
+            }
+        }
+    };
+    let refused = p.check_push(&push, &commands.refs).await?;
+    if !refused.is_empty() {
+        // Read to the end (within the limit) so that the client hears the answer.
+        inflow.drain().await?;
+        return Ok(answer(
+            "application/x-git-receive-pack-result",
+            Body::from(rejection(&commands, &refused)),
+        ));
+    }
+    let mut child = git::service(push.mirror(), Service::ReceivePack, false, protocol)
+        .spawn()
+        .map_err(|e| ControlError::internal(format!("cannot run git: {e}")))?;
     let (stdin, stdout, stderr) = (child.stdin.take(), child.stdout.take(), child.stderr.take());
     let (Some(stdin), Some(stdout), Some(stderr)) = (stdin, stdout, stderr) else {
         return Err(ControlError::internal("git receive-pack has no pipes").into());
     };
-    let mut head = Vec::new();
     // Written while its answer is read: a pack larger than the pipes would otherwise stall both.
-    let run = async {
-        tokio::join!(
-            async {
-                let mut stdin = stdin;
-                let fed = feed(body, gzip, max, &mut stdin, &mut head).await;
-                if fed.is_err() {
-                    // Killed while its input is still open, so a cut pack is never taken as
-                    // a whole one and no ref moves.
-                    let _ = child.start_kill();
-                }
-                drop(stdin);
-                fed
-            },
-            read_all(stdout),
-            read_all(stderr)
-        )
-    };
-    let (fed, out, err) = match tokio::time::timeout(RPC_TIMEOUT, run).await {
-        Ok(done) => done,
-        Err(_) => {
-            return Err(ControlError::internal(format!(
-                "the push took longer than {} minutes",
-                RPC_TIMEOUT.as_secs() / 60
-            ))
-            .into());
-        }
-    };
+    let (fed, mut out, err) = tokio::join!(
+        async {
+            let mut stdin = stdin;
+            let fed = feed(&mut inflow, &prefix, &mut stdin).await;
+            if fed.is_err() {
+                // Killed while its input is still open, so a cut pack is never taken for a
+                // whole one and no ref moves.
+                let _ = child.start_kill();
+            }
+            drop(stdin);
+            fed
+        },
+        read_all(stdout),
+        read_all(stderr)
+    );
     if let Err(e) = fed {
         let _ = child.wait().await;
         git::remove_quarantines(push.mirror()).await;
@@ -258,14 +293,14 @@ async fn receive_pack(
         .await
         .map_err(|e| ControlError::internal(format!("git receive-pack: {e}")))?;
     if !status.success() {
-        tracing::warn!(app = %app, %status, stderr = %Escaped(String::from_utf8_lossy(&err).trim()), "git receive-pack failed");
+        let stderr = String::from_utf8_lossy(&err);
+        tracing::warn!(%status, stderr = %Escaped(stderr.trim()), "git receive-pack failed");
     }
-    let mut out = out;
     let lines = match p.end_push(push).await {
         Ok(lines) => lines,
         Err(e) => vec![format!("the push was stored, but acting on it failed: {e}")],
     };
-    if sideband(&head) {
+    if commands.sideband {
         add_progress(&mut out, &lines);
     }
     Ok(answer(
@@ -352,65 +387,102 @@ fn too_large(max: u64) -> ControlError {
     ))
 }
 
-/// Copy the request body into git's stdin, gunzipping it when `gzip`, refusing more than `max`
-/// bytes either way, keeping the first inflated bytes in `head`; the caller closes `stdin` (or
-/// kills git first, on an error). git exiting early (its stdin closed) ends the copy without an
-/// error: its answer says why.
-async fn feed(
-    body: Body,
-    gzip: bool,
+/// The request body as git reads it: gunzipped when the client gzipped it (in pieces of
+/// `PIECE`, so a gzip bomb is caught as it inflates), refused past `max` bytes compressed or
+/// inflated.
+struct Inflow {
+    stream: axum::body::BodyDataStream,
+    inflate: Option<flate2::write::GzDecoder<Vec<u8>>>,
     max: u64,
-    stdin: &mut ChildStdin,
-    head: &mut Vec<u8>,
-) -> std::result::Result<(), ControlError> {
-    let mut stream = body.into_data_stream();
-    let mut inflate = gzip.then(|| flate2::write::GzDecoder::new(Vec::new()));
-    let (mut read, mut written) = (0u64, 0u64);
-    let bad_gzip = |e: std::io::Error| {
-        ControlError::Invalid(format!("the gzipped request body is corrupt: {e}"))
-    };
-    let mut open = true;
-    while let Some(chunk) = stream.next().await {
-        let chunk =
-            chunk.map_err(|e| ControlError::Invalid(format!("reading the request body: {e}")))?;
-        read += chunk.len() as u64;
-        if read > max {
-            return Err(too_large(max));
-        }
-        for piece in chunk.chunks(PIECE) {
-            let data = match &mut inflate {
-                Some(d) => {
-                    d.write_all(piece).map_err(bad_gzip)?;
-                    std::mem::take(d.get_mut())
-                }
-                None => piece.to_vec(),
-            };
-            written += data.len() as u64;
-            if written > max {
-                return Err(too_large(max));
-            }
-            keep_head(head, &data);
-            if open && stdin.write_all(&data).await.is_err() {
-                open = false;
-            }
+    read: u64,
+    written: u64,
+    ended: bool,
+}
+
+impl Inflow {
+    fn new(body: Body, gzip: bool, max: u64) -> Inflow {
+        Inflow {
+            stream: body.into_data_stream(),
+            inflate: gzip.then(|| flate2::write::GzDecoder::new(Vec::new())),
+            max,
+            read: 0,
+            written: 0,
+            ended: false,
         }
     }
-    if let Some(d) = inflate {
-        let rest = d.finish().map_err(bad_gzip)?;
-        if written + rest.len() as u64 > max {
-            return Err(too_large(max));
+
+    /// The next inflated bytes (maybe none), or None at the end.
+    async fn next(&mut self) -> std::result::Result<Option<Vec<u8>>, ControlError> {
+        if self.ended {
+            return Ok(None);
         }
-        keep_head(head, &rest);
-        if open {
-            let _ = stdin.write_all(&rest).await;
+        let bad_gzip = |e: std::io::Error| {
+            ControlError::Invalid(format!("the gzipped request body is corrupt: {e}"))
+        };
+        let Some(chunk) = self.stream.next().await else {
+            self.ended = true;
+            return match self.inflate.take() {
+                Some(d) => {
+                    let rest = d.finish().map_err(bad_gzip)?;
+                    self.count(rest.len())?;
+                    Ok(Some(rest))
+                }
+                None => Ok(None),
+            };
+        };
+        let chunk =
+            chunk.map_err(|e| ControlError::Invalid(format!("reading the request body: {e}")))?;
+        self.read += chunk.len() as u64;
+        if self.read > self.max {
+            return Err(too_large(self.max));
+        }
+        let Some(d) = &mut self.inflate else {
+            self.count(chunk.len())?;
+            return Ok(Some(chunk.to_vec()));
+        };
+        let mut out = Vec::new();
+        for piece in chunk.chunks(PIECE) {
+            d.write_all(piece).map_err(bad_gzip)?;
+            let inflated = std::mem::take(d.get_mut());
+            if self.written + (out.len() + inflated.len()) as u64 > self.max {
+                return Err(too_large(self.max));
+            }
+            out.extend_from_slice(&inflated);
+        }
+        self.count(out.len())?;
+        Ok(Some(out))
+    }
+
+    fn count(&mut self, n: usize) -> std::result::Result<(), ControlError> {
+        self.written += n as u64;
+        if self.written > self.max {
+            return Err(too_large(self.max));
+        }
+        Ok(())
+    }
+
+    /// Read the rest and drop it (the pack of a refused push), still within the limit.
+    async fn drain(&mut self) -> std::result::Result<(), ControlError> {
+        while self.next().await?.is_some() {}
+        Ok(())
+    }
+}
+
+/// Write `prefix`, then the rest of the request, into git's stdin; the caller closes it (or
+/// kills git first, on an error). git exiting early (its stdin closed) does not end the copy
+/// with an error: its answer says why.
+async fn feed(
+    inflow: &mut Inflow,
+    prefix: &[u8],
+    stdin: &mut ChildStdin,
+) -> std::result::Result<(), ControlError> {
+    let mut open = stdin.write_all(prefix).await.is_ok();
+    while let Some(data) = inflow.next().await? {
+        if open && stdin.write_all(&data).await.is_err() {
+            open = false;
         }
     }
     Ok(())
-}
-
-fn keep_head(head: &mut Vec<u8>, data: &[u8]) {
-    let room = HEAD.saturating_sub(head.len());
-    head.extend_from_slice(&data[..room.min(data.len())]);
 }
 
 async fn read_all(mut r: impl AsyncRead + Unpin) -> Vec<u8> {
@@ -438,29 +510,93 @@ fn pkt_line(out: &mut Vec<u8>, data: &[u8]) {
     out.extend_from_slice(data);
 }
 
-/// Whether the client asked for side-band-64k: the capabilities follow a NUL in the first
-/// command of a receive-pack request (after any `shallow` lines).
-fn sideband(head: &[u8]) -> bool {
-    let mut rest = head;
-    while rest.len() >= 4 {
-        let Some(len) = std::str::from_utf8(&rest[..4])
-            .ok()
-            .and_then(|h| usize::from_str_radix(h, 16).ok())
-        else {
-            return false;
+/// What a receive-pack request asks for, read from its start: the refs it changes and whether
+/// the client takes side-band-64k (a capability after the NUL of its first command).
+#[derive(Debug)]
+struct Commands {
+    refs: Vec<String>,
+    sideband: bool,
+}
+
+impl Commands {
+    /// None until `buf` holds the whole command list (up to its flush packet).
+    fn parse(buf: &[u8]) -> Option<std::result::Result<Commands, ControlError>> {
+        let bad = || {
+            Some(Err(ControlError::Invalid(
+                "the push request's list of refs is malformed".into(),
+            )))
         };
-        if len < 4 || len > rest.len() {
-            return false;
+        let mut commands = Commands {
+            refs: Vec::new(),
+            sideband: false,
+        };
+        let mut rest = buf;
+        loop {
+            let header = rest.get(..4)?;
+            let Some(len) = std::str::from_utf8(header)
+                .ok()
+                .and_then(|h| usize::from_str_radix(h, 16).ok())
+            else {
+                return bad();
+            };
+            if len == 0 {
+                return Some(Ok(commands));
+            }
+            if len < 4 {
+                return bad();
+            }
+            let line = rest.get(4..len)?;
+            rest = &rest[len..];
+            let line = line.strip_suffix(b"\n").unwrap_or(line);
+            let (command, caps) = match line.iter().position(|&b| b == 0) {
+                Some(nul) => (&line[..nul], Some(&line[nul + 1..])),
+                None => (line, None),
+            };
+            if let Some(caps) = caps {
+                commands.sideband |= caps.split(|&b| b == b' ').any(|c| c == b"side-band-64k");
+            }
+            if command.starts_with(b"shallow ") {
+                continue;
+            }
+            let Some(name) = std::str::from_utf8(command)
+                .ok()
+                .and_then(|c| c.splitn(3, ' ').nth(2))
+            else {
+                return bad();
+            };
+            commands.refs.push(name.to_owned());
         }
-        let line = &rest[4..len];
-        if let Some(nul) = line.iter().position(|&b| b == 0) {
-            return line[nul + 1..]
-                .split(|&b| b == b' ' || b == b'\n')
-                .any(|cap| cap == b"side-band-64k");
-        }
-        rest = &rest[len..];
     }
-    false
+}
+
+/// receive-pack's answer to a push refused whole: every ref `ng`, the refused ones with why,
+/// which `git push` prints as `! [remote rejected] … (why)`.
+fn rejection(commands: &Commands, refused: &[(String, String)]) -> Vec<u8> {
+    let mut report = Vec::new();
+    pkt_line(&mut report, b"unpack ok\n");
+    for name in &commands.refs {
+        let why = refused
+            .iter()
+            .find(|(r, _)| r == name)
+            .map_or("another ref of this push was refused", |(_, why)| {
+                why.as_str()
+            });
+        let why: String = why.chars().filter(|c| !c.is_control()).collect();
+        let line = format!("ng {name} {why}\n");
+        pkt_line(&mut report, &line.as_bytes()[..line.len().min(MAX_PKT - 5)]);
+    }
+    report.extend_from_slice(FLUSH);
+    if !commands.sideband {
+        return report;
+    }
+    let mut out = Vec::new();
+    for part in report.chunks(MAX_PKT - 5) {
+        let mut data = vec![1];
+        data.extend_from_slice(part);
+        pkt_line(&mut out, &data);
+    }
+    out.extend_from_slice(FLUSH);
+    out
 }
 
 /// Insert `lines` as side-band progress (band 2) before the final flush of receive-pack's
@@ -487,25 +623,62 @@ fn add_progress(out: &mut Vec<u8>, lines: &[String]) {
 mod tests {
     use super::*;
 
-    #[test]
-    fn side_band_is_read_from_the_first_command() {
+    fn request(lines: &[&[u8]]) -> Vec<u8> {
         let mut req = Vec::new();
-        pkt_line(
-            &mut req,
-            b"shallow 0123456789012345678901234567890123456789\n",
-        );
-        pkt_line(
-            &mut req,
-            b"0000000000000000000000000000000000000000 1111111111111111111111111111111111111111 refs/heads/x\0report-status side-band-64k agent=git/2\n",
-        );
+        for l in lines {
+            pkt_line(&mut req, l);
+        }
         req.extend_from_slice(FLUSH);
-        assert!(sideband(&req));
-        let mut plain = Vec::new();
-        pkt_line(&mut plain, b"0 1 refs/heads/x\0report-status\n");
-        assert!(!sideband(&plain));
-        assert!(!sideband(b"0000"));
-        assert!(!sideband(b"zzzz"));
-        assert!(!sideband(b"0fff0 1"), "a length past the end");
+        req.extend_from_slice(b"PACK...");
+        req
+    }
+
+    #[test]
+    fn commands_and_side_band_are_read_from_the_start() {
+        let req = request(&[
+            b"shallow 0123456789012345678901234567890123456789\n",
+            b"0000000000000000000000000000000000000000 1111111111111111111111111111111111111111 refs/heads/x\0report-status side-band-64k agent=git/2\n",
+            b"1111111111111111111111111111111111111111 0000000000000000000000000000000000000000 refs/heads/y\n",
+        ]);
+        let c = Commands::parse(&req).unwrap().unwrap();
+        assert_eq!(c.refs, ["refs/heads/x", "refs/heads/y"]);
+        assert!(c.sideband);
+        let plain = request(&[b"0 1 refs/heads/x\0report-status\n"]);
+        assert!(!Commands::parse(&plain).unwrap().unwrap().sideband);
+        // Not all there yet: more is read.
+        assert!(Commands::parse(&req[..30]).is_none());
+        assert!(Commands::parse(b"00").is_none());
+        let probe = Commands::parse(b"0000").unwrap().unwrap();
+        assert!(probe.refs.is_empty());
+        for bad in [&b"zzzz"[..], b"0003", b"0008abcd0000"] {
+            assert!(Commands::parse(bad).unwrap().is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn a_refused_push_is_reported_ref_by_ref() {
+        let commands = Commands {
+            refs: vec!["refs/heads/main".into(), "refs/heads/x".into()],
+            sideband: false,
+        };
+        let refused = [("refs/heads/main".to_owned(), "forbidden:\nno".to_owned())];
+        let text = String::from_utf8(rejection(&commands, &refused)).unwrap();
+        assert_eq!(
+            text,
+            "000eunpack ok\n0024ng refs/heads/main forbidden:no\n\
+             0039ng refs/heads/x another ref of this push was refused\n0000"
+        );
+        let banded = rejection(
+            &Commands {
+                sideband: true,
+                ..commands
+            },
+            &refused,
+        );
+        // One band-1 packet holding the report, then the flush that ends the side band.
+        assert_eq!(&banded[..4], format!("{:04x}", banded.len() - 4).as_bytes());
+        assert!(banded[5..].starts_with(b"000eunpack ok\n") && banded.ends_with(b"00000000"));
+        assert_eq!(banded[4], 1);
     }
 
     #[test]

@@ -51,6 +51,7 @@ mod triggers;
 pub use isolation::{Separation, place_envs, secure_home};
 pub use logs::LogView;
 pub use network::Networks;
+pub use push::PushGuard;
 
 use jobs::Jobs;
 use keyed::KeyedLocks;

@@ -98,6 +98,38 @@ impl ControlPlane {
         })
     }
 
+    /// The refs of a push that may not move, with why. Only branches are taken; and since a
+    /// pushed branch is what the environments following it deploy (`git::resolve`), moving or
+    /// deleting one needs the right to deploy each of them (a refusal is audited).
+    pub async fn check_push(
+        &self,
+        push: &PushGuard,
+        refs: &[String],
+    ) -> Result<Vec<(String, String)>, ControlError> {
+        let name = push.app.name.clone();
+        let envs = self
+            .store
+            .call(move |c| q::list_envs(c, Some(&name)))
+            .await?;
+        let mut refused = Vec::new();
+        for r in refs {
+            let Some(branch) = r.strip_prefix("refs/heads/") else {
+                refused.push((
+                    r.clone(),
+                    "Turnout takes branches only (refs/heads/…)".to_owned(),
+                ));
+                continue;
+            };
+            for env in envs.iter().filter(|e| e.branch == branch) {
+                if let Err(e) = self.authorize_env(&push.who, env, Action::Deploy).await {
+                    refused.push((r.clone(), e.to_string()));
+                    break;
+                }
+            }
+        }
+        Ok(refused)
+    }
+
     /// After receive-pack: audit each branch the push created, moved or deleted, and act on it.
     /// Returns what the pusher is told, one line each.
     pub async fn end_push(self: &Arc<Self>, push: PushGuard) -> Result<Vec<String>, ControlError> {
