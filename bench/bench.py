@@ -24,6 +24,10 @@ Subcommands:
                                     them or "-", the restarts' start and length in ms, cpu-mark
                                     before and after each run: STEADY0 STEADY1 RUN0 RUN1 or - for
                                     the steady ones); append it
+  push REPO GIT_URL PROXY HOST RUNS OUT_JSON OUT_MD
+                                    commit a new message.txt and `git push` it RUNS times, timing
+                                    each from the push's start to the new text answering at the
+                                    proxy for HOST; write the runs and their median
   report WORK OUT_JSON OUT_MD       read the raw results in WORK, write the summary JSON and markdown
   pgrep WORK WORD                   print the pids of the run's processes (see reap) with the
                                     argument WORD (`__dataplane`)
@@ -39,6 +43,7 @@ import os
 import platform
 import socket
 import statistics
+import subprocess
 import sys
 import time
 import urllib.parse
@@ -860,6 +865,47 @@ def markdown_main(s):
     return "\n".join(lines) + "\n"
 
 
+def push_to_live(repo, git_url, proxy, host, runs, out_json, out_md):
+    """Time from the start of `git push` to the pushed commit answering at the environment's
+    URL, `runs` times (each run commits a new marker into message.txt); writes the runs and
+    their median."""
+    h, p = split_url(proxy)
+    times = []
+    git = ["git", "-C", repo, "-c", "user.name=bench", "-c", "user.email=bench@localhost"]
+    for i in range(runs):
+        marker = f"push run {i} {time.time_ns()}"
+        with open(os.path.join(repo, "message.txt"), "w", encoding="utf-8") as f:
+            f.write(marker + "\n")
+        subprocess.run(git + ["commit", "-q", "-a", "-m", marker], check=True)
+        start = time.monotonic()
+        pushed = subprocess.run(git + ["push", "-q", git_url, "HEAD:main"],
+                                capture_output=True, text=True,
+                                env={**os.environ, "GIT_TERMINAL_PROMPT": "0"})
+        if pushed.returncode != 0:
+            sys.exit(f"error: git push failed: {pushed.stderr}")
+        deadline = start + 300
+        while True:
+            try:
+                conn = http.client.HTTPConnection(h, p, timeout=2)
+                status, body = get(conn, host)
+                conn.close()
+                if status == 200 and marker in body:
+                    break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                sys.exit(f"error: run {i}: the pushed commit did not answer within 300 s")
+            time.sleep(0.01)
+        times.append(time.monotonic() - start)
+        print(f"push run {i + 1}/{runs}: {times[-1]:.2f} s", file=sys.stderr)
+    result = {"runs": [round(t, 3) for t in times], "median": round(statistics.median(times), 3)}
+    json.dump(result, open(out_json, "w"), indent=1)
+    with open(out_md, "w", encoding="utf-8") as f:
+        f.write("| runs | median | fastest | slowest |\n| ---: | ---: | ---: | ---: |\n")
+        f.write(f"| {runs} | {result['median']:.2f} s | {min(times):.2f} s "
+                f"| {max(times):.2f} s |\n")
+
+
 def main(argv):
     if len(argv) < 2:
         sys.exit(__doc__)
@@ -869,6 +915,8 @@ def main(argv):
     elif cmd == "field":
         doc = json.load(sys.stdin) if args[0] == "-" else load_json(args[0])
         print(field(doc, args[1]))
+    elif cmd == "push":
+        push_to_live(args[0], args[1], args[2], args[3], int(args[4]), args[5], args[6])
     elif cmd == "wait":
         wait(args[0], args[1], args[2] if len(args) > 2 else "",
              float(args[3]) if len(args) > 3 else 30.0)

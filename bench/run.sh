@@ -9,6 +9,9 @@
 #   bench/run.sh --update-docs   the same, then put the new tables into docs/BENCHMARKS.md
 #   BENCH_ONLY=restarts bench/run.sh   only the restarts section (daemon, backend, restarts,
 #                                report), about 2 minutes; writes bench/results/restarts.{json,md}
+#   BENCH_ONLY=push bench/run.sh   only the push section: `git push` of the example app to the
+#                                time its new commit answers; writes bench/results/push.{json,md}
+#                                (a full run writes them too)
 #
 # Knobs (environment): BENCH_DURATION (6s), BENCH_ROUNDS (5), BENCH_CONNECTIONS (32),
 # BENCH_SWITCHES (100), BENCH_DOMAINS (1000), BENCH_KEEP=1 keeps the work directory,
@@ -18,7 +21,8 @@
 # (BENCH_COMMIT=SHA says which commit it was built from), BENCH_ONLY=restarts runs only what the
 # restarts section needs, BENCH_RESTARTS (10) restarts per row, BENCH_RESTART_SPACING_MS (1000)
 # between two restarts (wrk runs for (BENCH_RESTARTS + 2) spacings, the first restart one spacing
-# in), BENCH_RESTART_STEADY=0 skips the steady-state run of each restarts row.
+# in), BENCH_RESTART_STEADY=0 skips the steady-state run of each restarts row, BENCH_PUSHES (5)
+# pushes timed by the push section.
 # See docs/BENCHMARKS.md for what each figure means.
 set -euo pipefail
 
@@ -34,6 +38,7 @@ ONLY=${BENCH_ONLY:-}
 RESTARTS=${BENCH_RESTARTS:-10}
 SPACING_MS=${BENCH_RESTART_SPACING_MS:-1000}
 RESTART_STEADY=${BENCH_RESTART_STEADY:-1}
+PUSHES=${BENCH_PUSHES:-5}
 UPDATE_DOCS=0
 for arg in "$@"; do
   case "$arg" in
@@ -43,10 +48,10 @@ for arg in "$@"; do
   esac
 done
 case "$ONLY" in
-  '' | restarts) ;;
-  *) echo "error: BENCH_ONLY=$ONLY: the only section that runs alone is 'restarts'" >&2; exit 2 ;;
+  '' | restarts | push) ;;
+  *) echo "error: BENCH_ONLY=$ONLY: the sections that run alone are 'restarts' and 'push'" >&2; exit 2 ;;
 esac
-for knob in RESTARTS SPACING_MS; do
+for knob in RESTARTS SPACING_MS PUSHES; do
   [[ ${!knob} =~ ^[1-9][0-9]*$ ]] || { echo "error: ${knob} must be a positive integer" >&2; exit 2; }
 done
 export PATH="$PATH:/usr/sbin:/sbin"
@@ -60,6 +65,7 @@ log() { printf '\n== %s\n' "$*" >&2; }
 missing=()
 TOOLS=(nginx:nginx haproxy:haproxy caddy:caddy wrk:wrk git:git)
 [[ $ONLY == restarts ]] && TOOLS=(nginx:nginx haproxy:haproxy wrk:wrk git:git)
+[[ $ONLY == push ]] && TOOLS=(git:git)
 for pair in "${TOOLS[@]}"; do
   command -v "${pair%%:*}" >/dev/null 2>&1 || missing+=("${pair#*:}")
 done
@@ -87,6 +93,7 @@ PIDS=()        # peers, stopped first
 TURNOUT_PID=
 # The restarts section's processes (section 7): their pids change with every restart.
 WRK_PID= R_NGINX_PID= R_HAPROXY_PID= R_PID=
+PUSH_PID= # the push section's daemon
 
 alive() { # pid: whether it runs (a zombie does not)
   local stat
@@ -116,6 +123,7 @@ cleanup() {
   [[ -n $R_PID ]] && stop_pid "$R_PID" INT
   [[ -n $TURNOUT_PID ]] && stop_pid "$TURNOUT_PID" INT
   [[ -n ${NS_PID:-} ]] && stop_pid "$NS_PID" INT
+  [[ -n $PUSH_PID ]] && stop_pid "$PUSH_PID" INT
   $PY reap "$WORK"
   if [[ ${BENCH_KEEP:-0} == 1 || $status -ne 0 ]]; then
     echo "work directory kept: $WORK" >&2
@@ -131,6 +139,52 @@ read -r P_NGINX P_HAPROXY P_CADDY P_NGINX_NAMES <<<"$($PY ports 4)"
 # The restarts section's nginx, HAProxy, and its daemon's API and proxy: fixed ports, so the
 # daemon started after a kill -9 listens where the killed one did.
 read -r P_R_NGINX P_R_HAPROXY P_R_API P_R_HTTP <<<"$($PY ports 4)"
+
+# --- push to live (run by BENCH_ONLY=push alone, and at the end of a full run) ----------------
+# A daemon of its own; the example app (examples/hello) from a repository of its own, its
+# environment hello/qa deploying on push; each run commits a new message.txt, and the time runs
+# from the start of `git push` to the new message answering at qa.hello.localhost through the
+# proxy (push, receive-pack, the deploy job: fetch, checkout, build, launch, health, go-live).
+push_section() {
+  log "push to live: $PUSHES pushes of the example app"
+  local home=$WORK/home-push repo=$WORK/push-repo flags=() api proxy token
+  [[ $(id -u) -eq 0 ]] || flags=(--single-user)
+  TURNOUT_LOG=warn "$TURNOUT" --json serve --home "$home" --api-listen 127.0.0.1:0 \
+    --http-listen 127.0.0.1:0 "${flags[@]}" >"$WORK/serve-push.out" 2>"$WORK/serve-push.log" &
+  PUSH_PID=$!
+  for ((i = 0; i < 300; i++)); do
+    [[ -s $WORK/serve-push.out ]] && break
+    kill -0 "$PUSH_PID" 2>/dev/null || { cat "$WORK/serve-push.log" >&2; exit 1; }
+    sleep 0.1
+  done
+  head -n1 "$WORK/serve-push.out" >"$WORK/serve-push.json"
+  api=$($PY field "$WORK/serve-push.json" api)
+  proxy=$($PY field "$WORK/serve-push.json" http)
+  token=$(<"$home/admin.token")
+  mkdir -p "$repo"
+  cp -r "$ROOT/examples/hello/." "$repo/"
+  git -C "$repo" init -q -b main
+  git -C "$repo" add -A
+  git -C "$repo" -c user.name=bench -c user.email=bench@localhost commit -q -m "example app"
+  TURNOUT_TOKEN=$token "$TURNOUT" --api "$api" app create hello --repo "$repo" >/dev/null
+  TURNOUT_TOKEN=$token "$TURNOUT" --api "$api" env create hello/qa --branch main --tier test \
+    --deploy-on push >/dev/null
+  # The first push deploys too (the first build, a cold start): it is not timed.
+  git -C "$repo" push -q "http://bench:$token@${api#http://}/git/hello.git" main 2>"$WORK/push-first.log" || {
+    cat "$WORK/push-first.log" >&2; exit 1; }
+  $PY wait "$proxy" qa.hello.localhost "" 120
+  mkdir -p "$BENCH_DIR/results"
+  $PY push "$repo" "http://bench:$token@${api#http://}/git/hello.git" "$proxy" qa.hello.localhost \
+    "$PUSHES" "$BENCH_DIR/results/push.json" "$BENCH_DIR/results/push.md"
+  stop_pid "$PUSH_PID" INT
+  PUSH_PID=
+  cat "$BENCH_DIR/results/push.md" >&2
+}
+if [[ $ONLY == push ]]; then
+  push_section
+  echo "done in $((SECONDS - started_at)) s; results in bench/results/push.json and push.md" >&2
+  exit 0
+fi
 
 # --- 3. the daemon and the backend app -------------------------------------------------------
 log "starting turnout serve"
@@ -569,6 +623,8 @@ mem = {"turnout": {"idle": num("M_MEM_IDLE"), "10": num("M_MEM_10"), "1000": num
        "domains": int(env["M_DOMAINS"])}
 json.dump(mem, open(f"{work}/memory.json", "w"), indent=1)
 EOF
+
+push_section
 
 log "results"
 # A full run writes latest.*; BENCH_ONLY=restarts writes restarts.* and leaves the full run's be.

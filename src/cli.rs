@@ -248,6 +248,10 @@ pub struct ServeArgs {
     /// The running daemon finishes its requests in flight and exits
     #[arg(long)]
     pub upgrade: bool,
+    /// The largest request body, in MiB, a `git push` to Turnout may send (larger ones are
+    /// refused with 413 and change nothing)
+    #[arg(long, env = "TURNOUT_MAX_PUSH_SIZE", default_value_t = 512, value_parser = clap::value_parser!(u32).range(1..=65536))]
+    pub max_push_size: u32,
 }
 
 #[derive(Subcommand)]
@@ -265,6 +269,14 @@ pub enum AppCommand {
     },
     /// List apps
     List,
+    /// Change an app's settings
+    Update {
+        name: AppName,
+        /// on: the first push of a branch no environment follows creates `test-<branch>` (tier
+        /// test, deploys on push) and deploys it; deleting the branch by a push deletes it
+        #[arg(long)]
+        branch_envs: Option<OnOff>,
+    },
     /// Delete an app
     Delete {
         name: AppName,

@@ -119,6 +119,7 @@ pub async fn run_daemon(
         shared_network: args.shared_network,
         upgrade: args.upgrade,
         proxy: ProxyConfig::default(),
+        max_push_bytes: u64::from(args.max_push_size) * 1024 * 1024,
     };
     serve(config, shutdown, |info| {
         if json {

@@ -30,7 +30,8 @@ use turnout_model::endpoint as ep;
 use turnout_model::{
     AddDomain, CiReport, CiStatus, CreateApp, CreateEnv, CreateToken, CreateUser, DeployRequest,
     ErrorCode, PromoteRequest, RollbackRequest, ServeInfo, SetApprovalRule, SetGrant, SetHook,
-    SetMaintenance, SetPolicy, SetProtection, SetSecret, SetTrigger, SwitchDomain, UpdatePlan,
+    SetMaintenance, SetPolicy, SetProtection, SetSecret, SetTrigger, SwitchDomain, UpdateApp,
+    UpdatePlan,
 };
 use turnout_model::{CreateSchedule, PipelineSpec};
 
@@ -215,6 +216,13 @@ async fn run_client(client: &Client, command: Command, json: bool) -> anyhow::Re
             };
             let app = client.call(&ep::CreateApp { body }).await?;
             render::app_created(&app, json);
+        }
+        Command::App(AppCommand::Update { name, branch_envs }) => {
+            let body = UpdateApp {
+                branch_envs: branch_envs.map(|b| matches!(b, OnOff::On)),
+            };
+            let app = client.call(&ep::UpdateApp { app: name, body }).await?;
+            render::app_updated(&app, json);
         }
         Command::App(AppCommand::List) => {
             render::apps(&client.call(&ep::ListApps).await?, json);

@@ -48,6 +48,17 @@ pub fn app_created(app: &AppInfo, json: bool) {
     );
 }
 
+pub fn app_updated(app: &AppInfo, json: bool) {
+    if json {
+        return print_json(app);
+    }
+    outln!(
+        "app {}: branch environments {}",
+        app.name,
+        if app.branch_envs { "on" } else { "off" }
+    );
+}
+
 pub fn apps(apps: &[AppInfo], json: bool) {
     if json {
         return print_json(&apps);

@@ -517,6 +517,15 @@ async fn every_mutating_endpoint_by_every_role_on_every_tier() {
             .await;
         expect(format!("hook secret by {name}"), r, owner);
         checked.insert(("POST", "/api/v1/apps/{app}/hooks"));
+        let r = who
+            .call(
+                "POST",
+                "/api/v1/apps/shop/settings",
+                Some(json!({"branch_envs": false})),
+            )
+            .await;
+        expect(format!("app settings by {name}"), r, owner);
+        checked.insert(("POST", "/api/v1/apps/{app}/settings"));
         let throwaway = format!("del-{rname}");
         d.ok(&[
             "app",

@@ -20,6 +20,7 @@ mod metrics_access;
 mod pipeline;
 mod plans;
 mod promote;
+mod push;
 mod sandbox;
 mod serve_start;
 mod startup;

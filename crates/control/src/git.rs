@@ -1,7 +1,11 @@
 //! Everything Turnout asks of git, through the git CLI as a child process with an argument
 //! vector (never a shell). Each app has a bare mirror at `<home>/apps/<app>/repo.git`; releases
-//! are detached worktrees of it. User input reaches git only as separate arguments after
+//! are detached worktrees of it. Branches pushed to Turnout (`git push` to the app's git URL)
+//! live in the mirror's `push` namespace, `refs/namespaces/push/refs/heads/*`, which the fetch of
+//! the app's repository (`+refs/heads/*:refs/heads/*`, pruned) never touches; a branch that was
+//! pushed resolves to what was pushed. User input reaches git only as separate arguments after
 //! `--end-of-options` or `--`, so a branch named `$(rm -rf ~)` is just a ref git cannot find.
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
@@ -13,6 +17,11 @@ use crate::error::ControlError;
 
 const FETCH_TIMEOUT: Duration = Duration::from_secs(300);
 const LOCAL_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The namespace of the mirror that pushes to Turnout write (`GIT_NAMESPACE`).
+const PUSH_NAMESPACE: &str = "push";
+/// Where pushed branches are, seen from the mirror itself.
+const PUSHED_HEADS: &str = "refs/namespaces/push/refs/heads/";
 
 /// Where an app's code comes from, already checked for shape.
 #[derive(Debug, Clone)]
@@ -132,8 +141,8 @@ pub async fn remote_branches(src: &Source) -> Result<Vec<String>, ControlError> 
         .collect())
 }
 
-/// Bring the app's mirror up to date with every branch and tag of the repository.
-pub async fn fetch(src: &Source, mirror: &Path) -> Result<(), ControlError> {
+/// Create the app's (empty) bare mirror unless it exists.
+pub async fn init_mirror(src: &Source, mirror: &Path) -> Result<(), ControlError> {
     if !mirror.join("HEAD").exists() {
         tokio::fs::create_dir_all(mirror)
             .await
@@ -146,6 +155,12 @@ pub async fn fetch(src: &Source, mirror: &Path) -> Result<(), ControlError> {
         )
         .await?;
     }
+    Ok(())
+}
+
+/// Bring the app's mirror up to date with every branch and tag of the repository.
+pub async fn fetch(src: &Source, mirror: &Path) -> Result<(), ControlError> {
+    init_mirror(src, mirror).await?;
     run(
         src,
         Some(mirror),
@@ -166,7 +181,8 @@ pub async fn fetch(src: &Source, mirror: &Path) -> Result<(), ControlError> {
     .map(drop)
 }
 
-/// The commit a branch (when `branch` is true) or any ref (branch, tag, commit) names.
+/// The commit a branch (when `branch` is true) or any ref (branch, tag, commit) names. A branch
+/// pushed to Turnout is what was pushed, before the repository's branch of the same name.
 pub async fn resolve(
     src: &Source,
     mirror: &Path,
@@ -174,9 +190,13 @@ pub async fn resolve(
     branch: bool,
 ) -> Result<String, ControlError> {
     let candidates: Vec<String> = if branch {
-        vec![format!("refs/heads/{wanted}")]
+        vec![
+            format!("{PUSHED_HEADS}{wanted}"),
+            format!("refs/heads/{wanted}"),
+        ]
     } else {
         vec![
+            format!("{PUSHED_HEADS}{wanted}"),
             format!("refs/heads/{wanted}"),
             format!("refs/tags/{wanted}"),
             wanted.to_owned(),
@@ -207,6 +227,112 @@ pub async fn resolve(
         ),
         log_tail: vec![],
     })
+}
+
+/// The branches pushed to Turnout and their commits, by name (an empty map before the mirror
+/// exists).
+pub async fn pushed_branches(mirror: &Path) -> Result<BTreeMap<String, String>, ControlError> {
+    if !mirror.join("HEAD").exists() {
+        return Ok(BTreeMap::new());
+    }
+    let out = git(Some(mirror))
+        .args([
+            "for-each-ref",
+            "--format=%(objectname) %(refname)",
+            PUSHED_HEADS,
+        ])
+        .output()
+        .await
+        .map_err(spawn_error)?;
+    if !out.status.success() {
+        return Err(ControlError::internal(format!(
+            "git for-each-ref in {}: {}",
+            mirror.display(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| {
+            let (sha, name) = l.split_once(' ')?;
+            Some((name.strip_prefix(PUSHED_HEADS)?.to_owned(), sha.to_owned()))
+        })
+        .collect())
+}
+
+/// Remove the quarantine directories (`objects/tmp_objdir-incoming-*`) a killed receive-pack
+/// leaves behind. Only while no receive-pack runs on the mirror (the app's push lock is held).
+pub async fn remove_quarantines(mirror: &Path) {
+    let Ok(mut dir) = tokio::fs::read_dir(mirror.join("objects")).await else {
+        return;
+    };
+    while let Ok(Some(entry)) = dir.next_entry().await {
+        if entry
+            .file_name()
+            .to_string_lossy()
+            .starts_with("tmp_objdir-incoming-")
+        {
+            let _ = tokio::fs::remove_dir_all(entry.path()).await;
+        }
+    }
+}
+
+/// The two services of git's smart HTTP protocol, served from the mirror's push namespace.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Service {
+    /// Fetch, clone, ls-remote.
+    UploadPack,
+    /// Push.
+    ReceivePack,
+}
+
+impl Service {
+    /// The name clients use (`?service=git-receive-pack`, `POST …/git-receive-pack`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Service::UploadPack => "git-upload-pack",
+            Service::ReceivePack => "git-receive-pack",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Service> {
+        [Service::UploadPack, Service::ReceivePack]
+            .into_iter()
+            .find(|s| s.name() == name)
+    }
+}
+
+/// `git upload-pack|receive-pack --stateless-rpc [--advertise-refs] MIRROR` in the push
+/// namespace, stdin and stdout piped, killed when dropped. `protocol` is the client's
+/// `Git-Protocol` header (e.g. `version=2`), passed only when it has that shape. No hook runs.
+pub fn service(
+    mirror: &Path,
+    service: Service,
+    advertise: bool,
+    protocol: Option<&str>,
+) -> Command {
+    let mut cmd = git(None);
+    cmd.arg(match service {
+        Service::UploadPack => "upload-pack",
+        Service::ReceivePack => "receive-pack",
+    })
+    .arg("--stateless-rpc");
+    if advertise {
+        cmd.arg("--advertise-refs");
+    }
+    cmd.arg(mirror)
+        .env("GIT_NAMESPACE", PUSH_NAMESPACE)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    if let Some(p) = protocol.filter(|p| {
+        p.len() <= 100
+            && p.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"=:._-".contains(&b))
+    }) {
+        cmd.env("GIT_PROTOCOL", p);
+    }
+    cmd
 }
 
 /// The text of `path` at `commit`, or None when the commit has no such file.

@@ -47,6 +47,8 @@ pub struct ServeConfig {
     /// `handover`).
     pub upgrade: bool,
     pub proxy: ProxyConfig,
+    /// The largest request body `git push` (or fetch) may send to `/git/APP.git`.
+    pub max_push_bytes: u64,
 }
 
 /// How the daemon is asked to end.
@@ -257,7 +259,7 @@ async fn run(
         .release(config.upgrade)
         .await
         .context("the data plane does not serve")?;
-    let api_router = crate::api::router(plane.clone());
+    let api_router = crate::api::router(plane.clone(), config.max_push_bytes);
     let api_ending = ending.clone();
     let api_task = tokio::spawn(async move {
         axum::serve(api_listener, api_router)

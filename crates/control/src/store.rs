@@ -35,6 +35,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0006_users.sql"),
     include_str!("../migrations/0007_plans.sql"),
     include_str!("../migrations/0008_triggers.sql"),
+    include_str!("../migrations/0009_push.sql"),
     include_str!("../migrations/0010_hooks.sql"),
     include_str!("../migrations/0011_pipeline.sql"),
 ];
@@ -106,6 +107,8 @@ pub struct AppRow {
     pub token_env: Option<String>,
     pub created_at: i64,
     pub environments: u32,
+    /// The first push of a branch no environment follows creates a test environment for it.
+    pub branch_envs: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -416,7 +419,7 @@ pub(crate) fn parse_name<T: std::str::FromStr<Err = turnout_model::NameError>>(
 }
 
 const APP_COLS: &str = "a.id, a.name, a.repo, a.token_env, a.created_at, \
-     (SELECT COUNT(*) FROM environments e WHERE e.app_id = a.id)";
+     (SELECT COUNT(*) FROM environments e WHERE e.app_id = a.id), a.branch_envs";
 
 fn app_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<AppRow> {
     Ok(AppRow {
@@ -426,6 +429,7 @@ fn app_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<AppRow> {
         token_env: r.get(3)?,
         created_at: r.get(4)?,
         environments: r.get(5)?,
+        branch_envs: r.get(6)?,
     })
 }
 

@@ -87,6 +87,17 @@ pub struct AppInfo {
     pub token_env: Option<String>,
     pub environments: u32,
     pub created_at: String,
+    /// The first push of a branch no environment follows creates `test-<branch>` for it.
+    #[serde(default)]
+    pub branch_envs: bool,
+}
+
+/// `turnout app update`: the app settings to change (the ones left out stay as they are).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateApp {
+    #[serde(default)]
+    pub branch_envs: Option<bool>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

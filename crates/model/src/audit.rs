@@ -27,6 +27,8 @@ macro_rules! audit_actions {
 audit_actions! {
     AppCreate => "app.create", "An app was created.";
     AppDelete => "app.delete", "An app was deleted.";
+    AppUpdate => "app.update", "An app's settings changed (`app update`).";
+    Push => "push", "A push to the app's git URL created, moved or deleted a branch (one entry per branch).";
     EnvCreate => "env.create", "An environment was created.";
     EnvDelete => "env.delete", "An environment was deleted.";
     EnvStop => "env.stop", "An environment was stopped on purpose.";

@@ -172,6 +172,14 @@ pub struct DeleteApp {
 endpoint!(DeleteApp, Delete "/api/v1/apps/{app}", body (), answer (), |s| [s.app.as_str()],
     query Query::default().with("force", s.force));
 
+/// Change an app's settings; answers the app.
+pub struct UpdateApp {
+    pub app: AppName,
+    pub body: crate::UpdateApp,
+}
+endpoint!(UpdateApp, Post "/api/v1/apps/{app}/settings", body crate::UpdateApp, answer AppInfo,
+    |s| [s.app.as_str()], body_field body);
+
 /// Every environment, or one app's (`app`).
 pub struct ListEnvs {
     pub app: Option<AppName>,
@@ -614,6 +622,7 @@ pub fn all_paths() -> Vec<(&'static str, &'static str)> {
         ShowHooks,
         GithubHook,
         GitlabHook,
+        UpdateApp,
         Logs,
         ListSecrets,
         SetSecret,
@@ -747,6 +756,6 @@ mod tests {
             );
         }
         assert!(all.contains(&("POST", "/api/v1/jobs/{id}/cancel")));
-        assert_eq!(all.len(), 62);
+        assert_eq!(all.len(), 63);
     }
 }

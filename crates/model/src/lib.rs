@@ -27,7 +27,7 @@ pub use diff::{
 pub use domain::{DomainError, DomainName};
 pub use hook::{HookInfo, HookOutcome, HookProvider, SetHook};
 pub use job::*;
-pub use names::{AppName, EnvName, EnvRef, NameError};
+pub use names::{AppName, EnvName, EnvRef, MAX_NAME_LEN, NameError};
 pub use pipeline::{
     CreateSchedule, MAX_CRON_LEN, MAX_PROMOTIONS, MAX_SCHEDULES, MAX_STAGE_MEMBERS, MAX_STAGES,
     MAX_TZ_LEN, PipelineSpec, Promotion, ScheduleInfo, StageMember, check_direction,

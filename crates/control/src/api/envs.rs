@@ -14,6 +14,16 @@ pub(super) async fn create_app(
     Ok((StatusCode::CREATED, Json(p.create_app(req, &who).await?)))
 }
 
+pub(super) async fn update_app(
+    State(p): State<Api>,
+    who: Who,
+    Path(app): Path<String>,
+    RawBody(bytes): RawBody,
+) -> Result<impl IntoResponse> {
+    let req: UpdateApp = body(&bytes)?;
+    Ok(Json(p.update_app(app_name(&app)?, req, &who).await?))
+}
+
 #[derive(Deserialize)]
 pub(super) struct DeleteAppQuery {
     #[serde(default)]

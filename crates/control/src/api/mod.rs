@@ -18,7 +18,7 @@ use turnout_model::{
     AddDomain, AppName, ApprovalPending, CreateApp, CreateEnv, CreateToken, CreateUser,
     DeployRequest, DomainName, EnvName, EnvRef, ErrorBody, JobEvent, RollbackRequest,
     SetApprovalRule, SetGrant, SetMaintenance, SetPolicy, SetProtection, SetSecret, SwitchDomain,
-    UpdatePlan,
+    UpdateApp, UpdatePlan,
 };
 
 use crate::access::Principal;
@@ -29,6 +29,7 @@ use crate::plane::{ControlPlane, LogView};
 mod admin;
 mod domains;
 mod envs;
+mod git;
 mod hooks;
 mod jobs;
 mod logs;
@@ -88,6 +89,7 @@ fn routes() -> Routes {
     .add::<ep::RunSchedule, _, _>(pipeline::run_schedule)
     .add::<ep::SetTrigger, _, _>(envs::set_trigger)
     .add::<ep::CiHook, _, _>(envs::ci_hook)
+    .add::<ep::UpdateApp, _, _>(envs::update_app)
     .add::<ep::Promote, _, _>(envs::promote)
     .add::<ep::Logs, _, _>(logs::logs)
     .add::<ep::ListSecrets, _, _>(envs::list_secrets)
@@ -151,7 +153,8 @@ fn method_not_allowed() -> ApiError {
     ))
 }
 
-pub fn router(plane: Api) -> Router {
+/// The API, and git's smart HTTP under `/git/` (request bodies of at most `max_push` bytes).
+pub fn router(plane: Api, max_push: u64) -> Router {
     routes()
         .router
         // Set before the layer: it reaches only the routes' own method routers.
@@ -167,6 +170,9 @@ pub fn router(plane: Api) -> Router {
                 .method_not_allowed_fallback(|| async { method_not_allowed() })
                 .layer(DefaultBodyLimit::max(crate::hooks::MAX_BODY)),
         )
+        // Git's smart HTTP (`/git/APP.git/…`) authenticates with HTTP Basic itself (added
+        // after the layer, so the bearer check does not reach it).
+        .merge(git::router(max_push))
         // Liveness needs no token (added after the layer, so it is outside it).
         .route(
             ep::Health::PATH,

@@ -1,6 +1,8 @@
 //! Apps: create, list, delete.
 use tracing::info;
-use turnout_model::{Action, AppInfo, AppName, AuditAction, CreateApp, DomainName, EnvRef};
+use turnout_model::{
+    Action, AppInfo, AppName, AuditAction, CreateApp, DomainName, EnvRef, UpdateApp,
+};
 
 use super::{ControlPlane, app_info, remove_dir, source};
 use crate::access::{self, Principal};
@@ -53,6 +55,28 @@ impl ControlPlane {
             .filter(|a| who.role_on(a.id).is_some())
             .map(app_info)
             .collect())
+    }
+
+    /// Change an app's settings (owners): today whether pushes create branch environments.
+    pub async fn update_app(
+        &self,
+        name: AppName,
+        req: UpdateApp,
+        who: &Principal,
+    ) -> Result<AppInfo, ControlError> {
+        let row = self.authorize_app(who, &name, Action::Access).await?;
+        if let Some(on) = req.branch_envs {
+            let shown = |on: bool| Some(format!("branch-envs {}", if on { "on" } else { "off" }));
+            let entry = AuditEntry::new(&who.name, AuditAction::AppUpdate)
+                .app(&name)
+                .change(shown(row.branch_envs), shown(on));
+            let id = row.id;
+            self.store
+                .mutate(entry, move |c, _| q::set_branch_envs(c, id, on))
+                .await?;
+            info!(app = %name, branch_envs = on, "app updated");
+        }
+        Ok(app_info(&self.app_row(&name).await?))
     }
 
     pub(crate) async fn app_row(&self, name: &AppName) -> Result<AppRow, ControlError> {

@@ -20,6 +20,18 @@ impl ControlPlane {
         req: CreateEnv,
         who: &Principal,
     ) -> Result<EnvInfo, ControlError> {
+        let row = self.insert_env(app, req, who, false).await?;
+        self.env_info(row).await
+    }
+
+    /// Create an environment; `made_for_branch` records that a push made it for its branch.
+    pub(crate) async fn insert_env(
+        &self,
+        app: AppName,
+        req: CreateEnv,
+        who: &Principal,
+        made_for_branch: bool,
+    ) -> Result<EnvRow, ControlError> {
         let app_row = self.app_row(&app).await?;
         let tier = req.tier.unwrap_or(Tier::Development);
         let target = format!("{app}/{}", req.name);
@@ -27,10 +39,19 @@ impl ControlPlane {
             .await?;
         git::check_branch(&req.branch).await?;
         let src = source(&app_row.repo, app_row.token_env.as_deref())?;
-        let branches = git::remote_branches(&src).await?;
+        let mut branches = git::remote_branches(&src).await?;
+        // A branch pushed to Turnout counts, even when the repository does not have it.
+        for pushed in git::pushed_branches(&self.home.mirror(&app))
+            .await?
+            .into_keys()
+        {
+            if !branches.contains(&pushed) {
+                branches.push(pushed);
+            }
+        }
         if !branches.contains(&req.branch) {
             return Err(ControlError::Invalid(format!(
-                "branch '{}' does not exist in {}; existing branches: {}",
+                "branch '{}' does not exist in {} nor was it pushed to Turnout; existing branches: {}",
                 req.branch,
                 src.display(),
                 if branches.is_empty() {
@@ -59,7 +80,11 @@ impl ControlPlane {
         let row = self
             .store
             .mutate(entry, move |c, _| {
-                q::insert_env(c, &a, &name, &branch, tier, deploy_on)
+                let row = q::insert_env(c, &a, &name, &branch, tier, deploy_on)?;
+                if made_for_branch {
+                    q::mark_made_for_branch(c, row.id)?;
+                }
+                Ok(row)
             })
             .await?;
         self.prepare_env_dirs(&row).await?;
@@ -67,7 +92,7 @@ impl ControlPlane {
             .created((row.app.clone(), row.name.clone()))
             .await;
         info!(app = %app, env = %row.name, tier = %tier, "environment created");
-        self.env_info(row).await
+        Ok(row)
     }
 
     /// The environments `who` may see, of one app or of all.

@@ -13,6 +13,7 @@
 //! - `plans`: an environment's resource plan (set, effective) and its usage.
 //! - `triggers`, `hooks`: what deploys an environment by itself (a push, a green CI build), the CI
 //!   report and the GitHub and GitLab webhooks, all through one `trigger_deploys`.
+//! - `push`: what a `git push` to the app's git URL does (branch environments, deploys).
 //! - `isolation`, `network`: who an environment's processes run as, their files, their network.
 //! - `pipeline`, `schedule`: an app's declared pipeline (which promotions are allowed) and its
 //!   scheduled cuts, run by the scheduler task.
@@ -47,6 +48,7 @@ mod network;
 mod pipeline;
 mod plans;
 mod promote;
+mod push;
 mod release_ops;
 mod restore;
 mod routing;
@@ -56,6 +58,7 @@ mod triggers;
 pub use isolation::{Separation, place_envs, secure_home};
 pub use logs::LogView;
 pub use network::Networks;
+pub use push::PushGuard;
 
 use jobs::Jobs;
 use keyed::KeyedLocks;
@@ -78,6 +81,9 @@ pub struct ControlPlane {
     env_locks: KeyedLocks<EnvKey>,
     /// One git operation per app mirror at a time.
     app_locks: KeyedLocks<AppName>,
+    /// One push per app at a time (held from reading its pushed branches before receive-pack
+    /// to the deploys it starts), so each push sees what the one before it left.
+    push_locks: KeyedLocks<AppName>,
     /// One domain change (add, switch, rollback, maintenance, remove) at a time, so history
     /// entries and route tables follow each other in order.
     domain_ops: tokio::sync::Mutex<()>,
@@ -120,6 +126,7 @@ impl ControlPlane {
             routing: Routing::new(dataplane),
             env_locks: KeyedLocks::default(),
             app_locks: KeyedLocks::default(),
+            push_locks: KeyedLocks::default(),
             domain_ops: tokio::sync::Mutex::new(()),
             closing,
             tasks,
@@ -183,6 +190,7 @@ fn app_info(row: &AppRow) -> AppInfo {
         token_env: row.token_env.clone(),
         environments: row.environments,
         created_at: format_timestamp(row.created_at),
+        branch_envs: row.branch_envs,
     }
 }
 

@@ -533,3 +533,37 @@ pub fn unset_secret(c: &Tx<'_>, env_id: i64, key: &str) -> Result<(), ControlErr
     }
     Ok(())
 }
+
+/// Turn branch environments on or off for an app (`app update --branch-envs`).
+pub fn set_branch_envs(c: &Tx<'_>, app_id: i64, on: bool) -> Result<(), ControlError> {
+    c.execute(
+        "UPDATE apps SET branch_envs = ?2 WHERE id = ?1",
+        params![app_id, on],
+    )?;
+    Ok(())
+}
+
+/// Record that a push made this environment for its branch (so deleting the branch deletes it).
+pub fn mark_made_for_branch(c: &Tx<'_>, env_id: i64) -> Result<(), ControlError> {
+    c.execute(
+        "UPDATE environments SET made_for_branch = 1 WHERE id = ?1",
+        [env_id],
+    )?;
+    Ok(())
+}
+
+/// The names of the app's environments a push made for `branch`.
+pub fn made_for_branch(
+    c: &Connection,
+    app_id: i64,
+    branch: &str,
+) -> Result<Vec<EnvName>, ControlError> {
+    let mut stmt = c.prepare(
+        "SELECT name FROM environments WHERE app_id = ?1 AND branch = ?2 AND made_for_branch = 1 \
+         ORDER BY name",
+    )?;
+    let rows = stmt
+        .query_map(params![app_id, branch], |r| parse_name(r.get(0)?))?
+        .collect::<Result<_, _>>()?;
+    Ok(rows)
+}
