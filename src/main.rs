@@ -30,7 +30,8 @@ use turnout_model::endpoint as ep;
 use turnout_model::{
     AddDomain, CiReport, CiStatus, CreateApp, CreateEnv, CreateToken, CreateUser, DeployRequest,
     ErrorCode, PromoteRequest, RollbackRequest, ServeInfo, SetApprovalRule, SetGrant,
-    SetMaintenance, SetPolicy, SetProtection, SetSecret, SetTrigger, SwitchDomain, UpdatePlan,
+    SetMaintenance, SetPolicy, SetProtection, SetSecret, SetSleep, SetTrigger, SwitchDomain,
+    UpdatePlan,
 };
 
 use crate::cli::{
@@ -280,6 +281,7 @@ async fn run_client(client: &Client, command: Command, json: bool) -> anyhow::Re
         Command::Env(EnvCommand::Update {
             target,
             deploy_on,
+            sleep_after,
             memory,
             cpu,
             pids,
@@ -292,6 +294,17 @@ async fn run_client(client: &Client, command: Command, json: bool) -> anyhow::Re
                     })
                     .await?;
                 render::trigger_set(&env, json);
+            }
+            if let Some(setting) = sleep_after {
+                let env = client
+                    .call(&ep::SetSleep {
+                        target: target.clone(),
+                        body: SetSleep {
+                            sleep_after: setting.0,
+                        },
+                    })
+                    .await?;
+                render::sleep_set(&env, json);
             }
             let body = UpdatePlan { memory, cpu, pids };
             if !body.is_empty() {
@@ -317,7 +330,8 @@ async fn run_client(client: &Client, command: Command, json: bool) -> anyhow::Re
             };
             render::ci_outcome(&client.call(&ep::CiHook { body }).await?, json);
         }
-        Command::Env(EnvCommand::Start { target, detach }) => {
+        Command::Env(EnvCommand::Start { target, detach })
+        | Command::Env(EnvCommand::Wake { target, detach }) => {
             let job = client.call(&ep::StartEnv { target }).await?;
             return jobs::follow(client, job, detach, json).await;
         }

@@ -20,6 +20,7 @@ mod plans;
 mod promote;
 mod sandbox;
 mod serve_start;
+mod sleep;
 mod startup;
 mod support;
 mod traffic;

@@ -12,6 +12,7 @@ pub mod endpoint;
 mod job;
 mod names;
 pub mod plan;
+pub mod sleep;
 mod tier;
 mod trigger;
 
@@ -26,6 +27,7 @@ pub use domain::{DomainError, DomainName};
 pub use job::*;
 pub use names::{AppName, EnvName, EnvRef, NameError};
 pub use plan::{ResourcePlan, ResourceUsage, UpdatePlan};
+pub use sleep::{SetSleep, SleepAfter};
 pub use tier::{Tier, UnknownTier};
 pub use trigger::{
     CiOutcome, CiReport, CiStatus, DeployOn, SetTrigger, SkippedEnv, TriggeredDeploy,

@@ -99,6 +99,13 @@ pub enum ProxyError {
 
     #[error("{upstream} was drained before it answered")]
     Drained { upstream: String },
+
+    /// The environment sleeps and did not wake (pass its health check) within its wait.
+    #[error("{env} did not wake within {}s", waited.as_secs())]
+    WakeTimeout {
+        env: String,
+        waited: std::time::Duration,
+    },
 }
 
 impl ProxyError {
@@ -110,7 +117,7 @@ impl ProxyError {
             | ProxyError::MethodNotAllowed { .. }
             | ProxyError::BadTarget { .. }
             | ProxyError::BadRequestBody { .. } => ErrorSide::Client,
-            ProxyError::Drained { .. } => ErrorSide::Proxy,
+            ProxyError::Drained { .. } | ProxyError::WakeTimeout { .. } => ErrorSide::Proxy,
             ProxyError::UpstreamUnreachable { .. }
             | ProxyError::Restarting { .. }
             | ProxyError::UpstreamTimeout { .. }
@@ -128,9 +135,9 @@ impl ProxyError {
             | ProxyError::BadRequestBody { .. } => StatusCode::BAD_REQUEST,
             ProxyError::UnknownHost { .. } => StatusCode::NOT_FOUND,
             ProxyError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
-            ProxyError::Drained { .. } | ProxyError::Restarting { .. } => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            ProxyError::Drained { .. }
+            | ProxyError::Restarting { .. }
+            | ProxyError::WakeTimeout { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::UpstreamTimeout { .. } | ProxyError::ResponseTimeout { .. } => {
                 StatusCode::GATEWAY_TIMEOUT
             }
@@ -178,13 +185,19 @@ impl ProxyError {
                     "turnout: the environment for host '{host}' was replaced before it answered\n"
                 )
             }
+            ProxyError::WakeTimeout { waited, .. } => format!(
+                "turnout: the environment for host '{host}' was asleep and did not wake within {}s; try again shortly\n",
+                waited.as_secs()
+            ),
         }
     }
 
     /// Seconds the client should wait before trying again, for a passing failure.
     fn retry_after(&self) -> Option<u64> {
         match self {
-            ProxyError::Restarting { .. } => Some(RESTARTING_RETRY_AFTER),
+            ProxyError::Restarting { .. } | ProxyError::WakeTimeout { .. } => {
+                Some(RESTARTING_RETRY_AFTER)
+            }
             _ => None,
         }
     }

@@ -64,7 +64,12 @@ impl Proxy {
     /// ([`RouteTable::retired_by`]) the caller drains.
     pub fn apply(&self, table: RouteTable) -> Arc<RouteTable> {
         let routes = table.len();
-        let previous = self.table.swap(Arc::new(table));
+        let table = Arc::new(table);
+        let previous = self.table.swap(table.clone());
+        // Requests waiting for a sleeping environment look again, in the table now in force.
+        for asleep in previous.woken_by(&table) {
+            asleep.woke().cancel();
+        }
         info!(
             routes,
             previous_routes = previous.len(),

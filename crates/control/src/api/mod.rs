@@ -112,6 +112,7 @@ fn routes() -> Routes {
     .add::<ep::Audit, _, _>(admin::audit)
     .add::<ep::VerifyAudit, _, _>(admin::verify_audit)
     .add::<ep::Metrics, _, _>(admin::metrics)
+    .add::<ep::SetSleep, _, _>(envs::set_sleep)
 }
 
 /// (method, path) of every authenticated endpoint.

@@ -12,6 +12,7 @@
 //! - `logs`: reading an environment's logs, authorized here.
 //! - `plans`: an environment's resource plan (set, effective) and its usage.
 //! - `isolation`, `network`: who an environment's processes run as, their files, their network.
+//! - `sleep`: idle environments sleep (the sleeper) and requests wake them (the waker).
 use std::path::Path;
 use std::sync::Arc;
 
@@ -44,6 +45,7 @@ mod promote;
 mod release_ops;
 mod restore;
 mod routing;
+mod sleep;
 mod triggers;
 
 pub use isolation::{Separation, place_envs, secure_home};
@@ -82,6 +84,8 @@ pub struct ControlPlane {
     /// Instances an earlier daemon left running, by tag (`launch::instance_tag`), found by
     /// `recover` and routed (or stopped) by `restore`.
     adopted: std::sync::Mutex<std::collections::HashMap<String, Arc<dyn InstanceHandle>>>,
+    /// Sleeping environments whose wake job runs: one wake per environment at a time.
+    waking: std::sync::Mutex<std::collections::HashSet<EnvKey>>,
 }
 
 impl ControlPlane {
@@ -115,6 +119,7 @@ impl ControlPlane {
             closing,
             tasks,
             adopted: std::sync::Mutex::default(),
+            waking: std::sync::Mutex::default(),
         })
     }
 
