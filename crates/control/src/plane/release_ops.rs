@@ -247,6 +247,12 @@ impl ControlPlane {
         if kind == JobKind::Restart && self.routing.running(&key(r)).is_none() {
             return Err(self.not_running(&env));
         }
+        // Stopped, started or deployed since the request asked: not to be started by it.
+        if action == AuditAction::EnvWake && !env.sleeping {
+            return Err(ControlError::Conflict(format!(
+                "{r} is no longer asleep (stopped, started or deployed meanwhile): nothing to wake"
+            )));
+        }
         let release = self.pick(&env, pick).await?;
         ctx.set_release(release.id);
         let config: ReleaseConfig = serde_json::from_str(&release.config)

@@ -119,10 +119,14 @@ impl ControlPlane {
                 if *last != count {
                     (*last, *since) = (count, now);
                 } else if now.duration_since(*since) >= after {
+                    // Each on its own: one waiting for its instance to stop holds up no other.
                     seen.remove(&k);
-                    if let Err(e) = self.put_to_sleep(&env, after).await {
-                        warn!(app = %env.app, env = %env.name, error = %e, "could not put an idle environment to sleep");
-                    }
+                    let this = self.clone();
+                    self.tasks.spawn(async move {
+                        if let Err(e) = this.put_to_sleep(&env, after).await {
+                            warn!(app = %env.app, env = %env.name, error = %e, "could not put an idle environment to sleep");
+                        }
+                    });
                 }
             }
         }
