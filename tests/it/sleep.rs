@@ -133,7 +133,7 @@ async fn a_stopped_environment_is_not_woken_by_a_request() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_sleeping_environment_stays_asleep_across_a_restart_and_still_wakes() {
+async fn a_sleeping_environment_stays_asleep_across_restarts_and_still_wakes() {
     let repo = Repo::new("again");
     let mut d = Daemon::start();
     d.create(
@@ -148,10 +148,34 @@ async fn a_sleeping_environment_stays_asleep_across_a_restart_and_still_wakes() 
     d.ok(&["env", "update", "shop/test", "--sleep-after", "1s"]);
     asleep(&d, "shop/test").await;
 
+    // A full stop and start, then a killed control plane (the data plane and its routes stay):
+    // asleep each time, nothing started.
     d.restart();
     let env = d.json(&["env", "show", "shop/test"]);
     assert_eq!(env["status"], "sleeping", "start-up left it asleep: {env}");
     assert!(env["instance"].is_null(), "{env}");
+    d.kill_and_restart();
+    let env = d.json(&["env", "show", "shop/test"]);
+    assert_eq!(env["status"], "sleeping", "adoption left it asleep: {env}");
+
+    // A killed data plane: its successor gets the sleeping route too.
+    let [old] = d.dataplanes()[..] else {
+        panic!("not one data plane: {:?}", d.dataplanes());
+    };
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(old as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    eventually("a new data plane serving", PATIENCE, || async {
+        let now = d.dataplanes();
+        let (status, _) = d.get("prod.shop.localhost", "/").await;
+        (now.len() == 1 && now[0] != old && status == 200).then_some(())
+    })
+    .await;
+    assert_eq!(d.json(&["env", "show", "shop/test"])["status"], "sleeping");
+    assert_eq!(audit_count(&d, "env.wake"), 0);
+
     // Kept awake once woken, so the checks below do not race its next sleep.
     d.ok(&["env", "update", "shop/test", "--sleep-after", "never"]);
     let (status, body) = d.get("test.shop.localhost", "/").await;
@@ -161,6 +185,7 @@ async fn a_sleeping_environment_stays_asleep_across_a_restart_and_still_wakes() 
         "{body}"
     );
     instance_pid(&d, "shop/test");
+    assert_eq!(audit_count(&d, "env.wake"), 1);
 
     // Production, idle all along (longer than the test environment's second): still live.
     let prod = d.json(&["env", "show", "shop/prod"]);
