@@ -236,3 +236,51 @@ async fn bad_sleep_settings_are_refused_and_change_nothing() {
     let set = d.json(&["env", "update", "shop/test", "--sleep-after", "default"]);
     assert_eq!(set["sleep_after"], "30m", "{set}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_anonymous_visitor_cannot_wake_a_protected_environment() {
+    let repo = Repo::new("private");
+    let d = Daemon::start();
+    d.create("shop", repo.path(), &[("test", "main", "test")]);
+    d.ok(&["deploy", "shop/test"]);
+    d.ok(&["access", "protect", "shop", "on", "--tier", "test"]);
+    d.ok(&["user", "add", "reviewer"]);
+    d.ok(&["access", "grant", "reviewer", "shop", "viewer"]);
+    let token = d.json(&["token", "create", "--user", "reviewer"])["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    d.ok(&["env", "update", "shop/test", "--sleep-after", "1s"]);
+    asleep(&d, "shop/test").await;
+
+    // Without a login: the login page, and the environment sleeps on.
+    for _ in 0..3 {
+        let (status, body) = d.get("test.shop.localhost", "/").await;
+        assert_eq!(status, 401, "{body}");
+        assert!(!body.contains("private"), "{body}");
+    }
+    let client = reqwest::Client::new();
+    let bad = client
+        .get(format!("http://{}/", d.http))
+        .header("host", "test.shop.localhost")
+        .basic_auth("reviewer", Some("tnt_0000"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), 401);
+    assert_eq!(d.json(&["env", "show", "shop/test"])["status"], "sleeping");
+    assert_eq!(audit_count(&d, "env.wake"), 0);
+
+    // Logged in: woken and served.
+    d.ok(&["env", "update", "shop/test", "--sleep-after", "never"]);
+    let good = client
+        .get(format!("http://{}/", d.http))
+        .header("host", "test.shop.localhost")
+        .basic_auth("reviewer", Some(&token))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(good.status(), 200);
+    assert!(good.text().await.unwrap().starts_with("private env=test"));
+    assert_eq!(audit_count(&d, "env.wake"), 1);
+}
