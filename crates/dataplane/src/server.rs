@@ -519,6 +519,8 @@ impl Plane {
     fn stop_accepting(&self) {
         lock(&self.registry).closing = true;
         self.accepting.cancel();
+        // No route change reaches this process any more: a wake it asked for goes elsewhere.
+        self.proxy.stop_waiting();
     }
 
     /// After accepting stopped: let the connections finish (up to the grace) while every

@@ -322,6 +322,10 @@ async fn awake(
         asleep.want();
         tokio::select! {
             _ = asleep.woke().cancelled() => {}
+            _ = proxy.no_more_wakes().cancelled() => {
+                asleep.gave_up();
+                return Err(ProxyError::WakeInterrupted { env: asleep.label.clone() });
+            }
             _ = tokio::time::sleep_until(until) => {
                 asleep.gave_up();
                 return Err(ProxyError::WakeTimeout {

@@ -1,9 +1,9 @@
 //! The routing state and the one way it reaches the proxy. `Routing` is the only owner of which
 //! instance serves each environment, each domain's binding, the logins of protected apps, and
-//! which environments are down, stopped or asleep; every change goes through one of its methods, which
-//! updates that state and applies a new route table built from all of it (`apply`). Start-up,
-//! deploy, rollback, restart, stop, sleep, delete, domain add/switch/rollback/maintenance/remove and
-//! shutdown all change routing this way.
+//! which environments are down, stopped or asleep; every change goes through one of its methods,
+//! which updates that state and applies a new route table built from all of it (`apply`).
+//! Start-up, deploy, rollback, restart, stop, sleep, delete, domain
+//! add/switch/rollback/maintenance/remove and shutdown all change routing this way.
 //!
 //! The proxy runs in the data plane process (`turnout-dataplane`): `apply` builds the route of
 //! every host a change touches (an environment's own host and its domains, or one domain; every

@@ -72,3 +72,26 @@ async fn a_wake_that_does_not_come_in_time_is_a_clear_503_and_the_next_request_a
     get(p.addr, "test.shop.localhost", "/").await;
     assert_eq!(wakes.load(Ordering::SeqCst), 2, "asked again");
 }
+
+#[tokio::test]
+async fn a_proxy_that_stops_lets_its_waiting_requests_go_with_a_503() {
+    let p = start_proxy(ProxyConfig::default()).await;
+    let (asleep, wakes) = sleeping(Duration::from_secs(60));
+    let mut table = RouteTable::default();
+    table.insert("test.shop.localhost", Target::Asleep(asleep));
+    p.proxy.apply(table);
+
+    let addr = p.addr;
+    let waiting = tokio::spawn(async move { get(addr, "test.shop.localhost", "/").await });
+    eventually("a wake asked for", || wakes.load(Ordering::SeqCst) > 0).await;
+    p.proxy.stop_waiting();
+    let answer = within("the waiting request", waiting).await.unwrap();
+    assert_eq!(answer.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(
+        answer
+            .text()
+            .contains("this proxy is restarting; try again"),
+        "{}",
+        answer.text()
+    );
+}
