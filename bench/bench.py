@@ -28,6 +28,10 @@ Subcommands:
                                     commit a new message.txt and `git push` it RUNS times, timing
                                     each from the push's start to the new text answering at the
                                     proxy for HOST; write the runs and their median
+  wake API PROXY APP/ENV RUNS OUT_JSON OUT_MD
+                                    RUNS times: wait until APP/ENV sleeps, then time one GET of
+                                    its URL (the request wakes it) to its whole 200 answer; write
+                                    the samples, p50 and max
   report WORK OUT_JSON OUT_MD       read the raw results in WORK, write the summary JSON and markdown
   pgrep WORK WORD                   print the pids of the run's processes (see reap) with the
                                     argument WORD (`__dataplane`)
@@ -477,6 +481,45 @@ http {{
 
 # ---------------------------------------------------------------------------------------------
 # The report
+
+
+def wake(api, proxy, target, runs, out_json, out_md):
+    app, env = target.split("/")
+    host = f"{env}.{app}.localhost"
+    ah, ap = split_url(api)
+    ph, pp = split_url(proxy)
+    samples = []
+    for i in range(runs):
+        deadline = time.monotonic() + 60
+        while True:
+            conn = http.client.HTTPConnection(ah, ap, timeout=10)
+            status, doc = api_call(conn, "GET", f"/api/v1/apps/{app}/envs/{env}")
+            conn.close()
+            if status == 200 and doc["status"] == "sleeping":
+                break
+            if time.monotonic() > deadline:
+                sys.exit(f"error: {target} did not fall asleep within 60 s: {status} {doc}")
+            time.sleep(0.05)
+        conn = http.client.HTTPConnection(ph, pp, timeout=120)
+        started = time.perf_counter()
+        status, body = get(conn, host)
+        elapsed_ms = (time.perf_counter() - started) * 1000
+        conn.close()
+        if status != 200:
+            sys.exit(f"error: waking {target} answered {status}: {body[:200]!r}")
+        samples.append(round(elapsed_ms, 1))
+        print(f"wake {i + 1}/{runs}: {elapsed_ms:.0f} ms", file=sys.stderr)
+    summary = {"machine": machine(), "target": target, "runs": runs, "samples_ms": samples,
+               "p50_ms": pct(samples, 50), "max_ms": max(samples)}
+    with open(out_json, "w") as f:
+        json.dump(summary, f, indent=1)
+    m = summary["machine"]
+    with open(out_md, "w") as f:
+        f.write("| runs | p50 | max | samples (ms) |\n|---:|---:|---:|---|\n")
+        f.write(f"| {runs} | {summary['p50_ms']:.0f} ms | {summary['max_ms']:.0f} ms | "
+                f"{', '.join(f'{x:.0f}' for x in samples)} |\n\n")
+        f.write(f"{m['nproc']} CPUs ({m['cpu_model']}), Linux {m['kernel']}, "
+                f"{m['memory_gib']} GiB, {m['date']}.\n")
 
 
 def pct(values, q):
@@ -946,6 +989,8 @@ def main(argv):
         reap(args[0])
     elif cmd == "report":
         report(args[0], args[1], args[2])
+    elif cmd == "wake":
+        wake(args[0], args[1], args[2], int(args[3]), args[4], args[5])
     else:
         sys.exit(f"unknown subcommand {cmd}\n{__doc__}")
 

@@ -12,6 +12,9 @@
 #   BENCH_ONLY=push bench/run.sh   only the push section: `git push` of the example app to the
 #                                time its new commit answers; writes bench/results/push.{json,md}
 #                                (a full run writes them too)
+#   BENCH_ONLY=wake bench/run.sh       only the wake latency section (daemon, the example app in a
+#                                test environment that sleeps after 1 s, BENCH_WAKES timed wakes);
+#                                writes bench/results/wake.{json,md} (a full run does too)
 #
 # Knobs (environment): BENCH_DURATION (6s), BENCH_ROUNDS (5), BENCH_CONNECTIONS (32),
 # BENCH_SWITCHES (100), BENCH_DOMAINS (1000), BENCH_KEEP=1 keeps the work directory,
@@ -22,7 +25,7 @@
 # restarts section needs, BENCH_RESTARTS (10) restarts per row, BENCH_RESTART_SPACING_MS (1000)
 # between two restarts (wrk runs for (BENCH_RESTARTS + 2) spacings, the first restart one spacing
 # in), BENCH_RESTART_STEADY=0 skips the steady-state run of each restarts row, BENCH_PUSHES (5)
-# pushes timed by the push section.
+# pushes timed by the push section, BENCH_WAKES (10) wakes of a sleeping environment.
 # See docs/BENCHMARKS.md for what each figure means.
 set -euo pipefail
 
@@ -39,6 +42,7 @@ RESTARTS=${BENCH_RESTARTS:-10}
 SPACING_MS=${BENCH_RESTART_SPACING_MS:-1000}
 RESTART_STEADY=${BENCH_RESTART_STEADY:-1}
 PUSHES=${BENCH_PUSHES:-5}
+WAKES=${BENCH_WAKES:-10}
 UPDATE_DOCS=0
 for arg in "$@"; do
   case "$arg" in
@@ -48,10 +52,10 @@ for arg in "$@"; do
   esac
 done
 case "$ONLY" in
-  '' | restarts | push) ;;
-  *) echo "error: BENCH_ONLY=$ONLY: the sections that run alone are 'restarts' and 'push'" >&2; exit 2 ;;
+  '' | restarts | push | wake) ;;
+  *) echo "error: BENCH_ONLY=$ONLY: the sections that run alone are 'restarts', 'push' and 'wake'" >&2; exit 2 ;;
 esac
-for knob in RESTARTS SPACING_MS PUSHES; do
+for knob in RESTARTS SPACING_MS PUSHES WAKES; do
   [[ ${!knob} =~ ^[1-9][0-9]*$ ]] || { echo "error: ${knob} must be a positive integer" >&2; exit 2; }
 done
 export PATH="$PATH:/usr/sbin:/sbin"
@@ -65,7 +69,7 @@ log() { printf '\n== %s\n' "$*" >&2; }
 missing=()
 TOOLS=(nginx:nginx haproxy:haproxy caddy:caddy wrk:wrk git:git)
 [[ $ONLY == restarts ]] && TOOLS=(nginx:nginx haproxy:haproxy wrk:wrk git:git)
-[[ $ONLY == push ]] && TOOLS=(git:git)
+[[ $ONLY == push || $ONLY == wake ]] && TOOLS=(git:git)
 for pair in "${TOOLS[@]}"; do
   command -v "${pair%%:*}" >/dev/null 2>&1 || missing+=("${pair#*:}")
 done
@@ -231,6 +235,43 @@ echo "API $API, proxy $PROXY, pid $TURNOUT_PID" >&2
 
 ENVS=(prod blue green)
 [[ $ONLY == restarts ]] && ENVS=(prod) # blue and green are for the switch only
+[[ $ONLY == wake ]] && ENVS=() # the wake section deploys the example app alone
+# --- 3b. wake latency: a request to a sleeping environment of the example app, to its answer --
+wake_latency() {
+  log "wake latency: $WAKES wakes of hello/test (examples/hello, sleeps after 1 s idle)"
+  local repo=$WORK/hello-repo
+  cp -r "$ROOT/examples/hello" "$repo"
+  git -C "$repo" init -q -b main
+  git -C "$repo" add -A
+  git -C "$repo" -c user.name=bench -c user.email=bench@localhost commit -q -m "example app"
+  T app create hello --repo "$repo" >/dev/null
+  T env create hello/test --branch main --tier test >/dev/null
+  T deploy hello/test >"$WORK/deploy-hello.log" 2>&1 || { cat "$WORK/deploy-hello.log" >&2; exit 1; }
+  T env update hello/test --sleep-after 1s >/dev/null
+  mkdir -p "$BENCH_DIR/results"
+  $PY wake "$API" "$PROXY" hello/test "$WAKES" "$BENCH_DIR/results/wake.json" \
+    "$BENCH_DIR/results/wake.md"
+  T env update hello/test --sleep-after never >/dev/null
+  if ((UPDATE_DOCS)); then
+    python3 - "$ROOT/docs/BENCHMARKS.md" "$BENCH_DIR/results/wake.md" <<'EOF'
+import sys
+doc_path, md_path = sys.argv[1:3]
+doc, md = open(doc_path).read(), open(md_path).read()
+begin, end = "<!-- wake:begin -->", "<!-- wake:end -->"
+if begin not in doc or end not in doc:
+    sys.exit(f"error: {doc_path} has no {begin} ... {end} markers")
+head, rest = doc.split(begin, 1)
+open(doc_path, "w").write(f"{head}{begin}\n{md}{end}{rest.split(end, 1)[1]}")
+print(f"updated {doc_path}", file=sys.stderr)
+EOF
+  fi
+}
+if [[ $ONLY == wake ]]; then
+  wake_latency
+  echo "done in $((SECONDS - started_at)) s; results in bench/results/wake.json and wake.md" >&2
+  exit 0
+fi
+
 log "creating the backend app (nginx, run by turnout) and deploying ${ENVS[*]/#/bench/}"
 REPO=$WORK/repo
 mkdir -p "$REPO"
@@ -562,6 +603,8 @@ restart_row turnout-kill "http://127.0.0.1:$P_R_HTTP" restart_crash
 log "stopping the restarts' turnout serve (SIGINT)"
 stop_pid "$R_PID" INT
 R_PID=
+
+[[ -z $ONLY ]] && wake_latency
 
 # --- 8. results -------------------------------------------------------------------------------
 if ((HAVE_DOMAINS)); then

@@ -326,6 +326,13 @@ pub enum EnvCommand {
         #[arg(long)]
         detach: bool,
     },
+    /// Wake a sleeping environment now (a start job; a request to its URL wakes it too)
+    Wake {
+        target: EnvRef,
+        /// Print the job's id and return at once instead of watching it
+        #[arg(long)]
+        detach: bool,
+    },
     /// Change what deploys an environment by itself, or its resource plan (it wins field by
     /// field over turnout.toml's [plan]; applies at the next deploy or restart)
     #[command(group(clap::ArgGroup::new("change").required(true).multiple(true)))]
@@ -335,6 +342,11 @@ pub enum EnvCommand {
         /// manual, push or ci (see `env create`)
         #[arg(long, group = "change")]
         deploy_on: Option<DeployOn>,
+        /// Sleep after this long without a request (1s to 168h, like 15m), never, or default
+        /// (its tier's: test environments after 30m, the others never)
+        #[arg(long, value_name = "DURATION|never|default", group = "change",
+            allow_hyphen_values = true, value_parser = sleep_setting)]
+        sleep_after: Option<SleepSetting>,
         /// Memory of all its processes, like 512M or 2G (4M to 16T), or none
         #[arg(long, value_name = "SIZE|none", group = "change", allow_hyphen_values = true,
             value_parser = |s: &str| plan_setting(PlanField::Memory, s))]
@@ -348,6 +360,19 @@ pub enum EnvCommand {
             value_parser = |s: &str| plan_setting(PlanField::Pids, s))]
         pids: Option<String>,
     },
+}
+
+/// `--sleep-after`: a duration, `never`, or `default` (`None`: the tier's default).
+#[derive(Debug, Clone, Copy)]
+pub struct SleepSetting(pub Option<turnout_model::SleepAfter>);
+
+fn sleep_setting(text: &str) -> Result<SleepSetting, String> {
+    if text.trim() == "default" {
+        return Ok(SleepSetting(None));
+    }
+    text.parse()
+        .map(|s| SleepSetting(Some(s)))
+        .map_err(|e: String| format!("{e}, or default"))
 }
 
 /// A plan flag's value, checked by the same rules as the server's, passed on as written.

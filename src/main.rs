@@ -30,8 +30,8 @@ use turnout_model::endpoint as ep;
 use turnout_model::{
     AddDomain, CiReport, CiStatus, CreateApp, CreateEnv, CreateToken, CreateUser, DeployRequest,
     ErrorCode, PromoteRequest, RollbackRequest, ServeInfo, SetApprovalRule, SetGrant, SetHook,
-    SetMaintenance, SetPolicy, SetProtection, SetSecret, SetTrigger, SwitchDomain, UpdateApp,
-    UpdatePlan,
+    SetMaintenance, SetPolicy, SetProtection, SetSecret, SetSleep, SetTrigger, SwitchDomain,
+    UpdateApp, UpdatePlan,
 };
 use turnout_model::{CreateSchedule, PipelineSpec};
 
@@ -290,6 +290,7 @@ async fn run_client(client: &Client, command: Command, json: bool) -> anyhow::Re
         Command::Env(EnvCommand::Update {
             target,
             deploy_on,
+            sleep_after,
             memory,
             cpu,
             pids,
@@ -302,6 +303,17 @@ async fn run_client(client: &Client, command: Command, json: bool) -> anyhow::Re
                     })
                     .await?;
                 render::trigger_set(&env, json);
+            }
+            if let Some(setting) = sleep_after {
+                let env = client
+                    .call(&ep::SetSleep {
+                        target: target.clone(),
+                        body: SetSleep {
+                            sleep_after: setting.0,
+                        },
+                    })
+                    .await?;
+                render::sleep_set(&env, json);
             }
             let body = UpdatePlan { memory, cpu, pids };
             if !body.is_empty() {
@@ -327,7 +339,8 @@ async fn run_client(client: &Client, command: Command, json: bool) -> anyhow::Re
             };
             render::ci_outcome(&client.call(&ep::CiHook { body }).await?, json);
         }
-        Command::Env(EnvCommand::Start { target, detach }) => {
+        Command::Env(EnvCommand::Start { target, detach })
+        | Command::Env(EnvCommand::Wake { target, detach }) => {
             let job = client.call(&ep::StartEnv { target }).await?;
             return jobs::follow(client, job, detach, json).await;
         }

@@ -155,6 +155,7 @@ pub fn env(e: &EnvInfo, json: bool) {
     outln!("tier         {}", e.tier);
     outln!("branch       {}", e.branch);
     outln!("deploys on   {}", e.deploy_on);
+    outln!("sleeps after {}", e.sleep_after);
     outln!("status       {}", env_status(e));
     outln!("url          {}", e.url);
     match &e.release {
@@ -244,6 +245,20 @@ pub fn trigger_set(e: &EnvInfo, json: bool) {
         return print_json(e);
     }
     outln!("{}/{} deploys on {}", e.app, e.name, e.deploy_on);
+}
+
+pub fn sleep_set(e: &EnvInfo, json: bool) {
+    if json {
+        return print_json(e);
+    }
+    match e.sleep_after {
+        turnout_model::SleepAfter::Never => outln!("{}/{} never sleeps", e.app, e.name),
+        after => outln!(
+            "{}/{} sleeps after {after} without a request",
+            e.app,
+            e.name
+        ),
+    }
 }
 
 pub fn ci_outcome(o: &turnout_model::CiOutcome, json: bool) {

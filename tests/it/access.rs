@@ -208,6 +208,15 @@ async fn every_mutating_endpoint_by_every_role_on_every_tier() {
                 .await;
             expect(case("trigger update"), r, ok);
             checked.insert(("POST", "/api/v1/apps/{app}/envs/{env}/trigger"));
+            let r = who
+                .call(
+                    "POST",
+                    &format!("/api/v1/apps/shop/envs/{a}/sleep"),
+                    Some(json!({"sleep_after": "never"})),
+                )
+                .await;
+            expect(case("sleep update"), r, ok);
+            checked.insert(("POST", "/api/v1/apps/{app}/envs/{env}/sleep"));
 
             let ok = allowed(*role, Action::Deploy.default_role(tier));
             // Secret values: only for roles that may deploy the environment.

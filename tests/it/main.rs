@@ -23,6 +23,7 @@ mod promote;
 mod push;
 mod sandbox;
 mod serve_start;
+mod sleep;
 mod startup;
 mod support;
 mod traffic;

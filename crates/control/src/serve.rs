@@ -259,6 +259,7 @@ async fn run(
         .release(config.upgrade)
         .await
         .context("the data plane does not serve")?;
+    plane.start_sleeping();
     let api_router = crate::api::router(plane.clone(), config.max_push_bytes);
     let api_ending = ending.clone();
     let api_task = tokio::spawn(async move {

@@ -38,6 +38,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0009_push.sql"),
     include_str!("../migrations/0010_hooks.sql"),
     include_str!("../migrations/0011_pipeline.sql"),
+    include_str!("../migrations/0012_sleep.sql"),
 ];
 
 /// Read-only connections kept open for `Store::call`.
@@ -128,7 +129,19 @@ pub struct EnvRow {
     pub plan: ResourcePlan,
     /// What deploys it by itself.
     pub deploy_on: turnout_model::DeployOn,
+    /// Its own sleep setting (`None`: its tier's default, see [`EnvRow::sleeps_after`]).
+    pub sleep_after: Option<turnout_model::SleepAfter>,
+    /// Put to sleep when idle: not started at start-up, woken by a request.
+    pub sleeping: bool,
     pub created_at: i64,
+}
+
+impl EnvRow {
+    /// After how long idle it sleeps: its own setting, else its tier's default.
+    pub fn sleeps_after(&self) -> turnout_model::SleepAfter {
+        self.sleep_after
+            .unwrap_or_else(|| turnout_model::SleepAfter::tier_default(self.tier))
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -434,7 +447,7 @@ fn app_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<AppRow> {
 }
 
 const ENV_COLS: &str = "e.id, a.name, e.name, e.branch, e.tier, e.current_release_id, e.created_at, a.id, \
-     e.stopped, e.plan_memory, e.plan_cpu, e.plan_pids, e.uid, e.deploy_on";
+     e.stopped, e.plan_memory, e.plan_cpu, e.plan_pids, e.uid, e.deploy_on, e.sleep_after_ms, e.sleeping";
 
 fn env_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<EnvRow> {
     Ok(EnvRow {
@@ -456,6 +469,11 @@ fn env_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<EnvRow> {
         deploy_on: r.get::<_, String>(13)?.parse().map_err(|e: String| {
             rusqlite::Error::FromSqlConversionFailure(13, rusqlite::types::Type::Text, e.into())
         })?,
+        sleep_after: unsigned(14, r.get(14)?)?.map(|ms| match ms {
+            0 => turnout_model::SleepAfter::Never,
+            ms => turnout_model::SleepAfter::After(std::time::Duration::from_millis(ms)),
+        }),
+        sleeping: r.get(15)?,
     })
 }
 

@@ -121,6 +121,14 @@ impl Link {
     }
 }
 
+/// Where [`DataPlane::wakes`] left off: which data plane it asked, and the generation of wakes
+/// it has seen there.
+#[derive(Default)]
+pub struct WakeCursor {
+    link: std::sync::Weak<Link>,
+    seen: u64,
+}
+
 /// A route change handed to the data plane; `wait` returns once it is in force there (or the
 /// data plane is gone, and the one that replaces it gets every route before it serves).
 #[must_use = "a change is in force only once applied"]
@@ -401,6 +409,34 @@ impl DataPlane {
             upstream: upstream.to_owned(),
             on,
         });
+    }
+
+    /// Sleeping environments requests asked to wake, as `(app, env)`: returns when some were
+    /// asked for since the last call with this `cursor` (every one still wanted, so nothing is
+    /// missed when a wake failed or the data plane was replaced), or empty after a couple of
+    /// seconds without any. The caller wakes each and calls again.
+    pub async fn wakes(&self, cursor: &mut WakeCursor) -> Vec<(String, String)> {
+        let link = self.link();
+        if !std::ptr::eq(cursor.link.as_ptr(), Arc::as_ptr(&link)) {
+            // Another data plane counts from zero.
+            *cursor = WakeCursor {
+                link: Arc::downgrade(&link),
+                seen: 0,
+            };
+        }
+        let request = Request::Wakes { seen: cursor.seen };
+        match link.call(request).await {
+            Ok(Answer::Wakes { generation, envs }) if generation > cursor.seen => {
+                cursor.seen = generation;
+                envs
+            }
+            Ok(_) => Vec::new(),
+            Err(_) => {
+                // Gone: its successor is asked next, once there is one.
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                Vec::new()
+            }
+        }
     }
 
     pub async fn stats(&self) -> Vec<StatsRow> {

@@ -27,7 +27,7 @@ mod server;
 mod spec;
 mod wire;
 
-pub use client::{Applied, Attached, DataPlane, Link};
+pub use client::{Applied, Attached, DataPlane, Link, WakeCursor};
 pub use server::{ServerArgs, run};
 pub use spec::{
     DataPlaneConfig, DrainReport, LoginSpec, RouteSpec, StatsRow, TargetSpec, UpstreamSpec,

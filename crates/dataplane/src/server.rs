@@ -6,7 +6,7 @@
 //! and nothing else inherits it). It does not accept until told to `Serve`; a successor
 //! (`--succeed PATH`) then first takes over from the data plane at PATH: it starts accepting on
 //! the same socket, tells its predecessor to retire, and moves its own control socket to PATH.
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::os::fd::AsFd;
 use std::os::unix::fs::PermissionsExt;
@@ -21,7 +21,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 use turnout_netns::{Namespace, Network};
-use turnout_proxy::{Login, Maintenance, Proxy, RouteStats, RouteTable, Target, Upstream};
+use turnout_proxy::{Asleep, Login, Maintenance, Proxy, RouteStats, RouteTable, Target, Upstream};
 
 use crate::client::Link;
 use crate::spec::{DataPlaneConfig, DrainReport, RouteSpec, StatsRow, TargetSpec, UpstreamSpec};
@@ -38,6 +38,12 @@ pub struct ServerArgs {
 
 /// Drains whose outcome nobody collected are forgotten beyond this many.
 const KEPT_DRAINS: usize = 256;
+/// A `wakes` request is answered after this long even when nothing changed, so a control plane
+/// that replaced its data plane soon asks the new one.
+const WAKES_POLL: Duration = Duration::from_secs(2);
+
+/// An environment, as `(app, env)`.
+type EnvId = (String, String);
 
 /// Run the data plane until it is stopped or retired. `listener` is the proxy's listening
 /// socket.
@@ -75,6 +81,11 @@ struct Plane {
     /// The accept loops (main listener and namespaces).
     serving: TaskTracker,
     registry: Mutex<Registry>,
+    /// Where a sleeping environment's first request says it wants waking (a send on an
+    /// unbounded channel: no lock on the request path); `note_wakes` reads it.
+    wake: mpsc::UnboundedSender<EnvId>,
+    /// Bumped each time a wake is asked for: `wakes` requests wait on it.
+    wakes: watch::Sender<u64>,
 }
 
 #[derive(Default)]
@@ -95,6 +106,10 @@ struct Registry {
     stats: HashMap<(String, String, String), Arc<RouteStats>>,
     restarting: HashSet<String>,
     drains: HashMap<String, watch::Receiver<Option<DrainReport>>>,
+    /// The entry of each sleeping environment, shared by all its hosts.
+    asleep: HashMap<EnvId, Arc<Asleep>>,
+    /// Sleeping environments a request asked to wake, until their route changes.
+    wanted: BTreeSet<EnvId>,
 }
 
 struct Used {
@@ -119,7 +134,10 @@ async fn serve(args: ServerArgs, listener: std::net::TcpListener) -> std::io::Re
     let control = UnixListener::bind(&args.socket)?;
     std::fs::set_permissions(&args.socket, std::fs::Permissions::from_mode(0o600))?;
     let config = args.config.proxy();
+    let (wake, wake_rx) = mpsc::unbounded_channel();
     let plane = Arc::new(Plane {
+        wake,
+        wakes: watch::Sender::new(0),
         grace: config.shutdown_grace,
         proxy: Proxy::new(config),
         listener,
@@ -132,6 +150,7 @@ async fn serve(args: ServerArgs, listener: std::net::TcpListener) -> std::io::Re
         registry: Mutex::default(),
     });
     info!(pid = std::process::id(), http = %http, socket = %plane.socket.display(), "data plane ready");
+    tokio::spawn(note_wakes(plane.clone(), wake_rx));
     loop {
         tokio::select! {
             _ = plane.exit.cancelled() => break,
@@ -209,6 +228,20 @@ async fn converse(plane: Arc<Plane>, stream: UnixStream) {
             }
             Request::Stats => {
                 let _ = tx.send(reply(Ok(Answer::Stats(plane.stats()))));
+            }
+            Request::Wakes { seen } => {
+                let (plane, tx) = (plane.clone(), tx.clone());
+                tokio::spawn(async move {
+                    let mut changes = plane.wakes.subscribe();
+                    let _ = tokio::time::timeout(WAKES_POLL, changes.wait_for(|g| *g > seen)).await;
+                    let r = lock(&plane.registry);
+                    let answer = Answer::Wakes {
+                        generation: *plane.wakes.borrow(),
+                        envs: r.wanted.iter().cloned().collect(),
+                    };
+                    drop(r);
+                    let _ = tx.send(reply(Ok(answer)));
+                });
             }
             Request::Listen { namespace } => {
                 let answer = plane.listen(namespace).map(|()| Answer::Done);
@@ -302,7 +335,7 @@ impl Plane {
             if r.routes.get(&host) == Some(&spec) {
                 continue;
             }
-            let target = target(r, &host, &spec.target);
+            let target = target(r, &host, &spec, &self.wake);
             let stats = r
                 .stats
                 .entry((host.clone(), spec.app.clone(), spec.env.clone()))
@@ -317,6 +350,15 @@ impl Plane {
             released.extend(r.routes.insert(host, spec));
         }
         self.proxy.apply(r.table.clone());
+        // Sleeping entries no route uses any more are forgotten, with any wake asked for them.
+        let sleeping: HashSet<EnvId> = r
+            .routes
+            .values()
+            .filter(|spec| matches!(spec.target, TargetSpec::Asleep { .. }))
+            .map(|spec| (spec.app.clone(), spec.env.clone()))
+            .collect();
+        r.asleep.retain(|env, _| sleeping.contains(env));
+        r.wanted.retain(|env| sleeping.contains(env));
         // After the new table is in force: an instance no route uses any more is drained.
         if r.drains.len() > KEPT_DRAINS {
             r.drains.retain(|_, rx| rx.borrow().is_none());
@@ -477,6 +519,8 @@ impl Plane {
     fn stop_accepting(&self) {
         lock(&self.registry).closing = true;
         self.accepting.cancel();
+        // No route change reaches this process any more: a wake it asked for goes elsewhere.
+        self.proxy.stop_waiting();
     }
 
     /// After accepting stopped: let the connections finish (up to the grace) while every
@@ -503,9 +547,29 @@ impl Plane {
     }
 }
 
-/// The proxy's target for `spec`, counting one more route on each instance it uses.
-fn target(r: &mut Registry, host: &str, spec: &TargetSpec) -> Target {
-    match spec {
+/// Record the wakes requests ask for, for the control plane's `wakes` requests: an environment
+/// whose route no longer sleeps is not asked for.
+async fn note_wakes(plane: Arc<Plane>, mut rx: mpsc::UnboundedReceiver<EnvId>) {
+    while let Some(env) = rx.recv().await {
+        let mut r = lock(&plane.registry);
+        if r.asleep.contains_key(&env) {
+            info!(app = %env.0, env = %env.1, "a request wakes a sleeping environment");
+            r.wanted.insert(env);
+            plane.wakes.send_modify(|g| *g += 1);
+        }
+    }
+}
+
+/// The proxy's target for `route`, counting one more route on each instance it uses. A
+/// sleeping environment's first request sends it to `wake`.
+fn target(
+    r: &mut Registry,
+    host: &str,
+    route: &RouteSpec,
+    wake: &mpsc::UnboundedSender<EnvId>,
+) -> Target {
+    match &route.target {
+        TargetSpec::Asleep { wait_ms } => Target::Asleep(asleep(r, route, *wait_ms, wake)),
         TargetSpec::Upstream(u) => match upstream(r, u) {
             Some(up) => Target::Upstream(up),
             None => unreachable_page(host),
@@ -525,6 +589,30 @@ fn target(r: &mut Registry, host: &str, spec: &TargetSpec) -> Target {
             }))
         }
     }
+}
+
+/// The sleeping entry of `spec`'s environment: the one its other hosts use, or a new one.
+fn asleep(
+    r: &mut Registry,
+    spec: &RouteSpec,
+    wait_ms: u64,
+    wake: &mpsc::UnboundedSender<EnvId>,
+) -> Arc<Asleep> {
+    let env = (spec.app.clone(), spec.env.clone());
+    let wait = Duration::from_millis(wait_ms);
+    if let Some(asleep) = r.asleep.get(&env).filter(|a| a.wait == wait) {
+        return asleep.clone();
+    }
+    let (wake, id) = (wake.clone(), env.clone());
+    let asleep = Arc::new(Asleep::new(
+        format!("{}/{}", spec.app, spec.env),
+        wait,
+        move || {
+            let _ = wake.send(id.clone());
+        },
+    ));
+    r.asleep.insert(env, asleep.clone());
+    asleep
 }
 
 fn login(l: &crate::spec::LoginSpec) -> Login {

@@ -30,6 +30,12 @@ pub enum TargetSpec {
         retry_after_secs: u64,
         health: Option<(String, UpstreamSpec)>,
     },
+    /// The environment sleeps: a request asks the control plane to wake it (see
+    /// [`DataPlane::wakes`](crate::DataPlane::wakes)) and waits up to `wait_ms` for its route
+    /// to change, then is routed afresh (or gets a 503 saying it did not wake in time).
+    Asleep {
+        wait_ms: u64,
+    },
 }
 
 impl TargetSpec {
@@ -38,6 +44,7 @@ impl TargetSpec {
         match self {
             TargetSpec::Upstream(u) => Some(u),
             TargetSpec::Maintenance { health, .. } => health.as_ref().map(|(_, u)| u),
+            TargetSpec::Asleep { .. } => None,
         }
         .into_iter()
     }

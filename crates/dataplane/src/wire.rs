@@ -46,6 +46,12 @@ pub(crate) enum Request {
         upstream: String,
     },
     Stats,
+    /// Answer once the sleeping environments some request asked to wake changed since
+    /// generation `seen` (at once if they did already): the generation now and every
+    /// environment asked for whose route still sleeps.
+    Wakes {
+        seen: u64,
+    },
     /// Serve internal URLs inside this network namespace too.
     Listen {
         namespace: String,
@@ -75,6 +81,10 @@ pub(crate) enum Answer {
     Done,
     Drained(DrainReport),
     Stats(Vec<StatsRow>),
+    Wakes {
+        generation: u64,
+        envs: Vec<(String, String)>,
+    },
 }
 
 /// What a data plane says about itself.

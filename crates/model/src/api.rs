@@ -121,6 +121,9 @@ pub struct EnvInfo {
     /// What deploys it by itself.
     #[serde(default)]
     pub deploy_on: crate::DeployOn,
+    /// After how long without a request it sleeps (its own setting, else its tier's default).
+    #[serde(default)]
+    pub sleep_after: crate::SleepAfter,
     /// `http://<env>.<app>.localhost:<http port>`
     pub url: String,
     pub status: EnvStatus,
@@ -240,6 +243,9 @@ pub enum EnvStatus {
     Crashing,
     /// Stopped on purpose (`turnout env stop`): its URL and domains answer 503.
     Stopped,
+    /// Idle for its `sleep_after`, its instance stopped: the next request to its URL or
+    /// domains wakes it (and waits until it is healthy), as does `turnout env wake`.
+    Sleeping,
     /// Its live release failed to come back; `status_reason` says why.
     Down,
 }
@@ -252,6 +258,7 @@ impl EnvStatus {
             Self::Live => "live",
             Self::Crashing => "crashing",
             Self::Stopped => "stopped",
+            Self::Sleeping => "sleeping",
             Self::Down => "down",
         }
     }

@@ -35,6 +35,9 @@ audit_actions! {
     EnvStart => "env.start", "A stopped environment's release went live again.";
     EnvPlan => "env.plan", "An environment's resource plan changed (from the next instance on).";
     EnvTrigger => "env.trigger", "What deploys an environment by itself changed.";
+    EnvSleepAfter => "env.sleep-after", "After how long idle an environment sleeps changed.";
+    EnvSleep => "env.sleep", "An idle environment was put to sleep (its instance stopped).";
+    EnvWake => "env.wake", "A request woke a sleeping environment (its release went live again).";
     JobStart => "job.start", "A job was queued.";
     JobEnd => "job.end", "A job ended (its result says how).";
     JobCancel => "job.cancel", "A user asked to cancel a job.";

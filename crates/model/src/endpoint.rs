@@ -334,6 +334,15 @@ pub struct SetTrigger {
 endpoint!(SetTrigger, Post "/api/v1/apps/{app}/envs/{env}/trigger", body crate::SetTrigger,
     answer EnvInfo, |s| [s.target.app.as_str(), s.target.env.as_str()], body_field body);
 
+/// Set after how long idle the environment sleeps (`null`: its tier's default); answers the
+/// environment.
+pub struct SetSleep {
+    pub target: EnvRef,
+    pub body: crate::SetSleep,
+}
+endpoint!(SetSleep, Post "/api/v1/apps/{app}/envs/{env}/sleep", body crate::SetSleep,
+    answer EnvInfo, |s| [s.target.app.as_str(), s.target.env.as_str()], body_field body);
+
 /// A CI build's result: a green one deploys its exact commit to the environments of its app
 /// and branch that deploy on CI.
 pub struct CiHook {
@@ -624,6 +633,7 @@ pub fn all_paths() -> Vec<(&'static str, &'static str)> {
         GitlabHook,
         UpdateApp,
         Logs,
+        SetSleep,
         ListSecrets,
         SetSecret,
         UnsetSecret,
@@ -756,6 +766,6 @@ mod tests {
             );
         }
         assert!(all.contains(&("POST", "/api/v1/jobs/{id}/cancel")));
-        assert_eq!(all.len(), 63);
+        assert_eq!(all.len(), 64);
     }
 }

@@ -14,6 +14,7 @@ mod job;
 mod names;
 mod pipeline;
 pub mod plan;
+pub mod sleep;
 mod tier;
 mod trigger;
 
@@ -33,6 +34,7 @@ pub use pipeline::{
     MAX_TZ_LEN, PipelineSpec, Promotion, ScheduleInfo, StageMember, check_direction,
 };
 pub use plan::{ResourcePlan, ResourceUsage, UpdatePlan};
+pub use sleep::{SetSleep, SleepAfter};
 pub use tier::{Tier, UnknownTier};
 pub use trigger::{
     CiOutcome, CiReport, CiStatus, DeployOn, SetTrigger, SkippedEnv, TriggeredDeploy,

@@ -99,6 +99,17 @@ pub enum ProxyError {
 
     #[error("{upstream} was drained before it answered")]
     Drained { upstream: String },
+
+    /// The environment sleeps and this proxy stops (or is replaced) before it woke.
+    #[error("{env} was asleep and the proxy is stopping")]
+    WakeInterrupted { env: String },
+
+    /// The environment sleeps and did not wake (pass its health check) within its wait.
+    #[error("{env} did not wake within {}s", waited.as_secs())]
+    WakeTimeout {
+        env: String,
+        waited: std::time::Duration,
+    },
 }
 
 impl ProxyError {
@@ -110,7 +121,9 @@ impl ProxyError {
             | ProxyError::MethodNotAllowed { .. }
             | ProxyError::BadTarget { .. }
             | ProxyError::BadRequestBody { .. } => ErrorSide::Client,
-            ProxyError::Drained { .. } => ErrorSide::Proxy,
+            ProxyError::Drained { .. }
+            | ProxyError::WakeTimeout { .. }
+            | ProxyError::WakeInterrupted { .. } => ErrorSide::Proxy,
             ProxyError::UpstreamUnreachable { .. }
             | ProxyError::Restarting { .. }
             | ProxyError::UpstreamTimeout { .. }
@@ -128,9 +141,10 @@ impl ProxyError {
             | ProxyError::BadRequestBody { .. } => StatusCode::BAD_REQUEST,
             ProxyError::UnknownHost { .. } => StatusCode::NOT_FOUND,
             ProxyError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
-            ProxyError::Drained { .. } | ProxyError::Restarting { .. } => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            ProxyError::Drained { .. }
+            | ProxyError::Restarting { .. }
+            | ProxyError::WakeTimeout { .. }
+            | ProxyError::WakeInterrupted { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::UpstreamTimeout { .. } | ProxyError::ResponseTimeout { .. } => {
                 StatusCode::GATEWAY_TIMEOUT
             }
@@ -178,13 +192,22 @@ impl ProxyError {
                     "turnout: the environment for host '{host}' was replaced before it answered\n"
                 )
             }
+            ProxyError::WakeInterrupted { .. } => format!(
+                "turnout: the environment for host '{host}' was asleep and this proxy is restarting; try again shortly\n"
+            ),
+            ProxyError::WakeTimeout { waited, .. } => format!(
+                "turnout: the environment for host '{host}' was asleep and did not wake within {}s; try again shortly\n",
+                waited.as_secs()
+            ),
         }
     }
 
     /// Seconds the client should wait before trying again, for a passing failure.
     fn retry_after(&self) -> Option<u64> {
         match self {
-            ProxyError::Restarting { .. } => Some(RESTARTING_RETRY_AFTER),
+            ProxyError::Restarting { .. }
+            | ProxyError::WakeTimeout { .. }
+            | ProxyError::WakeInterrupted { .. } => Some(RESTARTING_RETRY_AFTER),
             _ => None,
         }
     }

@@ -19,7 +19,7 @@ use crate::body::{ResponseBody, Upload, UpstreamBody};
 use crate::error::{ErrorSide, ProxyError, local_page, nothing_was_sent};
 use crate::headers;
 use crate::login::{self, Held, Login};
-use crate::route_table::{Maintenance, RouteTable, Target};
+use crate::route_table::{Asleep, Maintenance, RouteTable, Target};
 use crate::server::Proxy;
 use crate::stats::RouteStats;
 use crate::tunnel::Tunnel;
@@ -136,7 +136,7 @@ async fn forward(
     let mut body = Some(body);
     headers::prepare_request_headers(&mut parts.headers, parts.version, host, peer.ip(), upgrade);
 
-    let (mut upstream, mut work, mut login) = match route(proxy, host_name, &parts, stats)? {
+    let (mut upstream, mut work, mut login) = match awake(proxy, host_name, &parts, stats).await? {
         Routed::Upstream(upstream, work, login) => (upstream, work, login),
         Routed::Maintenance(m) => return Ok(maintenance_page(&m)),
         Routed::Login(login, held) => {
@@ -181,7 +181,7 @@ async fn forward(
         }
         // Nothing reached the instance, so repeating is safe; ask the table again in case
         // the host moved in the meantime.
-        let (next, next_work, next_login) = match route(proxy, host_name, &parts, stats)? {
+        let (next, next_work, next_login) = match awake(proxy, host_name, &parts, stats).await? {
             Routed::Upstream(upstream, work, login) => (upstream, work, login),
             Routed::Maintenance(m) => return Ok(maintenance_page(&m)),
             Routed::Login(login, held) => {
@@ -262,13 +262,14 @@ enum Routed {
 
 /// Look the host up in the current table, check the login of a protected host, and take a
 /// drain token of its instance. The login and the target come from the same table, so a
-/// switch can never forward a request past a login it did not pass.
+/// switch can never forward a request past a login it did not pass. `Ok(Err(_))`: the host's
+/// environment sleeps (see `awake`).
 fn route(
     proxy: &Proxy,
     host: &str,
     request: &http::request::Parts,
     stats: &mut Option<Arc<RouteStats>>,
-) -> Result<Routed, ProxyError> {
+) -> Result<Result<Routed, Arc<Asleep>>, ProxyError> {
     let path = request.uri.path();
     let picked = with_work(proxy, host, |table| {
         let Some(route) = table.find(host) else {
@@ -282,20 +283,57 @@ fn route(
         if let Some(login) = &route.login
             && let Err(held) = login::gate(login, path, &request.headers)
         {
-            return Err(Ok(Routed::Login(login.clone(), held)));
+            return Err(Ok(Ok(Routed::Login(login.clone(), held))));
         }
         let upstream = match &route.target {
             Target::Upstream(upstream) => upstream.clone(),
             Target::Maintenance(m) => match &m.health {
                 Some((health_path, upstream)) if health_path == path => upstream.clone(),
-                _ => return Err(Ok(Routed::Maintenance(m.clone()))),
+                _ => return Err(Ok(Ok(Routed::Maintenance(m.clone())))),
             },
+            Target::Asleep(a) => return Err(Ok(Err(a.clone()))),
         };
         Ok((upstream, route.login.clone()))
     });
     match picked {
-        Ok((upstream, work, login)) => Ok(Routed::Upstream(upstream, work, login)),
+        Ok((upstream, work, login)) => Ok(Ok(Routed::Upstream(upstream, work, login))),
         Err(answer) => answer,
+    }
+}
+
+/// `route`, waiting while the host's environment sleeps: the request asks for a wake (only
+/// the first one of a sleeping environment reaches the control plane) and waits until a table
+/// without that sleeping entry is in force, then routes afresh, up to the entry's wait; then a
+/// 503 says the environment did not wake in time. Nothing is locked or blocked meanwhile: the
+/// wait is on the entry's own cancellation token and a timer.
+async fn awake(
+    proxy: &Proxy,
+    host: &str,
+    request: &http::request::Parts,
+    stats: &mut Option<Arc<RouteStats>>,
+) -> Result<Routed, ProxyError> {
+    let mut deadline = None;
+    loop {
+        let asleep = match route(proxy, host, request, stats)? {
+            Ok(routed) => return Ok(routed),
+            Err(asleep) => asleep,
+        };
+        let until = *deadline.get_or_insert_with(|| tokio::time::Instant::now() + asleep.wait);
+        asleep.want();
+        tokio::select! {
+            _ = asleep.woke().cancelled() => {}
+            _ = proxy.no_more_wakes().cancelled() => {
+                asleep.gave_up();
+                return Err(ProxyError::WakeInterrupted { env: asleep.label.clone() });
+            }
+            _ = tokio::time::sleep_until(until) => {
+                asleep.gave_up();
+                return Err(ProxyError::WakeTimeout {
+                    env: asleep.label.clone(),
+                    waited: asleep.wait,
+                });
+            }
+        }
     }
 }
 

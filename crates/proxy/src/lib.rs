@@ -76,7 +76,7 @@ mod wire;
 pub use config::ProxyConfig;
 pub use error::{ErrorSide, ProxyError};
 pub use login::Login;
-pub use route_table::{Maintenance, RouteTable, Target};
+pub use route_table::{Asleep, Maintenance, RouteTable, Target};
 pub use server::Proxy;
 pub use stats::{LATENCY_BUCKETS, RouteStats, StatsSnapshot};
 pub use upstream::{DEFAULT_RESPONSE_TIMEOUT, DrainDeadlines, DrainOutcome, Upstream};

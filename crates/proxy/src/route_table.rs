@@ -6,8 +6,10 @@ use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::sync::Arc;
-
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
 
 use crate::login::Login;
 use crate::stats::RouteStats;
@@ -19,6 +21,62 @@ pub enum Target {
     Upstream(Arc<Upstream>),
     /// Visitors get a 503 maintenance page; health checks still reach the instance.
     Maintenance(Arc<Maintenance>),
+    /// The environment sleeps: a request asks for it to be woken and waits (see [`Asleep`]).
+    Asleep(Arc<Asleep>),
+}
+
+/// A sleeping environment's route. The first request that finds it asks for a wake (`wake` is
+/// called once, however many requests wait); every request then waits until a table without
+/// this entry is applied (the environment is live again, or its route changed otherwise), up
+/// to `wait`, and is then routed afresh. One that waited `wait` in vain gets a 503 saying so,
+/// and the next request asks again.
+pub struct Asleep {
+    /// Names the environment in the 503 page, e.g. `shop/test`.
+    pub label: String,
+    pub wait: Duration,
+    wanted: AtomicBool,
+    woke: CancellationToken,
+    wake: Box<dyn Fn() + Send + Sync>,
+}
+
+impl Asleep {
+    /// `wake` must not block: it is called on the request path (e.g. a send on an unbounded
+    /// channel).
+    pub fn new(label: String, wait: Duration, wake: impl Fn() + Send + Sync + 'static) -> Asleep {
+        Asleep {
+            label,
+            wait,
+            wanted: AtomicBool::new(false),
+            woke: CancellationToken::new(),
+            wake: Box::new(wake),
+        }
+    }
+
+    /// Ask for a wake, unless a request already did.
+    pub(crate) fn want(&self) {
+        if !self.wanted.swap(true, Ordering::AcqRel) {
+            (self.wake)();
+        }
+    }
+
+    /// A request waited in vain: the next one asks again.
+    pub(crate) fn gave_up(&self) {
+        self.wanted.store(false, Ordering::Release);
+    }
+
+    /// Cancelled once a table without this entry is in force.
+    pub(crate) fn woke(&self) -> &CancellationToken {
+        &self.woke
+    }
+}
+
+impl fmt::Debug for Asleep {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Asleep")
+            .field("label", &self.label)
+            .field("wait", &self.wait)
+            .finish()
+    }
 }
 
 /// A host in maintenance: every request gets `503 Service Unavailable` with `message` on a
@@ -39,6 +97,7 @@ impl Target {
         match self {
             Target::Upstream(upstream) => Some(upstream),
             Target::Maintenance(m) => m.health.as_ref().map(|(_, upstream)| upstream),
+            Target::Asleep(_) => None,
         }
     }
 }
@@ -66,6 +125,7 @@ impl fmt::Debug for Target {
                 f.debug_tuple("Upstream").field(&upstream.label()).finish()
             }
             Target::Maintenance(m) => f.debug_tuple("Maintenance").field(&m.message).finish(),
+            Target::Asleep(a) => f.debug_tuple("Asleep").field(&a.label).finish(),
         }
     }
 }
@@ -184,6 +244,29 @@ impl RouteTable {
             .chain(self.wildcard.values())
             .filter_map(|route| route.target.upstream())
             .filter(move |upstream| seen.insert(Arc::as_ptr(upstream)))
+    }
+
+    /// Sleeping entries of this table that `next` no longer has: their waiting requests are
+    /// let go once `next` is in force.
+    pub(crate) fn woken_by(&self, next: &RouteTable) -> Vec<Arc<Asleep>> {
+        let asleep = |t: &RouteTable| -> Vec<Arc<Asleep>> {
+            t.exact
+                .values()
+                .chain(t.wildcard.values())
+                .filter_map(|route| match &route.target {
+                    Target::Asleep(a) => Some(a.clone()),
+                    _ => None,
+                })
+                .collect()
+        };
+        let old = asleep(self);
+        if old.is_empty() {
+            return old;
+        }
+        let kept: HashSet<*const Asleep> = asleep(next).iter().map(Arc::as_ptr).collect();
+        old.into_iter()
+            .filter(|a| !kept.contains(&Arc::as_ptr(a)))
+            .collect()
     }
 
     /// Upstreams this table routes to that `next` no longer does: what to drain after

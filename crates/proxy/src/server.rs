@@ -47,6 +47,9 @@ pub struct Proxy {
     /// Set by [`Proxy::hand_over`]: the shutdown that follows leaves idle keep-alive
     /// connections open for their next request.
     handing_over: AtomicBool,
+    /// Cancelled by [`Proxy::stop_waiting`]: requests waiting for a sleeping environment get a
+    /// 503 at once, as this proxy will see no more route changes.
+    no_more_wakes: CancellationToken,
 }
 
 impl Proxy {
@@ -55,6 +58,7 @@ impl Proxy {
             table: ArcSwap::from_pointee(RouteTable::default()),
             config,
             handing_over: AtomicBool::new(false),
+            no_more_wakes: CancellationToken::new(),
         })
     }
 
@@ -64,7 +68,12 @@ impl Proxy {
     /// ([`RouteTable::retired_by`]) the caller drains.
     pub fn apply(&self, table: RouteTable) -> Arc<RouteTable> {
         let routes = table.len();
-        let previous = self.table.swap(Arc::new(table));
+        let table = Arc::new(table);
+        let previous = self.table.swap(table.clone());
+        // Requests waiting for a sleeping environment look again, in the table now in force.
+        for asleep in previous.woken_by(&table) {
+            asleep.woke().cancel();
+        }
         info!(
             routes,
             previous_routes = previous.len(),
@@ -80,6 +89,17 @@ impl Proxy {
     /// `idle-close-on-response`.
     pub fn hand_over(&self) {
         self.handing_over.store(true, Ordering::Relaxed);
+    }
+
+    /// This proxy is stopping or being replaced, and gets no more route changes: a request
+    /// waiting for a sleeping environment (now or later) gets a 503 saying to try again (a
+    /// successor, if any, wakes it) rather than waiting for a wake it would never see.
+    pub fn stop_waiting(&self) {
+        self.no_more_wakes.cancel();
+    }
+
+    pub(crate) fn no_more_wakes(&self) -> &CancellationToken {
+        &self.no_more_wakes
     }
 
     /// Whether [`Proxy::hand_over`] was called.

@@ -106,6 +106,19 @@ pub(super) async fn set_trigger(
     ))
 }
 
+pub(super) async fn set_sleep(
+    State(p): State<Api>,
+    who: Who,
+    Path((app, env)): Path<(String, String)>,
+    RawBody(bytes): RawBody,
+) -> Result<impl IntoResponse> {
+    let req: turnout_model::SetSleep = body(&bytes)?;
+    Ok(Json(
+        p.set_sleep_after(env_ref(&app, &env)?, req.sleep_after, &who)
+            .await?,
+    ))
+}
+
 /// 200 with what the report started (deploys, as jobs) and left alone.
 pub(super) async fn ci_hook(
     State(p): State<Api>,

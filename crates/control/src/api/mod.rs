@@ -124,6 +124,7 @@ fn routes() -> Routes {
     .add::<ep::Metrics, _, _>(admin::metrics)
     .add::<ep::SetHook, _, _>(hooks::set_hook)
     .add::<ep::ShowHooks, _, _>(hooks::show_hooks)
+    .add::<ep::SetSleep, _, _>(envs::set_sleep)
 }
 
 /// The webhook deliveries: no bearer token, each authenticated by its provider's signature (or

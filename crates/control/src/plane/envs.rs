@@ -181,6 +181,7 @@ impl ControlPlane {
             env: row.name.clone(),
         };
         let (plan, mut usage) = self.plan_and_usage(&row, release.as_ref()).await;
+        let sleep_after = row.sleeps_after();
         let routing = self.routing.env(&key(&r));
         if let (Some(run), Some(usage)) = (&routing.running, usage.as_mut()) {
             let now = run.instance.usage().await;
@@ -201,6 +202,7 @@ impl ControlPlane {
             (Some(_), _) => (EnvStatus::Live, None),
             (None, None) => (EnvStatus::NotDeployed, None),
             (None, Some(_)) if routing.stopped || row.stopped => (EnvStatus::Stopped, None),
+            (None, Some(_)) if routing.asleep => (EnvStatus::Sleeping, None),
             (None, Some(_)) => match &routing.down {
                 Some(down) => (EnvStatus::Down, Some(down.why.clone())),
                 None => (EnvStatus::Starting, None),
@@ -232,6 +234,7 @@ impl ControlPlane {
             branch: row.branch,
             tier: row.tier,
             deploy_on: row.deploy_on,
+            sleep_after,
             status,
             status_reason,
             next_retry_at,

@@ -320,6 +320,8 @@ mod tests {
             stopped: false,
             plan: Default::default(),
             deploy_on: Default::default(),
+            sleep_after: None,
+            sleeping: false,
             uid: 201_007,
             created_at: 0,
         }

@@ -17,6 +17,7 @@
 //! - `isolation`, `network`: who an environment's processes run as, their files, their network.
 //! - `pipeline`, `schedule`: an app's declared pipeline (which promotions are allowed) and its
 //!   scheduled cuts, run by the scheduler task.
+//! - `sleep`: idle environments sleep (the sleeper) and requests wake them (the waker).
 use std::path::Path;
 use std::sync::Arc;
 
@@ -53,6 +54,7 @@ mod release_ops;
 mod restore;
 mod routing;
 mod schedule;
+mod sleep;
 mod triggers;
 
 pub use isolation::{Separation, place_envs, secure_home};
@@ -97,6 +99,8 @@ pub struct ControlPlane {
     /// Instances an earlier daemon left running, by tag (`launch::instance_tag`), found by
     /// `recover` and routed (or stopped) by `restore`.
     adopted: std::sync::Mutex<std::collections::HashMap<String, Arc<dyn InstanceHandle>>>,
+    /// Sleeping environments whose wake job runs: one wake per environment at a time.
+    waking: std::sync::Mutex<std::collections::HashSet<EnvKey>>,
 }
 
 impl ControlPlane {
@@ -132,6 +136,7 @@ impl ControlPlane {
             tasks,
             schedules_changed: tokio::sync::Notify::new(),
             adopted: std::sync::Mutex::default(),
+            waking: std::sync::Mutex::default(),
         })
     }
 

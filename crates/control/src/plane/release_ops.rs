@@ -121,6 +121,11 @@ impl ControlPlane {
         ControlError::Conflict(match (env.current_release_id, env.stopped) {
             (None, _) => format!("{r} has no release yet; deploy it with `turnout deploy {r}`"),
             (Some(_), true) => format!("{r} is stopped; start it with `turnout env start {r}`"),
+            (Some(_), false) if env.sleeping => {
+                format!(
+                    "{r} is asleep; wake it with `turnout env wake {r}` (or a request to its URL)"
+                )
+            }
             (Some(_), false) => {
                 format!("{r} is not running; start it with `turnout env start {r}`")
             }
@@ -172,14 +177,54 @@ impl ControlPlane {
                 RELAUNCH_STEPS
             },
         };
+        let action = match kind {
+            JobKind::Rollback => AuditAction::Rollback,
+            JobKind::Restart => AuditAction::Restart,
+            _ => AuditAction::EnvStart,
+        };
         let (this, actor) = (self.clone(), who.name.clone());
         self.jobs
             .start(spec, move |ctx| async move {
-                let done = this.relaunch(&ctx, kind, &r, &actor, pick).await;
+                let done = this.relaunch(&ctx, kind, &r, &actor, pick, action).await;
                 // A rollback changes the release; a restart or start runs the same one again.
                 if done.is_ok() && kind == JobKind::Rollback {
                     this.follow_production(&r).await;
                 }
+                done
+            })
+            .await
+    }
+
+    /// Wake a sleeping environment: its live release again, as a start job of the daemon's own
+    /// (actor "turnout", audited as `env.wake`). `ended` runs when the job ends, whatever its
+    /// result.
+    pub(super) async fn wake_job(
+        self: &Arc<Self>,
+        r: EnvRef,
+        ended: impl FnOnce() + Send + 'static,
+    ) -> Result<JobInfo, ControlError> {
+        let who = Principal::system();
+        let spec = JobSpec {
+            kind: JobKind::Start,
+            target: r.clone(),
+            actor: who.name.clone(),
+            request: Some("woken by a request to its URL".to_owned()),
+            steps: START_STEPS,
+        };
+        let this = self.clone();
+        self.jobs
+            .start(spec, move |ctx| async move {
+                let done = this
+                    .relaunch(
+                        &ctx,
+                        JobKind::Start,
+                        &r,
+                        &who.name,
+                        Pick::Current,
+                        AuditAction::EnvWake,
+                    )
+                    .await;
+                ended();
                 done
             })
             .await
@@ -194,12 +239,19 @@ impl ControlPlane {
         r: &EnvRef,
         actor: &str,
         pick: Pick,
+        action: AuditAction,
     ) -> Result<(), ControlError> {
         let _env_lock = self.lock_env(ctx, r).await?;
         // Read again: the environment may have changed while the job was queued.
         let env = self.env_row(r).await?;
         if kind == JobKind::Restart && self.routing.running(&key(r)).is_none() {
             return Err(self.not_running(&env));
+        }
+        // Stopped, started or deployed since the request asked: not to be started by it.
+        if action == AuditAction::EnvWake && !env.sleeping {
+            return Err(ControlError::Conflict(format!(
+                "{r} is no longer asleep (stopped, started or deployed meanwhile): nothing to wake"
+            )));
         }
         let release = self.pick(&env, pick).await?;
         ctx.set_release(release.id);
@@ -219,11 +271,6 @@ impl ControlPlane {
             &release.commit[..12.min(release.commit.len())],
             config.run
         );
-        let action = match kind {
-            JobKind::Rollback => AuditAction::Rollback,
-            JobKind::Restart => AuditAction::Restart,
-            _ => AuditAction::EnvStart,
-        };
         let retire = (kind != JobKind::Start).then_some(2);
         self.go_live_steps(ctx, 0, &l, launching, action, actor, retire)
             .await?;

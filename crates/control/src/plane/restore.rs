@@ -77,7 +77,7 @@ impl ControlPlane {
     async fn find_adoptable(&self, envs: &[EnvRow]) -> HashSet<PathBuf> {
         let live: HashSet<String> = envs
             .iter()
-            .filter(|e| !e.stopped)
+            .filter(|e| !e.stopped && !e.sleeping)
             .filter_map(|e| {
                 let r = EnvRef {
                     app: e.app.clone(),
@@ -115,9 +115,11 @@ impl ControlPlane {
         // then route.
         let domains = self.store.call(|c| q::list_domains(c)).await?;
         let envs = self.store.call(|c| q::list_envs(c, None)).await?;
+        // A sleeping environment stays asleep: its URL wakes it.
+        let asleep = self.sleepers(&envs).await;
         let (stopped, restoring): (Vec<_>, Vec<_>) = envs
             .iter()
-            .filter(|e| e.current_release_id.is_some())
+            .filter(|e| e.current_release_id.is_some() && (e.stopped || !e.sleeping))
             .map(|e| (e.stopped, (e.app.clone(), e.name.clone())))
             .partition(|(stopped, _)| *stopped);
         let undeployed = envs
@@ -131,12 +133,16 @@ impl ControlPlane {
                 stopped.into_iter().map(|(_, k)| k).collect(),
                 restoring.into_iter().map(|(_, k)| k).collect(),
                 undeployed,
+                asleep,
             )
             .await;
         let mut adopted = std::mem::take(&mut *self.adopted_instances());
         let mut adopting = tokio::task::JoinSet::new();
         for env in envs {
-            let Some(release_id) = env.current_release_id.filter(|_| !env.stopped) else {
+            let Some(release_id) = env
+                .current_release_id
+                .filter(|_| !env.stopped && !env.sleeping)
+            else {
                 continue;
             };
             let r = EnvRef {
@@ -280,7 +286,10 @@ impl ControlPlane {
             Err(ControlError::NotFound(_)) => return Ok(()),
             row => row?,
         };
-        let Some(release_id) = env.current_release_id.filter(|_| !env.stopped) else {
+        let Some(release_id) = env
+            .current_release_id
+            .filter(|_| !env.stopped && !env.sleeping)
+        else {
             return Ok(());
         };
         let release = self

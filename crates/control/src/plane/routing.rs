@@ -1,9 +1,9 @@
 //! The routing state and the one way it reaches the proxy. `Routing` is the only owner of which
 //! instance serves each environment, each domain's binding, the logins of protected apps, and
-//! which environments are down or stopped; every change goes through one of its methods, which
-//! updates that state and applies a new route table built from all of it (`apply`). Start-up,
-//! deploy, rollback, restart, stop, delete, domain add/switch/rollback/maintenance/remove and
-//! shutdown all change routing this way.
+//! which environments are down, stopped or asleep; every change goes through one of its methods,
+//! which updates that state and applies a new route table built from all of it (`apply`).
+//! Start-up, deploy, rollback, restart, stop, sleep, delete, domain
+//! add/switch/rollback/maintenance/remove and shutdown all change routing this way.
 //!
 //! The proxy runs in the data plane process (`turnout-dataplane`): `apply` builds the route of
 //! every host a change touches (an environment's own host and its domains, or one domain; every
@@ -88,6 +88,16 @@ pub(crate) struct EnvRouting {
     /// Why its live release is not serving (it failed to come back after a restart).
     pub down: Option<Down>,
     pub stopped: bool,
+    pub asleep: bool,
+}
+
+/// A sleeping environment, as its route needs it.
+#[derive(Clone, Copy)]
+pub(crate) struct Asleep {
+    /// How long a request waits for it to wake before a 503.
+    pub wait: Duration,
+    /// Decides whether its internal URL needs a login (to wake it too).
+    pub tier: Tier,
 }
 
 /// `Retry-After` for a maintenance page, and for a domain whose environment is not running.
@@ -106,6 +116,8 @@ struct State {
     stopped: HashSet<EnvKey>,
     /// Environments with nothing deployed yet: their URL (and domains) say so with a 503.
     undeployed: HashSet<EnvKey>,
+    /// Environments put to sleep when idle: a request to their URL (or domains) wakes them.
+    asleep: HashMap<EnvKey, Asleep>,
 }
 
 pub(crate) struct Routing {
@@ -155,6 +167,7 @@ impl Routing {
             s.down.remove(&key);
             s.stopped.remove(&key);
             s.undeployed.remove(&key);
+            s.asleep.remove(&key);
             s.running.insert(key, running)
         })
         .await
@@ -165,7 +178,20 @@ impl Routing {
         self.change(Touched::Env(key.clone()), |s| {
             s.restoring.remove(&key);
             s.down.remove(&key);
+            s.asleep.remove(&key);
             s.stopped.insert(key.clone());
+            s.running.remove(&key)
+        })
+        .await
+    }
+
+    /// The environment sleeps: its URL and domains wake it on the next request (which waits up
+    /// to `asleep.wait`). Returns the instance it ran, for the caller to drain and stop.
+    pub async fn sleep(&self, key: EnvKey, asleep: Asleep) -> Option<Running> {
+        self.change(Touched::Env(key.clone()), |s| {
+            s.restoring.remove(&key);
+            s.down.remove(&key);
+            s.asleep.insert(key.clone(), asleep);
             s.running.remove(&key)
         })
         .await
@@ -178,6 +204,7 @@ impl Routing {
             s.down.remove(key);
             s.stopped.remove(key);
             s.undeployed.remove(key);
+            s.asleep.remove(key);
             s.running.remove(key)
         })
         .await
@@ -207,7 +234,13 @@ impl Routing {
             running: s.running.get(key).cloned(),
             down: s.down.get(key).cloned(),
             stopped: s.stopped.contains(key),
+            asleep: s.asleep.contains_key(key),
         })
+    }
+
+    /// The environments running now.
+    pub fn running_envs(&self) -> Vec<EnvKey> {
+        self.read(|s| s.running.keys().cloned().collect())
     }
 
     pub fn running(&self, key: &EnvKey) -> Option<Running> {
@@ -222,20 +255,25 @@ impl Routing {
         .await;
     }
 
-    /// Start-up: every binding, every stopped environment, every one being brought back and
-    /// every one with nothing deployed, at once.
+    /// Start-up: every binding, every stopped environment, every one being brought back, every
+    /// one with nothing deployed and every sleeping one, at once.
     pub async fn load(
         &self,
         domains: &[DomainRow],
         stopped: Vec<EnvKey>,
         restoring: Vec<EnvKey>,
         undeployed: Vec<EnvKey>,
+        asleep: Vec<(EnvKey, Asleep)>,
     ) {
         self.change(Touched::All, |s| {
             for row in domains {
                 s.domains.insert(row.name.clone(), Binding::from(row));
             }
             s.stopped.extend(stopped);
+            let sleeping = asleep
+                .into_iter()
+                .filter(|(k, _)| !s.running.contains_key(k));
+            s.asleep.extend(sleeping);
             let never = undeployed
                 .into_iter()
                 .filter(|k| !s.running.contains_key(k));
@@ -279,7 +317,8 @@ impl Routing {
                     .keys()
                     .chain(&s.stopped)
                     .chain(&s.restoring)
-                    .chain(&s.undeployed);
+                    .chain(&s.undeployed)
+                    .chain(s.asleep.keys());
                 let mut table: BTreeMap<String, RouteSpec> = envs
                     .filter_map(|(app, env)| Some((env_host(app, env), env_route(s, app, env)?)))
                     .collect();
@@ -343,23 +382,35 @@ fn env_route(s: &State, app: &AppName, env: &EnvName) -> Option<RouteSpec> {
     if s.stopped.contains(&key) {
         return Some(route(stopped_page(app, env), app, env, None));
     }
+    if let Some(a) = s.asleep.get(&key) {
+        return Some(route(asleep(a), app, env, login_for(s, app, a.tier)));
+    }
     let Some(r) = s.running.get(&key) else {
         return s
             .undeployed
             .contains(&key)
             .then(|| route(undeployed_page(app, env), app, env, None));
     };
-    let login = s
-        .logins
-        .get(app)
-        .filter(|l| l.protects(r.tier))
-        .map(|l| l.login.clone());
     Some(route(
         TargetSpec::Upstream(r.upstream.clone()),
         app,
         env,
-        login,
+        login_for(s, app, r.tier),
     ))
+}
+
+/// Who may log in to an environment's internal URL, where its app protects its tier.
+fn login_for(s: &State, app: &AppName, tier: Tier) -> Option<LoginSpec> {
+    s.logins
+        .get(app)
+        .filter(|l| l.protects(tier))
+        .map(|l| l.login.clone())
+}
+
+fn asleep(a: &Asleep) -> TargetSpec {
+    TargetSpec::Asleep {
+        wait_ms: u64::try_from(a.wait.as_millis()).unwrap_or(u64::MAX),
+    }
 }
 
 /// A domain: its environment's instance, its maintenance page, or a 503 page while the
@@ -375,6 +426,7 @@ fn domain_route(s: &State, name: &DomainName, b: &Binding) -> RouteSpec {
         },
         (None, Some(r)) => TargetSpec::Upstream(r.upstream.clone()),
         (None, None) if s.stopped.contains(&key) => stopped_page(&b.app, &b.env),
+        (None, None) if s.asleep.contains_key(&key) => asleep(&s.asleep[&key]),
         (None, None) if s.undeployed.contains(&key) => undeployed_page(&b.app, &b.env),
         (None, None) => unavailable_page(name.as_str()),
     };

@@ -173,22 +173,48 @@ pub fn go_live(c: &Tx<'_>, env_id: i64, release_id: i64) -> Result<(), ControlEr
         params![release_id, now()],
     )?;
     tx.execute(
-        "UPDATE environments SET current_release_id = ?2, stopped = 0 WHERE id = ?1",
+        "UPDATE environments SET current_release_id = ?2, stopped = 0, sleeping = 0 WHERE id = ?1",
         params![env_id, release_id],
     )?;
     Ok(())
 }
 
-/// Stop an environment on purpose, or clear that.
+/// Stop an environment on purpose (a sleeping one stops sleeping: it is stopped now), or clear
+/// that.
 pub fn set_stopped(c: &Tx<'_>, env_id: i64, stopped: bool) -> Result<(), ControlError> {
     c.execute(
-        "UPDATE environments SET stopped = ?2 WHERE id = ?1",
+        "UPDATE environments SET stopped = ?2, sleeping = sleeping AND NOT ?2 WHERE id = ?1",
         params![env_id, stopped],
     )?;
     Ok(())
 }
 
-/// Set the environment's own resource plan (NULL for an unset field).
+/// Set after how long idle the environment sleeps; `None`: back to the tier's default.
+pub fn set_sleep_after(
+    c: &Tx<'_>,
+    env_id: i64,
+    sleep_after: Option<turnout_model::SleepAfter>,
+) -> Result<(), ControlError> {
+    let ms = sleep_after.map(|s| {
+        s.duration()
+            .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+    });
+    c.execute(
+        "UPDATE environments SET sleep_after_ms = ?2 WHERE id = ?1",
+        params![env_id, ms],
+    )?;
+    Ok(())
+}
+
+/// Put the environment to sleep (when idle), or mark it awake.
+pub fn set_sleeping(c: &Tx<'_>, env_id: i64, sleeping: bool) -> Result<(), ControlError> {
+    c.execute(
+        "UPDATE environments SET sleeping = ?2 WHERE id = ?1",
+        params![env_id, sleeping],
+    )?;
+    Ok(())
+}
+
 pub fn set_deploy_on(
     c: &Tx<'_>,
     env_id: i64,
@@ -201,6 +227,7 @@ pub fn set_deploy_on(
     Ok(())
 }
 
+/// Set the environment's own resource plan (NULL for an unset field).
 pub fn set_plan(c: &Tx<'_>, env_id: i64, plan: &ResourcePlan) -> Result<(), ControlError> {
     // Bounded far below i64::MAX (16 TiB, 4194304), so the conversion fails only on a bug.
     let signed = |v: Option<u64>| {

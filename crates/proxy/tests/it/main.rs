@@ -11,6 +11,7 @@ mod namespaces;
 mod retry;
 mod routing;
 mod shutdown;
+mod sleeping;
 mod streaming;
 mod support;
 mod switching;

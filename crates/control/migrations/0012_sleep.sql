@@ -1,0 +1,6 @@
+-- Idle environments sleep: after how long without a request (milliseconds; 0: never; NULL: the
+-- tier's default), and whether one sleeps now (its instance stopped until a request or
+-- `turnout env wake` wakes it; not the same as stopped by hand).
+ALTER TABLE environments ADD COLUMN sleep_after_ms INTEGER
+    CHECK (sleep_after_ms IS NULL OR sleep_after_ms >= 0);
+ALTER TABLE environments ADD COLUMN sleeping INTEGER NOT NULL DEFAULT 0;
