@@ -649,3 +649,103 @@ async fn gitlab_deliveries_need_the_token_and_act_with_the_roles_of_who_set_it()
     assert_refused(&got, 403, "olivia has no role");
     assert_eq!(state(&d), after, "a hook outlived its owner's role");
 }
+
+/// A branch pushed to GitHub goes the way a `git push` to Turnout goes: with branch
+/// environments on, its first push creates `test-<branch>` and deploys the pushed commit there,
+/// and the push that deletes the branch deletes that environment (and only that one).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_github_push_of_a_new_branch_makes_its_environment_and_the_deletion_removes_it() {
+    let repo = Repo::new("main-work");
+    let d = Daemon::start();
+    d.create("shop", repo.path(), &[("qa", "main", "qa")]);
+    d.ok(&["app", "update", "shop", "--branch-envs", "on"]);
+    let set = set_secret(&d, "shop", "github", GITHUB_SECRET);
+    assert!(set.status.success(), "{set:?}");
+    repo.branch("feature/Login");
+    repo.write("content.txt", "login-work");
+    let commit = repo.commit("the login form");
+    repo.branch("main");
+
+    let push = |sha: &str, deleted: &str| {
+        fixture(
+            "github_push.json",
+            &[
+                ("refs/heads/main", "refs/heads/feature/Login"),
+                ("HEAD_SHA", sha),
+                ("DELETED", deleted),
+            ],
+        )
+    };
+    let got = github(
+        &d,
+        "shop",
+        "push",
+        "b-1",
+        GITHUB_SECRET,
+        &push(&commit, "false"),
+    )
+    .await;
+    assert_eq!(got.0, 200, "{}", got.1);
+    let outcome: Value = serde_json::from_str(&got.1).unwrap();
+    assert!(
+        outcome["notes"][0]
+            .as_str()
+            .unwrap()
+            .starts_with("created shop/test-feature-login for branch feature/Login"),
+        "{outcome}"
+    );
+    watch_deploy(&d, &got.1, "test-feature-login");
+    let (status, body) = d.get("test-feature-login.shop.localhost", "/").await;
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        body.starts_with("login-work env=test-feature-login"),
+        "{body}"
+    );
+    let env = d.json(&["env", "show", "shop/test-feature-login"]);
+    assert_eq!(env["release"]["commit"], commit.as_str(), "{env}");
+    assert_eq!(env["tier"], "test", "{env}");
+
+    // The branch is deleted on GitHub: its environment goes, qa (on main) stays.
+    repo.git(&["branch", "-D", "feature/Login"]);
+    let zeros = "0".repeat(40);
+    let got = github(
+        &d,
+        "shop",
+        "push",
+        "b-2",
+        GITHUB_SECRET,
+        &push(&zeros, "true"),
+    )
+    .await;
+    assert_eq!(got.0, 200, "{}", got.1);
+    let outcome: Value = serde_json::from_str(&got.1).unwrap();
+    assert_eq!(outcome["deploys"], serde_json::json!([]), "{outcome}");
+    assert!(
+        outcome["notes"][0]
+            .as_str()
+            .unwrap()
+            .starts_with("deleted shop/test-feature-login"),
+        "{outcome}"
+    );
+    let envs = d.json(&["env", "list", "shop"]);
+    let names: Vec<&str> = envs
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["qa"], "{envs}");
+    let (status, _) = d.get("test-feature-login.shop.localhost", "/").await;
+    assert_ne!(status, 200, "the deleted environment still answers");
+    // Replaying the deletion is refused like any replay, and changes nothing.
+    let got = github(
+        &d,
+        "shop",
+        "push",
+        "b-2",
+        GITHUB_SECRET,
+        &push(&zeros, "true"),
+    )
+    .await;
+    assert_refused(&got, 409, "replayed GitHub delivery");
+}

@@ -39,6 +39,8 @@ pub enum Intent {
         /// When the event happened (seconds since the epoch), if the payload says.
         at: Option<i64>,
     },
+    /// `branch` was deleted: the environments pushes made for it go (as for `git push :BRANCH`).
+    BranchDeleted { branch: String, at: Option<i64> },
     /// An event that deploys nothing (a ping, a failed build, a tag, another event), and why.
     Ignore(String),
 }
@@ -269,9 +271,10 @@ fn push_intent(
     git::check_ref_shape("branch", branch)?;
     check_commit(after)?;
     if deleted {
-        return Ok(Intent::Ignore(format!(
-            "branch '{branch}' was deleted: nothing to deploy"
-        )));
+        return Ok(Intent::BranchDeleted {
+            branch: branch.to_owned(),
+            at,
+        });
     }
     Ok(Intent::Deploy {
         branch: branch.to_owned(),
@@ -763,7 +766,10 @@ mod tests {
             "github_push.json",
             &[("HEAD_SHA", &"0".repeat(40)), ("DELETED", "true")],
         );
-        assert!(ignored("push", &deleted).contains("deleted"));
+        assert!(matches!(
+            github_intent("push", &deleted).unwrap(),
+            Intent::BranchDeleted { branch, at: Some(_) } if branch == "main"
+        ));
         assert!(ignored("ping", &fixture("github_ping.json")).contains("ping"));
         assert!(ignored("issues", b"{}").contains("'issues'"));
 
@@ -797,7 +803,7 @@ mod tests {
         );
         let deleted = filled("gitlab_push.json", &[("HEAD_SHA", &"0".repeat(40))]);
         assert!(
-            matches!(gitlab_intent("Push Hook", &deleted).unwrap(), Intent::Ignore(w) if w.contains("deleted"))
+            matches!(gitlab_intent("Push Hook", &deleted).unwrap(), Intent::BranchDeleted { branch, at: None } if branch == "main")
         );
         let tag = String::from_utf8(pipeline.clone())
             .unwrap()
@@ -824,6 +830,11 @@ mod tests {
                     proptest::prop_assert!(git::check_ref_shape("branch", &branch).is_ok());
                     proptest::prop_assert_eq!(commit.len(), 40);
                     proptest::prop_assert_eq!(commit, after.to_ascii_lowercase());
+                }
+                Ok(Intent::BranchDeleted { branch, .. }) => {
+                    proptest::prop_assert!(deleted);
+                    proptest::prop_assert_eq!(format!("refs/heads/{branch}"), git_ref);
+                    proptest::prop_assert!(git::check_ref_shape("branch", &branch).is_ok());
                 }
                 Ok(Intent::Ignore(why)) => proptest::prop_assert!(!why.is_empty()),
                 Err(e) => proptest::prop_assert!(matches!(e, ControlError::Invalid(_)), "{e}"),

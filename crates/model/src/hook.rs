@@ -89,4 +89,8 @@ pub struct HookOutcome {
     pub deploys: Vec<TriggeredDeploy>,
     #[serde(default)]
     pub skipped: Vec<SkippedEnv>,
+    /// What else the delivery did to the branch's environments: one created for a new branch
+    /// (branch environments on), or deleted with its branch, or why not.
+    #[serde(default)]
+    pub notes: Vec<String>,
 }

@@ -14,7 +14,8 @@ use axum::http::HeaderMap;
 use tracing::{info, warn};
 use turnout_model::endpoint::{Endpoint, GithubHook, GitlabHook};
 use turnout_model::{
-    Action, AppName, AuditAction, HookInfo, HookOutcome, HookProvider, SetHook, format_timestamp,
+    Action, AppName, AuditAction, DeployOn, HookInfo, HookOutcome, HookProvider, SetHook,
+    format_timestamp,
 };
 
 use super::ControlPlane;
@@ -165,8 +166,9 @@ impl ControlPlane {
             ignored: None,
             deploys: Vec::new(),
             skipped: Vec::new(),
+            notes: Vec::new(),
         };
-        let (branch, commit, on) = match intent {
+        let (branch, commit, on, at) = match intent {
             // Nothing to change, so nothing to remember: a replay of it changes nothing either.
             Intent::Ignore(why) => {
                 info!(provider = %provider, app = %app, event = %Escaped(&event), delivery = %delivery, why = %Escaped(&why), "webhook delivery ignored");
@@ -178,12 +180,11 @@ impl ControlPlane {
                 commit,
                 on,
                 at,
-            } => {
-                // Older than the deliveries remembered: it could be a forgotten replay.
-                hooks::check_fresh(at, crate::store::now())?;
-                (branch, commit, on)
-            }
+            } => (branch, Some(commit), on, at),
+            Intent::BranchDeleted { branch, at } => (branch, None, DeployOn::Push, at),
         };
+        // Older than the deliveries remembered: it could be a forgotten replay.
+        hooks::check_fresh(at, crate::store::now())?;
         let body_hash = blake3::hash(body).to_hex().to_string();
         let (id, hash) = (delivery.clone(), body_hash.clone());
         // Refused before any write (a flood of replays adds no audit entries); checked again
@@ -200,7 +201,10 @@ impl ControlPlane {
             .app(&app)
             .change(
                 Some(format!("{provider} {event} delivery {delivery}")),
-                Some(format!("{branch} at {commit}")),
+                Some(match &commit {
+                    Some(commit) => format!("{branch} at {commit}"),
+                    None => format!("{branch} deleted"),
+                }),
             );
         let id = delivery.clone();
         self.store
@@ -208,17 +212,34 @@ impl ControlPlane {
                 hq::remember_delivery(c, app_id, provider, &id, &body_hash)
             })
             .await?;
-        info!(provider = %provider, app = %app, event = %Escaped(&event), delivery = %delivery, %branch, %commit, "webhook delivery accepted");
-        let trigger = Trigger {
-            app,
-            branch,
-            commit,
-            on,
-            succeeded: true,
-        };
-        let done = self.trigger_deploys(trigger, &who).await?;
-        outcome.deploys = done.deploys;
-        outcome.skipped = done.skipped;
+        info!(provider = %provider, app = %app, event = %Escaped(&event), delivery = %delivery, %branch, commit = ?commit, "webhook delivery accepted");
+        // A branch's push goes the way a `git push` to Turnout goes (branch environments made
+        // and deleted with their branch); a green build deploys to the CI environments.
+        match (commit, on) {
+            (Some(commit), DeployOn::Ci) => {
+                let trigger = Trigger {
+                    app,
+                    branch,
+                    commit,
+                    on,
+                    succeeded: true,
+                };
+                let done = self.trigger_deploys(trigger, &who).await?;
+                outcome.deploys = done.deploys;
+                outcome.skipped = done.skipped;
+            }
+            (Some(commit), _) => {
+                let row = self.app_row(&app).await?;
+                let done = self.branch_pushed(&row, &branch, &commit, &who).await?;
+                outcome.deploys = done.deploys.deploys;
+                outcome.skipped = done.deploys.skipped;
+                outcome.notes = done.notes;
+            }
+            (None, _) => {
+                let row = self.app_row(&app).await?;
+                outcome.notes = self.branch_deleted(&row, &branch, &who).await?;
+            }
+        }
         Ok(outcome)
     }
 

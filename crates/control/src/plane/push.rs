@@ -10,7 +10,8 @@ use std::sync::Arc;
 
 use tracing::info;
 use turnout_model::{
-    Action, AppName, AuditAction, CreateEnv, DeployOn, EnvName, EnvRef, MAX_NAME_LEN, Tier,
+    Action, AppName, AuditAction, CiOutcome, CreateEnv, DeployOn, EnvName, EnvRef, MAX_NAME_LEN,
+    Tier,
 };
 
 use super::ControlPlane;
@@ -155,28 +156,47 @@ impl ControlPlane {
             info!(app = %push.app.name, branch = %branch, commit = ?new, actor = %push.who.name, "push");
             match new {
                 Some(commit) => {
-                    self.branch_pushed(&push.app, branch, commit, &push.who, &mut lines)
+                    let done = self
+                        .branch_pushed(&push.app, branch, commit, &push.who)
                         .await?;
+                    lines.extend(done.notes);
+                    let short = &commit[..12.min(commit.len())];
+                    for d in done.deploys.deploys {
+                        let r = EnvRef {
+                            app: push.app.name.clone(),
+                            env: d.env,
+                        };
+                        lines.push(format!(
+                            "{r} deploys {short}: job {} (`turnout job watch {}`), {}",
+                            d.job.id,
+                            d.job.id,
+                            self.url(&r)
+                        ));
+                    }
+                    for s in done.deploys.skipped {
+                        lines.push(format!("{}/{} skipped: {}", push.app.name, s.env, s.why));
+                    }
                 }
                 None => {
-                    self.branch_deleted(&push.app, branch, &push.who, &mut lines)
-                        .await?;
+                    lines.extend(self.branch_deleted(&push.app, branch, &push.who).await?);
                 }
             }
         }
         Ok(lines)
     }
 
-    /// Deploy `commit` to every environment following `branch` that deploys on push; with none
-    /// following it and branch environments on, create one first.
-    async fn branch_pushed(
+    /// A branch moved to `commit` (a push to Turnout, or one a webhook reports): deploy the
+    /// commit to every environment following `branch` that deploys on push; with none following
+    /// it and branch environments on, create one first.
+    pub(crate) async fn branch_pushed(
         self: &Arc<Self>,
         app: &AppRow,
         branch: &str,
         commit: &str,
         who: &Principal,
-        lines: &mut Vec<String>,
-    ) -> Result<(), ControlError> {
+    ) -> Result<BranchOutcome, ControlError> {
+        let mut done = BranchOutcome::default();
+        let lines = &mut done.notes;
         let name = app.name.clone();
         let mut envs: Vec<_> = self
             .store
@@ -194,7 +214,7 @@ impl ControlPlane {
                      or let pushes make them: `turnout app update {app} --branch-envs on`",
                     app = app.name
                 ));
-                return Ok(());
+                return Ok(done);
             }
             match self.create_branch_env(app, branch, who).await {
                 Ok(row) => {
@@ -213,7 +233,7 @@ impl ControlPlane {
                     lines.push(format!(
                         "branch {branch}: no environment was created for it: {e}"
                     ));
-                    return Ok(());
+                    return Ok(done);
                 }
             }
         }
@@ -226,23 +246,8 @@ impl ControlPlane {
             on: DeployOn::Push,
             succeeded: true,
         };
-        let outcome = self.trigger_deploys(trigger, who).await?;
-        for d in outcome.deploys {
-            let r = EnvRef {
-                app: app.name.clone(),
-                env: d.env,
-            };
-            lines.push(format!(
-                "{r} deploys {short}: job {} (`turnout job watch {}`), {}",
-                d.job.id,
-                d.job.id,
-                self.url(&r)
-            ));
-        }
-        for s in outcome.skipped {
-            lines.push(format!("{}/{} skipped: {}", app.name, s.env, s.why));
-        }
-        Ok(())
+        done.deploys = self.trigger_deploys(trigger, who).await?;
+        Ok(done)
     }
 
     /// Create `test-<branch>` (tier test, deploys on push) for `branch`, as the pusher.
@@ -278,13 +283,13 @@ impl ControlPlane {
 
     /// Delete the environments pushes made for `branch` (through the normal delete, which
     /// refuses while a domain is bound); the others following it are left alone.
-    async fn branch_deleted(
+    pub(crate) async fn branch_deleted(
         &self,
         app: &AppRow,
         branch: &str,
         who: &Principal,
-        lines: &mut Vec<String>,
-    ) -> Result<(), ControlError> {
+    ) -> Result<Vec<String>, ControlError> {
+        let mut lines = Vec::new();
         let (id, b) = (app.id, branch.to_owned());
         let made = self
             .store
@@ -315,8 +320,16 @@ impl ControlPlane {
                 env.app, env.name
             ));
         }
-        Ok(())
+        Ok(lines)
     }
+}
+
+/// What a branch's push did: the deploys it started and the environments it left alone (with
+/// why), and what else happened to the branch's environments (one created for it, or why not).
+#[derive(Default)]
+pub(crate) struct BranchOutcome {
+    pub deploys: CiOutcome,
+    pub notes: Vec<String>,
 }
 
 /// The name of the environment a push creates for `branch`: `test-` and the branch as a DNS
