@@ -7,7 +7,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use turnout_model::plan::PlanField;
 use turnout_model::{
     Action, AppName, DeployOn, DomainName, EnvName, EnvRef, HookProvider, Promotion, Role,
-    StageMember, Tier,
+    StageMember, Tier, UnknownTier,
 };
 
 #[derive(Parser)]
@@ -270,12 +270,20 @@ pub enum AppCommand {
     /// List apps
     List,
     /// Change an app's settings
+    #[command(group(clap::ArgGroup::new("app_change").required(true).multiple(true)))]
     Update {
         name: AppName,
         /// on: the first push of a branch no environment follows creates `test-<branch>` (tier
         /// test, deploys on push) and deploys it; deleting the branch by a push deletes it
-        #[arg(long)]
+        #[arg(long, group = "app_change")]
         branch_envs: Option<OnOff>,
+        /// TIER=DURATION|never|default: after how long without a request the tier's
+        /// environments sleep (1s to 168h), unless an environment has its own setting (`env
+        /// update --sleep-after`); default: the built-in one (test 30m, others never). Repeat
+        /// for several tiers
+        #[arg(long, value_name = "TIER=DURATION|never|default", group = "app_change",
+            value_parser = tier_sleep_setting)]
+        sleep_after: Vec<(Tier, SleepSetting)>,
     },
     /// Delete an app
     Delete {
@@ -373,6 +381,18 @@ fn sleep_setting(text: &str) -> Result<SleepSetting, String> {
     text.parse()
         .map(|s| SleepSetting(Some(s)))
         .map_err(|e: String| format!("{e}, or default"))
+}
+
+/// `app update --sleep-after TIER=…`.
+fn tier_sleep_setting(text: &str) -> Result<(Tier, SleepSetting), String> {
+    let Some((tier, setting)) = text.split_once('=') else {
+        return Err("give TIER=DURATION, TIER=never or TIER=default, like test=15m".into());
+    };
+    let tier: Tier = tier
+        .trim()
+        .parse()
+        .map_err(|e: UnknownTier| e.to_string())?;
+    Ok((tier, sleep_setting(setting)?))
 }
 
 /// A plan flag's value, checked by the same rules as the server's, passed on as written.

@@ -217,9 +217,14 @@ async fn run_client(client: &Client, command: Command, json: bool) -> anyhow::Re
             let app = client.call(&ep::CreateApp { body }).await?;
             render::app_created(&app, json);
         }
-        Command::App(AppCommand::Update { name, branch_envs }) => {
+        Command::App(AppCommand::Update {
+            name,
+            branch_envs,
+            sleep_after,
+        }) => {
             let body = UpdateApp {
                 branch_envs: branch_envs.map(|b| matches!(b, OnOff::On)),
+                sleep_after: sleep_after.into_iter().map(|(t, s)| (t, s.0)).collect(),
             };
             let app = client.call(&ep::UpdateApp { app: name, body }).await?;
             render::app_updated(&app, json);

@@ -16,8 +16,8 @@ use turnout_model::plan::format_bytes;
 use turnout_model::{
     AppInfo, ApprovalInfo, AuditInfo, AuditVerification, DomainEvent, DomainInfo, EnvInfo,
     JobEvent, JobInfo, JobKind, JobState, JobStep, PolicyEntry, ReleaseInfo, ReleaseStatus,
-    ResourceUsage, SecretInfo, StepState, SwitchInfo, Tier, TokenCreated, TokenInfo, UserInfo,
-    parse_timestamp,
+    ResourceUsage, SecretInfo, SleepAfter, StepState, SwitchInfo, Tier, TokenCreated, TokenInfo,
+    UserInfo, parse_timestamp,
 };
 
 fn print_json(value: &impl Serialize) {
@@ -57,6 +57,16 @@ pub fn app_updated(app: &AppInfo, json: bool) {
         app.name,
         if app.branch_envs { "on" } else { "off" }
     );
+    for tier in Tier::ALL {
+        let own = app.sleep_after.get(&tier);
+        let effective = own
+            .copied()
+            .unwrap_or_else(|| SleepAfter::tier_default(tier));
+        outln!(
+            "  {tier} environments sleep after {effective}{}",
+            if own.is_some() { "" } else { " (default)" }
+        );
+    }
 }
 
 pub fn apps(apps: &[AppInfo], json: bool) {

@@ -284,3 +284,83 @@ async fn an_anonymous_visitor_cannot_wake_a_protected_environment() {
     assert!(good.text().await.unwrap().starts_with("private env=test"));
     assert_eq!(audit_count(&d, "env.wake"), 1);
 }
+
+/// An app sets when a tier's environments sleep (`app update --sleep-after TIER=…`): its
+/// environments of that tier follow it unless they have a setting of their own; `default` goes
+/// back to the built-in one; bad settings are refused and change nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_app_sets_when_a_tier_sleeps_and_an_environment_s_own_setting_wins() {
+    let repo = Repo::new("tiers");
+    let d = Daemon::start();
+    d.create(
+        "shop",
+        repo.path(),
+        &[("qa", "main", "qa"), ("pinned", "main", "qa")],
+    );
+    d.ok(&["deploy", "shop/qa"]);
+    d.ok(&["deploy", "shop/pinned"]);
+    assert_eq!(d.json(&["env", "show", "shop/qa"])["sleep_after"], "never");
+    d.ok(&["env", "update", "shop/pinned", "--sleep-after", "never"]);
+
+    let app = d.json(&[
+        "app",
+        "update",
+        "shop",
+        "--sleep-after",
+        "qa=1s",
+        "--sleep-after",
+        "test=2h",
+    ]);
+    assert_eq!(
+        app["sleep_after"],
+        serde_json::json!({"test": "2h", "qa": "1s"})
+    );
+    let text = d.ok(&["app", "update", "shop", "--sleep-after", "test=default"]);
+    assert!(
+        text.contains("qa environments sleep after 1s\n")
+            && text.contains("test environments sleep after 30m (default)"),
+        "{text}"
+    );
+    assert_eq!(d.json(&["env", "show", "shop/qa"])["sleep_after"], "1s");
+    asleep(&d, "shop/qa").await;
+    assert_eq!(
+        d.json(&["env", "show", "shop/pinned"])["status"],
+        "live",
+        "its own setting (never) wins over the app's"
+    );
+    let (status, body) = d.get("qa.shop.localhost", "/").await;
+    assert_eq!(status, 200, "{body}");
+
+    let before = d.json(&["app", "list"]);
+    for (arg, says) in [
+        ("prod=1s", "unknown tier 'prod'"),
+        ("qa", "TIER=DURATION"),
+        ("qa=0s", "sleep-after"),
+        ("qa=soon", "sleep-after"),
+    ] {
+        let err = d.fails(&["app", "update", "shop", "--sleep-after", arg]);
+        assert!(err.contains(says), "{arg}: {err}");
+    }
+    let err = d.fails(&["app", "update", "shop"]);
+    assert!(
+        err.contains("--sleep-after") && err.contains("--branch-envs"),
+        "{err}"
+    );
+    // Through the API too: a bad value or tier is a 400 and changes nothing.
+    let client = reqwest::Client::new();
+    for body in [
+        serde_json::json!({"sleep_after": {"qa": "0s"}}),
+        serde_json::json!({"sleep_after": {"nowhere": "1m"}}),
+        serde_json::json!({"sleep_after": {"qa": 60}}),
+    ] {
+        let resp = client
+            .post(format!("{}/api/v1/apps/shop/settings", d.api))
+            .bearer_auth(d.admin_token())
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status().as_u16(), 400, "{body}");
+    }
+    assert_eq!(d.json(&["app", "list"]), before);
+}

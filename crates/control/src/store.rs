@@ -110,6 +110,8 @@ pub struct AppRow {
     pub environments: u32,
     /// The first push of a branch no environment follows creates a test environment for it.
     pub branch_envs: bool,
+    /// Its own sleep setting per tier, over the built-in defaults.
+    pub tier_sleep: std::collections::BTreeMap<Tier, turnout_model::SleepAfter>,
 }
 
 #[derive(Debug, Clone)]
@@ -131,15 +133,19 @@ pub struct EnvRow {
     pub deploy_on: turnout_model::DeployOn,
     /// Its own sleep setting (`None`: its tier's default, see [`EnvRow::sleeps_after`]).
     pub sleep_after: Option<turnout_model::SleepAfter>,
+    /// Its app's setting for its tier (`app update --sleep-after TIER=…`), if any.
+    pub tier_sleep_after: Option<turnout_model::SleepAfter>,
     /// Put to sleep when idle: not started at start-up, woken by a request.
     pub sleeping: bool,
     pub created_at: i64,
 }
 
 impl EnvRow {
-    /// After how long idle it sleeps: its own setting, else its tier's default.
+    /// After how long idle it sleeps: its own setting, else its app's for its tier, else the
+    /// tier's built-in default.
     pub fn sleeps_after(&self) -> turnout_model::SleepAfter {
         self.sleep_after
+            .or(self.tier_sleep_after)
             .unwrap_or_else(|| turnout_model::SleepAfter::tier_default(self.tier))
     }
 }
@@ -432,7 +438,9 @@ pub(crate) fn parse_name<T: std::str::FromStr<Err = turnout_model::NameError>>(
 }
 
 const APP_COLS: &str = "a.id, a.name, a.repo, a.token_env, a.created_at, \
-     (SELECT COUNT(*) FROM environments e WHERE e.app_id = a.id), a.branch_envs";
+     (SELECT COUNT(*) FROM environments e WHERE e.app_id = a.id), a.branch_envs, \
+     (SELECT group_concat(s.tier || '=' || s.sleep_after_ms, ',') FROM app_tier_sleep s \
+      WHERE s.app_id = a.id)";
 
 fn app_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<AppRow> {
     Ok(AppRow {
@@ -443,11 +451,29 @@ fn app_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<AppRow> {
         created_at: r.get(4)?,
         environments: r.get(5)?,
         branch_envs: r.get(6)?,
+        tier_sleep: match r.get::<_, Option<String>>(7)? {
+            None => Default::default(),
+            Some(list) => list
+                .split(',')
+                .map(|item| {
+                    let (tier, ms) = item.split_once('=').unwrap_or((item, ""));
+                    let ms = ms.parse::<i64>().map_err(|e| {
+                        rusqlite::Error::FromSqlConversionFailure(
+                            7,
+                            rusqlite::types::Type::Text,
+                            Box::new(e),
+                        )
+                    })?;
+                    Ok((parse_tier(tier.to_owned())?, sleep_after(7, ms)?))
+                })
+                .collect::<rusqlite::Result<_>>()?,
+        },
     })
 }
 
 const ENV_COLS: &str = "e.id, a.name, e.name, e.branch, e.tier, e.current_release_id, e.created_at, a.id, \
-     e.stopped, e.plan_memory, e.plan_cpu, e.plan_pids, e.uid, e.deploy_on, e.sleep_after_ms, e.sleeping";
+     e.stopped, e.plan_memory, e.plan_cpu, e.plan_pids, e.uid, e.deploy_on, e.sleep_after_ms, e.sleeping, \
+     (SELECT s.sleep_after_ms FROM app_tier_sleep s WHERE s.app_id = a.id AND s.tier = e.tier)";
 
 fn env_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<EnvRow> {
     Ok(EnvRow {
@@ -469,11 +495,23 @@ fn env_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<EnvRow> {
         deploy_on: r.get::<_, String>(13)?.parse().map_err(|e: String| {
             rusqlite::Error::FromSqlConversionFailure(13, rusqlite::types::Type::Text, e.into())
         })?,
-        sleep_after: unsigned(14, r.get(14)?)?.map(|ms| match ms {
-            0 => turnout_model::SleepAfter::Never,
-            ms => turnout_model::SleepAfter::After(std::time::Duration::from_millis(ms)),
-        }),
+        sleep_after: r
+            .get::<_, Option<i64>>(14)?
+            .map(|ms| sleep_after(14, ms))
+            .transpose()?,
         sleeping: r.get(15)?,
+        tier_sleep_after: r
+            .get::<_, Option<i64>>(16)?
+            .map(|ms| sleep_after(16, ms))
+            .transpose()?,
+    })
+}
+
+/// A stored sleep setting: milliseconds, 0 for never.
+fn sleep_after(col: usize, ms: i64) -> rusqlite::Result<turnout_model::SleepAfter> {
+    Ok(match unsigned(col, Some(ms))? {
+        Some(0) | None => turnout_model::SleepAfter::Never,
+        Some(ms) => turnout_model::SleepAfter::After(std::time::Duration::from_millis(ms)),
     })
 }
 

@@ -1,9 +1,12 @@
 //! JSON bodies of the HTTP API, `/api/v1`. The CLI deserialises exactly these, so a field added
 //! here is a field every client sees.
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    Action, AppName, AuditAction, DomainName, EnvName, ResourcePlan, ResourceUsage, Role, Tier,
+    Action, AppName, AuditAction, DomainName, EnvName, ResourcePlan, ResourceUsage, Role,
+    SleepAfter, Tier,
 };
 
 /// Every error response: `{"error": "one clear line", "code": "not_found"}` with a 4xx/5xx
@@ -90,6 +93,10 @@ pub struct AppInfo {
     /// The first push of a branch no environment follows creates `test-<branch>` for it.
     #[serde(default)]
     pub branch_envs: bool,
+    /// The app's own sleep setting per tier (`app update --sleep-after TIER=…`), over the
+    /// built-in defaults (test 30m, others never); an environment's own setting wins over both.
+    #[serde(default)]
+    pub sleep_after: BTreeMap<Tier, SleepAfter>,
 }
 
 /// `turnout app update`: the app settings to change (the ones left out stay as they are).
@@ -98,6 +105,10 @@ pub struct AppInfo {
 pub struct UpdateApp {
     #[serde(default)]
     pub branch_envs: Option<bool>,
+    /// Per tier: after how long without a request its environments sleep (`"15m"`, `"never"`),
+    /// or `null` for the built-in default again. Tiers left out stay as they are.
+    #[serde(default)]
+    pub sleep_after: BTreeMap<Tier, Option<SleepAfter>>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -1,7 +1,8 @@
-//! Apps: create, list, delete.
+//! Apps: create, list, update (branch environments, sleep settings per tier), delete.
 use tracing::info;
 use turnout_model::{
-    Action, AppInfo, AppName, AuditAction, CreateApp, DomainName, EnvRef, UpdateApp,
+    Action, AppInfo, AppName, AuditAction, CreateApp, DomainName, EnvRef, SleepAfter, Tier,
+    UpdateApp,
 };
 
 use super::{ControlPlane, app_info, remove_dir, source};
@@ -75,6 +76,31 @@ impl ControlPlane {
                 .mutate(entry, move |c, _| q::set_branch_envs(c, id, on))
                 .await?;
             info!(app = %name, branch_envs = on, "app updated");
+        }
+        if !req.sleep_after.is_empty() {
+            let shown = |m: &std::collections::BTreeMap<Tier, SleepAfter>| {
+                let items: Vec<String> = m.iter().map(|(t, s)| format!("{t}={s}")).collect();
+                Some(format!("sleep-after {}", items.join(",")))
+            };
+            let mut after = row.tier_sleep.clone();
+            for (tier, s) in &req.sleep_after {
+                match s {
+                    Some(s) => after.insert(*tier, *s),
+                    None => after.remove(tier),
+                };
+            }
+            let entry = AuditEntry::new(&who.name, AuditAction::AppUpdate)
+                .app(&name)
+                .change(shown(&row.tier_sleep), shown(&after));
+            let (id, changes) = (row.id, req.sleep_after);
+            self.store
+                .mutate(entry, move |c, _| {
+                    changes
+                        .into_iter()
+                        .try_for_each(|(tier, s)| q::set_tier_sleep(c, id, tier, s))
+                })
+                .await?;
+            info!(app = %name, "app sleep settings updated");
         }
         Ok(app_info(&self.app_row(&name).await?))
     }

@@ -321,6 +321,7 @@ mod tests {
             plan: Default::default(),
             deploy_on: Default::default(),
             sleep_after: None,
+            tier_sleep_after: None,
             sleeping: false,
             uid: 201_007,
             created_at: 0,

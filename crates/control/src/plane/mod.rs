@@ -196,6 +196,7 @@ fn app_info(row: &AppRow) -> AppInfo {
         environments: row.environments,
         created_at: format_timestamp(row.created_at),
         branch_envs: row.branch_envs,
+        sleep_after: row.tier_sleep.clone(),
     }
 }
 

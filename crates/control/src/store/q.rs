@@ -195,15 +195,38 @@ pub fn set_sleep_after(
     env_id: i64,
     sleep_after: Option<turnout_model::SleepAfter>,
 ) -> Result<(), ControlError> {
-    let ms = sleep_after.map(|s| {
-        s.duration()
-            .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-    });
     c.execute(
         "UPDATE environments SET sleep_after_ms = ?2 WHERE id = ?1",
-        params![env_id, ms],
+        params![env_id, sleep_after.map(stored_sleep)],
     )?;
     Ok(())
+}
+
+/// Set (or, with `None`, clear) the app's own sleep setting for a tier's environments.
+pub fn set_tier_sleep(
+    c: &Tx<'_>,
+    app_id: i64,
+    tier: Tier,
+    sleep_after: Option<turnout_model::SleepAfter>,
+) -> Result<(), ControlError> {
+    match sleep_after {
+        Some(s) => c.execute(
+            "INSERT INTO app_tier_sleep (app_id, tier, sleep_after_ms) VALUES (?1, ?2, ?3)
+             ON CONFLICT (app_id, tier) DO UPDATE SET sleep_after_ms = excluded.sleep_after_ms",
+            params![app_id, tier.as_str(), stored_sleep(s)],
+        )?,
+        None => c.execute(
+            "DELETE FROM app_tier_sleep WHERE app_id = ?1 AND tier = ?2",
+            params![app_id, tier.as_str()],
+        )?,
+    };
+    Ok(())
+}
+
+/// A sleep setting as stored: milliseconds, 0 for never.
+fn stored_sleep(s: turnout_model::SleepAfter) -> i64 {
+    s.duration()
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
 /// Put the environment to sleep (when idle), or mark it awake.
