@@ -436,3 +436,44 @@ async fn big_pushes_and_gzipped_fetches_work_up_to_the_limit() {
         "fetched what was pushed"
     );
 }
+
+/// A pushed commit is already in Turnout: its deploy takes it from there (the job says it was
+/// not fetched), so pushing deploys even while the app's repository is unreachable.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_push_deploys_while_the_app_s_repository_is_unreachable() {
+    let repo = Repo::new("upstream");
+    let d = Daemon::start();
+    d.create("shop", repo.path(), &[("dev", "main", "development")]);
+    d.ok(&["env", "update", "shop/dev", "--deploy-on", "push"]);
+    let work = clone(&repo);
+    // The repository goes away (a network outage, a host being moved).
+    let gone = repo.path().with_extension("gone");
+    std::fs::rename(repo.path(), &gone).unwrap();
+
+    work.write("content.txt", "pushed-while-away");
+    let commit = work.commit("works without the repository");
+    let out = push(&work, &url(&d, Some(&d.admin_token())), &["main"]);
+    let job = job_of(&out, "dev");
+    d.ok(&["job", "watch", &job]);
+    let shown = d.json(&["job", "show", &job]);
+    let fetch = &shown["steps"][0];
+    assert_eq!(fetch["name"], "fetch", "{shown}");
+    assert!(
+        fetch["detail"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("not fetched"),
+        "{shown}"
+    );
+    let (status, body) = d.get("dev.shop.localhost", "/").await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.starts_with("pushed-while-away env=dev"), "{body}");
+    assert_eq!(
+        d.json(&["env", "show", "shop/dev"])["release"]["commit"],
+        commit.as_str()
+    );
+    // A deploy of the branch by name still asks the repository, and says it cannot reach it.
+    let err = d.fails(&["deploy", "shop/dev", "--ref", "main"]);
+    assert!(err.contains("fetch"), "{err}");
+    std::fs::rename(&gone, repo.path()).unwrap();
+}

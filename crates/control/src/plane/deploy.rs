@@ -187,17 +187,32 @@ impl Deploy<'_> {
         self.ctx
             .begin(FETCH, format!("{wanted} from {}", self.src.display()));
         let mirror = self.plane.home.mirror(&self.r.app);
-        let commit = self
+        // An exact commit the mirror already has (a push's, or one built before) needs no
+        // fetch: the deploy neither waits for the repository nor fails while it is unreachable.
+        let exact =
+            !is_branch && wanted.len() == 40 && wanted.bytes().all(|b| b.is_ascii_hexdigit());
+        let (commit, fetched) = self
             .ctx
             .guard(async {
                 let _git = self.plane.app_locks.lock(&self.r.app).await;
+                if exact && let Ok(commit) = git::resolve(&self.src, &mirror, &wanted, false).await
+                {
+                    return Ok((commit, false));
+                }
                 git::fetch(&self.src, &mirror).await?;
-                git::resolve(&self.src, &mirror, &wanted, is_branch).await
+                git::resolve(&self.src, &mirror, &wanted, is_branch)
+                    .await
+                    .map(|c| (c, true))
             })
             .await??;
+        let how = if fetched {
+            ""
+        } else {
+            " (already here: not fetched)"
+        };
         self.ctx.done(
             FETCH,
-            format!("{wanted} is {}", &commit[..12]),
+            format!("{wanted} is {}{how}", &commit[..12]),
             started.elapsed(),
         );
         Ok(Fetched { commit, wanted })
