@@ -166,6 +166,12 @@ pub fn env(e: &EnvInfo, json: bool) {
     outln!("branch       {}", e.branch);
     outln!("deploys on   {}", e.deploy_on);
     outln!("sleeps after {}", e.sleep_after);
+    if e.made_for_branch {
+        outln!(
+            "made for     branch {} by a push: deleted with it",
+            e.branch
+        );
+    }
     outln!("status       {}", env_status(e));
     outln!("url          {}", e.url);
     match &e.release {

@@ -313,6 +313,11 @@ async fn a_pushed_branch_gets_its_own_environment_until_a_push_deletes_it() {
         "{env}"
     );
     assert_eq!(env["release"]["commit"], commit2.as_str());
+    assert_eq!(env["made_for_branch"], true, "{env}");
+    assert!(
+        d.ok(&["env", "show", "shop/test-feature-login"])
+            .contains("made for     branch feature/Login by a push: deleted with it")
+    );
     let (status, body) = d.get("test-feature-login.shop.localhost", "/").await;
     assert_eq!(
         (status, body.starts_with("login page v2 ")),

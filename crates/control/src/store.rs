@@ -135,6 +135,8 @@ pub struct EnvRow {
     pub sleep_after: Option<turnout_model::SleepAfter>,
     /// Its app's setting for its tier (`app update --sleep-after TIER=…`), if any.
     pub tier_sleep_after: Option<turnout_model::SleepAfter>,
+    /// A push made it for its branch; deleting the branch deletes it.
+    pub made_for_branch: bool,
     /// Put to sleep when idle: not started at start-up, woken by a request.
     pub sleeping: bool,
     pub created_at: i64,
@@ -473,7 +475,8 @@ fn app_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<AppRow> {
 
 const ENV_COLS: &str = "e.id, a.name, e.name, e.branch, e.tier, e.current_release_id, e.created_at, a.id, \
      e.stopped, e.plan_memory, e.plan_cpu, e.plan_pids, e.uid, e.deploy_on, e.sleep_after_ms, e.sleeping, \
-     (SELECT s.sleep_after_ms FROM app_tier_sleep s WHERE s.app_id = a.id AND s.tier = e.tier)";
+     (SELECT s.sleep_after_ms FROM app_tier_sleep s WHERE s.app_id = a.id AND s.tier = e.tier), \
+     e.made_for_branch";
 
 fn env_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<EnvRow> {
     Ok(EnvRow {
@@ -504,6 +507,7 @@ fn env_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<EnvRow> {
             .get::<_, Option<i64>>(16)?
             .map(|ms| sleep_after(16, ms))
             .transpose()?,
+        made_for_branch: r.get(17)?,
     })
 }
 

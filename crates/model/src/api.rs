@@ -135,6 +135,9 @@ pub struct EnvInfo {
     /// After how long without a request it sleeps (its own setting, else its tier's default).
     #[serde(default)]
     pub sleep_after: crate::SleepAfter,
+    /// A push made it for its branch (branch environments): deleting the branch deletes it.
+    #[serde(default)]
+    pub made_for_branch: bool,
     /// `http://<env>.<app>.localhost:<http port>`
     pub url: String,
     pub status: EnvStatus,

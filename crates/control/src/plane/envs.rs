@@ -235,6 +235,7 @@ impl ControlPlane {
             tier: row.tier,
             deploy_on: row.deploy_on,
             sleep_after,
+            made_for_branch: row.made_for_branch,
             status,
             status_reason,
             next_retry_at,

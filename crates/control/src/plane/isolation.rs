@@ -322,6 +322,7 @@ mod tests {
             deploy_on: Default::default(),
             sleep_after: None,
             tier_sleep_after: None,
+            made_for_branch: false,
             sleeping: false,
             uid: 201_007,
             created_at: 0,
