@@ -477,6 +477,23 @@ async fn a_push_deploys_while_the_app_s_repository_is_unreachable() {
         d.json(&["env", "show", "shop/dev"])["release"]["commit"],
         commit.as_str()
     );
+    // A clone from Turnout checks out what was pushed (its HEAD is the pushed main).
+    let copy = tempfile::tempdir().unwrap();
+    let out = git(
+        Path::new("/"),
+        &[
+            "clone",
+            &url(&d, Some(&d.admin_token())),
+            copy.path().to_str().unwrap(),
+        ],
+        &[],
+    );
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success() && !said.contains("warning"), "{said}");
+    assert_eq!(
+        std::fs::read_to_string(copy.path().join("content.txt")).unwrap(),
+        "pushed-while-away"
+    );
     // A deploy of the branch by name still asks the repository, and says it cannot reach it.
     let err = d.fails(&["deploy", "shop/dev", "--ref", "main"]);
     assert!(err.contains("fetch"), "{err}");

@@ -260,6 +260,49 @@ pub async fn pushed_branches(mirror: &Path) -> Result<BTreeMap<String, String>, 
         .collect())
 }
 
+/// Keep the push namespace's HEAD on a pushed branch, so a clone from Turnout checks one out:
+/// it stays where it is while that branch exists, else goes to `main`, `master` or the first
+/// pushed branch, and is removed when nothing is pushed.
+pub async fn point_pushed_head(
+    mirror: &Path,
+    branches: &BTreeMap<String, String>,
+) -> Result<(), ControlError> {
+    const HEAD: &str = "refs/namespaces/push/HEAD";
+    let now = git(Some(mirror))
+        .args(["symbolic-ref", "--quiet", HEAD])
+        .output()
+        .await
+        .map_err(spawn_error)?;
+    let current = String::from_utf8_lossy(&now.stdout).trim().to_owned();
+    if current
+        .strip_prefix(PUSHED_HEADS)
+        .is_some_and(|b| branches.contains_key(b))
+    {
+        return Ok(());
+    }
+    let pick = ["main", "master"]
+        .into_iter()
+        .find(|b| branches.contains_key(*b))
+        .or_else(|| branches.keys().next().map(String::as_str));
+    let mut cmd = git(Some(mirror));
+    match pick {
+        Some(branch) => cmd
+            .args(["symbolic-ref", HEAD])
+            .arg(format!("{PUSHED_HEADS}{branch}")),
+        None if now.status.success() => cmd.args(["symbolic-ref", "--delete", HEAD]),
+        None => return Ok(()),
+    };
+    let out = cmd.output().await.map_err(spawn_error)?;
+    if !out.status.success() {
+        return Err(ControlError::internal(format!(
+            "git symbolic-ref {HEAD} in {}: {}",
+            mirror.display(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    Ok(())
+}
+
 /// Remove the quarantine directories (`objects/tmp_objdir-incoming-*`) a killed receive-pack
 /// leaves behind. Only while no receive-pack runs on the mirror (the app's push lock is held).
 pub async fn remove_quarantines(mirror: &Path) {

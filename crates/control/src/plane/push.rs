@@ -135,6 +135,10 @@ impl ControlPlane {
     /// Returns what the pusher is told, one line each.
     pub async fn end_push(self: &Arc<Self>, push: PushGuard) -> Result<Vec<String>, ControlError> {
         let after = git::pushed_branches(&push.mirror).await?;
+        // A clone from Turnout checks out a pushed branch; the push itself is done either way.
+        if let Err(e) = git::point_pushed_head(&push.mirror, &after).await {
+            tracing::warn!(app = %push.app.name, error = %e, "cannot point the pushed HEAD");
+        }
         let mut changed: Vec<(&String, Option<&String>, Option<&String>)> = after
             .iter()
             .filter(|(b, sha)| push.before.get(*b) != Some(sha))
