@@ -350,63 +350,16 @@ impl When {
 }
 
 /// Seconds since the epoch of an RFC 3339 time (`2026-11-30T12:03:21Z`, with a fraction or an
-/// offset) or GitLab's `2026-11-30 12:03:21 UTC`; `None` for anything else.
+/// offset) or GitLab's `2026-11-30 12:03:21 UTC` (or ` +0100`); `None` for anything else.
 fn unix_time(s: &str) -> Option<i64> {
-    let b = s.as_bytes();
-    let shape = b.len() >= 19
-        && b[4] == b'-'
-        && b[7] == b'-'
-        && (b[10] == b'T' || b[10] == b' ')
-        && b[13] == b':'
-        && b[16] == b':';
-    if !shape {
-        return None;
-    }
-    let num = |from: usize, to: usize| -> Option<i64> {
-        let digits = s.get(from..to)?;
-        digits
-            .bytes()
-            .all(|c| c.is_ascii_digit())
-            .then(|| digits.parse().ok())?
+    let rfc3339 = match s.strip_suffix(" UTC") {
+        Some(t) => format!("{t}Z"),
+        None => s.replacen(" +", "+", 1).replacen(" -", "-", 1),
     };
-    let (year, month, day) = (num(0, 4)?, num(5, 7)?, num(8, 10)?);
-    let (hour, minute, second) = (num(11, 13)?, num(14, 16)?, num(17, 19)?);
-    if !(1..=12).contains(&month) || !(1..=31).contains(&day) || hour > 23 || minute > 59 {
-        return None;
-    }
-    if second > 60 {
-        return None;
-    }
-    let mut rest = &s[19..];
-    if let Some(fraction) = rest.strip_prefix('.') {
-        rest = fraction.trim_start_matches(|c: char| c.is_ascii_digit());
-    }
-    let rest = rest.strip_prefix(' ').unwrap_or(rest);
-    let offset = match rest {
-        "Z" | "UTC" => 0,
-        _ => {
-            let sign = match rest.as_bytes().first()? {
-                b'+' => 1,
-                b'-' => -1,
-                _ => return None,
-            };
-            let hhmm = rest[1..].replace(':', "");
-            if hhmm.len() != 4 || !hhmm.bytes().all(|c| c.is_ascii_digit()) {
-                return None;
-            }
-            let (h, m): (i64, i64) = (hhmm[..2].parse().ok()?, hhmm[2..].parse().ok()?);
-            sign * (h * 3600 + m * 60)
-        }
-    };
-    // Howard Hinnant's days-from-civil algorithm.
-    let y = if month <= 2 { year - 1 } else { year };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (month + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + day - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    Some(days * 86_400 + hour * 3600 + minute * 60 + second - offset)
+    rfc3339
+        .parse::<jiff::Timestamp>()
+        .ok()
+        .map(jiff::Timestamp::as_second)
 }
 
 /// A full commit id: 40 hexadecimal digits.
