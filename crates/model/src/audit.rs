@@ -85,6 +85,13 @@ audit_actions! {
     Domain => "domain", "A refused domain change.";
     Access => "access", "A refused access change.";
     HookSet => "hook.set", "An app's GitHub or GitLab webhook secret was set (never the secret itself).";
+    DataSeed => "data.seed", "An environment's data was re-created from its seed (a new generation went live).";
+    DataClone => "data.clone", "An environment's data was replaced by a copy of another's.";
+    DataSync => "data.sync", "An environment's data was refreshed from production's, masked.";
+    DataAttach => "data.attach", "An environment was given access to another's database.";
+    DataDetach => "data.detach", "An environment's access to another's database was removed.";
+    DataConnect => "data.connect", "Someone opened a shell on an environment's database (`data psql`/`data sqlite`).";
+    DataSchedule => "data.schedule", "An environment's scheduled re-seed changed.";
     HookAccept => "hook.accept", "A signed GitHub or GitLab webhook delivery was accepted (its deploys follow).";
 }
 

@@ -26,6 +26,12 @@ pub enum JobKind {
     Start,
     /// Run another environment's live release, its build output copied (no fetch, no build).
     Promote,
+    /// Re-create an environment's data from its seed (SQL file or command), then relaunch.
+    Seed,
+    /// Copy another environment's data and storage into this one, then relaunch.
+    Clone,
+    /// Refresh a lower environment from production's data, masked on the way, then relaunch.
+    Sync,
 }
 
 impl JobKind {
@@ -36,6 +42,9 @@ impl JobKind {
             Self::Restart => "restart",
             Self::Start => "start",
             Self::Promote => "promote",
+            Self::Seed => "seed",
+            Self::Clone => "clone",
+            Self::Sync => "sync",
         }
     }
 }
@@ -49,6 +58,9 @@ impl std::str::FromStr for JobKind {
             Self::Restart,
             Self::Start,
             Self::Promote,
+            Self::Seed,
+            Self::Clone,
+            Self::Sync,
         ]
         .into_iter()
         .find(|v| v.as_str() == s)

@@ -5,6 +5,7 @@
 mod access;
 mod api;
 mod audit;
+mod data;
 mod diff;
 mod domain;
 pub mod duration;
@@ -21,6 +22,10 @@ mod trigger;
 pub use access::{Action, Role};
 pub use api::*;
 pub use audit::AuditAction;
+pub use data::{
+    AttachData, DataAccess, DataAttachment, DataConnection, DataInfo, DataOrigin, DataSource,
+    SetReseedSchedule,
+};
 pub use diff::{
     CommitInfo, ConfigDifference, ConfigKind, DIFF_COMMITS, EnvDiff, PipelineStage, PipelineView,
     PromotionView, SECRET_SHOWN_AS,

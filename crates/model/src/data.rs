@@ -1,0 +1,118 @@
+//! The API's bodies for environments' data (`turnout data …`).
+
+use serde::{Deserialize, Serialize};
+
+/// What an attached environment may do with the other's database.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DataAccess {
+    Read,
+    Append,
+    ReadWrite,
+}
+
+impl DataAccess {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DataAccess::Read => "read",
+            DataAccess::Append => "append",
+            DataAccess::ReadWrite => "read-write",
+        }
+    }
+}
+
+impl std::str::FromStr for DataAccess {
+    type Err = String;
+    fn from_str(s: &str) -> Result<DataAccess, String> {
+        match s {
+            "read" => Ok(DataAccess::Read),
+            "append" => Ok(DataAccess::Append),
+            "read-write" => Ok(DataAccess::ReadWrite),
+            other => Err(format!(
+                "unknown access mode '{other}': use read, append or read-write"
+            )),
+        }
+    }
+}
+
+impl std::fmt::Display for DataAccess {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Where an environment's current data came from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DataOrigin {
+    /// `empty`, `seed`, `clone` or `sync`.
+    pub kind: String,
+    /// The environment copied from (`APP/ENV`), for a clone or sync.
+    pub from: Option<String>,
+    /// When (RFC 3339, UTC).
+    pub at: String,
+    /// The job that made it, if one did.
+    pub job: Option<i64>,
+}
+
+/// Another environment's database this one may use.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DataAttachment {
+    /// The environment whose database it is (`APP/ENV`).
+    pub to: String,
+    pub mode: DataAccess,
+    /// The variable the URL is given in (e.g. `OTHER_DATABASE_URL`).
+    pub var: String,
+}
+
+/// `turnout data show APP/ENV`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DataInfo {
+    pub app: String,
+    pub env: String,
+    /// `sqlite` or `postgres`.
+    pub engine: String,
+    /// Bumped by every seed, clone or sync (each writes a new copy, then swaps).
+    pub generation: i64,
+    /// The connection URL with its password hidden (`****`).
+    pub url: String,
+    pub storage_dir: String,
+    /// Bytes of the database (and its WAL), when it could be read.
+    pub size_bytes: Option<u64>,
+    pub origin: DataOrigin,
+    /// The re-seed schedule (cron expression and time zone), if any.
+    pub reseed_schedule: Option<String>,
+    pub attachments: Vec<DataAttachment>,
+}
+
+/// `POST …/data/clone` and `…/data/sync`: where the data comes from (`APP/ENV`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DataSource {
+    pub from: String,
+}
+
+/// `POST …/data/attachments`: give this environment access to another's database.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AttachData {
+    /// The environment whose database it is (`APP/ENV`).
+    pub to: String,
+    pub mode: DataAccess,
+    /// The variable name (default `OTHERENV_DATABASE_URL`, upper-cased, `-` → `_`).
+    pub var: Option<String>,
+}
+
+/// `PUT …/data/schedule`: re-seed on a cron schedule (None: never).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SetReseedSchedule {
+    pub cron: Option<String>,
+    /// IANA time zone of the expression (default UTC).
+    pub timezone: Option<String>,
+}
+
+/// `GET …/data/connection`: what `turnout data psql|sqlite` connects with (the password
+/// included: only for those who may configure the environment, and audited).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DataConnection {
+    pub engine: String,
+    /// A URL the daemon's machine can use (PostgreSQL: over the unix socket; SQLite: the path).
+    pub url: String,
+}
