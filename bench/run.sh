@@ -168,7 +168,7 @@ data_sqlite_section() {
   copier="${CARGO_TARGET_DIR:-$ROOT/target}/release/examples/sqlite_copy"
   mkdir -p "$dir" "$results"
   local fs
-  fs=$(stat -f -c %T "$dir")
+  fs=$(findmnt -n -o FSTYPE --target "$dir" 2>/dev/null || stat -f -c %T "$dir")
   log "making a ${mb} MiB SQLite database on $fs"
   python3 "$BENCH_DIR/data_sqlite.py" make "$dir/db.sqlite" "$mb"
   python3 "$BENCH_DIR/data_sqlite.py" run "$dir/db.sqlite" "$copier" 3 "$fs (this disk)" "${runs[0]}"
