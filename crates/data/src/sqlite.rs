@@ -667,6 +667,36 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_database_in_rollback_journal_mode_is_copied_too_and_the_copy_is_wal() {
+        let tmp = tempfile::tempdir().unwrap();
+        let src = db(tmp.path(), "old.sqlite");
+        let c = conn(&src);
+        c.execute_batch(
+            "PRAGMA journal_mode = DELETE; CREATE TABLE t (x TEXT); INSERT INTO t VALUES ('kept');",
+        )
+        .unwrap();
+        for (i, method) in [CopyMethod::Files, CopyMethod::Backup, CopyMethod::Auto]
+            .into_iter()
+            .enumerate()
+        {
+            let dst = db(tmp.path(), &format!("copy{i}.sqlite"));
+            src.copy_to_using(method, &dst, &Quiet, &CancellationToken::new())
+                .await
+                .unwrap();
+            let copy = conn(&dst);
+            let x: String = copy.query_row("SELECT x FROM t", [], |r| r.get(0)).unwrap();
+            let mode: String = copy
+                .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+                .unwrap();
+            assert_eq!((x.as_str(), mode.as_str()), ("kept", "wal"), "{method:?}");
+        }
+        let mode: String = c
+            .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(mode, "delete", "the source is left as it was");
+    }
+
+    #[tokio::test]
     async fn create_run_sql_size_and_remove() {
         let tmp = tempfile::tempdir().unwrap();
         let d = db(tmp.path(), "app.sqlite");
