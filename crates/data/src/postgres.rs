@@ -249,6 +249,9 @@ impl Cluster {
             "-c".into(),
             "fast".into(),
             "-P".into(),
+            // The copy's first start syncs its whole data directory anyway (it starts from a
+            // backup label, as after a crash), so pg_basebackup's own sync would be a second.
+            "--no-sync".into(),
         ];
         let mut tool = sys.tool(
             "pg_basebackup",
@@ -349,6 +352,7 @@ impl Cluster {
         check_cancel(cancel)?;
 
         // Then as the environment's own: every login, subscriptions still disabled.
+        progress.line("restarting the copy with every login allowed");
         self.stop().await?;
         self.write_config(Logins::Everyone, true)?;
         self.start_server(network, cancel).await?;
@@ -565,7 +569,8 @@ impl Cluster {
              max_wal_senders = 4\n\
              shared_buffers = '128MB'\n\
              max_connections = 100\n\
-             password_encryption = 'scram-sha-256'\n",
+             password_encryption = 'scram-sha-256'\n\
+             recovery_init_sync_method = syncfs\n",
             spec.port,
             quote_literal(&spec.socket_dir.to_string_lossy())
         );
