@@ -18,7 +18,7 @@
 #   BENCH_ONLY=data-pg bench/run.sh    only the PostgreSQL copy section (not part of a full run):
 #                                a ~2 GB pgbench database in a Turnout cluster, copied by
 #                                Turnout's clone (pgbench clients writing), pg_dump | pg_restore
-#                                and CREATE DATABASE ... TEMPLATE; about 15 minutes; writes
+#                                and CREATE DATABASE ... TEMPLATE; about 8 minutes; writes
 #                                bench/results/data-pg.{json,md} (BENCH_PG_SCALE (135) is
 #                                pgbench's scale, BENCH_PG_REPS (2) the runs of each method)
 #
