@@ -133,6 +133,41 @@ pub struct ReleaseConfig {
     /// plans existed have none).
     #[serde(default)]
     pub plan: ResourcePlan,
+    /// `[data]`: the environment's database engine, its seed, migrations and masking.
+    #[serde(default)]
+    pub data: DataConfig,
+}
+
+/// `[data]` as resolved for one environment.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DataConfig {
+    pub engine: turnout_data::Engine,
+    pub seed: Option<Seed>,
+    pub migrate: Option<String>,
+    pub reseed: Option<String>,
+    #[serde(skip)]
+    pub mask: turnout_data::MaskRules,
+}
+
+impl Default for DataConfig {
+    fn default() -> Self {
+        DataConfig {
+            engine: turnout_data::Engine::Sqlite,
+            seed: None,
+            migrate: None,
+            reseed: None,
+            mask: turnout_data::MaskRules::default(),
+        }
+    }
+}
+
+/// Where seed data comes from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Seed {
+    /// `seed = "COMMAND"`: run like the build, with the new data's `DATABASE_URL`.
+    Command(String),
+    /// `seed_sql = "FILE"`: a file of the release, run as one script.
+    SqlFile(std::path::PathBuf),
 }
 
 impl ReleaseConfig {
@@ -259,6 +294,7 @@ pub fn resolve(
             cpu: plan.cpu,
             pids: plan.pids,
         },
+        data: DataConfig::default(),
     })
 }
 

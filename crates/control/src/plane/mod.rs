@@ -35,6 +35,8 @@ use crate::store::{AppRow, ReleaseRow, Store};
 
 mod apps;
 mod authz;
+mod data;
+mod data_service;
 mod deploy;
 mod diff;
 mod domains;
