@@ -40,6 +40,16 @@ libfuzzer_sys::fuzz_target!(|data: &[u8]| {
             for key in config.env.keys() {
                 assert!(app_file::check_env_key(key).is_ok(), "{key:?}");
             }
+            // A seed file never names a path outside the release directory.
+            if let Some(app_file::Seed::SqlFile(path)) = &config.data.seed {
+                assert!(
+                    path.is_relative()
+                        && path
+                            .components()
+                            .all(|c| !matches!(c, std::path::Component::ParentDir)),
+                    "{path:?}"
+                );
+            }
         }
         Err(e) => {
             let message = e.to_string();

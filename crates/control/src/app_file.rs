@@ -2,14 +2,18 @@
 //! from the commit being deployed and resolved for one environment: base settings, then the
 //! `[tiers.<tier>]` layer, then the `[environments.<env>]` layer, field by field.
 use std::collections::BTreeMap;
+use std::path::{Component, Path, PathBuf};
+use std::str::FromStr;
 use std::time::Duration;
 
 use serde::{Deserialize, Deserializer, Serialize};
+use toml::Spanned;
+use turnout_data::{Engine, MaskRule, MaskRules};
 use turnout_model::duration::DurationRule;
 use turnout_model::plan::{
     PlanField, check_cpu, check_memory, check_pids, parse_cpu, parse_memory, parse_pids,
 };
-use turnout_model::{EnvName, ResourcePlan, Tier};
+use turnout_model::{EnvName, MAX_CRON_LEN, ResourcePlan, Tier};
 use turnout_proxy::DEFAULT_RESPONSE_TIMEOUT;
 
 pub const FILE_NAME: &str = "turnout.toml";
@@ -43,6 +47,8 @@ pub struct Layer {
     pub env: BTreeMap<String, String>,
     #[serde(default)]
     pub plan: Option<PlanSection>,
+    #[serde(default)]
+    pub data: Option<DataSection>,
 }
 
 #[derive(Debug, Default, Clone, Deserialize)]
@@ -89,6 +95,66 @@ pub struct PlanSection {
     pub pids: Option<u64>,
 }
 
+/// `[data]`: the environment's database and where its data comes from. Values keep their place
+/// in the file so that a bad one is reported at its own line; `parse` checks them all.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DataSection {
+    pub engine: Option<Engine>,
+    pub seed: Option<Spanned<String>>,
+    pub seed_sql: Option<Spanned<String>>,
+    pub migrate: Option<String>,
+    pub reseed: Option<Spanned<String>>,
+    /// `[data.mask.TABLE]`: COLUMN (or `"*"`) = RULE, as written.
+    #[serde(default)]
+    pub mask: BTreeMap<String, BTreeMap<String, Spanned<String>>>,
+    /// `mask`, parsed (by `parse`).
+    #[serde(skip)]
+    pub rules: MaskRules,
+}
+
+/// The most masking rules one layer may have (every column of a large schema fits).
+pub const MAX_MASK_RULES: usize = 10_000;
+/// The longest table or column name a masking rule may name, in bytes.
+pub const MAX_MASK_NAME: usize = 255;
+/// The longest `seed_sql` path, in bytes.
+pub const MAX_SEED_PATH: usize = 1024;
+
+/// The data settings of one environment, resolved like the others. None of them shapes the
+/// build: they are not part of [`ReleaseConfig::build_fingerprint`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DataConfig {
+    pub engine: Engine,
+    pub seed: Option<Seed>,
+    pub migrate: Option<String>,
+    /// A cron expression: when the environment is re-seeded.
+    pub reseed: Option<String>,
+    pub mask: MaskRules,
+}
+
+impl Default for DataConfig {
+    fn default() -> DataConfig {
+        DataConfig {
+            engine: Engine::Sqlite,
+            seed: None,
+            migrate: None,
+            reseed: None,
+            mask: MaskRules::default(),
+        }
+    }
+}
+
+/// Where seed data comes from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Seed {
+    /// A command run like the build, in the release directory, with the environment's
+    /// `DATABASE_URL`.
+    Command(String),
+    /// A SQL file, relative to the release directory (checked: no absolute path, no `..`).
+    SqlFile(PathBuf),
+}
+
 /// The file itself: a base layer's fields at the top level (spelled out rather than
 /// `#[serde(flatten)]`, which would lose toml's spans and so the line numbers in errors), plus
 /// the override layers.
@@ -105,6 +171,8 @@ struct AppFile {
     env: BTreeMap<String, String>,
     #[serde(default)]
     plan: Option<PlanSection>,
+    #[serde(default)]
+    data: Option<DataSection>,
     #[serde(default)]
     tiers: BTreeMap<Tier, Layer>,
     #[serde(default)]
@@ -133,41 +201,10 @@ pub struct ReleaseConfig {
     /// plans existed have none).
     #[serde(default)]
     pub plan: ResourcePlan,
-    /// `[data]`: the environment's database engine, its seed, migrations and masking.
+    /// The app file's `[data]` for this tier and environment (releases recorded before data
+    /// settings existed have the defaults).
     #[serde(default)]
     pub data: DataConfig,
-}
-
-/// `[data]` as resolved for one environment.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct DataConfig {
-    pub engine: turnout_data::Engine,
-    pub seed: Option<Seed>,
-    pub migrate: Option<String>,
-    pub reseed: Option<String>,
-    #[serde(skip)]
-    pub mask: turnout_data::MaskRules,
-}
-
-impl Default for DataConfig {
-    fn default() -> Self {
-        DataConfig {
-            engine: turnout_data::Engine::Sqlite,
-            seed: None,
-            migrate: None,
-            reseed: None,
-            mask: turnout_data::MaskRules::default(),
-        }
-    }
-}
-
-/// Where seed data comes from.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Seed {
-    /// `seed = "COMMAND"`: run like the build, with the new data's `DATABASE_URL`.
-    Command(String),
-    /// `seed_sql = "FILE"`: a file of the release, run as one script.
-    SqlFile(std::path::PathBuf),
 }
 
 impl ReleaseConfig {
@@ -239,6 +276,7 @@ pub fn resolve(
         health: file.health,
         env: file.env,
         plan: file.plan,
+        data: file.data,
     };
     for layer in [file.tiers.get(&tier), file.environments.get(env)]
         .into_iter()
@@ -250,6 +288,7 @@ pub fn resolve(
     let run = merged.run.unwrap_or_default();
     let health = merged.health.unwrap_or_default();
     let plan = merged.plan.unwrap_or_default();
+    let data = data_config(merged.data.unwrap_or_default());
     let command = match run.command {
         Some(c) if !c.trim().is_empty() => c,
         _ => procfile
@@ -294,12 +333,31 @@ pub fn resolve(
             cpu: plan.cpu,
             pids: plan.pids,
         },
-        data: DataConfig::default(),
+        data,
     })
 }
 
+/// A checked, merged `[data]` as the settings it stands for; empty strings are "not set" (so
+/// an override can turn a seed or a reseed schedule off).
+fn data_config(section: DataSection) -> DataConfig {
+    let text =
+        |v: Option<Spanned<String>>| v.map(Spanned::into_inner).filter(|v| !v.trim().is_empty());
+    let seed = match (text(section.seed), text(section.seed_sql)) {
+        (Some(command), _) => Some(Seed::Command(command)),
+        (None, Some(file)) => Some(Seed::SqlFile(PathBuf::from(file))),
+        (None, None) => None,
+    };
+    DataConfig {
+        engine: section.engine.unwrap_or(Engine::Sqlite),
+        seed,
+        migrate: section.migrate.filter(|m| !m.trim().is_empty()),
+        reseed: text(section.reseed),
+        mask: section.rules,
+    }
+}
+
 fn parse(text: &str) -> Result<AppFile, AppFileError> {
-    let file: AppFile = toml::from_str(text).map_err(|e| AppFileError::Invalid {
+    let mut file: AppFile = toml::from_str(text).map_err(|e| AppFileError::Invalid {
         file: FILE_NAME,
         line: e
             .span()
@@ -327,7 +385,140 @@ fn parse(text: &str) -> Result<AppFile, AppFileError> {
             });
         }
     }
+    let sections = std::iter::once(("data".to_owned(), file.data.as_mut()))
+        .chain(
+            file.tiers
+                .iter_mut()
+                .map(|(t, l)| (format!("tiers.{t}.data"), l.data.as_mut())),
+        )
+        .chain(
+            file.environments
+                .iter_mut()
+                .map(|(e, l)| (format!("environments.{e}.data"), l.data.as_mut())),
+        );
+    for (prefix, section) in sections {
+        if let Some(section) = section {
+            check_data(text, &prefix, section)?;
+        }
+    }
     Ok(file)
+}
+
+/// Checks one `[data]` layer and fills in its parsed mask rules.
+fn check_data(text: &str, prefix: &str, data: &mut DataSection) -> Result<(), AppFileError> {
+    let invalid = |at: &Spanned<String>, message: String| AppFileError::Invalid {
+        file: FILE_NAME,
+        line: line_at(text, at.span().start),
+        message: format!("{prefix}.{message}"),
+    };
+    if let (Some(_), Some(file)) = (set(&data.seed), set(&data.seed_sql)) {
+        return Err(invalid(
+            file,
+            "seed_sql: seed and seed_sql are both set; keep one (seed runs a command, seed_sql runs a SQL file)".into(),
+        ));
+    }
+    if let Some(file) = set(&data.seed_sql) {
+        check_seed_path(file.get_ref()).map_err(|why| invalid(file, format!("seed_sql {why}")))?;
+    }
+    if let Some(cron) = set(&data.reseed) {
+        check_cron(cron.get_ref()).map_err(|why| invalid(cron, format!("reseed: {why}")))?;
+    }
+    let count: usize = data.mask.values().map(BTreeMap::len).sum();
+    if count > MAX_MASK_RULES {
+        return Err(AppFileError::Invalid {
+            file: FILE_NAME,
+            line: line_of(text, "mask"),
+            message: format!(
+                "{prefix}.mask has {count} rules; at most {MAX_MASK_RULES} are accepted (use \"*\" for a table's other columns)"
+            ),
+        });
+    }
+    let mut rules = MaskRules::default();
+    for (table, columns) in &data.mask {
+        for (column, rule) in columns {
+            let name = |n: &str| n.chars().take(64).collect::<String>();
+            if table.is_empty()
+                || column.is_empty()
+                || table.len() > MAX_MASK_NAME
+                || column.len() > MAX_MASK_NAME
+            {
+                return Err(invalid(
+                    rule,
+                    format!(
+                        "mask.{}.{}: table and column names have 1 to {MAX_MASK_NAME} bytes",
+                        name(table),
+                        name(column)
+                    ),
+                ));
+            }
+            let parsed = MaskRule::from_str(rule.get_ref())
+                .map_err(|why| invalid(rule, format!("mask.{table}.{column}: {why}")))?;
+            rules
+                .tables
+                .entry(table.clone())
+                .or_default()
+                .insert(column.clone(), parsed);
+        }
+    }
+    data.rules = rules;
+    Ok(())
+}
+
+/// A value that is there and not blank.
+fn set(v: &Option<Spanned<String>>) -> Option<&Spanned<String>> {
+    v.as_ref().filter(|v| !v.get_ref().trim().is_empty())
+}
+
+/// A seed file's path: relative to the release directory and inside it.
+fn check_seed_path(path: &str) -> Result<(), String> {
+    let shown = format!("{:?}", path.chars().take(128).collect::<String>());
+    if path.len() > MAX_SEED_PATH {
+        return Err(format!("{shown} is longer than {MAX_SEED_PATH} bytes"));
+    }
+    if path.chars().any(char::is_control) {
+        return Err(format!("{shown} has control characters"));
+    }
+    let p = Path::new(path);
+    if p.is_absolute() {
+        return Err(format!(
+            "{shown} is absolute: give a path relative to the repository root, like \"db/seed.sql\""
+        ));
+    }
+    if p.components()
+        .any(|c| !matches!(c, Component::Normal(_) | Component::CurDir))
+    {
+        return Err(format!(
+            "{shown} leaves the repository (a \"..\" component): give a path inside it, like \"db/seed.sql\""
+        ));
+    }
+    if !p.components().any(|c| matches!(c, Component::Normal(_))) {
+        return Err(format!("{shown} names no file"));
+    }
+    Ok(())
+}
+
+/// A reseed schedule: a cron expression croner reads (as for `turnout pipeline schedule`).
+fn check_cron(cron: &str) -> Result<(), String> {
+    if cron.len() > MAX_CRON_LEN {
+        return Err(format!(
+            "the cron expression is {} characters long; at most {MAX_CRON_LEN} are accepted",
+            cron.len()
+        ));
+    }
+    croner::Cron::from_str(cron).map(|_| ()).map_err(|e| {
+        format!(
+            "the cron expression {cron:?} is not valid ({e}); write five fields (minute hour day-of-month month day-of-week, for example \"0 3 * * *\") or six with seconds first"
+        )
+    })
+}
+
+/// The line (1-based) of byte `offset` of `text`.
+fn line_at(text: &str, offset: usize) -> usize {
+    text.as_bytes()[..offset.min(text.len())]
+        .iter()
+        .filter(|b| **b == b'\n')
+        .count()
+        + 1
 }
 
 /// An environment variable the app may set (in `[env]` or as a secret): letters, digits and
@@ -377,6 +568,21 @@ fn merge(into: &mut Layer, over: &Layer) {
         into.memory = p.memory.or(into.memory);
         into.cpu = p.cpu.or(into.cpu);
         into.pids = p.pids.or(into.pids);
+    }
+    if let Some(d) = &over.data {
+        let into = into.data.get_or_insert_with(Default::default);
+        into.engine = d.engine.or(into.engine);
+        // seed and seed_sql are one setting: a layer that names either replaces both.
+        if d.seed.is_some() || d.seed_sql.is_some() {
+            into.seed = d.seed.clone();
+            into.seed_sql = d.seed_sql.clone();
+        }
+        into.migrate = d.migrate.clone().or(into.migrate.take());
+        into.reseed = d.reseed.clone().or(into.reseed.take());
+        for (table, columns) in &d.rules.tables {
+            let rules = into.rules.tables.entry(table.clone()).or_default();
+            rules.extend(columns.iter().map(|(c, r)| (c.clone(), *r)));
+        }
     }
     into.env
         .extend(over.env.iter().map(|(k, v)| (k.clone(), v.clone())));
@@ -827,5 +1033,179 @@ pids = "64"
         }
         let config = check("run", "drain_timeout", "0").unwrap();
         assert_eq!(config.drain_timeout, Duration::ZERO);
+    }
+    #[test]
+    fn data_settings_layer_like_the_others_and_leave_the_build_alone() {
+        let text = r#"
+[run]
+command = "x"
+
+[data]
+seed_sql = "db/seed.sql"
+migrate = "./migrate up"
+reseed = "0 3 * * *"
+
+[data.mask.users]
+"*" = "keep"
+email = "fake:email"
+
+[data.mask."order lines"]
+note = "fake:text"
+
+[tiers.production.data]
+engine = "postgres"
+seed = "./load-fixtures"
+reseed = ""
+
+[tiers.production.data.mask.users]
+email = "hash"
+phone = "null"
+
+[environments.canary.data]
+seed_sql = "./db/canary.sql"
+"#;
+        let plain = resolve(
+            Some("[run]\ncommand = \"x\"\n"),
+            None,
+            Tier::Development,
+            &env("dev"),
+        )
+        .unwrap();
+        assert_eq!(plain.data, DataConfig::default());
+        assert_eq!(plain.data.engine, Engine::Sqlite);
+
+        let dev = resolve(Some(text), None, Tier::Development, &env("dev")).unwrap();
+        assert_eq!(dev.data.engine, Engine::Sqlite);
+        assert_eq!(dev.data.seed, Some(Seed::SqlFile("db/seed.sql".into())));
+        assert_eq!(dev.data.migrate.as_deref(), Some("./migrate up"));
+        assert_eq!(dev.data.reseed.as_deref(), Some("0 3 * * *"));
+        assert_eq!(
+            dev.data.mask.rule("users", "email"),
+            Some(MaskRule::Fake(turnout_data::FakeKind::Email))
+        );
+        assert_eq!(dev.data.mask.rule("users", "id"), Some(MaskRule::Keep));
+        assert_eq!(
+            dev.data.mask.rule("order lines", "note"),
+            Some(MaskRule::Fake(turnout_data::FakeKind::Text))
+        );
+        assert_eq!(dev.data.mask.rule("order lines", "id"), None);
+
+        let prod = resolve(Some(text), None, Tier::Production, &env("p")).unwrap();
+        assert_eq!(prod.data.engine, Engine::Postgres);
+        assert_eq!(
+            prod.data.seed,
+            Some(Seed::Command("./load-fixtures".into()))
+        );
+        assert_eq!(prod.data.migrate.as_deref(), Some("./migrate up"));
+        assert_eq!(
+            prod.data.reseed, None,
+            "an empty override turns the schedule off"
+        );
+        assert_eq!(prod.data.mask.rule("users", "email"), Some(MaskRule::Hash));
+        assert_eq!(prod.data.mask.rule("users", "phone"), Some(MaskRule::Null));
+        assert_eq!(prod.data.mask.rule("users", "id"), Some(MaskRule::Keep));
+
+        let canary = resolve(Some(text), None, Tier::Production, &env("canary")).unwrap();
+        assert_eq!(
+            canary.data.seed,
+            Some(Seed::SqlFile("./db/canary.sql".into()))
+        );
+        assert_eq!(canary.data.engine, Engine::Postgres);
+
+        // Data settings never change what a build produces.
+        assert_eq!(plain.build_fingerprint(), dev.build_fingerprint());
+        assert_eq!(dev.build_fingerprint(), prod.build_fingerprint());
+
+        // Releases recorded before [data] existed read back with the defaults.
+        let mut old = serde_json::to_value(&dev).unwrap();
+        old.as_object_mut().unwrap().remove("data");
+        let old: ReleaseConfig = serde_json::from_value(old).unwrap();
+        assert_eq!(old.data, DataConfig::default());
+        let round: ReleaseConfig =
+            serde_json::from_str(&serde_json::to_string(&prod).unwrap()).unwrap();
+        assert_eq!(round, prod);
+    }
+
+    #[test]
+    fn bad_data_settings_name_the_line_key_and_fix() {
+        for (data, line, needles) in [
+            (
+                "[data]\nengine = \"mysql\"\n",
+                2,
+                &["mysql", "sqlite", "postgres"][..],
+            ),
+            (
+                "[data]\nseed = \"./fixtures\"\nseed_sql = \"db/seed.sql\"\n",
+                3,
+                &["data.seed_sql", "both set"][..],
+            ),
+            (
+                "[data]\nseed_sql = \"/etc/shadow\"\n",
+                2,
+                &["data.seed_sql", "\"/etc/shadow\" is absolute"][..],
+            ),
+            (
+                "[data]\nseed_sql = \"db/../../secret.sql\"\n",
+                2,
+                &["data.seed_sql", "leaves the repository"][..],
+            ),
+            ("[data]\nseed_sql = \".\"\n", 2, &["names no file"][..]),
+            (
+                "[data]\nreseed = \"every night\"\n",
+                2,
+                &["data.reseed", "\"every night\" is not valid", "five fields"][..],
+            ),
+            (
+                "[tiers.qa.data]\nreseed = \"0 3 * * * * * *\"\n",
+                2,
+                &["tiers.qa.data.reseed"][..],
+            ),
+            (
+                "[data.mask.users]\nid = \"keep\"\nemail = \"fake:address\"\n",
+                3,
+                &[
+                    "data.mask.users.email",
+                    "\"fake:address\"",
+                    "\"fake:email\"",
+                    "\"keep\"",
+                ][..],
+            ),
+            (
+                "[environments.canary.data.mask.users]\n\nemail = \"scramble\"\n",
+                3,
+                &["environments.canary.data.mask.users.email", "\"scramble\""][..],
+            ),
+            ("[data.mask.users]\nemail = 3\n", 2, &["string"][..]),
+            ("[data]\nsed = \"x\"\n", 2, &["sed"][..]),
+        ] {
+            let text = format!("[run]\ncommand = \"x\"\n{data}");
+            let err = resolve(Some(&text), None, Tier::Qa, &env("canary"))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.starts_with(&format!("turnout.toml, line {}:", line + 2)),
+                "{data}: {err}"
+            );
+            for needle in needles {
+                assert!(err.contains(needle), "{data}: {needle} not in {err}");
+            }
+        }
+        let long = format!(
+            "[data.mask.users]\n{} = \"keep\"\n",
+            "c".repeat(MAX_MASK_NAME + 1)
+        );
+        let err = resolve(
+            Some(&format!("[run]\ncommand = \"x\"\n{long}")),
+            None,
+            Tier::Qa,
+            &env("q"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("1 to 255 bytes"), "{err}");
+        // A tier may switch from a command to a file: one layer naming either replaces both.
+        let text = "[run]\ncommand = \"x\"\n[data]\nseed = \"./f\"\n[tiers.qa.data]\nseed_sql = \"s.sql\"\n";
+        let qa = resolve(Some(text), None, Tier::Qa, &env("q")).unwrap();
+        assert_eq!(qa.data.seed, Some(Seed::SqlFile("s.sql".into())));
     }
 }

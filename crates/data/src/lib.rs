@@ -18,6 +18,7 @@
 
 pub mod files;
 pub mod mask;
+mod offload;
 pub mod postgres;
 pub mod sqlite;
 
