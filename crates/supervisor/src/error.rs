@@ -12,6 +12,19 @@ pub enum SupervisorError {
         source: std::io::Error,
     },
 
+    /// A program (see [`crate::run_program`]) could not be started.
+    #[error("could not start `{command}` in {cwd}: {source}")]
+    ProgramSpawn {
+        command: String,
+        cwd: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// A program was killed because its caller gave up on it.
+    #[error("`{command}` was cancelled and killed")]
+    Cancelled { command: String },
+
     #[error("could not open log file {path}: {source}")]
     Log {
         path: PathBuf,

@@ -48,6 +48,12 @@
 //!   `[turnout] resource limits not enforced: …` line, and the daemon warns once.
 //! - Network: a spec's [`Network`] (the environment's namespace, see `turnout-netns`) is
 //!   joined by the child, and the health check connects from inside it.
+//! - Programs (`program`): [`run_program`] runs one of Turnout's own tools (PostgreSQL's
+//!   initdb, pg_ctl, pg_basebackup) from an argument vector, never a shell, with exactly the
+//!   given environment, as an [`Identity`], inside a [`Network`], keeping the last 64 KiB of its
+//!   stdout and stderr and passing stderr's lines to a callback (progress). A timeout or a
+//!   cancel kills its process group; an exit by itself kills nothing, so a server it started
+//!   detached (`pg_ctl start`) keeps running. It has no cgroup and no pid file.
 //! - Between fork and exec (`process`, the crate's one `unsafe` `pre_exec`), in this order: join
 //!   the cgroup by writing "0" to its `cgroup.procs` files, opened before the fork; enter the
 //!   network namespace through a descriptor opened before the fork; setgroups,
@@ -63,6 +69,7 @@ mod health;
 mod instance;
 mod log;
 mod process;
+mod program;
 mod runtime;
 mod sandbox;
 mod shim;
@@ -74,6 +81,7 @@ pub use health::HealthCheck;
 pub use instance::{Instance, InstanceSpec, InstanceState, InstanceStatus, RestartPolicy};
 pub use log::{LogLine, LogRotation, collapse_repeats, rotated_log_path, tail_lines};
 pub use process::{Identity, reap_stale};
+pub use program::{OUTPUT_LIMIT, ProgramOutput, ProgramSpec, run_program};
 pub use runtime::{Adoptable, BoxFuture, InstanceHandle, LocalRuntime, Runtime};
 pub use sandbox::Sandbox;
 pub use shim::{Launch, ShimRuntime, serve_instance};

@@ -1,4 +1,4 @@
-//! Process-group plumbing shared by instances and tasks: what a child does between fork and
+//! Process-group plumbing shared by instances, tasks and programs: what a child does between fork and
 //! exec, signalling and waiting for a group, pid files and the reaper of what a killed daemon
 //! left, and the log tails errors carry.
 
@@ -138,7 +138,7 @@ pub(crate) fn shell_command(
 /// What a child does between fork and exec, in this order: join its cgroup (while still root,
 /// and before it can fork), join its network, take on its identity, and for a task, arrange to
 /// die with the daemon.
-struct ChildSetup {
+pub(crate) struct ChildSetup {
     /// Each of its group's `cgroup.procs` files, opened by the caller (see [`crate::cgroup`]).
     pub(crate) cgroup_procs: Vec<OwnedFd>,
     /// Its namespace, held open by the parent (entering it needs root: before the identity).
@@ -154,7 +154,7 @@ struct ChildSetup {
 /// changes the credentials before it runs `pre_exec`, so the child would join its cgroup as the
 /// app's user rather than as root; and a change of credentials clears the parent-death signal,
 /// which must therefore be set after it. Done here, the order is ours.
-fn prepare_child(command: &mut Command, setup: ChildSetup) {
+pub(crate) fn prepare_child(command: &mut Command, setup: ChildSetup) {
     let ChildSetup {
         cgroup_procs,
         network,
