@@ -512,6 +512,15 @@ async fn postgres_per_environment_clone_and_attachments_enforced_by_the_database
     for env in ["qa", "staging", "prod"] {
         d.ok(&["deploy", &format!("shop/{env}")]);
     }
+    // Production is not seeded: its app makes its own table.
+    let (status, out) = sql(
+        &d,
+        "prod",
+        "DATABASE_URL",
+        "CREATE TABLE items (id serial PRIMARY KEY, name text NOT NULL)",
+    )
+    .await;
+    assert_eq!(status, 200, "{out}");
     let url = body(&d, "qa", "/env/DATABASE_URL").await;
     assert!(
         url.starts_with("postgres://") && url.contains("@127.0.0.1:"),
