@@ -300,7 +300,7 @@ impl ControlPlane {
             self.home.pg_root(app, name),
             self.home.pg_socket_root(app, name),
         );
-        let run_as = sys.run_as.clone();
+        let run_as = sys.run_as;
         super::isolation::blocking(move || {
             for (dir, mode) in [(&root, 0o700), (&sockets, 0o711)] {
                 super::isolation::make_dir(dir, mode, None)?;
