@@ -821,6 +821,22 @@ mod tests {
     }
 
     #[test]
+    fn data_paths_name_the_environment_and_the_other() {
+        let detach = DetachData {
+            target: target(),
+            other: "prod".parse().unwrap(),
+        };
+        assert_eq!(
+            detach.path(),
+            "/api/v1/apps/shop/envs/staging/data/attachments/prod"
+        );
+        assert_eq!(
+            DataConnection { target: target() }.path(),
+            "/api/v1/apps/shop/envs/staging/data/connection"
+        );
+    }
+
+    #[test]
     fn every_endpoint_is_listed_once() {
         let all = all_paths();
         let mut seen = std::collections::HashSet::new();
@@ -832,6 +848,6 @@ mod tests {
             );
         }
         assert!(all.contains(&("POST", "/api/v1/jobs/{id}/cancel")));
-        assert_eq!(all.len(), 64);
+        assert_eq!(all.len(), 71);
     }
 }
