@@ -156,12 +156,12 @@ async fn code_in_a_development_environment_reads_nothing_of_production_or_turnou
     let home = d.home.path();
     let prod_dir = home.join("apps/shop/envs/prod");
     std::fs::write(
-        prod_dir.join("storage/customers.csv"),
+        prod_dir.join("data/g1/storage/customers.csv"),
         "alice,4111111111111111\n",
     )
     .unwrap();
     std::fs::set_permissions(
-        prod_dir.join("storage/customers.csv"),
+        prod_dir.join("data/g1/storage/customers.csv"),
         std::fs::Permissions::from_mode(0o644),
     )
     .unwrap();
@@ -182,9 +182,10 @@ async fn code_in_a_development_environment_reads_nothing_of_production_or_turnou
         ),
         (
             "production's storage",
-            prod_dir.join("storage/customers.csv"),
+            prod_dir.join("data/g1/storage/customers.csv"),
         ),
         ("production's code", prod_release.join("app.py")),
+        ("production's database", prod_dir.join("data/g1/db.sqlite")),
         (
             "production's log",
             std::fs::read_dir(prod_dir.join("logs"))
@@ -205,7 +206,7 @@ async fn code_in_a_development_environment_reads_nothing_of_production_or_turnou
         ("the home", home.to_path_buf()),
         ("the apps", home.join("apps")),
         ("production's releases", prod_dir.join("releases")),
-        ("production's storage", prod_dir.join("storage")),
+        ("production's data", prod_dir.join("data")),
         ("the jobs", home.join("jobs")),
     ] {
         assert!(target.exists(), "{what}: {} exists", target.display());
@@ -214,7 +215,7 @@ async fn code_in_a_development_environment_reads_nothing_of_production_or_turnou
         assert_eq!(r, "denied: PermissionError", "dev listed {what} ({path})");
     }
     // Its own files it may read, and prod its own secret.
-    let own = home.join("apps/shop/envs/dev/storage");
+    let own = home.join("apps/shop/envs/dev/data/g1/storage");
     let r = probe(&d, "dev", &format!("/list?{}", own.display())).await;
     assert_eq!(r, "ok");
 

@@ -47,7 +47,7 @@ fn a_plan_is_set_shown_and_cleared_through_the_cli() {
 
     // Storage: the bytes under the environment's storage directory, symbolic links not followed.
     let env = d.json(&["env", "show", "shop/dev"]);
-    let storage = std::path::Path::new(env["dir"].as_str().unwrap()).join("storage");
+    let storage = std::path::Path::new(env["dir"].as_str().unwrap()).join("data/g1/storage");
     std::fs::create_dir_all(storage.join("db")).unwrap();
     std::fs::write(storage.join("db/data"), vec![7u8; 3000]).unwrap();
     std::os::unix::fs::symlink(repo.path(), storage.join("elsewhere")).unwrap();
