@@ -84,7 +84,9 @@ fn assert_home_modes(d: &Daemon, when: &str) {
         (home.join("apps/shop/envs/prod/logs"), 0o700),
         (home.join("apps/shop/envs/prod/run"), 0o700),
         (home.join("apps/shop/envs/prod/releases"), 0o700),
-        (home.join("apps/shop/envs/prod/storage"), 0o700),
+        (home.join("apps/shop/envs/prod/data"), 0o700),
+        (home.join("apps/shop/envs/prod/data/g1"), 0o700),
+        (home.join("apps/shop/envs/prod/data/g1/storage"), 0o700),
         (home.join("jobs"), 0o700),
         (home.join("instances"), 0o700),
     ] {
@@ -236,7 +238,8 @@ async fn code_in_a_development_environment_reads_nothing_of_production_or_turnou
     for name in &names {
         assert!(
             // PWD: set by the shell that runs the command.
-            ["PATH", "HOME", "LANG", "PORT", "PWD"].contains(name) || name.starts_with("TURNOUT_"),
+            ["PATH", "HOME", "LANG", "PORT", "PWD", "DATABASE_URL"].contains(name)
+                || name.starts_with("TURNOUT_"),
             "{name} is not on the allow-list: {names:?}"
         );
     }
