@@ -5,10 +5,11 @@
 //! attacks: nothing of a lower environment is ever written into production.
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::support::{Daemon, Repo, get};
+use crate::support::{Daemon, Repo, eventually, get};
 
 /// A SQLite app: one connection kept open (as apps do), `/write?v=X` inserts into `items`,
 /// `/rows` and `/q?q=SQL` read, `/dump` dumps the whole database, `/env/NAME` shows a variable.
@@ -669,4 +670,117 @@ async fn postgres_per_environment_clone_and_attachments_enforced_by_the_database
     assert!(status == 500 && err.contains("permission denied"), "{err}");
     let info = d.json(&["data", "detach", "shop/staging", "--to", "shop/qa"]);
     assert_eq!(info["attachments"].as_array().unwrap().len(), 1, "{info}");
+}
+
+/// `postmaster.pid` of each running cluster of the environment.
+fn running_clusters(d: &Daemon, env: &str) -> usize {
+    let dir = d.home.path().join(format!("apps/shop/envs/{env}/pg"));
+    std::fs::read_dir(&dir)
+        .map(|entries| {
+            entries
+                .flatten()
+                .filter(|e| e.path().join("postmaster.pid").exists())
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+/// psql here, with the environment's own connection (`data psql --json`).
+fn psql(d: &Daemon, env: &str, q: &str) -> String {
+    let conn = d.json(&["data", "psql", &format!("shop/{env}")]);
+    let out = std::process::Command::new("psql")
+        .arg(conn["url"].as_str().unwrap())
+        .args(["-v", "ON_ERROR_STOP=1", "-tAc", q])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_clusters_outlive_the_control_plane_stop_with_the_daemon_and_go_with_their_environment()
+ {
+    let repo = Repo::new("");
+    repo.write("app.py", PG_APP);
+    repo.write(
+        "seed.sql",
+        "CREATE TABLE items (id serial PRIMARY KEY, name text NOT NULL);\n",
+    );
+    repo.write(
+        "turnout.toml",
+        "[run]\ncommand = \"exec python3 -u app.py\"\ndrain_timeout = \"5s\"\n\
+         [health]\npath = \"/healthz\"\ninterval = \"50ms\"\ntimeout = \"20s\"\n\
+         [data]\nengine = \"postgres\"\nseed_sql = \"seed.sql\"\n",
+    );
+    repo.commit("a postgres app");
+    let mut d = Daemon::start();
+    d.create(
+        "shop",
+        repo.path(),
+        &[("qa", "main", "qa"), ("staging", "main", "staging")],
+    );
+    d.ok(&["deploy", "shop/qa"]);
+    d.ok(&["deploy", "shop/staging"]);
+    let (status, out) = sql(
+        &d,
+        "qa",
+        "DATABASE_URL",
+        "INSERT INTO items (name) VALUES ('kept')",
+    )
+    .await;
+    assert_eq!(status, 200, "{out}");
+    assert_eq!(running_clusters(&d, "qa"), 1);
+
+    // The control plane alone leaves: the cluster serves on, and the next daemon uses it.
+    d.terminate();
+    assert_eq!(running_clusters(&d, "qa"), 1);
+    d.start_again();
+    let (_, names) = sql(&d, "qa", "DATABASE_URL", "SELECT name FROM items").await;
+    assert_eq!(names, "kept");
+
+    // A full stop stops the clusters; the next start starts them before the instances.
+    assert!(d.stop().success());
+    assert_eq!(running_clusters(&d, "qa"), 0);
+    assert_eq!(running_clusters(&d, "staging"), 0);
+    d.start_again();
+    let names = eventually("qa back on its data", Duration::from_secs(60), || {
+        let d = &d;
+        async move {
+            let (status, names) = sql(d, "qa", "DATABASE_URL", "SELECT name FROM items").await;
+            (status == 200).then_some(names)
+        }
+    })
+    .await;
+    assert_eq!(names, "kept");
+
+    // Deleting an environment removes its data and its roles in others' databases.
+    d.ok(&[
+        "data",
+        "attach",
+        "shop/staging",
+        "--to",
+        "shop/qa",
+        "--mode",
+        "read",
+    ]);
+    assert_eq!(
+        psql(
+            &d,
+            "qa",
+            "SELECT count(*) FROM pg_roles WHERE rolname = 'att_staging'"
+        ),
+        "1"
+    );
+    d.ok(&["env", "delete", "shop/staging"]);
+    assert_eq!(
+        psql(
+            &d,
+            "qa",
+            "SELECT count(*) FROM pg_roles WHERE rolname = 'att_staging'"
+        ),
+        "0"
+    );
+    d.ok(&["env", "delete", "shop/qa"]);
+    assert!(!d.home.path().join("apps/shop/envs/qa").exists());
+    d.stop();
 }

@@ -611,11 +611,20 @@ impl ControlPlane {
         }
     }
 
-    /// The app's masking key, made on first use.
+    /// The app's masking key, made (and audited) on first use.
     pub(crate) async fn mask_key(&self, env: &EnvRow) -> Result<String, ControlError> {
-        let fresh = random_hex(32)?;
         let app_id = env.app_id;
-        let entry = AuditEntry::new("turnout", turnout_model::AuditAction::DataSync).app(&env.app);
+        if let Some(key) = self
+            .store
+            .call(move |c| dq::get_mask_key(c, app_id))
+            .await?
+        {
+            return Ok(key);
+        }
+        let fresh = random_hex(32)?;
+        let entry = AuditEntry::new("turnout", turnout_model::AuditAction::DataSync)
+            .app(&env.app)
+            .change(None, Some("a new masking key for the app".to_owned()));
         self.store
             .mutate(entry, move |c, _| dq::mask_key(c, app_id, &fresh))
             .await

@@ -113,6 +113,16 @@ pub fn set(c: &Tx<'_>, row: &DataRow) -> Result<(), ControlError> {
     Ok(())
 }
 
+/// The app's masking key, if it has one.
+pub fn get_mask_key(c: &Connection, app_id: i64) -> Result<Option<String>, ControlError> {
+    Ok(c.query_row(
+        "SELECT key FROM app_mask_keys WHERE app_id = ?1",
+        [app_id],
+        |r| r.get(0),
+    )
+    .optional()?)
+}
+
 /// The app's masking key, made (32 random bytes, hex) on first use.
 pub fn mask_key(c: &Tx<'_>, app_id: i64, fresh: &str) -> Result<String, ControlError> {
     c.execute(
