@@ -252,6 +252,8 @@ async fn a_clone_is_consistent_while_the_source_takes_writes_and_production_is_n
     let reader = Poller::start(&d, "qa", "/rows");
     let j = job(&d, &["data", "clone", "shop/prod", "shop/qa"]);
     assert_eq!(j["state"], "succeeded", "{j}");
+    let watched = d.ok(&["job", "watch", &j["id"].to_string()]);
+    assert!(watched.contains("copied"), "progress in bytes: {watched}");
     let (writes, failed_writes) = writer.finish().await;
     let (reads, failed_reads) = reader.finish().await;
     assert!(writes > 0 && failed_writes.is_empty(), "{failed_writes:?}");
@@ -783,4 +785,90 @@ async fn postgres_clusters_outlive_the_control_plane_stop_with_the_daemon_and_go
     d.ok(&["env", "delete", "shop/qa"]);
     assert!(!d.home.path().join("apps/shop/envs/qa").exists());
     d.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_seed_command_gets_the_new_data_a_cancel_keeps_the_old_and_an_engine_change_is_refused() {
+    let repo = sqlite_repo("");
+    repo.write(
+        "seed.py",
+        "import os, sqlite3, time\n\
+         c = sqlite3.connect(os.environ['TURNOUT_SQLITE_PATH'])\n\
+         c.executescript(\"CREATE TABLE items (id INTEGER PRIMARY KEY, name TEXT NOT NULL);\
+         INSERT INTO items (name) VALUES ('from-command');\")\n\
+         c.commit()\n\
+         print('seeded', os.environ['DATABASE_URL'], flush=True)\n\
+         if os.path.exists('slow'): time.sleep(120)\n",
+    );
+    repo.write(
+        "turnout.toml",
+        &toml("").replace("seed_sql = \"seed.sql\"", "seed = \"python3 seed.py\""),
+    );
+    repo.commit("a seed command");
+    let d = Daemon::start();
+    d.create("shop", repo.path(), &[("qa", "main", "qa")]);
+    d.ok(&["deploy", "shop/qa"]);
+    assert_eq!(rows(&d, "qa").await, [(1, "from-command".into())]);
+
+    // A reseed whose seed hangs, cancelled: the new copy goes, the old one serves on.
+    repo.write("slow", "1");
+    repo.commit("a slow seed");
+    d.ok(&["deploy", "shop/qa"]);
+    body(&d, "qa", "/write?v=kept").await;
+    let id = d.json(&["data", "reseed", "shop/qa", "--detach"])["id"]
+        .as_i64()
+        .unwrap()
+        .to_string();
+    eventually("the seed to run", Duration::from_secs(60), || {
+        let d = &d;
+        let id = id.clone();
+        async move {
+            let job = d.json(&["job", "show", &id]);
+            (job["steps"][1]["state"] == "running").then_some(())
+        }
+    })
+    .await;
+    let watched = eventually("the seed's output", Duration::from_secs(60), || {
+        let d = &d;
+        let id = id.clone();
+        async move {
+            let events = std::fs::read_to_string(d.home.path().join(format!("jobs/{id}.ndjson")))
+                .unwrap_or_default();
+            events.contains("seeded sqlite:///").then_some(events)
+        }
+    })
+    .await;
+    assert!(
+        watched.contains("g2/db.sqlite"),
+        "the new generation's URL: {watched}"
+    );
+    d.ok(&["job", "cancel", &id]);
+    let job = d.json(&["job", "show", &id]);
+    assert_eq!(job["state"], "cancelled", "{job}");
+    assert_eq!(
+        rows(&d, "qa").await,
+        [(1, "from-command".into()), (2, "kept".into())]
+    );
+    assert_eq!(d.json(&["data", "show", "shop/qa"])["generation"], 1);
+    let env = d.json(&["env", "show", "shop/qa"]);
+    let data = std::path::Path::new(env["dir"].as_str().unwrap()).join("data");
+    assert!(!data.join("g2").exists(), "the cancelled copy is removed");
+
+    // A release that declares another engine is refused, saying how to change it.
+    repo.write(
+        "turnout.toml",
+        &toml("")
+            .replace("seed_sql = \"seed.sql\"", "seed = \"python3 seed.py\"")
+            .replace("engine = \"sqlite\"", "engine = \"postgres\""),
+    );
+    repo.commit("postgres now");
+    let out = d.cli(&["deploy", "shop/qa"]);
+    let err =
+        String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains("turnout data reseed shop/qa --engine postgres"),
+        "{err}"
+    );
+    assert_eq!(rows(&d, "qa").await.len(), 2, "the data is untouched");
 }
