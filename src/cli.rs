@@ -6,8 +6,8 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use turnout_model::plan::PlanField;
 use turnout_model::{
-    Action, AppName, DeployOn, DomainName, EnvName, EnvRef, HookProvider, Promotion, Role,
-    StageMember, Tier, UnknownTier,
+    Action, AppName, DataAccess, DeployOn, DomainName, EnvName, EnvRef, HookProvider, Promotion,
+    Role, StageMember, Tier, UnknownTier,
 };
 
 #[derive(Parser)]
@@ -116,6 +116,10 @@ pub enum Command {
     /// Show, watch or cancel one job
     #[command(subcommand)]
     Job(JobCommand),
+    /// Each environment's data (its database and storage): show, seed, clone, sync, attach,
+    /// and a shell on it
+    #[command(subcommand)]
+    Data(DataCommand),
     /// List releases
     #[command(subcommand)]
     Release(ReleaseCommand),
@@ -166,6 +170,83 @@ pub enum Command {
         #[arg(long)]
         timestamps: bool,
     },
+}
+
+#[derive(Subcommand)]
+pub enum DataCommand {
+    /// Engine, generation, URL (password hidden), storage, size, where the data came from, and
+    /// the other environments' databases it is attached to
+    Show {
+        /// The environment, as APP/ENV
+        target: EnvRef,
+    },
+    /// Replace the data with a fresh copy made from the seed of turnout.toml's [data], then
+    /// relaunch the live release on it (a job; the old data is removed once it serves)
+    Seed(SeedArgs),
+    /// The same as `seed`: destroy the data and re-create it from the seed (a job)
+    Reseed(SeedArgs),
+    /// Copy FROM's data and storage into TO while FROM keeps serving, then relaunch TO on it
+    /// (a job); never into production
+    Clone {
+        /// The environment copied, as APP/ENV
+        from: EnvRef,
+        /// The environment whose data it replaces, as APP/ENV (the same app, not production)
+        to: EnvRef,
+        /// Print the job's id and return at once instead of watching it
+        #[arg(long)]
+        detach: bool,
+    },
+    /// Refresh an environment from production's data, masked by [data.mask] on the way
+    /// (strict: a column no rule covers fails the sync), then relaunch it (a job)
+    Sync {
+        /// The environment whose data it replaces, as APP/ENV (not production)
+        target: EnvRef,
+        /// The production environment, as APP/ENV
+        #[arg(long)]
+        from: EnvRef,
+        /// Print the job's id and return at once instead of watching it
+        #[arg(long)]
+        detach: bool,
+    },
+    /// Give an environment a second URL, of another's database, whose credentials allow only
+    /// the mode given; its instances get it at their next restart or deploy
+    Attach {
+        /// The environment that gets the URL, as APP/ENV
+        target: EnvRef,
+        /// The environment whose database it is, as APP/ENV (the same app)
+        #[arg(long)]
+        to: EnvRef,
+        /// read, append (insert, no update or delete; PostgreSQL) or read-write
+        #[arg(long)]
+        mode: DataAccess,
+        /// The variable's name [default: OTHER_DATABASE_URL]
+        #[arg(long = "as", value_name = "VAR")]
+        var: Option<String>,
+    },
+    /// Take an environment's access to another's database away
+    Detach {
+        target: EnvRef,
+        /// The environment whose database it is, as APP/ENV
+        #[arg(long)]
+        to: EnvRef,
+    },
+    /// Open psql on the environment's PostgreSQL database (with --json: print the connection)
+    Psql { target: EnvRef },
+    /// Open sqlite3 on the environment's SQLite database (with --json: print the connection)
+    Sqlite { target: EnvRef },
+}
+
+#[derive(Args)]
+pub struct SeedArgs {
+    /// The environment, as APP/ENV
+    pub target: EnvRef,
+    /// Make the new data with this engine instead of the one the live release declares (to
+    /// change an environment's engine)
+    #[arg(long, value_parser = ["sqlite", "postgres"])]
+    pub engine: Option<String>,
+    /// Print the job's id and return at once instead of watching it
+    #[arg(long)]
+    pub detach: bool,
 }
 
 /// Ids are positive and fit the API's 64-bit integers.

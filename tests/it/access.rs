@@ -535,6 +535,66 @@ async fn every_mutating_endpoint_by_every_role_on_every_tier() {
             .await;
         expect(format!("app settings by {name}"), r, owner);
         checked.insert(("POST", "/api/v1/apps/{app}/settings"));
+        // Environments' data (qa tier): seed, clone and sync need the right to re-seed or
+        // configure the target (and to read the source); the jobs they start succeed. Attach
+        // and detach need configuration; allowed, they get past authorization to the
+        // engine's own answer (SQLite files are not shared across environments' users; no
+        // attachment to remove).
+        let ok = allowed(*role, Action::Config.default_role(Tier::Qa));
+        for (what, path, body) in [
+            ("data seed", "seed", json!({})),
+            ("data clone", "clone", json!({"from": "shop/qa-b"})),
+            ("data sync", "sync", json!({"from": "shop/prod-b"})),
+        ] {
+            let r = who
+                .call(
+                    "POST",
+                    &format!("/api/v1/apps/shop/envs/qa-a/data/{path}"),
+                    Some(body),
+                )
+                .await;
+            if ok {
+                assert_eq!(r.0, 201, "{what} by {name}: {}", r.1);
+                let job: Value = serde_json::from_str(&r.1).unwrap();
+                let end = job_end(&who, &job["id"].to_string()).await;
+                assert_eq!(end["state"], "succeeded", "{what} by {name}: {end}");
+            }
+            expect(format!("{what} by {name}"), r, ok);
+            checked.insert((
+                "POST",
+                match path {
+                    "seed" => "/api/v1/apps/{app}/envs/{env}/data/seed",
+                    "clone" => "/api/v1/apps/{app}/envs/{env}/data/clone",
+                    _ => "/api/v1/apps/{app}/envs/{env}/data/sync",
+                },
+            ));
+        }
+        let attach = who
+            .call(
+                "POST",
+                "/api/v1/apps/shop/envs/qa-a/data/attachments",
+                Some(json!({"to": "shop/qa-b", "mode": "read"})),
+            )
+            .await;
+        let detach = who
+            .call(
+                "DELETE",
+                "/api/v1/apps/shop/envs/qa-a/data/attachments/qa-b",
+                None,
+            )
+            .await;
+        for (what, r, past) in [("data attach", attach, 409), ("data detach", detach, 404)] {
+            if ok {
+                assert_eq!(r.0, past, "{what} by {name}: {}", r.1);
+            } else {
+                expect(format!("{what} by {name}"), r, false);
+            }
+        }
+        checked.insert(("POST", "/api/v1/apps/{app}/envs/{env}/data/attachments"));
+        checked.insert((
+            "DELETE",
+            "/api/v1/apps/{app}/envs/{env}/data/attachments/{other}",
+        ));
         let throwaway = format!("del-{rname}");
         d.ok(&[
             "app",

@@ -23,13 +23,14 @@ async fn two_branches_serve_their_own_content_in_two_environments() {
 
     let out = d.ok(&["deploy", "shop/production"]);
     for step in [
-        "[1/6] fetch",
-        "[2/6] checkout",
-        "[3/6] build",
+        "[1/7] fetch",
+        "[2/7] checkout",
+        "[3/7] build",
         "| building",
-        "[4/6] launch",
-        "[5/6] go-live",
-        "[6/6] retire",
+        "[4/7] migrate",
+        "[5/7] launch",
+        "[6/7] go-live",
+        "[7/7] retire",
         "live: shop/production",
     ] {
         assert!(out.contains(step), "deploy output lacks {step:?}:\n{out}");

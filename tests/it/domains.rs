@@ -129,7 +129,7 @@ async fn switches_are_health_gated_and_refusals_change_nothing() {
 
     // green is running but fails its health check now.
     let green = d.json(&["env", "show", "shop/green"]);
-    let storage = std::path::Path::new(green["dir"].as_str().unwrap()).join("storage");
+    let storage = std::path::Path::new(green["dir"].as_str().unwrap()).join("data/g1/storage");
     std::fs::write(storage.join("health-status.txt"), "500").unwrap();
     let err = d.fails(&["domain", "switch", "shop.example.test", "shop/green"]);
     assert!(

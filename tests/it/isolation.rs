@@ -84,7 +84,9 @@ fn assert_home_modes(d: &Daemon, when: &str) {
         (home.join("apps/shop/envs/prod/logs"), 0o700),
         (home.join("apps/shop/envs/prod/run"), 0o700),
         (home.join("apps/shop/envs/prod/releases"), 0o700),
-        (home.join("apps/shop/envs/prod/storage"), 0o700),
+        (home.join("apps/shop/envs/prod/data"), 0o700),
+        (home.join("apps/shop/envs/prod/data/g1"), 0o700),
+        (home.join("apps/shop/envs/prod/data/g1/storage"), 0o700),
         (home.join("jobs"), 0o700),
         (home.join("instances"), 0o700),
     ] {
@@ -156,12 +158,12 @@ async fn code_in_a_development_environment_reads_nothing_of_production_or_turnou
     let home = d.home.path();
     let prod_dir = home.join("apps/shop/envs/prod");
     std::fs::write(
-        prod_dir.join("storage/customers.csv"),
+        prod_dir.join("data/g1/storage/customers.csv"),
         "alice,4111111111111111\n",
     )
     .unwrap();
     std::fs::set_permissions(
-        prod_dir.join("storage/customers.csv"),
+        prod_dir.join("data/g1/storage/customers.csv"),
         std::fs::Permissions::from_mode(0o644),
     )
     .unwrap();
@@ -182,9 +184,10 @@ async fn code_in_a_development_environment_reads_nothing_of_production_or_turnou
         ),
         (
             "production's storage",
-            prod_dir.join("storage/customers.csv"),
+            prod_dir.join("data/g1/storage/customers.csv"),
         ),
         ("production's code", prod_release.join("app.py")),
+        ("production's database", prod_dir.join("data/g1/db.sqlite")),
         (
             "production's log",
             std::fs::read_dir(prod_dir.join("logs"))
@@ -205,7 +208,7 @@ async fn code_in_a_development_environment_reads_nothing_of_production_or_turnou
         ("the home", home.to_path_buf()),
         ("the apps", home.join("apps")),
         ("production's releases", prod_dir.join("releases")),
-        ("production's storage", prod_dir.join("storage")),
+        ("production's data", prod_dir.join("data")),
         ("the jobs", home.join("jobs")),
     ] {
         assert!(target.exists(), "{what}: {} exists", target.display());
@@ -214,7 +217,7 @@ async fn code_in_a_development_environment_reads_nothing_of_production_or_turnou
         assert_eq!(r, "denied: PermissionError", "dev listed {what} ({path})");
     }
     // Its own files it may read, and prod its own secret.
-    let own = home.join("apps/shop/envs/dev/storage");
+    let own = home.join("apps/shop/envs/dev/data/g1/storage");
     let r = probe(&d, "dev", &format!("/list?{}", own.display())).await;
     assert_eq!(r, "ok");
 
@@ -235,7 +238,8 @@ async fn code_in_a_development_environment_reads_nothing_of_production_or_turnou
     for name in &names {
         assert!(
             // PWD: set by the shell that runs the command.
-            ["PATH", "HOME", "LANG", "PORT", "PWD"].contains(name) || name.starts_with("TURNOUT_"),
+            ["PATH", "HOME", "LANG", "PORT", "PWD", "DATABASE_URL"].contains(name)
+                || name.starts_with("TURNOUT_"),
             "{name} is not on the allow-list: {names:?}"
         );
     }

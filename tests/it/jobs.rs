@@ -392,7 +392,7 @@ async fn a_detached_deploy_survives_its_client_and_watch_replays_it() {
     assert_eq!(j["state"], "succeeded", "{j}");
     let out = d.ok(&["job", "watch", &id]);
     for step in [
-        "fetch", "checkout", "build", "launch", "go-live", "retire", "building",
+        "fetch", "checkout", "build", "migrate", "launch", "go-live", "retire", "building",
     ] {
         assert!(out.contains(step), "watch lacks {step}:\n{out}");
     }

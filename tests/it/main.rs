@@ -4,6 +4,7 @@ mod access;
 mod adoption;
 mod cli;
 mod daemon;
+mod data;
 mod dataplane;
 mod deploy;
 mod diff;

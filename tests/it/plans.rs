@@ -45,9 +45,16 @@ fn a_plan_is_set_shown_and_cleared_through_the_cli() {
         "memory 512 MiB, cpu 0.5, pids none"
     );
 
-    // Storage: the bytes under the environment's storage directory, symbolic links not followed.
+    // Storage: the bytes under the storage directory of the environment's data (made by its
+    // first deploy), symbolic links not followed.
+    assert_eq!(
+        d.json(&["env", "show", "shop/dev"])["usage"]["storage"],
+        0,
+        "no data before the first deploy"
+    );
+    d.ok(&["deploy", "shop/dev"]);
     let env = d.json(&["env", "show", "shop/dev"]);
-    let storage = std::path::Path::new(env["dir"].as_str().unwrap()).join("storage");
+    let storage = std::path::Path::new(env["dir"].as_str().unwrap()).join("data/g1/storage");
     std::fs::create_dir_all(storage.join("db")).unwrap();
     std::fs::write(storage.join("db/data"), vec![7u8; 3000]).unwrap();
     std::os::unix::fs::symlink(repo.path(), storage.join("elsewhere")).unwrap();
@@ -58,7 +65,7 @@ fn a_plan_is_set_shown_and_cleared_through_the_cli() {
     );
     assert_eq!(env["usage"]["storage"], 3000, "{env}");
     let shown = d.ok(&["env", "show", "shop/dev"]);
-    assert!(shown.contains("usage        storage 2.9 KiB"), "{shown}");
+    assert!(shown.contains("storage 2.9 KiB"), "{shown}");
     let listed = d.json(&["env", "list", "shop"]);
     assert_eq!(listed[0]["plan"], env["plan"], "{listed}");
 

@@ -80,7 +80,7 @@ async fn without_root_each_environment_is_sandboxed_from_turnout_and_the_others(
         ("the admin token", home.join("admin.token")),
         ("the store", home.join("turnout.db")),
         ("production's code", prod_dir.join("releases")),
-        ("production's storage", prod_dir.join("storage")),
+        ("production's data", prod_dir.join("data")),
         ("production's logs", prod_dir.join("logs")),
         (
             "production's process environment",
@@ -114,7 +114,7 @@ async fn without_root_each_environment_is_sandboxed_from_turnout_and_the_others(
         "{pids}"
     );
     // It may write to its own storage, and nowhere of the system.
-    let own = home.join("apps/shop/envs/dev/storage/note.txt");
+    let own = home.join("apps/shop/envs/dev/data/g1/storage/note.txt");
     let wrote = probe(&d, "dev", &format!("/write?{}", own.display())).await;
     assert_eq!(wrote, "ok");
     assert!(own.exists(), "its storage is the real one");

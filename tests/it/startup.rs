@@ -233,7 +233,8 @@ async fn an_app_that_stays_unhealthy_at_start_up_leaves_no_instance_and_a_stop_e
     d.create("shop", repo.path(), &[("prod", "main", "production")]);
     d.ok(&["deploy", "shop/prod"]);
     let env = d.json(&["env", "show", "shop/prod"]);
-    let override_file = Path::new(env["dir"].as_str().unwrap()).join("storage/health-status.txt");
+    let override_file =
+        Path::new(env["dir"].as_str().unwrap()).join("data/g1/storage/health-status.txt");
     assert!(d.stop().success());
     std::fs::write(&override_file, "500").unwrap();
 

@@ -12,15 +12,18 @@
 //!     releases/<commit12>-<fp>.built   marker: the build in that tree finished
 //!     logs/release-<id>.log      the instance's stdout and stderr
 //!     logs/release-<id>-build.log
-//!     storage/                   persistent storage ($TURNOUT_STORAGE_DIR)
+//!     data/g<N>/db.sqlite        generation N of its data: the SQLite database,
+//!     data/g<N>/storage/         and the persistent storage ($TURNOUT_STORAGE_DIR)
+//!     pg/g<N>/, pg/g<N>.log      generation N's PostgreSQL cluster (engine = "postgres")
+//!     pgsock/g<N>/               its unix socket
 //!     home/                      the environment's user's $HOME
 //!     run/release-<id>.pid       process group of a running instance (or build)
 //! <home>/jobs/<id>.ndjson        every event of a job
 //! ```
 //!
 //! Modes (see `plane::isolation`): the home, `apps/`, each app's and environment's directory
-//! and `envs/` are 0711, passable but not listable; `releases/`, `storage/` and `home/` belong to
-//! the environment's user, 0700; everything else is the daemon's, 0700 or 0600.
+//! and `envs/` are 0711, passable but not listable; `releases/`, `data/` and `home/` belong to
+//! the environment's user, 0700; `pg/` (0700) and `pgsock/` (0711) to the clusters' user; everything else is the daemon's, 0700 or 0600.
 use std::path::{Path, PathBuf};
 
 use turnout_model::{AppName, EnvName};
@@ -131,8 +134,42 @@ impl Home {
     pub fn logs_dir(&self, app: &AppName, env: &EnvName) -> PathBuf {
         self.env_dir(app, env).join("logs")
     }
-    pub fn storage_dir(&self, app: &AppName, env: &EnvName) -> PathBuf {
-        self.env_dir(app, env).join("storage")
+    /// Every generation of the environment's data (its user's, 0700): `g<N>/db.sqlite` and
+    /// `g<N>/storage/`.
+    pub fn data_dir(&self, app: &AppName, env: &EnvName) -> PathBuf {
+        self.env_dir(app, env).join("data")
+    }
+    /// One generation of the environment's data.
+    pub fn generation_dir(&self, app: &AppName, env: &EnvName, generation: i64) -> PathBuf {
+        self.data_dir(app, env).join(format!("g{generation}"))
+    }
+    /// The SQLite database of a generation.
+    pub fn sqlite_path(&self, app: &AppName, env: &EnvName, generation: i64) -> PathBuf {
+        self.generation_dir(app, env, generation).join("db.sqlite")
+    }
+    /// The persistent storage of a generation (`$TURNOUT_STORAGE_DIR`).
+    pub fn storage_dir(&self, app: &AppName, env: &EnvName, generation: i64) -> PathBuf {
+        self.generation_dir(app, env, generation).join("storage")
+    }
+    /// The PostgreSQL clusters' data directories and logs (the cluster user's, 0700).
+    pub fn pg_root(&self, app: &AppName, env: &EnvName) -> PathBuf {
+        self.env_dir(app, env).join("pg")
+    }
+    /// The data directory of a generation's cluster.
+    pub fn pg_dir(&self, app: &AppName, env: &EnvName, generation: i64) -> PathBuf {
+        self.pg_root(app, env).join(format!("g{generation}"))
+    }
+    /// The server log of a generation's cluster.
+    pub fn pg_log(&self, app: &AppName, env: &EnvName, generation: i64) -> PathBuf {
+        self.pg_root(app, env).join(format!("g{generation}.log"))
+    }
+    /// The clusters' socket directories (the cluster user's, 0711: attached environments pass).
+    pub fn pg_socket_root(&self, app: &AppName, env: &EnvName) -> PathBuf {
+        self.env_dir(app, env).join("pgsock")
+    }
+    /// The socket directory of a generation's cluster.
+    pub fn pg_socket_dir(&self, app: &AppName, env: &EnvName, generation: i64) -> PathBuf {
+        self.pg_socket_root(app, env).join(format!("g{generation}"))
     }
     pub fn pid_file(&self, app: &AppName, env: &EnvName, release: i64) -> PathBuf {
         self.env_dir(app, env)
@@ -149,6 +186,16 @@ impl Home {
         self.env_dir(app, env)
             .join("run")
             .join(format!("release-{release}-build.pid"))
+    }
+    /// The log of a release's data command (`seed`, `migrate`).
+    pub fn task_log(&self, app: &AppName, env: &EnvName, release: i64, task: &str) -> PathBuf {
+        self.logs_dir(app, env)
+            .join(format!("release-{release}-{task}.log"))
+    }
+    /// Records a data command's process group, like a build's (`all_pid_files`).
+    pub fn task_pid_file(&self, app: &AppName, env: &EnvName, release: i64, task: &str) -> PathBuf {
+        self.run_dir(app, env)
+            .join(format!("release-{release}-{task}.pid"))
     }
     /// Every event of job `id`, one JSON line each.
     pub fn job_events(&self, id: i64) -> PathBuf {

@@ -19,6 +19,7 @@ use crate::error::ControlError;
 
 pub mod access;
 pub mod audit;
+pub mod data;
 pub mod hooks;
 pub mod jobs;
 pub mod pipeline;
@@ -39,6 +40,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0010_hooks.sql"),
     include_str!("../migrations/0011_pipeline.sql"),
     include_str!("../migrations/0012_sleep.sql"),
+    include_str!("../migrations/0013_data.sql"),
 ];
 
 /// Read-only connections kept open for `Store::call`.

@@ -116,3 +116,12 @@ pub struct DataConnection {
     /// A URL the daemon's machine can use (PostgreSQL: over the unix socket; SQLite: the path).
     pub url: String,
 }
+
+/// `POST …/data/seed`: new data from the live release's seed (`turnout data seed|reseed`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SeedData {
+    /// `sqlite` or `postgres`: the engine of the new data (default: the one the live release
+    /// declares), to change an environment's engine.
+    #[serde(default)]
+    pub engine: Option<String>,
+}

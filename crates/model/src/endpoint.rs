@@ -591,6 +591,65 @@ endpoint!(CancelJob, Post "/api/v1/jobs/{id}/cancel", body (), answer JobInfo,
 pub struct Metrics;
 endpoint!(Metrics, Get "/metrics", body (), answer TextStream, |s| []);
 
+/// An environment's data: engine, generation, URL (password hidden), storage, origin,
+/// attachments.
+pub struct ShowData {
+    pub target: EnvRef,
+}
+endpoint!(ShowData, Get "/api/v1/apps/{app}/envs/{env}/data", body (), answer crate::DataInfo,
+    |s| [s.target.app.as_str(), s.target.env.as_str()]);
+
+/// New data from the live release's seed, then the live release relaunched on it (a job).
+pub struct SeedData {
+    pub target: EnvRef,
+    pub body: crate::SeedData,
+}
+endpoint!(SeedData, Post "/api/v1/apps/{app}/envs/{env}/data/seed", body crate::SeedData,
+    answer JobInfo, |s| [s.target.app.as_str(), s.target.env.as_str()], body_field body);
+
+/// A copy of `body.from`'s data and storage, then the live release relaunched on it (a job).
+pub struct CloneData {
+    pub target: EnvRef,
+    pub body: crate::DataSource,
+}
+endpoint!(CloneData, Post "/api/v1/apps/{app}/envs/{env}/data/clone", body crate::DataSource,
+    answer JobInfo, |s| [s.target.app.as_str(), s.target.env.as_str()], body_field body);
+
+/// A masked copy of production's data (`body.from`), then the live release relaunched on it
+/// (a job).
+pub struct SyncData {
+    pub target: EnvRef,
+    pub body: crate::DataSource,
+}
+endpoint!(SyncData, Post "/api/v1/apps/{app}/envs/{env}/data/sync", body crate::DataSource,
+    answer JobInfo, |s| [s.target.app.as_str(), s.target.env.as_str()], body_field body);
+
+/// Give the environment a URL of another's database (`body.to`) limited to `body.mode`;
+/// answers its data.
+pub struct AttachData {
+    pub target: EnvRef,
+    pub body: crate::AttachData,
+}
+endpoint!(AttachData, Post "/api/v1/apps/{app}/envs/{env}/data/attachments",
+    body crate::AttachData, answer crate::DataInfo,
+    |s| [s.target.app.as_str(), s.target.env.as_str()], body_field body);
+
+/// Take the environment's access to `other`'s database away; answers its data.
+pub struct DetachData {
+    pub target: EnvRef,
+    pub other: EnvName,
+}
+endpoint!(DetachData, Delete "/api/v1/apps/{app}/envs/{env}/data/attachments/{other}", body (),
+    answer crate::DataInfo,
+    |s| [s.target.app.as_str(), s.target.env.as_str(), s.other.as_str()]);
+
+/// The URL `turnout data psql|sqlite` connects with (its password included; audited).
+pub struct DataConnection {
+    pub target: EnvRef,
+}
+endpoint!(DataConnection, Get "/api/v1/apps/{app}/envs/{env}/data/connection", body (),
+    answer crate::DataConnection, |s| [s.target.app.as_str(), s.target.env.as_str()]);
+
 /// (method, PATH) of every endpoint above, `GET /api/v1/health` (the one needing no token)
 /// included, so a test can hold the server's route list against it.
 pub fn all_paths() -> Vec<(&'static str, &'static str)> {
@@ -664,6 +723,13 @@ pub fn all_paths() -> Vec<(&'static str, &'static str)> {
         JobEvents,
         CancelJob,
         Metrics,
+        ShowData,
+        SeedData,
+        CloneData,
+        SyncData,
+        AttachData,
+        DetachData,
+        DataConnection,
     ]
 }
 
@@ -755,6 +821,22 @@ mod tests {
     }
 
     #[test]
+    fn data_paths_name_the_environment_and_the_other() {
+        let detach = DetachData {
+            target: target(),
+            other: "prod".parse().unwrap(),
+        };
+        assert_eq!(
+            detach.path(),
+            "/api/v1/apps/shop/envs/staging/data/attachments/prod"
+        );
+        assert_eq!(
+            DataConnection { target: target() }.path(),
+            "/api/v1/apps/shop/envs/staging/data/connection"
+        );
+    }
+
+    #[test]
     fn every_endpoint_is_listed_once() {
         let all = all_paths();
         let mut seen = std::collections::HashSet::new();
@@ -766,6 +848,6 @@ mod tests {
             );
         }
         assert!(all.contains(&("POST", "/api/v1/jobs/{id}/cancel")));
-        assert_eq!(all.len(), 64);
+        assert_eq!(all.len(), 71);
     }
 }

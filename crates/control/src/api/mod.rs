@@ -27,6 +27,7 @@ use crate::error::{ControlError, Escaped};
 use crate::plane::{ControlPlane, LogView};
 
 mod admin;
+mod data;
 mod domains;
 mod envs;
 mod git;
@@ -125,6 +126,13 @@ fn routes() -> Routes {
     .add::<ep::SetHook, _, _>(hooks::set_hook)
     .add::<ep::ShowHooks, _, _>(hooks::show_hooks)
     .add::<ep::SetSleep, _, _>(envs::set_sleep)
+    .add::<ep::ShowData, _, _>(data::show)
+    .add::<ep::SeedData, _, _>(data::seed)
+    .add::<ep::CloneData, _, _>(data::clone)
+    .add::<ep::SyncData, _, _>(data::sync)
+    .add::<ep::AttachData, _, _>(data::attach)
+    .add::<ep::DetachData, _, _>(data::detach)
+    .add::<ep::DataConnection, _, _>(data::connection)
 }
 
 /// The webhook deliveries: no bearer token, each authenticated by its provider's signature (or

@@ -1,4 +1,5 @@
-//! A deploy, as a job of typed steps: fetch → checkout → build → launch → go live → retire.
+//! A deploy, as a job of typed steps: fetch → checkout → build → migrate → launch → go live →
+//! retire.
 //! Each step takes what the one before produced, so none can run out of order. Any failure
 //! (or a cancel) before go-live leaves the environment serving exactly what it served before:
 //! the new instance, if any, is stopped and the release marked failed. Go-live is the point of
@@ -11,6 +12,7 @@ use tracing::info;
 use turnout_model::{Action, AuditAction, DeployRequest, EnvRef, JobInfo, JobKind};
 use turnout_supervisor::TaskSpec;
 
+use super::data::ReleaseRef;
 use super::jobs::{JobCtx, JobSpec};
 use super::launch::Launch;
 use super::logs::failure_tail;
@@ -22,14 +24,16 @@ use crate::error::ControlError;
 use crate::git::{self, Source};
 use crate::store::{AuditEntry, EnvRow, NewRelease, q};
 
-pub(crate) const DEPLOY_STEPS: &[&str] =
-    &["fetch", "checkout", "build", "launch", "go-live", "retire"];
+pub(crate) const DEPLOY_STEPS: &[&str] = &[
+    "fetch", "checkout", "build", "migrate", "launch", "go-live", "retire",
+];
 const FETCH: usize = 0;
 const CHECKOUT: usize = 1;
 const BUILD: usize = 2;
-const LAUNCH: usize = 3;
-const GO_LIVE: usize = 4;
-const RETIRE: usize = 5;
+const MIGRATE: usize = 3;
+const LAUNCH: usize = 4;
+const GO_LIVE: usize = 5;
+const RETIRE: usize = 6;
 
 /// The commit a ref resolved to.
 struct Fetched {
@@ -152,6 +156,7 @@ impl ControlPlane {
         let release_id = out.release_id;
         let live = async {
             let built = d.build(out).await?;
+            d.migrate(&built).await?;
             let running = d.launch(&built).await?;
             d.go_live(&built, running).await
         };
@@ -377,6 +382,26 @@ impl Deploy<'_> {
         Ok(Built(out))
     }
 
+    /// The environment's data (made on its first deploy) and the release's migrations.
+    async fn migrate(&self, b: &Built) -> Result<(), ControlError> {
+        let started = Instant::now();
+        let out = &b.0;
+        self.ctx
+            .begin(MIGRATE, format!("{} data", out.config.data.engine));
+        let rel = ReleaseRef {
+            id: out.release_id,
+            commit: &out.commit,
+            dir: &out.dir,
+            config: &out.config,
+        };
+        let detail = self
+            .plane
+            .deploy_data(self.ctx, self.r, &self.env, &rel, self.actor)
+            .await?;
+        self.ctx.done(MIGRATE, detail, started.elapsed());
+        Ok(())
+    }
+
     async fn launch(&self, b: &Built) -> Result<Running, ControlError> {
         let started = Instant::now();
         let out = &b.0;
@@ -413,6 +438,7 @@ impl Deploy<'_> {
             commit: &b.0.commit,
             dir: &b.0.dir,
             config: &b.0.config,
+            data: None,
         }
     }
 

@@ -143,7 +143,7 @@ impl ControlPlane {
             }
             for dir in [
                 home.releases_dir(&app, &name),
-                home.storage_dir(&app, &name),
+                home.data_dir(&app, &name),
                 home.user_home(&app, &name),
             ] {
                 make_dir(&dir, 0o700, uid)?;
@@ -185,7 +185,7 @@ impl ControlPlane {
 
     /// Not root, with bubblewrap: the sandbox `env`'s processes run in. Hidden: the daemon
     /// user's home, Turnout's home and (when elsewhere) the environments' root; writable again:
-    /// the environment's releases, storage and home.
+    /// the environment's releases, data (its databases and storage) and home.
     pub(crate) fn sandbox(&self, env: &EnvRow) -> Option<Sandbox> {
         let Separation::Sandboxed(bwrap) = &self.separation else {
             return None;
@@ -205,14 +205,14 @@ impl ControlPlane {
             hidden,
             writable: vec![
                 home.releases_dir(&env.app, &env.name),
-                home.storage_dir(&env.app, &env.name),
+                home.data_dir(&env.app, &env.name),
                 home.user_home(&env.app, &env.name),
             ],
         })
     }
 
     /// The uid that owns the environment's files: its own user's as root, else the daemon's.
-    fn owner(&self, env: &EnvRow) -> Option<u32> {
+    pub(super) fn owner(&self, env: &EnvRow) -> Option<u32> {
         (self.separation == Separation::Users).then_some(env.uid)
     }
 }
@@ -267,7 +267,7 @@ pub fn secure_home(home: &Home) -> Result<(), ControlError> {
     Ok(())
 }
 
-fn make_dir(dir: &Path, mode: u32, owner: Option<u32>) -> Result<(), ControlError> {
+pub(super) fn make_dir(dir: &Path, mode: u32, owner: Option<u32>) -> Result<(), ControlError> {
     std::fs::create_dir_all(dir).map_err(|e| io_error(dir, e))?;
     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode))
         .map_err(|e| io_error(dir, e))?;
@@ -278,7 +278,7 @@ fn make_dir(dir: &Path, mode: u32, owner: Option<u32>) -> Result<(), ControlErro
 }
 
 /// `chown -R` without following symbolic links (a link is re-owned itself, never its target).
-fn chown_tree(dir: &Path, uid: u32) -> Result<(), ControlError> {
+pub(crate) fn chown_tree(dir: &Path, uid: u32) -> Result<(), ControlError> {
     let mut stack: Vec<PathBuf> = vec![dir.to_path_buf()];
     while let Some(path) = stack.pop() {
         std::os::unix::fs::lchown(&path, Some(uid), Some(uid)).map_err(|e| io_error(&path, e))?;
@@ -296,7 +296,7 @@ fn io_error(path: &Path, e: std::io::Error) -> ControlError {
     ControlError::internal(format!("{}: {e}", path.display()))
 }
 
-async fn blocking(
+pub(super) async fn blocking(
     f: impl FnOnce() -> Result<(), ControlError> + Send + 'static,
 ) -> Result<(), ControlError> {
     tokio::task::spawn_blocking(f)

@@ -21,6 +21,7 @@ use turnout_supervisor::{
 };
 
 use super::ControlPlane;
+use super::data_service::NewData;
 use super::logs::failure_tail;
 use super::routing::{Running, key};
 use crate::app_file::ReleaseConfig;
@@ -35,12 +36,16 @@ pub(crate) struct Launch<'a> {
     pub commit: &'a str,
     pub dir: &'a Path,
     pub config: &'a ReleaseConfig,
+    /// A new generation of the environment's data to run on (seed, clone, sync), recorded
+    /// serving at go-live; None: the generation serving now (made on the first launch).
+    pub data: Option<&'a NewData>,
 }
 
 impl ControlPlane {
     /// What every process of a release sees (builds included), and nothing else: the
     /// allow-list (`base_env`), the app file's `[env]` and where it runs. Secrets are added for
-    /// instances only (`launch`).
+    /// instances only (`launch`), the data's variables for instances, seeds and migrations
+    /// (`data_env`).
     pub(crate) fn release_env(
         &self,
         r: &EnvRef,
@@ -56,10 +61,6 @@ impl ControlPlane {
             ("TURNOUT_TIER".to_owned(), tier.to_string()),
             ("TURNOUT_RELEASE".to_owned(), commit.to_owned()),
             ("TURNOUT_URL".to_owned(), self.url(r)),
-            (
-                "TURNOUT_STORAGE_DIR".to_owned(),
-                self.home.storage_dir(&r.app, &r.env).display().to_string(),
-            ),
         ]);
         env
     }
@@ -78,6 +79,16 @@ impl ControlPlane {
         let mut env = self.release_env(r, l.env.tier, l.commit, l.config);
         // Secrets go to the instance only: never to the build, whose output may be logged.
         env.extend(self.secret_env(l.env.id).await?);
+        let gn = match l.data {
+            Some(new) => new.gn.clone(),
+            None => self.ensure_data(l.env, l.config).await?,
+        };
+        let (data_vars, data_binds) = self.data_env(l.env, &gn).await?;
+        env.extend(data_vars);
+        let mut sandbox = self.sandbox(l.env);
+        if let Some(s) = sandbox.as_mut() {
+            s.writable.extend(data_binds);
+        }
         let network = self.network(l.env).await?;
         let port = network
             .free_port()
@@ -104,7 +115,7 @@ impl ControlPlane {
             identity,
             cgroup: Some(self.cgroup(l.env, l.config)),
             network,
-            sandbox: self.sandbox(l.env),
+            sandbox,
         };
         let instance = self
             .runtime
@@ -142,6 +153,10 @@ impl ControlPlane {
         instance: Arc<dyn InstanceHandle>,
     ) -> Result<Running, ControlError> {
         self.network(l.env).await?;
+        if let Some(row) = self.data_row(l.env).await? {
+            self.start_cluster(l.env, &self.generation(l.env, &row)?)
+                .await?;
+        }
         instance
             .check_health()
             .await
@@ -153,7 +168,8 @@ impl ControlPlane {
         Ok(running(l, instance, self.dataplane()))
     }
 
-    /// Record `release_id` live for the environment, then route to `running`. Returns the
+    /// Record `release_id` live for the environment (and its new generation of data, if it
+    /// runs on one), then route to `running`. Returns the
     /// instance it replaced, for `retire`. `audit` names the operation (deploy, rollback, …).
     pub(crate) async fn go_live(
         &self,
@@ -163,11 +179,15 @@ impl ControlPlane {
     ) -> Result<Option<Running>, ControlError> {
         let (env_id, release_id, previous) = (l.env.id, l.release_id, l.env.current_release_id);
         let entry = audit.change(None, Some(l.commit.to_owned()));
+        let data = l.data.map(|new| new.gn.row(env_id, new.origin.clone()));
         if let Err(e) = self
             .store
             .mutate(entry, move |c, entry| {
                 if let Some(id) = previous {
                     entry.from = Some(q::get_release(c, id)?.commit);
+                }
+                if let Some(row) = &data {
+                    crate::store::data::set(c, row)?;
                 }
                 q::go_live(c, env_id, release_id)
             })

@@ -18,6 +18,9 @@
 //! - `pipeline`, `schedule`: an app's declared pipeline (which promotions are allowed) and its
 //!   scheduled cuts, run by the scheduler task.
 //! - `sleep`: idle environments sleep (the sleeper) and requests wake them (the waker).
+//! - `data_service`, `data`, `data_access`: each environment's data (generations of a SQLite
+//!   file or a PostgreSQL cluster, and storage), the seed, clone and sync jobs that swap a new
+//!   generation in, and showing, attaching and connecting to it.
 use std::path::Path;
 use std::sync::Arc;
 
@@ -35,6 +38,9 @@ use crate::store::{AppRow, ReleaseRow, Store};
 
 mod apps;
 mod authz;
+mod data;
+mod data_access;
+mod data_service;
 mod deploy;
 mod diff;
 mod domains;
@@ -57,6 +63,7 @@ mod schedule;
 mod sleep;
 mod triggers;
 
+pub use data_access::engine as data_engine;
 pub use isolation::{Separation, place_envs, secure_home};
 pub use logs::LogView;
 pub use network::Networks;

@@ -74,11 +74,23 @@ impl ControlPlane {
             .and_then(|r| serde_json::from_str::<ReleaseConfig>(&r.config).ok())
             .map(|c| c.plan)
             .unwrap_or_default();
-        let dir = self.home.storage_dir(&env.app, &env.name);
-        let storage = tokio::task::spawn_blocking(move || storage_bytes(&dir))
+        // The storage of the generation of data serving now (none before the first launch).
+        let generation = self
+            .data_row(env)
             .await
             .ok()
-            .flatten();
+            .flatten()
+            .map(|d| d.generation);
+        let storage = match generation {
+            Some(n) => {
+                let dir = self.home.storage_dir(&env.app, &env.name, n);
+                tokio::task::spawn_blocking(move || storage_bytes(&dir))
+                    .await
+                    .ok()
+                    .flatten()
+            }
+            None => Some(0),
+        };
         let usage = ResourceUsage {
             storage,
             ..ResourceUsage::default()

@@ -251,6 +251,7 @@ impl ControlPlane {
                 commit: &commit,
                 dir: &dir,
                 config: &config,
+                data: None,
             };
             let launching = format!(
                 "{} without a build: {}",

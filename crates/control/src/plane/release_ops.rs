@@ -264,6 +264,7 @@ impl ControlPlane {
             commit: &release.commit,
             dir: Path::new(&release.dir),
             config: &config,
+            data: None,
         };
         let launching = format!(
             "release {} ({}) without a build: {}",

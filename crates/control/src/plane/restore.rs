@@ -312,6 +312,7 @@ impl ControlPlane {
             commit: &release.commit,
             dir,
             config: &config,
+            data: None,
         };
         if let Some((_, instance)) = adopted.take_if(|(id, _)| *id == release_id) {
             match self.adopt(&l, instance.clone()).await {
@@ -376,6 +377,7 @@ impl ControlPlane {
             tasks.spawn(async move { r.instance.stop().await });
         }
         while tasks.join_next().await.is_some() {}
+        self.stop_clusters().await;
         self.networks.close().await;
     }
 }

@@ -121,6 +121,11 @@ impl JobCtx {
         })
     }
 
+    /// The job's cancellation, for operations that take a token (data copies).
+    pub fn cancel_token(&self) -> tokio_util::sync::CancellationToken {
+        self.job.cancel.clone()
+    }
+
     /// Wait for `fut` unless the job is cancelled first.
     pub async fn guard<T>(&self, fut: impl Future<Output = T>) -> Result<T, ControlError> {
         tokio::select! {

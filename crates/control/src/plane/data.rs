@@ -1,0 +1,585 @@
+//! `turnout data seed|reseed|clone|sync`: jobs that give an environment new data. Each writes
+//! generation N+1 beside N (`data_service`), then relaunches the environment's live release on
+//! it through `go_live_steps` (zero downtime; the new generation is recorded serving in the same
+//! transaction as the go-live), then removes N. A failure or cancel before go-live removes N+1
+//! and changes nothing. Data never flows into production through these commands: a clone or
+//! sync into a production environment is refused (restoring a backup is how production's data
+//! is written), and a sync reads only from production, masked before any app process of the
+//! target can connect.
+//!
+//! The deploy's `migrate` step is here too: the first deploy of an environment provisions its
+//! data (seeded below production), and every deploy runs the release's `migrate` command.
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Instant;
+
+use tracing::info;
+use turnout_data::Engine;
+use turnout_model::{Action, AuditAction, EnvRef, JobInfo, JobKind, Tier};
+use turnout_supervisor::TaskSpec;
+
+use super::ControlPlane;
+use super::data_service::{
+    Db, Generation, JobProgress, NewData, engine_mismatch, release_file, step_error,
+};
+use super::jobs::{JobCtx, JobSpec};
+use super::launch::Launch;
+use super::logs::failure_tail;
+use crate::access::Principal;
+use crate::app_file::{ReleaseConfig, Seed};
+use crate::error::ControlError;
+use crate::store::data::Origin;
+use crate::store::{EnvRow, ReleaseRow, now, q};
+
+const SEED_STEPS: &[&str] = &["create", "seed", "migrate", "launch", "go-live", "retire"];
+const CLONE_STEPS: &[&str] = &["copy", "migrate", "launch", "go-live", "retire"];
+const SYNC_STEPS: &[&str] = &["copy", "mask", "migrate", "launch", "go-live", "retire"];
+
+/// The release whose seed and migrations run, and which runs on the data.
+pub(crate) struct ReleaseRef<'a> {
+    pub id: i64,
+    pub commit: &'a str,
+    pub dir: &'a Path,
+    pub config: &'a ReleaseConfig,
+}
+
+/// Where a job's new data comes from.
+#[derive(Clone)]
+enum Source {
+    /// The live release's seed, on an empty database of `engine` (None: the live release's).
+    Seed(Option<Engine>),
+    /// A copy of another environment's data (`masked`: a sync).
+    Copy { from: EnvRef, masked: bool },
+}
+
+impl ControlPlane {
+    /// `turnout data seed|reseed APP/ENV [--engine]`: new data from the live release's seed.
+    pub async fn seed_data(
+        self: &Arc<Self>,
+        r: EnvRef,
+        engine: Option<Engine>,
+        who: &Principal,
+    ) -> Result<JobInfo, ControlError> {
+        let env = self.env_for(who, &r, Action::Reseed).await?;
+        if env.tier == Tier::Production {
+            return Err(ControlError::Conflict(format!(
+                "refused: {r} is production, and seeding would replace its data; production's data is only ever written by its app (or by restoring a backup)"
+            )));
+        }
+        self.live_row(&env).await?;
+        self.data_job(JobKind::Seed, r, None, Source::Seed(engine), who)
+            .await
+    }
+
+    /// `turnout data clone APP/FROM APP/TO` (`masked`: `data sync APP/TO --from APP/FROM`).
+    pub async fn copy_data(
+        self: &Arc<Self>,
+        to: EnvRef,
+        from: EnvRef,
+        masked: bool,
+        who: &Principal,
+    ) -> Result<JobInfo, ControlError> {
+        let what = if masked { "synced" } else { "cloned" };
+        if from.app != to.app {
+            return Err(ControlError::Invalid(format!(
+                "{from} and {to} are environments of different apps; data is {what} within an app"
+            )));
+        }
+        if from.env == to.env {
+            return Err(ControlError::Invalid(format!(
+                "{to} cannot be {what} from itself; name another environment of {}",
+                to.app
+            )));
+        }
+        let source = self.env_for(who, &from, Action::Read).await?;
+        let target = self.env_for(who, &to, Action::Config).await?;
+        self.check_copy(&source, &target, masked).await?;
+        self.live_row(&target).await?;
+        let kind = if masked {
+            JobKind::Sync
+        } else {
+            JobKind::Clone
+        };
+        let request = Some(format!("from {}", from.env));
+        self.data_job(kind, to, request, Source::Copy { from, masked }, who)
+            .await
+    }
+
+    /// Refuse a copy that would write production, come from an environment a sync may not read,
+    /// or cross engines.
+    async fn check_copy(
+        &self,
+        source: &EnvRow,
+        target: &EnvRow,
+        masked: bool,
+    ) -> Result<(), ControlError> {
+        let (from, to) = (
+            format!("{}/{}", source.app, source.name),
+            format!("{}/{}", target.app, target.name),
+        );
+        if target.tier == Tier::Production {
+            return Err(ControlError::Conflict(format!(
+                "refused: {to} is production; `turnout data clone` and `data sync` never write production's data. Production's data is written only by its app, or by restoring one of its own backups (the restore path of backups)"
+            )));
+        }
+        if masked && source.tier != Tier::Production {
+            return Err(ControlError::Invalid(format!(
+                "a sync reads production's data, and {from} is {}; sync from a production environment, or copy {from} as it is with `turnout data clone {from} {to}`",
+                source.tier
+            )));
+        }
+        let Some(from_row) = self.data_row(source).await? else {
+            return Err(ControlError::Conflict(format!(
+                "{from} has no data yet; deploy it first (`turnout deploy {from}`)"
+            )));
+        };
+        if let Some(to_row) = self.data_row(target).await?
+            && to_row.engine != from_row.engine
+        {
+            return Err(ControlError::Conflict(format!(
+                "{from}'s data is {} and {to}'s is {}: data is copied only between environments of the same engine (set the same [data] engine for both)",
+                from_row.engine, to_row.engine
+            )));
+        }
+        Ok(())
+    }
+
+    /// The environment's live release, which the job relaunches on the new data.
+    async fn live_row(&self, env: &EnvRow) -> Result<ReleaseRow, ControlError> {
+        let r = format!("{}/{}", env.app, env.name);
+        let Some(id) = env.current_release_id else {
+            return Err(ControlError::Conflict(format!(
+                "{r} has no live release to run on new data; deploy it first (`turnout deploy {r}`)"
+            )));
+        };
+        let release = self.store.call(move |c| q::get_release(c, id)).await?;
+        if !tokio::fs::try_exists(&release.dir).await.unwrap_or(false) {
+            return Err(ControlError::Conflict(format!(
+                "{r}'s live release {id} has no directory any more ({}); deploy {r} again first",
+                release.dir
+            )));
+        }
+        Ok(release)
+    }
+
+    async fn data_job(
+        self: &Arc<Self>,
+        kind: JobKind,
+        r: EnvRef,
+        request: Option<String>,
+        source: Source,
+        who: &Principal,
+    ) -> Result<JobInfo, ControlError> {
+        let spec = JobSpec {
+            kind,
+            target: r.clone(),
+            actor: who.name.clone(),
+            request,
+            steps: match source {
+                Source::Seed(_) => SEED_STEPS,
+                Source::Copy { masked: false, .. } => CLONE_STEPS,
+                Source::Copy { masked: true, .. } => SYNC_STEPS,
+            },
+        };
+        let (this, actor) = (self.clone(), who.name.clone());
+        self.jobs
+            .start(spec, move |ctx| async move {
+                this.run_data_job(&ctx, &r, source, &actor).await
+            })
+            .await
+    }
+
+    async fn run_data_job(
+        &self,
+        ctx: &JobCtx,
+        r: &EnvRef,
+        source: Source,
+        actor: &str,
+    ) -> Result<(), ControlError> {
+        let _env_lock = self.lock_env(ctx, r).await?;
+        // Read again: the environment may have changed while the job was queued.
+        let env = self.env_row(r).await?;
+        self.identity(&env)?;
+        let release = self.live_row(&env).await?;
+        ctx.set_release(release.id);
+        let config: ReleaseConfig = serde_json::from_str(&release.config)
+            .map_err(|e| ControlError::internal(format!("release {} config: {e}", release.id)))?;
+        let rel = ReleaseRef {
+            id: release.id,
+            commit: &release.commit,
+            dir: Path::new(&release.dir),
+            config: &config,
+        };
+        let old = match self.data_row(&env).await? {
+            Some(row) => Some(self.generation(&env, &row)?),
+            None => None,
+        };
+        let n = old.as_ref().map_or(1, |g| g.n + 1);
+        let (new, origin, action) = match &source {
+            Source::Seed(engine) => {
+                let engine = engine.unwrap_or(config.data.engine);
+                let gn = self.seeded(ctx, r, &env, &rel, engine, n).await?;
+                (gn, "seed", AuditAction::DataSeed)
+            }
+            Source::Copy { from, masked } => {
+                let source = self.env_row(from).await?;
+                self.check_copy(&source, &env, *masked).await?;
+                let gn = self.copied(ctx, &source, &env, n, *masked, &config).await?;
+                let action = if *masked {
+                    AuditAction::DataSync
+                } else {
+                    AuditAction::DataClone
+                };
+                (gn, if *masked { "sync" } else { "clone" }, action)
+            }
+        };
+        let migrate = match &source {
+            Source::Seed(_) => 2,
+            Source::Copy { masked: false, .. } => 1,
+            Source::Copy { masked: true, .. } => 2,
+        };
+        let from = match &source {
+            Source::Copy { from, .. } => Some(from.to_string()),
+            Source::Seed(_) => None,
+        };
+        let live = async {
+            self.reattach(&env, &new).await?;
+            let started = Instant::now();
+            ctx.begin(migrate, "the live release's migrate command");
+            let detail = self.migrate(ctx, r, &env, &rel, &new).await?;
+            ctx.done(migrate, detail, started.elapsed());
+            let data = NewData {
+                gn: new.clone(),
+                origin: Origin {
+                    kind: origin,
+                    from,
+                    at: now(),
+                    job: Some(ctx.id()),
+                },
+            };
+            let l = Launch {
+                r,
+                env: &env,
+                release_id: release.id,
+                commit: &release.commit,
+                dir: rel.dir,
+                config: &config,
+                data: Some(&data),
+            };
+            let launching = format!(
+                "release {} on {} generation {}: {}",
+                release.id,
+                new.engine(),
+                new.n,
+                config.run
+            );
+            self.go_live_steps(
+                ctx,
+                migrate + 1,
+                &l,
+                launching,
+                action,
+                actor,
+                Some(migrate + 3),
+            )
+            .await
+        };
+        if let Err(e) = live.await {
+            // Before go-live (or go-live itself failed): the new copy goes, the old one serves.
+            self.remove_generation(&new).await;
+            return Err(e);
+        }
+        if let Some(old) = old {
+            self.remove_generation(&old).await;
+        }
+        info!(app = %r.app, env = %r.env, generation = new.n, kind = origin, "new data live");
+        Ok(())
+    }
+
+    /// The deploy's `migrate` step: the environment's data made on its first deploy (seeded
+    /// from the release below production), refused when the release declares another engine
+    /// than the data has, then the release's `migrate` command.
+    pub(crate) async fn deploy_data(
+        &self,
+        ctx: &JobCtx,
+        r: &EnvRef,
+        env: &EnvRow,
+        rel: &ReleaseRef<'_>,
+        actor: &str,
+    ) -> Result<String, ControlError> {
+        let engine = rel.config.data.engine;
+        let mut notes = Vec::new();
+        let gn = match self.data_row(env).await? {
+            Some(row) if row.engine != engine => {
+                return Err(engine_mismatch(r, row.engine, engine));
+            }
+            Some(row) => {
+                let gn = self.generation(env, &row)?;
+                self.start_cluster(env, &gn).await?;
+                gn
+            }
+            None => {
+                let progress = JobProgress::new(ctx);
+                let gn = self
+                    .make_generation(env, engine, 1, &progress, &ctx.cancel_token())
+                    .await?;
+                notes.push(format!("made its {engine} data (generation 1)"));
+                let seeded = !matches!(env.tier, Tier::Production | Tier::ProductionCopy)
+                    && rel.config.data.seed.is_some();
+                if seeded {
+                    match self.seed(ctx, r, env, rel, &gn).await {
+                        Ok(detail) => notes.push(detail),
+                        Err(e) => {
+                            self.remove_generation(&gn).await;
+                            return Err(e);
+                        }
+                    }
+                }
+                let kind = if seeded { "seed" } else { "empty" };
+                self.record_generation(env, &gn, kind, Some(ctx.id()), actor)
+                    .await?;
+                gn
+            }
+        };
+        notes.push(self.migrate(ctx, r, env, rel, &gn).await?);
+        Ok(notes.join("; "))
+    }
+
+    /// Steps `create` and `seed`: an empty generation `n` of `engine`, seeded by `rel`.
+    async fn seeded(
+        &self,
+        ctx: &JobCtx,
+        r: &EnvRef,
+        env: &EnvRow,
+        rel: &ReleaseRef<'_>,
+        engine: Engine,
+        n: i64,
+    ) -> Result<Generation, ControlError> {
+        let started = Instant::now();
+        ctx.begin(0, format!("an empty {engine} database, generation {n}"));
+        let progress = JobProgress::new(ctx);
+        let gn = self
+            .make_generation(env, engine, n, &progress, &ctx.cancel_token())
+            .await?;
+        ctx.done(0, format!("{}", gn.dir.display()), started.elapsed());
+        let started = Instant::now();
+        ctx.begin(1, "running the seed");
+        match self.seed(ctx, r, env, rel, &gn).await {
+            Ok(detail) => {
+                ctx.done(1, detail, started.elapsed());
+                Ok(gn)
+            }
+            Err(e) => {
+                self.remove_generation(&gn).await;
+                Err(e)
+            }
+        }
+    }
+
+    /// Step `copy` (and `mask` for a sync): generation `n` of `target`, a copy of `source`'s
+    /// data and storage while `source` keeps serving; for a sync, masked by `config`'s rules
+    /// (strict) before any process of `target` can connect.
+    async fn copied(
+        &self,
+        ctx: &JobCtx,
+        source: &EnvRow,
+        target: &EnvRow,
+        n: i64,
+        masked: bool,
+        config: &ReleaseConfig,
+    ) -> Result<Generation, ControlError> {
+        let started = Instant::now();
+        let from = format!("{}/{}", source.app, source.name);
+        let Some(row) = self.data_row(source).await? else {
+            return Err(ControlError::Conflict(format!("{from} has no data yet")));
+        };
+        let src = self.generation(source, &row)?;
+        ctx.begin(
+            0,
+            format!(
+                "{from}'s {} generation {} into generation {n}",
+                row.engine, row.generation
+            ),
+        );
+        let progress = JobProgress::new(ctx);
+        let cancel = ctx.cancel_token();
+        let gn = self
+            .copy_generation(&src, target, n, &progress, &cancel)
+            .await?;
+        ctx.done(0, format!("into {}", gn.dir.display()), started.elapsed());
+        if masked {
+            let started = Instant::now();
+            ctx.begin(1, "masking with [data.mask] (strict)");
+            let masking = async {
+                let key = self.mask_key(target).await?;
+                let rules = &config.data.mask;
+                let report = match &gn.db {
+                    Db::Sqlite(db) => db.mask(rules, &key, &progress, &cancel).await,
+                    Db::Postgres(c) => c.mask(rules, &key, &progress, &cancel).await,
+                };
+                report.map_err(step_error("mask"))
+            };
+            match masking.await {
+                Ok(report) => ctx.done(
+                    1,
+                    format!("{} tables masked", report.tables.len()),
+                    started.elapsed(),
+                ),
+                Err(e) => {
+                    self.remove_generation(&gn).await;
+                    return Err(e);
+                }
+            }
+        }
+        Ok(gn)
+    }
+
+    /// A copy of `src` as generation `n` of `target` (database and storage); nothing is left
+    /// when it fails.
+    async fn copy_generation(
+        &self,
+        src: &Generation,
+        target: &EnvRow,
+        n: i64,
+        progress: &JobProgress<'_>,
+        cancel: &tokio_util::sync::CancellationToken,
+    ) -> Result<Generation, ControlError> {
+        let (app, name) = (&target.app, &target.name);
+        self.prepare_env_dirs(target).await?;
+        let dir = self.home.generation_dir(app, name, n);
+        super::remove_dir(&dir).await;
+        let owner = self.owner(target);
+        let d2 = dir.clone();
+        super::isolation::blocking(move || super::isolation::make_dir(&d2, 0o700, owner)).await?;
+        let storage = self.home.storage_dir(app, name, n);
+        let copied = async {
+            let db = match &src.db {
+                Db::Sqlite(from) => {
+                    let to =
+                        turnout_data::sqlite::SqliteDb::at(self.home.sqlite_path(app, name, n));
+                    from.copy_to(&to, progress, cancel)
+                        .await
+                        .map_err(step_error("copy"))?;
+                    Db::Sqlite(to)
+                }
+                Db::Postgres(from) => {
+                    let (_, spec, network) = self.cluster_spec(target, n).await?;
+                    let to = turnout_data::postgres::Cluster::clone_from(
+                        from, spec, &network, progress, cancel,
+                    )
+                    .await
+                    .map_err(step_error("copy"))?;
+                    Db::Postgres(to)
+                }
+            };
+            let gn = Generation {
+                n,
+                dir: dir.clone(),
+                storage: storage.clone(),
+                db,
+            };
+            turnout_data::files::copy_tree(&src.storage, &storage, progress, cancel)
+                .await
+                .map_err(step_error("copy"))?;
+            self.hand_over_data(target, &gn).await?;
+            Ok::<_, ControlError>(gn)
+        };
+        match copied.await {
+            Ok(gn) => Ok(gn),
+            Err(e) => {
+                self.remove_leftover(target, n).await;
+                Err(e)
+            }
+        }
+    }
+
+    /// The seed of `rel` run into `gn`: its SQL file, or its command with `gn`'s variables.
+    async fn seed(
+        &self,
+        ctx: &JobCtx,
+        r: &EnvRef,
+        env: &EnvRow,
+        rel: &ReleaseRef<'_>,
+        gn: &Generation,
+    ) -> Result<String, ControlError> {
+        let detail = match &rel.config.data.seed {
+            None => "no seed in [data]: the database stays empty".to_owned(),
+            Some(Seed::SqlFile(file)) => {
+                let sql = release_file(rel.dir, file).await?;
+                gn.run_sql(&sql).await.map_err(step_error("seed"))?;
+                format!("ran {}", file.display())
+            }
+            Some(Seed::Command(command)) => {
+                self.data_task(ctx, r, env, rel, gn, command, "seed")
+                    .await?;
+                format!("ran `{command}`")
+            }
+        };
+        self.hand_over_data(env, gn).await?;
+        Ok(detail)
+    }
+
+    /// The release's `migrate` command on `gn` (nothing when it has none).
+    async fn migrate(
+        &self,
+        ctx: &JobCtx,
+        r: &EnvRef,
+        env: &EnvRow,
+        rel: &ReleaseRef<'_>,
+        gn: &Generation,
+    ) -> Result<String, ControlError> {
+        let Some(command) = &rel.config.data.migrate else {
+            return Ok("no migrate command in [data]".to_owned());
+        };
+        self.data_task(ctx, r, env, rel, gn, command, "migrate")
+            .await?;
+        Ok(format!("ran `{command}`"))
+    }
+
+    /// Run an app command of the release against `gn` like its build: in the release
+    /// directory, as the environment's user, in its network and sandbox, with the release's
+    /// variables and the data's (`DATABASE_URL` of `gn`); output to the job.
+    #[allow(clippy::too_many_arguments)]
+    async fn data_task(
+        &self,
+        ctx: &JobCtx,
+        r: &EnvRef,
+        env: &EnvRow,
+        rel: &ReleaseRef<'_>,
+        gn: &Generation,
+        command: &str,
+        step: &'static str,
+    ) -> Result<(), ControlError> {
+        self.start_cluster(env, gn).await?;
+        let mut vars = self.release_env(r, env.tier, rel.commit, rel.config);
+        let (data_vars, binds) = self.data_env(env, gn).await?;
+        vars.extend(data_vars);
+        let mut sandbox = self.sandbox(env);
+        if let Some(s) = sandbox.as_mut() {
+            s.writable.extend(binds);
+        }
+        let log_path = self.home.task_log(&r.app, &r.env, rel.id, step);
+        let spec = TaskSpec {
+            command: command.to_owned(),
+            cwd: rel.dir.to_path_buf(),
+            env: vars,
+            log_path: log_path.clone(),
+            timeout: rel.config.build_timeout,
+            pid_file: Some(self.home.task_pid_file(&r.app, &r.env, rel.id, step)),
+            identity: self.identity(env)?,
+            cgroup: Some(self.cgroup(env, rel.config)),
+            network: self.network(env).await?,
+            sandbox,
+        };
+        let mut on_line = |line: &str| ctx.output(line);
+        let ran = ctx.guard(self.runtime.run_task(spec, &mut on_line)).await?;
+        if let Err(e) = ran {
+            return Err(ControlError::Step {
+                step,
+                message: e.to_string(),
+                log_tail: failure_tail(&log_path).await,
+            });
+        }
+        Ok(())
+    }
+}
