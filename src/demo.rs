@@ -21,6 +21,8 @@ const FILES: &[(&str, &str)] = &[
         include_str!("../examples/hello/turnout.toml"),
     ),
     ("message.txt", include_str!("../examples/hello/message.txt")),
+    ("migrate.py", include_str!("../examples/hello/migrate.py")),
+    ("seed.sql", include_str!("../examples/hello/seed.sql")),
 ];
 
 /// The demo keeps its own home beside the default one, so it never mixes with real apps.
@@ -105,6 +107,13 @@ pub async fn run(home: PathBuf, args: ServeArgs) -> anyhow::Result<()> {
         outln!("  git -C {repo} commit -qam 'New greeting'");
         outln!("  turnout deploy {APP}/staging");
         outln!("  turnout jobs {APP}");
+        outln!(
+            "  # each environment has its own data: staging's is seeded, production's starts empty"
+        );
+        outln!("  turnout data show {APP}/staging");
+        outln!("  curl -d text=hello http://staging.{APP}.localhost:{port}/notes");
+        outln!("  turnout data sync {APP}/staging --from {APP}/production   # masked on the way");
+        outln!("  turnout data reseed {APP}/staging   # back to the seed");
         outln!("  # move the demo's public name between the environments, and back:");
         outln!("  curl -H 'Host: {DOMAIN}' http://127.0.0.1:{port}/");
         outln!("  turnout domain switch {DOMAIN} {APP}/staging");

@@ -1,13 +1,16 @@
 """The demo app: a tiny web server that says which environment and release it runs in.
 
 It needs nothing but python3. Turnout starts it with PORT, TURNOUT_ENV, TURNOUT_TIER and
-TURNOUT_RELEASE in its environment.
+TURNOUT_RELEASE in its environment, and its own database in TURNOUT_SQLITE_PATH (DATABASE_URL):
+the notes shown on the page are each environment's own (seeded from seed.sql below production).
 """
 import html
 import os
 import signal
+import sqlite3
 import sys
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -15,6 +18,28 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 def message():
     with open(os.path.join(HERE, "message.txt"), encoding="utf-8") as f:
         return f.read().strip()
+
+
+def db():
+    path = os.environ.get("TURNOUT_SQLITE_PATH")
+    return sqlite3.connect(path, timeout=5) if path else None
+
+
+def notes_html():
+    conn = db()
+    if conn is None:
+        return ""
+    with conn:
+        rows = conn.execute(
+            "SELECT author, text FROM notes ORDER BY id DESC LIMIT 5"
+        ).fetchall()
+        count = conn.execute("SELECT count(*) FROM notes").fetchone()[0]
+    items = "".join(
+        f"<li><b>{html.escape(a)}</b>: {html.escape(t)}</li>" for a, t in rows
+    )
+    return f"""<h2>{count} notes in this environment's database</h2><ul>{items}</ul>
+<form method="post" action="/notes"><label>Add a note <input name="text" required></label>
+<button>Add</button></form>"""
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -36,9 +61,29 @@ class Handler(BaseHTTPRequestHandler):
 <body style="font-family: sans-serif; margin: 3em">
 <h1>{html.escape(message())}</h1>
 <p>environment <b>{html.escape(env)}</b> · tier <b>{html.escape(tier)}</b> · release <code>{html.escape(release)}</code>{" · built" if built else ""}</p>
+{notes_html()}
 </body></html>
 """
         self.reply(200, "text/html; charset=utf-8", body)
+
+    def do_POST(self):
+        conn = db()
+        if self.path != "/notes" or conn is None:
+            self.reply(404, "text/plain", "not found\n")
+            return
+        length = min(int(self.headers.get("Content-Length") or 0), 64 * 1024)
+        form = parse_qs(self.rfile.read(length).decode("utf-8", "replace"))
+        text = (form.get("text") or [""])[0].strip()[:500]
+        if text:
+            with conn:
+                conn.execute(
+                    "INSERT INTO notes (author, email, text) VALUES (?, ?, ?)",
+                    ("visitor", "visitor@example.com", text),
+                )
+        self.send_response(303)
+        self.send_header("Location", "/")
+        self.send_header("Content-Length", "0")
+        self.end_headers()
 
     def reply(self, status, content_type, body):
         data = body.encode()

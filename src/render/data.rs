@@ -31,8 +31,12 @@ pub fn info(d: &DataInfo, json: bool) {
         .map(|j| format!(" (job {j})"))
         .unwrap_or_default();
     outln!("  from:     {origin}, {}{job}", d.origin.at);
-    if let Some(cron) = &d.reseed_schedule {
-        outln!("  reseed:   {cron}");
+    if let Some(r) = &d.reseed {
+        let next = r.next.as_deref().unwrap_or("never");
+        outln!("  reseed:   {} ({}), next {next}", r.cron, r.timezone);
+        if let (Some(tick), Some(result)) = (&r.last_tick, &r.last_result) {
+            outln!("            last tick {tick}: {result}");
+        }
     }
     if d.attachments.is_empty() {
         return;

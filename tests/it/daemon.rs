@@ -286,10 +286,20 @@ async fn the_demo_deploys_two_environments_and_runs_twice() {
             body.contains("Hello from the main branch") && body.contains("production"),
             "{body}"
         );
+        // Each environment its own database: production's starts empty, staging's is seeded.
+        assert!(
+            body.contains("0 notes in this environment's database"),
+            "{body}"
+        );
         let (_, body) = get(http, "staging.hello.localhost", "/").await;
         assert!(
             body.contains("Hello from the staging branch") && body.contains("staging"),
             "{body}"
+        );
+        assert!(
+            body.contains("3 notes in this environment's database")
+                && body.contains("Ada Lovelace"),
+            "run {run}: {body}"
         );
         assert!(text.contains("http://staging.hello.localhost:"), "{text}");
         // The printed instructions work as printed: TURNOUT_HOME alone finds the daemon and
@@ -316,8 +326,11 @@ async fn the_demo_deploys_two_environments_and_runs_twice() {
             text.contains(&format!("export PATH={}:\"$PATH\"", bin_dir.display())),
             "{text}"
         );
-        // Every suggested domain command works, on the first run and the second.
-        for line in text.lines().filter(|l| l.starts_with("  turnout domain ")) {
+        // Every suggested domain and data command works, on the first run and the second.
+        let suggested =
+            |l: &&str| l.starts_with("  turnout domain ") || l.starts_with("  turnout data ");
+        for line in text.lines().filter(suggested) {
+            let line = line.split('#').next().unwrap();
             let args: Vec<&str> = line.split_whitespace().skip(1).collect();
             let out = Command::new(BIN)
                 .args(&args)

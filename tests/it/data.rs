@@ -66,7 +66,7 @@ print("migrated", flush=True)
 const SEED: &str = "CREATE TABLE IF NOT EXISTS items (id INTEGER PRIMARY KEY, name TEXT NOT NULL);\n\
 INSERT INTO items (name) VALUES ('apple'), ('pear'), ('plum');\n";
 
-fn toml(extra: &str) -> String {
+pub(crate) fn toml(extra: &str) -> String {
     format!(
         "[run]\ncommand = \"exec python3 -u app.py\"\ndrain_timeout = \"5s\"\nstop_timeout = \"5s\"\n\
          [health]\npath = \"/healthz\"\ninterval = \"50ms\"\ntimeout = \"20s\"\n\
@@ -74,7 +74,7 @@ fn toml(extra: &str) -> String {
     )
 }
 
-fn sqlite_repo(extra: &str) -> Repo {
+pub(crate) fn sqlite_repo(extra: &str) -> Repo {
     let repo = Repo::new("");
     repo.write("app.py", SQLITE_APP);
     repo.write("migrate.py", MIGRATE);
@@ -88,13 +88,13 @@ fn host(env: &str) -> String {
     format!("{env}.shop.localhost")
 }
 
-async fn body(d: &Daemon, env: &str, path: &str) -> String {
+pub(crate) async fn body(d: &Daemon, env: &str, path: &str) -> String {
     let (status, body) = d.get(&host(env), path).await;
     assert_eq!(status, 200, "GET {path} on {env}: {body}");
     body
 }
 
-async fn rows(d: &Daemon, env: &str) -> Vec<(i64, String)> {
+pub(crate) async fn rows(d: &Daemon, env: &str) -> Vec<(i64, String)> {
     serde_json::from_str(&body(d, env, "/rows").await).unwrap()
 }
 

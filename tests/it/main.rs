@@ -22,6 +22,7 @@ mod pipeline;
 mod plans;
 mod promote;
 mod push;
+mod reseed;
 mod sandbox;
 mod serve_start;
 mod sleep;

@@ -392,6 +392,7 @@ fn merge(into: &mut Layer, over: &Layer) {
         }
         into.migrate = d.migrate.clone().or(into.migrate.take());
         into.reseed = d.reseed.clone().or(into.reseed.take());
+        into.reseed_timezone = d.reseed_timezone.clone().or(into.reseed_timezone.take());
         for (table, columns) in &d.rules.tables {
             let rules = into.rules.tables.entry(table.clone()).or_default();
             rules.extend(columns.iter().map(|(c, r)| (c.clone(), *r)));

@@ -23,6 +23,7 @@ pub mod data;
 pub mod hooks;
 pub mod jobs;
 pub mod pipeline;
+pub mod reseed;
 
 pub use audit::AuditEntry;
 
@@ -41,6 +42,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0011_pipeline.sql"),
     include_str!("../migrations/0012_sleep.sql"),
     include_str!("../migrations/0013_data.sql"),
+    include_str!("../migrations/0014_reseed.sql"),
 ];
 
 /// Read-only connections kept open for `Store::call`.

@@ -79,9 +79,21 @@ pub struct DataInfo {
     /// Bytes of the database (and its WAL), when it could be read.
     pub size_bytes: Option<u64>,
     pub origin: DataOrigin,
-    /// The re-seed schedule (cron expression and time zone), if any.
-    pub reseed_schedule: Option<String>,
+    /// The re-seed schedule of the live release, if it declares one.
+    pub reseed: Option<ReseedInfo>,
     pub attachments: Vec<DataAttachment>,
+}
+
+/// A scheduled re-seed (`[data] reseed` of the live release).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReseedInfo {
+    pub cron: String,
+    pub timezone: String,
+    /// The next tick (RFC 3339 in the schedule's zone).
+    pub next: Option<String>,
+    /// The last tick the scheduler handled and what it did (`started job N`, `skipped: …`).
+    pub last_tick: Option<String>,
+    pub last_result: Option<String>,
 }
 
 /// `POST …/data/clone` and `…/data/sync`: where the data comes from (`APP/ENV`).
@@ -98,14 +110,6 @@ pub struct AttachData {
     pub mode: DataAccess,
     /// The variable name (default `OTHERENV_DATABASE_URL`, upper-cased, `-` → `_`).
     pub var: Option<String>,
-}
-
-/// `PUT …/data/schedule`: re-seed on a cron schedule (None: never).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SetReseedSchedule {
-    pub cron: Option<String>,
-    /// IANA time zone of the expression (default UTC).
-    pub timezone: Option<String>,
 }
 
 /// `GET …/data/connection`: what `turnout data psql|sqlite` connects with (the password

@@ -24,7 +24,7 @@ pub use api::*;
 pub use audit::AuditAction;
 pub use data::{
     AttachData, DataAccess, DataAttachment, DataConnection, DataInfo, DataOrigin, DataSource,
-    SeedData, SetReseedSchedule,
+    ReseedInfo, SeedData,
 };
 pub use diff::{
     CommitInfo, ConfigDifference, ConfigKind, DIFF_COMMITS, EnvDiff, PipelineStage, PipelineView,

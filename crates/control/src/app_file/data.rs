@@ -21,6 +21,8 @@ pub struct DataSection {
     pub seed_sql: Option<Spanned<String>>,
     pub migrate: Option<String>,
     pub reseed: Option<Spanned<String>>,
+    /// The IANA time zone `reseed` is read in (UTC when unset).
+    pub reseed_timezone: Option<Spanned<String>>,
     /// `[data.mask.TABLE]`: COLUMN (or `"*"`) = RULE, as written.
     #[serde(default)]
     pub mask: BTreeMap<String, BTreeMap<String, Spanned<String>>>,
@@ -45,7 +47,14 @@ pub struct DataConfig {
     pub migrate: Option<String>,
     /// A cron expression: when the environment is re-seeded.
     pub reseed: Option<String>,
+    /// The IANA time zone `reseed` is read in.
+    #[serde(default = "utc")]
+    pub reseed_timezone: String,
     pub mask: MaskRules,
+}
+
+fn utc() -> String {
+    "UTC".to_owned()
 }
 
 impl Default for DataConfig {
@@ -55,6 +64,7 @@ impl Default for DataConfig {
             seed: None,
             migrate: None,
             reseed: None,
+            reseed_timezone: utc(),
             mask: MaskRules::default(),
         }
     }
@@ -86,6 +96,7 @@ pub(super) fn data_config(section: DataSection) -> DataConfig {
         seed,
         migrate: section.migrate.filter(|m| !m.trim().is_empty()),
         reseed: text(section.reseed),
+        reseed_timezone: text(section.reseed_timezone).unwrap_or_else(utc),
         mask: section.rules,
     }
 }
@@ -112,6 +123,15 @@ pub(super) fn check_data(
     }
     if let Some(cron) = set(&data.reseed) {
         check_cron(cron.get_ref()).map_err(|why| invalid(cron, format!("reseed: {why}")))?;
+    }
+    if let Some(zone) = set(&data.reseed_timezone) {
+        jiff::tz::TimeZone::get(zone.get_ref()).map_err(|_| {
+            let shown: String = zone.get_ref().chars().take(64).collect();
+            invalid(
+                zone,
+                format!("reseed_timezone: unknown time zone {shown:?}; use an IANA name such as Europe/Berlin, America/New_York or UTC"),
+            )
+        })?;
     }
     let count: usize = data.mask.values().map(BTreeMap::len).sum();
     if count > MAX_MASK_RULES {

@@ -44,10 +44,11 @@ impl ControlPlane {
                 let release = self.store.call(move |c| q::get_release(c, id)).await?;
                 serde_json::from_str::<ReleaseConfig>(&release.config)
                     .ok()
-                    .and_then(|c| c.data.reseed)
+                    .and_then(|c| c.data.reseed.map(|cron| (cron, c.data.reseed_timezone)))
             }
             None => None,
         };
+        let reseed = self.reseed_state(id, reseed_schedule).await?;
         Ok(DataInfo {
             app: r.app.to_string(),
             env: r.env.to_string(),
@@ -62,7 +63,7 @@ impl ControlPlane {
                 at: format_timestamp(row.origin.at),
                 job: row.origin.job,
             },
-            reseed_schedule,
+            reseed,
             attachments,
         })
     }

@@ -196,6 +196,10 @@ impl ControlPlane {
             running.instance.stop().await;
             return Err(e);
         }
+        if previous != Some(release_id) {
+            // The new release may declare another re-seed schedule: the scheduler looks now.
+            self.schedules_changed.notify_one();
+        }
         Ok(self.routing.go_live(key(l.r), running).await)
     }
 

@@ -57,6 +57,7 @@ mod plans;
 mod promote;
 mod push;
 mod release_ops;
+mod reseed;
 mod restore;
 mod routing;
 mod schedule;

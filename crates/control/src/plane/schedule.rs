@@ -274,12 +274,17 @@ impl ControlPlane {
         });
     }
 
-    /// Run what is due; answer how long to sleep.
+    /// Run what is due (scheduled cuts, then scheduled re-seeds); answer how long to sleep.
     async fn scheduler_pass(self: &Arc<Self>) -> Duration {
-        self.run_due_cuts().await.unwrap_or_else(|e| {
+        let cuts = self.run_due_cuts().await.unwrap_or_else(|e| {
             warn!(error = %e, "the scheduler could not run its schedules");
             MAX_SLEEP
-        })
+        });
+        let reseeds = self.run_due_reseeds(MAX_SLEEP).await.unwrap_or_else(|e| {
+            warn!(error = %e, "the scheduler could not run its re-seeds");
+            MAX_SLEEP
+        });
+        cuts.min(reseeds)
     }
 
     /// One pass: run every schedule that is due; answer how long to sleep until the next tick.
