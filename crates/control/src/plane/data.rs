@@ -19,7 +19,7 @@ use turnout_model::{Action, AuditAction, EnvRef, JobInfo, JobKind, Tier};
 use turnout_supervisor::TaskSpec;
 
 use super::ControlPlane;
-use super::data_service::{
+use super::generation::{
     Db, Generation, JobProgress, NewData, engine_mismatch, release_file, step_error,
 };
 use super::jobs::{JobCtx, JobSpec};
