@@ -88,9 +88,16 @@ impl ControlPlane {
         let storage = self.home.storage_dir(app, name, n);
         let owner = self.owner(env);
         let (d2, s2) = (dir.clone(), storage.clone());
+        // An environment deployed before its data had generations kept its storage in
+        // `<env_dir>/storage`: its first generation takes that directory over.
+        let legacy = (n == 1).then(|| self.home.env_dir(app, name).join("storage"));
         super::isolation::blocking(move || {
             super::isolation::make_dir(&d2, 0o700, owner)?;
-            super::isolation::make_dir(&s2, 0o700, owner)
+            match legacy.filter(|old| old.is_dir()) {
+                Some(old) => std::fs::rename(&old, &s2)
+                    .map_err(|e| ControlError::internal(format!("{}: {e}", old.display()))),
+                None => super::isolation::make_dir(&s2, 0o700, owner),
+            }
         })
         .await?;
         let made = async {
