@@ -179,6 +179,8 @@ async fn sqlite_data_reaches_the_app_and_a_reseed_gives_the_same_data_without_a_
         rows(&d, "qa").await,
         [(1, "apple".into()), (2, "pear".into()), (3, "plum".into())]
     );
+    let shown = d.ok(&["data", "show", "shop/qa"]);
+    assert!(shown.contains("shop/qa: sqlite, generation 1"), "{shown}");
     let info = d.json(&["data", "show", "shop/qa"]);
     assert_eq!(info["engine"], "sqlite", "{info}");
     assert_eq!(info["generation"], 1, "{info}");
@@ -670,6 +672,26 @@ async fn postgres_per_environment_clone_and_attachments_enforced_by_the_database
     assert_eq!(status, 200, "{out}");
     let (status, err) = sql(&d, "staging", "QA_DATABASE_URL", "DELETE FROM items").await;
     assert!(status == 500 && err.contains("permission denied"), "{err}");
+    // A new generation of qa's data gets the attached role again before it goes live: after
+    // a reseed of qa (and staging's restart, for qa's new URL) the mode still holds.
+    let j = job(&d, &["data", "reseed", "shop/qa"]);
+    assert_eq!(j["state"], "succeeded", "{j}");
+    d.ok(&["restart", "shop/staging"]);
+    let (status, rows) = sql(
+        &d,
+        "staging",
+        "QA_DATABASE_URL",
+        "SELECT count(*) FROM items",
+    )
+    .await;
+    assert_eq!((status, rows.as_str()), (200, "2"));
+    let (status, err) = sql(&d, "staging", "QA_DATABASE_URL", "DELETE FROM items").await;
+    assert!(status == 500 && err.contains("permission denied"), "{err}");
+    let shown = d.ok(&["data", "show", "shop/staging"]);
+    assert!(
+        shown.contains("QA_DATABASE_URL") && shown.contains("append"),
+        "{shown}"
+    );
     let info = d.json(&["data", "detach", "shop/staging", "--to", "shop/qa"]);
     assert_eq!(info["attachments"].as_array().unwrap().len(), 1, "{info}");
 }
