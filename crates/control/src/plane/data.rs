@@ -144,9 +144,15 @@ impl ControlPlane {
         Ok(())
     }
 
-    /// The environment's live release, which the job relaunches on the new data.
+    /// The environment's live release, which the job relaunches on the new data. A stopped
+    /// environment is refused: the job would start it.
     async fn live_row(&self, env: &EnvRow) -> Result<ReleaseRow, ControlError> {
         let r = format!("{}/{}", env.app, env.name);
+        if env.stopped {
+            return Err(ControlError::Conflict(format!(
+                "{r} is stopped, and new data goes live by relaunching it; start it first (`turnout env start {r}`)"
+            )));
+        }
         let Some(id) = env.current_release_id else {
             return Err(ControlError::Conflict(format!(
                 "{r} has no live release to run on new data; deploy it first (`turnout deploy {r}`)"
