@@ -15,6 +15,12 @@
 #   BENCH_ONLY=wake bench/run.sh       only the wake latency section (daemon, the example app in a
 #                                test environment that sleeps after 1 s, BENCH_WAKES timed wakes);
 #                                writes bench/results/wake.{json,md} (a full run does too)
+#   BENCH_ONLY=data-sqlite bench/run.sh   only the SQLite clone section: a ~1 GiB WAL database,
+#                                `cp` of it idle against Turnout's copy (crates/data's
+#                                sqlite_copy example) while a writer process commits, 3 runs
+#                                each, on this disk and, as root with a loop device, on an XFS
+#                                image (reflinks); writes bench/results/data-sqlite.{json,md}
+#                                (BENCH_SQLITE_MB sets the size; not part of a full run)
 #
 # Knobs (environment): BENCH_DURATION (6s), BENCH_ROUNDS (5), BENCH_CONNECTIONS (32),
 # BENCH_SWITCHES (100), BENCH_DOMAINS (1000), BENCH_KEEP=1 keeps the work directory,
@@ -47,13 +53,13 @@ UPDATE_DOCS=0
 for arg in "$@"; do
   case "$arg" in
     --update-docs) UPDATE_DOCS=1 ;;
-    -h | --help) sed -n '2,25p' "$0"; exit 0 ;;
+    -h | --help) sed -n '2,34p' "$0"; exit 0 ;;
     *) echo "error: unknown argument $arg (try --help)" >&2; exit 2 ;;
   esac
 done
 case "$ONLY" in
-  '' | restarts | push | wake) ;;
-  *) echo "error: BENCH_ONLY=$ONLY: the sections that run alone are 'restarts', 'push' and 'wake'" >&2; exit 2 ;;
+  '' | restarts | push | wake | data-sqlite) ;;
+  *) echo "error: BENCH_ONLY=$ONLY: the sections that run alone are 'restarts', 'push', 'wake' and 'data-sqlite'" >&2; exit 2 ;;
 esac
 for knob in RESTARTS SPACING_MS PUSHES WAKES; do
   [[ ${!knob} =~ ^[1-9][0-9]*$ ]] || { echo "error: ${knob} must be a positive integer" >&2; exit 2; }
@@ -70,6 +76,7 @@ missing=()
 TOOLS=(nginx:nginx haproxy:haproxy caddy:caddy wrk:wrk git:git)
 [[ $ONLY == restarts ]] && TOOLS=(nginx:nginx haproxy:haproxy wrk:wrk git:git)
 [[ $ONLY == push || $ONLY == wake ]] && TOOLS=(git:git)
+[[ $ONLY == data-sqlite ]] && TOOLS=(python3:python3)
 for pair in "${TOOLS[@]}"; do
   command -v "${pair%%:*}" >/dev/null 2>&1 || missing+=("${pair#*:}")
 done
@@ -84,7 +91,7 @@ fi
 if [[ -n ${BENCH_TURNOUT:-} ]]; then
   TURNOUT=$(realpath "$BENCH_TURNOUT")
 else
-  if [[ ${BENCH_NO_BUILD:-0} != 1 ]]; then
+  if [[ ${BENCH_NO_BUILD:-0} != 1 && $ONLY != data-sqlite ]]; then
     log "building turnout (release)"
     (cd "$ROOT" && cargo build --release --quiet)
   fi
@@ -98,6 +105,7 @@ TURNOUT_PID=
 # The restarts section's processes (section 7): their pids change with every restart.
 WRK_PID= R_NGINX_PID= R_HAPROXY_PID= R_PID=
 PUSH_PID= # the push section's daemon
+XFS_MNT=  # the data-sqlite section's XFS loop mount
 
 alive() { # pid: whether it runs (a zombie does not)
   local stat
@@ -128,6 +136,7 @@ cleanup() {
   [[ -n $TURNOUT_PID ]] && stop_pid "$TURNOUT_PID" INT
   [[ -n ${NS_PID:-} ]] && stop_pid "$NS_PID" INT
   [[ -n $PUSH_PID ]] && stop_pid "$PUSH_PID" INT
+  [[ -n $XFS_MNT ]] && umount "$XFS_MNT"
   $PY reap "$WORK"
   if [[ ${BENCH_KEEP:-0} == 1 || $status -ne 0 ]]; then
     echo "work directory kept: $WORK" >&2
@@ -143,6 +152,81 @@ read -r P_NGINX P_HAPROXY P_CADDY P_NGINX_NAMES <<<"$($PY ports 4)"
 # The restarts section's nginx, HAProxy, and its daemon's API and proxy: fixed ports, so the
 # daemon started after a kill -9 listens where the killed one did.
 read -r P_R_NGINX P_R_HAPROXY P_R_API P_R_HTTP <<<"$($PY ports 4)"
+
+# --- SQLite clone under writes against cp (BENCH_ONLY=data-sqlite) ---------------------------
+# One database (two tables and a total that every commit changes together, so a copy of more
+# than one commit shows), made once per filesystem. Per run: `cp` of the idle database (WAL
+# checkpointed), then Turnout's copy_to and its backup-API fallback, each while a second process
+# commits as fast as it can; every copy is checked to be one commit. On an XFS image (root and a
+# loop device needed; xfsprogs installed if missing) the same again: copy_file_range reflinks.
+data_sqlite_section() {
+  local mb=${BENCH_SQLITE_MB:-1024} dir=$WORK/sqlite copier results=$BENCH_DIR/results
+  local runs=("$WORK/sqlite-disk.json") machine load
+  load=$(cut -d' ' -f1-3 /proc/loadavg)
+  log "building the sqlite_copy example (release)"
+  (cd "$ROOT" && cargo build --release --quiet -p turnout-data --example sqlite_copy)
+  copier="${CARGO_TARGET_DIR:-$ROOT/target}/release/examples/sqlite_copy"
+  mkdir -p "$dir" "$results"
+  local fs
+  fs=$(findmnt -n -o FSTYPE --target "$dir" 2>/dev/null || stat -f -c %T "$dir")
+  log "making a ${mb} MiB SQLite database on $fs"
+  python3 "$BENCH_DIR/data_sqlite.py" make "$dir/db.sqlite" "$mb"
+  python3 "$BENCH_DIR/data_sqlite.py" run "$dir/db.sqlite" "$copier" 3 "$fs (this disk)" "${runs[0]}"
+  rm -rf "$dir"
+  XFS_NOTE="not measured"
+  if [[ $(id -u) -ne 0 ]]; then
+    XFS_NOTE="not measured: a loop mount needs root"
+  else
+    command -v mkfs.xfs >/dev/null || {
+      apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq xfsprogs >/dev/null
+    } || true
+    truncate -s $((mb * 4 + 1024))M "$WORK/xfs.img"
+    mkdir -p "$WORK/xfs"
+    if command -v mkfs.xfs >/dev/null && mkfs.xfs -q -m reflink=1 "$WORK/xfs.img" &&
+      mount -o loop "$WORK/xfs.img" "$WORK/xfs"; then
+      XFS_MNT=$WORK/xfs
+      log "making a ${mb} MiB SQLite database on an XFS loop mount"
+      python3 "$BENCH_DIR/data_sqlite.py" make "$XFS_MNT/db.sqlite" "$mb"
+      runs+=("$WORK/sqlite-xfs.json")
+      python3 "$BENCH_DIR/data_sqlite.py" run "$XFS_MNT/db.sqlite" "$copier" 3 \
+        "xfs (loop image, reflink=1)" "${runs[1]}"
+      umount "$XFS_MNT"
+      XFS_MNT=
+      XFS_NOTE="measured"
+    else
+      XFS_NOTE="not measured: mkfs.xfs or the loop mount failed here"
+    fi
+    rm -f "$WORK/xfs.img"
+  fi
+  python3 "$BENCH_DIR/data_sqlite.py" report "${runs[@]}" "$results/data-sqlite.md"
+  machine="$(nproc) CPUs ($(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n1)), Linux $(uname -r), $(awk '/MemTotal/ {printf "%.1f", $2 / 1048576}' /proc/meminfo) GiB"
+  {
+    echo "XFS: $XFS_NOTE."
+    echo
+    echo "$machine, $(date -u '+%Y-%m-%d %H:%M UTC'), commit $(git -C "$ROOT" rev-parse --short HEAD), load average $load at the start."
+  } >>"$results/data-sqlite.md"
+  if ((UPDATE_DOCS)); then
+    python3 - "$ROOT/docs/BENCHMARKS.md" "$results/data-sqlite.md" <<'EOF'
+import sys
+doc_path, md_path = sys.argv[1:3]
+doc, md = open(doc_path).read(), open(md_path).read()
+begin, end = "<!-- data-sqlite:begin -->", "<!-- data-sqlite:end -->"
+if begin not in doc or end not in doc:
+    sys.exit(f"error: {doc_path} has no {begin} ... {end} markers")
+head, rest = doc.split(begin, 1)
+open(doc_path, "w").write(f"{head}{begin}\n{md}{end}{rest.split(end, 1)[1]}")
+print(f"updated {doc_path}", file=sys.stderr)
+EOF
+  fi
+  python3 -c 'import json, sys; json.dump([json.load(open(p)) for p in sys.argv[2:]], open(sys.argv[1], "w"), indent=1)' \
+    "$results/data-sqlite.json" "${runs[@]}"
+  cat "$results/data-sqlite.md" >&2
+}
+if [[ $ONLY == data-sqlite ]]; then
+  data_sqlite_section
+  echo "done in $((SECONDS - started_at)) s; results in bench/results/data-sqlite.json and data-sqlite.md" >&2
+  exit 0
+fi
 
 # --- push to live (run by BENCH_ONLY=push alone, and at the end of a full run) ----------------
 # A daemon of its own; the example app (examples/hello) from a repository of its own, its

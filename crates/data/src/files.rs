@@ -128,7 +128,7 @@ fn copy_dir(
         if meta.is_dir() {
             copy_dir(&from, &to, r, done, total)?;
         } else if meta.is_file() {
-            copy_file(&from, &to, meta.permissions().mode(), r, done, total)?;
+            copy_file(&from, &to, meta.permissions().mode(), None, r, done, total)?;
         } else if meta.file_type().is_symlink() {
             let target = fs::read_link(&from).map_err(DataError::io("reading", &from))?;
             std::os::unix::fs::symlink(&target, &to).map_err(DataError::io("creating", &to))?;
@@ -148,12 +148,14 @@ fn copy_dir(
         .map_err(DataError::io("setting the mode of", dst))
 }
 
-/// Copies one regular file to `dst` (a new file, given `mode`), adding its bytes to `done` and
-/// reporting after each chunk. In-kernel where the system can, else through a buffer.
+/// Copies one regular file to `dst` (a new file, given `mode`), at most its first `limit`
+/// bytes, adding its bytes to `done` and reporting after each chunk. In-kernel where the system
+/// can, else through a buffer.
 pub(crate) fn copy_file(
     src: &Path,
     dst: &Path,
     mode: u32,
+    limit: Option<u64>,
     r: &Reporter,
     done: &mut u64,
     total: Option<u64>,
@@ -167,10 +169,15 @@ pub(crate) fn copy_file(
         .map_err(DataError::io("creating", dst))?;
     let mut in_kernel = true;
     let mut buf = Vec::new();
+    let mut left = limit.unwrap_or(u64::MAX);
     loop {
         r.check()?;
+        let want = usize::try_from(left).map_or(CHUNK, |l| l.min(CHUNK));
+        if want == 0 {
+            break;
+        }
         let n = if in_kernel {
-            match nix::fcntl::copy_file_range(&from, None, &to, None, CHUNK) {
+            match nix::fcntl::copy_file_range(&from, None, &to, None, want) {
                 Ok(n) => n,
                 // Across filesystems on old kernels, or a filesystem without it: both
                 // descriptors' offsets are where the in-kernel copy left them.
@@ -184,7 +191,9 @@ pub(crate) fn copy_file(
             if buf.is_empty() {
                 buf = vec![0; 1 << 20];
             }
-            let n = from.read(&mut buf).map_err(DataError::io("reading", src))?;
+            let n = from
+                .read(&mut buf[..want.min(1 << 20)])
+                .map_err(DataError::io("reading", src))?;
             to.write_all(&buf[..n])
                 .map_err(DataError::io("writing", dst))?;
             n
@@ -192,6 +201,7 @@ pub(crate) fn copy_file(
         if n == 0 {
             break;
         }
+        left -= n as u64;
         *done += n as u64;
         r.bytes(*done, total);
     }

@@ -148,14 +148,16 @@ pub enum CopyMethod {
     /// [`Files`](CopyMethod::Files), falling back to [`Backup`](CopyMethod::Backup) if it fails.
     Auto,
     /// The main file and the WAL copied in the kernel (reflinked on XFS and btrfs) while the
-    /// read transaction pins the snapshot, then the copy's WAL checkpointed into its main file.
+    /// read transaction pins the snapshot, each as far as it reached when the snapshot was
+    /// taken, then the copy's WAL checkpointed into its main file.
     ///
     /// Why it is consistent: while a reader holds a snapshot ending at WAL frame N, a
     /// checkpoint only writes pages into the main file from frames ≤ N (which the copied WAL
     /// has, and which override those pages on recovery), never a page the snapshot reads from
-    /// the main file, and the WAL is not restarted, so frames ≤ N stay where they are. Frames
-    /// after N the copy may catch are later commits; recovery keeps the complete ones whose
-    /// checksums chain, so the copy is the database as of one commit at or after the snapshot.
+    /// the main file, and the WAL is not restarted, so frames ≤ N stay where they are, inside
+    /// the length the WAL had when the snapshot began. Frames after N the copy may catch are
+    /// later commits; recovery keeps the complete ones whose checksums chain, so the copy is
+    /// the database as of one commit at or after the snapshot.
     Files,
     /// SQLite's online backup API, page by page through the source's read transaction.
     Backup,
@@ -279,16 +281,12 @@ fn copy_files(
     };
     let total = Some(main + wal_len.unwrap_or(0));
     let mut done = 0;
-    files::copy_file(src, partial, 0o600, r, &mut done, total)?;
-    if wal_len.is_some() {
-        files::copy_file(
-            &wal,
-            &files::suffixed(partial, "-wal"),
-            0o600,
-            r,
-            &mut done,
-            total,
-        )?;
+    // Only as far as the files reached when the snapshot was taken: everything it needs is
+    // there, and the app's later writes would make a copy that chases them never end.
+    files::copy_file(src, partial, 0o600, Some(main), r, &mut done, total)?;
+    if let Some(len) = wal_len {
+        let to = files::suffixed(partial, "-wal");
+        files::copy_file(&wal, &to, 0o600, Some(len), r, &mut done, total)?;
     }
     // Recovery reads the copied WAL; the checkpoint folds it into the main file.
     let copy = open(partial, OpenFlags::empty())?;
@@ -666,6 +664,36 @@ mod tests {
             .unwrap_err();
         assert!(err.to_string().contains("missing.sqlite"), "{err}");
         assert!(!tmp.path().join("missing.sqlite").exists());
+    }
+
+    #[tokio::test]
+    async fn a_database_in_rollback_journal_mode_is_copied_too_and_the_copy_is_wal() {
+        let tmp = tempfile::tempdir().unwrap();
+        let src = db(tmp.path(), "old.sqlite");
+        let c = conn(&src);
+        c.execute_batch(
+            "PRAGMA journal_mode = DELETE; CREATE TABLE t (x TEXT); INSERT INTO t VALUES ('kept');",
+        )
+        .unwrap();
+        for (i, method) in [CopyMethod::Files, CopyMethod::Backup, CopyMethod::Auto]
+            .into_iter()
+            .enumerate()
+        {
+            let dst = db(tmp.path(), &format!("copy{i}.sqlite"));
+            src.copy_to_using(method, &dst, &Quiet, &CancellationToken::new())
+                .await
+                .unwrap();
+            let copy = conn(&dst);
+            let x: String = copy.query_row("SELECT x FROM t", [], |r| r.get(0)).unwrap();
+            let mode: String = copy
+                .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+                .unwrap();
+            assert_eq!((x.as_str(), mode.as_str()), ("kept", "wal"), "{method:?}");
+        }
+        let mode: String = c
+            .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(mode, "delete", "the source is left as it was");
     }
 
     #[tokio::test]
