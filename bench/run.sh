@@ -21,6 +21,12 @@
 #                                each, on this disk and, as root with a loop device, on an XFS
 #                                image (reflinks); writes bench/results/data-sqlite.{json,md}
 #                                (BENCH_SQLITE_MB sets the size; not part of a full run)
+#   BENCH_ONLY=data-pg bench/run.sh    only the PostgreSQL copy section (not part of a full run):
+#                                a ~2 GB pgbench database in a Turnout cluster, copied by
+#                                Turnout's clone (pgbench clients writing), pg_dump | pg_restore
+#                                and CREATE DATABASE ... TEMPLATE; about 8 minutes; writes
+#                                bench/results/data-pg.{json,md} (BENCH_PG_SCALE (135) is
+#                                pgbench's scale, BENCH_PG_REPS (2) the runs of each method)
 #
 # Knobs (environment): BENCH_DURATION (6s), BENCH_ROUNDS (5), BENCH_CONNECTIONS (32),
 # BENCH_SWITCHES (100), BENCH_DOMAINS (1000), BENCH_KEEP=1 keeps the work directory,
@@ -53,13 +59,13 @@ UPDATE_DOCS=0
 for arg in "$@"; do
   case "$arg" in
     --update-docs) UPDATE_DOCS=1 ;;
-    -h | --help) sed -n '2,34p' "$0"; exit 0 ;;
+    -h | --help) sed -n '2,40p' "$0"; exit 0 ;;
     *) echo "error: unknown argument $arg (try --help)" >&2; exit 2 ;;
   esac
 done
 case "$ONLY" in
-  '' | restarts | push | wake | data-sqlite) ;;
-  *) echo "error: BENCH_ONLY=$ONLY: the sections that run alone are 'restarts', 'push', 'wake' and 'data-sqlite'" >&2; exit 2 ;;
+  '' | restarts | push | wake | data-sqlite | data-pg) ;;
+  *) echo "error: BENCH_ONLY=$ONLY: the sections that run alone are 'restarts', 'push', 'wake', 'data-sqlite' and 'data-pg'" >&2; exit 2 ;;
 esac
 for knob in RESTARTS SPACING_MS PUSHES WAKES; do
   [[ ${!knob} =~ ^[1-9][0-9]*$ ]] || { echo "error: ${knob} must be a positive integer" >&2; exit 2; }
@@ -77,6 +83,7 @@ TOOLS=(nginx:nginx haproxy:haproxy caddy:caddy wrk:wrk git:git)
 [[ $ONLY == restarts ]] && TOOLS=(nginx:nginx haproxy:haproxy wrk:wrk git:git)
 [[ $ONLY == push || $ONLY == wake ]] && TOOLS=(git:git)
 [[ $ONLY == data-sqlite ]] && TOOLS=(python3:python3)
+[[ $ONLY == data-pg ]] && TOOLS=(pgbench:postgresql)
 for pair in "${TOOLS[@]}"; do
   command -v "${pair%%:*}" >/dev/null 2>&1 || missing+=("${pair#*:}")
 done
@@ -88,7 +95,16 @@ if ((${#missing[@]})); then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 
-if [[ -n ${BENCH_TURNOUT:-} ]]; then
+if [[ $ONLY == data-pg ]]; then
+  PG_SCALE=${BENCH_PG_SCALE:-135} PG_REPS=${BENCH_PG_REPS:-2}
+  for knob in PG_SCALE PG_REPS; do
+    [[ ${!knob} =~ ^[1-9][0-9]*$ ]] || { echo "error: BENCH_${knob} must be a positive integer" >&2; exit 2; }
+  done
+  log "building the pg_clone example (release): Turnout's own clone"
+  (cd "$ROOT" && cargo build --release --quiet -p turnout-data --example pg_clone)
+  PG_CLONE="${CARGO_TARGET_DIR:-$ROOT/target}/release/examples/pg_clone"
+  TURNOUT=/bin/false # no daemon in this section
+elif [[ -n ${BENCH_TURNOUT:-} ]]; then
   TURNOUT=$(realpath "$BENCH_TURNOUT")
 else
   if [[ ${BENCH_NO_BUILD:-0} != 1 && $ONLY != data-sqlite ]]; then
@@ -106,6 +122,7 @@ TURNOUT_PID=
 WRK_PID= R_NGINX_PID= R_HAPROXY_PID= R_PID=
 PUSH_PID= # the push section's daemon
 XFS_MNT=  # the data-sqlite section's XFS loop mount
+PGBENCH_PID= PG_BASE= # the data-pg section's clients and clusters
 
 alive() { # pid: whether it runs (a zombie does not)
   local stat
@@ -137,6 +154,13 @@ cleanup() {
   [[ -n ${NS_PID:-} ]] && stop_pid "$NS_PID" INT
   [[ -n $PUSH_PID ]] && stop_pid "$PUSH_PID" INT
   [[ -n $XFS_MNT ]] && umount "$XFS_MNT"
+  [[ -n $PGBENCH_PID ]] && stop_pid "$PGBENCH_PID" INT
+  # The data-pg section's clusters (their servers detach): an immediate shutdown of each.
+  if [[ -n $PG_BASE ]]; then
+    for pidfile in "$PG_BASE"/pg/*/postmaster.pid; do
+      [[ -f $pidfile ]] && kill -QUIT "$(head -n1 "$pidfile")"
+    done
+  fi
   $PY reap "$WORK"
   if [[ ${BENCH_KEEP:-0} == 1 || $status -ne 0 ]]; then
     echo "work directory kept: $WORK" >&2
@@ -271,6 +295,140 @@ push_section() {
 if [[ $ONLY == push ]]; then
   push_section
   echo "done in $((SECONDS - started_at)) s; results in bench/results/push.json and push.md" >&2
+  exit 0
+fi
+
+# --- PostgreSQL copies (run by BENCH_ONLY=data-pg alone) -------------------------------------
+# A Turnout cluster (`pg_clone init`, the same code as the daemon's) holding pgbench's tables at
+# scale PG_SCALE (~15 MB each: 135 is ~2 GB), pgbench clients writing to it (4 clients, 200
+# transactions/s in all) while it is copied PG_REPS times by each method:
+# - turnout: `pg_clone clone` (Cluster::clone_from: pg_basebackup of the live cluster into a new
+#   one, then roles, passwords, subscriptions fixed and the copy started), clients writing;
+# - dump-restore: `pg_dump -Fc | pg_restore` into a fresh database of the same cluster, clients
+#   writing (pg_dump takes a snapshot and blocks no writer either);
+# - template: CREATE DATABASE ... TEMPLATE (default strategy, WAL_LOG in 15) and
+#   STRATEGY FILE_COPY, with the clients stopped: it refuses a source anyone is connected to.
+# Whether any pgbench client errored or was disconnected during Turnout's clones: pgbench's own
+# error lines, and the same backend pids in pg_stat_activity before and after each clone.
+data_pg_section() {
+  log "PostgreSQL copies: pgbench scale $PG_SCALE, $PG_REPS runs of each method"
+  local base=$WORK/pg port copy_port bin sock t0 t1 out i pids_before pids_after errors=0
+  chmod 711 "$WORK"
+  mkdir -p "$base"
+  export TURNOUT_BENCH_SUPER_PASSWORD="bench-super-$RANDOM$RANDOM"
+  export TURNOUT_BENCH_APP_PASSWORD="bench-app-$RANDOM$RANDOM"
+  read -r port copy_port <<<"$($PY ports 2)"
+  PG_BASE=$base
+  "$PG_CLONE" init "$base" src "$port"
+  bin=$(dirname "$(readlink -f "$(command -v initdb || ls /usr/lib/postgresql/*/bin/initdb | sort -V | tail -n1)")")
+  sock=$base/pgsock/src
+  local app=(env PGPASSWORD="$TURNOUT_BENCH_APP_PASSWORD")
+  local su=(env PGPASSWORD="$TURNOUT_BENCH_SUPER_PASSWORD")
+  psql_su() { "${su[@]}" "$bin/psql" -X -q -v ON_ERROR_STOP=1 -h "$sock" -p "$port" -U turnout -d postgres -At "$@"; }
+  log "loading pgbench data (scale $PG_SCALE)"
+  t0=$(date +%s.%N)
+  "${app[@]}" "$bin/pgbench" -i -q -s "$PG_SCALE" -I dtGvp -h 127.0.0.1 -p "$port" -U src src \
+    >"$WORK/pgbench-init.log" 2>&1 || { cat "$WORK/pgbench-init.log" >&2; exit 1; }
+  local size
+  size=$(psql_su -c "SELECT pg_database_size('src')")
+  echo "loaded $((size >> 20)) MiB in $(python3 -c "print(round($(date +%s.%N) - $t0))") s" >&2
+
+  local results=$WORK/data-pg.tsv
+  : >"$results"
+  start_writers() {
+    "${app[@]}" "$bin/pgbench" -n -c 4 -j 2 -R 200 -T 36000 -P 5 -h 127.0.0.1 -p "$port" -U src src \
+      >"$WORK/pgbench-run.log" 2>&1 &
+    PGBENCH_PID=$!
+    for ((i = 0; i < 100; i++)); do
+      [[ $(psql_su -c "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'pgbench' AND datname = 'src'") == 4 ]] && return
+      sleep 0.1
+    done
+    echo "error: pgbench clients did not connect" >&2; cat "$WORK/pgbench-run.log" >&2; exit 1
+  }
+  backend_pids() { psql_su -c "SELECT string_agg(pid::text, ',' ORDER BY pid) FROM pg_stat_activity WHERE application_name = 'pgbench' AND datname = 'src'"; }
+  start_writers
+  for ((i = 1; i <= PG_REPS; i++)); do
+    log "turnout clone $i/$PG_REPS (pgbench writing)"
+    pids_before=$(backend_pids)
+    local lines_before
+    lines_before=$(grep -c -E 'error|abort' "$WORK/pgbench-run.log" || true)
+    out=$("$PG_CLONE" clone "$base" src "$port" "copy$i" "$copy_port")
+    pids_after=$(backend_pids)
+    local new_errors
+    new_errors=$(( $(grep -c -E 'error|abort' "$WORK/pgbench-run.log" || true) - lines_before ))
+    alive "$PGBENCH_PID" || new_errors=$((new_errors + 1))
+    [[ $pids_before == "$pids_after" ]] || new_errors=$((new_errors + 1))
+    errors=$((errors + new_errors))
+    echo "turnout clone: $out s (client errors or disconnects: $new_errors)" >&2
+    printf 'turnout\t%s\n' "$out" >>"$results"
+    "$PG_CLONE" remove "$base" "copy$i" "$copy_port"
+  done
+  for ((i = 1; i <= PG_REPS; i++)); do
+    log "pg_dump -Fc | pg_restore $i/$PG_REPS (pgbench writing)"
+    psql_su -c "CREATE DATABASE restore$i"
+    t0=$(date +%s.%N)
+    "${su[@]}" "$bin/pg_dump" -Fc -h "$sock" -p "$port" -U turnout src \
+      | "${su[@]}" "$bin/pg_restore" -h "$sock" -p "$port" -U turnout -d "restore$i"
+    t1=$(date +%s.%N)
+    out=$(python3 -c "print(f'{$t1 - $t0:.3f}')")
+    echo "dump | restore: $out s" >&2
+    printf 'dump-restore\t%s\n' "$out" >>"$results"
+    psql_su -c "DROP DATABASE restore$i"
+  done
+  stop_pid "$PGBENCH_PID" INT
+  PGBENCH_PID=
+  grep -E 'error|abort' "$WORK/pgbench-run.log" >&2 || true
+  for strategy in default file_copy; do
+    for ((i = 1; i <= PG_REPS; i++)); do
+      log "CREATE DATABASE ... TEMPLATE ($strategy) $i/$PG_REPS (clients stopped)"
+      local with=""
+      [[ $strategy == file_copy ]] && with=" STRATEGY FILE_COPY"
+      t0=$(date +%s.%N)
+      psql_su -c "CREATE DATABASE tmpl$i TEMPLATE src$with"
+      t1=$(date +%s.%N)
+      out=$(python3 -c "print(f'{$t1 - $t0:.3f}')")
+      echo "template ($strategy): $out s" >&2
+      printf 'template-%s\t%s\n' "$strategy" "$out" >>"$results"
+      psql_su -c "DROP DATABASE tmpl$i"
+    done
+  done
+  "$PG_CLONE" remove "$base" src "$port"
+  PG_BASE=
+  mkdir -p "$BENCH_DIR/results"
+  python3 - "$results" "$size" "$PG_SCALE" "$errors" "$("$bin/postgres" --version)" \
+    "$BENCH_DIR/results/data-pg.json" "$BENCH_DIR/results/data-pg.md" <<'PYEOF'
+import json, platform, statistics, sys, os
+tsv, size, scale, errors, version, out_json, out_md = sys.argv[1:8]
+runs = {}
+for line in open(tsv):
+    method, secs = line.split("\t")
+    runs.setdefault(method, []).append(float(secs))
+med = {m: statistics.median(v) for m, v in runs.items()}
+cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
+summary = {"database_bytes": int(size), "pgbench_scale": int(scale), "runs": runs, "median_s": med,
+           "client_errors_during_turnout_clone": int(errors), "postgres": version.strip(),
+           "machine": f"{os.cpu_count()} CPUs ({cpu}), {platform.system()} {platform.release()}"}
+json.dump(summary, open(out_json, "w"), indent=1)
+names = {"turnout": "Turnout clone (pg_basebackup, clients writing)",
+         "dump-restore": "pg_dump -Fc \\| pg_restore (clients writing)",
+         "template-default": "CREATE DATABASE … TEMPLATE (WAL_LOG, clients stopped)",
+         "template-file_copy": "CREATE DATABASE … TEMPLATE STRATEGY FILE_COPY (clients stopped)"}
+lines = [f"Database: {int(size) / 2**30:.2f} GiB (pgbench scale {scale}), {summary['postgres']}, "
+         f"{summary['machine']}.", "",
+         "| Method | Median (s) | Runs (s) | Turnout is faster by |", "|---|---:|---:|---:|"]
+for m in ["turnout", "dump-restore", "template-default", "template-file_copy"]:
+    if m in med:
+        ratio = "—" if m == "turnout" else f"{med[m] / med['turnout']:.1f}×"
+        lines.append(f"| {names[m]} | {med[m]:.1f} | {', '.join(f'{x:.1f}' for x in runs[m])} | {ratio} |")
+lines += ["", f"pgbench clients that errored or were disconnected during Turnout's clones: {errors} "
+          "(4 clients, 200 transactions/s, the same backends before and after each clone)."]
+open(out_md, "w").write("\n".join(lines) + "\n")
+PYEOF
+  cat "$BENCH_DIR/results/data-pg.md" >&2
+}
+if [[ $ONLY == data-pg ]]; then
+  data_pg_section
+  echo "done in $((SECONDS - started_at)) s; results in bench/results/data-pg.json and data-pg.md" >&2
   exit 0
 fi
 
