@@ -445,6 +445,11 @@ async fn viewers_cannot_touch_data_and_lower_environments_cannot_write_productio
             .unwrap()
             .is_empty()
     );
+    // New data goes live by relaunching: a stopped environment is not started by it.
+    d.ok(&["env", "stop", "shop/qa"]);
+    let err = d.fails(&["data", "reseed", "shop/qa"]);
+    assert!(err.contains("turnout env start shop/qa"), "{err}");
+    assert_eq!(d.json(&["env", "show", "shop/qa"])["status"], "stopped");
 }
 
 /// A PostgreSQL app: it reaches its database over TCP with `psql "$DATABASE_URL"`, and runs
