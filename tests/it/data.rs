@@ -767,11 +767,22 @@ async fn postgres_clusters_outlive_the_control_plane_stop_with_the_daemon_and_go
     let (_, names) = sql(&d, "qa", "DATABASE_URL", "SELECT name FROM items").await;
     assert_eq!(names, "kept");
 
-    // A full stop stops the clusters; the next start starts them before the instances.
+    // A full stop stops the clusters; the next start starts them before the instances, and
+    // those of environments that start no instance (stopped here) too, for their attachments.
+    d.ok(&["env", "stop", "shop/staging"]);
     assert!(d.stop().success());
     assert_eq!(running_clusters(&d, "qa"), 0);
     assert_eq!(running_clusters(&d, "staging"), 0);
     d.start_again();
+    eventually(
+        "the stopped environment's cluster",
+        Duration::from_secs(60),
+        || {
+            let d = &d;
+            async move { (running_clusters(d, "staging") == 1).then_some(()) }
+        },
+    )
+    .await;
     let names = eventually("qa back on its data", Duration::from_secs(60), || {
         let d = &d;
         async move {

@@ -394,6 +394,27 @@ impl ControlPlane {
         Ok(())
     }
 
+    /// Start the clusters of `envs` that are not running (start-up, for environments whose
+    /// instance does not start now); one that fails is logged, and tried again with its
+    /// environment's next launch.
+    pub(crate) async fn start_clusters(&self, envs: &[EnvRow]) {
+        for env in envs {
+            let Ok(Some(row)) = self.data_row(env).await else {
+                continue;
+            };
+            if row.cluster.is_none() {
+                continue;
+            }
+            let started = match self.generation(env, &row) {
+                Ok(gn) => self.start_cluster(env, &gn).await,
+                Err(e) => Err(e),
+            };
+            if let Err(e) = started {
+                warn!(app = %env.app, env = %env.name, error = %e, "could not start the environment's PostgreSQL");
+            }
+        }
+    }
+
     /// At a full stop, after the instances: stop every cluster.
     pub(crate) async fn stop_clusters(&self) {
         let Ok(rows) = self.store.call(|c| dq::all(c)).await else {
