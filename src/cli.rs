@@ -105,7 +105,8 @@ pub enum Command {
         #[arg(long)]
         detach: bool,
     },
-    /// Deploys, rollbacks, restarts and starts: running ones and the latest others
+    /// Jobs (deploys, rollbacks, restarts, starts, promotions, data seeds, clones and syncs): running
+    /// ones and the latest others
     Jobs {
         /// Only this app's (APP) or environment's (APP/ENV) jobs
         scope: Option<JobScope>,

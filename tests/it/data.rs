@@ -179,6 +179,8 @@ async fn sqlite_data_reaches_the_app_and_a_reseed_gives_the_same_data_without_a_
         rows(&d, "qa").await,
         [(1, "apple".into()), (2, "pear".into()), (3, "plum".into())]
     );
+    let shown = d.ok(&["data", "show", "shop/qa"]);
+    assert!(shown.contains("shop/qa: sqlite, generation 1"), "{shown}");
     let info = d.json(&["data", "show", "shop/qa"]);
     assert_eq!(info["engine"], "sqlite", "{info}");
     assert_eq!(info["generation"], 1, "{info}");
@@ -443,6 +445,11 @@ async fn viewers_cannot_touch_data_and_lower_environments_cannot_write_productio
             .unwrap()
             .is_empty()
     );
+    // New data goes live by relaunching: a stopped environment is not started by it.
+    d.ok(&["env", "stop", "shop/qa"]);
+    let err = d.fails(&["data", "reseed", "shop/qa"]);
+    assert!(err.contains("turnout env start shop/qa"), "{err}");
+    assert_eq!(d.json(&["env", "show", "shop/qa"])["status"], "stopped");
 }
 
 /// A PostgreSQL app: it reaches its database over TCP with `psql "$DATABASE_URL"`, and runs
@@ -670,6 +677,26 @@ async fn postgres_per_environment_clone_and_attachments_enforced_by_the_database
     assert_eq!(status, 200, "{out}");
     let (status, err) = sql(&d, "staging", "QA_DATABASE_URL", "DELETE FROM items").await;
     assert!(status == 500 && err.contains("permission denied"), "{err}");
+    // A new generation of qa's data gets the attached role again before it goes live: after
+    // a reseed of qa (and staging's restart, for qa's new URL) the mode still holds.
+    let j = job(&d, &["data", "reseed", "shop/qa"]);
+    assert_eq!(j["state"], "succeeded", "{j}");
+    d.ok(&["restart", "shop/staging"]);
+    let (status, rows) = sql(
+        &d,
+        "staging",
+        "QA_DATABASE_URL",
+        "SELECT count(*) FROM items",
+    )
+    .await;
+    assert_eq!((status, rows.as_str()), (200, "2"));
+    let (status, err) = sql(&d, "staging", "QA_DATABASE_URL", "DELETE FROM items").await;
+    assert!(status == 500 && err.contains("permission denied"), "{err}");
+    let shown = d.ok(&["data", "show", "shop/staging"]);
+    assert!(
+        shown.contains("QA_DATABASE_URL") && shown.contains("append"),
+        "{shown}"
+    );
     let info = d.json(&["data", "detach", "shop/staging", "--to", "shop/qa"]);
     assert_eq!(info["attachments"].as_array().unwrap().len(), 1, "{info}");
 }
@@ -740,11 +767,22 @@ async fn postgres_clusters_outlive_the_control_plane_stop_with_the_daemon_and_go
     let (_, names) = sql(&d, "qa", "DATABASE_URL", "SELECT name FROM items").await;
     assert_eq!(names, "kept");
 
-    // A full stop stops the clusters; the next start starts them before the instances.
+    // A full stop stops the clusters; the next start starts them before the instances, and
+    // those of environments that start no instance (stopped here) too, for their attachments.
+    d.ok(&["env", "stop", "shop/staging"]);
     assert!(d.stop().success());
     assert_eq!(running_clusters(&d, "qa"), 0);
     assert_eq!(running_clusters(&d, "staging"), 0);
     d.start_again();
+    eventually(
+        "the stopped environment's cluster",
+        Duration::from_secs(60),
+        || {
+            let d = &d;
+            async move { (running_clusters(d, "staging") == 1).then_some(()) }
+        },
+    )
+    .await;
     let names = eventually("qa back on its data", Duration::from_secs(60), || {
         let d = &d;
         async move {

@@ -19,7 +19,7 @@ use turnout_model::{Action, AuditAction, EnvRef, JobInfo, JobKind, Tier};
 use turnout_supervisor::TaskSpec;
 
 use super::ControlPlane;
-use super::data_service::{
+use super::generation::{
     Db, Generation, JobProgress, NewData, engine_mismatch, release_file, step_error,
 };
 use super::jobs::{JobCtx, JobSpec};
@@ -144,9 +144,15 @@ impl ControlPlane {
         Ok(())
     }
 
-    /// The environment's live release, which the job relaunches on the new data.
+    /// The environment's live release, which the job relaunches on the new data. A stopped
+    /// environment is refused: the job would start it.
     async fn live_row(&self, env: &EnvRow) -> Result<ReleaseRow, ControlError> {
         let r = format!("{}/{}", env.app, env.name);
+        if env.stopped {
+            return Err(ControlError::Conflict(format!(
+                "{r} is stopped, and new data goes live by relaunching it; start it first (`turnout env start {r}`)"
+            )));
+        }
         let Some(id) = env.current_release_id else {
             return Err(ControlError::Conflict(format!(
                 "{r} has no live release to run on new data; deploy it first (`turnout deploy {r}`)"

@@ -8,7 +8,7 @@ use turnout_model::{
 };
 
 use super::ControlPlane;
-use super::data_service::{Db, Generation, access, pg_name, random_hex};
+use super::generation::{Db, Generation, access, pg_name, random_hex};
 use super::isolation::Separation;
 use super::routing::key;
 use crate::access::Principal;

@@ -21,7 +21,7 @@ use turnout_supervisor::{
 };
 
 use super::ControlPlane;
-use super::data_service::NewData;
+use super::generation::NewData;
 use super::logs::failure_tail;
 use super::routing::{Running, key};
 use crate::app_file::ReleaseConfig;

@@ -18,7 +18,7 @@
 //! - `pipeline`, `schedule`: an app's declared pipeline (which promotions are allowed) and its
 //!   scheduled cuts, run by the scheduler task.
 //! - `sleep`: idle environments sleep (the sleeper) and requests wake them (the waker).
-//! - `data_service`, `data`, `data_access`: each environment's data (generations of a SQLite
+//! - `generation`, `data_service`, `data`, `data_access`: each environment's data (generations of a SQLite
 //!   file or a PostgreSQL cluster, and storage), the seed, clone and sync jobs that swap a new
 //!   generation in, and showing, attaching and connecting to it.
 use std::path::Path;
@@ -45,6 +45,7 @@ mod deploy;
 mod diff;
 mod domains;
 mod envs;
+mod generation;
 mod hooks;
 mod isolation;
 mod jobs;

@@ -136,6 +136,16 @@ impl ControlPlane {
                 asleep,
             )
             .await;
+        // The clusters of environments that start no instance now (stopped, asleep): other
+        // environments may be attached to them. The others' start with their instance.
+        let idle: Vec<EnvRow> = envs
+            .iter()
+            .filter(|e| e.current_release_id.is_none() || e.stopped || e.sleeping)
+            .cloned()
+            .collect();
+        let this = self.clone();
+        self.tasks
+            .spawn(async move { this.start_clusters(&idle).await });
         let mut adopted = std::mem::take(&mut *self.adopted_instances());
         let mut adopting = tokio::task::JoinSet::new();
         for env in envs {
