@@ -56,6 +56,21 @@ RESTART_STEADY=${BENCH_RESTART_STEADY:-1}
 PUSHES=${BENCH_PUSHES:-5}
 WAKES=${BENCH_WAKES:-10}
 UPDATE_DOCS=0
+# put_doc_section NAME FILE: replace what docs/BENCHMARKS.md holds between its
+# <!-- NAME:begin --> and <!-- NAME:end --> markers with FILE (--update-docs).
+put_doc_section() {
+  python3 - "$ROOT/docs/BENCHMARKS.md" "$1" "$2" <<'EOF'
+import sys
+doc_path, name, md_path = sys.argv[1:4]
+doc, md = open(doc_path).read(), open(md_path).read()
+begin, end = f"<!-- {name}:begin -->", f"<!-- {name}:end -->"
+if begin not in doc or end not in doc:
+    sys.exit(f"error: {doc_path} has no {begin} ... {end} markers")
+head, rest = doc.split(begin, 1)
+open(doc_path, "w").write(f"{head}{begin}\n{md}{end}{rest.split(end, 1)[1]}")
+print(f"updated {doc_path}", file=sys.stderr)
+EOF
+}
 for arg in "$@"; do
   case "$arg" in
     --update-docs) UPDATE_DOCS=1 ;;
@@ -230,17 +245,7 @@ data_sqlite_section() {
     echo "$machine, $(date -u '+%Y-%m-%d %H:%M UTC'), commit $(git -C "$ROOT" rev-parse --short HEAD), load average $load at the start."
   } >>"$results/data-sqlite.md"
   if ((UPDATE_DOCS)); then
-    python3 - "$ROOT/docs/BENCHMARKS.md" "$results/data-sqlite.md" <<'EOF'
-import sys
-doc_path, md_path = sys.argv[1:3]
-doc, md = open(doc_path).read(), open(md_path).read()
-begin, end = "<!-- data-sqlite:begin -->", "<!-- data-sqlite:end -->"
-if begin not in doc or end not in doc:
-    sys.exit(f"error: {doc_path} has no {begin} ... {end} markers")
-head, rest = doc.split(begin, 1)
-open(doc_path, "w").write(f"{head}{begin}\n{md}{end}{rest.split(end, 1)[1]}")
-print(f"updated {doc_path}", file=sys.stderr)
-EOF
+    put_doc_section data-sqlite "$results/data-sqlite.md"
   fi
   python3 -c 'import json, sys; json.dump([json.load(open(p)) for p in sys.argv[2:]], open(sys.argv[1], "w"), indent=1)' \
     "$results/data-sqlite.json" "${runs[@]}"
@@ -495,17 +500,7 @@ wake_latency() {
     "$BENCH_DIR/results/wake.md"
   T env update hello/test --sleep-after never >/dev/null
   if ((UPDATE_DOCS)); then
-    python3 - "$ROOT/docs/BENCHMARKS.md" "$BENCH_DIR/results/wake.md" <<'EOF'
-import sys
-doc_path, md_path = sys.argv[1:3]
-doc, md = open(doc_path).read(), open(md_path).read()
-begin, end = "<!-- wake:begin -->", "<!-- wake:end -->"
-if begin not in doc or end not in doc:
-    sys.exit(f"error: {doc_path} has no {begin} ... {end} markers")
-head, rest = doc.split(begin, 1)
-open(doc_path, "w").write(f"{head}{begin}\n{md}{end}{rest.split(end, 1)[1]}")
-print(f"updated {doc_path}", file=sys.stderr)
-EOF
+    put_doc_section wake "$BENCH_DIR/results/wake.md"
   fi
 }
 if [[ $ONLY == wake ]]; then

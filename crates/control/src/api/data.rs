@@ -45,13 +45,7 @@ pub(super) async fn clone(
     Path((app, env)): Path<(String, String)>,
     RawBody(bytes): RawBody,
 ) -> Result<impl IntoResponse> {
-    let r = env_ref(&app, &env)?;
-    let req: turnout_model::DataSource = body(&bytes)?;
-    let from = source(&app, &req.from)?;
-    Ok((
-        StatusCode::CREATED,
-        Json(p.copy_data(r, from, false, &who).await?),
-    ))
+    copy(&p, &who, &app, &env, &bytes, false).await
 }
 
 /// 201 with the job.
@@ -61,12 +55,24 @@ pub(super) async fn sync(
     Path((app, env)): Path<(String, String)>,
     RawBody(bytes): RawBody,
 ) -> Result<impl IntoResponse> {
-    let r = env_ref(&app, &env)?;
-    let req: turnout_model::DataSource = body(&bytes)?;
-    let from = source(&app, &req.from)?;
+    copy(&p, &who, &app, &env, &bytes, true).await
+}
+
+/// A clone (`masked`: a sync) into APP/ENV from the body's `from`.
+async fn copy(
+    p: &Api,
+    who: &Who,
+    app: &str,
+    env: &str,
+    bytes: &bytes::Bytes,
+    masked: bool,
+) -> Result<impl IntoResponse + use<>> {
+    let r = env_ref(app, env)?;
+    let req: turnout_model::DataSource = body(bytes)?;
+    let from = source(app, &req.from)?;
     Ok((
         StatusCode::CREATED,
-        Json(p.copy_data(r, from, true, &who).await?),
+        Json(p.copy_data(r, from, masked, who).await?),
     ))
 }
 
