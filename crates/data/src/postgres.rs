@@ -351,11 +351,36 @@ impl Cluster {
         drop(admin);
         check_cancel(cancel)?;
 
-        // Then as the environment's own: every login, subscriptions still disabled.
-        progress.line("restarting the copy with every login allowed");
-        self.stop().await?;
+        // Then as the environment's own: every login (pg_hba.conf is re-read by a reload, no
+        // restart), subscriptions still disabled. The running server keeps no logical
+        // replication workers until its next start, which reads the full configuration.
+        progress.line("opening the copy to every login");
         self.write_config(Logins::Everyone, true)?;
-        self.start_server(network, cancel).await?;
+        let password = &spec.superuser_password;
+        let loaded_at = |client: tokio_postgres::Client| async move {
+            client
+                .query_one("SELECT pg_conf_load_time()::text", &[])
+                .await
+                .map(|row| row.get::<_, String>(0))
+                .map_err(db_error("reading when the copy loaded its configuration"))
+        };
+        let admin = self.connect(SUPERUSER, password, "postgres").await?;
+        let before = loaded_at(self.connect(SUPERUSER, password, "postgres").await?).await?;
+        admin
+            .batch_execute("SELECT pg_reload_conf()")
+            .await
+            .map_err(db_error("reloading the copy's configuration"))?;
+        // The postmaster reloads asynchronously; a new session shows when it has.
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+        while loaded_at(self.connect(SUPERUSER, password, "postgres").await?).await? == before {
+            check_cancel(cancel)?;
+            if tokio::time::Instant::now() > deadline {
+                return Err(DataError::Database(
+                    "the copy did not reload its configuration within 10 s".into(),
+                ));
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
         progress.line(&format!("the copy {new_db} is ready"));
         Ok(())
     }
