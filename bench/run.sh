@@ -307,8 +307,9 @@ fi
 # A Turnout cluster (`pg_clone init`, the same code as the daemon's) holding pgbench's tables at
 # scale PG_SCALE (~15 MB each: 135 is ~2 GB), pgbench clients writing to it (4 clients, 200
 # transactions/s in all) while it is copied PG_REPS times by each method:
-# - turnout: `pg_clone clone` (Cluster::clone_from: pg_basebackup of the live cluster into a new
-#   one, then roles, passwords, subscriptions fixed and the copy started), clients writing;
+# - turnout: `pg_clone clone` (Cluster::clone_from: a file copy of the live cluster between
+#   pg_backup_start and pg_backup_stop into a new one, then roles, passwords, subscriptions fixed
+#   and the copy started), clients writing;
 # - dump-restore: `pg_dump -Fc | pg_restore` into a fresh database of the same cluster, clients
 #   writing (pg_dump takes a snapshot and blocks no writer either);
 # - template: CREATE DATABASE ... TEMPLATE (default strategy, WAL_LOG in 15) and
@@ -414,7 +415,7 @@ summary = {"database_bytes": int(size), "pgbench_scale": int(scale), "runs": run
            "client_errors_during_turnout_clone": int(errors), "postgres": version.strip(),
            "machine": f"{os.cpu_count()} CPUs ({cpu}), {platform.system()} {platform.release()}"}
 json.dump(summary, open(out_json, "w"), indent=1)
-names = {"turnout": "Turnout clone (pg_basebackup, clients writing)",
+names = {"turnout": "Turnout clone (file copy under pg_backup_start, clients writing)",
          "dump-restore": "pg_dump -Fc \\| pg_restore (clients writing)",
          "template-default": "CREATE DATABASE … TEMPLATE (WAL_LOG, clients stopped)",
          "template-file_copy": "CREATE DATABASE … TEMPLATE STRATEGY FILE_COPY (clients stopped)"}

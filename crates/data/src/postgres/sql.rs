@@ -1,24 +1,10 @@
-//! The SQL Turnout writes: quoting, the masking statements and functions, and reading
-//! pg_basebackup's progress.
+//! The SQL Turnout writes: quoting, the masking statements and functions.
 
 use tokio_postgres::Client;
 
 use super::db_error;
 use crate::mask::{FIRST_NAMES, LAST_NAMES, WORDS};
 use crate::{DataError, FakeKind, MaskRule, MaskRules};
-
-/// `(done, total)` bytes from a pg_basebackup `-P` line: `  1234/56789 kB (2%), 0/1 tablespace`.
-pub(super) fn parse_basebackup_progress(line: &str) -> Option<(u64, u64)> {
-    let (done, rest) = line.trim_start().split_once('/')?;
-    let (total, rest) = rest.split_once(' ')?;
-    if !rest.starts_with("kB") {
-        return None;
-    }
-    Some((
-        done.parse::<u64>().ok()? * 1024,
-        total.parse::<u64>().ok()? * 1024,
-    ))
-}
 
 /// One column of a base table.
 pub(super) struct TableColumn {
@@ -228,23 +214,6 @@ mod tests {
         assert_eq!(percent_encode("a b:c@d/e", false), "a%20b%3Ac%40d%2Fe");
         assert_eq!(percent_encode("/run/x y", true), "/run/x%20y");
         assert_eq!(percent_encode("Zz09-._~", false), "Zz09-._~");
-    }
-
-    #[test]
-    fn basebackup_progress_lines() {
-        assert_eq!(
-            parse_basebackup_progress("   1234/56789 kB (2%), 0/1 tablespace"),
-            Some((1234 * 1024, 56789 * 1024))
-        );
-        assert_eq!(
-            parse_basebackup_progress("56789/56789 kB (100%), 1/1 tablespace (/x/base)"),
-            Some((56789 * 1024, 56789 * 1024))
-        );
-        assert_eq!(
-            parse_basebackup_progress("pg_basebackup: error: x/y z"),
-            None
-        );
-        assert_eq!(parse_basebackup_progress("waiting for checkpoint"), None);
     }
 
     fn column(table: &str, name: &str, text_like: bool) -> TableColumn {

@@ -22,7 +22,7 @@ pub(super) const COPY: Duration = Duration::from_secs(24 * 3600);
 /// The PostgreSQL installation and the user clusters run as.
 #[derive(Clone, Debug)]
 pub struct PgSystem {
-    /// Where initdb, pg_ctl, postgres and pg_basebackup are.
+    /// Where initdb, pg_ctl and postgres are.
     pub bin_dir: PathBuf,
     /// Who the clusters run as: the `postgres` user when Turnout is root, else None (the
     /// daemon's own user).
@@ -35,7 +35,7 @@ impl PgSystem {
     pub fn find() -> Result<PgSystem, DataError> {
         let bin_dir = find_bin_dir().ok_or_else(|| {
             DataError::Unavailable(format!(
-                "PostgreSQL's initdb, pg_ctl and pg_basebackup were found neither on PATH nor under /usr/lib/postgresql/*/bin: {INSTALL_HINT}"
+                "PostgreSQL's initdb and pg_ctl were found neither on PATH nor under /usr/lib/postgresql/*/bin: {INSTALL_HINT}"
             ))
         })?;
         let run_as = if nix::unistd::geteuid().is_root() {
@@ -58,7 +58,7 @@ impl PgSystem {
     }
 
     fn has_tools(dir: &Path) -> bool {
-        ["initdb", "pg_ctl", "pg_basebackup", "postgres"]
+        ["initdb", "pg_ctl", "postgres"]
             .iter()
             .all(|tool| dir.join(tool).is_file())
     }
