@@ -245,38 +245,11 @@ impl Cluster {
             .connect(SUPERUSER, old_super, "postgres")
             .await
             .map_err(|e| DataError::Database(format!("connecting to the copy: {e}")))?;
-        let others: Vec<String> = admin
-            .query(
-                "SELECT rolname FROM pg_roles WHERE rolcanlogin AND oid >= 16384 AND rolname <> $1 AND rolname <> $2 ORDER BY rolname",
-                &[&SUPERUSER, old_db],
-            )
-            .await
-            .map_err(db_error("listing the copy's roles"))?
-            .iter()
-            .map(|row| row.get(0))
-            .collect();
-        let databases: Vec<String> = admin
-            .query(
-                "SELECT datname FROM pg_database WHERE datallowconn AND NOT datistemplate ORDER BY datname",
-                &[],
-            )
-            .await
-            .map_err(db_error("listing the copy's databases"))?
-            .iter()
-            .map(|row| row.get(0))
-            .collect();
+        let others: Vec<String> = texts(&admin, "SELECT rolname FROM pg_roles WHERE rolcanlogin AND oid >= 16384 AND rolname <> $1 AND rolname <> $2 ORDER BY rolname", &[&SUPERUSER, old_db], "listing the copy's roles").await?;
+        let databases: Vec<String> = texts(&admin, "SELECT datname FROM pg_database WHERE datallowconn AND NOT datistemplate ORDER BY datname", &[], "listing the copy's databases").await?;
         for database in &databases {
             let client = self.connect(SUPERUSER, old_super, database).await?;
-            let subscriptions: Vec<String> = client
-                .query(
-                    "SELECT subname FROM pg_subscription WHERE subdbid = (SELECT oid FROM pg_database WHERE datname = current_database())",
-                    &[],
-                )
-                .await
-                .map_err(db_error("listing subscriptions"))?
-                .iter()
-                .map(|row| row.get(0))
-                .collect();
+            let subscriptions: Vec<String> = texts(&client, "SELECT subname FROM pg_subscription WHERE subdbid = (SELECT oid FROM pg_database WHERE datname = current_database())", &[], "listing subscriptions").await?;
             for sub in &subscriptions {
                 let sub = quote_ident(sub);
                 client
@@ -703,6 +676,22 @@ fn db_message(e: &tokio_postgres::Error) -> String {
         Some(db) => db.message().to_owned(),
         None => e.to_string(),
     }
+}
+
+/// The first column of every row `sql` returns, as text (names of roles, databases, …).
+async fn texts(
+    client: &Client,
+    sql: &str,
+    params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+    doing: &'static str,
+) -> Result<Vec<String>, DataError> {
+    Ok(client
+        .query(sql, params)
+        .await
+        .map_err(db_error(doing))?
+        .iter()
+        .map(|row| row.get(0))
+        .collect())
 }
 
 fn db_error(doing: &'static str) -> impl FnOnce(tokio_postgres::Error) -> DataError {

@@ -1,7 +1,7 @@
 //! Attached roles: a second environment's login to this database, whose grants enforce its
 //! access mode.
 
-use super::{Cluster, SUPERUSER, db_error, db_message, quote_ident, quote_literal};
+use super::{Cluster, SUPERUSER, db_error, db_message, quote_ident, quote_literal, texts};
 use crate::{Access, DataError};
 
 impl Cluster {
@@ -42,16 +42,7 @@ impl Cluster {
                 "ALTER DEFAULT PRIVILEGES FOR ROLE {app} GRANT {sequences} ON SEQUENCES TO {r};\n"
             ));
         }
-        let schemas: Vec<String> = db
-            .query(
-                "SELECT nspname FROM pg_namespace WHERE nspname NOT IN ('pg_catalog', 'information_schema') AND nspname NOT LIKE 'pg\\_%'",
-                &[],
-            )
-            .await
-            .map_err(db_error("listing schemas"))?
-            .iter()
-            .map(|row| row.get(0))
-            .collect();
+        let schemas: Vec<String> = texts(&db, "SELECT nspname FROM pg_namespace WHERE nspname NOT IN ('pg_catalog', 'information_schema') AND nspname NOT LIKE 'pg\\_%'", &[], "listing schemas").await?;
         for schema in &schemas {
             let s = quote_ident(schema);
             sql.push_str(&format!(
