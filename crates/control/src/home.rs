@@ -171,6 +171,15 @@ impl Home {
     pub fn pg_socket_dir(&self, app: &AppName, env: &EnvName, generation: i64) -> PathBuf {
         self.pg_socket_root(app, env).join(format!("g{generation}"))
     }
+    /// The WAL archive directory of a generation's cluster (`pg/g<N>.wal`, the cluster user's),
+    /// which backups ingest into the app's repository.
+    pub fn pg_archive_dir(&self, app: &AppName, env: &EnvName, generation: i64) -> PathBuf {
+        self.pg_root(app, env).join(format!("g{generation}.wal"))
+    }
+    /// The app's backup repository (`backups/<app>`).
+    pub fn backup_repo(&self, app: &AppName) -> PathBuf {
+        self.root.join("backups").join(app.as_str())
+    }
     pub fn pid_file(&self, app: &AppName, env: &EnvName, release: i64) -> PathBuf {
         self.env_dir(app, env)
             .join("run")

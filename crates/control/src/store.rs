@@ -19,6 +19,7 @@ use crate::error::ControlError;
 
 pub mod access;
 pub mod audit;
+pub mod backup;
 pub mod data;
 pub mod hooks;
 pub mod jobs;
@@ -43,6 +44,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0012_sleep.sql"),
     include_str!("../migrations/0013_data.sql"),
     include_str!("../migrations/0014_reseed.sql"),
+    include_str!("../migrations/0015_backups.sql"),
 ];
 
 /// Read-only connections kept open for `Store::call`.

@@ -27,6 +27,7 @@ fn spec(base: &Path, name: &str, port: &str) -> ClusterSpec {
         superuser_password: password("TURNOUT_BENCH_SUPER_PASSWORD"),
         database: name.to_owned(),
         app_password: password("TURNOUT_BENCH_APP_PASSWORD"),
+        archive: None,
     }
 }
 

@@ -16,6 +16,7 @@
 //!   Rust for SQLite and in SQL for PostgreSQL).
 //! - `files`: copying a storage directory (reflinks where the filesystem has them).
 
+pub mod backup;
 pub mod files;
 pub mod mask;
 mod offload;

@@ -27,6 +27,7 @@ use turnout_supervisor::{ProgramOutput, ProgramSpec, run_program};
 use crate::{DataError, MaskReport, MaskRules, Progress};
 
 mod access;
+pub mod backup;
 mod copy;
 mod sql;
 mod system;
@@ -57,6 +58,11 @@ pub struct ClusterSpec {
     pub database: String,
     /// The environment's role's password.
     pub app_password: String,
+    /// The directory PostgreSQL archives finished WAL segments into (`basic_archive`), from
+    /// which backups ingest them; made with the cluster. `None`: a cluster made before backups,
+    /// which archives nothing.
+    #[serde(default)]
+    pub archive: Option<PathBuf>,
 }
 
 impl ClusterSpec {

@@ -67,6 +67,7 @@ fn spec(dir: &std::path::Path, gen_name: &str, database: &str) -> ClusterSpec {
         superuser_password: secret("super"),
         database: database.to_owned(),
         app_password: secret("app"),
+        archive: None,
     }
 }
 

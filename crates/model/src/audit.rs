@@ -92,6 +92,13 @@ audit_actions! {
     DataDetach => "data.detach", "An environment's access to another's database was removed.";
     DataConnect => "data.connect", "Someone opened a shell on an environment's database (`data psql`/`data sqlite`).";
     DataSchedule => "data.schedule", "An environment's scheduled re-seed changed.";
+    BackupCreate => "backup.create", "A snapshot of an environment's data was taken (by hand, by the schedule or before a migration).";
+    BackupDelete => "backup.delete", "A snapshot was deleted (by hand, or by retention).";
+    BackupPolicy => "backup.policy", "An environment's backup schedule was set through the CLI.";
+    BackupRestore => "backup.restore", "An environment's data (and release) was put back to an earlier moment.";
+    BackupDrill => "backup.drill", "A recovery drill ran (its result says whether it passed).";
+    DataReset => "data.reset", "The production copy was made production as of a moment.";
+    DataUndo => "data.undo", "The production copy was put back as the last reset left it.";
     HookAccept => "hook.accept", "A signed GitHub or GitLab webhook delivery was accepted (its deploys follow).";
 }
 

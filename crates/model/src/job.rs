@@ -32,6 +32,14 @@ pub enum JobKind {
     Clone,
     /// Refresh a lower environment from production's data, masked on the way, then relaunch.
     Sync,
+    /// Take a snapshot of an environment's data into its app's backup repository.
+    Backup,
+    /// Restore a snapshot into a scratch area and check it.
+    Verify,
+    /// Put an environment's data (and, when asked, its release) back to an earlier moment.
+    Restore,
+    /// Restore into a scratch environment, start it, check it, measure RTO and RPO, remove it.
+    Drill,
 }
 
 impl JobKind {
@@ -45,6 +53,10 @@ impl JobKind {
             Self::Seed => "seed",
             Self::Clone => "clone",
             Self::Sync => "sync",
+            Self::Backup => "backup",
+            Self::Verify => "verify",
+            Self::Restore => "restore",
+            Self::Drill => "drill",
         }
     }
 }
@@ -61,6 +73,10 @@ impl std::str::FromStr for JobKind {
             Self::Seed,
             Self::Clone,
             Self::Sync,
+            Self::Backup,
+            Self::Verify,
+            Self::Restore,
+            Self::Drill,
         ]
         .into_iter()
         .find(|v| v.as_str() == s)

@@ -5,6 +5,7 @@
 mod access;
 mod api;
 mod audit;
+mod backup;
 mod data;
 mod diff;
 mod domain;
@@ -22,6 +23,7 @@ mod trigger;
 pub use access::{Action, Role};
 pub use api::*;
 pub use audit::AuditAction;
+pub use backup::{BackupInfo, BackupList, CreateBackup, DrillInfo};
 pub use data::{
     AttachData, DataAccess, DataAttachment, DataConnection, DataInfo, DataOrigin, DataSource,
     ReseedInfo, SeedData,

@@ -170,6 +170,7 @@ impl ControlPlane {
             superuser_password: random_hex(24)?,
             database: pg_name("env", name.as_str()),
             app_password: random_hex(24)?,
+            archive: Some(self.home.pg_archive_dir(app, name, n)),
         };
         Ok((sys, spec, network))
     }
@@ -204,6 +205,7 @@ impl ControlPlane {
                     superuser_password: String::new(),
                     database: String::new(),
                     app_password: String::new(),
+                    archive: Some(self.home.pg_archive_dir(app, name, n)),
                 },
             };
             if let Err(e) = cluster.remove().await {

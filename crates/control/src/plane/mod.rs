@@ -38,6 +38,7 @@ use crate::store::{AppRow, ReleaseRow, Store};
 
 mod apps;
 mod authz;
+mod backup;
 mod data;
 mod data_access;
 mod data_service;
