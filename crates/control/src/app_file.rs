@@ -391,6 +391,7 @@ fn merge(into: &mut Layer, over: &Layer) {
             into.seed_sql = d.seed_sql.clone();
         }
         into.migrate = d.migrate.clone().or(into.migrate.take());
+        into.migrate_down = d.migrate_down.clone().or(into.migrate_down.take());
         into.reseed = d.reseed.clone().or(into.reseed.take());
         into.reseed_timezone = d.reseed_timezone.clone().or(into.reseed_timezone.take());
         for (table, columns) in &d.rules.tables {

@@ -650,6 +650,40 @@ pub struct DataConnection {
 endpoint!(DataConnection, Get "/api/v1/apps/{app}/envs/{env}/data/connection", body (),
     answer crate::DataConnection, |s| [s.target.app.as_str(), s.target.env.as_str()]);
 
+/// Put the environment's data (or `body.into`'s) back to a moment or a snapshot, then
+/// relaunch (a job). A production target needs `body.yes`: without it, 409 saying how much
+/// newer data would be discarded.
+pub struct Restore {
+    pub target: EnvRef,
+    pub body: crate::RestoreRequest,
+}
+endpoint!(Restore, Post "/api/v1/apps/{app}/envs/{env}/restore", body crate::RestoreRequest,
+    answer JobInfo, |s| [s.target.app.as_str(), s.target.env.as_str()], body_field body);
+
+/// Make a production copy production as of a moment, code and data (a job).
+pub struct ResetData {
+    pub target: EnvRef,
+    pub body: crate::ResetRequest,
+}
+endpoint!(ResetData, Post "/api/v1/apps/{app}/envs/{env}/data/reset", body crate::ResetRequest,
+    answer JobInfo, |s| [s.target.app.as_str(), s.target.env.as_str()], body_field body);
+
+/// Put a production copy back exactly as its last reset left it (a job).
+pub struct UndoData {
+    pub target: EnvRef,
+}
+endpoint!(UndoData, Post "/api/v1/apps/{app}/envs/{env}/data/undo", body (), answer JobInfo,
+    |s| [s.target.app.as_str(), s.target.env.as_str()]);
+
+/// A recovery drill: restore into a scratch environment, start and check it, measure, remove
+/// it (a job).
+pub struct Drill {
+    pub target: EnvRef,
+    pub body: crate::DrillRequest,
+}
+endpoint!(Drill, Post "/api/v1/apps/{app}/envs/{env}/drills", body crate::DrillRequest,
+    answer JobInfo, |s| [s.target.app.as_str(), s.target.env.as_str()], body_field body);
+
 /// (method, PATH) of every endpoint above, `GET /api/v1/health` (the one needing no token)
 /// included, so a test can hold the server's route list against it.
 pub fn all_paths() -> Vec<(&'static str, &'static str)> {
@@ -730,6 +764,10 @@ pub fn all_paths() -> Vec<(&'static str, &'static str)> {
         AttachData,
         DetachData,
         DataConnection,
+        Restore,
+        ResetData,
+        UndoData,
+        Drill,
     ]
 }
 
@@ -848,6 +886,6 @@ mod tests {
             );
         }
         assert!(all.contains(&("POST", "/api/v1/jobs/{id}/cancel")));
-        assert_eq!(all.len(), 71);
+        assert_eq!(all.len(), 75);
     }
 }

@@ -10,6 +10,13 @@ use crate::{AppName, EnvName};
 pub struct RollbackRequest {
     #[serde(default)]
     pub to: Option<i64>,
+    /// Also put the schema and data back as they were before the release rolled back from
+    /// migrated (its `migrate_down`, or its pinned pre-migration snapshot).
+    #[serde(default)]
+    pub with_data: bool,
+    /// Confirms a rollback with data in production (a restore discards newer writes).
+    #[serde(default)]
+    pub yes: bool,
 }
 
 /// What a job does. Every long operation is a job.

@@ -16,6 +16,7 @@ mod job;
 mod names;
 mod pipeline;
 pub mod plan;
+mod restore;
 pub mod sleep;
 mod tier;
 mod trigger;
@@ -24,6 +25,7 @@ pub use access::{Action, Role};
 pub use api::*;
 pub use audit::AuditAction;
 pub use backup::{BackupInfo, BackupList, CreateBackup, DrillInfo};
+pub use restore::{DrillRequest, ResetRequest, RestoreRequest};
 pub use data::{
     AttachData, DataAccess, DataAttachment, DataConnection, DataInfo, DataOrigin, DataSource,
     ReseedInfo, SeedData,

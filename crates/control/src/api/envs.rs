@@ -192,7 +192,7 @@ pub(super) async fn rollback(
     let req: RollbackRequest = body_or_default(&bytes)?;
     Ok((
         StatusCode::CREATED,
-        Json(p.rollback(r, req.to, &who).await?),
+        Json(p.rollback(r, req, &who).await?),
     ))
 }
 

@@ -35,6 +35,7 @@ mod hooks;
 mod jobs;
 mod logs;
 mod pipeline;
+mod restore;
 
 type Api = Arc<ControlPlane>;
 
@@ -133,6 +134,10 @@ fn routes() -> Routes {
     .add::<ep::AttachData, _, _>(data::attach)
     .add::<ep::DetachData, _, _>(data::detach)
     .add::<ep::DataConnection, _, _>(data::connection)
+    .add::<ep::Restore, _, _>(restore::restore)
+    .add::<ep::ResetData, _, _>(restore::reset)
+    .add::<ep::UndoData, _, _>(restore::undo)
+    .add::<ep::Drill, _, _>(restore::drill)
 }
 
 /// The webhook deliveries: no bearer token, each authenticated by its provider's signature (or

@@ -20,6 +20,9 @@ pub struct DataSection {
     pub seed: Option<Spanned<String>>,
     pub seed_sql: Option<Spanned<String>>,
     pub migrate: Option<String>,
+    /// Reverts what this release's `migrate` did to the schema, keeping the data: what
+    /// `turnout rollback --with-data` runs instead of restoring a snapshot.
+    pub migrate_down: Option<String>,
     pub reseed: Option<Spanned<String>>,
     /// The IANA time zone `reseed` is read in (UTC when unset).
     pub reseed_timezone: Option<Spanned<String>>,
@@ -45,6 +48,10 @@ pub struct DataConfig {
     pub engine: Engine,
     pub seed: Option<Seed>,
     pub migrate: Option<String>,
+    /// Run by `turnout rollback --with-data` from this release instead of restoring the
+    /// snapshot taken before it migrated (the data is kept).
+    #[serde(default)]
+    pub migrate_down: Option<String>,
     /// A cron expression: when the environment is re-seeded.
     pub reseed: Option<String>,
     /// The IANA time zone `reseed` is read in.
@@ -63,6 +70,7 @@ impl Default for DataConfig {
             engine: Engine::Sqlite,
             seed: None,
             migrate: None,
+            migrate_down: None,
             reseed: None,
             reseed_timezone: utc(),
             mask: MaskRules::default(),
@@ -95,6 +103,7 @@ pub(super) fn data_config(section: DataSection) -> DataConfig {
         engine: section.engine.unwrap_or(Engine::Sqlite),
         seed,
         migrate: section.migrate.filter(|m| !m.trim().is_empty()),
+        migrate_down: section.migrate_down.filter(|m| !m.trim().is_empty()),
         reseed: text(section.reseed),
         reseed_timezone: text(section.reseed_timezone).unwrap_or_else(utc),
         mask: section.rules,

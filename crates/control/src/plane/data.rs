@@ -8,7 +8,8 @@
 //! target can connect.
 //!
 //! The deploy's `migrate` step is here too: the first deploy of an environment provisions its
-//! data (seeded below production), and every deploy runs the release's `migrate` command.
+//! data (seeded below production), and every deploy runs the release's `migrate` command, in
+//! production after a pinned snapshot that `rollback --with-data` can return to.
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
@@ -28,6 +29,7 @@ use super::logs::failure_tail;
 use crate::access::Principal;
 use crate::app_file::{ReleaseConfig, Seed};
 use crate::error::ControlError;
+use crate::store::backup::BackupKind;
 use crate::store::data::Origin;
 use crate::store::{EnvRow, ReleaseRow, now, q};
 
@@ -41,6 +43,26 @@ pub(crate) struct ReleaseRef<'a> {
     pub commit: &'a str,
     pub dir: &'a Path,
     pub config: &'a ReleaseConfig,
+}
+
+/// What `go_live_on_data` puts live: a release of the environment on a new generation of its
+/// data made aside, replacing `old`.
+pub(crate) struct OnNewData<'a> {
+    pub r: &'a EnvRef,
+    pub env: &'a EnvRow,
+    pub rel: &'a ReleaseRef<'a>,
+    pub new: Generation,
+    pub old: Option<Generation>,
+    /// Recorded as the data's origin (`seed`, `clone`, `restore`, …) and where from.
+    pub origin: &'static str,
+    pub from: Option<String>,
+    /// The go-live's audit action.
+    pub action: AuditAction,
+    /// The index of the first step it reports: `migrate` when `migrate`, else `launch`; the
+    /// others (launch, go-live, retire) follow.
+    pub first: usize,
+    /// Whether the release's migrate command runs on the new data first.
+    pub migrate: bool,
 }
 
 /// Where a job's new data comes from.
@@ -146,7 +168,7 @@ impl ControlPlane {
 
     /// The environment's live release, which the job relaunches on the new data. A stopped
     /// environment is refused: the job would start it.
-    async fn live_row(&self, env: &EnvRow) -> Result<ReleaseRow, ControlError> {
+    pub(crate) async fn live_row(&self, env: &EnvRow) -> Result<ReleaseRow, ControlError> {
         let r = format!("{}/{}", env.app, env.name);
         if env.stopped {
             return Err(ControlError::Conflict(format!(
@@ -248,12 +270,57 @@ impl ControlPlane {
             Source::Copy { from, .. } => Some(from.to_string()),
             Source::Seed(_) => None,
         };
+        let n = new.n;
+        let on = OnNewData {
+            r,
+            env: &env,
+            rel: &rel,
+            new,
+            old,
+            origin,
+            from,
+            action,
+            first: migrate,
+            migrate: true,
+        };
+        self.go_live_on_data(ctx, on, actor).await?;
+        info!(app = %r.app, env = %r.env, generation = n, kind = origin, "new data live");
+        Ok(())
+    }
+
+    /// The end of every job that gives an environment new data (seed, clone, sync, restore,
+    /// reset, undo, rollback with data): the new generation made aside goes live under
+    /// `on.rel`, through the same launch and go-live as a deploy (the generation recorded
+    /// serving in the go-live's transaction), then the old one is removed. Any failure or
+    /// cancel before go-live removes the new generation, and the old one keeps serving.
+    pub(crate) async fn go_live_on_data(
+        &self,
+        ctx: &JobCtx,
+        on: OnNewData<'_>,
+        actor: &str,
+    ) -> Result<(), ControlError> {
+        let OnNewData {
+            r,
+            env,
+            rel,
+            new,
+            old,
+            origin,
+            from,
+            action,
+            first,
+            migrate,
+        } = on;
         let live = async {
-            self.reattach(&env, &new).await?;
-            let started = Instant::now();
-            ctx.begin(migrate, "the live release's migrate command");
-            let detail = self.migrate(ctx, r, &env, &rel, &new).await?;
-            ctx.done(migrate, detail, started.elapsed());
+            self.reattach(env, &new).await?;
+            let mut step = first;
+            if migrate {
+                let started = Instant::now();
+                ctx.begin(step, "the release's migrate command");
+                let detail = self.migrate(ctx, r, env, rel, &new).await?;
+                ctx.done(step, detail, started.elapsed());
+                step += 1;
+            }
             let data = NewData {
                 gn: new.clone(),
                 origin: Origin {
@@ -265,30 +332,22 @@ impl ControlPlane {
             };
             let l = Launch {
                 r,
-                env: &env,
-                release_id: release.id,
-                commit: &release.commit,
+                env,
+                release_id: rel.id,
+                commit: rel.commit,
                 dir: rel.dir,
-                config: &config,
+                config: rel.config,
                 data: Some(&data),
             };
             let launching = format!(
                 "release {} on {} generation {}: {}",
-                release.id,
+                rel.id,
                 new.engine(),
                 new.n,
-                config.run
+                rel.config.run
             );
-            self.go_live_steps(
-                ctx,
-                migrate + 1,
-                &l,
-                launching,
-                action,
-                actor,
-                Some(migrate + 3),
-            )
-            .await
+            self.go_live_steps(ctx, step, &l, launching, action, actor, Some(step + 2))
+                .await
         };
         if let Err(e) = live.await {
             // Before go-live (or go-live itself failed): the new copy goes, the old one serves.
@@ -298,13 +357,14 @@ impl ControlPlane {
         if let Some(old) = old {
             self.remove_generation(&old).await;
         }
-        info!(app = %r.app, env = %r.env, generation = new.n, kind = origin, "new data live");
         Ok(())
     }
 
     /// The deploy's `migrate` step: the environment's data made on its first deploy (seeded
     /// from the release below production), refused when the release declares another engine
-    /// than the data has, then the release's `migrate` command.
+    /// than the data has, then the release's `migrate` command; in production, an environment
+    /// that has data first gets a pinned snapshot labelled with the release
+    /// (`pre_migrate_label`) when the release migrates.
     pub(crate) async fn deploy_data(
         &self,
         ctx: &JobCtx,
@@ -322,6 +382,16 @@ impl ControlPlane {
             Some(row) => {
                 let gn = self.generation(env, &row)?;
                 self.start_cluster(env, &gn).await?;
+                if env.tier == Tier::Production && rel.config.data.migrate.is_some() {
+                    let label = pre_migrate_label(rel.id, rel.commit);
+                    let taken = self
+                        .take_snapshot(ctx, env, BackupKind::PreMigrate, Some(label), true, actor)
+                        .await?;
+                    notes.push(format!(
+                        "pinned snapshot {} taken before migrating (`turnout rollback {r} --with-data` returns to it)",
+                        taken.id
+                    ));
+                }
                 gn
             }
             None => {
@@ -516,7 +586,7 @@ impl ControlPlane {
                 format!("ran {}", file.display())
             }
             Some(Seed::Command(command)) => {
-                self.data_task(ctx, r, env, rel, gn, command, "seed")
+                self.data_task(ctx, r, env, rel, gn, command, "seed", &[])
                     .await?;
                 format!("ran `{command}`")
             }
@@ -537,7 +607,7 @@ impl ControlPlane {
         let Some(command) = &rel.config.data.migrate else {
             return Ok("no migrate command in [data]".to_owned());
         };
-        self.data_task(ctx, r, env, rel, gn, command, "migrate")
+        self.data_task(ctx, r, env, rel, gn, command, "migrate", &[])
             .await?;
         Ok(format!("ran `{command}`"))
     }
@@ -546,7 +616,7 @@ impl ControlPlane {
     /// directory, as the environment's user, in its network and sandbox, with the release's
     /// variables and the data's (`DATABASE_URL` of `gn`); output to the job.
     #[allow(clippy::too_many_arguments)]
-    async fn data_task(
+    pub(crate) async fn data_task(
         &self,
         ctx: &JobCtx,
         r: &EnvRef,
@@ -555,11 +625,13 @@ impl ControlPlane {
         gn: &Generation,
         command: &str,
         step: &'static str,
+        extra: &[(String, String)],
     ) -> Result<(), ControlError> {
         self.start_cluster(env, gn).await?;
         let mut vars = self.release_env(r, env.tier, rel.commit, rel.config);
         let (data_vars, binds) = self.data_env(env, gn).await?;
         vars.extend(data_vars);
+        vars.extend(extra.iter().cloned());
         let mut sandbox = self.sandbox(env);
         if let Some(s) = sandbox.as_mut() {
             s.writable.extend(binds);
@@ -588,4 +660,10 @@ impl ControlPlane {
         }
         Ok(())
     }
+}
+
+/// The label of the pinned snapshot a production deploy takes before release `id` migrates,
+/// by which `rollback --with-data` finds it.
+pub(crate) fn pre_migrate_label(id: i64, commit: &str) -> String {
+    format!("before release {id} (commit {})", &commit[..7.min(commit.len())])
 }

@@ -19,7 +19,7 @@ use super::jobs::{JobCtx, JobSpec};
 use super::launch::Launch;
 use super::remove_dir;
 use crate::access::Principal;
-use crate::app_file;
+use crate::app_file::{self, ReleaseConfig};
 use crate::error::ControlError;
 use crate::git;
 use crate::store::{AuditEntry, EnvRow, NewRelease, ReleaseRow, q};
@@ -164,11 +164,63 @@ impl ControlPlane {
         self.identity(&target)?;
         self.check_promotion(&source, &target).await?;
         let release = self.live_release(&source).await?;
-        self.prepare_env_dirs(&target).await?;
+        let adopted = self
+            .adopt_build(ctx, COPY, from, &release, &target, actor)
+            .await?;
+        let commit = &adopted.commit;
+        let l = Launch {
+            r: to,
+            env: &target,
+            release_id: adopted.release_id,
+            commit,
+            dir: &adopted.dir,
+            config: &adopted.config,
+            data: None,
+        };
+        let launching = format!(
+            "{} without a build: {}",
+            &commit[..12.min(commit.len())],
+            adopted.config.run
+        );
+        let live = self.go_live_steps(
+            ctx,
+            COPY + 1,
+            &l,
+            launching,
+            AuditAction::Promote,
+            actor,
+            Some(COPY + 3),
+        );
+        if let Err(e) = live.await {
+            self.fail_release(actor, to, adopted.release_id, &e).await;
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    /// Step `step`: `release` of `from` made a release of `target`, the same commit and build
+    /// output (its directory copied, owned by the target's user; no fetch, no build) with the
+    /// target's own configuration (the app file at that commit, resolved for its tier). A
+    /// promotion, a production copy's reset and a recovery drill start releases this way.
+    /// When the copy fails the new release is recorded failed.
+    pub(crate) async fn adopt_build(
+        &self,
+        ctx: &JobCtx,
+        step: usize,
+        from: &EnvRef,
+        release: &ReleaseRow,
+        target: &EnvRow,
+        actor: &str,
+    ) -> Result<Adopted, ControlError> {
+        let to = &EnvRef {
+            app: target.app.clone(),
+            env: target.name.clone(),
+        };
+        self.prepare_env_dirs(target).await?;
         let started = Instant::now();
         let commit = release.commit.clone();
         ctx.begin(
-            COPY,
+            step,
             format!(
                 "{from}'s release {} ({}) into {to}",
                 release.id,
@@ -224,57 +276,70 @@ impl ControlPlane {
             })
             .await?;
         ctx.set_release(release_id);
-        let live = async {
+        let copied = async {
             if reused {
                 ctx.done(
-                    COPY,
+                    step,
                     format!("{} (already in {to})", dir.display()),
                     started.elapsed(),
                 );
-            } else {
-                ctx.guard(copy_build(Path::new(&release.dir), &dir))
-                    .await??;
-                self.hand_over(&target, &dir).await?;
-                tokio::fs::write(built_marker(&dir), &commit)
-                    .await
-                    .map_err(|e| ControlError::internal(format!("write {}: {e}", dir.display())))?;
-                ctx.done(
-                    COPY,
-                    format!("into {} (no build)", dir.display()),
-                    started.elapsed(),
-                );
+                return Ok(());
             }
-            let l = Launch {
-                r: to,
-                env: &target,
-                release_id,
-                commit: &commit,
-                dir: &dir,
-                config: &config,
-                data: None,
-            };
-            let launching = format!(
-                "{} without a build: {}",
-                &commit[..12.min(commit.len())],
-                config.run
+            ctx.guard(copy_build(Path::new(&release.dir), &dir))
+                .await??;
+            self.hand_over(target, &dir).await?;
+            tokio::fs::write(built_marker(&dir), &commit)
+                .await
+                .map_err(|e| ControlError::internal(format!("write {}: {e}", dir.display())))?;
+            ctx.done(
+                step,
+                format!("into {} (no build)", dir.display()),
+                started.elapsed(),
             );
-            self.go_live_steps(
-                ctx,
-                COPY + 1,
-                &l,
-                launching,
-                AuditAction::Promote,
-                actor,
-                Some(COPY + 3),
-            )
-            .await
+            Ok(())
         };
-        if let Err(e) = live.await {
+        if let Err(e) = copied.await {
             self.fail_release(actor, to, release_id, &e).await;
             return Err(e);
         }
-        Ok(())
+        Ok(Adopted {
+            release_id,
+            commit,
+            dir,
+            config,
+        })
     }
+
+    /// A release of another environment whose build can be adopted (`adopt_build`): its
+    /// directory and build marker still there.
+    pub(crate) async fn built_release(
+        &self,
+        id: i64,
+        what: &str,
+    ) -> Result<ReleaseRow, ControlError> {
+        let release = self.store.call(move |c| q::get_release(c, id)).await?;
+        let dir = Path::new(&release.dir);
+        let built = tokio::fs::try_exists(built_marker(dir))
+            .await
+            .unwrap_or(false)
+            && tokio::fs::try_exists(dir).await.unwrap_or(false);
+        if !built {
+            return Err(ControlError::Conflict(format!(
+                "{what}: the build of release {id} (commit {}) is gone ({}), so its code cannot be run again; deploy that commit again, or leave the code as it is",
+                &release.commit[..12.min(release.commit.len())],
+                release.dir
+            )));
+        }
+        Ok(release)
+    }
+}
+
+/// A release made in an environment from another's build (`adopt_build`).
+pub(crate) struct Adopted {
+    pub release_id: i64,
+    pub commit: String,
+    pub dir: PathBuf,
+    pub config: ReleaseConfig,
 }
 
 /// Copy a release directory's tree (modes, links and times kept; copy-on-write where the file

@@ -2,15 +2,20 @@
 //! live-once release, restart of the live one, stop and start. Rollback, restart and start
 //! are jobs that relaunch a release from its directory with the configuration it ran with,
 //! through the same `launch` → `go_live` → `retire` as a deploy, so they are health-gated and
-//! drop no request.
+//! drop no request. A rollback `--with-data` also puts the schema back: the live release's
+//! `migrate_down`, or the pinned snapshot taken before it migrated, restored aside and swapped
+//! in with the release (`go_live_on_data`).
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
 
 use tracing::info;
-use turnout_model::{Action, AuditAction, EnvInfo, EnvRef, JobInfo, JobKind};
+use turnout_data::postgres::backup::RecoveryTarget;
+use turnout_model::{Action, AuditAction, EnvInfo, EnvRef, JobInfo, JobKind, RollbackRequest, Tier};
 
 use super::ControlPlane;
+use super::backup_restore::{RestorePoint, config_of};
+use super::data::{OnNewData, ReleaseRef, pre_migrate_label};
 use super::deploy::retire_step;
 use super::jobs::{JobCtx, JobSpec};
 use super::launch::Launch;
@@ -18,10 +23,21 @@ use super::routing::key;
 use crate::access::Principal;
 use crate::app_file::ReleaseConfig;
 use crate::error::ControlError;
+use crate::store::backup::{self as bq, BackupKind, BackupState};
 use crate::store::{AuditEntry, EnvRow, ReleaseRow, q};
 
 const RELAUNCH_STEPS: &[&str] = &["launch", "go-live", "retire"];
+const ROLLBACK_DATA_STEPS: &[&str] = &["data", "launch", "go-live", "retire"];
 const START_STEPS: &[&str] = &["launch", "go-live"];
+
+/// What `rollback --with-data` does to the schema and data.
+#[derive(Clone)]
+enum WithData {
+    /// The current release's `migrate_down`, run on the data (which is kept).
+    MigrateDown(String),
+    /// The pinned snapshot taken before the current release migrated, restored.
+    Restore(Box<RestorePoint>),
+}
 
 /// Which release a relaunch starts.
 #[derive(Clone, Copy)]
@@ -33,24 +49,91 @@ enum Pick {
 }
 
 impl ControlPlane {
-    /// Back to the previous live-once release (or `to`): no fetch, no build.
+    /// Back to the previous live-once release (or `req.to`): no fetch, no build. With
+    /// `req.with_data`, the schema and data go back too: the current release's `migrate_down`
+    /// when it declares one (data kept), else its pinned pre-migration snapshot restored
+    /// (in production only with `req.yes`, after saying what that discards).
     pub async fn rollback(
         self: &Arc<Self>,
         r: EnvRef,
-        to: Option<i64>,
+        req: RollbackRequest,
         who: &Principal,
     ) -> Result<JobInfo, ControlError> {
         let env = self.env_for(who, &r, Action::Deploy).await?;
         // Refuse now what would fail in the job: nothing to go back to.
-        let release = self.pick(&env, Pick::Rollback(to)).await?;
+        let release = self.pick(&env, Pick::Rollback(req.to)).await?;
+        let with_data = match req.with_data {
+            true => Some(self.rollback_data(who, &env, req.yes).await?),
+            false => None,
+        };
+        let request = match &with_data {
+            None => format!("release {}", release.id),
+            Some(WithData::MigrateDown(_)) => {
+                format!("release {}, schema by migrate_down", release.id)
+            }
+            Some(WithData::Restore(p)) => {
+                format!("release {}, data as of {}", release.id, p.describe())
+            }
+        };
         self.relaunch_job(
             JobKind::Rollback,
             r,
-            Some(format!("release {}", release.id)),
+            Some(request),
             who,
             Pick::Rollback(Some(release.id)),
+            with_data,
         )
         .await
+    }
+
+    /// How `rollback --with-data` puts the schema back from the live release: its
+    /// `migrate_down`, or the pinned snapshot its production deploy took before migrating.
+    async fn rollback_data(
+        &self,
+        who: &Principal,
+        env: &EnvRow,
+        yes: bool,
+    ) -> Result<WithData, ControlError> {
+        let r = EnvRef {
+            app: env.app.clone(),
+            env: env.name.clone(),
+        };
+        self.env_for(who, &r, Action::Restore).await?;
+        let Some(current) = env.current_release_id else {
+            return Err(self.not_running(env));
+        };
+        let release = self.store.call(move |c| q::get_release(c, current)).await?;
+        if let Some(down) = config_of(&release)?.data.migrate_down {
+            return Ok(WithData::MigrateDown(down));
+        }
+        let label = pre_migrate_label(current, &release.commit);
+        let env_id = env.id;
+        let snapshot = self
+            .store
+            .call(move |c| bq::list(c, env_id))
+            .await?
+            .into_iter()
+            .find(|b| {
+                b.kind == BackupKind::PreMigrate
+                    && b.state == BackupState::Ready
+                    && b.label.as_deref() == Some(label.as_str())
+            });
+        let Some(backup) = snapshot else {
+            return Err(ControlError::Conflict(format!(
+                "release {current} of {r} declares no [data] migrate_down and has no pinned snapshot from before it migrated (production deploys take one when the release has a migrate command and the environment had data); roll back without --with-data to keep the data as it is"
+            )));
+        };
+        if env.tier == Tier::Production && !yes {
+            return Err(self
+                .discards(env, backup.taken_at, "rolling back with data")
+                .await?);
+        }
+        Ok(WithData::Restore(Box::new(RestorePoint {
+            point: backup.taken_at,
+            asked: backup.taken_at,
+            backup,
+            target: RecoveryTarget::EndOfBackup,
+        })))
     }
 
     /// A fresh instance of the live release, then the old one drained and stopped.
@@ -63,7 +146,7 @@ impl ControlPlane {
         if self.routing.running(&key(&r)).is_none() {
             return Err(self.not_running(&env));
         }
-        self.relaunch_job(JobKind::Restart, r, None, who, Pick::Current)
+        self.relaunch_job(JobKind::Restart, r, None, who, Pick::Current, None)
             .await
     }
 
@@ -84,7 +167,7 @@ impl ControlPlane {
                 "{r} has no release yet; deploy it with `turnout deploy {r}`"
             )));
         }
-        self.relaunch_job(JobKind::Start, r, None, who, Pick::Current)
+        self.relaunch_job(JobKind::Start, r, None, who, Pick::Current, None)
             .await
     }
 
@@ -165,16 +248,17 @@ impl ControlPlane {
         request: Option<String>,
         who: &Principal,
         pick: Pick,
+        with_data: Option<WithData>,
     ) -> Result<JobInfo, ControlError> {
         let spec = JobSpec {
             kind,
             target: r.clone(),
             actor: who.name.clone(),
             request,
-            steps: if kind == JobKind::Start {
-                START_STEPS
-            } else {
-                RELAUNCH_STEPS
+            steps: match (kind, &with_data) {
+                (JobKind::Start, _) => START_STEPS,
+                (_, Some(_)) => ROLLBACK_DATA_STEPS,
+                (_, None) => RELAUNCH_STEPS,
             },
         };
         let action = match kind {
@@ -185,7 +269,9 @@ impl ControlPlane {
         let (this, actor) = (self.clone(), who.name.clone());
         self.jobs
             .start(spec, move |ctx| async move {
-                let done = this.relaunch(&ctx, kind, &r, &actor, pick, action).await;
+                let done = this
+                    .relaunch(&ctx, kind, &r, &actor, pick, action, with_data)
+                    .await;
                 // A rollback changes the release; a restart or start runs the same one again.
                 if done.is_ok() && kind == JobKind::Rollback {
                     this.follow_production(&r).await;
@@ -222,6 +308,7 @@ impl ControlPlane {
                         &who.name,
                         Pick::Current,
                         AuditAction::EnvWake,
+                        None,
                     )
                     .await;
                 ended();
@@ -231,7 +318,9 @@ impl ControlPlane {
     }
 
     /// Launch a release that went live before, from its directory and the configuration it
-    /// ran with, then move the environment's traffic to it.
+    /// ran with, then move the environment's traffic to it (with `with_data`, after the schema
+    /// went back: step `data`).
+    #[allow(clippy::too_many_arguments)]
     async fn relaunch(
         &self,
         ctx: &JobCtx,
@@ -240,6 +329,7 @@ impl ControlPlane {
         actor: &str,
         pick: Pick,
         action: AuditAction,
+        with_data: Option<WithData>,
     ) -> Result<(), ControlError> {
         let _env_lock = self.lock_env(ctx, r).await?;
         // Read again: the environment may have changed while the job was queued.
@@ -272,10 +362,92 @@ impl ControlPlane {
             &release.commit[..12.min(release.commit.len())],
             config.run
         );
-        let retire = (kind != JobKind::Start).then_some(2);
-        self.go_live_steps(ctx, 0, &l, launching, action, actor, retire)
-            .await?;
+        match with_data {
+            None => {
+                let retire = (kind != JobKind::Start).then_some(2);
+                self.go_live_steps(ctx, 0, &l, launching, action, actor, retire)
+                    .await?;
+            }
+            Some(WithData::MigrateDown(command)) => {
+                self.migrate_down(ctx, r, &env, &command).await?;
+                self.go_live_steps(ctx, 1, &l, launching, action, actor, Some(3))
+                    .await?;
+            }
+            Some(WithData::Restore(point)) => {
+                let old = match self.data_row(&env).await? {
+                    Some(row) => Some(self.generation(&env, &row)?),
+                    None => None,
+                };
+                let n = old.as_ref().map_or(1, |g| g.n + 1);
+                let new = self.restored(ctx, 0, &env, &env, &point, n).await?;
+                ctx.output(&format!(
+                    "schema and data restored to {} (every write since it is discarded)",
+                    point.describe()
+                ));
+                let rel = ReleaseRef {
+                    id: release.id,
+                    commit: &release.commit,
+                    dir: Path::new(&release.dir),
+                    config: &config,
+                };
+                let on = OnNewData {
+                    r,
+                    env: &env,
+                    rel: &rel,
+                    new,
+                    old,
+                    origin: "restore",
+                    from: Some(format!("{r} {}", point.describe())),
+                    action,
+                    first: 1,
+                    migrate: false,
+                };
+                self.go_live_on_data(ctx, on, actor).await?;
+            }
+        }
         info!(app = %r.app, env = %r.env, release = release.id, kind = %kind, "release live again");
+        Ok(())
+    }
+
+    /// Step `data` of a rollback with data: the live release's `migrate_down` on the
+    /// environment's data, which it keeps.
+    async fn migrate_down(
+        &self,
+        ctx: &JobCtx,
+        r: &EnvRef,
+        env: &EnvRow,
+        command: &str,
+    ) -> Result<(), ControlError> {
+        let started = Instant::now();
+        let Some(current) = env.current_release_id else {
+            return Err(self.not_running(env));
+        };
+        let release = self.store.call(move |c| q::get_release(c, current)).await?;
+        let config = config_of(&release)?;
+        ctx.begin(
+            0,
+            format!("release {current}'s migrate_down `{command}` (the data is kept)"),
+        );
+        let Some(row) = self.data_row(env).await? else {
+            return Err(ControlError::Conflict(format!("{r} has no data to migrate down")));
+        };
+        let gn = self.generation(env, &row)?;
+        let rel = ReleaseRef {
+            id: release.id,
+            commit: &release.commit,
+            dir: Path::new(&release.dir),
+            config: &config,
+        };
+        self.data_task(ctx, r, env, &rel, &gn, command, "migrate_down", &[])
+            .await?;
+        ctx.output(&format!(
+            "ran release {current}'s migrate_down instead of restoring a snapshot: the schema is reverted and the data kept"
+        ));
+        ctx.done(
+            0,
+            format!("ran migrate_down `{command}` of release {current}: data kept, no snapshot restored"),
+            started.elapsed(),
+        );
         Ok(())
     }
 

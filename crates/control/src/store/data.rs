@@ -12,7 +12,7 @@ use crate::error::ControlError;
 /// Where an environment's current data came from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Origin {
-    /// `empty`, `seed`, `clone` or `sync`.
+    /// `empty`, `seed`, `clone`, `sync`, `restore`, `reset` or `undo`.
     pub kind: &'static str,
     /// `APP/ENV` copied from.
     pub from: Option<String>,
@@ -31,7 +31,9 @@ pub struct DataRow {
     pub origin: Origin,
 }
 
-const KINDS: [&str; 4] = ["empty", "seed", "clone", "sync"];
+const KINDS: [&str; 7] = [
+    "empty", "seed", "clone", "sync", "restore", "reset", "undo",
+];
 
 fn data_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<DataRow> {
     let cluster: Option<String> = r.get(3)?;
