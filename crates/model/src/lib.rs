@@ -23,7 +23,7 @@ mod trigger;
 pub use access::{Action, Role};
 pub use api::*;
 pub use audit::AuditAction;
-pub use backup::{BackupInfo, BackupList, CreateBackup, DrillInfo};
+pub use backup::{BackupInfo, BackupList, CreateBackup, DrillInfo, SetBackupPolicy};
 pub use data::{
     AttachData, DataAccess, DataAttachment, DataConnection, DataInfo, DataOrigin, DataSource,
     ReseedInfo, SeedData,
