@@ -29,6 +29,9 @@ CREATE TABLE backups (
     -- needed to make a restored copy safe) and its WAL stream in the repository
     cluster       TEXT,
     wal_stream    TEXT,
+    -- PostgreSQL: the first WAL segment of the stream its restore needs (what WAL pruning
+    -- keeps from, for the oldest kept base backup)
+    wal_start     TEXT,
     -- the latest verification: when, and its result (NULL = passed)
     verifying     INTEGER NOT NULL DEFAULT 0,
     verified_at   INTEGER,

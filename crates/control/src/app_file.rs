@@ -15,6 +15,9 @@ use turnout_proxy::DEFAULT_RESPONSE_TIMEOUT;
 mod data;
 pub use data::{DataConfig, DataSection, MAX_MASK_NAME, MAX_MASK_RULES, MAX_SEED_PATH, Seed};
 use data::{check_data, data_config};
+mod backup;
+pub use backup::{BackupConfig, BackupSection, parse_schedule, show_period, tier_default};
+use backup::{backup_config, check_backup, merge_backup};
 
 pub const FILE_NAME: &str = "turnout.toml";
 pub const PROCFILE: &str = "Procfile";
@@ -49,6 +52,8 @@ pub struct Layer {
     pub plan: Option<PlanSection>,
     #[serde(default)]
     pub data: Option<DataSection>,
+    #[serde(default)]
+    pub backup: Option<BackupSection>,
 }
 
 #[derive(Debug, Default, Clone, Deserialize)]
@@ -114,6 +119,8 @@ struct AppFile {
     #[serde(default)]
     data: Option<DataSection>,
     #[serde(default)]
+    backup: Option<BackupSection>,
+    #[serde(default)]
     tiers: BTreeMap<Tier, Layer>,
     #[serde(default)]
     environments: BTreeMap<EnvName, Layer>,
@@ -145,6 +152,10 @@ pub struct ReleaseConfig {
     /// settings existed have the defaults).
     #[serde(default)]
     pub data: DataConfig,
+    /// The app file's `[backup]` for this tier and environment (releases recorded before
+    /// backups existed have none set: the tier's default schedule).
+    #[serde(default)]
+    pub backup: BackupConfig,
 }
 
 impl ReleaseConfig {
@@ -217,6 +228,7 @@ pub fn resolve(
         env: file.env,
         plan: file.plan,
         data: file.data,
+        backup: file.backup,
     };
     for layer in [file.tiers.get(&tier), file.environments.get(env)]
         .into_iter()
@@ -229,6 +241,7 @@ pub fn resolve(
     let health = merged.health.unwrap_or_default();
     let plan = merged.plan.unwrap_or_default();
     let data = data_config(merged.data.unwrap_or_default());
+    let backup = backup_config(merged.backup.unwrap_or_default());
     let command = match run.command {
         Some(c) if !c.trim().is_empty() => c,
         _ => procfile
@@ -274,6 +287,7 @@ pub fn resolve(
             pids: plan.pids,
         },
         data,
+        backup,
     })
 }
 
@@ -320,6 +334,22 @@ fn parse(text: &str) -> Result<AppFile, AppFileError> {
     for (prefix, section) in sections {
         if let Some(section) = section {
             check_data(text, &prefix, section)?;
+        }
+    }
+    let backups = std::iter::once(("backup".to_owned(), file.backup.as_mut()))
+        .chain(
+            file.tiers
+                .iter_mut()
+                .map(|(t, l)| (format!("tiers.{t}.backup"), l.backup.as_mut())),
+        )
+        .chain(
+            file.environments
+                .iter_mut()
+                .map(|(e, l)| (format!("environments.{e}.backup"), l.backup.as_mut())),
+        );
+    for (prefix, section) in backups {
+        if let Some(section) = section {
+            check_backup(text, &prefix, section)?;
         }
     }
     Ok(file)
@@ -398,6 +428,9 @@ fn merge(into: &mut Layer, over: &Layer) {
             let rules = into.rules.tables.entry(table.clone()).or_default();
             rules.extend(columns.iter().map(|(c, r)| (c.clone(), *r)));
         }
+    }
+    if let Some(b) = &over.backup {
+        merge_backup(into.backup.get_or_insert_with(Default::default), b);
     }
     into.env
         .extend(over.env.iter().map(|(k, v)| (k.clone(), v.clone())));

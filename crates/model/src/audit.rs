@@ -94,6 +94,7 @@ audit_actions! {
     DataSchedule => "data.schedule", "An environment's scheduled re-seed changed.";
     BackupCreate => "backup.create", "A snapshot of an environment's data was taken (by hand, by the schedule or before a migration).";
     BackupDelete => "backup.delete", "A snapshot was deleted (by hand, or by retention).";
+    BackupVerify => "backup.verify", "A snapshot was restored into a scratch area and checked (its result says whether it passed).";
     BackupPolicy => "backup.policy", "An environment's backup schedule was set through the CLI.";
     BackupRestore => "backup.restore", "An environment's data (and release) was put back to an earlier moment.";
     BackupDrill => "backup.drill", "A recovery drill ran (its result says whether it passed).";

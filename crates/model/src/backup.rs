@@ -33,6 +33,9 @@ pub struct BackupInfo {
     pub verify_error: Option<String>,
     /// Whether retention keeps it at the next pass (pinned, or wanted by the schedule).
     pub kept: bool,
+    /// Who took it (a user, or the backup schedule).
+    #[serde(default)]
+    pub created_by: String,
 }
 
 /// `turnout backup list APP/ENV`.
@@ -83,4 +86,11 @@ pub struct DrillInfo {
     /// How old the restored data was relative to the target (recovery point).
     pub rpo_secs: Option<u64>,
     pub error: Option<String>,
+}
+
+/// `POST …/backups/policy`: the environment's backup schedule from now on: `exponential`,
+/// `none`, or periods such as `1m,1h,1d` (1 to 16, each from 10s to 366d, increasing).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SetBackupPolicy {
+    pub schedule: String,
 }

@@ -650,6 +650,50 @@ pub struct DataConnection {
 endpoint!(DataConnection, Get "/api/v1/apps/{app}/envs/{env}/data/connection", body (),
     answer crate::DataConnection, |s| [s.target.app.as_str(), s.target.env.as_str()]);
 
+/// An environment's snapshots (newest first), its schedule, restore-point bound and drills.
+pub struct ListBackups {
+    pub target: EnvRef,
+}
+endpoint!(ListBackups, Get "/api/v1/apps/{app}/envs/{env}/backups", body (),
+    answer crate::BackupList, |s| [s.target.app.as_str(), s.target.env.as_str()]);
+
+/// Take a snapshot of the environment's data now (a job).
+pub struct CreateBackup {
+    pub target: EnvRef,
+    pub body: crate::CreateBackup,
+}
+endpoint!(CreateBackup, Post "/api/v1/apps/{app}/envs/{env}/backups", body crate::CreateBackup,
+    answer JobInfo, |s| [s.target.app.as_str(), s.target.env.as_str()], body_field body);
+
+/// Set the environment's backup schedule (over turnout.toml's and the tier's); answers its list.
+pub struct SetBackupPolicy {
+    pub target: EnvRef,
+    pub body: crate::SetBackupPolicy,
+}
+endpoint!(SetBackupPolicy, Post "/api/v1/apps/{app}/envs/{env}/backups/policy",
+    body crate::SetBackupPolicy, answer crate::BackupList,
+    |s| [s.target.app.as_str(), s.target.env.as_str()], body_field body);
+
+pub struct ShowBackup {
+    pub id: i64,
+}
+endpoint!(ShowBackup, Get "/api/v1/backups/{id}", body (), answer crate::BackupInfo,
+    |s| [&s.id.to_string()]);
+
+/// Restore the snapshot into a scratch area and check it (a job).
+pub struct VerifyBackup {
+    pub id: i64,
+}
+endpoint!(VerifyBackup, Post "/api/v1/backups/{id}/verify", body (), answer JobInfo,
+    |s| [&s.id.to_string()]);
+
+/// Delete the snapshot (`force`: a pinned one too); answers what was deleted.
+pub struct DeleteBackup {
+    pub id: i64,
+    pub force: bool,
+}
+endpoint!(DeleteBackup, Delete "/api/v1/backups/{id}", body (), answer crate::BackupInfo,
+    |s| [&s.id.to_string()], query Query::default().with("force", s.force));
 /// Put the environment's data (or `body.into`'s) back to a moment or a snapshot, then
 /// relaunch (a job). A production target needs `body.yes`: without it, 409 saying how much
 /// newer data would be discarded.
@@ -764,6 +808,12 @@ pub fn all_paths() -> Vec<(&'static str, &'static str)> {
         AttachData,
         DetachData,
         DataConnection,
+        ListBackups,
+        CreateBackup,
+        SetBackupPolicy,
+        ShowBackup,
+        VerifyBackup,
+        DeleteBackup,
         Restore,
         ResetData,
         UndoData,
@@ -886,6 +936,6 @@ mod tests {
             );
         }
         assert!(all.contains(&("POST", "/api/v1/jobs/{id}/cancel")));
-        assert_eq!(all.len(), 75);
+        assert_eq!(all.len(), 81);
     }
 }

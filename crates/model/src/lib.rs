@@ -24,7 +24,7 @@ mod trigger;
 pub use access::{Action, Role};
 pub use api::*;
 pub use audit::AuditAction;
-pub use backup::{BackupInfo, BackupList, CreateBackup, DrillInfo};
+pub use backup::{BackupInfo, BackupList, CreateBackup, DrillInfo, SetBackupPolicy};
 pub use restore::{DrillRequest, ResetRequest, RestoreRequest};
 pub use data::{
     AttachData, DataAccess, DataAttachment, DataConnection, DataInfo, DataOrigin, DataSource,

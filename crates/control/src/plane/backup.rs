@@ -1,20 +1,178 @@
 //! `turnout backup create|list|show|verify|delete|policy`: snapshots of an environment's data
 //! into its app's repository, on demand and on the backup schedule the scheduler runs, and the
 //! retention that deletes what the schedule no longer wants.
+//!
+//! - One repository per app (`<home>/backups/<app>`, the daemon's alone), opened once and
+//!   cached here; a snapshot is recorded `writing` in the catalog (`backups`), written under
+//!   the name `b<ID>`, then `ready` with its sizes (or `failed`).
+//! - The schedule of an environment is the one set with `backup policy` (CLI), else its live
+//!   release's `[backup] schedule`, else its tier's default (production and staging the
+//!   exponential schedule, others none). On each pass the scheduler starts one `backup` job for
+//!   an environment whose newest ready snapshot is older than the schedule's smallest period
+//!   (one catch-up snapshot after an outage, never a burst; none while one is queued or
+//!   running), applies `retention::keep` and deletes what it no longer keeps, and for
+//!   PostgreSQL moves the archived WAL into the repository (pruned up to the oldest kept base
+//!   backup's start), or discards it for an environment without a schedule.
+//! - Retention never deletes a pinned snapshot, nor one being written or verified; an
+//!   environment without a schedule keeps every snapshot until it is deleted by hand.
+//! - `verify` restores a snapshot into a scratch area (SQLite: a file under
+//!   `<home>/backups/.scratch`, checked by `PRAGMA integrity_check`; PostgreSQL: a scratch
+//!   cluster beside the environment's, in its network, queried, then removed), reading and
+//!   checking every chunk on the way.
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
 use turnout_data::backup::Repo;
-use turnout_model::AppName;
+use turnout_data::backup::retention::{self, Candidate};
+use turnout_data::postgres::backup::RecoveryTarget;
+use turnout_data::postgres::{Cluster, ClusterSpec, PgSystem};
+use turnout_data::sqlite::SqliteDb;
+use turnout_data::{DataError, Engine};
+use turnout_model::plan::format_bytes;
+use turnout_model::{
+    Action, AppName, AuditAction, BackupInfo, BackupList, CreateBackup, DrillInfo, EnvRef, JobInfo,
+    JobKind, SetBackupPolicy, format_timestamp,
+};
 
 use super::ControlPlane;
-use super::jobs::JobCtx;
+use super::generation::{Db, Generation, JobProgress, data_error, pg_name, random_hex, step_error};
+use super::jobs::{JobCtx, JobSpec};
+use crate::access::Principal;
+use crate::app_file::{ReleaseConfig, parse_schedule, show_period, tier_default};
 use crate::error::ControlError;
-use crate::store::EnvRow;
-use crate::store::backup::{BackupKind, BackupRow};
+use crate::store::backup::{self as bq, BackupKind, BackupRow, BackupState, NewBackup};
+use crate::store::{AuditEntry, EnvRow, now, q};
+
+/// Who the scheduler's snapshots and deletions run as, named for the audit log.
+const ACTOR: &str = "turnout (backup schedule)";
+/// Who retention's deletions are recorded as.
+const RETENTION: &str = "retention";
+const BACKUP_STEPS: &[&str] = &["snapshot", "retention"];
+const VERIFY_STEPS: &[&str] = &["chunks", "restore", "check"];
+/// The longest label a snapshot may have.
+pub const MAX_LABEL: usize = 200;
+
+/// The control plane's backup state: each app's repository, opened once; one WAL ingest at a
+/// time.
+#[derive(Default)]
+pub(crate) struct Backups {
+    repos: tokio::sync::Mutex<HashMap<AppName, Repo>>,
+    ingest: tokio::sync::Mutex<()>,
+}
+
+/// An environment's schedule in force and where it comes from.
+pub(crate) struct Schedule {
+    pub periods: Vec<u64>,
+    pub from: &'static str,
+}
+
+impl Schedule {
+    fn resolve(
+        tier: turnout_model::Tier,
+        policy: Option<Vec<u64>>,
+        config: Option<&ReleaseConfig>,
+    ) -> Schedule {
+        if let Some(periods) = policy {
+            return Schedule {
+                periods,
+                from: "cli",
+            };
+        }
+        if let Some(periods) = config.and_then(|c| c.backup.schedule.clone()) {
+            return Schedule {
+                periods,
+                from: "turnout.toml",
+            };
+        }
+        Schedule {
+            periods: tier_default(tier),
+            from: "tier default",
+        }
+    }
+}
+
+fn stream_of(env: &EnvRow, generation: i64) -> String {
+    format!("{}-g{generation}", env.name)
+}
+
+fn backup_info(env: &str, row: &BackupRow, kept: bool) -> BackupInfo {
+    BackupInfo {
+        id: row.id,
+        env: env.to_owned(),
+        engine: row.engine.as_str().to_owned(),
+        generation: row.generation,
+        kind: row.kind.as_str().to_owned(),
+        label: row.label.clone(),
+        pinned: row.pinned,
+        state: row.state.as_str().to_owned(),
+        taken_at: format_timestamp(row.taken_at),
+        completed_at: row.completed_at.map(format_timestamp),
+        release_id: row.release_id,
+        commit: row.commit.clone(),
+        logical_bytes: row.logical_bytes,
+        stored_bytes: row.stored_bytes,
+        verified_at: row.verified_at.map(format_timestamp),
+        verify_error: row.verify_error.clone(),
+        kept,
+        created_by: row.created_by.clone(),
+    }
+}
+
+/// Which of `rows` retention keeps at `now` under `periods` (an empty schedule keeps all).
+fn kept_ids(periods: &[u64], rows: &[BackupRow], now: i64) -> Vec<i64> {
+    if periods.is_empty() {
+        return rows.iter().map(|r| r.id).collect();
+    }
+    let candidates: Vec<Candidate> = rows
+        .iter()
+        .filter(|r| r.state != BackupState::Failed)
+        .map(|r| Candidate {
+            id: r.id,
+            at: r.taken_at,
+            pinned: r.pinned,
+            busy: r.state == BackupState::Writing || r.verifying,
+        })
+        .collect();
+    retention::keep(periods, &candidates, now)
+}
+
+/// How far back a moment can be restored, and to within what, in words.
+fn bound_in_words(periods: &[u64]) -> String {
+    if periods.is_empty() {
+        return "no backup schedule: only the snapshots listed can be restored".to_owned();
+    }
+    let parts: Vec<String> = retention::error_bound(periods)
+        .into_iter()
+        .map(|(age, error)| {
+            format!(
+                "any moment of the last {} to within {}",
+                show_period(age),
+                show_period(error)
+            )
+        })
+        .collect();
+    parts.join("; ")
+}
 
 impl ControlPlane {
     /// The app's backup repository (opened once, then shared).
     pub(crate) async fn backup_repo(&self, app: &AppName) -> Result<Repo, ControlError> {
-        let _ = app;
-        todo!()
+        let mut repos = self.backups.repos.lock().await;
+        if let Some(repo) = repos.get(app) {
+            return Ok(repo.clone());
+        }
+        let dir = self.home.backup_repo(app);
+        if let Some(parent) = dir.parent().map(Path::to_path_buf) {
+            super::isolation::blocking(move || super::isolation::make_dir(&parent, 0o700, None))
+                .await?;
+        }
+        let repo = Repo::open(dir).await.map_err(data_error)?;
+        repos.insert(app.clone(), repo.clone());
+        Ok(repo)
     }
 
     /// Takes a snapshot of `env`'s current data generation inside the running job `ctx` (the
@@ -30,7 +188,893 @@ impl ControlPlane {
         pinned: bool,
         actor: &str,
     ) -> Result<BackupRow, ControlError> {
-        let _ = (ctx, env, kind, label, pinned, actor);
-        todo!()
+        let r = format!("{}/{}", env.app, env.name);
+        let Some(data) = self.data_row(env).await? else {
+            return Err(ControlError::Conflict(format!(
+                "{r} has no data yet, so there is nothing to back up; deploy it first (`turnout deploy {r}`)"
+            )));
+        };
+        let gn = self.generation(env, &data)?;
+        let repo = self.backup_repo(&env.app).await?;
+        let commit = match env.current_release_id {
+            Some(id) => Some(
+                self.store
+                    .call(move |c| q::get_release(c, id))
+                    .await?
+                    .commit,
+            ),
+            None => None,
+        };
+        let stream = matches!(gn.db, Db::Postgres(_)).then(|| stream_of(env, gn.n));
+        let new = NewBackup {
+            env_id: env.id,
+            engine: gn.engine(),
+            generation: gn.n,
+            repo_name: String::new(),
+            kind,
+            label: label.clone(),
+            pinned,
+            taken_at: now(),
+            release_id: env.current_release_id,
+            commit,
+            cluster: gn.cluster_spec(),
+            wal_stream: stream.clone(),
+            job_id: Some(ctx.id()),
+            created_by: actor.to_owned(),
+        };
+        let what = format!(
+            "{} generation {} ({}{})",
+            gn.engine(),
+            gn.n,
+            kind.as_str(),
+            if pinned { ", pinned" } else { "" }
+        );
+        let entry = AuditEntry::new(actor, AuditAction::BackupCreate)
+            .app(&env.app)
+            .env(&env.name)
+            .change(None, Some(format!("writing a snapshot of {what}")));
+        let id = self
+            .store
+            .mutate(entry, move |c, _| bq::insert(c, &new))
+            .await?;
+        let name = format!("b{id}");
+        let progress = JobProgress::new(ctx);
+        let cancel = ctx.cancel_token();
+        let written = async {
+            match &gn.db {
+                Db::Sqlite(db) => {
+                    let stats = repo
+                        .snapshot_sqlite(&name, db, &gn.storage, &progress, &cancel)
+                        .await?;
+                    Ok::<_, DataError>((stats.logical_bytes, stats.stored_bytes, None))
+                }
+                Db::Postgres(cluster) => {
+                    let base = cluster
+                        .snapshot_into(&repo, &name, &gn.storage, &progress, &cancel)
+                        .await?;
+                    // The WAL up to the backup's end, so it restores on its own.
+                    cluster.flush_wal(&cancel).await?;
+                    let stream = stream.clone().unwrap_or_default();
+                    let _one = self.backups.ingest.lock().await;
+                    let wal = cluster.ingest_wal(&repo, &stream, &cancel).await?;
+                    Ok((
+                        base.stats.logical_bytes,
+                        base.stats.stored_bytes + wal.stored_bytes,
+                        Some(base.start_segment),
+                    ))
+                }
+            }
+        };
+        let at = now();
+        match written.await {
+            Ok((logical, stored, wal_start)) => {
+                let entry = AuditEntry::new(actor, AuditAction::BackupCreate)
+                    .app(&env.app)
+                    .env(&env.name)
+                    .change(
+                        Some(format!("writing backup {id}")),
+                        Some(format!(
+                            "backup {id} of {what}: {} of data, {} new in the repository",
+                            format_bytes(logical),
+                            format_bytes(stored)
+                        )),
+                    );
+                self.store
+                    .mutate(entry, move |c, _| {
+                        bq::mark_ready(c, id, logical, stored, wal_start.as_deref(), at)
+                    })
+                    .await?;
+                info!(env = %r, backup = id, "snapshot taken");
+                self.store
+                    .call(move |c| bq::get(c, id))
+                    .await?
+                    .ok_or_else(|| ControlError::internal(format!("backup {id} vanished")))
+            }
+            Err(e) => {
+                if let Ok(true) = repo.contains(&name).await
+                    && let Err(e) = repo.delete(&name).await
+                {
+                    warn!(env = %r, backup = id, error = %e, "could not remove a failed snapshot's content");
+                }
+                let entry = AuditEntry::new(actor, AuditAction::BackupCreate)
+                    .app(&env.app)
+                    .env(&env.name)
+                    .change(Some(format!("writing backup {id}")), None);
+                self.store
+                    .mutate_failed(entry, e.to_string(), move |c| bq::mark_failed(c, id, at))
+                    .await?;
+                Err(step_error("snapshot")(e))
+            }
+        }
     }
+
+    /// `turnout backup create APP/ENV [--label] [--pin]`: a snapshot now (a job).
+    pub async fn create_backup(
+        self: &Arc<Self>,
+        r: EnvRef,
+        req: CreateBackup,
+        who: &Principal,
+    ) -> Result<JobInfo, ControlError> {
+        let env = self.env_for(who, &r, Action::Config).await?;
+        let label = match req.label {
+            Some(l) if l.trim().is_empty() => None,
+            Some(l) if l.chars().count() > MAX_LABEL || l.chars().any(char::is_control) => {
+                return Err(ControlError::Invalid(format!(
+                    "--label has 1 to {MAX_LABEL} characters and no control characters"
+                )));
+            }
+            other => other,
+        };
+        if self.data_row(&env).await?.is_none() {
+            return Err(ControlError::Conflict(format!(
+                "{r} has no data yet, so there is nothing to back up; deploy it first (`turnout deploy {r}`)"
+            )));
+        }
+        self.start_backup_job(r, BackupKind::Manual, label, req.pin, &who.name)
+            .await
+    }
+
+    async fn start_backup_job(
+        self: &Arc<Self>,
+        r: EnvRef,
+        kind: BackupKind,
+        label: Option<String>,
+        pinned: bool,
+        actor: &str,
+    ) -> Result<JobInfo, ControlError> {
+        let spec = JobSpec {
+            kind: JobKind::Backup,
+            target: r.clone(),
+            actor: actor.to_owned(),
+            request: label.clone(),
+            steps: BACKUP_STEPS,
+        };
+        let (this, actor) = (self.clone(), actor.to_owned());
+        self.jobs
+            .start(spec, move |ctx| async move {
+                let _env_lock = this.lock_env(&ctx, &r).await?;
+                let env = this.env_row(&r).await?;
+                let started = Instant::now();
+                ctx.begin(0, format!("{r}'s data into the app's repository"));
+                let row = this
+                    .take_snapshot(&ctx, &env, kind, label, pinned, &actor)
+                    .await?;
+                ctx.done(
+                    0,
+                    format!(
+                        "backup {}: {} of data, {} new in the repository",
+                        row.id,
+                        format_bytes(row.logical_bytes),
+                        format_bytes(row.stored_bytes)
+                    ),
+                    started.elapsed(),
+                );
+                let started = Instant::now();
+                ctx.begin(1, "the schedule's retention");
+                let schedule = this.schedule_of(&env).await?;
+                if schedule.periods.is_empty() {
+                    ctx.skip(1, "no backup schedule: snapshots are kept until deleted");
+                    return Ok(());
+                }
+                let rows = this.store.call(move |c| bq::list(c, env.id)).await?;
+                let deleted = this.apply_retention(&env, &rows, &schedule.periods).await;
+                ctx.done(
+                    1,
+                    format!("{} kept, {deleted} deleted", rows.len() - deleted),
+                    started.elapsed(),
+                );
+                Ok(())
+            })
+            .await
+    }
+
+    /// The schedule in force for `env` and where it comes from.
+    pub(crate) async fn schedule_of(&self, env: &EnvRow) -> Result<Schedule, ControlError> {
+        let id = env.id;
+        let policy = self.store.call(move |c| bq::policy(c, id)).await?;
+        let config = match env.current_release_id {
+            Some(rid) => {
+                let release = self.store.call(move |c| q::get_release(c, rid)).await?;
+                serde_json::from_str::<ReleaseConfig>(&release.config).ok()
+            }
+            None => None,
+        };
+        Ok(Schedule::resolve(
+            env.tier,
+            policy.map(|p| p.schedule),
+            config.as_ref(),
+        ))
+    }
+
+    /// `turnout backup list APP/ENV`.
+    pub async fn list_backups(
+        &self,
+        r: EnvRef,
+        who: &Principal,
+    ) -> Result<BackupList, ControlError> {
+        let env = self.env_for(who, &r, Action::Read).await?;
+        self.backup_list(&env).await
+    }
+
+    async fn backup_list(&self, env: &EnvRow) -> Result<BackupList, ControlError> {
+        let name = format!("{}/{}", env.app, env.name);
+        let id = env.id;
+        let rows = self.store.call(move |c| bq::list(c, id)).await?;
+        let drills = self.store.call(move |c| bq::drills(c, id)).await?;
+        let schedule = self.schedule_of(env).await?;
+        let now = now();
+        let kept = kept_ids(&schedule.periods, &rows, now);
+        let repo = self.backup_repo(&env.app).await?;
+        let usage = repo.usage().await.map_err(data_error)?;
+        let mut error_bound = bound_in_words(&schedule.periods);
+        let mut pitr_window = None;
+        if let Some(data) = self.data_row(env).await?
+            && data.engine == Engine::Postgres
+        {
+            let stream = stream_of(env, data.generation);
+            let oldest = rows
+                .iter()
+                .filter(|b| {
+                    b.state == BackupState::Ready && b.wal_stream.as_deref() == Some(&stream)
+                })
+                .map(|b| b.taken_at)
+                .min();
+            if let (Some(from), Some(range)) =
+                (oldest, repo.wal_range(&stream).await.map_err(data_error)?)
+                && range.last_archived_at >= from
+            {
+                let window = (
+                    format_timestamp(from),
+                    format_timestamp(range.last_archived_at),
+                );
+                error_bound = format!(
+                    "any moment from {} to {} (the WAL window); {error_bound}",
+                    window.0, window.1
+                );
+                pitr_window = Some(window);
+            }
+        }
+        Ok(BackupList {
+            env: name.clone(),
+            schedule: schedule.periods.iter().map(|p| show_period(*p)).collect(),
+            schedule_from: schedule.from.to_owned(),
+            error_bound,
+            pitr_window,
+            repository_bytes: usage.disk_bytes,
+            backups: rows
+                .iter()
+                .map(|b| {
+                    let keep = b.pinned || (b.state != BackupState::Failed && kept.contains(&b.id));
+                    backup_info(&name, b, keep)
+                })
+                .collect(),
+            drills: drills
+                .into_iter()
+                .map(|d| DrillInfo {
+                    id: d.id,
+                    job: d.job_id,
+                    target_at: format_timestamp(d.target_at),
+                    backup: d.backup_id,
+                    started_at: format_timestamp(d.started_at),
+                    finished_at: d.finished_at.map(format_timestamp),
+                    state: d.state,
+                    rto_ms: d.rto_ms.and_then(|v| u64::try_from(v).ok()),
+                    rpo_secs: d.rpo_secs.and_then(|v| u64::try_from(v).ok()),
+                    error: d.error,
+                })
+                .collect(),
+        })
+    }
+
+    /// Snapshot `id` and its environment, if `who` may do `action` there.
+    async fn backup_for(
+        &self,
+        id: i64,
+        who: &Principal,
+        action: Action,
+    ) -> Result<(BackupRow, EnvRow), ControlError> {
+        let missing =
+            || ControlError::NotFound(format!("no backup {id}; see `turnout backup list APP/ENV`"));
+        let row = self
+            .store
+            .call(move |c| bq::get(c, id))
+            .await?
+            .ok_or_else(missing)?;
+        let env_id = row.env_id;
+        let (app, name) = self
+            .store
+            .call(move |c| bq::env_of(c, env_id))
+            .await?
+            .ok_or_else(missing)?;
+        let env = self
+            .env_for(who, &EnvRef { app, env: name }, action)
+            .await?;
+        Ok((row, env))
+    }
+
+    /// `turnout backup show ID`.
+    pub async fn show_backup(&self, id: i64, who: &Principal) -> Result<BackupInfo, ControlError> {
+        let (row, env) = self.backup_for(id, who, Action::Read).await?;
+        let schedule = self.schedule_of(&env).await?;
+        let env_id = env.id;
+        let rows = self.store.call(move |c| bq::list(c, env_id)).await?;
+        let kept = kept_ids(&schedule.periods, &rows, now());
+        let keep = row.pinned || (row.state != BackupState::Failed && kept.contains(&row.id));
+        Ok(backup_info(
+            &format!("{}/{}", env.app, env.name),
+            &row,
+            keep,
+        ))
+    }
+
+    /// `turnout backup delete ID [--force]`: refused for a pinned snapshot without `force`,
+    /// and for one being written or verified.
+    pub async fn delete_backup(
+        &self,
+        id: i64,
+        force: bool,
+        who: &Principal,
+    ) -> Result<BackupInfo, ControlError> {
+        let (_, env) = self.backup_for(id, who, Action::Restore).await?;
+        let entry = AuditEntry::new(&who.name, AuditAction::BackupDelete)
+            .app(&env.app)
+            .env(&env.name)
+            .change(Some(format!("backup {id}")), None);
+        let row = self
+            .store
+            .mutate(entry, move |c, _| bq::remove(c, id, force))
+            .await?;
+        self.forget_snapshot(&env, &row).await;
+        Ok(backup_info(
+            &format!("{}/{}", env.app, env.name),
+            &row,
+            false,
+        ))
+    }
+
+    /// After a snapshot's row went: its content, and its WAL stream when nothing else needs it.
+    async fn forget_snapshot(&self, env: &EnvRow, row: &BackupRow) {
+        let Ok(repo) = self.backup_repo(&env.app).await else {
+            return;
+        };
+        match repo.contains(&row.repo_name).await {
+            Ok(true) => {
+                if let Err(e) = repo.delete(&row.repo_name).await {
+                    warn!(app = %env.app, backup = row.id, error = %e, "could not remove a deleted snapshot's content");
+                }
+            }
+            Ok(false) => {}
+            Err(e) => {
+                warn!(app = %env.app, backup = row.id, error = %e, "could not read the backup repository")
+            }
+        }
+        let Some(stream) = row.wal_stream.clone() else {
+            return;
+        };
+        let current = match self.data_row(env).await {
+            Ok(Some(d)) => stream_of(env, d.generation) == stream,
+            _ => false,
+        };
+        let s2 = stream.clone();
+        let in_use = self
+            .store
+            .call(move |c| bq::stream_in_use(c, &s2))
+            .await
+            .unwrap_or(true);
+        if !current
+            && !in_use
+            && let Err(e) = repo.prune_wal(&stream, None).await
+        {
+            warn!(app = %env.app, stream = %stream, error = %e, "could not remove a WAL stream no snapshot needs");
+        }
+    }
+
+    /// `turnout backup policy APP/ENV --schedule …`: the environment's schedule from now on.
+    pub async fn set_backup_policy(
+        &self,
+        r: EnvRef,
+        req: SetBackupPolicy,
+        who: &Principal,
+    ) -> Result<BackupList, ControlError> {
+        let periods = parse_schedule(&req.schedule)
+            .map_err(|e| ControlError::Invalid(format!("--schedule: {e}")))?;
+        let env = self.env_for(who, &r, Action::Restore).await?;
+        let shown = |p: &[u64]| -> String {
+            if p.is_empty() {
+                "none".to_owned()
+            } else {
+                p.iter()
+                    .map(|s| show_period(*s))
+                    .collect::<Vec<_>>()
+                    .join(",")
+            }
+        };
+        let after = shown(&periods);
+        let entry = AuditEntry::new(&who.name, AuditAction::BackupPolicy)
+            .app(&env.app)
+            .env(&env.name)
+            .change(None, Some(after));
+        let (env_id, by, at) = (env.id, who.name.clone(), now());
+        self.store
+            .mutate(entry, move |c, entry| {
+                let before = bq::set_policy(c, env_id, &periods, &by, at)?;
+                entry.from = before.map(|b| shown(&b.schedule));
+                Ok(())
+            })
+            .await?;
+        self.schedules_changed.notify_one();
+        info!(env = %r, schedule = %req.schedule, "backup schedule set");
+        self.backup_list(&env).await
+    }
+
+    /// `turnout backup verify ID`: restore it into a scratch area and check it (a job). The
+    /// snapshot is marked as being verified from now until the job ends: never deleted meanwhile.
+    pub async fn verify_backup(
+        self: &Arc<Self>,
+        id: i64,
+        who: &Principal,
+    ) -> Result<JobInfo, ControlError> {
+        let (_, env) = self.backup_for(id, who, Action::Config).await?;
+        let entry = AuditEntry::new(&who.name, AuditAction::BackupVerify)
+            .app(&env.app)
+            .env(&env.name)
+            .change(None, Some(format!("verifying backup {id}")));
+        let row = self
+            .store
+            .mutate(entry, move |c, _| bq::begin_verify(c, id))
+            .await?;
+        let r = EnvRef {
+            app: env.app.clone(),
+            env: env.name.clone(),
+        };
+        let spec = JobSpec {
+            kind: JobKind::Verify,
+            target: r,
+            actor: who.name.clone(),
+            request: Some(format!("backup {id}")),
+            steps: VERIFY_STEPS,
+        };
+        let (this, actor) = (self.clone(), who.name.clone());
+        let started = self
+            .jobs
+            .start(spec, move |ctx| async move {
+                ctx.running();
+                let result = this.run_verify(&ctx, &env, &row).await;
+                let error = result.as_ref().err().map(|e| match e {
+                    ControlError::Step { message, .. } => message.clone(),
+                    e => e.to_string(),
+                });
+                let entry = AuditEntry::new(&actor, AuditAction::BackupVerify)
+                    .app(&env.app)
+                    .env(&env.name)
+                    .change(Some(format!("verifying backup {id}")), None);
+                let (at, e2) = (now(), error.clone());
+                let record =
+                    move |c: &crate::store::Tx<'_>| bq::end_verify(c, id, at, e2.as_deref());
+                match error {
+                    None => this.store.mutate(entry, move |c, _| record(c)).await?,
+                    Some(e) => this.store.mutate_failed(entry, e, record).await?,
+                }
+                result
+            })
+            .await;
+        if started.is_err() {
+            let entry = AuditEntry::new(&who.name, AuditAction::BackupVerify)
+                .change(Some(format!("verifying backup {id}")), None);
+            let _ = self
+                .store
+                .mutate(entry, move |c, _| {
+                    bq::end_verify(c, id, now(), Some("not started"))
+                })
+                .await;
+        }
+        started
+    }
+
+    async fn run_verify(
+        &self,
+        ctx: &JobCtx,
+        env: &EnvRow,
+        row: &BackupRow,
+    ) -> Result<(), ControlError> {
+        let repo = self.backup_repo(&env.app).await?;
+        let progress = JobProgress::new(ctx);
+        let cancel = ctx.cancel_token();
+        let started = Instant::now();
+        ctx.begin(0, format!("every chunk of backup {}", row.id));
+        let report = repo
+            .verify(&row.repo_name, &progress, &cancel)
+            .await
+            .map_err(step_error("chunks"))?;
+        ctx.done(
+            0,
+            format!(
+                "{} chunks, {} read and checked",
+                report.chunks,
+                format_bytes(report.bytes)
+            ),
+            started.elapsed(),
+        );
+        let scratch = self
+            .home
+            .backup_repo(&env.app)
+            .with_file_name(".scratch")
+            .join(format!("{}-b{}-j{}", env.app, row.id, ctx.id()));
+        super::remove_dir(&scratch).await;
+        let s2 = scratch.clone();
+        super::isolation::blocking(move || super::isolation::make_dir(&s2, 0o700, None)).await?;
+        let checked = self
+            .verify_restore(ctx, env, row, &repo, &scratch, &progress, &cancel)
+            .await;
+        super::remove_dir(&scratch).await;
+        checked
+    }
+
+    /// Steps `restore` and `check` of a verification, in `scratch` (removed by the caller).
+    #[allow(clippy::too_many_arguments)]
+    async fn verify_restore(
+        &self,
+        ctx: &JobCtx,
+        env: &EnvRow,
+        row: &BackupRow,
+        repo: &Repo,
+        scratch: &Path,
+        progress: &JobProgress<'_>,
+        cancel: &CancellationToken,
+    ) -> Result<(), ControlError> {
+        let started = Instant::now();
+        let storage = scratch.join("storage");
+        match row.engine {
+            Engine::Sqlite => {
+                ctx.begin(1, "the database and storage into a scratch file");
+                let db = SqliteDb::at(scratch.join("db.sqlite"));
+                repo.restore_sqlite(&row.repo_name, &db, &storage, progress, cancel)
+                    .await
+                    .map_err(step_error("restore"))?;
+                ctx.done(1, format!("{}", scratch.display()), started.elapsed());
+                let started = Instant::now();
+                ctx.begin(2, "PRAGMA integrity_check and the tables");
+                let detail = sqlite_check(db.path().to_path_buf()).await?;
+                ctx.done(2, detail, started.elapsed());
+            }
+            Engine::Postgres => {
+                ctx.begin(1, "a scratch cluster in the environment's network");
+                let (Some(source), Some(stream)) = (&row.cluster, &row.wal_stream) else {
+                    return Err(ControlError::Step {
+                        step: "restore",
+                        message: format!("backup {} has no cluster or WAL stream recorded", row.id),
+                        log_tail: vec![],
+                    });
+                };
+                let (sys, spec, network) = self.scratch_cluster(env, row.id).await?;
+                let restored = Cluster::restore_from(
+                    repo,
+                    &row.repo_name,
+                    stream,
+                    RecoveryTarget::EndOfBackup,
+                    source,
+                    sys,
+                    spec.clone(),
+                    &network,
+                    &storage,
+                    progress,
+                    cancel,
+                )
+                .await;
+                let cluster = match restored {
+                    Ok(c) => c,
+                    Err(e) => {
+                        remove_scratch_cluster(spec).await;
+                        return Err(step_error("restore")(e));
+                    }
+                };
+                ctx.done(1, format!("port {}", cluster.spec.port), started.elapsed());
+                let started = Instant::now();
+                ctx.begin(2, "a query on the restored database");
+                let size = cluster.size().await.map_err(step_error("check"));
+                if let Err(e) = cluster.remove().await {
+                    warn!(dir = %cluster.spec.dir.display(), error = %e, "could not remove a scratch cluster");
+                }
+                ctx.done(
+                    2,
+                    format!("the database answers: {}", format_bytes(size?)),
+                    started.elapsed(),
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// A scratch cluster's place beside `env`'s clusters (the clusters' user's directories),
+    /// on a free port of its network, with fresh passwords, archiving nothing.
+    async fn scratch_cluster(
+        &self,
+        env: &EnvRow,
+        backup: i64,
+    ) -> Result<(PgSystem, ClusterSpec, turnout_netns::Network), ControlError> {
+        // The environment's own spec makes the directories above it for the clusters' user.
+        let (sys, base, network) = self.cluster_spec(env, 0).await?;
+        let root = self.home.pg_root(&env.app, &env.name);
+        let sockets = self.home.pg_socket_root(&env.app, &env.name);
+        let spec = ClusterSpec {
+            dir: root.join(format!("verify-b{backup}")),
+            socket_dir: sockets.join(format!("v{backup}")),
+            log: root.join(format!("verify-b{backup}.log")),
+            port: base.port,
+            superuser_password: random_hex(24)?,
+            database: pg_name("env", env.name.as_str()),
+            app_password: random_hex(24)?,
+            archive: None,
+        };
+        remove_scratch_cluster(spec.clone()).await;
+        Ok((sys, spec, network))
+    }
+
+    /// Mark what a killed daemon left: snapshots `writing` become `failed` (their chunks are
+    /// swept when the repository opens), and none stays `verifying`.
+    pub(crate) async fn recover_backups(&self) {
+        let entry = AuditEntry::new("turnout", AuditAction::BackupCreate).change(
+            Some("writing".to_owned()),
+            Some("failed (interrupted)".to_owned()),
+        );
+        let at = now();
+        match self
+            .store
+            .mutate_each(move |c| {
+                let ids = bq::fail_interrupted(c, at)?;
+                Ok(ids
+                    .into_iter()
+                    .map(|id| {
+                        let mut e = entry.clone();
+                        e.from = Some(format!("backup {id} writing"));
+                        e
+                    })
+                    .collect())
+            })
+            .await
+        {
+            Ok(0) => {}
+            Ok(n) => info!(
+                snapshots = n,
+                "snapshots interrupted by the last stop marked failed"
+            ),
+            Err(e) => warn!(error = %e, "could not mark interrupted snapshots"),
+        }
+    }
+
+    /// Delete what retention no longer keeps of `rows` (an environment's snapshots, newest
+    /// first) under `periods`, and failed snapshots older than the newest ready one; never a
+    /// pinned one, nor one being written or verified. How many it deleted.
+    async fn apply_retention(&self, env: &EnvRow, rows: &[BackupRow], periods: &[u64]) -> usize {
+        if periods.is_empty() {
+            return 0;
+        }
+        let keep = kept_ids(periods, rows, now());
+        let newest_ready = rows
+            .iter()
+            .filter(|b| b.state == BackupState::Ready)
+            .map(|b| b.taken_at)
+            .max();
+        let mut deleted = 0;
+        for row in rows {
+            let unwanted = match row.state {
+                BackupState::Ready => !row.pinned && !row.verifying && !keep.contains(&row.id),
+                BackupState::Failed => newest_ready.is_some_and(|t| t > row.taken_at),
+                BackupState::Writing => false,
+            };
+            if !unwanted {
+                continue;
+            }
+            let id = row.id;
+            let entry = AuditEntry::new(RETENTION, AuditAction::BackupDelete)
+                .app(&env.app)
+                .env(&env.name)
+                .change(Some(format!("backup {id}")), None);
+            match self
+                .store
+                .mutate(entry, move |c, _| bq::remove(c, id, false))
+                .await
+            {
+                Ok(row) => {
+                    self.forget_snapshot(env, &row).await;
+                    deleted += 1;
+                }
+                // Pinned, verified or deleted since it was read: it stays (or is gone).
+                Err(e) => info!(backup = id, why = %e, "retention left a snapshot"),
+            }
+        }
+        deleted
+    }
+
+    /// The scheduler's backups (see the module's comment); answer how long until the next
+    /// snapshot is due (at most `max`).
+    pub(crate) async fn run_due_backups(
+        self: &Arc<Self>,
+        max: Duration,
+    ) -> Result<Duration, ControlError> {
+        let candidates = self.store.call(|c| bq::candidates(c)).await?;
+        let pending = self.store.call(|c| bq::pending_jobs(c)).await?;
+        let mut sleep = max;
+        for cand in candidates {
+            if self.closing.is_cancelled() {
+                break;
+            }
+            let r = EnvRef {
+                app: cand.app.clone(),
+                env: cand.env.clone(),
+            };
+            let Ok(env) = self.env_row(&r).await else {
+                continue;
+            };
+            let policy = cand
+                .policy
+                .as_deref()
+                .and_then(|p| serde_json::from_str::<Vec<u64>>(p).ok());
+            let config = cand
+                .config
+                .as_deref()
+                .and_then(|c| serde_json::from_str::<ReleaseConfig>(c).ok());
+            let schedule = Schedule::resolve(cand.tier, policy, config.as_ref());
+            let id = env.id;
+            let rows = self.store.call(move |c| bq::list(c, id)).await?;
+            if let Some(smallest) = schedule.periods.first().copied() {
+                let now = now();
+                let newest = self
+                    .store
+                    .call(move |c| bq::newest_at_or_before(c, id, now))
+                    .await?
+                    .map(|b| b.taken_at);
+                let due_at = newest.map_or(now, |t| t.saturating_add(smallest as i64));
+                let busy =
+                    pending.contains(&id) || rows.iter().any(|b| b.state == BackupState::Writing);
+                if due_at > now {
+                    let until = Duration::from_secs((due_at - now) as u64);
+                    sleep = sleep.min(until);
+                } else {
+                    if !busy {
+                        match self
+                            .start_backup_job(r.clone(), BackupKind::Scheduled, None, false, ACTOR)
+                            .await
+                        {
+                            Ok(job) => info!(env = %r, job = job.id, "scheduled snapshot started"),
+                            Err(e) => warn!(env = %r, error = %e, "scheduled snapshot not started"),
+                        }
+                    }
+                    // The next one is due a period after this one (or the running one) is taken.
+                    sleep = sleep.min(Duration::from_secs(smallest));
+                }
+                self.apply_retention(&env, &rows, &schedule.periods).await;
+            }
+            if let Err(e) = self
+                .archive_wal(&env, &rows, !schedule.periods.is_empty())
+                .await
+            {
+                warn!(env = %r, error = %e, "could not move the archived WAL");
+            }
+        }
+        Ok(sleep.max(Duration::from_millis(10)))
+    }
+
+    /// PostgreSQL: move the current cluster's archived WAL into the repository and prune the
+    /// stream up to the oldest kept base backup's start (`scheduled`), or discard it.
+    async fn archive_wal(
+        &self,
+        env: &EnvRow,
+        rows: &[BackupRow],
+        scheduled: bool,
+    ) -> Result<(), ControlError> {
+        let Some(data) = self.data_row(env).await? else {
+            return Ok(());
+        };
+        if data.engine != Engine::Postgres {
+            return Ok(());
+        }
+        let gn: Generation = self.generation(env, &data)?;
+        let Db::Postgres(cluster) = &gn.db else {
+            return Ok(());
+        };
+        if cluster.spec.archive.is_none() {
+            return Ok(());
+        }
+        if !scheduled {
+            cluster.discard_archived_wal().await.map_err(data_error)?;
+            return Ok(());
+        }
+        let repo = self.backup_repo(&env.app).await?;
+        let stream = stream_of(env, gn.n);
+        let _one = self.backups.ingest.lock().await;
+        cluster
+            .ingest_wal(&repo, &stream, &self.closing)
+            .await
+            .map_err(data_error)?;
+        let in_stream: Vec<&BackupRow> = rows
+            .iter()
+            .filter(|b| b.wal_stream.as_deref() == Some(&stream) && b.state != BackupState::Failed)
+            .collect();
+        if in_stream.iter().any(|b| b.state == BackupState::Writing) {
+            return Ok(());
+        }
+        let oldest = in_stream
+            .iter()
+            .filter(|b| b.state == BackupState::Ready)
+            .min_by_key(|b| b.taken_at);
+        let keep_from = match oldest {
+            Some(b) => match &b.wal_start {
+                Some(start) => Some(start.as_str()),
+                None => return Ok(()),
+            },
+            None => None,
+        };
+        repo.prune_wal(&stream, keep_from)
+            .await
+            .map_err(data_error)?;
+        Ok(())
+    }
+}
+
+/// Stop and remove whatever a scratch cluster at `spec` left.
+async fn remove_scratch_cluster(spec: ClusterSpec) {
+    if !tokio::fs::try_exists(&spec.dir).await.unwrap_or(false) {
+        let _ = tokio::fs::remove_file(&spec.log).await;
+        return;
+    }
+    let Ok(sys) = PgSystem::find() else { return };
+    let cluster = Cluster { sys, spec };
+    if let Err(e) = cluster.remove().await {
+        warn!(dir = %cluster.spec.dir.display(), error = %e, "could not remove a scratch cluster");
+    }
+    let _ = tokio::fs::remove_file(&cluster.spec.log).await;
+}
+
+/// A restored SQLite file checked: `PRAGMA integrity_check` says ok, and its tables are read.
+async fn sqlite_check(path: PathBuf) -> Result<String, ControlError> {
+    let fail = |message: String| ControlError::Step {
+        step: "check",
+        message,
+        log_tail: vec![],
+    };
+    tokio::task::spawn_blocking(move || {
+        let c = rusqlite::Connection::open_with_flags(
+            &path,
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+        )
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+        let verdict: String = c
+            .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+            .map_err(|e| format!("integrity_check: {e}"))?;
+        if verdict != "ok" {
+            return Err(format!("integrity_check: {verdict}"));
+        }
+        let tables: i64 = c
+            .query_row(
+                "SELECT count(*) FROM sqlite_schema WHERE type = 'table'",
+                [],
+                |r| r.get(0),
+            )
+            .map_err(|e| format!("reading the schema: {e}"))?;
+        Ok(format!("integrity_check ok, {tables} tables"))
+    })
+    .await
+    .map_err(|e| ControlError::internal(format!("check task failed: {e}")))?
+    .map_err(fail)
 }

@@ -21,6 +21,8 @@
 //! - `generation`, `data_service`, `data`, `data_access`: each environment's data (generations of a SQLite
 //!   file or a PostgreSQL cluster, and storage), the seed, clone and sync jobs that swap a new
 //!   generation in, and showing, attaching and connecting to it.
+//! - `backup`: snapshots of each environment's data into its app's repository (by hand and on
+//!   the scheduler's backup schedule), retention, verification and the WAL archive.
 use std::path::Path;
 use std::sync::Arc;
 
@@ -114,6 +116,8 @@ pub struct ControlPlane {
     adopted: std::sync::Mutex<std::collections::HashMap<String, Arc<dyn InstanceHandle>>>,
     /// Sleeping environments whose wake job runs: one wake per environment at a time.
     waking: std::sync::Mutex<std::collections::HashSet<EnvKey>>,
+    /// Each app's backup repository, opened once (see `backup`).
+    backups: backup::Backups,
 }
 
 impl ControlPlane {
@@ -150,6 +154,7 @@ impl ControlPlane {
             schedules_changed: tokio::sync::Notify::new(),
             adopted: std::sync::Mutex::default(),
             waking: std::sync::Mutex::default(),
+            backups: backup::Backups::default(),
         })
     }
 

@@ -259,6 +259,7 @@ impl ControlPlane {
     /// the ticks missed while the daemon was down, runs before this returns (so before the
     /// API serves); the task ends when the daemon closes.
     pub async fn start_scheduler(self: &Arc<Self>) {
+        self.recover_backups().await;
         let first = self.scheduler_pass().await;
         let this = self.clone();
         self.tasks.spawn(async move {
@@ -274,7 +275,8 @@ impl ControlPlane {
         });
     }
 
-    /// Run what is due (scheduled cuts, then scheduled re-seeds); answer how long to sleep.
+    /// Run what is due (scheduled cuts, scheduled re-seeds, then scheduled backups); answer how
+    /// long to sleep.
     async fn scheduler_pass(self: &Arc<Self>) -> Duration {
         let cuts = self.run_due_cuts().await.unwrap_or_else(|e| {
             warn!(error = %e, "the scheduler could not run its schedules");
@@ -284,7 +286,11 @@ impl ControlPlane {
             warn!(error = %e, "the scheduler could not run its re-seeds");
             MAX_SLEEP
         });
-        cuts.min(reseeds)
+        let backups = self.run_due_backups(MAX_SLEEP).await.unwrap_or_else(|e| {
+            warn!(error = %e, "the scheduler could not run its backups");
+            MAX_SLEEP
+        });
+        cuts.min(reseeds).min(backups)
     }
 
     /// One pass: run every schedule that is due; answer how long to sleep until the next tick.
