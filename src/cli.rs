@@ -93,6 +93,14 @@ pub enum Command {
         /// The release to return to [default: the one live before the current one]
         #[arg(long, value_parser = clap::value_parser!(i64).range(1..))]
         to: Option<i64>,
+        /// Also put the schema and data back as they were before the current release migrated:
+        /// its `[data] migrate_down` when it declares one (the data is kept), else the pinned
+        /// snapshot its production deploy took (every write since is discarded)
+        #[arg(long)]
+        with_data: bool,
+        /// Confirm a rollback with data in production (asked on a terminal otherwise)
+        #[arg(long, requires = "with_data")]
+        yes: bool,
         /// Print the job's id and return at once instead of watching it
         #[arg(long)]
         detach: bool,
@@ -157,6 +165,12 @@ pub enum Command {
     },
     /// The audit log: every change, who made it, when, from what to what
     Audit(AuditArgs),
+    /// Backups of each environment's data: restore
+    #[command(subcommand)]
+    Backup(BackupCommand),
+    /// Rehearse a recovery: restore code and data as of TIME into a scratch environment, start
+    /// and check it (health, then [backup] drill_check), report RTO and RPO, remove it (a job)
+    Drill(DrillArgs),
     /// Show an environment's instance output
     Logs {
         /// The environment, as APP/ENV
@@ -230,6 +244,29 @@ pub enum DataCommand {
         /// The environment whose database it is, as APP/ENV
         #[arg(long)]
         to: EnvRef,
+    },
+    /// Make a production copy production as of TIME (default: now, from a fresh snapshot): its
+    /// data and the release production ran then, then pin it for `data undo` (a job)
+    Reset {
+        /// The production copy, as APP/ENV
+        target: EnvRef,
+        /// RFC 3339, or relative: "1 day ago", "90 minutes ago", "-90m" [default: now]
+        #[arg(long)]
+        at: Option<String>,
+        /// The production environment, as APP/ENV [default: the app's production environment]
+        #[arg(long)]
+        from: Option<EnvRef>,
+        /// Print the job's id and return at once instead of watching it
+        #[arg(long)]
+        detach: bool,
+    },
+    /// Put a production copy back exactly as its last reset left it, code and data (a job)
+    Undo {
+        /// The production copy, as APP/ENV
+        target: EnvRef,
+        /// Print the job's id and return at once instead of watching it
+        #[arg(long)]
+        detach: bool,
     },
     /// Open psql on the environment's PostgreSQL database (with --json: print the connection)
     Psql { target: EnvRef },
@@ -855,4 +892,54 @@ pub enum CiStatusArg {
     Success,
     Failure,
     Other,
+}
+
+#[derive(Subcommand)]
+pub enum BackupCommand {
+    /// Put an environment's data (or another's of the app, --into) back to a moment or a
+    /// snapshot, then relaunch it on that data (a job; zero downtime: restored aside, then
+    /// swapped in). In production it asks first, saying how much newer data it discards
+    Restore(RestoreArgs),
+}
+
+/// `turnout backup restore`.
+#[derive(Args)]
+#[command(group(clap::ArgGroup::new("point").required(true).args(["at", "snapshot"])))]
+pub struct RestoreArgs {
+    /// The environment whose backups are restored, as APP/ENV
+    pub target: EnvRef,
+    /// The moment: RFC 3339, or relative ("1 day ago", "90 minutes ago", "2h ago", "-90m");
+    /// PostgreSQL goes back to it exactly, SQLite to the newest snapshot at or before it
+    #[arg(long)]
+    pub at: Option<String>,
+    /// One snapshot (see `turnout backup list`)
+    #[arg(long, value_parser = id_parser())]
+    pub snapshot: Option<i64>,
+    /// Restore into another environment of the app instead, as APP/ENV (production only from
+    /// its own backups)
+    #[arg(long)]
+    pub into: Option<EnvRef>,
+    /// Also run the release the snapshot recorded instead of the live one
+    #[arg(long)]
+    pub with_code: bool,
+    /// Confirm a restore into production, which discards every newer write (asked on a
+    /// terminal otherwise)
+    #[arg(long)]
+    pub yes: bool,
+    /// Print the job's id and return at once instead of watching it
+    #[arg(long)]
+    pub detach: bool,
+}
+
+/// `turnout drill`.
+#[derive(Args)]
+pub struct DrillArgs {
+    /// The environment whose backups are drilled, as APP/ENV
+    pub target: EnvRef,
+    /// The moment to recover: RFC 3339, or relative ("1 day ago", "-90m")
+    #[arg(long)]
+    pub at: String,
+    /// Print the job's id and return at once instead of watching it
+    #[arg(long)]
+    pub detach: bool,
 }

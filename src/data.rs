@@ -75,6 +75,15 @@ pub async fn command(
                 .await?;
             render::data::detached(&info, &to, json);
         }
+        DataCommand::Reset {
+            target,
+            at,
+            from,
+            detach,
+        } => return crate::restore::reset(client, target, at, from, detach, json).await,
+        DataCommand::Undo { target, detach } => {
+            return crate::restore::undo(client, target, detach, json).await;
+        }
         DataCommand::Psql { target } => return shell(client, target, "postgres", json).await,
         DataCommand::Sqlite { target } => return shell(client, target, "sqlite", json).await,
     }

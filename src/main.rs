@@ -18,6 +18,7 @@ mod demo;
 mod jobs;
 mod output;
 mod render;
+mod restore;
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -30,17 +31,16 @@ use turnout_model::EnvRef;
 use turnout_model::endpoint as ep;
 use turnout_model::{
     AddDomain, CiReport, CiStatus, CreateApp, CreateEnv, CreateToken, CreateUser, DeployRequest,
-    ErrorCode, PromoteRequest, RollbackRequest, ServeInfo, SetApprovalRule, SetGrant, SetHook,
-    SetMaintenance, SetPolicy, SetProtection, SetSecret, SetSleep, SetTrigger, SwitchDomain,
-    UpdateApp, UpdatePlan,
+    ErrorCode, PromoteRequest, ServeInfo, SetApprovalRule, SetGrant, SetHook, SetMaintenance,
+    SetPolicy, SetProtection, SetSecret, SetSleep, SetTrigger, SwitchDomain, UpdateApp, UpdatePlan,
 };
 use turnout_model::{CreateSchedule, PipelineSpec};
 
 use crate::cli::ScheduleCommand;
 use crate::cli::{
-    AccessCommand, AppCommand, ApprovalsCommand, AuditCommand, CiCommand, CiStatusArg, Cli,
-    Command, DomainCommand, EnvCommand, HooksCommand, JobCommand, OnOff, PipelineCommand,
-    ReleaseCommand, SecretCommand, TokenCommand, UserCommand,
+    AccessCommand, AppCommand, ApprovalsCommand, AuditCommand, BackupCommand, CiCommand,
+    CiStatusArg, Cli, Command, DomainCommand, EnvCommand, HooksCommand, JobCommand, OnOff,
+    PipelineCommand, ReleaseCommand, SecretCommand, TokenCommand, UserCommand,
 };
 
 /// Exit codes a script sees: 0 done, 1 failed, 2 usage error (clap), 3 waiting for approval,
@@ -426,14 +426,16 @@ async fn run_client(client: &Client, command: Command, json: bool) -> anyhow::Re
             return jobs::follow(client, job, detach, json).await;
         }
         Command::Data(command) => return data::command(client, command, json).await,
-        Command::Rollback { target, to, detach } => {
-            let job = client
-                .call(&ep::Rollback {
-                    target,
-                    body: RollbackRequest { to },
-                })
-                .await?;
-            return jobs::follow(client, job, detach, json).await;
+        Command::Rollback {
+            target,
+            to,
+            with_data,
+            yes,
+            detach,
+        } => return restore::rollback(client, target, to, with_data, yes, detach, json).await,
+        Command::Drill(args) => return restore::drill(client, args, json).await,
+        Command::Backup(BackupCommand::Restore(args)) => {
+            return restore::restore(client, args, json).await;
         }
         Command::Restart { target, detach } => {
             let job = client.call(&ep::Restart { target }).await?;

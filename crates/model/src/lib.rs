@@ -25,7 +25,6 @@ pub use access::{Action, Role};
 pub use api::*;
 pub use audit::AuditAction;
 pub use backup::{BackupInfo, BackupList, CreateBackup, DrillInfo, SetBackupPolicy};
-pub use restore::{DrillRequest, ResetRequest, RestoreRequest};
 pub use data::{
     AttachData, DataAccess, DataAttachment, DataConnection, DataInfo, DataOrigin, DataSource,
     ReseedInfo, SeedData,
@@ -43,6 +42,7 @@ pub use pipeline::{
     MAX_TZ_LEN, PipelineSpec, Promotion, ScheduleInfo, StageMember, check_direction,
 };
 pub use plan::{ResourcePlan, ResourceUsage, UpdatePlan};
+pub use restore::{DrillRequest, ResetRequest, RestoreRequest};
 pub use sleep::{SetSleep, SleepAfter};
 pub use tier::{Tier, UnknownTier};
 pub use trigger::{

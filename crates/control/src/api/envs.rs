@@ -190,10 +190,7 @@ pub(super) async fn rollback(
 ) -> Result<impl IntoResponse> {
     let r = env_ref(&app, &env)?;
     let req: RollbackRequest = body_or_default(&bytes)?;
-    Ok((
-        StatusCode::CREATED,
-        Json(p.rollback(r, req, &who).await?),
-    ))
+    Ok((StatusCode::CREATED, Json(p.rollback(r, req, &who).await?)))
 }
 
 pub(super) async fn restart(

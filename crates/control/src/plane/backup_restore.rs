@@ -117,7 +117,9 @@ impl ControlPlane {
             .restore_point(&source, req.at.as_deref(), req.snapshot)
             .await?;
         self.check_engine(&point.backup, &target).await?;
-        let code = self.restore_code(&point.backup, &target, req.with_code).await?;
+        let code = self
+            .restore_code(&point.backup, &target, req.with_code)
+            .await?;
         if target.tier == Tier::Production && !req.yes {
             return Err(self.discards(&target, point.point, "restoring").await?);
         }
@@ -391,10 +393,7 @@ impl ControlPlane {
     ) -> Result<Generation, ControlError> {
         let started = Instant::now();
         let backup = &point.backup;
-        ctx.begin(
-            step,
-            format!("{} into generation {n}", point.describe()),
-        );
+        ctx.begin(step, format!("{} into generation {n}", point.describe()));
         let repo = self.backup_repo(&source.app).await?;
         let (progress, cancel) = (JobProgress::new(ctx), ctx.cancel_token());
         if let (RecoveryTarget::Time(_), Some(stream)) = (point.target, &backup.wal_stream)
@@ -404,7 +403,9 @@ impl ControlPlane {
         {
             // The WAL must reach the moment asked: the live cluster's current segment
             // finished and archived, then ingested.
-            live.flush_wal(&cancel).await.map_err(step_error("restore"))?;
+            live.flush_wal(&cancel)
+                .await
+                .map_err(step_error("restore"))?;
             live.ingest_wal(&repo, stream, &cancel)
                 .await
                 .map_err(step_error("restore"))?;
@@ -508,7 +509,9 @@ impl ControlPlane {
             actor: who.name.clone(),
             request: Some(format!(
                 "reset from {from} as of {}",
-                point.as_ref().map_or("now".to_owned(), RestorePoint::describe)
+                point
+                    .as_ref()
+                    .map_or("now".to_owned(), RestorePoint::describe)
             )),
             steps: RESET_STEPS,
         };
@@ -521,11 +524,7 @@ impl ControlPlane {
     }
 
     /// The app's production environment (or `from`, which must be one).
-    async fn production_of(
-        &self,
-        r: &EnvRef,
-        from: Option<&str>,
-    ) -> Result<EnvRef, ControlError> {
+    async fn production_of(&self, r: &EnvRef, from: Option<&str>) -> Result<EnvRef, ControlError> {
         if let Some(from) = from {
             let from: EnvRef = from.parse().map_err(|e: turnout_model::NameError| {
                 ControlError::Invalid(format!("--from: {e}"))
@@ -739,7 +738,10 @@ impl ControlPlane {
                     "the snapshot {r}'s last reset left ({backup_id}) is gone; reset it again"
                 ))
             })?;
-        let release = self.store.call(move |c| q::get_release(c, release_id)).await?;
+        let release = self
+            .store
+            .call(move |c| q::get_release(c, release_id))
+            .await?;
         if !tokio::fs::try_exists(&release.dir).await.unwrap_or(false) {
             return Err(ControlError::Conflict(format!(
                 "release {release_id}, which {r}'s last reset ran, has no directory any more ({}); reset it again",

@@ -665,5 +665,8 @@ impl ControlPlane {
 /// The label of the pinned snapshot a production deploy takes before release `id` migrates,
 /// by which `rollback --with-data` finds it.
 pub(crate) fn pre_migrate_label(id: i64, commit: &str) -> String {
-    format!("before release {id} (commit {})", &commit[..7.min(commit.len())])
+    format!(
+        "before release {id} (commit {})",
+        &commit[..7.min(commit.len())]
+    )
 }

@@ -81,8 +81,7 @@ impl ControlPlane {
         ctx.running();
         let started = Instant::now();
         let source = self.env_row(r).await?;
-        let (env_id, job, asked, backup_id) =
-            (source.id, ctx.id(), point.asked, point.backup.id);
+        let (env_id, job, asked, backup_id) = (source.id, ctx.id(), point.asked, point.backup.id);
         let entry = AuditEntry::new(actor, AuditAction::BackupDrill)
             .app(&r.app)
             .env(&r.env)
@@ -109,21 +108,14 @@ impl ControlPlane {
         let removing = Instant::now();
         ctx.begin(REMOVE, format!("removing {scratch}"));
         self.remove_scratch(&scratch, actor).await;
-        ctx.done(
-            REMOVE,
-            format!("{scratch} removed"),
-            removing.elapsed(),
-        );
+        ctx.done(REMOVE, format!("{scratch} removed"), removing.elapsed());
         let rpo = point.asked - point.point;
         let (rto, error) = match &outcome {
             Ok(rto) => (Some(*rto), None),
             Err(e) => (None, Some(e.to_string())),
         };
         let verdict = match &error {
-            None => format!(
-                "passed: RTO {} ms, RPO {rpo} s",
-                rto.unwrap_or_default()
-            ),
+            None => format!("passed: RTO {} ms, RPO {rpo} s", rto.unwrap_or_default()),
             Some(e) => format!("failed: {e}"),
         };
         ctx.output(&format!("drill {id} {verdict}"));
@@ -176,10 +168,7 @@ impl ControlPlane {
             env: source.name.clone(),
         };
         let release_id = point.backup.release_id.ok_or_else(|| {
-            ControlError::Conflict(format!(
-                "snapshot {} recorded no release",
-                point.backup.id
-            ))
+            ControlError::Conflict(format!("snapshot {} recorded no release", point.backup.id))
         })?;
         let release = self.built_release(release_id, "the drill").await?;
         let adopted = self

@@ -11,7 +11,9 @@ use std::time::Instant;
 
 use tracing::info;
 use turnout_data::postgres::backup::RecoveryTarget;
-use turnout_model::{Action, AuditAction, EnvInfo, EnvRef, JobInfo, JobKind, RollbackRequest, Tier};
+use turnout_model::{
+    Action, AuditAction, EnvInfo, EnvRef, JobInfo, JobKind, RollbackRequest, Tier,
+};
 
 use super::ControlPlane;
 use super::backup_restore::{RestorePoint, config_of};
@@ -429,7 +431,9 @@ impl ControlPlane {
             format!("release {current}'s migrate_down `{command}` (the data is kept)"),
         );
         let Some(row) = self.data_row(env).await? else {
-            return Err(ControlError::Conflict(format!("{r} has no data to migrate down")));
+            return Err(ControlError::Conflict(format!(
+                "{r} has no data to migrate down"
+            )));
         };
         let gn = self.generation(env, &row)?;
         let rel = ReleaseRef {
@@ -445,7 +449,9 @@ impl ControlPlane {
         ));
         ctx.done(
             0,
-            format!("ran migrate_down `{command}` of release {current}: data kept, no snapshot restored"),
+            format!(
+                "ran migrate_down `{command}` of release {current}: data kept, no snapshot restored"
+            ),
             started.elapsed(),
         );
         Ok(())

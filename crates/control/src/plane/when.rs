@@ -18,11 +18,8 @@ const FORMS: &str = "an RFC 3339 time such as 2026-11-30T18:00:00Z (or with an o
 /// `text` read as a moment at or before `now`.
 pub(crate) fn parse_time(text: &str, now: Timestamp) -> Result<Timestamp, ControlError> {
     let shown: String = text.chars().take(MAX_LEN).collect();
-    let invalid = |why: &str| {
-        ControlError::Invalid(format!(
-            "the time {shown:?} {why}; write {FORMS}"
-        ))
-    };
+    let invalid =
+        |why: &str| ControlError::Invalid(format!("the time {shown:?} {why}; write {FORMS}"));
     if text.len() > MAX_LEN {
         return Err(invalid(&format!("is longer than {MAX_LEN} characters")));
     }
@@ -163,7 +160,10 @@ mod tests {
             "20 years ago",
         ] {
             let e = parse_time(bad, now()).unwrap_err().to_string();
-            assert!(e.contains("RFC 3339") && e.contains("1 day ago"), "{bad}: {e}");
+            assert!(
+                e.contains("RFC 3339") && e.contains("1 day ago"),
+                "{bad}: {e}"
+            );
         }
         let long = "1".repeat(100);
         assert!(parse_time(&long, now()).is_err());

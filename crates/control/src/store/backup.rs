@@ -559,13 +559,12 @@ pub fn set_reset(
 /// The production copy's latest reset: (its pinned snapshot, the release it ran).
 pub fn get_reset(c: &Connection, env_id: i64) -> Result<Option<(i64, i64)>, ControlError> {
     use rusqlite::OptionalExtension;
-    Ok(c
-        .query_row(
-            "SELECT backup_id, release_id FROM data_resets WHERE env_id = ?1",
-            [env_id],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
-        .optional()?)
+    Ok(c.query_row(
+        "SELECT backup_id, release_id FROM data_resets WHERE env_id = ?1",
+        [env_id],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )
+    .optional()?)
 }
 
 /// A recovery drill starting (state `running`); its id.

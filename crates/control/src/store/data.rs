@@ -31,9 +31,7 @@ pub struct DataRow {
     pub origin: Origin,
 }
 
-const KINDS: [&str; 7] = [
-    "empty", "seed", "clone", "sync", "restore", "reset", "undo",
-];
+const KINDS: [&str; 7] = ["empty", "seed", "clone", "sync", "restore", "reset", "undo"];
 
 fn data_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<DataRow> {
     let cluster: Option<String> = r.get(3)?;
