@@ -96,6 +96,14 @@ impl ClusterSpec {
                 self.dir.display()
             )));
         }
+        if let Some(archive) = &self.archive
+            && archive.exists()
+        {
+            return Err(DataError::Invalid(format!(
+                "{} already exists: a new cluster needs a WAL archive directory of its own",
+                archive.display()
+            )));
+        }
         Ok(())
     }
 }
@@ -170,7 +178,7 @@ impl Cluster {
             .await;
         let _ = std::fs::remove_file(&pwfile);
         ran?;
-        self.write_config(Logins::Everyone, true)?;
+        self.write_config(Logins::Everyone, true, "")?;
         check_cancel(cancel)?;
         self.start_server(network, cancel).await?;
         let client = self.admin("postgres").await?;
@@ -240,18 +248,39 @@ impl Cluster {
         self.copy_files(source, &partial, progress, cancel).await?;
         std::fs::rename(&partial, &spec.dir).map_err(DataError::io("cannot rename", &partial))?;
         check_cancel(cancel)?;
+        self.make_safe(
+            &source.spec.database,
+            &source.spec.superuser_password,
+            network,
+            progress,
+            cancel,
+        )
+        .await
+    }
 
+    /// Starts a copy of another cluster's files (a clone, a restore) for the first time and
+    /// makes it this cluster's own before anyone but Turnout can log in: the source's role and
+    /// database (`old_db`) renamed to the spec's, its passwords (the superuser's was
+    /// `old_super`) replaced, its subscriptions disabled and detached from their slots, its
+    /// replication slots and attached roles dropped; then opened to every login with a reload.
+    pub(super) async fn make_safe(
+        &self,
+        old_db: &str,
+        old_super: &str,
+        network: &Network,
+        progress: &dyn Progress,
+        cancel: &CancellationToken,
+    ) -> Result<(), DataError> {
+        let spec = &self.spec;
         // First start: only Turnout may log in and no subscription may run.
         progress.line("making the copy safe: roles, passwords, subscriptions, slots");
-        self.write_config(Logins::TurnoutOnly, false)?;
+        self.write_config(Logins::TurnoutOnly, false, "")?;
         self.start_server(network, cancel).await?;
-        let old_db = &source.spec.database;
-        let old_super = &source.spec.superuser_password;
         let admin = self
             .connect(SUPERUSER, old_super, "postgres")
             .await
             .map_err(|e| DataError::Database(format!("connecting to the copy: {e}")))?;
-        let others: Vec<String> = texts(&admin, "SELECT rolname FROM pg_roles WHERE rolcanlogin AND oid >= 16384 AND rolname <> $1 AND rolname <> $2 ORDER BY rolname", &[&SUPERUSER, old_db], "listing the copy's roles").await?;
+        let others: Vec<String> = texts(&admin, "SELECT rolname FROM pg_roles WHERE rolcanlogin AND oid >= 16384 AND rolname <> $1 AND rolname <> $2 ORDER BY rolname", &[&SUPERUSER, &old_db], "listing the copy's roles").await?;
         let databases: Vec<String> = texts(&admin, "SELECT datname FROM pg_database WHERE datallowconn AND NOT datistemplate ORDER BY datname", &[], "listing the copy's databases").await?;
         for database in &databases {
             let client = self.connect(SUPERUSER, old_super, database).await?;
@@ -306,7 +335,7 @@ impl Cluster {
         // restart), subscriptions still disabled. The running server keeps no logical
         // replication workers until its next start, which reads the full configuration.
         progress.line("opening the copy to every login");
-        self.write_config(Logins::Everyone, true)?;
+        self.write_config(Logins::Everyone, true, "")?;
         let password = &spec.superuser_password;
         let loaded_at = |client: tokio_postgres::Client| async move {
             client
@@ -388,14 +417,18 @@ impl Cluster {
         Ok(())
     }
 
-    /// Stops the server and removes its directories and its log.
+    /// Stops the server and removes its directories (its WAL archive too) and its log.
     pub async fn remove(&self) -> Result<(), DataError> {
         self.stop().await?;
         for dir in [
-            &self.spec.dir,
-            &self.spec.partial_dir(),
-            &self.spec.socket_dir,
-        ] {
+            Some(&self.spec.dir),
+            Some(&self.spec.partial_dir()),
+            Some(&self.spec.socket_dir),
+            self.spec.archive.as_ref(),
+        ]
+        .into_iter()
+        .flatten()
+        {
             match std::fs::remove_dir_all(dir) {
                 Ok(()) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -517,10 +550,17 @@ impl Cluster {
         Ok(u64::try_from(size).unwrap_or(0))
     }
 
+    /// The directories and files a new cluster has besides its data directory: its socket
+    /// directory, its (empty) log and its WAL archive directory (0700, the cluster user's).
     fn make_socket_dir_and_log(&self) -> Result<(), DataError> {
         let spec = &self.spec;
         if !spec.socket_dir.exists() {
             self.sys.make_dir(&spec.socket_dir, 0o711)?;
+        }
+        if let Some(archive) = &spec.archive
+            && !archive.exists()
+        {
+            self.sys.make_dir(archive, 0o700)?;
         }
         if let Some(parent) = spec.log.parent()
             && !parent.as_os_str().is_empty()
@@ -532,8 +572,14 @@ impl Cluster {
     }
 
     /// Writes the settings Turnout owns (`postgresql.auto.conf`, replaced whole) and
-    /// `pg_hba.conf`. `replication_workers`: false holds every subscription still.
-    fn write_config(&self, logins: Logins, replication_workers: bool) -> Result<(), DataError> {
+    /// `pg_hba.conf`. `replication_workers`: false holds every subscription still. `extra`:
+    /// settings of this start only (a restore's recovery target), appended.
+    fn write_config(
+        &self,
+        logins: Logins,
+        replication_workers: bool,
+        extra: &str,
+    ) -> Result<(), DataError> {
         let spec = &self.spec;
         let mut settings = format!(
             "# Written by Turnout; replaced whenever it starts this cluster anew.\n\
@@ -553,6 +599,18 @@ impl Cluster {
         if !replication_workers {
             settings.push_str("max_logical_replication_workers = 0\n");
         }
+        if let Some(archive) = &spec.archive {
+            // Every finished segment is copied into the archive directory by PostgreSQL's own
+            // module (no shell), at the latest a minute after it was begun.
+            settings.push_str(&format!(
+                "archive_mode = on\n\
+                 archive_library = 'basic_archive'\n\
+                 basic_archive.archive_directory = {}\n\
+                 archive_timeout = '60s'\n",
+                quote_literal(&archive.to_string_lossy())
+            ));
+        }
+        settings.push_str(extra);
         self.sys
             .write_file(&spec.dir.join("postgresql.auto.conf"), &settings)?;
         let mut hba = format!(
