@@ -88,6 +88,10 @@ impl JobProgress {
         let elapsed = self.started.elapsed().as_secs_f64();
         let (id, kind, target) = (self.id, self.kind, &self.target);
         match job.state {
+            // A drill's environment never went live: it is gone already.
+            JobState::Succeeded if kind == JobKind::Drill => {
+                outln!("drill of {target} passed in {elapsed:.1}s")
+            }
             JobState::Succeeded => outln!(
                 "live: {target}{}{} in {elapsed:.1}s",
                 job.release
@@ -113,6 +117,7 @@ impl JobProgress {
                     _ => eprintln!("error: {kind} of {target} (job {id}) {state}: {why}"),
                 }
                 match kind {
+                    JobKind::Drill => eprintln!("{target} was not touched by the drill."),
                     JobKind::Start => {
                         eprintln!("{target} is not running: `turnout env show {target}` says why")
                     }

@@ -282,6 +282,46 @@ async fn every_mutating_endpoint_by_every_role_on_every_tier() {
                     },
                 ));
             }
+            // Putting data back needs the right to restore on the target's tier (owners only
+            // in production); allowed, each gets past authorization to its own answer: no such
+            // snapshot, no snapshot that old, or not a production copy / never reset.
+            let ok = allowed(*role, Action::Restore.default_role(tier));
+            let copy = tier == Tier::ProductionCopy;
+            for (what, path, body, past) in [
+                ("restore", "restore", json!({"snapshot": 999_999}), 404),
+                ("drill", "drills", json!({"at": "1 hour ago"}), 409),
+                (
+                    "data reset",
+                    "data/reset",
+                    json!({"at": "1 hour ago", "from": "shop/prod-b"}),
+                    if copy { 409 } else { 400 },
+                ),
+                (
+                    "data undo",
+                    "data/undo",
+                    json!(null),
+                    if copy { 409 } else { 400 },
+                ),
+            ] {
+                let body = (!body.is_null()).then_some(body);
+                let r = who
+                    .call("POST", &format!("/api/v1/apps/shop/envs/{a}/{path}"), body)
+                    .await;
+                if ok {
+                    assert_eq!(r.0, past, "{what} by {name} on {tier}: {}", r.1);
+                } else {
+                    expect(case(what), r, false);
+                }
+                checked.insert((
+                    "POST",
+                    match path {
+                        "restore" => "/api/v1/apps/{app}/envs/{env}/restore",
+                        "drills" => "/api/v1/apps/{app}/envs/{env}/drills",
+                        "data/reset" => "/api/v1/apps/{app}/envs/{env}/data/reset",
+                        _ => "/api/v1/apps/{app}/envs/{env}/data/undo",
+                    },
+                ));
+            }
             // A promotion into this environment, from one of a tier that promotes here: the
             // right to promote on this tier (and to read the source).
             if let Some(src) = Tier::ALL.iter().find(|s| s.promotes_to().contains(&tier)) {

@@ -23,6 +23,7 @@ mod plans;
 mod promote;
 mod push;
 mod reseed;
+mod restore;
 mod sandbox;
 mod serve_start;
 mod sleep;

@@ -112,7 +112,7 @@ impl ControlPlane {
         let rpo = point.asked - point.point;
         let (rto, error) = match &outcome {
             Ok(rto) => (Some(*rto), None),
-            Err(e) => (None, Some(e.to_string())),
+            Err(e) => (None, Some(failure(e))),
         };
         let verdict = match &error {
             None => format!("passed: RTO {} ms, RPO {rpo} s", rto.unwrap_or_default()),
@@ -254,5 +254,17 @@ impl ControlPlane {
         }
         remove_dir(&self.home.env_dir(&scratch.app, &scratch.env)).await;
         git::prune_worktrees(&self.home.mirror(&scratch.app)).await;
+    }
+}
+
+/// A failed drill as its record keeps it: the error, with the last lines of a failed check's
+/// output (what the check said).
+fn failure(e: &ControlError) -> String {
+    match e {
+        ControlError::Step { log_tail, .. } if !log_tail.is_empty() => {
+            let from = log_tail.len().saturating_sub(5);
+            format!("{e}: {}", log_tail[from..].join(" | "))
+        }
+        e => e.to_string(),
     }
 }
