@@ -121,6 +121,9 @@ pub enum Command {
     /// and a shell on it
     #[command(subcommand)]
     Data(DataCommand),
+    /// Snapshots of an environment's data: take, list, show, verify, delete, and the schedule
+    #[command(subcommand)]
+    Backup(BackupCommand),
     /// List releases
     #[command(subcommand)]
     Release(ReleaseCommand),
@@ -235,6 +238,62 @@ pub enum DataCommand {
     Psql { target: EnvRef },
     /// Open sqlite3 on the environment's SQLite database (with --json: print the connection)
     Sqlite { target: EnvRef },
+}
+
+#[derive(Subcommand)]
+pub enum BackupCommand {
+    /// Take a snapshot of the environment's data now (a job); deduplicated against the
+    /// earlier ones
+    Create {
+        /// The environment, as APP/ENV
+        target: EnvRef,
+        /// A note shown with it (at most 200 characters)
+        #[arg(long)]
+        label: Option<String>,
+        /// Keep it whatever the schedule's retention says, until deleted with --force
+        #[arg(long)]
+        pin: bool,
+        /// Print the job's id and return at once instead of watching it
+        #[arg(long)]
+        detach: bool,
+    },
+    /// The environment's snapshots (newest first), its schedule and where it comes from, the
+    /// restore-point error bound in force, the repository's size and the recovery drills
+    List {
+        /// The environment, as APP/ENV
+        target: EnvRef,
+    },
+    /// One snapshot
+    Show {
+        #[arg(value_parser = id_parser())]
+        id: i64,
+    },
+    /// Restore a snapshot into a scratch area and check it, reading every chunk (a job)
+    Verify {
+        #[arg(value_parser = id_parser())]
+        id: i64,
+        /// Print the job's id and return at once instead of watching it
+        #[arg(long)]
+        detach: bool,
+    },
+    /// Delete a snapshot (a pinned one only with --force)
+    Delete {
+        #[arg(value_parser = id_parser())]
+        id: i64,
+        /// Delete it even though it is pinned
+        #[arg(long)]
+        force: bool,
+    },
+    /// Set the environment's backup schedule, over turnout.toml's [backup] and the tier's
+    /// default
+    Policy {
+        /// The environment, as APP/ENV
+        target: EnvRef,
+        /// exponential (1m 2m 5m 10m 1h 3h 6h 1d), none, or periods such as 1m,1h,1d (1 to 16,
+        /// each from 10s to 366d, increasing)
+        #[arg(long)]
+        schedule: String,
+    },
 }
 
 #[derive(Args)]

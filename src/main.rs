@@ -11,6 +11,7 @@ macro_rules! outln {
     };
 }
 
+mod backup;
 mod cli;
 mod daemon;
 mod data;
@@ -426,6 +427,7 @@ async fn run_client(client: &Client, command: Command, json: bool) -> anyhow::Re
             return jobs::follow(client, job, detach, json).await;
         }
         Command::Data(command) => return data::command(client, command, json).await,
+        Command::Backup(command) => return backup::command(client, command, json).await,
         Command::Rollback { target, to, detach } => {
             let job = client
                 .call(&ep::Rollback {
