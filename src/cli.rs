@@ -129,6 +129,10 @@ pub enum Command {
     /// and a shell on it
     #[command(subcommand)]
     Data(DataCommand),
+    /// Snapshots of an environment's data: take, list, show, verify, delete, restore, and the
+    /// schedule
+    #[command(subcommand)]
+    Backup(BackupCommand),
     /// List releases
     #[command(subcommand)]
     Release(ReleaseCommand),
@@ -165,9 +169,6 @@ pub enum Command {
     },
     /// The audit log: every change, who made it, when, from what to what
     Audit(AuditArgs),
-    /// Backups of each environment's data: restore
-    #[command(subcommand)]
-    Backup(BackupCommand),
     /// Rehearse a recovery: restore code and data as of TIME into a scratch environment, start
     /// and check it (health, then [backup] drill_check), report RTO and RPO, remove it (a job)
     Drill(DrillArgs),
@@ -272,6 +273,66 @@ pub enum DataCommand {
     Psql { target: EnvRef },
     /// Open sqlite3 on the environment's SQLite database (with --json: print the connection)
     Sqlite { target: EnvRef },
+}
+
+#[derive(Subcommand)]
+pub enum BackupCommand {
+    /// Put an environment's data (or another's of the app, --into) back to a moment or a
+    /// snapshot, then relaunch it on that data (a job; zero downtime: restored aside, then
+    /// swapped in). In production it asks first, saying how much newer data it discards
+    Restore(RestoreArgs),
+    /// Take a snapshot of the environment's data now (a job); deduplicated against the
+    /// earlier ones
+    Create {
+        /// The environment, as APP/ENV
+        target: EnvRef,
+        /// A note shown with it (at most 200 characters)
+        #[arg(long)]
+        label: Option<String>,
+        /// Keep it whatever the schedule's retention says, until deleted with --force
+        #[arg(long)]
+        pin: bool,
+        /// Print the job's id and return at once instead of watching it
+        #[arg(long)]
+        detach: bool,
+    },
+    /// The environment's snapshots (newest first), its schedule and where it comes from, the
+    /// restore-point error bound in force, the repository's size and the recovery drills
+    List {
+        /// The environment, as APP/ENV
+        target: EnvRef,
+    },
+    /// One snapshot
+    Show {
+        #[arg(value_parser = id_parser())]
+        id: i64,
+    },
+    /// Restore a snapshot into a scratch area and check it, reading every chunk (a job)
+    Verify {
+        #[arg(value_parser = id_parser())]
+        id: i64,
+        /// Print the job's id and return at once instead of watching it
+        #[arg(long)]
+        detach: bool,
+    },
+    /// Delete a snapshot (a pinned one only with --force)
+    Delete {
+        #[arg(value_parser = id_parser())]
+        id: i64,
+        /// Delete it even though it is pinned
+        #[arg(long)]
+        force: bool,
+    },
+    /// Set the environment's backup schedule, over turnout.toml's [backup] and the tier's
+    /// default
+    Policy {
+        /// The environment, as APP/ENV
+        target: EnvRef,
+        /// exponential (1m 2m 5m 10m 1h 3h 6h 1d), none, or periods such as 1m,1h,1d (1 to 16,
+        /// each from 10s to 366d, increasing)
+        #[arg(long)]
+        schedule: String,
+    },
 }
 
 #[derive(Args)]
@@ -892,14 +953,6 @@ pub enum CiStatusArg {
     Success,
     Failure,
     Other,
-}
-
-#[derive(Subcommand)]
-pub enum BackupCommand {
-    /// Put an environment's data (or another's of the app, --into) back to a moment or a
-    /// snapshot, then relaunch it on that data (a job; zero downtime: restored aside, then
-    /// swapped in). In production it asks first, saying how much newer data it discards
-    Restore(RestoreArgs),
 }
 
 /// `turnout backup restore`.

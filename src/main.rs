@@ -11,6 +11,7 @@ macro_rules! outln {
     };
 }
 
+mod backup;
 mod cli;
 mod daemon;
 mod data;
@@ -38,9 +39,9 @@ use turnout_model::{CreateSchedule, PipelineSpec};
 
 use crate::cli::ScheduleCommand;
 use crate::cli::{
-    AccessCommand, AppCommand, ApprovalsCommand, AuditCommand, BackupCommand, CiCommand,
-    CiStatusArg, Cli, Command, DomainCommand, EnvCommand, HooksCommand, JobCommand, OnOff,
-    PipelineCommand, ReleaseCommand, SecretCommand, TokenCommand, UserCommand,
+    AccessCommand, AppCommand, ApprovalsCommand, AuditCommand, CiCommand, CiStatusArg, Cli,
+    Command, DomainCommand, EnvCommand, HooksCommand, JobCommand, OnOff, PipelineCommand,
+    ReleaseCommand, SecretCommand, TokenCommand, UserCommand,
 };
 
 /// Exit codes a script sees: 0 done, 1 failed, 2 usage error (clap), 3 waiting for approval,
@@ -426,6 +427,7 @@ async fn run_client(client: &Client, command: Command, json: bool) -> anyhow::Re
             return jobs::follow(client, job, detach, json).await;
         }
         Command::Data(command) => return data::command(client, command, json).await,
+        Command::Backup(command) => return backup::command(client, command, json).await,
         Command::Rollback {
             target,
             to,
@@ -434,9 +436,6 @@ async fn run_client(client: &Client, command: Command, json: bool) -> anyhow::Re
             detach,
         } => return restore::rollback(client, target, to, with_data, yes, detach, json).await,
         Command::Drill(args) => return restore::drill(client, args, json).await,
-        Command::Backup(BackupCommand::Restore(args)) => {
-            return restore::restore(client, args, json).await;
-        }
         Command::Restart { target, detach } => {
             let job = client.call(&ep::Restart { target }).await?;
             return jobs::follow(client, job, detach, json).await;

@@ -4,6 +4,7 @@ use std::time::Instant;
 
 use comfy_table::{Table, presets::NOTHING};
 use serde::Serialize;
+pub mod backup;
 pub mod data;
 pub mod diff;
 mod domains;

@@ -635,6 +635,63 @@ async fn every_mutating_endpoint_by_every_role_on_every_tier() {
             "DELETE",
             "/api/v1/apps/{app}/envs/{env}/data/attachments/{other}",
         ));
+        // Backups (qa tier): taking and verifying a snapshot need configuration rights;
+        // deleting one and setting the schedule need the right to restore.
+        let ok = allowed(*role, Action::Config.default_role(Tier::Qa));
+        let r = who
+            .call(
+                "POST",
+                "/api/v1/apps/shop/envs/qa-a/backups",
+                Some(json!({})),
+            )
+            .await;
+        if ok {
+            assert_eq!(r.0, 201, "backup create by {name}: {}", r.1);
+            let job: Value = serde_json::from_str(&r.1).unwrap();
+            let end = job_end(&who, &job["id"].to_string()).await;
+            assert_eq!(end["state"], "succeeded", "backup create by {name}: {end}");
+        }
+        expect(format!("backup create by {name}"), r, ok);
+        checked.insert(("POST", "/api/v1/apps/{app}/envs/{env}/backups"));
+        let (_, made) = admin
+            .call(
+                "POST",
+                "/api/v1/apps/shop/envs/qa-a/backups",
+                Some(json!({})),
+            )
+            .await;
+        let made: Value = serde_json::from_str(&made).unwrap();
+        job_end(&admin, &made["id"].to_string()).await;
+        let (_, list) = admin
+            .call("GET", "/api/v1/apps/shop/envs/qa-a/backups", None)
+            .await;
+        let backup = serde_json::from_str::<Value>(&list).unwrap()["backups"][0]["id"].clone();
+        let r = who
+            .call("POST", &format!("/api/v1/backups/{backup}/verify"), None)
+            .await;
+        if ok {
+            assert_eq!(r.0, 201, "backup verify by {name}: {}", r.1);
+            let job: Value = serde_json::from_str(&r.1).unwrap();
+            let end = job_end(&who, &job["id"].to_string()).await;
+            assert_eq!(end["state"], "succeeded", "backup verify by {name}: {end}");
+        }
+        expect(format!("backup verify by {name}"), r, ok);
+        checked.insert(("POST", "/api/v1/backups/{id}/verify"));
+        let ok = allowed(*role, Action::Restore.default_role(Tier::Qa));
+        let r = who
+            .call("DELETE", &format!("/api/v1/backups/{backup}"), None)
+            .await;
+        expect(format!("backup delete by {name}"), r, ok);
+        checked.insert(("DELETE", "/api/v1/backups/{id}"));
+        let r = who
+            .call(
+                "POST",
+                "/api/v1/apps/shop/envs/qa-a/backups/policy",
+                Some(json!({"schedule": "none"})),
+            )
+            .await;
+        expect(format!("backup policy by {name}"), r, ok);
+        checked.insert(("POST", "/api/v1/apps/{app}/envs/{env}/backups/policy"));
         let throwaway = format!("del-{rname}");
         d.ok(&[
             "app",

@@ -2,6 +2,7 @@
 //! repositories, real HTTP through the proxy, ports bound to 0.
 mod access;
 mod adoption;
+mod backup;
 mod cli;
 mod daemon;
 mod data;

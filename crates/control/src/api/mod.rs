@@ -27,6 +27,7 @@ use crate::error::{ControlError, Escaped};
 use crate::plane::{ControlPlane, LogView};
 
 mod admin;
+mod backup;
 mod data;
 mod domains;
 mod envs;
@@ -134,6 +135,12 @@ fn routes() -> Routes {
     .add::<ep::AttachData, _, _>(data::attach)
     .add::<ep::DetachData, _, _>(data::detach)
     .add::<ep::DataConnection, _, _>(data::connection)
+    .add::<ep::ListBackups, _, _>(backup::list)
+    .add::<ep::CreateBackup, _, _>(backup::create)
+    .add::<ep::SetBackupPolicy, _, _>(backup::policy)
+    .add::<ep::ShowBackup, _, _>(backup::show)
+    .add::<ep::VerifyBackup, _, _>(backup::verify)
+    .add::<ep::DeleteBackup, _, _>(backup::delete)
     .add::<ep::Restore, _, _>(restore::restore)
     .add::<ep::ResetData, _, _>(restore::reset)
     .add::<ep::UndoData, _, _>(restore::undo)

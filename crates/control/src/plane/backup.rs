@@ -20,7 +20,7 @@
 //!   cluster beside the environment's, in its network, queried, then removed), reading and
 //!   checking every chunk on the way.
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -753,9 +753,9 @@ impl ControlPlane {
                     .map_err(step_error("restore"))?;
                 ctx.done(1, format!("{}", scratch.display()), started.elapsed());
                 let started = Instant::now();
-                ctx.begin(2, "PRAGMA integrity_check and the tables");
-                let detail = sqlite_check(db.path().to_path_buf()).await?;
-                ctx.done(2, detail, started.elapsed());
+                ctx.begin(2, "PRAGMA integrity_check on the restored file");
+                db.integrity_check().await.map_err(step_error("check"))?;
+                ctx.done(2, "integrity_check ok", started.elapsed());
             }
             Engine::Postgres => {
                 ctx.begin(1, "a scratch cluster in the environment's network");
@@ -1044,37 +1044,4 @@ async fn remove_scratch_cluster(spec: ClusterSpec) {
         warn!(dir = %cluster.spec.dir.display(), error = %e, "could not remove a scratch cluster");
     }
     let _ = tokio::fs::remove_file(&cluster.spec.log).await;
-}
-
-/// A restored SQLite file checked: `PRAGMA integrity_check` says ok, and its tables are read.
-async fn sqlite_check(path: PathBuf) -> Result<String, ControlError> {
-    let fail = |message: String| ControlError::Step {
-        step: "check",
-        message,
-        log_tail: vec![],
-    };
-    tokio::task::spawn_blocking(move || {
-        let c = rusqlite::Connection::open_with_flags(
-            &path,
-            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
-        )
-        .map_err(|e| format!("{}: {e}", path.display()))?;
-        let verdict: String = c
-            .query_row("PRAGMA integrity_check", [], |r| r.get(0))
-            .map_err(|e| format!("integrity_check: {e}"))?;
-        if verdict != "ok" {
-            return Err(format!("integrity_check: {verdict}"));
-        }
-        let tables: i64 = c
-            .query_row(
-                "SELECT count(*) FROM sqlite_schema WHERE type = 'table'",
-                [],
-                |r| r.get(0),
-            )
-            .map_err(|e| format!("reading the schema: {e}"))?;
-        Ok(format!("integrity_check ok, {tables} tables"))
-    })
-    .await
-    .map_err(|e| ControlError::internal(format!("check task failed: {e}")))?
-    .map_err(fail)
 }
