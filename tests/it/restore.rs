@@ -454,7 +454,10 @@ async fn drills_pass_or_fail_by_their_check_and_always_remove_their_scratch_envi
     assert!(out.contains("passed") && out.contains("RTO"), "{out}");
     assert!(out.contains(&format!("snapshot {s1}")), "{out}");
     let e = d.fails(&["drill", "shop/stg", "--at", &format_timestamp(t0)]);
-    assert!(e.contains("drill_check"), "{e}");
+    assert!(
+        e.contains("failed at check") && e.contains("no row named must-exist"),
+        "{e}"
+    );
 
     let envs = d.ok(&["env", "list", "shop"]);
     assert!(!envs.contains("drill-"), "{envs}");
