@@ -311,9 +311,7 @@ impl ControlPlane {
                         point: secs,
                         asked: secs,
                         backup,
-                        target: RecoveryTarget::Time(
-                            at.as_microsecond().try_into().unwrap_or(i64::MAX),
-                        ),
+                        target: RecoveryTarget::Time(at.as_microsecond()),
                     },
                 })
             }
