@@ -285,7 +285,7 @@ async fn every_mutating_endpoint_by_every_role_on_every_tier() {
             // Putting data back needs the right to restore on the target's tier (owners only
             // in production); allowed, each gets past authorization to its own answer: no such
             // snapshot, no snapshot that old, or not a production copy / never reset.
-            let ok = allowed(*role, Action::Restore.default_role(tier));
+            let may_restore = allowed(*role, Action::Restore.default_role(tier));
             let copy = tier == Tier::ProductionCopy;
             for (what, path, body, past) in [
                 ("restore", "restore", json!({"snapshot": 999_999}), 404),
@@ -307,7 +307,7 @@ async fn every_mutating_endpoint_by_every_role_on_every_tier() {
                 let r = who
                     .call("POST", &format!("/api/v1/apps/shop/envs/{a}/{path}"), body)
                     .await;
-                if ok {
+                if may_restore {
                     assert_eq!(r.0, past, "{what} by {name} on {tier}: {}", r.1);
                 } else {
                     expect(case(what), r, false);

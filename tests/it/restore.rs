@@ -473,12 +473,59 @@ async fn drills_pass_or_fail_by_their_check_and_always_remove_their_scratch_envi
         failed["error"].as_str().unwrap().contains("must-exist"),
         "{list}"
     );
-    let home = d.home.path().display().to_string();
-    let leftovers = crate::support::find_files(d.home.path(), "db.sqlite")
-        .into_iter()
-        .filter(|p| p.display().to_string().contains("drill-"))
-        .count();
-    assert_eq!(leftovers, 0, "a drill left data under {home}");
+    // Nothing of the scratch environments is left beside the source's directory.
+    let path = body(&d, "stg", "/env/TURNOUT_SQLITE_PATH").await;
+    let envs_dir = std::path::Path::new(&path).ancestors().nth(4).unwrap();
+    let left: Vec<String> = std::fs::read_dir(envs_dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(left, ["stg"], "in {}", envs_dir.display());
     let audit = d.ok(&["audit", "--app", "shop"]);
     assert!(audit.contains("backup.drill"), "{audit}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restore_from_a_corrupted_snapshot_fails_and_leaves_the_data_serving() {
+    let repo = sqlite_repo("");
+    let d = Daemon::start();
+    d.create("shop", repo.path(), &[("qa", "main", "qa")]);
+    d.ok(&["deploy", "shop/qa"]);
+    write(&d, "qa", "a1").await;
+    let (s1, _) = snapshot(&d, "qa").await;
+    write(&d, "qa", "b1").await;
+    let serving = body(&d, "qa", "/dump").await;
+    // Every chunk of the repository damaged: the restore must refuse, not restore wrong data.
+    let conn = rusqlite::Connection::open(d.home.path().join("backups/shop/repo.sqlite")).unwrap();
+    conn.execute("UPDATE chunks SET data = randomblob(64)", [])
+        .unwrap();
+    drop(conn);
+
+    let e = d.fails(&[
+        "backup",
+        "restore",
+        "shop/qa",
+        "--snapshot",
+        &s1.to_string(),
+    ]);
+    assert!(
+        e.contains("failed at restore") && e.contains("corrupted"),
+        "{e}"
+    );
+    assert!(e.contains("keeps serving"), "{e}");
+    // Generation 1 serves as before; nothing of the half-written generation 2 is left.
+    assert_eq!(body(&d, "qa", "/dump").await, serving);
+    let info = d.json(&["data", "show", "shop/qa"]);
+    assert_eq!(info["generation"], 1, "{info}");
+    let path = body(&d, "qa", "/env/TURNOUT_SQLITE_PATH").await;
+    let data_dir = std::path::Path::new(&path)
+        .parent()
+        .unwrap()
+        .parent()
+        .unwrap();
+    let generations: Vec<String> = std::fs::read_dir(data_dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(generations, ["g1"], "in {}", data_dir.display());
 }
