@@ -529,3 +529,67 @@ async fn a_restore_from_a_corrupted_snapshot_fails_and_leaves_the_data_serving()
         .collect();
     assert_eq!(generations, ["g1"], "in {}", data_dir.display());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_restores_to_any_moment_of_its_wal_window_row_for_row() {
+    use crate::data::{PG_APP, sql};
+    let repo = crate::support::Repo::new("");
+    repo.write("app.py", PG_APP);
+    repo.write(
+        "seed.sql",
+        "CREATE TABLE items (id serial PRIMARY KEY, name text NOT NULL);\n\
+         INSERT INTO items (name) VALUES ('apple'), ('pear');\n",
+    );
+    repo.write(
+        "turnout.toml",
+        &format!(
+            "[run]\ncommand = \"exec python3 -u app.py\"\ndrain_timeout = \"5s\"\n\
+             [health]\npath = \"/healthz\"\ninterval = \"50ms\"\ntimeout = \"20s\"\n\
+             [data]\nengine = \"postgres\"\nseed_sql = \"seed.sql\"\n{NO_SCHEDULE}"
+        ),
+    );
+    repo.commit("a postgres app");
+    let d = Daemon::start();
+    d.create("shop", repo.path(), &[("qa", "main", "qa")]);
+    d.ok(&["deploy", "shop/qa"]);
+    let insert = |v: &'static str| {
+        let d = &d;
+        async move {
+            let (status, out) = sql(
+                d,
+                "qa",
+                "DATABASE_URL",
+                &format!("INSERT INTO items (name) VALUES ('{v}')"),
+            )
+            .await;
+            assert_eq!(status, 200, "{out}");
+        }
+    };
+    let all = || async {
+        let (status, out) = sql(&d, "qa", "DATABASE_URL", "SELECT id, name FROM items ORDER BY id").await;
+        assert_eq!(status, 200, "{out}");
+        out
+    };
+    insert("a1").await;
+    let (s1, _) = snapshot(&d, "qa").await;
+    insert("b1").await;
+    // A moment after b1 committed and before c1 does: no snapshot was taken at it.
+    let t = unix_now() + 1;
+    let at_t = all().await;
+    eventually("the clock to pass the moment", Duration::from_secs(5), || async {
+        (unix_now() > t).then_some(())
+    })
+    .await;
+    insert("c1").await;
+    let now = all().await;
+    assert_ne!(now, at_t);
+
+    let out = d.ok(&["backup", "restore", "shop/qa", "--at", &format_timestamp(t)]);
+    assert!(out.contains(&format!("snapshot {s1}")), "{out}");
+    assert_eq!(all().await, at_t, "exactly the rows committed at or before the moment");
+    let info = d.json(&["data", "show", "shop/qa"]);
+    assert_eq!(info["generation"], 2, "{info}");
+    // The restored cluster takes writes.
+    insert("d1").await;
+    assert!(all().await.contains("d1"));
+}
