@@ -116,14 +116,12 @@ impl Cluster {
 impl Repo {
     /// The WAL stream `stream` holds, if any.
     pub async fn wal_range(&self, stream: &str) -> Result<Option<WalRange>, DataError> {
-        let _ = stream;
-        todo!()
+        self.wal_range_of(stream).await
     }
 
     /// Removes stream `stream`'s segments older than `keep_from` (the oldest kept base
     /// backup's start segment); `None` removes the whole stream.
     pub async fn prune_wal(&self, stream: &str, keep_from: Option<&str>) -> Result<u64, DataError> {
-        let _ = (stream, keep_from);
-        todo!()
+        self.prune_wal_of(stream, keep_from).await
     }
 }
