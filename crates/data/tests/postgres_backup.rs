@@ -4,7 +4,8 @@
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use tokio_postgres::NoTls;
 use tokio_util::sync::CancellationToken;
@@ -533,5 +534,152 @@ async fn a_corrupted_or_missing_wal_segment_is_refused_by_name() {
     assert_nothing_left(&target, &target_storage);
 
     drop((client, su));
+    source.remove().await.unwrap();
+}
+
+/// Cancels its token at the first progress figure.
+struct CancelOnBytes(CancellationToken);
+
+impl turnout_data::Progress for CancelOnBytes {
+    fn line(&self, _: &str) {}
+    fn bytes(&self, _: u64, _: Option<u64>) {
+        self.0.cancel();
+    }
+    fn table_masked(&self, _: &str, _: u64) {}
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backup_under_writes_restores_consistent_and_a_cancelled_restore_leaves_nothing() {
+    let dir = tempdir();
+    let repo = Repo::open(dir.path().join("backups").join("shop"))
+        .await
+        .unwrap();
+    let source = init(dir.path(), "g1", "shop").await;
+    source
+        .run_sql(
+            "CREATE TABLE orders (id bigserial PRIMARY KEY, note text);
+             CREATE TABLE ledger (id bigserial PRIMARY KEY, order_id bigint);
+             INSERT INTO orders (note) SELECT 'n' || g FROM generate_series(1, 20000) g;
+             INSERT INTO ledger (order_id) SELECT id FROM orders;",
+        )
+        .await
+        .unwrap();
+    let storage = dir.path().join("storage-g1");
+    std::fs::create_dir_all(&storage).unwrap();
+
+    // A client writes two tables in one transaction, all through the base backup.
+    let stop = Arc::new(AtomicBool::new(false));
+    let written = Arc::new(AtomicU64::new(0));
+    let writer = {
+        let (url, stop, written) = (source.app_url(), stop.clone(), written.clone());
+        tokio::spawn(async move {
+            let mut client = connect(&url).await.map_err(|e| e.to_string())?;
+            while !stop.load(Ordering::Relaxed) {
+                let tx = client.transaction().await.map_err(|e| e.to_string())?;
+                tx.batch_execute(
+                    "WITH o AS (INSERT INTO orders (note) VALUES ('live') RETURNING id)
+                     INSERT INTO ledger (order_id) SELECT id FROM o",
+                )
+                .await
+                .map_err(|e| e.to_string())?;
+                tx.commit().await.map_err(|e| e.to_string())?;
+                written.fetch_add(1, Ordering::Relaxed);
+            }
+            Ok::<_, String>(())
+        })
+    };
+    while written.load(Ordering::Relaxed) < 20 {
+        tokio::task::yield_now().await;
+    }
+    let before = written.load(Ordering::Relaxed);
+    source
+        .snapshot_into(&repo, "b1", &storage, &Quiet, &CancellationToken::new())
+        .await
+        .unwrap();
+    let during = written.load(Ordering::Relaxed) - before;
+    stop.store(true, Ordering::Relaxed);
+    writer
+        .await
+        .unwrap()
+        .expect("the writer saw no error during the backup");
+    assert!(during > 0, "the source took writes during the backup");
+    let client = connect(&source.app_url()).await.unwrap();
+    let count = |c: tokio_postgres::Client| async move {
+        let row = c
+            .query_one(
+                "SELECT (SELECT count(*) FROM orders), (SELECT count(*) FROM ledger)",
+                &[],
+            )
+            .await
+            .unwrap();
+        (row.get::<_, i64>(0), row.get::<_, i64>(1))
+    };
+    let moment = server_now(&client).await;
+    let at_moment = count(client).await;
+    let client = connect(&source.app_url()).await.unwrap();
+    client
+        .batch_execute("INSERT INTO orders (note) VALUES ('later')")
+        .await
+        .unwrap();
+    past_the_second_of(&client, moment).await;
+    source.flush_wal(&CancellationToken::new()).await.unwrap();
+    source
+        .ingest_wal(&repo, "main-g1", &CancellationToken::new())
+        .await
+        .unwrap();
+    let restore = Restore {
+        repo: &repo,
+        source: &source,
+        snapshot: "b1",
+        stream: "main-g1",
+    };
+
+    // The end of the backup: every transaction whole, none half (torn pages repaired by the
+    // WAL).
+    let (restored, _, restored_storage) = restore
+        .to(dir.path(), "g2", RecoveryTarget::EndOfBackup)
+        .await;
+    let restored = restored.unwrap();
+    let (orders, ledger) = count(connect(&restored.app_url()).await.unwrap()).await;
+    assert_eq!(orders, ledger);
+    assert!(orders >= 20000 + i64::try_from(before).unwrap());
+    restored.remove().await.unwrap();
+    std::fs::remove_dir_all(restored_storage).unwrap();
+
+    // The moment after the writer stopped: everything it wrote, not the later row.
+    let (restored, _, restored_storage) = restore
+        .to(dir.path(), "g3", RecoveryTarget::Time(moment))
+        .await;
+    let restored = restored.unwrap();
+    assert_eq!(
+        count(connect(&restored.app_url()).await.unwrap()).await,
+        at_moment
+    );
+    restored.remove().await.unwrap();
+    std::fs::remove_dir_all(restored_storage).unwrap();
+
+    // A cancelled restore leaves nothing.
+    let cancel = CancellationToken::new();
+    let target = spec(dir.path(), "g4", "shop_restored");
+    let target_storage = dir.path().join("storage-g4");
+    let e = Cluster::restore_from(
+        &repo,
+        "b1",
+        "main-g1",
+        RecoveryTarget::Time(moment),
+        &source.spec,
+        system(),
+        target.clone(),
+        &Network::Host,
+        &target_storage,
+        &CancelOnBytes(cancel.clone()),
+        &cancel,
+    )
+    .await
+    .unwrap_err();
+    assert!(matches!(e, DataError::Cancelled), "{e}");
+    assert_nothing_left(&target, &target_storage);
+
+    drop(client);
     source.remove().await.unwrap();
 }
