@@ -381,6 +381,7 @@ fn data_tree(root: &Path) -> Result<DataTree, DataError> {
 }
 
 /// What [`data_tree`] found.
+#[derive(Debug)]
 struct DataTree {
     dirs: Vec<String>,
     /// Each file's path and size.
@@ -464,6 +465,58 @@ impl Repo {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_base_backup_leaves_out_what_a_restore_rebuilds() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        for d in [
+            "base/1",
+            "base/pgsql_tmp/pgsql_tmp1.0.fileset",
+            "global",
+            "pg_wal/archive_status",
+            "pg_stat_tmp",
+            "pg_logical/snapshots",
+        ] {
+            std::fs::create_dir_all(root.join(d)).unwrap();
+        }
+        for f in [
+            "PG_VERSION",
+            "postmaster.pid",
+            "backup_label.old",
+            "base/1/1259",
+            "base/1/pg_internal.init",
+            "base/pgsql_tmp/pgsql_tmp1.0",
+            "global/pg_control",
+            "pg_wal/000000010000000000000001",
+            "pg_stat_tmp/global.stat",
+        ] {
+            std::fs::write(root.join(f), "x").unwrap();
+        }
+        let tree = data_tree(root).unwrap();
+        assert_eq!(
+            tree.dirs,
+            [
+                "base",
+                "base/1",
+                "base/pgsql_tmp",
+                "global",
+                "pg_logical",
+                "pg_logical/snapshots",
+                "pg_stat_tmp",
+                "pg_wal"
+            ]
+        );
+        let files: Vec<&str> = tree.files.iter().map(|(f, _)| f.as_str()).collect();
+        assert_eq!(files, ["PG_VERSION", "base/1/1259", "global/pg_control"]);
+        // A tablespace's link is refused.
+        std::os::unix::fs::symlink("/elsewhere", root.join("pg_tblspc")).unwrap();
+        let e = data_tree(root).unwrap_err();
+        assert!(
+            matches!(&e, DataError::Invalid(m) if m.contains("pg_tblspc") && m.contains("tablespace")),
+            "{e}"
+        );
+    }
 
     #[test]
     fn only_finished_archive_files_are_taken() {
