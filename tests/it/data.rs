@@ -454,7 +454,7 @@ async fn viewers_cannot_touch_data_and_lower_environments_cannot_write_productio
 
 /// A PostgreSQL app: it reaches its database over TCP with `psql "$DATABASE_URL"`, and runs
 /// any SQL on any URL variable it was given (`/sql?var=NAME&q=SQL`).
-const PG_APP: &str = r#"
+pub(crate) const PG_APP: &str = r#"
 import os, subprocess, urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 class H(BaseHTTPRequestHandler):
@@ -482,7 +482,7 @@ s.daemon_threads = True
 s.serve_forever()
 "#;
 
-async fn sql(d: &Daemon, env: &str, var: &str, q: &str) -> (u16, String) {
+pub(crate) async fn sql(d: &Daemon, env: &str, var: &str, q: &str) -> (u16, String) {
     let q: String = q
         .bytes()
         .map(|b| match b {
