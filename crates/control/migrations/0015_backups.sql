@@ -3,7 +3,9 @@
 -- `<home>/backups/<app>/`, named by `repo_name`; this table is what the API lists and what the
 -- retention algorithm reads.
 CREATE TABLE backups (
-    id            INTEGER PRIMARY KEY,
+    -- never reused (a repository name `b<ID>` names one snapshot for good, even after its
+    -- row went with its environment)
+    id            INTEGER PRIMARY KEY AUTOINCREMENT,
     env_id        INTEGER NOT NULL REFERENCES environments(id) ON DELETE CASCADE,
     -- sqlite | postgres
     engine        TEXT    NOT NULL,

@@ -252,8 +252,8 @@ impl ControlPlane {
                     let base = cluster
                         .snapshot_into(&repo, &name, &gn.storage, &progress, &cancel)
                         .await?;
-                    // The WAL up to the backup's end, so it restores on its own.
-                    cluster.flush_wal(&cancel).await?;
+                    // The WAL up to the backup's end (archived before `snapshot_into` returns)
+                    // into the repository at once, so the snapshot restores on its own.
                     let stream = stream.clone().unwrap_or_default();
                     let _one = self.backups.ingest.lock().await;
                     let wal = cluster.ingest_wal(&repo, &stream, &cancel).await?;
