@@ -566,7 +566,13 @@ async fn postgres_restores_to_any_moment_of_its_wal_window_row_for_row() {
         }
     };
     let all = || async {
-        let (status, out) = sql(&d, "qa", "DATABASE_URL", "SELECT id, name FROM items ORDER BY id").await;
+        let (status, out) = sql(
+            &d,
+            "qa",
+            "DATABASE_URL",
+            "SELECT id, name FROM items ORDER BY id",
+        )
+        .await;
         assert_eq!(status, 200, "{out}");
         out
     };
@@ -576,9 +582,11 @@ async fn postgres_restores_to_any_moment_of_its_wal_window_row_for_row() {
     // A moment after b1 committed and before c1 does: no snapshot was taken at it.
     let t = unix_now() + 1;
     let at_t = all().await;
-    eventually("the clock to pass the moment", Duration::from_secs(5), || async {
-        (unix_now() > t).then_some(())
-    })
+    eventually(
+        "the clock to pass the moment",
+        Duration::from_secs(5),
+        || async { (unix_now() > t).then_some(()) },
+    )
     .await;
     insert("c1").await;
     let now = all().await;
@@ -586,7 +594,11 @@ async fn postgres_restores_to_any_moment_of_its_wal_window_row_for_row() {
 
     let out = d.ok(&["backup", "restore", "shop/qa", "--at", &format_timestamp(t)]);
     assert!(out.contains(&format!("snapshot {s1}")), "{out}");
-    assert_eq!(all().await, at_t, "exactly the rows committed at or before the moment");
+    assert_eq!(
+        all().await,
+        at_t,
+        "exactly the rows committed at or before the moment"
+    );
     let info = d.json(&["data", "show", "shop/qa"]);
     assert_eq!(info["generation"], 2, "{info}");
     // The restored cluster takes writes.
