@@ -20,18 +20,15 @@ use turnout_model::{Action, AuditAction, EnvRef, JobInfo, JobKind, Tier};
 use turnout_supervisor::TaskSpec;
 
 use super::ControlPlane;
-use super::generation::{
-    Db, Generation, JobProgress, NewData, engine_mismatch, release_file, step_error,
-};
+use super::generation::{Db, Generation, JobProgress, engine_mismatch, release_file, step_error};
 use super::jobs::{JobCtx, JobSpec};
-use super::launch::Launch;
 use super::logs::failure_tail;
+use super::release_ops::OnNewData;
 use crate::access::Principal;
 use crate::app_file::{ReleaseConfig, Seed};
 use crate::error::ControlError;
 use crate::store::backup::BackupKind;
-use crate::store::data::Origin;
-use crate::store::{EnvRow, ReleaseRow, now, q};
+use crate::store::{EnvRow, ReleaseRow, q};
 
 const SEED_STEPS: &[&str] = &["create", "seed", "migrate", "launch", "go-live", "retire"];
 const CLONE_STEPS: &[&str] = &["copy", "migrate", "launch", "go-live", "retire"];
@@ -43,26 +40,6 @@ pub(crate) struct ReleaseRef<'a> {
     pub commit: &'a str,
     pub dir: &'a Path,
     pub config: &'a ReleaseConfig,
-}
-
-/// What `go_live_on_data` puts live: a release of the environment on a new generation of its
-/// data made aside, replacing `old`.
-pub(crate) struct OnNewData<'a> {
-    pub r: &'a EnvRef,
-    pub env: &'a EnvRow,
-    pub rel: &'a ReleaseRef<'a>,
-    pub new: Generation,
-    pub old: Option<Generation>,
-    /// Recorded as the data's origin (`seed`, `clone`, `restore`, …) and where from.
-    pub origin: &'static str,
-    pub from: Option<String>,
-    /// The go-live's audit action.
-    pub action: AuditAction,
-    /// The index of the first step it reports: `migrate` when `migrate`, else `launch`; the
-    /// others (launch, go-live, retire) follow.
-    pub first: usize,
-    /// Whether the release's migrate command runs on the new data first.
-    pub migrate: bool,
 }
 
 /// Where a job's new data comes from.
@@ -285,78 +262,6 @@ impl ControlPlane {
         };
         self.go_live_on_data(ctx, on, actor).await?;
         info!(app = %r.app, env = %r.env, generation = n, kind = origin, "new data live");
-        Ok(())
-    }
-
-    /// The end of every job that gives an environment new data (seed, clone, sync, restore,
-    /// reset, undo, rollback with data): the new generation made aside goes live under
-    /// `on.rel`, through the same launch and go-live as a deploy (the generation recorded
-    /// serving in the go-live's transaction), then the old one is removed. Any failure or
-    /// cancel before go-live removes the new generation, and the old one keeps serving.
-    pub(crate) async fn go_live_on_data(
-        &self,
-        ctx: &JobCtx,
-        on: OnNewData<'_>,
-        actor: &str,
-    ) -> Result<(), ControlError> {
-        let OnNewData {
-            r,
-            env,
-            rel,
-            new,
-            old,
-            origin,
-            from,
-            action,
-            first,
-            migrate,
-        } = on;
-        let live = async {
-            self.reattach(env, &new).await?;
-            let mut step = first;
-            if migrate {
-                let started = Instant::now();
-                ctx.begin(step, "the release's migrate command");
-                let detail = self.migrate(ctx, r, env, rel, &new).await?;
-                ctx.done(step, detail, started.elapsed());
-                step += 1;
-            }
-            let data = NewData {
-                gn: new.clone(),
-                origin: Origin {
-                    kind: origin,
-                    from,
-                    at: now(),
-                    job: Some(ctx.id()),
-                },
-            };
-            let l = Launch {
-                r,
-                env,
-                release_id: rel.id,
-                commit: rel.commit,
-                dir: rel.dir,
-                config: rel.config,
-                data: Some(&data),
-            };
-            let launching = format!(
-                "release {} on {} generation {}: {}",
-                rel.id,
-                new.engine(),
-                new.n,
-                rel.config.run
-            );
-            self.go_live_steps(ctx, step, &l, launching, action, actor, Some(step + 2))
-                .await
-        };
-        if let Err(e) = live.await {
-            // Before go-live (or go-live itself failed): the new copy goes, the old one serves.
-            self.remove_generation(&new).await;
-            return Err(e);
-        }
-        if let Some(old) = old {
-            self.remove_generation(&old).await;
-        }
         Ok(())
     }
 
@@ -596,7 +501,7 @@ impl ControlPlane {
     }
 
     /// The release's `migrate` command on `gn` (nothing when it has none).
-    async fn migrate(
+    pub(crate) async fn migrate(
         &self,
         ctx: &JobCtx,
         r: &EnvRef,

@@ -64,6 +64,7 @@ mod promote;
 mod push;
 mod release_ops;
 mod reseed;
+mod reset;
 mod restore;
 mod routing;
 mod schedule;

@@ -17,8 +17,9 @@ use turnout_model::{
 
 use super::ControlPlane;
 use super::backup_restore::{RestorePoint, config_of};
-use super::data::{OnNewData, ReleaseRef, pre_migrate_label};
+use super::data::{ReleaseRef, pre_migrate_label};
 use super::deploy::retire_step;
+use super::generation::{Generation, NewData};
 use super::jobs::{JobCtx, JobSpec};
 use super::launch::Launch;
 use super::routing::key;
@@ -26,11 +27,32 @@ use crate::access::Principal;
 use crate::app_file::ReleaseConfig;
 use crate::error::ControlError;
 use crate::store::backup::{self as bq, BackupKind, BackupState};
-use crate::store::{AuditEntry, EnvRow, ReleaseRow, q};
+use crate::store::data::Origin;
+use crate::store::{AuditEntry, EnvRow, ReleaseRow, now, q};
 
 const RELAUNCH_STEPS: &[&str] = &["launch", "go-live", "retire"];
 const ROLLBACK_DATA_STEPS: &[&str] = &["data", "launch", "go-live", "retire"];
 const START_STEPS: &[&str] = &["launch", "go-live"];
+
+/// What `go_live_on_data` puts live: a release of the environment on a new generation of its
+/// data made aside, replacing `old`.
+pub(crate) struct OnNewData<'a> {
+    pub r: &'a EnvRef,
+    pub env: &'a EnvRow,
+    pub rel: &'a ReleaseRef<'a>,
+    pub new: Generation,
+    pub old: Option<Generation>,
+    /// Recorded as the data's origin (`seed`, `clone`, `restore`, …) and where from.
+    pub origin: &'static str,
+    pub from: Option<String>,
+    /// The go-live's audit action.
+    pub action: AuditAction,
+    /// The index of the first step it reports: `migrate` when `migrate`, else `launch`; the
+    /// others (launch, go-live, retire) follow.
+    pub first: usize,
+    /// Whether the release's migrate command runs on the new data first.
+    pub migrate: bool,
+}
 
 /// What `rollback --with-data` does to the schema and data.
 #[derive(Clone)]
@@ -505,6 +527,78 @@ impl ControlPlane {
                 self.retire(r, old).await;
             }
             (None, None) => {}
+        }
+        Ok(())
+    }
+
+    /// The end of every job that gives an environment new data (seed, clone, sync, restore,
+    /// reset, undo, rollback with data): the new generation made aside goes live under
+    /// `on.rel`, through the same launch and go-live as a deploy (the generation recorded
+    /// serving in the go-live's transaction), then the old one is removed. Any failure or
+    /// cancel before go-live removes the new generation, and the old one keeps serving.
+    pub(crate) async fn go_live_on_data(
+        &self,
+        ctx: &JobCtx,
+        on: OnNewData<'_>,
+        actor: &str,
+    ) -> Result<(), ControlError> {
+        let OnNewData {
+            r,
+            env,
+            rel,
+            new,
+            old,
+            origin,
+            from,
+            action,
+            first,
+            migrate,
+        } = on;
+        let live = async {
+            self.reattach(env, &new).await?;
+            let mut step = first;
+            if migrate {
+                let started = Instant::now();
+                ctx.begin(step, "the release's migrate command");
+                let detail = self.migrate(ctx, r, env, rel, &new).await?;
+                ctx.done(step, detail, started.elapsed());
+                step += 1;
+            }
+            let data = NewData {
+                gn: new.clone(),
+                origin: Origin {
+                    kind: origin,
+                    from,
+                    at: now(),
+                    job: Some(ctx.id()),
+                },
+            };
+            let l = Launch {
+                r,
+                env,
+                release_id: rel.id,
+                commit: rel.commit,
+                dir: rel.dir,
+                config: rel.config,
+                data: Some(&data),
+            };
+            let launching = format!(
+                "release {} on {} generation {}: {}",
+                rel.id,
+                new.engine(),
+                new.n,
+                rel.config.run
+            );
+            self.go_live_steps(ctx, step, &l, launching, action, actor, Some(step + 2))
+                .await
+        };
+        if let Err(e) = live.await {
+            // Before go-live (or go-live itself failed): the new copy goes, the old one serves.
+            self.remove_generation(&new).await;
+            return Err(e);
+        }
+        if let Some(old) = old {
+            self.remove_generation(&old).await;
         }
         Ok(())
     }
