@@ -108,7 +108,7 @@ fn job(d: &Daemon, args: &[&str]) -> Value {
 }
 
 /// GETs `path` on `env` over and over until stopped; counts the answers that were not 200.
-struct Poller {
+pub(crate) struct Poller {
     stop: Arc<AtomicBool>,
     failed: Arc<AtomicUsize>,
     done: Arc<AtomicUsize>,
@@ -116,7 +116,7 @@ struct Poller {
 }
 
 impl Poller {
-    fn start(d: &Daemon, env: &str, path: &'static str) -> Poller {
+    pub(crate) fn start(d: &Daemon, env: &str, path: &'static str) -> Poller {
         let (stop, failed, done) = (
             Arc::new(AtomicBool::new(false)),
             Arc::new(AtomicUsize::new(0)),
@@ -153,7 +153,7 @@ impl Poller {
     }
 
     /// Stop; (requests made, the failures).
-    async fn finish(self) -> (usize, Vec<String>) {
+    pub(crate) async fn finish(self) -> (usize, Vec<String>) {
         self.stop.store(true, Ordering::SeqCst);
         let errors = self.task.await.unwrap();
         assert_eq!(self.failed.load(Ordering::SeqCst), errors.len());

@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde_json::{Value, json};
 use turnout_model::{format_timestamp, parse_timestamp};
 
-use crate::data::{body, rows, sqlite_repo};
+use crate::data::{Poller, body, rows, sqlite_repo};
 use crate::support::{Daemon, eventually};
 
 /// Backups only when asked: no scheduled snapshot lands between the ones a test takes.
@@ -136,7 +136,9 @@ async fn sqlite_restore_to_a_moment_gives_exactly_the_rows_of_the_newest_snapsho
     assert!(e.contains("RFC 3339") && e.contains("1 day ago"), "{e}");
 
     // The moment of the first snapshot (and any moment before the second): its rows exactly,
-    // and the job says which snapshot it restored.
+    // and the job says which snapshot it restored; restored aside and swapped in while a client
+    // reads, with no failed request.
+    let poller = Poller::start(&d, "qa", "/rows");
     let out = d.ok(&[
         "backup",
         "restore",
@@ -144,6 +146,12 @@ async fn sqlite_restore_to_a_moment_gives_exactly_the_rows_of_the_newest_snapsho
         "--at",
         &format_timestamp(t2 - 1),
     ]);
+    let (done, errors) = poller.finish().await;
+    assert!(
+        done > 0 && errors.is_empty(),
+        "{} of {done} failed: {errors:?}",
+        errors.len()
+    );
     assert!(
         out.contains(&format!("snapshot {s1} taken at {}", format_timestamp(t1))),
         "{out}"
