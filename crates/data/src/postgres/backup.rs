@@ -164,7 +164,9 @@ impl Cluster {
         check_cancel(cancel)?;
         // `pg_backup_stop` finished the backup's last segment; once it is archived, the base
         // backup and the WAL it needs are all there is to a restore.
+        progress.line(&format!("waiting until WAL segment {stop} is archived"));
         self.wait_archived(&session, &stop, cancel).await?;
+        progress.line(&format!("recording snapshot {name}"));
         let stats = writer.commit().await?;
         progress.line(&format!(
             "base backup {name}: {} MiB, {} MiB new in the repository",
