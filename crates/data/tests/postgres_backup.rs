@@ -680,6 +680,16 @@ async fn a_backup_under_writes_restores_consistent_and_a_cancelled_restore_leave
     assert!(matches!(e, DataError::Cancelled), "{e}");
     assert_nothing_left(&target, &target_storage);
 
+    // An environment without backups: its archived WAL is discarded, not kept.
+    client
+        .batch_execute("INSERT INTO orders (note) VALUES ('unkept')")
+        .await
+        .unwrap();
+    source.flush_wal(&CancellationToken::new()).await.unwrap();
+    assert!(source.discard_archived_wal().await.unwrap() >= 1);
+    let archive = source.spec.archive.clone().unwrap();
+    assert_eq!(std::fs::read_dir(&archive).unwrap().count(), 0);
+
     drop(client);
     source.remove().await.unwrap();
 }
