@@ -372,6 +372,18 @@ async fn a_restore_holds_exactly_the_rows_committed_by_its_moment() {
     restored.remove().await.unwrap();
     std::fs::remove_dir_all(&restored_storage).unwrap();
 
+    // A moment before the end of the base backup is refused (replay cannot go back), and
+    // nothing is made.
+    let (refused, target, target_storage) = restore
+        .to(dir.path(), "g5", RecoveryTarget::Time(moments[1]))
+        .await;
+    let e = refused.unwrap_err();
+    assert!(
+        matches!(&e, DataError::Invalid(m) if m.contains("before the end of snapshot b1's base backup") && m.contains("restore from an earlier snapshot")),
+        "{e}"
+    );
+    assert_nothing_left(&target, &target_storage);
+
     // A moment past the archived WAL is refused, and nothing is made.
     let (refused, target, target_storage) = restore
         .to(
