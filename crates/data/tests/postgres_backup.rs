@@ -164,9 +164,11 @@ async fn batch(client: &mut tokio_postgres::Client, b: i32) {
 /// What a failed restore must not leave.
 fn assert_nothing_left(target: &ClusterSpec, storage: &Path) {
     let partial = PathBuf::from(format!("{}.partial", target.dir.display()));
+    let partial_files = PathBuf::from(format!("{}.partial.partial", target.dir.display()));
     for path in [
         &target.dir,
         &partial,
+        &partial_files,
         &target.socket_dir,
         target.archive.as_ref().unwrap(),
         &target.log,
