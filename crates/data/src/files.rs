@@ -85,7 +85,7 @@ pub(crate) fn refuse_existing(path: &Path) -> Result<(), DataError> {
     }
 }
 
-fn remove_tree(path: &Path) -> Result<(), DataError> {
+pub(crate) fn remove_tree(path: &Path) -> Result<(), DataError> {
     let removed = match fs::symlink_metadata(path) {
         Ok(m) if m.is_dir() => fs::remove_dir_all(path),
         Ok(_) => fs::remove_file(path),
@@ -95,7 +95,7 @@ fn remove_tree(path: &Path) -> Result<(), DataError> {
     removed.map_err(DataError::io("removing", path))
 }
 
-fn tree_bytes(dir: &Path) -> Result<u64, DataError> {
+pub(crate) fn tree_bytes(dir: &Path) -> Result<u64, DataError> {
     let mut total = 0;
     for entry in fs::read_dir(dir).map_err(DataError::io("reading", dir))? {
         let entry = entry.map_err(DataError::io("reading", dir))?;

@@ -29,6 +29,7 @@ use crate::{DataError, MaskReport, MaskRules, Progress};
 mod access;
 pub mod backup;
 mod copy;
+mod safe;
 mod sql;
 mod system;
 
@@ -94,6 +95,14 @@ impl ClusterSpec {
             return Err(DataError::Invalid(format!(
                 "{} already exists: a new cluster needs a directory of its own",
                 self.dir.display()
+            )));
+        }
+        if let Some(archive) = &self.archive
+            && archive.exists()
+        {
+            return Err(DataError::Invalid(format!(
+                "{} already exists: a new cluster needs a WAL archive directory of its own",
+                archive.display()
             )));
         }
         Ok(())
@@ -170,7 +179,7 @@ impl Cluster {
             .await;
         let _ = std::fs::remove_file(&pwfile);
         ran?;
-        self.write_config(Logins::Everyone, true)?;
+        self.write_config(Logins::Everyone, true, "")?;
         check_cancel(cancel)?;
         self.start_server(network, cancel).await?;
         let client = self.admin("postgres").await?;
@@ -240,100 +249,14 @@ impl Cluster {
         self.copy_files(source, &partial, progress, cancel).await?;
         std::fs::rename(&partial, &spec.dir).map_err(DataError::io("cannot rename", &partial))?;
         check_cancel(cancel)?;
-
-        // First start: only Turnout may log in and no subscription may run.
-        progress.line("making the copy safe: roles, passwords, subscriptions, slots");
-        self.write_config(Logins::TurnoutOnly, false)?;
-        self.start_server(network, cancel).await?;
-        let old_db = &source.spec.database;
-        let old_super = &source.spec.superuser_password;
-        let admin = self
-            .connect(SUPERUSER, old_super, "postgres")
-            .await
-            .map_err(|e| DataError::Database(format!("connecting to the copy: {e}")))?;
-        let others: Vec<String> = texts(&admin, "SELECT rolname FROM pg_roles WHERE rolcanlogin AND oid >= 16384 AND rolname <> $1 AND rolname <> $2 ORDER BY rolname", &[&SUPERUSER, old_db], "listing the copy's roles").await?;
-        let databases: Vec<String> = texts(&admin, "SELECT datname FROM pg_database WHERE datallowconn AND NOT datistemplate ORDER BY datname", &[], "listing the copy's databases").await?;
-        for database in &databases {
-            let client = self.connect(SUPERUSER, old_super, database).await?;
-            let subscriptions: Vec<String> = texts(&client, "SELECT subname FROM pg_subscription WHERE subdbid = (SELECT oid FROM pg_database WHERE datname = current_database())", &[], "listing subscriptions").await?;
-            for sub in &subscriptions {
-                let sub = quote_ident(sub);
-                client
-                    .batch_execute(&format!(
-                        "ALTER SUBSCRIPTION {sub} DISABLE; ALTER SUBSCRIPTION {sub} SET (slot_name = NONE)"
-                    ))
-                    .await
-                    .map_err(db_error("disabling a subscription of the copy"))?;
-            }
-            for role in &others {
-                client
-                    .batch_execute(&format!(
-                        "REASSIGN OWNED BY {r} TO {app}; DROP OWNED BY {r}",
-                        r = quote_ident(role),
-                        app = quote_ident(old_db)
-                    ))
-                    .await
-                    .map_err(db_error("dropping the source's attached roles' privileges"))?;
-            }
-        }
-        let (new_db, new_role) = (&spec.database, quote_ident(&spec.database));
-        let mut fix = String::new();
-        for role in &others {
-            fix.push_str(&format!("DROP ROLE {};\n", quote_ident(role)));
-        }
-        if new_db != old_db {
-            fix.push_str(&format!(
-                "ALTER DATABASE {old} RENAME TO {new_role};\nALTER ROLE {old} RENAME TO {new_role};\n",
-                old = quote_ident(old_db)
-            ));
-        }
-        fix.push_str(&format!(
-            "ALTER ROLE {new_role} PASSWORD {};\nALTER ROLE {SUPERUSER} PASSWORD {};\n",
-            quote_literal(&spec.app_password),
-            quote_literal(&spec.superuser_password)
-        ));
-        fix.push_str(
-            "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE NOT active;\n",
-        );
-        admin
-            .batch_execute(&fix)
-            .await
-            .map_err(db_error("renaming the copy's role and database"))?;
-        drop(admin);
-        check_cancel(cancel)?;
-
-        // Then as the environment's own: every login (pg_hba.conf is re-read by a reload, no
-        // restart), subscriptions still disabled. The running server keeps no logical
-        // replication workers until its next start, which reads the full configuration.
-        progress.line("opening the copy to every login");
-        self.write_config(Logins::Everyone, true)?;
-        let password = &spec.superuser_password;
-        let loaded_at = |client: tokio_postgres::Client| async move {
-            client
-                .query_one("SELECT pg_conf_load_time()::text", &[])
-                .await
-                .map(|row| row.get::<_, String>(0))
-                .map_err(db_error("reading when the copy loaded its configuration"))
-        };
-        let admin = self.connect(SUPERUSER, password, "postgres").await?;
-        let before = loaded_at(self.connect(SUPERUSER, password, "postgres").await?).await?;
-        admin
-            .batch_execute("SELECT pg_reload_conf()")
-            .await
-            .map_err(db_error("reloading the copy's configuration"))?;
-        // The postmaster reloads asynchronously; a new session shows when it has.
-        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
-        while loaded_at(self.connect(SUPERUSER, password, "postgres").await?).await? == before {
-            check_cancel(cancel)?;
-            if tokio::time::Instant::now() > deadline {
-                return Err(DataError::Database(
-                    "the copy did not reload its configuration within 10 s".into(),
-                ));
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-        }
-        progress.line(&format!("the copy {new_db} is ready"));
-        Ok(())
+        self.make_safe(
+            &source.spec.database,
+            &source.spec.superuser_password,
+            network,
+            progress,
+            cancel,
+        )
+        .await
     }
 
     /// Starts the cluster in `network` if it is not running (after a daemon restart).
@@ -388,14 +311,20 @@ impl Cluster {
         Ok(())
     }
 
-    /// Stops the server and removes its directories and its log.
+    /// Stops the server and removes its directories (its WAL archive too) and its log.
     pub async fn remove(&self) -> Result<(), DataError> {
         self.stop().await?;
         for dir in [
-            &self.spec.dir,
-            &self.spec.partial_dir(),
-            &self.spec.socket_dir,
-        ] {
+            Some(&self.spec.dir),
+            Some(&self.spec.partial_dir()),
+            // A restore's files being written (`restore_tree` writes through its own partial).
+            Some(&crate::files::partial_path(&self.spec.partial_dir())),
+            Some(&self.spec.socket_dir),
+            self.spec.archive.as_ref(),
+        ]
+        .into_iter()
+        .flatten()
+        {
             match std::fs::remove_dir_all(dir) {
                 Ok(()) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -517,10 +446,17 @@ impl Cluster {
         Ok(u64::try_from(size).unwrap_or(0))
     }
 
+    /// The directories and files a new cluster has besides its data directory: its socket
+    /// directory, its (empty) log and its WAL archive directory (0700, the cluster user's).
     fn make_socket_dir_and_log(&self) -> Result<(), DataError> {
         let spec = &self.spec;
         if !spec.socket_dir.exists() {
             self.sys.make_dir(&spec.socket_dir, 0o711)?;
+        }
+        if let Some(archive) = &spec.archive
+            && !archive.exists()
+        {
+            self.sys.make_dir(archive, 0o700)?;
         }
         if let Some(parent) = spec.log.parent()
             && !parent.as_os_str().is_empty()
@@ -532,8 +468,14 @@ impl Cluster {
     }
 
     /// Writes the settings Turnout owns (`postgresql.auto.conf`, replaced whole) and
-    /// `pg_hba.conf`. `replication_workers`: false holds every subscription still.
-    fn write_config(&self, logins: Logins, replication_workers: bool) -> Result<(), DataError> {
+    /// `pg_hba.conf`. `replication_workers`: false holds every subscription still. `extra`:
+    /// settings of this start only (a restore's recovery target), appended.
+    fn write_config(
+        &self,
+        logins: Logins,
+        replication_workers: bool,
+        extra: &str,
+    ) -> Result<(), DataError> {
         let spec = &self.spec;
         let mut settings = format!(
             "# Written by Turnout; replaced whenever it starts this cluster anew.\n\
@@ -553,6 +495,18 @@ impl Cluster {
         if !replication_workers {
             settings.push_str("max_logical_replication_workers = 0\n");
         }
+        if let Some(archive) = &spec.archive {
+            // Every finished segment is copied into the archive directory by PostgreSQL's own
+            // module (no shell), at the latest a minute after it was begun.
+            settings.push_str(&format!(
+                "archive_mode = on\n\
+                 archive_library = 'basic_archive'\n\
+                 basic_archive.archive_directory = {}\n\
+                 archive_timeout = '60s'\n",
+                quote_literal(&archive.to_string_lossy())
+            ));
+        }
+        settings.push_str(extra);
         self.sys
             .write_file(&spec.dir.join("postgresql.auto.conf"), &settings)?;
         let mut hba = format!(

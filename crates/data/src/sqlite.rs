@@ -77,7 +77,29 @@ impl SqliteDb {
     ) -> Result<u64, DataError> {
         let (src, dst) = (self.path.clone(), dst.path.clone());
         offload::run(progress, cancel, move |r| {
-            copy_blocking(&src, &dst, method, r)
+            copy_blocking(&src, &dst, method, true, r)
+        })
+        .await
+    }
+    /// Checks the whole database (`PRAGMA integrity_check`): an error listing what SQLite
+    /// found unless it says `ok`.
+    pub async fn integrity_check(&self) -> Result<(), DataError> {
+        let path = self.path.clone();
+        offload::blocking(move || {
+            let conn = open(&path, OpenFlags::empty())?;
+            let found: Vec<String> = conn
+                .prepare("PRAGMA integrity_check")
+                .and_then(|mut s| s.query_map([], |row| row.get(0))?.collect())
+                .map_err(db_error("checking", &path))?;
+            if found.len() == 1 && found[0] == "ok" {
+                Ok(())
+            } else {
+                Err(DataError::Database(format!(
+                    "the SQLite database {} is damaged: {}",
+                    path.display(),
+                    found.join("; ")
+                )))
+            }
         })
         .await
     }
@@ -201,7 +223,7 @@ fn set_wal(conn: &Connection, path: &Path) -> Result<(), DataError> {
 
 const COMPANIONS: [&str; 3] = ["-wal", "-shm", "-journal"];
 
-fn remove_files(path: &Path) -> Result<(), DataError> {
+pub(crate) fn remove_files(path: &Path) -> Result<(), DataError> {
     let all = std::iter::once(path.to_path_buf())
         .chain(COMPANIONS.iter().map(|s| files::suffixed(path, s)));
     for file in all {
@@ -215,10 +237,13 @@ fn remove_files(path: &Path) -> Result<(), DataError> {
     Ok(())
 }
 
-fn copy_blocking(
+/// The copy behind [`SqliteDb::copy_to_using`]; `sync` puts it on disk before the rename (a
+/// backup's scratch copy, read once and removed, skips that).
+pub(crate) fn copy_blocking(
     src: &Path,
     dst: &Path,
     method: CopyMethod,
+    sync: bool,
     r: &Reporter,
 ) -> Result<u64, DataError> {
     files::refuse_existing(dst)?;
@@ -249,7 +274,7 @@ fn copy_blocking(
     };
     drop(source);
     let finished = copied.and_then(|bytes| {
-        finish(&partial)?;
+        finish(&partial, sync)?;
         std::fs::rename(&partial, dst).map_err(DataError::io("renaming into", dst))?;
         files::sync_parent(dst)?;
         Ok(bytes)
@@ -335,8 +360,8 @@ fn copy_backup(
     }
 }
 
-/// Puts the finished copy in WAL mode and on disk.
-fn finish(partial: &Path) -> Result<(), DataError> {
+/// Puts the finished copy in WAL mode (and on disk when `sync`).
+fn finish(partial: &Path, sync: bool) -> Result<(), DataError> {
     let copy = open(partial, OpenFlags::empty())?;
     set_wal(&copy, partial)?;
     drop(copy);
@@ -356,6 +381,9 @@ fn finish(partial: &Path) -> Result<(), DataError> {
             }
             _ => {}
         }
+    }
+    if !sync {
+        return Ok(());
     }
     std::fs::File::open(partial)
         .and_then(|f| f.sync_all())
@@ -633,7 +661,7 @@ mod tests {
         for checks in [1, 2] {
             for method in [CopyMethod::Backup, CopyMethod::Files, CopyMethod::Auto] {
                 let r = offload::cancelling_at(checks);
-                let err = copy_blocking(src.path(), dst.path(), method, &r).unwrap_err();
+                let err = copy_blocking(src.path(), dst.path(), method, true, &r).unwrap_err();
                 assert!(matches!(err, DataError::Cancelled), "{method:?}: {err}");
                 for leftover in [dst.path().to_path_buf(), files::partial_path(dst.path())] {
                     for suffix in ["", "-wal", "-shm"] {
