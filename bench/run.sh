@@ -79,8 +79,8 @@ for arg in "$@"; do
   esac
 done
 case "$ONLY" in
-  '' | restarts | push | wake | data-sqlite | data-pg) ;;
-  *) echo "error: BENCH_ONLY=$ONLY: the sections that run alone are 'restarts', 'push', 'wake', 'data-sqlite' and 'data-pg'" >&2; exit 2 ;;
+  '' | restarts | push | wake | data-sqlite | data-pg | backup-sqlite | backup-pg) ;;
+  *) echo "error: BENCH_ONLY=$ONLY: the sections that run alone are 'restarts', 'push', 'wake', 'data-sqlite', 'data-pg', 'backup-sqlite' and 'backup-pg'" >&2; exit 2 ;;
 esac
 for knob in RESTARTS SPACING_MS PUSHES WAKES; do
   [[ ${!knob} =~ ^[1-9][0-9]*$ ]] || { echo "error: ${knob} must be a positive integer" >&2; exit 2; }
@@ -98,7 +98,8 @@ TOOLS=(nginx:nginx haproxy:haproxy caddy:caddy wrk:wrk git:git)
 [[ $ONLY == restarts ]] && TOOLS=(nginx:nginx haproxy:haproxy wrk:wrk git:git)
 [[ $ONLY == push || $ONLY == wake ]] && TOOLS=(git:git)
 [[ $ONLY == data-sqlite ]] && TOOLS=(python3:python3)
-[[ $ONLY == data-pg ]] && TOOLS=(pgbench:postgresql)
+[[ $ONLY == data-pg || $ONLY == backup-pg ]] && TOOLS=(pgbench:postgresql)
+[[ $ONLY == backup-sqlite ]] && TOOLS=(python3:python3)
 for pair in "${TOOLS[@]}"; do
   command -v "${pair%%:*}" >/dev/null 2>&1 || missing+=("${pair#*:}")
 done
@@ -110,19 +111,20 @@ if ((${#missing[@]})); then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 
-if [[ $ONLY == data-pg ]]; then
+if [[ $ONLY == data-pg || $ONLY == backup-pg ]]; then
   PG_SCALE=${BENCH_PG_SCALE:-135} PG_REPS=${BENCH_PG_REPS:-2}
   for knob in PG_SCALE PG_REPS; do
     [[ ${!knob} =~ ^[1-9][0-9]*$ ]] || { echo "error: BENCH_${knob} must be a positive integer" >&2; exit 2; }
   done
-  log "building the pg_clone example (release): Turnout's own clone"
-  (cd "$ROOT" && cargo build --release --quiet -p turnout-data --example pg_clone)
+  log "building the pg_clone and pg_backup_bench examples (release): Turnout's own code"
+  (cd "$ROOT" && cargo build --release --quiet -p turnout-data --example pg_clone --example pg_backup_bench)
   PG_CLONE="${CARGO_TARGET_DIR:-$ROOT/target}/release/examples/pg_clone"
+  PG_BACKUP="${CARGO_TARGET_DIR:-$ROOT/target}/release/examples/pg_backup_bench"
   TURNOUT=/bin/false # no daemon in this section
 elif [[ -n ${BENCH_TURNOUT:-} ]]; then
   TURNOUT=$(realpath "$BENCH_TURNOUT")
 else
-  if [[ ${BENCH_NO_BUILD:-0} != 1 && $ONLY != data-sqlite ]]; then
+  if [[ ${BENCH_NO_BUILD:-0} != 1 && $ONLY != data-sqlite && $ONLY != backup-sqlite ]]; then
     log "building turnout (release)"
     (cd "$ROOT" && cargo build --release --quiet)
   fi
@@ -316,42 +318,56 @@ fi
 #   STRATEGY FILE_COPY, with the clients stopped: it refuses a source anyone is connected to.
 # Whether any pgbench client errored or was disconnected during Turnout's clones: pgbench's own
 # error lines, and the same backend pids in pg_stat_activity before and after each clone.
-data_pg_section() {
-  log "PostgreSQL copies: pgbench scale $PG_SCALE, $PG_REPS runs of each method"
-  local base=$WORK/pg port copy_port bin sock t0 t1 out i pids_before pids_after errors=0
+# pg_bench_cluster TOOL: a Turnout cluster `src` made by TOOL's `init` (pg_clone or
+# pg_backup_bench: the daemon's own code) under $WORK/pg, loaded with pgbench's tables at scale
+# PG_SCALE; sets PG_BIN, PG_PORT, PG_SOCK, PG_SIZE and the helpers below.
+pg_bench_cluster() {
+  local tool=$1 t0
+  local base=$WORK/pg
   chmod 711 "$WORK"
   mkdir -p "$base"
   export TURNOUT_BENCH_SUPER_PASSWORD="bench-super-$RANDOM$RANDOM"
   export TURNOUT_BENCH_APP_PASSWORD="bench-app-$RANDOM$RANDOM"
-  read -r port copy_port <<<"$($PY ports 2)"
+  read -r PG_PORT PG_COPY_PORT <<<"$($PY ports 2)"
   PG_BASE=$base
-  "$PG_CLONE" init "$base" src "$port"
-  bin=$(dirname "$(readlink -f "$(command -v initdb || ls /usr/lib/postgresql/*/bin/initdb | sort -V | tail -n1)")")
-  sock=$base/pgsock/src
-  local app=(env PGPASSWORD="$TURNOUT_BENCH_APP_PASSWORD")
-  local su=(env PGPASSWORD="$TURNOUT_BENCH_SUPER_PASSWORD")
-  psql_su() { "${su[@]}" "$bin/psql" -X -q -v ON_ERROR_STOP=1 -h "$sock" -p "$port" -U turnout -d postgres -At "$@"; }
+  "$tool" init "$base" src "$PG_PORT"
+  PG_BIN=$(dirname "$(readlink -f "$(command -v initdb || ls /usr/lib/postgresql/*/bin/initdb | sort -V | tail -n1)")")
+  PG_SOCK=$base/pgsock/src
   log "loading pgbench data (scale $PG_SCALE)"
   t0=$(date +%s.%N)
-  "${app[@]}" "$bin/pgbench" -i -q -s "$PG_SCALE" -I dtGvp -h 127.0.0.1 -p "$port" -U src src \
+  pg_app "$PG_BIN/pgbench" -i -q -s "$PG_SCALE" -I dtGvp -h 127.0.0.1 -p "$PG_PORT" -U src src \
     >"$WORK/pgbench-init.log" 2>&1 || { cat "$WORK/pgbench-init.log" >&2; exit 1; }
-  local size
-  size=$(psql_su -c "SELECT pg_database_size('src')")
-  echo "loaded $((size >> 20)) MiB in $(python3 -c "print(round($(date +%s.%N) - $t0))") s" >&2
+  PG_SIZE=$(psql_su -c "SELECT pg_database_size('src')")
+  echo "loaded $((PG_SIZE >> 20)) MiB in $(python3 -c "print(round($(date +%s.%N) - $t0))") s" >&2
+}
+pg_app() { PGPASSWORD="$TURNOUT_BENCH_APP_PASSWORD" "$@"; }
+pg_su() { PGPASSWORD="$TURNOUT_BENCH_SUPER_PASSWORD" "$@"; }
+psql_su() { pg_su "$PG_BIN/psql" -X -q -v ON_ERROR_STOP=1 -h "$PG_SOCK" -p "$PG_PORT" -U turnout -d postgres -At "$@"; }
+# pgbench clients writing to src (4 clients, 200 transactions/s in all) until stopped.
+start_writers() {
+  local i
+  pg_app "$PG_BIN/pgbench" -n -c 4 -j 2 -R 200 -T 36000 -P 5 -h 127.0.0.1 -p "$PG_PORT" -U src src \
+    >"$WORK/pgbench-run.log" 2>&1 &
+  PGBENCH_PID=$!
+  for ((i = 0; i < 100; i++)); do
+    [[ $(psql_su -c "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'pgbench' AND datname = 'src'") == 4 ]] && return
+    sleep 0.1
+  done
+  echo "error: pgbench clients did not connect" >&2; cat "$WORK/pgbench-run.log" >&2; exit 1
+}
+backend_pids() { psql_su -c "SELECT string_agg(pid::text, ',' ORDER BY pid) FROM pg_stat_activity WHERE application_name = 'pgbench' AND datname = 'src'"; }
+# seconds_since T0: the seconds since T0 (date +%s.%N), three decimals.
+seconds_since() { python3 -c "import sys; print(f'{$(date +%s.%N) - float(sys.argv[1]):.3f}')" "$1"; }
+
+data_pg_section() {
+  log "PostgreSQL copies: pgbench scale $PG_SCALE, $PG_REPS runs of each method"
+  local base=$WORK/pg t0 out i pids_before pids_after errors=0
+  pg_bench_cluster "$PG_CLONE"
+  local port=$PG_PORT copy_port=$PG_COPY_PORT bin=$PG_BIN sock=$PG_SOCK size=$PG_SIZE
+  local su=(env PGPASSWORD="$TURNOUT_BENCH_SUPER_PASSWORD")
 
   local results=$WORK/data-pg.tsv
   : >"$results"
-  start_writers() {
-    "${app[@]}" "$bin/pgbench" -n -c 4 -j 2 -R 200 -T 36000 -P 5 -h 127.0.0.1 -p "$port" -U src src \
-      >"$WORK/pgbench-run.log" 2>&1 &
-    PGBENCH_PID=$!
-    for ((i = 0; i < 100; i++)); do
-      [[ $(psql_su -c "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'pgbench' AND datname = 'src'") == 4 ]] && return
-      sleep 0.1
-    done
-    echo "error: pgbench clients did not connect" >&2; cat "$WORK/pgbench-run.log" >&2; exit 1
-  }
-  backend_pids() { psql_su -c "SELECT string_agg(pid::text, ',' ORDER BY pid) FROM pg_stat_activity WHERE application_name = 'pgbench' AND datname = 'src'"; }
   start_writers
   for ((i = 1; i <= PG_REPS; i++)); do
     log "turnout clone $i/$PG_REPS (pgbench writing)"
@@ -435,6 +451,90 @@ PYEOF
 if [[ $ONLY == data-pg ]]; then
   data_pg_section
   echo "done in $((SECONDS - started_at)) s; results in bench/results/data-pg.json and data-pg.md" >&2
+  exit 0
+fi
+# --- PostgreSQL backups (run by BENCH_ONLY=backup-pg alone) ---------------------------------
+# The same ~2 GB pgbench database in a Turnout cluster that archives its WAL, pgbench clients
+# writing while it is backed up by each method, one run each:
+# - turnout: `pg_backup_bench snapshot` (Cluster::snapshot_into: the live cluster's files read
+#   between pg_backup_start and pg_backup_stop into the repository as 8 KiB chunks, blake3 and
+#   zstd; then the WAL flushed and ingested), a first (full) and a second (deduplicated) one;
+# - pg_basebackup -Fp -X stream -c fast (a plain copy of the files and the WAL it needs);
+# - pg_dump -Fc (a logical dump, compressed).
+# Restores with the clients stopped: Turnout's `restore` (a new cluster from the first snapshot,
+# recovered to the end of the backup, made safe and started) against pg_restore -j 2 of the dump
+# into a fresh database (and the cluster restarted once from the base backup copy: cp -a of
+# pg_basebackup's output and pg_ctl start, PostgreSQL's own restore of a physical backup).
+backup_pg_section() {
+  log "PostgreSQL backups: pgbench scale $PG_SCALE"
+  local base=$WORK/pg repo=$WORK/repo results=$WORK/backup-pg.tsv t0 out
+  pg_bench_cluster "$PG_BACKUP"
+  : >"$results"
+  start_writers
+  for i in 1 2; do
+    log "turnout snapshot $i (pgbench writing)"
+    out=$("$PG_BACKUP" snapshot "$base" src "$PG_PORT" "$repo" "b$i")
+    printf 'turnout-snapshot-%s\t%s\t%s\n' "$i" "$out" "$(du -sb "$repo" | cut -f1)" >>"$results"
+  done
+  log "pg_basebackup (pgbench writing)"
+  t0=$(date +%s.%N)
+  pg_su "$PG_BIN/pg_basebackup" -D "$WORK/basebackup" -Fp -X stream -c fast -h "$PG_SOCK" -p "$PG_PORT" -U turnout
+  printf 'pg_basebackup\t%s\t%s\n' "$(seconds_since "$t0")" "$(du -sb "$WORK/basebackup" | cut -f1)" >>"$results"
+  log "pg_dump -Fc (pgbench writing)"
+  t0=$(date +%s.%N)
+  pg_su "$PG_BIN/pg_dump" -Fc -h "$PG_SOCK" -p "$PG_PORT" -U turnout -f "$WORK/src.dump" src
+  printf 'pg_dump\t%s\t%s\n' "$(seconds_since "$t0")" "$(stat -c %s "$WORK/src.dump")" >>"$results"
+  stop_pid "$PGBENCH_PID" INT
+  PGBENCH_PID=
+  log "turnout restore of snapshot 1"
+  out=$("$PG_BACKUP" restore "$base" src "$PG_PORT" "$repo" b1 copy "$PG_COPY_PORT")
+  printf 'turnout-restore\t%s\t\n' "$out" >>"$results"
+  "$PG_BACKUP" remove "$base" copy "$PG_COPY_PORT"
+  log "pg_restore -j 2 into a fresh database"
+  psql_su -c "CREATE DATABASE restored"
+  t0=$(date +%s.%N)
+  pg_su "$PG_BIN/pg_restore" -j 2 -h "$PG_SOCK" -p "$PG_PORT" -U turnout -d restored "$WORK/src.dump"
+  printf 'pg_restore\t%s\t\n' "$(seconds_since "$t0")" >>"$results"
+  psql_su -c "DROP DATABASE restored"
+  "$PG_BACKUP" remove "$base" src "$PG_PORT"
+  PG_BASE=
+  mkdir -p "$BENCH_DIR/results"
+  python3 - "$results" "$PG_SIZE" "$PG_SCALE" "$("$PG_BIN/postgres" --version)" \
+    "$BENCH_DIR/results/backup-pg.json" "$BENCH_DIR/results/backup-pg.md" <<'PYEOF'
+import json, os, platform, sys
+tsv, size, scale, version, out_json, out_md = sys.argv[1:7]
+rows = {}
+for line in open(tsv):
+    method, secs, stored = line.rstrip("\n").split("\t")
+    rows[method] = {"s": float(secs), "bytes": int(stored) if stored else None}
+cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
+machine = f"{os.cpu_count()} CPUs ({cpu}), {platform.system()} {platform.release()}"
+json.dump({"database_bytes": int(size), "pgbench_scale": int(scale), "postgres": version.strip(),
+           "machine": machine, "runs": rows}, open(out_json, "w"), indent=1)
+mib = lambda b: "—" if b is None else f"{b / 2**20:,.0f}"
+t = lambda m: rows[m]["s"]
+snap2_bytes = rows["turnout-snapshot-2"]["bytes"] - rows["turnout-snapshot-1"]["bytes"]
+lines = [f"Database: {int(size) / 2**30:.2f} GiB (pgbench scale {scale}), {version.strip()}, {machine}.", "",
+         "| Backup (pgbench writing) | Time (s) | On disk (MiB) | Turnout is faster by |", "|---|---:|---:|---:|",
+         f"| Turnout snapshot, first (base backup into the repository, WAL ingested) | {t('turnout-snapshot-1'):.1f} | {mib(rows['turnout-snapshot-1']['bytes'])} | — |",
+         f"| Turnout snapshot, second (deduplicated against the first) | {t('turnout-snapshot-2'):.1f} | +{mib(snap2_bytes)} | — |",
+         f"| pg_basebackup -Fp -X stream | {t('pg_basebackup'):.1f} | {mib(rows['pg_basebackup']['bytes'])} | {t('pg_basebackup') / t('turnout-snapshot-1'):.2f}× |",
+         f"| pg_dump -Fc | {t('pg_dump'):.1f} | {mib(rows['pg_dump']['bytes'])} | {t('pg_dump') / t('turnout-snapshot-1'):.2f}× |",
+         "", "| Restore (clients stopped) | Time (s) | Turnout is faster by |", "|---|---:|---:|",
+         f"| Turnout restore (files and WAL from the repository, recovery, made safe, started) | {t('turnout-restore'):.1f} | — |",
+         f"| pg_restore -j 2 of the pg_dump -Fc file | {t('pg_restore'):.1f} | {t('pg_restore') / t('turnout-restore'):.2f}× |"]
+open(out_md, "w").write("\n".join(lines) + "\n")
+PYEOF
+  {
+    echo
+    echo "$(date -u '+%Y-%m-%d %H:%M UTC'), commit $(git -C "$ROOT" rev-parse --short HEAD)."
+  } >>"$BENCH_DIR/results/backup-pg.md"
+  ((UPDATE_DOCS)) && put_doc_section backup-pg "$BENCH_DIR/results/backup-pg.md"
+  cat "$BENCH_DIR/results/backup-pg.md" >&2
+}
+if [[ $ONLY == backup-pg ]]; then
+  backup_pg_section
+  echo "done in $((SECONDS - started_at)) s; results in bench/results/backup-pg.json and backup-pg.md" >&2
   exit 0
 fi
 

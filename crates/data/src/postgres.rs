@@ -317,6 +317,8 @@ impl Cluster {
         for dir in [
             Some(&self.spec.dir),
             Some(&self.spec.partial_dir()),
+            // A restore's files being written (`restore_tree` writes through its own partial).
+            Some(&crate::files::partial_path(&self.spec.partial_dir())),
             Some(&self.spec.socket_dir),
             self.spec.archive.as_ref(),
         ]

@@ -164,9 +164,11 @@ async fn batch(client: &mut tokio_postgres::Client, b: i32) {
 /// What a failed restore must not leave.
 fn assert_nothing_left(target: &ClusterSpec, storage: &Path) {
     let partial = PathBuf::from(format!("{}.partial", target.dir.display()));
+    let partial_files = PathBuf::from(format!("{}.partial.partial", target.dir.display()));
     for path in [
         &target.dir,
         &partial,
+        &partial_files,
         &target.socket_dir,
         target.archive.as_ref().unwrap(),
         &target.log,
@@ -371,6 +373,18 @@ async fn a_restore_holds_exactly_the_rows_committed_by_its_moment() {
     drop(c);
     restored.remove().await.unwrap();
     std::fs::remove_dir_all(&restored_storage).unwrap();
+
+    // A moment before the end of the base backup is refused (replay cannot go back), and
+    // nothing is made.
+    let (refused, target, target_storage) = restore
+        .to(dir.path(), "g5", RecoveryTarget::Time(moments[1]))
+        .await;
+    let e = refused.unwrap_err();
+    assert!(
+        matches!(&e, DataError::Invalid(m) if m.contains("before the end of snapshot b1's base backup") && m.contains("restore from an earlier snapshot")),
+        "{e}"
+    );
+    assert_nothing_left(&target, &target_storage);
 
     // A moment past the archived WAL is refused, and nothing is made.
     let (refused, target, target_storage) = restore
@@ -679,6 +693,16 @@ async fn a_backup_under_writes_restores_consistent_and_a_cancelled_restore_leave
     .unwrap_err();
     assert!(matches!(e, DataError::Cancelled), "{e}");
     assert_nothing_left(&target, &target_storage);
+
+    // An environment without backups: its archived WAL is discarded, not kept.
+    client
+        .batch_execute("INSERT INTO orders (note) VALUES ('unkept')")
+        .await
+        .unwrap();
+    source.flush_wal(&CancellationToken::new()).await.unwrap();
+    assert!(source.discard_archived_wal().await.unwrap() >= 1);
+    let archive = source.spec.archive.clone().unwrap();
+    assert_eq!(std::fs::read_dir(&archive).unwrap().count(), 0);
 
     drop(client);
     source.remove().await.unwrap();

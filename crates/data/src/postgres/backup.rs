@@ -61,6 +61,9 @@ const META_LABEL: &str = "pg_backup_label";
 const META_WAL_START: &str = "pg_wal_start";
 const META_WAL_STOP: &str = "pg_wal_stop";
 const META_SEGMENT_SIZE: &str = "pg_wal_segment_size";
+/// When `pg_backup_stop` returned (the server's clock, unix microseconds): the earliest moment
+/// the snapshot can be restored to.
+const META_END: &str = "pg_backup_end";
 /// The data directory's directories (relative, one a line): a restore makes them all, empty
 /// ones included.
 const META_DIRS: &str = "pg_dirs";
@@ -142,19 +145,21 @@ impl Cluster {
         let added = self.add_data_files(&mut writer, progress, cancel).await;
         let stopped = session
             .query_one(
-                "SELECT pg_walfile_name(lsn), labelfile FROM pg_backup_stop(false)",
+                "SELECT pg_walfile_name(lsn), labelfile, \
+                 (extract(epoch FROM clock_timestamp()) * 1000000)::bigint FROM pg_backup_stop(false)",
                 &[],
             )
             .await
             .map_err(db_error("ending the base backup"));
         added?;
         let row = stopped?;
-        let (stop, label): (String, String) = (row.get(0), row.get(1));
+        let (stop, label, end): (String, String, i64) = (row.get(0), row.get(1), row.get(2));
         writer.set_meta("engine", "postgres");
         writer.set_meta(META_LABEL, &label);
         writer.set_meta(META_WAL_START, &start);
         writer.set_meta(META_WAL_STOP, &stop);
         writer.set_meta(META_SEGMENT_SIZE, &segment_size);
+        writer.set_meta(META_END, &end.to_string());
         if storage.exists() {
             writer
                 .add_tree(STORAGE_PREFIX, storage, Chunking::Content, progress, cancel)
@@ -164,7 +169,9 @@ impl Cluster {
         check_cancel(cancel)?;
         // `pg_backup_stop` finished the backup's last segment; once it is archived, the base
         // backup and the WAL it needs are all there is to a restore.
+        progress.line(&format!("waiting until WAL segment {stop} is archived"));
         self.wait_archived(&session, &stop, cancel).await?;
+        progress.line(&format!("recording snapshot {name}"));
         let stats = writer.commit().await?;
         progress.line(&format!(
             "base backup {name}: {} MiB, {} MiB new in the repository",

@@ -11,7 +11,7 @@ use tracing::warn;
 use turnout_netns::Network;
 
 use super::{
-    DATA_PREFIX, META_DIRS, META_LABEL, META_SEGMENT_SIZE, META_STORAGE, META_WAL_START,
+    DATA_PREFIX, META_DIRS, META_END, META_LABEL, META_SEGMENT_SIZE, META_STORAGE, META_WAL_START,
     META_WAL_STOP, RecoveryTarget, STORAGE_PREFIX, is_segment,
 };
 use crate::backup::Repo;
@@ -132,6 +132,18 @@ impl Cluster {
             ))
         })?;
         if let RecoveryTarget::Time(at) = target {
+            // Replay cannot go back: before the backup's end, PostgreSQL would stop at the
+            // first transaction after it, silently later than asked.
+            let end: i64 = meta(META_END).await?.parse().map_err(|_| {
+                DataError::Invalid(format!("snapshot {name} has no valid end time"))
+            })?;
+            if at < end {
+                return Err(DataError::Invalid(format!(
+                    "{} is before the end of snapshot {name}'s base backup ({}): restore from an earlier snapshot",
+                    format_utc(at),
+                    format_utc(end)
+                )));
+            }
             // The staged WAL holds every transaction committed before its last segment was
             // archived (known to the second): a moment after that is out of reach.
             let reach = plan
