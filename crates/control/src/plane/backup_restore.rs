@@ -303,12 +303,34 @@ impl ControlPlane {
                         backup,
                         target: RecoveryTarget::EndOfBackup,
                     },
-                    Engine::Postgres => RestorePoint {
-                        point: secs,
-                        asked: secs,
-                        backup,
-                        target: RecoveryTarget::Time(at.as_microsecond()),
-                    },
+                    Engine::Postgres => {
+                        // Replay starts where a base backup ended, never before: the newest
+                        // one complete by the moment (an older one serves a moment inside a
+                        // newer one's copy).
+                        let complete = self
+                            .store
+                            .call(move |c| bq::list(c, env_id))
+                            .await?
+                            .into_iter()
+                            .find(|b| {
+                                b.state == BackupState::Ready
+                                    && b.completed_at.unwrap_or(b.taken_at) <= secs
+                            });
+                        let Some(backup) = complete else {
+                            return Err(ControlError::Conflict(format!(
+                                "{r} has no snapshot complete by {}: snapshot {} was still being taken then; restore to {} or later",
+                                format_timestamp(secs),
+                                backup.id,
+                                format_timestamp(backup.completed_at.unwrap_or(backup.taken_at))
+                            )));
+                        };
+                        RestorePoint {
+                            point: secs,
+                            asked: secs,
+                            backup,
+                            target: RecoveryTarget::Time(at.as_microsecond()),
+                        }
+                    }
                 })
             }
         }
