@@ -21,6 +21,13 @@
 #                                each, on this disk and, as root with a loop device, on an XFS
 #                                image (reflinks); writes bench/results/data-sqlite.{json,md}
 #                                (BENCH_SQLITE_MB sets the size; not part of a full run)
+#   BENCH_ONLY=backup-sqlite bench/run.sh   only the SQLite backup section: snapshots and a
+#                                restore of a ~1 GiB database beside cp, and a day of minute-level
+#                                snapshots' storage cost (BENCH_BACKUP_MINUTES, 1440); writes
+#                                bench/results/backup-sqlite.{json,md} (not part of a full run)
+#   BENCH_ONLY=backup-pg bench/run.sh  only the PostgreSQL backup section: Turnout's base backups
+#                                and restore of the ~2 GB pgbench database beside pg_basebackup
+#                                and pg_dump/pg_restore; writes bench/results/backup-pg.{json,md}
 #   BENCH_ONLY=data-pg bench/run.sh    only the PostgreSQL copy section (not part of a full run):
 #                                a ~2 GB pgbench database in a Turnout cluster, copied by
 #                                Turnout's clone (pgbench clients writing), pg_dump | pg_restore
@@ -74,7 +81,7 @@ EOF
 for arg in "$@"; do
   case "$arg" in
     --update-docs) UPDATE_DOCS=1 ;;
-    -h | --help) sed -n '2,40p' "$0"; exit 0 ;;
+    -h | --help) sed -n '2,48p' "$0"; exit 0 ;;
     *) echo "error: unknown argument $arg (try --help)" >&2; exit 2 ;;
   esac
 done
@@ -147,6 +154,9 @@ alive() { # pid: whether it runs (a zombie does not)
   stat=${stat##*')' }
   [[ ${stat:0:1} != Z ]]
 }
+
+# seconds_since T0: the seconds since T0 (date +%s.%N), three decimals.
+seconds_since() { python3 -c "import sys; print(f'{$(date +%s.%N) - float(sys.argv[1]):.3f}')" "$1"; }
 
 stop_pid() { # pid [signal]: the signal (SIGTERM), wait up to 15 s, then SIGKILL
   local pid=$1 sig=${2:-TERM} i
@@ -259,6 +269,81 @@ if [[ $ONLY == data-sqlite ]]; then
   exit 0
 fi
 
+# --- SQLite backups (run by BENCH_ONLY=backup-sqlite alone) ---------------------------------
+# A ~1 GiB database shaped like an app's (bench/backup_sqlite.py: rows of text that compress as
+# real rows do), then, with crates/data's sqlite_backup_bench example (the daemon's own code):
+# a first snapshot into an empty repository against `cp` (and `cp` + `sync`, as durable as the
+# snapshot), a second snapshot after 0.1 % of the pages changed (what page-level deduplication
+# saves), a restore against `cp` back; then a day of minute-level snapshots under the
+# exponential schedule with 0.1 % of the pages changed per minute, and what the repository
+# costs on disk at the end beside the database's size (target: at most 1.5x).
+backup_sqlite_section() {
+  local mb=${BENCH_SQLITE_MB:-1024} minutes=${BENCH_BACKUP_MINUTES:-1440} dir=$WORK/backup-sqlite
+  local tool results=$BENCH_DIR/results t0 load
+  [[ $minutes =~ ^[1-9][0-9]*$ ]] || { echo "error: BENCH_BACKUP_MINUTES must be a positive integer" >&2; exit 2; }
+  load=$(cut -d' ' -f1-3 /proc/loadavg)
+  log "building the sqlite_backup_bench example (release)"
+  (cd "$ROOT" && cargo build --release --quiet -p turnout-data --example sqlite_backup_bench)
+  tool="${CARGO_TARGET_DIR:-$ROOT/target}/release/examples/sqlite_backup_bench"
+  mkdir -p "$dir" "$results"
+  log "making a ${mb} MiB SQLite database"
+  python3 "$BENCH_DIR/backup_sqlite.py" make "$dir/db.sqlite" "$mb"
+  sync
+  local out=$dir/figures.tsv
+  : >"$out"
+  log "cp, cp + sync"
+  t0=$(date +%s.%N); cp "$dir/db.sqlite" "$dir/cp.sqlite"
+  printf 'cp\t%s\n' "$(seconds_since "$t0")" >>"$out"
+  rm -f "$dir/cp.sqlite"; sync
+  t0=$(date +%s.%N); cp "$dir/db.sqlite" "$dir/cp.sqlite"; sync "$dir/cp.sqlite"
+  printf 'cp-sync\t%s\n' "$(seconds_since "$t0")" >>"$out"
+  rm -f "$dir/cp.sqlite"
+  log "Turnout: first snapshot, then a second after 0.1 % of the pages changed"
+  printf 'snapshot-1\t%s\n' "$("$tool" snapshot "$dir/db.sqlite" "$dir/repo" first)" >>"$out"
+  "$tool" day "$dir/db.sqlite" "$dir/scratch-repo" 1 1 >/dev/null # one minute of changes
+  rm -rf "$dir/scratch-repo"
+  printf 'snapshot-2\t%s\n' "$("$tool" snapshot "$dir/db.sqlite" "$dir/repo" second)" >>"$out"
+  log "Turnout: restore of the first snapshot"
+  printf 'restore\t%s\n' "$("$tool" restore "$dir/repo" first "$dir/restored.sqlite")" >>"$out"
+  rm -rf "$dir/repo" "$dir/restored.sqlite" "$dir/restored.storage"
+  log "a day ($minutes minutes) of snapshots, 0.1 % of the pages changed per minute"
+  printf 'day\t%s\n' "$("$tool" day "$dir/db.sqlite" "$dir/day-repo" "$minutes" 1)" >>"$out"
+  python3 - "$out" "$results/backup-sqlite.json" "$results/backup-sqlite.md" <<'PYEOF'
+import json, os, platform, sys
+tsv, out_json, out_md = sys.argv[1:4]
+rows = {}
+for line in open(tsv):
+    key, value = line.rstrip("\n").split("\t", 1)
+    rows[key] = json.loads(value) if value.startswith("{") else {"seconds": float(value)}
+cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
+rows["machine"] = f"{os.cpu_count()} CPUs ({cpu}), {platform.system()} {platform.release()}"
+json.dump(rows, open(out_json, "w"), indent=1)
+s = lambda k: rows[k]["seconds"]
+mib = lambda b: f"{b / 2**20:,.1f}"
+s1, s2, day = rows["snapshot-1"], rows["snapshot-2"], rows["day"]
+lines = [f"Database: {mib(s1['logical_bytes'])} MiB of text rows ({rows['machine']}).", "",
+         "| Operation | Time (s) | Stored (MiB) | Against |", "|---|---:|---:|---|",
+         f"| Turnout snapshot, first (pages hashed, compressed, stored) | {s('snapshot-1'):.2f} | {mib(s1['stored_bytes'])} | {s('snapshot-1') / s('cp'):.2f}× `cp`, {s('snapshot-1') / s('cp-sync'):.2f}× `cp` + `sync` |",
+         f"| Turnout snapshot, second (0.1 % of the pages changed) | {s('snapshot-2'):.2f} | {mib(s2['stored_bytes'])} | {s2['new_chunks']:,} new chunks of {s2['chunks']:,} |",
+         f"| Turnout restore (every chunk checked) | {s('restore'):.2f} | — | {s('restore') / s('cp'):.2f}× `cp`, {s('restore') / s('cp-sync'):.2f}× `cp` + `sync` |",
+         f"| `cp` | {s('cp'):.2f} | {mib(s1['logical_bytes'])} | — |",
+         f"| `cp` + `sync` | {s('cp-sync'):.2f} | {mib(s1['logical_bytes'])} | — |",
+         "", f"A day of minute-level snapshots ({day['minutes']} minutes, {day['pages_changed_per_minute']:,} of "
+         f"{day['pages']:,} pages changed per minute, the exponential schedule's retention): the "
+         f"repository holds {day['snapshots_kept']} snapshots in {mib(day['repo_disk_bytes'])} MiB on disk, "
+         f"**{day['ratio']:.2f}×** the database's {mib(day['db_bytes'])} MiB (target: at most 1.5×)."]
+open(out_md, "w").write("\n".join(lines) + "\n")
+PYEOF
+  echo "$(date -u '+%Y-%m-%d %H:%M UTC'), commit $(git -C "$ROOT" rev-parse --short HEAD), load average $load at the start." >>"$results/backup-sqlite.md"
+  rm -rf "$dir"
+  ((UPDATE_DOCS)) && put_doc_section backup-sqlite "$results/backup-sqlite.md"
+  cat "$results/backup-sqlite.md" >&2
+}
+if [[ $ONLY == backup-sqlite ]]; then
+  backup_sqlite_section
+  echo "done in $((SECONDS - started_at)) s; results in bench/results/backup-sqlite.json and backup-sqlite.md" >&2
+  exit 0
+fi
 # --- push to live (run by BENCH_ONLY=push alone, and at the end of a full run) ----------------
 # A daemon of its own; the example app (examples/hello) from a repository of its own, its
 # environment hello/qa deploying on push; each run commits a new message.txt, and the time runs
@@ -356,8 +441,6 @@ start_writers() {
   echo "error: pgbench clients did not connect" >&2; cat "$WORK/pgbench-run.log" >&2; exit 1
 }
 backend_pids() { psql_su -c "SELECT string_agg(pid::text, ',' ORDER BY pid) FROM pg_stat_activity WHERE application_name = 'pgbench' AND datname = 'src'"; }
-# seconds_since T0: the seconds since T0 (date +%s.%N), three decimals.
-seconds_since() { python3 -c "import sys; print(f'{$(date +%s.%N) - float(sys.argv[1]):.3f}')" "$1"; }
 
 data_pg_section() {
   log "PostgreSQL copies: pgbench scale $PG_SCALE, $PG_REPS runs of each method"
