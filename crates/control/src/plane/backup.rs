@@ -69,7 +69,14 @@ pub(crate) struct Backups {
     repos: tokio::sync::Mutex<HashMap<AppName, Repo>>,
     writes: super::keyed::KeyedLocks<AppName>,
     /// Per app: the repository's size and its WAL streams' ranges, as last read.
-    seen: std::sync::Mutex<HashMap<AppName, (u64, HashMap<String, WalRange>)>>,
+    seen: std::sync::Mutex<HashMap<AppName, Seen>>,
+}
+
+/// What `backup list` last read of an app's repository.
+#[derive(Default)]
+struct Seen {
+    bytes: u64,
+    ranges: HashMap<String, WalRange>,
 }
 
 /// An environment's schedule in force and where it comes from.
@@ -507,10 +514,10 @@ impl ControlPlane {
     ) -> Result<(u64, Option<WalRange>), ControlError> {
         let Some(_one) = self.backups.writes.try_lock(app) else {
             let seen = self.backups.seen.lock().unwrap_or_else(|p| p.into_inner());
-            let Some((bytes, ranges)) = seen.get(app) else {
+            let Some(last) = seen.get(app) else {
                 return Ok((0, None));
             };
-            return Ok((*bytes, stream.and_then(|s| ranges.get(s).cloned())));
+            return Ok((last.bytes, stream.and_then(|s| last.ranges.get(s).cloned())));
         };
         let bytes = repo.usage().await.map_err(data_error)?.disk_bytes;
         let range = match stream {
@@ -519,9 +526,9 @@ impl ControlPlane {
         };
         let mut seen = self.backups.seen.lock().unwrap_or_else(|p| p.into_inner());
         let entry = seen.entry(app.clone()).or_default();
-        entry.0 = bytes;
+        entry.bytes = bytes;
         if let (Some(s), Some(r)) = (stream, &range) {
-            entry.1.insert(s.to_owned(), r.clone());
+            entry.ranges.insert(s.to_owned(), r.clone());
         }
         Ok((bytes, range))
     }
