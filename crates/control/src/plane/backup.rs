@@ -191,7 +191,8 @@ impl ControlPlane {
     }
 
     /// Takes a snapshot of `env`'s current data generation inside the running job `ctx` (the
-    /// caller holds the environment's lock and reports the step): recorded `writing`, written,
+    /// caller reports the step; a job that changes the data holds the environment's lock, a
+    /// backup job does not): recorded `writing`, written,
     /// then `ready` with its sizes (or `failed`, its partial content removed); audited as
     /// `backup.create` with `actor`. The live release is recorded with it.
     pub(crate) async fn take_snapshot(
@@ -368,7 +369,10 @@ impl ControlPlane {
         let (this, actor) = (self.clone(), actor.to_owned());
         self.jobs
             .start(spec, move |ctx| async move {
-                let _env_lock = this.lock_env(&ctx, &r).await?;
+                // Not under the environment's lock: a stop, a deploy or a data job is never
+                // refused or held up because a snapshot runs (a generation replaced meanwhile
+                // fails this snapshot, and the schedule takes the next one).
+                ctx.running();
                 let env = this.env_row(&r).await?;
                 let started = Instant::now();
                 ctx.begin(0, format!("{r}'s data into the app's repository"));
