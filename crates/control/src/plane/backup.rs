@@ -28,7 +28,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 use turnout_data::backup::Repo;
 use turnout_data::backup::retention::{self, Candidate};
-use turnout_data::postgres::backup::RecoveryTarget;
+use turnout_data::postgres::backup::{RecoveryTarget, WalRange};
 use turnout_data::postgres::{Cluster, ClusterSpec, PgSystem};
 use turnout_data::sqlite::SqliteDb;
 use turnout_data::{DataError, Engine};
@@ -56,12 +56,27 @@ const VERIFY_STEPS: &[&str] = &["chunks", "restore", "check"];
 /// The longest label a snapshot may have.
 pub const MAX_LABEL: usize = 200;
 
-/// The control plane's backup state: each app's repository, opened once; one WAL ingest at a
-/// time.
+/// The control plane's backup state: each app's repository, opened once, and one write into
+/// it at a time (a snapshot, a WAL ingest, a deletion): the scheduler's own writes skip a
+/// repository that is busy and come back at its next pass.
+///
+/// Reads of the repository (`backup list`'s sizes and WAL window, a verification) also take
+/// that lock, so they never overlap a write: the repository's connections are opened per call,
+/// and a read opening one while a snapshot writes made the snapshot fail ("database is
+/// locked"). `backup list` answers from what it last read while a write runs.
 #[derive(Default)]
 pub(crate) struct Backups {
     repos: tokio::sync::Mutex<HashMap<AppName, Repo>>,
-    ingest: tokio::sync::Mutex<()>,
+    writes: super::keyed::KeyedLocks<AppName>,
+    /// Per app: the repository's size and its WAL streams' ranges, as last read.
+    seen: std::sync::Mutex<HashMap<AppName, Seen>>,
+}
+
+/// What `backup list` last read of an app's repository.
+#[derive(Default)]
+struct Seen {
+    bytes: u64,
+    ranges: HashMap<String, WalRange>,
 }
 
 /// An environment's schedule in force and where it comes from.
@@ -176,7 +191,8 @@ impl ControlPlane {
     }
 
     /// Takes a snapshot of `env`'s current data generation inside the running job `ctx` (the
-    /// caller holds the environment's lock and reports the step): recorded `writing`, written,
+    /// caller reports the step; a job that changes the data holds the environment's lock, a
+    /// backup job does not): recorded `writing`, written,
     /// then `ready` with its sizes (or `failed`, its partial content removed); audited as
     /// `backup.create` with `actor`. The live release is recorded with it.
     pub(crate) async fn take_snapshot(
@@ -240,7 +256,9 @@ impl ControlPlane {
         let name = format!("b{id}");
         let progress = JobProgress::new(ctx);
         let cancel = ctx.cancel_token();
+        let writing = ctx.guard(self.backups.writes.lock(&env.app)).await;
         let written = async {
+            let _one = writing.map_err(|_| DataError::Cancelled)?;
             match &gn.db {
                 Db::Sqlite(db) => {
                     let stats = repo
@@ -255,7 +273,6 @@ impl ControlPlane {
                     // The WAL up to the backup's end (archived before `snapshot_into` returns)
                     // into the repository at once, so the snapshot restores on its own.
                     let stream = stream.clone().unwrap_or_default();
-                    let _one = self.backups.ingest.lock().await;
                     let wal = cluster.ingest_wal(&repo, &stream, &cancel).await?;
                     Ok((
                         base.stats.logical_bytes,
@@ -352,7 +369,10 @@ impl ControlPlane {
         let (this, actor) = (self.clone(), actor.to_owned());
         self.jobs
             .start(spec, move |ctx| async move {
-                let _env_lock = this.lock_env(&ctx, &r).await?;
+                // Not under the environment's lock: a stop, a deploy or a data job is never
+                // refused or held up because a snapshot runs (a generation replaced meanwhile
+                // fails this snapshot, and the schedule takes the next one).
+                ctx.running();
                 let env = this.env_row(&r).await?;
                 let started = Instant::now();
                 ctx.begin(0, format!("{r}'s data into the app's repository"));
@@ -377,7 +397,9 @@ impl ControlPlane {
                     return Ok(());
                 }
                 let rows = this.store.call(move |c| bq::list(c, env.id)).await?;
-                let deleted = this.apply_retention(&env, &rows, &schedule.periods).await;
+                let deleted = this
+                    .apply_retention(&env, &rows, &schedule.periods, true)
+                    .await;
                 ctx.done(
                     1,
                     format!("{} kept, {deleted} deleted", rows.len() - deleted),
@@ -425,13 +447,14 @@ impl ControlPlane {
         let now = now();
         let kept = kept_ids(&schedule.periods, &rows, now);
         let repo = self.backup_repo(&env.app).await?;
-        let usage = repo.usage().await.map_err(data_error)?;
+        let stream = match self.data_row(env).await? {
+            Some(data) if data.engine == Engine::Postgres => Some(stream_of(env, data.generation)),
+            _ => None,
+        };
+        let (repository_bytes, range) = self.repo_state(&env.app, &repo, stream.as_deref()).await?;
         let mut error_bound = bound_in_words(&schedule.periods);
         let mut pitr_window = None;
-        if let Some(data) = self.data_row(env).await?
-            && data.engine == Engine::Postgres
-        {
-            let stream = stream_of(env, data.generation);
+        if let Some(stream) = stream {
             let oldest = rows
                 .iter()
                 .filter(|b| {
@@ -439,8 +462,7 @@ impl ControlPlane {
                 })
                 .map(|b| b.taken_at)
                 .min();
-            if let (Some(from), Some(range)) =
-                (oldest, repo.wal_range(&stream).await.map_err(data_error)?)
+            if let (Some(from), Some(range)) = (oldest, range)
                 && range.last_archived_at >= from
             {
                 let window = (
@@ -460,7 +482,7 @@ impl ControlPlane {
             schedule_from: schedule.from.to_owned(),
             error_bound,
             pitr_window,
-            repository_bytes: usage.disk_bytes,
+            repository_bytes,
             backups: rows
                 .iter()
                 .map(|b| {
@@ -484,6 +506,35 @@ impl ControlPlane {
                 })
                 .collect(),
         })
+    }
+
+    /// The repository's size on disk and WAL stream `stream`'s range: read now unless a write
+    /// runs, else as last read.
+    async fn repo_state(
+        &self,
+        app: &AppName,
+        repo: &Repo,
+        stream: Option<&str>,
+    ) -> Result<(u64, Option<WalRange>), ControlError> {
+        let Some(_one) = self.backups.writes.try_lock(app) else {
+            let seen = self.backups.seen.lock().unwrap_or_else(|p| p.into_inner());
+            let Some(last) = seen.get(app) else {
+                return Ok((0, None));
+            };
+            return Ok((last.bytes, stream.and_then(|s| last.ranges.get(s).cloned())));
+        };
+        let bytes = repo.usage().await.map_err(data_error)?.disk_bytes;
+        let range = match stream {
+            Some(s) => repo.wal_range(s).await.map_err(data_error)?,
+            None => None,
+        };
+        let mut seen = self.backups.seen.lock().unwrap_or_else(|p| p.into_inner());
+        let entry = seen.entry(app.clone()).or_default();
+        entry.bytes = bytes;
+        if let (Some(s), Some(r)) = (stream, &range) {
+            entry.ranges.insert(s.to_owned(), r.clone());
+        }
+        Ok((bytes, range))
     }
 
     /// Snapshot `id` and its environment, if `who` may do `action` there.
@@ -540,6 +591,7 @@ impl ControlPlane {
             .app(&env.app)
             .env(&env.name)
             .change(Some(format!("backup {id}")), None);
+        let _one = self.backups.writes.lock(&env.app).await;
         let row = self
             .store
             .mutate(entry, move |c, _| bq::remove(c, id, force))
@@ -552,7 +604,8 @@ impl ControlPlane {
         ))
     }
 
-    /// After a snapshot's row went: its content, and its WAL stream when nothing else needs it.
+    /// After a snapshot's row went: its content, and its WAL stream when nothing else needs it
+    /// (the caller holds the repository's write lock).
     async fn forget_snapshot(&self, env: &EnvRow, row: &BackupRow) {
         let Ok(repo) = self.backup_repo(&env.app).await else {
             return;
@@ -700,6 +753,7 @@ impl ControlPlane {
         let repo = self.backup_repo(&env.app).await?;
         let progress = JobProgress::new(ctx);
         let cancel = ctx.cancel_token();
+        let _one = ctx.guard(self.backups.writes.lock(&env.app)).await?;
         let started = Instant::now();
         ctx.begin(0, format!("every chunk of backup {}", row.id));
         let report = repo
@@ -865,10 +919,25 @@ impl ControlPlane {
     /// Delete what retention no longer keeps of `rows` (an environment's snapshots, newest
     /// first) under `periods`, and failed snapshots older than the newest ready one; never a
     /// pinned one, nor one being written or verified. How many it deleted.
-    async fn apply_retention(&self, env: &EnvRow, rows: &[BackupRow], periods: &[u64]) -> usize {
+    /// The scheduler (`wait` false) skips a repository being written and comes back later.
+    async fn apply_retention(
+        &self,
+        env: &EnvRow,
+        rows: &[BackupRow],
+        periods: &[u64],
+        wait: bool,
+    ) -> usize {
         if periods.is_empty() {
             return 0;
         }
+        let _one = if wait {
+            self.backups.writes.lock(&env.app).await
+        } else {
+            match self.backups.writes.try_lock(&env.app) {
+                Some(g) => g,
+                None => return 0,
+            }
+        };
         let keep = kept_ids(periods, rows, now());
         let newest_ready = rows
             .iter()
@@ -963,7 +1032,8 @@ impl ControlPlane {
                     // The next one is due a period after this one (or the running one) is taken.
                     sleep = sleep.min(Duration::from_secs(smallest));
                 }
-                self.apply_retention(&env, &rows, &schedule.periods).await;
+                self.apply_retention(&env, &rows, &schedule.periods, false)
+                    .await;
             }
             if let Err(e) = self
                 .archive_wal(&env, &rows, !schedule.periods.is_empty())
@@ -1000,9 +1070,11 @@ impl ControlPlane {
             cluster.discard_archived_wal().await.map_err(data_error)?;
             return Ok(());
         }
+        let Some(_one) = self.backups.writes.try_lock(&env.app) else {
+            return Ok(());
+        };
         let repo = self.backup_repo(&env.app).await?;
         let stream = stream_of(env, gn.n);
-        let _one = self.backups.ingest.lock().await;
         cluster
             .ingest_wal(&repo, &stream, &self.closing)
             .await
