@@ -72,7 +72,10 @@ fn storage(dir: &Path) -> std::path::PathBuf {
     s
 }
 
-fn tree_listing(root: &Path) -> Vec<(String, u32, Option<Vec<u8>>, Option<String>)> {
+/// A tree entry: path, mode, a file's bytes, a link's target.
+type Listed = (String, u32, Option<Vec<u8>>, Option<String>);
+
+fn tree_listing(root: &Path) -> Vec<Listed> {
     let mut out = Vec::new();
     let mut stack = vec![root.to_path_buf()];
     while let Some(dir) = stack.pop() {
