@@ -14,8 +14,8 @@ use crate::DataError;
 /// The repository's database file in its directory.
 pub(super) const FILE: &str = "repo.sqlite";
 
-/// zstd's level: 1 compresses pages within a few percent of 3 and about twice as fast (the
-/// module root's doc has the figures).
+/// zstd's level: on database pages 1 compresses as well as 3, two to three times as fast
+/// (the module root's doc has the figures).
 const LEVEL: i32 = 1;
 
 /// A batch of chunks hashed or compressed together (across the machine's cores), read or
