@@ -117,7 +117,7 @@ async fn snapshots_are_listed_verified_pinned_and_a_corrupted_chunk_fails_verifi
     let conn = rusqlite::Connection::open(&repo_file).unwrap();
     let chunk: Vec<u8> = conn
         .query_row(
-            "SELECT id FROM chunks WHERE refs = 1 ORDER BY id LIMIT 1",
+            "SELECT id FROM refs WHERE n = 1 ORDER BY id LIMIT 1",
             [],
             |r| r.get(0),
         )

@@ -25,10 +25,12 @@
 //! INCREMENTAL`, so deletes give space back) and `<dir>/tmp/` (a SQLite snapshot's scratch copy
 //! of the database, emptied at open). Its tables (tests read and damage them directly):
 //!
-//! - `chunks (id BLOB PRIMARY KEY, refs INTEGER, raw_len INTEGER, data BLOB)`: `id` is the
-//!   32-byte blake3 hash of the uncompressed bytes, `data` one zstd frame of them, `refs` how
-//!   many snapshots and WAL segments hold the chunk (0: stored by a write not yet committed,
-//!   or left by an interrupted one, swept when the next write starts).
+//! - `chunks (id BLOB PRIMARY KEY, raw_len INTEGER, data BLOB)`: `id` is the 32-byte blake3
+//!   hash of the uncompressed bytes, `data` one zstd frame of them.
+//! - `refs (id BLOB PRIMARY KEY, n INTEGER) WITHOUT ROWID`: how many snapshots and WAL
+//!   segments hold each chunk (0: stored by a write not yet committed, or left by an
+//!   interrupted one, swept when the next write starts); apart from `chunks`, so counting a
+//!   snapshot's references rewrites small rows, not the pages of the chunks' bytes.
 //! - `manifests (id INTEGER PRIMARY KEY, name TEXT UNIQUE, created_at, logical_bytes,
 //!   stored_bytes, meta TEXT)`: one row per complete snapshot; `meta` a JSON object of
 //!   strings (`engine`, PostgreSQL's backup label, ...).

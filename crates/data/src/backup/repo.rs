@@ -20,18 +20,20 @@ const LEVEL: i32 = 1;
 
 /// A batch of chunks hashed or compressed together (across the machine's cores), read or
 /// written in one transaction: at most this many bytes...
-pub(super) const BATCH_BYTES: usize = 8 << 20;
+pub(super) const BATCH_BYTES: usize = 32 << 20;
 /// ... or this many chunks.
-pub(super) const BATCH_CHUNKS: usize = 2048;
+pub(super) const BATCH_CHUNKS: usize = 8192;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS chunks (
     id BLOB PRIMARY KEY NOT NULL,
-    refs INTEGER NOT NULL,
     raw_len INTEGER NOT NULL,
     data BLOB NOT NULL
 );
-CREATE INDEX IF NOT EXISTS chunks_unreferenced ON chunks (id) WHERE refs = 0;
+CREATE TABLE IF NOT EXISTS refs (
+    id BLOB PRIMARY KEY NOT NULL,
+    n INTEGER NOT NULL
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS manifests (
     id INTEGER PRIMARY KEY,
     name TEXT NOT NULL UNIQUE,
@@ -69,13 +71,15 @@ pub(super) fn connect(dir: &Path) -> Result<Connection, DataError> {
     let conn = Connection::open_with_flags(&path, flags).map_err(db_error(&path))?;
     conn.busy_timeout(Duration::from_secs(60))
         .map_err(db_error(&path))?;
-    // page_size and auto_vacuum only take effect before the first table is made. 64 KiB
-    // pages: a compressed chunk (a 4 KiB SQLite page is ~2 KiB compressed) is stored whole
-    // in a page, and with 4 KiB pages only one would fit in each, wasting nearly half the file.
+    // page_size and auto_vacuum only take effect before the first table is made. 16 KiB
+    // pages: a compressed chunk (a 4 KiB SQLite page is ~2 KiB compressed) is stored whole in
+    // a page; with 4 KiB pages only one fits in each, wasting nearly half the file, and larger
+    // pages make every index page a batch dirties (the names are random) costlier to write.
+    // A 64 MiB cache keeps a batch's dirty pages until its commit writes each once.
     // Incremental auto-vacuum gives deleted chunks' pages back to the filesystem
     // (`incremental_vacuum` after deletes).
     conn.execute_batch(
-        "PRAGMA page_size = 65536; PRAGMA auto_vacuum = INCREMENTAL; PRAGMA synchronous = NORMAL;
+        "PRAGMA page_size = 16384; PRAGMA cache_size = -65536; PRAGMA auto_vacuum = INCREMENTAL; PRAGMA synchronous = NORMAL;
          PRAGMA journal_size_limit = 16777216;",
     )
     .map_err(db_error(&path))?;
@@ -140,6 +144,43 @@ pub(super) fn ids_of(list: &[u8]) -> impl Iterator<Item = ChunkId> + '_ {
     })
 }
 
+thread_local! {
+    /// Each thread's zstd contexts, made once: a chunk is a few KiB, and making a context per
+    /// chunk cost more than compressing it.
+    static COMPRESSOR: std::cell::RefCell<Option<zstd::bulk::Compressor<'static>>> =
+        const { std::cell::RefCell::new(None) };
+    static DECOMPRESSOR: std::cell::RefCell<Option<zstd::bulk::Decompressor<'static>>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// `bytes` as one zstd frame (level `LEVEL`), with this thread's context.
+fn compress(bytes: &[u8]) -> std::io::Result<Vec<u8>> {
+    COMPRESSOR.with(|cell| {
+        let mut cell = cell.borrow_mut();
+        if cell.is_none() {
+            *cell = Some(zstd::bulk::Compressor::new(LEVEL)?);
+        }
+        cell.as_mut().map_or_else(
+            || Err(std::io::Error::other("no zstd context")),
+            |c| c.compress(bytes),
+        )
+    })
+}
+
+/// A zstd frame of at most `capacity` bytes decompressed, with this thread's context.
+fn decompress(frame: &[u8], capacity: usize) -> std::io::Result<Vec<u8>> {
+    DECOMPRESSOR.with(|cell| {
+        let mut cell = cell.borrow_mut();
+        if cell.is_none() {
+            *cell = Some(zstd::bulk::Decompressor::new()?);
+        }
+        cell.as_mut().map_or_else(
+            || Err(std::io::Error::other("no zstd context")),
+            |d| d.decompress(frame, capacity),
+        )
+    })
+}
+
 /// What putting a batch did.
 #[derive(Default)]
 pub(super) struct Put {
@@ -160,7 +201,7 @@ pub(super) fn put_batch(
     let mut new = Vec::new();
     {
         let mut exists = tx
-            .prepare("SELECT 1 FROM chunks WHERE id = ?1")
+            .prepare("SELECT 1 FROM refs WHERE id = ?1")
             .map_err(sql)?;
         let mut seen = HashSet::new();
         for (i, id) in ids.iter().enumerate() {
@@ -169,16 +210,20 @@ pub(super) fn put_batch(
             }
         }
     }
-    let compressed = par_map(&new, |&i| zstd::bulk::compress(pieces[i], LEVEL));
+    let compressed = par_map(&new, |&i| compress(pieces[i]));
     {
         let mut insert = tx
-            .prepare("INSERT INTO chunks (id, refs, raw_len, data) VALUES (?1, 0, ?2, ?3)")
+            .prepare("INSERT INTO chunks (id, raw_len, data) VALUES (?1, ?2, ?3)")
+            .map_err(sql)?;
+        let mut unreferenced = tx
+            .prepare("INSERT INTO refs (id, n) VALUES (?1, 0)")
             .map_err(sql)?;
         for (&i, data) in new.iter().zip(compressed) {
             let data = data.map_err(|e| DataError::Database(format!("compressing: {e}")))?;
             insert
                 .execute(params![&ids[i][..], pieces[i].len() as i64, data])
                 .map_err(sql)?;
+            unreferenced.execute([&ids[i][..]]).map_err(sql)?;
             put.new_chunks += 1;
             put.stored_bytes += data.len() as u64;
         }
@@ -188,7 +233,9 @@ pub(super) fn put_batch(
 }
 
 /// Adds `delta` to the reference count of every distinct chunk in `lists` (inside the caller's
-/// transaction).
+/// transaction). The counts live in `refs`, apart from the chunks' bytes: a commit's hundreds
+/// of thousands of increments then rewrite a table of 40-byte rows, not every page of the
+/// chunks' data.
 pub(super) fn add_refs<'a>(
     conn: &Connection,
     lists: impl IntoIterator<Item = &'a [u8]>,
@@ -199,7 +246,7 @@ pub(super) fn add_refs<'a>(
         distinct.extend(ids_of(list));
     }
     let mut update = conn
-        .prepare("UPDATE chunks SET refs = refs + ?2 WHERE id = ?1")
+        .prepare("UPDATE refs SET n = n + ?2 WHERE id = ?1")
         .map_err(sql)?;
     for id in distinct {
         update.execute(params![&id[..], delta]).map_err(sql)?;
@@ -211,7 +258,12 @@ pub(super) fn add_refs<'a>(
 /// interrupted write stored (only while no write runs: the caller holds the write lock).
 pub(super) fn sweep(conn: &Connection) -> Result<u64, DataError> {
     let removed = conn
-        .execute("DELETE FROM chunks WHERE refs = 0", [])
+        .execute(
+            "DELETE FROM chunks WHERE id IN (SELECT id FROM refs WHERE n = 0)",
+            [],
+        )
+        .map_err(sql)?;
+    conn.execute("DELETE FROM refs WHERE n = 0", [])
         .map_err(sql)?;
     Ok(removed as u64)
 }
@@ -266,7 +318,7 @@ impl<'c> Reader<'c> {
                 ))
             };
             let raw_len = usize::try_from(*raw_len).map_err(|_| corrupted())?;
-            let bytes = zstd::bulk::decompress(data, raw_len).map_err(|_| corrupted())?;
+            let bytes = decompress(data, raw_len).map_err(|_| corrupted())?;
             if bytes.len() != raw_len || blake3::hash(&bytes).as_bytes() != *id {
                 return Err(corrupted());
             }
