@@ -494,6 +494,47 @@ async fn drills_pass_or_fail_by_their_check_and_always_remove_their_scratch_envi
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drill_the_daemon_was_killed_in_is_recorded_failed_and_its_scratch_environment_removed() {
+    // A check that never ends: the drill is still running when the daemon is killed.
+    let repo = sqlite_repo(
+        "[backup]\nschedule = \"none\"\ndrill_check = \"python3 -c 'import time; time.sleep(3600)'\"\n",
+    );
+    let mut d = Daemon::start();
+    d.create("shop", repo.path(), &[("stg", "main", "staging")]);
+    d.ok(&["deploy", "shop/stg"]);
+    let (_, t1) = snapshot(&d, "stg").await;
+    d.ok(&[
+        "drill",
+        "shop/stg",
+        "--at",
+        &format_timestamp(t1),
+        "--detach",
+    ]);
+    eventually(
+        "the drill's check runs",
+        Duration::from_secs(120),
+        || async {
+            let list = backups(&d, "stg").await;
+            let running = list["drills"][0]["state"] == "running";
+            (running && d.ok(&["env", "list", "shop"]).contains("drill-1")).then_some(())
+        },
+    )
+    .await;
+    d.kill_and_restart();
+
+    let list = backups(&d, "stg").await;
+    let drills = list["drills"].as_array().unwrap();
+    assert_eq!(drills.len(), 1, "{list}");
+    assert_eq!(drills[0]["state"], "failed", "{list}");
+    assert!(
+        drills[0]["error"].as_str().unwrap().contains("interrupted"),
+        "{list}"
+    );
+    let envs = d.ok(&["env", "list", "shop"]);
+    assert!(!envs.contains("drill-"), "{envs}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restore_from_a_corrupted_snapshot_fails_and_leaves_the_data_serving() {
     let repo = sqlite_repo("");
     let d = Daemon::start();

@@ -234,6 +234,48 @@ impl ControlPlane {
         Ok(i64::try_from(started.elapsed().as_millis()).unwrap_or(i64::MAX))
     }
 
+    /// What a killed daemon left of its drills: each one running is recorded failed
+    /// (interrupted) and its scratch environment removed. Runs at start-up, before the
+    /// scheduler's first pass.
+    pub(crate) async fn recover_drills(&self) {
+        let at = now();
+        let entry = AuditEntry::new("turnout", AuditAction::BackupDrill)
+            .change(None, Some("failed (interrupted)".to_owned()));
+        let left = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let found = left.clone();
+        let marked = self
+            .store
+            .mutate_each(move |c| {
+                let drills = bq::fail_interrupted_drills(c, at)?;
+                let entries = drills
+                    .iter()
+                    .map(|(id, app)| {
+                        let mut e = entry.clone();
+                        e.from = Some(format!("drill {id} of {app} running"));
+                        e
+                    })
+                    .collect();
+                *found.lock().unwrap_or_else(|p| p.into_inner()) = drills;
+                Ok(entries)
+            })
+            .await;
+        if let Err(e) = marked {
+            warn!(error = %e, "could not mark interrupted drills");
+            return;
+        }
+        let left = std::mem::take(&mut *left.lock().unwrap_or_else(|p| p.into_inner()));
+        for (id, app) in left {
+            let scratch = format!("{app}/drill-{id}").parse::<EnvRef>();
+            match scratch {
+                Ok(scratch) => {
+                    warn!(drill = id, env = %scratch, "removing the scratch environment of a drill the daemon was stopped in");
+                    self.remove_scratch(&scratch, "turnout").await;
+                }
+                Err(e) => warn!(drill = id, error = %e, "a drill's scratch environment name"),
+            }
+        }
+    }
+
     /// Remove a drill's scratch environment: its data, its rows, its network, its files.
     async fn remove_scratch(&self, scratch: &EnvRef, actor: &str) {
         if let Ok(env) = self.env_row(scratch).await {

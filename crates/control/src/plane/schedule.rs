@@ -260,6 +260,7 @@ impl ControlPlane {
     /// API serves); the task ends when the daemon closes.
     pub async fn start_scheduler(self: &Arc<Self>) {
         self.recover_backups().await;
+        self.recover_drills().await;
         let first = self.scheduler_pass().await;
         let this = self.clone();
         self.tasks.spawn(async move {

@@ -607,3 +607,24 @@ pub fn finish_drill(
     )?;
     Ok(())
 }
+
+/// The drills a killed daemon left running, marked failed: for each, its id and the app of the
+/// environment it drilled (whose scratch environment `drill-<id>` is to be removed).
+pub fn fail_interrupted_drills(
+    c: &Connection,
+    at: i64,
+) -> Result<Vec<(i64, String)>, ControlError> {
+    let mut stmt = c.prepare(
+        "SELECT d.id, a.name FROM drills d JOIN environments e ON e.id = d.env_id \
+         JOIN apps a ON a.id = e.app_id WHERE d.state = 'running' ORDER BY d.id",
+    )?;
+    let running = stmt
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<Result<Vec<(i64, String)>, _>>()?;
+    c.execute(
+        "UPDATE drills SET state = 'failed', finished_at = ?1, \
+         error = 'interrupted: the daemon stopped during the drill' WHERE state = 'running'",
+        [at],
+    )?;
+    Ok(running)
+}
