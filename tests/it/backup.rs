@@ -385,3 +385,49 @@ async fn production_postgres_is_backed_up_by_the_schedule_and_its_snapshot_verif
         crate::data::sql(&d, "prod", "DATABASE_URL", "SELECT name FROM items").await;
     assert_eq!((status, names.as_str()), (200, "apple"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_an_environment_or_its_app_leaves_nothing_of_its_snapshots_in_the_repository() {
+    let repo = sqlite_repo("");
+    let d = Daemon::start();
+    d.create(
+        "shop",
+        repo.path(),
+        &[("qa", "main", "qa"), ("dev", "main", "development")],
+    );
+    d.ok(&["deploy", "shop/qa"]);
+    d.ok(&["deploy", "shop/dev"]);
+    for env in ["shop/qa", "shop/dev"] {
+        let j = job(&d, &["backup", "create", env]);
+        assert_eq!(j["state"], "succeeded", "{j}");
+    }
+    let dir = d.home.path().join("backups/shop");
+    let count = |table: &str| -> i64 {
+        let conn = rusqlite::Connection::open(dir.join("repo.sqlite")).unwrap();
+        conn.query_row(&format!("SELECT count(*) FROM {table}"), [], |r| r.get(0))
+            .unwrap()
+    };
+    assert_eq!(count("manifests"), 2);
+
+    d.ok(&["env", "delete", "shop/qa"]);
+    // qa's snapshot is gone with it, and the chunks only it held; dev's is intact.
+    assert_eq!(count("manifests"), 1);
+    assert_eq!(
+        count("refs WHERE n = 0"),
+        0,
+        "chunks of the deleted snapshot stayed"
+    );
+    assert_eq!(count("chunks"), count("refs"));
+    let j = job(
+        &d,
+        &[
+            "backup",
+            "verify",
+            &backups(&d, "shop/dev")[0]["id"].to_string(),
+        ],
+    );
+    assert_eq!(j["state"], "succeeded", "{j}");
+
+    d.ok(&["app", "delete", "shop", "--force"]);
+    assert!(!dir.exists(), "{} is left", dir.display());
+}

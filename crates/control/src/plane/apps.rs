@@ -160,6 +160,7 @@ impl ControlPlane {
             .mutate(entry, move |c, _| q::delete_app(c, &app))
             .await?;
         remove_dir(&self.home.app_dir(&name)).await;
+        self.remove_repository(&name).await;
         // Its environments' directories, when they live outside the home.
         if let Some(dir) = self.home.app_envs_dir(&name).parent() {
             remove_dir(dir).await;

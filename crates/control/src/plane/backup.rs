@@ -604,6 +604,32 @@ impl ControlPlane {
         ))
     }
 
+    /// An environment's snapshots, read before the environment is deleted (their rows go with
+    /// it), for `remove_backups`.
+    pub(crate) async fn backups_of(&self, env: &EnvRow) -> Result<Vec<BackupRow>, ControlError> {
+        let id = env.id;
+        self.store.call(move |c| bq::list(c, id)).await
+    }
+
+    /// After an environment's rows went: its snapshots' content and WAL streams, so a deleted
+    /// environment leaves nothing in its app's repository.
+    pub(crate) async fn remove_backups(&self, env: &EnvRow, rows: Vec<BackupRow>) {
+        if rows.is_empty() {
+            return;
+        }
+        let _one = self.backups.writes.lock(&env.app).await;
+        for row in &rows {
+            self.forget_snapshot(env, row).await;
+        }
+    }
+
+    /// After an app's rows went: its whole repository.
+    pub(crate) async fn remove_repository(&self, app: &AppName) {
+        let _one = self.backups.writes.lock(app).await;
+        self.backups.repos.lock().await.remove(app);
+        super::remove_dir(&self.home.backup_repo(app)).await;
+    }
+
     /// After a snapshot's row went: its content, and its WAL stream when nothing else needs it
     /// (the caller holds the repository's write lock).
     async fn forget_snapshot(&self, env: &EnvRow, row: &BackupRow) {

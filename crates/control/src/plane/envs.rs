@@ -139,6 +139,7 @@ impl ControlPlane {
         self.check_unreferenced(&row).await?;
         // Read before its rows go: its data, and its roles in other environments' databases.
         let (data, roles) = self.data_to_remove(&row).await?;
+        let backups = self.backups_of(&row).await?;
         if let Some(old) = self.routing.forget(&key(&r)).await {
             self.retire(&r, old).await;
         }
@@ -149,6 +150,7 @@ impl ControlPlane {
             .mutate(entry, move |c, _| q::delete_env(c, env_id))
             .await?;
         self.remove_data(data, roles).await;
+        self.remove_backups(&row, backups).await;
         self.remove_network(&row).await;
         remove_dir(&self.home.env_dir(&r.app, &r.env)).await;
         git::prune_worktrees(&self.home.mirror(&r.app)).await;
