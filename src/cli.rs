@@ -220,6 +220,9 @@ pub enum DataCommand {
         /// The production environment, as APP/ENV
         #[arg(long)]
         from: EnvRef,
+        /// Read production's newest backup (`turnout backup list`) instead of its live data
+        #[arg(long)]
+        from_backup: bool,
         /// Print the job's id and return at once instead of watching it
         #[arg(long)]
         detach: bool,

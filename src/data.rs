@@ -34,6 +34,7 @@ pub async fn command(
             same_app(&from, &to, "data is cloned within an app")?;
             let body = DataSource {
                 from: from.to_string(),
+                from_backup: false,
             };
             let job = client.call(&ep::CloneData { target: to, body }).await?;
             return jobs::follow(client, job, detach, json).await;
@@ -41,11 +42,13 @@ pub async fn command(
         DataCommand::Sync {
             target,
             from,
+            from_backup,
             detach,
         } => {
             same_app(&from, &target, "data is synced within an app")?;
             let body = DataSource {
                 from: from.to_string(),
+                from_backup,
             };
             let job = client.call(&ep::SyncData { target, body }).await?;
             return jobs::follow(client, job, detach, json).await;

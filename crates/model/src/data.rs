@@ -100,6 +100,10 @@ pub struct ReseedInfo {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DataSource {
     pub from: String,
+    /// A sync only: read the source's newest backup instead of its live data (production is
+    /// then not read at all).
+    #[serde(default)]
+    pub from_backup: bool,
 }
 
 /// `POST …/data/attachments`: give this environment access to another's database.

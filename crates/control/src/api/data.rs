@@ -72,7 +72,10 @@ async fn copy(
     let from = source(app, &req.from)?;
     Ok((
         StatusCode::CREATED,
-        Json(p.copy_data(r, from, masked, who).await?),
+        Json(
+            p.copy_data(r, from, masked, masked && req.from_backup, who)
+                .await?,
+        ),
     ))
 }
 

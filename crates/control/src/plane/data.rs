@@ -4,8 +4,8 @@
 //! transaction as the go-live), then removes N. A failure or cancel before go-live removes N+1
 //! and changes nothing. Data never flows into production through these commands: a clone or
 //! sync into a production environment is refused (restoring a backup is how production's data
-//! is written), and a sync reads only from production, masked before any app process of the
-//! target can connect.
+//! is written), and a sync reads only from production (its live data, or with `--from-backup`
+//! its newest backup), masked before any app process of the target can connect.
 //!
 //! The deploy's `migrate` step is here too: the first deploy of an environment provisions its
 //! data (seeded below production), and every deploy runs the release's `migrate` command, in
@@ -27,8 +27,8 @@ use super::release_ops::OnNewData;
 use crate::access::Principal;
 use crate::app_file::{ReleaseConfig, Seed};
 use crate::error::ControlError;
-use crate::store::backup::BackupKind;
-use crate::store::{EnvRow, ReleaseRow, q};
+use crate::store::backup::{self as bq, BackupKind};
+use crate::store::{EnvRow, ReleaseRow, now, q};
 
 const SEED_STEPS: &[&str] = &["create", "seed", "migrate", "launch", "go-live", "retire"];
 const CLONE_STEPS: &[&str] = &["copy", "migrate", "launch", "go-live", "retire"];
@@ -47,8 +47,13 @@ pub(crate) struct ReleaseRef<'a> {
 enum Source {
     /// The live release's seed, on an empty database of `engine` (None: the live release's).
     Seed(Option<Engine>),
-    /// A copy of another environment's data (`masked`: a sync).
-    Copy { from: EnvRef, masked: bool },
+    /// A copy of another environment's data (`masked`: a sync; `from_backup`: of its newest
+    /// backup rather than its live data).
+    Copy {
+        from: EnvRef,
+        masked: bool,
+        from_backup: bool,
+    },
 }
 
 impl ControlPlane {
@@ -76,6 +81,7 @@ impl ControlPlane {
         to: EnvRef,
         from: EnvRef,
         masked: bool,
+        from_backup: bool,
         who: &Principal,
     ) -> Result<JobInfo, ControlError> {
         let what = if masked { "synced" } else { "cloned" };
@@ -100,8 +106,12 @@ impl ControlPlane {
             JobKind::Clone
         };
         let request = Some(format!("from {}", from.env));
-        self.data_job(kind, to, request, Source::Copy { from, masked }, who)
-            .await
+        let source = Source::Copy {
+            from,
+            masked,
+            from_backup,
+        };
+        self.data_job(kind, to, request, source, who).await
     }
 
     /// Refuse a copy that would write production, come from an environment a sync may not read,
@@ -226,10 +236,16 @@ impl ControlPlane {
                 let gn = self.seeded(ctx, r, &env, &rel, engine, n).await?;
                 (gn, "seed", AuditAction::DataSeed)
             }
-            Source::Copy { from, masked } => {
+            Source::Copy {
+                from,
+                masked,
+                from_backup,
+            } => {
                 let source = self.env_row(from).await?;
                 self.check_copy(&source, &env, *masked).await?;
-                let gn = self.copied(ctx, &source, &env, n, *masked, &config).await?;
+                let gn = self
+                    .copied(ctx, &source, &env, n, (*masked, *from_backup), &config)
+                    .await?;
                 let action = if *masked {
                     AuditAction::DataSync
                 } else {
@@ -366,7 +382,7 @@ impl ControlPlane {
         source: &EnvRow,
         target: &EnvRow,
         n: i64,
-        masked: bool,
+        (masked, from_backup): (bool, bool),
         config: &ReleaseConfig,
     ) -> Result<Generation, ControlError> {
         let started = Instant::now();
@@ -374,20 +390,40 @@ impl ControlPlane {
         let Some(row) = self.data_row(source).await? else {
             return Err(ControlError::Conflict(format!("{from} has no data yet")));
         };
-        let src = self.generation(source, &row)?;
-        ctx.begin(
-            0,
-            format!(
-                "{from}'s {} generation {} into generation {n}",
-                row.engine, row.generation
-            ),
-        );
         let progress = JobProgress::new(ctx);
         let cancel = ctx.cancel_token();
-        let gn = self
-            .copy_generation(&src, target, n, &progress, &cancel)
-            .await?;
-        ctx.done(0, format!("into {}", gn.dir.display()), started.elapsed());
+        // `--from-backup`: production's newest backup (production itself is not read at all).
+        let newest = match from_backup {
+            true => {
+                let id = source.id;
+                let newest = self
+                    .store
+                    .call(move |c| bq::newest_at_or_before(c, id, now()))
+                    .await?;
+                Some(newest.ok_or_else(|| ControlError::Conflict(format!(
+                    "{from} has no backup to sync from yet; take one (`turnout backup create {from}`) or sync from its live data (without --from-backup)"
+                )))?)
+            }
+            false => None,
+        };
+        let gn = if let Some(backup) = newest {
+            let point = self.restore_point(source, None, Some(backup.id)).await?;
+            self.restored(ctx, 0, source, target, &point, n).await?
+        } else {
+            let src = self.generation(source, &row)?;
+            ctx.begin(
+                0,
+                format!(
+                    "{from}'s {} generation {} into generation {n}",
+                    row.engine, row.generation
+                ),
+            );
+            let gn = self
+                .copy_generation(&src, target, n, &progress, &cancel)
+                .await?;
+            ctx.done(0, format!("into {}", gn.dir.display()), started.elapsed());
+            gn
+        };
         if masked {
             let started = Instant::now();
             ctx.begin(1, "masking with [data.mask] (strict)");
