@@ -1,7 +1,6 @@
 //! PostgreSQL clusters for real: each test runs initdb in a temporary directory on a free port
 //! (the server's binaries come from Debian's `postgresql` package, which `.ci/run` installs).
 
-use std::os::unix::fs::PermissionsExt;
 use std::sync::Arc;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -13,50 +12,8 @@ use turnout_data::postgres::{Cluster, ClusterSpec, PgSystem, SUPERUSER};
 use turnout_data::{Access, DataError, FakeKind, MaskRules, Progress, Quiet};
 use turnout_netns::Network;
 
-/// A temporary directory the `postgres` user can traverse (as root, clusters run as it). When
-/// a test fails before removing its clusters, dropping it stops their servers (immediate
-/// shutdown, by the pid in `postmaster.pid`) so none outlives the test.
-struct TestDir(tempfile::TempDir);
-
-impl TestDir {
-    fn path(&self) -> &std::path::Path {
-        self.0.path()
-    }
-}
-
-impl Drop for TestDir {
-    fn drop(&mut self) {
-        let Ok(clusters) = std::fs::read_dir(self.path().join("pg")) else {
-            return;
-        };
-        for cluster in clusters.flatten() {
-            let pid = std::fs::read_to_string(cluster.path().join("postmaster.pid"))
-                .ok()
-                .and_then(|s| s.lines().next()?.trim().parse::<i32>().ok());
-            if let Some(pid) = pid {
-                let _ = nix::sys::signal::kill(
-                    nix::unistd::Pid::from_raw(pid),
-                    nix::sys::signal::Signal::SIGQUIT,
-                );
-            }
-        }
-    }
-}
-
-fn tempdir() -> TestDir {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o711)).unwrap();
-    TestDir(dir)
-}
-
-fn secret(what: &str) -> String {
-    static N: AtomicU64 = AtomicU64::new(0);
-    format!(
-        "{what}-{}-{}-'q\"",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    )
-}
+mod common;
+use common::{secret, tempdir};
 
 fn spec(dir: &std::path::Path, gen_name: &str, database: &str) -> ClusterSpec {
     ClusterSpec {

@@ -2,7 +2,6 @@
 //! by initdb in a temporary directory (Debian's `postgresql` package, which `.ci/run` installs),
 //! a backup repository beside them, restores replayed by PostgreSQL itself.
 
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -15,49 +14,8 @@ use turnout_data::postgres::{Cluster, ClusterSpec, PgSystem, SUPERUSER};
 use turnout_data::{Access, DataError, Quiet};
 use turnout_netns::Network;
 
-/// A temporary directory the `postgres` user can traverse; dropping it stops the servers of
-/// clusters a failed test left (immediate shutdown, by the pid in `postmaster.pid`).
-struct TestDir(tempfile::TempDir);
-
-impl TestDir {
-    fn path(&self) -> &Path {
-        self.0.path()
-    }
-}
-
-impl Drop for TestDir {
-    fn drop(&mut self) {
-        let Ok(clusters) = std::fs::read_dir(self.path().join("pg")) else {
-            return;
-        };
-        for cluster in clusters.flatten() {
-            let pid = std::fs::read_to_string(cluster.path().join("postmaster.pid"))
-                .ok()
-                .and_then(|s| s.lines().next()?.trim().parse::<i32>().ok());
-            if let Some(pid) = pid {
-                let _ = nix::sys::signal::kill(
-                    nix::unistd::Pid::from_raw(pid),
-                    nix::sys::signal::Signal::SIGQUIT,
-                );
-            }
-        }
-    }
-}
-
-fn tempdir() -> TestDir {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o711)).unwrap();
-    TestDir(dir)
-}
-
-fn secret(what: &str) -> String {
-    static N: AtomicU64 = AtomicU64::new(0);
-    format!(
-        "{what}-{}-{}-'q\"",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    )
-}
+mod common;
+use common::{secret, tempdir};
 
 /// A cluster that archives its WAL (`pg/NAME.wal`), as every cluster Turnout makes now does.
 fn spec(dir: &Path, gen_name: &str, database: &str) -> ClusterSpec {
