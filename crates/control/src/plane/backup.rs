@@ -22,15 +22,12 @@
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 use turnout_data::backup::Repo;
 use turnout_data::backup::retention::{self, Candidate};
-use turnout_data::postgres::backup::{RecoveryTarget, WalRange};
-use turnout_data::postgres::{Cluster, ClusterSpec, PgSystem};
-use turnout_data::sqlite::SqliteDb;
+use turnout_data::postgres::backup::WalRange;
 use turnout_data::{DataError, Engine};
 use turnout_model::plan::format_bytes;
 use turnout_model::{
@@ -39,7 +36,7 @@ use turnout_model::{
 };
 
 use super::ControlPlane;
-use super::generation::{Db, Generation, JobProgress, data_error, pg_name, random_hex, step_error};
+use super::generation::{Db, JobProgress, data_error, step_error};
 use super::jobs::{JobCtx, JobSpec};
 use crate::access::Principal;
 use crate::app_file::{ReleaseConfig, parse_schedule, show_period, tier_default};
@@ -48,11 +45,10 @@ use crate::store::backup::{self as bq, BackupKind, BackupRow, BackupState, NewBa
 use crate::store::{AuditEntry, EnvRow, now, q};
 
 /// Who the scheduler's snapshots and deletions run as, named for the audit log.
-const ACTOR: &str = "turnout (backup schedule)";
+pub(super) const ACTOR: &str = "turnout (backup schedule)";
 /// Who retention's deletions are recorded as.
-const RETENTION: &str = "retention";
+pub(super) const RETENTION: &str = "retention";
 const BACKUP_STEPS: &[&str] = &["snapshot", "retention"];
-const VERIFY_STEPS: &[&str] = &["chunks", "restore", "check"];
 /// The longest label a snapshot may have.
 pub const MAX_LABEL: usize = 200;
 
@@ -67,7 +63,7 @@ pub const MAX_LABEL: usize = 200;
 #[derive(Default)]
 pub(crate) struct Backups {
     repos: tokio::sync::Mutex<HashMap<AppName, Repo>>,
-    writes: super::keyed::KeyedLocks<AppName>,
+    pub(super) writes: super::keyed::KeyedLocks<AppName>,
     /// Per app: the repository's size and its WAL streams' ranges, as last read.
     seen: std::sync::Mutex<HashMap<AppName, Seen>>,
 }
@@ -86,7 +82,7 @@ pub(crate) struct Schedule {
 }
 
 impl Schedule {
-    fn resolve(
+    pub(super) fn resolve(
         tier: turnout_model::Tier,
         policy: Option<Vec<u64>>,
         config: Option<&ReleaseConfig>,
@@ -110,7 +106,7 @@ impl Schedule {
     }
 }
 
-fn stream_of(env: &EnvRow, generation: i64) -> String {
+pub(super) fn stream_of(env: &EnvRow, generation: i64) -> String {
     format!("{}-g{generation}", env.name)
 }
 
@@ -138,7 +134,7 @@ fn backup_info(env: &str, row: &BackupRow, kept: bool) -> BackupInfo {
 }
 
 /// Which of `rows` retention keeps at `now` under `periods` (an empty schedule keeps all).
-fn kept_ids(periods: &[u64], rows: &[BackupRow], now: i64) -> Vec<i64> {
+pub(super) fn kept_ids(periods: &[u64], rows: &[BackupRow], now: i64) -> Vec<i64> {
     if periods.is_empty() {
         return rows.iter().map(|r| r.id).collect();
     }
@@ -351,7 +347,7 @@ impl ControlPlane {
             .await
     }
 
-    async fn start_backup_job(
+    pub(super) async fn start_backup_job(
         self: &Arc<Self>,
         r: EnvRef,
         kind: BackupKind,
@@ -438,7 +434,7 @@ impl ControlPlane {
         self.backup_list(&env).await
     }
 
-    async fn backup_list(&self, env: &EnvRow) -> Result<BackupList, ControlError> {
+    pub(super) async fn backup_list(&self, env: &EnvRow) -> Result<BackupList, ControlError> {
         let name = format!("{}/{}", env.app, env.name);
         let id = env.id;
         let rows = self.store.call(move |c| bq::list(c, id)).await?;
@@ -510,7 +506,7 @@ impl ControlPlane {
 
     /// The repository's size on disk and WAL stream `stream`'s range: read now unless a write
     /// runs, else as last read.
-    async fn repo_state(
+    pub(super) async fn repo_state(
         &self,
         app: &AppName,
         repo: &Repo,
@@ -538,7 +534,7 @@ impl ControlPlane {
     }
 
     /// Snapshot `id` and its environment, if `who` may do `action` there.
-    async fn backup_for(
+    pub(super) async fn backup_for(
         &self,
         id: i64,
         who: &Principal,
@@ -632,7 +628,7 @@ impl ControlPlane {
 
     /// After a snapshot's row went: its content, and its WAL stream when nothing else needs it
     /// (the caller holds the repository's write lock).
-    async fn forget_snapshot(&self, env: &EnvRow, row: &BackupRow) {
+    pub(super) async fn forget_snapshot(&self, env: &EnvRow, row: &BackupRow) {
         let Ok(repo) = self.backup_repo(&env.app).await else {
             return;
         };
@@ -705,441 +701,4 @@ impl ControlPlane {
         info!(env = %r, schedule = %req.schedule, "backup schedule set");
         self.backup_list(&env).await
     }
-
-    /// `turnout backup verify ID`: restore it into a scratch area and check it (a job). The
-    /// snapshot is marked as being verified from now until the job ends: never deleted meanwhile.
-    pub async fn verify_backup(
-        self: &Arc<Self>,
-        id: i64,
-        who: &Principal,
-    ) -> Result<JobInfo, ControlError> {
-        let (_, env) = self.backup_for(id, who, Action::Config).await?;
-        let entry = AuditEntry::new(&who.name, AuditAction::BackupVerify)
-            .app(&env.app)
-            .env(&env.name)
-            .change(None, Some(format!("verifying backup {id}")));
-        let row = self
-            .store
-            .mutate(entry, move |c, _| bq::begin_verify(c, id))
-            .await?;
-        let r = EnvRef {
-            app: env.app.clone(),
-            env: env.name.clone(),
-        };
-        let spec = JobSpec {
-            kind: JobKind::Verify,
-            target: r,
-            actor: who.name.clone(),
-            request: Some(format!("backup {id}")),
-            steps: VERIFY_STEPS,
-        };
-        let (this, actor) = (self.clone(), who.name.clone());
-        let started = self
-            .jobs
-            .start(spec, move |ctx| async move {
-                ctx.running();
-                let result = this.run_verify(&ctx, &env, &row).await;
-                let error = result.as_ref().err().map(|e| match e {
-                    ControlError::Step { message, .. } => message.clone(),
-                    e => e.to_string(),
-                });
-                let entry = AuditEntry::new(&actor, AuditAction::BackupVerify)
-                    .app(&env.app)
-                    .env(&env.name)
-                    .change(Some(format!("verifying backup {id}")), None);
-                let (at, e2) = (now(), error.clone());
-                let record =
-                    move |c: &crate::store::Tx<'_>| bq::end_verify(c, id, at, e2.as_deref());
-                match error {
-                    None => this.store.mutate(entry, move |c, _| record(c)).await?,
-                    Some(e) => this.store.mutate_failed(entry, e, record).await?,
-                }
-                result
-            })
-            .await;
-        if started.is_err() {
-            let entry = AuditEntry::new(&who.name, AuditAction::BackupVerify)
-                .change(Some(format!("verifying backup {id}")), None);
-            let _ = self
-                .store
-                .mutate(entry, move |c, _| {
-                    bq::end_verify(c, id, now(), Some("not started"))
-                })
-                .await;
-        }
-        started
-    }
-
-    async fn run_verify(
-        &self,
-        ctx: &JobCtx,
-        env: &EnvRow,
-        row: &BackupRow,
-    ) -> Result<(), ControlError> {
-        let repo = self.backup_repo(&env.app).await?;
-        let progress = JobProgress::new(ctx);
-        let cancel = ctx.cancel_token();
-        let _one = ctx.guard(self.backups.writes.lock(&env.app)).await?;
-        let started = Instant::now();
-        ctx.begin(0, format!("every chunk of backup {}", row.id));
-        let report = repo
-            .verify(&row.repo_name, &progress, &cancel)
-            .await
-            .map_err(step_error("chunks"))?;
-        ctx.done(
-            0,
-            format!(
-                "{} chunks, {} read and checked",
-                report.chunks,
-                format_bytes(report.bytes)
-            ),
-            started.elapsed(),
-        );
-        let scratch = self
-            .home
-            .backup_repo(&env.app)
-            .with_file_name(".scratch")
-            .join(format!("{}-b{}-j{}", env.app, row.id, ctx.id()));
-        super::remove_dir(&scratch).await;
-        let s2 = scratch.clone();
-        super::isolation::blocking(move || super::isolation::make_dir(&s2, 0o700, None)).await?;
-        let checked = self
-            .verify_restore(ctx, env, row, &repo, &scratch, &progress, &cancel)
-            .await;
-        super::remove_dir(&scratch).await;
-        checked
-    }
-
-    /// Steps `restore` and `check` of a verification, in `scratch` (removed by the caller).
-    #[allow(clippy::too_many_arguments)]
-    async fn verify_restore(
-        &self,
-        ctx: &JobCtx,
-        env: &EnvRow,
-        row: &BackupRow,
-        repo: &Repo,
-        scratch: &Path,
-        progress: &JobProgress<'_>,
-        cancel: &CancellationToken,
-    ) -> Result<(), ControlError> {
-        let started = Instant::now();
-        let storage = scratch.join("storage");
-        match row.engine {
-            Engine::Sqlite => {
-                ctx.begin(1, "the database and storage into a scratch file");
-                let db = SqliteDb::at(scratch.join("db.sqlite"));
-                repo.restore_sqlite(&row.repo_name, &db, &storage, progress, cancel)
-                    .await
-                    .map_err(step_error("restore"))?;
-                ctx.done(1, format!("{}", scratch.display()), started.elapsed());
-                let started = Instant::now();
-                ctx.begin(2, "PRAGMA integrity_check on the restored file");
-                db.integrity_check().await.map_err(step_error("check"))?;
-                ctx.done(2, "integrity_check ok", started.elapsed());
-            }
-            Engine::Postgres => {
-                ctx.begin(1, "a scratch cluster in the environment's network");
-                let (Some(source), Some(stream)) = (&row.cluster, &row.wal_stream) else {
-                    return Err(ControlError::Step {
-                        step: "restore",
-                        message: format!("backup {} has no cluster or WAL stream recorded", row.id),
-                        log_tail: vec![],
-                    });
-                };
-                let (sys, spec, network) = self.scratch_cluster(env, row.id).await?;
-                let restored = Cluster::restore_from(
-                    repo,
-                    &row.repo_name,
-                    stream,
-                    RecoveryTarget::EndOfBackup,
-                    source,
-                    sys,
-                    spec.clone(),
-                    &network,
-                    &storage,
-                    progress,
-                    cancel,
-                )
-                .await;
-                let cluster = match restored {
-                    Ok(c) => c,
-                    Err(e) => {
-                        remove_scratch_cluster(spec).await;
-                        return Err(step_error("restore")(e));
-                    }
-                };
-                ctx.done(1, format!("port {}", cluster.spec.port), started.elapsed());
-                let started = Instant::now();
-                ctx.begin(2, "a query on the restored database");
-                let size = cluster.size().await.map_err(step_error("check"));
-                if let Err(e) = cluster.remove().await {
-                    warn!(dir = %cluster.spec.dir.display(), error = %e, "could not remove a scratch cluster");
-                }
-                ctx.done(
-                    2,
-                    format!("the database answers: {}", format_bytes(size?)),
-                    started.elapsed(),
-                );
-            }
-        }
-        Ok(())
-    }
-
-    /// A scratch cluster's place beside `env`'s clusters (the clusters' user's directories),
-    /// on a free port of its network, with fresh passwords, archiving nothing.
-    async fn scratch_cluster(
-        &self,
-        env: &EnvRow,
-        backup: i64,
-    ) -> Result<(PgSystem, ClusterSpec, turnout_netns::Network), ControlError> {
-        // The environment's own spec makes the directories above it for the clusters' user.
-        let (sys, base, network) = self.cluster_spec(env, 0).await?;
-        let root = self.home.pg_root(&env.app, &env.name);
-        let sockets = self.home.pg_socket_root(&env.app, &env.name);
-        let spec = ClusterSpec {
-            dir: root.join(format!("verify-b{backup}")),
-            socket_dir: sockets.join(format!("v{backup}")),
-            log: root.join(format!("verify-b{backup}.log")),
-            port: base.port,
-            superuser_password: random_hex(24)?,
-            database: pg_name("env", env.name.as_str()),
-            app_password: random_hex(24)?,
-            archive: None,
-        };
-        remove_scratch_cluster(spec.clone()).await;
-        Ok((sys, spec, network))
-    }
-
-    /// Mark what a killed daemon left: snapshots `writing` become `failed` (their chunks are
-    /// swept when the repository opens), and none stays `verifying`.
-    pub(crate) async fn recover_backups(&self) {
-        let entry = AuditEntry::new("turnout", AuditAction::BackupCreate).change(
-            Some("writing".to_owned()),
-            Some("failed (interrupted)".to_owned()),
-        );
-        let at = now();
-        match self
-            .store
-            .mutate_each(move |c| {
-                let ids = bq::fail_interrupted(c, at)?;
-                Ok(ids
-                    .into_iter()
-                    .map(|id| {
-                        let mut e = entry.clone();
-                        e.from = Some(format!("backup {id} writing"));
-                        e
-                    })
-                    .collect())
-            })
-            .await
-        {
-            Ok(0) => {}
-            Ok(n) => info!(
-                snapshots = n,
-                "snapshots interrupted by the last stop marked failed"
-            ),
-            Err(e) => warn!(error = %e, "could not mark interrupted snapshots"),
-        }
-    }
-
-    /// Delete what retention no longer keeps of `rows` (an environment's snapshots, newest
-    /// first) under `periods`, and failed snapshots older than the newest ready one; never a
-    /// pinned one, nor one being written or verified. How many it deleted.
-    /// The scheduler (`wait` false) skips a repository being written and comes back later.
-    async fn apply_retention(
-        &self,
-        env: &EnvRow,
-        rows: &[BackupRow],
-        periods: &[u64],
-        wait: bool,
-    ) -> usize {
-        if periods.is_empty() {
-            return 0;
-        }
-        let _one = if wait {
-            self.backups.writes.lock(&env.app).await
-        } else {
-            match self.backups.writes.try_lock(&env.app) {
-                Some(g) => g,
-                None => return 0,
-            }
-        };
-        let keep = kept_ids(periods, rows, now());
-        let newest_ready = rows
-            .iter()
-            .filter(|b| b.state == BackupState::Ready)
-            .map(|b| b.taken_at)
-            .max();
-        let mut deleted = 0;
-        for row in rows {
-            let unwanted = match row.state {
-                BackupState::Ready => !row.pinned && !row.verifying && !keep.contains(&row.id),
-                BackupState::Failed => newest_ready.is_some_and(|t| t > row.taken_at),
-                BackupState::Writing => false,
-            };
-            if !unwanted {
-                continue;
-            }
-            let id = row.id;
-            let entry = AuditEntry::new(RETENTION, AuditAction::BackupDelete)
-                .app(&env.app)
-                .env(&env.name)
-                .change(Some(format!("backup {id}")), None);
-            match self
-                .store
-                .mutate(entry, move |c, _| bq::remove(c, id, false))
-                .await
-            {
-                Ok(row) => {
-                    self.forget_snapshot(env, &row).await;
-                    deleted += 1;
-                }
-                // Pinned, verified or deleted since it was read: it stays (or is gone).
-                Err(e) => info!(backup = id, why = %e, "retention left a snapshot"),
-            }
-        }
-        deleted
-    }
-
-    /// The scheduler's backups (see the module's comment); answer how long until the next
-    /// snapshot is due (at most `max`).
-    pub(crate) async fn run_due_backups(
-        self: &Arc<Self>,
-        max: Duration,
-    ) -> Result<Duration, ControlError> {
-        let candidates = self.store.call(|c| bq::candidates(c)).await?;
-        let pending = self.store.call(|c| bq::pending_jobs(c)).await?;
-        let mut sleep = max;
-        for cand in candidates {
-            if self.closing.is_cancelled() {
-                break;
-            }
-            let r = EnvRef {
-                app: cand.app.clone(),
-                env: cand.env.clone(),
-            };
-            let Ok(env) = self.env_row(&r).await else {
-                continue;
-            };
-            let policy = cand
-                .policy
-                .as_deref()
-                .and_then(|p| serde_json::from_str::<Vec<u64>>(p).ok());
-            let config = cand
-                .config
-                .as_deref()
-                .and_then(|c| serde_json::from_str::<ReleaseConfig>(c).ok());
-            let schedule = Schedule::resolve(cand.tier, policy, config.as_ref());
-            let id = env.id;
-            let rows = self.store.call(move |c| bq::list(c, id)).await?;
-            if let Some(smallest) = schedule.periods.first().copied() {
-                let now = now();
-                let newest = self
-                    .store
-                    .call(move |c| bq::newest_at_or_before(c, id, now))
-                    .await?
-                    .map(|b| b.taken_at);
-                let due_at = newest.map_or(now, |t| t.saturating_add(smallest as i64));
-                let busy =
-                    pending.contains(&id) || rows.iter().any(|b| b.state == BackupState::Writing);
-                if due_at > now {
-                    let until = Duration::from_secs((due_at - now) as u64);
-                    sleep = sleep.min(until);
-                } else {
-                    if !busy {
-                        match self
-                            .start_backup_job(r.clone(), BackupKind::Scheduled, None, false, ACTOR)
-                            .await
-                        {
-                            Ok(job) => info!(env = %r, job = job.id, "scheduled snapshot started"),
-                            Err(e) => warn!(env = %r, error = %e, "scheduled snapshot not started"),
-                        }
-                    }
-                    // The next one is due a period after this one (or the running one) is taken.
-                    sleep = sleep.min(Duration::from_secs(smallest));
-                }
-                self.apply_retention(&env, &rows, &schedule.periods, false)
-                    .await;
-            }
-            if let Err(e) = self
-                .archive_wal(&env, &rows, !schedule.periods.is_empty())
-                .await
-            {
-                warn!(env = %r, error = %e, "could not move the archived WAL");
-            }
-        }
-        Ok(sleep.max(Duration::from_millis(10)))
-    }
-
-    /// PostgreSQL: move the current cluster's archived WAL into the repository and prune the
-    /// stream up to the oldest kept base backup's start (`scheduled`), or discard it.
-    async fn archive_wal(
-        &self,
-        env: &EnvRow,
-        rows: &[BackupRow],
-        scheduled: bool,
-    ) -> Result<(), ControlError> {
-        let Some(data) = self.data_row(env).await? else {
-            return Ok(());
-        };
-        if data.engine != Engine::Postgres {
-            return Ok(());
-        }
-        let gn: Generation = self.generation(env, &data)?;
-        let Db::Postgres(cluster) = &gn.db else {
-            return Ok(());
-        };
-        if cluster.spec.archive.is_none() {
-            return Ok(());
-        }
-        if !scheduled {
-            cluster.discard_archived_wal().await.map_err(data_error)?;
-            return Ok(());
-        }
-        let Some(_one) = self.backups.writes.try_lock(&env.app) else {
-            return Ok(());
-        };
-        let repo = self.backup_repo(&env.app).await?;
-        let stream = stream_of(env, gn.n);
-        cluster
-            .ingest_wal(&repo, &stream, &self.closing)
-            .await
-            .map_err(data_error)?;
-        let in_stream: Vec<&BackupRow> = rows
-            .iter()
-            .filter(|b| b.wal_stream.as_deref() == Some(&stream) && b.state != BackupState::Failed)
-            .collect();
-        if in_stream.iter().any(|b| b.state == BackupState::Writing) {
-            return Ok(());
-        }
-        let oldest = in_stream
-            .iter()
-            .filter(|b| b.state == BackupState::Ready)
-            .min_by_key(|b| b.taken_at);
-        let keep_from = match oldest {
-            Some(b) => match &b.wal_start {
-                Some(start) => Some(start.as_str()),
-                None => return Ok(()),
-            },
-            None => None,
-        };
-        repo.prune_wal(&stream, keep_from)
-            .await
-            .map_err(data_error)?;
-        Ok(())
-    }
-}
-
-/// Stop and remove whatever a scratch cluster at `spec` left.
-async fn remove_scratch_cluster(spec: ClusterSpec) {
-    if !tokio::fs::try_exists(&spec.dir).await.unwrap_or(false) {
-        let _ = tokio::fs::remove_file(&spec.log).await;
-        return;
-    }
-    let Ok(sys) = PgSystem::find() else { return };
-    let cluster = Cluster { sys, spec };
-    if let Err(e) = cluster.remove().await {
-        warn!(dir = %cluster.spec.dir.display(), error = %e, "could not remove a scratch cluster");
-    }
-    let _ = tokio::fs::remove_file(&cluster.spec.log).await;
 }

@@ -42,6 +42,8 @@ mod apps;
 mod authz;
 mod backup;
 mod backup_restore;
+mod backup_schedule;
+mod backup_verify;
 mod data;
 mod data_access;
 mod data_service;
