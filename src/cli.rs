@@ -413,6 +413,14 @@ pub struct ServeArgs {
     /// Address of the proxy that serves the environments
     #[arg(long, env = "TURNOUT_HTTP_LISTEN", default_value = "127.0.0.1:8080")]
     pub http_listen: SocketAddr,
+    /// Address of the mail catcher (SMTP) environments below production send to; port 0: the
+    /// port this home had last, else any free one
+    #[arg(long, env = "TURNOUT_SMTP_LISTEN", default_value = "127.0.0.1:0")]
+    pub smtp_listen: SocketAddr,
+    /// Address of the egress proxy environments' outbound HTTP(S) goes through; port 0: the
+    /// port this home had last, else any free one
+    #[arg(long, env = "TURNOUT_EGRESS_LISTEN", default_value = "127.0.0.1:0")]
+    pub egress_listen: SocketAddr,
     /// Worker threads of the proxy's own runtime [default: one per CPU]
     #[arg(long, env = "TURNOUT_PROXY_WORKERS", value_parser = clap::value_parser!(u16).range(1..=256))]
     pub proxy_workers: Option<u16>,

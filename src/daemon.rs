@@ -114,6 +114,8 @@ pub async fn run_daemon(
         home,
         api_listen: args.api_listen,
         http_listen: args.http_listen,
+        smtp_listen: args.smtp_listen,
+        egress_listen: args.egress_listen,
         proxy_workers: args.proxy_workers.map(usize::from),
         single_user: args.single_user,
         shared_network: args.shared_network,

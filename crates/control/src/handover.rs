@@ -13,32 +13,41 @@ use std::os::fd::AsFd;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 
-use turnout_dataplane::{recv_fds, send_fds};
+use turnout_dataplane::{recv_fds_any, send_fds};
 
 /// What the successor asks for; anything else on the socket is ignored.
 const REQUEST: &[u8] = b"upgrade\n";
 /// What comes with the sockets: their order.
-const GRANT: &[u8] = b"api,http\n";
+const GRANT: &[u8] = b"api,http,smtp,egress\n";
+/// What a daemon from before the mail catcher and the egress proxy sends.
+const GRANT_API_HTTP: &[u8] = b"api,http\n";
 
 /// The running daemon's listening sockets, ready to be handed over.
 pub struct Offer {
     socket: PathBuf,
     listener: tokio::net::UnixListener,
-    api: TcpListener,
-    http: TcpListener,
+    sockets: Sockets,
+}
+
+/// The daemon's listening sockets: the API, the proxy, the mail catcher and the egress proxy
+/// (the last two absent when taken from a daemon that had none).
+pub struct Sockets {
+    pub api: TcpListener,
+    pub http: TcpListener,
+    pub smtp: Option<TcpListener>,
+    pub egress: Option<TcpListener>,
 }
 
 impl Offer {
-    /// Listen on `socket` for a successor; `api` and `http` are duplicates of the daemon's
-    /// listeners (the same sockets).
-    pub fn new(socket: PathBuf, api: TcpListener, http: TcpListener) -> std::io::Result<Offer> {
+    /// Listen on `socket` for a successor; `sockets` are duplicates of the daemon's listeners
+    /// (the same sockets), all four present.
+    pub fn new(socket: PathBuf, sockets: Sockets) -> std::io::Result<Offer> {
         let _ = std::fs::remove_file(&socket);
         let listener = tokio::net::UnixListener::bind(&socket)?;
         Ok(Offer {
             socket,
             listener,
-            api,
-            http,
+            sockets,
         })
     }
 
@@ -55,7 +64,10 @@ impl Offer {
             if conn.read_exact(&mut request).is_err() || request != REQUEST {
                 continue;
             }
-            send_fds(&conn, GRANT, &[self.api.as_fd(), self.http.as_fd()])?;
+            let s = &self.sockets;
+            let mut fds = vec![s.api.as_fd(), s.http.as_fd()];
+            fds.extend(s.smtp.iter().chain(&s.egress).map(AsFd::as_fd));
+            send_fds(&conn, GRANT, &fds)?;
             conn.flush()?;
             return Ok(());
         }
@@ -68,8 +80,8 @@ impl Drop for Offer {
     }
 }
 
-/// Ask the daemon listening on `socket` for its listening sockets (API, proxy). Blocking.
-pub fn take(socket: &Path) -> std::io::Result<(TcpListener, TcpListener)> {
+/// Ask the daemon listening on `socket` for its listening sockets. Blocking.
+pub fn take(socket: &Path) -> std::io::Result<Sockets> {
     let mut conn = UnixStream::connect(socket).map_err(|e| {
         std::io::Error::new(
             e.kind(),
@@ -80,6 +92,28 @@ pub fn take(socket: &Path) -> std::io::Result<(TcpListener, TcpListener)> {
         )
     })?;
     conn.write_all(REQUEST)?;
-    let [api, http] = recv_fds::<2>(&conn, GRANT, "the running daemon")?;
-    Ok((TcpListener::from(api), TcpListener::from(http)))
+    let what = "the running daemon";
+    let (header, fds) = recv_fds_any(&conn, GRANT.len(), 4, what)?;
+    let mut fds = fds.into_iter().map(TcpListener::from);
+    let mut next = || fds.next();
+    let taken = match (header.as_slice(), next(), next(), next(), next()) {
+        (GRANT, Some(api), Some(http), Some(smtp), Some(egress)) => Sockets {
+            api,
+            http,
+            smtp: Some(smtp),
+            egress: Some(egress),
+        },
+        (GRANT_API_HTTP, Some(api), Some(http), None, None) => Sockets {
+            api,
+            http,
+            smtp: None,
+            egress: None,
+        },
+        _ => {
+            return Err(std::io::Error::other(format!(
+                "{what} answered something else than its listening sockets"
+            )));
+        }
+    };
+    Ok(taken)
 }

@@ -36,6 +36,10 @@ pub struct ServeConfig {
     pub home: PathBuf,
     pub api_listen: SocketAddr,
     pub http_listen: SocketAddr,
+    /// The mail catcher's and the egress proxy's addresses; with port 0, the port the home
+    /// used last (`services.json`) when it is free, else any (see `bind_service`).
+    pub smtp_listen: SocketAddr,
+    pub egress_listen: SocketAddr,
     /// Worker threads of the proxy's own runtime; one per CPU when None.
     pub proxy_workers: Option<usize>,
     /// Not root: run every environment as the daemon's user anyway (unsafe for shared use).
@@ -122,8 +126,8 @@ pub async fn serve(
             home.root().display()
         );
     }
-    let (api_listener, http_taken) = match taken {
-        Some((api, http)) => (adopt_listener(api)?, Some(http)),
+    let (api_listener, http_taken, smtp_taken, egress_taken) = match taken {
+        Some(t) => (adopt_listener(t.api)?, Some(t.http), t.smtp, t.egress),
         None => (
             bind(
                 config.api_listen,
@@ -132,8 +136,41 @@ pub async fn serve(
             )
             .await?,
             None,
+            None,
+            None,
         ),
     };
+    let mut kept = ServicesFile::read(&home);
+    let smtp_listener = match smtp_taken {
+        Some(l) => adopt_listener(l)?,
+        None => {
+            bind_service(
+                config.smtp_listen,
+                kept.smtp,
+                "mail catcher",
+                "--smtp-listen / TURNOUT_SMTP_LISTEN",
+            )
+            .await?
+        }
+    };
+    let egress_listener = match egress_taken {
+        Some(l) => adopt_listener(l)?,
+        None => {
+            bind_service(
+                config.egress_listen,
+                kept.egress,
+                "egress proxy",
+                "--egress-listen / TURNOUT_EGRESS_LISTEN",
+            )
+            .await?
+        }
+    };
+    let ports = crate::plane::ServicePorts {
+        smtp: smtp_listener.local_addr()?.port(),
+        egress: egress_listener.local_addr()?.port(),
+    };
+    (kept.smtp, kept.egress) = (Some(ports.smtp), Some(ports.egress));
+    kept.write(&home)?;
     // Instances and the data plane run as processes of this binary (`__instance`,
     // `__dataplane`), so they outlive this daemon and the next one attaches to them.
     let exe = std::env::current_exe().context("cannot find the turnout binary")?;
@@ -168,7 +205,11 @@ pub async fn serve(
     let served = run(
         &config,
         &home,
-        api_listener,
+        Listeners {
+            api: api_listener,
+            smtp: smtp_listener,
+            egress: egress_listener,
+        },
         http_addr,
         &dataplane,
         separation,
@@ -185,12 +226,19 @@ pub async fn serve(
     served
 }
 
+/// The control plane's own listening sockets.
+struct Listeners {
+    api: TcpListener,
+    smtp: TcpListener,
+    egress: TcpListener,
+}
+
 /// Everything after the listening sockets and the data plane are in hand.
 #[allow(clippy::too_many_arguments)]
 async fn run(
     config: &ServeConfig,
     home: &Home,
-    api_listener: TcpListener,
+    listeners: Listeners,
     http_addr: SocketAddr,
     dataplane: &std::sync::Arc<DataPlane>,
     separation: crate::plane::Separation,
@@ -200,10 +248,23 @@ async fn run(
     ready: impl FnOnce(&ServeInfo),
 ) -> anyhow::Result<()> {
     // A successor (`turnout serve --upgrade`) gets the same sockets.
+    let Listeners {
+        api: api_listener,
+        smtp: smtp_listener,
+        egress: egress_listener,
+    } = listeners;
+    let ports = crate::plane::ServicePorts {
+        smtp: smtp_listener.local_addr()?.port(),
+        egress: egress_listener.local_addr()?.port(),
+    };
     let offer = handover::Offer::new(
         home.upgrade_socket(),
-        duplicate(&api_listener)?,
-        dataplane.listener()?,
+        handover::Sockets {
+            api: duplicate(&api_listener)?,
+            http: dataplane.listener()?,
+            smtp: Some(duplicate(&smtp_listener)?),
+            egress: Some(duplicate(&egress_listener)?),
+        },
     )
     .with_context(|| format!("cannot listen on {}", home.upgrade_socket().display()))?;
     // Cancelled however the daemon ends: the API and the store's checkpoints stop.
@@ -215,6 +276,7 @@ async fn run(
         ending.clone(),
     )
     .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let vault = crate::vault::Vault::open(home).map_err(|e| anyhow::anyhow!("{e}"))?;
     crate::admin::bootstrap(&store, &home.admin_token())
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -242,6 +304,8 @@ async fn run(
         std::sync::Arc::new(runtime),
         separation.clone(),
         networks,
+        vault,
+        ports,
     );
     // Before the API takes a request: clean up after a daemon that was killed, so no new job
     // can be mistaken for one it left half-done.
@@ -260,6 +324,7 @@ async fn run(
         .await
         .context("the data plane does not serve")?;
     plane.start_sleeping();
+    plane.serve_services(smtp_listener, egress_listener, &ending);
     let api_router = crate::api::router(plane.clone(), config.max_push_bytes);
     let api_ending = ending.clone();
     let api_task = tokio::spawn(async move {
@@ -336,6 +401,50 @@ fn duplicate(listener: &TcpListener) -> anyhow::Result<std::net::TcpListener> {
     Ok(std::net::TcpListener::from(
         listener.as_fd().try_clone_to_owned()?,
     ))
+}
+
+/// The ports the daemon's own services used last, so a restart keeps the `SMTP_URL` and
+/// `HTTP_PROXY` instances that keep running were given.
+#[derive(Default, serde::Serialize, serde::Deserialize)]
+struct ServicesFile {
+    smtp: Option<u16>,
+    egress: Option<u16>,
+}
+
+impl ServicesFile {
+    fn read(home: &Home) -> ServicesFile {
+        std::fs::read(home.root().join("services.json"))
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default()
+    }
+
+    fn write(&self, home: &Home) -> anyhow::Result<()> {
+        let path = home.root().join("services.json");
+        std::fs::write(&path, serde_json::to_vec_pretty(self)?)
+            .with_context(|| format!("cannot write {}", path.display()))
+    }
+}
+
+/// Bind a service's address; with port 0, the port it had last (`kept`) if it is free, so
+/// running instances keep reaching it, else any.
+async fn bind_service(
+    addr: SocketAddr,
+    kept: Option<u16>,
+    what: &str,
+    flag: &str,
+) -> anyhow::Result<TcpListener> {
+    if addr.port() == 0
+        && let Some(port) = kept
+    {
+        match TcpListener::bind(SocketAddr::new(addr.ip(), port)).await {
+            Ok(listener) => return Ok(listener),
+            Err(e) => {
+                warn!(port, error = %e, "the {what} cannot have the port it had; instances left running keep the old one until their next restart")
+            }
+        }
+    }
+    bind(addr, what, flag).await
 }
 
 async fn bind(addr: SocketAddr, what: &str, flag: &str) -> anyhow::Result<TcpListener> {

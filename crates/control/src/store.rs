@@ -45,6 +45,9 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0013_data.sql"),
     include_str!("../migrations/0014_reseed.sql"),
     include_str!("../migrations/0015_backups.sql"),
+    include_str!("../migrations/0016_config.sql"),
+    include_str!("../migrations/0017_mail.sql"),
+    include_str!("../migrations/0018_egress.sql"),
 ];
 
 /// Read-only connections kept open for `Store::call`.

@@ -129,15 +129,36 @@ pub fn recv_fds<const N: usize>(
     header: &[u8],
     what: &str,
 ) -> std::io::Result<[OwnedFd; N]> {
-    let mut got = vec![0u8; header.len()];
-    let mut space = vec![MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(N))];
+    let (got, fds) = recv_fds_any(conn, header.len(), N, what)?;
+    let fds: [OwnedFd; N] = fds.try_into().map_err(|fds: Vec<OwnedFd>| {
+        std::io::Error::other(format!("{what} sent {} sockets instead of {N}", fds.len()))
+    })?;
+    if got != header {
+        return Err(std::io::Error::other(format!(
+            "{what} answered something else than its listening sockets"
+        )));
+    }
+    Ok(fds)
+}
+
+/// Receive up to `max_fds` descriptors and the header (at most `max_header` bytes) they came
+/// with (blocking), for a caller that accepts more than one header.
+pub fn recv_fds_any(
+    conn: &impl AsFd,
+    max_header: usize,
+    max_fds: usize,
+    what: &str,
+) -> std::io::Result<(Vec<u8>, Vec<OwnedFd>)> {
+    let mut got = vec![0u8; max_header];
+    let mut space = vec![MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(max_fds))];
     let mut control = RecvAncillaryBuffer::new(&mut space);
     let received = recvmsg(
         conn,
         &mut [IoSliceMut::new(&mut got)],
         &mut control,
         RecvFlags::CMSG_CLOEXEC,
-    )?;
+    )
+    .map_err(|e| std::io::Error::other(format!("{what}: {e}")))?;
     let fds: Vec<OwnedFd> = control
         .drain()
         .filter_map(|message| match message {
@@ -146,13 +167,6 @@ pub fn recv_fds<const N: usize>(
         })
         .flatten()
         .collect();
-    let fds: [OwnedFd; N] = fds.try_into().map_err(|fds: Vec<OwnedFd>| {
-        std::io::Error::other(format!("{what} sent {} sockets instead of {N}", fds.len()))
-    })?;
-    if got[..received.bytes] != *header {
-        return Err(std::io::Error::other(format!(
-            "{what} answered something else than its listening sockets"
-        )));
-    }
-    Ok(fds)
+    got.truncate(received.bytes);
+    Ok((got, fds))
 }

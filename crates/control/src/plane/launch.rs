@@ -79,6 +79,10 @@ impl ControlPlane {
         let mut env = self.release_env(r, l.env.tier, l.commit, l.config);
         // Secrets go to the instance only: never to the build, whose output may be logged.
         env.extend(self.secret_env(l.env.id).await?);
+        // Third parties: below production, mail goes to the catcher and outbound requests
+        // through the egress proxy, whatever was set for them.
+        env.extend(self.mail_env(l.env, l.config));
+        env.extend(self.egress_env(l.env));
         let gn = match l.data {
             Some(new) => new.gn.clone(),
             None => self.ensure_data(l.env, l.config).await?,

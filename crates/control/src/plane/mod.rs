@@ -32,11 +32,14 @@ use tracing::warn;
 use turnout_model::{AppInfo, AppName, EnvRef, ReleaseInfo, format_timestamp};
 use turnout_supervisor::{InstanceHandle, Runtime};
 
+use crate::egress::Egress;
 use crate::error::ControlError;
 use crate::git::Source;
 use crate::home::Home;
+use crate::mail::Catcher;
 use crate::metrics::Metrics;
 use crate::store::{AppRow, ReleaseRow, Store};
+use crate::vault::Vault;
 
 mod apps;
 mod authz;
@@ -44,6 +47,7 @@ mod backup;
 mod backup_restore;
 mod backup_schedule;
 mod backup_verify;
+mod config;
 mod data;
 mod data_access;
 mod data_service;
@@ -51,6 +55,7 @@ mod deploy;
 mod diff;
 mod domains;
 mod drill;
+mod egress;
 mod envs;
 mod generation;
 mod hooks;
@@ -59,6 +64,7 @@ mod jobs;
 mod keyed;
 mod launch;
 mod logs;
+mod mail;
 mod network;
 mod pipeline;
 mod plans;
@@ -121,6 +127,22 @@ pub struct ControlPlane {
     waking: std::sync::Mutex<std::collections::HashSet<EnvKey>>,
     /// Each app's backup repository, opened once (see `backup`).
     backups: backup::Backups,
+    /// The keys that seal secret values at rest (see `crate::vault`); written only by a key
+    /// rotation.
+    vault: std::sync::RwLock<Vault>,
+    /// The daemon's own services for environments' third parties: mail caught, outbound
+    /// requests governed (see `mail`, `egress`), with the ports they listen on (on the host's
+    /// 127.0.0.1 and inside each environment's namespace alike).
+    mail: Arc<Catcher>,
+    egress: Arc<Egress>,
+    ports: ServicePorts,
+}
+
+/// Where the daemon's own services listen, on 127.0.0.1.
+#[derive(Clone, Copy, Debug)]
+pub struct ServicePorts {
+    pub smtp: u16,
+    pub egress: u16,
 }
 
 impl ControlPlane {
@@ -130,6 +152,8 @@ impl ControlPlane {
         runtime: Arc<dyn Runtime>,
         separation: Separation,
         networks: Networks,
+        vault: Vault,
+        ports: ServicePorts,
     ) -> Arc<ControlPlane> {
         let (dataplane, http_port) = (networks.dataplane().clone(), networks.http_port());
         let closing = CancellationToken::new();
@@ -142,7 +166,7 @@ impl ControlPlane {
                 tasks.clone(),
             )),
             home,
-            store,
+            store: store.clone(),
             http_port,
             runtime,
             separation,
@@ -158,11 +182,26 @@ impl ControlPlane {
             adopted: std::sync::Mutex::default(),
             waking: std::sync::Mutex::default(),
             backups: backup::Backups::default(),
+            mail: Catcher::new(store.clone(), vault.credentials()),
+            egress: Egress::new(store.clone(), vault.credentials()),
+            vault: std::sync::RwLock::new(vault),
+            ports,
         })
     }
 
     pub fn home(&self) -> &Home {
         &self.home
+    }
+
+    /// Serve the daemon's own services on the host's listeners (127.0.0.1) until `stop`.
+    pub fn serve_services(
+        &self,
+        smtp: tokio::net::TcpListener,
+        egress: tokio::net::TcpListener,
+        stop: &CancellationToken,
+    ) {
+        tokio::spawn(self.mail.clone().serve(smtp, None, stop.clone()));
+        tokio::spawn(self.egress.clone().serve(egress, None, stop.clone()));
     }
 
     pub fn metrics(&self) -> &Metrics {

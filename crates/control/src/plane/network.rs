@@ -7,8 +7,10 @@
 //! Where namespaces cannot be had (not root; `ip` or `pasta` missing), every environment shares
 //! the host's network, which `turnout serve` and `env show` say.
 use std::collections::HashMap;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 
+use tokio_util::sync::{CancellationToken, DropGuard};
 use tracing::{info, warn};
 use turnout_dataplane::DataPlane;
 use turnout_netns::{Network, Outbound, Provider};
@@ -30,6 +32,8 @@ struct EnvNetwork {
     network: Network,
     /// Its way out; `pasta` stops when this is dropped.
     outbound: Outbound,
+    /// Stops the daemon's services' listeners inside the namespace when dropped.
+    _inside: DropGuard,
 }
 
 impl Networks {
@@ -127,15 +131,43 @@ impl ControlPlane {
         if let Err(e) = networks.dataplane.listen(&name).await {
             warn!(namespace = %name, error = %e, "cannot listen for internal URLs inside the namespace");
         }
+        let inside = self.serve_inside(env, &network);
         envs.insert(
             env.uid,
             EnvNetwork {
                 network: network.clone(),
                 outbound,
+                _inside: inside.drop_guard(),
             },
         );
         info!(app = %env.app, env = %env.name, namespace = %name, "network namespace ready");
         Ok(network)
+    }
+
+    /// The mail catcher and the egress proxy inside `env`'s namespace, at 127.0.0.1 on the
+    /// ports they have on the host, so `SMTP_URL` and `HTTP_PROXY` are the same in both: what
+    /// comes in there is `env`'s. A port that cannot be had there costs the environment that
+    /// service: say so. Cancel the token to stop them.
+    fn serve_inside(&self, env: &EnvRow, network: &Network) -> CancellationToken {
+        let stop = CancellationToken::new();
+        let listen = |port: u16, what: &str| {
+            let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+            let listener = network.listen(addr).and_then(|l| {
+                l.set_nonblocking(true)?;
+                tokio::net::TcpListener::from_std(l)
+            });
+            if let Err(e) = &listener {
+                warn!(app = %env.app, env = %env.name, %addr, error = %e, "cannot listen inside the namespace for the {what}");
+            }
+            listener.ok()
+        };
+        if let Some(l) = listen(self.ports.smtp, "mail catcher") {
+            tokio::spawn(self.mail.clone().serve(l, Some(env.id), stop.clone()));
+        }
+        if let Some(l) = listen(self.ports.egress, "egress proxy") {
+            tokio::spawn(self.egress.clone().serve(l, Some(env.id), stop.clone()));
+        }
+        stop
     }
 
     /// Remove `env`'s namespace, once nothing of it runs any more (environment deleted).

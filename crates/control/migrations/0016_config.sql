@@ -1,0 +1,1 @@
+-- Configuration set through Turnout (app, tier, environment levels; plain and sealed secret values) and the snapshots releases ran with.

@@ -1,0 +1,1 @@
+-- Mail caught from environments below production, and each tier's relay opt-in.

@@ -1,0 +1,1 @@
+-- Each tier's outbound policy and the log of outbound requests.
