@@ -6,6 +6,9 @@
 //! <home>/serve.json              bound addresses of the running daemon
 //! <home>/serve.lock              held by the running daemon
 //! <home>/admin.token             the first owner's API token (mode 0600)
+//! <home>/secret.key              the key that seals secret values in the store (mode 0600)
+//! <home>/credential.key          derives each environment's password for the daemon's services
+//! <home>/services.json           the ports of the mail catcher and the egress proxy, kept
 //! <home>/apps/<app>/repo.git     bare mirror of the app's repository
 //! <home>/apps/<app>/envs/<env>/  one environment:
 //!     releases/<commit12>-<fp>/  immutable release trees (a detached worktree each, built in place)
