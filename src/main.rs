@@ -17,6 +17,7 @@ mod daemon;
 mod data;
 mod demo;
 mod jobs;
+mod mail;
 mod output;
 mod render;
 mod restore;
@@ -428,6 +429,7 @@ async fn run_client(client: &Client, command: Command, json: bool) -> anyhow::Re
         }
         Command::Data(command) => return data::command(client, command, json).await,
         Command::Backup(command) => return backup::command(client, command, json).await,
+        Command::Mail(command) => return mail::command(client, command, json).await,
         Command::Rollback {
             target,
             to,
