@@ -47,6 +47,8 @@ struct Visit {
     too_big: bool,
     /// A complete message, to be kept by the loop.
     done: Option<(String, Vec<String>, Vec<u8>)>,
+    /// The answer to the final dot of a message that was refused.
+    refusal: Option<Response>,
 }
 
 impl Visit {
@@ -143,8 +145,11 @@ impl Handler for Shared {
     fn data_end(&mut self) -> Response {
         let mut v = lock(&self.0);
         if v.too_big {
+            // mailin stays in its DATA state after an error answer here, reading the next
+            // commands as message lines: it gets OK, and the loop answers the refusal.
             v.reset();
-            return too_big();
+            v.refusal = Some(too_big());
+            return mailin::response::OK;
         }
         let message = (
             std::mem::take(&mut v.from),
@@ -289,6 +294,7 @@ pub(super) async fn converse(
         data: Vec::new(),
         too_big: false,
         done: None,
+        refusal: None,
     }));
     let mut builder = SessionBuilder::new("turnout-mail-catcher");
     // Plain-text logins: the catcher listens on loopback only (the host's, or inside the
@@ -344,9 +350,13 @@ pub(super) async fn converse(
             let response = session.process(&line);
             if line == b".\r\n" {
                 in_data = false;
-                let kept = lock(&visit).done.take();
-                let answer = match kept {
-                    Some(message) if response.code == 250 => {
+                let (kept, refusal) = {
+                    let mut v = lock(&visit);
+                    (v.done.take(), v.refusal.take())
+                };
+                let answer = match (kept, refusal) {
+                    (_, Some(refusal)) => bytes(&refusal),
+                    (Some(message), None) if response.code == 250 => {
                         let sender = lock(&visit).sender.clone();
                         match sender {
                             Some(s) => keep(catcher, &s, message).await,

@@ -221,12 +221,12 @@ fn relay_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RelayRow> {
     })
 }
 
-const RELAY_COLS: &str = "tier, url, url_shown, domains, set_by, set_at";
+const RELAY_COLS: &str = "r.tier, r.url, r.url_shown, r.domains, r.set_by, r.set_at";
 
 /// The app's relays, by tier.
 pub fn relays(c: &Connection, app_id: i64) -> Result<Vec<RelayRow>, ControlError> {
     let mut st = c.prepare(&format!(
-        "SELECT {RELAY_COLS} FROM mail_relays WHERE app_id = ?1"
+        "SELECT {RELAY_COLS} FROM mail_relays r WHERE r.app_id = ?1"
     ))?;
     let rows = st
         .query_map([app_id], relay_row)?
