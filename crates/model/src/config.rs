@@ -19,7 +19,7 @@ pub const MAX_CONFIG_KEYS: usize = 500;
 
 /// Where a resolved value comes from, least to most specific.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
+#[serde(rename_all = "kebab-case")]
 pub enum ConfigLevel {
     /// The app file's `[env]`.
     File,
