@@ -37,16 +37,16 @@ pub async fn prepare_store(store: &Store, vault: &mut Vault) -> Result<(), Contr
     let secrets = plain
         .secrets
         .iter()
-        .map(|(env_id, app_id, key, value, at, by)| {
-            let name = cq::SetLevel::Env(*env_id).seal_name(*app_id, key);
-            Ok((
-                *env_id,
-                *app_id,
-                key.clone(),
-                vault.seal(&name, value.as_bytes())?,
-                *at,
-                by.clone(),
-            ))
+        .map(|s| {
+            let name = cq::SetLevel::Env(s.env_id).seal_name(s.app_id, &s.key);
+            Ok(cq::OldSecret {
+                env_id: s.env_id,
+                app_id: s.app_id,
+                key: s.key.clone(),
+                value: vault.seal(&name, s.value.as_bytes())?,
+                updated_at: s.updated_at,
+                updated_by: s.updated_by.clone(),
+            })
         })
         .collect::<Result<Vec<_>, ControlError>>()?;
     let hooks = plain

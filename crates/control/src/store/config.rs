@@ -357,11 +357,21 @@ pub fn replace_sealed(c: &Tx<'_>, old: &Sealed, new: &[u8]) -> Result<(), Contro
     Ok(())
 }
 
+/// A row of the `secrets` table older versions kept: `value` is its plain text when read, its
+/// sealed form when written back.
+pub struct OldSecret<V> {
+    pub env_id: i64,
+    pub app_id: i64,
+    pub key: String,
+    pub value: V,
+    pub updated_at: i64,
+    pub updated_by: String,
+}
+
 /// Values older versions kept in plain text: the per-environment secrets (`secrets`, if the
-/// table is still there) as (env_id, app_id, key, value, updated_at, updated_by), and the
-/// stored webhook secrets as (rowid, app_id, provider, secret).
+/// table is still there), and the stored webhook secrets as (rowid, app_id, provider, secret).
 pub struct PlainValues {
-    pub secrets: Vec<(i64, i64, String, String, i64, String)>,
+    pub secrets: Vec<OldSecret<String>>,
     pub hooks: Vec<(i64, i64, String, String)>,
 }
 
@@ -373,14 +383,14 @@ pub fn plain_values(c: &Connection) -> Result<PlainValues, ControlError> {
              FROM secrets s JOIN environments e ON e.id = s.env_id ORDER BY s.env_id, s.key",
         )?;
         for row in stmt.query_map([], |r| {
-            Ok((
-                r.get(0)?,
-                r.get(1)?,
-                r.get(2)?,
-                r.get(3)?,
-                r.get(4)?,
-                r.get(5)?,
-            ))
+            Ok(OldSecret {
+                env_id: r.get(0)?,
+                app_id: r.get(1)?,
+                key: r.get(2)?,
+                value: r.get(3)?,
+                updated_at: r.get(4)?,
+                updated_by: r.get(5)?,
+            })
         })? {
             secrets.push(row?);
         }
@@ -406,15 +416,15 @@ pub fn has_plain_secrets_table(c: &Connection) -> Result<bool, ControlError> {
 /// Store the sealed form of the plain values read by `plain_values` and drop the old table.
 pub fn seal_plain(
     c: &Tx<'_>,
-    secrets: &[(i64, i64, String, Vec<u8>, i64, String)],
+    secrets: &[OldSecret<Vec<u8>>],
     hooks: &[(i64, Vec<u8>)],
 ) -> Result<(), ControlError> {
-    for (env_id, app_id, key, sealed, at, by) in secrets {
+    for s in secrets {
         c.execute(
             "INSERT INTO config_values (app_id, level, tier, env_id, key, secret, value, updated_at, updated_by) \
              VALUES (?1, 'env', '', ?2, ?3, 1, ?4, ?5, ?6) \
              ON CONFLICT DO NOTHING",
-            params![app_id, env_id, key, sealed, at, by],
+            params![s.app_id, s.env_id, s.key, s.value, s.updated_at, s.updated_by],
         )?;
     }
     for (rowid, sealed) in hooks {
