@@ -949,6 +949,6 @@ mod tests {
             );
         }
         assert!(all.contains(&("POST", "/api/v1/jobs/{id}/cancel")));
-        assert_eq!(all.len(), 81);
+        assert_eq!(all.len(), 82);
     }
 }
