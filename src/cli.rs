@@ -133,6 +133,10 @@ pub enum Command {
     /// schedule
     #[command(subcommand)]
     Backup(BackupCommand),
+    /// Mail environments below production sent (caught, never delivered unless their tier
+    /// opted in to a relay): list, show, clear, and each tier's relay
+    #[command(subcommand)]
+    Mail(MailCommand),
     /// List releases
     #[command(subcommand)]
     Release(ReleaseCommand),
@@ -283,6 +287,48 @@ pub enum DataCommand {
     Psql { target: EnvRef },
     /// Open sqlite3 on the environment's SQLite database (with --json: print the connection)
     Sqlite { target: EnvRef },
+}
+
+#[derive(Subcommand)]
+pub enum MailCommand {
+    /// The messages the environment sent (newest first): id, when, from, to, subject, size,
+    /// what the relay did
+    List {
+        /// The environment, as APP/ENV
+        target: EnvRef,
+    },
+    /// One message: its headers, text and HTML parts, and its attachments (name, type, size)
+    Show {
+        #[arg(value_parser = id_parser())]
+        id: i64,
+        /// Print the message exactly as the app sent it
+        #[arg(long)]
+        raw: bool,
+    },
+    /// Remove every message the environment sent
+    Clear {
+        /// The environment, as APP/ENV
+        target: EnvRef,
+    },
+    /// Each tier's relay; with --tier, set one (mail to the allowed domains only is passed on
+    /// to a real server) or turn it off. By default nothing is relayed, and production never
+    /// uses the catcher
+    Relay {
+        app: AppName,
+        /// The tier to set (development, test, qa, staging, release, production-copy)
+        #[arg(long)]
+        tier: Option<String>,
+        /// The real server: smtp://[USER:PASSWORD@]HOST[:PORT] (port 25, STARTTLS when
+        /// offered) or smtps://… (port 465, TLS)
+        #[arg(long, requires = "tier")]
+        url: Option<String>,
+        /// A recipient domain to relay to (repeat for more); other recipients are not sent to
+        #[arg(long = "allow-domain", value_name = "DOMAIN", requires = "tier")]
+        allow_domains: Vec<String>,
+        /// Relay nothing from this tier (the default)
+        #[arg(long, requires = "tier", conflicts_with_all = ["url", "allow_domains"])]
+        off: bool,
+    },
 }
 
 #[derive(Subcommand)]

@@ -18,6 +18,7 @@ mod daemon;
 mod data;
 mod demo;
 mod jobs;
+mod mail;
 mod output;
 mod render;
 mod restore;
@@ -429,6 +430,7 @@ async fn run_client(client: &Client, command: Command, json: bool) -> anyhow::Re
         }
         Command::Data(command) => return data::command(client, command, json).await,
         Command::Backup(command) => return backup::command(client, command, json).await,
+        Command::Mail(command) => return mail::command(client, command, json).await,
         Command::Rollback {
             target,
             to,

@@ -10,6 +10,7 @@ pub mod data;
 pub mod diff;
 mod domains;
 mod jobs;
+pub mod mail;
 pub mod pipeline;
 
 pub use domains::{domain_added, domain_history, domains, maintenance, switched};

@@ -81,6 +81,15 @@ async fn values_are_inherited_app_tier_env_over_the_app_file_by_one_rule() {
         "ALL=tier",
     ]);
     d.ok(&["config", "set", "shop/stg", "ALL=env"]);
+    // Below production the mail catcher's URL wins over any value set for it.
+    d.ok(&[
+        "config",
+        "set",
+        "shop",
+        "--tier",
+        "staging",
+        "SMTP_URL=smtp://mail.example.com:25",
+    ]);
     d.ok(&["deploy", "shop/stg"]);
     d.ok(&["deploy", "shop/dev"]);
 
@@ -117,6 +126,19 @@ async fn values_are_inherited_app_tier_env_over_the_app_file_by_one_rule() {
     assert_eq!(entry(&stg, "TURNOUT_ENV")["value"], "stg");
     assert_eq!(entry(&stg, "PORT")["level"], "turnout");
     assert_eq!(entry(&stg, "DATABASE_URL")["level"], "turnout");
+    let smtp = entry(&stg, "SMTP_URL");
+    assert_eq!(smtp["level"], "turnout", "{smtp}");
+    assert_eq!(smtp["overrides"], serde_json::json!(["tier"]));
+    let value = smtp["value"].as_str().unwrap();
+    assert!(
+        value.starts_with("smtp://shop.stg:***@127.0.0.1:"),
+        "{value}"
+    );
+    let (_, body) = d.get("stg.shop.localhost", "/env/SMTP_URL").await;
+    assert!(
+        body.starts_with("smtp://shop.stg:") && !body.contains("example.com"),
+        "{body}"
+    );
     let text = d.ok(&["config", "list", "shop/stg"]);
     assert!(text.contains("later wins"), "{text}");
     // One key resolved, and what is set at one level.
@@ -131,7 +153,7 @@ async fn values_are_inherited_app_tier_env_over_the_app_file_by_one_rule() {
         .iter()
         .map(|e| e["key"].as_str().unwrap())
         .collect();
-    assert_eq!(keys, ["ALL", "APP_TIER"]);
+    assert_eq!(keys, ["ALL", "APP_TIER", "SMTP_URL"]);
 
     // Unset at the environment level: the tier's value shows through after a restart.
     d.ok(&["config", "unset", "shop/stg", "ALL"]);
@@ -297,11 +319,35 @@ async fn secrets_are_sealed_at_rest_hidden_from_builds_arguments_audit_and_viewe
     assert!(audit.contains("config.set") && audit.contains("API_KEY") && !audit.contains(secret));
     assert!(!d.log().contains(secret));
 
-    // Rotation: every sealed value under the new key, still correct, the old key gone.
+    // Rotation: every sealed value (configuration, snapshots, a webhook's secret, a mail
+    // relay's URL) under the new key, still correct, the old key gone.
+    let hook_secret = "hook-secret-0a1b2c3d4e5f6071";
+    let out = with_stdin(
+        &d,
+        &["hooks", "set", "shop", "gitlab", "--secret-stdin"],
+        &format!("{hook_secret}\n"),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let relay_password = "relay-pass-5e6f7a8b";
+    d.ok(&[
+        "mail",
+        "relay",
+        "shop",
+        "--tier",
+        "staging",
+        "--url",
+        &format!("smtp://u:{relay_password}@127.0.0.1:2525"),
+        "--allow-domain",
+        "example.test",
+    ]);
     let old_key = std::fs::read(d.home.path().join("secret.key")).unwrap();
     let rotated = d.json(&["secrets", "rotate-key"]);
     let key_id = rotated["key_id"].as_str().unwrap().to_owned();
-    assert!(rotated["resealed"].as_u64().unwrap() >= 2, "{rotated}");
+    assert!(rotated["resealed"].as_u64().unwrap() >= 4, "{rotated}");
     let new_key = std::fs::read(d.home.path().join("secret.key")).unwrap();
     assert_ne!(old_key, new_key);
     assert!(!d.home.path().join("secret.key.new").exists());
@@ -310,6 +356,8 @@ async fn secrets_are_sealed_at_rest_hidden_from_builds_arguments_audit_and_viewe
     for sql in [
         "SELECT value FROM config_values WHERE secret = 1",
         "SELECT content FROM config_snapshots",
+        "SELECT secret FROM hooks",
+        "SELECT url FROM mail_relays",
     ] {
         let mut stmt = db.prepare(sql).unwrap();
         sealed.extend(
@@ -318,13 +366,18 @@ async fn secrets_are_sealed_at_rest_hidden_from_builds_arguments_audit_and_viewe
                 .map(Result::unwrap),
         );
     }
-    assert!(sealed.len() >= 2);
+    assert!(sealed.len() >= 4);
     for s in &sealed {
         let id: String = s[3..11].iter().map(|b| format!("{b:02x}")).collect();
         assert_eq!(id, key_id);
     }
     drop(db);
-    assert!(!in_store(d.home.path(), secret));
+    for s in [secret, hook_secret, relay_password] {
+        assert!(
+            !in_store(d.home.path(), s),
+            "in plain text after the rotation"
+        );
+    }
     d.ok(&["restart", "shop/prod"]);
     let (_, body) = d.get("prod.shop.localhost", "/env/API_KEY").await;
     assert_eq!(body, format!("{secret}\n"));

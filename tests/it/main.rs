@@ -19,6 +19,7 @@ mod jobs_cli;
 mod limits;
 mod load;
 mod logs;
+mod mail;
 mod metrics_access;
 mod pipeline;
 mod plans;

@@ -18,6 +18,9 @@ use data::{check_data, data_config};
 mod backup;
 pub use backup::{BackupConfig, BackupSection, parse_schedule, show_period, tier_default};
 use backup::{backup_config, check_backup, merge_backup};
+mod mail;
+pub use mail::{DEFAULT_URL_VAR, MailConfig, MailSection};
+use mail::{check_mail, mail_config, merge_mail};
 
 pub const FILE_NAME: &str = "turnout.toml";
 pub const PROCFILE: &str = "Procfile";
@@ -54,6 +57,8 @@ pub struct Layer {
     pub data: Option<DataSection>,
     #[serde(default)]
     pub backup: Option<BackupSection>,
+    #[serde(default)]
+    pub mail: Option<MailSection>,
 }
 
 #[derive(Debug, Default, Clone, Deserialize)]
@@ -121,6 +126,8 @@ struct AppFile {
     #[serde(default)]
     backup: Option<BackupSection>,
     #[serde(default)]
+    mail: Option<MailSection>,
+    #[serde(default)]
     tiers: BTreeMap<Tier, Layer>,
     #[serde(default)]
     environments: BTreeMap<EnvName, Layer>,
@@ -160,6 +167,10 @@ pub struct ReleaseConfig {
     /// backups existed have none set: the tier's default schedule).
     #[serde(default)]
     pub backup: BackupConfig,
+    /// The app file's `[mail]` for this tier and environment (releases recorded before mail
+    /// settings existed have the default: `SMTP_URL`).
+    #[serde(default)]
+    pub mail: MailConfig,
 }
 
 impl ReleaseConfig {
@@ -233,6 +244,7 @@ pub fn resolve(
         plan: file.plan,
         data: file.data,
         backup: file.backup,
+        mail: file.mail,
     };
     let mut env_sources = BTreeMap::new();
     for (layer, source) in [
@@ -252,6 +264,7 @@ pub fn resolve(
     let plan = merged.plan.unwrap_or_default();
     let data = data_config(merged.data.unwrap_or_default());
     let backup = backup_config(merged.backup.unwrap_or_default());
+    let mail = mail_config(merged.mail.unwrap_or_default());
     let command = match run.command {
         Some(c) if !c.trim().is_empty() => c,
         _ => procfile
@@ -299,6 +312,7 @@ pub fn resolve(
         },
         data,
         backup,
+        mail,
     })
 }
 
@@ -361,6 +375,22 @@ fn parse(text: &str) -> Result<AppFile, AppFileError> {
     for (prefix, section) in backups {
         if let Some(section) = section {
             check_backup(text, &prefix, section)?;
+        }
+    }
+    let mails = std::iter::once(("mail".to_owned(), file.mail.as_ref()))
+        .chain(
+            file.tiers
+                .iter()
+                .map(|(t, l)| (format!("tiers.{t}.mail"), l.mail.as_ref())),
+        )
+        .chain(
+            file.environments
+                .iter()
+                .map(|(e, l)| (format!("environments.{e}.mail"), l.mail.as_ref())),
+        );
+    for (prefix, section) in mails {
+        if let Some(section) = section {
+            check_mail(text, &prefix, section)?;
         }
     }
     Ok(file)
@@ -448,6 +478,9 @@ fn merge(into: &mut Layer, over: &Layer) {
     }
     if let Some(b) = &over.backup {
         merge_backup(into.backup.get_or_insert_with(Default::default), b);
+    }
+    if let Some(m) = &over.mail {
+        merge_mail(into.mail.get_or_insert_with(Default::default), m);
     }
     into.env
         .extend(over.env.iter().map(|(k, v)| (k.clone(), v.clone())));

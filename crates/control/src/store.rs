@@ -24,6 +24,7 @@ pub mod config;
 pub mod data;
 pub mod hooks;
 pub mod jobs;
+pub mod mail;
 pub mod pipeline;
 pub mod reseed;
 
@@ -448,7 +449,7 @@ pub(crate) fn parse_text<T: std::str::FromStr<Err = String>>(
     })
 }
 
-fn parse_tier(s: String) -> rusqlite::Result<Tier> {
+pub(crate) fn parse_tier(s: String) -> rusqlite::Result<Tier> {
     s.parse().map_err(|e| {
         rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e))
     })

@@ -105,6 +105,10 @@ audit_actions! {
     DataReset => "data.reset", "The production copy was made production as of a moment.";
     DataUndo => "data.undo", "The production copy was put back as the last reset left it.";
     HookAccept => "hook.accept", "A signed GitHub or GitLab webhook delivery was accepted (its deploys follow).";
+    MailCatch => "mail.catch", "The mail catcher kept a message an environment sent (older ones beyond its bounds went).";
+    MailRelay => "mail.relay", "A caught message was relayed to its allow-listed recipients, or the relay failed (its result says which).";
+    MailClear => "mail.clear", "An environment's caught mail was removed.";
+    MailRelaySet => "mail.relay-set", "A tier's mail relay was set or turned off (the URL's password is never recorded).";
 }
 
 impl From<Action> for AuditAction {

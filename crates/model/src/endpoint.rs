@@ -738,6 +738,43 @@ pub struct Drill {
 endpoint!(Drill, Post "/api/v1/apps/{app}/envs/{env}/drills", body crate::DrillRequest,
     answer JobInfo, |s| [s.target.app.as_str(), s.target.env.as_str()], body_field body);
 
+/// The mail an environment sent (newest first).
+pub struct ListMail {
+    pub target: EnvRef,
+}
+endpoint!(ListMail, Get "/api/v1/apps/{app}/envs/{env}/mail", body (), answer crate::MailList,
+    |s| [s.target.app.as_str(), s.target.env.as_str()]);
+
+/// Remove every message the environment's catcher kept.
+pub struct ClearMail {
+    pub target: EnvRef,
+}
+endpoint!(ClearMail, Delete "/api/v1/apps/{app}/envs/{env}/mail", body (),
+    answer crate::MailCleared, |s| [s.target.app.as_str(), s.target.env.as_str()]);
+
+/// One caught message: headers, text and HTML parts, attachments (`raw`: the message too).
+pub struct ShowMail {
+    pub id: i64,
+    pub raw: bool,
+}
+endpoint!(ShowMail, Get "/api/v1/mail/{id}", body (), answer crate::MailDetail,
+    |s| [&s.id.to_string()], query Query::default().with("raw", s.raw));
+
+/// Each tier's mail relay setting.
+pub struct ListMailRelays {
+    pub app: AppName,
+}
+endpoint!(ListMailRelays, Get "/api/v1/apps/{app}/mail/relays", body (), answer crate::MailRelays,
+    |s| [s.app.as_str()]);
+
+/// Set or turn off one tier's relay; answers every tier's setting.
+pub struct SetMailRelay {
+    pub app: AppName,
+    pub body: crate::SetMailRelay,
+}
+endpoint!(SetMailRelay, Post "/api/v1/apps/{app}/mail/relays", body crate::SetMailRelay,
+    answer crate::MailRelays, |s| [s.app.as_str()], body_field body);
+
 /// (method, PATH) of every endpoint above, `GET /api/v1/health` (the one needing no token)
 /// included, so a test can hold the server's route list against it.
 pub fn all_paths() -> Vec<(&'static str, &'static str)> {
@@ -829,6 +866,11 @@ pub fn all_paths() -> Vec<(&'static str, &'static str)> {
         ResetData,
         UndoData,
         Drill,
+        ListMail,
+        ClearMail,
+        ShowMail,
+        ListMailRelays,
+        SetMailRelay,
     ]
 }
 
@@ -949,6 +991,6 @@ mod tests {
             );
         }
         assert!(all.contains(&("POST", "/api/v1/jobs/{id}/cancel")));
-        assert_eq!(all.len(), 82);
+        assert_eq!(all.len(), 87);
     }
 }

@@ -14,6 +14,7 @@ pub mod duration;
 pub mod endpoint;
 mod hook;
 mod job;
+mod mail;
 mod names;
 mod pipeline;
 pub mod plan;
@@ -41,6 +42,10 @@ pub use diff::{
 pub use domain::{DomainError, DomainName};
 pub use hook::{HookInfo, HookOutcome, HookProvider, SetHook};
 pub use job::*;
+pub use mail::{
+    MAX_RELAY_DOMAINS, MAX_RELAY_URL, MailAttachment, MailCleared, MailDetail, MailHeader,
+    MailInfo, MailList, MailRelay, MailRelayInfo, MailRelays, RelayOutcome, SetMailRelay,
+};
 pub use names::{AppName, EnvName, EnvRef, MAX_NAME_LEN, NameError};
 pub use pipeline::{
     CreateSchedule, MAX_CRON_LEN, MAX_PROMOTIONS, MAX_SCHEDULES, MAX_STAGE_MEMBERS, MAX_STAGES,

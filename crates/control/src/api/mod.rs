@@ -36,6 +36,7 @@ mod git;
 mod hooks;
 mod jobs;
 mod logs;
+mod mail;
 mod pipeline;
 mod restore;
 
@@ -147,6 +148,11 @@ fn routes() -> Routes {
     .add::<ep::ResetData, _, _>(restore::reset)
     .add::<ep::UndoData, _, _>(restore::undo)
     .add::<ep::Drill, _, _>(restore::drill)
+    .add::<ep::ListMail, _, _>(mail::list)
+    .add::<ep::ClearMail, _, _>(mail::clear)
+    .add::<ep::ShowMail, _, _>(mail::show)
+    .add::<ep::ListMailRelays, _, _>(mail::relays)
+    .add::<ep::SetMailRelay, _, _>(mail::set_relay)
 }
 
 /// The webhook deliveries: no bearer token, each authenticated by its provider's signature (or

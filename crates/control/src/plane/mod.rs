@@ -200,12 +200,13 @@ impl ControlPlane {
 
     /// Serve the daemon's own services on the host's listeners (127.0.0.1) until `stop`.
     pub fn serve_services(
-        &self,
+        self: &Arc<Self>,
         smtp: tokio::net::TcpListener,
         egress: tokio::net::TcpListener,
         stop: &CancellationToken,
     ) {
         tokio::spawn(self.mail.clone().serve(smtp, None, stop.clone()));
+        self.relay_caught(stop.clone());
         tokio::spawn(self.egress.clone().serve(egress, None, stop.clone()));
     }
 

@@ -280,6 +280,7 @@ pub enum SealedIn {
     ConfigValue,
     Snapshot,
     Hook,
+    MailRelay,
 }
 
 /// Every sealed value the store holds.
@@ -310,6 +311,18 @@ pub fn sealed_values(c: &Connection) -> Result<Vec<Sealed>, ControlError> {
             table: SealedIn::Snapshot,
             rowid: r.get(0)?,
             name: SnapshotRow::seal_name(r.get(1)?, &r.get::<_, String>(2)?),
+            value: r.get(3)?,
+        })
+    })?;
+    for row in rows {
+        out.push(row?);
+    }
+    let mut stmt = c.prepare("SELECT rowid, app_id, tier, url FROM mail_relays")?;
+    let rows = stmt.query_map([], |r| {
+        Ok(Sealed {
+            table: SealedIn::MailRelay,
+            rowid: r.get(0)?,
+            name: super::mail::relay_secret_name(r.get(1)?, super::parse_tier(r.get(2)?)?),
             value: r.get(3)?,
         })
     })?;
@@ -347,6 +360,7 @@ pub fn replace_sealed(c: &Tx<'_>, old: &Sealed, new: &[u8]) -> Result<(), Contro
             "UPDATE config_snapshots SET content = ?3 WHERE id = ?1 AND content = ?2"
         }
         SealedIn::Hook => "UPDATE hooks SET secret = ?3 WHERE rowid = ?1 AND secret = ?2",
+        SealedIn::MailRelay => "UPDATE mail_relays SET url = ?3 WHERE rowid = ?1 AND url = ?2",
     };
     if c.execute(sql, params![old.rowid, old.value, new])? != 1 {
         return Err(ControlError::internal(format!(
