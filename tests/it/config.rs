@@ -289,7 +289,36 @@ async fn secrets_are_sealed_at_rest_hidden_from_builds_arguments_audit_and_viewe
         as_vera.status.success() && text.contains("API_KEY") && !text.contains(secret),
         "{text}"
     );
-    // The app level needs the production role: a viewer cannot set it either.
+    // The app level reaches production: a maintainer may set a lower tier's values, not the
+    // app's (which needs the right on every tier), nor see production's secrets.
+    d.ok(&["user", "add", "mona"]);
+    d.ok(&["access", "grant", "mona", "shop", "maintainer"]);
+    let mona = d.json(&["token", "create", "--user", "mona"])["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let ok = d.cli_as(
+        &mona,
+        &["config", "set", "shop", "--tier", "development", "X=1"],
+    );
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    for args in [
+        &["config", "set", "shop", "X=1"][..],
+        &["config", "set", "shop/prod", "API_KEY=overwritten"],
+        &["config", "get", "shop/prod", "API_KEY", "--show"],
+        &["config", "list", "shop", "--show-secrets"],
+    ] {
+        let out = d.cli_as(&mona, args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && err.contains("production"),
+            "{args:?}: {err}"
+        );
+    }
     let as_vera = d.cli_as(&vera, &["config", "set", "shop", "X=1"]);
     assert!(!as_vera.status.success());
 
