@@ -143,9 +143,16 @@ pub enum Command {
     /// Bind host names to environments; switch them with zero downtime and roll them back
     #[command(subcommand)]
     Domain(DomainCommand),
-    /// Per-environment secrets, given to its instances as environment variables
+    /// Configuration given to instances as environment variables, set at the app, a tier or
+    /// an environment (the most specific wins, over the app file's `[env]`); plain or secret
+    #[command(subcommand)]
+    Config(ConfigCommand),
+    /// An environment's secrets: short for `turnout config … APP/ENV --secret`
     #[command(subcommand)]
     Secret(SecretCommand),
+    /// The key that seals secret values at rest
+    #[command(subcommand)]
+    Secrets(SecretsCommand),
     /// Add and list users
     #[command(subcommand)]
     User(UserCommand),
@@ -822,22 +829,82 @@ pub enum AuditCommand {
 
 #[derive(Subcommand)]
 pub enum SecretCommand {
-    /// Set a secret (the instances get it at the next deploy)
+    /// Set a secret at the environment level (`config set APP/ENV --secret KEY`); instances
+    /// get it at the next deploy or `turnout restart`
     Set {
         target: EnvRef,
         key: String,
         /// The value; read from standard input when left out (keeps it out of shell history)
         value: Option<String>,
     },
-    /// List an environment's secrets
+    /// List the secrets set at the environment level (`config list APP/ENV` shows every level)
     List {
         target: EnvRef,
         /// Show the values too (needs the right to deploy the environment)
         #[arg(long)]
         show: bool,
     },
-    /// Remove a secret
+    /// Remove a secret set at the environment level (`config unset APP/ENV KEY`)
     Unset { target: EnvRef, key: String },
+}
+
+/// Where a value is set: the app (`APP`), a tier (`APP --tier TIER`) or an environment
+/// (`APP/ENV`).
+#[derive(Subcommand)]
+pub enum ConfigCommand {
+    /// Set values (all or none); instances get them at the next deploy or `turnout restart`.
+    /// With --secret, a KEY without `=VALUE` reads its value from standard input (out of shell
+    /// history and process lists). Builds never see values set here
+    Set {
+        /// APP (the app level, or with --tier a tier's) or APP/ENV (one environment)
+        target: String,
+        #[arg(long)]
+        tier: Option<Tier>,
+        /// Sealed at rest, masked when listed, shown only to who may deploy there
+        #[arg(long)]
+        secret: bool,
+        /// KEY=VALUE pairs (with --secret, one KEY alone to read its value from stdin)
+        #[arg(required = true)]
+        values: Vec<String>,
+    },
+    /// Remove keys set at one level (all or none)
+    Unset {
+        /// APP or APP/ENV
+        target: String,
+        #[arg(long)]
+        tier: Option<Tier>,
+        #[arg(required = true)]
+        keys: Vec<String>,
+    },
+    /// One key: for APP/ENV its resolved value and level, else the value set at that level
+    Get {
+        /// APP or APP/ENV
+        target: String,
+        #[arg(long)]
+        tier: Option<Tier>,
+        key: String,
+        /// Show a secret's value (needs the right to deploy there)
+        #[arg(long)]
+        show: bool,
+    },
+    /// APP/ENV: every key an instance gets, with the level it comes from (file, file-tier,
+    /// file-env, app, tier, env, turnout; the later wins). APP [--tier T]: what is set there
+    List {
+        /// APP or APP/ENV
+        target: String,
+        #[arg(long)]
+        tier: Option<Tier>,
+        /// Show secret values (needs the right to deploy there)
+        #[arg(long)]
+        show_secrets: bool,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum SecretsCommand {
+    /// Replace the key that seals secret values and re-seal every one in one transaction
+    /// (administrators only); the old key file is removed
+    RotateKey,
 }
 
 #[cfg(test)]

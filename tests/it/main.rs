@@ -4,6 +4,7 @@ mod access;
 mod adoption;
 mod backup;
 mod cli;
+mod config;
 mod daemon;
 mod data;
 mod dataplane;

@@ -151,6 +151,10 @@ pub struct ReleaseConfig {
     pub health_timeout: Duration,
     pub health_interval: Duration,
     pub env: BTreeMap<String, String>,
+    /// Which table of the app file set each `[env]` key, when not `[env]` itself:
+    /// `tiers.<tier>.env` or `environments.<env>.env` (releases recorded before: all `[env]`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub env_sources: BTreeMap<String, String>,
     /// The app file's resource plan for this tier and environment (releases recorded before
     /// plans existed have none).
     #[serde(default)]
@@ -242,10 +246,16 @@ pub fn resolve(
         backup: file.backup,
         mail: file.mail,
     };
-    for layer in [file.tiers.get(&tier), file.environments.get(env)]
-        .into_iter()
-        .flatten()
-    {
+    let mut env_sources = BTreeMap::new();
+    for (layer, source) in [
+        (file.tiers.get(&tier), format!("tiers.{tier}.env")),
+        (
+            file.environments.get(env),
+            format!("environments.{env}.env"),
+        ),
+    ] {
+        let Some(layer) = layer else { continue };
+        env_sources.extend(layer.env.keys().map(|k| (k.clone(), source.clone())));
         merge(&mut merged, layer);
     }
     let build = merged.build.unwrap_or_default();
@@ -294,6 +304,7 @@ pub fn resolve(
         health_timeout: health.timeout.unwrap_or(Duration::from_secs(30)),
         health_interval: health.interval.unwrap_or(Duration::from_millis(250)),
         env: merged.env,
+        env_sources,
         plan: ResourcePlan {
             memory: plan.memory,
             cpu: plan.cpu,
@@ -394,17 +405,23 @@ fn line_at(text: &str, offset: usize) -> usize {
         + 1
 }
 
-/// An environment variable the app may set (in `[env]` or as a secret): letters, digits and
-/// `_`, not starting with a digit; `PORT` and `TURNOUT_*` are Turnout's.
+/// An environment variable the app may set (in `[env]` or through `turnout config`): letters,
+/// digits and `_`, not starting with a digit; `PORT` and `TURNOUT_*` are Turnout's (`config set`
+/// also refuses the data's variables, see `plane::config`).
 pub fn check_env_key(key: &str) -> Result<(), String> {
     let valid = !key.is_empty()
         && key.len() <= 128
         && !key.starts_with(|c: char| c.is_ascii_digit())
         && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
-    if !valid || key.starts_with("TURNOUT_") || key == "PORT" {
+    let shown: String = key.chars().take(128).collect();
+    if !valid {
         return Err(format!(
-            "env key '{}' is not allowed: use letters, digits and '_' (PORT and TURNOUT_* are set by Turnout)",
-            key.chars().take(128).collect::<String>()
+            "env key '{shown}' is not allowed: use letters, digits and '_', not starting with a digit, at most 128 characters"
+        ));
+    }
+    if key.starts_with("TURNOUT_") || key == "PORT" {
+        return Err(format!(
+            "env key '{shown}' is reserved: PORT and TURNOUT_* are set by Turnout for every instance; choose another name"
         ));
     }
     Ok(())
@@ -642,6 +659,8 @@ COLOR = "green"
         assert_eq!(prod.build.as_deref(), Some("make"));
         assert_eq!(prod.env["MODE"], "prod");
         assert_eq!(prod.env["COLOR"], "green");
+        assert_eq!(prod.env_sources["MODE"], "tiers.production.env");
+        assert_eq!(prod.env_sources["COLOR"], "environments.canary.env");
         assert_eq!(prod.health_path, "/healthz");
         assert_eq!(prod.health_timeout, Duration::from_secs(5));
         assert_eq!(prod.health_interval, Duration::from_millis(100));

@@ -20,6 +20,7 @@ use crate::error::ControlError;
 pub mod access;
 pub mod audit;
 pub mod backup;
+pub mod config;
 pub mod data;
 pub mod hooks;
 pub mod jobs;
@@ -393,6 +394,16 @@ impl Store {
         .await
     }
 
+    /// Copy the whole WAL into the database and empty it (after values were sealed or
+    /// re-sealed, so the WAL's old pages do not keep what they replaced).
+    pub async fn truncate_wal(&self) -> Result<(), ControlError> {
+        self.write(|c| {
+            c.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
+            Ok(())
+        })
+        .await
+    }
+
     /// Record an attempt that changed nothing (refused before it started).
     pub async fn record(&self, entry: AuditEntry, result: String) -> Result<(), ControlError> {
         self.write(move |c| audit::append(&Tx(c), &entry, &result))
@@ -404,6 +415,9 @@ fn open_connection(path: &Path) -> Result<Connection, ControlError> {
     let conn = Connection::open(path)
         .map_err(|e| ControlError::internal(format!("open {}: {e}", path.display())))?;
     conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    // Freed pages are zeroed, so a value deleted or replaced (a secret kept in plain text by
+    // an older version, before it was sealed) does not stay readable in the file.
+    conn.pragma_update(None, "secure_delete", true)?;
     Ok(conn)
 }
 

@@ -12,8 +12,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     AppInfo, AppName, ApprovalInfo, AuditInfo, AuditVerification, DomainEvent, DomainInfo,
-    DomainName, EnvInfo, EnvName, EnvRef, JobInfo, PolicyEntry, ReleaseInfo, SecretInfo,
-    SwitchInfo, TokenCreated, TokenInfo, UserInfo,
+    DomainName, EnvInfo, EnvName, EnvRef, JobInfo, PolicyEntry, ReleaseInfo, SwitchInfo,
+    TokenCreated, TokenInfo, UserInfo,
 };
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -401,28 +401,38 @@ endpoint!(Logs, Get "/api/v1/apps/{app}/envs/{env}/logs", body (), answer TextSt
         .with("tail", s.tail)
         .with("timestamps", s.timestamps));
 
-pub struct ListSecrets {
-    pub target: EnvRef,
-    /// Include the values (needs the right to deploy the environment).
-    pub values: bool,
+/// An environment's resolved configuration (`env`), or what is set at the app level or at one
+/// tier (`tier`).
+pub struct ListConfig {
+    pub app: AppName,
+    pub env: Option<EnvName>,
+    pub tier: Option<crate::Tier>,
+    /// Show secret values (needs the right to deploy there).
+    pub show_secrets: bool,
 }
-endpoint!(ListSecrets, Get "/api/v1/apps/{app}/envs/{env}/secrets", body (),
-    answer Vec<SecretInfo>, |s| [s.target.app.as_str(), s.target.env.as_str()],
-    query Query::default().with("values", s.values));
+endpoint!(ListConfig, Get "/api/v1/apps/{app}/config", body (), answer crate::ConfigListing,
+    |s| [s.app.as_str()],
+    query Query::default().maybe("env", s.env.as_ref()).maybe("tier", s.tier)
+        .with("show_secrets", s.show_secrets));
 
-pub struct SetSecret {
-    pub target: EnvRef,
-    pub body: crate::SetSecret,
+pub struct SetConfig {
+    pub app: AppName,
+    pub body: crate::SetConfig,
 }
-endpoint!(SetSecret, Post "/api/v1/apps/{app}/envs/{env}/secrets", body crate::SetSecret,
-    answer (), |s| [s.target.app.as_str(), s.target.env.as_str()], body_field body);
+endpoint!(SetConfig, Post "/api/v1/apps/{app}/config", body crate::SetConfig,
+    answer crate::ConfigChanged, |s| [s.app.as_str()], body_field body);
 
-pub struct UnsetSecret {
-    pub target: EnvRef,
-    pub key: String,
+pub struct UnsetConfig {
+    pub app: AppName,
+    pub body: crate::UnsetConfig,
 }
-endpoint!(UnsetSecret, Delete "/api/v1/apps/{app}/envs/{env}/secrets/{key}", body (),
-    answer (), |s| [s.target.app.as_str(), s.target.env.as_str(), &s.key]);
+endpoint!(UnsetConfig, Post "/api/v1/apps/{app}/config/unset", body crate::UnsetConfig,
+    answer crate::ConfigChanged, |s| [s.app.as_str()], body_field body);
+
+/// Replace the key that seals secret values (administrators only).
+pub struct RotateSecretKey;
+endpoint!(RotateSecretKey, Post "/api/v1/secrets/rotate-key", body (),
+    answer crate::KeyRotated, |s| []);
 
 pub struct ListDomains;
 endpoint!(ListDomains, Get "/api/v1/domains", body (), answer Vec<DomainInfo>, |s| []);
@@ -808,9 +818,10 @@ pub fn all_paths() -> Vec<(&'static str, &'static str)> {
         UpdateApp,
         Logs,
         SetSleep,
-        ListSecrets,
-        SetSecret,
-        UnsetSecret,
+        ListConfig,
+        SetConfig,
+        UnsetConfig,
+        RotateSecretKey,
         ListDomains,
         AddDomain,
         RemoveDomain,
@@ -882,12 +893,14 @@ mod tests {
             "/api/v1/apps/shop/envs/staging/deploy"
         );
         assert_eq!(
-            UnsetSecret {
-                target: target(),
-                key: "A B/../c?d".into()
+            ListConfig {
+                app: "shop".parse().unwrap(),
+                env: None,
+                tier: Some(crate::Tier::Staging),
+                show_secrets: false,
             }
             .path(),
-            "/api/v1/apps/shop/envs/staging/secrets/A%20B%2F..%2Fc%3Fd"
+            "/api/v1/apps/shop/config?tier=staging&show_secrets=false"
         );
         assert_eq!(ShowJob { id: 12 }.path(), "/api/v1/jobs/12");
         assert_eq!(
@@ -978,6 +991,6 @@ mod tests {
             );
         }
         assert!(all.contains(&("POST", "/api/v1/jobs/{id}/cancel")));
-        assert_eq!(all.len(), 86);
+        assert_eq!(all.len(), 87);
     }
 }

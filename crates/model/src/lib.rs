@@ -6,6 +6,7 @@ mod access;
 mod api;
 mod audit;
 mod backup;
+mod config;
 mod data;
 mod diff;
 mod domain;
@@ -26,6 +27,10 @@ pub use access::{Action, Role};
 pub use api::*;
 pub use audit::AuditAction;
 pub use backup::{BackupInfo, BackupList, CreateBackup, DrillInfo, SetBackupPolicy};
+pub use config::{
+    ConfigChanged, ConfigEntry, ConfigLevel, ConfigListing, ConfigState, KeyRotated,
+    MAX_CONFIG_KEYS, MAX_CONFIG_VALUE, SetConfig, UnsetConfig,
+};
 pub use data::{
     AttachData, DataAccess, DataAttachment, DataConnection, DataInfo, DataOrigin, DataSource,
     ReseedInfo, SeedData,

@@ -17,8 +17,8 @@ use turnout_model::endpoint::{self as ep, Endpoint, Method};
 use turnout_model::{
     AddDomain, AppName, ApprovalPending, CreateApp, CreateEnv, CreateToken, CreateUser,
     DeployRequest, DomainName, EnvName, EnvRef, ErrorBody, JobEvent, RollbackRequest,
-    SetApprovalRule, SetGrant, SetMaintenance, SetPolicy, SetProtection, SetSecret, SwitchDomain,
-    UpdateApp, UpdatePlan,
+    SetApprovalRule, SetGrant, SetMaintenance, SetPolicy, SetProtection, SwitchDomain, UpdateApp,
+    UpdatePlan,
 };
 
 use crate::access::Principal;
@@ -28,6 +28,7 @@ use crate::plane::{ControlPlane, LogView};
 
 mod admin;
 mod backup;
+mod config;
 mod data;
 mod domains;
 mod envs;
@@ -96,9 +97,10 @@ fn routes() -> Routes {
     .add::<ep::UpdateApp, _, _>(envs::update_app)
     .add::<ep::Promote, _, _>(envs::promote)
     .add::<ep::Logs, _, _>(logs::logs)
-    .add::<ep::ListSecrets, _, _>(envs::list_secrets)
-    .add::<ep::SetSecret, _, _>(envs::set_secret)
-    .add::<ep::UnsetSecret, _, _>(envs::unset_secret)
+    .add::<ep::ListConfig, _, _>(config::list)
+    .add::<ep::SetConfig, _, _>(config::set)
+    .add::<ep::UnsetConfig, _, _>(config::unset)
+    .add::<ep::RotateSecretKey, _, _>(config::rotate_key)
     .add::<ep::ListJobs, _, _>(jobs::list_jobs)
     .add::<ep::ShowJob, _, _>(jobs::show_job)
     .add::<ep::JobEvents, _, _>(jobs::job_events)

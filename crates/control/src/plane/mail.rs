@@ -275,11 +275,9 @@ impl ControlPlane {
             }
             Some((url, parsed, domains)) => {
                 let name = mq::relay_secret_name(app_id, tier);
-                let sealed = self
-                    .vault
-                    .read()
-                    .map_err(|_| ControlError::internal("the vault's lock is poisoned"))?
-                    .seal(&name, url.as_bytes())?;
+                // Sealed and written under the sealing lock: no key rotation in between.
+                let _sealing = self.sealing.read().await;
+                let sealed = self.vault().seal(&name, url.as_bytes())?;
                 let set = RelayRow {
                     tier,
                     sealed_url: sealed,
