@@ -16,6 +16,7 @@ mod cli;
 mod daemon;
 mod data;
 mod demo;
+mod egress;
 mod jobs;
 mod output;
 mod render;
@@ -428,6 +429,7 @@ async fn run_client(client: &Client, command: Command, json: bool) -> anyhow::Re
         }
         Command::Data(command) => return data::command(client, command, json).await,
         Command::Backup(command) => return backup::command(client, command, json).await,
+        Command::Egress(command) => return egress::command(client, command, json).await,
         Command::Rollback {
             target,
             to,

@@ -8,6 +8,7 @@ pub mod backup;
 pub mod data;
 pub mod diff;
 mod domains;
+pub mod egress;
 mod jobs;
 pub mod pipeline;
 

@@ -10,6 +10,7 @@ mod dataplane;
 mod deploy;
 mod diff;
 mod domains;
+mod egress;
 mod hooks;
 mod input;
 mod isolation;

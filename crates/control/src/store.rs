@@ -21,6 +21,7 @@ pub mod access;
 pub mod audit;
 pub mod backup;
 pub mod data;
+pub mod egress;
 pub mod hooks;
 pub mod jobs;
 pub mod pipeline;
@@ -316,7 +317,8 @@ impl Store {
     }
 
     /// Run `f` with the writer connection on the blocking pool. Private: every write goes
-    /// through `mutate`, `mutate_failed`, `mutate_each` or `record`, each with its audit entry.
+    /// through `mutate`, `mutate_failed`, `mutate_each` or `record`, each with its audit entry
+    /// (or `append_log`, for the egress log).
     async fn write<T: Send + 'static>(
         &self,
         f: impl FnOnce(&mut Connection) -> Result<T, ControlError> + Send + 'static,
@@ -392,6 +394,21 @@ impl Store {
         .await
     }
 
+    /// Append records that change nothing a user set (the egress log, written in batches):
+    /// in one transaction, without an audit entry (they are a log of their own).
+    pub async fn append_log<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Tx<'_>) -> Result<T, ControlError> + Send + 'static,
+    ) -> Result<T, ControlError> {
+        self.write(move |c| {
+            let tx = c.transaction()?;
+            let value = f(&Tx(&tx))?;
+            tx.commit()?;
+            Ok(value)
+        })
+        .await
+    }
+
     /// Record an attempt that changed nothing (refused before it started).
     pub async fn record(&self, entry: AuditEntry, result: String) -> Result<(), ControlError> {
         self.write(move |c| audit::append(&Tx(c), &entry, &result))
@@ -434,7 +451,7 @@ pub(crate) fn parse_text<T: std::str::FromStr<Err = String>>(
     })
 }
 
-fn parse_tier(s: String) -> rusqlite::Result<Tier> {
+pub(crate) fn parse_tier(s: String) -> rusqlite::Result<Tier> {
     s.parse().map_err(|e| {
         rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e))
     })

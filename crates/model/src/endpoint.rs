@@ -424,6 +424,32 @@ pub struct UnsetSecret {
 endpoint!(UnsetSecret, Delete "/api/v1/apps/{app}/envs/{env}/secrets/{key}", body (),
     answer (), |s| [s.target.app.as_str(), s.target.env.as_str(), &s.key]);
 
+/// Each tier's outbound policy for the app (defaults marked).
+pub struct ShowEgressPolicies {
+    pub app: AppName,
+}
+endpoint!(ShowEgressPolicies, Get "/api/v1/apps/{app}/egress", body (),
+    answer crate::EgressPolicies, |s| [s.app.as_str()]);
+
+/// Change one tier's outbound policy; answers every tier's.
+pub struct SetEgressPolicy {
+    pub app: AppName,
+    pub body: crate::SetEgressPolicy,
+}
+endpoint!(SetEgressPolicy, Post "/api/v1/apps/{app}/egress", body crate::SetEgressPolicy,
+    answer crate::EgressPolicies, |s| [s.app.as_str()], body_field body);
+
+/// The environment's outbound requests, newest first (`denied`: refused ones only, and the
+/// ones `record` mode marked).
+pub struct ListEgressLog {
+    pub target: EnvRef,
+    pub limit: u32,
+    pub denied: bool,
+}
+endpoint!(ListEgressLog, Get "/api/v1/apps/{app}/envs/{env}/egress", body (),
+    answer crate::EgressLog, |s| [s.target.app.as_str(), s.target.env.as_str()],
+    query Query::default().with("limit", s.limit).with("denied", s.denied));
+
 pub struct ListDomains;
 endpoint!(ListDomains, Get "/api/v1/domains", body (), answer Vec<DomainInfo>, |s| []);
 
@@ -774,6 +800,9 @@ pub fn all_paths() -> Vec<(&'static str, &'static str)> {
         ListSecrets,
         SetSecret,
         UnsetSecret,
+        ShowEgressPolicies,
+        SetEgressPolicy,
+        ListEgressLog,
         ListDomains,
         AddDomain,
         RemoveDomain,
