@@ -103,11 +103,23 @@ async fn a_staging_apps_mail_is_caught_and_shown_and_relayed_only_where_opted_in
     let world = World::start().await;
     let d = Daemon::start();
     let repo = mailer_repo();
-    deploy(&d, &repo, &[("staging", "staging"), ("prod", "production")]);
+    let real = "smtp://postmaster:pw@mail.example.com:587";
+    d.create(
+        "shop",
+        repo.path(),
+        &[
+            ("staging", "main", "staging"),
+            ("prod", "main", "production"),
+        ],
+    );
+    d.ok(&["config", "set", "shop", &format!("SMTP_URL={real}")]);
+    d.ok(&["deploy", "shop/staging"]);
+    d.ok(&["deploy", "shop/prod"]);
 
-    // Production gets no catcher: its SMTP_URL is whatever the user configured (here none).
+    // Production gets no catcher: its SMTP_URL is the one the user configured.
     let (_, prod_url) = d.get("prod.shop.localhost", "/env/SMTP_URL").await;
-    assert_eq!(prod_url, "(unset)");
+    assert_eq!(prod_url, real);
+    // Below production the catcher's URL overrides it.
     let (_, url) = d.get("staging.shop.localhost", "/env/SMTP_URL").await;
     assert!(url.starts_with("smtp://shop.staging:"), "{url}");
 
