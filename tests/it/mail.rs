@@ -36,7 +36,7 @@ def send(q):
     payload = b"%PDF-1.4 invoice\n" * (700000 if "big" in q else 1)
     msg.add_attachment(payload, maintype="application", subtype="pdf", filename="invoice.pdf")
     with smtplib.SMTP(url.hostname, url.port, timeout=30) as s:
-        if url.username:
+        if url.username and "nologin" not in q:
             s.login(urllib.parse.unquote(url.username), urllib.parse.unquote(url.password))
         s.send_message(msg, from_addr="shop@shop.example", to_addrs=to)
 class H(BaseHTTPRequestHandler):
@@ -402,6 +402,12 @@ async fn credentials_sizes_recipients_and_access_are_enforced() {
     }
     let (code, _) = s.say("MAIL FROM:<x@shop.example>").await;
     assert_eq!(code, 530, "still not logged in");
+    // Guessing: the fifth failed login ends the connection.
+    for _ in 0..2 {
+        assert_eq!(s.plain("", &user, "guess").await.0, 535);
+    }
+    let (code, text) = s.reply().await;
+    assert_eq!(code, 421, "{text}");
     drop(s);
     // Naming qa as the authorization identity with staging's credentials files as staging.
     let mut s = Smtp::connect(port).await;
@@ -486,6 +492,18 @@ async fn credentials_sizes_recipients_and_access_are_enforced() {
                 .iter()
                 .all(|m| m["subject"] != "Your order")
         );
+        // Inside its namespace, a client that does not log in sends as the environment.
+        let before = messages(&d, "shop/staging").len();
+        let sent = send(
+            &d,
+            "staging",
+            "to=a@customer.test&subject=No+login&nologin=1",
+        )
+        .await;
+        assert_eq!(sent, "sent");
+        let list = messages(&d, "shop/staging");
+        assert_eq!(list.len(), before + 1);
+        assert_eq!(list[0]["subject"], "No login");
     } else {
         eprintln!("skipped the namespace case: environments run without network namespaces here");
     }

@@ -35,6 +35,8 @@ pub const MAX_COMMAND_LINE: usize = 4096;
 pub const MAX_DATA_LINE: usize = 64 * 1024;
 /// A connection that sends nothing this long is closed (RFC 5321 §4.5.3.2: at least 5 minutes).
 pub const IDLE: Duration = Duration::from_secs(300);
+/// Failed logins one connection may make before it is closed.
+pub const MAX_LOGIN_FAILURES: usize = 5;
 /// Connections served at once per listener; more are answered 421.
 pub const MAX_CONNECTIONS: usize = 64;
 /// Caught messages waiting for the relay; beyond, they stay pending until the next start.

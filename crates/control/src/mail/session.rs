@@ -15,7 +15,9 @@ use tokio::net::TcpStream;
 use tracing::{info, warn};
 use turnout_model::{AuditAction, RelayOutcome, Tier};
 
-use super::{Catcher, IDLE, MAX_COMMAND_LINE, MAX_DATA_LINE, MAX_MESSAGE, MAX_RECIPIENTS};
+use super::{
+    Catcher, IDLE, MAX_COMMAND_LINE, MAX_DATA_LINE, MAX_LOGIN_FAILURES, MAX_MESSAGE, MAX_RECIPIENTS,
+};
 use crate::store::mail::{self as mq, NewMail};
 use crate::store::{AuditEntry, now};
 use crate::vault::Credentials;
@@ -320,6 +322,7 @@ pub(super) async fn converse(
     write.write_all(&bytes(&session.greeting())).await?;
     let mut in_data = false;
     let mut challenged = false;
+    let mut failed_logins = 0;
     let mut line = Vec::with_capacity(1024);
     loop {
         let limit = if in_data {
@@ -428,6 +431,15 @@ pub(super) async fn converse(
         write.write_all(&answer).await?;
         if response.action == Action::Close {
             return Ok(());
+        }
+        if response.code == 535 {
+            failed_logins += 1;
+            if failed_logins >= MAX_LOGIN_FAILURES {
+                write
+                    .write_all(b"421 4.7.0 too many failed logins; closing\r\n")
+                    .await?;
+                return Ok(());
+            }
         }
     }
 }
