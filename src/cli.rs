@@ -6,8 +6,8 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use turnout_model::plan::PlanField;
 use turnout_model::{
-    Action, AppName, DataAccess, DeployOn, DomainName, EnvName, EnvRef, HookProvider, Promotion,
-    Role, StageMember, Tier, UnknownTier,
+    Action, AppName, DataAccess, DeployOn, DomainName, EgressMode, EnvName, EnvRef, HookProvider,
+    Promotion, Role, StageMember, Tier, UnknownTier,
 };
 
 #[derive(Parser)]
@@ -143,6 +143,10 @@ pub enum Command {
     /// Bind host names to environments; switch them with zero downtime and roll them back
     #[command(subcommand)]
     Domain(DomainCommand),
+    /// Outbound requests per tier: the policy (allow, deny, record and an allow-list of
+    /// hosts) and what each environment called
+    #[command(subcommand)]
+    Egress(EgressCommand),
     /// Configuration given to instances as environment variables, set at the app, a tier or
     /// an environment (the most specific wins, over the app file's `[env]`); plain or secret
     #[command(subcommand)]
@@ -825,6 +829,42 @@ pub fn parse_age(text: &str) -> Result<Age, String> {
 pub enum AuditCommand {
     /// Check the hash chain of the whole log; exit non-zero if any entry was altered
     Verify,
+}
+
+#[derive(Subcommand)]
+pub enum EgressCommand {
+    /// Show each tier's outbound policy (defaults marked), or change one tier's with --mode,
+    /// --allow-host, --clear-hosts or --reset
+    Policy {
+        app: AppName,
+        /// The tier to change (or to show alone)
+        #[arg(long)]
+        tier: Option<Tier>,
+        /// deny: only allow-listed hosts; allow: everything; record: everything, marking in
+        /// the log what deny would refuse
+        #[arg(long)]
+        mode: Option<EgressMode>,
+        /// Add a host to the allow-list: api.example.com, *.example.com, 192.0.2.7 or
+        /// [2001:db8::1], each with an optional :PORT (repeat for several)
+        #[arg(long = "allow-host", value_name = "HOST")]
+        allow_hosts: Vec<String>,
+        /// Empty the allow-list first
+        #[arg(long)]
+        clear_hosts: bool,
+        /// Put the tier back to its default
+        #[arg(long)]
+        reset: bool,
+    },
+    /// What an environment called through the egress proxy, newest first
+    Log {
+        target: EnvRef,
+        /// How many entries (1 to 10000)
+        #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+        limit: u32,
+        /// Only the requests refused (and those record mode marked as would-deny)
+        #[arg(long)]
+        denied: bool,
+    },
 }
 
 #[derive(Subcommand)]

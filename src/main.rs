@@ -17,6 +17,7 @@ mod config;
 mod daemon;
 mod data;
 mod demo;
+mod egress;
 mod jobs;
 mod mail;
 mod output;
@@ -431,6 +432,7 @@ async fn run_client(client: &Client, command: Command, json: bool) -> anyhow::Re
         Command::Data(command) => return data::command(client, command, json).await,
         Command::Backup(command) => return backup::command(client, command, json).await,
         Command::Mail(command) => return mail::command(client, command, json).await,
+        Command::Egress(command) => return egress::command(client, command, json).await,
         Command::Rollback {
             target,
             to,

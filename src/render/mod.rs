@@ -9,6 +9,7 @@ pub mod config;
 pub mod data;
 pub mod diff;
 mod domains;
+pub mod egress;
 mod jobs;
 pub mod mail;
 pub mod pipeline;

@@ -701,6 +701,17 @@ async fn every_mutating_endpoint_by_every_role_on_every_tier() {
             .await;
         expect(format!("backup policy by {name}"), r, ok);
         checked.insert(("POST", "/api/v1/apps/{app}/envs/{env}/backups/policy"));
+        // Outbound policy (qa tier): configuration rights on the tier.
+        let ok = allowed(*role, Action::Config.default_role(Tier::Qa));
+        let r = who
+            .call(
+                "POST",
+                "/api/v1/apps/shop/egress",
+                Some(json!({"tier": "qa", "mode": "record"})),
+            )
+            .await;
+        expect(format!("egress policy by {name}"), r, ok);
+        checked.insert(("POST", "/api/v1/apps/{app}/egress"));
         let throwaway = format!("del-{rname}");
         d.ok(&[
             "app",

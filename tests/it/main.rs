@@ -11,6 +11,7 @@ mod dataplane;
 mod deploy;
 mod diff;
 mod domains;
+mod egress;
 mod hooks;
 mod input;
 mod isolation;

@@ -166,6 +166,7 @@ pub async fn serve(
         }
     };
     let ports = crate::plane::ServicePorts {
+        api: api_listener.local_addr()?.port(),
         smtp: smtp_listener.local_addr()?.port(),
         egress: egress_listener.local_addr()?.port(),
     };
@@ -254,6 +255,7 @@ async fn run(
         egress: egress_listener,
     } = listeners;
     let ports = crate::plane::ServicePorts {
+        api: api_listener.local_addr()?.port(),
         smtp: smtp_listener.local_addr()?.port(),
         egress: egress_listener.local_addr()?.port(),
     };
@@ -310,6 +312,10 @@ async fn run(
         vault,
         ports,
     );
+    plane
+        .load_egress()
+        .await
+        .map_err(|e| anyhow::anyhow!("loading the egress policies: {e}"))?;
     // Before the API takes a request: clean up after a daemon that was killed, so no new job
     // can be mistaken for one it left half-done.
     plane

@@ -22,6 +22,7 @@ pub mod audit;
 pub mod backup;
 pub mod config;
 pub mod data;
+pub mod egress;
 pub mod hooks;
 pub mod jobs;
 pub mod mail;
@@ -318,7 +319,8 @@ impl Store {
     }
 
     /// Run `f` with the writer connection on the blocking pool. Private: every write goes
-    /// through `mutate`, `mutate_failed`, `mutate_each` or `record`, each with its audit entry.
+    /// through `mutate`, `mutate_failed`, `mutate_each` or `record`, each with its audit entry
+    /// (or `append_log`, for the egress log).
     async fn write<T: Send + 'static>(
         &self,
         f: impl FnOnce(&mut Connection) -> Result<T, ControlError> + Send + 'static,
@@ -400,6 +402,21 @@ impl Store {
         self.write(|c| {
             c.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
             Ok(())
+        })
+        .await
+    }
+
+    /// Append records that change nothing a user set (the egress log, written in batches):
+    /// in one transaction, without an audit entry (they are a log of their own).
+    pub async fn append_log<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Tx<'_>) -> Result<T, ControlError> + Send + 'static,
+    ) -> Result<T, ControlError> {
+        self.write(move |c| {
+            let tx = c.transaction()?;
+            let value = f(&Tx(&tx))?;
+            tx.commit()?;
+            Ok(value)
         })
         .await
     }

@@ -104,6 +104,7 @@ audit_actions! {
     BackupDrill => "backup.drill", "A recovery drill ran (its result says whether it passed).";
     DataReset => "data.reset", "The production copy was made production as of a moment.";
     DataUndo => "data.undo", "The production copy was put back as the last reset left it.";
+    EgressPolicy => "egress.policy", "A tier's outbound policy (mode, allow-list) changed for an app.";
     HookAccept => "hook.accept", "A signed GitHub or GitLab webhook delivery was accepted (its deploys follow).";
     MailCatch => "mail.catch", "The mail catcher kept a message an environment sent (older ones beyond its bounds went).";
     MailRelay => "mail.relay", "A caught message was relayed to its allow-listed recipients, or the relay failed (its result says which).";

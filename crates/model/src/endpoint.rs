@@ -434,6 +434,32 @@ pub struct RotateSecretKey;
 endpoint!(RotateSecretKey, Post "/api/v1/secrets/rotate-key", body (),
     answer crate::KeyRotated, |s| []);
 
+/// Each tier's outbound policy for the app (defaults marked).
+pub struct ShowEgressPolicies {
+    pub app: AppName,
+}
+endpoint!(ShowEgressPolicies, Get "/api/v1/apps/{app}/egress", body (),
+    answer crate::EgressPolicies, |s| [s.app.as_str()]);
+
+/// Change one tier's outbound policy; answers every tier's.
+pub struct SetEgressPolicy {
+    pub app: AppName,
+    pub body: crate::SetEgressPolicy,
+}
+endpoint!(SetEgressPolicy, Post "/api/v1/apps/{app}/egress", body crate::SetEgressPolicy,
+    answer crate::EgressPolicies, |s| [s.app.as_str()], body_field body);
+
+/// The environment's outbound requests, newest first (`denied`: refused ones only, and the
+/// ones `record` mode marked).
+pub struct ListEgressLog {
+    pub target: EnvRef,
+    pub limit: u32,
+    pub denied: bool,
+}
+endpoint!(ListEgressLog, Get "/api/v1/apps/{app}/envs/{env}/egress", body (),
+    answer crate::EgressLog, |s| [s.target.app.as_str(), s.target.env.as_str()],
+    query Query::default().with("limit", s.limit).with("denied", s.denied));
+
 pub struct ListDomains;
 endpoint!(ListDomains, Get "/api/v1/domains", body (), answer Vec<DomainInfo>, |s| []);
 
@@ -822,6 +848,9 @@ pub fn all_paths() -> Vec<(&'static str, &'static str)> {
         SetConfig,
         UnsetConfig,
         RotateSecretKey,
+        ShowEgressPolicies,
+        SetEgressPolicy,
+        ListEgressLog,
         ListDomains,
         AddDomain,
         RemoveDomain,
@@ -991,6 +1020,6 @@ mod tests {
             );
         }
         assert!(all.contains(&("POST", "/api/v1/jobs/{id}/cancel")));
-        assert_eq!(all.len(), 87);
+        assert_eq!(all.len(), 90);
     }
 }

@@ -11,6 +11,7 @@ mod data;
 mod diff;
 mod domain;
 pub mod duration;
+pub mod egress;
 pub mod endpoint;
 mod hook;
 mod job;
@@ -40,6 +41,10 @@ pub use diff::{
     PromotionView, SECRET_SHOWN_AS,
 };
 pub use domain::{DomainError, DomainName};
+pub use egress::{
+    EgressDecision, EgressLog, EgressLogEntry, EgressMode, EgressPolicies, EgressPolicy,
+    EgressPolicyInfo, HostPattern, SetEgressPolicy,
+};
 pub use hook::{HookInfo, HookOutcome, HookProvider, SetHook};
 pub use job::*;
 pub use mail::{

@@ -31,6 +31,7 @@ mod backup;
 mod config;
 mod data;
 mod domains;
+mod egress;
 mod envs;
 mod git;
 mod hooks;
@@ -105,6 +106,9 @@ fn routes() -> Routes {
     .add::<ep::ShowJob, _, _>(jobs::show_job)
     .add::<ep::JobEvents, _, _>(jobs::job_events)
     .add::<ep::CancelJob, _, _>(jobs::cancel_job)
+    .add::<ep::ShowEgressPolicies, _, _>(egress::policies)
+    .add::<ep::SetEgressPolicy, _, _>(egress::set_policy)
+    .add::<ep::ListEgressLog, _, _>(egress::log)
     .add::<ep::ListDomains, _, _>(domains::list_domains)
     .add::<ep::AddDomain, _, _>(domains::add_domain)
     .add::<ep::RemoveDomain, _, _>(domains::remove_domain)

@@ -145,6 +145,8 @@ pub struct ControlPlane {
 /// Where the daemon's own services listen, on 127.0.0.1.
 #[derive(Clone, Copy, Debug)]
 pub struct ServicePorts {
+    /// The API's port: no environment reaches it through the egress proxy.
+    pub api: u16,
     pub smtp: u16,
     pub egress: u16,
 }
@@ -187,7 +189,11 @@ impl ControlPlane {
             waking: std::sync::Mutex::default(),
             backups: backup::Backups::default(),
             mail: Catcher::new(store.clone(), vault.credentials()),
-            egress: Egress::new(store.clone(), vault.credentials()),
+            egress: Egress::new(
+                store.clone(),
+                vault.credentials(),
+                vec![ports.api, http_port, ports.smtp, ports.egress],
+            ),
             vault: std::sync::RwLock::new(vault),
             sealing: tokio::sync::RwLock::new(()),
             ports,
