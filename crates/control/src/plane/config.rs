@@ -464,7 +464,10 @@ mod tests {
             ("", "not allowed"),
         ] {
             let err = check_config_key(key).unwrap_err().to_string();
-            assert!(err.contains(says) && err.contains("nothing was set"), "{key}: {err}");
+            assert!(
+                err.contains(says) && err.contains("nothing was set"),
+                "{key}: {err}"
+            );
         }
         let long = "K".repeat(129);
         assert!(check_config_key(&long).is_err());
