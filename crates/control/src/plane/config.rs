@@ -446,3 +446,30 @@ fn entry(key: String, v: SetValue, overrides: Vec<ConfigLevel>, show: bool) -> C
         updated_by: set_here.then_some(v.updated_by),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_keys_follow_the_env_rule_and_leave_turnouts_own_alone() {
+        assert!(check_config_key("API_KEY").is_ok());
+        assert!(check_config_key("SMTP_URL").is_ok());
+        for (key, says) in [
+            ("PORT", "reserved"),
+            ("TURNOUT_X", "reserved"),
+            ("DATABASE_URL", "reserved"),
+            ("1A", "not allowed"),
+            ("A-B", "not allowed"),
+            ("", "not allowed"),
+        ] {
+            let err = check_config_key(key).unwrap_err().to_string();
+            assert!(
+                err.contains(says) && err.contains("nothing was set"),
+                "{key}: {err}"
+            );
+        }
+        let long = "K".repeat(129);
+        assert!(check_config_key(&long).is_err());
+    }
+}
