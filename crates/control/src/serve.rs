@@ -278,7 +278,10 @@ async fn run(
         ending.clone(),
     )
     .map_err(|e| anyhow::anyhow!("{e}"))?;
-    let vault = crate::vault::Vault::open(home).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let mut vault = crate::vault::Vault::open(home).map_err(|e| anyhow::anyhow!("{e}"))?;
+    crate::secrets::prepare_store(&store, &mut vault)
+        .await
+        .map_err(|e| anyhow::anyhow!("sealing the store's secrets: {e}"))?;
     crate::admin::bootstrap(&store, &home.admin_token())
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?;

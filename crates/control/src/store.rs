@@ -20,10 +20,12 @@ use crate::error::ControlError;
 pub mod access;
 pub mod audit;
 pub mod backup;
+pub mod config;
 pub mod data;
 pub mod egress;
 pub mod hooks;
 pub mod jobs;
+pub mod mail;
 pub mod pipeline;
 pub mod reseed;
 
@@ -394,6 +396,16 @@ impl Store {
         .await
     }
 
+    /// Copy the whole WAL into the database and empty it (after values were sealed or
+    /// re-sealed, so the WAL's old pages do not keep what they replaced).
+    pub async fn truncate_wal(&self) -> Result<(), ControlError> {
+        self.write(|c| {
+            c.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
+            Ok(())
+        })
+        .await
+    }
+
     /// Append records that change nothing a user set (the egress log, written in batches):
     /// in one transaction, without an audit entry (they are a log of their own).
     pub async fn append_log<T: Send + 'static>(
@@ -420,6 +432,9 @@ fn open_connection(path: &Path) -> Result<Connection, ControlError> {
     let conn = Connection::open(path)
         .map_err(|e| ControlError::internal(format!("open {}: {e}", path.display())))?;
     conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    // Freed pages are zeroed, so a value deleted or replaced (a secret kept in plain text by
+    // an older version, before it was sealed) does not stay readable in the file.
+    conn.pragma_update(None, "secure_delete", true)?;
     Ok(conn)
 }
 

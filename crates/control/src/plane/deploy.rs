@@ -444,6 +444,7 @@ impl Deploy<'_> {
             dir: &b.0.dir,
             config: &b.0.config,
             data: None,
+            snapshot: None,
         }
     }
 
