@@ -143,14 +143,14 @@ pub enum Command {
     /// Bind host names to environments; switch them with zero downtime and roll them back
     #[command(subcommand)]
     Domain(DomainCommand),
-    /// Outbound requests per tier: the policy (allow, deny, record and an allow-list of
-    /// hosts) and what each environment called
-    #[command(subcommand)]
-    Egress(EgressCommand),
     /// Configuration given to instances as environment variables, set at the app, a tier or
     /// an environment (the most specific wins, over the app file's `[env]`); plain or secret
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Outbound requests per tier: the policy (allow, deny, record and an allow-list of
+    /// hosts) and what each environment called
+    #[command(subcommand)]
+    Egress(EgressCommand),
     /// An environment's secrets: short for `turnout config … APP/ENV --secret`
     #[command(subcommand)]
     Secret(SecretCommand),

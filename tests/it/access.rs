@@ -226,6 +226,24 @@ async fn every_mutating_endpoint_by_every_role_on_every_tier() {
                 .await;
             expect(case("sleep update"), r, ok);
             checked.insert(("POST", "/api/v1/apps/{app}/envs/{env}/sleep"));
+            let r = who
+                .call("DELETE", &format!("/api/v1/apps/shop/envs/{a}/mail"), None)
+                .await;
+            expect(case("mail clear"), r, ok);
+            checked.insert(("DELETE", "/api/v1/apps/{app}/envs/{env}/mail"));
+            // Production has no relay (refused as bad input, whoever asks).
+            if tier != Tier::Production {
+                let r = who
+                    .call(
+                        "POST",
+                        "/api/v1/apps/shop/mail/relays",
+                        Some(json!({"tier": tier, "url": "smtp://relay.example.test",
+                            "allow_domains": ["example.test"]})),
+                    )
+                    .await;
+                expect(case("mail relay"), r, ok);
+                checked.insert(("POST", "/api/v1/apps/{app}/mail/relays"));
+            }
 
             let ok = allowed(*role, Action::Deploy.default_role(tier));
             // Secret values: only for roles that may deploy the environment.

@@ -4,16 +4,16 @@
 //! production gets no catcher. Attacks: missing or wrong credentials, one environment posing as
 //! another (on the host's listener and from inside a namespace), oversized messages, too many
 //! recipients, a user without access. Bad relay settings are refused and change nothing.
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use base64::Engine as _;
 use serde_json::Value;
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-use tokio::net::TcpListener;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::io::AsyncWriteExt;
 
 use crate::support::{Daemon, Repo, eventually};
+
+mod servers;
+use servers::{Smtp, World, parts};
 
 const PATIENCE: Duration = Duration::from_secs(30);
 
@@ -73,166 +73,6 @@ fn mailer_repo() -> Repo {
     );
     repo.commit("mailer");
     repo
-}
-
-/// One message the world's server received.
-#[derive(Debug, Clone)]
-struct Delivery {
-    from: String,
-    to: Vec<String>,
-    data: String,
-}
-
-/// A plain SMTP server on 127.0.0.1 standing for the real world: it accepts everything and
-/// records what it received.
-struct World {
-    port: u16,
-    received: Arc<Mutex<Vec<Delivery>>>,
-}
-
-impl World {
-    async fn start() -> World {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let received = Arc::new(Mutex::new(Vec::new()));
-        let kept = received.clone();
-        tokio::spawn(async move {
-            while let Ok((stream, _)) = listener.accept().await {
-                let kept = kept.clone();
-                tokio::spawn(async move {
-                    let (r, mut w) = stream.into_split();
-                    let mut r = BufReader::new(r);
-                    let mut delivery = Delivery {
-                        from: String::new(),
-                        to: vec![],
-                        data: String::new(),
-                    };
-                    w.write_all(b"220 world ESMTP\r\n").await.unwrap();
-                    let mut line = String::new();
-                    loop {
-                        line.clear();
-                        if r.read_line(&mut line).await.unwrap_or(0) == 0 {
-                            return;
-                        }
-                        let upper = line.to_ascii_uppercase();
-                        let answer: &[u8] = if upper.starts_with("EHLO") {
-                            b"250-world\r\n250 8BITMIME\r\n"
-                        } else if upper.starts_with("MAIL FROM:") {
-                            delivery.from = address(&line);
-                            b"250 ok\r\n"
-                        } else if upper.starts_with("RCPT TO:") {
-                            delivery.to.push(address(&line));
-                            b"250 ok\r\n"
-                        } else if upper.starts_with("DATA") {
-                            w.write_all(b"354 go on\r\n").await.unwrap();
-                            loop {
-                                line.clear();
-                                r.read_line(&mut line).await.unwrap();
-                                if line == ".\r\n" {
-                                    break;
-                                }
-                                delivery.data.push_str(&line);
-                            }
-                            kept.lock().unwrap().push(delivery.clone());
-                            b"250 queued as world-1\r\n"
-                        } else if upper.starts_with("QUIT") {
-                            w.write_all(b"221 bye\r\n").await.unwrap();
-                            return;
-                        } else {
-                            b"250 ok\r\n"
-                        };
-                        w.write_all(answer).await.unwrap();
-                    }
-                });
-            }
-        });
-        World { port, received }
-    }
-
-    fn received(&self) -> Vec<Delivery> {
-        self.received.lock().unwrap().clone()
-    }
-}
-
-fn address(line: &str) -> String {
-    let start = line.find('<').map_or(0, |i| i + 1);
-    let end = line.find('>').unwrap_or(line.len());
-    line[start..end].to_owned()
-}
-
-/// A raw SMTP conversation with the catcher's host listener.
-struct Smtp {
-    r: BufReader<OwnedReadHalf>,
-    w: OwnedWriteHalf,
-}
-
-impl Smtp {
-    async fn connect(port: u16) -> Smtp {
-        let stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .unwrap();
-        let (r, w) = stream.into_split();
-        let mut s = Smtp {
-            r: BufReader::new(r),
-            w,
-        };
-        let (code, _) = s.reply().await;
-        assert_eq!(code, 220);
-        let (code, text) = s.say("EHLO tester").await;
-        assert_eq!(code, 250, "{text}");
-        assert!(text.contains("SIZE 10485760"), "SIZE is advertised: {text}");
-        assert!(text.contains("AUTH PLAIN LOGIN"), "{text}");
-        s
-    }
-
-    async fn reply(&mut self) -> (u16, String) {
-        let mut all = String::new();
-        loop {
-            let mut line = String::new();
-            self.r.read_line(&mut line).await.unwrap();
-            assert!(line.len() >= 4, "short reply {line:?} after {all:?}");
-            all.push_str(&line);
-            if line.as_bytes()[3] == b' ' {
-                return (line[..3].parse().unwrap(), all);
-            }
-        }
-    }
-
-    async fn say(&mut self, line: &str) -> (u16, String) {
-        self.w
-            .write_all(format!("{line}\r\n").as_bytes())
-            .await
-            .unwrap();
-        self.reply().await
-    }
-
-    async fn plain(&mut self, authz: &str, user: &str, password: &str) -> (u16, String) {
-        let token = base64::engine::general_purpose::STANDARD
-            .encode(format!("{authz}\0{user}\0{password}"));
-        self.say(&format!("AUTH PLAIN {token}")).await
-    }
-
-    /// MAIL, RCPT, DATA of a small message; the answer to its final dot.
-    async fn send(&mut self, subject: &str) -> (u16, String) {
-        let (code, text) = self.say("MAIL FROM:<probe@shop.example>").await;
-        assert_eq!(code, 250, "{text}");
-        let (code, text) = self.say("RCPT TO:<someone@customer.test>").await;
-        assert_eq!(code, 250, "{text}");
-        let (code, text) = self.say("DATA").await;
-        assert_eq!(code, 354, "{text}");
-        self.say(&format!("Subject: {subject}\r\n\r\nhello\r\n."))
-            .await
-    }
-}
-
-/// The catcher URL's parts: (user, password, port).
-fn parts(url: &str) -> (String, String, u16) {
-    let rest = url.strip_prefix("smtp://").unwrap();
-    let (userinfo, host) = rest.rsplit_once('@').unwrap();
-    let (user, password) = userinfo.split_once(':').unwrap();
-    assert!(host.starts_with("127.0.0.1:"), "{url}");
-    let port = host.rsplit_once(':').unwrap().1.parse().unwrap();
-    (user.to_owned(), password.to_owned(), port)
 }
 
 async fn send(d: &Daemon, env: &str, query: &str) -> String {
@@ -422,6 +262,37 @@ async fn a_staging_apps_mail_is_caught_and_shown_and_relayed_only_where_opted_in
     );
     assert_eq!(world.received().len(), 1);
 
+    // A relay that cannot be reached: the failure is recorded on the message and audited.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let closed_port = closed.local_addr().unwrap().port();
+    drop(closed);
+    d.ok(&[
+        "mail",
+        "relay",
+        "shop",
+        "--tier",
+        "staging",
+        "--url",
+        &format!("smtp://127.0.0.1:{closed_port}"),
+        "--allow-domain",
+        "allowed.test",
+    ]);
+    send(&d, "staging", "to=bob@allowed.test&subject=Unreachable").await;
+    let failed = eventually("the relay to fail", PATIENCE, || async {
+        let m = messages(&d, "shop/staging")[0].clone();
+        (m["relay"]["state"] != "pending").then_some(m)
+    })
+    .await;
+    assert_eq!(failed["relay"]["state"], "failed", "{failed}");
+    assert!(
+        failed["relay"]["error"]
+            .as_str()
+            .unwrap()
+            .contains("cannot connect"),
+        "{failed}"
+    );
+    assert_eq!(world.received().len(), 1);
+
     // A relay URL's password is sealed: never shown, audited or readable in the store file.
     d.ok(&[
         "mail",
@@ -466,7 +337,7 @@ async fn a_staging_apps_mail_is_caught_and_shown_and_relayed_only_where_opted_in
     assert_eq!(world.received().len(), 1);
 
     let cleared = d.json(&["mail", "clear", "shop/staging"]);
-    assert_eq!(cleared["removed"], 4, "{cleared}");
+    assert_eq!(cleared["removed"], 5, "{cleared}");
     assert!(messages(&d, "shop/staging").is_empty());
     assert!(
         d.ok(&["mail", "list", "shop/staging"])

@@ -62,3 +62,42 @@ pub(super) fn check_mail(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use turnout_model::{EnvName, Tier};
+
+    use super::super::{AppFileError, resolve};
+
+    #[test]
+    fn url_var_is_layered_and_checked() {
+        let text = "[run]\ncommand = \"x\"\n[tiers.qa.mail]\nurl_var = \"MAILER_URL\"\n\
+                    [environments.special.mail]\nurl_var = \"SPECIAL_SMTP\"\n";
+        let env = |n: &str| EnvName::new(n).unwrap();
+        let url_var = |tier, name: &str| {
+            resolve(Some(text), None, tier, &env(name))
+                .unwrap()
+                .mail
+                .url_var
+        };
+        assert_eq!(url_var(Tier::Staging, "staging"), "SMTP_URL");
+        assert_eq!(url_var(Tier::Qa, "qa"), "MAILER_URL");
+        assert_eq!(url_var(Tier::Qa, "special"), "SPECIAL_SMTP");
+        let bad = "[run]\ncommand = \"x\"\n\n[tiers.test.mail]\nurl_var = \"PORT\"\n";
+        let e = resolve(Some(bad), None, Tier::Test, &env("t")).unwrap_err();
+        let AppFileError::Invalid { line, message, .. } = e else {
+            panic!("{e:?}");
+        };
+        assert_eq!(line, 5);
+        assert!(message.contains("tiers.test.mail.url_var"), "{message}");
+        assert!(
+            resolve(
+                Some("[run]\ncommand = \"x\"\n[mail]\nhost = \"x\"\n"),
+                None,
+                Tier::Test,
+                &env("t")
+            )
+            .is_err()
+        );
+    }
+}

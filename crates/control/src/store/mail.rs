@@ -292,3 +292,68 @@ fn shown_of(c: &Connection, app_id: i64, tier: Tier) -> Result<Option<String>, C
     )
     .optional()?)
 }
+
+#[cfg(test)]
+mod tests {
+    use turnout_model::{AppName, EnvName};
+
+    use super::super::{Store, Tx, lock, q};
+    use super::*;
+
+    #[test]
+    fn each_environment_keeps_its_newest_messages_within_the_bounds() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("t.db")).unwrap();
+        let conn = lock(&store.writer);
+        let tx = Tx(&conn);
+        let app = AppName::new("shop").unwrap();
+        q::insert_app(&tx, &app, "/repo", None).unwrap();
+        let env = |name: &str| {
+            q::insert_env(
+                &tx,
+                &app,
+                &EnvName::new(name).unwrap(),
+                "main",
+                Tier::Staging,
+                turnout_model::DeployOn::Manual,
+            )
+            .unwrap()
+            .id
+        };
+        let (a, b) = (env("a"), env("b"));
+        let mail = |env_id, size: usize| NewMail {
+            env_id,
+            received_at: 1,
+            from: "f@x.test".into(),
+            to: vec!["t@y.test".into()],
+            subject: "s".into(),
+            raw: vec![b'x'; size],
+        };
+        insert(&tx, &mail(b, 10)).unwrap();
+        for _ in 0..KEEP_MESSAGES + 5 {
+            insert(&tx, &mail(a, 10)).unwrap();
+        }
+        let kept = list(&tx, a).unwrap();
+        assert_eq!(kept.len() as u64, KEEP_MESSAGES);
+        assert!(kept.windows(2).all(|w| w[0].id > w[1].id), "newest first");
+        assert_eq!(
+            list(&tx, b).unwrap().len(),
+            1,
+            "another environment's are not touched"
+        );
+        // Bytes: three messages of just over a third of the budget each leave the newest two.
+        let third = (KEEP_BYTES / 3) as usize + 1;
+        for _ in 0..3 {
+            insert(&tx, &mail(a, third)).unwrap();
+        }
+        let kept = list(&tx, a).unwrap();
+        assert_eq!(
+            kept.len(),
+            2,
+            "{:?}",
+            kept.iter().map(|m| m.size).collect::<Vec<_>>()
+        );
+        assert_eq!(kept[0].relay, RelayOutcome::Off, "no relay for the tier");
+        assert_eq!(clear(&tx, a).unwrap(), 2);
+    }
+}
