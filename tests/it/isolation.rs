@@ -238,8 +238,17 @@ async fn code_in_a_development_environment_reads_nothing_of_production_or_turnou
     for name in &names {
         assert!(
             // PWD: set by the shell that runs the command. The proxy variables: the egress
-            // proxy, below production.
-            ["PATH", "HOME", "LANG", "PORT", "PWD", "DATABASE_URL"].contains(name)
+            // proxy, below production; SMTP_URL: the mail catcher, below production.
+            [
+                "PATH",
+                "HOME",
+                "LANG",
+                "PORT",
+                "PWD",
+                "DATABASE_URL",
+                "SMTP_URL"
+            ]
+            .contains(name)
                 || name.starts_with("TURNOUT_")
                 || name.to_ascii_uppercase().ends_with("_PROXY"),
             "{name} is not on the allow-list: {names:?}"
