@@ -152,6 +152,11 @@ impl Egress {
         });
     }
 
+    /// Forget a deleted app's policies.
+    pub(crate) fn forget_app(&self, app_id: i64) {
+        self.change(|t| t.policies.retain(|(app, _), _| *app != app_id));
+    }
+
     /// The policy of `app_id`'s `tier` and whether it was set (else it is the default).
     pub(crate) fn policy(&self, app_id: i64, tier: Tier) -> (Arc<EgressPolicy>, bool) {
         match self.table().policies.get(&(app_id, tier)) {
