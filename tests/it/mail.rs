@@ -13,67 +13,9 @@ use tokio::io::AsyncWriteExt;
 use crate::support::{Daemon, Repo, eventually};
 
 mod servers;
-use servers::{Smtp, World, parts};
+use servers::{Smtp, World, mailer_repo, parts};
 
 const PATIENCE: Duration = Duration::from_secs(30);
-
-/// The app: `/env/NAME` answers the variable; `/send?to=A,B&subject=S[&url=U][&big=1]` sends a
-/// multipart mail (text, HTML, a PDF attachment) with smtplib to the server in `SMTP_URL` (or
-/// `U`), logging in with its credentials, and answers `sent` or `error: …`.
-const MAILER: &str = r#"
-import os, smtplib, urllib.parse
-from email.message import EmailMessage
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-def send(q):
-    url = urllib.parse.urlsplit(q.get("url", [os.environ.get("SMTP_URL", "")])[0])
-    to = q["to"][0].split(",")
-    msg = EmailMessage()
-    msg["From"] = "Shop <shop@shop.example>"
-    msg["To"] = ", ".join(to)
-    msg["Subject"] = q.get("subject", ["Your order"])[0]
-    msg.set_content("Thanks for your order.\n")
-    msg.add_alternative("<p>Thanks for your <b>order</b>.</p>\n", subtype="html")
-    payload = b"%PDF-1.4 invoice\n" * (700000 if "big" in q else 1)
-    msg.add_attachment(payload, maintype="application", subtype="pdf", filename="invoice.pdf")
-    with smtplib.SMTP(url.hostname, url.port, timeout=30) as s:
-        if url.username and "nologin" not in q:
-            s.login(urllib.parse.unquote(url.username), urllib.parse.unquote(url.password))
-        s.send_message(msg, from_addr="shop@shop.example", to_addrs=to)
-class H(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    def do_GET(self):
-        path, _, query = self.path.partition("?")
-        if path.startswith("/env/"):
-            body = os.environ.get(path[5:], "(unset)")
-        elif path == "/send":
-            try:
-                send(urllib.parse.parse_qs(query))
-                body = "sent"
-            except Exception as e:
-                body = "error: %s" % (e,)
-        else:
-            body = "up"
-        data = body.encode()
-        self.send_response(200)
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-    def log_message(self, fmt, *args):
-        pass
-s = ThreadingHTTPServer(("127.0.0.1", int(os.environ["PORT"])), H)
-s.daemon_threads = True
-s.serve_forever()
-"#;
-
-fn mailer_repo() -> Repo {
-    let repo = Repo::with_app(MAILER);
-    repo.write(
-        "turnout.toml",
-        "[run]\ncommand = \"exec python3 -u app.py\"\n[health]\npath = \"/\"\ninterval = \"50ms\"\n\n[tiers.qa.mail]\nurl_var = \"MAILER_URL\"\n",
-    );
-    repo.commit("mailer");
-    repo
-}
 
 async fn send(d: &Daemon, env: &str, query: &str) -> String {
     let (status, body) = d
@@ -304,6 +246,30 @@ async fn a_staging_apps_mail_is_caught_and_shown_and_relayed_only_where_opted_in
         "{failed}"
     );
     assert_eq!(world.received().len(), 1);
+    // smtps:// to a server that does not speak TLS: nothing is sent in clear.
+    d.ok(&[
+        "mail",
+        "relay",
+        "shop",
+        "--tier",
+        "staging",
+        "--url",
+        &format!("smtps://mailer:pw@127.0.0.1:{}", world.port),
+        "--allow-domain",
+        "allowed.test",
+    ]);
+    send(&d, "staging", "to=bob@allowed.test&subject=Needs+TLS").await;
+    let failed = eventually("the relay to fail", PATIENCE, || async {
+        let m = messages(&d, "shop/staging")[0].clone();
+        (m["relay"]["state"] != "pending").then_some(m)
+    })
+    .await;
+    assert_eq!(failed["relay"]["state"], "failed", "{failed}");
+    assert!(
+        failed["relay"]["error"].as_str().unwrap().contains("TLS"),
+        "{failed}"
+    );
+    assert_eq!(world.received().len(), 1);
 
     // A relay URL's password is sealed: never shown, audited or readable in the store file.
     d.ok(&[
@@ -349,7 +315,7 @@ async fn a_staging_apps_mail_is_caught_and_shown_and_relayed_only_where_opted_in
     assert_eq!(world.received().len(), 1);
 
     let cleared = d.json(&["mail", "clear", "shop/staging"]);
-    assert_eq!(cleared["removed"], 5, "{cleared}");
+    assert_eq!(cleared["removed"], 6, "{cleared}");
     assert!(messages(&d, "shop/staging").is_empty());
     assert!(
         d.ok(&["mail", "list", "shop/staging"])

@@ -1,11 +1,72 @@
-//! The SMTP servers and clients the mail tests use: `World`, a plain server standing for the
-//! real world that records what it receives, and `Smtp`, a raw conversation with the catcher.
+//! What the mail tests use: the app that sends mail with Python's smtplib, `World`, a plain
+//! SMTP server standing for the real world that records what it receives, and `Smtp`, a raw
+//! conversation with the catcher.
 use std::sync::{Arc, Mutex};
 
 use base64::Engine as _;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpListener;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+
+use crate::support::Repo;
+
+/// The app: `/env/NAME` answers the variable; `/send?to=A,B&subject=S[&url=U][&big=1]` sends a
+/// multipart mail (text, HTML, a PDF attachment) with smtplib to the server in `SMTP_URL` (or
+/// `U`), logging in with its credentials, and answers `sent` or `error: …`.
+const MAILER: &str = r#"
+import os, smtplib, urllib.parse
+from email.message import EmailMessage
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+def send(q):
+    url = urllib.parse.urlsplit(q.get("url", [os.environ.get("SMTP_URL", "")])[0])
+    to = q["to"][0].split(",")
+    msg = EmailMessage()
+    msg["From"] = "Shop <shop@shop.example>"
+    msg["To"] = ", ".join(to)
+    msg["Subject"] = q.get("subject", ["Your order"])[0]
+    msg.set_content("Thanks for your order.\n")
+    msg.add_alternative("<p>Thanks for your <b>order</b>.</p>\n", subtype="html")
+    payload = b"%PDF-1.4 invoice\n" * (700000 if "big" in q else 1)
+    msg.add_attachment(payload, maintype="application", subtype="pdf", filename="invoice.pdf")
+    with smtplib.SMTP(url.hostname, url.port, timeout=30) as s:
+        if url.username and "nologin" not in q:
+            s.login(urllib.parse.unquote(url.username), urllib.parse.unquote(url.password))
+        s.send_message(msg, from_addr="shop@shop.example", to_addrs=to)
+class H(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def do_GET(self):
+        path, _, query = self.path.partition("?")
+        if path.startswith("/env/"):
+            body = os.environ.get(path[5:], "(unset)")
+        elif path == "/send":
+            try:
+                send(urllib.parse.parse_qs(query))
+                body = "sent"
+            except Exception as e:
+                body = "error: %s" % (e,)
+        else:
+            body = "up"
+        data = body.encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+    def log_message(self, fmt, *args):
+        pass
+s = ThreadingHTTPServer(("127.0.0.1", int(os.environ["PORT"])), H)
+s.daemon_threads = True
+s.serve_forever()
+"#;
+
+pub fn mailer_repo() -> Repo {
+    let repo = Repo::with_app(MAILER);
+    repo.write(
+        "turnout.toml",
+        "[run]\ncommand = \"exec python3 -u app.py\"\n[health]\npath = \"/\"\ninterval = \"50ms\"\n\n[tiers.qa.mail]\nurl_var = \"MAILER_URL\"\n",
+    );
+    repo.commit("mailer");
+    repo
+}
 
 /// One message the world's server received.
 #[derive(Debug, Clone)]
