@@ -13,10 +13,13 @@ macro_rules! outln {
 
 mod backup;
 mod cli;
+mod config;
 mod daemon;
 mod data;
 mod demo;
+mod egress;
 mod jobs;
+mod mail;
 mod output;
 mod render;
 mod restore;
@@ -33,7 +36,7 @@ use turnout_model::endpoint as ep;
 use turnout_model::{
     AddDomain, CiReport, CiStatus, CreateApp, CreateEnv, CreateToken, CreateUser, DeployRequest,
     ErrorCode, PromoteRequest, ServeInfo, SetApprovalRule, SetGrant, SetHook, SetMaintenance,
-    SetPolicy, SetProtection, SetSecret, SetSleep, SetTrigger, SwitchDomain, UpdateApp, UpdatePlan,
+    SetPolicy, SetProtection, SetSleep, SetTrigger, SwitchDomain, UpdateApp, UpdatePlan,
 };
 use turnout_model::{CreateSchedule, PipelineSpec};
 
@@ -41,7 +44,7 @@ use crate::cli::ScheduleCommand;
 use crate::cli::{
     AccessCommand, AppCommand, ApprovalsCommand, AuditCommand, CiCommand, CiStatusArg, Cli,
     Command, DomainCommand, EnvCommand, HooksCommand, JobCommand, OnOff, PipelineCommand,
-    ReleaseCommand, SecretCommand, TokenCommand, UserCommand,
+    ReleaseCommand, TokenCommand, UserCommand,
 };
 
 /// Exit codes a script sees: 0 done, 1 failed, 2 usage error (clap), 3 waiting for approval,
@@ -428,6 +431,8 @@ async fn run_client(client: &Client, command: Command, json: bool) -> anyhow::Re
         }
         Command::Data(command) => return data::command(client, command, json).await,
         Command::Backup(command) => return backup::command(client, command, json).await,
+        Command::Mail(command) => return mail::command(client, command, json).await,
+        Command::Egress(command) => return egress::command(client, command, json).await,
         Command::Rollback {
             target,
             to,
@@ -506,51 +511,9 @@ async fn run_client(client: &Client, command: Command, json: bool) -> anyhow::Re
                 json,
             );
         }
-        Command::Secret(SecretCommand::Set { target, key, value }) => {
-            let value = match value {
-                Some(v) => v,
-                None => {
-                    let mut v = String::new();
-                    std::io::Read::read_to_string(&mut std::io::stdin(), &mut v)
-                        .context("cannot read the secret's value from standard input")?;
-                    v.strip_suffix('\n').map(str::to_owned).unwrap_or(v)
-                }
-            };
-            let body = SetSecret {
-                key: key.clone(),
-                value,
-            };
-            client
-                .call(&ep::SetSecret {
-                    target: target.clone(),
-                    body,
-                })
-                .await?;
-            let body = serde_json::json!({ "set": key, "environment": target.to_string() });
-            render::done(
-                &format!("set secret {key} of {target}; instances get it at the next deploy"),
-                &body,
-                json,
-            );
-        }
-        Command::Secret(SecretCommand::List { target, show }) => {
-            let secrets = client
-                .call(&ep::ListSecrets {
-                    target,
-                    values: show,
-                })
-                .await?;
-            render::secrets(&secrets, json);
-        }
-        Command::Secret(SecretCommand::Unset { target, key }) => {
-            client
-                .call(&ep::UnsetSecret {
-                    target,
-                    key: key.clone(),
-                })
-                .await?;
-            render::deleted("secret", &key, json);
-        }
+        Command::Secret(command) => return config::secret(client, command, json).await,
+        Command::Config(command) => return config::command(client, command, json).await,
+        Command::Secrets(command) => return config::secrets(client, command, json).await,
         Command::User(UserCommand::Add { name }) => {
             let user = client
                 .call(&ep::AddUser {

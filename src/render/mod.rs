@@ -5,10 +5,13 @@ use std::time::Instant;
 use comfy_table::{Table, presets::NOTHING};
 use serde::Serialize;
 pub mod backup;
+pub mod config;
 pub mod data;
 pub mod diff;
 mod domains;
+pub mod egress;
 mod jobs;
+pub mod mail;
 pub mod pipeline;
 
 pub use domains::{domain_added, domain_history, domains, maintenance, switched};
@@ -18,8 +21,8 @@ use turnout_model::plan::format_bytes;
 use turnout_model::{
     AppInfo, ApprovalInfo, AuditInfo, AuditVerification, DomainEvent, DomainInfo, EnvInfo,
     JobEvent, JobInfo, JobKind, JobState, JobStep, PolicyEntry, ReleaseInfo, ReleaseStatus,
-    ResourceUsage, SecretInfo, SleepAfter, StepState, SwitchInfo, Tier, TokenCreated, TokenInfo,
-    UserInfo, parse_timestamp,
+    ResourceUsage, SleepAfter, StepState, SwitchInfo, Tier, TokenCreated, TokenInfo, UserInfo,
+    parse_timestamp,
 };
 
 fn print_json(value: &impl Serialize) {
@@ -159,6 +162,23 @@ fn env_status(e: &EnvInfo) -> String {
     }
 }
 
+/// The configuration an environment runs with against what is set.
+fn config_state(e: &EnvInfo, c: &turnout_model::ConfigState) -> String {
+    let running = c
+        .running_version
+        .map_or("a version from before snapshots".to_owned(), |v| {
+            format!("version {v}")
+        });
+    if c.stale {
+        format!(
+            "running {running}, set version {}: `turnout restart {}/{}` applies it",
+            c.set_version, e.app, e.name
+        )
+    } else {
+        format!("version {} (what is set)", c.set_version)
+    }
+}
+
 pub fn env(e: &EnvInfo, json: bool) {
     if json {
         return print_json(e);
@@ -204,6 +224,9 @@ pub fn env(e: &EnvInfo, json: bool) {
             );
         }
         None => outln!("instance     none"),
+    }
+    if let Some(c) = &e.config {
+        outln!("config       {}", config_state(e, c));
     }
     outln!("plan         {}", e.plan.describe());
     if let Some(why) = e
@@ -382,26 +405,6 @@ pub fn done(text: &str, value: &impl Serialize, json: bool) {
         return print_json(value);
     }
     outln!("{text}");
-}
-
-pub fn secrets(secrets: &[SecretInfo], json: bool) {
-    if json {
-        return print_json(&secrets);
-    }
-    if secrets.is_empty() {
-        outln!("no secrets: set one with `turnout secret set APP/ENV KEY`");
-        return;
-    }
-    let mut t = table(&["KEY", "VALUE", "UPDATED", "BY"]);
-    for s in secrets {
-        t.add_row(vec![
-            s.key.clone(),
-            s.value.clone().unwrap_or_else(|| "(hidden: --show)".into()),
-            s.updated_at.clone(),
-            s.updated_by.clone(),
-        ]);
-    }
-    outln!("{t}");
 }
 
 pub fn users(users: &[UserInfo], json: bool) {

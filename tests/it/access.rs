@@ -168,28 +168,37 @@ async fn every_mutating_endpoint_by_every_role_on_every_tier() {
             let r = who
                 .call(
                     "POST",
-                    &format!("/api/v1/apps/shop/envs/{a}/secrets"),
-                    Some(json!({"key": format!("K_{rname}"), "value": "v"})),
+                    "/api/v1/apps/shop/config",
+                    Some(json!({"env": a, "secret": true, "values": {format!("K_{rname}"): "v"}})),
                 )
                 .await;
-            expect(case("secret set"), r, ok);
-            checked.insert(("POST", "/api/v1/apps/{app}/envs/{env}/secrets"));
+            expect(case("config set (env level)"), r, ok);
+            checked.insert(("POST", "/api/v1/apps/{app}/config"));
+            // The tier level needs the same role on that tier.
+            let r = who
+                .call(
+                    "POST",
+                    "/api/v1/apps/shop/config",
+                    Some(json!({"tier": tier, "values": {format!("T_{rname}"): "v"}})),
+                )
+                .await;
+            expect(case("config set (tier level)"), r, ok);
             admin
                 .call(
                     "POST",
-                    &format!("/api/v1/apps/shop/envs/{a}/secrets"),
-                    Some(json!({"key": format!("U_{rname}"), "value": "v"})),
+                    "/api/v1/apps/shop/config",
+                    Some(json!({"env": a, "values": {format!("U_{rname}"): "v"}})),
                 )
                 .await;
             let r = who
                 .call(
-                    "DELETE",
-                    &format!("/api/v1/apps/shop/envs/{a}/secrets/U_{rname}"),
-                    None,
+                    "POST",
+                    "/api/v1/apps/shop/config/unset",
+                    Some(json!({"env": a, "keys": [format!("U_{rname}")]})),
                 )
                 .await;
-            expect(case("secret unset"), r, ok);
-            checked.insert(("DELETE", "/api/v1/apps/{app}/envs/{env}/secrets/{key}"));
+            expect(case("config unset"), r, ok);
+            checked.insert(("POST", "/api/v1/apps/{app}/config/unset"));
             let r = who
                 .call(
                     "POST",
@@ -217,13 +226,31 @@ async fn every_mutating_endpoint_by_every_role_on_every_tier() {
                 .await;
             expect(case("sleep update"), r, ok);
             checked.insert(("POST", "/api/v1/apps/{app}/envs/{env}/sleep"));
+            let r = who
+                .call("DELETE", &format!("/api/v1/apps/shop/envs/{a}/mail"), None)
+                .await;
+            expect(case("mail clear"), r, ok);
+            checked.insert(("DELETE", "/api/v1/apps/{app}/envs/{env}/mail"));
+            // Production has no relay (refused as bad input, whoever asks).
+            if tier != Tier::Production {
+                let r = who
+                    .call(
+                        "POST",
+                        "/api/v1/apps/shop/mail/relays",
+                        Some(json!({"tier": tier, "url": "smtp://relay.example.test",
+                            "allow_domains": ["example.test"]})),
+                    )
+                    .await;
+                expect(case("mail relay"), r, ok);
+                checked.insert(("POST", "/api/v1/apps/{app}/mail/relays"));
+            }
 
             let ok = allowed(*role, Action::Deploy.default_role(tier));
             // Secret values: only for roles that may deploy the environment.
             let r = who
                 .call(
                     "GET",
-                    &format!("/api/v1/apps/shop/envs/{a}/secrets?values=true"),
+                    &format!("/api/v1/apps/shop/config?env={a}&show_secrets=true"),
                     None,
                 )
                 .await;
@@ -692,6 +719,17 @@ async fn every_mutating_endpoint_by_every_role_on_every_tier() {
             .await;
         expect(format!("backup policy by {name}"), r, ok);
         checked.insert(("POST", "/api/v1/apps/{app}/envs/{env}/backups/policy"));
+        // Outbound policy (qa tier): configuration rights on the tier.
+        let ok = allowed(*role, Action::Config.default_role(Tier::Qa));
+        let r = who
+            .call(
+                "POST",
+                "/api/v1/apps/shop/egress",
+                Some(json!({"tier": "qa", "mode": "record"})),
+            )
+            .await;
+        expect(format!("egress policy by {name}"), r, ok);
+        checked.insert(("POST", "/api/v1/apps/{app}/egress"));
         let throwaway = format!("del-{rname}");
         d.ok(&[
             "app",
@@ -795,6 +833,19 @@ async fn every_mutating_endpoint_by_every_role_on_every_tier() {
             checked.insert(("POST", path));
         }
     }
+
+    // Rotating the secret key: administrators only, whatever role on an app.
+    for (_, name, token) in &people {
+        let who = As {
+            api: d.api.clone(),
+            token: Some(token.clone()),
+        };
+        let r = who.call("POST", "/api/v1/secrets/rotate-key", None).await;
+        expect(format!("rotate-key by {name}"), r, false);
+    }
+    let r = admin.call("POST", "/api/v1/secrets/rotate-key", None).await;
+    expect("rotate-key by the administrator".into(), r, true);
+    checked.insert(("POST", "/api/v1/secrets/rotate-key"));
 
     let mutating: BTreeSet<(&str, &str)> = turnout_control::api::endpoints()
         .into_iter()
@@ -1348,7 +1399,7 @@ async fn secrets_reach_the_instance_and_only_deployers_see_them() {
 
     // Never in the audit log, the daemon's log, the environment or a build log.
     let audit = d.ok(&["--json", "audit", "--app", "shop"]);
-    assert!(audit.contains("secret.set") && audit.contains("API_KEY") && !audit.contains(secret));
+    assert!(audit.contains("config.set") && audit.contains("API_KEY") && !audit.contains(secret));
     let env = d.ok(&["--json", "env", "show", "shop/prod"]);
     assert!(!env.contains(secret));
     let log = std::fs::read_to_string(d.cwd.path().join("serve.log")).unwrap();

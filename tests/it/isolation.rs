@@ -237,9 +237,20 @@ async fn code_in_a_development_environment_reads_nothing_of_production_or_turnou
     let names: Vec<&str> = env.keys().map(String::as_str).collect();
     for name in &names {
         assert!(
-            // PWD: set by the shell that runs the command.
-            ["PATH", "HOME", "LANG", "PORT", "PWD", "DATABASE_URL"].contains(name)
-                || name.starts_with("TURNOUT_"),
+            // PWD: set by the shell that runs the command. The proxy variables: the egress
+            // proxy, below production; SMTP_URL: the mail catcher, below production.
+            [
+                "PATH",
+                "HOME",
+                "LANG",
+                "PORT",
+                "PWD",
+                "DATABASE_URL",
+                "SMTP_URL"
+            ]
+            .contains(name)
+                || name.starts_with("TURNOUT_")
+                || name.to_ascii_uppercase().ends_with("_PROXY"),
             "{name} is not on the allow-list: {names:?}"
         );
     }
@@ -279,24 +290,27 @@ async fn code_in_a_development_environment_reads_nothing_of_production_or_turnou
     assert_eq!(via["status"], 200, "{via}");
     let seen: Value = serde_json::from_str(via["body"].as_str().unwrap()).unwrap();
     assert_eq!(seen["uid"], prod_uid, "{via}");
-    // And connections out: to a host outside this machine's loopback.
+    // And connections out, to a host outside this machine's loopback: production's (its
+    // egress policy is allow); dev's policy is deny, so its only way out is the egress proxy.
     let outside = TestHost::start();
+    let r = probe(&d, "prod", &format!("/connect?{}", outside.addr)).await;
+    assert_eq!(r, "ok", "prod could not connect out to {}", outside.addr);
     let r = probe(&d, "dev", &format!("/connect?{}", outside.addr)).await;
-    assert_eq!(r, "ok", "dev could not connect out to {}", outside.addr);
+    assert_ne!(r, "ok", "dev went out directly to {}", outside.addr);
 
     d.restart();
     assert_home_modes(&d, "after a restart");
     let path = format!("/connect?{}", outside.addr);
     let r = crate::support::eventually(
-        "dev to be back after the restart",
+        "prod to be back after the restart",
         std::time::Duration::from_secs(60),
         || async {
-            let (status, body) = d.get("dev.shop.localhost", &path).await;
+            let (status, body) = d.get("prod.shop.localhost", &path).await;
             (status == 200).then_some(body)
         },
     )
     .await;
-    assert_eq!(r, "\"ok\"", "after a restart, dev could not connect out");
+    assert_eq!(r, "\"ok\"", "after a restart, prod could not connect out");
 }
 
 /// A host outside the machine as far as an environment can tell: a network namespace of the

@@ -18,6 +18,9 @@ use data::{check_data, data_config};
 mod backup;
 pub use backup::{BackupConfig, BackupSection, parse_schedule, show_period, tier_default};
 use backup::{backup_config, check_backup, merge_backup};
+mod mail;
+pub use mail::{DEFAULT_URL_VAR, MailConfig, MailSection};
+use mail::{check_mail, mail_config, merge_mail};
 
 pub const FILE_NAME: &str = "turnout.toml";
 pub const PROCFILE: &str = "Procfile";
@@ -54,6 +57,8 @@ pub struct Layer {
     pub data: Option<DataSection>,
     #[serde(default)]
     pub backup: Option<BackupSection>,
+    #[serde(default)]
+    pub mail: Option<MailSection>,
 }
 
 #[derive(Debug, Default, Clone, Deserialize)]
@@ -121,6 +126,8 @@ struct AppFile {
     #[serde(default)]
     backup: Option<BackupSection>,
     #[serde(default)]
+    mail: Option<MailSection>,
+    #[serde(default)]
     tiers: BTreeMap<Tier, Layer>,
     #[serde(default)]
     environments: BTreeMap<EnvName, Layer>,
@@ -144,6 +151,10 @@ pub struct ReleaseConfig {
     pub health_timeout: Duration,
     pub health_interval: Duration,
     pub env: BTreeMap<String, String>,
+    /// Which table of the app file set each `[env]` key, when not `[env]` itself:
+    /// `tiers.<tier>.env` or `environments.<env>.env` (releases recorded before: all `[env]`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub env_sources: BTreeMap<String, String>,
     /// The app file's resource plan for this tier and environment (releases recorded before
     /// plans existed have none).
     #[serde(default)]
@@ -156,6 +167,10 @@ pub struct ReleaseConfig {
     /// backups existed have none set: the tier's default schedule).
     #[serde(default)]
     pub backup: BackupConfig,
+    /// The app file's `[mail]` for this tier and environment (releases recorded before mail
+    /// settings existed have the default: `SMTP_URL`).
+    #[serde(default)]
+    pub mail: MailConfig,
 }
 
 impl ReleaseConfig {
@@ -229,11 +244,18 @@ pub fn resolve(
         plan: file.plan,
         data: file.data,
         backup: file.backup,
+        mail: file.mail,
     };
-    for layer in [file.tiers.get(&tier), file.environments.get(env)]
-        .into_iter()
-        .flatten()
-    {
+    let mut env_sources = BTreeMap::new();
+    for (layer, source) in [
+        (file.tiers.get(&tier), format!("tiers.{tier}.env")),
+        (
+            file.environments.get(env),
+            format!("environments.{env}.env"),
+        ),
+    ] {
+        let Some(layer) = layer else { continue };
+        env_sources.extend(layer.env.keys().map(|k| (k.clone(), source.clone())));
         merge(&mut merged, layer);
     }
     let build = merged.build.unwrap_or_default();
@@ -242,6 +264,7 @@ pub fn resolve(
     let plan = merged.plan.unwrap_or_default();
     let data = data_config(merged.data.unwrap_or_default());
     let backup = backup_config(merged.backup.unwrap_or_default());
+    let mail = mail_config(merged.mail.unwrap_or_default());
     let command = match run.command {
         Some(c) if !c.trim().is_empty() => c,
         _ => procfile
@@ -281,6 +304,7 @@ pub fn resolve(
         health_timeout: health.timeout.unwrap_or(Duration::from_secs(30)),
         health_interval: health.interval.unwrap_or(Duration::from_millis(250)),
         env: merged.env,
+        env_sources,
         plan: ResourcePlan {
             memory: plan.memory,
             cpu: plan.cpu,
@@ -288,6 +312,7 @@ pub fn resolve(
         },
         data,
         backup,
+        mail,
     })
 }
 
@@ -352,6 +377,22 @@ fn parse(text: &str) -> Result<AppFile, AppFileError> {
             check_backup(text, &prefix, section)?;
         }
     }
+    let mails = std::iter::once(("mail".to_owned(), file.mail.as_ref()))
+        .chain(
+            file.tiers
+                .iter()
+                .map(|(t, l)| (format!("tiers.{t}.mail"), l.mail.as_ref())),
+        )
+        .chain(
+            file.environments
+                .iter()
+                .map(|(e, l)| (format!("environments.{e}.mail"), l.mail.as_ref())),
+        );
+    for (prefix, section) in mails {
+        if let Some(section) = section {
+            check_mail(text, &prefix, section)?;
+        }
+    }
     Ok(file)
 }
 
@@ -364,17 +405,23 @@ fn line_at(text: &str, offset: usize) -> usize {
         + 1
 }
 
-/// An environment variable the app may set (in `[env]` or as a secret): letters, digits and
-/// `_`, not starting with a digit; `PORT` and `TURNOUT_*` are Turnout's.
+/// An environment variable the app may set (in `[env]` or through `turnout config`): letters,
+/// digits and `_`, not starting with a digit; `PORT` and `TURNOUT_*` are Turnout's (`config set`
+/// also refuses the data's variables, see `plane::config`).
 pub fn check_env_key(key: &str) -> Result<(), String> {
     let valid = !key.is_empty()
         && key.len() <= 128
         && !key.starts_with(|c: char| c.is_ascii_digit())
         && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
-    if !valid || key.starts_with("TURNOUT_") || key == "PORT" {
+    let shown: String = key.chars().take(128).collect();
+    if !valid {
         return Err(format!(
-            "env key '{}' is not allowed: use letters, digits and '_' (PORT and TURNOUT_* are set by Turnout)",
-            key.chars().take(128).collect::<String>()
+            "env key '{shown}' is not allowed: use letters, digits and '_', not starting with a digit, at most 128 characters"
+        ));
+    }
+    if key.starts_with("TURNOUT_") || key == "PORT" {
+        return Err(format!(
+            "env key '{shown}' is reserved: PORT and TURNOUT_* are set by Turnout for every instance; choose another name"
         ));
     }
     Ok(())
@@ -431,6 +478,9 @@ fn merge(into: &mut Layer, over: &Layer) {
     }
     if let Some(b) = &over.backup {
         merge_backup(into.backup.get_or_insert_with(Default::default), b);
+    }
+    if let Some(m) = &over.mail {
+        merge_mail(into.mail.get_or_insert_with(Default::default), m);
     }
     into.env
         .extend(over.env.iter().map(|(k, v)| (k.clone(), v.clone())));
@@ -609,6 +659,8 @@ COLOR = "green"
         assert_eq!(prod.build.as_deref(), Some("make"));
         assert_eq!(prod.env["MODE"], "prod");
         assert_eq!(prod.env["COLOR"], "green");
+        assert_eq!(prod.env_sources["MODE"], "tiers.production.env");
+        assert_eq!(prod.env_sources["COLOR"], "environments.canary.env");
         assert_eq!(prod.health_path, "/healthz");
         assert_eq!(prod.health_timeout, Duration::from_secs(5));
         assert_eq!(prod.health_interval, Duration::from_millis(100));

@@ -578,7 +578,7 @@ fn spawn_error(e: std::io::Error) -> ControlError {
 }
 
 /// `https://user:secret@host/x` -> `https://user:***@host/x`.
-fn redact_url(repo: &str) -> String {
+pub(crate) fn redact_url(repo: &str) -> String {
     if let Some((scheme, rest)) = repo.split_once("://")
         && let Some((userinfo, host)) = rest.split_once('@')
         && !userinfo.contains('/')

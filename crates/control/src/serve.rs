@@ -166,6 +166,7 @@ pub async fn serve(
         }
     };
     let ports = crate::plane::ServicePorts {
+        api: api_listener.local_addr()?.port(),
         smtp: smtp_listener.local_addr()?.port(),
         egress: egress_listener.local_addr()?.port(),
     };
@@ -254,6 +255,7 @@ async fn run(
         egress: egress_listener,
     } = listeners;
     let ports = crate::plane::ServicePorts {
+        api: api_listener.local_addr()?.port(),
         smtp: smtp_listener.local_addr()?.port(),
         egress: egress_listener.local_addr()?.port(),
     };
@@ -276,7 +278,10 @@ async fn run(
         ending.clone(),
     )
     .map_err(|e| anyhow::anyhow!("{e}"))?;
-    let vault = crate::vault::Vault::open(home).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let mut vault = crate::vault::Vault::open(home).map_err(|e| anyhow::anyhow!("{e}"))?;
+    crate::secrets::prepare_store(&store, &mut vault)
+        .await
+        .map_err(|e| anyhow::anyhow!("sealing the store's secrets: {e}"))?;
     crate::admin::bootstrap(&store, &home.admin_token())
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -307,6 +312,10 @@ async fn run(
         vault,
         ports,
     );
+    plane
+        .load_egress()
+        .await
+        .map_err(|e| anyhow::anyhow!("loading the egress policies: {e}"))?;
     // Before the API takes a request: clean up after a daemon that was killed, so no new job
     // can be mistaken for one it left half-done.
     plane

@@ -20,9 +20,12 @@ use crate::error::ControlError;
 pub mod access;
 pub mod audit;
 pub mod backup;
+pub mod config;
 pub mod data;
+pub mod egress;
 pub mod hooks;
 pub mod jobs;
+pub mod mail;
 pub mod pipeline;
 pub mod reseed;
 
@@ -316,7 +319,8 @@ impl Store {
     }
 
     /// Run `f` with the writer connection on the blocking pool. Private: every write goes
-    /// through `mutate`, `mutate_failed`, `mutate_each` or `record`, each with its audit entry.
+    /// through `mutate`, `mutate_failed`, `mutate_each` or `record`, each with its audit entry
+    /// (or `append_log`, for the egress log).
     async fn write<T: Send + 'static>(
         &self,
         f: impl FnOnce(&mut Connection) -> Result<T, ControlError> + Send + 'static,
@@ -392,6 +396,31 @@ impl Store {
         .await
     }
 
+    /// Copy the whole WAL into the database and empty it (after values were sealed or
+    /// re-sealed, so the WAL's old pages do not keep what they replaced).
+    pub async fn truncate_wal(&self) -> Result<(), ControlError> {
+        self.write(|c| {
+            c.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Append records that change nothing a user set (the egress log, written in batches):
+    /// in one transaction, without an audit entry (they are a log of their own).
+    pub async fn append_log<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Tx<'_>) -> Result<T, ControlError> + Send + 'static,
+    ) -> Result<T, ControlError> {
+        self.write(move |c| {
+            let tx = c.transaction()?;
+            let value = f(&Tx(&tx))?;
+            tx.commit()?;
+            Ok(value)
+        })
+        .await
+    }
+
     /// Record an attempt that changed nothing (refused before it started).
     pub async fn record(&self, entry: AuditEntry, result: String) -> Result<(), ControlError> {
         self.write(move |c| audit::append(&Tx(c), &entry, &result))
@@ -403,6 +432,9 @@ fn open_connection(path: &Path) -> Result<Connection, ControlError> {
     let conn = Connection::open(path)
         .map_err(|e| ControlError::internal(format!("open {}: {e}", path.display())))?;
     conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    // Freed pages are zeroed, so a value deleted or replaced (a secret kept in plain text by
+    // an older version, before it was sealed) does not stay readable in the file.
+    conn.pragma_update(None, "secure_delete", true)?;
     Ok(conn)
 }
 
@@ -434,7 +466,7 @@ pub(crate) fn parse_text<T: std::str::FromStr<Err = String>>(
     })
 }
 
-fn parse_tier(s: String) -> rusqlite::Result<Tier> {
+pub(crate) fn parse_tier(s: String) -> rusqlite::Result<Tier> {
     s.parse().map_err(|e| {
         rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e))
     })

@@ -233,6 +233,14 @@ impl Credentials {
         hex(&tag.as_ref()[..16])
     }
 
+    /// A keyed digest of `data` (hex), to compare contents the store keeps sealed without
+    /// keeping a plain hash a guess could be checked against. Stable across key rotations.
+    pub fn fingerprint(&self, data: &[u8]) -> String {
+        let mut input = b"turnout-fingerprint:".to_vec();
+        input.extend_from_slice(data);
+        hex(ring::hmac::sign(&self.0, &input).as_ref())
+    }
+
     /// Whether `password` is environment `env_id`'s credential (constant time).
     pub fn check_credential(&self, env_id: i64, password: &str) -> bool {
         let expected = self.credential(env_id);

@@ -160,6 +160,9 @@ pub struct EnvInfo {
     /// What it uses now: its instance's memory, processes and CPU time, its storage on disk.
     #[serde(default)]
     pub usage: Option<ResourceUsage>,
+    /// The configuration it runs with against what is set (`env show` only).
+    #[serde(default)]
+    pub config: Option<crate::ConfigState>,
     pub created_at: String,
 }
 
@@ -550,22 +553,6 @@ pub struct AuditVerification {
     pub entries: usize,
     pub broken_at: Option<i64>,
     pub reason: Option<String>,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SetSecret {
-    pub key: String,
-    pub value: String,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct SecretInfo {
-    pub key: String,
-    /// Only for callers allowed to deploy the environment, and only when asked for.
-    pub value: Option<String>,
-    pub updated_at: String,
-    pub updated_by: String,
 }
 
 /// What `turnout serve` writes to `<home>/serve.json` once its listeners are bound.

@@ -55,8 +55,12 @@ audit_actions! {
     DomainRollback => "domain.rollback", "A domain moved back along its history.";
     DomainMaintenanceOn => "domain.maintenance-on", "A domain went into maintenance.";
     DomainMaintenanceOff => "domain.maintenance-off", "A domain left maintenance.";
-    SecretSet => "secret.set", "A secret was set (its key only is recorded).";
-    SecretUnset => "secret.unset", "A secret was removed.";
+    SecretSet => "secret.set", "A secret was set (written by versions before `config`).";
+    SecretUnset => "secret.unset", "A secret was removed (written by versions before `config`).";
+    ConfigSet => "config.set", "Configuration values were set at a level (their keys only are recorded).";
+    ConfigUnset => "config.unset", "Configuration values were removed at a level.";
+    SecretsSealed => "secrets.sealed", "Values an older version kept in plain text were sealed at start-up (how many is recorded).";
+    SecretsRotateKey => "secrets.rotate-key", "The key sealing secret values was replaced and every sealed value re-sealed.";
     UserBootstrap => "user.bootstrap", "The first start created the administrator.";
     UserAdd => "user.add", "A user was added.";
     TokenCreate => "token.create", "An API token was created.";
@@ -100,7 +104,12 @@ audit_actions! {
     BackupDrill => "backup.drill", "A recovery drill ran (its result says whether it passed).";
     DataReset => "data.reset", "The production copy was made production as of a moment.";
     DataUndo => "data.undo", "The production copy was put back as the last reset left it.";
+    EgressPolicy => "egress.policy", "A tier's outbound policy (mode, allow-list) changed for an app.";
     HookAccept => "hook.accept", "A signed GitHub or GitLab webhook delivery was accepted (its deploys follow).";
+    MailCatch => "mail.catch", "The mail catcher kept a message an environment sent (older ones beyond its bounds went).";
+    MailRelay => "mail.relay", "A caught message was relayed to its allow-listed recipients, or the relay failed (its result says which).";
+    MailClear => "mail.clear", "An environment's caught mail was removed.";
+    MailRelaySet => "mail.relay-set", "A tier's mail relay was set or turned off (the URL's password is never recorded).";
 }
 
 impl From<Action> for AuditAction {

@@ -47,9 +47,9 @@ pub struct ConfigDifference {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ConfigKind {
-    /// From the app file's `[env]`, as resolved for the environment's tier.
+    /// A plain value: from the app file's `[env]` layers or set with `turnout config set`.
     Env,
-    /// Set with `turnout secret set`.
+    /// A secret (`turnout config set --secret`): compared, never shown.
     Secret,
 }
 

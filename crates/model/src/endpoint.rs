@@ -12,8 +12,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     AppInfo, AppName, ApprovalInfo, AuditInfo, AuditVerification, DomainEvent, DomainInfo,
-    DomainName, EnvInfo, EnvName, EnvRef, JobInfo, PolicyEntry, ReleaseInfo, SecretInfo,
-    SwitchInfo, TokenCreated, TokenInfo, UserInfo,
+    DomainName, EnvInfo, EnvName, EnvRef, JobInfo, PolicyEntry, ReleaseInfo, SwitchInfo,
+    TokenCreated, TokenInfo, UserInfo,
 };
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -401,28 +401,64 @@ endpoint!(Logs, Get "/api/v1/apps/{app}/envs/{env}/logs", body (), answer TextSt
         .with("tail", s.tail)
         .with("timestamps", s.timestamps));
 
-pub struct ListSecrets {
-    pub target: EnvRef,
-    /// Include the values (needs the right to deploy the environment).
-    pub values: bool,
+/// An environment's resolved configuration (`env`), or what is set at the app level or at one
+/// tier (`tier`).
+pub struct ListConfig {
+    pub app: AppName,
+    pub env: Option<EnvName>,
+    pub tier: Option<crate::Tier>,
+    /// Show secret values (needs the right to deploy there).
+    pub show_secrets: bool,
 }
-endpoint!(ListSecrets, Get "/api/v1/apps/{app}/envs/{env}/secrets", body (),
-    answer Vec<SecretInfo>, |s| [s.target.app.as_str(), s.target.env.as_str()],
-    query Query::default().with("values", s.values));
+endpoint!(ListConfig, Get "/api/v1/apps/{app}/config", body (), answer crate::ConfigListing,
+    |s| [s.app.as_str()],
+    query Query::default().maybe("env", s.env.as_ref()).maybe("tier", s.tier)
+        .with("show_secrets", s.show_secrets));
 
-pub struct SetSecret {
-    pub target: EnvRef,
-    pub body: crate::SetSecret,
+pub struct SetConfig {
+    pub app: AppName,
+    pub body: crate::SetConfig,
 }
-endpoint!(SetSecret, Post "/api/v1/apps/{app}/envs/{env}/secrets", body crate::SetSecret,
-    answer (), |s| [s.target.app.as_str(), s.target.env.as_str()], body_field body);
+endpoint!(SetConfig, Post "/api/v1/apps/{app}/config", body crate::SetConfig,
+    answer crate::ConfigChanged, |s| [s.app.as_str()], body_field body);
 
-pub struct UnsetSecret {
-    pub target: EnvRef,
-    pub key: String,
+pub struct UnsetConfig {
+    pub app: AppName,
+    pub body: crate::UnsetConfig,
 }
-endpoint!(UnsetSecret, Delete "/api/v1/apps/{app}/envs/{env}/secrets/{key}", body (),
-    answer (), |s| [s.target.app.as_str(), s.target.env.as_str(), &s.key]);
+endpoint!(UnsetConfig, Post "/api/v1/apps/{app}/config/unset", body crate::UnsetConfig,
+    answer crate::ConfigChanged, |s| [s.app.as_str()], body_field body);
+
+/// Replace the key that seals secret values (administrators only).
+pub struct RotateSecretKey;
+endpoint!(RotateSecretKey, Post "/api/v1/secrets/rotate-key", body (),
+    answer crate::KeyRotated, |s| []);
+
+/// Each tier's outbound policy for the app (defaults marked).
+pub struct ShowEgressPolicies {
+    pub app: AppName,
+}
+endpoint!(ShowEgressPolicies, Get "/api/v1/apps/{app}/egress", body (),
+    answer crate::EgressPolicies, |s| [s.app.as_str()]);
+
+/// Change one tier's outbound policy; answers every tier's.
+pub struct SetEgressPolicy {
+    pub app: AppName,
+    pub body: crate::SetEgressPolicy,
+}
+endpoint!(SetEgressPolicy, Post "/api/v1/apps/{app}/egress", body crate::SetEgressPolicy,
+    answer crate::EgressPolicies, |s| [s.app.as_str()], body_field body);
+
+/// The environment's outbound requests, newest first (`denied`: refused ones only, and the
+/// ones `record` mode marked).
+pub struct ListEgressLog {
+    pub target: EnvRef,
+    pub limit: u32,
+    pub denied: bool,
+}
+endpoint!(ListEgressLog, Get "/api/v1/apps/{app}/envs/{env}/egress", body (),
+    answer crate::EgressLog, |s| [s.target.app.as_str(), s.target.env.as_str()],
+    query Query::default().with("limit", s.limit).with("denied", s.denied));
 
 pub struct ListDomains;
 endpoint!(ListDomains, Get "/api/v1/domains", body (), answer Vec<DomainInfo>, |s| []);
@@ -728,6 +764,43 @@ pub struct Drill {
 endpoint!(Drill, Post "/api/v1/apps/{app}/envs/{env}/drills", body crate::DrillRequest,
     answer JobInfo, |s| [s.target.app.as_str(), s.target.env.as_str()], body_field body);
 
+/// The mail an environment sent (newest first).
+pub struct ListMail {
+    pub target: EnvRef,
+}
+endpoint!(ListMail, Get "/api/v1/apps/{app}/envs/{env}/mail", body (), answer crate::MailList,
+    |s| [s.target.app.as_str(), s.target.env.as_str()]);
+
+/// Remove every message the environment's catcher kept.
+pub struct ClearMail {
+    pub target: EnvRef,
+}
+endpoint!(ClearMail, Delete "/api/v1/apps/{app}/envs/{env}/mail", body (),
+    answer crate::MailCleared, |s| [s.target.app.as_str(), s.target.env.as_str()]);
+
+/// One caught message: headers, text and HTML parts, attachments (`raw`: the message too).
+pub struct ShowMail {
+    pub id: i64,
+    pub raw: bool,
+}
+endpoint!(ShowMail, Get "/api/v1/mail/{id}", body (), answer crate::MailDetail,
+    |s| [&s.id.to_string()], query Query::default().with("raw", s.raw));
+
+/// Each tier's mail relay setting.
+pub struct ListMailRelays {
+    pub app: AppName,
+}
+endpoint!(ListMailRelays, Get "/api/v1/apps/{app}/mail/relays", body (), answer crate::MailRelays,
+    |s| [s.app.as_str()]);
+
+/// Set or turn off one tier's relay; answers every tier's setting.
+pub struct SetMailRelay {
+    pub app: AppName,
+    pub body: crate::SetMailRelay,
+}
+endpoint!(SetMailRelay, Post "/api/v1/apps/{app}/mail/relays", body crate::SetMailRelay,
+    answer crate::MailRelays, |s| [s.app.as_str()], body_field body);
+
 /// (method, PATH) of every endpoint above, `GET /api/v1/health` (the one needing no token)
 /// included, so a test can hold the server's route list against it.
 pub fn all_paths() -> Vec<(&'static str, &'static str)> {
@@ -771,9 +844,13 @@ pub fn all_paths() -> Vec<(&'static str, &'static str)> {
         UpdateApp,
         Logs,
         SetSleep,
-        ListSecrets,
-        SetSecret,
-        UnsetSecret,
+        ListConfig,
+        SetConfig,
+        UnsetConfig,
+        RotateSecretKey,
+        ShowEgressPolicies,
+        SetEgressPolicy,
+        ListEgressLog,
         ListDomains,
         AddDomain,
         RemoveDomain,
@@ -818,6 +895,11 @@ pub fn all_paths() -> Vec<(&'static str, &'static str)> {
         ResetData,
         UndoData,
         Drill,
+        ListMail,
+        ClearMail,
+        ShowMail,
+        ListMailRelays,
+        SetMailRelay,
     ]
 }
 
@@ -840,12 +922,14 @@ mod tests {
             "/api/v1/apps/shop/envs/staging/deploy"
         );
         assert_eq!(
-            UnsetSecret {
-                target: target(),
-                key: "A B/../c?d".into()
+            ListConfig {
+                app: "shop".parse().unwrap(),
+                env: None,
+                tier: Some(crate::Tier::Staging),
+                show_secrets: false,
             }
             .path(),
-            "/api/v1/apps/shop/envs/staging/secrets/A%20B%2F..%2Fc%3Fd"
+            "/api/v1/apps/shop/config?tier=staging&show_secrets=false"
         );
         assert_eq!(ShowJob { id: 12 }.path(), "/api/v1/jobs/12");
         assert_eq!(
@@ -936,6 +1020,6 @@ mod tests {
             );
         }
         assert!(all.contains(&("POST", "/api/v1/jobs/{id}/cancel")));
-        assert_eq!(all.len(), 81);
+        assert_eq!(all.len(), 90);
     }
 }

@@ -6,13 +6,16 @@ mod access;
 mod api;
 mod audit;
 mod backup;
+mod config;
 mod data;
 mod diff;
 mod domain;
 pub mod duration;
+pub mod egress;
 pub mod endpoint;
 mod hook;
 mod job;
+mod mail;
 mod names;
 mod pipeline;
 pub mod plan;
@@ -25,6 +28,10 @@ pub use access::{Action, Role};
 pub use api::*;
 pub use audit::AuditAction;
 pub use backup::{BackupInfo, BackupList, CreateBackup, DrillInfo, SetBackupPolicy};
+pub use config::{
+    ConfigChanged, ConfigEntry, ConfigLevel, ConfigListing, ConfigState, KeyRotated,
+    MAX_CONFIG_KEYS, MAX_CONFIG_VALUE, SetConfig, UnsetConfig,
+};
 pub use data::{
     AttachData, DataAccess, DataAttachment, DataConnection, DataInfo, DataOrigin, DataSource,
     ReseedInfo, SeedData,
@@ -34,8 +41,16 @@ pub use diff::{
     PromotionView, SECRET_SHOWN_AS,
 };
 pub use domain::{DomainError, DomainName};
+pub use egress::{
+    EgressDecision, EgressLog, EgressLogEntry, EgressMode, EgressPolicies, EgressPolicy,
+    EgressPolicyInfo, HostPattern, SetEgressPolicy,
+};
 pub use hook::{HookInfo, HookOutcome, HookProvider, SetHook};
 pub use job::*;
+pub use mail::{
+    MAX_RELAY_DOMAINS, MAX_RELAY_URL, MailAttachment, MailCleared, MailDetail, MailHeader,
+    MailInfo, MailList, MailRelay, MailRelayInfo, MailRelays, RelayOutcome, SetMailRelay,
+};
 pub use names::{AppName, EnvName, EnvRef, MAX_NAME_LEN, NameError};
 pub use pipeline::{
     CreateSchedule, MAX_CRON_LEN, MAX_PROMOTIONS, MAX_SCHEDULES, MAX_STAGE_MEMBERS, MAX_STAGES,

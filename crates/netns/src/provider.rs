@@ -107,6 +107,15 @@ impl Provider {
         info!(namespace = %ns.name(), "network namespace connected out");
         Outbound { stop }
     }
+
+    /// Leave `ns` without a way out: stop a `pasta` an earlier run left attached to it
+    /// (recorded in `pid_file`), and bring its loopback up (which `pasta` does otherwise), so
+    /// the listeners inside it work. Its processes then reach nothing outside the namespace.
+    pub async fn no_outbound(&self, ns: &Namespace, pid_file: &Path) -> io::Result<()> {
+        stop_stale(pid_file, &ns.path()).await;
+        let _ = std::fs::remove_file(pid_file);
+        run(Command::new(&self.ip).args(["-n", ns.name(), "link", "set", "lo", "up"])).await
+    }
 }
 
 /// A namespace's way out, kept running while this lives (or after [`Outbound::detach`]).

@@ -1,4 +1,4 @@
-//! Apps, environments, their releases and secrets, and the jobs that change what they run.
+//! Apps, environments, their releases, and the jobs that change what they run.
 use super::*;
 
 pub(super) async fn list_apps(State(p): State<Api>, who: Who) -> Result<impl IntoResponse> {
@@ -229,42 +229,4 @@ pub(super) async fn update_plan(
     let r = env_ref(&app, &env)?;
     let req: UpdatePlan = body(&bytes)?;
     Ok(Json(p.update_plan(r, req, &who).await?))
-}
-
-#[derive(Deserialize)]
-pub(super) struct SecretsQuery {
-    #[serde(default)]
-    values: bool,
-}
-
-pub(super) async fn list_secrets(
-    State(p): State<Api>,
-    who: Who,
-    Path((app, env)): Path<(String, String)>,
-    Query(q): Query<SecretsQuery>,
-) -> Result<impl IntoResponse> {
-    Ok(Json(
-        p.list_secrets(env_ref(&app, &env)?, q.values, &who).await?,
-    ))
-}
-
-pub(super) async fn set_secret(
-    State(p): State<Api>,
-    who: Who,
-    Path((app, env)): Path<(String, String)>,
-    RawBody(bytes): RawBody,
-) -> Result<impl IntoResponse> {
-    let req: SetSecret = body(&bytes)?;
-    p.set_secret(env_ref(&app, &env)?, req.key, req.value, &who)
-        .await?;
-    Ok(StatusCode::NO_CONTENT)
-}
-
-pub(super) async fn unset_secret(
-    State(p): State<Api>,
-    who: Who,
-    Path((app, env, key)): Path<(String, String, String)>,
-) -> Result<impl IntoResponse> {
-    p.unset_secret(env_ref(&app, &env)?, key, &who).await?;
-    Ok(StatusCode::NO_CONTENT)
 }

@@ -17,8 +17,8 @@ use turnout_model::endpoint::{self as ep, Endpoint, Method};
 use turnout_model::{
     AddDomain, AppName, ApprovalPending, CreateApp, CreateEnv, CreateToken, CreateUser,
     DeployRequest, DomainName, EnvName, EnvRef, ErrorBody, JobEvent, RollbackRequest,
-    SetApprovalRule, SetGrant, SetMaintenance, SetPolicy, SetProtection, SetSecret, SwitchDomain,
-    UpdateApp, UpdatePlan,
+    SetApprovalRule, SetGrant, SetMaintenance, SetPolicy, SetProtection, SwitchDomain, UpdateApp,
+    UpdatePlan,
 };
 
 use crate::access::Principal;
@@ -28,13 +28,16 @@ use crate::plane::{ControlPlane, LogView};
 
 mod admin;
 mod backup;
+mod config;
 mod data;
 mod domains;
+mod egress;
 mod envs;
 mod git;
 mod hooks;
 mod jobs;
 mod logs;
+mod mail;
 mod pipeline;
 mod restore;
 
@@ -95,13 +98,17 @@ fn routes() -> Routes {
     .add::<ep::UpdateApp, _, _>(envs::update_app)
     .add::<ep::Promote, _, _>(envs::promote)
     .add::<ep::Logs, _, _>(logs::logs)
-    .add::<ep::ListSecrets, _, _>(envs::list_secrets)
-    .add::<ep::SetSecret, _, _>(envs::set_secret)
-    .add::<ep::UnsetSecret, _, _>(envs::unset_secret)
+    .add::<ep::ListConfig, _, _>(config::list)
+    .add::<ep::SetConfig, _, _>(config::set)
+    .add::<ep::UnsetConfig, _, _>(config::unset)
+    .add::<ep::RotateSecretKey, _, _>(config::rotate_key)
     .add::<ep::ListJobs, _, _>(jobs::list_jobs)
     .add::<ep::ShowJob, _, _>(jobs::show_job)
     .add::<ep::JobEvents, _, _>(jobs::job_events)
     .add::<ep::CancelJob, _, _>(jobs::cancel_job)
+    .add::<ep::ShowEgressPolicies, _, _>(egress::policies)
+    .add::<ep::SetEgressPolicy, _, _>(egress::set_policy)
+    .add::<ep::ListEgressLog, _, _>(egress::log)
     .add::<ep::ListDomains, _, _>(domains::list_domains)
     .add::<ep::AddDomain, _, _>(domains::add_domain)
     .add::<ep::RemoveDomain, _, _>(domains::remove_domain)
@@ -145,6 +152,11 @@ fn routes() -> Routes {
     .add::<ep::ResetData, _, _>(restore::reset)
     .add::<ep::UndoData, _, _>(restore::undo)
     .add::<ep::Drill, _, _>(restore::drill)
+    .add::<ep::ListMail, _, _>(mail::list)
+    .add::<ep::ClearMail, _, _>(mail::clear)
+    .add::<ep::ShowMail, _, _>(mail::show)
+    .add::<ep::ListMailRelays, _, _>(mail::relays)
+    .add::<ep::SetMailRelay, _, _>(mail::set_relay)
 }
 
 /// The webhook deliveries: no bearer token, each authenticated by its provider's signature (or

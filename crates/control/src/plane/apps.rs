@@ -159,6 +159,8 @@ impl ControlPlane {
         self.store
             .mutate(entry, move |c, _| q::delete_app(c, &app))
             .await?;
+        // Its egress policies went with it (an id the store may give a new app).
+        self.egress.forget_app(app_row.id);
         remove_dir(&self.home.app_dir(&name)).await;
         self.remove_repository(&name).await;
         // Its environments' directories, when they live outside the home.

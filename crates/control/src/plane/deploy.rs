@@ -346,9 +346,14 @@ impl Deploy<'_> {
         let spec = TaskSpec {
             command,
             cwd: out.dir.clone(),
-            env: self
-                .plane
-                .release_env(r, self.env.tier, &out.commit, &out.config),
+            // Builds go out like the instances: through the egress proxy below production.
+            env: {
+                let mut env = self
+                    .plane
+                    .release_env(r, self.env.tier, &out.commit, &out.config);
+                env.extend(self.plane.egress_env(&self.env));
+                env
+            },
             log_path: log_path.clone(),
             timeout: out.config.build_timeout,
             pid_file: Some(
@@ -439,6 +444,7 @@ impl Deploy<'_> {
             dir: &b.0.dir,
             config: &b.0.config,
             data: None,
+            snapshot: None,
         }
     }
 

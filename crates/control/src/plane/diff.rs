@@ -1,6 +1,7 @@
 //! `turnout env diff APP/A APP/B`: the commits between two environments' live releases (from
 //! the app's mirror) and the configuration keys set differently (the app file's `[env]` as each
-//! release resolved it, and the secrets, whose values are never shown). `turnout pipeline show
+//! release resolved it and the values set through Turnout, resolved by the one rule; secrets
+//! compared, their values never shown). `turnout pipeline show
 //! APP`: the environments by stage (the declared pipeline's, or by tier), and for every allowed
 //! promotion how many commits apart its two ends are.
 use std::collections::{BTreeMap, BTreeSet};
@@ -18,7 +19,7 @@ use crate::error::ControlError;
 use crate::git;
 use crate::store::{EnvRow, q};
 
-/// What one side contributes: its commit, its `[env]`, its secrets.
+/// What one side contributes: its commit, its plain values, its secrets.
 struct Side {
     commit: Option<String>,
     env: BTreeMap<String, String>,
@@ -168,12 +169,14 @@ impl ControlPlane {
         })
     }
 
+    /// The configuration an instance of `row` gets from the app file (its live release's)
+    /// and from values set through Turnout now, resolved by the one rule.
     async fn side(&self, row: &EnvRow) -> Result<Side, ControlError> {
         let release = match row.current_release_id {
             Some(id) => Some(self.store.call(move |c| q::get_release(c, id)).await?),
             None => None,
         };
-        let env = match &release {
+        let mut env = match &release {
             Some(r) => {
                 serde_json::from_str::<ReleaseConfig>(&r.config)
                     .map_err(|e| ControlError::internal(format!("release {}: {e}", r.id)))?
@@ -181,14 +184,19 @@ impl ControlPlane {
             }
             None => BTreeMap::new(),
         };
-        let id = row.id;
-        let secrets = self
-            .store
-            .call(move |c| q::secrets(c, id))
-            .await?
-            .into_iter()
-            .map(|(key, value, _, _)| (key, value))
-            .collect();
+        let mut secrets = BTreeMap::new();
+        let mut set = self.set_values(row).await?;
+        // Least specific first, so the most specific level is written last and wins.
+        set.sort_by_key(|(_, v)| v.level);
+        for (key, v) in set {
+            if v.secret {
+                env.remove(&key);
+                secrets.insert(key, v.value);
+            } else {
+                secrets.remove(&key);
+                env.insert(key, v.value);
+            }
+        }
         Ok(Side {
             commit: release.map(|r| r.commit),
             env,

@@ -199,6 +199,7 @@ impl ControlPlane {
             dir: &adopted.dir,
             config: &adopted.config,
             data: Some(&data),
+            snapshot: None,
         };
         let running = self.launch(&l, ctx.until_cancelled()).await?;
         let port = running.instance.port();

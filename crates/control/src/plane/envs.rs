@@ -117,7 +117,10 @@ impl ControlPlane {
 
     pub async fn show_env(&self, r: EnvRef, who: &Principal) -> Result<EnvInfo, ControlError> {
         let row = self.env_for(who, &r, Action::Read).await?;
-        self.env_info(row).await
+        let config = self.config_state(&row).await?;
+        let mut info = self.env_info(row).await?;
+        info.config = Some(config);
+        Ok(info)
     }
 
     pub async fn delete_env(&self, r: EnvRef, who: &Principal) -> Result<(), ControlError> {
@@ -249,6 +252,7 @@ impl ControlPlane {
             isolation,
             plan,
             usage,
+            config: None,
             created_at: format_timestamp(row.created_at),
         })
     }

@@ -23,6 +23,7 @@ use super::triggers::Trigger;
 use crate::access::Principal;
 use crate::error::{ControlError, Escaped};
 use crate::hooks::{self, Intent};
+use crate::store::config::hook_seal_name;
 use crate::store::hooks::{self as hq, HookRow, SecretSource};
 use crate::store::{AuditEntry, access as aq};
 
@@ -50,7 +51,7 @@ impl ControlPlane {
             }
             (None, Some(secret)) => {
                 hooks::check_secret(&secret, "given")?;
-                SecretSource::Stored(secret)
+                SecretSource::Stored(secret.into_bytes())
             }
             _ => {
                 return Err(ControlError::Invalid(
@@ -66,6 +67,15 @@ impl ControlPlane {
             .app(&app)
             .change(None, Some(shown));
         let (app_id, user_id) = (row.id, who.user_id);
+        // Sealed at rest, under the sealing lock until it is written.
+        let sealing = self.sealing.read().await;
+        let secret = match secret {
+            SecretSource::Stored(plain) => SecretSource::Stored(
+                self.vault()
+                    .seal(&hook_seal_name(app_id, p.as_str()), &plain)?,
+            ),
+            env => env,
+        };
         self.store
             .mutate(entry, move |c, e| {
                 if hq::set_hook(c, app_id, p, &secret, user_id)? {
@@ -74,6 +84,7 @@ impl ControlPlane {
                 Ok(())
             })
             .await?;
+        drop(sealing);
         info!(app = %app, provider = %p, by = %who.name, "webhook secret set");
         let hooks = self.show_hooks(app, who).await?;
         hooks
@@ -136,7 +147,9 @@ impl ControlPlane {
             .await?
             .ok_or_else(unknown)?;
         let secret = match &hook.secret {
-            SecretSource::Stored(s) => s.clone(),
+            SecretSource::Stored(s) => self
+                .vault()
+                .open_text(&hook_seal_name(app_id, provider.as_str()), s)?,
             SecretSource::Env(var) => std::env::var(var).map_err(|_| {
                 // The details go to the daemon's log, not to a caller not yet authenticated.
                 warn!(

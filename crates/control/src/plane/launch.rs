@@ -21,6 +21,7 @@ use turnout_supervisor::{
 };
 
 use super::ControlPlane;
+use super::config_snapshot::record_snapshot;
 use super::generation::NewData;
 use super::logs::failure_tail;
 use super::routing::{Running, key};
@@ -39,13 +40,16 @@ pub(crate) struct Launch<'a> {
     /// A new generation of the environment's data to run on (seed, clone, sync), recorded
     /// serving at go-live; None: the generation serving now (made on the first launch).
     pub data: Option<&'a NewData>,
+    /// Run with this recorded configuration snapshot (a rollback, a restore at start-up);
+    /// `None`: with what is set now.
+    pub snapshot: Option<i64>,
 }
 
 impl ControlPlane {
     /// What every process of a release sees (builds included), and nothing else: the
-    /// allow-list (`base_env`), the app file's `[env]` and where it runs. Secrets are added for
-    /// instances only (`launch`), the data's variables for instances, seeds and migrations
-    /// (`data_env`).
+    /// allow-list (`base_env`), the app file's `[env]` and where it runs. Values set through
+    /// Turnout (`turnout config`) are added for instances only (`launch`), the data's variables
+    /// for instances, seeds and migrations (`data_env`).
     pub(crate) fn release_env(
         &self,
         r: &EnvRef,
@@ -77,8 +81,10 @@ impl ControlPlane {
         self.prepare_env_dirs(l.env).await?;
         self.hand_over(l.env, l.dir).await?;
         let mut env = self.release_env(r, l.env.tier, l.commit, l.config);
-        // Secrets go to the instance only: never to the build, whose output may be logged.
-        env.extend(self.secret_env(l.env.id).await?);
+        // Values set through Turnout go to the instance only: never to the build, whose
+        // output may be logged. They override the app file's; Turnout's own come after.
+        let (set, ran_with) = self.instance_config(l.env, l.snapshot).await?;
+        env.extend(set);
         // Third parties: below production, mail goes to the catcher and outbound requests
         // through the egress proxy, whatever was set for them.
         env.extend(self.mail_env(l.env, l.config));
@@ -145,7 +151,9 @@ impl ControlPlane {
                 log_tail: failure_tail(&log_path).await,
             });
         }
-        Ok(running(l, instance, self.dataplane()))
+        let mut running = running(l, instance, self.dataplane());
+        running.ran_with = Some(ran_with);
+        Ok(running)
     }
 
     /// The route entry of an instance an earlier daemon started and left running (see
@@ -184,6 +192,19 @@ impl ControlPlane {
         let (env_id, release_id, previous) = (l.env.id, l.release_id, l.env.current_release_id);
         let entry = audit.change(None, Some(l.commit.to_owned()));
         let data = l.data.map(|new| new.gn.row(env_id, new.origin.clone()));
+        // The snapshot is sealed and written under the sealing lock, so a key rotation cannot
+        // come between.
+        let sealing = self.sealing.read().await;
+        let snapshot = match &running.ran_with {
+            Some(ran_with) => match self.seal_snapshot(env_id, ran_with) {
+                Ok(s) => Some(s),
+                Err(e) => {
+                    running.instance.stop().await;
+                    return Err(e);
+                }
+            },
+            None => None,
+        };
         if let Err(e) = self
             .store
             .mutate(entry, move |c, entry| {
@@ -193,13 +214,18 @@ impl ControlPlane {
                 if let Some(row) = &data {
                     crate::store::data::set(c, row)?;
                 }
-                q::go_live(c, env_id, release_id)
+                q::go_live(c, env_id, release_id)?;
+                match &snapshot {
+                    Some(s) => record_snapshot(c, env_id, release_id, s),
+                    None => Ok(()),
+                }
             })
             .await
         {
             running.instance.stop().await;
             return Err(e);
         }
+        drop(sealing);
         if previous != Some(release_id) {
             // The new release may declare another re-seed schedule: the scheduler looks now.
             self.schedules_changed.notify_one();
@@ -257,6 +283,7 @@ fn running(
         instance,
         health_path: l.config.health_path.clone(),
         tier: l.env.tier,
+        ran_with: None,
     }
 }
 

@@ -48,6 +48,7 @@ mod backup_restore;
 mod backup_schedule;
 mod backup_verify;
 mod config;
+mod config_snapshot;
 mod data;
 mod data_access;
 mod data_service;
@@ -130,6 +131,9 @@ pub struct ControlPlane {
     /// The keys that seal secret values at rest (see `crate::vault`); written only by a key
     /// rotation.
     vault: std::sync::RwLock<Vault>,
+    /// Held (shared) by every change that seals a value, from sealing to commit, and
+    /// (exclusive) by a key rotation, so no value is sealed under a key being replaced.
+    pub(crate) sealing: tokio::sync::RwLock<()>,
     /// The daemon's own services for environments' third parties: mail caught, outbound
     /// requests governed (see `mail`, `egress`), with the ports they listen on (on the host's
     /// 127.0.0.1 and inside each environment's namespace alike).
@@ -141,6 +145,8 @@ pub struct ControlPlane {
 /// Where the daemon's own services listen, on 127.0.0.1.
 #[derive(Clone, Copy, Debug)]
 pub struct ServicePorts {
+    /// The API's port: no environment reaches it through the egress proxy.
+    pub api: u16,
     pub smtp: u16,
     pub egress: u16,
 }
@@ -183,8 +189,13 @@ impl ControlPlane {
             waking: std::sync::Mutex::default(),
             backups: backup::Backups::default(),
             mail: Catcher::new(store.clone(), vault.credentials()),
-            egress: Egress::new(store.clone(), vault.credentials()),
+            egress: Egress::new(
+                store.clone(),
+                vault.credentials(),
+                vec![ports.api, http_port, ports.smtp, ports.egress],
+            ),
             vault: std::sync::RwLock::new(vault),
+            sealing: tokio::sync::RwLock::new(()),
             ports,
         })
     }
@@ -195,12 +206,13 @@ impl ControlPlane {
 
     /// Serve the daemon's own services on the host's listeners (127.0.0.1) until `stop`.
     pub fn serve_services(
-        &self,
+        self: &Arc<Self>,
         smtp: tokio::net::TcpListener,
         egress: tokio::net::TcpListener,
         stop: &CancellationToken,
     ) {
         tokio::spawn(self.mail.clone().serve(smtp, None, stop.clone()));
+        self.relay_caught(stop.clone());
         tokio::spawn(self.egress.clone().serve(egress, None, stop.clone()));
     }
 

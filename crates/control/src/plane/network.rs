@@ -2,7 +2,10 @@
 //! its first build or launch, kept while the environment exists (its instances come and go in
 //! it), removed with it. In the namespace: the environment's processes, a listener of the data
 //! plane on 127.0.0.1 at the proxy's HTTP port (internal URLs of every environment work from
-//! app code, through the proxy and its logins), and `pasta` for connections out.
+//! app code, through the proxy and its logins), the mail catcher's and the egress proxy's
+//! listeners, and `pasta` for connections out, only when its tier's egress policy is `allow`:
+//! under `deny` or `record` the egress proxy inside is its only way out (`apply_outbound`
+//! opens or closes it at once when the policy changes).
 //!
 //! Where namespaces cannot be had (not root; `ip` or `pasta` missing), every environment shares
 //! the host's network, which `turnout serve` and `env show` say.
@@ -30,8 +33,8 @@ pub struct Networks {
 
 struct EnvNetwork {
     network: Network,
-    /// Its way out; `pasta` stops when this is dropped.
-    outbound: Outbound,
+    /// Its way out, when its egress policy is `allow`; `pasta` stops when this is dropped.
+    outbound: Option<Outbound>,
     /// Stops the daemon's services' listeners inside the namespace when dropped.
     _inside: DropGuard,
 }
@@ -60,6 +63,11 @@ impl Networks {
         self.http_port
     }
 
+    /// Whether environments have namespaces of their own (so an egress policy is enforced).
+    pub(crate) fn namespace_mode(&self) -> bool {
+        self.provider.is_ok()
+    }
+
     /// One line for `turnout serve`'s output; `Err` when environments share the host's network.
     pub fn describe(&self) -> Result<&'static str, String> {
         match &self.provider {
@@ -81,7 +89,9 @@ impl Networks {
     /// and the data plane's listeners in them to the instances that keep running there.
     pub(crate) async fn detach(&self) {
         for (_, env) in self.envs.lock().await.drain() {
-            env.outbound.detach();
+            if let Some(outbound) = env.outbound {
+                outbound.detach();
+            }
         }
     }
 
@@ -121,11 +131,9 @@ impl ControlPlane {
                 env.app, env.name
             ))
         })?;
-        let outbound = provider.keep_outbound(
-            &ns,
-            self.home.logs_dir(&env.app, &env.name).join("network.log"),
-            self.home.run_dir(&env.app, &env.name).join("pasta.pid"),
-        );
+        let outbound = self
+            .outbound(provider, env.app_id, env.tier, env, &ns)
+            .await?;
         let network = Network::Namespace(Arc::new(ns));
         // A port that cannot be had there only costs app code its internal URLs: say so.
         if let Err(e) = networks.dataplane.listen(&name).await {
@@ -164,6 +172,7 @@ impl ControlPlane {
         if let Some(l) = listen(self.ports.smtp, "mail catcher") {
             tokio::spawn(self.mail.clone().serve(l, Some(env.id), stop.clone()));
         }
+        self.egress.know(env);
         if let Some(l) = listen(self.ports.egress, "egress proxy") {
             tokio::spawn(self.egress.clone().serve(l, Some(env.id), stop.clone()));
         }
@@ -172,6 +181,7 @@ impl ControlPlane {
 
     /// Remove `env`'s namespace, once nothing of it runs any more (environment deleted).
     pub(crate) async fn remove_network(&self, env: &EnvRow) {
+        self.egress.forget(env.id);
         let Ok(provider) = &self.networks.provider else {
             return;
         };
@@ -180,6 +190,80 @@ impl ControlPlane {
         self.networks.dataplane.unlisten(&name).await;
         if let Err(e) = provider.remove(&name).await {
             warn!(namespace = %name, error = %e, "could not remove the network namespace");
+        }
+    }
+}
+
+impl ControlPlane {
+    /// `env`'s way out as its egress policy says: `pasta` under `allow`, else none (and any
+    /// `pasta` an earlier run left attached stopped).
+    async fn outbound(
+        &self,
+        provider: &Provider,
+        app_id: i64,
+        tier: turnout_model::Tier,
+        env: &EnvRow,
+        ns: &turnout_netns::Namespace,
+    ) -> Result<Option<Outbound>, ControlError> {
+        let pid_file = self.home.run_dir(&env.app, &env.name).join("pasta.pid");
+        if self.egress_open(app_id, tier) {
+            return Ok(Some(provider.keep_outbound(
+                ns,
+                self.home.logs_dir(&env.app, &env.name).join("network.log"),
+                pid_file,
+            )));
+        }
+        provider.no_outbound(ns, &pid_file).await.map_err(|e| {
+            ControlError::internal(format!(
+                "cannot close the way out of {}/{}'s network namespace: {e}",
+                env.app, env.name
+            ))
+        })?;
+        info!(app = %env.app, env = %env.name, "no direct way out: outbound requests go through the egress proxy only");
+        Ok(None)
+    }
+
+    /// After `app_id`'s policy for `tier` changed: open or close the way out of each of its
+    /// environments' namespaces that this daemon holds.
+    pub(crate) async fn apply_outbound(
+        &self,
+        app: &turnout_model::AppName,
+        app_id: i64,
+        tier: turnout_model::Tier,
+    ) {
+        let Ok(provider) = &self.networks.provider else {
+            return;
+        };
+        let open = self.egress_open(app_id, tier);
+        let app = app.clone();
+        let envs = match self
+            .store
+            .call(move |c| crate::store::q::list_envs(c, Some(&app)))
+            .await
+        {
+            Ok(envs) => envs,
+            Err(e) => {
+                warn!(error = %e, "cannot list the environments whose way out changes");
+                return;
+            }
+        };
+        let mut made = self.networks.envs.lock().await;
+        for env in envs.iter().filter(|e| e.tier == tier) {
+            let Some(net) = made.get_mut(&env.uid) else {
+                continue;
+            };
+            let Network::Namespace(ns) = &net.network else {
+                continue;
+            };
+            if open == net.outbound.is_some() {
+                continue;
+            }
+            match self.outbound(provider, app_id, tier, env, ns).await {
+                Ok(outbound) => net.outbound = outbound,
+                Err(e) => {
+                    warn!(app = %env.app, env = %env.name, error = %e, "cannot change the namespace's way out")
+                }
+            }
         }
     }
 }

@@ -176,6 +176,7 @@ impl ControlPlane {
             dir: &adopted.dir,
             config: &adopted.config,
             data: None,
+            snapshot: None,
         };
         let launching = format!(
             "{} without a build: {}",

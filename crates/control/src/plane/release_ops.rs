@@ -371,6 +371,12 @@ impl ControlPlane {
         ctx.set_release(release.id);
         let config: ReleaseConfig = serde_json::from_str(&release.config)
             .map_err(|e| ControlError::internal(format!("release {} config: {e}", release.id)))?;
+        // A rollback brings back the configuration the release ran with; the others run with
+        // what is set now.
+        let snapshot = match pick {
+            Pick::Rollback(_) => self.recorded_snapshot(release.id).await?,
+            Pick::Current => None,
+        };
         let l = Launch {
             r,
             env: &env,
@@ -379,6 +385,7 @@ impl ControlPlane {
             dir: Path::new(&release.dir),
             config: &config,
             data: None,
+            snapshot,
         };
         let launching = format!(
             "release {} ({}) without a build: {}",
@@ -573,6 +580,10 @@ impl ControlPlane {
                     job: Some(ctx.id()),
                 },
             };
+            let snapshot = match action {
+                AuditAction::Rollback => self.recorded_snapshot(rel.id).await?,
+                _ => None,
+            };
             let l = Launch {
                 r,
                 env,
@@ -581,6 +592,7 @@ impl ControlPlane {
                 dir: rel.dir,
                 config: rel.config,
                 data: Some(&data),
+                snapshot,
             };
             let launching = format!(
                 "release {} on {} generation {}: {}",

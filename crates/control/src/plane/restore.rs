@@ -315,6 +315,8 @@ impl ControlPlane {
                 dir.display()
             )));
         }
+        // What ran before the daemon stopped runs again, configuration included.
+        let snapshot = self.recorded_snapshot(release_id).await?;
         let l = Launch {
             r,
             env: &env,
@@ -323,6 +325,7 @@ impl ControlPlane {
             dir,
             config: &config,
             data: None,
+            snapshot,
         };
         if let Some((_, instance)) = adopted.take_if(|(id, _)| *id == release_id) {
             match self.adopt(&l, instance.clone()).await {

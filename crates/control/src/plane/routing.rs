@@ -41,6 +41,9 @@ pub(crate) struct Running {
     pub health_path: String,
     /// Decides whether its internal URL needs a login.
     pub tier: Tier,
+    /// The configuration it was launched with, recorded with its release at go-live (`None`:
+    /// adopted from an earlier daemon, whose record stands).
+    pub ran_with: Option<super::config_snapshot::RanWith>,
 }
 
 /// An app whose internal URLs need a login: on which tiers, and who may log in.

@@ -11,10 +11,11 @@ pub const DELIVERY_MEMORY_SECS: i64 = 7 * 24 * 3600;
 /// sender holding the secret adds rows.
 pub const MAX_DELIVERIES: i64 = 100_000;
 
-/// Where a hook's secret is: stored, or named by a variable of the daemon's environment.
+/// Where a hook's secret is: stored (sealed by the vault, for `hook_seal_name`), or named by a
+/// variable of the daemon's environment.
 #[derive(Clone)]
 pub enum SecretSource {
-    Stored(String),
+    Stored(Vec<u8>),
     Env(String),
 }
 
@@ -42,7 +43,10 @@ const HOOK_COLS: &str = "h.provider, h.secret, h.secret_env, h.user_id, u.name, 
 
 /// A hook from the row's columns `HOOK_COLS`, starting at column `at`.
 fn hook_row(r: &rusqlite::Row<'_>, at: usize) -> rusqlite::Result<HookRow> {
-    let secret: Option<String> = r.get(at + 1)?;
+    let secret = match r.get_ref(at + 1)? {
+        rusqlite::types::ValueRef::Blob(b) | rusqlite::types::ValueRef::Text(b) => Some(b.to_vec()),
+        _ => None,
+    };
     let secret_env: Option<String> = r.get(at + 2)?;
     Ok(HookRow {
         provider: parse_text(at, r.get(at)?)?,
@@ -99,7 +103,7 @@ pub fn set_hook(
         |r| r.get(0),
     )?;
     let (stored, var) = match secret {
-        SecretSource::Stored(s) => (Some(s.as_str()), None),
+        SecretSource::Stored(s) => (Some(s.as_slice()), None),
         SecretSource::Env(v) => (None, Some(v.as_str())),
     };
     c.execute(

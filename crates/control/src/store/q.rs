@@ -532,58 +532,6 @@ pub fn domain_history(c: &Connection, domain_id: i64) -> Result<Vec<DomainEventR
     Ok(rows)
 }
 
-// ---- secrets ----
-
-/// (key, value, updated_at, updated_by) of an environment's secrets, by key.
-pub fn secrets(
-    c: &Connection,
-    env_id: i64,
-) -> Result<Vec<(String, String, i64, String)>, ControlError> {
-    let mut stmt = c.prepare(
-        "SELECT key, value, updated_at, updated_by FROM secrets WHERE env_id = ?1 ORDER BY key",
-    )?;
-    let rows = stmt
-        .query_map([env_id], |r| {
-            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
-        })?
-        .collect::<Result<_, _>>()?;
-    Ok(rows)
-}
-
-/// Set a secret; returns whether it replaced an earlier value.
-pub fn set_secret(
-    c: &Tx<'_>,
-    env_id: i64,
-    key: &str,
-    value: &str,
-    by: &str,
-) -> Result<bool, ControlError> {
-    let existed: bool = c.query_row(
-        "SELECT EXISTS(SELECT 1 FROM secrets WHERE env_id = ?1 AND key = ?2)",
-        params![env_id, key],
-        |r| r.get(0),
-    )?;
-    c.execute(
-        "INSERT INTO secrets (env_id, key, value, updated_at, updated_by) VALUES (?1, ?2, ?3, ?4, ?5) \
-         ON CONFLICT (env_id, key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at, updated_by = excluded.updated_by",
-        params![env_id, key, value, now(), by],
-    )?;
-    Ok(existed)
-}
-
-pub fn unset_secret(c: &Tx<'_>, env_id: i64, key: &str) -> Result<(), ControlError> {
-    let n = c.execute(
-        "DELETE FROM secrets WHERE env_id = ?1 AND key = ?2",
-        params![env_id, key],
-    )?;
-    if n == 0 {
-        return Err(ControlError::NotFound(format!(
-            "no secret '{key}' in this environment"
-        )));
-    }
-    Ok(())
-}
-
 /// Turn branch environments on or off for an app (`app update --branch-envs`).
 pub fn set_branch_envs(c: &Tx<'_>, app_id: i64, on: bool) -> Result<(), ControlError> {
     c.execute(

@@ -217,3 +217,60 @@ fn refuses_a_store_from_a_newer_version() {
     let err = Store::open(&path).err().unwrap().to_string();
     assert!(err.contains("newer Turnout"), "{err}");
 }
+
+#[test]
+fn config_values_are_unique_per_level_despite_nulls_and_cascade_with_their_environment() {
+    use super::config::{self as cq, SetLevel};
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("t.db")).unwrap();
+    let conn = lock(&store.writer);
+    let tx = Tx(&conn);
+    let app = AppName::new("shop").unwrap();
+    let app_id = q::insert_app(&tx, &app, "/repo", None).unwrap().id;
+    let env = q::insert_env(
+        &tx,
+        &app,
+        &EnvName::new("stg").unwrap(),
+        "main",
+        Tier::Staging,
+        turnout_model::DeployOn::Manual,
+    )
+    .unwrap();
+    let levels = [
+        SetLevel::App,
+        SetLevel::Tier(Tier::Staging),
+        SetLevel::Tier(Tier::Production),
+        SetLevel::Env(env.id),
+    ];
+    for level in &levels {
+        assert!(!cq::set_value(&tx, app_id, level, "K", false, b"1", "a").unwrap());
+        // Set again: replaced, not added (the app and tier levels have no environment: NULL).
+        assert!(cq::set_value(&tx, app_id, level, "K", false, b"2", "a").unwrap());
+        assert_eq!(cq::count_at(&tx, app_id, level).unwrap(), 1);
+    }
+    let duplicate = tx.execute(
+        "INSERT INTO config_values (app_id, level, key, secret, value, updated_at, updated_by) \
+         VALUES (?1, 'app', 'K', 0, '3', 0, 'a')",
+        [app_id],
+    );
+    assert!(
+        duplicate.is_err(),
+        "the unique index holds for NULL environments"
+    );
+    // The staging environment sees the app's, staging's and its own, not production's.
+    let rows = cq::values_for_env(&tx, app_id, Tier::Staging, env.id).unwrap();
+    assert_eq!(rows.len(), 3);
+    assert!(
+        rows.iter()
+            .all(|r| r.level != SetLevel::Tier(Tier::Production))
+    );
+    assert_eq!(cq::bump_version(&tx, app_id).unwrap(), 1);
+    assert_eq!(cq::bump_version(&tx, app_id).unwrap(), 2);
+    assert!(cq::unset_value(&tx, app_id, &SetLevel::App, "K").unwrap());
+    assert!(!cq::unset_value(&tx, app_id, &SetLevel::App, "K").unwrap());
+    q::delete_env(&tx, env.id).unwrap();
+    assert_eq!(
+        cq::count_at(&tx, app_id, &SetLevel::Env(env.id)).unwrap(),
+        0
+    );
+}
