@@ -121,6 +121,10 @@ async fn values_are_inherited_app_tier_env_over_the_app_file_by_one_rule() {
         entry(&stg, "OVER_FILE")["overrides"],
         serde_json::json!(["file"])
     );
+    assert_eq!(
+        entry(&stg, "F_ENV")["overrides"],
+        serde_json::json!(["file", "file-tier"])
+    );
     // Turnout's own variables, on top of every level.
     assert_eq!(entry(&stg, "TURNOUT_ENV")["level"], "turnout");
     assert_eq!(entry(&stg, "TURNOUT_ENV")["value"], "stg");

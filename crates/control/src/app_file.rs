@@ -151,10 +151,12 @@ pub struct ReleaseConfig {
     pub health_timeout: Duration,
     pub health_interval: Duration,
     pub env: BTreeMap<String, String>,
-    /// Which table of the app file set each `[env]` key, when not `[env]` itself:
-    /// `tiers.<tier>.env` or `environments.<env>.env` (releases recorded before: all `[env]`).
+    /// For each `[env]` key a tier or environment table sets: every table of the app file that
+    /// set it, least specific first (`env`, `tiers.<tier>.env`, `environments.<env>.env`); the
+    /// last one's value is the key's. A key missing here came from `[env]` alone (so did every
+    /// key of releases recorded before).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub env_sources: BTreeMap<String, String>,
+    pub env_sources: BTreeMap<String, Vec<String>>,
     /// The app file's resource plan for this tier and environment (releases recorded before
     /// plans existed have none).
     #[serde(default)]
@@ -246,7 +248,7 @@ pub fn resolve(
         backup: file.backup,
         mail: file.mail,
     };
-    let mut env_sources = BTreeMap::new();
+    let mut env_sources: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for (layer, source) in [
         (file.tiers.get(&tier), format!("tiers.{tier}.env")),
         (
@@ -255,7 +257,15 @@ pub fn resolve(
         ),
     ] {
         let Some(layer) = layer else { continue };
-        env_sources.extend(layer.env.keys().map(|k| (k.clone(), source.clone())));
+        for key in layer.env.keys() {
+            env_sources
+                .entry(key.clone())
+                .or_insert_with(|| match merged.env.contains_key(key) {
+                    true => vec!["env".to_owned()],
+                    false => vec![],
+                })
+                .push(source.clone());
+        }
         merge(&mut merged, layer);
     }
     let build = merged.build.unwrap_or_default();
@@ -659,8 +669,11 @@ COLOR = "green"
         assert_eq!(prod.build.as_deref(), Some("make"));
         assert_eq!(prod.env["MODE"], "prod");
         assert_eq!(prod.env["COLOR"], "green");
-        assert_eq!(prod.env_sources["MODE"], "tiers.production.env");
-        assert_eq!(prod.env_sources["COLOR"], "environments.canary.env");
+        assert_eq!(prod.env_sources["MODE"], ["env", "tiers.production.env"]);
+        assert_eq!(
+            prod.env_sources["COLOR"],
+            ["env", "environments.canary.env"]
+        );
         assert_eq!(prod.health_path, "/healthz");
         assert_eq!(prod.health_timeout, Duration::from_secs(5));
         assert_eq!(prod.health_interval, Duration::from_millis(100));

@@ -225,13 +225,22 @@ impl ControlPlane {
         if let Some(release) = &release {
             let config: ReleaseConfig = serde_json::from_str(&release.config)
                 .map_err(|e| ControlError::internal(format!("release {}: {e}", release.id)))?;
+            let file_level = |table: &str| match table {
+                t if t.starts_with("tiers.") => ConfigLevel::FileTier,
+                t if t.starts_with("environments.") => ConfigLevel::FileEnv,
+                _ => ConfigLevel::File,
+            };
             for (key, value) in &config.env {
-                let level = match config.env_sources.get(key) {
-                    Some(s) if s.starts_with("tiers.") => ConfigLevel::FileTier,
-                    Some(s) if s.starts_with("environments.") => ConfigLevel::FileEnv,
-                    _ => ConfigLevel::File,
-                };
-                add(key.clone(), file_value(level, value));
+                // Every table that set it: the release keeps the winning value only, which is
+                // all an overridden level shows anyway.
+                match config.env_sources.get(key) {
+                    Some(tables) => {
+                        for table in tables {
+                            add(key.clone(), file_value(file_level(table), value));
+                        }
+                    }
+                    None => add(key.clone(), file_value(ConfigLevel::File, value)),
+                }
             }
             // The allow-list's defaults (PATH, HOME, LANG) are not configuration: any level
             // may replace them.
