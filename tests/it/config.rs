@@ -45,6 +45,16 @@ fn with_stdin(d: &Daemon, args: &[&str], stdin: &str) -> std::process::Output {
     child.wait_with_output().unwrap()
 }
 
+/// `with_stdin`, which must succeed.
+fn ok_with_stdin(d: &Daemon, args: &[&str], stdin: &str) {
+    let out = with_stdin(d, args, stdin);
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn values_are_inherited_app_tier_env_over_the_app_file_by_one_rule() {
     let repo = Repo::new("v1");
@@ -247,15 +257,10 @@ async fn secrets_are_sealed_at_rest_hidden_from_builds_arguments_audit_and_viewe
     d.create("shop", repo.path(), &[("prod", "main", "production")]);
     let secret = "sk_live_7d1e9c0ffee5a11ce";
     // From standard input: never an argument.
-    let out = with_stdin(
+    ok_with_stdin(
         &d,
         &["config", "set", "shop/prod", "--secret", "API_KEY"],
         &format!("{secret}\n"),
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
     );
     assert!(
         !in_store(d.home.path(), secret),
@@ -355,15 +360,10 @@ async fn secrets_are_sealed_at_rest_hidden_from_builds_arguments_audit_and_viewe
     // Rotation: every sealed value (configuration, snapshots, a webhook's secret, a mail
     // relay's URL) under the new key, still correct, the old key gone.
     let hook_secret = "hook-secret-0a1b2c3d4e5f6071";
-    let out = with_stdin(
+    ok_with_stdin(
         &d,
         &["hooks", "set", "shop", "gitlab", "--secret-stdin"],
         &format!("{hook_secret}\n"),
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
     );
     let relay_password = "relay-pass-5e6f7a8b";
     d.ok(&[

@@ -10,7 +10,7 @@ use std::time::Duration;
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::support::{Daemon, Repo, eventually};
+use crate::support::{Daemon, OutsideHost, Repo, eventually};
 
 /// An app that calls out on request: `/fetch?url=U[&user=&password=]` (GET through the proxy
 /// in its HTTP_PROXY, or with other credentials), `/get?url=U` (urllib, which finds the proxy
@@ -179,12 +179,10 @@ async fn echo_server() -> SocketAddr {
     addr
 }
 
-/// A host outside this machine as far as anyone here can tell: a network namespace of the
-/// test's own joined to the host by a veth pair on a documentation range (198.51.100.4/30),
-/// with an HTTP server on 198.51.100.6:8080 answering "hello from outside". Needs root.
+/// A host outside this machine as far as anyone here can tell, on 198.51.100.4/30, with an
+/// HTTP server on 198.51.100.6:8080 answering "hello from outside". Needs root.
 struct Outside {
-    name: String,
-    server: std::process::Child,
+    _host: OutsideHost,
     /// One at a time: the tests that use it share its names and addresses.
     _one: std::sync::MutexGuard<'static, ()>,
 }
@@ -196,75 +194,21 @@ const OUTSIDE: &str = "198.51.100.6:8080";
 impl Outside {
     fn start() -> Outside {
         let one = OUTSIDE_IN_USE.lock().unwrap_or_else(|p| p.into_inner());
-        let name = format!("turnout-egress-test-{}", std::process::id());
-        let ip = |args: &[&str]| {
-            let out = std::process::Command::new("ip")
-                .args(args)
-                .output()
-                .unwrap();
-            assert!(out.status.success(), "ip {args:?}: {out:?}");
-        };
-        let _ = std::process::Command::new("ip")
-            .args(["link", "delete", "te-host"])
-            .output();
-        ip(&["netns", "add", &name]);
-        ip(&[
-            "link", "add", "te-host", "type", "veth", "peer", "name", "te-out",
-        ]);
-        ip(&["link", "set", "te-out", "netns", &name]);
-        ip(&["addr", "add", "198.51.100.5/30", "dev", "te-host"]);
-        ip(&["link", "set", "te-host", "up"]);
-        ip(&[
-            "-n",
-            &name,
-            "addr",
-            "add",
-            "198.51.100.6/30",
-            "dev",
-            "te-out",
-        ]);
-        ip(&["-n", &name, "link", "set", "te-out", "up"]);
-        ip(&["-n", &name, "link", "set", "lo", "up"]);
-        let server = std::process::Command::new("ip")
-            .args(["netns", "exec", &name, "python3", "-c"])
-            .arg(concat!(
-                "from http.server import BaseHTTPRequestHandler, HTTPServer\n",
-                "class H(BaseHTTPRequestHandler):\n",
-                "    def do_GET(self):\n",
-                "        b = b'hello from outside'\n",
-                "        self.send_response(200); self.send_header('Content-Length', str(len(b))); self.end_headers(); self.wfile.write(b)\n",
-                "    def log_message(self, *a): pass\n",
-                "HTTPServer(('198.51.100.6', 8080), H).serve_forever()\n",
-            ))
-            .spawn()
-            .unwrap();
-        let outside = Outside {
-            name,
-            server,
+        let program = concat!(
+            "from http.server import BaseHTTPRequestHandler, HTTPServer\n",
+            "class H(BaseHTTPRequestHandler):\n",
+            "    def do_GET(self):\n",
+            "        b = b'hello from outside'\n",
+            "        self.send_response(200); self.send_header('Content-Length', str(len(b))); self.end_headers(); self.wfile.write(b)\n",
+            "    def log_message(self, *a): pass\n",
+            "HTTPServer(('198.51.100.6', 8080), H).serve_forever()\n",
+        );
+        let host = OutsideHost::start("te", 4, program);
+        assert_eq!(host.addr.to_string(), OUTSIDE);
+        Outside {
+            _host: host,
             _one: one,
-        };
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        while TcpStream::connect(OUTSIDE).is_err() {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "the outside server did not start"
-            );
-            std::thread::sleep(Duration::from_millis(20));
         }
-        outside
-    }
-}
-
-impl Drop for Outside {
-    fn drop(&mut self) {
-        let _ = self.server.kill();
-        let _ = self.server.wait();
-        let _ = std::process::Command::new("ip")
-            .args(["link", "delete", "te-host"])
-            .output();
-        let _ = std::process::Command::new("ip")
-            .args(["netns", "delete", &self.name])
-            .output();
     }
 }
 

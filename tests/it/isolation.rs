@@ -5,7 +5,7 @@ use std::path::Path;
 
 use serde_json::Value;
 
-use crate::support::{Daemon, Repo};
+use crate::support::{Daemon, OutsideHost, Repo};
 
 /// An app whose endpoints try things: `/read?PATH` (open and read a byte), `/list?PATH`,
 /// `/env` (its whole environment), `/id` (its uid and gid), `/connect?HOST:PORT` (open a TCP
@@ -292,7 +292,11 @@ async fn code_in_a_development_environment_reads_nothing_of_production_or_turnou
     assert_eq!(seen["uid"], prod_uid, "{via}");
     // And connections out, to a host outside this machine's loopback: production's (its
     // egress policy is allow); dev's policy is deny, so its only way out is the egress proxy.
-    let outside = TestHost::start();
+    let outside = OutsideHost::start(
+        "tt",
+        0,
+        "import socket\ns=socket.create_server(('198.51.100.2', 8080))\nwhile True: s.accept()[0].close()",
+    );
     let r = probe(&d, "prod", &format!("/connect?{}", outside.addr)).await;
     assert_eq!(r, "ok", "prod could not connect out to {}", outside.addr);
     let r = probe(&d, "dev", &format!("/connect?{}", outside.addr)).await;
@@ -311,78 +315,6 @@ async fn code_in_a_development_environment_reads_nothing_of_production_or_turnou
     )
     .await;
     assert_eq!(r, "\"ok\"", "after a restart, prod could not connect out");
-}
-
-/// A host outside the machine as far as an environment can tell: a network namespace of the
-/// test's own, joined to the host by a veth pair on a documentation range (198.51.100.0/30),
-/// with a TCP server in it. Removed when dropped.
-struct TestHost {
-    name: String,
-    addr: String,
-    server: std::process::Child,
-}
-
-impl TestHost {
-    fn start() -> TestHost {
-        let name = format!("turnout-test-{}", std::process::id());
-        let ip = |args: &[&str]| {
-            let out = std::process::Command::new("ip")
-                .args(args)
-                .output()
-                .unwrap();
-            assert!(out.status.success(), "ip {args:?}: {out:?}");
-        };
-        ip(&["netns", "add", &name]);
-        ip(&[
-            "link", "add", "tt-host", "type", "veth", "peer", "name", "tt-out",
-        ]);
-        ip(&["link", "set", "tt-out", "netns", &name]);
-        ip(&["addr", "add", "198.51.100.1/30", "dev", "tt-host"]);
-        ip(&["link", "set", "tt-host", "up"]);
-        ip(&[
-            "-n",
-            &name,
-            "addr",
-            "add",
-            "198.51.100.2/30",
-            "dev",
-            "tt-out",
-        ]);
-        ip(&["-n", &name, "link", "set", "tt-out", "up"]);
-        ip(&["-n", &name, "link", "set", "lo", "up"]);
-        let server = std::process::Command::new("ip")
-            .args(["netns", "exec", &name, "python3", "-c"])
-            .arg("import socket\ns=socket.create_server(('198.51.100.2', 8080))\nwhile True: s.accept()[0].close()")
-            .spawn()
-            .unwrap();
-        let host = TestHost {
-            name,
-            addr: "198.51.100.2:8080".to_owned(),
-            server,
-        };
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        while std::net::TcpStream::connect(&host.addr).is_err() {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "the test host's server did not start"
-            );
-            std::thread::sleep(std::time::Duration::from_millis(20));
-        }
-        host
-    }
-}
-
-impl Drop for TestHost {
-    fn drop(&mut self) {
-        let _ = self.server.kill();
-        let _ = self.server.wait();
-        let _ = std::process::Command::new("ip")
-            .args(["link", "delete", "tt-host"])
-            .output();
-        let _ = std::process::Command::new("ip")
-            .args(["netns", "delete", &self.name])
-            .output();
-    }
 }
 
 /// An environment's plan is enforced: a memory hog is killed at its limit, restarted like a

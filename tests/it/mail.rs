@@ -32,6 +32,15 @@ fn messages(d: &Daemon, target: &str) -> Vec<Value> {
         .clone()
 }
 
+/// Staging's newest message once the relay has decided its fate (it is no longer pending).
+async fn relay_decided(d: &Daemon) -> Value {
+    eventually("the relay to decide", PATIENCE, || async {
+        let m = messages(d, "shop/staging")[0].clone();
+        (m["relay"]["state"] != "pending").then_some(m)
+    })
+    .await
+}
+
 fn deploy(d: &Daemon, repo: &Repo, envs: &[(&str, &str)]) {
     let envs: Vec<(&str, &str, &str)> = envs.iter().map(|(e, t)| (*e, "main", *t)).collect();
     d.create("shop", repo.path(), &envs);
@@ -172,11 +181,7 @@ async fn a_staging_apps_mail_is_caught_and_shown_and_relayed_only_where_opted_in
     )
     .await;
     assert_eq!(sent, "sent");
-    let relayed = eventually("the relay to run", PATIENCE, || async {
-        let m = messages(&d, "shop/staging")[0].clone();
-        (m["relay"]["state"] != "pending").then_some(m)
-    })
-    .await;
+    let relayed = relay_decided(&d).await;
     assert_eq!(relayed["relay"]["state"], "relayed", "{relayed}");
     assert_eq!(
         relayed["relay"]["to"],
@@ -202,11 +207,7 @@ async fn a_staging_apps_mail_is_caught_and_shown_and_relayed_only_where_opted_in
 
     // Only recipients outside the allowed domains: kept, not relayed.
     send(&d, "staging", "to=carol@customer.test&subject=Private").await;
-    let skipped = eventually("the relay to decide", PATIENCE, || async {
-        let m = messages(&d, "shop/staging")[0].clone();
-        (m["relay"]["state"] != "pending").then_some(m)
-    })
-    .await;
+    let skipped = relay_decided(&d).await;
     assert_eq!(skipped["relay"]["state"], "skipped", "{skipped}");
     assert!(
         skipped["relay"]["reason"]
@@ -232,11 +233,7 @@ async fn a_staging_apps_mail_is_caught_and_shown_and_relayed_only_where_opted_in
         "allowed.test",
     ]);
     send(&d, "staging", "to=bob@allowed.test&subject=Unreachable").await;
-    let failed = eventually("the relay to fail", PATIENCE, || async {
-        let m = messages(&d, "shop/staging")[0].clone();
-        (m["relay"]["state"] != "pending").then_some(m)
-    })
-    .await;
+    let failed = relay_decided(&d).await;
     assert_eq!(failed["relay"]["state"], "failed", "{failed}");
     assert!(
         failed["relay"]["error"]
@@ -259,11 +256,7 @@ async fn a_staging_apps_mail_is_caught_and_shown_and_relayed_only_where_opted_in
         "allowed.test",
     ]);
     send(&d, "staging", "to=bob@allowed.test&subject=Needs+TLS").await;
-    let failed = eventually("the relay to fail", PATIENCE, || async {
-        let m = messages(&d, "shop/staging")[0].clone();
-        (m["relay"]["state"] != "pending").then_some(m)
-    })
-    .await;
+    let failed = relay_decided(&d).await;
     assert_eq!(failed["relay"]["state"], "failed", "{failed}");
     assert!(
         failed["relay"]["error"].as_str().unwrap().contains("TLS"),

@@ -599,3 +599,73 @@ pub fn processes(argv: &[&str]) -> Vec<u32> {
         .filter(|pid| std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| c == wanted))
         .collect()
 }
+
+/// A host outside this machine as far as an environment can tell: a network namespace of the
+/// test's own, joined to the host by a veth pair on the documentation range 198.51.100.`net`/30
+/// (the host side `.net+1`, the outside `.net+2`), running `python3 -c program` in it, which
+/// must listen on `addr` (the outside address, port 8080). Needs root; removed when dropped.
+/// Tests that run side by side each take a `net` and a `tag` (which names the links) of their own.
+pub struct OutsideHost {
+    name: String,
+    link: String,
+    pub addr: SocketAddr,
+    server: Child,
+}
+
+impl OutsideHost {
+    pub fn start(tag: &str, net: u8, program: &str) -> OutsideHost {
+        let name = format!("turnout-{tag}-{}", std::process::id());
+        let (link, peer) = (format!("{tag}-host"), format!("{tag}-out"));
+        let ip = |args: &[&str]| {
+            let out = Command::new("ip").args(args).output().unwrap();
+            assert!(out.status.success(), "ip {args:?}: {out:?}");
+        };
+        // A link left behind by a killed run of this test would make `link add` fail.
+        let _ = Command::new("ip").args(["link", "delete", &link]).output();
+        ip(&["netns", "add", &name]);
+        ip(&["link", "add", &link, "type", "veth", "peer", "name", &peer]);
+        ip(&["link", "set", &peer, "netns", &name]);
+        let (host_ip, outside_ip) = (
+            format!("198.51.100.{}", net + 1),
+            format!("198.51.100.{}", net + 2),
+        );
+        ip(&["addr", "add", &format!("{host_ip}/30"), "dev", &link]);
+        ip(&["link", "set", &link, "up"]);
+        let outside_cidr = format!("{outside_ip}/30");
+        ip(&["-n", &name, "addr", "add", &outside_cidr, "dev", &peer]);
+        ip(&["-n", &name, "link", "set", &peer, "up"]);
+        ip(&["-n", &name, "link", "set", "lo", "up"]);
+        let server = Command::new("ip")
+            .args(["netns", "exec", &name, "python3", "-c", program])
+            .spawn()
+            .unwrap();
+        let host = OutsideHost {
+            name,
+            link,
+            addr: format!("{outside_ip}:8080").parse().unwrap(),
+            server,
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(host.addr).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "the outside host's server did not start"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        host
+    }
+}
+
+impl Drop for OutsideHost {
+    fn drop(&mut self) {
+        let _ = self.server.kill();
+        let _ = self.server.wait();
+        let _ = Command::new("ip")
+            .args(["link", "delete", &self.link])
+            .output();
+        let _ = Command::new("ip")
+            .args(["netns", "delete", &self.name])
+            .output();
+    }
+}
