@@ -34,6 +34,11 @@
 #                                and CREATE DATABASE ... TEMPLATE; about 8 minutes; writes
 #                                bench/results/data-pg.{json,md} (BENCH_PG_SCALE (135) is
 #                                pgbench's scale, BENCH_PG_REPS (2) the runs of each method)
+#   BENCH_ONLY=egress bench/run.sh  only the egress section (not part of a full run): Turnout's
+#                                egress proxy beside tinyproxy and no proxy, plain HTTP with wrk
+#                                and CONNECT tunnels, about 2 minutes; writes
+#                                bench/results/egress.{json,md} (BENCH_EGRESS_ROUNDS (3),
+#                                BENCH_EGRESS_DURATION (4s), BENCH_EGRESS_TUNNELS (1000))
 #
 # Knobs (environment): BENCH_DURATION (6s), BENCH_ROUNDS (5), BENCH_CONNECTIONS (32),
 # BENCH_SWITCHES (100), BENCH_DOMAINS (1000), BENCH_KEEP=1 keeps the work directory,
@@ -81,13 +86,13 @@ EOF
 for arg in "$@"; do
   case "$arg" in
     --update-docs) UPDATE_DOCS=1 ;;
-    -h | --help) sed -n '2,48p' "$0"; exit 0 ;;
+    -h | --help) sed -n '2,53p' "$0"; exit 0 ;;
     *) echo "error: unknown argument $arg (try --help)" >&2; exit 2 ;;
   esac
 done
 case "$ONLY" in
-  '' | restarts | push | wake | data-sqlite | data-pg | backup-sqlite | backup-pg) ;;
-  *) echo "error: BENCH_ONLY=$ONLY: the sections that run alone are 'restarts', 'push', 'wake', 'data-sqlite', 'data-pg', 'backup-sqlite' and 'backup-pg'" >&2; exit 2 ;;
+  '' | restarts | push | wake | data-sqlite | data-pg | backup-sqlite | backup-pg | egress) ;;
+  *) echo "error: BENCH_ONLY=$ONLY: the sections that run alone are 'restarts', 'push', 'wake', 'data-sqlite', 'data-pg', 'backup-sqlite', 'backup-pg' and 'egress'" >&2; exit 2 ;;
 esac
 for knob in RESTARTS SPACING_MS PUSHES WAKES; do
   [[ ${!knob} =~ ^[1-9][0-9]*$ ]] || { echo "error: ${knob} must be a positive integer" >&2; exit 2; }
@@ -107,6 +112,7 @@ TOOLS=(nginx:nginx haproxy:haproxy caddy:caddy wrk:wrk git:git)
 [[ $ONLY == data-sqlite ]] && TOOLS=(python3:python3)
 [[ $ONLY == data-pg || $ONLY == backup-pg ]] && TOOLS=(pgbench:postgresql)
 [[ $ONLY == backup-sqlite ]] && TOOLS=(python3:python3)
+[[ $ONLY == egress ]] && TOOLS=(tinyproxy:tinyproxy wrk:wrk nginx:nginx git:git)
 for pair in "${TOOLS[@]}"; do
   command -v "${pair%%:*}" >/dev/null 2>&1 || missing+=("${pair#*:}")
 done
@@ -145,6 +151,7 @@ TURNOUT_PID=
 # The restarts section's processes (section 7): their pids change with every restart.
 WRK_PID= R_NGINX_PID= R_HAPROXY_PID= R_PID=
 PUSH_PID= # the push section's daemon
+EGRESS_PID= # the egress section's daemon
 XFS_MNT=  # the data-sqlite section's XFS loop mount
 PGBENCH_PID= PG_BASE= # the data-pg section's clients and clusters
 
@@ -180,6 +187,7 @@ cleanup() {
   [[ -n $TURNOUT_PID ]] && stop_pid "$TURNOUT_PID" INT
   [[ -n ${NS_PID:-} ]] && stop_pid "$NS_PID" INT
   [[ -n $PUSH_PID ]] && stop_pid "$PUSH_PID" INT
+  [[ -n $EGRESS_PID ]] && stop_pid "$EGRESS_PID" INT
   [[ -n $XFS_MNT ]] && umount "$XFS_MNT"
   [[ -n $PGBENCH_PID ]] && stop_pid "$PGBENCH_PID" INT
   # The data-pg section's clusters (their servers detach): an immediate shutdown of each.
@@ -618,6 +626,166 @@ PYEOF
 if [[ $ONLY == backup-pg ]]; then
   backup_pg_section
   echo "done in $((SECONDS - started_at)) s; results in bench/results/backup-pg.json and backup-pg.md" >&2
+  exit 0
+fi
+
+# --- the egress proxy against tinyproxy and no proxy (run by BENCH_ONLY=egress alone) --------
+# A daemon of its own (as section 3's: --shared-network, so the backend is on this host's
+# loopback), the benchmark backend (bench/backend) as bench/prod, and the probe app
+# (bench/egress) as probe/staging, whose instance answers the HTTP_PROXY Turnout gave it: the
+# proxy URL with that environment's own user (probe.staging) and password. staging's policy:
+# deny, with the backend's exact address on the allow-list (a loopback address passes only so).
+# tinyproxy on free ports with Basic authentication too (BasicAuth), twice: its log at Info (as
+# Debian ships it: a few lines per request, each fsync'ed), and at Warning (no line per request);
+# Turnout logs every request (batched into its store, as shipped). Then,
+# interleaved, wrk through each target to the backend (absolute-form requests,
+# bench/wrk_proxy.lua), with kept connections and with Connection: close; and CONNECT tunnels
+# timed one at a time by bench/egress.py. Not part of a full run.
+egress_section() {
+  local rounds=${BENCH_EGRESS_ROUNDS:-3} duration=${BENCH_EGRESS_DURATION:-4s}
+  local iterations=${BENCH_EGRESS_TUNNELS:-1000} home=$WORK/home-egress flags=() api proxy token
+  local egress_py="python3 $BENCH_DIR/egress.py" repo=$WORK/egress-repos load i
+  [[ $rounds =~ ^[1-9][0-9]*$ ]] || { echo "error: BENCH_EGRESS_ROUNDS must be a positive integer" >&2; exit 2; }
+  [[ $iterations =~ ^[1-9][0-9]*$ ]] || { echo "error: BENCH_EGRESS_TUNNELS must be a positive integer" >&2; exit 2; }
+  [[ $duration =~ ^[1-9][0-9]*s$ ]] || { echo "error: BENCH_EGRESS_DURATION must be seconds, e.g. 5s" >&2; exit 2; }
+  load=$(cut -d' ' -f1-3 /proc/loadavg)
+  [[ $(id -u) -eq 0 ]] || flags=(--single-user)
+  log "egress: starting turnout serve"
+  TURNOUT_LOG=warn "$TURNOUT" --json serve --home "$home" --api-listen 127.0.0.1:0 \
+    --http-listen 127.0.0.1:0 --shared-network --proxy-workers 1 "${flags[@]}" \
+    >"$WORK/serve-egress.out" 2>"$WORK/serve-egress.log" &
+  EGRESS_PID=$!
+  for ((i = 0; i < 300; i++)); do
+    [[ -s $WORK/serve-egress.out ]] && break
+    kill -0 "$EGRESS_PID" 2>/dev/null || { cat "$WORK/serve-egress.log" >&2; exit 1; }
+    sleep 0.1
+  done
+  head -n1 "$WORK/serve-egress.out" >"$WORK/serve-egress.json"
+  api=$($PY field "$WORK/serve-egress.json" api)
+  proxy=$($PY field "$WORK/serve-egress.json" http)
+  token=$(<"$home/admin.token")
+  TE() { TURNOUT_TOKEN=$token "$TURNOUT" --api "$api" "$@"; }
+  local app
+  for app in bench probe; do
+    mkdir -p "$repo/$app"
+    if [[ $app == bench ]]; then
+      cp "$BENCH_DIR/backend/turnout.toml" "$BENCH_DIR/backend/backend.conf.in" "$repo/$app/"
+    else
+      cp "$BENCH_DIR/egress/turnout.toml" "$BENCH_DIR/egress/probe.py" "$repo/$app/"
+    fi
+    git -C "$repo/$app" init -q -b main
+    git -C "$repo/$app" add -A
+    git -C "$repo/$app" -c user.name=bench -c user.email=bench@localhost commit -q -m "$app"
+    TE app create "$app" --repo "$repo/$app" >/dev/null
+  done
+  log "egress: deploying bench/prod (the backend) and probe/staging (the probe app)"
+  TE env create bench/prod --branch main --tier production >/dev/null
+  TE deploy bench/prod >"$WORK/deploy-egress-bench.log" 2>&1 || { cat "$WORK/deploy-egress-bench.log" >&2; exit 1; }
+  TE --json env show bench/prod >"$WORK/env-egress-bench.json"
+  local backend_port backend_pids origin
+  backend_port=$($PY field "$WORK/env-egress-bench.json" instance.port)
+  backend_pids=$($PY pids "$($PY field "$WORK/env-egress-bench.json" instance.pid)")
+  origin=http://127.0.0.1:$backend_port
+  TE env create probe/staging --branch main --tier staging >/dev/null
+  TE egress policy probe --tier staging --mode deny --allow-host "127.0.0.1:$backend_port" >/dev/null
+  TE deploy probe/staging >"$WORK/deploy-egress-probe.log" 2>&1 || { cat "$WORK/deploy-egress-probe.log" >&2; exit 1; }
+  $PY wait "$proxy" staging.probe.localhost up 30
+  local turnout_url
+  turnout_url=$($egress_py proxy-url "$proxy" staging.probe.localhost)
+  echo "probe/staging's HTTP_PROXY: http://probe.staging:…@${turnout_url##*@}" >&2
+
+  # Two tinyproxy processes: as Debian ships it (LogLevel Info: a few lines per request, each
+  # written and fsync'ed), and with only warnings logged (no line per request).
+  log "egress: starting tinyproxy (LogLevel Info, and LogLevel Warning)"
+  local tp_password name level port
+  local -A url=([direct]=-) cpu=([direct]=)
+  tp_password=$(python3 -c 'import secrets; print(secrets.token_hex(16))')
+  for name in tinyproxy tinyproxy-quiet; do
+    level=Info
+    [[ $name == tinyproxy-quiet ]] && level=Warning
+    local tp=$WORK/$name
+    mkdir -p "$tp"
+    port=$($PY ports 1)
+    cat >"$tp/tinyproxy.conf" <<EOF
+# Written by bench/run.sh (egress section): tinyproxy on 127.0.0.1 with Basic authentication,
+# its log at $level in a file, no Via header (Turnout adds none).
+Port $port
+Listen 127.0.0.1
+Timeout 600
+MaxClients 1024
+Allow 127.0.0.1
+BasicAuth bench $tp_password
+DisableViaHeader Yes
+LogFile "$tp/tinyproxy.log"
+LogLevel $level
+PidFile "$tp/tinyproxy.pid"
+EOF
+    tinyproxy -d -c "$tp/tinyproxy.conf" >"$tp/stdout.log" 2>&1 &
+    cpu[$name]=$!
+    PIDS+=("${cpu[$name]}")
+    for ((i = 0; i < 100; i++)); do
+      python3 -c 'import socket, sys; socket.create_connection(("127.0.0.1", int(sys.argv[1])), 1).close()' \
+        "$port" 2>/dev/null && break
+      alive "${cpu[$name]}" || { cat "$tp/stdout.log" >&2; exit 1; }
+      sleep 0.05
+    done
+    url[$name]=http://bench:$tp_password@127.0.0.1:$port
+  done
+  url[turnout]=$turnout_url
+  cpu[turnout]=$EGRESS_PID
+
+  local target mode round targets=(turnout tinyproxy tinyproxy-quiet direct)
+  for target in "${targets[@]}"; do
+    $egress_py check "$target" "${url[$target]}" "$origin" "hello from prod"
+  done
+
+  : >"$WORK/egress-wrk.jsonl"
+  for mode in keep-alive close; do
+    log "egress: plain HTTP ($mode), warm-up 1 s per target"
+    for target in "${targets[@]}"; do
+      $egress_py wrk "$target" "$mode" "${url[$target]}" "$origin" "$CONNECTIONS" 1s \
+        "$BENCH_DIR/wrk_proxy.lua" - "${cpu[$target]}" "${backend_pids// /,}"
+    done
+    for ((round = 1; round <= rounds; round++)); do
+      log "egress: plain HTTP ($mode), round $round of $rounds: wrk -t1 -c$CONNECTIONS -d$duration per target"
+      for target in "${targets[@]}"; do
+        $egress_py wrk "$target" "$mode" "${url[$target]}" "$origin" "$CONNECTIONS" "$duration" \
+          "$BENCH_DIR/wrk_proxy.lua" "$WORK/egress-wrk.jsonl" "${cpu[$target]}" "${backend_pids// /,}"
+      done
+    done
+  done
+  log "egress: CONNECT tunnels, $iterations per target"
+  $egress_py tunnels "$iterations" "$WORK/egress-tunnels.json" "$origin" \
+    "turnout=${url[turnout]}" "tinyproxy=${url[tinyproxy]}" \
+    "tinyproxy-quiet=${url[tinyproxy-quiet]}" "direct=-"
+
+  # Turnout's log of the run: how many records it holds, and how many it dropped (the writer
+  # says so at warn level when its queue was full).
+  sleep 1 # the last batch
+  local logged dropped
+  logged=$(TE --json egress log probe/staging --limit 10000 |
+    python3 -c 'import json, sys; d = json.load(sys.stdin); print(len(d["entries"]))')
+  dropped=$(python3 -c '
+import re, sys
+print(sum(int(n) for n in re.findall(r"dropped\D{0,3}(\d+)", open(sys.argv[1]).read())))' \
+    "$WORK/serve-egress.log")
+  mkdir -p "$BENCH_DIR/results"
+  python3 "$BENCH_DIR/egress.py" meta "$WORK/egress-meta.json" "$TURNOUT" "$ROOT" "$rounds" \
+    "$duration" "$iterations" "$CONNECTIONS" "$load" "$logged" "$dropped"
+  $egress_py report "$WORK" "$BENCH_DIR/results/egress.json" "$BENCH_DIR/results/egress.md"
+  stop_pid "${cpu[tinyproxy]}"
+  stop_pid "${cpu[tinyproxy-quiet]}"
+  PIDS=("${PIDS[@]:0:${#PIDS[@]}-2}") # the two tinyproxy processes, stopped
+  stop_pid "$EGRESS_PID" INT
+  EGRESS_PID=
+  if ((UPDATE_DOCS)); then
+    put_doc_section egress "$BENCH_DIR/results/egress.md"
+  fi
+  cat "$BENCH_DIR/results/egress.md" >&2
+}
+if [[ $ONLY == egress ]]; then
+  egress_section
+  echo "done in $((SECONDS - started_at)) s; results in bench/results/egress.json and egress.md" >&2
   exit 0
 fi
 
