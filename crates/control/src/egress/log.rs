@@ -1,6 +1,7 @@
 //! The egress log's way to the store: the proxy hands each request's record to a bounded
 //! channel (never waiting), and one task writes what has gathered in one transaction per
 //! batch. A full channel drops records and says how many.
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -46,8 +47,11 @@ impl LogSender {
     }
 }
 
-/// Write batches until every sender is gone.
+/// Write batches until every sender is gone, trimming each environment's log once it gained
+/// `TRIM_EVERY` records (counted from this writer's start: a restart may leave up to that many
+/// more, trimmed with the next ones).
 pub(super) async fn write_batches(store: Store, mut log: LogReceiver) {
+    let mut since_trim: HashMap<i64, u32> = HashMap::new();
     while let Some(first) = log.rx.recv().await {
         let mut batch = vec![first];
         while batch.len() < BATCH {
@@ -57,7 +61,19 @@ pub(super) async fn write_batches(store: Store, mut log: LogReceiver) {
             }
         }
         let n = batch.len();
-        if let Err(e) = store.append_log(move |tx| eq::append(tx, &batch)).await {
+        let mut trim = Vec::new();
+        for r in &batch {
+            let count = since_trim.entry(r.env_id).or_default();
+            *count += 1;
+            if *count == eq::TRIM_EVERY {
+                *count = 0;
+                trim.push(r.env_id);
+            }
+        }
+        if let Err(e) = store
+            .append_log(move |tx| eq::append(tx, &batch, &trim))
+            .await
+        {
             warn!(error = %e, records = n, "cannot write the egress log");
         }
         let dropped = log.dropped.swap(0, Ordering::Relaxed);

@@ -1,5 +1,6 @@
 //! Queries for outbound requests: each app's policy per tier (`egress_policies`) and the
-//! egress log (`egress_log`), kept to the newest `LOG_KEPT` entries per environment.
+//! egress log (`egress_log`), kept to the newest `LOG_KEPT` entries per environment (at most
+//! `TRIM_EVERY` more between trims).
 //! Policy changes run inside `Store::mutate` (with their audit entry); log entries arrive in
 //! batches through `Store::append_log`.
 use rusqlite::{Connection, params};
@@ -12,6 +13,8 @@ use crate::error::ControlError;
 
 /// How many log entries each environment keeps (the newest).
 pub const LOG_KEPT: i64 = 10_000;
+/// An environment's log is trimmed back to `LOG_KEPT` once it gained this many entries.
+pub const TRIM_EVERY: u32 = 1_000;
 
 /// One row of `egress_policies`.
 #[derive(Debug, Clone)]
@@ -153,15 +156,16 @@ pub struct LogRecord {
 }
 
 /// Append a batch; entries of environments deleted meanwhile are dropped. Then keep the
-/// newest `LOG_KEPT` of each environment the batch touched.
-pub fn append(c: &Tx<'_>, records: &[LogRecord]) -> Result<(), ControlError> {
-    let mut insert = c.prepare(
+/// newest `LOG_KEPT` of each environment in `trim` (the writer names those that gained
+/// `TRIM_EVERY` since it last trimmed them: finding the cut walks `LOG_KEPT` index entries,
+/// too dear for every small batch). Statements are cached on the connection.
+pub fn append(c: &Tx<'_>, records: &[LogRecord], trim: &[i64]) -> Result<(), ControlError> {
+    let mut insert = c.prepare_cached(
         "INSERT INTO egress_log (env_id, at_ms, method, host, port, path, decision, status, \
          bytes_up, bytes_down, duration_ms, error) \
          SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12 \
          WHERE EXISTS (SELECT 1 FROM environments WHERE id = ?1)",
     )?;
-    let mut touched = Vec::new();
     for r in records {
         insert.execute(params![
             r.env_id,
@@ -177,16 +181,13 @@ pub fn append(c: &Tx<'_>, records: &[LogRecord]) -> Result<(), ControlError> {
             i64::try_from(r.duration_ms).unwrap_or(i64::MAX),
             r.error,
         ])?;
-        if !touched.contains(&r.env_id) {
-            touched.push(r.env_id);
-        }
     }
-    let mut trim = c.prepare(
+    let mut cut = c.prepare_cached(
         "DELETE FROM egress_log WHERE env_id = ?1 AND id <= \
          (SELECT id FROM egress_log WHERE env_id = ?1 ORDER BY id DESC LIMIT 1 OFFSET ?2)",
     )?;
-    for env_id in touched {
-        trim.execute(params![env_id, LOG_KEPT])?;
+    for env_id in trim {
+        cut.execute(params![env_id, LOG_KEPT])?;
     }
     Ok(())
 }
@@ -223,4 +224,65 @@ pub fn list(
         ))
     })?;
     Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+#[cfg(test)]
+mod tests {
+    use turnout_model::{AppName, EnvName};
+
+    use super::super::{Store, Tx, lock, q};
+    use super::*;
+
+    #[test]
+    fn the_log_keeps_each_environments_newest_and_drops_a_deleted_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("t.db")).unwrap();
+        let conn = lock(&store.writer);
+        let t = conn.unchecked_transaction().unwrap();
+        let tx = Tx(&t);
+        let app = AppName::new("shop").unwrap();
+        q::insert_app(&tx, &app, "/repo", None).unwrap();
+        let env = |name: &str| {
+            let name = EnvName::new(name).unwrap();
+            let (tier, on) = (Tier::Staging, turnout_model::DeployOn::Manual);
+            q::insert_env(&tx, &app, &name, "main", tier, on)
+                .unwrap()
+                .id
+        };
+        let (a, b) = (env("a"), env("b"));
+        let record = |env_id, at_ms| LogRecord {
+            env_id,
+            at_ms,
+            method: "GET".into(),
+            host: "api.example.com".into(),
+            port: 443,
+            path: "/".into(),
+            decision: EgressDecision::Allowed,
+            status: 200,
+            bytes_up: u64::MAX,
+            bytes_down: 1,
+            duration_ms: 2,
+            error: None,
+        };
+        let gone = b + 1000;
+        let first: Vec<_> = (0..LOG_KEPT).map(|i| record(a, i)).collect();
+        append(&tx, &first, &[]).unwrap();
+        append(&tx, &[record(b, 0), record(gone, 0)], &[]).unwrap();
+        // Untrimmed, the log may run over until the writer names the environment.
+        let more: Vec<_> = (LOG_KEPT..LOG_KEPT + 1500).map(|i| record(a, i)).collect();
+        append(&tx, &more[..1000], &[]).unwrap();
+        assert_eq!(list(&tx, a, 20_000, false).unwrap().len(), 11_000);
+        append(&tx, &more[1000..], &[a]).unwrap();
+        let kept = list(&tx, a, 20_000, false).unwrap();
+        assert_eq!(kept.len(), LOG_KEPT as usize);
+        assert_eq!(kept[0].1.at_ms, LOG_KEPT + 1499, "the newest first");
+        assert_eq!(kept.last().unwrap().1.at_ms, 1500, "the oldest kept");
+        assert_eq!(kept[0].1.bytes_up, i64::MAX as u64, "bounded, not wrapped");
+        assert_eq!(
+            list(&tx, b, 10, false).unwrap().len(),
+            1,
+            "b is not a's to trim"
+        );
+        assert!(list(&tx, gone, 10, false).unwrap().is_empty());
+    }
 }
