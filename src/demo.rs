@@ -114,6 +114,16 @@ pub async fn run(home: PathBuf, args: ServeArgs) -> anyhow::Result<()> {
         outln!("  curl -d text=hello http://staging.{APP}.localhost:{port}/notes");
         outln!("  turnout data sync {APP}/staging --from {APP}/production   # masked on the way");
         outln!("  turnout data reseed {APP}/staging   # back to the seed");
+        outln!(
+            "  # third parties: the note above was mailed, and caught; staging calls nothing outside"
+        );
+        outln!("  turnout mail list {APP}/staging");
+        outln!("  curl http://staging.{APP}.localhost:{port}/outbound");
+        outln!("  turnout egress log {APP}/staging");
+        outln!("  # configuration, inherited app -> tier -> environment, applied by a restart:");
+        outln!("  turnout config set {APP} --tier staging BANNER=set-by-turnout-config");
+        outln!("  turnout restart {APP}/staging");
+        outln!("  turnout config list {APP}/staging");
         outln!("  # move the demo's public name between the environments, and back:");
         outln!("  curl -H 'Host: {DOMAIN}' http://127.0.0.1:{port}/");
         outln!("  turnout domain switch {DOMAIN} {APP}/staging");

@@ -302,6 +302,36 @@ async fn the_demo_deploys_two_environments_and_runs_twice() {
             "run {run}: {body}"
         );
         assert!(text.contains("http://staging.hello.localhost:"), "{text}");
+        // Its third parties: a note mails the team, which staging's catcher keeps; a call
+        // outside is refused by staging's default egress policy.
+        let posted = post_form(http, "staging.hello.localhost", "/notes", "text=mailed").await;
+        assert!(posted.starts_with("HTTP/1.1 303"), "{posted}");
+        let mail = eventually(
+            "the note's mail to be caught",
+            Duration::from_secs(30),
+            || {
+                let out = Command::new(BIN)
+                    .args(["--json", "mail", "list", "hello/staging"])
+                    .env("TURNOUT_HOME", home.path())
+                    .env_remove("TURNOUT_API")
+                    .env_remove("TURNOUT_TOKEN")
+                    .output()
+                    .unwrap();
+                let list: serde_json::Value =
+                    serde_json::from_slice(&out.stdout).unwrap_or_default();
+                let caught = list["messages"]
+                    .as_array()
+                    .is_some_and(|m| m.len() > run && m[0]["subject"] == "New note on staging");
+                async move { caught.then_some(list) }
+            },
+        )
+        .await;
+        assert_eq!(mail["messages"][0]["to"][0], "team@example.com", "{mail}");
+        let (_, outbound) = get(http, "staging.hello.localhost", "/outbound").await;
+        assert!(
+            outbound.contains("refused by the proxy") && outbound.contains("403"),
+            "run {run}: {outbound}"
+        );
         // The printed instructions work as printed: TURNOUT_HOME alone finds the daemon and
         // its owner token.
         assert!(
@@ -327,8 +357,11 @@ async fn the_demo_deploys_two_environments_and_runs_twice() {
             "{text}"
         );
         // Every suggested domain and data command works, on the first run and the second.
-        let suggested =
-            |l: &&str| l.starts_with("  turnout domain ") || l.starts_with("  turnout data ");
+        let suggested = |l: &&str| {
+            ["domain", "data", "mail", "egress", "config", "restart"]
+                .iter()
+                .any(|c| l.starts_with(&format!("  turnout {c} ")))
+        };
         for line in text.lines().filter(suggested) {
             let line = line.split('#').next().unwrap();
             let args: Vec<&str> = line.split_whitespace().skip(1).collect();
@@ -345,6 +378,11 @@ async fn the_demo_deploys_two_environments_and_runs_twice() {
                 String::from_utf8_lossy(&out.stderr)
             );
         }
+        // The configuration it set reached staging with the restart, and only staging.
+        let (_, page) = get(http, "staging.hello.localhost", "/").await;
+        assert!(page.contains("set-by-turnout-config"), "run {run}: {page}");
+        let (_, page) = get(http, "production.hello.localhost", "/").await;
+        assert!(!page.contains("set-by-turnout-config"), "run {run}: {page}");
         let list = Command::new(BIN)
             .args(["--json", "env", "list"])
             .env("TURNOUT_HOME", home.path())
@@ -369,4 +407,19 @@ async fn the_demo_deploys_two_environments_and_runs_twice() {
             "run {run}: the demo did not exit 0"
         );
     }
+}
+
+/// POST a form through the proxy on a connection of its own; the whole answer.
+async fn post_form(proxy: std::net::SocketAddr, host: &str, path: &str, form: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(proxy).await.unwrap();
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/x-www-form-urlencoded\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{form}",
+        form.len()
+    );
+    s.write_all(head.as_bytes()).await.unwrap();
+    let mut answer = String::new();
+    s.read_to_string(&mut answer).await.unwrap();
+    answer
 }
