@@ -26,7 +26,7 @@ pub fn list(l: &MailList, json: bool) {
         t.add_row(vec![
             m.id.to_string(),
             m.received_at.clone(),
-            cut(&m.from),
+            cut(envelope_sender(&m.from)),
             cut(&m.to.join(", ")),
             cut(&m.subject),
             format_bytes(m.size),
@@ -50,7 +50,11 @@ pub fn show(m: &MailDetail, raw: bool, json: bool) {
     }
     let i = &m.info;
     outln!("message {} of {}, received {}", i.id, i.env, i.received_at);
-    outln!("envelope: from {} to {}", i.from, i.to.join(", "));
+    outln!(
+        "envelope: from {} to {}",
+        envelope_sender(&i.from),
+        i.to.join(", ")
+    );
     outln!("size:     {}", format_bytes(i.size));
     match &i.relay {
         RelayOutcome::Relayed { to, reply } => {
@@ -120,4 +124,9 @@ pub fn relays(r: &MailRelays, json: bool) {
         r.app
     );
     outln!("{t}");
+}
+
+/// The envelope sender as SMTP writes it when it is null (a bounce or a notification).
+fn envelope_sender(from: &str) -> &str {
+    if from.is_empty() { "<>" } else { from }
 }

@@ -430,6 +430,23 @@ async fn credentials_sizes_recipients_and_access_are_enforced() {
     let big = send(&d, "staging", "to=a@customer.test&big=1").await;
     assert!(big.starts_with("error:") && big.contains("552"), "{big}");
     assert_eq!(messages(&d, "shop/staging").len(), 1);
+    // A bounce's null reverse-path, which every mail server must take (RFC 5321 4.5.5), on
+    // the connection logged in as qa.
+    let (code, text) = s.say("MAIL FROM:<>").await;
+    assert_eq!(code, 250, "{text}");
+    assert_eq!(s.say("RCPT TO:<someone@customer.test>").await.0, 250);
+    assert_eq!(s.say("DATA").await.0, 354);
+    let (code, text) = s.say("Subject: Undeliverable\r\n\r\nreturned\r\n.").await;
+    assert_eq!(code, 250, "{text}");
+    let kept = messages(&d, "shop/qa");
+    assert_eq!(kept.len(), 4, "{kept:?}");
+    assert_eq!(kept[0]["subject"], "Undeliverable");
+    assert_eq!(kept[0]["from"], "", "the null sender is kept as null");
+    let shown = d.ok(&["mail", "show", &kept[0]["id"].to_string()]);
+    assert!(
+        shown.contains("envelope: from <> to someone@customer.test"),
+        "{shown}"
+    );
 
     // From inside staging's namespace, qa's credentials are refused.
     let env = d.json(&["env", "show", "shop/staging"]);
@@ -496,7 +513,7 @@ async fn credentials_sizes_recipients_and_access_are_enforced() {
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(err.contains("role"), "{args:?}: {err}");
     }
-    assert_eq!(messages(&d, "shop/qa").len(), 3);
+    assert_eq!(messages(&d, "shop/qa").len(), 4);
     let relays = d.json(&["mail", "relay", "shop"]);
     assert!(
         relays["tiers"]

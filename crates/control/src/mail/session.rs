@@ -92,6 +92,18 @@ impl Visit {
     }
 }
 
+/// What `strip_parameters` hands mailin for the null reverse-path `<>`: an empty quoted local
+/// part without a domain, which no real sender can be.
+const NULL_SENDER: &str = "\"\"";
+
+/// The envelope sender as kept: empty for the null reverse-path.
+fn sender(from: &str) -> String {
+    match from {
+        NULL_SENDER => String::new(),
+        _ => from.to_owned(),
+    }
+}
+
 /// mailin's handler: decisions made from the shared `Visit`.
 struct Shared(Arc<Mutex<Visit>>);
 
@@ -103,7 +115,7 @@ impl Handler for Shared {
     fn mail(&mut self, _ip: std::net::IpAddr, _domain: &str, from: &str) -> Response {
         let mut v = lock(&self.0);
         v.reset();
-        v.from = from.to_owned();
+        v.from = sender(from);
         mailin::response::OK
     }
 
@@ -121,7 +133,7 @@ impl Handler for Shared {
 
     fn data_start(&mut self, _domain: &str, from: &str, _is8bit: bool, to: &[String]) -> Response {
         let mut v = lock(&self.0);
-        v.from = from.to_owned();
+        v.from = sender(from);
         v.to = to.to_vec();
         v.data = Vec::new();
         v.too_big = false;
@@ -245,7 +257,9 @@ fn verb(line: &[u8]) -> String {
 }
 
 /// `MAIL FROM:<a> SIZE=n BODY=8BITMIME` → (`MAIL FROM:<a> BODY=8BITMIME`, SIZE) for mailin,
-/// which parses no other parameter; `RCPT TO:<a> NOTIFY=…` → `RCPT TO:<a>`.
+/// which parses no other parameter; `RCPT TO:<a> NOTIFY=…` → `RCPT TO:<a>`. The null
+/// reverse-path of bounces and notifications (`MAIL FROM:<>`, which every server must take,
+/// RFC 5321 4.5.5) becomes `NULL_SENDER`, as mailin wants a path; the handler maps it back.
 fn strip_parameters(line: &[u8]) -> (Vec<u8>, Option<u64>) {
     let text = String::from_utf8_lossy(line);
     let text = text.trim_end();
@@ -253,7 +267,12 @@ fn strip_parameters(line: &[u8]) -> (Vec<u8>, Option<u64>) {
         return (line.to_vec(), None);
     };
     let (path, params) = text.split_at(close + 1);
-    let mut out = path.to_owned();
+    let mut out = match path.strip_suffix("<>") {
+        Some(verb) if verb.to_ascii_uppercase().starts_with("MAIL") => {
+            format!("{verb}<{NULL_SENDER}>")
+        }
+        _ => path.to_owned(),
+    };
     let mut size = None;
     for param in params.split_ascii_whitespace() {
         let upper = param.to_ascii_uppercase();
@@ -514,6 +533,10 @@ mod tests {
 
     #[test]
     fn parameters_mailin_cannot_parse_are_removed_and_size_is_read() {
+        let (line, _) = strip_parameters(b"MAIL FROM:<> SIZE=10\r\n");
+        assert_eq!(line, b"MAIL FROM:<\"\">\r\n", "the null reverse-path");
+        let (line, _) = strip_parameters(b"RCPT TO:<>\r\n");
+        assert_eq!(line, b"RCPT TO:<>\r\n", "no recipient is null");
         let (line, size) = strip_parameters(b"MAIL FROM:<a@x.test> size=1234 BODY=8BITMIME\r\n");
         assert_eq!(line, b"MAIL FROM:<a@x.test> BODY=8BITMIME\r\n");
         assert_eq!(size, Some(1234));
