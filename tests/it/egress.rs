@@ -10,7 +10,7 @@ use std::time::Duration;
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::support::{Daemon, OutsideHost, Repo, eventually};
+use crate::support::{Daemon, OutsideHost, Repo, eventually, is_root};
 
 /// An app that calls out on request: `/fetch?url=U[&user=&password=]` (GET through the proxy
 /// in its HTTP_PROXY, or with other credentials), `/get?url=U` (urllib, which finds the proxy
@@ -96,10 +96,6 @@ class H(BaseHTTPRequestHandler):
         pass
 ThreadingHTTPServer(("127.0.0.1", int(os.environ["PORT"])), H).serve_forever()
 "#;
-
-fn is_root() -> bool {
-    nix::unistd::geteuid().is_root()
-}
 
 fn enc(s: &str) -> String {
     s.bytes()

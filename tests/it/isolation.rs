@@ -5,7 +5,7 @@ use std::path::Path;
 
 use serde_json::Value;
 
-use crate::support::{Daemon, OutsideHost, Repo};
+use crate::support::{Daemon, OutsideHost, Repo, is_root};
 
 /// An app whose endpoints try things: `/read?PATH` (open and read a byte), `/list?PATH`,
 /// `/env` (its whole environment), `/id` (its uid and gid), `/connect?HOST:PORT` (open a TCP
@@ -53,10 +53,6 @@ class H(BaseHTTPRequestHandler):
         pass
 ThreadingHTTPServer(("127.0.0.1", int(os.environ["PORT"])), H).serve_forever()
 "#;
-
-fn is_root() -> bool {
-    nix::unistd::geteuid().is_root()
-}
 
 pub(crate) async fn probe(d: &Daemon, env: &str, path: &str) -> Value {
     let (status, body) = d.get(&format!("{env}.shop.localhost"), path).await;

@@ -3,7 +3,7 @@
 use serde_json::Value;
 
 use crate::isolation::{dev_and_prod, probe};
-use crate::support::{Daemon, Repo};
+use crate::support::{Daemon, Repo, is_root};
 
 /// `/read?PATH` (read a byte), `/ls?PATH` (the names in a directory), `/pids` (the processes it
 /// can see), `/write?PATH`; each answers JSON: the result, or `denied: <error>`.
@@ -52,7 +52,7 @@ fn denied(v: &Value) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_root_each_environment_is_sandboxed_from_turnout_and_the_others() {
-    if !nix::unistd::geteuid().is_root() {
+    if !is_root() {
         eprintln!("skipped: the test runs the daemon as `nobody`, which needs root to start");
         return;
     }

@@ -12,6 +12,12 @@ use serde_json::Value;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_turnout");
 
+/// Whether the tests run as root (what needs it, per-environment users and namespaces, is
+/// tested only then).
+pub fn is_root() -> bool {
+    nix::unistd::geteuid().is_root()
+}
+
 /// A running daemon. Dropping it stops it fully (SIGINT) and waits; a data plane left behind
 /// (its control plane was killed and not started again) is killed too.
 pub struct Daemon {
