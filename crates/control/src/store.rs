@@ -320,7 +320,7 @@ impl Store {
 
     /// Run `f` with the writer connection on the blocking pool. Private: every write goes
     /// through `mutate`, `mutate_failed`, `mutate_each` or `record`, each with its audit entry
-    /// (or `append_log`, for the egress log).
+    /// (or `append_log`, for the logs of what environments did: egress log, caught mail).
     async fn write<T: Send + 'static>(
         &self,
         f: impl FnOnce(&mut Connection) -> Result<T, ControlError> + Send + 'static,
@@ -406,8 +406,9 @@ impl Store {
         .await
     }
 
-    /// Append records that change nothing a user set (the egress log, written in batches):
-    /// in one transaction, without an audit entry (they are a log of their own).
+    /// Append records that change nothing a user set (the egress log, written in batches; the
+    /// mail an environment sent): in one transaction, without an audit entry (they are a log of
+    /// their own, bounded per environment).
     pub async fn append_log<T: Send + 'static>(
         &self,
         f: impl FnOnce(&Tx<'_>) -> Result<T, ControlError> + Send + 'static,

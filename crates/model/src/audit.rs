@@ -106,7 +106,6 @@ audit_actions! {
     DataUndo => "data.undo", "The production copy was put back as the last reset left it.";
     EgressPolicy => "egress.policy", "A tier's outbound policy (mode, allow-list) changed for an app.";
     HookAccept => "hook.accept", "A signed GitHub or GitLab webhook delivery was accepted (its deploys follow).";
-    MailCatch => "mail.catch", "The mail catcher kept a message an environment sent (older ones beyond its bounds went).";
     MailRelay => "mail.relay", "A caught message was relayed to its allow-listed recipients, or the relay failed (its result says which).";
     MailClear => "mail.clear", "An environment's caught mail was removed.";
     MailRelaySet => "mail.relay-set", "A tier's mail relay was set or turned off (the URL's password is never recorded).";

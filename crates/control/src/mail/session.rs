@@ -13,13 +13,13 @@ use mailin::{Action, AuthMechanism, Handler, Response, SessionBuilder};
 use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use tracing::{info, warn};
-use turnout_model::{AuditAction, RelayOutcome, Tier};
+use turnout_model::{RelayOutcome, Tier};
 
 use super::{
     Catcher, IDLE, MAX_COMMAND_LINE, MAX_DATA_LINE, MAX_LOGIN_FAILURES, MAX_MESSAGE, MAX_RECIPIENTS,
 };
 use crate::store::mail::{self as mq, NewMail};
-use crate::store::{AuditEntry, now};
+use crate::store::now;
 use crate::vault::Credentials;
 
 const HOW: &str = "use the user and password of the environment's SMTP_URL";
@@ -483,15 +483,14 @@ async fn keep(
 ) -> Vec<u8> {
     let (app, env) = sender.user.split_once('.').unwrap_or((&sender.user, ""));
     let size = raw.len();
-    let entry = AuditEntry::new("turnout", AuditAction::MailCatch)
-        .app(app)
-        .env(env);
     let env_id = sender.env_id;
+    // A log of what the environment did, bounded per environment, like the egress log: no
+    // audit entry each (an app mailing in a loop would grow the audit log without end).
     let kept = catcher
         .store
-        .mutate(entry, move |c, entry| {
+        .append_log(move |c| {
             let subject = super::parse::subject(&raw);
-            let (id, relay) = mq::insert(
+            mq::insert(
                 c,
                 &NewMail {
                     env_id,
@@ -501,9 +500,7 @@ async fn keep(
                     subject,
                     raw,
                 },
-            )?;
-            entry.to = Some(format!("mail {id} ({size} bytes)"));
-            Ok((id, relay))
+            )
         })
         .await;
     match kept {

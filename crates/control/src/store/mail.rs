@@ -79,48 +79,60 @@ fn mail_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<MailRow> {
 /// else `off`. Then the environment's oldest messages beyond the bounds go. Returns the id
 /// and the initial outcome.
 pub fn insert(c: &Tx<'_>, m: &NewMail) -> Result<(i64, RelayOutcome), ControlError> {
-    let has_relay: bool = c.query_row(
-        "SELECT EXISTS (SELECT 1 FROM mail_relays r JOIN environments e ON e.app_id = r.app_id
-          WHERE e.id = ?1 AND r.tier = e.tier)",
-        [m.env_id],
-        |r| r.get(0),
-    )?;
+    // Statements cached on the connection: this runs for every message caught.
+    let has_relay: bool = c
+        .prepare_cached(
+            "SELECT EXISTS (SELECT 1 FROM mail_relays r JOIN environments e ON e.app_id = r.app_id
+              WHERE e.id = ?1 AND r.tier = e.tier)",
+        )?
+        .query_row([m.env_id], |r| r.get(0))?;
     let relay = if has_relay {
         RelayOutcome::Pending
     } else {
         RelayOutcome::Off
     };
-    c.execute(
+    c.prepare_cached(
         "INSERT INTO mail (env_id, received_at, mail_from, recipients, subject, size, raw, relay)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-        params![
-            m.env_id,
-            m.received_at,
-            m.from,
-            json(&m.to),
-            m.subject,
-            m.raw.len() as i64,
-            m.raw,
-            json(&relay)
-        ],
-    )?;
+    )?
+    .execute(params![
+        m.env_id,
+        m.received_at,
+        m.from,
+        json(&m.to),
+        m.subject,
+        m.raw.len() as i64,
+        m.raw,
+        json(&relay)
+    ])?;
     let id = c.last_insert_rowid();
     trim(c, m.env_id)?;
     Ok((id, relay))
 }
 
-/// Drop the environment's oldest messages beyond `KEEP_MESSAGES` and `KEEP_BYTES`.
+/// Drop the environment's oldest messages beyond `KEEP_MESSAGES` and `KEEP_BYTES`. This runs
+/// for every message caught, so the common case walks the covering index `mail_env` only: the
+/// count's cut by offset, then the sum of sizes; the running sum that finds the bytes' cut only
+/// when the environment is over its byte budget.
 fn trim(c: &Tx<'_>, env_id: i64) -> Result<(), ControlError> {
-    c.execute(
-        "DELETE FROM mail WHERE env_id = ?1 AND id IN (
-           SELECT id FROM (
-             SELECT id,
-                    ROW_NUMBER() OVER (ORDER BY id DESC) AS n,
-                    SUM(size) OVER (ORDER BY id DESC) AS bytes
-               FROM mail WHERE env_id = ?1)
-            WHERE n > ?2 OR bytes > ?3)",
-        params![env_id, KEEP_MESSAGES as i64, KEEP_BYTES as i64],
-    )?;
+    c.prepare_cached(
+        "DELETE FROM mail WHERE env_id = ?1 AND id <=
+           (SELECT id FROM mail WHERE env_id = ?1 ORDER BY id DESC LIMIT 1 OFFSET ?2)",
+    )?
+    .execute(params![env_id, KEEP_MESSAGES as i64])?;
+    let bytes: i64 = c
+        .prepare_cached("SELECT COALESCE(SUM(size), 0) FROM mail WHERE env_id = ?1")?
+        .query_row([env_id], |r| r.get(0))?;
+    if bytes > KEEP_BYTES as i64 {
+        c.prepare_cached(
+            "DELETE FROM mail WHERE env_id = ?1 AND id IN (
+               SELECT id FROM (
+                 SELECT id, SUM(size) OVER (ORDER BY id DESC) AS bytes
+                   FROM mail WHERE env_id = ?1)
+                WHERE bytes > ?2)",
+        )?
+        .execute(params![env_id, KEEP_BYTES as i64])?;
+    }
     Ok(())
 }
 
