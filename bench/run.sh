@@ -39,6 +39,12 @@
 #                                and CONNECT tunnels, about 2 minutes; writes
 #                                bench/results/egress.{json,md} (BENCH_EGRESS_ROUNDS (3),
 #                                BENCH_EGRESS_DURATION (4s), BENCH_EGRESS_TUNNELS (1000))
+#   BENCH_ONLY=mail bench/run.sh    only the mail section (not part of a full run): Turnout's
+#                                mail catcher beside MailDev (npm) and Postfix's smtp-sink, 2 KiB
+#                                messages on 1 and 8 connections and the latency of 2 KiB and
+#                                1 MiB ones, about 2 minutes; writes bench/results/mail.{json,md}
+#                                (BENCH_MAIL_ROUNDS (3), BENCH_MAIL_DURATION (3s),
+#                                BENCH_MAIL_LATENCY (300), BENCH_MAIL_BIG (40))
 #
 # Knobs (environment): BENCH_DURATION (6s), BENCH_ROUNDS (5), BENCH_CONNECTIONS (32),
 # BENCH_SWITCHES (100), BENCH_DOMAINS (1000), BENCH_KEEP=1 keeps the work directory,
@@ -86,13 +92,13 @@ EOF
 for arg in "$@"; do
   case "$arg" in
     --update-docs) UPDATE_DOCS=1 ;;
-    -h | --help) sed -n '2,53p' "$0"; exit 0 ;;
+    -h | --help) sed -n '2,59p' "$0"; exit 0 ;;
     *) echo "error: unknown argument $arg (try --help)" >&2; exit 2 ;;
   esac
 done
 case "$ONLY" in
-  '' | restarts | push | wake | data-sqlite | data-pg | backup-sqlite | backup-pg | egress) ;;
-  *) echo "error: BENCH_ONLY=$ONLY: the sections that run alone are 'restarts', 'push', 'wake', 'data-sqlite', 'data-pg', 'backup-sqlite', 'backup-pg' and 'egress'" >&2; exit 2 ;;
+  '' | restarts | push | wake | data-sqlite | data-pg | backup-sqlite | backup-pg | egress | mail) ;;
+  *) echo "error: BENCH_ONLY=$ONLY: the sections that run alone are 'restarts', 'push', 'wake', 'data-sqlite', 'data-pg', 'backup-sqlite', 'backup-pg', 'egress' and 'mail'" >&2; exit 2 ;;
 esac
 for knob in RESTARTS SPACING_MS PUSHES WAKES; do
   [[ ${!knob} =~ ^[1-9][0-9]*$ ]] || { echo "error: ${knob} must be a positive integer" >&2; exit 2; }
@@ -113,6 +119,7 @@ TOOLS=(nginx:nginx haproxy:haproxy caddy:caddy wrk:wrk git:git)
 [[ $ONLY == data-pg || $ONLY == backup-pg ]] && TOOLS=(pgbench:postgresql)
 [[ $ONLY == backup-sqlite ]] && TOOLS=(python3:python3)
 [[ $ONLY == egress ]] && TOOLS=(tinyproxy:tinyproxy wrk:wrk nginx:nginx git:git)
+[[ $ONLY == mail ]] && TOOLS=(node:nodejs npm:npm smtp-sink:postfix git:git)
 for pair in "${TOOLS[@]}"; do
   command -v "${pair%%:*}" >/dev/null 2>&1 || missing+=("${pair#*:}")
 done
@@ -123,6 +130,9 @@ if ((${#missing[@]})); then
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
+# The mail section stops Postfix's service if its install started it (smtp-sink is all it needs).
+MAIL_INSTALLED_POSTFIX=0
+[[ " ${missing[*]} " == *" postfix "* ]] && MAIL_INSTALLED_POSTFIX=1
 
 if [[ $ONLY == data-pg || $ONLY == backup-pg ]]; then
   PG_SCALE=${BENCH_PG_SCALE:-135} PG_REPS=${BENCH_PG_REPS:-2}
@@ -152,6 +162,7 @@ TURNOUT_PID=
 WRK_PID= R_NGINX_PID= R_HAPROXY_PID= R_PID=
 PUSH_PID= # the push section's daemon
 EGRESS_PID= # the egress section's daemon
+MAIL_PID= # the mail section's daemon
 XFS_MNT=  # the data-sqlite section's XFS loop mount
 PGBENCH_PID= PG_BASE= # the data-pg section's clients and clusters
 
@@ -188,6 +199,7 @@ cleanup() {
   [[ -n ${NS_PID:-} ]] && stop_pid "$NS_PID" INT
   [[ -n $PUSH_PID ]] && stop_pid "$PUSH_PID" INT
   [[ -n $EGRESS_PID ]] && stop_pid "$EGRESS_PID" INT
+  [[ -n $MAIL_PID ]] && stop_pid "$MAIL_PID" INT
   [[ -n $XFS_MNT ]] && umount "$XFS_MNT"
   [[ -n $PGBENCH_PID ]] && stop_pid "$PGBENCH_PID" INT
   # The data-pg section's clusters (their servers detach): an immediate shutdown of each.
@@ -786,6 +798,156 @@ print(sum(int(n) for n in re.findall(r"dropped\D{0,3}(\d+)", open(sys.argv[1]).r
 if [[ $ONLY == egress ]]; then
   egress_section
   echo "done in $((SECONDS - started_at)) s; results in bench/results/egress.json and egress.md" >&2
+  exit 0
+fi
+
+# --- the mail catcher against MailDev and smtp-sink (run by BENCH_ONLY=mail alone) ------------
+# A daemon of its own (home WORK/home-mail, as the egress section's) with the probe app
+# (bench/egress) as probe/staging, whose instance answers the SMTP_URL Turnout gave it: the
+# catcher's port with that environment's own user (probe.staging) and password. Beside it on
+# free ports: MailDev (npm; installed into WORK/maildev when no `maildev` is on PATH) twice, as
+# it starts by default (messages in memory) and with --mail-directory (a file per message,
+# kept across restarts as Turnout's are), and Postfix's smtp-sink (accepts and discards: the
+# ceiling for the SMTP conversation). bench/mail.py loads each in turn, interleaved: 2 KiB
+# messages on 1 and 8 connections, then the latency of 2 KiB and 1 MiB messages on one; then
+# checks what each target holds against what it was sent. Not part of a full run.
+mail_section() {
+  local rounds=${BENCH_MAIL_ROUNDS:-3} duration=${BENCH_MAIL_DURATION:-3s}
+  local small=${BENCH_MAIL_LATENCY:-300} big=${BENCH_MAIL_BIG:-40}
+  local home=$WORK/home-mail flags=() api proxy token load i
+  local mail_py="python3 $BENCH_DIR/mail.py" repo=$WORK/mail-repo
+  for knob in rounds small big; do
+    [[ ${!knob} =~ ^[1-9][0-9]*$ ]] || { echo "error: BENCH_MAIL_ROUNDS, BENCH_MAIL_LATENCY and BENCH_MAIL_BIG must be positive integers" >&2; exit 2; }
+  done
+  [[ $duration =~ ^[1-9][0-9]*s$ ]] || { echo "error: BENCH_MAIL_DURATION must be seconds, e.g. 3s" >&2; exit 2; }
+  load=$(cut -d' ' -f1-3 /proc/loadavg)
+  # Postfix itself: installed above only for smtp-sink; it must not run as this host's MTA.
+  local postfix_note="Postfix was installed already; its service was left as it was."
+  if ((MAIL_INSTALLED_POSTFIX)); then
+    postfix_note="Postfix was installed by this run for smtp-sink; its service was not running after the install."
+    if postfix status >/dev/null 2>&1; then
+      log "mail: stopping the postfix service the install started (smtp-sink is all this needs)"
+      postfix stop >/dev/null 2>&1 || service postfix stop >/dev/null 2>&1 || true
+      postfix_note="Postfix was installed by this run for smtp-sink; the install started its service, which this run stopped."
+    fi
+  fi
+
+  local maildev_bin maildev_version
+  if maildev_bin=$(command -v maildev); then
+    :
+  else
+    log "mail: installing MailDev (npm install --prefix WORK/maildev maildev)"
+    mkdir -p "$WORK/maildev"
+    # From /: npm takes an argument naming a directory that exists in its working directory
+    # as that local package.
+    (cd / && npm install --prefix "$WORK/maildev" --no-audit --no-fund --loglevel=error maildev \
+      >"$WORK/npm-maildev.log" 2>&1) || { cat "$WORK/npm-maildev.log" >&2; exit 1; }
+    maildev_bin=$WORK/maildev/node_modules/.bin/maildev
+  fi
+  maildev_version=$("$maildev_bin" --version 2>/dev/null | head -n1)
+
+  [[ $(id -u) -eq 0 ]] || flags=(--single-user)
+  log "mail: starting turnout serve"
+  TURNOUT_LOG=warn "$TURNOUT" --json serve --home "$home" --api-listen 127.0.0.1:0 \
+    --http-listen 127.0.0.1:0 --smtp-listen 127.0.0.1:0 --shared-network --proxy-workers 1 \
+    "${flags[@]}" >"$WORK/serve-mail.out" 2>"$WORK/serve-mail.log" &
+  MAIL_PID=$!
+  for ((i = 0; i < 300; i++)); do
+    [[ -s $WORK/serve-mail.out ]] && break
+    kill -0 "$MAIL_PID" 2>/dev/null || { cat "$WORK/serve-mail.log" >&2; exit 1; }
+    sleep 0.1
+  done
+  head -n1 "$WORK/serve-mail.out" >"$WORK/serve-mail.json"
+  api=$($PY field "$WORK/serve-mail.json" api)
+  proxy=$($PY field "$WORK/serve-mail.json" http)
+  token=$(<"$home/admin.token")
+  TM() { TURNOUT_TOKEN=$token "$TURNOUT" --api "$api" "$@"; }
+  mkdir -p "$repo"
+  cp "$BENCH_DIR/egress/turnout.toml" "$BENCH_DIR/egress/probe.py" "$repo/"
+  git -C "$repo" init -q -b main
+  git -C "$repo" add -A
+  git -C "$repo" -c user.name=bench -c user.email=bench@localhost commit -q -m probe
+  TM app create probe --repo "$repo" >/dev/null
+  log "mail: deploying probe/staging (the probe app)"
+  TM env create probe/staging --branch main --tier staging >/dev/null
+  TM deploy probe/staging >"$WORK/deploy-mail-probe.log" 2>&1 || { cat "$WORK/deploy-mail-probe.log" >&2; exit 1; }
+  $PY wait "$proxy" staging.probe.localhost up 30
+  local turnout_url
+  turnout_url=$($mail_py smtp-url "$proxy" staging.probe.localhost)
+  echo "probe/staging's SMTP_URL: smtp://probe.staging:…@${turnout_url##*@}" >&2
+
+  log "mail: starting MailDev (in memory, and with --mail-directory) and smtp-sink"
+  local name port web
+  local -A url=([turnout]=$turnout_url) cpu=([turnout]=$MAIL_PID) webport=()
+  for name in maildev maildev-disk; do
+    read -r port web <<<"$($PY ports 2)"
+    local extra=()
+    [[ $name == maildev-disk ]] && { mkdir -p "$WORK/maildev-mail"; extra=(--mail-directory "$WORK/maildev-mail"); }
+    "$maildev_bin" --smtp "$port" --ip 127.0.0.1 --web "$web" --web-ip 127.0.0.1 --silent \
+      "${extra[@]}" >"$WORK/$name.log" 2>&1 &
+    cpu[$name]=$!
+    PIDS+=("${cpu[$name]}")
+    url[$name]=smtp://127.0.0.1:$port
+    webport[$name]=$web
+  done
+  port=$($PY ports 1)
+  local sink_user=()
+  [[ $(id -u) -eq 0 ]] && sink_user=(-u nobody) # smtp-sink refuses to keep root's privileges
+  smtp-sink "${sink_user[@]}" "127.0.0.1:$port" 256 >"$WORK/smtp-sink.log" 2>&1 &
+  cpu[smtp-sink]=$!
+  PIDS+=("${cpu[smtp-sink]}")
+  url[smtp-sink]=smtp://127.0.0.1:$port
+  local target targets=(turnout maildev maildev-disk smtp-sink)
+  for target in "${targets[@]}"; do
+    $mail_py wait "${url[$target]##*:}" 30
+    $mail_py check "$WORK" "$target" "${url[$target]}"
+  done
+
+  : >"$WORK/mail-load.jsonl"
+  local conns round k n=${#targets[@]}
+  log "mail: warm-up, 1 s per target"
+  for target in "${targets[@]}"; do
+    $mail_py load "$WORK" "$target" "${url[$target]}" 1 1s 2048 - "${cpu[$target]}"
+  done
+  for conns in 1 8; do
+    for ((round = 1; round <= rounds; round++)); do
+      log "mail: 2 KiB messages, $conns connection(s), round $round of $rounds: $duration per target"
+      for ((k = 0; k < n; k++)); do # the first target changes with each round
+        target=${targets[$(((k + round - 1) % n))]}
+        $mail_py load "$WORK" "$target" "${url[$target]}" "$conns" "$duration" 2048 \
+          "$WORK/mail-load.jsonl" "${cpu[$target]}"
+      done
+    done
+  done
+  local all=()
+  for target in "${targets[@]}"; do all+=("$target=${url[$target]}"); done
+  log "mail: latency, one connection per target: $small messages of 2 KiB, then $big of 1 MiB"
+  $mail_py latency "$WORK" "$WORK/mail-latency.json" 2048 "$small" "${all[@]}"
+  $mail_py latency "$WORK" "$WORK/mail-latency.json" 1048576 "$big" "${all[@]}"
+
+  log "mail: what each target holds"
+  TM --json mail list probe/staging >"$WORK/mail-turnout-list.json"
+  : >"$WORK/mail-verify.jsonl"
+  $mail_py verify "$WORK" turnout "$WORK/mail-turnout-list.json"
+  $mail_py verify "$WORK" maildev "${webport[maildev]}"
+  $mail_py verify "$WORK" maildev-disk "${webport[maildev-disk]}"
+  $mail_py verify "$WORK" smtp-sink -
+  mkdir -p "$BENCH_DIR/results"
+  $mail_py meta "$WORK/mail-meta.json" "$TURNOUT" "$ROOT" "$rounds" "$duration" "$load" \
+    "$maildev_version" "$postfix_note"
+  $mail_py report "$WORK" "$BENCH_DIR/results/mail.json" "$BENCH_DIR/results/mail.md"
+  for target in maildev maildev-disk smtp-sink; do stop_pid "${cpu[$target]}"; done
+  PIDS=("${PIDS[@]:0:${#PIDS[@]}-3}") # MailDev twice and smtp-sink, stopped
+  stop_pid "$MAIL_PID" INT
+  MAIL_PID=
+  if ((UPDATE_DOCS)); then
+    put_doc_section mail "$BENCH_DIR/results/mail.md"
+  fi
+  cat "$BENCH_DIR/results/mail.md" >&2
+}
+if [[ $ONLY == mail ]]; then
+  mail_section
+  echo "done in $((SECONDS - started_at)) s; results in bench/results/mail.json and mail.md" >&2
   exit 0
 fi
 

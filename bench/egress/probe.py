@@ -1,5 +1,6 @@
-"""The egress section's probe app: GET /proxy answers the HTTP_PROXY this environment was
-started with (Turnout's egress proxy URL with the environment's credentials); GET / says "up".
+"""The egress and mail sections' probe app: GET /proxy answers the HTTP_PROXY this environment
+was started with (Turnout's egress proxy URL with the environment's credentials), GET /smtp its
+SMTP_URL (the mail catcher's URL, likewise); GET / says "up".
 It listens on 127.0.0.1:$PORT only, and only the benchmark's own daemon routes to it."""
 import os
 from http.server import BaseHTTPRequestHandler, HTTPServer
@@ -10,7 +11,8 @@ class Handler(BaseHTTPRequestHandler):
     disable_nagle_algorithm = True
 
     def do_GET(self):
-        body = (os.environ.get("HTTP_PROXY", "") if self.path == "/proxy" else "up").encode()
+        var = {"/proxy": "HTTP_PROXY", "/smtp": "SMTP_URL"}.get(self.path)
+        body = (os.environ.get(var, "") if var else "up").encode()
         self.send_response(200)
         self.send_header("Content-Type", "text/plain")
         self.send_header("Content-Length", str(len(body)))
