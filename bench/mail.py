@@ -361,8 +361,8 @@ def meta(out, turnout, root, rounds, duration, load_avg, maildev_version, postfi
                "Only Turnout is sent AUTH (PLAIN, once per connection, as its SMTP_URL says; "
                "its host listener refuses mail without it); MailDev and smtp-sink take mail "
                "without a login and are sent none.",
-               "Server CPU: the whole `turnout serve` process (the catcher, its SQLite store, "
-               "the audit entry written with each message); MailDev's node process; "
+               "Server CPU: the whole `turnout serve` process (the catcher and its SQLite "
+               "store); MailDev's node process; "
                "smtp-sink's process. Client CPU: the load generator's processes (one per "
                "connection).",
                f"{m['nproc']} CPUs ({m['cpu_model']}), Linux {m['kernel']}, {m['memory_gib']} "
