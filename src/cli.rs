@@ -500,6 +500,10 @@ pub struct ServeArgs {
     /// refused with 413 and change nothing)
     #[arg(long, env = "TURNOUT_MAX_PUSH_SIZE", default_value_t = 512, value_parser = clap::value_parser!(u32).range(1..=65536))]
     pub max_push_size: u32,
+    /// A PEM file of CA certificates that mail relays (`turnout mail relay`) may also be
+    /// signed by, besides the public roots: for a company's own SMTP server
+    #[arg(long, env = "TURNOUT_MAIL_RELAY_CA")]
+    pub mail_relay_ca: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]

@@ -122,6 +122,7 @@ pub async fn run_daemon(
         upgrade: args.upgrade,
         proxy: ProxyConfig::default(),
         max_push_bytes: u64::from(args.max_push_size) * 1024 * 1024,
+        mail_relay_ca: args.mail_relay_ca.clone(),
     };
     serve(config, shutdown, |info| {
         if json {

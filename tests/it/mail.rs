@@ -13,6 +13,7 @@ use tokio::io::AsyncWriteExt;
 use crate::support::{Daemon, Repo, eventually};
 
 mod servers;
+mod tls;
 use servers::{Smtp, World, mailer_repo, parts};
 
 const PATIENCE: Duration = Duration::from_secs(30);

@@ -53,6 +53,9 @@ pub struct ServeConfig {
     pub proxy: ProxyConfig,
     /// The largest request body `git push` (or fetch) may send to `/git/APP.git`.
     pub max_push_bytes: u64,
+    /// A PEM file of CA certificates mail relays may also be signed by, besides the public
+    /// roots (a company's own relay).
+    pub mail_relay_ca: Option<PathBuf>,
 }
 
 /// How the daemon is asked to end.
@@ -81,6 +84,8 @@ pub async fn serve(
     ready: impl FnOnce(&ServeInfo),
 ) -> anyhow::Result<()> {
     let home = Home::new(config.home.clone());
+    let relay_tls = crate::mail::relay::RelayTls::new(config.mail_relay_ca.as_deref())
+        .map_err(|e| anyhow::anyhow!("--mail-relay-ca: {e}"))?;
     // Everything the daemon writes is its own alone (store, WAL, tokens, logs, job files);
     // directories environments must pass are opened up explicitly (`plane::isolation`).
     nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
@@ -211,6 +216,7 @@ pub async fn serve(
             smtp: smtp_listener,
             egress: egress_listener,
         },
+        relay_tls,
         http_addr,
         &dataplane,
         separation,
@@ -240,6 +246,7 @@ async fn run(
     config: &ServeConfig,
     home: &Home,
     listeners: Listeners,
+    relay_tls: crate::mail::relay::RelayTls,
     http_addr: SocketAddr,
     dataplane: &std::sync::Arc<DataPlane>,
     separation: crate::plane::Separation,
@@ -333,7 +340,7 @@ async fn run(
         .await
         .context("the data plane does not serve")?;
     plane.start_sleeping();
-    plane.serve_services(smtp_listener, egress_listener, &ending);
+    plane.serve_services(smtp_listener, egress_listener, relay_tls, &ending);
     let api_router = crate::api::router(plane.clone(), config.max_push_bytes);
     let api_ending = ending.clone();
     let api_task = tokio::spawn(async move {

@@ -205,14 +205,57 @@ pub struct Delivered {
     pub reply: String,
 }
 
+/// The TLS settings relays are checked with: the public roots (webpki-roots), and any CA
+/// certificates the daemon was given for private relays (`turnout serve --mail-relay-ca`).
+#[derive(Clone)]
+pub struct RelayTls(Arc<rustls::ClientConfig>);
+
+impl RelayTls {
+    /// The public roots, plus every certificate in the PEM file `extra_ca`, if given; an error
+    /// names the file and what is wrong with it.
+    pub fn new(extra_ca: Option<&std::path::Path>) -> Result<RelayTls, String> {
+        use rustls::pki_types::CertificateDer;
+        use rustls::pki_types::pem::PemObject;
+        let mut roots = rustls::RootCertStore {
+            roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+        };
+        if let Some(file) = extra_ca {
+            let shown = file.display();
+            let pem = std::fs::read(file).map_err(|e| format!("cannot read {shown}: {e}"))?;
+            let mut added = 0;
+            for cert in CertificateDer::pem_slice_iter(&pem) {
+                let cert = cert.map_err(|e| format!("{shown} is not PEM certificates: {e}"))?;
+                roots
+                    .add(cert)
+                    .map_err(|e| format!("{shown}: a certificate cannot be a root: {e}"))?;
+                added += 1;
+            }
+            if added == 0 {
+                return Err(format!(
+                    "{shown} holds no certificate (\"-----BEGIN CERTIFICATE-----\" blocks)"
+                ));
+            }
+        }
+        let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("TLS setup: {e}"))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        Ok(RelayTls(Arc::new(config)))
+    }
+}
+
 /// Send `raw` from `from` to `to` through the relay at `url`.
 pub async fn send(
+    tls: &RelayTls,
     url: &RelayUrl,
     from: &str,
     to: &[String],
     raw: &[u8],
 ) -> Result<Delivered, String> {
-    tokio::time::timeout(DEADLINE, exchange(url, from, to, raw))
+    tokio::time::timeout(DEADLINE, exchange(tls, url, from, to, raw))
         .await
         .map_err(|_| {
             format!(
@@ -297,9 +340,9 @@ impl Conn {
             .collect())
     }
 
-    async fn start_tls(self, host: &str) -> Result<Conn, String> {
+    async fn start_tls(self, tls: &RelayTls, host: &str) -> Result<Conn, String> {
         let inner = self.io.into_inner();
-        let tls = tls_connect(inner, host).await?;
+        let tls = tls_connect(tls, inner, host).await?;
         Ok(Conn {
             io: BufReader::new(Box::new(tls)),
         })
@@ -307,28 +350,20 @@ impl Conn {
 }
 
 async fn tls_connect(
+    tls: &RelayTls,
     io: Box<dyn Io>,
     host: &str,
 ) -> Result<tokio_rustls::client::TlsStream<Box<dyn Io>>, String> {
-    let roots = rustls::RootCertStore {
-        roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
-    };
-    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .map_err(|e| format!("TLS setup: {e}"))?
-    .with_root_certificates(roots)
-    .with_no_client_auth();
     let name = ServerName::try_from(host.to_owned())
         .map_err(|e| format!("'{host}' cannot be checked against a certificate: {e}"))?;
-    TlsConnector::from(Arc::new(config))
+    TlsConnector::from(tls.0.clone())
         .connect(name, io)
         .await
         .map_err(|e| format!("TLS with the relay failed: {e}"))
 }
 
 async fn exchange(
+    tls: &RelayTls,
     url: &RelayUrl,
     from: &str,
     to: &[String],
@@ -338,14 +373,14 @@ async fn exchange(
         .await
         .map_err(|e| format!("cannot connect to {}: {e}", url.shown()))?;
     let io: Box<dyn Io> = if url.implicit_tls {
-        Box::new(tls_connect(Box::new(tcp), &url.host).await?)
+        Box::new(tls_connect(tls, Box::new(tcp), &url.host).await?)
     } else {
         Box::new(tcp)
     };
     let mut conn = Conn {
         io: BufReader::new(io),
     };
-    let mut tls = url.implicit_tls;
+    let mut secure = url.implicit_tls;
     let (code, text) = conn.reply().await?;
     if code != 220 {
         return Err(format!(
@@ -354,14 +389,14 @@ async fn exchange(
         ));
     }
     let extensions = conn.ehlo().await?;
-    if !tls && extensions.iter().any(|e| e == "STARTTLS") {
+    if !secure && extensions.iter().any(|e| e == "STARTTLS") {
         conn.command("STARTTLS\r\n", 2, "STARTTLS").await?;
-        conn = conn.start_tls(&url.host).await?;
-        tls = true;
+        conn = conn.start_tls(tls, &url.host).await?;
+        secure = true;
         conn.ehlo().await?;
     }
     if let (Some(user), Some(password)) = (&url.user, &url.password) {
-        if !tls && !url.is_loopback() {
+        if !secure && !url.is_loopback() {
             return Err(format!(
                 "{} offers no TLS: the password is not sent over a plain connection (use smtps:// or a server with STARTTLS)",
                 url.shown()

@@ -17,7 +17,7 @@ use super::ControlPlane;
 use crate::access::Principal;
 use crate::app_file::ReleaseConfig;
 use crate::error::ControlError;
-use crate::mail::relay::{self, RelayUrl};
+use crate::mail::relay::{self, RelayTls, RelayUrl};
 use crate::store::mail::{self as mq, KEEP_BYTES, KEEP_MESSAGES, MailRow, RelayRow};
 use crate::store::{AuditEntry, EnvRow, now};
 
@@ -300,7 +300,7 @@ impl ControlPlane {
 
     /// Start the one task that relays caught messages: those the last daemon left pending
     /// first, then each the catcher queues, until `stop`.
-    pub(crate) fn relay_caught(self: &Arc<Self>, stop: CancellationToken) {
+    pub(crate) fn relay_caught(self: &Arc<Self>, tls: RelayTls, stop: CancellationToken) {
         let Some(mut queue) = self.mail.take_relay_queue() else {
             return;
         };
@@ -309,7 +309,7 @@ impl ControlPlane {
             match plane.store.call(|c| mq::pending(c)).await {
                 Ok(ids) => {
                     for id in ids {
-                        plane.relay_one(id).await;
+                        plane.relay_one(&tls, id).await;
                     }
                 }
                 Err(e) => warn!(error = %e, "cannot read the messages waiting for the relay"),
@@ -318,7 +318,7 @@ impl ControlPlane {
                 tokio::select! {
                     () = stop.cancelled() => break,
                     id = queue.recv() => match id {
-                        Some(id) => plane.relay_one(id).await,
+                        Some(id) => plane.relay_one(&tls, id).await,
                         None => break,
                     },
                 }
@@ -328,7 +328,7 @@ impl ControlPlane {
 
     /// Relay message `id` to its recipients in the tier's allowed domains (only those), and
     /// record what happened on the message.
-    async fn relay_one(&self, id: i64) {
+    async fn relay_one(&self, tls: &RelayTls, id: i64) {
         let Ok(Some(row)) = self.store.call(move |c| mq::get(c, id)).await else {
             return;
         };
@@ -336,7 +336,7 @@ impl ControlPlane {
         let Ok(Some((app, env, _))) = self.store.call(move |c| mq::env_of(c, env_id)).await else {
             return;
         };
-        let outcome = self.relay_outcome(&row).await;
+        let outcome = self.relay_outcome(tls, &row).await;
         let entry = AuditEntry::new("turnout", AuditAction::MailRelay)
             .app(&app)
             .env(&env)
@@ -360,7 +360,7 @@ impl ControlPlane {
         info!(%app, %env, mail = id, outcome = %outcome.summary(), "mail relay");
     }
 
-    async fn relay_outcome(&self, row: &MailRow) -> RelayOutcome {
+    async fn relay_outcome(&self, tls: &RelayTls, row: &MailRow) -> RelayOutcome {
         let env_id = row.env_id;
         let relay = match self.store.call(move |c| mq::relay_of_env(c, env_id)).await {
             Ok(Some(r)) => r,
@@ -417,7 +417,7 @@ impl ControlPlane {
                 };
             }
         };
-        match relay::send(&url, &row.from, &allowed, &raw).await {
+        match relay::send(tls, &url, &row.from, &allowed, &raw).await {
             Ok(d) => RelayOutcome::Relayed {
                 to: d.accepted,
                 reply: d.reply,

@@ -204,15 +204,17 @@ impl ControlPlane {
         &self.home
     }
 
-    /// Serve the daemon's own services on the host's listeners (127.0.0.1) until `stop`.
+    /// Serve the daemon's own services on the host's listeners (127.0.0.1) until `stop`;
+    /// relays are checked with `relay_tls`.
     pub fn serve_services(
         self: &Arc<Self>,
         smtp: tokio::net::TcpListener,
         egress: tokio::net::TcpListener,
+        relay_tls: crate::mail::relay::RelayTls,
         stop: &CancellationToken,
     ) {
         tokio::spawn(self.mail.clone().serve(smtp, None, stop.clone()));
-        self.relay_caught(stop.clone());
+        self.relay_caught(relay_tls, stop.clone());
         tokio::spawn(self.egress.clone().serve(egress, None, stop.clone()));
     }
 
