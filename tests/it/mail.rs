@@ -33,6 +33,21 @@ fn messages(d: &Daemon, target: &str) -> Vec<Value> {
         .clone()
 }
 
+/// Opt staging in to the relay at `url`, for the domain `allowed.test`.
+fn relay_staging_to(d: &Daemon, url: &str) {
+    d.ok(&[
+        "mail",
+        "relay",
+        "shop",
+        "--tier",
+        "staging",
+        "--url",
+        url,
+        "--allow-domain",
+        "allowed.test",
+    ]);
+}
+
 /// Staging's newest message once the relay has decided its fate (it is no longer pending).
 async fn relay_decided(d: &Daemon) -> Value {
     eventually("the relay to decide", PATIENCE, || async {
@@ -222,17 +237,7 @@ async fn a_staging_apps_mail_is_caught_and_shown_and_relayed_only_where_opted_in
     let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let closed_port = closed.local_addr().unwrap().port();
     drop(closed);
-    d.ok(&[
-        "mail",
-        "relay",
-        "shop",
-        "--tier",
-        "staging",
-        "--url",
-        &format!("smtp://127.0.0.1:{closed_port}"),
-        "--allow-domain",
-        "allowed.test",
-    ]);
+    relay_staging_to(&d, &format!("smtp://127.0.0.1:{closed_port}"));
     send(&d, "staging", "to=bob@allowed.test&subject=Unreachable").await;
     let failed = relay_decided(&d).await;
     assert_eq!(failed["relay"]["state"], "failed", "{failed}");
@@ -245,17 +250,7 @@ async fn a_staging_apps_mail_is_caught_and_shown_and_relayed_only_where_opted_in
     );
     assert_eq!(world.received().len(), 1);
     // smtps:// to a server that does not speak TLS: nothing is sent in clear.
-    d.ok(&[
-        "mail",
-        "relay",
-        "shop",
-        "--tier",
-        "staging",
-        "--url",
-        &format!("smtps://mailer:pw@127.0.0.1:{}", world.port),
-        "--allow-domain",
-        "allowed.test",
-    ]);
+    relay_staging_to(&d, &format!("smtps://mailer:pw@127.0.0.1:{}", world.port));
     send(&d, "staging", "to=bob@allowed.test&subject=Needs+TLS").await;
     let failed = relay_decided(&d).await;
     assert_eq!(failed["relay"]["state"], "failed", "{failed}");

@@ -21,6 +21,7 @@ use std::path::{Path, PathBuf};
 
 use ring::aead::{Aad, CHACHA20_POLY1305, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
 use ring::rand::{SecureRandom, SystemRandom};
+use turnout_model::{AppName, EnvName};
 
 use crate::error::ControlError;
 use crate::home::Home;
@@ -219,6 +220,13 @@ impl Vault {
     pub fn credentials(&self) -> Credentials {
         self.credentials.clone()
     }
+}
+
+/// The user name environment `app/env` logs in to the daemon's own services with (mail
+/// catcher, egress proxy): `APP.ENV` (names hold no '.'). `store::mail::directory` builds the
+/// same in SQL.
+pub fn service_user(app: &AppName, env: &EnvName) -> String {
+    format!("{app}.{env}")
 }
 
 impl Credentials {

@@ -9,7 +9,7 @@ use std::process::{Child, Command, Stdio};
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
 use serde_json::Value;
 
-use super::{deploy, relay_decided, send};
+use super::{deploy, relay_decided, relay_staging_to, send};
 use crate::mail::servers::mailer_repo;
 use crate::support::{BIN, Daemon};
 
@@ -153,22 +153,9 @@ async fn relays_over_tls_trust_the_given_ca_and_nothing_else() {
 
     let d = Daemon::start_with_env(&[("TURNOUT_MAIL_RELAY_CA", ca_file.to_str().unwrap())]);
     deploy(&d, &mailer_repo(), &[("staging", "staging")]);
-    let relay_to = |url: String| {
-        d.ok(&[
-            "mail",
-            "relay",
-            "shop",
-            "--tier",
-            "staging",
-            "--url",
-            &url,
-            "--allow-domain",
-            "allowed.test",
-        ]);
-    };
 
     // STARTTLS: the login and the message only after the handshake.
-    relay_to(format!("smtp://mailer:pw@localhost:{}", starttls.port));
+    relay_staging_to(&d, &format!("smtp://mailer:pw@localhost:{}", starttls.port));
     send(&d, "staging", "to=bob@allowed.test&subject=Over+STARTTLS").await;
     let m = relay_decided(&d).await;
     assert_eq!(m["relay"]["state"], "relayed", "{m}");
@@ -183,7 +170,7 @@ async fn relays_over_tls_trust_the_given_ca_and_nothing_else() {
     assert!(got[0]["data"].as_str().unwrap().contains("Over STARTTLS"));
 
     // Implicit TLS (smtps://).
-    relay_to(format!("smtps://mailer:pw@localhost:{}", smtps.port));
+    relay_staging_to(&d, &format!("smtps://mailer:pw@localhost:{}", smtps.port));
     send(&d, "staging", "to=bob@allowed.test&subject=Over+smtps").await;
     let m = relay_decided(&d).await;
     assert_eq!(m["relay"]["state"], "relayed", "{m}");
@@ -191,7 +178,10 @@ async fn relays_over_tls_trust_the_given_ca_and_nothing_else() {
     assert_eq!(smtps.received()[0]["login"]["tls"], true);
 
     // A certificate no trusted CA signed: the relay fails on the message, nothing is sent.
-    relay_to(format!("smtps://mailer:pw@localhost:{}", stranger.port));
+    relay_staging_to(
+        &d,
+        &format!("smtps://mailer:pw@localhost:{}", stranger.port),
+    );
     send(&d, "staging", "to=bob@allowed.test&subject=To+a+stranger").await;
     let m = relay_decided(&d).await;
     assert_eq!(m["relay"]["state"], "failed", "{m}");

@@ -18,18 +18,20 @@
 //! (`Table`), loaded at start-up, changed when a policy is set or an environment launches;
 //! never read from the store per request.
 use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex};
+
+use arc_swap::ArcSwap;
 
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
-use turnout_model::{AppName, EgressPolicy, EnvName, Tier};
+use turnout_model::{EgressPolicy, Tier};
 
 use crate::error::ControlError;
 use crate::store::egress::{self as eq, LogRecord};
 use crate::store::{EnvRow, Store};
-use crate::vault::Credentials;
+use crate::vault::{Credentials, service_user};
 
 mod log;
 mod policy;
@@ -43,11 +45,15 @@ pub struct Egress {
     credentials: Credentials,
     /// The daemon's own ports (API, proxy, SMTP, egress): refused on every local address.
     own_ports: Vec<u16>,
-    /// Read per request (never across an await), replaced whole on a change.
-    table: RwLock<Arc<Table>>,
+    /// Read per request without a lock (never held across an await), replaced whole on a
+    /// change.
+    table: ArcSwap<Table>,
+    /// Held by a change while it copies, edits and stores the table, so two changes never
+    /// lose one another's edit; requests never take it.
+    changing: Mutex<()>,
     log: log::LogSender,
     /// The log's receiving end until `load` starts the writer.
-    log_rx: std::sync::Mutex<Option<log::LogReceiver>>,
+    log_rx: Mutex<Option<log::LogReceiver>>,
 }
 
 /// What the proxy knows of environments and policies.
@@ -65,13 +71,8 @@ pub(crate) use crate::store::egress::ProxyEnv as EnvEntry;
 
 impl EnvEntry {
     fn user(&self) -> String {
-        proxy_user(&self.app, &self.env)
+        service_user(&self.app, &self.env)
     }
-}
-
-/// The proxy user name of an environment: `APP.ENV` (DNS labels hold no '.').
-pub fn proxy_user(app: &AppName, env: &EnvName) -> String {
-    format!("{app}.{env}")
 }
 
 impl Egress {
@@ -82,9 +83,10 @@ impl Egress {
             store,
             credentials,
             own_ports,
-            table: RwLock::new(Arc::default()),
+            table: ArcSwap::default(),
+            changing: Mutex::new(()),
             log,
-            log_rx: std::sync::Mutex::new(Some(log_rx)),
+            log_rx: Mutex::new(Some(log_rx)),
         })
     }
 
@@ -104,7 +106,8 @@ impl Egress {
                 .policies
                 .insert((p.app_id, p.tier), Arc::new(p.policy));
         }
-        *self.table.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(table);
+        let _changing = self.changing.lock().unwrap_or_else(|p| p.into_inner());
+        self.table.store(Arc::new(table));
         let rx = self.log_rx.lock().unwrap_or_else(|p| p.into_inner()).take();
         if let Some(rx) = rx {
             tokio::spawn(log::write_batches(self.store.clone(), rx));
@@ -113,14 +116,14 @@ impl Egress {
     }
 
     fn table(&self) -> Arc<Table> {
-        self.table.read().unwrap_or_else(|p| p.into_inner()).clone()
+        self.table.load_full()
     }
 
     fn change(&self, f: impl FnOnce(&mut Table)) {
-        let mut guard = self.table.write().unwrap_or_else(|p| p.into_inner());
-        let mut table = Table::clone(&guard);
+        let _changing = self.changing.lock().unwrap_or_else(|p| p.into_inner());
+        let mut table = Table::clone(&self.table.load());
         f(&mut table);
-        *guard = Arc::new(table);
+        self.table.store(Arc::new(table));
     }
 
     /// Make sure the proxy knows `env` (a new environment's first build or launch).

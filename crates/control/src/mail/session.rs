@@ -21,6 +21,7 @@ use super::{
 use crate::store::mail::{self as mq, NewMail};
 use crate::store::now;
 use crate::vault::Credentials;
+use crate::vault::service_user;
 
 const HOW: &str = "use the user and password of the environment's SMTP_URL";
 
@@ -333,7 +334,7 @@ pub(super) async fn converse(
             .await
             .ok()
             .flatten()
-            .map(|(app, env, _)| (format!("{app}.{env}"), catcher.credentials.credential(id))),
+            .map(|(app, env, _)| (service_user(&app, &env), catcher.credentials.credential(id))),
         None => None,
     };
     let (read, mut write) = stream.into_split();

@@ -8,10 +8,10 @@ use turnout_model::{
 
 use super::ControlPlane;
 use crate::access::Principal;
-use crate::egress::proxy_user;
 use crate::error::ControlError;
 use crate::store::egress::{self as eq, PolicyRow};
 use crate::store::{AuditEntry, EnvRow, now};
+use crate::vault::service_user;
 
 /// Internal URLs and the daemon's own services are reached directly, never through the proxy.
 const NO_PROXY: &str = "localhost,127.0.0.1,.localhost";
@@ -33,7 +33,7 @@ impl ControlPlane {
         }
         let url = format!(
             "http://{}:{}@127.0.0.1:{}",
-            proxy_user(&env.app, &env.name),
+            service_user(&env.app, &env.name),
             self.vault_credentials().credential(env.id),
             self.ports.egress
         );

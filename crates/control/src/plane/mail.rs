@@ -20,6 +20,7 @@ use crate::error::ControlError;
 use crate::mail::relay::{self, RelayTls, RelayUrl};
 use crate::store::mail::{self as mq, KEEP_BYTES, KEEP_MESSAGES, MailRow, RelayRow};
 use crate::store::{AuditEntry, EnvRow, now};
+use crate::vault::service_user;
 
 fn mail_info(env: &str, row: &MailRow) -> MailInfo {
     MailInfo {
@@ -87,9 +88,8 @@ impl ControlPlane {
             return vec![];
         }
         let url = format!(
-            "smtp://{}.{}:{}@127.0.0.1:{}",
-            env.app,
-            env.name,
+            "smtp://{}:{}@127.0.0.1:{}",
+            service_user(&env.app, &env.name),
             self.mail.credential(env.id),
             self.ports.smtp
         );
