@@ -431,6 +431,24 @@ pub struct ServeArgs {
     /// Address of the proxy that serves the environments
     #[arg(long, env = "TURNOUT_HTTP_LISTEN", default_value = "127.0.0.1:8080")]
     pub http_listen: SocketAddr,
+    /// Address of the proxy's HTTPS listener (e.g. 0.0.0.0:443); none by default. Domains get
+    /// certificates with `turnout cert add` or `turnout domain add --tls acme`
+    #[arg(long, env = "TURNOUT_HTTPS_LISTEN")]
+    pub https_listen: Option<SocketAddr>,
+    /// ACME directory that certificates of domains with `--tls acme` come from
+    #[arg(long, env = "TURNOUT_ACME_DIRECTORY", default_value = turnout_control::tls::LETS_ENCRYPT)]
+    pub acme_directory: String,
+    /// Contact address of the ACME account (expiry notices from the CA)
+    #[arg(long, env = "TURNOUT_ACME_EMAIL")]
+    pub acme_email: Option<String>,
+    /// A PEM file of CA certificates the ACME directory's HTTPS may be signed by, besides the
+    /// public roots (a private ACME server, such as pebble)
+    #[arg(long, env = "TURNOUT_ACME_CA_CERT")]
+    pub acme_ca_cert: Option<PathBuf>,
+    /// Seconds before the first retry of a failed certificate order; each further failure
+    /// doubles the wait, up to a day
+    #[arg(long, env = "TURNOUT_ACME_RETRY", default_value_t = 60, value_parser = clap::value_parser!(u32).range(1..=86400))]
+    pub acme_retry_min: u32,
     /// Address of the mail catcher (SMTP) environments below production send to; port 0: the
     /// port this home had last, else any free one
     #[arg(long, env = "TURNOUT_SMTP_LISTEN", default_value = "127.0.0.1:0")]

@@ -1,7 +1,6 @@
 //! The processes the binary runs as besides the CLI: the daemon (`serve`, `demo`), its data
 //! plane (`__dataplane`) and an instance's supervisor (`__instance`); each owns its runtime and
 //! its tracing.
-use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -30,7 +29,7 @@ pub fn supervise_instance() -> ExitCode {
 }
 
 /// `turnout __dataplane`: the proxy in a process of its own, started by `turnout serve` with the
-/// listening socket as its standard input (see `turnout_dataplane`). It outlives the daemon
+/// listening sockets sent over its standard input (see `turnout_dataplane`). It outlives the daemon
 /// that started it; it logs to its standard error, which that daemon points at the home's
 /// `dataplane.log`.
 pub fn serve_dataplane(args: DataPlaneArgs) -> ExitCode {
@@ -38,14 +37,13 @@ pub fn serve_dataplane(args: DataPlaneArgs) -> ExitCode {
         init_tracing(None)?;
         let config = serde_json::from_str(&args.config)
             .context("--config is not the data plane's settings")?;
-        let stdin = std::io::stdin().as_fd().try_clone_to_owned()?;
-        let listener = std::net::TcpListener::from(stdin);
+        let listeners = turnout_dataplane::Listeners::from_stdin()?;
         let server = turnout_dataplane::ServerArgs {
             socket: args.socket,
             config,
             succeed: args.succeed,
         };
-        turnout_dataplane::run(server, listener)?;
+        turnout_dataplane::run(server, listeners)?;
         Ok(())
     };
     match run() {
@@ -114,6 +112,13 @@ pub async fn run_daemon(
         home,
         api_listen: args.api_listen,
         http_listen: args.http_listen,
+        https_listen: args.https_listen,
+        acme: turnout_control::tls::AcmeConfig {
+            directory: args.acme_directory.clone(),
+            email: args.acme_email.clone(),
+            ca_cert: args.acme_ca_cert.clone(),
+            retry_min: std::time::Duration::from_secs(args.acme_retry_min.into()),
+        },
         smtp_listen: args.smtp_listen,
         egress_listen: args.egress_listen,
         proxy_workers: args.proxy_workers.map(usize::from),

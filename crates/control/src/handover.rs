@@ -19,6 +19,8 @@ use turnout_dataplane::{recv_fds_any, send_fds};
 const REQUEST: &[u8] = b"upgrade\n";
 /// What comes with the sockets: their order.
 const GRANT: &[u8] = b"api,http,smtp,egress\n";
+/// The same, with the proxy's HTTPS socket last.
+const GRANT_HTTPS: &[u8] = b"api,http,smtp,egress,https\n";
 /// What a daemon from before the mail catcher and the egress proxy sends.
 const GRANT_API_HTTP: &[u8] = b"api,http\n";
 
@@ -29,18 +31,20 @@ pub struct Offer {
     sockets: Sockets,
 }
 
-/// The daemon's listening sockets: the API, the proxy, the mail catcher and the egress proxy
-/// (the last two absent when taken from a daemon that had none).
+/// The daemon's listening sockets: the API, the proxy, the mail catcher, the egress proxy
+/// (those two absent when taken from a daemon that had none) and the proxy's HTTPS socket
+/// (when it serves HTTPS).
 pub struct Sockets {
     pub api: TcpListener,
     pub http: TcpListener,
     pub smtp: Option<TcpListener>,
     pub egress: Option<TcpListener>,
+    pub https: Option<TcpListener>,
 }
 
 impl Offer {
     /// Listen on `socket` for a successor; `sockets` are duplicates of the daemon's listeners
-    /// (the same sockets), all four present.
+    /// (the same sockets), the mail catcher's and the egress proxy's present.
     pub fn new(socket: PathBuf, sockets: Sockets) -> std::io::Result<Offer> {
         let _ = std::fs::remove_file(&socket);
         let listener = tokio::net::UnixListener::bind(&socket)?;
@@ -66,8 +70,19 @@ impl Offer {
             }
             let s = &self.sockets;
             let mut fds = vec![s.api.as_fd(), s.http.as_fd()];
-            fds.extend(s.smtp.iter().chain(&s.egress).map(AsFd::as_fd));
-            send_fds(&conn, GRANT, &fds)?;
+            fds.extend(
+                s.smtp
+                    .iter()
+                    .chain(&s.egress)
+                    .chain(&s.https)
+                    .map(AsFd::as_fd),
+            );
+            let header = if s.https.is_some() {
+                GRANT_HTTPS
+            } else {
+                GRANT
+            };
+            send_fds(&conn, header, &fds)?;
             conn.flush()?;
             return Ok(());
         }
@@ -93,21 +108,30 @@ pub fn take(socket: &Path) -> std::io::Result<Sockets> {
     })?;
     conn.write_all(REQUEST)?;
     let what = "the running daemon";
-    let (header, fds) = recv_fds_any(&conn, GRANT.len(), 4, what)?;
+    let (header, fds) = recv_fds_any(&conn, GRANT_HTTPS.len(), 5, what)?;
     let mut fds = fds.into_iter().map(TcpListener::from);
     let mut next = || fds.next();
-    let taken = match (header.as_slice(), next(), next(), next(), next()) {
-        (GRANT, Some(api), Some(http), Some(smtp), Some(egress)) => Sockets {
+    let taken = match (header.as_slice(), next(), next(), next(), next(), next()) {
+        (GRANT_HTTPS, Some(api), Some(http), Some(smtp), Some(egress), Some(https)) => Sockets {
             api,
             http,
             smtp: Some(smtp),
             egress: Some(egress),
+            https: Some(https),
         },
-        (GRANT_API_HTTP, Some(api), Some(http), None, None) => Sockets {
+        (GRANT, Some(api), Some(http), Some(smtp), Some(egress), None) => Sockets {
+            api,
+            http,
+            smtp: Some(smtp),
+            egress: Some(egress),
+            https: None,
+        },
+        (GRANT_API_HTTP, Some(api), Some(http), None, None, None) => Sockets {
             api,
             http,
             smtp: None,
             egress: None,
+            https: None,
         },
         _ => {
             return Err(std::io::Error::other(format!(

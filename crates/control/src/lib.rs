@@ -19,6 +19,7 @@ mod plane;
 mod secrets;
 mod serve;
 mod store;
+pub mod tls;
 mod vault;
 
 pub use access::Principal;

@@ -36,6 +36,10 @@ pub struct ServeConfig {
     pub home: PathBuf,
     pub api_listen: SocketAddr,
     pub http_listen: SocketAddr,
+    /// The proxy's HTTPS address, when it serves HTTPS.
+    pub https_listen: Option<SocketAddr>,
+    /// Where certificates come from for domains with `--tls acme`.
+    pub acme: crate::tls::AcmeConfig,
     /// The mail catcher's and the egress proxy's addresses; with port 0, the port the home
     /// used last (`services.json`) when it is free, else any (see `bind_service`).
     pub smtp_listen: SocketAddr,
@@ -132,7 +136,15 @@ pub async fn serve(
         );
     }
     let (api_listener, http_taken, smtp_taken, egress_taken) = match taken {
-        Some(t) => (adopt_listener(t.api)?, Some(t.http), t.smtp, t.egress),
+        Some(t) => (
+            adopt_listener(t.api)?,
+            Some(turnout_dataplane::Listeners {
+                http: t.http,
+                https: t.https,
+            }),
+            t.smtp,
+            t.egress,
+        ),
         None => (
             bind(
                 config.api_listen,
@@ -180,32 +192,35 @@ pub async fn serve(
     // Instances and the data plane run as processes of this binary (`__instance`,
     // `__dataplane`), so they outlive this daemon and the next one attaches to them.
     let exe = std::env::current_exe().context("cannot find the turnout binary")?;
-    let http_listen = config.http_listen;
+    let (http_listen, https_listen) = (config.http_listen, config.https_listen);
     let (dataplane, attached) = DataPlane::attach(
         exe.clone(),
         home.dataplane_socket(),
         home.dataplane_log(),
         DataPlaneConfig::new(&config.proxy, config.proxy_workers),
         async move || match http_taken {
-            Some(listener) => Ok(listener),
-            None => std::net::TcpListener::bind(http_listen).map_err(|e| {
-                std::io::Error::new(
-                    e.kind(),
-                    format!("cannot listen on {http_listen} for the proxy ({e}); pick another address with --http-listen / TURNOUT_HTTP_LISTEN"),
-                )
-            }),
+            Some(listeners) => Ok(listeners),
+            None => bind_proxy(http_listen, https_listen),
         },
     )
     .await
     .context("cannot start the data plane")?;
-    let http_addr = match attached {
-        Attached::Running(addr) => {
-            if http_listen.port() != 0 && addr != http_listen {
-                warn!(%addr, requested = %http_listen, "the running data plane keeps listening where it does; stop turnout fully (SIGINT) to change --http-listen");
+    let (http_addr, https_addr) = match attached {
+        Attached::Running { http, https } => {
+            if http_listen.port() != 0 && http != http_listen {
+                warn!(addr = %http, requested = %http_listen, "the running data plane keeps listening where it does; stop turnout fully (SIGINT) to change --http-listen");
             }
-            addr
+            if https.is_some() != https_listen.is_some()
+                || https_listen.is_some_and(|want| want.port() != 0 && Some(want) != https)
+            {
+                warn!(addr = ?https, requested = ?https_listen, "the running data plane keeps its HTTPS listener as it is; stop turnout fully (SIGINT) to change --https-listen");
+            }
+            (http, https)
         }
-        Attached::Started => dataplane.listener()?.local_addr()?,
+        Attached::Started => {
+            let listeners = dataplane.listeners()?;
+            (listeners.http_addr()?, listeners.https_addr()?)
+        }
     };
     let started = matches!(attached, Attached::Started);
     let served = run(
@@ -217,7 +232,7 @@ pub async fn serve(
             egress: egress_listener,
         },
         relay_tls,
-        http_addr,
+        (http_addr, https_addr),
         &dataplane,
         separation,
         no_sandbox,
@@ -247,7 +262,7 @@ async fn run(
     home: &Home,
     listeners: Listeners,
     relay_tls: crate::mail::relay::RelayTls,
-    http_addr: SocketAddr,
+    (http_addr, https_addr): (SocketAddr, Option<SocketAddr>),
     dataplane: &std::sync::Arc<DataPlane>,
     separation: crate::plane::Separation,
     no_sandbox: Option<String>,
@@ -266,13 +281,15 @@ async fn run(
         smtp: smtp_listener.local_addr()?.port(),
         egress: egress_listener.local_addr()?.port(),
     };
+    let proxy_listeners = dataplane.listeners()?;
     let offer = handover::Offer::new(
         home.upgrade_socket(),
         handover::Sockets {
             api: duplicate(&api_listener)?,
-            http: dataplane.listener()?,
+            http: proxy_listeners.http,
             smtp: Some(duplicate(&smtp_listener)?),
             egress: Some(duplicate(&egress_listener)?),
+            https: proxy_listeners.https,
         },
     )
     .with_context(|| format!("cannot listen on {}", home.upgrade_socket().display()))?;
@@ -297,6 +314,7 @@ async fn run(
     let info = ServeInfo {
         api: format!("http://{api_addr}"),
         http: format!("http://{http_addr}"),
+        https: https_addr.map(|a| format!("https://{a}")),
         pid: std::process::id(),
         home: home.root().display().to_string(),
         isolation: separation.describe().to_owned(),
@@ -461,6 +479,27 @@ async fn bind_service(
         }
     }
     bind(addr, what, flag).await
+}
+
+/// The proxy's listening sockets, on a first start.
+fn bind_proxy(
+    http: SocketAddr,
+    https: Option<SocketAddr>,
+) -> std::io::Result<turnout_dataplane::Listeners> {
+    let bind = |addr: SocketAddr, what: &str, flag: &str| {
+        std::net::TcpListener::bind(addr).map_err(|e| {
+            std::io::Error::new(
+                e.kind(),
+                format!("cannot listen on {addr} for the proxy's {what} ({e}); pick another address with {flag}"),
+            )
+        })
+    };
+    Ok(turnout_dataplane::Listeners {
+        http: bind(http, "HTTP", "--http-listen / TURNOUT_HTTP_LISTEN")?,
+        https: https
+            .map(|addr| bind(addr, "HTTPS", "--https-listen / TURNOUT_HTTPS_LISTEN"))
+            .transpose()?,
+    })
 }
 
 async fn bind(addr: SocketAddr, what: &str, flag: &str) -> anyhow::Result<TcpListener> {

@@ -16,7 +16,8 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::spec::{DataPlaneConfig, DrainReport, RouteSpec, StatsRow};
+use crate::listeners::Listeners;
+use crate::spec::{ChallengeSpec, DataPlaneConfig, DrainReport, RouteSpec, StatsRow, TlsSpec};
 use crate::wire::{Answer, Call, Hello, LISTENERS, Reply, Request, line};
 
 /// How long a new data plane may take to answer on its socket.
@@ -148,8 +149,8 @@ struct Launcher {
     socket: PathBuf,
     log: PathBuf,
     config: DataPlaneConfig,
-    /// A duplicate of the listening socket, for every data plane this control plane starts.
-    listener: std::net::TcpListener,
+    /// Duplicates of the listening sockets, for every data plane this control plane starts.
+    listeners: Listeners,
 }
 
 /// What routing wants the data plane to have: what it has once it has read what was sent.
@@ -161,6 +162,12 @@ struct Sync {
     held: Option<BTreeMap<String, RouteSpec>>,
     restarting: BTreeSet<String>,
     namespaces: BTreeSet<String>,
+    /// Each host's HTTPS as last sent, and the hosts an attached data plane had before this
+    /// control plane sent any (removed by the first `update_tls` unless wanted).
+    tls: BTreeMap<String, TlsSpec>,
+    tls_found: BTreeSet<String>,
+    /// The ACME challenges in force, by [`ChallengeSpec::key`].
+    challenges: BTreeMap<String, ChallengeSpec>,
 }
 
 /// The control plane's handle on its data plane.
@@ -176,21 +183,24 @@ pub struct DataPlane {
 
 /// How `DataPlane::attach` found things.
 pub enum Attached {
-    /// A data plane was running; it serves on its listening socket (bound to this address).
-    Running(std::net::SocketAddr),
+    /// A data plane was running; it serves on its listening sockets (bound to these addresses).
+    Running {
+        http: std::net::SocketAddr,
+        https: Option<std::net::SocketAddr>,
+    },
     /// None was running; one was started on the socket given.
     Started,
 }
 
 impl DataPlane {
     /// Attach to the data plane serving `socket`'s home, or start one (not yet accepting) on
-    /// `bind()`'s listening socket. Route changes are held until [`release`](Self::release).
+    /// `bind()`'s listening sockets. Route changes are held until [`release`](Self::release).
     pub async fn attach(
         exe: PathBuf,
         socket: PathBuf,
         log: PathBuf,
         config: DataPlaneConfig,
-        bind: impl AsyncFnOnce() -> std::io::Result<std::net::TcpListener>,
+        bind: impl AsyncFnOnce() -> std::io::Result<Listeners>,
     ) -> std::io::Result<(Arc<DataPlane>, Attached)> {
         // A successor left by a replacement cut short (its control plane died before telling it
         // to take over) never serves: stop it.
@@ -208,16 +218,19 @@ impl DataPlane {
                     ))
                 })
                 .map_err(std::io::Error::other)?;
-            let listener = fetch_listener(&socket).await?;
+            let listeners = fetch_listeners(&socket).await?;
             let launcher = Launcher {
                 exe,
                 socket,
                 log,
                 config,
-                listener,
+                listeners,
             };
             info!(pid = hello.pid, http = %hello.http, routes = hello.routes.len(), "attached to the running data plane");
-            let attached = Attached::Running(hello.http);
+            let attached = Attached::Running {
+                http: hello.http,
+                https: hello.https,
+            };
             let plane = DataPlane {
                 launcher,
                 sync: Mutex::new(Sync {
@@ -226,6 +239,9 @@ impl DataPlane {
                     held: Some(hello.routes),
                     restarting: hello.restarting.into_iter().collect(),
                     namespaces: hello.namespaces.into_iter().collect(),
+                    tls: BTreeMap::new(),
+                    tls_found: hello.tls.into_iter().collect(),
+                    challenges: BTreeMap::new(),
                 }),
                 found: hello.serving.then_some((hello.pid, hello.identity)),
                 stopping: AtomicBool::new(false),
@@ -237,7 +253,7 @@ impl DataPlane {
             socket,
             log,
             config,
-            listener: bind().await?,
+            listeners: bind().await?,
         };
         let link = launcher.start(None).await?;
         let plane = DataPlane {
@@ -248,6 +264,9 @@ impl DataPlane {
                 held: Some(BTreeMap::new()),
                 restarting: BTreeSet::new(),
                 namespaces: BTreeSet::new(),
+                tls: BTreeMap::new(),
+                tls_found: BTreeSet::new(),
+                challenges: BTreeMap::new(),
             }),
             found: None,
             stopping: AtomicBool::new(false),
@@ -255,9 +274,39 @@ impl DataPlane {
         Ok((Arc::new(plane), Attached::Started))
     }
 
-    /// The listening socket (a duplicate), for an upgrade's successor.
-    pub fn listener(&self) -> std::io::Result<std::net::TcpListener> {
-        self.launcher.listener.try_clone()
+    /// The listening sockets (duplicates), for an upgrade's successor.
+    pub fn listeners(&self) -> std::io::Result<Listeners> {
+        self.launcher.listeners.try_clone()
+    }
+
+    /// Every host's HTTPS: the hosts whose certificate or settings differ from what was sent
+    /// before go to the data plane, and the hosts no longer wanted lose theirs. Not held at
+    /// start-up: a certificate is the same whichever release serves its host.
+    pub fn update_tls(&self, wanted: BTreeMap<String, TlsSpec>) -> Applied {
+        let mut s = locked(&self.sync);
+        let (set, mut remove) = diff(&s.tls, &wanted);
+        let found = std::mem::take(&mut s.tls_found);
+        remove.extend(
+            found
+                .into_iter()
+                .filter(|host| !wanted.contains_key(host) && !s.tls.contains_key(host)),
+        );
+        s.tls = wanted;
+        if set.is_empty() && remove.is_empty() {
+            return Applied(None);
+        }
+        Applied(Some(s.link.send(Request::Tls { set, remove })))
+    }
+
+    /// Answer an ACME challenge (`on`), or stop answering it.
+    pub fn challenge(&self, spec: ChallengeSpec, on: bool) -> Applied {
+        let mut s = locked(&self.sync);
+        if on {
+            s.challenges.insert(spec.key(), spec.clone());
+        } else {
+            s.challenges.remove(&spec.key());
+        }
+        Applied(Some(s.link.send(Request::Challenge { spec, on })))
     }
 
     /// Every route routing wants: the hosts that differ from what it wanted before go to the
@@ -492,10 +541,10 @@ impl DataPlane {
 }
 
 /// The changes that take `had` to `wanted`.
-fn diff(
-    had: &BTreeMap<String, RouteSpec>,
-    wanted: &BTreeMap<String, RouteSpec>,
-) -> (Vec<(String, RouteSpec)>, Vec<String>) {
+fn diff<T: Clone + PartialEq>(
+    had: &BTreeMap<String, T>,
+    wanted: &BTreeMap<String, T>,
+) -> (Vec<(String, T)>, Vec<String>) {
     let set = wanted
         .iter()
         .filter(|(host, spec)| had.get(*host) != Some(*spec))
@@ -534,6 +583,16 @@ fn resync(s: &mut Sync, link: &Link) {
             namespace: namespace.clone(),
         });
     }
+    link.post(Request::Tls {
+        set: s.tls.clone().into_iter().collect(),
+        remove: Vec::new(),
+    });
+    for spec in s.challenges.values() {
+        link.post(Request::Challenge {
+            spec: spec.clone(),
+            on: true,
+        });
+    }
 }
 
 impl Launcher {
@@ -544,6 +603,7 @@ impl Launcher {
     /// Start `turnout __dataplane` on `socket`, in a process group of its own (a Ctrl-C or a
     /// signal to this daemon's group does not reach it), with the listening socket as its
     /// standard input; connect once it answers.
+    /// Its standard input is a Unix socket the listening sockets are sent over (`Listeners`).
     async fn start_at(&self, socket: &Path, succeed: Option<&Path>) -> std::io::Result<Link> {
         let config = serde_json::to_string(&self.config).map_err(std::io::Error::other)?;
         let log = std::fs::OpenOptions::new()
@@ -551,7 +611,7 @@ impl Launcher {
             .append(true)
             .open(&self.log)
             .map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", self.log.display())))?;
-        let listener: OwnedFd = self.listener.try_clone()?.into();
+        let (ours, theirs) = std::os::unix::net::UnixStream::pair()?;
         let mut command = tokio::process::Command::new(&self.exe);
         command
             .arg("__dataplane")
@@ -566,7 +626,7 @@ impl Launcher {
         // old socket for a moment: unlinked first, the path can only lead to the new one.
         let _ = std::fs::remove_file(socket);
         let mut child = command
-            .stdin(Stdio::from(listener))
+            .stdin(Stdio::from(OwnedFd::from(theirs)))
             .stdout(Stdio::from(log.try_clone()?))
             .stderr(Stdio::from(log))
             .process_group(0)
@@ -578,6 +638,9 @@ impl Launcher {
                     format!("cannot start {} __dataplane: {e}", self.exe.display()),
                 )
             })?;
+        // A few bytes and descriptors into an empty socket buffer: never blocks.
+        self.listeners.send(&ours)?;
+        drop(ours);
         let deadline = tokio::time::Instant::now() + START_TIMEOUT;
         let link = loop {
             if let Some(status) = child.try_wait()? {
@@ -618,16 +681,15 @@ fn successor_socket(socket: &Path) -> PathBuf {
     socket.with_extension("next")
 }
 
-/// A duplicate of the running data plane's listening socket.
-async fn fetch_listener(socket: &Path) -> std::io::Result<std::net::TcpListener> {
+/// Duplicates of the running data plane's listening sockets.
+async fn fetch_listeners(socket: &Path) -> std::io::Result<Listeners> {
     let socket = socket.to_owned();
     tokio::task::spawn_blocking(move || {
         use std::io::Write;
         let mut conn = std::os::unix::net::UnixStream::connect(&socket)?;
         conn.set_read_timeout(Some(Duration::from_secs(5)))?;
         conn.write_all(LISTENERS)?;
-        let [fd] = crate::wire::recv_fds::<1>(&conn, LISTENERS, "the data plane")?;
-        Ok(std::net::TcpListener::from(fd))
+        Listeners::receive(&conn, "the data plane")
     })
     .await
     .map_err(std::io::Error::other)?

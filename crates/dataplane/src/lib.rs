@@ -23,14 +23,17 @@
 //! plane.
 
 mod client;
+mod listeners;
 mod server;
 mod spec;
 mod wire;
 
 pub use client::{Applied, Attached, DataPlane, Link, WakeCursor};
+pub use listeners::Listeners;
 pub use server::{ServerArgs, run};
 pub use spec::{
-    DataPlaneConfig, DrainReport, LoginSpec, RouteSpec, StatsRow, TargetSpec, UpstreamSpec,
+    ChallengeSpec, DataPlaneConfig, DrainReport, LoginSpec, RouteSpec, StatsRow, TargetSpec,
+    TlsSpec, UpstreamSpec,
 };
 pub use wire::{Hello, recv_fds, recv_fds_any, send_fds};
 

@@ -2,13 +2,12 @@
 //! whatever happens to the control plane that started it (stopped, restarting, killed), and
 //! takes changes from whichever control plane talks to it on its socket.
 //!
-//! Started with the listening socket as its standard input (so no descriptor number is chosen
-//! and nothing else inherits it). It does not accept until told to `Serve`; a successor
+//! Started with its listening sockets sent over its standard input (see `Listeners`; so no
+//! descriptor number is chosen and nothing else inherits them). It does not accept until told to `Serve`; a successor
 //! (`--succeed PATH`) then first takes over from the data plane at PATH: it starts accepting on
 //! the same socket, tells its predecessor to retire, and moves its own control socket to PATH.
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::net::{Ipv4Addr, SocketAddr};
-use std::os::fd::AsFd;
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -21,10 +20,17 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 use turnout_netns::{Namespace, Network};
-use turnout_proxy::{Asleep, Login, Maintenance, Proxy, RouteStats, RouteTable, Target, Upstream};
+use turnout_proxy::{
+    Asleep, HostTls, Login, Maintenance, Proxy, RouteStats, RouteTable, Target, TlsTable, Upstream,
+    certified_key,
+};
 
 use crate::client::Link;
-use crate::spec::{DataPlaneConfig, DrainReport, RouteSpec, StatsRow, TargetSpec, UpstreamSpec};
+use crate::listeners::Listeners;
+use crate::spec::{
+    ChallengeSpec, DataPlaneConfig, DrainReport, RouteSpec, StatsRow, TargetSpec, TlsSpec,
+    UpstreamSpec,
+};
 use crate::wire::{Answer, Call, Hello, LISTENERS, Reply, Request, line};
 
 /// How `turnout __dataplane` is asked to run.
@@ -45,9 +51,8 @@ const WAKES_POLL: Duration = Duration::from_secs(2);
 /// An environment, as `(app, env)`.
 type EnvId = (String, String);
 
-/// Run the data plane until it is stopped or retired. `listener` is the proxy's listening
-/// socket.
-pub fn run(args: ServerArgs, listener: std::net::TcpListener) -> std::io::Result<()> {
+/// Run the data plane until it is stopped or retired, on the proxy's listening sockets.
+pub fn run(args: ServerArgs, listeners: Listeners) -> std::io::Result<()> {
     let workers = args
         .config
         .workers
@@ -61,7 +66,7 @@ pub fn run(args: ServerArgs, listener: std::net::TcpListener) -> std::io::Result
         builder
     };
     let runtime = builder.thread_name("turnout-proxy").enable_all().build()?;
-    let served = runtime.block_on(serve(args, listener));
+    let served = runtime.block_on(serve(args, listeners));
     // Connections still open after the graceful shutdown are dropped here.
     runtime.shutdown_timeout(Duration::from_secs(1));
     served
@@ -69,8 +74,9 @@ pub fn run(args: ServerArgs, listener: std::net::TcpListener) -> std::io::Result
 
 struct Plane {
     proxy: Arc<Proxy>,
-    listener: std::net::TcpListener,
+    listeners: Listeners,
     http: SocketAddr,
+    https: Option<SocketAddr>,
     grace: Duration,
     succeed: Option<PathBuf>,
     socket: PathBuf,
@@ -96,6 +102,9 @@ struct Registry {
     routes: BTreeMap<String, RouteSpec>,
     /// The table in force, changed host by host and handed to the proxy whole.
     table: RouteTable,
+    /// Each host's HTTPS as sent, and the table made of them (with the ACME challenges).
+    tls: BTreeMap<String, TlsSpec>,
+    tls_table: TlsTable,
     /// The instances the routes use, by id, with the spec they were made from and how many
     /// routes use them.
     upstreams: HashMap<String, Used>,
@@ -122,14 +131,13 @@ fn lock(m: &Mutex<Registry>) -> MutexGuard<'_, Registry> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-async fn serve(args: ServerArgs, listener: std::net::TcpListener) -> std::io::Result<()> {
-    listener.set_nonblocking(true)?;
-    let http = listener.local_addr().map_err(|e| {
-        std::io::Error::new(
-            e.kind(),
-            format!("standard input is not the proxy's listening socket ({e}): `turnout __dataplane` is started by `turnout serve`"),
-        )
-    })?;
+async fn serve(args: ServerArgs, listeners: Listeners) -> std::io::Result<()> {
+    listeners.http.set_nonblocking(true)?;
+    if let Some(https) = &listeners.https {
+        https.set_nonblocking(true)?;
+    }
+    let http = listeners.http_addr()?;
+    let https = listeners.https_addr()?;
     let _ = std::fs::remove_file(&args.socket);
     let control = UnixListener::bind(&args.socket)?;
     std::fs::set_permissions(&args.socket, std::fs::Permissions::from_mode(0o600))?;
@@ -140,14 +148,22 @@ async fn serve(args: ServerArgs, listener: std::net::TcpListener) -> std::io::Re
         wakes: watch::Sender::new(0),
         grace: config.shutdown_grace,
         proxy: Proxy::new(config),
-        listener,
+        listeners,
         http,
+        https,
         succeed: args.succeed,
         socket: args.socket,
         accepting: CancellationToken::new(),
         exit: CancellationToken::new(),
         serving: TaskTracker::new(),
-        registry: Mutex::default(),
+        registry: Mutex::new(Registry {
+            tls_table: {
+                let mut table = TlsTable::default();
+                table.set_https_port(https.map(|a| a.port()));
+                table
+            },
+            ..Registry::default()
+        }),
     });
     info!(pid = std::process::id(), http = %http, socket = %plane.socket.display(), "data plane ready");
     tokio::spawn(note_wakes(plane.clone(), wake_rx));
@@ -218,6 +234,14 @@ async fn converse(plane: Arc<Plane>, stream: UnixStream) {
             Request::Routes { set, remove } => {
                 plane.apply(set, remove);
                 let _ = tx.send(reply(Ok(Answer::Done)));
+            }
+            Request::Tls { set, remove } => {
+                plane.apply_tls(set, remove);
+                let _ = tx.send(reply(Ok(Answer::Done)));
+            }
+            Request::Challenge { spec, on } => {
+                let answer = plane.challenge(spec, on).map(|()| Answer::Done);
+                let _ = tx.send(reply(answer));
             }
             Request::Hello => {
                 let _ = tx.send(reply(Ok(Answer::Hello(plane.hello()))));
@@ -296,12 +320,12 @@ async fn converse(plane: Arc<Plane>, stream: UnixStream) {
     let _ = writer.await;
 }
 
-/// Pass a duplicate of the listening socket to whoever asked (the control plane, which keeps
-/// it to start the next data plane).
+/// Pass duplicates of the listening sockets to whoever asked (the control plane, which keeps
+/// them to start the next data plane).
 fn give_listener(plane: &Plane, stream: UnixStream) -> std::io::Result<()> {
     let stream = stream.into_std()?;
     stream.set_nonblocking(false)?;
-    crate::wire::send_fds(&stream, LISTENERS, &[plane.listener.as_fd()])
+    plane.listeners.send(&stream)
 }
 
 impl Plane {
@@ -311,8 +335,10 @@ impl Plane {
             pid: std::process::id(),
             identity: crate::identity(),
             http: self.http,
+            https: self.https,
             serving: r.serving,
             routes: r.routes.clone(),
+            tls: r.tls.keys().cloned().collect(),
             restarting: r.restarting.iter().cloned().collect(),
             namespaces: r.listeners.keys().cloned().collect(),
         }
@@ -384,6 +410,65 @@ impl Plane {
                 });
             }
         }
+    }
+
+    /// Change these hosts' HTTPS and apply the TLS table. A certificate that cannot be used
+    /// (the control plane checks them first, so only a file changed behind its back) leaves
+    /// its host without HTTPS, said in the log; the other hosts are not held back by it.
+    fn apply_tls(&self, set: Vec<(String, TlsSpec)>, remove: Vec<String>) {
+        let mut r = lock(&self.registry);
+        let r = &mut *r;
+        for host in remove {
+            r.tls.remove(&host);
+            r.tls_table.remove(&host);
+        }
+        for (host, spec) in set {
+            if r.tls.get(&host) == Some(&spec) {
+                continue;
+            }
+            match certified_key(&spec.chain_pem, &spec.key_pem) {
+                Ok(cert) => {
+                    let tls = HostTls::new(Arc::new(cert), spec.redirect, spec.hsts_max_age);
+                    r.tls_table.insert(&host, tls);
+                    r.tls.insert(host, spec);
+                }
+                Err(e) => {
+                    warn!(host, error = %e, "cannot serve this certificate; the host has no HTTPS");
+                    r.tls_table.remove(&host);
+                    r.tls.remove(&host);
+                }
+            }
+        }
+        self.proxy.apply_tls(r.tls_table.clone());
+    }
+
+    fn challenge(&self, spec: ChallengeSpec, on: bool) -> Result<(), String> {
+        let mut r = lock(&self.registry);
+        match (spec, on) {
+            (
+                ChallengeSpec::Http {
+                    token,
+                    key_authorization,
+                },
+                true,
+            ) => r.tls_table.insert_http01(&token, &key_authorization),
+            (ChallengeSpec::Http { token, .. }, false) => r.tls_table.remove_http01(&token),
+            (
+                ChallengeSpec::TlsAlpn {
+                    host,
+                    chain_pem,
+                    key_pem,
+                },
+                true,
+            ) => {
+                let cert = certified_key(&chain_pem, &key_pem)
+                    .map_err(|e| format!("the TLS-ALPN-01 certificate for {host}: {e}"))?;
+                r.tls_table.insert_alpn(&host, Arc::new(cert));
+            }
+            (ChallengeSpec::TlsAlpn { host, .. }, false) => r.tls_table.remove_alpn(&host),
+        }
+        self.proxy.apply_tls(r.tls_table.clone());
+        Ok(())
     }
 
     fn set_restarting(&self, id: String, on: bool) {
@@ -476,10 +561,18 @@ impl Plane {
             return Ok(());
         }
         let listener = self
-            .listener
+            .listeners
+            .http
             .try_clone()
             .and_then(tokio::net::TcpListener::from_std)
             .map_err(|e| format!("cannot use the listening socket: {e}"))?;
+        let tls_listener = self
+            .listeners
+            .https
+            .as_ref()
+            .map(|l| l.try_clone().and_then(tokio::net::TcpListener::from_std))
+            .transpose()
+            .map_err(|e| format!("cannot use the HTTPS listening socket: {e}"))?;
         let proxy = self.proxy.clone();
         let stop = self.accepting.child_token();
         self.serving.spawn(async move {
@@ -487,6 +580,15 @@ impl Plane {
                 warn!(error = %e, "the proxy's listener failed");
             }
         });
+        if let Some(listener) = tls_listener {
+            let proxy = self.proxy.clone();
+            let stop = self.accepting.child_token();
+            self.serving.spawn(async move {
+                if let Err(e) = proxy.serve_tls(listener, stop).await {
+                    warn!(error = %e, "the proxy's HTTPS listener failed");
+                }
+            });
+        }
         if let Some(predecessor) = &self.succeed {
             // Both accept on the same socket for a moment: no connection waits or is refused.
             match Link::connect(predecessor).await {

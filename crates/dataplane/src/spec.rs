@@ -86,6 +86,52 @@ pub struct LoginSpec {
     pub credentials: BTreeMap<String, Option<u64>>,
 }
 
+/// A host's HTTPS, apart from its route: a domain switch or rollback changes the route and never
+/// this, so a domain keeps its certificate whichever environment serves it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsSpec {
+    /// The certificate chain (PEM, leaf first) and its private key (PEM: PKCS#8, PKCS#1 or
+    /// SEC1). A wildcard host (`*.example.com`) covers one label below its domain, as in X.509.
+    pub chain_pem: String,
+    pub key_pem: String,
+    /// Answer plain-HTTP requests for the host with a 308 to `https://` (ACME's HTTP-01 path
+    /// excepted).
+    pub redirect: bool,
+    /// Send `Strict-Transport-Security: max-age=N` on answers over HTTPS.
+    pub hsts_max_age: Option<u64>,
+}
+
+/// An ACME challenge the proxy answers while an order waits for validation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "snake_case")]
+pub enum ChallengeSpec {
+    /// HTTP-01: `GET /.well-known/acme-challenge/{token}` on the HTTP listener, for any host and
+    /// before routing (so a domain in maintenance or not routed yet still validates), answers
+    /// `key_authorization`.
+    Http {
+        token: String,
+        key_authorization: String,
+    },
+    /// TLS-ALPN-01: a handshake for `host` offering the ALPN protocol `acme-tls/1` gets this
+    /// self-signed certificate (with the acmeIdentifier extension), and nothing else.
+    TlsAlpn {
+        host: String,
+        chain_pem: String,
+        key_pem: String,
+    },
+}
+
+impl ChallengeSpec {
+    /// What identifies it among the challenges in force: its token, or its host.
+    pub fn key(&self) -> String {
+        match self {
+            ChallengeSpec::Http { token, .. } => format!("http:{token}"),
+            ChallengeSpec::TlsAlpn { host, .. } => format!("tls-alpn:{host}"),
+        }
+    }
+}
+
 /// The request counters of one (host, app, env), as `/metrics` renders them.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StatsRow {

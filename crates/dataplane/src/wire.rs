@@ -1,7 +1,7 @@
 //! The conversation on the data plane's control socket: JSON lines, each request with an id
 //! that its answer repeats (answers may come out of order: a drain is answered when it ends).
-//! A connection whose first line is `listeners` gets the listening socket instead, passed
-//! with SCM_RIGHTS, and is closed.
+//! A connection whose first line is `listeners` gets the listening sockets instead (HTTP, then
+//! HTTPS when it has one), passed with SCM_RIGHTS, and is closed.
 use std::collections::BTreeMap;
 use std::io::{IoSlice, IoSliceMut};
 use std::mem::MaybeUninit;
@@ -14,10 +14,13 @@ use rustix::net::{
 };
 use serde::{Deserialize, Serialize};
 
-use crate::spec::{DrainReport, RouteSpec, StatsRow};
+use crate::spec::{ChallengeSpec, DrainReport, RouteSpec, StatsRow, TlsSpec};
 
-/// The first line of a connection that asks for the listening socket.
+/// The first line of a connection that asks for the listening sockets; the answer with the
+/// HTTP socket alone.
 pub(crate) const LISTENERS: &[u8] = b"listeners\n";
+/// The answer with the HTTP socket and the HTTPS one, in that order.
+pub(crate) const LISTENERS_TLS: &[u8] = b"listeners https\n";
 
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -35,6 +38,16 @@ pub(crate) enum Request {
     Routes {
         set: Vec<(String, RouteSpec)>,
         remove: Vec<String>,
+    },
+    /// Change these hosts' HTTPS (certificate, redirect, HSTS) and remove those.
+    Tls {
+        set: Vec<(String, TlsSpec)>,
+        remove: Vec<String>,
+    },
+    /// Answer (`on`) or stop answering an ACME challenge.
+    Challenge {
+        spec: ChallengeSpec,
+        on: bool,
     },
     /// The instance is (not) being restarted after a crash: 503 instead of 502 meanwhile.
     Restarting {
@@ -94,10 +107,15 @@ pub struct Hello {
     pub pid: u32,
     /// Which binary it runs (see [`identity`](crate::identity)).
     pub identity: String,
-    /// Where its listening socket is bound.
+    /// Where its listening sockets are bound.
     pub http: SocketAddr,
+    #[serde(default)]
+    pub https: Option<SocketAddr>,
     pub serving: bool,
     pub routes: BTreeMap<String, RouteSpec>,
+    /// The hosts it has a certificate for.
+    #[serde(default)]
+    pub tls: Vec<String>,
     pub restarting: Vec<String>,
     pub namespaces: Vec<String>,
 }

@@ -560,6 +560,9 @@ pub struct AuditVerification {
 pub struct ServeInfo {
     pub api: String,
     pub http: String,
+    /// The proxy's HTTPS address (`https://…`), when it serves HTTPS.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub https: Option<String>,
     pub pid: u32,
     pub home: String,
     /// How environments are kept apart on this machine (one line).

@@ -356,7 +356,16 @@ fn local_fields(content_type: &'static str) -> [(header::HeaderName, &'static st
 }
 
 fn local(status: StatusCode, body: String, content_type: &'static str) -> Response<ResponseBody> {
-    let mut response = Response::new(ResponseBody::full(Bytes::from(body)));
+    local_bytes(status, Bytes::from(body), content_type)
+}
+
+/// A response the proxy writes itself, of any content type (an ACME key authorization).
+pub(crate) fn local_bytes(
+    status: StatusCode,
+    body: Bytes,
+    content_type: &'static str,
+) -> Response<ResponseBody> {
+    let mut response = Response::new(ResponseBody::full(body));
     *response.status_mut() = status;
     let headers = response.headers_mut();
     for (name, value) in local_fields(content_type) {

@@ -30,10 +30,70 @@ use crate::upstream::Upstream;
 /// only guards against a caller that drains an instance it still routes to.
 const DRAINING_REREADS: usize = 3;
 
+/// One request. `secure`: it came over TLS (HSTS is sent, `X-Forwarded-Proto` says https);
+/// else a host that redirects to HTTPS gets a 308, and ACME's HTTP-01 path is answered here.
 pub(crate) async fn handle(
     proxy: &Proxy,
     req: Request<Incoming>,
     peer: SocketAddr,
+    secure: bool,
+) -> Response<ResponseBody> {
+    let hsts = if secure {
+        headers::request_host(&req)
+            .ok()
+            .and_then(|host| hsts_for(proxy, &host))
+    } else {
+        match intercepted(proxy, &req) {
+            Some(answer) => return answer,
+            None => None,
+        }
+    };
+    let mut response = relay(proxy, req, peer, secure).await;
+    if let Some(hsts) = hsts {
+        response
+            .headers_mut()
+            .insert(http::header::STRICT_TRANSPORT_SECURITY, hsts);
+    }
+    response
+}
+
+/// The `Strict-Transport-Security` value of the host a request over TLS is for, if it has one.
+fn hsts_for(proxy: &Proxy, host: &HeaderValue) -> Option<HeaderValue> {
+    let tls = proxy.tls().load();
+    tls.for_host_header(host.to_str().ok()?)?.hsts.clone()
+}
+
+/// What the proxy answers itself to a plain-HTTP request, before any route is looked at (so a
+/// domain in maintenance, protected or not routed yet still validates): an HTTP-01 token in
+/// force, or a 308 to HTTPS for a host that redirects.
+fn intercepted(proxy: &Proxy, req: &Request<Incoming>) -> Option<Response<ResponseBody>> {
+    let tls = proxy.tls().load();
+    if let Some(key_authorization) = tls.http01(req.uri().path()) {
+        return Some(crate::error::local_bytes(
+            StatusCode::OK,
+            key_authorization.clone(),
+            "application/octet-stream",
+        ));
+    }
+    let host = headers::request_host(req).ok()?;
+    let host = host.to_str().ok()?;
+    if !tls.for_host_header(host)?.redirect {
+        return None;
+    }
+    let path = req.uri().path_and_query().map_or("/", |pq| pq.as_str());
+    let location = HeaderValue::from_str(&tls.https_location(host, path)).ok()?;
+    let mut response = crate::error::local_response(StatusCode::PERMANENT_REDIRECT, String::new());
+    response
+        .headers_mut()
+        .insert(http::header::LOCATION, location);
+    Some(response)
+}
+
+async fn relay(
+    proxy: &Proxy,
+    req: Request<Incoming>,
+    peer: SocketAddr,
+    secure: bool,
 ) -> Response<ResponseBody> {
     let started = Instant::now();
     // For the error log only; both clones share the request's buffers.
@@ -42,7 +102,7 @@ pub(crate) async fn handle(
     let mut stats = None;
     let (host, result) = match headers::request_host(&req) {
         Ok(host) => {
-            let result = forward(proxy, req, peer, &host, &mut stats).await;
+            let result = forward(proxy, req, peer, secure, &host, &mut stats).await;
             (Some(host), result)
         }
         Err(e) => (None, Err(e)),
@@ -97,6 +157,7 @@ async fn forward(
     proxy: &Proxy,
     mut req: Request<Incoming>,
     peer: SocketAddr,
+    secure: bool,
     host: &HeaderValue,
     stats: &mut Option<Arc<RouteStats>>,
 ) -> Result<Response<ResponseBody>, ProxyError> {
@@ -135,6 +196,9 @@ async fn forward(
     };
     let mut body = Some(body);
     headers::prepare_request_headers(&mut parts.headers, parts.version, host, peer.ip(), upgrade);
+    if secure {
+        headers::mark_secure(&mut parts.headers);
+    }
 
     let (mut upstream, mut work, mut login) = match awake(proxy, host_name, &parts, stats).await? {
         Routed::Upstream(upstream, work, login) => (upstream, work, login),

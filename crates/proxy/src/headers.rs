@@ -237,6 +237,12 @@ fn join_cookies(headers: &mut HeaderMap) {
     }
 }
 
+/// The request came over TLS: the instance is told so (`X-Forwarded-Proto: https`), so the
+/// links and redirects it makes use https.
+pub(crate) fn mark_secure(headers: &mut HeaderMap) {
+    headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("https"));
+}
+
 /// RFC 9110 §7.6.3: each proxy appends the protocol it received the message with and a name.
 fn append_via(headers: &mut HeaderMap, received: Version) {
     let entry = match received {

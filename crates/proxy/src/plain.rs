@@ -289,7 +289,11 @@ impl<'a> PlainConnection<'a> {
             // A body still on its way is streamed both ways at once by hyper's path (the
             // instance may answer before it has read all of it).
             let body_here = (self.buf.len() - request.head_len) as u64 >= request.content_length;
-            let routed = if body_here { self.route() } else { None };
+            let routed = if body_here && !self.intercepted(&request) {
+                self.route()
+            } else {
+                None
+            };
             let Some((upstream, work, stats)) = routed else {
                 return self.handoff();
             };
@@ -307,6 +311,15 @@ impl<'a> PlainConnection<'a> {
 
     fn handoff(self) -> Outcome {
         Outcome::Handoff(self.buf.freeze())
+    }
+
+    /// Whether the proxy answers this request itself (a redirect to HTTPS, an ACME HTTP-01
+    /// token): hyper's path does.
+    fn intercepted(&self, request: &wire::Plain) -> bool {
+        let tls = self.proxy.tls().load();
+        let line = std::str::from_utf8(&self.head[request.line.clone()]).unwrap_or("");
+        let path = line.split_once(' ').map_or("", |(_, path)| path);
+        tls.intercepts_plain(&self.host, path)
     }
 
     /// The instance the host routes to, with a drain token of it and the route's counters; or

@@ -15,8 +15,10 @@ use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::timeout;
+use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
@@ -26,6 +28,7 @@ use crate::connection::{Activity, Expiry, WatchedIo};
 use crate::forward;
 use crate::plain::{Outcome, PlainConnection};
 use crate::route_table::RouteTable;
+use crate::tls::{ACME_TLS_ALPN, TlsTable};
 
 /// hyper refuses an HTTP/1 buffer smaller than this.
 const MIN_H1_BUFFER: usize = 8 * 1024;
@@ -50,16 +53,39 @@ pub struct Proxy {
     /// Cancelled by [`Proxy::stop_waiting`]: requests waiting for a sleeping environment get a
     /// 503 at once, as this proxy will see no more route changes.
     no_more_wakes: CancellationToken,
+    /// Certificates, redirects, HSTS and ACME challenges in force; replaced whole by
+    /// [`Proxy::apply_tls`] and read like the route table. Shared with the handshakes' resolver.
+    tls: Arc<ArcSwap<TlsTable>>,
+    acceptor: TlsAcceptor,
 }
 
 impl Proxy {
     pub fn new(config: ProxyConfig) -> Arc<Proxy> {
+        let tls = Arc::new(ArcSwap::from_pointee(TlsTable::default()));
         Arc::new(Proxy {
             table: ArcSwap::from_pointee(RouteTable::default()),
             config,
             handing_over: AtomicBool::new(false),
             no_more_wakes: CancellationToken::new(),
+            acceptor: TlsAcceptor::from(crate::tls::server_config(tls.clone())),
+            tls,
         })
+    }
+
+    /// The one way HTTPS settings change (certificates, redirects, HSTS, ACME challenges):
+    /// handshakes and requests that start after it returns use `table`.
+    pub fn apply_tls(&self, table: TlsTable) {
+        let hosts = table.len();
+        self.tls.store(Arc::new(table));
+        info!(hosts, "TLS table applied");
+    }
+
+    pub fn current_tls(&self) -> Arc<TlsTable> {
+        self.tls.load_full()
+    }
+
+    pub(crate) fn tls(&self) -> &ArcSwap<TlsTable> {
+        &self.tls
     }
 
     /// The one way routes change: start-up, deploy, switch and rollback all call this.
@@ -132,12 +158,32 @@ impl Proxy {
         listener: TcpListener,
         shutdown: CancellationToken,
     ) -> io::Result<()> {
+        self.accept(listener, shutdown, false).await
+    }
+
+    /// Like [`serve`](Self::serve), for HTTPS: each connection's handshake (certificate by SNI
+    /// from the table [`apply_tls`](Self::apply_tls) put in force, ALPN `h2` or `http/1.1`)
+    /// must end within the header read timeout; then hyper serves it.
+    pub async fn serve_tls(
+        self: Arc<Self>,
+        listener: TcpListener,
+        shutdown: CancellationToken,
+    ) -> io::Result<()> {
+        self.accept(listener, shutdown, true).await
+    }
+
+    async fn accept(
+        self: Arc<Self>,
+        listener: TcpListener,
+        shutdown: CancellationToken,
+        secure: bool,
+    ) -> io::Result<()> {
         let builder = Arc::new(self.connection_builder());
         // One task per client connection; waited for at shutdown.
         let connections = TaskTracker::new();
         // Cancelled when the shutdown grace has run out: open connections are dropped.
         let abort = CancellationToken::new();
-        info!(listen = ?listener.local_addr().ok(), "proxy listening");
+        info!(listen = ?listener.local_addr().ok(), tls = secure, "proxy listening");
 
         let mut backoff = ACCEPT_BACKOFF_MIN;
         loop {
@@ -166,14 +212,29 @@ impl Proxy {
                 }
             };
             let _ = stream.set_nodelay(true);
-            connections.spawn(serve_connection(
-                self.clone(),
-                builder.clone(),
-                stream,
+            let watch = Watch {
+                activity: Activity::new(),
+                header_timeout: self.config.header_read_timeout,
+                idle_timeout: self.config.idle_timeout,
+                shutdown: shutdown.clone(),
+                abort: abort.clone(),
                 peer,
-                shutdown.clone(),
-                abort.clone(),
-            ));
+            };
+            if secure {
+                connections.spawn(serve_tls_connection(
+                    self.clone(),
+                    builder.clone(),
+                    stream,
+                    watch,
+                ));
+            } else {
+                connections.spawn(serve_connection(
+                    self.clone(),
+                    builder.clone(),
+                    stream,
+                    watch,
+                ));
+            }
         }
 
         drop(listener);
@@ -234,18 +295,9 @@ async fn serve_connection(
     proxy: Arc<Proxy>,
     builder: Arc<auto::Builder<TokioExecutor>>,
     mut stream: TcpStream,
-    peer: SocketAddr,
-    shutdown: CancellationToken,
-    abort: CancellationToken,
+    watch: Watch,
 ) {
-    let watch = Watch {
-        activity: Activity::new(),
-        header_timeout: proxy.config.header_read_timeout,
-        idle_timeout: proxy.config.idle_timeout,
-        shutdown,
-        abort,
-        peer,
-    };
+    let peer = watch.peer;
     // Set once a graceful close has begun; from then on only completion or abort matter.
     let closing = AtomicBool::new(false);
     let read = {
@@ -268,9 +320,59 @@ async fn serve_connection(
             }
         }
     };
-    let mut closing = closing.into_inner();
+    let closing = closing.into_inner();
+    let io = WatchedIo::new(stream, read, watch.activity.clone());
+    serve_hyper(proxy, &builder, io, watch, closing, false).await;
+}
 
-    let io = TokioIo::new(WatchedIo::new(stream, read, watch.activity.clone()));
+/// Serve one HTTPS connection: its handshake (within the header timeout, like a request head),
+/// then hyper. A TLS-ALPN-01 validation ends once its handshake is done.
+async fn serve_tls_connection(
+    proxy: Arc<Proxy>,
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    stream: TcpStream,
+    watch: Watch,
+) {
+    let handshake = timeout(watch.header_timeout, proxy.acceptor.accept(stream));
+    let stream = tokio::select! {
+        done = handshake => match done {
+            Ok(Ok(stream)) => stream,
+            Ok(Err(e)) => {
+                debug!(client = %watch.peer, error = %e, "TLS handshake failed");
+                return;
+            }
+            Err(_) => {
+                debug!(client = %watch.peer, "TLS handshake not done in time; closing");
+                return;
+            }
+        },
+        // Not on shutdown: a client whose handshake is under way gets its request answered
+        // (with `Connection: close`), like one whose request head is.
+        _ = watch.abort.cancelled() => return,
+    };
+    let mut stream = stream;
+    if stream.get_ref().1.alpn_protocol() == Some(ACME_TLS_ALPN) {
+        let _ = stream.shutdown().await;
+        return;
+    }
+    let io = WatchedIo::new(stream, bytes::Bytes::new(), watch.activity.clone());
+    serve_hyper(proxy, &builder, io, watch, false, true).await;
+}
+
+/// Serve the rest of a connection with hyper (HTTP/1.1 or HTTP/2), until it ends, is closed
+/// gracefully (shutdown, idle) or aborted. `secure`: it came over TLS.
+async fn serve_hyper<T>(
+    proxy: Arc<Proxy>,
+    builder: &auto::Builder<TokioExecutor>,
+    io: WatchedIo<T>,
+    watch: Watch,
+    mut closing: bool,
+    secure: bool,
+) where
+    T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let peer = watch.peer;
+    let io = TokioIo::new(io);
     let service = {
         let activity = watch.activity.clone();
         let proxy = proxy.clone();
@@ -278,7 +380,7 @@ async fn serve_connection(
             let proxy = proxy.clone();
             let active = activity.begin_request(req.version() == Version::HTTP_2);
             async move {
-                let mut response = forward::handle(&proxy, req, peer).await;
+                let mut response = forward::handle(&proxy, req, peer, secure).await;
                 response.body_mut().set_active(active);
                 Ok::<_, Infallible>(response)
             }
