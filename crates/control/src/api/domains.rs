@@ -118,8 +118,6 @@ pub(super) async fn renew_cert(
     who: Who,
     Path(domain): Path<String>,
 ) -> Result<impl IntoResponse> {
-    Ok((
-        StatusCode::ACCEPTED,
-        Json(p.renew_cert(domain_name(&domain)?, &who).await?),
-    ))
+    // 200, not 202: the client reads 202 as a request parked for approval.
+    Ok(Json(p.renew_cert(domain_name(&domain)?, &who).await?))
 }
