@@ -154,6 +154,8 @@ pub struct ServicePorts {
 }
 
 impl ControlPlane {
+    /// Each part the daemon made at start-up, in the order it made them.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         home: Home,
         store: Store,

@@ -216,7 +216,7 @@ async fn why_invalid(order: &mut instant_acme::Order, domain: &DomainName) -> St
                     .challenges
                     .iter()
                     .filter_map(|c| c.error.as_ref())
-                    .map(|p| describe(p)),
+                    .map(describe),
             );
         }
     }
