@@ -219,6 +219,29 @@ async fn own_certificates_are_checked_served_redirected_and_removed() {
     let list = d.ok(&["domain", "list"]);
     assert!(list.contains("manual, expires"), "{list}");
 
+    // The certificate belongs to the domain, not to its binding: a switch and a rollback keep
+    // it.
+    d.ok(&[
+        "env",
+        "create",
+        "shop/stage",
+        "--branch",
+        "main",
+        "--tier",
+        "staging",
+    ]);
+    d.ok(&["deploy", "shop/stage"]);
+    d.ok(&["domain", "switch", "shop.example.com", "shop/stage"]);
+    let switched = https_get(https, "shop.example.com", &pki.root, "/")
+        .await
+        .unwrap();
+    assert_eq!((switched.leaf, switched.status), (served.leaf.clone(), 200));
+    d.ok(&["domain", "rollback", "shop.example.com"]);
+    let back = https_get(https, "shop.example.com", &pki.root, "/")
+        .await
+        .unwrap();
+    assert_eq!(back.leaf, served.leaf);
+
     // Audited, never with the key.
     let audit = d.ok(&["--json", "audit"]);
     assert!(audit.contains("cert.add"), "{audit}");

@@ -118,9 +118,9 @@ impl ControlPlane {
                 "--tls: off or acme; an own certificate comes with `turnout cert add {name} --cert FILE --key FILE` once the domain is added"
             )));
         }
-        self.check_tls(&name, &settings)?;
         let _op = self.domain_ops.lock().await;
         let env = self.authorize_domain(who, &target).await?;
+        self.check_tls(&name, &settings)?;
         let (n, actor) = (name.clone(), who.name.clone());
         let entry = AuditEntry::new(&who.name, AuditAction::DomainAdd)
             .app(&target.app)

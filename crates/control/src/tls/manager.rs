@@ -397,6 +397,9 @@ impl ControlPlane {
                 self.order(domain).await;
             }
             if !due.is_empty() {
+                // Each order recorded when the next is due; should recording fail, a pause
+                // keeps the loop from hammering the CA.
+                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
                 continue;
             }
             let wait = next.map_or(RECHECK, |at| {
