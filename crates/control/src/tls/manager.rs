@@ -512,3 +512,7 @@ fn describe(tls: &TlsSettings) -> String {
         tls.challenge
     )
 }
+
+#[cfg(test)]
+#[path = "manager_tests.rs"]
+mod tests;
