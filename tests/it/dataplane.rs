@@ -172,7 +172,8 @@ fn the_data_plane_started_by_hand_says_it_needs_the_daemon() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        err.contains("not the proxy's listening socket") && err.contains("turnout serve"),
+        err.contains("listening sockets did not come on standard input")
+            && err.contains("turnout serve"),
         "{err}"
     );
 }
@@ -227,6 +228,12 @@ async fn a_half_started_successor_is_stopped_by_the_next_control_plane() {
     };
     // What an interrupted replacement leaves: a successor on dataplane.next, never told to serve.
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let (ours, theirs) = std::os::unix::net::UnixStream::pair().unwrap();
+    let listeners = turnout_dataplane::Listeners {
+        http: listener,
+        https: None,
+    };
+    listeners.send(&ours).unwrap();
     let mut orphan = std::process::Command::new(crate::support::BIN)
         .arg("__dataplane")
         .arg("--socket")
@@ -235,7 +242,7 @@ async fn a_half_started_successor_is_stopped_by_the_next_control_plane() {
         .arg(d.home.path().join("dataplane.sock"))
         .arg("--config")
         .arg(r#"{"workers":1,"header_read_timeout_ms":1000,"idle_timeout_ms":1000,"max_header_bytes":65536,"upstream_connect_timeout_ms":1000,"shutdown_grace_ms":1000}"#)
-        .stdin(std::process::Stdio::from(std::os::fd::OwnedFd::from(listener)))
+        .stdin(std::process::Stdio::from(std::os::fd::OwnedFd::from(theirs)))
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();

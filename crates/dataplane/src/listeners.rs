@@ -36,8 +36,9 @@ impl Listeners {
         self.https.as_ref().map(TcpListener::local_addr).transpose()
     }
 
-    /// Send them over `conn` (blocking), with the header that says which they are.
-    pub(crate) fn send(&self, conn: &impl AsFd) -> std::io::Result<()> {
+    /// Send them over `conn` (blocking), with the header that says which they are: how a data
+    /// plane's standard input gets them.
+    pub fn send(&self, conn: &impl AsFd) -> std::io::Result<()> {
         match &self.https {
             None => send_fds(conn, LISTENERS, &[self.http.as_fd()]),
             Some(https) => send_fds(conn, LISTENERS_TLS, &[self.http.as_fd(), https.as_fd()]),
@@ -62,10 +63,13 @@ impl Listeners {
 
     /// A data plane process's own: sent on its standard input by whoever started it.
     pub fn from_stdin() -> std::io::Result<Listeners> {
-        let stdin: OwnedFd = std::io::stdin().as_fd().try_clone_to_owned()?;
-        let conn = UnixStream::from(stdin);
-        conn.set_read_timeout(Some(std::time::Duration::from_secs(10)))?;
-        Listeners::receive(&conn, "standard input").map_err(|e| {
+        let receive = || {
+            let stdin: OwnedFd = std::io::stdin().as_fd().try_clone_to_owned()?;
+            let conn = UnixStream::from(stdin);
+            conn.set_read_timeout(Some(std::time::Duration::from_secs(10)))?;
+            Listeners::receive(&conn, "standard input")
+        };
+        receive().map_err(|e: std::io::Error| {
             std::io::Error::new(
                 e.kind(),
                 format!("the listening sockets did not come on standard input ({e}): `turnout __dataplane` is started by `turnout serve`"),

@@ -218,15 +218,16 @@ struct Resolver(Arc<ArcSwap<TlsTable>>);
 
 impl ResolvesServerCert for Resolver {
     fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        let name = hello.server_name()?.to_ascii_lowercase();
+        // rustls has lower-cased it already: no allocation here.
+        let name = hello.server_name()?;
         let table = self.0.load();
         let acme = hello
             .alpn()
             .is_some_and(|mut offered| offered.any(|p| p == ACME_TLS_ALPN));
         if acme {
-            return table.alpn.get(name.as_str()).cloned();
+            return table.alpn.get(name).cloned();
         }
-        table.find(&name).map(|t| t.cert.clone())
+        table.find(name).map(|t| t.cert.clone())
     }
 }
 

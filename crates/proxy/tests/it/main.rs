@@ -16,4 +16,5 @@ mod streaming;
 mod support;
 mod switching;
 mod timeouts;
+mod tls;
 mod upgrade;
