@@ -174,16 +174,7 @@ fn host_name(host: &str) -> &str {
 /// Parse a PEM chain (leaf first) and its PEM private key into what a handshake serves, checking
 /// that the key is the leaf's. The error says what is wrong, for a message that names the file.
 pub fn certified_key(chain_pem: &str, key_pem: &str) -> Result<CertifiedKey, String> {
-    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(chain_pem.as_bytes())
-        .collect::<Result<_, _>>()
-        .map_err(|e| format!("the certificate file is not PEM certificates: {e}"))?;
-    if chain.is_empty() {
-        return Err(
-            "the certificate file holds no certificate (`-----BEGIN CERTIFICATE-----`)".into(),
-        );
-    }
-    let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes())
-        .map_err(|e| format!("the key file holds no private key: {e}"))?;
+    let (chain, key) = parse_pem(chain_pem, key_pem)?;
     let provider = rustls::crypto::ring::default_provider();
     CertifiedKey::from_der(chain, key, &provider).map_err(|e| match e {
         rustls::Error::InconsistentKeys(_) => {
@@ -197,19 +188,30 @@ pub fn certified_key(chain_pem: &str, key_pem: &str) -> Result<CertifiedKey, Str
 /// critical and unknown to webpki, which therefore refuses to parse it, so the key is not
 /// checked against it here as [`certified_key`] does: the control plane made the two together.
 pub fn challenge_key(chain_pem: &str, key_pem: &str) -> Result<CertifiedKey, String> {
-    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(chain_pem.as_bytes())
-        .collect::<Result<_, _>>()
-        .map_err(|e| format!("the challenge certificate is not PEM: {e}"))?;
-    if chain.is_empty() {
-        return Err("no challenge certificate".into());
-    }
-    let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes())
-        .map_err(|e| format!("the challenge key is not PEM: {e}"))?;
+    let (chain, key) = parse_pem(chain_pem, key_pem)?;
     let key = rustls::crypto::ring::default_provider()
         .key_provider
         .load_private_key(key)
-        .map_err(|e| format!("the challenge key cannot sign: {e}"))?;
+        .map_err(|e| format!("the key cannot sign: {e}"))?;
     Ok(CertifiedKey::new(chain, key))
+}
+
+/// A PEM chain (at least one certificate) and a PEM private key.
+fn parse_pem(
+    chain_pem: &str,
+    key_pem: &str,
+) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), String> {
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(chain_pem.as_bytes())
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("the certificate file is not PEM certificates: {e}"))?;
+    if chain.is_empty() {
+        return Err(
+            "the certificate file holds no certificate (`-----BEGIN CERTIFICATE-----`)".into(),
+        );
+    }
+    let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes())
+        .map_err(|e| format!("the key file holds no private key: {e}"))?;
+    Ok((chain, key))
 }
 
 /// Picks each handshake's certificate from the table in force.

@@ -62,13 +62,21 @@ fn due_at(row: &CertRow, tls: &TlsSettings) -> Option<i64> {
 }
 
 /// The domains whose ACME order is due at `now` (names and ids), and when the next one after
-/// them falls due.
-fn plan(domains: &[DomainRow], certs: &[CertRow], now: i64) -> (Vec<DomainRow>, Option<i64>) {
+/// them falls due. `usable` says whether a domain's certificate files in the home can be
+/// served: a domain whose files were lost or cut short (a crash between the two writes) is
+/// ordered again at once, unless a failure's retry is pending.
+fn plan(
+    domains: &[DomainRow],
+    certs: &[CertRow],
+    now: i64,
+    usable: impl Fn(&DomainName) -> bool,
+) -> (Vec<DomainRow>, Option<i64>) {
     let mut due = Vec::new();
     let mut next: Option<i64> = None;
     for d in domains.iter().filter(|d| d.tls.mode == TlsMode::Acme) {
         let at = match certs.iter().find(|c| c.domain_id == d.id) {
             None => None,
+            Some(row) if row.next_attempt.is_none() && !usable(&d.name) => None,
             Some(row) => due_at(row, &d.tls),
         };
         match at {
@@ -387,7 +395,11 @@ impl ControlPlane {
                 .call(|c| Ok((q::list_domains(c)?, tq::list_certs(c)?)))
                 .await;
             let (due, next) = match found {
-                Ok((domains, certs)) => plan(&domains, &certs, now),
+                Ok((domains, certs)) => plan(&domains, &certs, now, |name| {
+                    self.certs().read(name).is_some_and(|(chain, key)| {
+                        turnout_proxy::certified_key(&chain, &key).is_ok()
+                    })
+                }),
                 Err(e) => {
                     warn!(error = %e, "cannot read which certificates are due");
                     (Vec::new(), Some(now + 60))

@@ -78,7 +78,7 @@ fn orders_are_due_without_an_acme_certificate_or_with_a_third_of_its_life_left()
         ),
         failed,
     ];
-    let (due, next) = plan(&domains, &certs, now);
+    let (due, next) = plan(&domains, &certs, now, |_| true);
     let due: Vec<&str> = due.iter().map(|d| d.name.as_str()).collect();
     assert_eq!(
         due,
@@ -92,4 +92,20 @@ fn orders_are_due_without_an_acme_certificate_or_with_a_third_of_its_life_left()
         "a third of the lifetime before expiry"
     );
     assert!(fresh.served);
+
+    // The fresh one's files were lost (a crash between writing the key and the chain): ordered
+    // again at once; the failed one keeps waiting for its retry.
+    let (due, _) = plan(&domains, &certs, now, |name| {
+        !matches!(name.as_str(), "fresh.example.com" | "failed.example.com")
+    });
+    let due: Vec<&str> = due.iter().map(|d| d.name.as_str()).collect();
+    assert_eq!(
+        due,
+        [
+            "new.example.com",
+            "fresh.example.com",
+            "old.example.com",
+            "own.example.com"
+        ]
+    );
 }
