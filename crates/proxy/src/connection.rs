@@ -93,6 +93,20 @@ impl Activity {
     }
 
     /// No request is in progress and no byte of the next one has arrived.
+    /// The connection speaks HTTP/2 (its first request said so, or ALPN chose it).
+    pub(crate) fn is_http2(&self) -> bool {
+        self.http2.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn set_http2(&self) {
+        self.http2.store(true, Ordering::Relaxed);
+    }
+
+    /// A request is in progress (its head was parsed; its response not fully sent).
+    pub(crate) fn has_request(&self) -> bool {
+        self.active.load(Ordering::Acquire) > 0
+    }
+
     pub(crate) fn is_idle(&self) -> bool {
         self.active.load(Ordering::Acquire) == 0
             && self.head_started.load(Ordering::Acquire) == NONE

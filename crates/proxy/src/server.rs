@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use http::{Request, Version};
+use http::{Request, StatusCode, Version};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -351,9 +351,13 @@ async fn serve_tls_connection(
         _ = watch.abort.cancelled() => return,
     };
     let mut stream = stream;
-    if stream.get_ref().1.alpn_protocol() == Some(ACME_TLS_ALPN) {
-        let _ = stream.shutdown().await;
-        return;
+    match stream.get_ref().1.alpn_protocol() {
+        Some(ACME_TLS_ALPN) => {
+            let _ = stream.shutdown().await;
+            return;
+        }
+        Some(b"h2") => watch.activity.set_http2(),
+        _ => {}
     }
     let io = WatchedIo::new(stream, bytes::Bytes::new(), watch.activity.clone());
     serve_hyper(proxy, &builder, io, watch, false, true).await;
@@ -378,10 +382,23 @@ async fn serve_hyper<T>(
         let proxy = proxy.clone();
         service_fn(move |req: Request<Incoming>| {
             let proxy = proxy.clone();
-            let active = activity.begin_request(req.version() == Version::HTTP_2);
+            let http1 = req.version() < Version::HTTP_2;
+            let active = activity.begin_request(!http1);
             async move {
                 let mut response = forward::handle(&proxy, req, peer, secure).await;
                 response.body_mut().set_active(active);
+                // Another process takes the listening sockets over: every HTTP/1 answer from now
+                // on says so, so the client opens its next connection to the successor, and
+                // never sends a request on one this process is about to close.
+                if http1
+                    && proxy.is_handing_over()
+                    && response.status() != StatusCode::SWITCHING_PROTOCOLS
+                {
+                    response.headers_mut().insert(
+                        http::header::CONNECTION,
+                        http::HeaderValue::from_static("close"),
+                    );
+                }
                 Ok::<_, Infallible>(response)
             }
         })
@@ -401,7 +418,13 @@ async fn serve_hyper<T>(
                 _ = watch.abort.cancelled() => Event::Abort,
                 () = busy(&watch.activity) => {
                     close_when_busy = false;
-                    conn.as_mut().graceful_shutdown();
+                    // HTTP/1 ends by itself: the answer to this request says `Connection:
+                    // close` (see the service), and hyper closes after it. Shutting down now
+                    // could close silently after an answer already on its way without it,
+                    // while the client sends its next request on the connection.
+                    if watch.activity.is_http2() {
+                        conn.as_mut().graceful_shutdown();
+                    }
                     continue;
                 }
             }
@@ -417,7 +440,8 @@ async fn serve_hyper<T>(
             }
             Event::Close => {
                 closing = true;
-                if proxy.is_handing_over() && watch.activity.is_idle() {
+                let http2 = watch.activity.is_http2();
+                if proxy.is_handing_over() && (watch.activity.is_idle() || !http2) {
                     close_when_busy = true;
                 } else {
                     conn.as_mut().graceful_shutdown();
@@ -428,10 +452,13 @@ async fn serve_hyper<T>(
     }
 }
 
-/// Resolves once a request has begun on the connection (its first bytes were read). Polled
-/// only for idle connections during a handover, so a short tick costs nothing otherwise.
+/// Resolves once hyper has a request on the connection (its head parsed and handed to the
+/// service). Not merely its first bytes: hyper closes an HTTP/1 connection whose next head it
+/// has not parsed yet at once on `graceful_shutdown`, dropping that request; once the request
+/// is under way it is answered, with `Connection: close`. Polled only for idle connections
+/// during a handover, so a short tick costs nothing otherwise.
 async fn busy(activity: &Activity) {
-    while activity.is_idle() {
+    while !activity.has_request() {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }

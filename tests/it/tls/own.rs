@@ -9,15 +9,15 @@ use super::{cert_entry, https_get, plain_get};
 use crate::support::{Daemon, Repo};
 
 /// A root, an intermediate it signed, and files in `dir` for leaves the intermediate signs.
-struct Pki {
-    root: String,
-    intermediate: String,
+pub(super) struct Pki {
+    pub(super) root: String,
+    pub(super) intermediate: String,
     issuer: Issuer<'static, KeyPair>,
     dir: tempfile::TempDir,
 }
 
 impl Pki {
-    fn new() -> Pki {
+    pub(super) fn new() -> Pki {
         let ca = |name: &str, parent: Option<&Issuer<'_, KeyPair>>| {
             let key = KeyPair::generate().unwrap();
             let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
@@ -40,7 +40,7 @@ impl Pki {
     }
 
     /// A leaf for `names`: (leaf PEM, key file).
-    fn leaf(&self, names: &[&str], tag: &str) -> (String, PathBuf) {
+    pub(super) fn leaf(&self, names: &[&str], tag: &str) -> (String, PathBuf) {
         let key = KeyPair::generate().unwrap();
         let cert = CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
             .unwrap()
@@ -52,7 +52,7 @@ impl Pki {
         )
     }
 
-    fn file(&self, name: &str, text: &str) -> PathBuf {
+    pub(super) fn file(&self, name: &str, text: &str) -> PathBuf {
         let path = self.dir.path().join(name);
         std::fs::write(&path, text).unwrap();
         path

@@ -197,7 +197,7 @@ fn meta(leaf: &X509Certificate<'_>, names: Vec<String>) -> CertMeta {
 
 fn incomplete(domain: &DomainName, cert_file: &str, orphan: &X509Certificate<'_>) -> String {
     format!(
-        "{domain}: the chain is incomplete: nothing in {cert_file} issued {} (its issuer is {}), and no public root did; append the intermediate certificates (fullchain.pem)",
+        "{domain}: the chain is incomplete: nothing in {cert_file} issued {} (its issuer is {}), and no public root did; append the intermediate certificates (fullchain.pem), and for a private CA its root too",
         orphan.subject(),
         orphan.issuer()
     )
