@@ -10,7 +10,9 @@ use turnout_model::{
     Role, StageMember, Tier, UnknownTier,
 };
 
+mod certs;
 mod settings;
+pub use certs::{CertCommand, ChallengeArg, TlsArg};
 pub use settings::{ConfigCommand, EgressCommand, MailCommand, SecretCommand, SecretsCommand};
 
 #[derive(Parser)]
@@ -146,6 +148,9 @@ pub enum Command {
     /// Bind host names to environments; switch them with zero downtime and roll them back
     #[command(subcommand)]
     Domain(DomainCommand),
+    /// Each domain's HTTPS certificate: add your own, list, remove, renew from ACME
+    #[command(subcommand)]
+    Cert(CertCommand),
     /// Configuration given to instances as environment variables, set at the app, a tier or
     /// an environment (the most specific wins, over the app file's `[env]`); plain or secret
     #[command(subcommand)]
@@ -647,6 +652,32 @@ pub enum DomainCommand {
         domain: DomainName,
         /// The environment, as APP/ENV
         target: EnvRef,
+        /// HTTPS for the domain: `acme` orders a certificate from the daemon's ACME directory
+        /// now (the proxy answers the challenge) and renews it by itself
+        #[arg(long, value_enum, value_name = "off|acme")]
+        tls: Option<TlsArg>,
+    },
+    /// A domain's HTTPS: its certificate from ACME or none, the redirect of plain HTTP to
+    /// HTTPS, HSTS, and the ACME challenge its orders answer
+    Tls {
+        domain: DomainName,
+        /// Certificates from the daemon's ACME directory (ordered now, renewed by themselves)
+        #[arg(long, conflicts_with = "off")]
+        acme: bool,
+        /// No HTTPS: serve the domain over plain HTTP only
+        #[arg(long)]
+        off: bool,
+        /// Answer plain-HTTP requests with a redirect to HTTPS (on by default once a
+        /// certificate exists)
+        #[arg(long, value_enum)]
+        redirect: Option<OnOff>,
+        /// Send Strict-Transport-Security with this max-age (at most two years), or `off`
+        #[arg(long, value_name = "SECONDS|off", value_parser = certs::hsts_parser)]
+        hsts: Option<u64>,
+        /// How the ACME server checks the domain: http-01 (default) or tls-alpn-01 (needs
+        /// `turnout serve --https-listen`)
+        #[arg(long, value_enum)]
+        challenge: Option<ChallengeArg>,
     },
     /// List domains and where they point
     List,

@@ -185,6 +185,7 @@ async fn set_up(client: &Client, repo: &Path) -> anyhow::Result<()> {
             domain,
             app,
             env: "production".parse()?,
+            tls: None,
         };
         client.call(&ep::AddDomain { body }).await?;
     }

@@ -12,6 +12,7 @@ macro_rules! outln {
 }
 
 mod backup;
+mod certs;
 mod cli;
 mod config;
 mod daemon;
@@ -462,14 +463,23 @@ async fn run_client(client: &Client, command: Command, json: bool) -> anyhow::Re
         Command::Release(ReleaseCommand::List { target }) => {
             render::releases(&client.call(&ep::ListReleases { target }).await?, json);
         }
-        Command::Domain(DomainCommand::Add { domain, target }) => {
+        Command::Domain(DomainCommand::Add {
+            domain,
+            target,
+            tls,
+        }) => {
             let body = AddDomain {
                 domain,
                 app: target.app,
                 env: target.env,
+                tls: tls.map(Into::into),
             };
             render::domain_added(&client.call(&ep::AddDomain { body }).await?, json);
         }
+        Command::Domain(command @ DomainCommand::Tls { .. }) => {
+            return certs::domain_tls(client, command, json).await;
+        }
+        Command::Cert(command) => return certs::command(client, command, json).await,
         Command::Domain(DomainCommand::List) => {
             render::domains(&client.call(&ep::ListDomains).await?, json);
         }

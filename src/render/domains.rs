@@ -25,7 +25,7 @@ pub fn domains(domains: &[DomainInfo], json: bool) {
         outln!("no domains: add one with `turnout domain add DOMAIN APP/ENV`");
         return;
     }
-    let mut t = table(&["DOMAIN", "APP", "ENV", "STATE", "URL"]);
+    let mut t = table(&["DOMAIN", "APP", "ENV", "STATE", "TLS", "URL"]);
     for d in domains {
         let state = match (&d.maintenance, d.serving) {
             (Some(_), _) => "maintenance",
@@ -37,6 +37,7 @@ pub fn domains(domains: &[DomainInfo], json: bool) {
             d.app.to_string(),
             d.env.to_string(),
             state.to_owned(),
+            super::certs::tls_column(d),
             d.url.clone(),
         ]);
     }

@@ -5,6 +5,7 @@ use std::time::Instant;
 use comfy_table::{Table, presets::NOTHING};
 use serde::Serialize;
 pub mod backup;
+pub mod certs;
 pub mod config;
 pub mod data;
 pub mod diff;

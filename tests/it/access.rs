@@ -77,6 +77,17 @@ fn short(tier: Tier) -> &'static str {
     }
 }
 
+/// `cert add`'s body: a self-signed certificate for `domain` and its key.
+fn own_cert(domain: &str) -> Value {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec![domain.to_owned()])
+        .unwrap()
+        .self_signed(&key)
+        .unwrap();
+    json!({"chain_pem": cert.pem(), "key_pem": key.serialize_pem(),
+           "cert_file": "cert.pem", "key_file": "key.pem"})
+}
+
 fn allowed(role: Option<Role>, needed: Role) -> bool {
     role.is_some_and(|r| r >= needed)
 }
@@ -457,6 +468,54 @@ async fn every_mutating_endpoint_by_every_role_on_every_tier() {
                     r,
                     ok,
                 );
+                checked.insert((method, checked_path));
+            }
+            // A domain's HTTPS: the same right as its other changes. Own certificates only
+            // (an ACME order would go out to the internet).
+            for (prefix, method, path, checked_path) in [
+                ("t", "POST", "tls", "/api/v1/domains/{domain}/tls"),
+                ("ca", "POST", "cert", "/api/v1/domains/{domain}/cert"),
+                ("cr", "DELETE", "cert", "/api/v1/domains/{domain}/cert"),
+                (
+                    "cn",
+                    "POST",
+                    "cert/renew",
+                    "/api/v1/domains/{domain}/cert/renew",
+                ),
+            ] {
+                let domain = format!("{prefix}-{tag}.test");
+                admin
+                    .call(
+                        "POST",
+                        "/api/v1/domains",
+                        Some(json!({"domain": domain, "app": "shop", "env": a})),
+                    )
+                    .await;
+                let cert = own_cert(&domain);
+                if prefix == "cr" {
+                    let r = admin
+                        .call(
+                            "POST",
+                            &format!("/api/v1/domains/{domain}/cert"),
+                            Some(cert.clone()),
+                        )
+                        .await;
+                    assert_eq!(r.0, 201, "{r:?}");
+                }
+                let body = match prefix {
+                    "t" => Some(json!({"redirect": false})),
+                    "ca" => Some(cert),
+                    _ => None,
+                };
+                let url = format!("/api/v1/domains/{domain}/{path}");
+                let r = who.call(method, &url, body).await;
+                if prefix == "cn" && ok {
+                    // Allowed, and refused for what the domain is: its TLS is not ACME.
+                    assert_eq!(r.0, 409, "cert renew by {name} on {tier}: {r:?}");
+                    assert!(r.1.contains("ACME"), "{}", r.1);
+                } else {
+                    expect(case(&format!("{method} {path}")), r, ok);
+                }
                 checked.insert((method, checked_path));
             }
         }

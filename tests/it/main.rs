@@ -33,6 +33,7 @@ mod serve_start;
 mod sleep;
 mod startup;
 mod support;
+mod tls;
 mod traffic;
 mod triggers;
 mod upgrade;

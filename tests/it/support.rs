@@ -27,6 +27,8 @@ pub struct Daemon {
     child: Option<Child>,
     pub api: String,
     pub http: SocketAddr,
+    /// The proxy's HTTPS listener, when started with one (`TURNOUT_HTTPS_LISTEN`).
+    pub https: Option<SocketAddr>,
     extra_env: Vec<(String, String)>,
     /// Runs the daemon as this user (and group) instead of the test's own.
     uid: Option<u32>,
@@ -64,6 +66,7 @@ impl Daemon {
             child: None,
             api: String::new(),
             http: "127.0.0.1:0".parse().unwrap(),
+            https: None,
             extra_env: env
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -142,6 +145,9 @@ impl Daemon {
             .trim_start_matches("http://")
             .parse()
             .unwrap();
+        self.https = info["https"]
+            .as_str()
+            .map(|a| a.trim_start_matches("https://").parse().unwrap());
         child
     }
 

@@ -90,6 +90,10 @@ pub async fn serve(
     let home = Home::new(config.home.clone());
     let relay_tls = crate::mail::relay::RelayTls::new(config.mail_relay_ca.as_deref())
         .map_err(|e| anyhow::anyhow!("--mail-relay-ca: {e}"))?;
+    // One process-wide crypto provider for every rustls configuration built without one.
+    let _ = tokio_rustls::rustls::crypto::ring::default_provider().install_default();
+    let certs = crate::tls::Certs::new(home.root(), config.acme.clone())
+        .map_err(|e| anyhow::anyhow!("--acme-ca-cert: {e}"))?;
     // Everything the daemon writes is its own alone (store, WAL, tokens, logs, job files);
     // directories environments must pass are opened up explicitly (`plane::isolation`).
     nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
@@ -232,6 +236,7 @@ pub async fn serve(
             egress: egress_listener,
         },
         relay_tls,
+        certs,
         (http_addr, https_addr),
         &dataplane,
         separation,
@@ -262,6 +267,7 @@ async fn run(
     home: &Home,
     listeners: Listeners,
     relay_tls: crate::mail::relay::RelayTls,
+    certs: crate::tls::Certs,
     (http_addr, https_addr): (SocketAddr, Option<SocketAddr>),
     dataplane: &std::sync::Arc<DataPlane>,
     separation: crate::plane::Separation,
@@ -336,6 +342,7 @@ async fn run(
         networks,
         vault,
         ports,
+        certs.with_https_port(https_addr.map(|a| a.port())),
     );
     plane
         .load_egress()
@@ -353,11 +360,14 @@ async fn run(
     // passes its health check. Then the data plane gets the routes: for what was adopted they
     // are the ones it has, so nothing it serves changes.
     plane.restore_all().await;
+    // The certificates, from the home: held with the routes until the data plane serves.
+    plane.apply_tls().await;
     dataplane
         .release(config.upgrade)
         .await
         .context("the data plane does not serve")?;
     plane.start_sleeping();
+    plane.start_renewals();
     plane.serve_services(smtp_listener, egress_listener, relay_tls, &ending);
     let api_router = crate::api::router(plane.clone(), config.max_push_bytes);
     let api_ending = ending.clone();

@@ -28,6 +28,7 @@ pub mod jobs;
 pub mod mail;
 pub mod pipeline;
 pub mod reseed;
+pub mod tls;
 
 pub use audit::AuditEntry;
 
@@ -51,6 +52,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0016_config.sql"),
     include_str!("../migrations/0017_mail.sql"),
     include_str!("../migrations/0018_egress.sql"),
+    include_str!("../migrations/0019_tls.sql"),
 ];
 
 /// Read-only connections kept open for `Store::call`.
@@ -201,6 +203,8 @@ pub struct DomainRow {
     pub env: EnvName,
     pub maintenance: Option<String>,
     pub created_at: i64,
+    /// Its HTTPS settings (independent of its binding: a switch never changes them).
+    pub tls: turnout_model::TlsSettings,
 }
 
 impl DomainRow {
@@ -575,7 +579,8 @@ fn unsigned(col: usize, v: Option<i64>) -> rusqlite::Result<Option<u64>> {
     .transpose()
 }
 
-const DOMAIN_COLS: &str = "d.id, d.name, a.name, e.name, d.maintenance_message, d.created_at";
+const DOMAIN_COLS: &str = "d.id, d.name, a.name, e.name, d.maintenance_message, d.created_at, \
+     d.tls_mode, d.tls_redirect, d.tls_hsts_max_age, d.tls_challenge";
 const DOMAIN_FROM: &str =
     "domains d JOIN environments e ON e.id = d.env_id JOIN apps a ON a.id = e.app_id";
 
@@ -589,6 +594,12 @@ fn domain_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<DomainRow> {
         env: parse_name(r.get(3)?)?,
         maintenance: r.get(4)?,
         created_at: r.get(5)?,
+        tls: turnout_model::TlsSettings {
+            mode: parse_text(6, r.get(6)?)?,
+            redirect: r.get(7)?,
+            hsts_max_age: unsigned(8, r.get(8)?)?,
+            challenge: parse_text(9, r.get(9)?)?,
+        },
     })
 }
 

@@ -461,7 +461,7 @@ impl Plane {
                 },
                 true,
             ) => {
-                let cert = certified_key(&chain_pem, &key_pem)
+                let cert = turnout_proxy::challenge_key(&chain_pem, &key_pem)
                     .map_err(|e| format!("the TLS-ALPN-01 certificate for {host}: {e}"))?;
                 r.tls_table.insert_alpn(&host, Arc::new(cert));
             }

@@ -349,6 +349,9 @@ pub struct AddDomain {
     pub domain: DomainName,
     pub app: AppName,
     pub env: EnvName,
+    /// `acme`: order a certificate at once (`manual` comes from `cert add`); off when absent.
+    #[serde(default)]
+    pub tls: Option<crate::TlsMode>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -363,6 +366,10 @@ pub struct DomainInfo {
     /// `http://<domain>:<http port>` (a wildcard's URL shows the wildcard).
     pub url: String,
     pub created_at: String,
+    /// Its HTTPS settings.
+    pub tls: crate::TlsSettings,
+    /// Its certificate and renewal state, if it has either.
+    pub cert: Option<crate::CertInfo>,
 }
 
 /// The body of a switch: the environment (of the domain's app) to move the domain to.

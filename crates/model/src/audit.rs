@@ -55,6 +55,11 @@ audit_actions! {
     DomainRollback => "domain.rollback", "A domain moved back along its history.";
     DomainMaintenanceOn => "domain.maintenance-on", "A domain went into maintenance.";
     DomainMaintenanceOff => "domain.maintenance-off", "A domain left maintenance.";
+    DomainTls => "domain.tls", "A domain's HTTPS settings changed (mode, redirect, HSTS, ACME challenge).";
+    CertAdd => "cert.add", "An own certificate was added for a domain (never its key).";
+    CertRemove => "cert.remove", "A domain's certificate was removed.";
+    CertRenew => "cert.renew", "Someone asked for a domain's certificate to be ordered now.";
+    CertIssue => "cert.issue", "An ACME order for a domain ended (its result says whether a certificate was issued).";
     SecretSet => "secret.set", "A secret was set (written by versions before `config`).";
     SecretUnset => "secret.unset", "A secret was removed (written by versions before `config`).";
     ConfigSet => "config.set", "Configuration values were set at a level (their keys only are recorded).";

@@ -501,6 +501,41 @@ pub struct DomainHistory {
 endpoint!(DomainHistory, Get "/api/v1/domains/{domain}/history", body (),
     answer Vec<DomainEvent>, |s| [s.domain.as_str()]);
 
+/// Change a domain's HTTPS settings (mode off/acme, redirect, HSTS, ACME challenge).
+pub struct SetTls {
+    pub domain: DomainName,
+    pub body: crate::SetTls,
+}
+endpoint!(SetTls, Post "/api/v1/domains/{domain}/tls", body crate::SetTls, answer DomainInfo,
+    |s| [s.domain.as_str()], body_field body);
+
+/// Every certificate of the domains the caller may see, with its renewal state.
+pub struct ListCerts;
+endpoint!(ListCerts, Get "/api/v1/certs", body (), answer Vec<crate::CertInfo>, |s| []);
+
+/// Serve the domain with its owner's certificate (checked: key, chain, names, dates).
+pub struct AddCert {
+    pub domain: DomainName,
+    pub body: crate::AddCert,
+}
+endpoint!(AddCert, Post "/api/v1/domains/{domain}/cert", body crate::AddCert,
+    answer crate::CertInfo, |s| [s.domain.as_str()], body_field body);
+
+/// Stop serving the domain over HTTPS and forget its certificate (its TLS turns off).
+pub struct RemoveCert {
+    pub domain: DomainName,
+}
+endpoint!(RemoveCert, Delete "/api/v1/domains/{domain}/cert", body (), answer (),
+    |s| [s.domain.as_str()]);
+
+/// Order the domain's ACME certificate now rather than when due; answers at once (the order
+/// runs in the background: see `ListCerts`).
+pub struct RenewCert {
+    pub domain: DomainName,
+}
+endpoint!(RenewCert, Post "/api/v1/domains/{domain}/cert/renew", body (),
+    answer crate::CertInfo, |s| [s.domain.as_str()]);
+
 pub struct ListUsers;
 endpoint!(ListUsers, Get "/api/v1/users", body (), answer Vec<UserInfo>, |s| []);
 
@@ -858,6 +893,11 @@ pub fn all_paths() -> Vec<(&'static str, &'static str)> {
         RollbackDomain,
         SetMaintenance,
         DomainHistory,
+        SetTls,
+        ListCerts,
+        AddCert,
+        RemoveCert,
+        RenewCert,
         ListUsers,
         AddUser,
         ListTokens,
@@ -1020,6 +1060,6 @@ mod tests {
             );
         }
         assert!(all.contains(&("POST", "/api/v1/jobs/{id}/cancel")));
-        assert_eq!(all.len(), 90);
+        assert_eq!(all.len(), 95);
     }
 }

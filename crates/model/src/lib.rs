@@ -22,6 +22,7 @@ pub mod plan;
 mod restore;
 pub mod sleep;
 mod tier;
+mod tls;
 mod trigger;
 
 pub use access::{Action, Role};
@@ -60,6 +61,10 @@ pub use plan::{ResourcePlan, ResourceUsage, UpdatePlan};
 pub use restore::{DrillRequest, ResetRequest, RestoreRequest};
 pub use sleep::{SetSleep, SleepAfter};
 pub use tier::{Tier, UnknownTier};
+pub use tls::{
+    AddCert, CertInfo, CertSource, ChallengeKind, MAX_HSTS_MAX_AGE, MAX_PEM_BYTES, SetTls, TlsMode,
+    TlsSettings,
+};
 pub use trigger::{
     CiOutcome, CiReport, CiStatus, DeployOn, SetTrigger, SkippedEnv, TriggeredDeploy,
 };

@@ -193,6 +193,25 @@ pub fn certified_key(chain_pem: &str, key_pem: &str) -> Result<CertifiedKey, Str
     })
 }
 
+/// The certificate a TLS-ALPN-01 validation gets (RFC 8737 §3). Its acmeIdentifier extension is
+/// critical and unknown to webpki, which therefore refuses to parse it, so the key is not
+/// checked against it here as [`certified_key`] does: the control plane made the two together.
+pub fn challenge_key(chain_pem: &str, key_pem: &str) -> Result<CertifiedKey, String> {
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(chain_pem.as_bytes())
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("the challenge certificate is not PEM: {e}"))?;
+    if chain.is_empty() {
+        return Err("no challenge certificate".into());
+    }
+    let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes())
+        .map_err(|e| format!("the challenge key is not PEM: {e}"))?;
+    let key = rustls::crypto::ring::default_provider()
+        .key_provider
+        .load_private_key(key)
+        .map_err(|e| format!("the challenge key cannot sign: {e}"))?;
+    Ok(CertifiedKey::new(chain, key))
+}
+
 /// Picks each handshake's certificate from the table in force.
 #[derive(Debug)]
 struct Resolver(Arc<ArcSwap<TlsTable>>);

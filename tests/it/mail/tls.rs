@@ -6,7 +6,7 @@ use std::io::BufRead;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 
-use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
+use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
 use serde_json::Value;
 
 use super::{deploy, relay_decided, relay_staging_to, send};
@@ -19,13 +19,14 @@ fn ca_and_localhost(name: &str) -> (String, String, String) {
     let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
     ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
     ca.distinguished_name.push(DnType::CommonName, name);
-    let ca = ca.self_signed(&ca_key).unwrap();
+    let ca_cert = ca.self_signed(&ca_key).unwrap();
+    let issuer = Issuer::new(ca, ca_key);
     let key = KeyPair::generate().unwrap();
     let cert = CertificateParams::new(vec!["localhost".to_owned()])
         .unwrap()
-        .signed_by(&key, &ca, &ca_key)
+        .signed_by(&key, &issuer)
         .unwrap();
-    (ca.pem(), cert.pem(), key.serialize_pem())
+    (ca_cert.pem(), cert.pem(), key.serialize_pem())
 }
 
 /// An SMTP server over TLS on 127.0.0.1, Python's `ssl`: `implicit` (smtps) or offering

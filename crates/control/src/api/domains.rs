@@ -1,4 +1,5 @@
-//! Domains: bind, switch, roll back, maintenance, history.
+//! Domains: bind, switch, roll back, maintenance, history, and their HTTPS (settings and
+//! certificates).
 use super::*;
 
 pub(super) async fn list_domains(State(p): State<Api>, who: Who) -> Result<impl IntoResponse> {
@@ -17,7 +18,7 @@ pub(super) async fn add_domain(
     };
     Ok((
         StatusCode::CREATED,
-        Json(p.add_domain(req.domain, target, &who).await?),
+        Json(p.add_domain(req.domain, target, req.tls, &who).await?),
     ))
 }
 
@@ -72,4 +73,51 @@ pub(super) async fn domain_history(
     Path(domain): Path<String>,
 ) -> Result<impl IntoResponse> {
     Ok(Json(p.domain_history(domain_name(&domain)?, &who).await?))
+}
+
+pub(super) async fn set_tls(
+    State(p): State<Api>,
+    who: Who,
+    Path(domain): Path<String>,
+    RawBody(bytes): RawBody,
+) -> Result<impl IntoResponse> {
+    let domain = domain_name(&domain)?;
+    let req: turnout_model::SetTls = body(&bytes)?;
+    Ok(Json(p.set_tls(domain, req, &who).await?))
+}
+
+pub(super) async fn list_certs(State(p): State<Api>, who: Who) -> Result<impl IntoResponse> {
+    Ok(Json(p.list_certs(&who).await?))
+}
+
+pub(super) async fn add_cert(
+    State(p): State<Api>,
+    who: Who,
+    Path(domain): Path<String>,
+    RawBody(bytes): RawBody,
+) -> Result<impl IntoResponse> {
+    let domain = domain_name(&domain)?;
+    let req: turnout_model::AddCert = body(&bytes)?;
+    Ok((
+        StatusCode::CREATED,
+        Json(p.add_cert(domain, req, &who).await?),
+    ))
+}
+
+pub(super) async fn remove_cert(
+    State(p): State<Api>,
+    who: Who,
+    Path(domain): Path<String>,
+) -> Result<impl IntoResponse> {
+    p.remove_cert(domain_name(&domain)?, &who).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+pub(super) async fn renew_cert(
+    State(p): State<Api>,
+    who: Who,
+    Path(domain): Path<String>,
+) -> Result<impl IntoResponse> {
+    // 200, not 202: the client reads 202 as a request parked for approval.
+    Ok(Json(p.renew_cert(domain_name(&domain)?, &who).await?))
 }

@@ -5,15 +5,17 @@ use std::time::Instant;
 
 use tracing::info;
 use turnout_model::{
-    Action, AppName, AuditAction, DomainEvent, DomainInfo, DomainName, EnvName, EnvRef, SwitchInfo,
-    format_timestamp,
+    Action, AppName, AuditAction, CertInfo, CertSource, DomainEvent, DomainInfo, DomainName,
+    EnvName, EnvRef, SwitchInfo, TlsMode, TlsSettings, format_timestamp,
 };
 
 use super::ControlPlane;
 use super::routing::key;
 use crate::access::Principal;
 use crate::error::ControlError;
-use crate::store::{AuditEntry, DomainRow, EnvRow, q};
+use crate::store::tls::{self as tls_q, CertRow};
+use crate::store::{AuditEntry, DomainRow, EnvRow, now, q};
+use crate::tls::cert_info;
 
 /// How a domain moves: a switch, or a rollback undoing history entry `undo`.
 #[derive(Clone, Copy)]
@@ -26,12 +28,33 @@ const DEFAULT_MAINTENANCE_MESSAGE: &str =
     "This site is down for maintenance and will be back shortly.";
 
 impl ControlPlane {
-    fn domain_info(&self, row: &DomainRow) -> DomainInfo {
+    /// How the API shows a domain; `cert` is its certificate row, if it has one.
+    fn domain_info(&self, row: &DomainRow, cert: Option<&CertRow>) -> DomainInfo {
         let serving = self
             .routing
             .running(&(row.app.clone(), row.env.clone()))
             .is_some();
+        let cert = match cert {
+            Some(c) => Some(cert_info(c, &row.tls, now())),
+            // Waiting for its first order.
+            None if row.tls.mode == TlsMode::Acme => Some(CertInfo {
+                domain: row.name.clone(),
+                source: CertSource::Acme,
+                issuer: None,
+                names: Vec::new(),
+                serial: None,
+                not_before: None,
+                not_after: None,
+                served: false,
+                next_renewal: None,
+                last_error: None,
+                failures: 0,
+            }),
+            None => None,
+        };
         DomainInfo {
+            tls: row.tls.clone(),
+            cert,
             url: format!("http://{}:{}", row.name, self.http_port),
             domain: row.name.clone(),
             app: row.app.clone(),
@@ -42,6 +65,16 @@ impl ControlPlane {
         }
     }
 
+    /// `domain_info`, with the domain's certificate row read from the store.
+    pub(crate) async fn domain_info_with_cert(
+        &self,
+        row: DomainRow,
+    ) -> Result<DomainInfo, ControlError> {
+        let id = row.id;
+        let cert = self.store.call(move |c| tls_q::get_cert(c, id)).await?;
+        Ok(self.domain_info(&row, cert.as_ref()))
+    }
+
     async fn domain_row(&self, name: &DomainName) -> Result<DomainRow, ControlError> {
         let n = name.clone();
         self.store.call(move |c| q::get_domain(c, &n)).await
@@ -50,6 +83,7 @@ impl ControlPlane {
     /// The domains of apps `who` has a role on.
     pub async fn list_domains(&self, who: &Principal) -> Result<Vec<DomainInfo>, ControlError> {
         let rows = self.store.call(|c| q::list_domains(c)).await?;
+        let certs = self.store.call(|c| tls_q::list_certs(c)).await?;
         let apps = self.store.call(|c| q::list_apps(c)).await?;
         let visible = |app: &AppName| {
             apps.iter()
@@ -58,7 +92,7 @@ impl ControlPlane {
         Ok(rows
             .iter()
             .filter(|r| visible(&r.app))
-            .map(|r| self.domain_info(r))
+            .map(|r| self.domain_info(r, certs.iter().find(|c| c.domain_id == r.id)))
             .collect())
     }
 
@@ -67,12 +101,24 @@ impl ControlPlane {
         self.env_for(who, r, Action::Domain).await
     }
 
+    /// Bind `name` to `target`; with `tls` acme, its first certificate is ordered at once.
     pub async fn add_domain(
         &self,
         name: DomainName,
         target: EnvRef,
+        tls: Option<TlsMode>,
         who: &Principal,
     ) -> Result<DomainInfo, ControlError> {
+        let settings = TlsSettings {
+            mode: tls.unwrap_or_default(),
+            ..TlsSettings::default()
+        };
+        if settings.mode == TlsMode::Manual {
+            return Err(ControlError::Invalid(format!(
+                "--tls: off or acme; an own certificate comes with `turnout cert add {name} --cert FILE --key FILE` once the domain is added"
+            )));
+        }
+        self.check_tls(&name, &settings)?;
         let _op = self.domain_ops.lock().await;
         let env = self.authorize_domain(who, &target).await?;
         let (n, actor) = (name.clone(), who.name.clone());
@@ -80,14 +126,28 @@ impl ControlPlane {
             .app(&target.app)
             .env(&target.env)
             .domain(&name)
-            .change(None, Some(target.to_string()));
+            .change(
+                None,
+                Some(match settings.mode {
+                    TlsMode::Off => target.to_string(),
+                    mode => format!("{target} (tls {mode})"),
+                }),
+            );
+        let s = settings.clone();
         let row = self
             .store
-            .mutate(entry, move |c, _| q::insert_domain(c, &n, &env, &actor))
+            .mutate(entry, move |c, _| {
+                let row = q::insert_domain(c, &n, &env, &actor)?;
+                tls_q::set_settings(c, row.id, &s)?;
+                Ok(DomainRow { tls: s, ..row })
+            })
             .await?;
         self.routing.bind(&row).await;
-        info!(domain = %name, app = %target.app, env = %target.env, "domain added");
-        Ok(self.domain_info(&row))
+        if row.tls.mode == TlsMode::Acme {
+            self.certs.kick();
+        }
+        info!(domain = %name, app = %target.app, env = %target.env, tls = %row.tls.mode, "domain added");
+        Ok(self.domain_info(&row, None))
     }
 
     pub async fn remove_domain(
@@ -109,6 +169,9 @@ impl ControlPlane {
             .mutate(entry, move |c, _| q::delete_domain(c, &n))
             .await?;
         self.routing.unbind(&name).await;
+        // Its certificate row went with it (cascade); its files and its place in the data
+        // plane's TLS table go now.
+        self.forget_cert(&name).await;
         info!(domain = %name, "domain removed");
         Ok(())
     }
@@ -333,7 +396,7 @@ impl ControlPlane {
         };
         self.routing.bind(&row).await;
         info!(domain = %name, on, "domain maintenance");
-        Ok(self.domain_info(&row))
+        self.domain_info_with_cert(row).await
     }
 
     pub async fn domain_history(

@@ -140,6 +140,8 @@ pub struct ControlPlane {
     mail: Arc<Catcher>,
     egress: Arc<Egress>,
     ports: ServicePorts,
+    /// Each domain's certificate, its files and its renewals (see `crate::tls`).
+    certs: crate::tls::Certs,
 }
 
 /// Where the daemon's own services listen, on 127.0.0.1.
@@ -152,6 +154,8 @@ pub struct ServicePorts {
 }
 
 impl ControlPlane {
+    /// Each part the daemon made at start-up, in the order it made them.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         home: Home,
         store: Store,
@@ -160,6 +164,7 @@ impl ControlPlane {
         networks: Networks,
         vault: Vault,
         ports: ServicePorts,
+        certs: crate::tls::Certs,
     ) -> Arc<ControlPlane> {
         let (dataplane, http_port) = (networks.dataplane().clone(), networks.http_port());
         let closing = CancellationToken::new();
@@ -197,6 +202,7 @@ impl ControlPlane {
             vault: std::sync::RwLock::new(vault),
             sealing: tokio::sync::RwLock::new(()),
             ports,
+            certs,
         })
     }
 
@@ -228,6 +234,15 @@ impl ControlPlane {
 
     pub(crate) fn store(&self) -> &Store {
         &self.store
+    }
+
+    pub(crate) fn certs(&self) -> &crate::tls::Certs {
+        &self.certs
+    }
+
+    /// Cancelled when the daemon shuts down or leaves.
+    pub(crate) fn closing(&self) -> &CancellationToken {
+        &self.closing
     }
 
     fn url(&self, r: &EnvRef) -> String {
