@@ -128,7 +128,6 @@ def parse_s_client(out):
         "group": find(r"^(?:Server|Peer) Temp Key: ([^,\n]+)"),
         "signature": find(r"^Signature type: (\S+)"),
         "hash": find(r"^Hash used: (\S+)"),
-        "alpn": find(r"^ALPN protocol: (\S+)"),
         "verification": find(r"^Verification: (.+)$"),
     }
 
@@ -152,6 +151,9 @@ def negotiated(name, url, ca, out):
         if code != 0:
             sys.exit(f"error: {name}: openssl s_client failed: {text.strip()[-300:]}")
         reused += i > 0 and "\nReused, " in text
+        if i == 0:  # -brief leaves ALPN out
+            alpn = re.search(r"^ALPN protocol: (\S+)", text, re.M)
+            doc["tls13"]["alpn"] = alpn[1] if alpn else None
     for i in range(4):
         os.remove(f"{sess}{i}")
     doc["resumed_when_offered"] = reused
@@ -229,8 +231,9 @@ def meta(out, turnout, root, rounds, duration, conns, load, wrk_check_json):
                "(nginx: tickets; rustls: a stateful cache and two tickets per connection) and "
                "resume a session that is offered (`openssl s_client -sess_in`, above); the "
                "measurement offers none, so every new connection is a full handshake on both.",
-               "wrk sends no ALPN, so both serve HTTP/1.1 (Turnout offers h2 and http/1.1, the "
-               "nginx here no h2); the SNI and Host header are bench.test from the URL, the "
+               "wrk sends no ALPN, so both serve it HTTP/1.1 (offered h2 and http/1.1 by "
+               "`s_client`, Turnout picks h2, this nginx, without `http2` on its listener, "
+               "http/1.1); the SNI and Host header are bench.test from the URL, the "
                "connection goes to 127.0.0.1 (bench/wrk_tls.lua), nothing is added to "
                "/etc/hosts.",
                "Server CPU: Turnout's `turnout serve` and its `turnout __dataplane` (the proxy's "
@@ -305,15 +308,16 @@ def report(work, out_json, out_md):
                   "medians.", "",
                   "| Server | " + ("Handshakes/s" if mode == "close" else "Requests/s")
                   + " | p50 | p99 | Server CPU-s per 1,000 requests | Requests per server "
-                  "CPU-second | Server CPU (cores) | wrk CPU (cores) | Errors | Per round |",
-                  "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+                  "CPU-second | Server CPU (cores) | wrk CPU (cores) | Other load (cores) | "
+                  "Errors | Per round |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
         for target in ORDER:
             x = r.get(target)
             if not x:
                 continue
             lines.append(f"| {NAMES[target]} | {x['rps']:,.0f} | {bench.fmt_ms(x['p50_us'])} | "
                          f"{bench.fmt_ms(x['p99_us'])} | {x['server_cpu_s_per_1000']:.3f} | "
-                         f"{x['requests_per_server_cpu_s']:,} | {x['server_cores']:.2f} | {x['wrk_cores']:.2f} | {x['errors']:,} | "
+                         f"{x['requests_per_server_cpu_s']:,} | {x['server_cores']:.2f} | {x['wrk_cores']:.2f} | "
+                         f"{x['others_cores']:.2f} | {x['errors']:,} | "
                          f"{', '.join(f'{v:,}' for v in x['rps_all'])} |")
         bound = [t for t in ORDER if t in r and r[t]["wrk_cores"] >= 0.9]
         if bound:
@@ -322,6 +326,9 @@ def report(work, out_json, out_md):
                       "a TLS client costs about what the server does), so the server's CPU per "
                       "request is the comparison of the servers."]
         lines.append("")
+    lines += ["Other load: what the rest of the machine (other people's work on this shared host) "
+              "used meanwhile, the median of the rounds; a round with a core of it is slower for "
+              "reasons of its own.", ""]
     if ratios:
         lines += ["Ratios, Turnout over nginx (above 1 is better for Turnout in requests/s, worse "
                   "in latency and CPU per request):", ""]
