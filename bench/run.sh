@@ -48,7 +48,7 @@
 #   BENCH_ONLY=tls bench/run.sh     only the HTTPS section (not part of a full run): Turnout's
 #                                HTTPS listener beside nginx's, the same ECDSA P-256 certificate,
 #                                one worker each: new TLS connections (full handshakes) and
-#                                requests on kept connections per second, about 2 minutes;
+#                                requests on kept connections per second, about 75 seconds;
 #                                writes bench/results/tls.{json,md} and raw-tls/
 #                                (BENCH_TLS_ROUNDS (3), BENCH_TLS_DURATION (5s),
 #                                BENCH_TLS_CONNECTIONS (50))
