@@ -45,6 +45,13 @@
 #                                1 MiB ones, about 2 minutes; writes bench/results/mail.{json,md}
 #                                (BENCH_MAIL_ROUNDS (3), BENCH_MAIL_DURATION (3s),
 #                                BENCH_MAIL_LATENCY (300), BENCH_MAIL_BIG (40))
+#   BENCH_ONLY=tls bench/run.sh     only the HTTPS section (not part of a full run): Turnout's
+#                                HTTPS listener beside nginx's, the same ECDSA P-256 certificate,
+#                                one worker each: new TLS connections (full handshakes) and
+#                                requests on kept connections per second, about 75 seconds;
+#                                writes bench/results/tls.{json,md} and raw-tls/
+#                                (BENCH_TLS_ROUNDS (3), BENCH_TLS_DURATION (5s),
+#                                BENCH_TLS_CONNECTIONS (50))
 #
 # Knobs (environment): BENCH_DURATION (6s), BENCH_ROUNDS (5), BENCH_CONNECTIONS (32),
 # BENCH_SWITCHES (100), BENCH_DOMAINS (1000), BENCH_KEEP=1 keeps the work directory,
@@ -92,13 +99,13 @@ EOF
 for arg in "$@"; do
   case "$arg" in
     --update-docs) UPDATE_DOCS=1 ;;
-    -h | --help) sed -n '2,59p' "$0"; exit 0 ;;
+    -h | --help) sed -n '2,66p' "$0"; exit 0 ;;
     *) echo "error: unknown argument $arg (try --help)" >&2; exit 2 ;;
   esac
 done
 case "$ONLY" in
-  '' | restarts | push | wake | data-sqlite | data-pg | backup-sqlite | backup-pg | egress | mail) ;;
-  *) echo "error: BENCH_ONLY=$ONLY: the sections that run alone are 'restarts', 'push', 'wake', 'data-sqlite', 'data-pg', 'backup-sqlite', 'backup-pg', 'egress' and 'mail'" >&2; exit 2 ;;
+  '' | restarts | push | wake | data-sqlite | data-pg | backup-sqlite | backup-pg | egress | mail | tls) ;;
+  *) echo "error: BENCH_ONLY=$ONLY: the sections that run alone are 'restarts', 'push', 'wake', 'data-sqlite', 'data-pg', 'backup-sqlite', 'backup-pg', 'egress', 'mail' and 'tls'" >&2; exit 2 ;;
 esac
 for knob in RESTARTS SPACING_MS PUSHES WAKES; do
   [[ ${!knob} =~ ^[1-9][0-9]*$ ]] || { echo "error: ${knob} must be a positive integer" >&2; exit 2; }
@@ -120,6 +127,7 @@ TOOLS=(nginx:nginx haproxy:haproxy caddy:caddy wrk:wrk git:git)
 [[ $ONLY == backup-sqlite ]] && TOOLS=(python3:python3)
 [[ $ONLY == egress ]] && TOOLS=(tinyproxy:tinyproxy wrk:wrk nginx:nginx git:git)
 [[ $ONLY == mail ]] && TOOLS=(node:nodejs npm:npm smtp-sink:postfix git:git)
+[[ $ONLY == tls ]] && TOOLS=(nginx:nginx wrk:wrk openssl:openssl cc:gcc git:git)
 for pair in "${TOOLS[@]}"; do
   command -v "${pair%%:*}" >/dev/null 2>&1 || missing+=("${pair#*:}")
 done
@@ -163,6 +171,7 @@ WRK_PID= R_NGINX_PID= R_HAPROXY_PID= R_PID=
 PUSH_PID= # the push section's daemon
 EGRESS_PID= # the egress section's daemon
 MAIL_PID= # the mail section's daemon
+TLS_PID= # the HTTPS section's daemon
 XFS_MNT=  # the data-sqlite section's XFS loop mount
 PGBENCH_PID= PG_BASE= # the data-pg section's clients and clusters
 
@@ -200,6 +209,7 @@ cleanup() {
   [[ -n $PUSH_PID ]] && stop_pid "$PUSH_PID" INT
   [[ -n $EGRESS_PID ]] && stop_pid "$EGRESS_PID" INT
   [[ -n $MAIL_PID ]] && stop_pid "$MAIL_PID" INT
+  [[ -n $TLS_PID ]] && stop_pid "$TLS_PID" INT
   [[ -n $XFS_MNT ]] && umount "$XFS_MNT"
   [[ -n $PGBENCH_PID ]] && stop_pid "$PGBENCH_PID" INT
   # The data-pg section's clusters (their servers detach): an immediate shutdown of each.
@@ -948,6 +958,150 @@ mail_section() {
 if [[ $ONLY == mail ]]; then
   mail_section
   echo "done in $((SECONDS - started_at)) s; results in bench/results/mail.json and mail.md" >&2
+  exit 0
+fi
+
+# --- HTTPS against nginx (run by BENCH_ONLY=tls alone) ---------------------------------------
+# A daemon of its own (home WORK/home-tls, as the egress section's, with --https-listen and
+# --proxy-workers 1) with the benchmark backend (bench/backend) as bench/prod, bench.test bound
+# to it and served with a certificate this run makes (bench/tls.py certs: a throwaway CA and an
+# ECDSA P-256 leaf); nginx (bench/peers/nginx-tls.conf.in, one worker) with the same chain and
+# key in front of the same backend instance. wrk connects to 127.0.0.1 with bench.test as SNI
+# and Host (bench/wrk_tls.lua), with bench/wrk_fresh_tls.c preloaded so that every connection is
+# a full handshake (checked against nginx's log). Interleaved rounds: `Connection: close` (a
+# handshake per request), then kept connections. Not part of a full run.
+tls_section() {
+  local rounds=${BENCH_TLS_ROUNDS:-3} duration=${BENCH_TLS_DURATION:-5s}
+  local conns=${BENCH_TLS_CONNECTIONS:-50} home=$WORK/home-tls dir=$WORK/tls flags=()
+  local tls_py="python3 $BENCH_DIR/tls.py" repo=$WORK/tls-repo results=$BENCH_DIR/results
+  local api https token load i
+  [[ $rounds =~ ^[1-9][0-9]*$ ]] || { echo "error: BENCH_TLS_ROUNDS must be a positive integer" >&2; exit 2; }
+  [[ $conns =~ ^[1-9][0-9]*$ ]] || { echo "error: BENCH_TLS_CONNECTIONS must be a positive integer" >&2; exit 2; }
+  [[ $duration =~ ^[1-9][0-9]*s$ ]] || { echo "error: BENCH_TLS_DURATION must be seconds, e.g. 5s" >&2; exit 2; }
+  "$TURNOUT" serve --help | grep -q -- '--https-listen' || {
+    echo "error: this turnout has no \`serve --https-listen\`: nothing to measure" >&2; exit 1; }
+  "$TURNOUT" cert add --help >/dev/null 2>&1 || {
+    echo "error: this turnout has no \`turnout cert add\`: it cannot be given the certificate" >&2; exit 1; }
+  load=$(cut -d' ' -f1-3 /proc/loadavg)
+  mkdir -p "$dir"
+  log "tls: a throwaway CA and an ECDSA P-256 certificate for bench.test; bench/wrk_fresh_tls.c"
+  $tls_py certs "$dir/certs"
+  local certs=$dir/certs fresh=$dir/wrk_fresh_tls.so
+  cc -shared -fPIC -O2 -Wall -o "$fresh" "$BENCH_DIR/wrk_fresh_tls.c" -ldl
+
+  [[ $(id -u) -eq 0 ]] || flags=(--single-user)
+  log "tls: starting turnout serve (--https-listen 127.0.0.1:0 --proxy-workers 1)"
+  TURNOUT_LOG=warn "$TURNOUT" --json serve --home "$home" --api-listen 127.0.0.1:0 \
+    --http-listen 127.0.0.1:0 --https-listen 127.0.0.1:0 --shared-network --proxy-workers 1 \
+    "${flags[@]}" >"$WORK/serve-tls.out" 2>"$WORK/serve-tls.log" &
+  TLS_PID=$!
+  for ((i = 0; i < 300; i++)); do
+    [[ -s $WORK/serve-tls.out && -s $home/serve.json ]] && break
+    kill -0 "$TLS_PID" 2>/dev/null || { cat "$WORK/serve-tls.log" >&2; exit 1; }
+    sleep 0.1
+  done
+  api=$($PY field "$home/serve.json" api)
+  https=$($PY field "$home/serve.json" https)
+  token=$(<"$home/admin.token")
+  TT() { TURNOUT_TOKEN=$token "$TURNOUT" --api "$api" "$@"; }
+  mkdir -p "$repo"
+  cp "$BENCH_DIR/backend/turnout.toml" "$BENCH_DIR/backend/backend.conf.in" "$repo/"
+  git -C "$repo" init -q -b main
+  git -C "$repo" add -A
+  git -C "$repo" -c user.name=bench -c user.email=bench@localhost commit -q -m "benchmark backend"
+  log "tls: deploying bench/prod (the backend); bench.test bound to it with the certificate"
+  TT app create bench --repo "$repo" >/dev/null
+  TT env create bench/prod --branch main --tier production >/dev/null
+  TT deploy bench/prod >"$WORK/deploy-tls.log" 2>&1 || { cat "$WORK/deploy-tls.log" >&2; exit 1; }
+  TT --json env show bench/prod >"$WORK/env-tls.json"
+  local backend_port backend_pids
+  backend_port=$($PY field "$WORK/env-tls.json" instance.port)
+  backend_pids=$($PY pids "$($PY field "$WORK/env-tls.json" instance.pid)")
+  TT domain add bench.test bench/prod >/dev/null
+  TT cert add bench.test --cert "$certs/chain.pem" --key "$certs/key.pem" >"$WORK/cert-add.log" 2>&1 ||
+    { cat "$WORK/cert-add.log" >&2; exit 1; }
+
+  log "tls: starting nginx (worker_processes 1) with the same certificate and key"
+  local nginx_port check_port nginx_pid
+  read -r nginx_port check_port <<<"$($PY ports 2)"
+  mkdir -p "$dir/nginx"
+  cp "$certs/chain.pem" "$certs/key.pem" "$dir/nginx/"
+  sed -e "s|@LISTEN_PORT@|$nginx_port|g" -e "s|@CHECK_PORT@|$check_port|g" \
+    -e "s|@BACKEND_PORT@|$backend_port|g" -e "s|@DIR@|$dir/nginx|g" \
+    "$BENCH_DIR/peers/nginx-tls.conf.in" >"$dir/nginx/nginx.conf"
+  nginx -p "$dir/nginx" -e "$dir/nginx/error.log" -c "$dir/nginx/nginx.conf" \
+    2>>"$dir/nginx/error.log" &
+  nginx_pid=$!
+  PIDS+=("$nginx_pid")
+
+  local -A url=([turnout]="https://bench.test:${https##*:}" [nginx]="https://bench.test:$nginx_port")
+  local target
+  for target in turnout nginx; do # the certificate may reach the data plane a moment later
+    for ((i = 0; i < 100; i++)); do
+      $tls_py check "$target" "${url[$target]}/" "$certs/ca.pem" "hello from prod" 2>"$dir/check.err" && break
+      ((i < 99)) || { cat "$dir/check.err" >&2; exit 1; }
+      sleep 0.1
+    done
+  done
+  local -A cpu=([turnout]="$TLS_PID $($PY pgrep "$home" __dataplane)" [nginx]="$($PY pids "$nginx_pid")")
+  echo "turnout: serve pid $TLS_PID, proxy process(es) ${cpu[turnout]#"$TLS_PID"}; nginx: ${cpu[nginx]}" >&2
+
+  log "tls: what each server negotiates (openssl s_client)"
+  : >"$WORK/tls-negotiated.jsonl"
+  for target in turnout nginx; do
+    $tls_py negotiated "$target" "${url[$target]}/" "$certs/ca.pem" "$WORK/tls-negotiated.jsonl"
+  done
+  log "tls: does wrk resume sessions? 2 s of Connection: close to nginx's logging server, as is and with bench/wrk_fresh_tls.c"
+  local check_log=$dir/nginx/tls-check.log
+  rm -f "$WORK/tls-wrk-check.json"
+  : >"$check_log"
+  WRK_CONNECT=127.0.0.1 WRK_CLOSE=1 wrk -t1 -c"$conns" -d2s -s "$BENCH_DIR/wrk_tls.lua" \
+    "https://bench.test:$check_port/" >/dev/null
+  $tls_py resumed "$check_log" "$WORK/tls-wrk-check.json" as-is
+  : >"$check_log"
+  LD_PRELOAD=$fresh WRK_CONNECT=127.0.0.1 WRK_CLOSE=1 wrk -t1 -c"$conns" -d2s \
+    -s "$BENCH_DIR/wrk_tls.lua" "https://bench.test:$check_port/" >/dev/null
+  $tls_py resumed "$check_log" "$WORK/tls-wrk-check.json" fresh
+
+  : >"$WORK/tls-wrk.jsonl"
+  local mode round k targets=(turnout nginx)
+  for mode in close keep-alive; do
+    log "tls: $mode, warm-up 1 s per server"
+    for target in "${targets[@]}"; do
+      $tls_py wrk "$target" "$mode" "${url[$target]}" "$conns" 1s "$BENCH_DIR/wrk_tls.lua" \
+        "$fresh" - "${cpu[$target]// /,}" "${backend_pids// /,}"
+    done
+    for ((round = 1; round <= rounds; round++)); do
+      log "tls: $mode, round $round of $rounds: wrk -t1 -c$conns -d$duration per server"
+      for ((k = 0; k < 2; k++)); do # the first server changes with each round
+        target=${targets[$(((k + round - 1) % 2))]}
+        $tls_py wrk "$target" "$mode" "${url[$target]}" "$conns" "$duration" \
+          "$BENCH_DIR/wrk_tls.lua" "$fresh" "$WORK/tls-wrk.jsonl" "${cpu[$target]// /,}" \
+          "${backend_pids// /,}"
+      done
+    done
+  done
+  grep -q . "$dir/nginx/error.log" && { echo "nginx's error log:" >&2; tail -n 5 "$dir/nginx/error.log" >&2; }
+
+  mkdir -p "$results"
+  $tls_py meta "$WORK/tls-meta.json" "$TURNOUT" "$ROOT" "$rounds" "$duration" "$conns" "$load" \
+    "$WORK/tls-wrk-check.json"
+  $tls_py report "$WORK" "$results/tls.json" "$results/tls.md"
+  # The raw figures (per run, wrk's own output) from which `bench/tls.py report` renders the
+  # tables again.
+  rm -rf "$results/raw-tls"
+  mkdir -p "$results/raw-tls"
+  cp "$WORK"/tls-*.json "$WORK"/tls-*.jsonl "$WORK"/tls-wrk-*.txt "$results/raw-tls/"
+  stop_pid "$nginx_pid"
+  unset 'PIDS[-1]'
+  stop_pid "$TLS_PID" INT
+  TLS_PID=
+  ((UPDATE_DOCS)) && put_doc_section tls "$results/tls.md"
+  cat "$results/tls.md" >&2
+}
+if [[ $ONLY == tls ]]; then
+  tls_section
+  echo "done in $((SECONDS - started_at)) s; results in bench/results/tls.json, tls.md and raw-tls/" >&2
   exit 0
 fi
 
