@@ -214,35 +214,7 @@ impl RelayTls {
     /// The public roots, plus every certificate in the PEM file `extra_ca`, if given; an error
     /// names the file and what is wrong with it.
     pub fn new(extra_ca: Option<&std::path::Path>) -> Result<RelayTls, String> {
-        use rustls::pki_types::CertificateDer;
-        use rustls::pki_types::pem::PemObject;
-        let mut roots = rustls::RootCertStore {
-            roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
-        };
-        if let Some(file) = extra_ca {
-            let shown = file.display();
-            let pem = std::fs::read(file).map_err(|e| format!("cannot read {shown}: {e}"))?;
-            let mut added = 0;
-            for cert in CertificateDer::pem_slice_iter(&pem) {
-                let cert = cert.map_err(|e| format!("{shown} is not PEM certificates: {e}"))?;
-                roots
-                    .add(cert)
-                    .map_err(|e| format!("{shown}: a certificate cannot be a root: {e}"))?;
-                added += 1;
-            }
-            if added == 0 {
-                return Err(format!(
-                    "{shown} holds no certificate (\"-----BEGIN CERTIFICATE-----\" blocks)"
-                ));
-            }
-        }
-        let config = rustls::ClientConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .map_err(|e| format!("TLS setup: {e}"))?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+        let config = crate::tls::client_config(extra_ca)?;
         Ok(RelayTls(Arc::new(config)))
     }
 }

@@ -2,7 +2,6 @@
 //! time for one domain, its challenges answered by the data plane (HTTP-01 on the HTTP
 //! listener, TLS-ALPN-01 on the HTTPS one) and withdrawn whatever the outcome.
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -13,7 +12,6 @@ use instant_acme::{
     Account, AccountCredentials, AuthorizationStatus, BodyWrapper, ChallengeType, Identifier,
     NewAccount, NewOrder, OrderStatus, RetryPolicy,
 };
-use tokio_rustls::rustls;
 use turnout_dataplane::{ChallengeSpec, DataPlane};
 use turnout_model::{ChallengeKind, DomainName};
 
@@ -269,35 +267,7 @@ fn describe(p: &instant_acme::Problem) -> String {
 
 /// The HTTPS client for the directory: the public roots, plus `--acme-ca-cert`'s CAs.
 fn client(extra_ca: Option<&Path>) -> Result<Http, String> {
-    use rustls::pki_types::CertificateDer;
-    use rustls::pki_types::pem::PemObject;
-    let mut roots = rustls::RootCertStore {
-        roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
-    };
-    if let Some(file) = extra_ca {
-        let shown = file.display();
-        let pem = std::fs::read(file).map_err(|e| format!("cannot read {shown}: {e}"))?;
-        let mut added = 0;
-        for cert in CertificateDer::pem_slice_iter(&pem) {
-            let cert = cert.map_err(|e| format!("{shown} is not PEM certificates: {e}"))?;
-            roots
-                .add(cert)
-                .map_err(|e| format!("{shown}: a certificate cannot be a root: {e}"))?;
-            added += 1;
-        }
-        if added == 0 {
-            return Err(format!(
-                "{shown} holds no certificate (\"-----BEGIN CERTIFICATE-----\" blocks)"
-            ));
-        }
-    }
-    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .map_err(|e| format!("TLS setup: {e}"))?
-    .with_root_certificates(roots)
-    .with_no_client_auth();
+    let config = super::client_config(extra_ca)?;
     let connector = hyper_rustls::HttpsConnectorBuilder::new()
         .with_tls_config(config)
         .https_only()

@@ -14,11 +14,49 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use tokio_rustls::rustls;
 use turnout_model::DomainName;
 
 mod acme;
 pub mod check;
 mod manager;
+
+/// A TLS client trusting the public roots, plus every certificate in the PEM file `extra_ca`
+/// if given (a company's own CA, a private ACME server's); an error names the file and what is
+/// wrong with it. The ACME client and the mail relay both use it.
+pub(crate) fn client_config(extra_ca: Option<&Path>) -> Result<rustls::ClientConfig, String> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore {
+        roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+    };
+    if let Some(file) = extra_ca {
+        let shown = file.display();
+        let pem = std::fs::read(file).map_err(|e| format!("cannot read {shown}: {e}"))?;
+        let mut added = 0;
+        for cert in CertificateDer::pem_slice_iter(&pem) {
+            let cert = cert.map_err(|e| format!("{shown} is not PEM certificates: {e}"))?;
+            roots
+                .add(cert)
+                .map_err(|e| format!("{shown}: a certificate cannot be a root: {e}"))?;
+            added += 1;
+        }
+        if added == 0 {
+            return Err(format!(
+                "{shown} holds no certificate (\"-----BEGIN CERTIFICATE-----\" blocks)"
+            ));
+        }
+    }
+    Ok(
+        rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("TLS setup: {e}"))?
+        .with_root_certificates(roots)
+        .with_no_client_auth(),
+    )
+}
 
 pub(crate) use manager::cert_info;
 
