@@ -8,7 +8,7 @@ use crate::wire::{self, Chunked, Seen};
 /// with the same method and target, and the Host it reports lies inside the head.
 pub fn request_head(data: &[u8]) {
     let mut out = Vec::new();
-    let wire::Request::Plain(plain) = wire::request(data, &mut out, "192.0.2.1") else {
+    let wire::Request::Plain(plain) = wire::request(data, &mut out, "192.0.2.1", false) else {
         return;
     };
     assert!(plain.head_len <= data.len());

@@ -27,7 +27,11 @@
 //! place, their head copied once, sent over an idle connection to the instance, the answer
 //! relayed as it comes. From the first request on a connection that is anything else (HTTP/2,
 //! an upgrade, a streamed upload, a maintenance or protected host, ...) hyper serves the rest
-//! of that connection (`forward`). Both keep every promise below.
+//! of that connection (`forward`). Both keep every promise below. HTTPS connections
+//! ([`Proxy::serve_tls`]) that agreed on HTTP/1.1 take the same two paths; HTTP/2 ones go to
+//! hyper. Certificates, redirects to HTTPS, HSTS and ACME challenges are in a [`TlsTable`] of
+//! their own, swapped like the route table ([`Proxy::apply_tls`]), so a switch never changes
+//! the certificate a host is served with.
 //!
 //! # Maintenance and metrics
 //!

@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 
 use bytes::{Buf, Bytes, BytesMut};
 use http::StatusCode;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::task_tracker::TaskTrackerToken;
@@ -40,6 +40,11 @@ use crate::server::Proxy;
 use crate::stats::RouteStats;
 use crate::upstream::Upstream;
 use crate::wire::{self, BodyKind, Chunked, LAST_CHUNK, Seen};
+
+/// A client connection the plain path serves: plain TCP, or TLS over it.
+pub(crate) trait Client: AsyncRead + AsyncWrite + Unpin {}
+
+impl<T: AsyncRead + AsyncWrite + Unpin> Client for T {}
 
 /// Each read from either side asks for at least this much room.
 const READ_CHUNK: usize = 8 * 1024;
@@ -59,6 +64,8 @@ pub(crate) struct PlainConnection<'a> {
     peer: SocketAddr,
     /// The client's address as X-Forwarded-For gives it, rendered once.
     client_ip: String,
+    /// The connection came over TLS.
+    secure: bool,
     activity: &'a Arc<Activity>,
     /// Set when the connection should close after the response in progress (shutdown).
     closing: &'a AtomicBool,
@@ -149,7 +156,11 @@ async fn unless<T>(signal: &CancellationToken, fut: impl Future<Output = T>) -> 
 }
 
 /// Write `a` then `b`, in as few system calls as the socket allows.
-async fn write_two(stream: &mut TcpStream, mut a: &[u8], mut b: &[u8]) -> io::Result<()> {
+async fn write_two(
+    stream: &mut (impl AsyncWrite + Unpin),
+    mut a: &[u8],
+    mut b: &[u8],
+) -> io::Result<()> {
     while !a.is_empty() {
         let n = stream
             .write_vectored(&[IoSlice::new(a), IoSlice::new(b)])
@@ -168,7 +179,7 @@ async fn write_two(stream: &mut TcpStream, mut a: &[u8], mut b: &[u8]) -> io::Re
 }
 
 /// Read more from `stream` into `buf`; 0 means the peer closed.
-async fn read_more(stream: &mut TcpStream, buf: &mut BytesMut) -> io::Result<usize> {
+async fn read_more(stream: &mut (impl AsyncRead + Unpin), buf: &mut BytesMut) -> io::Result<usize> {
     if buf.capacity() - buf.len() < READ_CHUNK / 4 {
         buf.reserve(READ_CHUNK);
     }
@@ -186,34 +197,31 @@ enum Heard {
 /// The client side of an exchange, watched while the proxy waits for the instance, so that a
 /// client that gives up is noticed at once: its socket is not left in CLOSE-WAIT until the app
 /// answers, and the request stops holding the instance's connection and its drain token.
-struct ClientSide<'c> {
-    client: &'c TcpStream,
+struct ClientSide<'c, C> {
+    client: &'c mut C,
     /// Bytes the client sends meanwhile (a pipelined request) are kept here, for later.
     buf: &'c mut BytesMut,
     /// Past this many kept bytes the client is no longer read (and so no longer watched).
     cap: usize,
 }
 
-impl ClientSide<'_> {
-    /// Read more from `conn` into `rbuf`, unless the client goes first.
+impl<C: Client> ClientSide<'_, C> {
+    /// Read more from `conn` into `rbuf`, unless the client goes first. Both reads are
+    /// cancel-safe (a TLS stream keeps a record it has not handed out yet), so the one that
+    /// loses the race loses nothing.
     async fn read_upstream(&mut self, conn: &mut TcpStream, rbuf: &mut BytesMut) -> Heard {
         loop {
+            let watch = self.buf.len() < self.cap;
+            if watch && self.buf.capacity() - self.buf.len() < READ_CHUNK / 4 {
+                self.buf.reserve(READ_CHUNK);
+            }
             tokio::select! {
                 biased;
                 read = read_more(conn, rbuf) => return Heard::Upstream(read),
-                ready = self.client.readable(), if self.buf.len() < self.cap => {
-                    if ready.is_err() {
-                        return Heard::ClientGone;
-                    }
-                    if self.buf.capacity() - self.buf.len() < READ_CHUNK / 4 {
-                        self.buf.reserve(READ_CHUNK);
-                    }
-                    match self.client.try_read_buf(self.buf) {
-                        Ok(1..) => {}
-                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                        Ok(0) | Err(_) => return Heard::ClientGone,
-                    }
-                }
+                read = self.client.read_buf(self.buf), if watch => match read {
+                    Ok(1..) => {}
+                    Ok(0) | Err(_) => return Heard::ClientGone,
+                },
             }
         }
     }
@@ -243,6 +251,7 @@ impl<'a> PlainConnection<'a> {
     pub(crate) fn new(
         proxy: &'a Proxy,
         peer: SocketAddr,
+        secure: bool,
         activity: &'a Arc<Activity>,
         closing: &'a AtomicBool,
     ) -> Self {
@@ -250,6 +259,7 @@ impl<'a> PlainConnection<'a> {
             proxy,
             peer,
             client_ip: peer.ip().to_canonical().to_string(),
+            secure,
             activity,
             closing,
             buf: BytesMut::with_capacity(READ_CHUNK),
@@ -260,11 +270,11 @@ impl<'a> PlainConnection<'a> {
     }
 
     /// Serve plain requests until the connection ends or a request is not plain.
-    pub(crate) async fn serve(mut self, client: &mut TcpStream) -> Outcome {
+    pub(crate) async fn serve(mut self, client: &mut impl Client) -> Outcome {
         loop {
             let request = loop {
                 if !self.buf.is_empty() {
-                    match wire::request(&self.buf, &mut self.head, &self.client_ip) {
+                    match wire::request(&self.buf, &mut self.head, &self.client_ip, self.secure) {
                         wire::Request::Plain(request) => break request,
                         wire::Request::Other => return self.handoff(),
                         wire::Request::Partial => {}
@@ -313,10 +323,16 @@ impl<'a> PlainConnection<'a> {
         Outcome::Handoff(self.buf.freeze())
     }
 
-    /// Whether the proxy answers this request itself (a redirect to HTTPS, an ACME HTTP-01
-    /// token): hyper's path does.
+    /// Whether the request is hyper's path's to answer: over plain HTTP, one the proxy answers
+    /// itself (a redirect to HTTPS, an ACME HTTP-01 token); over TLS, one for a host whose
+    /// answers carry HSTS (hyper's path sets the field).
     fn intercepted(&self, request: &wire::Plain) -> bool {
         let tls = self.proxy.tls().load();
+        if self.secure {
+            return tls
+                .for_host_header(&self.host)
+                .is_some_and(|t| t.hsts.is_some());
+        }
         let line = std::str::from_utf8(&self.head[request.line.clone()]).unwrap_or("");
         let path = line.split_once(' ').map_or("", |(_, path)| path);
         tls.intercepts_plain(&self.host, path)
@@ -340,7 +356,7 @@ impl<'a> PlainConnection<'a> {
     /// the head the instance gets is in `self.head`.
     async fn exchange(
         &mut self,
-        client: &mut TcpStream,
+        client: &mut impl Client,
         request: &wire::Plain,
         mut upstream: Arc<Upstream>,
         mut work: TaskTrackerToken,
@@ -501,7 +517,7 @@ impl<'a> PlainConnection<'a> {
     /// Answer a request the proxy could not relay, as hyper's path would.
     async fn fail(
         &mut self,
-        client: &mut TcpStream,
+        client: &mut impl Client,
         request: &wire::Plain,
         started: Instant,
         stats: &RouteStats,
@@ -523,8 +539,8 @@ impl<'a> PlainConnection<'a> {
 }
 
 /// One response body on its way from the instance to the client.
-struct Relay<'r> {
-    client: &'r mut TcpStream,
+struct Relay<'r, C> {
+    client: &'r mut C,
     /// Where bytes the client sends meanwhile go, up to `cap` (see [`ClientSide`]).
     pipelined: &'r mut BytesMut,
     cap: usize,
@@ -540,7 +556,7 @@ struct Relay<'r> {
 /// `cut`: it is not cut but ended between events, and a client that stops reading holds only
 /// its own connection.
 async fn send(
-    client: &mut TcpStream,
+    client: &mut (impl AsyncWrite + Unpin),
     cut: Option<&CancellationToken>,
     a: &[u8],
     b: &[u8],
@@ -553,7 +569,7 @@ async fn send(
     }
 }
 
-impl Relay<'_> {
+impl<C: Client> Relay<'_, C> {
     /// Send the client's head and the body; true when the instance's connection ended at the
     /// end of the body and may take another request. An error means the client connection
     /// must close: the client has an incomplete response.
@@ -577,7 +593,7 @@ impl Relay<'_> {
     async fn read(&mut self) -> io::Result<Option<usize>> {
         self.rbuf.clear();
         let mut side = ClientSide {
-            client: self.client,
+            client: &mut *self.client,
             buf: self.pipelined,
             cap: self.cap,
         };

@@ -233,6 +233,7 @@ impl Proxy {
                     builder.clone(),
                     stream,
                     watch,
+                    false,
                 ));
             }
         }
@@ -291,18 +292,22 @@ impl std::fmt::Debug for Proxy {
 
 /// Serve one client connection: plain requests on the plain path (`plain`), and from the
 /// first request that is not plain, the rest of the connection with hyper.
-async fn serve_connection(
+/// `secure`: `stream` is TLS (over which HTTP/1.1 was agreed, or nothing).
+async fn serve_connection<S>(
     proxy: Arc<Proxy>,
     builder: Arc<auto::Builder<TokioExecutor>>,
-    mut stream: TcpStream,
+    mut stream: S,
     watch: Watch,
-) {
+    secure: bool,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let peer = watch.peer;
     // Set once a graceful close has begun; from then on only completion or abort matter.
     let closing = AtomicBool::new(false);
     let read = {
-        let plain =
-            PlainConnection::new(&proxy, peer, &watch.activity, &closing).serve(&mut stream);
+        let plain = PlainConnection::new(&proxy, peer, secure, &watch.activity, &closing)
+            .serve(&mut stream);
         tokio::pin!(plain);
         loop {
             match watch
@@ -322,11 +327,13 @@ async fn serve_connection(
     };
     let closing = closing.into_inner();
     let io = WatchedIo::new(stream, read, watch.activity.clone());
-    serve_hyper(proxy, &builder, io, watch, closing, false).await;
+    serve_hyper(proxy, &builder, io, watch, closing, secure).await;
 }
 
 /// Serve one HTTPS connection: its handshake (within the header timeout, like a request head),
-/// then hyper. A TLS-ALPN-01 validation ends once its handshake is done.
+/// then HTTP/2 with hyper, or HTTP/1.1 as a plain connection is served (the plain path, then
+/// hyper from the first request that is not plain). A TLS-ALPN-01 validation ends once its
+/// handshake is done.
 async fn serve_tls_connection(
     proxy: Arc<Proxy>,
     builder: Arc<auto::Builder<TokioExecutor>>,
@@ -354,13 +361,14 @@ async fn serve_tls_connection(
     match stream.get_ref().1.alpn_protocol() {
         Some(ACME_TLS_ALPN) => {
             let _ = stream.shutdown().await;
-            return;
         }
-        Some(b"h2") => watch.activity.set_http2(),
-        _ => {}
+        Some(b"h2") => {
+            watch.activity.set_http2();
+            let io = WatchedIo::new(stream, bytes::Bytes::new(), watch.activity.clone());
+            serve_hyper(proxy, &builder, io, watch, false, true).await;
+        }
+        _ => serve_connection(proxy, builder, stream, watch, true).await,
     }
-    let io = WatchedIo::new(stream, bytes::Bytes::new(), watch.activity.clone());
-    serve_hyper(proxy, &builder, io, watch, false, true).await;
 }
 
 /// Serve the rest of a connection with hyper (HTTP/1.1 or HTTP/2), until it ends, is closed

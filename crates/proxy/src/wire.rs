@@ -55,8 +55,9 @@ impl Plain {
 }
 
 /// Parse the head at the start of `buf`; for a plain request, write the head the instance gets
-/// into `out` (cleared first), with `client_ip` appended to X-Forwarded-For.
-pub(crate) fn request(buf: &[u8], out: &mut Vec<u8>, client_ip: &str) -> Request {
+/// into `out` (cleared first), with `client_ip` appended to X-Forwarded-For, and
+/// X-Forwarded-Proto `https` when it came over TLS (`secure`), else `http`.
+pub(crate) fn request(buf: &[u8], out: &mut Vec<u8>, client_ip: &str, secure: bool) -> Request {
     let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut req = httparse::Request::new(&mut fields);
     let head_len = match req.parse(buf) {
@@ -149,7 +150,11 @@ pub(crate) fn request(buf: &[u8], out: &mut Vec<u8>, client_ip: &str) -> Request
         out.extend_from_slice(b", ");
     }
     out.extend_from_slice(client_ip.as_bytes());
-    out.extend_from_slice(b"\r\nx-forwarded-proto: http\r\n");
+    out.extend_from_slice(if secure {
+        b"\r\nx-forwarded-proto: https\r\n"
+    } else {
+        b"\r\nx-forwarded-proto: http\r\n"
+    });
     push_field(out, b"x-forwarded-host", host);
     push_via(out, req.headers, b"1.1");
     out.extend_from_slice(b"\r\n");
@@ -599,7 +604,7 @@ mod tests {
 
     fn plain(head: &str) -> (Plain, String) {
         let mut out = Vec::new();
-        match request(head.as_bytes(), &mut out, "127.0.0.1") {
+        match request(head.as_bytes(), &mut out, "127.0.0.1", false) {
             Request::Plain(p) => (p, String::from_utf8(out).unwrap()),
             Request::Partial => panic!("partial: {head:?}"),
             Request::Other => panic!("other: {head:?}"),
@@ -608,7 +613,7 @@ mod tests {
 
     fn other(head: &str) -> bool {
         matches!(
-            request(head.as_bytes(), &mut Vec::new(), "127.0.0.1"),
+            request(head.as_bytes(), &mut Vec::new(), "127.0.0.1", false),
             Request::Other
         )
     }
@@ -670,7 +675,12 @@ mod tests {
             assert!(other(head), "{head:?} should go to hyper");
         }
         assert!(matches!(
-            request(b"GET / HTTP/1.1\r\nHost: a\r\n", &mut Vec::new(), "::1"),
+            request(
+                b"GET / HTTP/1.1\r\nHost: a\r\n",
+                &mut Vec::new(),
+                "::1",
+                false
+            ),
             Request::Partial
         ));
     }

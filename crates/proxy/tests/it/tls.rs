@@ -374,3 +374,86 @@ fn a_key_that_is_not_the_certificates_is_refused() {
     assert!(err.contains("does not match"), "{err}");
     assert!(certified_key(&a.chain_pem, &a.key_pem).is_ok());
 }
+
+#[tokio::test]
+async fn a_kept_https_connection_takes_plain_requests_then_hands_over_to_hyper() {
+    let p = start_both().await;
+    let ca = Ca::new();
+    let shop = ca.leaf(&["shop.test"]);
+    p.apply_tls(|t| t.insert("shop.test", host_tls(&shop, false, None)));
+    // Echoes the method, the protocol it was told and the body.
+    let addr = backend(|req: http::Request<hyper::body::Incoming>| async move {
+        let method = req.method().clone();
+        let proto = req.headers()["x-forwarded-proto"]
+            .to_str()
+            .unwrap()
+            .to_owned();
+        let body = http_body_util::BodyExt::collect(req.into_body())
+            .await
+            .unwrap()
+            .to_bytes();
+        text(
+            StatusCode::OK,
+            format!("{method} {proto} {}", String::from_utf8_lossy(&body)),
+        )
+    })
+    .await;
+    p.proxy.apply(routes(&[(
+        "shop.test",
+        &Upstream::new(addr, "shop/production"),
+    )]));
+    let client = ca.client(&[b"http/1.1"]);
+    let stream = handshake(&client, p.https, "shop.test").await.unwrap();
+    let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let post = |body: TestBody| {
+        http::Request::post("/")
+            .header("host", "shop.test")
+            .body(body)
+            .unwrap()
+    };
+    for i in 0..3 {
+        let answer = collect(
+            send.send_request(get_request("shop.test", "/"))
+                .await
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(answer.text(), "GET https ", "request {i}");
+    }
+    let answer = collect(
+        send.send_request(post(full("with a length")))
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(answer.text(), "POST https with a length");
+    // A streamed (chunked) upload is not plain: hyper's path takes the connection over, with
+    // the bytes already read, and answers it and what follows.
+    let (tx, body) = channel_body(4);
+    let streamed = tokio::spawn(send.send_request(post(body)));
+    tx.send(bytes::Bytes::from_static(b"streamed "))
+        .await
+        .unwrap();
+    tx.send(bytes::Bytes::from_static(b"in parts"))
+        .await
+        .unwrap();
+    drop(tx);
+    let answer = collect(
+        within("the streamed upload", streamed)
+            .await
+            .unwrap()
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(answer.text(), "POST https streamed in parts");
+    let answer = collect(
+        send.send_request(get_request("shop.test", "/"))
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(answer.text(), "GET https ");
+}
