@@ -19,6 +19,9 @@ use super::AcmeConfig;
 
 type Http = HyperClient<hyper_rustls::HttpsConnector<HttpConnector>, BodyWrapper<Bytes>>;
 
+/// The longest an order may take, from the account to the certificate.
+const ORDER_TIMEOUT: Duration = Duration::from_secs(300);
+
 /// How an order's state is polled while the CA validates and then issues: from 250 ms, half as
 /// long again each time, for at most 90 s.
 const POLL: RetryPolicy = RetryPolicy::new()
@@ -127,11 +130,21 @@ impl Acme {
                 "{domain} answers ACME's tls-alpn-01, which needs the proxy's HTTPS listener: start `turnout serve` with --https-listen, or use `turnout domain tls {domain} --challenge http-01`"
             ));
         }
-        let account = self.account().await?;
+        let late = || {
+            format!(
+                "the ACME server did not finish {domain}'s order within {} s; it is tried again later",
+                ORDER_TIMEOUT.as_secs()
+            )
+        };
+        // Bounded as a whole, so a CA that stops answering never holds the renewals up.
+        let account = tokio::time::timeout(ORDER_TIMEOUT, self.account())
+            .await
+            .map_err(|_| late())??;
         let mut published = Vec::new();
-        let result = self
-            .run_order(&account, domain, kind, dataplane, &mut published)
-            .await;
+        let ordered = self.run_order(&account, domain, kind, dataplane, &mut published);
+        let result = tokio::time::timeout(ORDER_TIMEOUT, ordered)
+            .await
+            .unwrap_or_else(|_| Err(late()));
         // Withdrawn whatever happened: a stale token answers nothing useful.
         for spec in published {
             dataplane.challenge(spec, false).wait().await;
