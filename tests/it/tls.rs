@@ -14,6 +14,7 @@ use tokio_rustls::rustls::pki_types::{CertificateDer, ServerName};
 use crate::support::{Daemon, eventually};
 
 mod acme;
+mod internal;
 mod load;
 mod own;
 mod pebble;

@@ -332,6 +332,16 @@ async fn run(
         .with_context(|| format!("cannot write {}", home.serve_json().display()))?;
 
     let network_shared = networks.describe().err();
+    // With HTTPS, internal URLs are served over it too, signed by the home's own CA.
+    let local_ca = match https_addr {
+        Some(_) => {
+            let ca = crate::tls::LocalCa::open(home.root())
+                .map_err(|e| anyhow::anyhow!("the local CA for internal URLs: {e}"))?;
+            info!(ca = %ca.cert_file().display(), "internal URLs are served over HTTPS too; trust this CA (it signs *.localhost names only) for a browser to accept them");
+            Some(ca)
+        }
+        None => None,
+    };
     let runtime = turnout_supervisor::ShimRuntime::new(exe.to_owned(), home.sockets_dir())
         .with_context(|| format!("cannot use {}", home.sockets_dir().display()))?;
     let plane = ControlPlane::new(
@@ -342,7 +352,9 @@ async fn run(
         networks,
         vault,
         ports,
-        certs.with_https_port(https_addr.map(|a| a.port())),
+        certs
+            .with_https_port(https_addr.map(|a| a.port()))
+            .with_local_ca(local_ca),
     );
     plane
         .load_egress()

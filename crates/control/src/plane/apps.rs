@@ -45,6 +45,8 @@ impl ControlPlane {
             })
             .await?;
         info!(app = %row.name, "app created");
+        // Its internal URLs' certificate, when they are served over HTTPS.
+        self.apply_tls().await;
         Ok(app_info(&row))
     }
 
@@ -168,6 +170,7 @@ impl ControlPlane {
             remove_dir(dir).await;
         }
         info!(app = %name, "app deleted");
+        self.apply_tls().await;
         Ok(())
     }
 }

@@ -126,9 +126,43 @@ impl ControlPlane {
                 },
             );
         }
+        if let Some(ca) = &self.certs().local_ca {
+            self.add_internal(ca, &mut wanted).await;
+        }
         let served = wanted.len();
         self.dataplane().update_tls(wanted).wait().await;
         tracing::debug!(served, "certificates handed to the data plane");
+    }
+
+    /// Each app's internal URLs (`*.APP.localhost`), with the local CA's certificate: never
+    /// redirected (plain HTTP keeps working for them), no HSTS (a browser would remember it for
+    /// every `localhost` port).
+    async fn add_internal(&self, ca: &super::LocalCa, wanted: &mut BTreeMap<String, TlsSpec>) {
+        let apps = match self.store().call(|c| q::list_apps(c)).await {
+            Ok(apps) => apps,
+            Err(e) => {
+                warn!(error = %e, "cannot read the apps; their internal URLs keep their certificates");
+                return;
+            }
+        };
+        for app in apps {
+            match ca.app_cert(app.name.as_str(), now()) {
+                Ok((chain_pem, key_pem)) => {
+                    wanted.insert(
+                        format!("*.{}.localhost", app.name),
+                        TlsSpec {
+                            chain_pem,
+                            key_pem,
+                            redirect: false,
+                            hsts_max_age: None,
+                        },
+                    );
+                }
+                Err(e) => {
+                    warn!(app = %app.name, error = %e, "cannot make the internal URLs' certificate")
+                }
+            }
+        }
     }
 
     /// The domain `name` and its certificate row, if `who` may change its domains.
@@ -389,6 +423,11 @@ impl ControlPlane {
 
     async fn renewals(&self) {
         loop {
+            if self.certs().local_ca.is_some() {
+                // Internal URLs' certificates are made again once a third of their life is
+                // left; this pass (hourly at least) hands over any that were.
+                self.apply_tls().await;
+            }
             let now = now();
             let found = self
                 .store()

@@ -19,7 +19,10 @@ use turnout_model::DomainName;
 
 mod acme;
 pub mod check;
+mod local_ca;
 mod manager;
+
+pub use local_ca::LocalCa;
 
 /// A TLS client trusting the public roots, plus every certificate in the PEM file `extra_ca`
 /// if given (a company's own CA, a private ACME server's); an error names the file and what is
@@ -101,6 +104,8 @@ pub struct Certs {
     acme: acme::Acme,
     /// Wakes the renewal task: a domain turned to ACME, `cert renew`, start-up.
     kick: tokio::sync::Notify,
+    /// Signs internal URLs' certificates, when the proxy serves HTTPS.
+    local_ca: Option<LocalCa>,
     /// Held by every change to the files, the TLS rows or the table sent to the data plane, so
     /// the table sent last is built from the state written last.
     changes: tokio::sync::Mutex<()>,
@@ -115,8 +120,14 @@ impl Certs {
             retry_min: acme.retry_min,
             acme: acme::Acme::new(home, acme)?,
             kick: tokio::sync::Notify::new(),
+            local_ca: None,
             changes: tokio::sync::Mutex::new(()),
         })
+    }
+
+    /// Serve internal URLs over HTTPS too, with certificates `local_ca` signs.
+    pub fn with_local_ca(self, local_ca: Option<LocalCa>) -> Certs {
+        Certs { local_ca, ..self }
     }
 
     /// The port the proxy's HTTPS listener has, once it is known.
