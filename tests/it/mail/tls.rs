@@ -11,7 +11,7 @@ use serde_json::Value;
 
 use super::{deploy, relay_decided, relay_staging_to, send};
 use crate::mail::servers::mailer_repo;
-use crate::support::{BIN, Daemon};
+use crate::support::Daemon;
 
 /// A CA and a certificate for `localhost` it signed: (CA PEM, certificate PEM, key PEM).
 fn ca_and_localhost(name: &str) -> (String, String, String) {
@@ -191,40 +191,4 @@ async fn relays_over_tls_trust_the_given_ca_and_nothing_else() {
     assert!(!error.contains("pw"), "the password shown: {error}");
     assert!(stranger.received().is_empty());
     assert!(!d.log().contains("mailer:pw"));
-}
-
-#[test]
-fn a_relay_ca_file_that_is_not_one_stops_the_daemon_at_start_naming_it() {
-    let dir = tempfile::tempdir().unwrap();
-    let not_pem = dir.path().join("not-a-ca.pem");
-    std::fs::write(&not_pem, "hello\n").unwrap();
-    for (file, says) in [
-        (not_pem.clone(), "holds no certificate"),
-        (dir.path().join("missing.pem"), "cannot read"),
-    ] {
-        let home = tempfile::tempdir().unwrap();
-        let out = Command::new(BIN)
-            .args([
-                "serve",
-                "--api-listen",
-                "127.0.0.1:0",
-                "--http-listen",
-                "127.0.0.1:0",
-            ])
-            .arg("--home")
-            .arg(home.path())
-            .arg("--mail-relay-ca")
-            .arg(&file)
-            .stdin(Stdio::null())
-            .output()
-            .unwrap();
-        assert!(!out.status.success());
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert!(
-            err.contains("--mail-relay-ca")
-                && err.contains(&*file.to_string_lossy())
-                && err.contains(says),
-            "{err}"
-        );
-    }
 }

@@ -263,38 +263,40 @@ async fn own_certificates_are_checked_served_redirected_and_removed() {
     assert!(err.contains("no certificate"), "{err}");
 }
 
+/// `--acme-ca-cert` and `--mail-relay-ca` (both read by the same code) name what is wrong.
 #[test]
-fn an_acme_ca_file_that_is_not_one_stops_the_daemon_at_start_naming_it() {
+fn a_ca_file_that_is_not_one_stops_the_daemon_at_start_naming_it() {
     let dir = tempfile::tempdir().unwrap();
     let not_pem = dir.path().join("not-a-ca.pem");
     std::fs::write(&not_pem, "hello\n").unwrap();
-    for (file, says) in [
+    let cases = [
         (not_pem.clone(), "holds no certificate"),
         (dir.path().join("missing.pem"), "cannot read"),
-    ] {
-        let home = tempfile::tempdir().unwrap();
-        let out = std::process::Command::new(crate::support::BIN)
-            .args([
-                "serve",
-                "--api-listen",
-                "127.0.0.1:0",
-                "--http-listen",
-                "127.0.0.1:0",
-            ])
-            .arg("--home")
-            .arg(home.path())
-            .arg("--acme-ca-cert")
-            .arg(&file)
-            .stdin(std::process::Stdio::null())
-            .output()
-            .unwrap();
-        assert!(!out.status.success());
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert!(
-            err.contains("--acme-ca-cert")
-                && err.contains(&*file.to_string_lossy())
-                && err.contains(says),
-            "{err}"
-        );
+    ];
+    for flag in ["--acme-ca-cert", "--mail-relay-ca"] {
+        for (file, says) in &cases {
+            let home = tempfile::tempdir().unwrap();
+            let out = std::process::Command::new(crate::support::BIN)
+                .args([
+                    "serve",
+                    "--api-listen",
+                    "127.0.0.1:0",
+                    "--http-listen",
+                    "127.0.0.1:0",
+                ])
+                .arg("--home")
+                .arg(home.path())
+                .arg(flag)
+                .arg(file)
+                .stdin(std::process::Stdio::null())
+                .output()
+                .unwrap();
+            assert!(!out.status.success());
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert!(
+                err.contains(flag) && err.contains(&*file.to_string_lossy()) && err.contains(says),
+                "{err}"
+            );
+        }
     }
 }

@@ -169,7 +169,10 @@ mod tests {
         let ca = LocalCa::open(home.path()).unwrap();
         let now = 1_800_000_000;
         let first = ca.app_cert("shop", now).unwrap();
-        assert!(first.0.ends_with(&ca.cert_pem), "the chain ends with the CA");
+        assert!(
+            first.0.ends_with(&ca.cert_pem),
+            "the chain ends with the CA"
+        );
         assert_eq!(ca.app_cert("shop", now + 59 * 86_400).unwrap(), first);
         let renewed = ca.app_cert("shop", now + 61 * 86_400).unwrap();
         assert_ne!(renewed, first);
