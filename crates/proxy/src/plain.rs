@@ -323,16 +323,13 @@ impl<'a> PlainConnection<'a> {
         Outcome::Handoff(self.buf.freeze())
     }
 
-    /// Whether the request is hyper's path's to answer: over plain HTTP, one the proxy answers
-    /// itself (a redirect to HTTPS, an ACME HTTP-01 token); over TLS, one for a host whose
-    /// answers carry HSTS (hyper's path sets the field).
+    /// Whether the request is one the proxy answers itself over plain HTTP (a redirect to
+    /// HTTPS, an ACME HTTP-01 token): hyper's path does.
     fn intercepted(&self, request: &wire::Plain) -> bool {
-        let tls = self.proxy.tls().load();
         if self.secure {
-            return tls
-                .for_host_header(&self.host)
-                .is_some_and(|t| t.hsts.is_some());
+            return false;
         }
+        let tls = self.proxy.tls().load();
         let line = std::str::from_utf8(&self.head[request.line.clone()]).unwrap_or("");
         let path = line.split_once(' ').map_or("", |(_, path)| path);
         tls.intercepts_plain(&self.host, path)
@@ -448,6 +445,20 @@ impl<'a> PlainConnection<'a> {
             StatusCode::from_u16(answer.status).unwrap_or(StatusCode::BAD_GATEWAY),
             started.elapsed(),
         );
+        if self.secure
+            && let Some(hsts) = self
+                .proxy
+                .tls()
+                .load()
+                .for_host_header(&self.host)
+                .and_then(|t| t.hsts.clone())
+        {
+            wire::replace_field(
+                &mut self.head,
+                b"strict-transport-security",
+                hsts.as_bytes(),
+            );
+        }
 
         // The body. A server-sent-event stream trades its request token for a stream token
         // and ends cleanly at an event boundary when its deadline comes; any other body is

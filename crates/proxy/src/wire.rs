@@ -54,6 +54,22 @@ impl Plain {
     }
 }
 
+/// Put `name: value` into the whole head in `out` (its blank line last), in place of any field
+/// of that name (any case) the instance sent: the proxy's own HSTS wins, as on hyper's path.
+pub(crate) fn replace_field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+    let mut kept = Vec::with_capacity(out.len() + name.len() + value.len() + 4);
+    let head = out.strip_suffix(b"\r\n").unwrap_or(out);
+    for line in head.split_inclusive(|b| *b == b'\n') {
+        let field = line.split(|b| *b == b':').next().unwrap_or_default();
+        if !field.eq_ignore_ascii_case(name) {
+            kept.extend_from_slice(line);
+        }
+    }
+    push_field(&mut kept, name, value);
+    kept.extend_from_slice(b"\r\n");
+    *out = kept;
+}
+
 /// Parse the head at the start of `buf`; for a plain request, write the head the instance gets
 /// into `out` (cleared first), with `client_ip` appended to X-Forwarded-For, and
 /// X-Forwarded-Proto `https` when it came over TLS (`secure`), else `http`.
@@ -601,6 +617,18 @@ pub(crate) fn push_date(out: &mut Vec<u8>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_replaced_field_takes_the_place_of_the_instances_own() {
+        let mut head =
+            b"HTTP/1.1 200 OK\r\nStrict-Transport-Security: max-age=1\r\ncontent-length: 2\r\n\r\n"
+                .to_vec();
+        replace_field(&mut head, b"strict-transport-security", b"max-age=63072000");
+        assert_eq!(
+            String::from_utf8(head).unwrap(),
+            "HTTP/1.1 200 OK\r\ncontent-length: 2\r\nstrict-transport-security: max-age=63072000\r\n\r\n"
+        );
+    }
 
     fn plain(head: &str) -> (Plain, String) {
         let mut out = Vec::new();

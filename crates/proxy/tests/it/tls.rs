@@ -267,6 +267,19 @@ async fn plain_http_is_redirected_to_https_and_https_answers_carry_hsts() {
     );
     let blog = get_tls(&client, p.https, "blog.test", "/").await;
     assert!(blog.headers.get("strict-transport-security").is_none());
+    // HTTP/1.1 over TLS (the plain path) carries it too.
+    let h1 = ca.client(&[b"http/1.1"]);
+    let secure = get_tls(&h1, p.https, "shop.test", "/").await;
+    assert_eq!(
+        (secure.status, secure.text()),
+        (StatusCode::OK, "proto=https")
+    );
+    assert_eq!(
+        secure.headers["strict-transport-security"],
+        "max-age=31536000"
+    );
+    let blog = get_tls(&h1, p.https, "blog.test", "/").await;
+    assert!(blog.headers.get("strict-transport-security").is_none());
 }
 
 #[tokio::test]
