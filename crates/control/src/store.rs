@@ -13,7 +13,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use rusqlite::Connection;
 use tokio::sync::Semaphore;
-use turnout_model::{AppName, DomainName, EnvName, EnvRef, ReleaseStatus, ResourcePlan, Tier};
+use turnout_model::{
+    AppName, AuditAction, DomainName, EnvName, EnvRef, ReleaseStatus, ResourcePlan, Tier,
+};
 
 use crate::error::ControlError;
 
@@ -214,6 +216,14 @@ impl DomainRow {
             app: self.app.clone(),
             env: self.env.clone(),
         }
+    }
+
+    /// An audit entry of `actor`'s `action` on this domain (its name, app and environment).
+    pub fn audit(&self, actor: &str, action: AuditAction) -> AuditEntry {
+        AuditEntry::new(actor, action)
+            .app(&self.app)
+            .env(&self.env)
+            .domain(&self.name)
     }
 }
 

@@ -35,7 +35,7 @@ pub use spec::{
     ChallengeSpec, DataPlaneConfig, DrainReport, LoginSpec, RouteSpec, StatsRow, TargetSpec,
     TlsSpec, UpstreamSpec,
 };
-pub use wire::{Hello, recv_fds, recv_fds_any, send_fds};
+pub use wire::{Hello, recv_fds_any, send_fds};
 
 /// Which binary this process runs: its version and the identity (device, inode, change time)
 /// of its executable file. Another binary installed over the same path has another identity.

@@ -141,24 +141,6 @@ pub fn send_fds(conn: &impl AsFd, header: &[u8], fds: &[BorrowedFd<'_>]) -> std:
     Ok(())
 }
 
-/// Receive `N` descriptors sent with `header` by [`send_fds`] (blocking).
-pub fn recv_fds<const N: usize>(
-    conn: &impl AsFd,
-    header: &[u8],
-    what: &str,
-) -> std::io::Result<[OwnedFd; N]> {
-    let (got, fds) = recv_fds_any(conn, header.len(), N, what)?;
-    let fds: [OwnedFd; N] = fds.try_into().map_err(|fds: Vec<OwnedFd>| {
-        std::io::Error::other(format!("{what} sent {} sockets instead of {N}", fds.len()))
-    })?;
-    if got != header {
-        return Err(std::io::Error::other(format!(
-            "{what} answered something else than its listening sockets"
-        )));
-    }
-    Ok(fds)
-}
-
 /// Receive up to `max_fds` descriptors and the header (at most `max_header` bytes) they came
 /// with (blocking), for a caller that accepts more than one header.
 pub fn recv_fds_any(

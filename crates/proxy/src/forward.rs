@@ -22,6 +22,7 @@ use crate::login::{self, Held, Login};
 use crate::route_table::{Asleep, Maintenance, RouteTable, Target};
 use crate::server::Proxy;
 use crate::stats::RouteStats;
+use crate::tls::TlsTable;
 use crate::tunnel::Tunnel;
 use crate::upstream::Upstream;
 
@@ -38,17 +39,22 @@ pub(crate) async fn handle(
     peer: SocketAddr,
     secure: bool,
 ) -> Response<ResponseBody> {
-    let hsts = if secure {
-        headers::request_host(&req)
-            .ok()
-            .and_then(|host| hsts_for(proxy, &host))
-    } else {
-        match intercepted(proxy, &req) {
-            Some(answer) => return answer,
-            None => None,
+    let host = headers::request_host(&req);
+    // The TLS table is let go before the first `.await`, like the route table.
+    let hsts = {
+        let tls = proxy.tls().load();
+        let name = host.as_ref().ok().and_then(|h| h.to_str().ok());
+        if secure {
+            name.and_then(|n| tls.for_host_header(n))
+                .and_then(|t| t.hsts.clone())
+        } else {
+            if let Some(answer) = intercepted(&tls, &req, name) {
+                return answer;
+            }
+            None
         }
     };
-    let mut response = relay(proxy, req, peer, secure).await;
+    let mut response = relay(proxy, req, host, peer, secure).await;
     if let Some(hsts) = hsts {
         response
             .headers_mut()
@@ -57,17 +63,15 @@ pub(crate) async fn handle(
     response
 }
 
-/// The `Strict-Transport-Security` value of the host a request over TLS is for, if it has one.
-fn hsts_for(proxy: &Proxy, host: &HeaderValue) -> Option<HeaderValue> {
-    let tls = proxy.tls().load();
-    tls.for_host_header(host.to_str().ok()?)?.hsts.clone()
-}
-
-/// What the proxy answers itself to a plain-HTTP request, before any route is looked at (so a
-/// domain in maintenance, protected or not routed yet still validates): an HTTP-01 token in
-/// force, or a 308 to HTTPS for a host that redirects.
-fn intercepted(proxy: &Proxy, req: &Request<Incoming>) -> Option<Response<ResponseBody>> {
-    let tls = proxy.tls().load();
+/// What the proxy answers itself to a plain-HTTP request for `host` (its Host, if it has a
+/// valid one), before any route is looked at (so a domain in maintenance, protected or not
+/// routed yet still validates): an HTTP-01 token in force, or a 308 to HTTPS for a host that
+/// redirects.
+fn intercepted(
+    tls: &TlsTable,
+    req: &Request<Incoming>,
+    host: Option<&str>,
+) -> Option<Response<ResponseBody>> {
     if let Some(key_authorization) = tls.http01(req.uri().path()) {
         return Some(crate::error::local_bytes(
             StatusCode::OK,
@@ -75,8 +79,7 @@ fn intercepted(proxy: &Proxy, req: &Request<Incoming>) -> Option<Response<Respon
             "application/octet-stream",
         ));
     }
-    let host = headers::request_host(req).ok()?;
-    let host = host.to_str().ok()?;
+    let host = host?;
     if !tls.for_host_header(host)?.redirect {
         return None;
     }
@@ -89,9 +92,11 @@ fn intercepted(proxy: &Proxy, req: &Request<Incoming>) -> Option<Response<Respon
     Some(response)
 }
 
+/// Route and relay a request whose Host was read (`host`), counting and logging its outcome.
 async fn relay(
     proxy: &Proxy,
     req: Request<Incoming>,
+    host: Result<HeaderValue, ProxyError>,
     peer: SocketAddr,
     secure: bool,
 ) -> Response<ResponseBody> {
@@ -100,7 +105,7 @@ async fn relay(
     let method = req.method().clone();
     let uri = req.uri().clone();
     let mut stats = None;
-    let (host, result) = match headers::request_host(&req) {
+    let (host, result) = match host {
         Ok(host) => {
             let result = forward(proxy, req, peer, secure, &host, &mut stats).await;
             (Some(host), result)

@@ -84,5 +84,5 @@ pub use login::Login;
 pub use route_table::{Asleep, Maintenance, RouteTable, Target};
 pub use server::Proxy;
 pub use stats::{LATENCY_BUCKETS, RouteStats, StatsSnapshot};
-pub use tls::{ACME_HTTP_PREFIX, ACME_TLS_ALPN, HostTls, TlsTable, certified_key, challenge_key};
+pub use tls::{ACME_TLS_ALPN, HostTls, TlsTable, certified_key, challenge_key};
 pub use upstream::{DEFAULT_RESPONSE_TIMEOUT, DrainDeadlines, DrainOutcome, Upstream};

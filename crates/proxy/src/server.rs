@@ -80,10 +80,6 @@ impl Proxy {
         info!(hosts, "TLS table applied");
     }
 
-    pub fn current_tls(&self) -> Arc<TlsTable> {
-        self.tls.load_full()
-    }
-
     pub(crate) fn tls(&self) -> &ArcSwap<TlsTable> {
         &self.tls
     }
@@ -341,7 +337,7 @@ async fn serve_tls_connection(
     watch: Watch,
 ) {
     let handshake = timeout(watch.header_timeout, proxy.acceptor.accept(stream));
-    let stream = tokio::select! {
+    let mut stream = tokio::select! {
         done = handshake => match done {
             Ok(Ok(stream)) => stream,
             Ok(Err(e)) => {
@@ -357,7 +353,6 @@ async fn serve_tls_connection(
         // (with `Connection: close`), like one whose request head is.
         _ = watch.abort.cancelled() => return,
     };
-    let mut stream = stream;
     match stream.get_ref().1.alpn_protocol() {
         Some(ACME_TLS_ALPN) => {
             let _ = stream.shutdown().await;

@@ -24,7 +24,7 @@ use tokio_rustls::rustls::sign::CertifiedKey;
 /// The ALPN protocol of ACME's TLS-ALPN-01 validation (RFC 8737).
 pub const ACME_TLS_ALPN: &[u8] = b"acme-tls/1";
 /// Where ACME's HTTP-01 validation asks for a token (RFC 8555 §8.3).
-pub const ACME_HTTP_PREFIX: &str = "/.well-known/acme-challenge/";
+pub(crate) const ACME_HTTP_PREFIX: &str = "/.well-known/acme-challenge/";
 
 /// One host's HTTPS.
 #[derive(Debug, Clone)]
@@ -107,12 +107,9 @@ impl TlsTable {
         self.https_port = port;
     }
 
-    pub fn len(&self) -> usize {
+    /// Hosts with a certificate, for the log.
+    pub(crate) fn len(&self) -> usize {
         self.exact.len() + self.wildcard.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 
     /// The settings for `host` (a lower-case name without port): its own, else its parent's

@@ -160,10 +160,8 @@ impl ControlPlane {
         let current = domain.target();
         self.authorize_domain(who, &current).await?;
         let n = name.clone();
-        let entry = AuditEntry::new(&who.name, AuditAction::DomainRemove)
-            .app(&domain.app)
-            .env(&domain.env)
-            .domain(&name)
+        let entry = domain
+            .audit(&who.name, AuditAction::DomainRemove)
             .change(Some(current.to_string()), None);
         self.store
             .mutate(entry, move |c, _| q::delete_domain(c, &n))
@@ -373,18 +371,14 @@ impl ControlPlane {
             ));
         }
         let (d, m, actor) = (domain.clone(), message.clone(), who.name.clone());
-        let entry = AuditEntry::new(
-            &who.name,
-            if on {
-                AuditAction::DomainMaintenanceOn
-            } else {
-                AuditAction::DomainMaintenanceOff
-            },
-        )
-        .app(&domain.app)
-        .env(&domain.env)
-        .domain(&name)
-        .change(None, message.clone());
+        let action = if on {
+            AuditAction::DomainMaintenanceOn
+        } else {
+            AuditAction::DomainMaintenanceOff
+        };
+        let entry = domain
+            .audit(&who.name, action)
+            .change(None, message.clone());
         self.store
             .mutate(entry, move |c, _| {
                 q::set_maintenance(c, &d, m.as_deref(), &actor)

@@ -17,7 +17,7 @@ use crate::access::Principal;
 use crate::error::ControlError;
 use crate::plane::ControlPlane;
 use crate::store::tls::{self as tq, CertRow};
-use crate::store::{AuditEntry, DomainRow, now, q};
+use crate::store::{DomainRow, now, q};
 
 /// How long the renewal task sleeps at most before it looks again (a clock that jumped, a
 /// certificate whose files were put back by hand).
@@ -237,10 +237,8 @@ impl ControlPlane {
         }
         self.check_tls(&name, &tls)?;
         let _changes = self.certs().changes.lock().await;
-        let entry = AuditEntry::new(&who.name, AuditAction::DomainTls)
-            .app(&domain.app)
-            .env(&domain.env)
-            .domain(&name)
+        let entry = domain
+            .audit(&who.name, AuditAction::DomainTls)
             .change(Some(describe(&before)), Some(describe(&tls)));
         let (id, t) = (domain.id, tls.clone());
         self.store()
@@ -293,20 +291,16 @@ impl ControlPlane {
         .map_err(|e| ControlError::internal(format!("certificate check: {e}")))?;
         let (meta, cert) = checked.map_err(ControlError::Invalid)?;
         let _changes = self.certs().changes.lock().await;
-        let entry = AuditEntry::new(&who.name, AuditAction::CertAdd)
-            .app(&domain.app)
-            .env(&domain.env)
-            .domain(&name)
-            .change(
-                Some(domain.tls.mode.to_string()),
-                Some(format!(
-                    "manual: {} (issuer {}, serial {}, expires {})",
-                    meta.names.join(", "),
-                    meta.issuer,
-                    meta.serial,
-                    format_timestamp(meta.not_after)
-                )),
-            );
+        let entry = domain.audit(&who.name, AuditAction::CertAdd).change(
+            Some(domain.tls.mode.to_string()),
+            Some(format!(
+                "manual: {} (issuer {}, serial {}, expires {})",
+                meta.names.join(", "),
+                meta.issuer,
+                meta.serial,
+                format_timestamp(meta.not_after)
+            )),
+        );
         self.certs()
             .write(&name, &cert.chain_pem, &cert.key_pem)
             .map_err(|e| {
@@ -347,17 +341,13 @@ impl ControlPlane {
             )));
         }
         let _changes = self.certs().changes.lock().await;
-        let entry = AuditEntry::new(&who.name, AuditAction::CertRemove)
-            .app(&domain.app)
-            .env(&domain.env)
-            .domain(&name)
-            .change(
-                Some(cert.map_or_else(
-                    || domain.tls.mode.to_string(),
-                    |c| c.source.as_str().to_owned(),
-                )),
-                Some("off".into()),
-            );
+        let entry = domain.audit(&who.name, AuditAction::CertRemove).change(
+            Some(cert.map_or_else(
+                || domain.tls.mode.to_string(),
+                |c| c.source.as_str().to_owned(),
+            )),
+            Some("off".into()),
+        );
         let tls = TlsSettings {
             mode: TlsMode::Off,
             ..domain.tls.clone()
@@ -388,10 +378,7 @@ impl ControlPlane {
                 domain.tls.mode
             )));
         }
-        let entry = AuditEntry::new(&who.name, AuditAction::CertRenew)
-            .app(&domain.app)
-            .env(&domain.env)
-            .domain(&name);
+        let entry = domain.audit(&who.name, AuditAction::CertRenew);
         let id = domain.id;
         self.store()
             .mutate(entry, move |c, _| tq::request_order(c, id, now()))
@@ -475,10 +462,7 @@ impl ControlPlane {
             .order(name, domain.tls.challenge, https, self.dataplane())
             .await
             .and_then(|issued| check::describe(&issued.chain_pem).map(|meta| (issued, meta)));
-        let entry = AuditEntry::new("turnout", AuditAction::CertIssue)
-            .app(&domain.app)
-            .env(&domain.env)
-            .domain(name);
+        let entry = domain.audit("turnout", AuditAction::CertIssue);
         let id = domain.id;
         match issued {
             Ok((issued, meta)) => {
