@@ -6,6 +6,7 @@ mod backup;
 mod cli;
 mod config;
 mod daemon;
+mod dashboard;
 mod data;
 mod dataplane;
 mod deploy;

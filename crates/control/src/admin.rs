@@ -92,7 +92,12 @@ impl ControlPlane {
                 "unauthorized: no API token; set TURNOUT_TOKEN (or run the CLI with --home on the daemon's machine)".into(),
             ));
         };
-        let hash = access::hash_token(token);
+        self.authenticate_hash(access::hash_token(token)).await
+    }
+
+    /// The principal of the token whose hash is `hash` (a dashboard session keeps only the
+    /// hash), with its roles as they are now.
+    pub async fn authenticate_hash(&self, hash: String) -> Result<Principal, ControlError> {
         match self
             .store()
             .call(move |c| aq::authenticate(c, &hash))

@@ -381,7 +381,9 @@ async fn run(
     plane.start_sleeping();
     plane.start_renewals();
     plane.serve_services(smtp_listener, egress_listener, relay_tls, &ending);
-    let api_router = crate::api::router(plane.clone(), config.max_push_bytes);
+    // The dashboard (`/ui/`) shares the API's listener; it calls the same plane methods.
+    let api_router = crate::api::router(plane.clone(), config.max_push_bytes)
+        .merge(crate::dashboard::router(plane.clone()));
     let api_ending = ending.clone();
     let api_task = tokio::spawn(async move {
         axum::serve(api_listener, api_router)

@@ -52,8 +52,14 @@ pub(super) async fn job_events(
     who: Who,
     Path(id): Path<i64>,
 ) -> Result<impl IntoResponse> {
+    Ok(job_event_stream(p.job_events(id, &who).await?))
+}
+
+/// A job's events as server-sent events (the API's stream, and the dashboard's job page).
+pub(crate) fn job_event_stream(
+    events: impl futures_util::Stream<Item = JobEvent> + Send + 'static,
+) -> Response {
     use futures_util::StreamExt;
-    let events = p.job_events(id, &who).await?;
     let stream = events.enumerate().map(|(n, event)| {
         let name = match &event {
             JobEvent::Step { .. } => "step",
@@ -65,11 +71,12 @@ pub(super) async fn job_events(
             "id: {n}\nevent: {name}\ndata: {data}\n\n"
         )))
     });
-    Ok((
+    (
         [
             (header::CONTENT_TYPE, "text/event-stream"),
             (header::CACHE_CONTROL, "no-cache"),
         ],
         Body::from_stream(stream),
-    ))
+    )
+        .into_response()
 }

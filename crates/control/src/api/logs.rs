@@ -30,15 +30,22 @@ pub(super) async fn logs(
     let view = p
         .logs(env_ref(&app, &env)?, q.tail, q.timestamps, &who)
         .await?;
+    Ok(log_text(p, view, q.follow).await)
+}
+
+/// The log's last lines as text and, with `follow`, what is written to it from then on (across
+/// rotations and the next release's log): the API's answer and the dashboard's live tail.
+pub(crate) async fn log_text(p: Api, view: LogView, follow: bool) -> Response {
     let mut head: String = view.head().iter().map(|l| format!("{l}\n")).collect();
-    if view.path().is_none() && !q.follow {
+    if view.path().is_none() && !follow {
         head = format!("(no logs yet: {} has not been deployed)\n", view.env());
     }
-    if !q.follow {
-        return Ok((
+    if !follow {
+        return (
             [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
             Body::from(head),
-        ));
+        )
+            .into_response();
     }
     struct Follow {
         p: Api,
@@ -118,10 +125,11 @@ pub(super) async fn logs(
             tokio::time::sleep(Duration::from_millis(250)).await;
         }
     });
-    Ok((
+    (
         [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
         Body::from_stream(stream),
-    ))
+    )
+        .into_response()
 }
 
 /// What a rotated log holds past `offset`, if it is still the file with inode `ino`.

@@ -37,6 +37,9 @@ mod git;
 mod hooks;
 mod jobs;
 mod logs;
+
+pub(crate) use jobs::job_event_stream;
+pub(crate) use logs::log_text;
 mod mail;
 mod pipeline;
 mod restore;

@@ -4,9 +4,9 @@ use turnout_model::{
     Action, AppName, AuditAction, CreateEnv, EnvInfo, EnvRef, EnvStatus, InstanceInfo, ReleaseInfo,
     Tier, format_timestamp,
 };
-use turnout_supervisor::InstanceState;
+use turnout_supervisor::{InstanceState, InstanceStatus};
 
-use super::routing::key;
+use super::routing::{EnvRouting, key};
 use super::{ControlPlane, release_info, remove_dir, source};
 use crate::access::Principal;
 use crate::error::ControlError;
@@ -198,24 +198,8 @@ impl ControlPlane {
             usage.cpu_seconds = now.cpu_seconds;
         }
         let now = routing.running.as_ref().map(|run| run.instance.status());
-        let (status, status_reason) = match (&now, &release) {
-            (Some(s), _) if s.state == InstanceState::Restarting => (
-                EnvStatus::Crashing,
-                Some(format!(
-                    "{}, restarted {} times",
-                    s.last_exit.as_deref().unwrap_or("exited"),
-                    s.restarts
-                )),
-            ),
-            (Some(_), _) => (EnvStatus::Live, None),
-            (None, None) => (EnvStatus::NotDeployed, None),
-            (None, Some(_)) if routing.stopped || row.stopped => (EnvStatus::Stopped, None),
-            (None, Some(_)) if routing.asleep => (EnvStatus::Sleeping, None),
-            (None, Some(_)) => match &routing.down {
-                Some(down) => (EnvStatus::Down, Some(down.why.clone())),
-                None => (EnvStatus::Starting, None),
-            },
-        };
+        let (status, status_reason) =
+            env_status(&routing, now.as_ref(), row.stopped, release.is_some());
         let next_retry_at = routing
             .down
             .filter(|_| status == EnvStatus::Down)
@@ -264,4 +248,32 @@ fn unix_seconds_up(t: std::time::SystemTime) -> i64 {
     t.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| {
         i64::try_from(d.as_secs() + u64::from(d.subsec_nanos() > 0)).unwrap_or(i64::MAX)
     })
+}
+
+/// Where an environment stands: from its instance's status (`now`, when one runs), what
+/// routing knows of it, whether it was stopped and whether a release ever went live.
+pub(crate) fn env_status(
+    routing: &EnvRouting,
+    now: Option<&InstanceStatus>,
+    stopped: bool,
+    released: bool,
+) -> (EnvStatus, Option<String>) {
+    match (now, released) {
+        (Some(s), _) if s.state == InstanceState::Restarting => (
+            EnvStatus::Crashing,
+            Some(format!(
+                "{}, restarted {} times",
+                s.last_exit.as_deref().unwrap_or("exited"),
+                s.restarts
+            )),
+        ),
+        (Some(_), _) => (EnvStatus::Live, None),
+        (None, false) => (EnvStatus::NotDeployed, None),
+        (None, true) if routing.stopped || stopped => (EnvStatus::Stopped, None),
+        (None, true) if routing.asleep => (EnvStatus::Sleeping, None),
+        (None, true) => match &routing.down {
+            Some(down) => (EnvStatus::Down, Some(down.why.clone())),
+            None => (EnvStatus::Starting, None),
+        },
+    }
 }

@@ -2,6 +2,7 @@
 //!
 //! - `routing`: the only owner of routing state and of applying route tables.
 //! - `authz`: who may do what (the role an app's policy asks for on a tier).
+//! - `board`: the dashboard's reads of an app in one go, and which actions a user may take.
 //! - `apps`, `envs`, `domains`: the records users create and the operations on them.
 //! - `jobs`: the job runner every long operation goes through.
 //! - `launch`: start a release's instance on a free port, health-gate it, build its route
@@ -47,6 +48,7 @@ mod backup;
 mod backup_restore;
 mod backup_schedule;
 mod backup_verify;
+mod board;
 mod config;
 mod config_snapshot;
 mod data;
@@ -81,6 +83,7 @@ mod sleep;
 mod triggers;
 mod when;
 
+pub use board::{Board, EnvCard, Permissions};
 pub use data_access::engine as data_engine;
 pub use isolation::{Separation, place_envs, secure_home};
 pub use logs::LogView;

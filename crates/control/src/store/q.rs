@@ -369,6 +369,18 @@ pub fn list_releases(c: &Connection, env_id: i64) -> Result<Vec<ReleaseRow>, Con
     Ok(rows)
 }
 
+/// The live release of each environment of an app, in one statement (the dashboard's pipeline).
+pub fn live_releases(c: &Connection, app_id: i64) -> Result<Vec<ReleaseRow>, ControlError> {
+    let mut stmt = c.prepare(&format!(
+        "SELECT {RELEASE_COLS} FROM releases WHERE id IN \
+         (SELECT current_release_id FROM environments WHERE app_id = ?1)"
+    ))?;
+    let rows = stmt
+        .query_map([app_id], release_row)?
+        .collect::<Result<_, _>>()?;
+    Ok(rows)
+}
+
 // ---- domains ----
 
 pub fn list_domains(c: &Connection) -> Result<Vec<DomainRow>, ControlError> {

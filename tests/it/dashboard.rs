@@ -1,0 +1,385 @@
+//! The web dashboard (`/ui/`), on a real daemon with real apps, environments and domains:
+//! sessions and their cookie, CSRF refusals, a viewer refused through the UI routes as through
+//! the API, every page rendered for an owner and a viewer; then the browser test
+//! (`tests/browser/`, Debian's chromium driven by playwright-core) that clicks through it.
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use reqwest::header::{COOKIE, LOCATION, SET_COOKIE};
+use reqwest::{Client, StatusCode};
+
+use crate::data::{sqlite_repo, toml};
+use crate::support::{Daemon, Repo};
+
+const DOMAIN: &str = "shop.example.test";
+
+/// App `shop`: production `prod` and `staging` deployed, `qa` (test tier, seeded data)
+/// deployed, `slow` (development) whose build takes a minute, and `shop.example.test` bound to
+/// prod. Plus user `vic`, a viewer of the app; returns the daemon, the repository and vic's
+/// token.
+fn shop() -> (Daemon, Repo, String) {
+    let repo = sqlite_repo("[environments.slow.build]\ncommand = \"sleep 60\"\n");
+    assert!(toml("").contains("[data]"));
+    let d = Daemon::start();
+    d.create(
+        "shop",
+        repo.path(),
+        &[
+            ("prod", "main", "production"),
+            ("staging", "main", "staging"),
+            ("qa", "main", "test"),
+            ("slow", "main", "development"),
+        ],
+    );
+    for env in ["prod", "staging", "qa"] {
+        d.ok(&["deploy", &format!("shop/{env}")]);
+    }
+    d.ok(&["domain", "add", DOMAIN, "shop/prod"]);
+    d.ok(&["user", "add", "vic"]);
+    d.ok(&["access", "grant", "vic", "shop", "viewer"]);
+    let viewer = d.json(&["token", "create", "--user", "vic"])["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    (d, repo, viewer)
+}
+
+/// A browser's session, kept by hand: its cookie and the CSRF token its pages carry.
+struct Session {
+    client: Client,
+    base: String,
+    cookie: String,
+}
+
+impl Session {
+    async fn sign_in(d: &Daemon, token: &str) -> Session {
+        let client = Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap();
+        let base = d.api.trim_end_matches('/').to_owned();
+        let res = client
+            .post(format!("{base}/ui/login"))
+            .form(&[("token", token)])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            res.status(),
+            StatusCode::SEE_OTHER,
+            "sign-in answers a redirect"
+        );
+        assert_eq!(res.headers()[LOCATION], "/ui/apps");
+        let set = res.headers()[SET_COOKIE].to_str().unwrap().to_owned();
+        for flag in ["HttpOnly", "SameSite=Strict", "Path=/ui", "Max-Age="] {
+            assert!(set.contains(flag), "{flag} missing from {set}");
+        }
+        assert!(
+            !set.contains(token),
+            "the cookie never carries the token: {set}"
+        );
+        let cookie = set.split(';').next().unwrap().to_owned();
+        Session {
+            client,
+            base,
+            cookie,
+        }
+    }
+
+    async fn get(&self, path: &str) -> (StatusCode, String) {
+        let res = self
+            .client
+            .get(format!("{}{path}", self.base))
+            .header(COOKIE, &self.cookie)
+            .send()
+            .await
+            .unwrap();
+        let csp = res
+            .headers()
+            .get("content-security-policy")
+            .map(|v| v.to_str().unwrap().to_owned());
+        assert!(
+            csp.is_some_and(|c| c.contains("script-src 'self'")),
+            "{path} has its CSP"
+        );
+        (res.status(), res.text().await.unwrap())
+    }
+
+    async fn csrf(&self) -> String {
+        let (_, page) = self.get("/ui/apps").await;
+        let at = page
+            .find("name=\"_csrf\" value=\"")
+            .expect("a form with its CSRF token")
+            + 20;
+        page[at..at + 64].to_owned()
+    }
+
+    async fn post(&self, path: &str, form: &[(&str, &str)]) -> (StatusCode, String) {
+        let res = self
+            .client
+            .post(format!("{}{path}", self.base))
+            .header(COOKIE, &self.cookie)
+            .form(form)
+            .send()
+            .await
+            .unwrap();
+        (res.status(), res.text().await.unwrap())
+    }
+}
+
+fn bound_to(d: &Daemon) -> String {
+    let domains = d.json(&["domain", "list"]);
+    domains.as_array().unwrap()[0]["env"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_csrf_and_roles_hold_on_every_page_and_action() {
+    let (d, _repo, viewer_token) = shop();
+    let owner = Session::sign_in(&d, &d.admin_token()).await;
+    let viewer = Session::sign_in(&d, &viewer_token).await;
+
+    // Not signed in: every page sends you to sign in; a wrong token is refused there.
+    let anon = Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let res = anon
+        .get(format!("{}/ui/apps", owner.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::SEE_OTHER);
+    assert_eq!(res.headers()[LOCATION], "/ui/login");
+    let res = anon
+        .post(format!("{}/ui/login", owner.base))
+        .form(&[("token", "tnt_0000000000000000000000000000000000000000")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+    assert!(res.text().await.unwrap().contains("the token is not known"));
+    let res = anon.get(format!("{}/", owner.base)).send().await.unwrap();
+    assert_eq!(res.headers()[LOCATION], "/ui/");
+
+    // Every page renders for both; the owner's carries the actions, the viewer's none.
+    let job = d.json(&["jobs", "shop", "--all"])[0]["id"]
+        .as_i64()
+        .unwrap();
+    let pages = [
+        ("/ui/apps", "shop"),
+        ("/ui/apps/shop", "staging"),
+        ("/ui/apps/shop/envs/qa", "Releases"),
+        ("/ui/domains", DOMAIN),
+        (&format!("/ui/domains/{DOMAIN}") as &str, "Binding history"),
+        ("/ui/jobs", "Job "),
+        (&format!("/ui/jobs/{job}") as &str, "Steps"),
+        ("/ui/certificates", DOMAIN),
+        ("/ui/audit?app=shop", "domain.add"),
+    ];
+    for (path, text) in pages {
+        let (status, page) = owner.get(path).await;
+        assert_eq!(status, StatusCode::OK, "{path}: {page}");
+        assert!(page.contains(text), "{path} shows {text}");
+        let (status, page) = viewer.get(path).await;
+        assert_eq!(status, StatusCode::OK, "{path} for a viewer: {page}");
+        for action in [
+            "Deploy",
+            "Promote",
+            "Rollback",
+            "Roll back",
+            "Reseed",
+            "Restart",
+            "Edit",
+            "Cancel job",
+            "Back up now",
+        ] {
+            assert!(
+                !page.contains(&format!(">{action}")),
+                "{path} shows a viewer the {action} control"
+            );
+        }
+    }
+    let (_, pipeline) = owner.get("/ui/apps/shop").await;
+    for control in ["Deploy staging", "Promote to prod", "Deploy qa"] {
+        assert!(pipeline.contains(control), "owner sees {control}");
+    }
+    let (_, domains) = owner.get("/ui/domains").await;
+    assert!(domains.contains(">Edit<") && domains.contains(">Rollback<"));
+    // The viewer's audit log without an app is the plane's refusal, said on the page.
+    let (status, page) = viewer.get("/ui/audit").await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{page}");
+    assert!(page.contains("owner role on every app"), "{page}");
+
+    // Forged posts change nothing: no token, another session's token, a viewer's own token
+    // (refused by the plane, as through the API), a post from another site.
+    let switch = format!("/ui/domains/{DOMAIN}/switch");
+    let (status, page) = owner.post(&switch, &[("env", "staging")]).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{page}");
+    assert!(page.contains("CSRF token"), "{page}");
+    let viewer_csrf = viewer.csrf().await;
+    let (status, _) = owner
+        .post(&switch, &[("env", "staging"), ("_csrf", &viewer_csrf)])
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let (status, page) = viewer
+        .post(&switch, &[("env", "staging"), ("_csrf", &viewer_csrf)])
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{page}");
+    assert!(page.contains("needs the owner role"), "{page}");
+    let (status, _) = viewer
+        .post("/ui/apps/shop/envs/qa/seed", &[("_csrf", &viewer_csrf)])
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let owner_csrf = owner.csrf().await;
+    let res = owner
+        .client
+        .post(format!("{}{switch}", owner.base))
+        .header(COOKIE, &owner.cookie)
+        .header("origin", "http://evil.example")
+        .form(&[("env", "staging"), ("_csrf", &owner_csrf)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::FORBIDDEN);
+    assert_eq!(bound_to(&d), "prod", "no forged post moved the domain");
+    let audit = d.ok(&["audit", "--app", "shop"]);
+    assert!(
+        audit.contains("denied"),
+        "the viewer's attempt is audited: {audit}"
+    );
+
+    // The owner's own post switches, with the API's guarantees, and says so on the next page.
+    let (status, _) = owner
+        .post(&switch, &[("env", "staging"), ("_csrf", &owner_csrf)])
+        .await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    assert_eq!(bound_to(&d), "staging");
+    let (_, page) = owner.get("/ui/domains").await;
+    assert!(page.contains("switch from prod to staging"), "{page}");
+    let (status, _) = owner
+        .post(
+            &format!("/ui/domains/{DOMAIN}/rollback"),
+            &[("_csrf", &owner_csrf)],
+        )
+        .await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    assert_eq!(bound_to(&d), "prod");
+
+    // Signing out ends the session: its cookie and CSRF token are worth nothing after.
+    let (status, _) = owner.post("/ui/logout", &[("_csrf", &owner_csrf)]).await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    let (status, _) = owner
+        .post(&switch, &[("env", "staging"), ("_csrf", &owner_csrf)])
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let res = owner
+        .client
+        .get(format!("{}/ui/apps", owner.base))
+        .header(COOKIE, &owner.cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.headers()[LOCATION], "/ui/login");
+    assert_eq!(bound_to(&d), "prod");
+}
+
+/// Where the browser test lives, and whether its tools are here; a missing one fails the test
+/// with what to install (as the pebble and PostgreSQL tests do): `.ci/run` installs them.
+fn browser_dir() -> &'static Path {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser");
+    let dir: &'static Path = Box::leak(dir.into_boxed_path());
+    for (tool, package) in [
+        ("/usr/bin/chromium", "chromium"),
+        ("node", "nodejs"),
+        ("npm", "npm"),
+    ] {
+        let found = if tool.starts_with('/') {
+            Path::new(tool).exists()
+        } else {
+            Command::new(tool).arg("--version").output().is_ok()
+        };
+        assert!(
+            found,
+            "the browser test needs {tool}: run .ci/run, or apt-get install {package}"
+        );
+    }
+    if !dir.join("node_modules/playwright-core").exists() {
+        let out = Command::new("npm")
+            .args(["ci", "--no-audit", "--no-fund"])
+            .current_dir(dir)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "npm ci in tests/browser: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    dir
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_browser_switches_production_rolls_back_reseeds_and_cancels() {
+    let dir = browser_dir();
+    let (d, _repo, viewer_token) = shop();
+    let shots = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/screenshots");
+    let started = std::time::Instant::now();
+    let out = tokio::process::Command::new("node")
+        .arg("dashboard.mjs")
+        .current_dir(dir)
+        .env("TURNOUT_UI", d.api.trim_end_matches('/'))
+        .env("OWNER_TOKEN", d.admin_token())
+        .env("VIEWER_TOKEN", &viewer_token)
+        .env("PROXY", d.http.to_string())
+        .env("DOMAIN", DOMAIN)
+        .env("SCREENSHOTS", &shots)
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(Duration::from_secs(180), out)
+        .await
+        .expect("the browser test finishes within 3 minutes")
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "the browser test failed:\n{stdout}\n{stderr}\n--- daemon log ---\n{}",
+        d.log()
+    );
+    eprintln!("{stdout}browser test: {:?}", started.elapsed());
+    // What the browser did is what the daemon did.
+    assert_eq!(bound_to(&d), "prod", "rolled back to prod");
+    let history = d.json(&["domain", "history", DOMAIN]);
+    let actions: Vec<&str> = history
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["action"].as_str().unwrap())
+        .collect();
+    assert!(
+        actions.contains(&"switch") && actions.contains(&"rollback"),
+        "{history}"
+    );
+    let jobs = d.json(&["jobs", "shop", "--all"]);
+    let find = |kind: &str, env: &str| {
+        jobs.as_array()
+            .unwrap()
+            .iter()
+            .find(|j| j["kind"] == kind && j["env"] == env)
+            .map(|j| j["state"].as_str().unwrap().to_owned())
+    };
+    assert_eq!(find("seed", "qa").as_deref(), Some("succeeded"), "{jobs}");
+    assert_eq!(
+        find("deploy", "slow").as_deref(),
+        Some("cancelled"),
+        "{jobs}"
+    );
+    assert!(
+        stdout.contains("\"axe\""),
+        "accessibility checked: {stdout}"
+    );
+}
