@@ -52,6 +52,11 @@
 #                                writes bench/results/tls.{json,md} and raw-tls/
 #                                (BENCH_TLS_ROUNDS (3), BENCH_TLS_DURATION (5s),
 #                                BENCH_TLS_CONNECTIONS (50))
+#   BENCH_ONLY=dashboard bench/run.sh  only the dashboard section (not part of a full run): the
+#                                server time of each dashboard page with 200 environments
+#                                (bench/dashboard.py), about a minute; writes
+#                                bench/results/dashboard.{json,md} (BENCH_DASHBOARD_ENVS (200),
+#                                BENCH_DASHBOARD_ROUNDS (30))
 #
 # Knobs (environment): BENCH_DURATION (6s), BENCH_ROUNDS (5), BENCH_CONNECTIONS (32),
 # BENCH_SWITCHES (100), BENCH_DOMAINS (1000), BENCH_KEEP=1 keeps the work directory,
@@ -104,8 +109,8 @@ for arg in "$@"; do
   esac
 done
 case "$ONLY" in
-  '' | restarts | push | wake | data-sqlite | data-pg | backup-sqlite | backup-pg | egress | mail | tls) ;;
-  *) echo "error: BENCH_ONLY=$ONLY: the sections that run alone are 'restarts', 'push', 'wake', 'data-sqlite', 'data-pg', 'backup-sqlite', 'backup-pg', 'egress', 'mail' and 'tls'" >&2; exit 2 ;;
+  '' | restarts | push | wake | data-sqlite | data-pg | backup-sqlite | backup-pg | egress | mail | tls | dashboard) ;;
+  *) echo "error: BENCH_ONLY=$ONLY: the sections that run alone are 'restarts', 'push', 'wake', 'data-sqlite', 'data-pg', 'backup-sqlite', 'backup-pg', 'egress', 'mail', 'tls' and 'dashboard'" >&2; exit 2 ;;
 esac
 for knob in RESTARTS SPACING_MS PUSHES WAKES; do
   [[ ${!knob} =~ ^[1-9][0-9]*$ ]] || { echo "error: ${knob} must be a positive integer" >&2; exit 2; }
@@ -128,6 +133,7 @@ TOOLS=(nginx:nginx haproxy:haproxy caddy:caddy wrk:wrk git:git)
 [[ $ONLY == egress ]] && TOOLS=(tinyproxy:tinyproxy wrk:wrk nginx:nginx git:git)
 [[ $ONLY == mail ]] && TOOLS=(node:nodejs npm:npm smtp-sink:postfix git:git)
 [[ $ONLY == tls ]] && TOOLS=(nginx:nginx wrk:wrk openssl:openssl cc:gcc git:git)
+[[ $ONLY == dashboard ]] && TOOLS=(git:git python3:python3)
 for pair in "${TOOLS[@]}"; do
   command -v "${pair%%:*}" >/dev/null 2>&1 || missing+=("${pair#*:}")
 done
@@ -1102,6 +1108,17 @@ tls_section() {
 if [[ $ONLY == tls ]]; then
   tls_section
   echo "done in $((SECONDS - started_at)) s; results in bench/results/tls.json, tls.md and raw-tls/" >&2
+  exit 0
+fi
+
+# --- the dashboard's pages with 200 environments (run by BENCH_ONLY=dashboard alone) ----------
+if [[ $ONLY == dashboard ]]; then
+  log "dashboard: page server times with ${BENCH_DASHBOARD_ENVS:-200} environments"
+  mkdir -p "$BENCH_DIR/results"
+  python3 "$BENCH_DIR/dashboard.py" "$TURNOUT" "$BENCH_DIR/results/dashboard.json" \
+    "$BENCH_DIR/results/dashboard.md" "${BENCH_DASHBOARD_ENVS:-200}" "${BENCH_DASHBOARD_ROUNDS:-30}" >&2
+  ((UPDATE_DOCS)) && put_doc_section dashboard "$BENCH_DIR/results/dashboard.md"
+  echo "done in $((SECONDS - started_at)) s; results in bench/results/dashboard.json and dashboard.md" >&2
   exit 0
 fi
 

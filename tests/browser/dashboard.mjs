@@ -107,19 +107,19 @@ try {
   await page.getByRole("status").filter({ hasText: "switch from prod to staging" }).waitFor();
   check((await behind(domain)) === "staging", `${domain} moved to staging`);
   await shot(page, "domains");
-  await page.getByRole("button", { name: `Roll back ${domain}` }).click();
+  await page.getByRole("button", { name: `Rollback ${domain}` }).click();
   await page.getByRole("status").filter({ hasText: "rollback from staging to prod" }).waitFor();
   check((await behind(domain)) === "prod", `${domain} rolled back to prod`);
   await page.getByRole("link", { name: `History of ${domain}` }).click();
   await axe(page, "domain history");
 
   // Reseed the test environment from its page.
-  await page.goto(`${ui}/ui/apps/shop/envs/qa`);
+  await page.goto(`${ui}/ui/apps/shop/envs/test`);
   await axe(page, "environment");
   await shot(page, "environment");
   await page.getByRole("button", { name: "Reseed" }).click();
   await page.waitForURL(/\/ui\/jobs\/\d+$/);
-  check((await jobEnd(page)) === "succeeded", "the reseed of qa succeeded");
+  check((await jobEnd(page)) === "succeeded", "the reseed of test succeeded");
 
   // A deploy whose build takes a minute, cancelled from its page while it runs.
   await page.goto(`${ui}/ui/apps/shop/envs/slow`);
@@ -139,7 +139,7 @@ try {
   // A viewer: no action anywhere, and a forged form post is refused.
   const viewerContext = await browser.newContext({ bypassCSP: true });
   const viewer = await signIn(viewerContext, process.env.VIEWER_TOKEN);
-  for (const url of ["/ui/apps/shop", "/ui/domains", "/ui/apps/shop/envs/qa", `/ui/domains/${domain}`, "/ui/jobs"]) {
+  for (const url of ["/ui/apps/shop", "/ui/domains", "/ui/apps/shop/envs/test", `/ui/domains/${domain}`, "/ui/jobs"]) {
     await viewer.goto(`${ui}${url}`);
     const buttons = await viewer.getByRole("button").allTextContents();
     check(buttons.every((b) => b.trim() === "Sign out"), `a viewer sees no action on ${url} (${buttons.join(", ")})`);

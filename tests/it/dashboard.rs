@@ -14,7 +14,7 @@ use crate::support::{Daemon, Repo};
 
 const DOMAIN: &str = "shop.example.test";
 
-/// App `shop`: production `prod` and `staging` deployed, `qa` (test tier, seeded data)
+/// App `shop`: production `prod` and `staging` deployed, `test` (test tier, seeded data)
 /// deployed, `slow` (development) whose build takes a minute, and `shop.example.test` bound to
 /// prod. Plus user `vic`, a viewer of the app; returns the daemon, the repository and vic's
 /// token.
@@ -28,11 +28,11 @@ fn shop() -> (Daemon, Repo, String) {
         &[
             ("prod", "main", "production"),
             ("staging", "main", "staging"),
-            ("qa", "main", "test"),
+            ("test", "main", "test"),
             ("slow", "main", "development"),
         ],
     );
-    for env in ["prod", "staging", "qa"] {
+    for env in ["prod", "staging", "test"] {
         d.ok(&["deploy", &format!("shop/{env}")]);
     }
     d.ok(&["domain", "add", DOMAIN, "shop/prod"]);
@@ -172,7 +172,7 @@ async fn sessions_csrf_and_roles_hold_on_every_page_and_action() {
     let pages = [
         ("/ui/apps", "shop"),
         ("/ui/apps/shop", "staging"),
-        ("/ui/apps/shop/envs/qa", "Releases"),
+        ("/ui/apps/shop/envs/test", "Releases"),
         ("/ui/domains", DOMAIN),
         (&format!("/ui/domains/{DOMAIN}") as &str, "Binding history"),
         ("/ui/jobs", "Job "),
@@ -204,7 +204,7 @@ async fn sessions_csrf_and_roles_hold_on_every_page_and_action() {
         }
     }
     let (_, pipeline) = owner.get("/ui/apps/shop").await;
-    for control in ["Deploy staging", "Promote to prod", "Deploy qa"] {
+    for control in ["Deploy staging", "Promote to prod", "Deploy test"] {
         assert!(pipeline.contains(control), "owner sees {control}");
     }
     let (_, domains) = owner.get("/ui/domains").await;
@@ -231,7 +231,7 @@ async fn sessions_csrf_and_roles_hold_on_every_page_and_action() {
     assert_eq!(status, StatusCode::FORBIDDEN, "{page}");
     assert!(page.contains("needs the owner role"), "{page}");
     let (status, _) = viewer
-        .post("/ui/apps/shop/envs/qa/seed", &[("_csrf", &viewer_csrf)])
+        .post("/ui/apps/shop/envs/test/seed", &[("_csrf", &viewer_csrf)])
         .await;
     assert_eq!(status, StatusCode::FORBIDDEN);
     let owner_csrf = owner.csrf().await;
@@ -372,7 +372,7 @@ async fn a_browser_switches_production_rolls_back_reseeds_and_cancels() {
             .find(|j| j["kind"] == kind && j["env"] == env)
             .map(|j| j["state"].as_str().unwrap().to_owned())
     };
-    assert_eq!(find("seed", "qa").as_deref(), Some("succeeded"), "{jobs}");
+    assert_eq!(find("seed", "test").as_deref(), Some("succeeded"), "{jobs}");
     assert_eq!(
         find("deploy", "slow").as_deref(),
         Some("cancelled"),
