@@ -203,6 +203,40 @@ async fn sessions_csrf_and_roles_hold_on_every_page_and_action() {
             );
         }
     }
+    // The live parts: a job's events (the API's stream, replayed from the first) and an
+    // environment's log tail, for the session's user; another page is a page that says so.
+    let res = owner
+        .client
+        .get(format!("{}/ui/jobs/{job}/events", owner.base))
+        .header(COOKIE, &owner.cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.headers()["content-type"], "text/event-stream");
+    let events = res.text().await.unwrap();
+    assert!(
+        events.contains("event: step") && events.contains("event: end"),
+        "{events}"
+    );
+    let res = viewer
+        .client
+        .get(format!("{}/ui/apps/shop/envs/test/logs", viewer.base))
+        .header(COOKIE, &viewer.cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    assert!(
+        res.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/plain")
+    );
+    drop(res);
+    let (status, page) = owner.get("/ui/nowhere").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert!(page.contains("no dashboard page at /ui/nowhere"), "{page}");
+
     let (_, pipeline) = owner.get("/ui/apps/shop").await;
     for control in ["Deploy staging", "Promote to prod", "Deploy test"] {
         assert!(pipeline.contains(control), "owner sees {control}");

@@ -48,8 +48,8 @@ pub(super) async fn list(
         .filter(|t| !t.is_empty())
         .map(crate::admin::parse_since)
         .transpose()?;
+    // Newest first, as the plane answers them.
     let mut entries = ui.plane.audit(app, env, since, &s.who).await?;
-    entries.reverse();
     let more = entries.len().saturating_sub(SHOWN);
     entries.truncate(SHOWN);
     page(&AuditPage {

@@ -145,8 +145,7 @@ struct DomainPage {
 pub(super) async fn show(State(ui): St, s: Signed, Path(domain): Path<String>) -> Page {
     let domain = domain_name(&domain)?;
     let (d, _, may_change) = domain_and_targets(&ui, &s, &domain).await?;
-    let mut history = ui.plane.domain_history(domain, &s.who).await?;
-    history.reverse();
+    let history = ui.plane.domain_history(domain, &s.who).await?;
     page(&DomainPage {
         c: s.chrome.at("domains"),
         d,

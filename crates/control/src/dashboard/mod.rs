@@ -88,6 +88,7 @@ pub fn router(plane: Arc<ControlPlane>) -> Router {
         .route("/ui/jobs/{id}/events", get(jobs::events))
         .route("/ui/jobs/{id}/cancel", post(jobs::cancel))
         .route("/ui/audit", get(audit::list))
+        .route("/ui/{*rest}", get(no_page))
         .layer(axum::middleware::from_fn_with_state(ui.clone(), guard))
         .with_state(ui)
 }
@@ -271,6 +272,17 @@ type Page = Result<Response, UiError>;
 /// Render a page template.
 fn page(t: &impl Template) -> Page {
     Ok(Html(t.render()?).into_response())
+}
+
+/// Any other path under `/ui/`: a page that says so (the API's fallback answers JSON).
+async fn no_page(uri: axum::http::Uri) -> UiError {
+    UiError::Refused(
+        StatusCode::NOT_FOUND,
+        format!(
+            "no dashboard page at {}; start from the apps page",
+            uri.path()
+        ),
+    )
 }
 
 #[derive(Template)]
