@@ -121,6 +121,15 @@ try {
   await page.waitForURL(/\/ui\/jobs\/\d+$/);
   check((await jobEnd(page)) === "succeeded", "the reseed of test succeeded");
 
+  // A clone started from the jobs page: staging's data into the test environment.
+  await page.getByRole("link", { name: "Jobs" }).click();
+  await page.getByLabel("Environment", { exact: true }).selectOption("shop/test");
+  await page.getByLabel("Job", { exact: true }).selectOption("clone");
+  await page.getByLabel("Ref, environment or snapshot").fill("staging");
+  await page.getByRole("button", { name: "Start job" }).click();
+  await page.waitForURL(/\/ui\/jobs\/\d+$/);
+  check((await jobEnd(page)) === "succeeded", "the clone from staging into test succeeded");
+
   // A deploy whose build takes a minute, cancelled from its page while it runs.
   await page.goto(`${ui}/ui/apps/shop/envs/slow`);
   await page.getByRole("button", { name: "Deploy" }).click();

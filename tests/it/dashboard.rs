@@ -408,6 +408,11 @@ async fn a_browser_switches_production_rolls_back_reseeds_and_cancels() {
     };
     assert_eq!(find("seed", "test").as_deref(), Some("succeeded"), "{jobs}");
     assert_eq!(
+        find("clone", "test").as_deref(),
+        Some("succeeded"),
+        "{jobs}"
+    );
+    assert_eq!(
         find("deploy", "slow").as_deref(),
         Some("cancelled"),
         "{jobs}"

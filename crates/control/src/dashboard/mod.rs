@@ -83,7 +83,7 @@ pub fn router(plane: Arc<ControlPlane>) -> Router {
             post(domains::maintenance),
         )
         .route("/ui/certificates", get(domains::certificates))
-        .route("/ui/jobs", get(jobs::list))
+        .route("/ui/jobs", get(jobs::list).post(jobs::start))
         .route("/ui/jobs/{id}", get(jobs::show))
         .route("/ui/jobs/{id}/events", get(jobs::events))
         .route("/ui/jobs/{id}/cancel", post(jobs::cancel))
