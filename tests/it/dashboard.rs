@@ -303,6 +303,37 @@ async fn sessions_csrf_and_roles_hold_on_every_page_and_action() {
     assert_eq!(status, StatusCode::SEE_OTHER);
     assert_eq!(bound_to(&d), "prod");
 
+    // Maintenance on and off from the domain's page: the proxy answers the page, then the app.
+    let maintenance = format!("/ui/domains/{DOMAIN}/maintenance");
+    let (status, _) = owner
+        .post(
+            &maintenance,
+            &[
+                ("on", "on"),
+                ("message", "Back <soon>"),
+                ("_csrf", &owner_csrf),
+            ],
+        )
+        .await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    let (status, body) = d.get(DOMAIN, "/env/TURNOUT_ENV").await;
+    assert_eq!(status, 503, "{body}");
+    let (_, page) = owner.get(&format!("/ui/domains/{DOMAIN}")).await;
+    assert!(
+        page.contains("In maintenance: Back &#60;soon&#62;")
+            || page.contains("In maintenance: Back &lt;soon&gt;"),
+        "escaped: {page}"
+    );
+    assert!(page.contains("maintenance-on"), "in the history: {page}");
+    let (status, _) = owner
+        .post(&maintenance, &[("on", "off"), ("_csrf", &owner_csrf)])
+        .await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    assert_eq!(
+        d.get(DOMAIN, "/env/TURNOUT_ENV").await,
+        (200, "prod".to_owned())
+    );
+
     // Signing out ends the session: its cookie and CSRF token are worth nothing after.
     let (status, _) = owner.post("/ui/logout", &[("_csrf", &owner_csrf)]).await;
     assert_eq!(status, StatusCode::SEE_OTHER);
