@@ -7,7 +7,7 @@ mod admin;
 pub mod api;
 pub mod app_file;
 mod approvals;
-pub mod dashboard;
+mod dashboard;
 mod egress;
 mod error;
 mod git;
