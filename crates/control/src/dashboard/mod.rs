@@ -93,12 +93,12 @@ pub fn router(plane: Arc<ControlPlane>) -> Router {
         .with_state(ui)
 }
 
-/// Before any handler: a POST from another site is refused, and every POST but sign-in must
-/// carry the CSRF token of the session its cookie names (`_csrf`, a form field), or it is
-/// refused with 403 and changes nothing. Every answer gets the headers that keep the pages
-/// from being framed, sniffed, cached or given scripts from anywhere else.
+/// Before any handler: a POST (any method but GET and HEAD) from another site is refused, and
+/// every one but sign-in must carry the CSRF token of the session its cookie names (`_csrf`, a
+/// form field), or it is refused with 403 and changes nothing. Every answer gets the headers
+/// that keep the pages from being framed, sniffed, cached or given scripts from anywhere else.
 async fn guard(State(ui): St, req: Request, next: Next) -> Response {
-    let mut res = if req.method() == Method::POST {
+    let mut res = if req.method() != Method::GET && req.method() != Method::HEAD {
         match check_post(&ui, req).await {
             Ok(req) => next.run(req).await,
             Err(e) => e.into_response(),
