@@ -9,7 +9,7 @@ use std::time::Duration;
 use reqwest::header::{COOKIE, LOCATION, SET_COOKIE};
 use reqwest::{Client, StatusCode};
 
-use crate::data::{sqlite_repo, toml};
+use crate::data::sqlite_repo;
 use crate::support::{Daemon, Repo};
 
 const DOMAIN: &str = "shop.example.test";
@@ -20,7 +20,6 @@ const DOMAIN: &str = "shop.example.test";
 /// token.
 fn shop() -> (Daemon, Repo, String) {
     let repo = sqlite_repo("[environments.slow.build]\ncommand = \"sleep 60\"\n");
-    assert!(toml("").contains("[data]"));
     let d = Daemon::start();
     d.create(
         "shop",
