@@ -51,21 +51,25 @@ pub(super) async fn show(
     Path((app, env)): Path<(String, String)>,
 ) -> Page {
     let r = env_ref(&app, &env)?;
-    let p = &ui.plane;
-    let e = p.show_env(r.clone(), &s.who).await?;
-    let board = p.board(r.app.clone(), &s.who).await?;
-    let perms = p.permissions(&s.who, board.app_id).await?;
-    let releases = p.releases(r.clone(), &s.who).await?;
-    let logs = p.logs(r.clone(), 100, false, &s.who).await?;
-    let logs = logs.head().join("\n");
-    let config = section(
-        p.list_config(r.app.clone(), Some(r.env.clone()), None, false, &s.who)
-            .await,
+    let (p, who) = (&ui.plane, &s.who);
+    // The sections are independent reads: asked for together, the page takes as long as the
+    // slowest (the backup catalog), not their sum.
+    let (e, board, releases, logs, config, mail, egress, data, backups) = tokio::join!(
+        p.show_env(r.clone(), who),
+        p.board(r.app.clone(), who),
+        p.releases(r.clone(), who),
+        p.logs(r.clone(), 100, false, who),
+        p.list_config(r.app.clone(), Some(r.env.clone()), None, false, who),
+        p.list_mail(r.clone(), who),
+        p.egress_log(r.clone(), 50, false, who),
+        p.show_data(r.clone(), who),
+        p.list_backups(r.clone(), who),
     );
-    let mail = section(p.list_mail(r.clone(), &s.who).await);
-    let egress = section(p.egress_log(r.clone(), 50, false, &s.who).await);
-    let data = section(p.show_data(r.clone(), &s.who).await);
-    let backups = section(p.list_backups(r.clone(), &s.who).await);
+    let (e, board, releases) = (e?, board?, releases?);
+    let logs = logs?.head().join("\n");
+    let (config, mail, egress) = (section(config), section(mail), section(egress));
+    let (data, backups) = (section(data), section(backups));
+    let perms = p.permissions(who, board.app_id).await?;
     let can = Can {
         deploy: perms.may(Action::Deploy, e.tier),
         reseed: perms.may(Action::Reseed, e.tier),
