@@ -390,7 +390,13 @@ fn browser_dir() -> &'static Path {
 async fn a_browser_switches_production_rolls_back_reseeds_and_cancels() {
     let dir = browser_dir();
     let (d, _repo, viewer_token) = shop();
-    let shots = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/screenshots");
+    // Saved under the target directory on every run; into the README's copies only when asked,
+    // so running the tests leaves the tree as it was.
+    let shots = match std::env::var_os("TURNOUT_UPDATE_SCREENSHOTS") {
+        Some(_) => Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/screenshots"),
+        None => Path::new(env!("CARGO_TARGET_TMPDIR")).join("screenshots"),
+    };
+    std::fs::create_dir_all(&shots).unwrap();
     let started = std::time::Instant::now();
     let out = tokio::process::Command::new("node")
         .arg("dashboard.mjs")
