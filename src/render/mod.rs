@@ -12,6 +12,7 @@ pub mod diff;
 mod domains;
 pub mod egress;
 mod jobs;
+pub mod link;
 pub mod mail;
 pub mod pipeline;
 

@@ -27,7 +27,8 @@ use turnout_proxy::{
 use crate::client::Link;
 use crate::listeners::Listeners;
 use crate::spec::{
-    DataPlaneConfig, DrainReport, RouteSpec, StatsRow, TargetSpec, TlsSpec, UpstreamSpec,
+    DataPlaneConfig, DrainReport, LinkKey, LinkSpec, RouteSpec, StatsRow, TargetSpec, TlsSpec,
+    UpstreamSpec,
 };
 use crate::wire::{Answer, Call, Hello, LISTENERS, Reply, Request, line};
 
@@ -47,6 +48,10 @@ const KEPT_DRAINS: usize = 256;
 /// A `wakes` request is answered after this long even when nothing changed, so a control plane
 /// that replaced its data plane soon asks the new one.
 const WAKES_POLL: Duration = Duration::from_secs(2);
+/// A link's port still held by a listener being stopped is tried again this many times, this
+/// far apart (2 s in all).
+const LINK_BIND_TRIES: u32 = 100;
+const LINK_BIND_PAUSE: Duration = Duration::from_millis(20);
 
 /// An environment, as `(app, env)`.
 type EnvId = (String, String);
@@ -112,6 +117,9 @@ struct Registry {
     /// Namespaces to serve internal URLs in, with the token stopping each one's listener
     /// (`None` until serving).
     listeners: BTreeMap<String, Option<CancellationToken>>,
+    /// Links' listeners: the host each one's requests are routed as, with the token stopping
+    /// it (`None` until serving).
+    links: BTreeMap<LinkKey, (String, Option<CancellationToken>)>,
     stats: HashMap<(String, String, String), Arc<RouteStats>>,
     restarting: HashSet<String>,
     drains: HashMap<String, watch::Receiver<Option<DrainReport>>>,
@@ -275,6 +283,10 @@ async fn converse(plane: Arc<Plane>, stream: UnixStream) {
                 plane.unlisten(&namespace);
                 let _ = tx.send(reply(Ok(Answer::Done)));
             }
+            Request::Links { set, remove } => {
+                plane.links(set, remove);
+                let _ = tx.send(reply(Ok(Answer::Done)));
+            }
             Request::Drained { upstream } => {
                 let waiting = lock(&plane.registry).drains.remove(&upstream);
                 let tx = tx.clone();
@@ -341,6 +353,14 @@ impl Plane {
             tls: r.tls.keys().cloned().collect(),
             restarting: r.restarting.iter().cloned().collect(),
             namespaces: r.listeners.keys().cloned().collect(),
+            links: r
+                .links
+                .iter()
+                .map(|(key, (host, _))| LinkSpec {
+                    key: key.clone(),
+                    host: host.clone(),
+                })
+                .collect(),
         }
     }
 
@@ -495,6 +515,84 @@ impl Plane {
         });
     }
 
+    /// Change the links' listeners. A listener that cannot be had only costs that link: it is
+    /// logged, and the control plane's next `Links` (or a new data plane) tries again.
+    fn links(&self, set: Vec<LinkSpec>, remove: Vec<LinkKey>) {
+        let mut r = lock(&self.registry);
+        for key in remove {
+            if let Some((_, Some(stop))) = r.links.remove(&key) {
+                stop.cancel();
+            }
+        }
+        for LinkSpec { key, host } in set {
+            match r.links.get(&key) {
+                Some((had, Some(_))) if *had == host => continue,
+                Some((_, Some(stop))) => stop.cancel(),
+                _ => {}
+            }
+            r.links.insert(key.clone(), (host, None));
+            if r.serving && !r.closing {
+                self.serve_link(&mut r, &key);
+            }
+        }
+    }
+
+    /// Listen for the link `key`: 127.0.0.1 at its port, in its namespace or on the host, bound
+    /// before this returns (so an instance started after the answer cannot be given the port).
+    /// The port may still be held for a moment by a listener just stopped (this one's, or a
+    /// predecessor's being retired): then the bind is tried again for a short while.
+    fn serve_link(&self, r: &mut Registry, key: &LinkKey) {
+        let network = match &key.namespace {
+            None => Network::Host,
+            Some(name) => match network(r, name) {
+                Ok(network) => network,
+                Err(e) => {
+                    warn!(namespace = %name, port = key.port, error = %e, "cannot open the namespace of a link's listener");
+                    return;
+                }
+            },
+        };
+        let Some((host, stop)) = r.links.get_mut(key) else {
+            return;
+        };
+        let token = self.accepting.child_token();
+        *stop = Some(token.clone());
+        let host: Arc<str> = Arc::from(host.as_str());
+        let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, key.port));
+        let bind = move || {
+            network
+                .listen(addr)
+                .and_then(tokio::net::TcpListener::from_std)
+        };
+        let first = bind();
+        let proxy = self.proxy.clone();
+        let key = key.clone();
+        self.serving.spawn(async move {
+            let mut tries = 0;
+            let mut bound = first;
+            let listener = loop {
+                match bound {
+                    Ok(listener) => break listener,
+                    Err(e) if tries < LINK_BIND_TRIES && e.kind() == std::io::ErrorKind::AddrInUse => {
+                        tries += 1;
+                        tokio::select! {
+                            _ = token.cancelled() => return,
+                            _ = tokio::time::sleep(LINK_BIND_PAUSE) => {}
+                        }
+                        bound = bind();
+                    }
+                    Err(e) => {
+                        warn!(namespace = ?key.namespace, %addr, %host, error = %e, "cannot listen for a link");
+                        return;
+                    }
+                }
+            };
+            if let Err(e) = proxy.serve_fixed(listener, token, host.clone()).await {
+                warn!(namespace = ?key.namespace, %addr, %host, error = %e, "a link's listener failed");
+            }
+        });
+    }
+
     /// Accept on the listening socket (and in the namespaces); a successor first has its
     /// predecessor stop accepting, and takes its control socket's place.
     async fn start_serving(self: Arc<Self>) -> Result<(), String> {
@@ -554,6 +652,10 @@ impl Plane {
         let namespaces: Vec<String> = r.listeners.keys().cloned().collect();
         for namespace in namespaces {
             self.serve_inside(&mut r, &namespace);
+        }
+        let links: Vec<LinkKey> = r.links.keys().cloned().collect();
+        for key in links {
+            self.serve_link(&mut r, &key);
         }
         info!(http = %self.http, routes = r.routes.len(), "data plane serving");
         Ok(())

@@ -92,6 +92,8 @@ impl ControlPlane {
             .created((row.app.clone(), row.name.clone()))
             .await;
         info!(app = %app, env = %row.name, tier = %tier, "environment created");
+        // A new environment of a linked app may be another's counterpart now.
+        self.links_changed().await;
         Ok(row)
     }
 
@@ -155,6 +157,7 @@ impl ControlPlane {
         self.remove_data(data, roles).await;
         self.remove_backups(&row, backups).await;
         self.remove_network(&row).await;
+        self.links_changed().await;
         remove_dir(&self.home.env_dir(&r.app, &r.env)).await;
         git::prune_worktrees(&self.home.mirror(&r.app)).await;
         info!(app = %r.app, env = %r.env, "environment deleted");
