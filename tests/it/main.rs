@@ -18,6 +18,7 @@ mod isolation;
 mod jobs;
 mod jobs_cli;
 mod limits;
+mod link;
 mod load;
 mod logs;
 mod mail;
