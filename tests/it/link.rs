@@ -375,7 +375,10 @@ async fn links_are_refused_with_reasons() {
     d.ok(&["link", "remove", "frontend", "api"]);
     d.ok(&["link", "frontend", "api", "--as", "second"]);
     let e = d.fails(&["link", "remove", "frontend", "api"]);
-    assert!(e.contains("2 links to api (BACKEND_URL, SECOND_URL)"), "{e}");
+    assert!(
+        e.contains("2 links to api (BACKEND_URL, SECOND_URL)"),
+        "{e}"
+    );
     d.ok(&["link", "remove", "frontend", "--as", "backend"]);
     d.ok(&["link", "remove", "frontend", "api"]);
     assert!(d.ok(&["link", "list", "frontend"]).contains("no links"));

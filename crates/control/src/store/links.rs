@@ -35,10 +35,7 @@ fn link_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<LinkRow> {
         other_id: r.get(3)?,
         other: parse_name(r.get(4)?)?,
         var: r.get(5)?,
-        default_env: r
-            .get::<_, Option<String>>(6)?
-            .map(|d| parse_name(d))
-            .transpose()?,
+        default_env: r.get::<_, Option<String>>(6)?.map(parse_name).transpose()?,
         created_by: r.get(7)?,
         created_at: r.get(8)?,
     })
