@@ -92,7 +92,7 @@ fn resolutions(d: &Daemon) -> Vec<(String, Value)> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_environment_of_the_frontend_reaches_the_api_at_its_stage() {
     let d = Daemon::start();
-    let api = api_repo(&["feature"]);
+    let api = api_repo(&["feature", "lonely"]);
     let web = frontend_repo(&["feature", "lonely"]);
     d.create(
         "api",
@@ -182,6 +182,39 @@ async fn each_environment_of_the_frontend_reaches_the_api_at_its_stage() {
     assert!(
         table.contains("MISSING") && table.contains("not set"),
         "{table}"
+    );
+
+    // The api gets an environment of the lonely branch: the running frontend environment
+    // follows at once, at the URL it already has.
+    d.ok(&[
+        "env",
+        "create",
+        "api/test-lonely",
+        "--branch",
+        "lonely",
+        "--tier",
+        "test",
+    ]);
+    d.ok(&["deploy", "api/test-lonely"]);
+    eventually(
+        "lonely to follow its branch",
+        Duration::from_secs(20),
+        || async {
+            let (status, body) = call(&d, "lonely").await;
+            (status == 200 && body.starts_with("api env=test-lonely ")).then_some(())
+        },
+    )
+    .await;
+    let now = resolutions(&d);
+    let (_, lonely) = now.iter().find(|(e, _)| e == "lonely").unwrap();
+    let (_, before) = resolved.iter().find(|(e, _)| e == "lonely").unwrap();
+    assert_eq!(
+        (&lonely["to"], &lonely["rule"]),
+        (&"test-lonely".into(), &"branch".into())
+    );
+    assert_eq!(
+        lonely["url"], before["url"],
+        "the URL stays the environment's own"
     );
 
     if is_root() {

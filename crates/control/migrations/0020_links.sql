@@ -14,11 +14,14 @@ CREATE TABLE links (
     UNIQUE (app_id, var)
 );
 CREATE INDEX links_by_other ON links (other_id);
--- The port on 127.0.0.1 at which an environment is reached through links (a listener of the
--- data plane inside each linking environment's namespace, or on the host's loopback where
--- environments share the host's network). Kept for the environment's life, so the URL an
--- instance was given stays valid; removed with it.
+-- The port on 127.0.0.1 at which an environment reaches a link's counterpart (a listener of the
+-- data plane inside the environment's namespace, or on the host's loopback where environments
+-- share the host's network, routed as whatever the link resolves to now). One per link and
+-- linking environment, kept for their life, so the URL an instance was given stays valid when
+-- the counterpart changes; removed with either.
 CREATE TABLE link_ports (
-    env_id INTEGER PRIMARY KEY REFERENCES environments(id) ON DELETE CASCADE,
-    port   INTEGER NOT NULL UNIQUE CHECK (port BETWEEN 1 AND 65535)
+    link_id INTEGER NOT NULL REFERENCES links(id) ON DELETE CASCADE,
+    env_id  INTEGER NOT NULL REFERENCES environments(id) ON DELETE CASCADE,
+    port    INTEGER NOT NULL UNIQUE CHECK (port BETWEEN 1 AND 65535),
+    PRIMARY KEY (link_id, env_id)
 );

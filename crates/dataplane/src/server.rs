@@ -21,7 +21,8 @@ use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 use turnout_netns::{Namespace, Network};
 use turnout_proxy::{
-    Asleep, Login, Maintenance, Proxy, RouteStats, RouteTable, Target, TlsTable, Upstream,
+    Asleep, FixedHost, Login, Maintenance, Proxy, RouteStats, RouteTable, Target, TlsTable,
+    Upstream,
 };
 
 use crate::client::Link;
@@ -117,9 +118,9 @@ struct Registry {
     /// Namespaces to serve internal URLs in, with the token stopping each one's listener
     /// (`None` until serving).
     listeners: BTreeMap<String, Option<CancellationToken>>,
-    /// Links' listeners: the host each one's requests are routed as, with the token stopping
-    /// it (`None` until serving).
-    links: BTreeMap<LinkKey, (String, Option<CancellationToken>)>,
+    /// Links' listeners: the host each one's requests are routed as (changed in place when a
+    /// link resolves elsewhere), with the token stopping it (`None` until serving).
+    links: BTreeMap<LinkKey, (Arc<FixedHost>, Option<CancellationToken>)>,
     stats: HashMap<(String, String, String), Arc<RouteStats>>,
     restarting: HashSet<String>,
     drains: HashMap<String, watch::Receiver<Option<DrainReport>>>,
@@ -358,7 +359,7 @@ impl Plane {
                 .iter()
                 .map(|(key, (host, _))| LinkSpec {
                     key: key.clone(),
-                    host: host.clone(),
+                    host: host.get().to_string(),
                 })
                 .collect(),
         }
@@ -516,7 +517,7 @@ impl Plane {
     }
 
     /// Change the links' listeners. A listener that cannot be had only costs that link: it is
-    /// logged, and the control plane's next `Links` (or a new data plane) tries again.
+    /// logged, and the next data plane (or the link's next change) tries again.
     fn links(&self, set: Vec<LinkSpec>, remove: Vec<LinkKey>) {
         let mut r = lock(&self.registry);
         for key in remove {
@@ -525,12 +526,12 @@ impl Plane {
             }
         }
         for LinkSpec { key, host } in set {
-            match r.links.get(&key) {
-                Some((had, Some(_))) if *had == host => continue,
-                Some((_, Some(stop))) => stop.cancel(),
-                _ => {}
+            if let Some((fixed, _)) = r.links.get(&key) {
+                // The same socket, routed elsewhere from the next connection on.
+                fixed.set(host);
+                continue;
             }
-            r.links.insert(key.clone(), (host, None));
+            r.links.insert(key.clone(), (FixedHost::new(host), None));
             if r.serving && !r.closing {
                 self.serve_link(&mut r, &key);
             }
@@ -557,7 +558,7 @@ impl Plane {
         };
         let token = self.accepting.child_token();
         *stop = Some(token.clone());
-        let host: Arc<str> = Arc::from(host.as_str());
+        let host = host.clone();
         let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, key.port));
         let bind = move || {
             network
@@ -582,13 +583,13 @@ impl Plane {
                         bound = bind();
                     }
                     Err(e) => {
-                        warn!(namespace = ?key.namespace, %addr, %host, error = %e, "cannot listen for a link");
+                        warn!(namespace = ?key.namespace, %addr, host = %host.get(), error = %e, "cannot listen for a link");
                         return;
                     }
                 }
             };
             if let Err(e) = proxy.serve_fixed(listener, token, host.clone()).await {
-                warn!(namespace = ?key.namespace, %addr, %host, error = %e, "a link's listener failed");
+                warn!(namespace = ?key.namespace, %addr, host = %host.get(), error = %e, "a link's listener failed");
             }
         });
     }

@@ -46,7 +46,7 @@ pub(crate) async fn handle(
     if let Some(key) = &mode.fixed {
         let host = headers::request_host(&req)
             .or_else(|_| HeaderValue::from_str(key).map_err(|_| ProxyError::InvalidHost));
-        return relay(proxy, req, host, Some(key), peer, false).await;
+        return relay(proxy, req, host, Some(key.as_str()), peer, false).await;
     }
     let host = headers::request_host(&req);
     // The TLS table is let go before the first `.await`, like the route table.

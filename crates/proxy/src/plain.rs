@@ -78,7 +78,7 @@ pub(crate) struct PlainConnection<'a> {
     /// The Host of the request in progress (the host it is routed as).
     host: String,
     /// A link's listener: every request is routed as this host, with no login.
-    fixed: Option<Arc<str>>,
+    fixed: Option<Arc<String>>,
 }
 
 /// What the connection does after a request.

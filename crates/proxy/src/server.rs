@@ -166,7 +166,7 @@ impl Proxy {
         self: Arc<Self>,
         listener: TcpListener,
         shutdown: CancellationToken,
-        host: Arc<str>,
+        host: Arc<FixedHost>,
     ) -> io::Result<()> {
         self.accept(listener, shutdown, false, Some(host)).await
     }
@@ -188,7 +188,7 @@ impl Proxy {
         listener: TcpListener,
         shutdown: CancellationToken,
         secure: bool,
-        fixed: Option<Arc<str>>,
+        fixed: Option<Arc<FixedHost>>,
     ) -> io::Result<()> {
         let builder = Arc::new(self.connection_builder());
         // One task per client connection; waited for at shutdown.
@@ -247,7 +247,7 @@ impl Proxy {
                     watch,
                     Mode {
                         secure: false,
-                        fixed: fixed.clone(),
+                        fixed: fixed.as_ref().map(|f| f.get()),
                     },
                 ));
             }
@@ -311,7 +311,27 @@ impl std::fmt::Debug for Proxy {
 pub(crate) struct Mode {
     /// The stream is TLS (over which HTTP/1.1 was agreed, or nothing).
     pub secure: bool,
-    pub fixed: Option<Arc<str>>,
+    pub fixed: Option<Arc<String>>,
+}
+
+/// The host a link's listener routes every request as. Changed in place (`set`) when what the
+/// link resolves to changes, so the listener keeps its socket (no connection is refused
+/// meanwhile); each connection reads it once, when accepted.
+#[derive(Debug)]
+pub struct FixedHost(ArcSwap<String>);
+
+impl FixedHost {
+    pub fn new(host: String) -> Arc<FixedHost> {
+        Arc::new(FixedHost(ArcSwap::from_pointee(host)))
+    }
+
+    pub fn set(&self, host: String) {
+        self.0.store(Arc::new(host));
+    }
+
+    pub fn get(&self) -> Arc<String> {
+        self.0.load_full()
+    }
 }
 
 /// Serve one client connection: plain requests on the plain path (`plain`), and from the

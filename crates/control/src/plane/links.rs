@@ -1,9 +1,9 @@
 //! Apps wired together stage by stage (`turnout link`): each environment of APP gets
-//! `NAME_URL`, `http://127.0.0.1:PORT`, where PORT is the link port of the environment of
-//! OTHER at its stage (`turnout_model::link::resolve`). The data plane listens there (inside
-//! the linking environment's namespace, or on the host's loopback where environments share
-//! the host's network) and routes every request as that environment's internal host: the
-//! same route table, so deploys, switches of OTHER's domains, restarts, sleep and maintenance
+//! `NAME_URL`, `http://127.0.0.1:PORT`, PORT its own for that link. The data plane listens
+//! there (inside the environment's namespace, or on the host's loopback where environments
+//! share the host's network) and routes every request as the internal host of the environment
+//! of OTHER at its stage (`turnout_model::link::resolve`), as resolved now: the same route
+//! table, so deploys, switches of OTHER's domains, restarts, sleep and maintenance
 //! behave as at its internal URL. A link's listener passes no login: it exists only where the
 //! link's maker put it, and making one needs a role on OTHER that can already log in there.
 //!
@@ -33,7 +33,8 @@ const PORT_TRIES: usize = 16;
 pub(crate) struct Wiring {
     links: Vec<LinkRow>,
     envs: Vec<EnvRow>,
-    ports: HashMap<i64, u16>,
+    /// By link and linking environment.
+    ports: HashMap<(i64, i64), u16>,
 }
 
 /// Where one environment's link leads.
@@ -240,8 +241,8 @@ impl ControlPlane {
         let mut vars = Vec::new();
         for wire in wiring.wires().iter().filter(|w| w.env.id == env.id) {
             match &wire.to {
-                Ok((to, _)) => {
-                    if let Some(port) = wiring.ports.get(&to.id) {
+                Ok(_) => {
+                    if let Some(port) = wiring.ports.get(&(wire.link.id, env.id)) {
                         vars.push((wire.link.var.clone(), url(*port)));
                     }
                 }
@@ -253,30 +254,31 @@ impl ControlPlane {
         Ok(vars)
     }
 
-    /// Make the data plane's link listeners what the store says: every environment a link
-    /// resolves to gets its port (once, kept for its life), and every linking environment
-    /// whose namespace this daemon holds (or the host, without namespaces) a listener at that
-    /// port routed as its counterpart's internal host. Serialised, so two changes cannot
-    /// send their tables out of order. Returns what it computed from.
+    /// Make the data plane's link listeners what the store says: each linking environment
+    /// gets a port per link (once, kept for their life, so the URL an instance was given stays
+    /// valid), and where its namespace is held by this daemon (or on the host, without
+    /// namespaces) a listener at that port routed as its counterpart's internal host, which
+    /// follows what the link resolves to now. Serialised, so two changes cannot send their
+    /// tables out of order. Returns what it computed from.
     pub(crate) async fn apply_links(&self) -> Result<Wiring, ControlError> {
         let _one = self.links_lock.lock().await;
         let mut wiring = self.wiring().await?;
-        let wanted_targets: HashSet<i64> = wiring
+        let portless: Vec<(i64, EnvRow)> = wiring
             .wires()
             .iter()
-            .filter_map(|w| w.to.as_ref().ok().map(|(to, _)| to.id))
-            .filter(|id| !wiring.ports.contains_key(id))
+            .filter(|w| w.to.is_ok() && !wiring.ports.contains_key(&(w.link.id, w.env.id)))
+            .map(|w| (w.link.id, w.env.clone()))
             .collect();
-        for env_id in wanted_targets {
-            let port = self.give_port(env_id, &wiring.ports).await?;
-            wiring.ports.insert(env_id, port);
+        for (link_id, env) in portless {
+            let port = self.give_port(link_id, &env, &wiring.ports).await?;
+            wiring.ports.insert((link_id, env.id), port);
         }
         let held = self.networks.held().await;
         let namespaces = self.networks.namespace_mode();
         let mut wanted = BTreeMap::new();
         for wire in wiring.wires() {
             let Ok((to, _)) = wire.to else { continue };
-            let Some(&port) = wiring.ports.get(&to.id) else {
+            let Some(&port) = wiring.ports.get(&(wire.link.id, wire.env.id)) else {
                 continue;
             };
             let namespace = match namespaces {
@@ -298,9 +300,14 @@ impl ControlPlane {
         }
     }
 
-    /// A port for `env_id`'s links, free on the host's loopback now (so a listener there can
-    /// have it) and given to no other environment; recorded with an audit entry by `turnout`.
-    async fn give_port(&self, env_id: i64, taken: &HashMap<i64, u16>) -> Result<u16, ControlError> {
+    /// A port for `env`'s link `link_id`, free on the host's loopback now (so a listener there
+    /// can have it) and given to no other; recorded with an audit entry by `turnout`.
+    async fn give_port(
+        &self,
+        link_id: i64,
+        env: &EnvRow,
+        taken: &HashMap<(i64, i64), u16>,
+    ) -> Result<u16, ControlError> {
         let used: HashSet<u16> = taken.values().copied().collect();
         for _ in 0..PORT_TRIES {
             let port = TcpListener::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))
@@ -311,10 +318,15 @@ impl ControlPlane {
                 continue;
             }
             let entry = AuditEntry::new("turnout", AuditAction::LinkPort)
-                .change(None, Some(format!("environment {env_id} at port {port}")));
+                .app(&env.app)
+                .env(&env.name)
+                .change(None, Some(format!("link {link_id} at port {port}")));
+            let env_id = env.id;
             let added = self
                 .store
-                .mutate(entry, move |c, _| lq::set_link_port(c, env_id, port))
+                .mutate(entry, move |c, _| {
+                    lq::set_link_port(c, link_id, env_id, port)
+                })
                 .await?;
             if added {
                 return Ok(port);
@@ -348,7 +360,7 @@ fn infos(wiring: &Wiring, app_id: i64) -> Vec<LinkInfo> {
                         env: w.env.name.clone(),
                         to: Some(to.name.clone()),
                         rule: Some(*rule),
-                        url: wiring.ports.get(&to.id).map(|p| url(*p)),
+                        url: wiring.ports.get(&(link.id, w.env.id)).map(|p| url(*p)),
                         missing: None,
                     },
                     Err(why) => LinkTarget {

@@ -1,5 +1,5 @@
-//! Queries for links between apps (`links`) and the ports environments are reached at
-//! through them (`link_ports`); both cascade with their apps and environments.
+//! Queries for links between apps (`links`) and the ports each linking environment reaches a
+//! link's counterpart at (`link_ports`); both cascade with their apps and environments.
 use std::collections::HashMap;
 
 use rusqlite::{Connection, OptionalExtension, params};
@@ -104,20 +104,26 @@ pub fn remove_link(c: &Tx<'_>, app_id: i64, var: &str) -> Result<Option<LinkRow>
     Ok(row)
 }
 
-/// Each environment's link port, by environment id.
-pub fn link_ports(c: &Connection) -> Result<HashMap<i64, u16>, ControlError> {
-    let mut stmt = c.prepare("SELECT env_id, port FROM link_ports")?;
+/// The ports links are reached at, by link and linking environment.
+pub fn link_ports(c: &Connection) -> Result<HashMap<(i64, i64), u16>, ControlError> {
+    let mut stmt = c.prepare("SELECT link_id, env_id, port FROM link_ports")?;
     let rows = stmt
-        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .query_map([], |r| Ok(((r.get(0)?, r.get(1)?), r.get(2)?)))?
         .collect::<Result<_, _>>()?;
     Ok(rows)
 }
 
-/// Give `env_id` `port`, unless it has one already or the port is taken (then `false`).
-pub fn set_link_port(c: &Tx<'_>, env_id: i64, port: u16) -> Result<bool, ControlError> {
+/// Give link `link_id` of environment `env_id` `port`, unless it has one already or the port
+/// is taken (then `false`).
+pub fn set_link_port(
+    c: &Tx<'_>,
+    link_id: i64,
+    env_id: i64,
+    port: u16,
+) -> Result<bool, ControlError> {
     let added = c.execute(
-        "INSERT OR IGNORE INTO link_ports (env_id, port) VALUES (?1, ?2)",
-        params![env_id, port],
+        "INSERT OR IGNORE INTO link_ports (link_id, env_id, port) VALUES (?1, ?2, ?3)",
+        params![link_id, env_id, port],
     )?;
     Ok(added > 0)
 }

@@ -1,6 +1,7 @@
 //! A link's listener (`Proxy::serve_fixed`): every request on it is routed as one fixed host,
 //! whatever its Host says, through the same table (a switch moves it), on the plain path and
 //! hyper's alike, and passes no login; the same host on an ordinary listener still needs one.
+//! The host is changed in place when the link resolves elsewhere.
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -8,7 +9,7 @@ use http::{Request, StatusCode};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
-use turnout_proxy::{Login, ProxyConfig, RouteStats, RouteTable, Target, Upstream};
+use turnout_proxy::{FixedHost, Login, ProxyConfig, RouteStats, RouteTable, Target, Upstream};
 
 use crate::support::*;
 
@@ -42,10 +43,11 @@ async fn a_fixed_listener_routes_every_request_as_its_host_without_a_login() {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let fixed = listener.local_addr().unwrap();
     let stop = CancellationToken::new();
+    let host = FixedHost::new("api.test".to_owned());
     tokio::spawn(
         p.proxy
             .clone()
-            .serve_fixed(listener, stop.clone(), Arc::from("api.test")),
+            .serve_fixed(listener, stop.clone(), host.clone()),
     );
 
     // The plain path: another host's name changes nothing; the client's Host is passed on.
@@ -76,5 +78,9 @@ async fn a_fixed_listener_routes_every_request_as_its_host_without_a_login() {
     p.proxy.apply(table(next).await);
     let a = get(fixed, "127.0.0.1", "/").await;
     assert_eq!((a.status, a.text()), (StatusCode::OK, "api v2"));
+    // The link resolves elsewhere: the same socket, the new host from the next connection.
+    host.set("other.test".to_owned());
+    let a = get(fixed, "api.test", "/").await;
+    assert_eq!((a.status, a.text()), (StatusCode::OK, "other"));
     stop.cancel();
 }
