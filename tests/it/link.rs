@@ -236,8 +236,8 @@ async fn each_environment_of_the_frontend_reaches_the_api_at_its_stage() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn calls_through_a_link_survive_the_apis_deploys_switches_and_a_data_plane_kill() {
-    let d = Daemon::start();
+async fn calls_through_a_link_survive_the_apis_deploys_switches_and_turnout_restarting() {
+    let mut d = Daemon::start();
     let api = api_repo(&[]);
     let web = frontend_repo(&[]);
     d.create(
@@ -318,11 +318,25 @@ async fn calls_through_a_link_survive_the_apis_deploys_switches_and_a_data_plane
         nix::sys::signal::Signal::SIGKILL,
     )
     .unwrap();
+    reaches_staging(&d, "a data plane kill").await;
+    // The daemon killed (its successor finds the listeners in the running data plane), an
+    // upgrade (a new data plane takes over and is given them), a full stop and start (the
+    // namespaces are made again, and the listeners in them before the instances start).
+    d.kill_and_restart();
+    reaches_staging(&d, "the daemon's kill").await;
+    d.upgrade();
+    reaches_staging(&d, "an upgrade").await;
+    d.restart();
+    reaches_staging(&d, "a full restart").await;
+}
+
+/// Wait until the frontend's staging reaches the api's, after `what`.
+async fn reaches_staging(d: &Daemon, what: &str) {
     eventually(
-        "the link after a data plane kill",
-        Duration::from_secs(30),
+        &format!("the link after {what}"),
+        Duration::from_secs(60),
         || async {
-            let (status, body) = call(&d, "staging").await;
+            let (status, body) = call(d, "staging").await;
             (status == 200 && body.starts_with("api v2 env=staging")).then_some(())
         },
     )
