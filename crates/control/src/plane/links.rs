@@ -144,8 +144,9 @@ impl ControlPlane {
         Ok(infos(&wiring, row.id))
     }
 
-    /// `turnout link remove APP OTHER|--as NAME`: as for making it. Environments lose the
-    /// variable at their next start; the listener goes now.
+    /// `turnout link remove APP OTHER|--as NAME`: owners of APP (no role on OTHER is needed to
+    /// close what a link opened). Environments lose the variable at their next start; the
+    /// listener goes now.
     pub async fn remove_link(
         &self,
         app: AppName,
@@ -178,18 +179,6 @@ impl ControlPlane {
             }
         };
         let var = info.var.clone();
-        // Removing needs what making needs: a role on OTHER too, when OTHER still exists.
-        if let Ok(other) = self.app_row(&info.other).await {
-            self.authorize(
-                who,
-                other.id,
-                &other.name,
-                other.name.as_str(),
-                Action::Deploy,
-                Some(Tier::Development),
-            )
-            .await?;
-        }
         let entry = AuditEntry::new(&who.name, AuditAction::LinkRemove)
             .app(&app)
             .change(Some(format!("{} as {var}", info.other)), None);
