@@ -15,7 +15,7 @@ use std::net::{Ipv4Addr, SocketAddr, TcpListener};
 
 use tracing::{info, warn};
 use turnout_dataplane::LinkKey;
-use turnout_model::link::{LinkEnv, Resolution, link_var, resolve};
+use turnout_model::link::{LinkEnv, MAX_LINK_NAME, Resolution, link_var, resolve};
 use turnout_model::{
     Action, AppName, AuditAction, CreateLink, EnvRef, LinkInfo, LinkRule, LinkTarget, Tier,
 };
@@ -165,8 +165,9 @@ impl ControlPlane {
             (Some(link), _) => link.clone(),
             (None, [link]) => (*link).clone(),
             (None, []) => {
+                let shown: String = name.chars().take(MAX_LINK_NAME).collect();
                 return Err(ControlError::NotFound(format!(
-                    "{app} has no link named {name}; see `turnout link list {app}`"
+                    "{app} has no link named {shown}; see `turnout link list {app}`"
                 )));
             }
             (None, several) => {
