@@ -183,6 +183,16 @@ async fn each_environment_of_the_frontend_reaches_the_api_at_its_stage() {
         table.contains("MISSING") && table.contains("not set"),
         "{table}"
     );
+    let show = d.ok(&["env", "show", "frontend/staging"]);
+    assert!(
+        show.contains("API_URL → api/staging (same name), http://127.0.0.1:"),
+        "{show}"
+    );
+    let show = d.ok(&["env", "show", "frontend/release"]);
+    assert!(
+        show.contains("API_URL → api MISSING, not set: no environment named release"),
+        "{show}"
+    );
 
     // The api gets an environment of the lonely branch: the running frontend environment
     // follows at once, at the URL it already has.

@@ -49,7 +49,7 @@ pub use egress::{
 };
 pub use hook::{HookInfo, HookOutcome, HookProvider, SetHook};
 pub use job::*;
-pub use link::{CreateLink, LinkInfo, LinkRule, LinkTarget};
+pub use link::{CreateLink, EnvLink, LinkInfo, LinkRule, LinkTarget};
 pub use mail::{
     MAX_RELAY_DOMAINS, MAX_RELAY_URL, MailAttachment, MailCleared, MailDetail, MailHeader,
     MailInfo, MailList, MailRelay, MailRelayInfo, MailRelays, RelayOutcome, SetMailRelay,

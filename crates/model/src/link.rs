@@ -227,6 +227,22 @@ pub struct LinkTarget {
     pub missing: Option<String>,
 }
 
+/// One link of its app as an environment sees it (`env show`): the variable, and where it leads
+/// or why nowhere.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EnvLink {
+    pub var: String,
+    pub other: AppName,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to: Option<EnvName>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rule: Option<LinkRule>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub missing: Option<String>,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -120,8 +120,10 @@ impl ControlPlane {
     pub async fn show_env(&self, r: EnvRef, who: &Principal) -> Result<EnvInfo, ControlError> {
         let row = self.env_for(who, &r, Action::Read).await?;
         let config = self.config_state(&row).await?;
+        let links = self.env_links(&row).await?;
         let mut info = self.env_info(row).await?;
         info.config = Some(config);
+        info.links = Some(links);
         Ok(info)
     }
 
@@ -256,6 +258,7 @@ impl ControlPlane {
             plan,
             usage,
             config: None,
+            links: None,
             created_at: format_timestamp(row.created_at),
         })
     }

@@ -17,7 +17,7 @@ use tracing::{info, warn};
 use turnout_dataplane::LinkKey;
 use turnout_model::link::{LinkEnv, MAX_LINK_NAME, Resolution, link_var, resolve};
 use turnout_model::{
-    Action, AppName, AuditAction, CreateLink, EnvRef, LinkInfo, LinkRule, LinkTarget, Tier,
+    Action, AppName, AuditAction, CreateLink, EnvLink, EnvRef, LinkInfo, LinkRule, LinkTarget, Tier,
 };
 
 use super::ControlPlane;
@@ -193,6 +193,25 @@ impl ControlPlane {
             target.url = None;
         }
         Ok(info)
+    }
+
+    /// Where each link of `env`'s app leads from it, for `env show`.
+    pub(crate) async fn env_links(&self, env: &EnvRow) -> Result<Vec<EnvLink>, ControlError> {
+        let wiring = self.wiring().await?;
+        let mut out = Vec::new();
+        for link in infos(&wiring, env.app_id) {
+            if let Some(t) = link.envs.into_iter().find(|t| t.env == env.name) {
+                out.push(EnvLink {
+                    var: link.var,
+                    other: link.other,
+                    to: t.to,
+                    rule: t.rule,
+                    url: t.url,
+                    missing: t.missing,
+                });
+            }
+        }
+        Ok(out)
     }
 
     /// One link of an app as `link list` shows it.
