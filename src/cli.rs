@@ -159,6 +159,11 @@ pub enum Command {
     /// hosts) and what each environment called
     #[command(subcommand)]
     Egress(EgressCommand),
+    /// Wire apps together stage by stage: `turnout link APP OTHER [--as NAME]` gives each
+    /// environment of APP NAME_URL (default OTHER_URL), the environment of OTHER at its stage
+    /// (same branch for branch environments, same name, same tier, or --default), from its
+    /// next deploy or restart
+    Link(LinkArgs),
     /// An environment's secrets: short for `turnout config … APP/ENV --secret`
     #[command(subcommand)]
     Secret(SecretCommand),
@@ -983,6 +988,42 @@ pub enum CiCommand {
         /// success, failure or other
         #[arg(long)]
         status: CiStatusArg,
+    },
+}
+
+#[derive(Args)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
+pub struct LinkArgs {
+    #[command(subcommand)]
+    pub command: Option<LinkCommand>,
+    /// The app whose environments call OTHER
+    #[arg(required = true)]
+    pub app: Option<AppName>,
+    /// The app they call
+    #[arg(required = true)]
+    pub other: Option<AppName>,
+    /// The variable's NAME (NAME_URL; upper-cased, '-' as '_'); OTHER's name by default
+    #[arg(long = "as", value_name = "NAME")]
+    pub name: Option<String>,
+    /// OTHER's environment for the environments no rule resolves
+    #[arg(long, value_name = "ENV")]
+    pub default: Option<EnvName>,
+}
+
+#[derive(Subcommand)]
+pub enum LinkCommand {
+    /// Each link of APP and, for every environment, the environment of OTHER it reaches (or
+    /// why none: never a guess)
+    List { app: AppName },
+    /// Remove a link, named by OTHER or by --as NAME; environments lose the variable at
+    /// their next deploy or restart
+    #[command(group(clap::ArgGroup::new("which").required(true)))]
+    Remove {
+        app: AppName,
+        #[arg(group = "which")]
+        other: Option<AppName>,
+        #[arg(long = "as", value_name = "NAME", group = "which")]
+        name: Option<String>,
     },
 }
 

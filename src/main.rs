@@ -20,6 +20,7 @@ mod data;
 mod demo;
 mod egress;
 mod jobs;
+mod link;
 mod mail;
 mod output;
 mod render;
@@ -434,6 +435,7 @@ async fn run_client(client: &Client, command: Command, json: bool) -> anyhow::Re
         Command::Backup(command) => return backup::command(client, command, json).await,
         Command::Mail(command) => return mail::command(client, command, json).await,
         Command::Egress(command) => return egress::command(client, command, json).await,
+        Command::Link(args) => return link::command(client, args, json).await,
         Command::Rollback {
             target,
             to,

@@ -12,6 +12,7 @@ pub mod diff;
 mod domains;
 pub mod egress;
 mod jobs;
+pub mod link;
 pub mod mail;
 pub mod pipeline;
 
@@ -228,6 +229,25 @@ pub fn env(e: &EnvInfo, json: bool) {
     }
     if let Some(c) = &e.config {
         outln!("config       {}", config_state(e, c));
+    }
+    for (i, l) in e.links.iter().flatten().enumerate() {
+        let label = if i == 0 { "links" } else { "" };
+        let leads = match (&l.to, &l.missing) {
+            (Some(to), _) => format!(
+                "{} → {}/{to} ({}), {}",
+                l.var,
+                l.other,
+                l.rule.map_or("", |r| r.as_str()),
+                l.url.as_deref().unwrap_or("-")
+            ),
+            (None, why) => format!(
+                "{} → {} MISSING, not set: {}",
+                l.var,
+                l.other,
+                why.as_deref().unwrap_or("")
+            ),
+        };
+        outln!("{label:<12} {leads}");
     }
     outln!("plan         {}", e.plan.describe());
     if let Some(why) = e

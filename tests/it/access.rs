@@ -800,6 +800,22 @@ async fn every_mutating_endpoint_by_every_role_on_every_tier() {
         if let Some(role) = role {
             d.ok(&["access", "grant", name, &throwaway, role.as_str()]);
         }
+        // A link opens the other app's environments to this app's code: owners of the app
+        // who may also deploy the other's development environments (here the same role).
+        let link = Some(json!({"other": throwaway}));
+        let r = who
+            .call("POST", "/api/v1/apps/shop/links", link.clone())
+            .await;
+        expect(format!("link by {name}"), r, owner);
+        checked.insert(("POST", "/api/v1/apps/{app}/links"));
+        if !owner {
+            let r = admin.call("POST", "/api/v1/apps/shop/links", link).await;
+            assert_eq!(r.0, 200, "{r:?}");
+        }
+        let unlink = format!("/api/v1/apps/shop/links/{throwaway}");
+        let r = who.call("DELETE", &unlink, None).await;
+        expect(format!("link remove by {name}"), r, owner);
+        checked.insert(("DELETE", "/api/v1/apps/{app}/links/{name}"));
         let r = who
             .call("DELETE", &format!("/api/v1/apps/{throwaway}"), None)
             .await;

@@ -19,6 +19,7 @@ mod isolation;
 mod jobs;
 mod jobs_cli;
 mod limits;
+mod link;
 mod load;
 mod logs;
 mod mail;

@@ -27,6 +27,7 @@ pub mod data;
 pub mod egress;
 pub mod hooks;
 pub mod jobs;
+pub mod links;
 pub mod mail;
 pub mod pipeline;
 pub mod reseed;
@@ -55,6 +56,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0017_mail.sql"),
     include_str!("../migrations/0018_egress.sql"),
     include_str!("../migrations/0019_tls.sql"),
+    include_str!("../migrations/0020_links.sql"),
 ];
 
 /// Read-only connections kept open for `Store::call`.

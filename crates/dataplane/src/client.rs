@@ -17,7 +17,9 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::listeners::Listeners;
-use crate::spec::{ChallengeSpec, DataPlaneConfig, DrainReport, RouteSpec, StatsRow, TlsSpec};
+use crate::spec::{
+    ChallengeSpec, DataPlaneConfig, DrainReport, LinkKey, LinkSpec, RouteSpec, StatsRow, TlsSpec,
+};
 use crate::wire::{Answer, Call, Hello, LISTENERS, Reply, Request, line};
 
 /// How long a new data plane may take to answer on its socket.
@@ -162,6 +164,8 @@ struct Sync {
     held: Option<BTreeMap<String, RouteSpec>>,
     restarting: BTreeSet<String>,
     namespaces: BTreeSet<String>,
+    /// The links' listeners, by where they are: the host each one's requests are routed as.
+    links: BTreeMap<LinkKey, String>,
     /// Each host's HTTPS as last sent, and the hosts an attached data plane had before this
     /// control plane sent any (removed by the first `update_tls` unless wanted).
     tls: BTreeMap<String, TlsSpec>,
@@ -239,6 +243,7 @@ impl DataPlane {
                     held: Some(hello.routes),
                     restarting: hello.restarting.into_iter().collect(),
                     namespaces: hello.namespaces.into_iter().collect(),
+                    links: hello.links.into_iter().map(|l| (l.key, l.host)).collect(),
                     tls: BTreeMap::new(),
                     tls_found: hello.tls.into_iter().collect(),
                     challenges: BTreeMap::new(),
@@ -264,6 +269,7 @@ impl DataPlane {
                 held: Some(BTreeMap::new()),
                 restarting: BTreeSet::new(),
                 namespaces: BTreeSet::new(),
+                links: BTreeMap::new(),
                 tls: BTreeMap::new(),
                 tls_found: BTreeSet::new(),
                 challenges: BTreeMap::new(),
@@ -520,6 +526,32 @@ impl DataPlane {
         let _ = link.call(request).await;
     }
 
+    /// Every link's listener wanted: those that differ from what was sent before go to the
+    /// data plane, and those no longer wanted stop. Not held at start-up: a link names an
+    /// environment, whichever release serves it.
+    pub fn update_links(&self, wanted: BTreeMap<LinkKey, String>) -> Applied {
+        let mut s = locked(&self.sync);
+        let set: Vec<LinkSpec> = wanted
+            .iter()
+            .filter(|(key, host)| s.links.get(*key) != Some(*host))
+            .map(|(key, host)| LinkSpec {
+                key: key.clone(),
+                host: host.clone(),
+            })
+            .collect();
+        let remove: Vec<LinkKey> = s
+            .links
+            .keys()
+            .filter(|key| !wanted.contains_key(*key))
+            .cloned()
+            .collect();
+        s.links = wanted;
+        if set.is_empty() && remove.is_empty() {
+            return Applied(None);
+        }
+        Applied(Some(s.link.send(Request::Links { set, remove })))
+    }
+
     /// A full stop: the data plane stops accepting, lets its requests finish and exits. One
     /// that does not within its grace (and the streams' drains) is left, and said so.
     pub async fn stop(&self) {
@@ -583,6 +615,17 @@ fn resync(s: &mut Sync, link: &Link) {
             namespace: namespace.clone(),
         });
     }
+    link.post(Request::Links {
+        set: s
+            .links
+            .iter()
+            .map(|(key, host)| LinkSpec {
+                key: key.clone(),
+                host: host.clone(),
+            })
+            .collect(),
+        remove: Vec::new(),
+    });
     link.post(Request::Tls {
         set: s.tls.clone().into_iter().collect(),
         remove: Vec::new(),

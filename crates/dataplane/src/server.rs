@@ -21,16 +21,19 @@ use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 use turnout_netns::{Namespace, Network};
 use turnout_proxy::{
-    Asleep, Login, Maintenance, Proxy, RouteStats, RouteTable, Target, TlsTable, Upstream,
+    Asleep, FixedHost, Login, Maintenance, Proxy, RouteStats, RouteTable, Target, TlsTable,
+    Upstream,
 };
 
 use crate::client::Link;
 use crate::listeners::Listeners;
 use crate::spec::{
-    DataPlaneConfig, DrainReport, RouteSpec, StatsRow, TargetSpec, TlsSpec, UpstreamSpec,
+    DataPlaneConfig, DrainReport, LinkKey, LinkSpec, RouteSpec, StatsRow, TargetSpec, TlsSpec,
+    UpstreamSpec,
 };
 use crate::wire::{Answer, Call, Hello, LISTENERS, Reply, Request, line};
 
+mod links;
 mod tls;
 
 /// How `turnout __dataplane` is asked to run.
@@ -112,6 +115,9 @@ struct Registry {
     /// Namespaces to serve internal URLs in, with the token stopping each one's listener
     /// (`None` until serving).
     listeners: BTreeMap<String, Option<CancellationToken>>,
+    /// Links' listeners: the host each one's requests are routed as (changed in place when a
+    /// link resolves elsewhere), with the token stopping it (`None` until serving).
+    links: BTreeMap<LinkKey, (Arc<FixedHost>, Option<CancellationToken>)>,
     stats: HashMap<(String, String, String), Arc<RouteStats>>,
     restarting: HashSet<String>,
     drains: HashMap<String, watch::Receiver<Option<DrainReport>>>,
@@ -275,6 +281,10 @@ async fn converse(plane: Arc<Plane>, stream: UnixStream) {
                 plane.unlisten(&namespace);
                 let _ = tx.send(reply(Ok(Answer::Done)));
             }
+            Request::Links { set, remove } => {
+                plane.links(set, remove);
+                let _ = tx.send(reply(Ok(Answer::Done)));
+            }
             Request::Drained { upstream } => {
                 let waiting = lock(&plane.registry).drains.remove(&upstream);
                 let tx = tx.clone();
@@ -341,6 +351,14 @@ impl Plane {
             tls: r.tls.keys().cloned().collect(),
             restarting: r.restarting.iter().cloned().collect(),
             namespaces: r.listeners.keys().cloned().collect(),
+            links: r
+                .links
+                .iter()
+                .map(|(key, (host, _))| LinkSpec {
+                    key: key.clone(),
+                    host: host.get().to_string(),
+                })
+                .collect(),
         }
     }
 
@@ -554,6 +572,10 @@ impl Plane {
         let namespaces: Vec<String> = r.listeners.keys().cloned().collect();
         for namespace in namespaces {
             self.serve_inside(&mut r, &namespace);
+        }
+        let links: Vec<LinkKey> = r.links.keys().cloned().collect();
+        for key in links {
+            self.serve_link(&mut r, &key);
         }
         info!(http = %self.http, routes = r.routes.len(), "data plane serving");
         Ok(())

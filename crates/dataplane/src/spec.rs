@@ -50,6 +50,24 @@ impl TargetSpec {
     }
 }
 
+/// Where a link's listener is: 127.0.0.1 at `port`, inside the linking environment's
+/// `namespace`, or on the host's loopback (`None`) where environments share the host's network.
+/// Every request on it is routed as one environment's internal host (a [`LinkSpec`]'s).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LinkKey {
+    pub namespace: Option<String>,
+    pub port: u16,
+}
+
+/// A link's listener: where it is and the host its requests are routed as.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LinkSpec {
+    pub key: LinkKey,
+    pub host: String,
+}
+
 /// One running instance.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -14,7 +14,7 @@ use rustix::net::{
 };
 use serde::{Deserialize, Serialize};
 
-use crate::spec::{ChallengeSpec, DrainReport, RouteSpec, StatsRow, TlsSpec};
+use crate::spec::{ChallengeSpec, DrainReport, LinkKey, LinkSpec, RouteSpec, StatsRow, TlsSpec};
 
 /// The first line of a connection that asks for the listening sockets; the answer with the
 /// HTTP socket alone.
@@ -72,6 +72,12 @@ pub(crate) enum Request {
     Unlisten {
         namespace: String,
     },
+    /// Listen for these links (a key already listened for with another host is moved to the
+    /// new one) and stop listening for those.
+    Links {
+        set: Vec<LinkSpec>,
+        remove: Vec<LinkKey>,
+    },
     /// Start accepting (after taking over from the predecessor, if any).
     Serve,
     /// A successor accepts now: stop accepting, finish what is in flight, exit.
@@ -118,6 +124,9 @@ pub struct Hello {
     pub tls: Vec<String>,
     pub restarting: Vec<String>,
     pub namespaces: Vec<String>,
+    /// The links it listens for.
+    #[serde(default)]
+    pub links: Vec<LinkSpec>,
 }
 
 /// One line of JSON.

@@ -163,6 +163,9 @@ pub struct EnvInfo {
     /// The configuration it runs with against what is set (`env show` only).
     #[serde(default)]
     pub config: Option<crate::ConfigState>,
+    /// Where each link of its app leads from it (`env show` only).
+    #[serde(default)]
+    pub links: Option<Vec<crate::EnvLink>>,
     pub created_at: String,
 }
 

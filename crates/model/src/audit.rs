@@ -114,6 +114,9 @@ audit_actions! {
     MailRelay => "mail.relay", "A caught message was relayed to its allow-listed recipients, or the relay failed (its result says which).";
     MailClear => "mail.clear", "An environment's caught mail was removed.";
     MailRelaySet => "mail.relay-set", "A tier's mail relay was set or turned off (the URL's password is never recorded).";
+    LinkCreate => "link.create", "An app was linked to another (its environments get NAME_URL from their next start).";
+    LinkRemove => "link.remove", "A link between two apps was removed.";
+    LinkPort => "link.port", "Turnout gave an environment the port its links' listeners use.";
 }
 
 impl From<Action> for AuditAction {

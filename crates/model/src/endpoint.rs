@@ -359,6 +359,30 @@ pub struct SetHook {
 endpoint!(SetHook, Post "/api/v1/apps/{app}/hooks", body crate::SetHook,
     answer crate::HookInfo, |s| [s.app.as_str()], body_field body);
 
+/// Link the app to another (`body.other`); answers the link with each environment's
+/// counterpart.
+pub struct CreateLink {
+    pub app: AppName,
+    pub body: crate::CreateLink,
+}
+endpoint!(CreateLink, Post "/api/v1/apps/{app}/links", body crate::CreateLink,
+    answer crate::LinkInfo, |s| [s.app.as_str()], body_field body);
+
+/// The app's links, each with every environment's counterpart (or why it has none).
+pub struct ListLinks {
+    pub app: AppName,
+}
+endpoint!(ListLinks, Get "/api/v1/apps/{app}/links", body (), answer Vec<crate::LinkInfo>,
+    |s| [s.app.as_str()]);
+
+/// Remove the app's link named `name` (the NAME of `NAME_URL`, or the other app's name).
+pub struct RemoveLink {
+    pub app: AppName,
+    pub name: String,
+}
+endpoint!(RemoveLink, Delete "/api/v1/apps/{app}/links/{name}", body (), answer crate::LinkInfo,
+    |s| [s.app.as_str(), s.name.as_str()]);
+
 /// An app's configured webhooks and the paths to give GitHub or GitLab (never a secret).
 pub struct ShowHooks {
     pub app: AppName,
@@ -940,6 +964,9 @@ pub fn all_paths() -> Vec<(&'static str, &'static str)> {
         ShowMail,
         ListMailRelays,
         SetMailRelay,
+        CreateLink,
+        ListLinks,
+        RemoveLink,
     ]
 }
 
@@ -1060,6 +1087,6 @@ mod tests {
             );
         }
         assert!(all.contains(&("POST", "/api/v1/jobs/{id}/cancel")));
-        assert_eq!(all.len(), 95);
+        assert_eq!(all.len(), 98);
     }
 }

@@ -15,6 +15,7 @@ pub mod egress;
 pub mod endpoint;
 mod hook;
 mod job;
+pub mod link;
 mod mail;
 mod names;
 mod pipeline;
@@ -48,6 +49,7 @@ pub use egress::{
 };
 pub use hook::{HookInfo, HookOutcome, HookProvider, SetHook};
 pub use job::*;
+pub use link::{CreateLink, EnvLink, LinkInfo, LinkRule, LinkTarget};
 pub use mail::{
     MAX_RELAY_DOMAINS, MAX_RELAY_URL, MailAttachment, MailCleared, MailDetail, MailHeader,
     MailInfo, MailList, MailRelay, MailRelayInfo, MailRelays, RelayOutcome, SetMailRelay,

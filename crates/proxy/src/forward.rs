@@ -20,7 +20,7 @@ use crate::error::{ErrorSide, ProxyError, local_page, nothing_was_sent};
 use crate::headers;
 use crate::login::{self, Held, Login};
 use crate::route_table::{Asleep, Maintenance, RouteTable, Target};
-use crate::server::Proxy;
+use crate::server::{Mode, Proxy};
 use crate::stats::RouteStats;
 use crate::tls::TlsTable;
 use crate::tunnel::Tunnel;
@@ -31,14 +31,23 @@ use crate::upstream::Upstream;
 /// only guards against a caller that drains an instance it still routes to.
 const DRAINING_REREADS: usize = 3;
 
-/// One request. `secure`: it came over TLS (HSTS is sent, `X-Forwarded-Proto` says https);
+/// One request. Over TLS (`mode.secure`) HSTS is sent and `X-Forwarded-Proto` says https;
 /// else a host that redirects to HTTPS gets a 308, and ACME's HTTP-01 path is answered here.
+/// On a link's listener (`mode.fixed`) the request is routed as that host, with no login, and
+/// nothing is intercepted; the instance still gets the Host the client sent (the fixed host
+/// when it sent none).
 pub(crate) async fn handle(
     proxy: &Proxy,
     req: Request<Incoming>,
     peer: SocketAddr,
-    secure: bool,
+    mode: &Mode,
 ) -> Response<ResponseBody> {
+    let secure = mode.secure;
+    if let Some(key) = &mode.fixed {
+        let host = headers::request_host(&req)
+            .or_else(|_| HeaderValue::from_str(key).map_err(|_| ProxyError::InvalidHost));
+        return relay(proxy, req, host, Some(key.as_str()), peer, false).await;
+    }
     let host = headers::request_host(&req);
     // The TLS table is let go before the first `.await`, like the route table.
     let hsts = {
@@ -54,7 +63,7 @@ pub(crate) async fn handle(
             None
         }
     };
-    let mut response = relay(proxy, req, host, peer, secure).await;
+    let mut response = relay(proxy, req, host, None, peer, secure).await;
     if let Some(hsts) = hsts {
         response
             .headers_mut()
@@ -93,10 +102,12 @@ fn intercepted(
 }
 
 /// Route and relay a request whose Host was read (`host`), counting and logging its outcome.
+/// `key`: the host it is routed as, when not its own (a link's listener; no login).
 async fn relay(
     proxy: &Proxy,
     req: Request<Incoming>,
     host: Result<HeaderValue, ProxyError>,
+    key: Option<&str>,
     peer: SocketAddr,
     secure: bool,
 ) -> Response<ResponseBody> {
@@ -107,7 +118,7 @@ async fn relay(
     let mut stats = None;
     let (host, result) = match host {
         Ok(host) => {
-            let result = forward(proxy, req, peer, secure, &host, &mut stats).await;
+            let result = forward(proxy, req, peer, secure, (&host, key), &mut stats).await;
             (Some(host), result)
         }
         Err(e) => (None, Err(e)),
@@ -124,7 +135,7 @@ async fn relay(
     if let Some(stats) = stats {
         stats.record(error.status(), started.elapsed());
     }
-    let host = host.as_ref().and_then(|h| h.to_str().ok());
+    let host = key.or_else(|| host.as_ref().and_then(|h| h.to_str().ok()));
     log_failure(
         host.unwrap_or(""),
         method.as_str(),
@@ -163,7 +174,7 @@ async fn forward(
     mut req: Request<Incoming>,
     peer: SocketAddr,
     secure: bool,
-    host: &HeaderValue,
+    (host, key): (&HeaderValue, Option<&str>),
     stats: &mut Option<Arc<RouteStats>>,
 ) -> Result<Response<ResponseBody>, ProxyError> {
     if req.method() == Method::CONNECT {
@@ -171,7 +182,11 @@ async fn forward(
             method: Method::CONNECT,
         });
     }
-    let host_name = host.to_str().map_err(|_| ProxyError::InvalidHost)?;
+    let gate = key.is_none();
+    let host_name = match key {
+        Some(key) => key,
+        None => host.to_str().map_err(|_| ProxyError::InvalidHost)?,
+    };
     if req.method() == Method::OPTIONS && is_asterisk(req.uri()) {
         return Ok(server_options());
     }
@@ -205,13 +220,14 @@ async fn forward(
         headers::mark_secure(&mut parts.headers);
     }
 
-    let (mut upstream, mut work, mut login) = match awake(proxy, host_name, &parts, stats).await? {
-        Routed::Upstream(upstream, work, login) => (upstream, work, login),
-        Routed::Maintenance(m) => return Ok(maintenance_page(&m)),
-        Routed::Login(login, held) => {
-            return Ok(login_answer(&login, held, &parts, body.take(), host_name, peer).await);
-        }
-    };
+    let (mut upstream, mut work, mut login) =
+        match awake(proxy, host_name, gate, &parts, stats).await? {
+            Routed::Upstream(upstream, work, login) => (upstream, work, login),
+            Routed::Maintenance(m) => return Ok(maintenance_page(&m)),
+            Routed::Login(login, held) => {
+                return Ok(login_answer(&login, held, &parts, body.take(), host_name, peer).await);
+            }
+        };
     let mut retried = false;
     let mut response = loop {
         // `parts.headers` keep the credentials while a retry may still need to log in again.
@@ -250,13 +266,14 @@ async fn forward(
         }
         // Nothing reached the instance, so repeating is safe; ask the table again in case
         // the host moved in the meantime.
-        let (next, next_work, next_login) = match awake(proxy, host_name, &parts, stats).await? {
-            Routed::Upstream(upstream, work, login) => (upstream, work, login),
-            Routed::Maintenance(m) => return Ok(maintenance_page(&m)),
-            Routed::Login(login, held) => {
-                return Ok(login_answer(&login, held, &parts, None, host_name, peer).await);
-            }
-        };
+        let (next, next_work, next_login) =
+            match awake(proxy, host_name, gate, &parts, stats).await? {
+                Routed::Upstream(upstream, work, login) => (upstream, work, login),
+                Routed::Maintenance(m) => return Ok(maintenance_page(&m)),
+                Routed::Login(login, held) => {
+                    return Ok(login_answer(&login, held, &parts, None, host_name, peer).await);
+                }
+            };
         if error.is_connect() && Arc::ptr_eq(&next, &upstream) {
             // A connect failure against the same instance would only fail again, slower.
             return Err(error.into_proxy_error(&upstream));
@@ -333,9 +350,11 @@ enum Routed {
 /// drain token of its instance. The login and the target come from the same table, so a
 /// switch can never forward a request past a login it did not pass. `Ok(Err(_))`: the host's
 /// environment sleeps (see `awake`).
+/// `gate`: check the login (false on a link's listener, which has none).
 fn route(
     proxy: &Proxy,
     host: &str,
+    gate: bool,
     request: &http::request::Parts,
     stats: &mut Option<Arc<RouteStats>>,
 ) -> Result<Result<Routed, Arc<Asleep>>, ProxyError> {
@@ -349,7 +368,8 @@ fn route(
         *stats = Some(route.stats.clone());
         // A protected host checks the login before it even looks at its target: a host in
         // maintenance shows its page (and its health-check path) only to those logged in.
-        if let Some(login) = &route.login
+        let login = route.login.as_ref().filter(|_| gate);
+        if let Some(login) = login
             && let Err(held) = login::gate(login, path, &request.headers)
         {
             return Err(Ok(Ok(Routed::Login(login.clone(), held))));
@@ -362,7 +382,7 @@ fn route(
             },
             Target::Asleep(a) => return Err(Ok(Err(a.clone()))),
         };
-        Ok((upstream, route.login.clone()))
+        Ok((upstream, login.cloned()))
     });
     match picked {
         Ok((upstream, work, login)) => Ok(Ok(Routed::Upstream(upstream, work, login))),
@@ -378,12 +398,13 @@ fn route(
 async fn awake(
     proxy: &Proxy,
     host: &str,
+    gate: bool,
     request: &http::request::Parts,
     stats: &mut Option<Arc<RouteStats>>,
 ) -> Result<Routed, ProxyError> {
     let mut deadline = None;
     loop {
-        let asleep = match route(proxy, host, request, stats)? {
+        let asleep = match route(proxy, host, gate, request, stats)? {
             Ok(routed) => return Ok(routed),
             Err(asleep) => asleep,
         };

@@ -82,7 +82,7 @@ pub use config::ProxyConfig;
 pub use error::{ErrorSide, ProxyError};
 pub use login::Login;
 pub use route_table::{Asleep, Maintenance, RouteTable, Target};
-pub use server::Proxy;
+pub use server::{FixedHost, Proxy};
 pub use stats::{LATENCY_BUCKETS, RouteStats, StatsSnapshot};
 pub use tls::{ACME_TLS_ALPN, HostTls, TlsTable, certified_key, challenge_key};
 pub use upstream::{DEFAULT_RESPONSE_TIMEOUT, DrainDeadlines, DrainOutcome, Upstream};

@@ -36,7 +36,7 @@ use crate::connection::Activity;
 use crate::error::ProxyError;
 use crate::forward::{log_failure, with_work};
 use crate::route_table::Target;
-use crate::server::Proxy;
+use crate::server::{Mode, Proxy};
 use crate::stats::RouteStats;
 use crate::upstream::Upstream;
 use crate::wire::{self, BodyKind, Chunked, LAST_CHUNK, Seen};
@@ -75,8 +75,10 @@ pub(crate) struct PlainConnection<'a> {
     rbuf: BytesMut,
     /// The head being sent: the request's to the instance, then the response's to the client.
     head: Vec<u8>,
-    /// The Host of the request in progress.
+    /// The Host of the request in progress (the host it is routed as).
     host: String,
+    /// A link's listener: every request is routed as this host, with no login.
+    fixed: Option<Arc<String>>,
 }
 
 /// What the connection does after a request.
@@ -251,7 +253,7 @@ impl<'a> PlainConnection<'a> {
     pub(crate) fn new(
         proxy: &'a Proxy,
         peer: SocketAddr,
-        secure: bool,
+        mode: &Mode,
         activity: &'a Arc<Activity>,
         closing: &'a AtomicBool,
     ) -> Self {
@@ -259,7 +261,8 @@ impl<'a> PlainConnection<'a> {
             proxy,
             peer,
             client_ip: peer.ip().to_canonical().to_string(),
-            secure,
+            secure: mode.secure,
+            fixed: mode.fixed.clone(),
             activity,
             closing,
             buf: BytesMut::with_capacity(READ_CHUNK),
@@ -294,8 +297,12 @@ impl<'a> PlainConnection<'a> {
                 }
             };
             self.host.clear();
-            self.host
-                .push_str(std::str::from_utf8(&self.buf[request.host.clone()]).unwrap_or(""));
+            match &self.fixed {
+                Some(key) => self.host.push_str(key),
+                None => self
+                    .host
+                    .push_str(std::str::from_utf8(&self.buf[request.host.clone()]).unwrap_or("")),
+            }
             // A body still on its way is streamed both ways at once by hyper's path (the
             // instance may answer before it has read all of it).
             let body_here = (self.buf.len() - request.head_len) as u64 >= request.content_length;
@@ -326,7 +333,7 @@ impl<'a> PlainConnection<'a> {
     /// Whether the request is one the proxy answers itself over plain HTTP (a redirect to
     /// HTTPS, an ACME HTTP-01 token): hyper's path does.
     fn intercepted(&self, request: &wire::Plain) -> bool {
-        if self.secure {
+        if self.secure || self.fixed.is_some() {
             return false;
         }
         let tls = self.proxy.tls().load();
@@ -343,6 +350,10 @@ impl<'a> PlainConnection<'a> {
             let route = table.find(&self.host).ok_or(())?;
             match (&route.target, &route.login) {
                 (Target::Upstream(upstream), None) => Ok((upstream.clone(), route.stats.clone())),
+                // A link's listener has no login to pass.
+                (Target::Upstream(upstream), Some(_)) if self.fixed.is_some() => {
+                    Ok((upstream.clone(), route.stats.clone()))
+                }
                 _ => Err(()),
             }
         })

@@ -154,7 +154,21 @@ impl Proxy {
         listener: TcpListener,
         shutdown: CancellationToken,
     ) -> io::Result<()> {
-        self.accept(listener, shutdown, false).await
+        self.accept(listener, shutdown, false, None).await
+    }
+
+    /// Like [`serve`](Self::serve), for a link's listener: every request on it is routed as a
+    /// request for `host` (an environment's internal host), whatever its Host field says, and
+    /// passes no login: the listener is the link (it exists only where the link's maker put
+    /// it). The key is data of this accept loop, so the request path stays as lean as for any
+    /// other listener: the same table, drains, retries and pages.
+    pub async fn serve_fixed(
+        self: Arc<Self>,
+        listener: TcpListener,
+        shutdown: CancellationToken,
+        host: Arc<FixedHost>,
+    ) -> io::Result<()> {
+        self.accept(listener, shutdown, false, Some(host)).await
     }
 
     /// Like [`serve`](Self::serve), for HTTPS: each connection's handshake (certificate by SNI
@@ -165,14 +179,16 @@ impl Proxy {
         listener: TcpListener,
         shutdown: CancellationToken,
     ) -> io::Result<()> {
-        self.accept(listener, shutdown, true).await
+        self.accept(listener, shutdown, true, None).await
     }
 
+    /// `fixed`: the host every request on this listener is routed as (see `serve_fixed`).
     async fn accept(
         self: Arc<Self>,
         listener: TcpListener,
         shutdown: CancellationToken,
         secure: bool,
+        fixed: Option<Arc<FixedHost>>,
     ) -> io::Result<()> {
         let builder = Arc::new(self.connection_builder());
         // One task per client connection; waited for at shutdown.
@@ -229,7 +245,10 @@ impl Proxy {
                     builder.clone(),
                     stream,
                     watch,
-                    false,
+                    Mode {
+                        secure: false,
+                        fixed: fixed.as_ref().map(|f| f.get()),
+                    },
                 ));
             }
         }
@@ -286,15 +305,43 @@ impl std::fmt::Debug for Proxy {
     }
 }
 
+/// How a connection's requests are taken: over TLS or not, and by their Host or as one fixed
+/// host (a link's listener).
+#[derive(Clone)]
+pub(crate) struct Mode {
+    /// The stream is TLS (over which HTTP/1.1 was agreed, or nothing).
+    pub secure: bool,
+    pub fixed: Option<Arc<String>>,
+}
+
+/// The host a link's listener routes every request as. Changed in place (`set`) when what the
+/// link resolves to changes, so the listener keeps its socket (no connection is refused
+/// meanwhile); each connection reads it once, when accepted.
+#[derive(Debug)]
+pub struct FixedHost(ArcSwap<String>);
+
+impl FixedHost {
+    pub fn new(host: String) -> Arc<FixedHost> {
+        Arc::new(FixedHost(ArcSwap::from_pointee(host)))
+    }
+
+    pub fn set(&self, host: String) {
+        self.0.store(Arc::new(host));
+    }
+
+    pub fn get(&self) -> Arc<String> {
+        self.0.load_full()
+    }
+}
+
 /// Serve one client connection: plain requests on the plain path (`plain`), and from the
 /// first request that is not plain, the rest of the connection with hyper.
-/// `secure`: `stream` is TLS (over which HTTP/1.1 was agreed, or nothing).
 async fn serve_connection<S>(
     proxy: Arc<Proxy>,
     builder: Arc<auto::Builder<TokioExecutor>>,
     mut stream: S,
     watch: Watch,
-    secure: bool,
+    mode: Mode,
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -302,8 +349,8 @@ async fn serve_connection<S>(
     // Set once a graceful close has begun; from then on only completion or abort matter.
     let closing = AtomicBool::new(false);
     let read = {
-        let plain = PlainConnection::new(&proxy, peer, secure, &watch.activity, &closing)
-            .serve(&mut stream);
+        let plain =
+            PlainConnection::new(&proxy, peer, &mode, &watch.activity, &closing).serve(&mut stream);
         tokio::pin!(plain);
         loop {
             match watch
@@ -323,7 +370,7 @@ async fn serve_connection<S>(
     };
     let closing = closing.into_inner();
     let io = WatchedIo::new(stream, read, watch.activity.clone());
-    serve_hyper(proxy, &builder, io, watch, closing, secure).await;
+    serve_hyper(proxy, &builder, io, watch, closing, mode).await;
 }
 
 /// Serve one HTTPS connection: its handshake (within the header timeout, like a request head),
@@ -360,21 +407,31 @@ async fn serve_tls_connection(
         Some(b"h2") => {
             watch.activity.set_http2();
             let io = WatchedIo::new(stream, bytes::Bytes::new(), watch.activity.clone());
-            serve_hyper(proxy, &builder, io, watch, false, true).await;
+            let mode = Mode {
+                secure: true,
+                fixed: None,
+            };
+            serve_hyper(proxy, &builder, io, watch, false, mode).await;
         }
-        _ => serve_connection(proxy, builder, stream, watch, true).await,
+        _ => {
+            let mode = Mode {
+                secure: true,
+                fixed: None,
+            };
+            serve_connection(proxy, builder, stream, watch, mode).await
+        }
     }
 }
 
 /// Serve the rest of a connection with hyper (HTTP/1.1 or HTTP/2), until it ends, is closed
-/// gracefully (shutdown, idle) or aborted. `secure`: it came over TLS.
+/// gracefully (shutdown, idle) or aborted.
 async fn serve_hyper<T>(
     proxy: Arc<Proxy>,
     builder: &auto::Builder<TokioExecutor>,
     io: WatchedIo<T>,
     watch: Watch,
     mut closing: bool,
-    secure: bool,
+    mode: Mode,
 ) where
     T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -385,10 +442,11 @@ async fn serve_hyper<T>(
         let proxy = proxy.clone();
         service_fn(move |req: Request<Incoming>| {
             let proxy = proxy.clone();
+            let mode = mode.clone();
             let http1 = req.version() < Version::HTTP_2;
             let active = activity.begin_request(!http1);
             async move {
-                let mut response = forward::handle(&proxy, req, peer, secure).await;
+                let mut response = forward::handle(&proxy, req, peer, &mode).await;
                 response.body_mut().set_active(active);
                 // Another process takes the listening sockets over: every HTTP/1 answer from now
                 // on says so, so the client opens its next connection to the successor, and

@@ -36,6 +36,7 @@ mod envs;
 mod git;
 mod hooks;
 mod jobs;
+mod links;
 mod logs;
 
 pub(crate) use jobs::job_event_stream;
@@ -142,6 +143,9 @@ fn routes() -> Routes {
     .add::<ep::Metrics, _, _>(admin::metrics)
     .add::<ep::SetHook, _, _>(hooks::set_hook)
     .add::<ep::ShowHooks, _, _>(hooks::show_hooks)
+    .add::<ep::CreateLink, _, _>(links::create_link)
+    .add::<ep::ListLinks, _, _>(links::list_links)
+    .add::<ep::RemoveLink, _, _>(links::remove_link)
     .add::<ep::SetSleep, _, _>(envs::set_sleep)
     .add::<ep::ShowData, _, _>(data::show)
     .add::<ep::SeedData, _, _>(data::seed)

@@ -171,6 +171,8 @@ impl ControlPlane {
         }
         info!(app = %name, "app deleted");
         self.apply_tls().await;
+        // Its links, both ways, went with it.
+        self.links_changed().await;
         Ok(())
     }
 }

@@ -92,6 +92,8 @@ impl ControlPlane {
             .created((row.app.clone(), row.name.clone()))
             .await;
         info!(app = %app, env = %row.name, tier = %tier, "environment created");
+        // A new environment of a linked app may be another's counterpart now.
+        self.links_changed().await;
         Ok(row)
     }
 
@@ -118,8 +120,10 @@ impl ControlPlane {
     pub async fn show_env(&self, r: EnvRef, who: &Principal) -> Result<EnvInfo, ControlError> {
         let row = self.env_for(who, &r, Action::Read).await?;
         let config = self.config_state(&row).await?;
+        let links = self.env_links(&row).await?;
         let mut info = self.env_info(row).await?;
         info.config = Some(config);
+        info.links = Some(links);
         Ok(info)
     }
 
@@ -155,6 +159,7 @@ impl ControlPlane {
         self.remove_data(data, roles).await;
         self.remove_backups(&row, backups).await;
         self.remove_network(&row).await;
+        self.links_changed().await;
         remove_dir(&self.home.env_dir(&r.app, &r.env)).await;
         git::prune_worktrees(&self.home.mirror(&r.app)).await;
         info!(app = %r.app, env = %r.env, "environment deleted");
@@ -237,6 +242,7 @@ impl ControlPlane {
             plan,
             usage,
             config: None,
+            links: None,
             created_at: format_timestamp(row.created_at),
         })
     }

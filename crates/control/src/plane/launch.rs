@@ -89,6 +89,7 @@ impl ControlPlane {
         // through the egress proxy, whatever was set for them.
         env.extend(self.mail_env(l.env, l.config));
         env.extend(self.egress_env(l.env));
+        env.extend(self.link_env(l.env).await?);
         let gn = match l.data {
             Some(new) => new.gn.clone(),
             None => self.ensure_data(l.env, l.config).await?,

@@ -66,6 +66,7 @@ mod isolation;
 mod jobs;
 mod keyed;
 mod launch;
+mod links;
 mod logs;
 mod mail;
 mod network;
@@ -117,6 +118,9 @@ pub struct ControlPlane {
     /// One domain change (add, switch, rollback, maintenance, remove) at a time, so history
     /// entries and route tables follow each other in order.
     domain_ops: tokio::sync::Mutex<()>,
+    /// Held by `links::apply_links` while it computes and sends the links' listeners, so they
+    /// reach the data plane in the order of the changes.
+    links_lock: tokio::sync::Mutex<()>,
     /// Cancelled when the daemon shuts down: jobs and restores stop at their next wait and
     /// stop any instance they started, so nothing is left running unrecorded.
     closing: CancellationToken,
@@ -190,6 +194,7 @@ impl ControlPlane {
             app_locks: KeyedLocks::default(),
             push_locks: KeyedLocks::default(),
             domain_ops: tokio::sync::Mutex::new(()),
+            links_lock: tokio::sync::Mutex::new(()),
             closing,
             tasks,
             schedules_changed: tokio::sync::Notify::new(),

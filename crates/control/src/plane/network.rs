@@ -85,6 +85,12 @@ impl Networks {
         self.provider.is_ok().then(|| namespace_name(env))
     }
 
+    /// The environments (by uid) whose namespace this daemon holds: a link's listener can be
+    /// put there.
+    pub(crate) async fn held(&self) -> std::collections::HashSet<u32> {
+        self.envs.lock().await.keys().copied().collect()
+    }
+
     /// When this control plane leaves the rest running: leave the namespaces, their ways out
     /// and the data plane's listeners in them to the instances that keep running there.
     pub(crate) async fn detach(&self) {

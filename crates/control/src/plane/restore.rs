@@ -42,6 +42,9 @@ impl ControlPlane {
         if let Err(e) = self.restore().await {
             warn!(error = %e, "restoring environments failed");
         }
+        // The links' listeners in the namespaces adopted instances run in (a launch in the
+        // background makes its own).
+        self.links_changed().await;
     }
 
     /// Clean up after a daemon that was killed: kill the instances and builds it left (only

@@ -3,6 +3,7 @@
 
 mod client_gone;
 mod drain;
+mod fixed;
 mod forwarding;
 mod http1;
 mod login;
