@@ -28,6 +28,7 @@ mod promote;
 mod push;
 mod reseed;
 mod restore;
+mod run;
 mod sandbox;
 mod serve_start;
 mod sleep;

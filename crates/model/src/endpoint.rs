@@ -60,6 +60,11 @@ pub enum TextStream {}
 #[derive(Debug, Deserialize)]
 pub enum EventStream {}
 
+/// The answer of `POST …/envs/{env}/run`: `101 Switching Protocols` to [`crate::run`]'s frames.
+/// Uninhabited: it is never decoded as JSON.
+#[derive(Debug, Deserialize)]
+pub enum RunStream {}
+
 /// `{"ok": true}` from the unauthenticated liveness check.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct HealthInfo {
@@ -721,6 +726,15 @@ pub struct DataConnection {
 endpoint!(DataConnection, Get "/api/v1/apps/{app}/envs/{env}/data/connection", body (),
     answer crate::DataConnection, |s| [s.target.app.as_str(), s.target.env.as_str()]);
 
+/// Run a command in the environment's live release (`turnout run`): the connection is upgraded
+/// to [`crate::run::RUN_PROTOCOL`] (audited; the role that may deploy there).
+pub struct Run {
+    pub target: EnvRef,
+    pub body: crate::RunRequest,
+}
+endpoint!(Run, Post "/api/v1/apps/{app}/envs/{env}/run", body crate::RunRequest,
+    answer RunStream, |s| [s.target.app.as_str(), s.target.env.as_str()], body_field body);
+
 /// An environment's snapshots (newest first), its schedule, restore-point bound and drills.
 pub struct ListBackups {
     pub target: EnvRef,
@@ -925,6 +939,7 @@ pub fn all_paths() -> Vec<(&'static str, &'static str)> {
         AttachData,
         DetachData,
         DataConnection,
+        Run,
         ListBackups,
         CreateBackup,
         SetBackupPolicy,

@@ -60,11 +60,18 @@
 //!   setgid, setuid; for a task, the parent-death signal (a change of credentials would clear
 //!   it). Only system calls on what was prepared before the fork: nothing allocates.
 
+//! - Runs (`exec`): [`run_exec`] runs a user's command (`turnout run`) from an argument vector
+//!   with everything an instance gets (environment, identity, cgroup, network, sandbox) and the
+//!   caller's streams: pipes, or a fresh pseudo-terminal whose session the command leads. A
+//!   hang-up (the caller gone) sends SIGHUP to its group, then SIGKILL; nothing it started
+//!   outlives it.
+
 // Denied rather than forbidden: `process::prepare_child`'s `pre_exec` is the one allowed exception.
 #![deny(unsafe_code)]
 
 mod cgroup;
 mod error;
+mod exec;
 mod health;
 mod instance;
 mod log;
@@ -77,6 +84,9 @@ mod task;
 
 pub use cgroup::{CgroupSpec, ResourceUsage, remove_cgroup};
 pub use error::SupervisorError;
+pub use exec::{
+    DRAIN_AFTER_EXIT, ExecEnd, ExecInput, ExecOutput, ExecSpec, HANGUP_GRACE, run_exec,
+};
 pub use health::HealthCheck;
 pub use instance::{Instance, InstanceSpec, InstanceState, InstanceStatus, RestartPolicy};
 pub use log::{LogLine, LogRotation, collapse_repeats, rotated_log_path, tail_lines};

@@ -130,6 +130,7 @@ pub(crate) fn shell_command(
             network: shell.network.clone(),
             identity: shell.identity,
             die_with_parent: shell.die_with_parent,
+            controlling_tty: None,
         },
     );
     Ok((command, oom_kills_before))
@@ -148,6 +149,10 @@ pub(crate) struct ChildSetup {
     /// ends, which on a runtime's worker thread means the daemon has died. Only the shell gets
     /// it: whatever it started is killed by the reaper through the pid file.
     pub(crate) die_with_parent: bool,
+    /// Make the child a session leader whose controlling terminal is this (a pseudo-terminal's
+    /// end of a `run -t`, also its standard input; close-on-exec), so the terminal's Ctrl-C
+    /// signals it. The command must not also be given a process group: the session's is its own.
+    pub(crate) controlling_tty: Option<OwnedFd>,
 }
 
 /// Installs the crate's one `pre_exec`. std's `CommandExt::uid`/`gid` are not used: std
@@ -160,13 +165,15 @@ pub(crate) fn prepare_child(command: &mut Command, setup: ChildSetup) {
         network,
         identity,
         die_with_parent,
+        controlling_tty,
     } = setup;
     let parent = nix::unistd::getpid();
     // SAFETY: the closure runs in the forked child before exec, where only async-signal-safe
     // calls are allowed. Everything it uses was prepared before the fork (the open cgroup files,
-    // the namespace's descriptor, the ids, the parent's pid); write, setns, setgroups, setgid,
-    // setuid, prctl and getppid are plain system calls; the group list is an array on the
-    // stack; and errors are built from an errno without allocating.
+    // the namespace's descriptor, the terminal, the ids, the parent's pid); write, setns,
+    // setsid, the TIOCSCTTY ioctl, setgroups, setgid, setuid, prctl and getppid are plain system
+    // calls; the group list is an array on the stack; and errors are built from an errno
+    // without allocating.
     #[allow(unsafe_code)]
     unsafe {
         command.pre_exec(move || {
@@ -175,6 +182,10 @@ pub(crate) fn prepare_child(command: &mut Command, setup: ChildSetup) {
                 nix::unistd::write(procs, b"0")?;
             }
             network.enter()?;
+            if let Some(tty) = &controlling_tty {
+                nix::unistd::setsid()?;
+                rustix::process::ioctl_tiocsctty(tty)?;
+            }
             if let Some(identity) = identity {
                 let gid = Gid::from_raw(identity.gid);
                 nix::unistd::setgroups(&[gid])?;

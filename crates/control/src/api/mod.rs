@@ -40,6 +40,7 @@ mod logs;
 mod mail;
 mod pipeline;
 mod restore;
+mod run;
 
 type Api = Arc<ControlPlane>;
 
@@ -147,6 +148,7 @@ fn routes() -> Routes {
     .add::<ep::AttachData, _, _>(data::attach)
     .add::<ep::DetachData, _, _>(data::detach)
     .add::<ep::DataConnection, _, _>(data::connection)
+    .add::<ep::Run, _, _>(run::run)
     .add::<ep::ListBackups, _, _>(backup::list)
     .add::<ep::CreateBackup, _, _>(backup::create)
     .add::<ep::SetBackupPolicy, _, _>(backup::policy)

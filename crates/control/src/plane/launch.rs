@@ -16,8 +16,8 @@ use turnout_dataplane::{DataPlane, UpstreamSpec};
 use turnout_model::{EnvRef, Tier};
 use turnout_proxy::DrainOutcome;
 use turnout_supervisor::{
-    CgroupSpec, HealthCheck, Identity, InstanceHandle, InstanceSpec, InstanceState,
-    InstanceStatus, LogRotation, Network, RestartPolicy, Sandbox,
+    CgroupSpec, HealthCheck, Identity, InstanceHandle, InstanceSpec, InstanceState, InstanceStatus,
+    LogRotation, Network, RestartPolicy, Sandbox,
 };
 
 use super::ControlPlane;

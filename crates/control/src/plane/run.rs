@@ -1,0 +1,249 @@
+//! `turnout run APP/ENV -- CMD [ARGS…]`: a command in the environment's live release, with
+//! exactly what its instance gets (`launch::instance_setup`: environment, user, control group,
+//! network, sandbox), its streams passed through the upgraded API connection as frames
+//! (`turnout_model::run`).
+//!
+//! Who may: the role that may deploy there (`Action::Run`, unless the app's policy sets it).
+//! Each run is audited (`env.run`) with its command line when it starts, never its output. It
+//! ends with its connection (SIGHUP to its process group, SIGKILL after a bound) and with the
+//! daemon (`closing`); shutdown waits for it on the plane's task tracker.
+use std::path::Path;
+use std::sync::Arc;
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+use turnout_model::run::{ClientFrame, FRAME_HEADER, RunExit, ServerFrame, frame_header};
+use turnout_model::{Action, AuditAction, EnvRef, RunRequest};
+use turnout_supervisor::{ExecEnd, ExecInput, ExecOutput, ExecSpec, SupervisorError};
+
+use super::ControlPlane;
+use super::launch::Launch;
+use crate::access::Principal;
+use crate::app_file::ReleaseConfig;
+use crate::error::ControlError;
+use crate::store::{AuditEntry, q};
+
+/// A run that was checked, authorized and set up, not started yet (`start_run`).
+pub struct PreparedRun {
+    r: EnvRef,
+    actor: String,
+    command_line: String,
+    spec: ExecSpec,
+}
+
+impl ControlPlane {
+    /// Check the request, authorize it (the role that may deploy there), and set up what the
+    /// command runs with: the live release's directory and its instance's surroundings, plus
+    /// `PORT` when asked.
+    pub async fn prepare_run(
+        &self,
+        r: EnvRef,
+        req: RunRequest,
+        who: &Principal,
+    ) -> Result<PreparedRun, ControlError> {
+        req.check().map_err(ControlError::Invalid)?;
+        let env = self.env_for(who, &r, Action::Run).await?;
+        let Some(release_id) = env.current_release_id else {
+            return Err(ControlError::Conflict(format!(
+                "{r} has no live release to run a command in; deploy it first: `turnout deploy {r}`"
+            )));
+        };
+        let release = self
+            .store
+            .call(move |c| q::get_release(c, release_id))
+            .await?;
+        if !tokio::fs::try_exists(&release.dir).await.unwrap_or(false) {
+            return Err(ControlError::Conflict(format!(
+                "{r}'s live release {release_id} has no directory any more ({}); deploy it again: `turnout deploy {r}`",
+                release.dir
+            )));
+        }
+        let config: ReleaseConfig = serde_json::from_str(&release.config)
+            .map_err(|e| ControlError::internal(format!("release {release_id} config: {e}")))?;
+        let l = Launch {
+            r: &r,
+            env: &env,
+            release_id,
+            commit: &release.commit,
+            dir: Path::new(&release.dir),
+            config: &config,
+            data: None,
+            snapshot: None,
+        };
+        let setup = self.instance_setup(&l).await?;
+        let mut vars = setup.env;
+        if req.port {
+            let port = setup
+                .network
+                .free_port()
+                .map_err(|e| ControlError::internal(format!("find a free port: {e}")))?;
+            vars.push(("PORT".to_owned(), port.to_string()));
+        }
+        let command_line = req.command_line();
+        Ok(PreparedRun {
+            r: r.clone(),
+            actor: who.name.clone(),
+            command_line,
+            spec: ExecSpec {
+                argv: req.argv,
+                cwd: release.dir.into(),
+                env: vars,
+                identity: setup.identity,
+                cgroup: Some(setup.cgroup),
+                network: setup.network,
+                sandbox: setup.sandbox,
+                tty: req.tty.map(|s| (s.cols, s.rows)),
+            },
+        })
+    }
+
+    /// Record the run in the audit log, then run it over `io` (the upgraded connection) in the
+    /// background, on the plane's task tracker.
+    pub async fn start_run<T>(
+        self: &Arc<Self>,
+        run: PreparedRun,
+        io: impl Future<Output = Option<T>> + Send + 'static,
+    ) -> Result<(), ControlError>
+    where
+        T: AsyncRead + AsyncWrite + Send + 'static,
+    {
+        let entry = AuditEntry::new(&run.actor, AuditAction::EnvRun)
+            .app(&run.r.app)
+            .env(&run.r.env)
+            .change(None, Some(run.command_line.clone()));
+        self.store.mutate(entry, |_, _| Ok(())).await?;
+        let this = self.clone();
+        self.tasks.spawn(async move {
+            match io.await {
+                Some(io) => this.attach_run(run, io).await,
+                None => warn!(app = %run.r.app, env = %run.r.env, "a run's connection was not upgraded; nothing ran"),
+            }
+        });
+        Ok(())
+    }
+
+    async fn attach_run<T>(&self, run: PreparedRun, io: T)
+    where
+        T: AsyncRead + AsyncWrite + Send + 'static,
+    {
+        let PreparedRun {
+            r,
+            command_line,
+            spec,
+            ..
+        } = run;
+        let (mut from_client, mut to_client) = tokio::io::split(io);
+        let (input, inputs) = mpsc::channel(16);
+        let (outputs, mut output) = mpsc::channel(16);
+        // The client hung up (or broke the protocol): the command is hung up on.
+        let gone = CancellationToken::new();
+        let reader = tokio::spawn({
+            let gone = gone.clone();
+            async move {
+                loop {
+                    let frame = match read_frame(&mut from_client).await {
+                        Ok(frame) => frame,
+                        Err(why) => {
+                            info!(%why, "a run's client went away");
+                            gone.cancel();
+                            return;
+                        }
+                    };
+                    if input.send(exec_input(frame)).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        });
+        let hangup = {
+            let (gone, closing) = (gone.clone(), self.closing.clone());
+            Box::pin(async move {
+                tokio::select! {
+                    () = gone.cancelled() => {}
+                    () = closing.cancelled() => {}
+                }
+            })
+        };
+        let exec = self.runtime.exec(spec, inputs, outputs, hangup);
+        let forward = async {
+            let mut open = true;
+            while let Some(out) = output.recv().await {
+                let frame = match out {
+                    ExecOutput::Stdout(data) => ServerFrame::Stdout(data.into()),
+                    ExecOutput::Stderr(data) => ServerFrame::Stderr(data.into()),
+                };
+                // A client that cannot take output any more is gone; the rest is drained so
+                // the command is not held up before its hang-up.
+                if open && to_client.write_all(&frame.encode()).await.is_err() {
+                    open = false;
+                    gone.cancel();
+                }
+            }
+        };
+        let (ended, ()) = tokio::join!(exec, forward);
+        reader.abort();
+        let last: Vec<ServerFrame> = match ended {
+            Ok(ExecEnd { status, hung_up }) => {
+                let exit = run_exit(status);
+                info!(app = %r.app, env = %r.env, command = %command_line, %exit, hung_up, "run ended");
+                vec![ServerFrame::Exit(exit)]
+            }
+            Err(e) => {
+                info!(app = %r.app, env = %r.env, command = %command_line, error = %e, "run did not start");
+                let code = match &e {
+                    SupervisorError::ExecSpawn { source, .. }
+                        if source.kind() == std::io::ErrorKind::NotFound =>
+                    {
+                        127
+                    }
+                    _ => 126,
+                };
+                vec![
+                    ServerFrame::Error(e.to_string()),
+                    ServerFrame::Exit(RunExit::Code(code)),
+                ]
+            }
+        };
+        for frame in last {
+            if to_client.write_all(&frame.encode()).await.is_err() {
+                return;
+            }
+        }
+        let _ = to_client.shutdown().await;
+    }
+}
+
+/// How a process ended, as the client reports it.
+fn run_exit(status: std::process::ExitStatus) -> RunExit {
+    use std::os::unix::process::ExitStatusExt;
+    match (status.code(), status.signal()) {
+        (Some(code), _) => RunExit::Code(u8::try_from(code & 0xff).unwrap_or(u8::MAX)),
+        (None, Some(signal)) => RunExit::Signal(u8::try_from(signal).unwrap_or(u8::MAX)),
+        (None, None) => RunExit::Code(u8::MAX),
+    }
+}
+
+fn exec_input(frame: ClientFrame) -> ExecInput {
+    match frame {
+        ClientFrame::Stdin(data) => ExecInput::Stdin(data.into()),
+        ClientFrame::StdinEof => ExecInput::StdinEof,
+        ClientFrame::Resize(size) => ExecInput::Resize(size.cols, size.rows),
+        ClientFrame::Signal(signal) => ExecInput::Signal(
+            nix::sys::signal::Signal::try_from(i32::from(signal.number()))
+                .unwrap_or(nix::sys::signal::Signal::SIGTERM),
+        ),
+    }
+}
+
+/// The next frame from the client; an error for its end of the connection too.
+async fn read_frame(from: &mut (impl AsyncRead + Unpin)) -> Result<ClientFrame, String> {
+    let io = |e: std::io::Error| format!("the connection: {e}");
+    let mut header = [0u8; FRAME_HEADER];
+    from.read_exact(&mut header).await.map_err(io)?;
+    let (tag, len) = frame_header(header).map_err(|e| e.to_string())?;
+    let mut payload = vec![0u8; len];
+    from.read_exact(&mut payload).await.map_err(io)?;
+    ClientFrame::decode(tag, payload).map_err(|e| e.to_string())
+}
