@@ -226,6 +226,10 @@ pub struct RunArgs {
     /// Give the command PORT, a port free in the environment's network
     #[arg(long)]
     pub port: bool,
+    /// Run it as a job instead (no input; its output lines in `turnout job watch`, cancelled
+    /// with `turnout job cancel`); print the job's id and return at once
+    #[arg(long, conflicts_with = "tty")]
+    pub detach: bool,
     /// The command and its arguments, after `--`, run as given (never through a shell: write
     /// `-- sh -c '…'` for one)
     #[arg(last = true, required = true, num_args = 1..)]

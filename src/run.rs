@@ -6,6 +6,7 @@
 //! every way out: the guard's drop), so every key, Ctrl-C and Ctrl-D included, reaches the
 //! remote terminal, and a window change (SIGWINCH) is sent as a resize. Without a terminal
 //! here, Ctrl-C (SIGINT), SIGTERM and SIGHUP are sent on to the command's process group.
+//! `--detach` starts it as a job instead and prints the job.
 use std::io::{IsTerminal, Read, Write};
 use std::os::fd::AsFd;
 use std::process::ExitCode;
@@ -19,11 +20,12 @@ use turnout_model::endpoint as ep;
 use turnout_model::run::{ClientFrame, MAX_FRAME, RunSignal, ServerFrame, TermSize};
 
 use crate::cli::RunArgs;
+use crate::jobs;
 
 /// The size a remote terminal gets when there is no local one to copy.
 const DEFAULT_SIZE: TermSize = TermSize { cols: 80, rows: 24 };
 
-pub async fn run(client: &Client, args: RunArgs) -> anyhow::Result<ExitCode> {
+pub async fn run(client: &Client, args: RunArgs, json: bool) -> anyhow::Result<ExitCode> {
     let raw_wanted = args.tty && std::io::stdin().is_terminal();
     let req = RunRequest {
         argv: args.command,
@@ -31,6 +33,15 @@ pub async fn run(client: &Client, args: RunArgs) -> anyhow::Result<ExitCode> {
         port: args.port,
     };
     req.check().map_err(anyhow::Error::msg)?;
+    if args.detach {
+        let job = client
+            .call(&ep::RunJob {
+                target: args.target,
+                body: req,
+            })
+            .await?;
+        return jobs::follow(client, job, true, json).await;
+    }
     let (input, mut output) = client
         .run(&ep::Run {
             target: args.target.clone(),

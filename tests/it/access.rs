@@ -169,6 +169,19 @@ async fn every_mutating_endpoint_by_every_role_on_every_tier() {
                 assert_eq!(r.0, 403, "{}: {}", case("run"), r.1);
             }
             checked.insert(("POST", "/api/v1/apps/{app}/envs/{env}/run"));
+            let r = who
+                .call(
+                    "POST",
+                    &format!("/api/v1/apps/shop/envs/{a}/run/jobs"),
+                    Some(json!({"argv": ["true"]})),
+                )
+                .await;
+            expect(
+                case("run --detach"),
+                r,
+                allowed(*role, Action::Deploy.default_role(tier)),
+            );
+            checked.insert(("POST", "/api/v1/apps/{app}/envs/{env}/run/jobs"));
 
             let ok = allowed(*role, Action::Config.default_role(tier));
             let r = who

@@ -735,6 +735,15 @@ pub struct Run {
 endpoint!(Run, Post "/api/v1/apps/{app}/envs/{env}/run", body crate::RunRequest,
     answer RunStream, |s| [s.target.app.as_str(), s.target.env.as_str()], body_field body);
 
+/// Run a command in the environment's live release as a job (`turnout run --detach`): its
+/// output lines and exit status are the job's (audited; the role that may deploy there).
+pub struct RunJob {
+    pub target: EnvRef,
+    pub body: crate::RunRequest,
+}
+endpoint!(RunJob, Post "/api/v1/apps/{app}/envs/{env}/run/jobs", body crate::RunRequest,
+    answer JobInfo, |s| [s.target.app.as_str(), s.target.env.as_str()], body_field body);
+
 /// An environment's snapshots (newest first), its schedule, restore-point bound and drills.
 pub struct ListBackups {
     pub target: EnvRef,
@@ -940,6 +949,7 @@ pub fn all_paths() -> Vec<(&'static str, &'static str)> {
         DetachData,
         DataConnection,
         Run,
+        RunJob,
         ListBackups,
         CreateBackup,
         SetBackupPolicy,

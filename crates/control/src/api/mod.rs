@@ -149,6 +149,7 @@ fn routes() -> Routes {
     .add::<ep::DetachData, _, _>(data::detach)
     .add::<ep::DataConnection, _, _>(data::connection)
     .add::<ep::Run, _, _>(run::run)
+    .add::<ep::RunJob, _, _>(run::run_job)
     .add::<ep::ListBackups, _, _>(backup::list)
     .add::<ep::CreateBackup, _, _>(backup::create)
     .add::<ep::SetBackupPolicy, _, _>(backup::policy)

@@ -1,6 +1,6 @@
 //! `turnout run`: the request is checked and authorized like any other, then answered `101
 //! Switching Protocols`, after which the connection carries the run's frames
-//! (`turnout_model::run`) until the command ends.
+//! (`turnout_model::run`) until the command ends. Detached, it is a job (`run_job`).
 use axum::extract::Request;
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
@@ -40,4 +40,18 @@ pub(super) async fn run(
         .header(header::UPGRADE, RUN_PROTOCOL)
         .body(Body::empty())
         .expect("a 101 answer with two fixed headers is valid"))
+}
+
+/// `turnout run --detach`: 201 with the run's job.
+pub(super) async fn run_job(
+    State(p): State<Api>,
+    who: Who,
+    Path((app, env)): Path<(String, String)>,
+    RawBody(bytes): RawBody,
+) -> Result<impl IntoResponse> {
+    let r = env_ref(&app, &env)?;
+    Ok((
+        StatusCode::CREATED,
+        Json(p.run_job(r, body(&bytes)?, &who).await?),
+    ))
 }

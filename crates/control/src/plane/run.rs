@@ -6,7 +6,8 @@
 //! Who may: the role that may deploy there (`Action::Run`, unless the app's policy sets it).
 //! Each run is audited (`env.run`) with its command line when it starts, never its output. It
 //! ends with its connection (SIGHUP to its process group, SIGKILL after a bound) and with the
-//! daemon (`closing`); shutdown waits for it on the plane's task tracker.
+//! daemon (`closing`); shutdown waits for it on the plane's task tracker. `--detach` runs it as
+//! a job instead (`run_job`): its output lines are the job's, a cancel hangs it up.
 use std::path::Path;
 use std::sync::Arc;
 
@@ -15,10 +16,11 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 use turnout_model::run::{ClientFrame, FRAME_HEADER, RunExit, ServerFrame, frame_header};
-use turnout_model::{Action, AuditAction, EnvRef, RunRequest};
+use turnout_model::{Action, AuditAction, EnvRef, JobInfo, JobKind, RunRequest};
 use turnout_supervisor::{ExecEnd, ExecInput, ExecOutput, ExecSpec, SupervisorError};
 
 use super::ControlPlane;
+use super::jobs::{JobCtx, JobSpec};
 use super::launch::Launch;
 use crate::access::Principal;
 use crate::app_file::ReleaseConfig;
@@ -99,6 +101,99 @@ impl ControlPlane {
         })
     }
 
+    /// The audit entry of a run about to start: who, where, its command line.
+    async fn audit_run(&self, run: &PreparedRun) -> Result<(), ControlError> {
+        let entry = AuditEntry::new(&run.actor, AuditAction::EnvRun)
+            .app(&run.r.app)
+            .env(&run.r.env)
+            .change(None, Some(run.command_line.clone()));
+        self.store.mutate(entry, |_, _| Ok(())).await
+    }
+
+    /// `turnout run --detach`: the run as a job (kind `run`, one step), its output lines the
+    /// job's output, no input, cancelled by `job cancel` (its process group hung up on), failed
+    /// by an exit status other than 0.
+    pub async fn run_job(
+        self: &Arc<Self>,
+        r: EnvRef,
+        req: RunRequest,
+        who: &Principal,
+    ) -> Result<JobInfo, ControlError> {
+        if req.tty.is_some() {
+            return Err(ControlError::Invalid(
+                "a detached run has no terminal to give its command; leave out -t (--tty)".into(),
+            ));
+        }
+        let run = self.prepare_run(r.clone(), req, who).await?;
+        self.audit_run(&run).await?;
+        let spec = JobSpec {
+            kind: JobKind::Run,
+            target: r,
+            actor: who.name.clone(),
+            request: Some(run.command_line.clone()),
+            steps: RUN_STEPS,
+        };
+        let this = self.clone();
+        self.jobs
+            .start(
+                spec,
+                move |ctx| async move { this.run_in_job(&ctx, run).await },
+            )
+            .await
+    }
+
+    async fn run_in_job(&self, ctx: &JobCtx, run: PreparedRun) -> Result<(), ControlError> {
+        ctx.running();
+        ctx.begin(0, run.command_line.clone());
+        let started = std::time::Instant::now();
+        // No input: the command's standard input is closed at once.
+        let (_, inputs) = mpsc::channel(1);
+        let (outputs, mut output) = mpsc::channel(16);
+        let cancel = ctx.cancel_token();
+        let hangup = Box::pin(async move { cancel.cancelled().await });
+        let exec = self.runtime.exec(run.spec, inputs, outputs, hangup);
+        let lines = async {
+            let (mut stdout, mut stderr) = (Lines::default(), Lines::default());
+            let mut tail = std::collections::VecDeque::with_capacity(TAIL_LINES);
+            let mut emit = |line: String| {
+                ctx.output(&line);
+                if tail.len() == TAIL_LINES {
+                    tail.pop_front();
+                }
+                tail.push_back(line);
+            };
+            while let Some(out) = output.recv().await {
+                match out {
+                    ExecOutput::Stdout(data) => stdout.push(&data, &mut emit),
+                    ExecOutput::Stderr(data) => stderr.push(&data, &mut emit),
+                }
+            }
+            stdout.finish(&mut emit);
+            stderr.finish(&mut emit);
+            Vec::from(tail)
+        };
+        let (ended, tail) = tokio::join!(exec, lines);
+        let end = ended.map_err(|e| ControlError::Step {
+            step: "run",
+            message: e.to_string(),
+            log_tail: vec![],
+        })?;
+        if end.hung_up {
+            return Err(ctx.until_cancelled().await);
+        }
+        match run_exit(end.status) {
+            RunExit::Code(0) => {
+                ctx.done(0, "exit status 0", started.elapsed());
+                Ok(())
+            }
+            exit => Err(ControlError::Step {
+                step: "run",
+                message: format!("`{}` ended with {exit}", run.command_line),
+                log_tail: tail,
+            }),
+        }
+    }
+
     /// Record the run in the audit log, then run it over `io` (the upgraded connection) in the
     /// background, on the plane's task tracker.
     pub async fn start_run<T>(
@@ -109,11 +204,7 @@ impl ControlPlane {
     where
         T: AsyncRead + AsyncWrite + Send + 'static,
     {
-        let entry = AuditEntry::new(&run.actor, AuditAction::EnvRun)
-            .app(&run.r.app)
-            .env(&run.r.env)
-            .change(None, Some(run.command_line.clone()));
-        self.store.mutate(entry, |_, _| Ok(())).await?;
+        self.audit_run(&run).await?;
         let this = self.clone();
         self.tasks.spawn(async move {
             match io.await {
@@ -212,6 +303,49 @@ impl ControlPlane {
             }
         }
         let _ = to_client.shutdown().await;
+    }
+}
+
+/// The one step of a run's job.
+const RUN_STEPS: &[&str] = &["run"];
+
+/// How many of a failed run's last lines its job's error carries.
+const TAIL_LINES: usize = 20;
+
+/// The longest line a run's job shows; a longer one is cut into pieces of this size.
+const MAX_LINE: usize = 4096;
+
+/// One output stream cut into lines for a job.
+#[derive(Default)]
+struct Lines(Vec<u8>);
+
+impl Lines {
+    fn push(&mut self, data: &[u8], emit: &mut impl FnMut(String)) {
+        self.0.extend_from_slice(data);
+        while let Some(end) = self
+            .0
+            .iter()
+            .take(MAX_LINE + 1)
+            .position(|&b| b == b'\n')
+            .or((self.0.len() > MAX_LINE).then_some(MAX_LINE))
+        {
+            let line: Vec<u8> = self.0.drain(..end).collect();
+            if self.0.first() == Some(&b'\n') {
+                self.0.remove(0);
+            }
+            emit(
+                String::from_utf8_lossy(&line)
+                    .trim_end_matches('\r')
+                    .to_owned(),
+            );
+        }
+    }
+
+    fn finish(&mut self, emit: &mut impl FnMut(String)) {
+        if !self.0.is_empty() {
+            emit(String::from_utf8_lossy(&self.0).into_owned());
+            self.0.clear();
+        }
     }
 }
 
