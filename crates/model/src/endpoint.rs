@@ -1085,6 +1085,6 @@ mod tests {
             );
         }
         assert!(all.contains(&("POST", "/api/v1/jobs/{id}/cancel")));
-        assert_eq!(all.len(), 95);
+        assert_eq!(all.len(), 97);
     }
 }
