@@ -517,6 +517,33 @@ async fn a_client_that_hangs_up_takes_its_command_with_it() {
         processes(&["sleep", "7773"]).is_empty(),
         "a run outlived its daemon"
     );
+
+    // A daemon killed outright: the command's own process dies with it (the parent-death
+    // signal), what it left in its group is reaped by the next start.
+    d.start_again();
+    let script = "sleep 7777 & echo started; exec sleep 7778";
+    let (_input, mut output) = session(&d, &["sh", "-c", script], None).await;
+    let mut seen = Vec::new();
+    read_until(&mut output, &mut seen, "started").await;
+    eventually("the command to exec", Duration::from_secs(10), || async {
+        (processes(&["sleep", "7778"]).len() == 1).then_some(())
+    })
+    .await;
+    d.kill();
+    eventually(
+        "the run's process to die with the daemon",
+        Duration::from_secs(10),
+        || async { processes(&["sleep", "7778"]).is_empty().then_some(()) },
+    )
+    .await;
+    assert_eq!(processes(&["sleep", "7777"]).len(), 1);
+    d.start_again();
+    eventually(
+        "the next start to reap the run's group",
+        Duration::from_secs(20),
+        || async { processes(&["sleep", "7777"]).is_empty().then_some(()) },
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -9,7 +9,8 @@
 //! [`DRAIN_AFTER_EXIT`]) and what it left in its group is killed. A hang-up (the caller gone,
 //! the daemon stopping, a cancel) sends SIGHUP to the group, then SIGKILL after
 //! [`HANGUP_GRACE`]. The command's process also gets SIGKILL should the daemon die (the
-//! parent-death signal).
+//! parent-death signal), and the rest of its group is reaped at the next start through its
+//! pid file, as a build's is.
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::PathBuf;
 use std::process::{ExitStatus, Stdio};
@@ -30,7 +31,7 @@ use crate::cgroup::{Cgroup, CgroupSpec};
 use crate::error::SupervisorError;
 use crate::process::{
     ChildSetup, GroupGuard, Identity, KILL_GRACE, TASK_TOKEN_VAR, new_token, prepare_child,
-    signal_group, wait_group_gone,
+    remove_pid_file, signal_group, wait_group_gone, write_pid_file,
 };
 use crate::sandbox::Sandbox;
 
@@ -60,6 +61,10 @@ pub struct ExecSpec {
     pub sandbox: Option<Sandbox>,
     /// On a fresh pseudo-terminal of this size (columns, rows); None: pipes.
     pub tty: Option<(u16, u16)>,
+    /// Where to record its process group and token while it runs (`run-<token>.pid`), so that
+    /// [`crate::reap_stale`] kills what a killed daemon's run left (the parent-death signal
+    /// reaches the command's own process only).
+    pub pid_dir: Option<PathBuf>,
 }
 
 /// What the caller sends the command.
@@ -344,6 +349,15 @@ async fn exec_in_group(
         .expect("a freshly spawned child has a pid until it is awaited");
     let mut guard = GroupGuard::new(pgid);
     info!(pgid, command = %command_text, tty = pty.is_some(), "run started");
+    let pid_file = spec
+        .pid_dir
+        .as_ref()
+        .map(|dir| dir.join(format!("run-{token}.pid")));
+    if let Some(pid_file) = &pid_file
+        && let Err(e) = write_pid_file(pid_file, pgid, token).await
+    {
+        warn!(pid_file = %pid_file.display(), error = %e, "could not write pid file; a daemon crash would leave this run's processes running");
+    }
 
     let mut pumps = tokio::task::JoinSet::new();
     let stdin = match pty {
@@ -398,6 +412,9 @@ async fn exec_in_group(
     signal_group(pgid, Signal::SIGKILL);
     if wait_group_gone(pgid, Instant::now() + KILL_GRACE).await {
         guard.disarm();
+        if let Some(pid_file) = &pid_file {
+            remove_pid_file(pid_file).await;
+        }
     } else {
         warn!(pgid, command = %command_text, "processes of a run are still alive after SIGKILL");
     }

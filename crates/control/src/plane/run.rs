@@ -97,6 +97,7 @@ impl ControlPlane {
                 network: setup.network,
                 sandbox: setup.sandbox,
                 tty: req.tty.map(|s| (s.cols, s.rows)),
+                pid_dir: Some(self.home.run_dir(&r.app, &r.env)),
             },
         })
     }
