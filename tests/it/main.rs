@@ -29,6 +29,7 @@ mod push;
 mod reseed;
 mod restore;
 mod run;
+mod run_ends;
 mod sandbox;
 mod serve_start;
 mod sleep;

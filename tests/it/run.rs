@@ -10,10 +10,10 @@ use turnout_model::endpoint as ep;
 use turnout_model::run::{ClientFrame, RunExit, ServerFrame, TermSize};
 use turnout_model::{EnvRef, RunRequest};
 
-use crate::support::{BIN, Daemon, Repo, eventually, is_root, processes};
+use crate::support::{BIN, Daemon, Repo, is_root};
 
 /// `turnout run ARGS…` as the home's owner (or with `token`), `input` on its standard input.
-fn run_cli(d: &Daemon, token: Option<&str>, args: &[&str], input: &[u8]) -> Output {
+pub(crate) fn run_cli(d: &Daemon, token: Option<&str>, args: &[&str], input: &[u8]) -> Output {
     let mut command = Command::new(BIN);
     command.arg("--api").arg(&d.api);
     match token {
@@ -45,12 +45,12 @@ fn run_cli(d: &Daemon, token: Option<&str>, args: &[&str], input: &[u8]) -> Outp
     out
 }
 
-fn text(bytes: &[u8]) -> String {
+pub(crate) fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
 /// A daemon with app `shop` from a fresh repository and these environments deployed.
-fn deployed(envs: &[(&str, &str)]) -> (Daemon, Repo) {
+pub(crate) fn deployed(envs: &[(&str, &str)]) -> (Daemon, Repo) {
     let repo = Repo::new("run");
     let d = Daemon::start();
     let envs: Vec<(&str, &str, &str)> = envs.iter().map(|(e, t)| (*e, "main", *t)).collect();
@@ -62,7 +62,11 @@ fn deployed(envs: &[(&str, &str)]) -> (Daemon, Repo) {
 }
 
 /// A run started through the client library, as the owner.
-async fn session(d: &Daemon, argv: &[&str], tty: Option<TermSize>) -> (RunInput, RunOutput) {
+pub(crate) async fn session(
+    d: &Daemon,
+    argv: &[&str],
+    tty: Option<TermSize>,
+) -> (RunInput, RunOutput) {
     let client = Client::new(&d.api, Some(&d.admin_token())).unwrap();
     client
         .run(&ep::Run {
@@ -78,7 +82,11 @@ async fn session(d: &Daemon, argv: &[&str], tty: Option<TermSize>) -> (RunInput,
 }
 
 /// Reads output into `seen` until it contains `want` (or the run ends: then its exit).
-async fn read_until(output: &mut RunOutput, seen: &mut Vec<u8>, want: &str) -> Option<RunExit> {
+pub(crate) async fn read_until(
+    output: &mut RunOutput,
+    seen: &mut Vec<u8>,
+    want: &str,
+) -> Option<RunExit> {
     let read = async {
         while !text(seen).contains(want) {
             match output.next().await.unwrap() {
@@ -480,141 +488,36 @@ async fn who_may_deploy_may_run_and_every_run_is_audited() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_client_that_hangs_up_takes_its_command_with_it() {
-    let (d, _repo) = deployed(&[("dev", "development")]);
-    // It ignores SIGHUP and leaves a child behind: the group is killed after the grace.
-    let script = "trap '' HUP; sleep 7771 & echo started; exec sleep 7772";
-    let (input, mut output) = session(&d, &["sh", "-c", script], None).await;
-    let mut seen = Vec::new();
-    read_until(&mut output, &mut seen, "started").await;
-    eventually("the command to exec", Duration::from_secs(10), || async {
-        (processes(&["sleep", "7772"]).len() == 1).then_some(())
-    })
-    .await;
-    drop((input, output));
-    eventually(
-        "the run's processes to be killed",
-        Duration::from_secs(20),
-        || async {
-            (processes(&["sleep", "7771"]).is_empty() && processes(&["sleep", "7772"]).is_empty())
-                .then_some(())
-        },
-    )
-    .await;
-
-    // The same at a daemon's stop.
-    let (_input, mut output) =
-        session(&d, &["sh", "-c", "echo started; exec sleep 7773"], None).await;
-    let mut seen = Vec::new();
-    read_until(&mut output, &mut seen, "started").await;
-    eventually("the command to exec", Duration::from_secs(10), || async {
-        (processes(&["sleep", "7773"]).len() == 1).then_some(())
-    })
-    .await;
-    let mut d = d;
-    d.stop();
-    assert!(
-        processes(&["sleep", "7773"]).is_empty(),
-        "a run outlived its daemon"
-    );
-
-    // A daemon killed outright: the command's own process dies with it (the parent-death
-    // signal), what it left in its group is reaped by the next start.
-    d.start_again();
-    let script = "sleep 7777 & echo started; exec sleep 7778";
-    let (_input, mut output) = session(&d, &["sh", "-c", script], None).await;
-    let mut seen = Vec::new();
-    read_until(&mut output, &mut seen, "started").await;
-    eventually("the command to exec", Duration::from_secs(10), || async {
-        (processes(&["sleep", "7778"]).len() == 1).then_some(())
-    })
-    .await;
-    d.kill();
-    eventually(
-        "the run's process to die with the daemon",
-        Duration::from_secs(10),
-        || async { processes(&["sleep", "7778"]).is_empty().then_some(()) },
-    )
-    .await;
-    assert_eq!(processes(&["sleep", "7777"]).len(), 1);
-    d.start_again();
-    eventually(
-        "the next start to reap the run's group",
-        Duration::from_secs(20),
-        || async { processes(&["sleep", "7777"]).is_empty().then_some(()) },
-    )
-    .await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_detached_run_is_a_job_with_its_output_and_can_be_cancelled() {
-    let (d, _repo) = deployed(&[("dev", "development")]);
-    let script = "echo line-one; echo line-two >&2; printf no-newline; exit 3";
+async fn without_root_a_run_is_in_its_environments_sandbox() {
+    const NOBODY: u32 = 65534;
+    if !is_root() || turnout_supervisor::Sandbox::find_bwrap().is_err() {
+        eprintln!("skipped: needs root (to start the daemon as `nobody`) and a usable bwrap");
+        return;
+    }
+    let repo = Repo::new("sandboxed");
+    crate::support::chown_tree(repo.path(), NOBODY);
+    let d = Daemon::start_as(NOBODY);
+    d.create("shop", repo.path(), &[("dev", "main", "development")]);
+    d.ok(&["deploy", "shop/dev"]);
+    let home = d.home.path().display().to_string();
+    let script = format!("ls {home}; cat {home}/admin.token || echo no-token; echo $$");
+    let out = run_cli(&d, None, &["shop/dev", "--", "sh", "-c", &script], b"");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let lines: Vec<String> = text(&out.stdout).lines().map(str::to_owned).collect();
+    assert_eq!(lines[..2], ["apps", "no-token"], "{lines:?}");
+    // Its own process namespace: the shell is one of the sandbox's first processes.
+    assert!(lines[2].parse::<u32>().unwrap() < 10, "{lines:?}");
     let out = run_cli(
         &d,
         None,
-        &["--json", "--detach", "shop/dev", "--", "sh", "-c", script],
+        &["-t", "shop/dev", "--", "sh", "-c", "tty; stty size"],
         b"",
     );
     assert!(out.status.success(), "{}", text(&out.stderr));
-    let job: Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(job["kind"], "run", "{job}");
-    let id = job["id"].to_string();
-    let watch = d.cli(&["job", "watch", &id]);
-    assert!(!watch.status.success());
-    let shown = format!("{}{}", text(&watch.stdout), text(&watch.stderr));
-    for line in ["line-one", "line-two", "no-newline", "exit status 3"] {
-        assert!(shown.contains(line), "{line}: {shown}");
-    }
-    let listed = d.json(&["jobs", "shop/dev"]);
-    let listed = listed
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|j| j["id"] == job["id"])
-        .unwrap()
-        .clone();
-    assert_eq!(listed["state"], "failed", "{listed}");
+    // bwrap shows the terminal it was started on as the sandbox's /dev/console.
+    let shown = text(&out.stdout);
     assert!(
-        listed["error"].as_str().unwrap().contains("exit status 3"),
-        "{listed}"
-    );
-    assert_eq!(
-        listed["request"],
-        "sh -c 'echo line-one; echo line-two >&2; printf no-newline; exit 3'"
-    );
-
-    // A cancel hangs it up: its whole process group is gone, the job says cancelled.
-    let script = "trap '' HUP; sleep 7775 & echo begun; exec sleep 7776";
-    let out = run_cli(
-        &d,
-        None,
-        &["--json", "--detach", "shop/dev", "--", "sh", "-c", script],
-        b"",
-    );
-    let id = serde_json::from_slice::<Value>(&out.stdout).unwrap()["id"].to_string();
-    eventually(
-        "the detached command to run",
-        Duration::from_secs(10),
-        || async { (processes(&["sleep", "7776"]).len() == 1).then_some(()) },
-    )
-    .await;
-    d.ok(&["job", "cancel", &id]);
-    eventually(
-        "the cancelled run's processes to go",
-        Duration::from_secs(20),
-        || async {
-            (processes(&["sleep", "7775"]).is_empty() && processes(&["sleep", "7776"]).is_empty())
-                .then_some(())
-        },
-    )
-    .await;
-    let watch = d.cli(&["job", "watch", &id]);
-    let shown = format!("{}{}", text(&watch.stdout), text(&watch.stderr));
-    assert!(
-        shown.contains("begun") && shown.contains("cancelled"),
+        shown.starts_with("/dev/console") && shown.contains("24 80"),
         "{shown}"
     );
-    let e = text(&run_cli(&d, None, &["--detach", "-t", "shop/dev", "--", "ls"], b"").stderr);
-    assert!(e.contains("cannot be used with"), "{e}");
 }
