@@ -521,3 +521,65 @@ async fn without_root_a_run_is_in_its_environments_sandbox() {
         "{shown}"
     );
 }
+
+/// Drives `sys.argv[1:]` (a shell line running `turnout run -t … -- bash`) on a terminal of
+/// its own, as a person would: types, presses Ctrl-C, resizes the window, exits.
+const AT_A_TERMINAL: &str = r#"
+import fcntl, os, pty, select, signal, struct, sys, termios, time
+pid, fd = pty.fork()
+if pid == 0:
+    os.execv("/bin/sh", ["sh", "-c", sys.argv[1]])
+fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))
+seen = b""
+def expect(want):
+    global seen
+    end = time.time() + 20
+    while want not in seen:
+        if time.time() > end:
+            sys.exit("no %r within 20s; seen: %r" % (want, seen))
+        if select.select([fd], [], [], 0.1)[0]:
+            seen += os.read(fd, 65536)
+expect(b"$ ")
+os.write(fd, b"stty size; tty\r")
+expect(b"40 120\r\n/dev/pts/")
+os.write(fd, b"sleep 30\r")
+time.sleep(0.3)
+os.write(fd, b"\x03")
+os.write(fd, b"echo after-int $?\r")
+expect(b"after-int 130")
+fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", 50, 132, 0, 0))
+os.kill(pid, signal.SIGWINCH)
+time.sleep(0.3)
+os.write(fd, b"stty size\r")
+expect(b"50 132")
+os.write(fd, b"exit 7\r")
+expect(b"status=7")
+expect(b"restored=yes")
+print("ok")
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_interactive_shell_at_a_local_terminal() {
+    let (d, _repo) = deployed(&[("dev", "development")]);
+    let cli = format!(
+        "{BIN} --api {} --home {} run -t shop/dev -- bash --norc -i",
+        d.api,
+        d.home.path().display()
+    );
+    // The terminal's settings before and after: raw mode is undone when the run ends.
+    let line = format!(
+        "before=$(stty -g); {cli}; echo status=$?; [ \"$(stty -g)\" = \"$before\" ] && echo restored=yes"
+    );
+    let out = Command::new("python3")
+        .args(["-c", AT_A_TERMINAL, &line])
+        .env_remove("TURNOUT_TOKEN")
+        .output()
+        .unwrap();
+    assert_eq!(
+        text(&out.stdout).trim(),
+        "ok",
+        "{}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+}
