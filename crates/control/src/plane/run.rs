@@ -229,7 +229,9 @@ impl ControlPlane {
         let (mut from_client, mut to_client) = tokio::io::split(io);
         let (input, inputs) = mpsc::channel(16);
         let (outputs, mut output) = mpsc::channel(16);
-        // The client hung up (or broke the protocol): the command is hung up on.
+        // The client hung up (or broke the protocol): the command is hung up on. Frames are
+        // read in order, so a client that queued more input than the command takes (the
+        // channel and the pipe are full) is seen gone once the command reads, writes or ends.
         let gone = CancellationToken::new();
         let reader = tokio::spawn({
             let gone = gone.clone();
