@@ -56,8 +56,9 @@
 //!   detached (`pg_ctl start`) keeps running. It has no cgroup and no pid file.
 //! - Between fork and exec (`process`, the crate's one `unsafe` `pre_exec`), in this order: join
 //!   the cgroup by writing "0" to its `cgroup.procs` files, opened before the fork; enter the
-//!   network namespace through a descriptor opened before the fork; setgroups,
-//!   setgid, setuid; for a task, the parent-death signal (a change of credentials would clear
+//!   network namespace through a descriptor opened before the fork; for a run on a terminal,
+//!   a new session with that terminal as its controlling one; setgroups,
+//!   setgid, setuid; for a task or a run, the parent-death signal (a change of credentials would clear
 //!   it). Only system calls on what was prepared before the fork: nothing allocates.
 
 //! - Runs (`exec`): [`run_exec`] runs a user's command (`turnout run`) from an argument vector
