@@ -397,13 +397,16 @@ async fn exec_in_group(
         None => {
             info!(pgid, command = %command_text, "run hung up");
             signal_group(pgid, Signal::SIGHUP);
-            let status = match timeout_at(Instant::now() + HANGUP_GRACE, child.wait()).await {
+            let grace = Instant::now() + HANGUP_GRACE;
+            let status = match timeout_at(grace, child.wait()).await {
                 Ok(status) => status,
                 Err(_) => {
                     signal_group(pgid, Signal::SIGKILL);
                     child.wait().await
                 }
             };
+            // The rest of the group has the same grace before the SIGKILL below.
+            wait_group_gone(pgid, grace).await;
             (status, true)
         }
     };

@@ -58,9 +58,22 @@ pub(crate) fn new_token() -> String {
     format!("{nanos:x}-{:x}-{n:x}", std::process::id())
 }
 
-/// Whether a token was made by this run of the daemon (it carries the daemon's pid).
-pub(crate) fn token_from_this_run(token: &str) -> bool {
-    token.split('-').nth(1) == Some(format!("{:x}", std::process::id()).as_str())
+/// Whether a token was made by a process still running (it carries the maker's pid): this
+/// daemon, or an instance's supervising process (`shim`), each of which makes groups of its
+/// own beside the others' in an environment's group.
+pub(crate) fn token_of_a_live_process(token: &str) -> bool {
+    let Some(pid) = token
+        .split('-')
+        .nth(1)
+        .and_then(|pid| i32::from_str_radix(pid, 16).ok())
+        .filter(|pid| *pid > 0)
+    else {
+        return false;
+    };
+    match nix::sys::signal::kill(Pid::from_raw(pid), None) {
+        Ok(()) | Err(Errno::EPERM) => true,
+        Err(_) => false,
+    }
 }
 
 /// The user and group an app's processes run as, instead of the daemon's. They get no
