@@ -54,17 +54,22 @@ pub async fn run(client: &Client, args: RunArgs, json: bool) -> anyhow::Result<E
     let mut status = None;
     let (mut stdout, mut stderr) = (std::io::stdout(), std::io::stderr());
     while let Some(frame) = output.next().await? {
-        match frame {
+        let written = match frame {
             ServerFrame::Stdout(data) => write(&mut stdout, &data)?,
             ServerFrame::Stderr(data) => write(&mut stderr, &data)?,
             ServerFrame::Error(message) => {
                 let newline = if raw_wanted { "\r\n" } else { "\n" };
-                write(&mut stderr, format!("error: {message}{newline}").as_bytes())?;
+                write(&mut stderr, format!("error: {message}{newline}").as_bytes())?
             }
             ServerFrame::Exit(exit) => {
                 status = Some(exit.status());
                 break;
             }
+        };
+        // The reader went away (`turnout run … | head`): the end of the output, as for every
+        // command (`output.rs`), and of the run, which the closed connection hangs up.
+        if !written {
+            return Ok(ExitCode::SUCCESS);
         }
     }
     sender.abort();
@@ -78,10 +83,14 @@ pub async fn run(client: &Client, args: RunArgs, json: bool) -> anyhow::Result<E
     Ok(ExitCode::from(u8::try_from(status).unwrap_or(u8::MAX)))
 }
 
-fn write(out: &mut impl Write, data: &[u8]) -> anyhow::Result<()> {
-    out.write_all(data)
-        .and_then(|()| out.flush())
-        .context("cannot write the command's output here")
+/// False once the reader is gone. Not `output::bytes`, which exits at once: the terminal's
+/// guard must run first.
+fn write(out: &mut impl Write, data: &[u8]) -> anyhow::Result<bool> {
+    match out.write_all(data).and_then(|()| out.flush()) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(false),
+        Err(e) => Err(e).context("cannot write the command's output here"),
+    }
 }
 
 /// The local terminal's size (standard output's, else standard input's), or 80×24.

@@ -30,6 +30,28 @@ async fn a_client_that_hangs_up_takes_its_command_with_it() {
     )
     .await;
 
+    // A local reader that goes away (`turnout run … | head`) ends the CLI quietly, and the run.
+    let mut cli = std::process::Command::new(crate::support::BIN)
+        .args(["--api", &d.api, "--home"])
+        .arg(d.home.path())
+        .args(["run", "shop/dev", "--", "yes", "run-marker"])
+        .env_remove("TURNOUT_TOKEN")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = [0u8; 11];
+    std::io::Read::read_exact(cli.stdout.as_mut().unwrap(), &mut first).unwrap();
+    assert_eq!(&first, b"run-marker\n");
+    drop(cli.stdout.take());
+    assert!(cli.wait().unwrap().success());
+    eventually(
+        "the run's command to be hung up on",
+        Duration::from_secs(20),
+        || async { processes(&["yes", "run-marker"]).is_empty().then_some(()) },
+    )
+    .await;
+
     // The same at a daemon's stop.
     let (_input, mut output) =
         session(&d, &["sh", "-c", "echo started; exec sleep 7773"], None).await;
