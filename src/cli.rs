@@ -214,6 +214,31 @@ pub enum Command {
         #[arg(long)]
         timestamps: bool,
     },
+    /// Run a command in an environment's live release with exactly what its instance gets
+    /// (environment, configuration and secrets, data, user, resource limits, network), e.g.
+    /// `turnout run shop/staging -- bin/migrate --status`; exits with the command's status
+    Run(RunArgs),
+}
+
+#[derive(Args)]
+pub struct RunArgs {
+    /// The environment, as APP/ENV
+    pub target: EnvRef,
+    /// On a terminal of its own (shells, consoles): the local terminal passes every key,
+    /// Ctrl-C included, to the command
+    #[arg(short = 't', long)]
+    pub tty: bool,
+    /// Give the command PORT, a port free in the environment's network
+    #[arg(long)]
+    pub port: bool,
+    /// Run it as a job instead (no input; its output lines in `turnout job watch`, cancelled
+    /// with `turnout job cancel`); print the job's id and return at once
+    #[arg(long, conflicts_with = "tty")]
+    pub detach: bool,
+    /// The command and its arguments, after `--`, run as given (never through a shell: write
+    /// `-- sh -c '…'` for one)
+    #[arg(last = true, required = true, num_args = 1..)]
+    pub command: Vec<String>,
 }
 
 #[derive(Subcommand)]

@@ -25,6 +25,7 @@ mod mail;
 mod output;
 mod render;
 mod restore;
+mod run;
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -444,6 +445,7 @@ async fn run_client(client: &Client, command: Command, json: bool) -> anyhow::Re
             detach,
         } => return restore::rollback(client, target, to, with_data, yes, detach, json).await,
         Command::Drill(args) => return restore::drill(client, args, json).await,
+        Command::Run(args) => return run::run(client, args, json).await,
         Command::Restart { target, detach } => {
             let job = client.call(&ep::Restart { target }).await?;
             return jobs::follow(client, job, detach, json).await;

@@ -92,6 +92,9 @@ impl JobProgress {
             JobState::Succeeded if kind == JobKind::Drill => {
                 outln!("drill of {target} passed in {elapsed:.1}s")
             }
+            JobState::Succeeded if kind == JobKind::Run => {
+                outln!("run in {target} ended with exit status 0 in {elapsed:.1}s")
+            }
             JobState::Succeeded => outln!(
                 "live: {target}{}{} in {elapsed:.1}s",
                 job.release
@@ -118,6 +121,8 @@ impl JobProgress {
                 }
                 match kind {
                     JobKind::Drill => eprintln!("{target} was not touched by the drill."),
+                    // A run changes no traffic: there is nothing to say about what serves.
+                    JobKind::Run => {}
                     JobKind::Start => {
                         eprintln!("{target} is not running: `turnout env show {target}` says why")
                     }

@@ -153,6 +153,36 @@ async fn every_mutating_endpoint_by_every_role_on_every_tier() {
             let tag = format!("{rname}-{t}");
             let case = |action: &str| format!("{action} by {name} on {tier}");
 
+            // Running a command needs what deploying there needs; allowed, a request that
+            // does not upgrade its connection is refused for that alone.
+            let r = who
+                .call(
+                    "POST",
+                    &format!("/api/v1/apps/shop/envs/{a}/run"),
+                    Some(json!({"argv": ["true"]})),
+                )
+                .await;
+            if allowed(*role, Action::Deploy.default_role(tier)) {
+                assert_eq!(r.0, 400, "{}: {}", case("run"), r.1);
+                assert!(r.1.contains("Upgrade: turnout-run/1"), "{}", r.1);
+            } else {
+                assert_eq!(r.0, 403, "{}: {}", case("run"), r.1);
+            }
+            checked.insert(("POST", "/api/v1/apps/{app}/envs/{env}/run"));
+            let r = who
+                .call(
+                    "POST",
+                    &format!("/api/v1/apps/shop/envs/{a}/run/jobs"),
+                    Some(json!({"argv": ["true"]})),
+                )
+                .await;
+            expect(
+                case("run --detach"),
+                r,
+                allowed(*role, Action::Deploy.default_role(tier)),
+            );
+            checked.insert(("POST", "/api/v1/apps/{app}/envs/{env}/run/jobs"));
+
             let ok = allowed(*role, Action::Config.default_role(tier));
             let r = who
                 .call(

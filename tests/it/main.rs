@@ -30,6 +30,8 @@ mod promote;
 mod push;
 mod reseed;
 mod restore;
+mod run;
+mod run_ends;
 mod sandbox;
 mod serve_start;
 mod sleep;

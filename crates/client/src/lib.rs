@@ -4,13 +4,16 @@
 //! a URL.
 #![forbid(unsafe_code)]
 
+mod run;
 mod sse;
 
 use futures_util::StreamExt;
 use reqwest::StatusCode;
-use turnout_model::endpoint::{Endpoint, EventStream, Method, TextStream};
+use turnout_model::endpoint::{Endpoint, EventStream, Method, RunStream, TextStream};
+use turnout_model::run::RUN_PROTOCOL;
 use turnout_model::{ApprovalPending, ErrorBody, ErrorCode, JobEvent};
 
+pub use run::{RunInput, RunOutput};
 pub use sse::{SseEvent, SseParser};
 
 /// What can go wrong talking to the API, and on which side.
@@ -49,6 +52,8 @@ pub enum Error {
         status: u16,
         detail: String,
     },
+    #[error("the run's connection to {url} broke off: {detail}")]
+    RunBroken { url: String, detail: String },
     #[error("the answer from {url} broke off: {source}")]
     Stream {
         url: String,
@@ -115,19 +120,7 @@ impl Client {
         if let Some(body) = endpoint.body() {
             req = req.json(body);
         }
-        let resp = req.send().await.map_err(|source| {
-            if source.is_connect() {
-                Error::Unreachable {
-                    base: self.base.clone(),
-                    source,
-                }
-            } else {
-                Error::Transport {
-                    url: url.clone(),
-                    source,
-                }
-            }
-        })?;
+        let resp = req.send().await.map_err(|e| self.transport(&url, e))?;
         let status = resp.status();
         if status == StatusCode::ACCEPTED {
             let pending = read_json(&url, resp).await?;
@@ -136,19 +129,49 @@ impl Client {
         if status.is_success() {
             return Ok((url, resp));
         }
-        let text = resp.text().await.unwrap_or_default();
-        Err(match serde_json::from_str::<ErrorBody>(&text) {
-            Ok(e) => Error::Api {
-                status: status.as_u16(),
-                code: e.code,
-                message: e.error,
-            },
-            Err(_) => Error::Unexpected {
-                url,
-                status: status.as_u16(),
-                detail: text.trim().chars().take(300).collect(),
-            },
-        })
+        Err(refusal(url, resp).await)
+    }
+
+    fn transport(&self, url: &str, source: reqwest::Error) -> Error {
+        if source.is_connect() {
+            Error::Unreachable {
+                base: self.base.clone(),
+                source,
+            }
+        } else {
+            Error::Transport {
+                url: url.to_owned(),
+                source,
+            }
+        }
+    }
+
+    /// Start a command with `turnout run`'s endpoint: the connection is upgraded to its frames
+    /// (`turnout_model::run`). Send input with [`RunInput::send`], read its output and its end
+    /// with [`RunOutput::next`].
+    pub async fn run<E: Endpoint<Answer = RunStream>>(
+        &self,
+        endpoint: &E,
+    ) -> Result<(RunInput, RunOutput), Error> {
+        let url = format!("{}{}", self.base, endpoint.path());
+        let mut req = self
+            .http
+            .post(&url)
+            .header(reqwest::header::CONNECTION, "upgrade")
+            .header(reqwest::header::UPGRADE, RUN_PROTOCOL);
+        if let Some(body) = endpoint.body() {
+            req = req.json(body);
+        }
+        let resp = req.send().await.map_err(|e| self.transport(&url, e))?;
+        if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
+            return Err(refusal(url, resp).await);
+        }
+        let upgraded = resp.upgrade().await.map_err(|source| Error::Stream {
+            url: url.clone(),
+            source,
+        })?;
+        let (from, to) = tokio::io::split(upgraded);
+        Ok((RunInput { to }, RunOutput { url, from }))
     }
 
     /// Call an endpoint that answers JSON (or nothing, for `Answer = ()`).
@@ -187,6 +210,24 @@ impl Client {
             parser: SseParser::default(),
             ready: std::collections::VecDeque::new(),
         })
+    }
+}
+
+/// The API's refusal of a request, as an [`Error`].
+async fn refusal(url: String, resp: reqwest::Response) -> Error {
+    let status = resp.status();
+    let text = resp.text().await.unwrap_or_default();
+    match serde_json::from_str::<ErrorBody>(&text) {
+        Ok(e) => Error::Api {
+            status: status.as_u16(),
+            code: e.code,
+            message: e.error,
+        },
+        Err(_) => Error::Unexpected {
+            url,
+            status: status.as_u16(),
+            detail: text.trim().chars().take(300).collect(),
+        },
     }
 }
 

@@ -301,11 +301,18 @@ impl ControlPlane {
                 for action in Action::ALL {
                     for tier in Tier::ALL {
                         let role = aq::needed_role(c, app_id, action, tier)?;
+                        // `run` follows `deploy` (the app's rule for it included) by default.
+                        let default = match action {
+                            Action::Run => {
+                                role == aq::needed_role(c, app_id, Action::Deploy, tier)?
+                            }
+                            _ => role == action.default_role(tier),
+                        };
                         out.push(PolicyEntry {
                             action,
                             tier,
                             role,
-                            default: role == action.default_role(tier),
+                            default,
                         });
                     }
                 }

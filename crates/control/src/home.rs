@@ -21,6 +21,7 @@
 //!     pgsock/g<N>/               its unix socket
 //!     home/                      the environment's user's $HOME
 //!     run/release-<id>.pid       process group of a running instance (or build)
+//!     run/run-<token>.pid        process group of a `turnout run`
 //! <home>/jobs/<id>.ndjson        every event of a job
 //! ```
 //!

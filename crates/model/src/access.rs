@@ -25,6 +25,9 @@ pub enum Action {
     Read,
     /// Deploy a release into an environment.
     Deploy,
+    /// Run a command in an environment's live release, as its instance would (`turnout run`).
+    /// Unless the app's policy sets it, it needs what deploying there needs.
+    Run,
     /// Create or delete environments, change their configuration and secrets.
     Config,
     /// Start a release of one environment in another (pipeline promotion).
@@ -54,9 +57,10 @@ impl Role {
 }
 
 impl Action {
-    pub const ALL: [Action; 8] = [
+    pub const ALL: [Action; 9] = [
         Action::Read,
         Action::Deploy,
+        Action::Run,
         Action::Config,
         Action::Promote,
         Action::Reseed,
@@ -69,6 +73,7 @@ impl Action {
         match self {
             Action::Read => "read",
             Action::Deploy => "deploy",
+            Action::Run => "run",
             Action::Config => "config",
             Action::Promote => "promote",
             Action::Reseed => "reseed",
@@ -89,6 +94,7 @@ impl Action {
         let middle = matches!(tier, Qa | Staging | Release | ProductionCopy);
         match self {
             Action::Read => Role::Viewer,
+            Action::Run => Action::Deploy.default_role(tier),
             Action::Deploy | Action::Config | Action::Reseed if low => Role::Developer,
             Action::Deploy
             | Action::Config
@@ -129,7 +135,7 @@ parse_named!(Role, "role", "viewer, developer, maintainer, owner");
 parse_named!(
     Action,
     "action",
-    "read, deploy, config, promote, reseed, restore, domain, access"
+    "read, deploy, run, config, promote, reseed, restore, domain, access"
 );
 
 #[cfg(test)]
@@ -154,6 +160,12 @@ mod tests {
         assert_eq!(Action::Restore.default_role(Tier::Production), Role::Owner);
         assert_eq!(Action::Domain.default_role(Tier::Development), Role::Owner);
         assert_eq!(Action::Access.default_role(Tier::Development), Role::Owner);
+        for tier in Tier::ALL {
+            assert_eq!(
+                Action::Run.default_role(tier),
+                Action::Deploy.default_role(tier)
+            );
+        }
         for tier in Tier::ALL {
             assert_eq!(Action::Read.default_role(tier), Role::Viewer);
         }

@@ -38,6 +38,7 @@ audit_actions! {
     EnvSleepAfter => "env.sleep-after", "After how long idle an environment sleeps changed.";
     EnvSleep => "env.sleep", "An idle environment was put to sleep (its instance stopped).";
     EnvWake => "env.wake", "A request woke a sleeping environment (its release went live again).";
+    EnvRun => "env.run", "A command was run in an environment's live release (`turnout run`; its command line, never its output), or a refused one.";
     JobStart => "job.start", "A job was queued.";
     JobEnd => "job.end", "A job ended (its result says how).";
     JobCancel => "job.cancel", "A user asked to cancel a job.";
@@ -125,6 +126,7 @@ impl From<Action> for AuditAction {
         match action {
             Action::Read => AuditAction::Read,
             Action::Deploy => AuditAction::Deploy,
+            Action::Run => AuditAction::EnvRun,
             Action::Config => AuditAction::Config,
             Action::Promote => AuditAction::Promote,
             Action::Reseed => AuditAction::Reseed,

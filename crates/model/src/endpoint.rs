@@ -60,6 +60,11 @@ pub enum TextStream {}
 #[derive(Debug, Deserialize)]
 pub enum EventStream {}
 
+/// The answer of `POST …/envs/{env}/run`: `101 Switching Protocols` to [`crate::run`]'s frames.
+/// Uninhabited: it is never decoded as JSON.
+#[derive(Debug, Deserialize)]
+pub enum RunStream {}
+
 /// `{"ok": true}` from the unauthenticated liveness check.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct HealthInfo {
@@ -745,6 +750,24 @@ pub struct DataConnection {
 endpoint!(DataConnection, Get "/api/v1/apps/{app}/envs/{env}/data/connection", body (),
     answer crate::DataConnection, |s| [s.target.app.as_str(), s.target.env.as_str()]);
 
+/// Run a command in the environment's live release (`turnout run`): the connection is upgraded
+/// to [`crate::run::RUN_PROTOCOL`] (audited; the role that may deploy there).
+pub struct Run {
+    pub target: EnvRef,
+    pub body: crate::RunRequest,
+}
+endpoint!(Run, Post "/api/v1/apps/{app}/envs/{env}/run", body crate::RunRequest,
+    answer RunStream, |s| [s.target.app.as_str(), s.target.env.as_str()], body_field body);
+
+/// Run a command in the environment's live release as a job (`turnout run --detach`): its
+/// output lines and exit status are the job's (audited; the role that may deploy there).
+pub struct RunJob {
+    pub target: EnvRef,
+    pub body: crate::RunRequest,
+}
+endpoint!(RunJob, Post "/api/v1/apps/{app}/envs/{env}/run/jobs", body crate::RunRequest,
+    answer JobInfo, |s| [s.target.app.as_str(), s.target.env.as_str()], body_field body);
+
 /// An environment's snapshots (newest first), its schedule, restore-point bound and drills.
 pub struct ListBackups {
     pub target: EnvRef,
@@ -949,6 +972,8 @@ pub fn all_paths() -> Vec<(&'static str, &'static str)> {
         AttachData,
         DetachData,
         DataConnection,
+        Run,
+        RunJob,
         ListBackups,
         CreateBackup,
         SetBackupPolicy,
@@ -1087,6 +1112,6 @@ mod tests {
             );
         }
         assert!(all.contains(&("POST", "/api/v1/jobs/{id}/cancel")));
-        assert_eq!(all.len(), 98);
+        assert_eq!(all.len(), 100);
     }
 }

@@ -47,6 +47,9 @@ pub enum JobKind {
     Restore,
     /// Restore into a scratch environment, start it, check it, measure RTO and RPO, remove it.
     Drill,
+    /// A command run in an environment with `turnout run --detach`: its output lines, then its
+    /// exit status (not 0: the job failed).
+    Run,
 }
 
 impl JobKind {
@@ -64,6 +67,7 @@ impl JobKind {
             Self::Verify => "verify",
             Self::Restore => "restore",
             Self::Drill => "drill",
+            Self::Run => "run",
         }
     }
 }
@@ -84,6 +88,7 @@ impl std::str::FromStr for JobKind {
             Self::Verify,
             Self::Restore,
             Self::Drill,
+            Self::Run,
         ]
         .into_iter()
         .find(|v| v.as_str() == s)

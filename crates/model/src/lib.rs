@@ -21,6 +21,7 @@ mod names;
 mod pipeline;
 pub mod plan;
 mod restore;
+pub mod run;
 pub mod sleep;
 mod tier;
 mod tls;
@@ -61,6 +62,7 @@ pub use pipeline::{
 };
 pub use plan::{ResourcePlan, ResourceUsage, UpdatePlan};
 pub use restore::{DrillRequest, ResetRequest, RestoreRequest};
+pub use run::{RunRequest, TermSize};
 pub use sleep::{SetSleep, SleepAfter};
 pub use tier::{Tier, UnknownTier};
 pub use tls::{

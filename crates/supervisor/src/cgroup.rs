@@ -25,7 +25,7 @@ use tokio::time::{Instant, sleep};
 use tracing::{debug, warn};
 
 use crate::error::SupervisorError;
-use crate::process::{KILL_GRACE, token_from_this_run};
+use crate::process::{KILL_GRACE, token_of_a_live_process};
 
 /// Limits for the processes of one instance or task. Each limit is optional; a plan with none
 /// still groups the processes so their [`ResourceUsage`] can be read.
@@ -345,8 +345,9 @@ fn make_parent(hierarchy: &Hierarchy, name: &str) -> io::Result<PathBuf> {
 }
 
 /// Removes the empty groups that an earlier run of the daemon left under `parent` (a daemon that
-/// was killed does not remove its groups). Groups of this run are left alone: one may be empty
-/// only for now, between a crash and its restart.
+/// was killed does not remove its groups). Groups of a process still running are left alone: one
+/// may be empty only for now, between a crash and its restart, or between its making and its
+/// process joining it (a run of the daemon's beside an instance its supervising process starts).
 fn remove_leftovers(parent: &Path) {
     let Ok(entries) = fs::read_dir(parent) else {
         return;
@@ -354,7 +355,7 @@ fn remove_leftovers(parent: &Path) {
     for entry in entries.flatten() {
         let leaf = entry.file_name();
         if entry.file_type().is_ok_and(|t| t.is_dir())
-            && !leaf.to_str().is_some_and(token_from_this_run)
+            && !leaf.to_str().is_some_and(token_of_a_live_process)
         {
             match fs::remove_dir(entry.path()) {
                 Ok(()) => {
@@ -614,6 +615,15 @@ mod tests {
                 ("/sys/fs/cgroup/pids", vec![Controller::Pids], false),
             ]
         );
+    }
+
+    #[test]
+    fn only_groups_of_processes_that_are_gone_are_leftovers() {
+        let ours = crate::process::new_token();
+        assert!(token_of_a_live_process(&ours));
+        // Above any pid_max: no such process.
+        assert!(!token_of_a_live_process("18ab-7ffffff0-0"));
+        assert!(!token_of_a_live_process("garbled"));
     }
 
     #[test]

@@ -12,6 +12,15 @@ pub enum SupervisorError {
         source: std::io::Error,
     },
 
+    /// A run's command (see [`crate::run_exec`]) could not be started.
+    #[error("could not run `{command}` in {cwd}: {source}")]
+    ExecSpawn {
+        command: String,
+        cwd: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
     /// A program (see [`crate::run_program`]) could not be started.
     #[error("could not start `{command}` in {cwd}: {source}")]
     ProgramSpawn {

@@ -56,15 +56,23 @@
 //!   detached (`pg_ctl start`) keeps running. It has no cgroup and no pid file.
 //! - Between fork and exec (`process`, the crate's one `unsafe` `pre_exec`), in this order: join
 //!   the cgroup by writing "0" to its `cgroup.procs` files, opened before the fork; enter the
-//!   network namespace through a descriptor opened before the fork; setgroups,
-//!   setgid, setuid; for a task, the parent-death signal (a change of credentials would clear
+//!   network namespace through a descriptor opened before the fork; for a run on a terminal,
+//!   a new session with that terminal as its controlling one; setgroups,
+//!   setgid, setuid; for a task or a run, the parent-death signal (a change of credentials would clear
 //!   it). Only system calls on what was prepared before the fork: nothing allocates.
+
+//! - Runs (`exec`): [`run_exec`] runs a user's command (`turnout run`) from an argument vector
+//!   with everything an instance gets (environment, identity, cgroup, network, sandbox) and the
+//!   caller's streams: pipes, or a fresh pseudo-terminal whose session the command leads. A
+//!   hang-up (the caller gone) sends SIGHUP to its group, then SIGKILL; nothing it started
+//!   outlives it.
 
 // Denied rather than forbidden: `process::prepare_child`'s `pre_exec` is the one allowed exception.
 #![deny(unsafe_code)]
 
 mod cgroup;
 mod error;
+mod exec;
 mod health;
 mod instance;
 mod log;
@@ -77,6 +85,9 @@ mod task;
 
 pub use cgroup::{CgroupSpec, ResourceUsage, remove_cgroup};
 pub use error::SupervisorError;
+pub use exec::{
+    DRAIN_AFTER_EXIT, ExecEnd, ExecInput, ExecOutput, ExecSpec, HANGUP_GRACE, run_exec,
+};
 pub use health::HealthCheck;
 pub use instance::{Instance, InstanceSpec, InstanceState, InstanceStatus, RestartPolicy};
 pub use log::{LogLine, LogRotation, collapse_repeats, rotated_log_path, tail_lines};

@@ -58,9 +58,22 @@ pub(crate) fn new_token() -> String {
     format!("{nanos:x}-{:x}-{n:x}", std::process::id())
 }
 
-/// Whether a token was made by this run of the daemon (it carries the daemon's pid).
-pub(crate) fn token_from_this_run(token: &str) -> bool {
-    token.split('-').nth(1) == Some(format!("{:x}", std::process::id()).as_str())
+/// Whether a token was made by a process still running (it carries the maker's pid): this
+/// daemon, or an instance's supervising process (`shim`), each of which makes groups of its
+/// own beside the others' in an environment's group.
+pub(crate) fn token_of_a_live_process(token: &str) -> bool {
+    let Some(pid) = token
+        .split('-')
+        .nth(1)
+        .and_then(|pid| i32::from_str_radix(pid, 16).ok())
+        .filter(|pid| *pid > 0)
+    else {
+        return false;
+    };
+    match nix::sys::signal::kill(Pid::from_raw(pid), None) {
+        Ok(()) | Err(Errno::EPERM) => true,
+        Err(_) => false,
+    }
 }
 
 /// The user and group an app's processes run as, instead of the daemon's. They get no
@@ -130,6 +143,7 @@ pub(crate) fn shell_command(
             network: shell.network.clone(),
             identity: shell.identity,
             die_with_parent: shell.die_with_parent,
+            controlling_tty: None,
         },
     );
     Ok((command, oom_kills_before))
@@ -148,6 +162,10 @@ pub(crate) struct ChildSetup {
     /// ends, which on a runtime's worker thread means the daemon has died. Only the shell gets
     /// it: whatever it started is killed by the reaper through the pid file.
     pub(crate) die_with_parent: bool,
+    /// Make the child a session leader whose controlling terminal is this (a pseudo-terminal's
+    /// end of a `run -t`, also its standard input; close-on-exec), so the terminal's Ctrl-C
+    /// signals it. The command must not also be given a process group: the session's is its own.
+    pub(crate) controlling_tty: Option<OwnedFd>,
 }
 
 /// Installs the crate's one `pre_exec`. std's `CommandExt::uid`/`gid` are not used: std
@@ -160,13 +178,15 @@ pub(crate) fn prepare_child(command: &mut Command, setup: ChildSetup) {
         network,
         identity,
         die_with_parent,
+        controlling_tty,
     } = setup;
     let parent = nix::unistd::getpid();
     // SAFETY: the closure runs in the forked child before exec, where only async-signal-safe
     // calls are allowed. Everything it uses was prepared before the fork (the open cgroup files,
-    // the namespace's descriptor, the ids, the parent's pid); write, setns, setgroups, setgid,
-    // setuid, prctl and getppid are plain system calls; the group list is an array on the
-    // stack; and errors are built from an errno without allocating.
+    // the namespace's descriptor, the terminal, the ids, the parent's pid); write, setns,
+    // setsid, the TIOCSCTTY ioctl, setgroups, setgid, setuid, prctl and getppid are plain system
+    // calls; the group list is an array on the stack; and errors are built from an errno
+    // without allocating.
     #[allow(unsafe_code)]
     unsafe {
         command.pre_exec(move || {
@@ -175,6 +195,10 @@ pub(crate) fn prepare_child(command: &mut Command, setup: ChildSetup) {
                 nix::unistd::write(procs, b"0")?;
             }
             network.enter()?;
+            if let Some(tty) = &controlling_tty {
+                nix::unistd::setsid()?;
+                rustix::process::ioctl_tiocsctty(tty)?;
+            }
             if let Some(identity) = identity {
                 let gid = Gid::from_raw(identity.gid);
                 nix::unistd::setgroups(&[gid])?;

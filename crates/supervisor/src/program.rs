@@ -128,6 +128,7 @@ pub async fn run_program(
             network: spec.network.clone(),
             identity: spec.identity,
             die_with_parent: false,
+            controlling_tty: None,
         },
     );
     let mut child = command

@@ -9,11 +9,12 @@ use std::path::Path;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use turnout_netns::Network;
 
 use crate::cgroup::{ResourceUsage, remove_cgroup};
 use crate::error::SupervisorError;
+use crate::exec::{ExecEnd, ExecInput, ExecOutput, ExecSpec, run_exec};
 use crate::instance::{Instance, InstanceSpec, InstanceStatus};
 use crate::process::reap_stale_and_wait;
 use crate::task::{TaskSpec, run_task};
@@ -38,6 +39,16 @@ pub trait Runtime: Send + Sync {
         spec: TaskSpec,
         on_line: &'a mut (dyn FnMut(&str) + Send),
     ) -> BoxFuture<'a, Result<(), SupervisorError>>;
+
+    /// Runs a user's command with the caller's streams until it exits or `hangup` resolves.
+    /// See [`run_exec`].
+    fn exec<'a>(
+        &'a self,
+        spec: ExecSpec,
+        input: mpsc::Receiver<ExecInput>,
+        output: mpsc::Sender<ExecOutput>,
+        hangup: BoxFuture<'a, ()>,
+    ) -> BoxFuture<'a, Result<ExecEnd, SupervisorError>>;
 
     /// Kills what a killed daemon left running (an instance or a task) as recorded in
     /// `pid_file`, and returns once it is gone. The file is removed. See [`crate::reap_stale`].
@@ -113,6 +124,16 @@ impl Runtime for LocalRuntime {
         on_line: &'a mut (dyn FnMut(&str) + Send),
     ) -> BoxFuture<'a, Result<(), SupervisorError>> {
         Box::pin(run_task(spec, on_line))
+    }
+
+    fn exec<'a>(
+        &'a self,
+        spec: ExecSpec,
+        input: mpsc::Receiver<ExecInput>,
+        output: mpsc::Sender<ExecOutput>,
+        hangup: BoxFuture<'a, ()>,
+    ) -> BoxFuture<'a, Result<ExecEnd, SupervisorError>> {
+        Box::pin(run_exec(spec, input, output, hangup))
     }
 
     fn reap_stale<'a>(&'a self, pid_file: &'a Path) -> BoxFuture<'a, ()> {

@@ -44,6 +44,7 @@ pub(crate) use logs::log_text;
 mod mail;
 mod pipeline;
 mod restore;
+mod run;
 
 type Api = Arc<ControlPlane>;
 
@@ -154,6 +155,8 @@ fn routes() -> Routes {
     .add::<ep::AttachData, _, _>(data::attach)
     .add::<ep::DetachData, _, _>(data::detach)
     .add::<ep::DataConnection, _, _>(data::connection)
+    .add::<ep::Run, _, _>(run::run)
+    .add::<ep::RunJob, _, _>(run::run_job)
     .add::<ep::ListBackups, _, _>(backup::list)
     .add::<ep::CreateBackup, _, _>(backup::create)
     .add::<ep::SetBackupPolicy, _, _>(backup::policy)

@@ -16,12 +16,12 @@ use turnout_dataplane::{DataPlane, UpstreamSpec};
 use turnout_model::{EnvRef, Tier};
 use turnout_proxy::DrainOutcome;
 use turnout_supervisor::{
-    HealthCheck, InstanceHandle, InstanceSpec, InstanceState, InstanceStatus, LogRotation,
-    RestartPolicy,
+    CgroupSpec, HealthCheck, Identity, InstanceHandle, InstanceSpec, InstanceState, InstanceStatus,
+    LogRotation, Network, RestartPolicy, Sandbox,
 };
 
 use super::ControlPlane;
-use super::config_snapshot::record_snapshot;
+use super::config_snapshot::{RanWith, record_snapshot};
 use super::generation::NewData;
 use super::logs::failure_tail;
 use super::routing::{Running, key};
@@ -43,6 +43,18 @@ pub(crate) struct Launch<'a> {
     /// Run with this recorded configuration snapshot (a rollback, a restore at start-up);
     /// `None`: with what is set now.
     pub snapshot: Option<i64>,
+}
+
+/// What `instance_setup` gives a process of a release.
+pub(crate) struct InstanceSetup {
+    /// Its whole environment, but `PORT`.
+    pub env: Vec<(String, String)>,
+    /// The values set through Turnout in `env`, recorded at go-live.
+    pub ran_with: RanWith,
+    pub identity: Option<Identity>,
+    pub cgroup: CgroupSpec,
+    pub network: Network,
+    pub sandbox: Option<Sandbox>,
 }
 
 impl ControlPlane {
@@ -69,18 +81,19 @@ impl ControlPlane {
         env
     }
 
-    /// Start the release on a free port and wait until it is healthy. If it fails, or
-    /// `cancelled` resolves first, the instance is stopped and the error returned.
-    pub(crate) async fn launch(
+    /// What a process of the release runs with as an instance, all but its port: who it runs
+    /// as, its whole environment (the release's, the values set through Turnout (what is set
+    /// now, or `l.snapshot`), the third parties' and the data's variables), its control group
+    /// with the effective plan, its network and its sandbox. The one assembly `launch` and
+    /// `run` (`turnout run`) share, so a command run there sees exactly what an instance sees.
+    pub(crate) async fn instance_setup(
         &self,
         l: &Launch<'_>,
-        cancelled: impl Future<Output = ControlError>,
-    ) -> Result<Running, ControlError> {
-        let r = l.r;
+    ) -> Result<InstanceSetup, ControlError> {
         let identity = self.identity(l.env)?;
         self.prepare_env_dirs(l.env).await?;
         self.hand_over(l.env, l.dir).await?;
-        let mut env = self.release_env(r, l.env.tier, l.commit, l.config);
+        let mut env = self.release_env(l.r, l.env.tier, l.commit, l.config);
         // Values set through Turnout go to the instance only: never to the build, whose
         // output may be logged. They override the app file's; Turnout's own come after.
         let (set, ran_with) = self.instance_config(l.env, l.snapshot).await?;
@@ -100,8 +113,28 @@ impl ControlPlane {
         if let Some(s) = sandbox.as_mut() {
             s.writable.extend(data_binds);
         }
-        let network = self.network(l.env).await?;
-        let port = network
+        Ok(InstanceSetup {
+            env,
+            ran_with,
+            identity,
+            cgroup: self.cgroup(l.env, l.config),
+            network: self.network(l.env).await?,
+            sandbox,
+        })
+    }
+
+    /// Start the release on a free port and wait until it is healthy. If it fails, or
+    /// `cancelled` resolves first, the instance is stopped and the error returned.
+    pub(crate) async fn launch(
+        &self,
+        l: &Launch<'_>,
+        cancelled: impl Future<Output = ControlError>,
+    ) -> Result<Running, ControlError> {
+        let r = l.r;
+        let setup = self.instance_setup(l).await?;
+        let mut env = setup.env;
+        let port = setup
+            .network
             .free_port()
             .map_err(|e| ControlError::internal(format!("find a free port: {e}")))?;
         env.push(("PORT".to_owned(), port.to_string()));
@@ -123,10 +156,10 @@ impl ControlPlane {
             restart: RestartPolicy::default(),
             stop_timeout: l.config.stop_timeout,
             log_rotation: LogRotation::default(),
-            identity,
-            cgroup: Some(self.cgroup(l.env, l.config)),
-            network,
-            sandbox,
+            identity: setup.identity,
+            cgroup: Some(setup.cgroup),
+            network: setup.network,
+            sandbox: setup.sandbox,
         };
         let instance = self
             .runtime
@@ -153,7 +186,7 @@ impl ControlPlane {
             });
         }
         let mut running = running(l, instance, self.dataplane());
-        running.ran_with = Some(ran_with);
+        running.ran_with = Some(setup.ran_with);
         Ok(running)
     }
 

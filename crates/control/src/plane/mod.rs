@@ -11,6 +11,8 @@
 //! - `release_ops`: rollback, restart, stop and start of an environment.
 //! - `restore`: start-up (recover interrupted jobs, bring environments back) and shutdown.
 //! - `logs`: reading an environment's logs, authorized here.
+//! - `run`: `turnout run`, a command with exactly what the environment's instance gets
+//!   (`launch::instance_setup`), its streams over the upgraded API connection.
 //! - `plans`: an environment's resource plan (set, effective) and its usage.
 //! - `triggers`, `hooks`: what deploys an environment by itself (a push, a green CI build), the CI
 //!   report and the GitHub and GitLab webhooks, all through one `trigger_deploys`.
@@ -79,6 +81,7 @@ mod reseed;
 mod reset;
 mod restore;
 mod routing;
+mod run;
 mod schedule;
 mod sleep;
 mod triggers;

@@ -252,7 +252,8 @@ pub fn owners(c: &Connection, app_id: i64) -> Result<Vec<String>, ControlError> 
     Ok(rows)
 }
 
-/// The role `action` needs on `tier` of the app: its policy, else the default matrix.
+/// The role `action` needs on `tier` of the app: its policy, else the default matrix. `run`
+/// not set by the policy needs what `deploy` needs there, the app's own rule for deploy included.
 pub fn needed_role(
     c: &Connection,
     app_id: i64,
@@ -268,6 +269,7 @@ pub fn needed_role(
         .optional()?;
     Ok(match role {
         Some(r) => r.parse().map_err(ControlError::internal)?,
+        None if action == Action::Run => needed_role(c, app_id, Action::Deploy, tier)?,
         None => action.default_role(tier),
     })
 }

@@ -9,13 +9,14 @@ use std::time::{Duration, UNIX_EPOCH};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::UnixStream;
 use tokio::process::Command;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tracing::warn;
 use turnout_netns::Network;
 
 use super::wire::{Launch, Reply, Request};
 use crate::cgroup::ResourceUsage;
 use crate::error::SupervisorError;
+use crate::exec::{ExecEnd, ExecInput, ExecOutput, ExecSpec};
 use crate::instance::{InstanceSpec, InstanceState, InstanceStatus};
 use crate::process::{new_token, reap_stale_and_wait};
 use crate::runtime::{Adoptable, BoxFuture, InstanceHandle, LocalRuntime, Runtime};
@@ -153,6 +154,17 @@ impl Runtime for ShimRuntime {
 
     fn remove_cgroup<'a>(&'a self, name: &'a str) -> BoxFuture<'a, ()> {
         LocalRuntime.remove_cgroup(name)
+    }
+
+    /// A run is the daemon's own child, as a build is: it ends with its caller's connection.
+    fn exec<'a>(
+        &'a self,
+        spec: ExecSpec,
+        input: mpsc::Receiver<ExecInput>,
+        output: mpsc::Sender<ExecOutput>,
+        hangup: BoxFuture<'a, ()>,
+    ) -> BoxFuture<'a, Result<ExecEnd, SupervisorError>> {
+        LocalRuntime.exec(spec, input, output, hangup)
     }
 
     /// The instances that supervising processes in the sockets directory still run (left by an

@@ -100,8 +100,12 @@ impl ControlPlane {
             env: job.env.clone(),
         };
         let env = self.env_row(&r).await?;
-        self.authorize_env(who, &env, turnout_model::Action::Deploy)
-            .await?;
+        // A run's job is cancelled by whoever may run there; the others by who may deploy.
+        let action = match job.kind {
+            turnout_model::JobKind::Run => turnout_model::Action::Run,
+            _ => turnout_model::Action::Deploy,
+        };
+        self.authorize_env(who, &env, action).await?;
         let entry = AuditEntry::new(&who.name, AuditAction::JobCancel)
             .app(&r.app)
             .env(&r.env)
