@@ -11,14 +11,14 @@ use crate::{
 
 /// Every error response: `{"error": "one clear line", "code": "not_found"}` with a 4xx/5xx
 /// status. `code` is stable: scripts branch on it, people read `error`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ErrorBody {
     pub error: String,
     pub code: ErrorCode,
 }
 
 /// The machine-readable kind of an API error; each has one HTTP status.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ErrorCode {
     /// 400: the request itself is wrong (a name, ref, duration or body).
@@ -71,7 +71,7 @@ impl ErrorCode {
     }
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateApp {
     pub name: AppName,
@@ -83,7 +83,7 @@ pub struct CreateApp {
     pub token_env: Option<String>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct AppInfo {
     pub name: AppName,
     pub repo: String,
@@ -100,7 +100,7 @@ pub struct AppInfo {
 }
 
 /// `turnout app update`: the app settings to change (the ones left out stay as they are).
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateApp {
     #[serde(default)]
@@ -108,10 +108,11 @@ pub struct UpdateApp {
     /// Per tier: after how long without a request its environments sleep (`"15m"`, `"never"`),
     /// or `null` for the built-in default again. Tiers left out stay as they are.
     #[serde(default)]
+    #[schema(value_type = BTreeMap<Tier, Option<String>>)]
     pub sleep_after: BTreeMap<Tier, Option<SleepAfter>>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateEnv {
     pub name: EnvName,
@@ -123,7 +124,7 @@ pub struct CreateEnv {
     pub deploy_on: crate::DeployOn,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct EnvInfo {
     pub app: AppName,
     pub name: EnvName,
@@ -167,7 +168,7 @@ pub struct EnvInfo {
 }
 
 /// How an environment's processes are kept apart from other environments and from Turnout.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Isolation {
     /// `user`: its own unprivileged uid (Turnout runs as root); `sandbox`: Turnout is not root,
     /// and each environment runs in a sandbox of its own (bubblewrap: an unprivileged user
@@ -184,7 +185,7 @@ pub struct Isolation {
     pub network: Option<String>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum IsolationMode {
     User,
@@ -210,7 +211,7 @@ impl std::fmt::Display for IsolationMode {
     }
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct InstanceInfo {
     /// starting, running, restarting, crashed, stopping, stopped
     pub state: String,
@@ -226,7 +227,7 @@ pub struct InstanceInfo {
     pub started_at: String,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ReleaseInfo {
     pub id: i64,
     pub commit: String,
@@ -244,7 +245,7 @@ pub struct ReleaseInfo {
 }
 
 /// Where an environment stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum EnvStatus {
     /// No release has gone live yet.
@@ -291,7 +292,7 @@ impl std::fmt::Display for EnvStatus {
 /// environment; `superseded` once another release replaced it (it was live once, so a
 /// rollback may return to it); `failed` if any step failed or the deploy was cancelled or
 /// interrupted (its `error` says which).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ReleaseStatus {
     Building,
@@ -328,14 +329,14 @@ impl std::str::FromStr for ReleaseStatus {
 }
 
 /// `turnout promote APP/FROM APP/TO`: the body of the request to TO.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PromoteRequest {
     /// The environment whose live release TO runs.
     pub from: EnvName,
 }
 
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DeployRequest {
     /// A branch, tag or commit; the environment's branch when absent.
@@ -343,7 +344,7 @@ pub struct DeployRequest {
     pub git_ref: Option<String>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AddDomain {
     pub domain: DomainName,
@@ -354,7 +355,7 @@ pub struct AddDomain {
     pub tls: Option<crate::TlsMode>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct DomainInfo {
     pub domain: DomainName,
     pub app: AppName,
@@ -373,7 +374,7 @@ pub struct DomainInfo {
 }
 
 /// The body of a switch: the environment (of the domain's app) to move the domain to.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SwitchDomain {
     pub app: AppName,
@@ -381,7 +382,7 @@ pub struct SwitchDomain {
 }
 
 /// The outcome of a switch or rollback.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct SwitchInfo {
     pub domain: DomainName,
     pub app: AppName,
@@ -395,7 +396,7 @@ pub struct SwitchInfo {
     pub apply_us: f64,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SetMaintenance {
     pub on: bool,
@@ -404,7 +405,7 @@ pub struct SetMaintenance {
 }
 
 /// One change of a domain's binding, as `turnout domain history` lists it.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct DomainEvent {
     pub id: i64,
     pub at: String,
@@ -417,13 +418,13 @@ pub struct DomainEvent {
     pub rolled_back: bool,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateUser {
     pub name: String,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct UserInfo {
     pub name: String,
     /// `app` is None for a role on every app.
@@ -431,13 +432,13 @@ pub struct UserInfo {
     pub created_at: String,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct GrantInfo {
     pub app: Option<AppName>,
     pub role: Role,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateToken {
     pub user: String,
@@ -447,7 +448,7 @@ pub struct CreateToken {
 }
 
 /// The only time a token is shown.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct TokenCreated {
     pub id: i64,
     pub user: String,
@@ -455,7 +456,7 @@ pub struct TokenCreated {
     pub expires_at: Option<String>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct TokenInfo {
     pub id: i64,
     pub user: String,
@@ -467,7 +468,7 @@ pub struct TokenInfo {
     pub state: String,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SetGrant {
     pub user: String,
@@ -477,7 +478,7 @@ pub struct SetGrant {
 }
 
 /// One cell of an app's matrix: the role `action` needs on `tier`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct PolicyEntry {
     pub action: Action,
     pub tier: Tier,
@@ -486,7 +487,7 @@ pub struct PolicyEntry {
     pub default: bool,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SetPolicy {
     pub action: Action,
@@ -494,7 +495,7 @@ pub struct SetPolicy {
     pub role: Role,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SetApprovalRule {
     pub action: Action,
@@ -504,7 +505,7 @@ pub struct SetApprovalRule {
     pub expires: Option<String>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ApprovalInfo {
     pub id: i64,
     pub app: String,
@@ -523,13 +524,13 @@ pub struct ApprovalInfo {
 }
 
 /// The answer (202) to a request that now waits for a second owner.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ApprovalPending {
     pub approval: i64,
     pub message: String,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SetProtection {
     /// None protects (or unprotects) every tier of the app.
@@ -538,7 +539,7 @@ pub struct SetProtection {
     pub on: bool,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct AuditInfo {
     pub id: i64,
     pub at: String,
@@ -553,7 +554,7 @@ pub struct AuditInfo {
     pub hash: String,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct AuditVerification {
     pub ok: bool,
     /// Entries checked before the chain ended or broke.
@@ -563,7 +564,7 @@ pub struct AuditVerification {
 }
 
 /// What `turnout serve` writes to `<home>/serve.json` once its listeners are bound.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ServeInfo {
     pub api: String,
     pub http: String,

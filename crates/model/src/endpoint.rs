@@ -10,6 +10,8 @@ use std::fmt::{Display, Write as _};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
+pub use crate::openapi::{Auth, ParamKind, Payload};
+
 use crate::{
     AppInfo, AppName, ApprovalInfo, AuditInfo, AuditVerification, DomainEvent, DomainInfo,
     DomainName, EnvInfo, EnvName, EnvRef, JobInfo, PolicyEntry, ReleaseInfo, SwitchInfo,
@@ -38,10 +40,18 @@ pub trait Endpoint {
     const METHOD: Method;
     /// The axum route pattern, e.g. `/api/v1/apps/{app}/envs/{env}/deploy`.
     const PATH: &'static str;
+    /// The success status when the answer has a body: 201 where a record or a job was made.
+    /// An answer of `()` is 204 No Content.
+    const STATUS: u16 = 200;
+    /// The query parameters `path()` may add, for the OpenAPI document.
+    const QUERY: &'static [(&'static str, ParamKind)] = &[];
+    /// Whether the request may be held for approval instead (202, `ApprovalPending`).
+    const APPROVAL: bool = false;
+    const AUTH: Auth = Auth::Bearer;
     /// `()` for an endpoint that takes no body.
-    type Body: Serialize;
+    type Body: Serialize + Payload;
     /// `()` for 204 No Content; [`TextStream`] or [`EventStream`] for a streamed answer.
-    type Answer: DeserializeOwned;
+    type Answer: DeserializeOwned + Payload;
     /// `PATH` with its segments filled in (percent-encoded) and the query string, if any.
     fn path(&self) -> String;
     /// The JSON body, when the endpoint takes one.
@@ -61,7 +71,7 @@ pub enum TextStream {}
 pub enum EventStream {}
 
 /// `{"ok": true}` from the unauthenticated liveness check.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct HealthInfo {
     pub ok: bool,
 }
@@ -124,15 +134,24 @@ impl Query {
 }
 
 /// Implements `Endpoint` for one request struct: `$path_params` are the struct's values that
-/// fill the pattern, `$query` builds the query string, `body` names the field holding the body.
+/// fill the pattern, `$query` builds the query string from the parameters listed before it,
+/// `body_field` names the field holding the body; `status`, `approval` and `auth` override the
+/// trait's defaults.
 macro_rules! endpoint {
     (
         $name:ident, $method:ident $path:literal, body $body:ty, answer $answer:ty,
-        |$s:ident| [$($param:expr),*] $(, query $query:expr)? $(, body_field $field:ident)?
+        |$s:ident| [$($param:expr),*]
+        $(, query [$($qname:ident: $qkind:ident),*] $query:expr)? $(, body_field $field:ident)?
+        $(, status $status:literal)? $(, approval $approval:literal)? $(, auth $auth:ident)?
     ) => {
         impl Endpoint for $name {
             const METHOD: Method = Method::$method;
             const PATH: &'static str = $path;
+            $(const STATUS: u16 = $status;)?
+            $(const QUERY: &'static [(&'static str, ParamKind)] =
+                &[$((stringify!($qname), ParamKind::$qkind)),*];)?
+            $(const APPROVAL: bool = $approval;)?
+            $(const AUTH: Auth = Auth::$auth;)?
             type Body = $body;
             type Answer = $answer;
             #[allow(unused_variables)]
@@ -153,7 +172,12 @@ macro_rules! endpoint {
 
 /// `GET /api/v1/health` (no token needed).
 pub struct Health;
-endpoint!(Health, Get "/api/v1/health", body (), answer HealthInfo, |s| []);
+endpoint!(Health, Get "/api/v1/health", body (), answer HealthInfo, |s| [], auth None);
+
+/// This API's OpenAPI 3.1 document (no token needed: it describes, it holds no data).
+pub struct OpenApiDocument;
+endpoint!(OpenApiDocument, Get "/api/v1/openapi.json", body (), answer utoipa::openapi::OpenApi,
+    |s| [], auth None);
 
 pub struct ListApps;
 endpoint!(ListApps, Get "/api/v1/apps", body (), answer Vec<AppInfo>, |s| []);
@@ -162,7 +186,7 @@ pub struct CreateApp {
     pub body: crate::CreateApp,
 }
 endpoint!(CreateApp, Post "/api/v1/apps", body crate::CreateApp, answer AppInfo, |s| [],
-    body_field body);
+    body_field body, status 201);
 
 pub struct DeleteApp {
     pub app: AppName,
@@ -170,7 +194,7 @@ pub struct DeleteApp {
     pub force: bool,
 }
 endpoint!(DeleteApp, Delete "/api/v1/apps/{app}", body (), answer (), |s| [s.app.as_str()],
-    query Query::default().with("force", s.force));
+    query [force: Bool] Query::default().with("force", s.force));
 
 /// Change an app's settings; answers the app.
 pub struct UpdateApp {
@@ -185,7 +209,7 @@ pub struct ListEnvs {
     pub app: Option<AppName>,
 }
 endpoint!(ListEnvs, Get "/api/v1/envs", body (), answer Vec<EnvInfo>, |s| [],
-    query Query::default().maybe("app", s.app.as_ref()));
+    query [app: Text] Query::default().maybe("app", s.app.as_ref()));
 
 pub struct ListAppEnvs {
     pub app: AppName,
@@ -198,7 +222,7 @@ pub struct CreateEnv {
     pub body: crate::CreateEnv,
 }
 endpoint!(CreateEnv, Post "/api/v1/apps/{app}/envs", body crate::CreateEnv, answer EnvInfo,
-    |s| [s.app.as_str()], body_field body);
+    |s| [s.app.as_str()], body_field body, status 201);
 
 pub struct ShowEnv {
     pub target: EnvRef,
@@ -218,7 +242,7 @@ pub struct Deploy {
     pub body: crate::DeployRequest,
 }
 endpoint!(Deploy, Post "/api/v1/apps/{app}/envs/{env}/deploy", body crate::DeployRequest,
-    answer JobInfo, |s| [s.target.app.as_str(), s.target.env.as_str()], body_field body);
+    answer JobInfo, |s| [s.target.app.as_str(), s.target.env.as_str()], body_field body, status 201, approval true);
 
 /// A promotion job (201), or 202 when it waits for approval: `target` runs `body.from`'s live
 /// release.
@@ -227,20 +251,20 @@ pub struct Promote {
     pub body: crate::PromoteRequest,
 }
 endpoint!(Promote, Post "/api/v1/apps/{app}/envs/{env}/promote", body crate::PromoteRequest,
-    answer JobInfo, |s| [s.target.app.as_str(), s.target.env.as_str()], body_field body);
+    answer JobInfo, |s| [s.target.app.as_str(), s.target.env.as_str()], body_field body, status 201, approval true);
 
 pub struct Rollback {
     pub target: EnvRef,
     pub body: crate::RollbackRequest,
 }
 endpoint!(Rollback, Post "/api/v1/apps/{app}/envs/{env}/rollback", body crate::RollbackRequest,
-    answer JobInfo, |s| [s.target.app.as_str(), s.target.env.as_str()], body_field body);
+    answer JobInfo, |s| [s.target.app.as_str(), s.target.env.as_str()], body_field body, status 201);
 
 pub struct Restart {
     pub target: EnvRef,
 }
 endpoint!(Restart, Post "/api/v1/apps/{app}/envs/{env}/restart", body (), answer JobInfo,
-    |s| [s.target.app.as_str(), s.target.env.as_str()]);
+    |s| [s.target.app.as_str(), s.target.env.as_str()], status 201);
 
 /// Stops the environment's instance at once (no job); answers the environment, `stopped`.
 pub struct StopEnv {
@@ -253,7 +277,7 @@ pub struct StartEnv {
     pub target: EnvRef,
 }
 endpoint!(StartEnv, Post "/api/v1/apps/{app}/envs/{env}/start", body (), answer JobInfo,
-    |s| [s.target.app.as_str(), s.target.env.as_str()]);
+    |s| [s.target.app.as_str(), s.target.env.as_str()], status 201);
 
 /// Change the environment's resource plan; answers the environment with its effective plan.
 /// The change applies to the next instance started (deploy, restart, start).
@@ -308,7 +332,7 @@ pub struct AddSchedule {
 }
 endpoint!(AddSchedule, Post "/api/v1/apps/{app}/pipeline/schedules",
     body crate::CreateSchedule, answer crate::ScheduleInfo, |s| [s.app.as_str()],
-    body_field body);
+    body_field body, status 201);
 
 pub struct RemoveSchedule {
     pub app: AppName,
@@ -324,7 +348,7 @@ pub struct RunSchedule {
     pub id: i64,
 }
 endpoint!(RunSchedule, Post "/api/v1/apps/{app}/pipeline/schedules/{id}/run", body (),
-    answer JobInfo, |s| [s.app.as_str(), &s.id.to_string()]);
+    answer JobInfo, |s| [s.app.as_str(), &s.id.to_string()], status 201, approval true);
 
 /// Set what deploys the environment by itself; answers the environment.
 pub struct SetTrigger {
@@ -372,14 +396,14 @@ pub struct GithubHook {
     pub app: AppName,
 }
 endpoint!(GithubHook, Post "/api/v1/hooks/github/{app}", body (), answer crate::HookOutcome,
-    |s| [s.app.as_str()]);
+    |s| [s.app.as_str()], auth Signed);
 
 /// A GitLab webhook delivery: no bearer token, authenticated by its `X-Gitlab-Token`.
 pub struct GitlabHook {
     pub app: AppName,
 }
 endpoint!(GitlabHook, Post "/api/v1/hooks/gitlab/{app}", body (), answer crate::HookOutcome,
-    |s| [s.app.as_str()]);
+    |s| [s.app.as_str()], auth Signed);
 
 pub struct ListReleases {
     pub target: EnvRef,
@@ -396,7 +420,7 @@ pub struct Logs {
 }
 endpoint!(Logs, Get "/api/v1/apps/{app}/envs/{env}/logs", body (), answer TextStream,
     |s| [s.target.app.as_str(), s.target.env.as_str()],
-    query Query::default()
+    query [follow: Bool, tail: Integer, timestamps: Bool] Query::default()
         .with("follow", s.follow)
         .with("tail", s.tail)
         .with("timestamps", s.timestamps));
@@ -412,7 +436,7 @@ pub struct ListConfig {
 }
 endpoint!(ListConfig, Get "/api/v1/apps/{app}/config", body (), answer crate::ConfigListing,
     |s| [s.app.as_str()],
-    query Query::default().maybe("env", s.env.as_ref()).maybe("tier", s.tier)
+    query [env: Text, tier: Tier, show_secrets: Bool] Query::default().maybe("env", s.env.as_ref()).maybe("tier", s.tier)
         .with("show_secrets", s.show_secrets));
 
 pub struct SetConfig {
@@ -458,7 +482,7 @@ pub struct ListEgressLog {
 }
 endpoint!(ListEgressLog, Get "/api/v1/apps/{app}/envs/{env}/egress", body (),
     answer crate::EgressLog, |s| [s.target.app.as_str(), s.target.env.as_str()],
-    query Query::default().with("limit", s.limit).with("denied", s.denied));
+    query [limit: Integer, denied: Bool] Query::default().with("limit", s.limit).with("denied", s.denied));
 
 pub struct ListDomains;
 endpoint!(ListDomains, Get "/api/v1/domains", body (), answer Vec<DomainInfo>, |s| []);
@@ -467,7 +491,7 @@ pub struct AddDomain {
     pub body: crate::AddDomain,
 }
 endpoint!(AddDomain, Post "/api/v1/domains", body crate::AddDomain, answer DomainInfo, |s| [],
-    body_field body);
+    body_field body, status 201);
 
 pub struct RemoveDomain {
     pub domain: DomainName,
@@ -480,7 +504,7 @@ pub struct SwitchDomain {
     pub body: crate::SwitchDomain,
 }
 endpoint!(SwitchDomain, Post "/api/v1/domains/{domain}/switch", body crate::SwitchDomain,
-    answer SwitchInfo, |s| [s.domain.as_str()], body_field body);
+    answer SwitchInfo, |s| [s.domain.as_str()], body_field body, approval true);
 
 pub struct RollbackDomain {
     pub domain: DomainName,
@@ -519,7 +543,7 @@ pub struct AddCert {
     pub body: crate::AddCert,
 }
 endpoint!(AddCert, Post "/api/v1/domains/{domain}/cert", body crate::AddCert,
-    answer crate::CertInfo, |s| [s.domain.as_str()], body_field body);
+    answer crate::CertInfo, |s| [s.domain.as_str()], body_field body, status 201);
 
 /// Stop serving the domain over HTTPS and forget its certificate (its TLS turns off).
 pub struct RemoveCert {
@@ -543,7 +567,7 @@ pub struct AddUser {
     pub body: crate::CreateUser,
 }
 endpoint!(AddUser, Post "/api/v1/users", body crate::CreateUser, answer UserInfo, |s| [],
-    body_field body);
+    body_field body, status 201);
 
 pub struct ListTokens;
 endpoint!(ListTokens, Get "/api/v1/tokens", body (), answer Vec<TokenInfo>, |s| []);
@@ -552,7 +576,7 @@ pub struct CreateToken {
     pub body: crate::CreateToken,
 }
 endpoint!(CreateToken, Post "/api/v1/tokens", body crate::CreateToken, answer TokenCreated,
-    |s| [], body_field body);
+    |s| [], body_field body, status 201);
 
 pub struct RevokeToken {
     pub id: i64,
@@ -598,7 +622,7 @@ pub struct ListApprovals {
     pub all: bool,
 }
 endpoint!(ListApprovals, Get "/api/v1/approvals", body (), answer Vec<ApprovalInfo>, |s| [],
-    query Query::default().with("all", s.all));
+    query [all: Bool] Query::default().with("all", s.all));
 
 pub struct Approve {
     pub id: i64,
@@ -619,7 +643,7 @@ pub struct Audit {
     pub since: Option<i64>,
 }
 endpoint!(Audit, Get "/api/v1/audit", body (), answer Vec<AuditInfo>, |s| [],
-    query Query::default()
+    query [app: Text, env: Text, since: Integer] Query::default()
         .maybe("app", s.app.as_ref())
         .maybe("env", s.env.as_ref())
         .maybe("since", s.since));
@@ -635,7 +659,7 @@ pub struct ListJobs {
     pub all: bool,
 }
 endpoint!(ListJobs, Get "/api/v1/jobs", body (), answer Vec<JobInfo>, |s| [],
-    query Query::default()
+    query [app: Text, env: Text, all: Bool] Query::default()
         .maybe("app", s.app.as_ref())
         .maybe("env", s.env.as_ref())
         .with("all", s.all));
@@ -676,7 +700,7 @@ pub struct SeedData {
     pub body: crate::SeedData,
 }
 endpoint!(SeedData, Post "/api/v1/apps/{app}/envs/{env}/data/seed", body crate::SeedData,
-    answer JobInfo, |s| [s.target.app.as_str(), s.target.env.as_str()], body_field body);
+    answer JobInfo, |s| [s.target.app.as_str(), s.target.env.as_str()], body_field body, status 201);
 
 /// A copy of `body.from`'s data and storage, then the live release relaunched on it (a job).
 pub struct CloneData {
@@ -684,7 +708,7 @@ pub struct CloneData {
     pub body: crate::DataSource,
 }
 endpoint!(CloneData, Post "/api/v1/apps/{app}/envs/{env}/data/clone", body crate::DataSource,
-    answer JobInfo, |s| [s.target.app.as_str(), s.target.env.as_str()], body_field body);
+    answer JobInfo, |s| [s.target.app.as_str(), s.target.env.as_str()], body_field body, status 201);
 
 /// A masked copy of production's data (`body.from`), then the live release relaunched on it
 /// (a job).
@@ -693,7 +717,7 @@ pub struct SyncData {
     pub body: crate::DataSource,
 }
 endpoint!(SyncData, Post "/api/v1/apps/{app}/envs/{env}/data/sync", body crate::DataSource,
-    answer JobInfo, |s| [s.target.app.as_str(), s.target.env.as_str()], body_field body);
+    answer JobInfo, |s| [s.target.app.as_str(), s.target.env.as_str()], body_field body, status 201);
 
 /// Give the environment a URL of another's database (`body.to`) limited to `body.mode`;
 /// answers its data.
@@ -734,7 +758,7 @@ pub struct CreateBackup {
     pub body: crate::CreateBackup,
 }
 endpoint!(CreateBackup, Post "/api/v1/apps/{app}/envs/{env}/backups", body crate::CreateBackup,
-    answer JobInfo, |s| [s.target.app.as_str(), s.target.env.as_str()], body_field body);
+    answer JobInfo, |s| [s.target.app.as_str(), s.target.env.as_str()], body_field body, status 201);
 
 /// Set the environment's backup schedule (over turnout.toml's and the tier's); answers its list.
 pub struct SetBackupPolicy {
@@ -756,7 +780,7 @@ pub struct VerifyBackup {
     pub id: i64,
 }
 endpoint!(VerifyBackup, Post "/api/v1/backups/{id}/verify", body (), answer JobInfo,
-    |s| [&s.id.to_string()]);
+    |s| [&s.id.to_string()], status 201);
 
 /// Delete the snapshot (`force`: a pinned one too); answers what was deleted.
 pub struct DeleteBackup {
@@ -764,7 +788,7 @@ pub struct DeleteBackup {
     pub force: bool,
 }
 endpoint!(DeleteBackup, Delete "/api/v1/backups/{id}", body (), answer crate::BackupInfo,
-    |s| [&s.id.to_string()], query Query::default().with("force", s.force));
+    |s| [&s.id.to_string()], query [force: Bool] Query::default().with("force", s.force));
 /// Put the environment's data (or `body.into`'s) back to a moment or a snapshot, then
 /// relaunch (a job). A production target needs `body.yes`: without it, 409 saying how much
 /// newer data would be discarded.
@@ -773,7 +797,7 @@ pub struct Restore {
     pub body: crate::RestoreRequest,
 }
 endpoint!(Restore, Post "/api/v1/apps/{app}/envs/{env}/restore", body crate::RestoreRequest,
-    answer JobInfo, |s| [s.target.app.as_str(), s.target.env.as_str()], body_field body);
+    answer JobInfo, |s| [s.target.app.as_str(), s.target.env.as_str()], body_field body, status 201);
 
 /// Make a production copy production as of a moment, code and data (a job).
 pub struct ResetData {
@@ -781,14 +805,14 @@ pub struct ResetData {
     pub body: crate::ResetRequest,
 }
 endpoint!(ResetData, Post "/api/v1/apps/{app}/envs/{env}/data/reset", body crate::ResetRequest,
-    answer JobInfo, |s| [s.target.app.as_str(), s.target.env.as_str()], body_field body);
+    answer JobInfo, |s| [s.target.app.as_str(), s.target.env.as_str()], body_field body, status 201);
 
 /// Put a production copy back exactly as its last reset left it (a job).
 pub struct UndoData {
     pub target: EnvRef,
 }
 endpoint!(UndoData, Post "/api/v1/apps/{app}/envs/{env}/data/undo", body (), answer JobInfo,
-    |s| [s.target.app.as_str(), s.target.env.as_str()]);
+    |s| [s.target.app.as_str(), s.target.env.as_str()], status 201);
 
 /// A recovery drill: restore into a scratch environment, start and check it, measure, remove
 /// it (a job).
@@ -797,7 +821,7 @@ pub struct Drill {
     pub body: crate::DrillRequest,
 }
 endpoint!(Drill, Post "/api/v1/apps/{app}/envs/{env}/drills", body crate::DrillRequest,
-    answer JobInfo, |s| [s.target.app.as_str(), s.target.env.as_str()], body_field body);
+    answer JobInfo, |s| [s.target.app.as_str(), s.target.env.as_str()], body_field body, status 201);
 
 /// The mail an environment sent (newest first).
 pub struct ListMail {
@@ -819,7 +843,7 @@ pub struct ShowMail {
     pub raw: bool,
 }
 endpoint!(ShowMail, Get "/api/v1/mail/{id}", body (), answer crate::MailDetail,
-    |s| [&s.id.to_string()], query Query::default().with("raw", s.raw));
+    |s| [&s.id.to_string()], query [raw: Bool] Query::default().with("raw", s.raw));
 
 /// Each tier's mail relay setting.
 pub struct ListMailRelays {
@@ -836,111 +860,121 @@ pub struct SetMailRelay {
 endpoint!(SetMailRelay, Post "/api/v1/apps/{app}/mail/relays", body crate::SetMailRelay,
     answer crate::MailRelays, |s| [s.app.as_str()], body_field body);
 
-/// (method, PATH) of every endpoint above, `GET /api/v1/health` (the one needing no token)
-/// included, so a test can hold the server's route list against it.
+/// Calls the macro `$m` with the name of every endpoint above: the one list that
+/// `all_paths()` and the OpenAPI document (`openapi::document`) are built from.
+#[macro_export]
+macro_rules! for_each_endpoint {
+    ($m:ident) => {
+        $m!(
+            Health,
+            OpenApiDocument,
+            ListApps,
+            CreateApp,
+            DeleteApp,
+            ListEnvs,
+            ListAppEnvs,
+            CreateEnv,
+            ShowEnv,
+            DeleteEnv,
+            Deploy,
+            Promote,
+            Rollback,
+            Restart,
+            StopEnv,
+            StartEnv,
+            UpdatePlan,
+            ListReleases,
+            EnvDiff,
+            ShowPipeline,
+            SetPipeline,
+            ResetPipeline,
+            ListSchedules,
+            AddSchedule,
+            RemoveSchedule,
+            RunSchedule,
+            SetTrigger,
+            CiHook,
+            SetHook,
+            ShowHooks,
+            GithubHook,
+            GitlabHook,
+            UpdateApp,
+            Logs,
+            SetSleep,
+            ListConfig,
+            SetConfig,
+            UnsetConfig,
+            RotateSecretKey,
+            ShowEgressPolicies,
+            SetEgressPolicy,
+            ListEgressLog,
+            ListDomains,
+            AddDomain,
+            RemoveDomain,
+            SwitchDomain,
+            RollbackDomain,
+            SetMaintenance,
+            DomainHistory,
+            SetTls,
+            ListCerts,
+            AddCert,
+            RemoveCert,
+            RenewCert,
+            ListUsers,
+            AddUser,
+            ListTokens,
+            CreateToken,
+            RevokeToken,
+            SetGrant,
+            Policy,
+            SetPolicy,
+            SetApprovalRule,
+            SetProtection,
+            ListApprovals,
+            Approve,
+            Reject,
+            Audit,
+            VerifyAudit,
+            ListJobs,
+            ShowJob,
+            JobEvents,
+            CancelJob,
+            Metrics,
+            ShowData,
+            SeedData,
+            CloneData,
+            SyncData,
+            AttachData,
+            DetachData,
+            DataConnection,
+            ListBackups,
+            CreateBackup,
+            SetBackupPolicy,
+            ShowBackup,
+            VerifyBackup,
+            DeleteBackup,
+            Restore,
+            ResetData,
+            UndoData,
+            Drill,
+            ListMail,
+            ClearMail,
+            ShowMail,
+            ListMailRelays,
+            SetMailRelay,
+        )
+    };
+}
+
+/// (method, PATH) of every endpoint above, the ones needing no token (`GET /api/v1/health`,
+/// `GET /api/v1/openapi.json`) included, so a test can hold the server's route list against it.
 pub fn all_paths() -> Vec<(&'static str, &'static str)> {
     macro_rules! paths {
-        ($($e:ty),* $(,)?) => {
-            vec![$((<$e>::METHOD.as_str(), <$e>::PATH)),*]
+        ($($e:ident),* $(,)?) => {
+            vec![$(($e::METHOD.as_str(), $e::PATH)),*]
         };
     }
-    paths![
-        Health,
-        ListApps,
-        CreateApp,
-        DeleteApp,
-        ListEnvs,
-        ListAppEnvs,
-        CreateEnv,
-        ShowEnv,
-        DeleteEnv,
-        Deploy,
-        Promote,
-        Rollback,
-        Restart,
-        StopEnv,
-        StartEnv,
-        UpdatePlan,
-        ListReleases,
-        EnvDiff,
-        ShowPipeline,
-        SetPipeline,
-        ResetPipeline,
-        ListSchedules,
-        AddSchedule,
-        RemoveSchedule,
-        RunSchedule,
-        SetTrigger,
-        CiHook,
-        SetHook,
-        ShowHooks,
-        GithubHook,
-        GitlabHook,
-        UpdateApp,
-        Logs,
-        SetSleep,
-        ListConfig,
-        SetConfig,
-        UnsetConfig,
-        RotateSecretKey,
-        ShowEgressPolicies,
-        SetEgressPolicy,
-        ListEgressLog,
-        ListDomains,
-        AddDomain,
-        RemoveDomain,
-        SwitchDomain,
-        RollbackDomain,
-        SetMaintenance,
-        DomainHistory,
-        SetTls,
-        ListCerts,
-        AddCert,
-        RemoveCert,
-        RenewCert,
-        ListUsers,
-        AddUser,
-        ListTokens,
-        CreateToken,
-        RevokeToken,
-        SetGrant,
-        Policy,
-        SetPolicy,
-        SetApprovalRule,
-        SetProtection,
-        ListApprovals,
-        Approve,
-        Reject,
-        Audit,
-        VerifyAudit,
-        ListJobs,
-        ShowJob,
-        JobEvents,
-        CancelJob,
-        Metrics,
-        ShowData,
-        SeedData,
-        CloneData,
-        SyncData,
-        AttachData,
-        DetachData,
-        DataConnection,
-        ListBackups,
-        CreateBackup,
-        SetBackupPolicy,
-        ShowBackup,
-        VerifyBackup,
-        DeleteBackup,
-        Restore,
-        ResetData,
-        UndoData,
-        Drill,
-        ListMail,
-        ClearMail,
-        ShowMail,
-        ListMailRelays,
-        SetMailRelay,
-    ]
+    crate::for_each_endpoint!(paths)
 }
 
 #[cfg(test)]
@@ -1060,6 +1094,6 @@ mod tests {
             );
         }
         assert!(all.contains(&("POST", "/api/v1/jobs/{id}/cancel")));
-        assert_eq!(all.len(), 95);
+        assert_eq!(all.len(), 96);
     }
 }

@@ -17,6 +17,7 @@ mod hook;
 mod job;
 mod mail;
 mod names;
+pub mod openapi;
 mod pipeline;
 pub mod plan;
 mod restore;

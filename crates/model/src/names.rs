@@ -39,7 +39,9 @@ fn check(kind: &'static str, name: &str) -> Result<(), NameError> {
 
 macro_rules! label_type {
     ($ty:ident, $kind:literal) => {
-        #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+        #[derive(
+            Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, utoipa::ToSchema,
+        )]
         #[serde(transparent)]
         pub struct $ty(String);
 
