@@ -39,9 +39,7 @@ fn check(kind: &'static str, name: &str) -> Result<(), NameError> {
 
 macro_rules! label_type {
     ($ty:ident, $kind:literal) => {
-        #[derive(
-            Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, utoipa::ToSchema,
-        )]
+        #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
         #[serde(transparent)]
         pub struct $ty(String);
 

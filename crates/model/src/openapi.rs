@@ -15,7 +15,10 @@ use utoipa::openapi::{
 use utoipa::{PartialSchema, ToSchema};
 
 use crate::endpoint::{self as ep, Endpoint, EventStream, Method, TextStream};
-use crate::{ApprovalPending, AuditAction, ErrorBody, ErrorCode, SleepAfter, StageMember};
+use crate::{
+    AppName, ApprovalPending, AuditAction, DomainName, EnvName, ErrorBody, ErrorCode, SleepAfter,
+    StageMember,
+};
 
 /// The named schemas a document collects, by name.
 pub type Schemas = Vec<(String, RefOr<Schema>)>;
@@ -227,10 +230,12 @@ impl Doc {
             .operation_id(Some(id))
             .summary(Some(format!("{} {}", E::METHOD.as_str(), E::PATH)));
         for name in path_params(E::PATH) {
-            let schema = if name == "id" {
-                i64::schema()
-            } else {
-                String::schema()
+            let schema = match name {
+                "id" => i64::schema(),
+                "app" => AppName::schema(),
+                "env" | "other" => EnvName::schema(),
+                "domain" => DomainName::schema(),
+                _ => String::schema(),
             };
             op = op.parameter(
                 ParameterBuilder::new()
@@ -358,6 +363,47 @@ fn text(description: &str, examples: &[&str]) -> RefOr<Schema> {
         .into()
 }
 
+/// A string matching `pattern`: what the type's own validation accepts (in its usual spelling),
+/// so generated requests can name real things.
+fn text_matching(description: &str, pattern: &str) -> RefOr<Schema> {
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .description(Some(description))
+        .pattern(Some(pattern))
+        .into()
+}
+
+/// `names.rs`'s rule: 1-40 lowercase letters, digits and hyphens, no hyphen at either end.
+const NAME_PATTERN: &str = "^[a-z0-9]([a-z0-9-]{0,38}[a-z0-9])?$";
+
+impl PartialSchema for AppName {
+    fn schema() -> RefOr<Schema> {
+        text_matching("An app's name (a DNS label).", NAME_PATTERN)
+    }
+}
+
+impl ToSchema for AppName {}
+
+impl PartialSchema for EnvName {
+    fn schema() -> RefOr<Schema> {
+        text_matching("An environment's name (a DNS label).", NAME_PATTERN)
+    }
+}
+
+impl ToSchema for EnvName {}
+
+impl PartialSchema for DomainName {
+    fn schema() -> RefOr<Schema> {
+        text_matching(
+            "A host name, or `*.` and one: dot-separated labels of 1-63 letters, digits and \
+             hyphens; not an IP address.",
+            r"^(\*\.)?([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)*[a-z]([a-z0-9-]{0,61}[a-z0-9])?$",
+        )
+    }
+}
+
+impl ToSchema for DomainName {}
+
 impl PartialSchema for SleepAfter {
     fn schema() -> RefOr<Schema> {
         text(
@@ -398,6 +444,20 @@ impl ToSchema for AuditAction {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The schemas' patterns accept what the types accept, and refuse what they refuse.
+    #[test]
+    fn name_patterns_agree_with_the_types() {
+        fn pattern<T: PartialSchema>() -> String {
+            let json = serde_json::to_value(T::schema()).unwrap();
+            json["pattern"].as_str().unwrap().to_owned()
+        }
+        assert_eq!(pattern::<AppName>(), NAME_PATTERN);
+        assert_eq!(pattern::<EnvName>(), NAME_PATTERN);
+        assert!(AppName::new(&"a".repeat(40)).is_ok());
+        assert!(AppName::new(&"a".repeat(41)).is_err());
+        assert!(pattern::<DomainName>().starts_with(r"^(\*\.)?"));
+    }
 
     #[test]
     fn path_params_are_the_braced_segments() {
