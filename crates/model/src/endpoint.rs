@@ -70,6 +70,11 @@ pub enum TextStream {}
 #[derive(Debug, Deserialize)]
 pub enum EventStream {}
 
+/// The body of a GitHub or GitLab webhook delivery: the provider's own JSON event, trusted by
+/// its signature. Uninhabited: only the provider sends one, never this client.
+#[derive(Debug, Serialize)]
+pub enum WebhookEvent {}
+
 /// `{"ok": true}` from the unauthenticated liveness check.
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct HealthInfo {
@@ -395,14 +400,16 @@ endpoint!(ShowHooks, Get "/api/v1/apps/{app}/hooks", body (), answer Vec<crate::
 pub struct GithubHook {
     pub app: AppName,
 }
-endpoint!(GithubHook, Post "/api/v1/hooks/github/{app}", body (), answer crate::HookOutcome,
+endpoint!(GithubHook, Post "/api/v1/hooks/github/{app}", body WebhookEvent,
+    answer crate::HookOutcome,
     |s| [s.app.as_str()], auth Signed);
 
 /// A GitLab webhook delivery: no bearer token, authenticated by its `X-Gitlab-Token`.
 pub struct GitlabHook {
     pub app: AppName,
 }
-endpoint!(GitlabHook, Post "/api/v1/hooks/gitlab/{app}", body (), answer crate::HookOutcome,
+endpoint!(GitlabHook, Post "/api/v1/hooks/gitlab/{app}", body WebhookEvent,
+    answer crate::HookOutcome,
     |s| [s.app.as_str()], auth Signed);
 
 pub struct ListReleases {

@@ -14,7 +14,7 @@ use utoipa::openapi::{
 };
 use utoipa::{PartialSchema, ToSchema};
 
-use crate::endpoint::{self as ep, Endpoint, EventStream, Method, TextStream};
+use crate::endpoint::{self as ep, Endpoint, EventStream, Method, TextStream, WebhookEvent};
 use crate::{
     AppName, ApprovalPending, AuditAction, DomainName, EnvName, ErrorBody, ErrorCode, SleepAfter,
     StageMember,
@@ -49,6 +49,20 @@ impl Payload for EventStream {
             "text/event-stream",
             ObjectBuilder::new()
                 .schema_type(Type::String)
+                .description(Some(doc))
+                .into(),
+        ))
+    }
+}
+
+impl Payload for WebhookEvent {
+    fn describe(_: &mut Schemas) -> Option<(&'static str, RefOr<Schema>)> {
+        let doc = "The provider's event as it sends it (`X-GitHub-Event` or `X-Gitlab-Event`), \
+                   signed in `X-Hub-Signature-256` (GitHub) or carrying `X-Gitlab-Token`.";
+        Some((
+            JSON,
+            ObjectBuilder::new()
+                .schema_type(Type::Object)
                 .description(Some(doc))
                 .into(),
         ))
