@@ -139,14 +139,16 @@ impl Query {
 }
 
 /// Implements `Endpoint` for one request struct: `$path_params` are the struct's values that
-/// fill the pattern, `$query` builds the query string from the parameters listed before it,
+/// fill the pattern, `query` lists the query parameters (name, type for the OpenAPI document,
+/// `with` a value always sent or `maybe` one sent when set),
 /// `body_field` names the field holding the body; `status`, `approval` and `auth` override the
 /// trait's defaults.
 macro_rules! endpoint {
     (
         $name:ident, $method:ident $path:literal, body $body:ty, answer $answer:ty,
         |$s:ident| [$($param:expr),*]
-        $(, query [$($qname:ident: $qkind:ident),*] $query:expr)? $(, body_field $field:ident)?
+        $(, query [$($qname:ident: $qkind:ident $qhow:ident $qvalue:expr),*])?
+        $(, body_field $field:ident)?
         $(, status $status:literal)? $(, approval $approval:literal)? $(, auth $auth:ident)?
     ) => {
         impl Endpoint for $name {
@@ -163,7 +165,7 @@ macro_rules! endpoint {
             fn path(&self) -> String {
                 let $s = self;
                 let path = fill(Self::PATH, &[$($param),*]);
-                $(let path = $query.after(path);)?
+                $(let path = Query::default()$(.$qhow(stringify!($qname), $qvalue))*.after(path);)?
                 path
             }
             $(
@@ -199,7 +201,7 @@ pub struct DeleteApp {
     pub force: bool,
 }
 endpoint!(DeleteApp, Delete "/api/v1/apps/{app}", body (), answer (), |s| [s.app.as_str()],
-    query [force: Bool] Query::default().with("force", s.force));
+    query [force: Bool with s.force]);
 
 /// Change an app's settings; answers the app.
 pub struct UpdateApp {
@@ -214,7 +216,7 @@ pub struct ListEnvs {
     pub app: Option<AppName>,
 }
 endpoint!(ListEnvs, Get "/api/v1/envs", body (), answer Vec<EnvInfo>, |s| [],
-    query [app: Text] Query::default().maybe("app", s.app.as_ref()));
+    query [app: Text maybe s.app.as_ref()]);
 
 pub struct ListAppEnvs {
     pub app: AppName,
@@ -247,7 +249,8 @@ pub struct Deploy {
     pub body: crate::DeployRequest,
 }
 endpoint!(Deploy, Post "/api/v1/apps/{app}/envs/{env}/deploy", body crate::DeployRequest,
-    answer JobInfo, |s| [s.target.app.as_str(), s.target.env.as_str()], body_field body, status 201, approval true);
+    answer JobInfo, |s| [s.target.app.as_str(), s.target.env.as_str()], body_field body, status 201,
+    approval true);
 
 /// A promotion job (201), or 202 when it waits for approval: `target` runs `body.from`'s live
 /// release.
@@ -256,14 +259,16 @@ pub struct Promote {
     pub body: crate::PromoteRequest,
 }
 endpoint!(Promote, Post "/api/v1/apps/{app}/envs/{env}/promote", body crate::PromoteRequest,
-    answer JobInfo, |s| [s.target.app.as_str(), s.target.env.as_str()], body_field body, status 201, approval true);
+    answer JobInfo, |s| [s.target.app.as_str(), s.target.env.as_str()], body_field body, status 201,
+    approval true);
 
 pub struct Rollback {
     pub target: EnvRef,
     pub body: crate::RollbackRequest,
 }
 endpoint!(Rollback, Post "/api/v1/apps/{app}/envs/{env}/rollback", body crate::RollbackRequest,
-    answer JobInfo, |s| [s.target.app.as_str(), s.target.env.as_str()], body_field body, status 201);
+    answer JobInfo, |s| [s.target.app.as_str(), s.target.env.as_str()], body_field body,
+    status 201);
 
 pub struct Restart {
     pub target: EnvRef,
@@ -427,10 +432,8 @@ pub struct Logs {
 }
 endpoint!(Logs, Get "/api/v1/apps/{app}/envs/{env}/logs", body (), answer TextStream,
     |s| [s.target.app.as_str(), s.target.env.as_str()],
-    query [follow: Bool, tail: Integer, timestamps: Bool] Query::default()
-        .with("follow", s.follow)
-        .with("tail", s.tail)
-        .with("timestamps", s.timestamps));
+    query [follow: Bool with s.follow, tail: Integer with s.tail,
+        timestamps: Bool with s.timestamps]);
 
 /// An environment's resolved configuration (`env`), or what is set at the app level or at one
 /// tier (`tier`).
@@ -443,8 +446,8 @@ pub struct ListConfig {
 }
 endpoint!(ListConfig, Get "/api/v1/apps/{app}/config", body (), answer crate::ConfigListing,
     |s| [s.app.as_str()],
-    query [env: Text, tier: Tier, show_secrets: Bool] Query::default().maybe("env", s.env.as_ref()).maybe("tier", s.tier)
-        .with("show_secrets", s.show_secrets));
+    query [env: Text maybe s.env.as_ref(), tier: Tier maybe s.tier,
+        show_secrets: Bool with s.show_secrets]);
 
 pub struct SetConfig {
     pub app: AppName,
@@ -489,7 +492,7 @@ pub struct ListEgressLog {
 }
 endpoint!(ListEgressLog, Get "/api/v1/apps/{app}/envs/{env}/egress", body (),
     answer crate::EgressLog, |s| [s.target.app.as_str(), s.target.env.as_str()],
-    query [limit: Integer, denied: Bool] Query::default().with("limit", s.limit).with("denied", s.denied));
+    query [limit: Integer with s.limit, denied: Bool with s.denied]);
 
 pub struct ListDomains;
 endpoint!(ListDomains, Get "/api/v1/domains", body (), answer Vec<DomainInfo>, |s| []);
@@ -629,7 +632,7 @@ pub struct ListApprovals {
     pub all: bool,
 }
 endpoint!(ListApprovals, Get "/api/v1/approvals", body (), answer Vec<ApprovalInfo>, |s| [],
-    query [all: Bool] Query::default().with("all", s.all));
+    query [all: Bool with s.all]);
 
 pub struct Approve {
     pub id: i64,
@@ -650,10 +653,8 @@ pub struct Audit {
     pub since: Option<i64>,
 }
 endpoint!(Audit, Get "/api/v1/audit", body (), answer Vec<AuditInfo>, |s| [],
-    query [app: Text, env: Text, since: Integer] Query::default()
-        .maybe("app", s.app.as_ref())
-        .maybe("env", s.env.as_ref())
-        .maybe("since", s.since));
+    query [app: Text maybe s.app.as_ref(), env: Text maybe s.env.as_ref(),
+        since: Integer maybe s.since]);
 
 pub struct VerifyAudit;
 endpoint!(VerifyAudit, Get "/api/v1/audit/verify", body (), answer AuditVerification, |s| []);
@@ -666,10 +667,7 @@ pub struct ListJobs {
     pub all: bool,
 }
 endpoint!(ListJobs, Get "/api/v1/jobs", body (), answer Vec<JobInfo>, |s| [],
-    query [app: Text, env: Text, all: Bool] Query::default()
-        .maybe("app", s.app.as_ref())
-        .maybe("env", s.env.as_ref())
-        .with("all", s.all));
+    query [app: Text maybe s.app.as_ref(), env: Text maybe s.env.as_ref(), all: Bool with s.all]);
 
 pub struct ShowJob {
     pub id: i64,
@@ -707,7 +705,8 @@ pub struct SeedData {
     pub body: crate::SeedData,
 }
 endpoint!(SeedData, Post "/api/v1/apps/{app}/envs/{env}/data/seed", body crate::SeedData,
-    answer JobInfo, |s| [s.target.app.as_str(), s.target.env.as_str()], body_field body, status 201);
+    answer JobInfo, |s| [s.target.app.as_str(), s.target.env.as_str()], body_field body,
+    status 201);
 
 /// A copy of `body.from`'s data and storage, then the live release relaunched on it (a job).
 pub struct CloneData {
@@ -715,7 +714,8 @@ pub struct CloneData {
     pub body: crate::DataSource,
 }
 endpoint!(CloneData, Post "/api/v1/apps/{app}/envs/{env}/data/clone", body crate::DataSource,
-    answer JobInfo, |s| [s.target.app.as_str(), s.target.env.as_str()], body_field body, status 201);
+    answer JobInfo, |s| [s.target.app.as_str(), s.target.env.as_str()], body_field body,
+    status 201);
 
 /// A masked copy of production's data (`body.from`), then the live release relaunched on it
 /// (a job).
@@ -724,7 +724,8 @@ pub struct SyncData {
     pub body: crate::DataSource,
 }
 endpoint!(SyncData, Post "/api/v1/apps/{app}/envs/{env}/data/sync", body crate::DataSource,
-    answer JobInfo, |s| [s.target.app.as_str(), s.target.env.as_str()], body_field body, status 201);
+    answer JobInfo, |s| [s.target.app.as_str(), s.target.env.as_str()], body_field body,
+    status 201);
 
 /// Give the environment a URL of another's database (`body.to`) limited to `body.mode`;
 /// answers its data.
@@ -765,7 +766,8 @@ pub struct CreateBackup {
     pub body: crate::CreateBackup,
 }
 endpoint!(CreateBackup, Post "/api/v1/apps/{app}/envs/{env}/backups", body crate::CreateBackup,
-    answer JobInfo, |s| [s.target.app.as_str(), s.target.env.as_str()], body_field body, status 201);
+    answer JobInfo, |s| [s.target.app.as_str(), s.target.env.as_str()], body_field body,
+    status 201);
 
 /// Set the environment's backup schedule (over turnout.toml's and the tier's); answers its list.
 pub struct SetBackupPolicy {
@@ -795,7 +797,7 @@ pub struct DeleteBackup {
     pub force: bool,
 }
 endpoint!(DeleteBackup, Delete "/api/v1/backups/{id}", body (), answer crate::BackupInfo,
-    |s| [&s.id.to_string()], query [force: Bool] Query::default().with("force", s.force));
+    |s| [&s.id.to_string()], query [force: Bool with s.force]);
 /// Put the environment's data (or `body.into`'s) back to a moment or a snapshot, then
 /// relaunch (a job). A production target needs `body.yes`: without it, 409 saying how much
 /// newer data would be discarded.
@@ -804,7 +806,8 @@ pub struct Restore {
     pub body: crate::RestoreRequest,
 }
 endpoint!(Restore, Post "/api/v1/apps/{app}/envs/{env}/restore", body crate::RestoreRequest,
-    answer JobInfo, |s| [s.target.app.as_str(), s.target.env.as_str()], body_field body, status 201);
+    answer JobInfo, |s| [s.target.app.as_str(), s.target.env.as_str()], body_field body,
+    status 201);
 
 /// Make a production copy production as of a moment, code and data (a job).
 pub struct ResetData {
@@ -812,7 +815,8 @@ pub struct ResetData {
     pub body: crate::ResetRequest,
 }
 endpoint!(ResetData, Post "/api/v1/apps/{app}/envs/{env}/data/reset", body crate::ResetRequest,
-    answer JobInfo, |s| [s.target.app.as_str(), s.target.env.as_str()], body_field body, status 201);
+    answer JobInfo, |s| [s.target.app.as_str(), s.target.env.as_str()], body_field body,
+    status 201);
 
 /// Put a production copy back exactly as its last reset left it (a job).
 pub struct UndoData {
@@ -828,7 +832,8 @@ pub struct Drill {
     pub body: crate::DrillRequest,
 }
 endpoint!(Drill, Post "/api/v1/apps/{app}/envs/{env}/drills", body crate::DrillRequest,
-    answer JobInfo, |s| [s.target.app.as_str(), s.target.env.as_str()], body_field body, status 201);
+    answer JobInfo, |s| [s.target.app.as_str(), s.target.env.as_str()], body_field body,
+    status 201);
 
 /// The mail an environment sent (newest first).
 pub struct ListMail {
@@ -850,7 +855,7 @@ pub struct ShowMail {
     pub raw: bool,
 }
 endpoint!(ShowMail, Get "/api/v1/mail/{id}", body (), answer crate::MailDetail,
-    |s| [&s.id.to_string()], query [raw: Bool] Query::default().with("raw", s.raw));
+    |s| [&s.id.to_string()], query [raw: Bool with s.raw]);
 
 /// Each tier's mail relay setting.
 pub struct ListMailRelays {
