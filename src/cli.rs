@@ -53,6 +53,9 @@ pub enum Command {
     /// Create, list and delete apps
     #[command(subcommand)]
     App(AppCommand),
+    /// The API's own description, for scripts and generated clients
+    #[command(subcommand)]
+    Api(ApiCommand),
     /// Create, list, show and delete environments
     #[command(subcommand)]
     Env(EnvCommand),
@@ -407,6 +410,13 @@ pub struct SeedArgs {
 /// Ids are positive and fit the API's 64-bit integers.
 fn id_parser() -> clap::builder::RangedI64ValueParser<i64> {
     clap::value_parser!(i64).range(1..)
+}
+
+#[derive(Subcommand)]
+pub enum ApiCommand {
+    /// Print the OpenAPI 3.1 document of this version's API, the one its daemon serves at
+    /// GET /api/v1/openapi.json (no daemon needed)
+    Spec,
 }
 
 #[derive(Subcommand)]

@@ -45,8 +45,8 @@ use turnout_model::{CreateSchedule, PipelineSpec};
 
 use crate::cli::ScheduleCommand;
 use crate::cli::{
-    AccessCommand, AppCommand, ApprovalsCommand, AuditCommand, CiCommand, CiStatusArg, Cli,
-    Command, DomainCommand, EnvCommand, HooksCommand, JobCommand, OnOff, PipelineCommand,
+    AccessCommand, ApiCommand, AppCommand, ApprovalsCommand, AuditCommand, CiCommand, CiStatusArg,
+    Cli, Command, DomainCommand, EnvCommand, HooksCommand, JobCommand, OnOff, PipelineCommand,
     ReleaseCommand, TokenCommand, UserCommand,
 };
 
@@ -101,6 +101,13 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 .with_context(|| format!("cannot create the demo home {}", home.display()))?;
             daemon::init_tracing(Some(&demo::log_path(&home)))?;
             demo::run(home, args).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Api(ApiCommand::Spec) => {
+            let doc = turnout_model::openapi::document()
+                .to_pretty_json()
+                .context("cannot write the OpenAPI document as JSON")?;
+            println!("{doc}");
             Ok(ExitCode::SUCCESS)
         }
         command => {
@@ -209,7 +216,11 @@ fn absolute_repo(repo: &str) -> anyhow::Result<String> {
 
 async fn run_client(client: &Client, command: Command, json: bool) -> anyhow::Result<ExitCode> {
     match command {
-        Command::Serve(_) | Command::Demo(_) | Command::Instance | Command::DataPlane(_) => {
+        Command::Serve(_)
+        | Command::Demo(_)
+        | Command::Api(_)
+        | Command::Instance
+        | Command::DataPlane(_) => {
             unreachable!("handled by run and main")
         }
         Command::App(AppCommand::Create {

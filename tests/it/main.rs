@@ -24,6 +24,7 @@ mod load;
 mod logs;
 mod mail;
 mod metrics_access;
+mod openapi;
 mod pipeline;
 mod plans;
 mod promote;

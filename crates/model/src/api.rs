@@ -11,14 +11,14 @@ use crate::{
 
 /// Every error response: `{"error": "one clear line", "code": "not_found"}` with a 4xx/5xx
 /// status. `code` is stable: scripts branch on it, people read `error`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ErrorBody {
     pub error: String,
     pub code: ErrorCode,
 }
 
 /// The machine-readable kind of an API error; each has one HTTP status.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ErrorCode {
     /// 400: the request itself is wrong (a name, ref, duration or body).
@@ -71,7 +71,7 @@ impl ErrorCode {
     }
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateApp {
     pub name: AppName,
@@ -83,7 +83,7 @@ pub struct CreateApp {
     pub token_env: Option<String>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct AppInfo {
     pub name: AppName,
     pub repo: String,
@@ -100,7 +100,7 @@ pub struct AppInfo {
 }
 
 /// `turnout app update`: the app settings to change (the ones left out stay as they are).
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateApp {
     #[serde(default)]
@@ -108,10 +108,11 @@ pub struct UpdateApp {
     /// Per tier: after how long without a request its environments sleep (`"15m"`, `"never"`),
     /// or `null` for the built-in default again. Tiers left out stay as they are.
     #[serde(default)]
+    #[schema(value_type = BTreeMap<Tier, Option<String>>)]
     pub sleep_after: BTreeMap<Tier, Option<SleepAfter>>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateEnv {
     pub name: EnvName,
@@ -123,7 +124,7 @@ pub struct CreateEnv {
     pub deploy_on: crate::DeployOn,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct EnvInfo {
     pub app: AppName,
     pub name: EnvName,
@@ -170,7 +171,7 @@ pub struct EnvInfo {
 }
 
 /// How an environment's processes are kept apart from other environments and from Turnout.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Isolation {
     /// `user`: its own unprivileged uid (Turnout runs as root); `sandbox`: Turnout is not root,
     /// and each environment runs in a sandbox of its own (bubblewrap: an unprivileged user
@@ -187,7 +188,7 @@ pub struct Isolation {
     pub network: Option<String>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum IsolationMode {
     User,
@@ -213,7 +214,7 @@ impl std::fmt::Display for IsolationMode {
     }
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct InstanceInfo {
     /// starting, running, restarting, crashed, stopping, stopped
     pub state: String,
@@ -229,7 +230,7 @@ pub struct InstanceInfo {
     pub started_at: String,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ReleaseInfo {
     pub id: i64,
     pub commit: String,
@@ -247,7 +248,7 @@ pub struct ReleaseInfo {
 }
 
 /// Where an environment stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum EnvStatus {
     /// No release has gone live yet.
@@ -294,7 +295,7 @@ impl std::fmt::Display for EnvStatus {
 /// environment; `superseded` once another release replaced it (it was live once, so a
 /// rollback may return to it); `failed` if any step failed or the deploy was cancelled or
 /// interrupted (its `error` says which).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ReleaseStatus {
     Building,
@@ -331,14 +332,14 @@ impl std::str::FromStr for ReleaseStatus {
 }
 
 /// `turnout promote APP/FROM APP/TO`: the body of the request to TO.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PromoteRequest {
     /// The environment whose live release TO runs.
     pub from: EnvName,
 }
 
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DeployRequest {
     /// A branch, tag or commit; the environment's branch when absent.
@@ -346,7 +347,7 @@ pub struct DeployRequest {
     pub git_ref: Option<String>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AddDomain {
     pub domain: DomainName,
@@ -357,7 +358,7 @@ pub struct AddDomain {
     pub tls: Option<crate::TlsMode>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct DomainInfo {
     pub domain: DomainName,
     pub app: AppName,
@@ -376,7 +377,7 @@ pub struct DomainInfo {
 }
 
 /// The body of a switch: the environment (of the domain's app) to move the domain to.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SwitchDomain {
     pub app: AppName,
@@ -384,7 +385,7 @@ pub struct SwitchDomain {
 }
 
 /// The outcome of a switch or rollback.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct SwitchInfo {
     pub domain: DomainName,
     pub app: AppName,
@@ -398,7 +399,7 @@ pub struct SwitchInfo {
     pub apply_us: f64,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SetMaintenance {
     pub on: bool,
@@ -407,7 +408,7 @@ pub struct SetMaintenance {
 }
 
 /// One change of a domain's binding, as `turnout domain history` lists it.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct DomainEvent {
     pub id: i64,
     pub at: String,
@@ -420,13 +421,13 @@ pub struct DomainEvent {
     pub rolled_back: bool,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateUser {
     pub name: String,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct UserInfo {
     pub name: String,
     /// `app` is None for a role on every app.
@@ -434,13 +435,13 @@ pub struct UserInfo {
     pub created_at: String,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct GrantInfo {
     pub app: Option<AppName>,
     pub role: Role,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateToken {
     pub user: String,
@@ -450,7 +451,7 @@ pub struct CreateToken {
 }
 
 /// The only time a token is shown.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct TokenCreated {
     pub id: i64,
     pub user: String,
@@ -458,7 +459,7 @@ pub struct TokenCreated {
     pub expires_at: Option<String>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct TokenInfo {
     pub id: i64,
     pub user: String,
@@ -470,7 +471,7 @@ pub struct TokenInfo {
     pub state: String,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SetGrant {
     pub user: String,
@@ -480,7 +481,7 @@ pub struct SetGrant {
 }
 
 /// One cell of an app's matrix: the role `action` needs on `tier`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct PolicyEntry {
     pub action: Action,
     pub tier: Tier,
@@ -489,7 +490,7 @@ pub struct PolicyEntry {
     pub default: bool,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SetPolicy {
     pub action: Action,
@@ -497,7 +498,7 @@ pub struct SetPolicy {
     pub role: Role,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SetApprovalRule {
     pub action: Action,
@@ -507,7 +508,7 @@ pub struct SetApprovalRule {
     pub expires: Option<String>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ApprovalInfo {
     pub id: i64,
     pub app: String,
@@ -526,13 +527,13 @@ pub struct ApprovalInfo {
 }
 
 /// The answer (202) to a request that now waits for a second owner.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ApprovalPending {
     pub approval: i64,
     pub message: String,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SetProtection {
     /// None protects (or unprotects) every tier of the app.
@@ -541,7 +542,7 @@ pub struct SetProtection {
     pub on: bool,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct AuditInfo {
     pub id: i64,
     pub at: String,
@@ -556,7 +557,7 @@ pub struct AuditInfo {
     pub hash: String,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct AuditVerification {
     pub ok: bool,
     /// Entries checked before the chain ended or broke.
@@ -566,7 +567,7 @@ pub struct AuditVerification {
 }
 
 /// What `turnout serve` writes to `<home>/serve.json` once its listeners are bound.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ServeInfo {
     pub api: String,
     pub http: String,

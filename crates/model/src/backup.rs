@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 /// One snapshot of an environment's data.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct BackupInfo {
     pub id: i64,
     /// `APP/ENV` it was taken of.
@@ -39,7 +39,7 @@ pub struct BackupInfo {
 }
 
 /// `turnout backup list APP/ENV`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct BackupList {
     pub env: String,
     /// The backup schedule in force (periods such as `1m`, `1h`, `1d`; empty: none) and where it
@@ -60,7 +60,7 @@ pub struct BackupList {
 }
 
 /// `POST …/backups`: take a snapshot now (a job).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct CreateBackup {
     #[serde(default)]
     pub label: Option<String>,
@@ -69,7 +69,7 @@ pub struct CreateBackup {
 }
 
 /// One recovery drill's result.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct DrillInfo {
     pub id: i64,
     pub job: Option<i64>,
@@ -90,7 +90,7 @@ pub struct DrillInfo {
 
 /// `POST …/backups/policy`: the environment's backup schedule from now on: `exponential`,
 /// `none`, or periods such as `1m,1h,1d` (1 to 16, each from 10s to 366d, increasing).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct SetBackupPolicy {
     pub schedule: String,
 }

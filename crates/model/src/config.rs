@@ -18,7 +18,9 @@ pub const MAX_CONFIG_VALUE: usize = 64 * 1024;
 pub const MAX_CONFIG_KEYS: usize = 500;
 
 /// Where a resolved value comes from, least to most specific.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, utoipa::ToSchema,
+)]
 #[serde(rename_all = "kebab-case")]
 pub enum ConfigLevel {
     /// The app file's `[env]`.
@@ -58,7 +60,7 @@ impl std::fmt::Display for ConfigLevel {
 }
 
 /// One key: its value (a secret's masked unless asked for and allowed) and the level it comes from.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ConfigEntry {
     pub key: String,
     pub level: ConfigLevel,
@@ -77,7 +79,7 @@ pub struct ConfigEntry {
 
 /// `turnout config list`: an environment's resolved configuration (`env` given), or what is set
 /// at one level (the app's, or a tier's).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ConfigListing {
     pub app: crate::AppName,
     pub env: Option<EnvName>,
@@ -88,7 +90,7 @@ pub struct ConfigListing {
 }
 
 /// `POST /api/v1/apps/{app}/config`: set values at one level, all or none.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SetConfig {
     /// The environment level (then `tier` must be unset).
@@ -104,7 +106,7 @@ pub struct SetConfig {
 }
 
 /// `POST /api/v1/apps/{app}/config/unset`: remove keys at one level, all or none.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UnsetConfig {
     #[serde(default)]
@@ -115,14 +117,14 @@ pub struct UnsetConfig {
 }
 
 /// The app's configuration version after a change.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ConfigChanged {
     pub version: i64,
     pub keys: Vec<String>,
 }
 
 /// `env show`: the configuration an environment runs with, against what is set now.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ConfigState {
     /// The app's configuration version when the snapshot the live release runs with was taken
     /// (`None`: it went live before snapshots were recorded).
@@ -134,7 +136,7 @@ pub struct ConfigState {
 }
 
 /// `turnout secrets rotate-key`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct KeyRotated {
     /// The new key's id (hex).
     pub key_id: String,

@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 /// What an attached environment may do with the other's database.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum DataAccess {
     Read,
@@ -42,7 +42,7 @@ impl std::fmt::Display for DataAccess {
 }
 
 /// Where an environment's current data came from.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct DataOrigin {
     /// `empty`, `seed`, `clone` or `sync`.
     pub kind: String,
@@ -55,7 +55,7 @@ pub struct DataOrigin {
 }
 
 /// Another environment's database this one may use.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct DataAttachment {
     /// The environment whose database it is (`APP/ENV`).
     pub to: String,
@@ -65,7 +65,7 @@ pub struct DataAttachment {
 }
 
 /// `turnout data show APP/ENV`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct DataInfo {
     pub app: String,
     pub env: String,
@@ -85,7 +85,7 @@ pub struct DataInfo {
 }
 
 /// A scheduled re-seed (`[data] reseed` of the live release).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ReseedInfo {
     pub cron: String,
     pub timezone: String,
@@ -97,7 +97,7 @@ pub struct ReseedInfo {
 }
 
 /// `POST …/data/clone` and `…/data/sync`: where the data comes from (`APP/ENV`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct DataSource {
     pub from: String,
     /// A sync only: read the source's newest backup instead of its live data (production is
@@ -107,7 +107,7 @@ pub struct DataSource {
 }
 
 /// `POST …/data/attachments`: give this environment access to another's database.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct AttachData {
     /// The environment whose database it is (`APP/ENV`).
     pub to: String,
@@ -118,7 +118,7 @@ pub struct AttachData {
 
 /// `GET …/data/connection`: what `turnout data psql|sqlite` connects with (the password
 /// included: only for those who may configure the environment, and audited).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct DataConnection {
     pub engine: String,
     /// A URL the daemon's machine can use (PostgreSQL: over the unix socket; SQLite: the path).
@@ -126,7 +126,7 @@ pub struct DataConnection {
 }
 
 /// `POST …/data/seed`: new data from the live release's seed (`turnout data seed|reseed`).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct SeedData {
     /// `sqlite` or `postgres`: the engine of the new data (default: the one the live release
     /// declares), to change an environment's engine.

@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 use crate::{AppName, EnvInfo, EnvName, PipelineSpec, ScheduleInfo, Tier};
 
 /// The commits between two environments' live releases, and the configuration that differs.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct EnvDiff {
     pub app: AppName,
     pub a: EnvName,
@@ -25,7 +25,7 @@ pub struct EnvDiff {
 /// The most commits listed each way.
 pub const DIFF_COMMITS: usize = 100;
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct CommitInfo {
     pub commit: String,
     pub author: String,
@@ -35,7 +35,7 @@ pub struct CommitInfo {
 }
 
 /// One key set differently in the two environments.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ConfigDifference {
     pub key: String,
     pub kind: ConfigKind,
@@ -44,7 +44,7 @@ pub struct ConfigDifference {
     pub b: Option<String>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ConfigKind {
     /// A plain value: from the app file's `[env]` layers or set with `turnout config set`.
@@ -59,7 +59,7 @@ pub const SECRET_SHOWN_AS: &str = "(secret)";
 /// An app's environments by stage, and every promotion allowed between them: the declared
 /// pipeline's stages and promotions when the app has one (`turnout pipeline set`), else one
 /// stage per tier in pipeline order (stages without an environment left out) and the tier rule.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct PipelineView {
     pub app: AppName,
     pub stages: Vec<PipelineStage>,
@@ -75,7 +75,7 @@ pub struct PipelineView {
     pub schedules: Vec<ScheduleInfo>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct PipelineStage {
     /// The tier under the tier rule; the stage's members joined by `+` in a declared pipeline
     /// (`qa`, `tier:test`, `staging+release`).
@@ -86,7 +86,7 @@ pub struct PipelineStage {
 }
 
 /// `from` may be promoted to `to`: how far apart their live releases are.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct PromotionView {
     pub from: EnvName,
     pub to: EnvName,

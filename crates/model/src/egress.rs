@@ -14,7 +14,7 @@ pub const MAX_ALLOW_HOSTS: usize = 100;
 pub const MAX_LOG_LIMIT: u32 = 10_000;
 
 /// What a tier's outbound requests may do.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum EgressMode {
     /// Everything passes (logged).
@@ -248,7 +248,7 @@ pub fn parse_hosts(hosts: &[String]) -> Result<Vec<HostPattern>, String> {
 /// `POST /api/v1/apps/{app}/egress`: change one tier's policy. `mode` absent: keep it;
 /// `allow_hosts` are added to the list (after emptying it with `clear_hosts`); `reset` forgets
 /// the app's policy for the tier.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SetEgressPolicy {
     pub tier: Option<Tier>,
@@ -264,7 +264,7 @@ pub struct SetEgressPolicy {
 }
 
 /// One tier's policy as shown.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct EgressPolicyInfo {
     pub tier: Tier,
     pub mode: EgressMode,
@@ -279,7 +279,7 @@ pub struct EgressPolicyInfo {
 }
 
 /// An app's policies, every tier.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct EgressPolicies {
     pub app: String,
     pub tiers: Vec<EgressPolicyInfo>,
@@ -291,7 +291,7 @@ pub struct EgressPolicies {
 }
 
 /// What the proxy decided about one request.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum EgressDecision {
     Allowed,
@@ -325,7 +325,7 @@ impl FromStr for EgressDecision {
 }
 
 /// One outbound request.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct EgressLogEntry {
     pub id: i64,
     /// RFC 3339, milliseconds.
@@ -346,7 +346,7 @@ pub struct EgressLogEntry {
 }
 
 /// `GET /api/v1/apps/{app}/envs/{env}/egress`: newest first.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct EgressLog {
     /// `APP/ENV`.
     pub env: String,

@@ -10,6 +10,8 @@ use std::fmt::{Display, Write as _};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
+pub use crate::openapi::{Auth, ParamKind, Payload};
+
 use crate::{
     AppInfo, AppName, ApprovalInfo, AuditInfo, AuditVerification, DomainEvent, DomainInfo,
     DomainName, EnvInfo, EnvName, EnvRef, JobInfo, PolicyEntry, ReleaseInfo, SwitchInfo,
@@ -38,10 +40,18 @@ pub trait Endpoint {
     const METHOD: Method;
     /// The axum route pattern, e.g. `/api/v1/apps/{app}/envs/{env}/deploy`.
     const PATH: &'static str;
+    /// The success status when the answer has a body: 201 where a record or a job was made.
+    /// An answer of `()` is 204 No Content.
+    const STATUS: u16 = 200;
+    /// The query parameters `path()` may add, for the OpenAPI document.
+    const QUERY: &'static [(&'static str, ParamKind)] = &[];
+    /// Whether the request may be held for approval instead (202, `ApprovalPending`).
+    const APPROVAL: bool = false;
+    const AUTH: Auth = Auth::Bearer;
     /// `()` for an endpoint that takes no body.
-    type Body: Serialize;
+    type Body: Serialize + Payload;
     /// `()` for 204 No Content; [`TextStream`] or [`EventStream`] for a streamed answer.
-    type Answer: DeserializeOwned;
+    type Answer: DeserializeOwned + Payload;
     /// `PATH` with its segments filled in (percent-encoded) and the query string, if any.
     fn path(&self) -> String;
     /// The JSON body, when the endpoint takes one.
@@ -65,8 +75,13 @@ pub enum EventStream {}
 #[derive(Debug, Deserialize)]
 pub enum RunStream {}
 
+/// The body of a GitHub or GitLab webhook delivery: the provider's own JSON event, trusted by
+/// its signature. Uninhabited: only the provider sends one, never this client.
+#[derive(Debug, Serialize)]
+pub enum WebhookEvent {}
+
 /// `{"ok": true}` from the unauthenticated liveness check.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct HealthInfo {
     pub ok: bool,
 }
@@ -129,22 +144,33 @@ impl Query {
 }
 
 /// Implements `Endpoint` for one request struct: `$path_params` are the struct's values that
-/// fill the pattern, `$query` builds the query string, `body` names the field holding the body.
+/// fill the pattern, `query` lists the query parameters (name, type for the OpenAPI document,
+/// `with` a value always sent or `maybe` one sent when set),
+/// `body_field` names the field holding the body; `status`, `approval` and `auth` override the
+/// trait's defaults.
 macro_rules! endpoint {
     (
         $name:ident, $method:ident $path:literal, body $body:ty, answer $answer:ty,
-        |$s:ident| [$($param:expr),*] $(, query $query:expr)? $(, body_field $field:ident)?
+        |$s:ident| [$($param:expr),*]
+        $(, query [$($qname:ident: $qkind:ident $qhow:ident $qvalue:expr),*])?
+        $(, body_field $field:ident)?
+        $(, status $status:literal)? $(, approval $approval:literal)? $(, auth $auth:ident)?
     ) => {
         impl Endpoint for $name {
             const METHOD: Method = Method::$method;
             const PATH: &'static str = $path;
+            $(const STATUS: u16 = $status;)?
+            $(const QUERY: &'static [(&'static str, ParamKind)] =
+                &[$((stringify!($qname), ParamKind::$qkind)),*];)?
+            $(const APPROVAL: bool = $approval;)?
+            $(const AUTH: Auth = Auth::$auth;)?
             type Body = $body;
             type Answer = $answer;
             #[allow(unused_variables)]
             fn path(&self) -> String {
                 let $s = self;
                 let path = fill(Self::PATH, &[$($param),*]);
-                $(let path = $query.after(path);)?
+                $(let path = Query::default()$(.$qhow(stringify!($qname), $qvalue))*.after(path);)?
                 path
             }
             $(
@@ -158,7 +184,12 @@ macro_rules! endpoint {
 
 /// `GET /api/v1/health` (no token needed).
 pub struct Health;
-endpoint!(Health, Get "/api/v1/health", body (), answer HealthInfo, |s| []);
+endpoint!(Health, Get "/api/v1/health", body (), answer HealthInfo, |s| [], auth None);
+
+/// This API's OpenAPI 3.1 document (no token needed: it describes, it holds no data).
+pub struct OpenApiDocument;
+endpoint!(OpenApiDocument, Get "/api/v1/openapi.json", body (), answer utoipa::openapi::OpenApi,
+    |s| [], auth None);
 
 pub struct ListApps;
 endpoint!(ListApps, Get "/api/v1/apps", body (), answer Vec<AppInfo>, |s| []);
@@ -167,7 +198,7 @@ pub struct CreateApp {
     pub body: crate::CreateApp,
 }
 endpoint!(CreateApp, Post "/api/v1/apps", body crate::CreateApp, answer AppInfo, |s| [],
-    body_field body);
+    body_field body, status 201);
 
 pub struct DeleteApp {
     pub app: AppName,
@@ -175,7 +206,7 @@ pub struct DeleteApp {
     pub force: bool,
 }
 endpoint!(DeleteApp, Delete "/api/v1/apps/{app}", body (), answer (), |s| [s.app.as_str()],
-    query Query::default().with("force", s.force));
+    query [force: Bool with s.force]);
 
 /// Change an app's settings; answers the app.
 pub struct UpdateApp {
@@ -190,7 +221,7 @@ pub struct ListEnvs {
     pub app: Option<AppName>,
 }
 endpoint!(ListEnvs, Get "/api/v1/envs", body (), answer Vec<EnvInfo>, |s| [],
-    query Query::default().maybe("app", s.app.as_ref()));
+    query [app: Text maybe s.app.as_ref()]);
 
 pub struct ListAppEnvs {
     pub app: AppName,
@@ -203,7 +234,7 @@ pub struct CreateEnv {
     pub body: crate::CreateEnv,
 }
 endpoint!(CreateEnv, Post "/api/v1/apps/{app}/envs", body crate::CreateEnv, answer EnvInfo,
-    |s| [s.app.as_str()], body_field body);
+    |s| [s.app.as_str()], body_field body, status 201);
 
 pub struct ShowEnv {
     pub target: EnvRef,
@@ -223,7 +254,8 @@ pub struct Deploy {
     pub body: crate::DeployRequest,
 }
 endpoint!(Deploy, Post "/api/v1/apps/{app}/envs/{env}/deploy", body crate::DeployRequest,
-    answer JobInfo, |s| [s.target.app.as_str(), s.target.env.as_str()], body_field body);
+    answer JobInfo, |s| [s.target.app.as_str(), s.target.env.as_str()], body_field body, status 201,
+    approval true);
 
 /// A promotion job (201), or 202 when it waits for approval: `target` runs `body.from`'s live
 /// release.
@@ -232,20 +264,22 @@ pub struct Promote {
     pub body: crate::PromoteRequest,
 }
 endpoint!(Promote, Post "/api/v1/apps/{app}/envs/{env}/promote", body crate::PromoteRequest,
-    answer JobInfo, |s| [s.target.app.as_str(), s.target.env.as_str()], body_field body);
+    answer JobInfo, |s| [s.target.app.as_str(), s.target.env.as_str()], body_field body, status 201,
+    approval true);
 
 pub struct Rollback {
     pub target: EnvRef,
     pub body: crate::RollbackRequest,
 }
 endpoint!(Rollback, Post "/api/v1/apps/{app}/envs/{env}/rollback", body crate::RollbackRequest,
-    answer JobInfo, |s| [s.target.app.as_str(), s.target.env.as_str()], body_field body);
+    answer JobInfo, |s| [s.target.app.as_str(), s.target.env.as_str()], body_field body,
+    status 201);
 
 pub struct Restart {
     pub target: EnvRef,
 }
 endpoint!(Restart, Post "/api/v1/apps/{app}/envs/{env}/restart", body (), answer JobInfo,
-    |s| [s.target.app.as_str(), s.target.env.as_str()]);
+    |s| [s.target.app.as_str(), s.target.env.as_str()], status 201);
 
 /// Stops the environment's instance at once (no job); answers the environment, `stopped`.
 pub struct StopEnv {
@@ -258,7 +292,7 @@ pub struct StartEnv {
     pub target: EnvRef,
 }
 endpoint!(StartEnv, Post "/api/v1/apps/{app}/envs/{env}/start", body (), answer JobInfo,
-    |s| [s.target.app.as_str(), s.target.env.as_str()]);
+    |s| [s.target.app.as_str(), s.target.env.as_str()], status 201);
 
 /// Change the environment's resource plan; answers the environment with its effective plan.
 /// The change applies to the next instance started (deploy, restart, start).
@@ -313,7 +347,7 @@ pub struct AddSchedule {
 }
 endpoint!(AddSchedule, Post "/api/v1/apps/{app}/pipeline/schedules",
     body crate::CreateSchedule, answer crate::ScheduleInfo, |s| [s.app.as_str()],
-    body_field body);
+    body_field body, status 201);
 
 pub struct RemoveSchedule {
     pub app: AppName,
@@ -329,7 +363,7 @@ pub struct RunSchedule {
     pub id: i64,
 }
 endpoint!(RunSchedule, Post "/api/v1/apps/{app}/pipeline/schedules/{id}/run", body (),
-    answer JobInfo, |s| [s.app.as_str(), &s.id.to_string()]);
+    answer JobInfo, |s| [s.app.as_str(), &s.id.to_string()], status 201, approval true);
 
 /// Set what deploys the environment by itself; answers the environment.
 pub struct SetTrigger {
@@ -371,7 +405,7 @@ pub struct CreateLink {
     pub body: crate::CreateLink,
 }
 endpoint!(CreateLink, Post "/api/v1/apps/{app}/links", body crate::CreateLink,
-    answer crate::LinkInfo, |s| [s.app.as_str()], body_field body);
+    answer crate::LinkInfo, |s| [s.app.as_str()], body_field body, status 201);
 
 /// The app's links, each with every environment's counterpart (or why it has none).
 pub struct ListLinks {
@@ -400,15 +434,17 @@ endpoint!(ShowHooks, Get "/api/v1/apps/{app}/hooks", body (), answer Vec<crate::
 pub struct GithubHook {
     pub app: AppName,
 }
-endpoint!(GithubHook, Post "/api/v1/hooks/github/{app}", body (), answer crate::HookOutcome,
-    |s| [s.app.as_str()]);
+endpoint!(GithubHook, Post "/api/v1/hooks/github/{app}", body WebhookEvent,
+    answer crate::HookOutcome,
+    |s| [s.app.as_str()], auth Signed);
 
 /// A GitLab webhook delivery: no bearer token, authenticated by its `X-Gitlab-Token`.
 pub struct GitlabHook {
     pub app: AppName,
 }
-endpoint!(GitlabHook, Post "/api/v1/hooks/gitlab/{app}", body (), answer crate::HookOutcome,
-    |s| [s.app.as_str()]);
+endpoint!(GitlabHook, Post "/api/v1/hooks/gitlab/{app}", body WebhookEvent,
+    answer crate::HookOutcome,
+    |s| [s.app.as_str()], auth Signed);
 
 pub struct ListReleases {
     pub target: EnvRef,
@@ -425,10 +461,8 @@ pub struct Logs {
 }
 endpoint!(Logs, Get "/api/v1/apps/{app}/envs/{env}/logs", body (), answer TextStream,
     |s| [s.target.app.as_str(), s.target.env.as_str()],
-    query Query::default()
-        .with("follow", s.follow)
-        .with("tail", s.tail)
-        .with("timestamps", s.timestamps));
+    query [follow: Bool with s.follow, tail: Integer with s.tail,
+        timestamps: Bool with s.timestamps]);
 
 /// An environment's resolved configuration (`env`), or what is set at the app level or at one
 /// tier (`tier`).
@@ -441,8 +475,8 @@ pub struct ListConfig {
 }
 endpoint!(ListConfig, Get "/api/v1/apps/{app}/config", body (), answer crate::ConfigListing,
     |s| [s.app.as_str()],
-    query Query::default().maybe("env", s.env.as_ref()).maybe("tier", s.tier)
-        .with("show_secrets", s.show_secrets));
+    query [env: Text maybe s.env.as_ref(), tier: Tier maybe s.tier,
+        show_secrets: Bool with s.show_secrets]);
 
 pub struct SetConfig {
     pub app: AppName,
@@ -487,7 +521,7 @@ pub struct ListEgressLog {
 }
 endpoint!(ListEgressLog, Get "/api/v1/apps/{app}/envs/{env}/egress", body (),
     answer crate::EgressLog, |s| [s.target.app.as_str(), s.target.env.as_str()],
-    query Query::default().with("limit", s.limit).with("denied", s.denied));
+    query [limit: Integer with s.limit, denied: Bool with s.denied]);
 
 pub struct ListDomains;
 endpoint!(ListDomains, Get "/api/v1/domains", body (), answer Vec<DomainInfo>, |s| []);
@@ -496,7 +530,7 @@ pub struct AddDomain {
     pub body: crate::AddDomain,
 }
 endpoint!(AddDomain, Post "/api/v1/domains", body crate::AddDomain, answer DomainInfo, |s| [],
-    body_field body);
+    body_field body, status 201);
 
 pub struct RemoveDomain {
     pub domain: DomainName,
@@ -509,7 +543,7 @@ pub struct SwitchDomain {
     pub body: crate::SwitchDomain,
 }
 endpoint!(SwitchDomain, Post "/api/v1/domains/{domain}/switch", body crate::SwitchDomain,
-    answer SwitchInfo, |s| [s.domain.as_str()], body_field body);
+    answer SwitchInfo, |s| [s.domain.as_str()], body_field body, approval true);
 
 pub struct RollbackDomain {
     pub domain: DomainName,
@@ -548,7 +582,7 @@ pub struct AddCert {
     pub body: crate::AddCert,
 }
 endpoint!(AddCert, Post "/api/v1/domains/{domain}/cert", body crate::AddCert,
-    answer crate::CertInfo, |s| [s.domain.as_str()], body_field body);
+    answer crate::CertInfo, |s| [s.domain.as_str()], body_field body, status 201);
 
 /// Stop serving the domain over HTTPS and forget its certificate (its TLS turns off).
 pub struct RemoveCert {
@@ -572,7 +606,7 @@ pub struct AddUser {
     pub body: crate::CreateUser,
 }
 endpoint!(AddUser, Post "/api/v1/users", body crate::CreateUser, answer UserInfo, |s| [],
-    body_field body);
+    body_field body, status 201);
 
 pub struct ListTokens;
 endpoint!(ListTokens, Get "/api/v1/tokens", body (), answer Vec<TokenInfo>, |s| []);
@@ -581,7 +615,7 @@ pub struct CreateToken {
     pub body: crate::CreateToken,
 }
 endpoint!(CreateToken, Post "/api/v1/tokens", body crate::CreateToken, answer TokenCreated,
-    |s| [], body_field body);
+    |s| [], body_field body, status 201);
 
 pub struct RevokeToken {
     pub id: i64,
@@ -627,7 +661,7 @@ pub struct ListApprovals {
     pub all: bool,
 }
 endpoint!(ListApprovals, Get "/api/v1/approvals", body (), answer Vec<ApprovalInfo>, |s| [],
-    query Query::default().with("all", s.all));
+    query [all: Bool with s.all]);
 
 pub struct Approve {
     pub id: i64,
@@ -648,10 +682,8 @@ pub struct Audit {
     pub since: Option<i64>,
 }
 endpoint!(Audit, Get "/api/v1/audit", body (), answer Vec<AuditInfo>, |s| [],
-    query Query::default()
-        .maybe("app", s.app.as_ref())
-        .maybe("env", s.env.as_ref())
-        .maybe("since", s.since));
+    query [app: Text maybe s.app.as_ref(), env: Text maybe s.env.as_ref(),
+        since: Integer maybe s.since]);
 
 pub struct VerifyAudit;
 endpoint!(VerifyAudit, Get "/api/v1/audit/verify", body (), answer AuditVerification, |s| []);
@@ -664,10 +696,7 @@ pub struct ListJobs {
     pub all: bool,
 }
 endpoint!(ListJobs, Get "/api/v1/jobs", body (), answer Vec<JobInfo>, |s| [],
-    query Query::default()
-        .maybe("app", s.app.as_ref())
-        .maybe("env", s.env.as_ref())
-        .with("all", s.all));
+    query [app: Text maybe s.app.as_ref(), env: Text maybe s.env.as_ref(), all: Bool with s.all]);
 
 pub struct ShowJob {
     pub id: i64,
@@ -705,7 +734,8 @@ pub struct SeedData {
     pub body: crate::SeedData,
 }
 endpoint!(SeedData, Post "/api/v1/apps/{app}/envs/{env}/data/seed", body crate::SeedData,
-    answer JobInfo, |s| [s.target.app.as_str(), s.target.env.as_str()], body_field body);
+    answer JobInfo, |s| [s.target.app.as_str(), s.target.env.as_str()], body_field body,
+    status 201);
 
 /// A copy of `body.from`'s data and storage, then the live release relaunched on it (a job).
 pub struct CloneData {
@@ -713,7 +743,8 @@ pub struct CloneData {
     pub body: crate::DataSource,
 }
 endpoint!(CloneData, Post "/api/v1/apps/{app}/envs/{env}/data/clone", body crate::DataSource,
-    answer JobInfo, |s| [s.target.app.as_str(), s.target.env.as_str()], body_field body);
+    answer JobInfo, |s| [s.target.app.as_str(), s.target.env.as_str()], body_field body,
+    status 201);
 
 /// A masked copy of production's data (`body.from`), then the live release relaunched on it
 /// (a job).
@@ -722,7 +753,8 @@ pub struct SyncData {
     pub body: crate::DataSource,
 }
 endpoint!(SyncData, Post "/api/v1/apps/{app}/envs/{env}/data/sync", body crate::DataSource,
-    answer JobInfo, |s| [s.target.app.as_str(), s.target.env.as_str()], body_field body);
+    answer JobInfo, |s| [s.target.app.as_str(), s.target.env.as_str()], body_field body,
+    status 201);
 
 /// Give the environment a URL of another's database (`body.to`) limited to `body.mode`;
 /// answers its data.
@@ -757,7 +789,8 @@ pub struct Run {
     pub body: crate::RunRequest,
 }
 endpoint!(Run, Post "/api/v1/apps/{app}/envs/{env}/run", body crate::RunRequest,
-    answer RunStream, |s| [s.target.app.as_str(), s.target.env.as_str()], body_field body);
+    answer RunStream, |s| [s.target.app.as_str(), s.target.env.as_str()], body_field body,
+    status 101);
 
 /// Run a command in the environment's live release as a job (`turnout run --detach`): its
 /// output lines and exit status are the job's (audited; the role that may deploy there).
@@ -766,7 +799,8 @@ pub struct RunJob {
     pub body: crate::RunRequest,
 }
 endpoint!(RunJob, Post "/api/v1/apps/{app}/envs/{env}/run/jobs", body crate::RunRequest,
-    answer JobInfo, |s| [s.target.app.as_str(), s.target.env.as_str()], body_field body);
+    answer JobInfo, |s| [s.target.app.as_str(), s.target.env.as_str()], body_field body,
+    status 201);
 
 /// An environment's snapshots (newest first), its schedule, restore-point bound and drills.
 pub struct ListBackups {
@@ -781,7 +815,8 @@ pub struct CreateBackup {
     pub body: crate::CreateBackup,
 }
 endpoint!(CreateBackup, Post "/api/v1/apps/{app}/envs/{env}/backups", body crate::CreateBackup,
-    answer JobInfo, |s| [s.target.app.as_str(), s.target.env.as_str()], body_field body);
+    answer JobInfo, |s| [s.target.app.as_str(), s.target.env.as_str()], body_field body,
+    status 201);
 
 /// Set the environment's backup schedule (over turnout.toml's and the tier's); answers its list.
 pub struct SetBackupPolicy {
@@ -803,7 +838,7 @@ pub struct VerifyBackup {
     pub id: i64,
 }
 endpoint!(VerifyBackup, Post "/api/v1/backups/{id}/verify", body (), answer JobInfo,
-    |s| [&s.id.to_string()]);
+    |s| [&s.id.to_string()], status 201);
 
 /// Delete the snapshot (`force`: a pinned one too); answers what was deleted.
 pub struct DeleteBackup {
@@ -811,7 +846,7 @@ pub struct DeleteBackup {
     pub force: bool,
 }
 endpoint!(DeleteBackup, Delete "/api/v1/backups/{id}", body (), answer crate::BackupInfo,
-    |s| [&s.id.to_string()], query Query::default().with("force", s.force));
+    |s| [&s.id.to_string()], query [force: Bool with s.force]);
 /// Put the environment's data (or `body.into`'s) back to a moment or a snapshot, then
 /// relaunch (a job). A production target needs `body.yes`: without it, 409 saying how much
 /// newer data would be discarded.
@@ -820,7 +855,8 @@ pub struct Restore {
     pub body: crate::RestoreRequest,
 }
 endpoint!(Restore, Post "/api/v1/apps/{app}/envs/{env}/restore", body crate::RestoreRequest,
-    answer JobInfo, |s| [s.target.app.as_str(), s.target.env.as_str()], body_field body);
+    answer JobInfo, |s| [s.target.app.as_str(), s.target.env.as_str()], body_field body,
+    status 201);
 
 /// Make a production copy production as of a moment, code and data (a job).
 pub struct ResetData {
@@ -828,14 +864,15 @@ pub struct ResetData {
     pub body: crate::ResetRequest,
 }
 endpoint!(ResetData, Post "/api/v1/apps/{app}/envs/{env}/data/reset", body crate::ResetRequest,
-    answer JobInfo, |s| [s.target.app.as_str(), s.target.env.as_str()], body_field body);
+    answer JobInfo, |s| [s.target.app.as_str(), s.target.env.as_str()], body_field body,
+    status 201);
 
 /// Put a production copy back exactly as its last reset left it (a job).
 pub struct UndoData {
     pub target: EnvRef,
 }
 endpoint!(UndoData, Post "/api/v1/apps/{app}/envs/{env}/data/undo", body (), answer JobInfo,
-    |s| [s.target.app.as_str(), s.target.env.as_str()]);
+    |s| [s.target.app.as_str(), s.target.env.as_str()], status 201);
 
 /// A recovery drill: restore into a scratch environment, start and check it, measure, remove
 /// it (a job).
@@ -844,7 +881,8 @@ pub struct Drill {
     pub body: crate::DrillRequest,
 }
 endpoint!(Drill, Post "/api/v1/apps/{app}/envs/{env}/drills", body crate::DrillRequest,
-    answer JobInfo, |s| [s.target.app.as_str(), s.target.env.as_str()], body_field body);
+    answer JobInfo, |s| [s.target.app.as_str(), s.target.env.as_str()], body_field body,
+    status 201);
 
 /// The mail an environment sent (newest first).
 pub struct ListMail {
@@ -866,7 +904,7 @@ pub struct ShowMail {
     pub raw: bool,
 }
 endpoint!(ShowMail, Get "/api/v1/mail/{id}", body (), answer crate::MailDetail,
-    |s| [&s.id.to_string()], query Query::default().with("raw", s.raw));
+    |s| [&s.id.to_string()], query [raw: Bool with s.raw]);
 
 /// Each tier's mail relay setting.
 pub struct ListMailRelays {
@@ -883,116 +921,126 @@ pub struct SetMailRelay {
 endpoint!(SetMailRelay, Post "/api/v1/apps/{app}/mail/relays", body crate::SetMailRelay,
     answer crate::MailRelays, |s| [s.app.as_str()], body_field body);
 
-/// (method, PATH) of every endpoint above, `GET /api/v1/health` (the one needing no token)
-/// included, so a test can hold the server's route list against it.
+/// Calls the macro `$m` with the name of every endpoint above: the one list that
+/// `all_paths()` and the OpenAPI document (`openapi::document`) are built from.
+#[macro_export]
+macro_rules! for_each_endpoint {
+    ($m:ident) => {
+        $m!(
+            Health,
+            OpenApiDocument,
+            ListApps,
+            CreateApp,
+            DeleteApp,
+            ListEnvs,
+            ListAppEnvs,
+            CreateEnv,
+            ShowEnv,
+            DeleteEnv,
+            Deploy,
+            Promote,
+            Rollback,
+            Restart,
+            StopEnv,
+            StartEnv,
+            UpdatePlan,
+            ListReleases,
+            EnvDiff,
+            ShowPipeline,
+            SetPipeline,
+            ResetPipeline,
+            ListSchedules,
+            AddSchedule,
+            RemoveSchedule,
+            RunSchedule,
+            SetTrigger,
+            CiHook,
+            SetHook,
+            ShowHooks,
+            GithubHook,
+            GitlabHook,
+            UpdateApp,
+            Logs,
+            SetSleep,
+            ListConfig,
+            SetConfig,
+            UnsetConfig,
+            RotateSecretKey,
+            ShowEgressPolicies,
+            SetEgressPolicy,
+            ListEgressLog,
+            ListDomains,
+            AddDomain,
+            RemoveDomain,
+            SwitchDomain,
+            RollbackDomain,
+            SetMaintenance,
+            DomainHistory,
+            SetTls,
+            ListCerts,
+            AddCert,
+            RemoveCert,
+            RenewCert,
+            ListUsers,
+            AddUser,
+            ListTokens,
+            CreateToken,
+            RevokeToken,
+            SetGrant,
+            Policy,
+            SetPolicy,
+            SetApprovalRule,
+            SetProtection,
+            ListApprovals,
+            Approve,
+            Reject,
+            Audit,
+            VerifyAudit,
+            ListJobs,
+            ShowJob,
+            JobEvents,
+            CancelJob,
+            Metrics,
+            ShowData,
+            SeedData,
+            CloneData,
+            SyncData,
+            AttachData,
+            DetachData,
+            DataConnection,
+            Run,
+            RunJob,
+            ListBackups,
+            CreateBackup,
+            SetBackupPolicy,
+            ShowBackup,
+            VerifyBackup,
+            DeleteBackup,
+            Restore,
+            ResetData,
+            UndoData,
+            Drill,
+            ListMail,
+            ClearMail,
+            ShowMail,
+            ListMailRelays,
+            SetMailRelay,
+            CreateLink,
+            ListLinks,
+            RemoveLink,
+        )
+    };
+}
+
+/// (method, PATH) of every endpoint above, the ones needing no token (`GET /api/v1/health`,
+/// `GET /api/v1/openapi.json`) included, so a test can hold the server's route list against it.
 pub fn all_paths() -> Vec<(&'static str, &'static str)> {
     macro_rules! paths {
-        ($($e:ty),* $(,)?) => {
-            vec![$((<$e>::METHOD.as_str(), <$e>::PATH)),*]
+        ($($e:ident),* $(,)?) => {
+            vec![$(($e::METHOD.as_str(), $e::PATH)),*]
         };
     }
-    paths![
-        Health,
-        ListApps,
-        CreateApp,
-        DeleteApp,
-        ListEnvs,
-        ListAppEnvs,
-        CreateEnv,
-        ShowEnv,
-        DeleteEnv,
-        Deploy,
-        Promote,
-        Rollback,
-        Restart,
-        StopEnv,
-        StartEnv,
-        UpdatePlan,
-        ListReleases,
-        EnvDiff,
-        ShowPipeline,
-        SetPipeline,
-        ResetPipeline,
-        ListSchedules,
-        AddSchedule,
-        RemoveSchedule,
-        RunSchedule,
-        SetTrigger,
-        CiHook,
-        SetHook,
-        ShowHooks,
-        GithubHook,
-        GitlabHook,
-        UpdateApp,
-        Logs,
-        SetSleep,
-        ListConfig,
-        SetConfig,
-        UnsetConfig,
-        RotateSecretKey,
-        ShowEgressPolicies,
-        SetEgressPolicy,
-        ListEgressLog,
-        ListDomains,
-        AddDomain,
-        RemoveDomain,
-        SwitchDomain,
-        RollbackDomain,
-        SetMaintenance,
-        DomainHistory,
-        SetTls,
-        ListCerts,
-        AddCert,
-        RemoveCert,
-        RenewCert,
-        ListUsers,
-        AddUser,
-        ListTokens,
-        CreateToken,
-        RevokeToken,
-        SetGrant,
-        Policy,
-        SetPolicy,
-        SetApprovalRule,
-        SetProtection,
-        ListApprovals,
-        Approve,
-        Reject,
-        Audit,
-        VerifyAudit,
-        ListJobs,
-        ShowJob,
-        JobEvents,
-        CancelJob,
-        Metrics,
-        ShowData,
-        SeedData,
-        CloneData,
-        SyncData,
-        AttachData,
-        DetachData,
-        DataConnection,
-        Run,
-        RunJob,
-        ListBackups,
-        CreateBackup,
-        SetBackupPolicy,
-        ShowBackup,
-        VerifyBackup,
-        DeleteBackup,
-        Restore,
-        ResetData,
-        UndoData,
-        Drill,
-        ListMail,
-        ClearMail,
-        ShowMail,
-        ListMailRelays,
-        SetMailRelay,
-        CreateLink,
-        ListLinks,
-        RemoveLink,
-    ]
+    crate::for_each_endpoint!(paths)
 }
 
 #[cfg(test)]
@@ -1112,6 +1160,6 @@ mod tests {
             );
         }
         assert!(all.contains(&("POST", "/api/v1/jobs/{id}/cancel")));
-        assert_eq!(all.len(), 100);
+        assert_eq!(all.len(), 101);
     }
 }

@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use crate::{SkippedEnv, TriggeredDeploy};
 
 /// Where a webhook comes from; each app has at most one secret per provider.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum HookProvider {
     /// `X-Hub-Signature-256`: HMAC-SHA256 of the raw body with the secret.
@@ -52,7 +52,7 @@ impl std::str::FromStr for HookProvider {
 
 /// The body of `POST /api/v1/apps/{app}/hooks`: exactly one of `secret_env` (the name of a
 /// variable of the daemon's environment, read at every delivery) and `secret` (stored).
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SetHook {
     pub provider: HookProvider,
@@ -63,7 +63,7 @@ pub struct SetHook {
 }
 
 /// One configured webhook of an app (never its secret).
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct HookInfo {
     pub provider: HookProvider,
     /// The path to give the provider, under the API's address.
@@ -77,7 +77,7 @@ pub struct HookInfo {
 
 /// What an accepted delivery did: the deploys it started and the environments it left alone,
 /// or, for an event that deploys nothing, why it was ignored.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct HookOutcome {
     pub provider: HookProvider,
     /// The provider's event name (`workflow_run`, `Pipeline Hook`, …).

@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 use crate::{AppName, EnvName};
 
 /// `POST …/envs/{env}/rollback`: back to the previous live-once release, or to `to`.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RollbackRequest {
     #[serde(default)]
@@ -20,7 +20,7 @@ pub struct RollbackRequest {
 }
 
 /// What a job does. Every long operation is a job.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum JobKind {
     /// Fetch, check out, build, launch, go live, retire.
@@ -102,7 +102,7 @@ impl std::fmt::Display for JobKind {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum JobState {
     Queued,
@@ -156,7 +156,7 @@ impl std::str::FromStr for JobState {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum StepState {
     Pending,
@@ -181,7 +181,7 @@ impl StepState {
 }
 
 /// Progress of a step that counts something (bytes, rows, tables).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Progress {
     pub done: u64,
     pub total: Option<u64>,
@@ -189,7 +189,7 @@ pub struct Progress {
 }
 
 /// One step of a job, as it stands.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct JobStep {
     /// fetch, checkout, build, launch, go-live, retire (deploy); launch, go-live, retire (the
     /// others).
@@ -204,7 +204,7 @@ pub struct JobStep {
     pub duration_ms: Option<u64>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct JobInfo {
     pub id: i64,
     pub kind: JobKind,
@@ -234,7 +234,7 @@ pub struct JobInfo {
 /// One event of a job's stream (`GET /api/v1/jobs/{id}/events`, server-sent events whose
 /// `data:` is this JSON). A watcher that connects late first gets every earlier event, so
 /// the stream always tells the whole job; it ends after `end`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum JobEvent {
     /// A step changed: started, made progress, finished, was skipped or failed.

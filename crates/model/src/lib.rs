@@ -18,6 +18,7 @@ mod job;
 pub mod link;
 mod mail;
 mod names;
+pub mod openapi;
 mod pipeline;
 pub mod plan;
 mod restore;

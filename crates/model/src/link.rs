@@ -57,7 +57,7 @@ pub struct LinkEnv {
 }
 
 /// Which rule found the counterpart.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum LinkRule {
     /// The environment of OTHER following the same branch (branch environments).
@@ -184,7 +184,7 @@ fn names<'a>(names: impl Iterator<Item = &'a EnvName>) -> String {
 }
 
 /// The body of `POST /api/v1/apps/{app}/links`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateLink {
     pub other: AppName,
@@ -197,7 +197,7 @@ pub struct CreateLink {
 }
 
 /// One link of an app and, for each of its environments, where it leads.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct LinkInfo {
     pub app: AppName,
     pub other: AppName,
@@ -211,7 +211,7 @@ pub struct LinkInfo {
 }
 
 /// Where one environment's link leads.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct LinkTarget {
     pub env: EnvName,
     /// OTHER's environment, and the rule that found it; both absent when missing.
@@ -229,7 +229,7 @@ pub struct LinkTarget {
 
 /// One link of its app as an environment sees it (`env show`): the variable, and where it leads
 /// or why nowhere.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct EnvLink {
     pub var: String,
     pub other: AppName,

@@ -10,7 +10,7 @@ pub const MAX_RELAY_DOMAINS: usize = 50;
 pub const MAX_RELAY_URL: usize = 2048;
 
 /// What the relay did with a caught message.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(tag = "state", rename_all = "kebab-case")]
 pub enum RelayOutcome {
     /// The environment's tier has no relay: the message stays in the catcher.
@@ -41,7 +41,7 @@ impl RelayOutcome {
 }
 
 /// One caught message, as listed.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct MailInfo {
     pub id: i64,
     /// `APP/ENV` that sent it.
@@ -58,7 +58,7 @@ pub struct MailInfo {
 }
 
 /// `turnout mail list APP/ENV`: newest first.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct MailList {
     pub env: String,
     pub messages: Vec<MailInfo>,
@@ -68,14 +68,14 @@ pub struct MailList {
 }
 
 /// One header of a message, decoded.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct MailHeader {
     pub name: String,
     pub value: String,
 }
 
 /// An attachment of a message (its content is in the raw message).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct MailAttachment {
     pub name: Option<String>,
     pub content_type: String,
@@ -84,7 +84,7 @@ pub struct MailAttachment {
 }
 
 /// `turnout mail show ID`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct MailDetail {
     #[serde(flatten)]
     pub info: MailInfo,
@@ -99,14 +99,14 @@ pub struct MailDetail {
 }
 
 /// `turnout mail clear APP/ENV`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct MailCleared {
     pub env: String,
     pub removed: u64,
 }
 
 /// `turnout mail relay APP --tier T (--url … --allow-domain … | --off)`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct SetMailRelay {
     pub tier: String,
     /// `smtp://` or `smtps://`, with an optional `user:password@` and port.
@@ -120,7 +120,7 @@ pub struct SetMailRelay {
 }
 
 /// One tier's relay setting.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct MailRelayInfo {
     pub tier: Tier,
     /// None: nothing of this tier is relayed (the default). Production: the catcher is not
@@ -129,7 +129,7 @@ pub struct MailRelayInfo {
 }
 
 /// A tier's relay: where to, for which recipient domains.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct MailRelay {
     /// The URL without its password.
     pub url: String,
@@ -140,7 +140,7 @@ pub struct MailRelay {
 }
 
 /// `turnout mail relay APP`: every tier's setting.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct MailRelays {
     pub app: String,
     pub tiers: Vec<MailRelayInfo>,

@@ -64,7 +64,9 @@ impl<'de> Deserialize<'de> for StageMember {
 }
 
 /// One allowed promotion, `FROM:TO` on the command line (environment names of the app).
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, utoipa::ToSchema,
+)]
 #[serde(deny_unknown_fields)]
 pub struct Promotion {
     pub from: EnvName,
@@ -95,7 +97,7 @@ impl fmt::Display for Promotion {
 
 /// The body of `POST /api/v1/apps/{app}/pipeline`, and what is stored: the stages left to
 /// right, each one or more members, and the promotions allowed.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PipelineSpec {
     pub stages: Vec<Vec<StageMember>>,
@@ -306,7 +308,7 @@ pub fn find_cycle<N: Ord + Clone>(edges: &[(N, N)]) -> Option<Vec<N>> {
 
 /// The body of `POST /api/v1/apps/{app}/pipeline/schedules`: promote `from` to `to` at every
 /// tick of `cron` in time zone `tz`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateSchedule {
     pub from: EnvName,
@@ -326,7 +328,7 @@ pub const MAX_TZ_LEN: usize = 64;
 pub const MAX_SCHEDULES: usize = 32;
 
 /// A scheduled cut, as `turnout pipeline schedule list` shows it.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ScheduleInfo {
     pub id: i64,
     pub app: AppName,

@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 /// An environment's resource limits. Unset fields are unlimited.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ResourcePlan {
     /// Memory of all its processes together, in bytes; over it the kernel kills one and
     /// Turnout restarts the instance (`env show` says `OOM`).
@@ -19,7 +19,7 @@ pub struct ResourcePlan {
 }
 
 /// What an environment uses now.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ResourceUsage {
     /// Memory of its instance's processes (the cgroup's), in bytes.
     pub memory: Option<u64>,
@@ -34,7 +34,7 @@ pub struct ResourceUsage {
 /// `POST /api/v1/apps/{app}/envs/{env}/plan`: change the resource plan. Each field: a value
 /// sets it, `"none"` clears it, absent leaves it as it is. Memory as `512M`, `2G`, `1048576`;
 /// CPU as `0.5`; pids as `256`.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdatePlan {
     #[serde(default)]

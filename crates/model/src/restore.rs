@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 
 /// `POST …/envs/{env}/restore`: put the path's environment's data (or `into`'s) back to a
 /// moment (`at`) or to one snapshot (`snapshot`); exactly one of the two.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RestoreRequest {
     /// RFC 3339, or relative to the daemon's clock ("1 day ago", "-90m").
@@ -26,7 +26,7 @@ pub struct RestoreRequest {
 
 /// `POST …/envs/{env}/data/reset`: make a production copy production as of `at` (default:
 /// now), code and data.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ResetRequest {
     #[serde(default)]
@@ -37,7 +37,7 @@ pub struct ResetRequest {
 }
 
 /// `POST …/envs/{env}/drills`: a recovery drill of the environment's backups as of `at`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DrillRequest {
     pub at: String,

@@ -23,7 +23,7 @@ pub const MAX_TERM_SIDE: u16 = 1000;
 pub const MAX_FRAME: usize = 64 * 1024;
 
 /// `POST …/envs/{env}/run`: the command, as an argument vector (never given to a shell).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RunRequest {
     pub argv: Vec<String>,
@@ -36,7 +36,7 @@ pub struct RunRequest {
 }
 
 /// A terminal's size in character cells.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct TermSize {
     pub cols: u16,
     pub rows: u16,

@@ -86,7 +86,7 @@ impl<'de> Deserialize<'de> for SleepAfter {
 
 /// The body of `POST /api/v1/apps/{app}/envs/{env}/sleep`: `null` goes back to the tier's
 /// default.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SetSleep {
     pub sleep_after: Option<SleepAfter>,

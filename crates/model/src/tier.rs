@@ -5,7 +5,19 @@ use serde::{Deserialize, Serialize};
 
 /// The stage an environment plays in the pipeline; it sets defaults (data policy, backups, mail,
 /// who may deploy). Ordered from lowest to highest.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Serialize,
+    Deserialize,
+    utoipa::ToSchema,
+)]
 #[serde(rename_all = "kebab-case")]
 pub enum Tier {
     Development,

@@ -15,7 +15,9 @@ pub const MAX_HSTS_MAX_AGE: u64 = 2 * 365 * 86_400;
 pub const MAX_PEM_BYTES: usize = 256 * 1024;
 
 /// Where a domain's certificate comes from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize, utoipa::ToSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum TlsMode {
     /// No HTTPS: the domain is served over plain HTTP only.
@@ -58,7 +60,9 @@ impl FromStr for TlsMode {
 }
 
 /// How an ACME server checks that Turnout answers for a domain (RFC 8555 §8.3, RFC 8737).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize, utoipa::ToSchema,
+)]
 pub enum ChallengeKind {
     /// A token over plain HTTP on port 80 (the proxy's HTTP listener).
     #[default]
@@ -98,7 +102,7 @@ impl FromStr for ChallengeKind {
 }
 
 /// A domain's HTTPS settings, kept with the domain.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct TlsSettings {
     pub mode: TlsMode,
     /// Plain-HTTP requests get a 308 to `https://` once a certificate is served.
@@ -121,7 +125,7 @@ impl Default for TlsSettings {
 }
 
 /// `turnout domain tls DOMAIN …`: what changes (an absent field is left as it is).
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SetTls {
     /// `off` or `acme` (`manual` comes from `cert add`).
@@ -138,7 +142,7 @@ pub struct SetTls {
 
 /// `turnout cert add DOMAIN --cert FILE --key FILE`: the files' contents (PEM) and their names,
 /// for messages that say which file is wrong.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AddCert {
     pub chain_pem: String,
@@ -148,7 +152,7 @@ pub struct AddCert {
 }
 
 /// Where a certificate came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum CertSource {
     Acme,
@@ -177,7 +181,7 @@ impl FromStr for CertSource {
 
 /// A domain's certificate and, for ACME, its renewal state. A domain with `--tls acme` whose
 /// first order has not succeeded yet has one with no certificate fields.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct CertInfo {
     pub domain: DomainName,
     pub source: CertSource,

@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use crate::{AppName, EnvName, JobInfo};
 
 /// `turnout env create … --deploy-on`, `turnout env update APP/ENV --deploy-on`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum DeployOn {
     /// Only `turnout deploy` (or a promotion).
@@ -47,14 +47,14 @@ impl std::str::FromStr for DeployOn {
 }
 
 /// The body of `POST /api/v1/apps/{app}/envs/{env}/trigger`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SetTrigger {
     pub deploy_on: DeployOn,
 }
 
 /// A CI build's result, `POST /api/v1/hooks/ci`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CiReport {
     pub app: AppName,
@@ -64,7 +64,7 @@ pub struct CiReport {
     pub status: CiStatus,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum CiStatus {
     Success,
@@ -74,19 +74,19 @@ pub enum CiStatus {
 }
 
 /// What a CI report did: the deploys it started, and the environments it left alone, with why.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct CiOutcome {
     pub deploys: Vec<TriggeredDeploy>,
     pub skipped: Vec<SkippedEnv>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct TriggeredDeploy {
     pub env: EnvName,
     pub job: JobInfo,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct SkippedEnv {
     pub env: EnvName,
     pub why: String,

@@ -1,6 +1,7 @@
 //! Links between apps (`turnout link …`): make, list, remove.
 use axum::Json;
 use axum::extract::State;
+use axum::http::StatusCode;
 use axum::response::IntoResponse;
 
 use super::{Api, Path, RawBody, Result, Who, app_name, body};
@@ -11,8 +12,9 @@ pub(super) async fn create_link(
     Path(app): Path<String>,
     RawBody(bytes): RawBody,
 ) -> Result<impl IntoResponse> {
-    Ok(Json(
-        p.create_link(app_name(&app)?, body(&bytes)?, &who).await?,
+    Ok((
+        StatusCode::CREATED,
+        Json(p.create_link(app_name(&app)?, body(&bytes)?, &who).await?),
     ))
 }
 

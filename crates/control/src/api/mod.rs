@@ -226,6 +226,8 @@ pub fn router(plane: Api, max_push: u64) -> Router {
             ep::Health::PATH,
             get(|| async { Json(turnout_model::endpoint::HealthInfo { ok: true }) }),
         )
+        // Nor does the API's description: it holds no data, and generators fetch it bare.
+        .route(ep::OpenApiDocument::PATH, get(openapi_document))
         .fallback(|| async {
             ApiError(ControlError::NotFound(
                 "no such API route; see the README's API section".into(),
@@ -234,7 +236,22 @@ pub fn router(plane: Api, max_push: u64) -> Router {
         .with_state(plane)
 }
 
-/// Every route but `/api/v1/health` and the webhook deliveries needs `Authorization: Bearer
+/// The OpenAPI document, built once from the endpoint declarations (the same bytes
+/// `turnout api spec` prints).
+async fn openapi_document() -> Response {
+    static DOCUMENT: std::sync::LazyLock<std::result::Result<String, String>> =
+        std::sync::LazyLock::new(|| {
+            turnout_model::openapi::document()
+                .to_pretty_json()
+                .map_err(|e| format!("cannot write the OpenAPI document: {e}"))
+        });
+    match &*DOCUMENT {
+        Ok(doc) => ([(header::CONTENT_TYPE, "application/json")], doc.clone()).into_response(),
+        Err(e) => ApiError(ControlError::Internal(e.clone())).into_response(),
+    }
+}
+
+/// Every route but `/api/v1/health`, `/api/v1/openapi.json` and the webhook deliveries needs `Authorization: Bearer
 /// <token>`; the principal it stands for travels to the handler as a request extension.
 async fn authenticate(
     State(p): State<Api>,
@@ -394,9 +411,36 @@ mod tests {
         let mut served = super::endpoints();
         served.extend(super::signed_endpoints());
         served.push(("GET", <super::ep::Health as super::Endpoint>::PATH));
+        served.push(("GET", <super::ep::OpenApiDocument as super::Endpoint>::PATH));
         served.sort_unstable();
         let mut declared = turnout_model::endpoint::all_paths();
         declared.sort_unstable();
         assert_eq!(served, declared);
+    }
+
+    /// Every route the router serves is in the OpenAPI document with its method: an endpoint
+    /// added to the router without a description fails here (as one missing from the access
+    /// table fails `tests/it/access.rs`).
+    #[test]
+    fn the_document_describes_every_served_endpoint() {
+        let doc = turnout_model::openapi::document();
+        let mut served = super::endpoints();
+        served.extend(super::signed_endpoints());
+        served.push(("GET", <super::ep::Health as super::Endpoint>::PATH));
+        served.push(("GET", <super::ep::OpenApiDocument as super::Endpoint>::PATH));
+        for (method, path) in served {
+            let item = doc.paths.paths.get(path);
+            let op = item.and_then(|item| match method {
+                "GET" => item.get.as_ref(),
+                "POST" => item.post.as_ref(),
+                "DELETE" => item.delete.as_ref(),
+                _ => None,
+            });
+            assert!(
+                op.is_some(),
+                "{method} {path} is served but not in the OpenAPI document: declare it in \
+                 turnout_model::endpoint's for_each_endpoint! list"
+            );
+        }
     }
 }
