@@ -505,6 +505,10 @@ pub struct ServeArgs {
     /// Worker threads of the proxy's own runtime [default: one per CPU]
     #[arg(long, env = "TURNOUT_PROXY_WORKERS", value_parser = clap::value_parser!(u16).range(1..=256))]
     pub proxy_workers: Option<u16>,
+    /// Builds that run at once; more deploys wait as `queued`, production first, then in the
+    /// order they came [default: one per CPU]
+    #[arg(long, env = "TURNOUT_MAX_BUILDS", value_parser = clap::value_parser!(u8).range(1..=64))]
+    pub max_builds: Option<u8>,
     /// Not running as root: run every environment as this user anyway. They are then not
     /// isolated from each other or from Turnout's home: unsafe when several people deploy.
     /// As root each environment runs as its own user and this changes nothing

@@ -122,6 +122,7 @@ pub async fn run_daemon(
         smtp_listen: args.smtp_listen,
         egress_listen: args.egress_listen,
         proxy_workers: args.proxy_workers.map(usize::from),
+        max_builds: args.max_builds.map(usize::from),
         single_user: args.single_user,
         shared_network: args.shared_network,
         upgrade: args.upgrade,

@@ -192,6 +192,14 @@ pub(super) fn job_step(job: &JobInfo) -> String {
     }
 }
 
+/// `queued (2 in line)` while it waits for a build slot, else its state.
+fn job_state(j: &JobInfo) -> String {
+    match j.queue_position {
+        Some(at) => format!("{} ({at} in line)", j.state),
+        None => j.state.to_string(),
+    }
+}
+
 pub fn jobs(jobs: &[JobInfo], json: bool) {
     if json {
         return print_json(&jobs);
@@ -209,7 +217,7 @@ pub fn jobs(jobs: &[JobInfo], json: bool) {
             j.id.to_string(),
             j.kind.to_string(),
             format!("{}/{}", j.app, j.env),
-            j.state.to_string(),
+            job_state(j),
             job_step(j),
             cut(&j.actor, 32),
             j.started_at.clone().unwrap_or_else(|| "-".into()),
@@ -227,7 +235,7 @@ pub fn job(j: &JobInfo, json: bool) {
     outln!("job          {}", j.id);
     outln!("kind         {}", j.kind);
     outln!("target       {}/{}", j.app, j.env);
-    outln!("state        {}", j.state);
+    outln!("state        {}", job_state(j));
     outln!("actor        {}", j.actor);
     outln!("request      {}", dash(&j.request));
     outln!(

@@ -153,6 +153,7 @@ fn job(id: i64, state: JobState, steps: Vec<JobStep>) -> JobInfo {
         created_at: "2026-11-24T15:50:41Z".into(),
         started_at: Some("2026-11-24T15:50:41Z".into()),
         finished_at: None,
+        queue_position: None,
     }
 }
 

@@ -440,3 +440,105 @@ async fn an_approved_deploy_runs_as_a_job_that_shutdown_waits_for() {
     assert_eq!(j["state"], "cancelled", "{j}");
     assert_eq!(j["actor"], "bob (approved by admin)", "{j}");
 }
+
+/// `--max-builds 1`: four deploys at once run one build at a time; the others wait `queued`
+/// with their place in line, the production deploy that came last goes first, and the rest
+/// follow in the order they came. Each build blocks in `sleep 41.7` until the test kills it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn builds_beyond_the_bound_queue_in_order_with_production_first() {
+    const BUILD: [&str; 2] = ["sleep", "41.7"];
+    let repo = Repo::new("v1");
+    repo.write(
+        "turnout.toml",
+        &TOML.replace(
+            "command = \"echo building; echo yes > built.txt\"",
+            "command = \"echo building; sleep 41.7 || true; echo yes > built.txt\"",
+        ),
+    );
+    repo.commit("a build that waits for the test");
+    let d = Daemon::start_with_env(&[("TURNOUT_MAX_BUILDS", "1")]);
+    d.create(
+        "shop",
+        repo.path(),
+        &[
+            ("a", "main", "development"),
+            ("b", "main", "development"),
+            ("c", "main", "test"),
+            ("prod", "main", "production"),
+        ],
+    );
+    let builds = || processes(&BUILD).len();
+    let state = |id: &str| {
+        let j = job(&d, id);
+        (
+            j["state"].as_str().unwrap_or_default().to_owned(),
+            j["queue_position"].as_u64(),
+        )
+    };
+    let in_line = |id: &str, at: u64| {
+        let id = id.to_owned();
+        let d = &d;
+        async move {
+            eventually(
+                &format!("job {id} queued at {at}"),
+                Duration::from_secs(60),
+                || async {
+                    let j = job(d, &id);
+                    (j["state"] == "queued" && j["queue_position"] == at).then_some(())
+                },
+            )
+            .await
+        }
+    };
+
+    let a = detach(&d, &["deploy", "shop/a"]);
+    step_running(&d, &a, "build").await;
+    let b = detach(&d, &["deploy", "shop/b"]);
+    in_line(&b, 1).await;
+    let c = detach(&d, &["deploy", "shop/c"]);
+    in_line(&c, 2).await;
+    let prod = detach(&d, &["deploy", "shop/prod"]);
+    in_line(&prod, 1).await;
+    in_line(&b, 2).await;
+    in_line(&c, 3).await;
+    assert_eq!(builds(), 1);
+    let listed = d.ok(&["jobs", "shop/b"]);
+    assert!(listed.contains("queued (2 in line)"), "{listed}");
+    let shown = d.ok(&["job", "show", &b]);
+    assert!(shown.contains("queued (2 in line)"), "{shown}");
+
+    // Each build that ends hands its slot to the first in line, and only to it.
+    for (running, next, rest) in [
+        (&a, &prod, vec![(&b, 1), (&c, 2)]),
+        (&prod, &b, vec![(&c, 1)]),
+        (&b, &c, vec![]),
+    ] {
+        assert_eq!(builds(), 1, "one build at a time");
+        for pid in processes(&BUILD) {
+            nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid as i32),
+                nix::sys::signal::Signal::SIGTERM,
+            )
+            .unwrap();
+        }
+        assert_eq!(job_ends(&d, running).await["state"], "succeeded");
+        step_running(&d, next, "build").await;
+        assert_eq!(state(next), ("running".to_owned(), None));
+        for (id, at) in rest {
+            in_line(id, at).await;
+        }
+        eventually("the next build", Duration::from_secs(30), || async {
+            (builds() == 1).then_some(())
+        })
+        .await;
+    }
+    for pid in processes(&BUILD) {
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        )
+        .unwrap();
+    }
+    assert_eq!(job_ends(&d, &c).await["state"], "succeeded");
+    assert_eq!(builds(), 0);
+}

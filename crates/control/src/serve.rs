@@ -46,6 +46,8 @@ pub struct ServeConfig {
     pub egress_listen: SocketAddr,
     /// Worker threads of the proxy's own runtime; one per CPU when None.
     pub proxy_workers: Option<usize>,
+    /// Builds that may run at once (1 to 64); one per CPU when None.
+    pub max_builds: Option<usize>,
     /// Not root: run every environment as the daemon's user anyway (unsafe for shared use).
     pub single_user: bool,
     /// Even as root: no network namespaces, every environment on the host's network.
@@ -355,6 +357,9 @@ async fn run(
         certs
             .with_https_port(https_addr.map(|a| a.port()))
             .with_local_ca(local_ca),
+        config.max_builds.unwrap_or_else(|| {
+            std::thread::available_parallelism().map_or(1, std::num::NonZero::get)
+        }),
     );
     plane
         .load_egress()

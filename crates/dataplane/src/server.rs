@@ -103,7 +103,8 @@ struct Registry {
     /// Stopping or retiring: no new listener.
     closing: bool,
     routes: BTreeMap<String, RouteSpec>,
-    /// The table in force, changed host by host and handed to the proxy whole.
+    /// The table in force, changed host by host; the proxy gets a clone, which shares every
+    /// unchanged host with it, so applying a change costs the hosts it changed, not the table.
     table: RouteTable,
     /// Each host's HTTPS as sent, and the table made of them (with the ACME challenges).
     tls: BTreeMap<String, TlsSpec>,
@@ -118,13 +119,21 @@ struct Registry {
     /// Links' listeners: the host each one's requests are routed as (changed in place when a
     /// link resolves elsewhere), with the token stopping it (`None` until serving).
     links: BTreeMap<LinkKey, (Arc<FixedHost>, Option<CancellationToken>)>,
-    stats: HashMap<(String, String, String), Arc<RouteStats>>,
+    /// Each host's counters, per environment it has routed to (they survive switching away and
+    /// back); a host's go with its route.
+    stats: HashMap<String, HashMap<EnvId, Arc<RouteStats>>>,
     restarting: HashSet<String>,
     drains: HashMap<String, watch::Receiver<Option<DrainReport>>>,
     /// The entry of each sleeping environment, shared by all its hosts.
-    asleep: HashMap<EnvId, Arc<Asleep>>,
+    asleep: HashMap<EnvId, Sleeping>,
     /// Sleeping environments a request asked to wake, until their route changes.
     wanted: BTreeSet<EnvId>,
+}
+
+struct Sleeping {
+    entry: Arc<Asleep>,
+    /// How many routes sleep on it: the entry (and any wake asked for it) is forgotten at 0.
+    routes: usize,
 }
 
 struct Used {
@@ -363,7 +372,7 @@ impl Plane {
     }
 
     /// Change these hosts' routes and apply the table; drain the instances it no longer uses.
-    /// Only the hosts that changed are rebuilt.
+    /// Every step costs the hosts that changed, whatever the size of the table.
     fn apply(&self, set: Vec<(String, RouteSpec)>, remove: Vec<String>) {
         let mut r = lock(&self.registry);
         let r = &mut *r;
@@ -372,7 +381,7 @@ impl Plane {
             if let Some(old) = r.routes.remove(&host) {
                 r.table.remove(&host);
                 released.push(old);
-                r.stats.retain(|(h, _, _), _| *h != host);
+                r.stats.remove(&host);
             }
         }
         for (host, spec) in set {
@@ -382,7 +391,9 @@ impl Plane {
             let target = target(r, &host, &spec, &self.wake);
             let stats = r
                 .stats
-                .entry((host.clone(), spec.app.clone(), spec.env.clone()))
+                .entry(host.clone())
+                .or_default()
+                .entry((spec.app.clone(), spec.env.clone()))
                 .or_default()
                 .clone();
             match &spec.login {
@@ -394,20 +405,23 @@ impl Plane {
             released.extend(r.routes.insert(host, spec));
         }
         self.proxy.apply(r.table.clone());
-        // Sleeping entries no route uses any more are forgotten, with any wake asked for them.
-        let sleeping: HashSet<EnvId> = r
-            .routes
-            .values()
-            .filter(|spec| matches!(spec.target, TargetSpec::Asleep { .. }))
-            .map(|spec| (spec.app.clone(), spec.env.clone()))
-            .collect();
-        r.asleep.retain(|env, _| sleeping.contains(env));
-        r.wanted.retain(|env| sleeping.contains(env));
-        // After the new table is in force: an instance no route uses any more is drained.
+        // After the new table is in force: a sleeping entry no route uses any more is
+        // forgotten, with any wake asked for it, and an instance no route uses any more is
+        // drained.
         if r.drains.len() > KEPT_DRAINS {
             r.drains.retain(|_, rx| rx.borrow().is_none());
         }
         for old in released {
+            if matches!(old.target, TargetSpec::Asleep { .. }) {
+                let env = (old.app, old.env);
+                if let Some(sleeping) = r.asleep.get_mut(&env) {
+                    sleeping.routes -= 1;
+                    if sleeping.routes == 0 {
+                        r.asleep.remove(&env);
+                        r.wanted.remove(&env);
+                    }
+                }
+            }
             for id in old.target.upstreams().map(|u| &u.id) {
                 let Some(used) = r.upstreams.get_mut(id) else {
                     continue;
@@ -447,7 +461,8 @@ impl Plane {
         let mut rows: Vec<StatsRow> = r
             .stats
             .iter()
-            .map(|((host, app, env), stats)| {
+            .flat_map(|(host, envs)| envs.iter().map(move |(env, stats)| (host, env, stats)))
+            .map(|(host, (app, env), stats)| {
                 let snap = stats.snapshot();
                 StatsRow {
                     host: host.clone(),
@@ -656,7 +671,8 @@ fn target(
     }
 }
 
-/// The sleeping entry of `spec`'s environment: the one its other hosts use, or a new one.
+/// The sleeping entry of `spec`'s environment (the one its other hosts use, or a new one),
+/// counting one more route on it.
 fn asleep(
     r: &mut Registry,
     spec: &RouteSpec,
@@ -665,19 +681,26 @@ fn asleep(
 ) -> Arc<Asleep> {
     let env = (spec.app.clone(), spec.env.clone());
     let wait = Duration::from_millis(wait_ms);
-    if let Some(asleep) = r.asleep.get(&env).filter(|a| a.wait == wait) {
-        return asleep.clone();
+    let entry = || {
+        let (wake, id) = (wake.clone(), env.clone());
+        Arc::new(Asleep::new(
+            format!("{}/{}", spec.app, spec.env),
+            wait,
+            move || {
+                let _ = wake.send(id.clone());
+            },
+        ))
+    };
+    let sleeping = r.asleep.entry(env.clone()).or_insert_with(|| Sleeping {
+        entry: entry(),
+        routes: 0,
+    });
+    // Another wait is another entry; the routes still on the old one are being rebuilt too.
+    if sleeping.entry.wait != wait {
+        sleeping.entry = entry();
     }
-    let (wake, id) = (wake.clone(), env.clone());
-    let asleep = Arc::new(Asleep::new(
-        format!("{}/{}", spec.app, spec.env),
-        wait,
-        move || {
-            let _ = wake.send(id.clone());
-        },
-    ));
-    r.asleep.insert(env, asleep.clone());
-    asleep
+    sleeping.routes += 1;
+    sleeping.entry.clone()
 }
 
 fn login(l: &crate::spec::LoginSpec) -> Login {

@@ -229,6 +229,10 @@ pub struct JobInfo {
     pub created_at: String,
     pub started_at: Option<String>,
     pub finished_at: Option<String>,
+    /// While it is `queued` for a build slot (`turnout serve --max-builds`): its place in line,
+    /// from 1 (production deploys go first, then first come, first served).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queue_position: Option<u32>,
 }
 
 /// One event of a job's stream (`GET /api/v1/jobs/{id}/events`, server-sent events whose

@@ -6,6 +6,8 @@
 //!
 //! 1. The control plane builds a complete [`RouteTable`] and hands it to [`Proxy::apply`],
 //!    which stores it atomically and returns the previous one. Start-up uses the same call.
+//!    A table is usually a clone of the one in force with the changed hosts replaced, which
+//!    shares every other host with it and costs only the hosts changed.
 //! 2. Every request looks its host up in whatever table is current when it starts (each
 //!    request on a keep-alive connection looks up afresh), so new requests go to the new
 //!    instance as soon as `apply` returns.

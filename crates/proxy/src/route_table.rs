@@ -1,14 +1,21 @@
-//! Host name -> target. A table is built whole by the control plane and never changed after
-//! [`Proxy::apply`](crate::Proxy::apply); a switch is a new table, so a request sees either
-//! the old routes or the new ones, never a mix.
+//! Host name -> target. A table is never changed after [`Proxy::apply`](crate::Proxy::apply);
+//! a switch is a new table, so a request sees either the old routes or the new ones, never a
+//! mix.
+//!
+//! The maps are persistent hash tries (`rpds`): cloning a table is O(1) and changing one host
+//! in the clone copies only the few trie nodes on that host's path, so a new table shares every
+//! other host's entry, in memory, with the one before it. A change of one host among 10,000
+//! costs what it costs among 10, and dropping an old table frees only what it did not share.
 
 use std::borrow::Cow;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::fmt;
+use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use rpds::HashTrieMapSync;
 use tokio_util::sync::CancellationToken;
 
 use crate::login::Login;
@@ -130,15 +137,39 @@ impl fmt::Debug for Target {
     }
 }
 
-/// Immutable snapshot of the routes: host name -> [`Target`].
+/// A sleeping entry as a key: by identity, as requests wait on that very entry.
+#[derive(Clone)]
+struct AsleepKey(Arc<Asleep>);
+
+impl PartialEq for AsleepKey {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl Eq for AsleepKey {}
+
+impl Hash for AsleepKey {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        Arc::as_ptr(&self.0).hash(state);
+    }
+}
+
+type Routes = HashTrieMapSync<Arc<str>, Route>;
+
+/// Immutable snapshot of the routes: host name -> [`Target`]. Cloning it is O(1) (see the
+/// module's documentation).
 #[derive(Default, Clone)]
 pub struct RouteTable {
-    /// Names are shared (`Arc<str>`) so a table is cloned, to change a host and apply the
-    /// result, without copying a name.
-    exact: HashMap<Arc<str>, Route>,
+    exact: Routes,
     /// `*.example.com` is stored under `example.com`; it matches every name below it at any
     /// depth, but not `example.com` itself.
-    wildcard: HashMap<Arc<str>, Route>,
+    wildcard: Routes,
+    /// Every sleeping entry the routes use, with how many routes use it. Changed only when a
+    /// route to or from a sleeping entry is, so a table whose sleeping entries are those of
+    /// the one before it shares this map with it (`ptr_eq`) and [`woken_by`](Self::woken_by)
+    /// has nothing to walk.
+    asleep: HashTrieMapSync<AsleepKey, usize>,
 }
 
 impl RouteTable {
@@ -183,18 +214,48 @@ impl RouteTable {
     /// Stop routing `host` (a name as given to `insert`, `*.` included for a wildcard).
     pub fn remove(&mut self, host: &str) {
         let name = normalize_host(host);
-        match name.strip_prefix("*.") {
-            Some(suffix) => self.wildcard.remove(suffix),
-            None => self.exact.remove(name.as_ref()),
+        let (routes, key) = match name.strip_prefix("*.") {
+            Some(suffix) => (&mut self.wildcard, suffix),
+            None => (&mut self.exact, name.as_ref()),
         };
+        let Some(Target::Asleep(old)) = routes.get(key).map(|route| route.target.clone()) else {
+            routes.remove_mut(key);
+            return;
+        };
+        routes.remove_mut(key);
+        self.release_asleep(old);
     }
 
     fn insert_route(&mut self, host: &str, route: Route) {
         let name = normalize_host(host).into_owned();
-        match name.strip_prefix("*.") {
-            Some(suffix) => self.wildcard.insert(Arc::from(suffix), route),
-            None => self.exact.insert(Arc::from(name), route),
+        let (routes, key) = match name.strip_prefix("*.") {
+            Some(suffix) => (&mut self.wildcard, suffix),
+            None => (&mut self.exact, name.as_str()),
         };
+        let old = match routes.get(key).map(|route| &route.target) {
+            Some(Target::Asleep(old)) => Some(old.clone()),
+            _ => None,
+        };
+        if let Target::Asleep(new) = &route.target {
+            let key = AsleepKey(new.clone());
+            let uses = self.asleep.get(&key).copied().unwrap_or(0);
+            self.asleep.insert_mut(key, uses + 1);
+        }
+        routes.insert_mut(Arc::from(key), route);
+        if let Some(old) = old {
+            self.release_asleep(old);
+        }
+    }
+
+    /// One route fewer uses `asleep`.
+    fn release_asleep(&mut self, asleep: Arc<Asleep>) {
+        let key = AsleepKey(asleep);
+        match self.asleep.get(&key).copied() {
+            Some(uses) if uses > 1 => self.asleep.insert_mut(key, uses - 1),
+            _ => {
+                self.asleep.remove_mut(&key);
+            }
+        }
     }
 
     /// Find the target for a Host header or `:authority` value. An exact name beats a
@@ -229,14 +290,14 @@ impl RouteTable {
     }
 
     pub fn len(&self) -> usize {
-        self.exact.len() + self.wildcard.len()
+        self.exact.size() + self.wildcard.size()
     }
 
     pub fn is_empty(&self) -> bool {
         self.exact.is_empty() && self.wildcard.is_empty()
     }
 
-    /// Every upstream the table routes to, each once.
+    /// Every upstream the table routes to, each once. Walks the whole table.
     pub fn upstreams(&self) -> impl Iterator<Item = &Arc<Upstream>> {
         let mut seen = HashSet::new();
         self.exact
@@ -247,30 +308,23 @@ impl RouteTable {
     }
 
     /// Sleeping entries of this table that `next` no longer has: their waiting requests are
-    /// let go once `next` is in force.
+    /// let go once `next` is in force. Nothing to do when `next` kept this table's sleeping
+    /// entries as they were (every change that neither puts a host to sleep nor wakes one);
+    /// otherwise it walks the sleeping entries (one per sleeping environment), not the hosts.
     pub(crate) fn woken_by(&self, next: &RouteTable) -> Vec<Arc<Asleep>> {
-        let asleep = |t: &RouteTable| -> Vec<Arc<Asleep>> {
-            t.exact
-                .values()
-                .chain(t.wildcard.values())
-                .filter_map(|route| match &route.target {
-                    Target::Asleep(a) => Some(a.clone()),
-                    _ => None,
-                })
-                .collect()
-        };
-        let old = asleep(self);
-        if old.is_empty() {
-            return old;
+        if self.asleep.ptr_eq(&next.asleep) {
+            return Vec::new();
         }
-        let kept: HashSet<*const Asleep> = asleep(next).iter().map(Arc::as_ptr).collect();
-        old.into_iter()
-            .filter(|a| !kept.contains(&Arc::as_ptr(a)))
+        self.asleep
+            .keys()
+            .filter(|key| !next.asleep.contains_key(*key))
+            .map(|key| key.0.clone())
             .collect()
     }
 
     /// Upstreams this table routes to that `next` no longer does: what to drain after
-    /// `apply(next)` returned this table.
+    /// `apply(next)` returned this table. Walks both tables: for callers that build whole
+    /// tables (the data plane counts each instance's routes instead).
     pub fn retired_by(&self, next: &RouteTable) -> Vec<Arc<Upstream>> {
         let kept: HashSet<*const Upstream> = next.upstreams().map(Arc::as_ptr).collect();
         self.upstreams()
@@ -412,5 +466,68 @@ mod tests {
         assert_eq!(retired.len(), 1);
         assert!(Arc::ptr_eq(&retired[0], &b));
         assert!(RouteTable::default().is_empty());
+    }
+
+    fn asleep(label: &str) -> Arc<Asleep> {
+        Arc::new(Asleep::new(label.into(), Duration::from_secs(1), || {}))
+    }
+
+    #[test]
+    fn a_change_shares_every_other_entry_with_the_table_before() {
+        let hosts: Vec<String> = (0..10_000).map(|i| format!("d{i}.example.com")).collect();
+        let blue = Upstream::new(([127, 0, 0, 1], 1).into(), "blue");
+        let mut old = RouteTable::default();
+        for host in &hosts {
+            old.insert(host, blue.clone().into());
+        }
+        old.insert("*.example.com", blue.clone().into());
+        let mut next = old.clone();
+        next.insert("D17.example.com", Target::Asleep(asleep("shop/test")));
+        let changed: Vec<&String> = hosts
+            .iter()
+            .filter(|h| !std::ptr::eq(old.find(h).unwrap(), next.find(h).unwrap()))
+            .collect();
+        assert_eq!(changed, ["d17.example.com"]);
+        assert!(std::ptr::eq(
+            old.find("x.example.com").unwrap(),
+            next.find("x.example.com").unwrap()
+        ));
+        assert_eq!(routed(&old, "d17.example.com").as_deref(), Some("blue"));
+        assert_eq!(routed(&next, "d17.example.com"), None);
+        assert_eq!(next.len(), old.len());
+    }
+
+    #[test]
+    fn sleeping_entries_are_woken_once_no_route_uses_them() {
+        let up = Upstream::new(([127, 0, 0, 1], 1).into(), "up");
+        let (a, b) = (asleep("shop/a"), asleep("shop/b"));
+        let mut t0 = RouteTable::default();
+        t0.insert("a.test", Target::Asleep(a.clone()));
+        t0.insert("www.a.test", Target::Asleep(a.clone()));
+        t0.insert("b.test", Target::Asleep(b.clone()));
+
+        // A change that touches no sleeping route shares the sleeping entries: nothing to walk.
+        let mut t1 = t0.clone();
+        t1.insert("c.test", up.clone().into());
+        assert!(t0.asleep.ptr_eq(&t1.asleep));
+        assert!(t0.woken_by(&t1).is_empty());
+
+        // One of a's two routes wakes: a still sleeps on the other.
+        let mut t2 = t1.clone();
+        t2.insert("a.test", up.clone().into());
+        assert!(t1.woken_by(&t2).is_empty());
+
+        // Its last route wakes (by removal), and b's by a new entry for the same host.
+        let mut t3 = t2.clone();
+        t3.remove("www.a.test");
+        t3.insert("b.test", Target::Asleep(asleep("shop/b")));
+        let woken = t2.woken_by(&t3);
+        assert_eq!(woken.len(), 2);
+        assert!(woken.iter().any(|w| Arc::ptr_eq(w, &a)));
+        assert!(woken.iter().any(|w| Arc::ptr_eq(w, &b)));
+        // The same entry put back is no wake.
+        let mut t4 = t3.clone();
+        t4.insert("b.test", t3.lookup("b.test").unwrap().clone());
+        assert!(t3.woken_by(&t4).is_empty());
     }
 }

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use tracing::info;
-use turnout_model::{Action, AuditAction, DeployRequest, EnvRef, JobInfo, JobKind};
+use turnout_model::{Action, AuditAction, DeployRequest, EnvRef, JobInfo, JobKind, Tier};
 use turnout_supervisor::TaskSpec;
 
 use super::data::ReleaseRef;
@@ -340,6 +340,11 @@ impl Deploy<'_> {
             mark_built(&out).await?;
             return Ok(Built(out));
         };
+        let _slot = self
+            .plane
+            .builds
+            .slot(self.ctx, self.env.tier == Tier::Production)
+            .await?;
         let started = Instant::now();
         self.ctx.begin(BUILD, command.clone());
         let log_path = self.plane.home.build_log(&r.app, &r.env, out.release_id);

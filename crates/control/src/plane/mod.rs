@@ -51,6 +51,7 @@ mod backup_restore;
 mod backup_schedule;
 mod backup_verify;
 mod board;
+mod builds;
 mod config;
 mod config_snapshot;
 mod data;
@@ -111,6 +112,8 @@ pub struct ControlPlane {
     /// Which instance serves each environment, each domain's binding, logins: see `routing`.
     routing: Routing,
     jobs: Arc<Jobs>,
+    /// At most `--max-builds` builds at once; the rest wait in line (see `builds`).
+    builds: Arc<builds::Builds>,
     /// One job (deploy, rollback, restart, start) or stop/delete per environment at a time.
     env_locks: KeyedLocks<EnvKey>,
     /// One git operation per app mirror at a time.
@@ -175,6 +178,7 @@ impl ControlPlane {
         vault: Vault,
         ports: ServicePorts,
         certs: crate::tls::Certs,
+        max_builds: usize,
     ) -> Arc<ControlPlane> {
         let (dataplane, http_port) = (networks.dataplane().clone(), networks.http_port());
         let closing = CancellationToken::new();
@@ -186,6 +190,7 @@ impl ControlPlane {
                 closing.clone(),
                 tasks.clone(),
             )),
+            builds: builds::Builds::new(max_builds),
             home,
             store: store.clone(),
             http_port,

@@ -13,7 +13,7 @@
 //! Lock order: there is one lock (`state`), never held across an await, and the data plane's
 //! `update` (which only queues what changed) is the only thing called while it is held, so
 //! changes reach the data plane in the order they were made.
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
@@ -111,6 +111,10 @@ const UNAVAILABLE_RETRY: Duration = Duration::from_secs(5);
 struct State {
     running: HashMap<EnvKey, Running>,
     domains: BTreeMap<DomainName, Binding>,
+    /// The domains bound to each environment (an index of `domains`, changed only with it by
+    /// `bind` and `unbind`): an environment's change builds its own domains' routes without
+    /// walking every domain.
+    bound: HashMap<EnvKey, BTreeSet<DomainName>>,
     logins: HashMap<AppName, AppLogin>,
     /// Environments start-up is bringing back (down ones included, while they are retried):
     /// their URL answers 503 "starting or temporarily unavailable" until they serve.
@@ -121,6 +125,30 @@ struct State {
     undeployed: HashSet<EnvKey>,
     /// Environments put to sleep when idle: a request to their URL (or domains) wakes them.
     asleep: HashMap<EnvKey, Asleep>,
+}
+
+impl State {
+    fn bind(&mut self, name: DomainName, binding: Binding) {
+        self.unbind(&name);
+        self.bound
+            .entry((binding.app.clone(), binding.env.clone()))
+            .or_default()
+            .insert(name.clone());
+        self.domains.insert(name, binding);
+    }
+
+    fn unbind(&mut self, name: &DomainName) {
+        let Some(old) = self.domains.remove(name) else {
+            return;
+        };
+        let key = (old.app, old.env);
+        if let Some(names) = self.bound.get_mut(&key) {
+            names.remove(name);
+            if names.is_empty() {
+                self.bound.remove(&key);
+            }
+        }
+    }
 }
 
 pub(crate) struct Routing {
@@ -253,7 +281,7 @@ impl Routing {
     /// Make the in-memory binding match the store's row.
     pub async fn bind(&self, row: &DomainRow) {
         self.change(Touched::Domain(row.name.clone()), |s| {
-            s.domains.insert(row.name.clone(), Binding::from(row));
+            s.bind(row.name.clone(), Binding::from(row));
         })
         .await;
     }
@@ -270,7 +298,7 @@ impl Routing {
     ) {
         self.change(Touched::All, |s| {
             for row in domains {
-                s.domains.insert(row.name.clone(), Binding::from(row));
+                s.bind(row.name.clone(), Binding::from(row));
             }
             s.stopped.extend(stopped);
             let sleeping = asleep
@@ -292,7 +320,7 @@ impl Routing {
 
     pub async fn unbind(&self, name: &DomainName) {
         self.change(Touched::Domain(name.clone()), |s| {
-            s.domains.remove(name);
+            s.unbind(name);
         })
         .await;
         self.metrics.forget_switches(name.as_str());
@@ -337,12 +365,11 @@ impl Routing {
                     Some(route) => set.push((host, route)),
                     None => remove.push(host),
                 }
-                for (name, b) in s
-                    .domains
-                    .iter()
-                    .filter(|(_, b)| b.app == app && b.env == env)
-                {
-                    set.push((name.to_string(), domain_route(s, name, b)));
+                let key = (app, env);
+                for name in s.bound.get(&key).into_iter().flatten() {
+                    if let Some(b) = s.domains.get(name) {
+                        set.push((name.to_string(), domain_route(s, name, b)));
+                    }
                 }
                 self.dataplane.change(set, remove)
             }

@@ -3,7 +3,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use http::StatusCode;
 use tokio_util::sync::CancellationToken;
-use turnout_proxy::{ProxyConfig, Upstream};
+use turnout_proxy::{ProxyConfig, RouteTable, Target, Upstream};
 
 use crate::support::*;
 
@@ -82,4 +82,52 @@ async fn switching_under_keep_alive_load_loses_nothing() {
         assert_eq!(outcome.cut, 0);
     }
     assert!(completed.load(Ordering::Relaxed) > SWITCHES);
+}
+
+/// A switch among 10,000 routes changes exactly the one host: the next table shares every
+/// other host's entry (the very same memory, not a copy) with the one before, requests go
+/// where each table says, and wildcards keep their precedence.
+#[tokio::test]
+async fn switching_one_host_among_ten_thousand_changes_only_that_host() {
+    const HOSTS: usize = 10_000;
+    let p = start_proxy(ProxyConfig::default()).await;
+    let blue = Upstream::new(named_backend("blue").await, "shop/blue");
+    let green = Upstream::new(named_backend("green").await, "shop/green");
+    let wild = Upstream::new(named_backend("wild").await, "shop/wild");
+    let host = |i: usize| format!("d{i:05}.bench.test");
+    let mut table = RouteTable::default();
+    for i in 0..HOSTS {
+        table.insert(&host(i), blue.clone().into());
+    }
+    table.insert("*.bench.test", wild.clone().into());
+    p.proxy.apply(table);
+
+    let before = p.proxy.current();
+    let mut next = (*before).clone();
+    next.insert(&host(4242), green.clone().into());
+    p.proxy.apply(next);
+    let after = p.proxy.current();
+
+    assert_eq!(after.len(), HOSTS + 1);
+    let moved: Vec<String> = (0..HOSTS)
+        .map(host)
+        .filter(|h| !std::ptr::eq(before.lookup(h).unwrap(), after.lookup(h).unwrap()))
+        .collect();
+    assert_eq!(moved, [host(4242)]);
+    assert!(std::ptr::eq(
+        before.lookup("x.bench.test").unwrap(),
+        after.lookup("x.bench.test").unwrap()
+    ));
+
+    assert_eq!(get(p.addr, &host(4242), "/").await.text(), "green");
+    assert_eq!(get(p.addr, &host(4241), "/").await.text(), "blue");
+    assert_eq!(get(p.addr, &host(HOSTS - 1), "/").await.text(), "blue");
+    // An exact name beats the wildcard; a name nobody lists falls to it.
+    assert_eq!(get(p.addr, "unlisted.bench.test", "/").await.text(), "wild");
+    assert_eq!(get(p.addr, "a.d04242.bench.test", "/").await.text(), "wild");
+    // The table before the switch still routes as it did, for requests that hold it.
+    let routed = |t: &RouteTable, h: &str| t.lookup(h).and_then(Target::upstream).cloned();
+    assert!(Arc::ptr_eq(&routed(&before, &host(4242)).unwrap(), &blue));
+    assert!(Arc::ptr_eq(&routed(&after, &host(4242)).unwrap(), &green));
+    assert!(before.retired_by(&after).is_empty());
 }

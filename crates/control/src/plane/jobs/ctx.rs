@@ -32,6 +32,20 @@ impl JobCtx {
         info.started_at = Some(format_timestamp(at));
     }
 
+    /// The job waits in line (for a build slot), at `position` from 1.
+    pub fn queued(&self, position: u32) {
+        let mut info = self.job.info();
+        info.state = JobState::Queued;
+        info.queue_position = Some(position);
+    }
+
+    /// The job's turn came after [`queued`](Self::queued): it works again.
+    pub fn resumed(&self) {
+        let mut info = self.job.info();
+        info.state = JobState::Running;
+        info.queue_position = None;
+    }
+
     /// Change step `index` (0-based) and tell the watchers.
     pub(super) fn update(&self, index: usize, f: impl FnOnce(&mut JobStep)) {
         let (step, total) = {

@@ -109,6 +109,7 @@ pub(crate) fn job_info(row: &JobRow) -> JobInfo {
         created_at: format_timestamp(row.created_at),
         started_at: row.started_at.map(format_timestamp),
         finished_at: row.finished_at.map(format_timestamp),
+        queue_position: None,
     }
 }
 
