@@ -840,7 +840,7 @@ async fn every_mutating_endpoint_by_every_role_on_every_tier() {
         checked.insert(("POST", "/api/v1/apps/{app}/links"));
         if !owner {
             let r = admin.call("POST", "/api/v1/apps/shop/links", link).await;
-            assert_eq!(r.0, 200, "{r:?}");
+            assert_eq!(r.0, 201, "{r:?}");
         }
         let unlink = format!("/api/v1/apps/shop/links/{throwaway}");
         let r = who.call("DELETE", &unlink, None).await;
