@@ -3,13 +3,13 @@
 //! operation to run; approving runs it, in the requester's name, and records who approved.
 use serde::{Deserialize, Serialize};
 use turnout_model::{
-    Action, AppName, ApprovalInfo, AuditAction, DeployRequest, DomainName, EnvName, EnvRef, Role,
-    Tier, format_timestamp,
+    AppName, ApprovalInfo, AuditAction, DeployRequest, DomainName, EnvName, EnvRef, Role,
+    format_timestamp,
 };
 
 use crate::access::{self, Principal};
 use crate::error::ControlError;
-use crate::plane::ControlPlane;
+use crate::plane::{ControlPlane, Gate};
 use crate::store::access as aq;
 use crate::store::{AuditEntry, q};
 
@@ -51,26 +51,20 @@ fn approval_info(r: &aq::ApprovalRow) -> ApprovalInfo {
 }
 
 impl ControlPlane {
-    /// When the app asks for approval of `action` on `tier`, record `op` as a pending request
-    /// and answer `NeedsApproval`; otherwise let the caller go on.
-    #[allow(clippy::too_many_arguments)]
+    /// When the app asks for a second owner's approval of what `gate` was read for, record `op`
+    /// as a pending request and answer `NeedsApproval`; otherwise let the caller go on.
     pub(crate) async fn require_approval(
         &self,
         who: &Principal,
-        app_id: i64,
-        app: &AppName,
-        action: Action,
-        tier: Tier,
+        gate: &Gate,
         op: Operation,
         summary: String,
     ) -> Result<(), ControlError> {
-        let Some(expires_s) = self
-            .store()
-            .call(move |c| aq::approval_rule(c, app_id, action, tier))
-            .await?
-        else {
+        let Some(expires_s) = gate.approval else {
             return Ok(());
         };
+        let (app_id, action, app, tier) =
+            (gate.env.app_id, gate.action, &gate.env.app, gate.env.tier);
         let request = serde_json::to_string(&op)
             .map_err(|e| ControlError::internal(format!("serialise approval request: {e}")))?;
         let (requester, s2) = (who.name.clone(), summary.clone());

@@ -1,7 +1,8 @@
 //! Authorization, in one place: every operation asks here before it changes or shows anything.
 
+use rusqlite::Connection;
 use turnout_dataplane::LoginSpec;
-use turnout_model::{Action, AppName, EnvRef, Tier};
+use turnout_model::{Action, AppName, EnvRef, Role, Tier};
 
 use super::ControlPlane;
 use super::routing::AppLogin;
@@ -67,10 +68,29 @@ impl ControlPlane {
                     .call(move |c| aq::needed_role(c, app_id, action, tier))
                     .await?
             }
-            None => turnout_model::Role::Owner,
+            None => Role::Owner,
         };
+        let need = Need {
+            action,
+            tier,
+            role: needed,
+        };
+        self.admit(who, app_id, app, target, need).await
+    }
+
+    /// Refuse unless `who` holds what `need` asks for `target` (read already); a refused change
+    /// is recorded in the audit log.
+    async fn admit(
+        &self,
+        who: &Principal,
+        app_id: i64,
+        app: &AppName,
+        target: &str,
+        need: Need,
+    ) -> Result<(), ControlError> {
+        let Need { action, tier, role } = need;
         let what = access::describe(action, target, tier);
-        if let Err(e) = access::check(who, app_id, app, &what, needed) {
+        if let Err(e) = access::check(who, app_id, app, &what, role) {
             if action != Action::Read {
                 let mut entry = AuditEntry::new(&who.name, action.into()).app(app);
                 // `target` is `app/env` for environment actions.
@@ -109,6 +129,32 @@ impl ControlPlane {
             .await
     }
 
+    /// Refuse unless `who` may do what `gate` was read for.
+    pub(crate) async fn pass(&self, who: &Principal, gate: &Gate) -> Result<(), ControlError> {
+        let env = &gate.env;
+        let target = format!("{}/{}", env.app, env.name);
+        let need = Need {
+            action: gate.action,
+            tier: Some(env.tier),
+            role: gate.needed,
+        };
+        self.admit(who, env.app_id, &env.app, &target, need).await
+    }
+
+    /// The environment `r` with what its app's policy says about `action` on it, if `who` may
+    /// do it: one store read, then the check.
+    pub(crate) async fn gate_for(
+        &self,
+        who: &Principal,
+        r: &EnvRef,
+        action: Action,
+    ) -> Result<Gate, ControlError> {
+        let r = r.clone();
+        let gate = self.store.call(move |c| Gate::read(c, &r, action)).await?;
+        self.pass(who, &gate).await?;
+        Ok(gate)
+    }
+
     /// The environment `r`, if `who` may do `action` on it.
     pub(crate) async fn env_for(
         &self,
@@ -116,8 +162,40 @@ impl ControlPlane {
         r: &EnvRef,
         action: Action,
     ) -> Result<EnvRow, ControlError> {
-        let env = self.env_row(r).await?;
-        self.authorize_env(who, &env, action).await?;
-        Ok(env)
+        Ok(self.gate_for(who, r, action).await?.env)
+    }
+}
+
+/// What one action asks of whoever does it: `role`, on `tier` (`None`: app-wide).
+struct Need {
+    action: Action,
+    tier: Option<Tier>,
+    role: Role,
+}
+
+/// What an app's policy says about one action on one environment, read together with the
+/// environment in one store call: the role the action needs on its tier and, when a second
+/// owner must approve it, how long the request waits (seconds). `ControlPlane::pass` decides
+/// on it; `require_approval` asks on it.
+pub(crate) struct Gate {
+    pub env: EnvRow,
+    pub action: Action,
+    needed: Role,
+    pub approval: Option<i64>,
+}
+
+impl Gate {
+    /// Read `r` and its app's rule for `action` on its tier (inside a store call, so that an
+    /// operation on several environments reads them all at once).
+    pub(crate) fn read(c: &Connection, r: &EnvRef, action: Action) -> Result<Gate, ControlError> {
+        let env = q::get_env(c, &r.app, &r.env)?;
+        let needed = aq::needed_role(c, env.app_id, action, env.tier)?;
+        let approval = aq::approval_rule(c, env.app_id, action, env.tier)?;
+        Ok(Gate {
+            env,
+            action,
+            needed,
+            approval,
+        })
     }
 }

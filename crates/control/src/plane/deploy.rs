@@ -76,26 +76,17 @@ impl ControlPlane {
         if let Some(git_ref) = &req.git_ref {
             git::check_ref_shape("ref", git_ref)?;
         }
-        let env = self.env_for(who, &r, Action::Deploy).await?;
+        let gate = self.gate_for(who, &r, Action::Deploy).await?;
         let summary = match &req.git_ref {
             Some(x) => format!("deploy {x} to {r}"),
-            None => format!("deploy branch {} to {r}", env.branch),
+            None => format!("deploy branch {} to {r}", gate.env.branch),
         };
         let op = crate::approvals::Operation::Deploy {
             app: r.app.clone(),
             env: r.env.clone(),
             git_ref: req.git_ref.clone(),
         };
-        self.require_approval(
-            who,
-            env.app_id,
-            &r.app,
-            Action::Deploy,
-            env.tier,
-            op,
-            summary,
-        )
-        .await?;
+        self.require_approval(who, &gate, op, summary).await?;
         self.start_deploy(r, req, who.name.clone()).await
     }
 

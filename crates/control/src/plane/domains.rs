@@ -9,8 +9,8 @@ use turnout_model::{
     EnvName, EnvRef, SwitchInfo, TlsMode, TlsSettings, format_timestamp,
 };
 
-use super::ControlPlane;
 use super::routing::key;
+use super::{ControlPlane, Gate};
 use crate::access::Principal;
 use crate::error::ControlError;
 use crate::store::tls::{self as tls_q, CertRow};
@@ -75,9 +75,25 @@ impl ControlPlane {
         Ok(self.domain_info(&row, cert.as_ref()))
     }
 
-    async fn domain_row(&self, name: &DomainName) -> Result<DomainRow, ControlError> {
+    /// Domain `name` and what its app's policy says about `action` on the environment it is
+    /// bound to, read in one store call; refused unless `who` may do it there.
+    async fn domain_gate(
+        &self,
+        who: &Principal,
+        name: &DomainName,
+        action: Action,
+    ) -> Result<(DomainRow, Gate), ControlError> {
         let n = name.clone();
-        self.store.call(move |c| q::get_domain(c, &n)).await
+        let (domain, gate) = self
+            .store
+            .call(move |c| {
+                let domain = q::get_domain(c, &n)?;
+                let gate = Gate::read(c, &domain.target(), action)?;
+                Ok((domain, gate))
+            })
+            .await?;
+        self.pass(who, &gate).await?;
+        Ok((domain, gate))
     }
 
     /// The domains of apps `who` has a role on.
@@ -94,11 +110,6 @@ impl ControlPlane {
             .filter(|r| visible(&r.app))
             .map(|r| self.domain_info(r, certs.iter().find(|c| c.domain_id == r.id)))
             .collect())
-    }
-
-    /// Refuse unless `who` may change domains of the environment `r`.
-    async fn authorize_domain(&self, who: &Principal, r: &EnvRef) -> Result<EnvRow, ControlError> {
-        self.env_for(who, r, Action::Domain).await
     }
 
     /// Bind `name` to `target`; with `tls` acme, its first certificate is ordered at once.
@@ -119,7 +130,7 @@ impl ControlPlane {
             )));
         }
         let _op = self.domain_ops.lock().await;
-        let env = self.authorize_domain(who, &target).await?;
+        let env = self.env_for(who, &target, Action::Domain).await?;
         self.check_tls(&name, &settings)?;
         let (n, actor) = (name.clone(), who.name.clone());
         let entry = AuditEntry::new(&who.name, AuditAction::DomainAdd)
@@ -156,9 +167,8 @@ impl ControlPlane {
         who: &Principal,
     ) -> Result<(), ControlError> {
         let _op = self.domain_ops.lock().await;
-        let domain = self.domain_row(&name).await?;
+        let (domain, _) = self.domain_gate(who, &name, Action::Domain).await?;
         let current = domain.target();
-        self.authorize_domain(who, &current).await?;
         let n = name.clone();
         let entry = domain
             .audit(&who.name, AuditAction::DomainRemove)
@@ -187,35 +197,38 @@ impl ControlPlane {
         approved: bool,
     ) -> Result<SwitchInfo, ControlError> {
         let _op = self.domain_ops.lock().await;
-        let domain = self.domain_row(&name).await?;
-        if domain.app != target.app {
-            return Err(ControlError::Invalid(format!(
-                "{name} belongs to app '{}'; it can only move between {}'s environments",
-                domain.app, domain.app
-            )));
-        }
+        // One read for the domain and both ends, before any decision.
+        let (n, t) = (name.clone(), target.clone());
+        let (domain, on, to) = self
+            .store
+            .call(move |c| {
+                let domain = q::get_domain(c, &n)?;
+                if domain.app != t.app {
+                    return Err(ControlError::Invalid(format!(
+                        "{n} belongs to app '{}'; it can only move between {}'s environments",
+                        domain.app, domain.app
+                    )));
+                }
+                let on = Gate::read(c, &domain.target(), Action::Domain)?;
+                // Whether the target exists is told only to whom may move the domain.
+                let to = Gate::read(c, &t, Action::Domain);
+                Ok((domain, on, to))
+            })
+            .await?;
         // Moving a domain needs the right on both ends: where it is and where it goes.
-        let current = domain.target();
-        self.authorize_domain(who, &current).await?;
-        let to = self.authorize_domain(who, &target).await?;
+        self.pass(who, &on).await?;
+        let to = to?;
+        self.pass(who, &to).await?;
         if !approved {
             let op = crate::approvals::Operation::Switch {
                 domain: name.clone(),
                 app: target.app.clone(),
                 env: target.env.clone(),
             };
-            let summary = format!("switch {name} from {current} to {target}");
-            self.require_approval(
-                who,
-                to.app_id,
-                &target.app,
-                Action::Domain,
-                to.tier,
-                op,
-                summary,
-            )
-            .await?;
+            let summary = format!("switch {name} from {} to {target}", domain.target());
+            self.require_approval(who, &to, op, summary).await?;
         }
+        let to = to.env;
         if domain.env == to.name {
             return Ok(SwitchInfo {
                 domain: name,
@@ -240,31 +253,35 @@ impl ControlPlane {
         who: &Principal,
     ) -> Result<SwitchInfo, ControlError> {
         let _op = self.domain_ops.lock().await;
-        let domain = self.domain_row(&name).await?;
-        let current = domain.target();
-        self.authorize_domain(who, &current).await?;
-        let id = domain.id;
-        let Some((undo, previous)) = self.store.call(move |c| q::rollback_target(c, id)).await?
-        else {
+        let (domain, _) = self.domain_gate(who, &name, Action::Domain).await?;
+        let (id, app, n) = (domain.id, domain.app.clone(), name.clone());
+        // Where it goes back to, and that environment's gate, in one read.
+        let back = self
+            .store
+            .call(move |c| {
+                let Some((undo, previous)) = q::rollback_target(c, id)? else {
+                    return Ok(None);
+                };
+                let previous: EnvName = previous
+                    .parse()
+                    .map_err(|e| ControlError::internal(format!("history of {n}: {e}")))?;
+                let target = EnvRef { app, env: previous };
+                let gate = Gate::read(c, &target, Action::Domain).map_err(|_| {
+                    ControlError::Conflict(format!(
+                        "cannot roll {n} back to {target}: that environment no longer exists"
+                    ))
+                })?;
+                Ok(Some((undo, target, gate)))
+            })
+            .await?;
+        let Some((undo, target, to)) = back else {
             return Err(ControlError::Conflict(format!(
                 "nothing to roll back: {name} has pointed to {}/{} since it was added (see `turnout domain history {name}`)",
                 domain.app, domain.env
             )));
         };
-        let previous: EnvName = previous
-            .parse()
-            .map_err(|e| ControlError::internal(format!("history of {name}: {e}")))?;
-        let target = EnvRef {
-            app: domain.app.clone(),
-            env: previous,
-        };
-        let to = self.env_row(&target).await.map_err(|_| {
-            ControlError::Conflict(format!(
-                "cannot roll {name} back to {target}: that environment no longer exists"
-            ))
-        })?;
-        self.authorize_domain(who, &target).await?;
-        self.move_domain(name, domain, target, to, who, Move::Rollback { undo })
+        self.pass(who, &to).await?;
+        self.move_domain(name, domain, target, to.env, who, Move::Rollback { undo })
             .await
     }
 
@@ -357,9 +374,7 @@ impl ControlPlane {
         who: &Principal,
     ) -> Result<DomainInfo, ControlError> {
         let _op = self.domain_ops.lock().await;
-        let domain = self.domain_row(&name).await?;
-        let current = domain.target();
-        self.authorize_domain(who, &current).await?;
+        let (domain, _) = self.domain_gate(who, &name, Action::Domain).await?;
         let message = on.then(|| {
             message
                 .filter(|m| !m.trim().is_empty())
@@ -398,9 +413,7 @@ impl ControlPlane {
         name: DomainName,
         who: &Principal,
     ) -> Result<Vec<DomainEvent>, ControlError> {
-        let domain = self.domain_row(&name).await?;
-        let env = self.env_row(&domain.target()).await?;
-        self.authorize_env(who, &env, Action::Read).await?;
+        let (domain, _) = self.domain_gate(who, &name, Action::Read).await?;
         let id = domain.id;
         let rows = self.store.call(move |c| q::domain_history(c, id)).await?;
         Ok(rows

@@ -88,6 +88,7 @@ mod sleep;
 mod triggers;
 mod when;
 
+pub(crate) use authz::Gate;
 pub use board::{Board, EnvCard, Permissions};
 pub use data_access::engine as data_engine;
 pub use isolation::{Separation, place_envs, secure_home};

@@ -46,8 +46,8 @@ impl ControlPlane {
             )));
         }
         let source = self.env_for(who, &from, Action::Read).await?;
-        let target = self.env_for(who, &to, Action::Promote).await?;
-        self.check_promotion(&source, &target).await?;
+        let gate = self.gate_for(who, &to, Action::Promote).await?;
+        self.check_promotion(&source, &gate.env).await?;
         self.live_release(&source).await?;
         let op = crate::approvals::Operation::Promote {
             app: to.app.clone(),
@@ -55,16 +55,7 @@ impl ControlPlane {
             to: to.env.clone(),
         };
         let summary = format!("promote {from} to {to}");
-        self.require_approval(
-            who,
-            target.app_id,
-            &to.app,
-            Action::Promote,
-            target.tier,
-            op,
-            summary,
-        )
-        .await?;
+        self.require_approval(who, &gate, op, summary).await?;
         self.start_promote(from, to, who.name.clone()).await
     }
 

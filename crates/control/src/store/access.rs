@@ -150,11 +150,10 @@ pub fn authenticate(
     hash: &str,
 ) -> Result<Result<Principal, &'static str>, ControlError> {
     let found: Option<(i64, String, Option<i64>, Option<i64>)> = c
-        .query_row(
+        .prepare_cached(
             "SELECT u.id, u.name, t.expires_at, t.revoked_at FROM tokens t JOIN users u ON u.id = t.user_id WHERE t.hash = ?1",
-            [hash],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
-        )
+        )?
+        .query_row([hash], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
         .optional()?;
     let Some((user_id, name, expires_at, revoked_at)) = found else {
         return Ok(Err("the token is not known"));
@@ -170,7 +169,7 @@ pub fn authenticate(
 
 /// User `user_id` (named `name`) with the roles it holds now.
 pub fn principal(c: &Connection, user_id: i64, name: String) -> Result<Principal, ControlError> {
-    let mut stmt = c.prepare("SELECT app_id, role FROM grants WHERE user_id = ?1")?;
+    let mut stmt = c.prepare_cached("SELECT app_id, role FROM grants WHERE user_id = ?1")?;
     let grants = stmt
         .query_map([user_id], |r| {
             Ok((r.get::<_, Option<i64>>(0)?, parse::<Role>(r.get(1)?)?))
@@ -261,11 +260,12 @@ pub fn needed_role(
     tier: Tier,
 ) -> Result<Role, ControlError> {
     let role: Option<String> = c
-        .query_row(
+        .prepare_cached(
             "SELECT role FROM policies WHERE app_id = ?1 AND action = ?2 AND tier = ?3",
-            params![app_id, action.as_str(), tier.as_str()],
-            |r| r.get(0),
-        )
+        )?
+        .query_row(params![app_id, action.as_str(), tier.as_str()], |r| {
+            r.get(0)
+        })
         .optional()?;
     Ok(match role {
         Some(r) => r.parse().map_err(ControlError::internal)?,
@@ -298,11 +298,12 @@ pub fn approval_rule(
     action: Action,
     tier: Tier,
 ) -> Result<Option<i64>, ControlError> {
-    Ok(c.query_row(
+    Ok(c.prepare_cached(
         "SELECT expires_s FROM approval_rules WHERE app_id = ?1 AND action = ?2 AND tier = ?3",
-        params![app_id, action.as_str(), tier.as_str()],
-        |r| r.get(0),
-    )
+    )?
+    .query_row(params![app_id, action.as_str(), tier.as_str()], |r| {
+        r.get(0)
+    })
     .optional()?)
 }
 

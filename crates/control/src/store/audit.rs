@@ -79,18 +79,17 @@ fn entry_hash(prev: &str, at: i64, e: &AuditEntry, result: &str) -> String {
 /// records.
 pub fn append(c: &Tx<'_>, e: &AuditEntry, result: &str) -> Result<(), ControlError> {
     let prev: String = c
-        .query_row("SELECT hash FROM audit ORDER BY id DESC LIMIT 1", [], |r| {
-            r.get(0)
-        })
+        .prepare_cached("SELECT hash FROM audit ORDER BY id DESC LIMIT 1")?
+        .query_row([], |r| r.get(0))
         .optional()?
         .unwrap_or_else(|| GENESIS.to_owned());
     let at = super::now();
     let hash = entry_hash(&prev, at, e, result);
-    c.execute(
+    c.prepare_cached(
         "INSERT INTO audit (at, actor, action, app, env, domain, from_value, to_value, result, prev_hash, hash) \
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
-        params![at, e.actor, e.action.as_str(), e.app, e.env, e.domain, e.from, e.to, result, prev, hash],
-    )?;
+    )?
+    .execute(params![at, e.actor, e.action.as_str(), e.app, e.env, e.domain, e.from, e.to, result, prev, hash])?;
     Ok(())
 }
 

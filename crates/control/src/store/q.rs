@@ -122,21 +122,21 @@ pub fn list_envs(c: &Connection, app: Option<&AppName>) -> Result<Vec<EnvRow>, C
 }
 
 pub fn get_env(c: &Connection, app: &AppName, name: &EnvName) -> Result<EnvRow, ControlError> {
-    get_app(c, app)?;
-    c.query_row(
-        &format!(
+    let found = c
+        .prepare_cached(&format!(
             "SELECT {ENV_COLS} FROM environments e JOIN apps a ON a.id = e.app_id \
              WHERE a.name = ?1 AND e.name = ?2"
-        ),
-        params![app.as_str(), name.as_str()],
-        env_row,
-    )
-    .optional()?
-    .ok_or_else(|| {
-        ControlError::NotFound(format!(
-            "app '{app}' has no environment '{name}'; see `turnout env list {app}`"
-        ))
-    })
+        ))?
+        .query_row(params![app.as_str(), name.as_str()], env_row)
+        .optional()?;
+    if let Some(env) = found {
+        return Ok(env);
+    }
+    // Which of the two is missing: the app (its own error), or the environment.
+    get_app(c, app)?;
+    Err(ControlError::NotFound(format!(
+        "app '{app}' has no environment '{name}'; see `turnout env list {app}`"
+    )))
 }
 
 pub fn delete_env(c: &Tx<'_>, env_id: i64) -> Result<(), ControlError> {
@@ -392,11 +392,10 @@ pub fn list_domains(c: &Connection) -> Result<Vec<DomainRow>, ControlError> {
 }
 
 pub fn get_domain(c: &Connection, name: &DomainName) -> Result<DomainRow, ControlError> {
-    c.query_row(
-        &format!("SELECT {DOMAIN_COLS} FROM {DOMAIN_FROM} WHERE d.name = ?1"),
-        [name.as_str()],
-        domain_row,
-    )
+    c.prepare_cached(&format!(
+        "SELECT {DOMAIN_COLS} FROM {DOMAIN_FROM} WHERE d.name = ?1"
+    ))?
+    .query_row([name.as_str()], domain_row)
     .optional()?
     .ok_or_else(|| {
         ControlError::NotFound(format!(
@@ -422,10 +421,10 @@ fn history(
     to: Option<&str>,
     actor: &str,
 ) -> Result<(), ControlError> {
-    c.execute(
+    c.prepare_cached(
         "INSERT INTO domain_history (domain_id, action, from_env, to_env, actor, at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-        params![domain_id, action, from, to, actor, now()],
-    )?;
+    )?
+    .execute(params![domain_id, action, from, to, actor, now()])?;
     Ok(())
 }
 
@@ -468,10 +467,8 @@ pub fn move_domain(
     if let Some(undo) = undo {
         tx.execute("UPDATE domain_history SET undone = 1 WHERE id = ?1", [undo])?;
     }
-    tx.execute(
-        "UPDATE domains SET env_id = ?2 WHERE id = ?1",
-        params![domain.id, to.id],
-    )?;
+    tx.prepare_cached("UPDATE domains SET env_id = ?2 WHERE id = ?1")?
+        .execute(params![domain.id, to.id])?;
     history(
         tx,
         domain.id,
