@@ -650,6 +650,12 @@ def report(work, out_json, out_md):
             "next_request_misses": sum(1 for s in samples if not s["next_request_ok"]),
         }
 
+    redeploys = {}
+    for name in ["redeploy_few", "redeploy_many"]:
+        took = load_json(os.path.join(work, f"{name}.json"))
+        if took:
+            redeploys[name] = {"count": len(took), "p50_us": pct(took, 50), "max_us": max(took)}
+
     memory = load_json(os.path.join(work, "memory.json"), {})
 
     restarts = None
@@ -685,6 +691,7 @@ def report(work, out_json, out_md):
         "ratios_turnout_to": ratios,
         "target_rps_and_p99_vs_nginx": target_met,
         "switch": switches or None,
+        "redeploy": redeploys or None,
         "memory": memory or None,
         "restarts": restarts,
     }
@@ -875,6 +882,16 @@ def markdown_main(s):
         lines.append("")
         lines.append("Target (switch p99 < 5 ms, client side, health check excluded): "
                      + "; ".join(verdicts) + ".")
+        r = s.get("redeploy") or {}
+        if r:
+            lines += ["", "| `turnout restart bench/blue` (a new instance, to it serving) "
+                      "| domains bound to bench/blue | restarts | p50 | slowest |",
+                      "| --- | ---: | ---: | ---: | ---: |"]
+            for name, bound in [("redeploy_few", "≤ 1"), ("redeploy_many", f"{n:,}")]:
+                if name in r:
+                    w = r[name]
+                    lines.append(f"| | {bound} | {w['count']} | {fmt_ms(w['p50_us'])} "
+                                 f"| {fmt_ms(w['max_us'])} |")
     else:
         lines.append("Switch latency: not measured in this run (no domain API in this build).")
     lines.append("")

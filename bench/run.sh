@@ -1291,6 +1291,19 @@ if ((SHARED_NETWORK)) && [[ $(id -u) -eq 0 ]] && command -v ip >/dev/null && com
 fi
 
 # --- 5. switch latency and memory (need the domain API) --------------------------------------
+# A new instance of bench/blue (`turnout restart`, the deploy's launch, health check and go-live
+# without its build) REDEPLOYS times, each timed to the new instance serving: with the domains
+# bound to bench/blue following its route, its cost must not grow with them.
+restart_times() { # out.json
+  local out=$1 started times=()
+  for ((i = 0; i < ${BENCH_REDEPLOYS:-10}; i++)); do
+    started=$(date +%s%N)
+    T restart bench/blue >/dev/null
+    times+=($((($(date +%s%N) - started) / 1000)))
+  done
+  python3 -c 'import json, sys; json.dump([int(t) for t in sys.argv[2:]], open(sys.argv[1], "w"))' \
+    "$out" "${times[@]}"
+}
 MEM_IDLE=$($PY rss $DAEMON_PIDS)
 HAVE_DOMAINS=0
 if "$TURNOUT" domain --help >/dev/null 2>&1; then HAVE_DOMAINS=1; fi
@@ -1303,6 +1316,8 @@ if ((HAVE_DOMAINS)); then
   $PY wait "$PROXY" switch.bench.test "hello from blue" 10
   $PY switch "$API" "$PROXY" switch.bench.test bench blue green "$SWITCHES" "$WORK/switch_few.json"
   FEW_ROUTES=4
+  log "restarts of bench/blue with no domain bound to it"
+  restart_times "$WORK/redeploy_few.json"
 
   log "memory: 10 domains"
   $PY domains "$API" 1 10 bench/blue
@@ -1316,6 +1331,8 @@ if ((HAVE_DOMAINS)); then
   log "switch latency again, with $DOMAINS more domains in the route table"
   $PY switch "$API" "$PROXY" switch.bench.test bench blue green "$SWITCHES" "$WORK/switch_many.json"
   MANY_ROUTES=$((DOMAINS + 4))
+  log "restarts of bench/blue with $DOMAINS domains bound to it"
+  restart_times "$WORK/redeploy_many.json"
 else
   notes+=("this build has no domain API (\`turnout domain\`): switch latency and memory with domains were not measured.")
   FEW_ROUTES=0 MANY_ROUTES=0 MEM_10=null MEM_MANY=null

@@ -328,3 +328,73 @@ async fn a_new_environment_says_it_has_nothing_deployed_yet() {
     let (status, _) = d.get("fresh.shop.localhost", "/").await;
     assert_eq!(status, 404, "a deleted environment's URL is gone");
 }
+
+/// `turnout_route_updates_total`: how many host routes the control plane has handed to the
+/// data plane.
+async fn route_updates(d: &Daemon) -> u64 {
+    let metrics = reqwest::Client::new()
+        .get(format!("{}/metrics", d.api))
+        .bearer_auth(d.admin_token())
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("turnout_route_updates_total "))
+        .unwrap_or_else(|| panic!("/metrics lacks turnout_route_updates_total:\n{metrics}"))
+        .parse()
+        .unwrap()
+}
+
+/// A deploy changes the environment's own route and those of its domains in maintenance, not
+/// one route per domain: the others follow the environment's route, so all of them reach the
+/// new instance the moment it serves. A stop, a start and a switch still reach every domain.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deploy_is_one_route_change_however_many_domains_follow_the_environment() {
+    let repo = Repo::new("v1");
+    let d = three_environments(&repo).await;
+    let domains: Vec<String> = (0..60).map(|i| format!("d{i}.shop.test")).collect();
+    for name in &domains {
+        d.ok(&["domain", "add", name, "shop/blue"]);
+    }
+    d.ok(&["domain", "maintenance", "d0.shop.test", "on"]);
+    let before = route_updates(&d).await;
+
+    repo.write("content.txt", "v2");
+    repo.commit("v2");
+    d.ok(&["deploy", "shop/blue"]);
+    assert_eq!(
+        route_updates(&d).await - before,
+        2,
+        "the environment's own host and its one domain in maintenance"
+    );
+    for name in &domains[1..] {
+        let (status, body) = d.get(name, "/").await;
+        assert_eq!(
+            (status, body.as_str()),
+            (200, "v2 env=blue tier=production built=yes\n"),
+            "{name}"
+        );
+    }
+    let (status, body) = d.get("d0.shop.test", "/").await;
+    assert_eq!(status, 503, "{body}");
+
+    // Leaving and coming back to service reaches every domain, as a switch does the one.
+    d.ok(&["env", "stop", "shop/blue"]);
+    for name in &domains[1..] {
+        let (status, body) = d.get(name, "/").await;
+        assert!(
+            status == 503 && body.contains("stopped"),
+            "{name}: {status} {body}"
+        );
+    }
+    d.ok(&["env", "start", "shop/blue"]);
+    d.ok(&["domain", "switch", "d1.shop.test", "shop/green"]);
+    assert_eq!(env_behind(&d, "d1.shop.test").await, "green");
+    for name in &domains[2..] {
+        assert_eq!(env_behind(&d, name).await, "blue", "{name}");
+    }
+}

@@ -10,6 +10,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use turnout_dataplane::StatsRow;
 use turnout_model::{AppName, EnvName};
@@ -24,6 +25,8 @@ pub struct Metrics {
     /// (domain, action) -> count, action being switch or rollback.
     switches: Mutex<BTreeMap<(String, &'static str), u64>>,
     drains: Mutex<BTreeMap<(AppName, EnvName), DrainTotals>>,
+    /// Host routes built and handed to the data plane.
+    route_updates: AtomicU64,
 }
 
 #[derive(Default, Clone, Copy)]
@@ -43,6 +46,12 @@ impl Metrics {
         *lock(&self.switches)
             .entry((domain.to_owned(), action))
             .or_default() += 1;
+    }
+
+    /// `hosts` routes were built and handed to the data plane (what one change touched).
+    pub fn count_route_updates(&self, hosts: usize) {
+        self.route_updates
+            .fetch_add(u64::try_from(hosts).unwrap_or(u64::MAX), Ordering::Relaxed);
     }
 
     pub fn count_drain(&self, app: &AppName, env: &EnvName, outcome: &DrainOutcome) {
@@ -124,6 +133,13 @@ impl Metrics {
                 escape(domain)
             );
         }
+        out.push_str("# HELP turnout_route_updates_total Host routes the control plane built and handed to the data plane: the hosts each change touched (a deploy: its environment's host and its domains in maintenance; the others follow it).\n");
+        out.push_str("# TYPE turnout_route_updates_total counter\n");
+        let _ = writeln!(
+            out,
+            "turnout_route_updates_total {}",
+            self.route_updates.load(Ordering::Relaxed)
+        );
         out.push_str(
             "# HELP turnout_drains_total Replaced instances drained (after a deploy or delete).\n",
         );

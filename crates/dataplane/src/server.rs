@@ -650,6 +650,7 @@ fn target(
 ) -> Target {
     match &route.target {
         TargetSpec::Asleep { wait_ms } => Target::Asleep(asleep(r, route, *wait_ms, wake)),
+        TargetSpec::Follow { host } => Target::Follow(host.as_str().into()),
         TargetSpec::Upstream(u) => match upstream(r, u) {
             Some(up) => Target::Upstream(up),
             None => unreachable_page(host),

@@ -36,6 +36,12 @@ pub enum TargetSpec {
     Asleep {
         wait_ms: u64,
     },
+    /// Route as `host` (an environment's own host) routes, with this host's own counters and
+    /// login: a domain follows its running environment, so replacing the environment's
+    /// instance changes one route however many domains are bound to it.
+    Follow {
+        host: String,
+    },
 }
 
 impl TargetSpec {
@@ -44,7 +50,7 @@ impl TargetSpec {
         match self {
             TargetSpec::Upstream(u) => Some(u),
             TargetSpec::Maintenance { health, .. } => health.as_ref().map(|(_, u)| u),
-            TargetSpec::Asleep { .. } => None,
+            TargetSpec::Asleep { .. } | TargetSpec::Follow { .. } => None,
         }
         .into_iter()
     }

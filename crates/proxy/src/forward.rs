@@ -360,27 +360,33 @@ fn route(
 ) -> Result<Result<Routed, Arc<Asleep>>, ProxyError> {
     let path = request.uri.path();
     let picked = with_work(proxy, host, |table| {
-        let Some(route) = table.find(host) else {
+        let Some(found) = table.find(host) else {
             return Err(Err(ProxyError::UnknownHost {
                 host: host.to_owned(),
             }));
         };
-        *stats = Some(route.stats.clone());
+        *stats = Some(found.stats.clone());
         // A protected host checks the login before it even looks at its target: a host in
         // maintenance shows its page (and its health-check path) only to those logged in.
-        let login = route.login.as_ref().filter(|_| gate);
+        let login = found.login.filter(|_| gate);
         if let Some(login) = login
             && let Err(held) = login::gate(login, path, &request.headers)
         {
             return Err(Ok(Ok(Routed::Login(login.clone(), held))));
         }
-        let upstream = match &route.target {
+        let upstream = match found.target {
             Target::Upstream(upstream) => upstream.clone(),
             Target::Maintenance(m) => match &m.health {
                 Some((health_path, upstream)) if health_path == path => upstream.clone(),
                 _ => return Err(Ok(Ok(Routed::Maintenance(m.clone())))),
             },
             Target::Asleep(a) => return Err(Ok(Err(a.clone()))),
+            // `find` resolves a follow: it never returns one.
+            Target::Follow(_) => {
+                return Err(Err(ProxyError::UnknownHost {
+                    host: host.to_owned(),
+                }));
+            }
         };
         Ok((upstream, login.cloned()))
     });

@@ -347,12 +347,12 @@ impl<'a> PlainConnection<'a> {
     /// not routed at all: hyper's path answers those).
     fn route(&self) -> Option<(Arc<Upstream>, TaskTrackerToken, Arc<RouteStats>)> {
         with_work(self.proxy, &self.host, |table| {
-            let route = table.find(&self.host).ok_or(())?;
-            match (&route.target, &route.login) {
-                (Target::Upstream(upstream), None) => Ok((upstream.clone(), route.stats.clone())),
+            let found = table.find(&self.host).ok_or(())?;
+            match (found.target, found.login) {
+                (Target::Upstream(upstream), None) => Ok((upstream.clone(), found.stats.clone())),
                 // A link's listener has no login to pass.
                 (Target::Upstream(upstream), Some(_)) if self.fixed.is_some() => {
-                    Ok((upstream.clone(), route.stats.clone()))
+                    Ok((upstream.clone(), found.stats.clone()))
                 }
                 _ => Err(()),
             }

@@ -30,6 +30,11 @@ pub enum Target {
     Maintenance(Arc<Maintenance>),
     /// The environment sleeps: a request asks for it to be woken and waits (see [`Asleep`]).
     Asleep(Arc<Asleep>),
+    /// Wherever this exact host (an environment's own) goes in the same table, with this
+    /// entry's own counters and login: a domain follows its environment, so a deploy changes
+    /// one entry however many domains are bound to it. A follow of a host that is not routed,
+    /// or itself follows, routes nowhere.
+    Follow(Arc<str>),
 }
 
 /// A sleeping environment's route. The first request that finds it asks for a wake (`wake` is
@@ -104,9 +109,17 @@ impl Target {
         match self {
             Target::Upstream(upstream) => Some(upstream),
             Target::Maintenance(m) => m.health.as_ref().map(|(_, upstream)| upstream),
-            Target::Asleep(_) => None,
+            Target::Asleep(_) | Target::Follow(_) => None,
         }
     }
+}
+
+/// What a request for a host finds: where it goes (a follow resolved), the host's counters and
+/// its login.
+pub(crate) struct Found<'a> {
+    pub(crate) target: &'a Target,
+    pub(crate) stats: &'a Arc<RouteStats>,
+    pub(crate) login: Option<&'a Arc<Login>>,
 }
 
 /// One entry of the table: where a host goes and the counters its requests update.
@@ -133,6 +146,7 @@ impl fmt::Debug for Target {
             }
             Target::Maintenance(m) => f.debug_tuple("Maintenance").field(&m.message).finish(),
             Target::Asleep(a) => f.debug_tuple("Asleep").field(&a.label).finish(),
+            Target::Follow(host) => f.debug_tuple("Follow").field(host).finish(),
         }
     }
 }
@@ -261,15 +275,34 @@ impl RouteTable {
     /// Find the target for a Host header or `:authority` value. An exact name beats a
     /// wildcard; a longer wildcard beats a shorter one.
     pub fn lookup(&self, host: &str) -> Option<&Target> {
-        self.find(host).map(|route| &route.target)
+        self.find(host).map(|found| found.target)
     }
 
     /// The login a host requires, if it is protected.
     pub fn login(&self, host: &str) -> Option<&Arc<Login>> {
-        self.find(host).and_then(|route| route.login.as_ref())
+        self.find(host).and_then(|found| found.login)
     }
 
-    pub(crate) fn find(&self, host: &str) -> Option<&Route> {
+    /// The host's entry with its target resolved: a follow's target is that of the host it
+    /// follows (one more lookup in this same table); counters and login stay the host's own.
+    pub(crate) fn find(&self, host: &str) -> Option<Found<'_>> {
+        let route = self.entry(host)?;
+        let target = match &route.target {
+            Target::Follow(to) => match self.exact.get(to.as_ref()).map(|r| &r.target) {
+                Some(Target::Follow(_)) | None => return None,
+                Some(target) => target,
+            },
+            target => target,
+        };
+        Some(Found {
+            target,
+            stats: &route.stats,
+            login: route.login.as_ref(),
+        })
+    }
+
+    /// The host's own entry, as inserted.
+    fn entry(&self, host: &str) -> Option<&Route> {
         let name = normalize_host(host);
         if let Some(target) = self.exact.get(name.as_ref()) {
             return Some(target);
@@ -473,6 +506,58 @@ mod tests {
     }
 
     #[test]
+    fn a_follow_routes_as_its_host_does_with_its_own_counters_and_login() {
+        let (blue, green) = (
+            Upstream::new(([127, 0, 0, 1], 1).into(), "blue"),
+            Upstream::new(([127, 0, 0, 1], 2).into(), "green"),
+        );
+        let login = Arc::new(Login {
+            realm: "shop/staging".into(),
+            credentials: Default::default(),
+        });
+        let mut t = RouteTable::default();
+        t.insert_protected("staging.shop.internal", blue.into(), Arc::default(), login);
+        let domains: Vec<String> = (0..1000).map(|i| format!("d{i}.example.com")).collect();
+        for d in &domains {
+            t.insert(d, Target::Follow("staging.shop.internal".into()));
+        }
+        assert_eq!(routed(&t, "D7.example.com").as_deref(), Some("blue"));
+        // The environment's login stays on its own host; a domain has its own counters.
+        assert!(t.login("staging.shop.internal").is_some());
+        assert!(t.login("d7.example.com").is_none());
+        let own = t.find("d7.example.com").unwrap().stats.clone();
+        assert!(!Arc::ptr_eq(&own, t.find("d8.example.com").unwrap().stats));
+
+        // A new instance is one changed entry; every domain goes with it, in the same table.
+        let mut next = t.clone();
+        next.insert("staging.shop.internal", green.into());
+        let changed = domains
+            .iter()
+            .filter(|d| !std::ptr::eq(t.entry(d).unwrap(), next.entry(d).unwrap()))
+            .count();
+        assert_eq!(changed, 0);
+        assert!(
+            domains
+                .iter()
+                .all(|d| routed(&next, d).as_deref() == Some("green"))
+        );
+        assert!(
+            domains
+                .iter()
+                .all(|d| routed(&t, d).as_deref() == Some("blue"))
+        );
+
+        // A follow of a host that is not routed, or that itself follows, routes nowhere.
+        next.insert("chain.example.com", Target::Follow("d1.example.com".into()));
+        next.insert(
+            "gone.example.com",
+            Target::Follow("nowhere.internal".into()),
+        );
+        assert!(next.find("chain.example.com").is_none());
+        assert!(next.find("gone.example.com").is_none());
+    }
+
+    #[test]
     fn a_change_shares_every_other_entry_with_the_table_before() {
         let hosts: Vec<String> = (0..10_000).map(|i| format!("d{i}.example.com")).collect();
         let blue = Upstream::new(([127, 0, 0, 1], 1).into(), "blue");
@@ -485,12 +570,12 @@ mod tests {
         next.insert("D17.example.com", Target::Asleep(asleep("shop/test")));
         let changed: Vec<&String> = hosts
             .iter()
-            .filter(|h| !std::ptr::eq(old.find(h).unwrap(), next.find(h).unwrap()))
+            .filter(|h| !std::ptr::eq(old.entry(h).unwrap(), next.entry(h).unwrap()))
             .collect();
         assert_eq!(changed, ["d17.example.com"]);
         assert!(std::ptr::eq(
-            old.find("x.example.com").unwrap(),
-            next.find("x.example.com").unwrap()
+            old.entry("x.example.com").unwrap(),
+            next.entry("x.example.com").unwrap()
         ));
         assert_eq!(routed(&old, "d17.example.com").as_deref(), Some("blue"));
         assert_eq!(routed(&next, "d17.example.com"), None);

@@ -115,6 +115,9 @@ struct State {
     /// `bind` and `unbind`): an environment's change builds its own domains' routes without
     /// walking every domain.
     bound: HashMap<EnvKey, BTreeSet<DomainName>>,
+    /// Those of them in maintenance (kept with `bound`): their page lets health checks through
+    /// to the instance, so they change with it; the others follow the environment's route.
+    maintained: HashMap<EnvKey, BTreeSet<DomainName>>,
     logins: HashMap<AppName, AppLogin>,
     /// Environments start-up is bringing back (down ones included, while they are retried):
     /// their URL answers 503 "starting or temporarily unavailable" until they serve.
@@ -130,10 +133,14 @@ struct State {
 impl State {
     fn bind(&mut self, name: DomainName, binding: Binding) {
         self.unbind(&name);
-        self.bound
-            .entry((binding.app.clone(), binding.env.clone()))
-            .or_default()
-            .insert(name.clone());
+        let key = (binding.app.clone(), binding.env.clone());
+        if binding.maintenance.is_some() {
+            self.maintained
+                .entry(key.clone())
+                .or_default()
+                .insert(name.clone());
+        }
+        self.bound.entry(key).or_default().insert(name.clone());
         self.domains.insert(name, binding);
     }
 
@@ -142,10 +149,12 @@ impl State {
             return;
         };
         let key = (old.app, old.env);
-        if let Some(names) = self.bound.get_mut(&key) {
-            names.remove(name);
-            if names.is_empty() {
-                self.bound.remove(&key);
+        for index in [&mut self.bound, &mut self.maintained] {
+            if let Some(names) = index.get_mut(&key) {
+                names.remove(name);
+                if names.is_empty() {
+                    index.remove(&key);
+                }
             }
         }
     }
@@ -177,9 +186,14 @@ impl Routing {
     /// Change the state with `f`, then apply the routes of the hosts it `touched`, under the
     /// same lock so changes are applied in the order they were made; return once in force.
     async fn change<T>(&self, touched: Touched, f: impl FnOnce(&mut State) -> T) -> T {
+        self.change_as(|s| (f(s), touched)).await
+    }
+
+    /// `change`, for a change that finds out what it touched as it makes it.
+    async fn change_as<T>(&self, f: impl FnOnce(&mut State) -> (T, Touched)) -> T {
         let (out, applied) = {
             let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
-            let out = f(&mut state);
+            let (out, touched) = f(&mut state);
             (out, self.apply(&state, touched))
         };
         applied.wait().await;
@@ -193,13 +207,23 @@ impl Routing {
     /// `running` now serves the environment (it passed its health check); returns the instance
     /// it replaces, for the caller to drain and stop.
     pub async fn go_live(&self, key: EnvKey, running: Running) -> Option<Running> {
-        self.change(Touched::Env(key.clone()), |s| {
-            s.restoring.remove(&key);
-            s.down.remove(&key);
-            s.stopped.remove(&key);
-            s.undeployed.remove(&key);
-            s.asleep.remove(&key);
-            s.running.insert(key, running)
+        self.change_as(|s| {
+            let other = [
+                s.restoring.remove(&key),
+                s.down.remove(&key).is_some(),
+                s.stopped.remove(&key),
+                s.undeployed.remove(&key),
+                s.asleep.remove(&key).is_some(),
+            ];
+            let old = s.running.insert(key.clone(), running);
+            // One instance replacing another (a deploy, restart or rollback) leaves the routes
+            // of the domains that follow the environment as they are.
+            let touched = if old.is_some() && !other.contains(&true) {
+                Touched::Instance(key)
+            } else {
+                Touched::Env(key)
+            };
+            (old, touched)
         })
         .await
     }
@@ -356,6 +380,7 @@ impl Routing {
                 for (name, b) in &s.domains {
                     table.insert(name.to_string(), domain_route(s, name, b));
                 }
+                self.metrics.count_route_updates(table.len());
                 self.dataplane.update(table)
             }
             Touched::Env((app, env)) => {
@@ -371,16 +396,38 @@ impl Routing {
                         set.push((name.to_string(), domain_route(s, name, b)));
                     }
                 }
+                self.metrics.count_route_updates(set.len() + remove.len());
                 self.dataplane.change(set, remove)
             }
-            Touched::Domain(name) => match s.domains.get(&name) {
-                Some(b) => {
-                    let route = domain_route(s, &name, b);
-                    self.dataplane
-                        .change(vec![(name.to_string(), route)], Vec::new())
+            Touched::Instance(key) => {
+                let set = env_route(s, &key.0, &key.1)
+                    .map(|route| (env_host(&key.0, &key.1), route))
+                    .into_iter()
+                    .chain(
+                        s.maintained
+                            .get(&key)
+                            .into_iter()
+                            .flatten()
+                            .filter_map(|name| {
+                                let b = s.domains.get(name)?;
+                                Some((name.to_string(), domain_route(s, name, b)))
+                            }),
+                    )
+                    .collect::<Vec<_>>();
+                self.metrics.count_route_updates(set.len());
+                self.dataplane.change(set, Vec::new())
+            }
+            Touched::Domain(name) => {
+                self.metrics.count_route_updates(1);
+                match s.domains.get(&name) {
+                    Some(b) => {
+                        let route = domain_route(s, &name, b);
+                        self.dataplane
+                            .change(vec![(name.to_string(), route)], Vec::new())
+                    }
+                    None => self.dataplane.change(Vec::new(), vec![name.to_string()]),
                 }
-                None => self.dataplane.change(Vec::new(), vec![name.to_string()]),
-            },
+            }
         }
     }
 }
@@ -389,6 +436,9 @@ impl Routing {
 enum Touched {
     /// An environment's own host and the domains bound to it.
     Env(EnvKey),
+    /// An environment's instance, replaced by another: its own host and its domains in
+    /// maintenance (the others follow its host).
+    Instance(EnvKey),
     Domain(DomainName),
     All,
 }
@@ -454,7 +504,10 @@ fn domain_route(s: &State, name: &DomainName, b: &Binding) -> RouteSpec {
             retry_after_secs: MAINTENANCE_RETRY.as_secs(),
             health: run.map(|r| (r.health_path.clone(), r.upstream.clone())),
         },
-        (None, Some(r)) => TargetSpec::Upstream(r.upstream.clone()),
+        // The environment's own route, whichever instance that is now (see `Touched::Instance`).
+        (None, Some(_)) => TargetSpec::Follow {
+            host: env_host(&b.app, &b.env),
+        },
         (None, None) if s.stopped.contains(&key) => stopped_page(&b.app, &b.env),
         (None, None) if s.asleep.contains_key(&key) => asleep(&s.asleep[&key]),
         (None, None) if s.undeployed.contains(&key) => undeployed_page(&b.app, &b.env),
