@@ -349,11 +349,21 @@ impl DataPlane {
     /// the data plane serves: start the one this control plane started, or replace a running
     /// one that runs another binary (or any running one, when `replace`).
     pub async fn release(self: &Arc<Self>, replace: bool) -> std::io::Result<()> {
+        let replacing = self
+            .found
+            .as_ref()
+            .is_some_and(|(_, identity)| replace || *identity != crate::identity());
         let (link, applied) = {
             let mut s = locked(&self.sync);
             let had = s.held.take().unwrap_or_default();
-            let (set, remove) = diff(&had, &s.routes);
-            let applied = send(&s, set, remove);
+            // A data plane of another binary may not read this one's routes (a target it does
+            // not know): the one replacing it is given all of them instead.
+            let applied = if replacing {
+                Applied(None)
+            } else {
+                let (set, remove) = diff(&had, &s.routes);
+                send(&s, set, remove)
+            };
             (s.link.clone(), applied)
         };
         applied.wait().await;
@@ -363,7 +373,7 @@ impl DataPlane {
                     .await
                     .map_err(std::io::Error::other)?;
             }
-            Some((pid, identity)) if replace || *identity != crate::identity() => {
+            Some((pid, _)) if replacing => {
                 info!(pid, "replacing the running data plane with this binary's");
                 self.replace().await?;
             }
