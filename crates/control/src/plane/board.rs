@@ -48,7 +48,7 @@ impl ControlPlane {
             .call(move |c| {
                 Ok((
                     q::list_envs(c, Some(&a))?,
-                    q::live_releases(c, app_id)?,
+                    q::live_releases(c, Some(&a))?,
                     pq::pipeline(c, app_id)?,
                 ))
             })
