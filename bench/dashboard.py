@@ -50,14 +50,7 @@ def main():
     envs = int(sys.argv[4]) if len(sys.argv) > 4 else 200
     rounds = int(sys.argv[5]) if len(sys.argv) > 5 else 30
     work = tempfile.mkdtemp(prefix="turnout-bench-dashboard-")
-    repo = os.path.join(work, "repo")
-    os.makedirs(repo)
-    with open(os.path.join(repo, "Procfile"), "w") as f:
-        f.write("web: python3 -m http.server $PORT\n")
-    git = ["git", "-C", repo, "-c", "user.name=bench", "-c", "user.email=bench@example.test"]
-    subprocess.run(["git", "init", "-q", "-b", "main", repo], check=True)
-    subprocess.run(git + ["add", "."], check=True)
-    subprocess.run(git + ["commit", "-qm", "bench"], check=True)
+    repo = make_repo(work)
     home = os.path.join(work, "home")
     daemon = subprocess.Popen(
         [turnout, "--json", "serve", "--api-listen", "127.0.0.1:0", "--http-listen",
@@ -89,27 +82,10 @@ def main():
             call("POST", "/api/v1/domains", {"domain": f"d{i:02}.bench.test", "app": "bench",
                                             "env": "prod"})
         setup_s = time.time() - started
-        conn.request("POST", "/ui/login", body=urllib.parse.urlencode({"token": token}),
-                     headers={"Content-Type": "application/x-www-form-urlencoded"})
-        res = conn.getresponse()
-        res.read()
-        cookie = res.getheader("Set-Cookie").split(";")[0]
+        cookie = sign_in(conn, token)
         results = []
         for name, path in PAGES:
-            times = []
-            size = 0
-            for i in range(rounds + 2):
-                t0 = time.perf_counter()
-                conn.request("GET", path, headers={"Cookie": cookie})
-                res = conn.getresponse()
-                body = res.read()
-                elapsed = (time.perf_counter() - t0) * 1000
-                if res.status != 200:
-                    sys.exit(f"GET {path}: {res.status} {body[:300]!r}")
-                size = len(body)
-                if i >= 2:
-                    times.append(elapsed)
-            times.sort()
+            times, size = time_gets(conn, path, {"Cookie": cookie}, rounds)
             results.append({"page": name.replace("ENVS", str(envs)), "path": path,
                             "median_ms": round(statistics.median(times), 2),
                             "max_ms": round(times[-1], 2), "bytes": size})
@@ -131,6 +107,49 @@ def main():
     finally:
         daemon.send_signal(2)
         daemon.wait(timeout=60)
+
+
+def make_repo(work):
+    """A one-commit repository in WORK/repo whose Procfile runs Python's own HTTP server."""
+    repo = os.path.join(work, "repo")
+    os.makedirs(repo)
+    with open(os.path.join(repo, "Procfile"), "w") as f:
+        f.write("web: python3 -m http.server $PORT\n")
+    git = ["git", "-C", repo, "-c", "user.name=bench", "-c", "user.email=bench@example.test"]
+    subprocess.run(["git", "init", "-q", "-b", "main", repo], check=True)
+    subprocess.run(git + ["add", "."], check=True)
+    subprocess.run(git + ["commit", "-qm", "bench"], check=True)
+    return repo
+
+
+def sign_in(conn, token):
+    """The dashboard's session cookie for `token` (`POST /ui/login` on `conn`)."""
+    conn.request("POST", "/ui/login", body=urllib.parse.urlencode({"token": token}),
+                 headers={"Content-Type": "application/x-www-form-urlencoded"})
+    res = conn.getresponse()
+    res.read()
+    return res.getheader("Set-Cookie").split(";")[0]
+
+
+def time_gets(conn, path, headers, rounds, warm_up=2):
+    """GET `path` on the keep-alive `conn` `warm_up` times, then `rounds` times timed from
+    sending the request to the last byte of the answer: the sorted times in ms, and the last
+    answer's size. Anything but 200 ends the run."""
+    times = []
+    size = 0
+    for i in range(rounds + warm_up):
+        t0 = time.perf_counter()
+        conn.request("GET", path, headers=headers)
+        res = conn.getresponse()
+        body = res.read()
+        elapsed = (time.perf_counter() - t0) * 1000
+        if res.status != 200:
+            sys.exit(f"GET {path}: {res.status} {body[:300]!r}")
+        size = len(body)
+        if i >= warm_up:
+            times.append(elapsed)
+    times.sort()
+    return times, size
 
 
 def cpu_model():

@@ -57,6 +57,15 @@
 #                                (bench/dashboard.py), about a minute; writes
 #                                bench/results/dashboard.{json,md} (BENCH_DASHBOARD_ENVS (200),
 #                                BENCH_DASHBOARD_ROUNDS (30))
+#   BENCH_ONLY=scale bench/run.sh   only the scale section (not part of a full run): a small app
+#                                (3 environments, 4 domains) and a large one (500 environments,
+#                                most asleep, 10,000 domains), each on a daemon of its own: the
+#                                server time of the API calls behind `env list`, `pipeline show`
+#                                and `jobs` and of the dashboard's pages, the daemon's memory, and
+#                                its start-up after SIGTERM and after SIGINT (bench/scale.py),
+#                                about 10 minutes; writes bench/results/scale.{json,md}
+#                                (BENCH_SCALE_ENVS (500), BENCH_SCALE_DOMAINS (10000),
+#                                BENCH_SCALE_ROUNDS (200), BENCH_SCALE_DEPLOYS (8) at once)
 #
 # Knobs (environment): BENCH_DURATION (6s), BENCH_ROUNDS (5), BENCH_CONNECTIONS (32),
 # BENCH_SWITCHES (100), BENCH_DOMAINS (1000), BENCH_KEEP=1 keeps the work directory,
@@ -104,13 +113,13 @@ EOF
 for arg in "$@"; do
   case "$arg" in
     --update-docs) UPDATE_DOCS=1 ;;
-    -h | --help) sed -n '2,66p' "$0"; exit 0 ;;
+    -h | --help) sed -n '2,80p' "$0"; exit 0 ;;
     *) echo "error: unknown argument $arg (try --help)" >&2; exit 2 ;;
   esac
 done
 case "$ONLY" in
-  '' | restarts | push | wake | data-sqlite | data-pg | backup-sqlite | backup-pg | egress | mail | tls | dashboard) ;;
-  *) echo "error: BENCH_ONLY=$ONLY: the sections that run alone are 'restarts', 'push', 'wake', 'data-sqlite', 'data-pg', 'backup-sqlite', 'backup-pg', 'egress', 'mail', 'tls' and 'dashboard'" >&2; exit 2 ;;
+  '' | restarts | push | wake | data-sqlite | data-pg | backup-sqlite | backup-pg | egress | mail | tls | dashboard | scale) ;;
+  *) echo "error: BENCH_ONLY=$ONLY: the sections that run alone are 'restarts', 'push', 'wake', 'data-sqlite', 'data-pg', 'backup-sqlite', 'backup-pg', 'egress', 'mail', 'tls', 'dashboard' and 'scale'" >&2; exit 2 ;;
 esac
 for knob in RESTARTS SPACING_MS PUSHES WAKES; do
   [[ ${!knob} =~ ^[1-9][0-9]*$ ]] || { echo "error: ${knob} must be a positive integer" >&2; exit 2; }
@@ -133,7 +142,7 @@ TOOLS=(nginx:nginx haproxy:haproxy caddy:caddy wrk:wrk git:git)
 [[ $ONLY == egress ]] && TOOLS=(tinyproxy:tinyproxy wrk:wrk nginx:nginx git:git)
 [[ $ONLY == mail ]] && TOOLS=(node:nodejs npm:npm smtp-sink:postfix git:git)
 [[ $ONLY == tls ]] && TOOLS=(nginx:nginx wrk:wrk openssl:openssl cc:gcc git:git)
-[[ $ONLY == dashboard ]] && TOOLS=(git:git python3:python3)
+[[ $ONLY == dashboard || $ONLY == scale ]] && TOOLS=(git:git python3:python3)
 for pair in "${TOOLS[@]}"; do
   command -v "${pair%%:*}" >/dev/null 2>&1 || missing+=("${pair#*:}")
 done
@@ -1119,6 +1128,24 @@ if [[ $ONLY == dashboard ]]; then
     "$BENCH_DIR/results/dashboard.md" "${BENCH_DASHBOARD_ENVS:-200}" "${BENCH_DASHBOARD_ROUNDS:-30}" >&2
   ((UPDATE_DOCS)) && put_doc_section dashboard "$BENCH_DIR/results/dashboard.md"
   echo "done in $((SECONDS - started_at)) s; results in bench/results/dashboard.json and dashboard.md" >&2
+  exit 0
+fi
+
+# --- 500 environments, most asleep, and 10,000 domains (run by BENCH_ONLY=scale alone) --------
+if [[ $ONLY == scale ]]; then
+  SCALE_ENVS=${BENCH_SCALE_ENVS:-500} SCALE_DOMAINS=${BENCH_SCALE_DOMAINS:-10000}
+  SCALE_ROUNDS=${BENCH_SCALE_ROUNDS:-200} SCALE_DEPLOYS=${BENCH_SCALE_DEPLOYS:-8}
+  for knob in SCALE_ENVS SCALE_DOMAINS SCALE_ROUNDS SCALE_DEPLOYS; do
+    [[ ${!knob} =~ ^[1-9][0-9]*$ ]] || { echo "error: BENCH_${knob} must be a positive integer" >&2; exit 2; }
+  done
+  ((SCALE_ENVS >= 10)) || { echo "error: BENCH_SCALE_ENVS must be at least 10" >&2; exit 2; }
+  log "scale: $SCALE_ENVS environments and $SCALE_DOMAINS domains beside 3 and 4"
+  mkdir -p "$BENCH_DIR/results"
+  BENCH_KEEP=${BENCH_KEEP:-0} python3 "$BENCH_DIR/scale.py" "$TURNOUT" \
+    "$BENCH_DIR/results/scale.json" "$BENCH_DIR/results/scale.md" "$SCALE_ENVS" \
+    "$SCALE_DOMAINS" "$SCALE_ROUNDS" "$SCALE_DEPLOYS" >&2
+  ((UPDATE_DOCS)) && put_doc_section scale "$BENCH_DIR/results/scale.md"
+  echo "done in $((SECONDS - started_at)) s; results in bench/results/scale.json and scale.md" >&2
   exit 0
 fi
 

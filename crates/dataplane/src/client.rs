@@ -18,7 +18,8 @@ use tracing::{info, warn};
 
 use crate::listeners::Listeners;
 use crate::spec::{
-    ChallengeSpec, DataPlaneConfig, DrainReport, LinkKey, LinkSpec, RouteSpec, StatsRow, TlsSpec,
+    ChallengeSpec, DataPlaneConfig, DrainReport, EnvResponses, LinkKey, LinkSpec, RouteSpec,
+    StatsRow, TlsSpec,
 };
 use crate::wire::{Answer, Call, Hello, LISTENERS, Reply, Request, line};
 
@@ -507,6 +508,14 @@ impl DataPlane {
     pub async fn stats(&self) -> Vec<StatsRow> {
         match self.link().call(Request::Stats).await {
             Ok(Answer::Stats(rows)) => rows,
+            _ => Vec::new(),
+        }
+    }
+
+    /// Each environment's responses so far, all its hosts together.
+    pub async fn responses(&self) -> Vec<EnvResponses> {
+        match self.link().call(Request::Responses).await {
+            Ok(Answer::Responses(rows)) => rows,
             _ => Vec::new(),
         }
     }

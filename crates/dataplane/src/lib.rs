@@ -32,8 +32,8 @@ pub use client::{Applied, Attached, DataPlane, Link, WakeCursor};
 pub use listeners::Listeners;
 pub use server::{ServerArgs, run};
 pub use spec::{
-    ChallengeSpec, DataPlaneConfig, DrainReport, LinkKey, LinkSpec, LoginSpec, RouteSpec, StatsRow,
-    TargetSpec, TlsSpec, UpstreamSpec,
+    ChallengeSpec, DataPlaneConfig, DrainReport, EnvResponses, LinkKey, LinkSpec, LoginSpec,
+    RouteSpec, StatsRow, TargetSpec, TlsSpec, UpstreamSpec,
 };
 pub use wire::{Hello, recv_fds_any, send_fds};
 

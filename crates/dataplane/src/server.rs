@@ -28,8 +28,8 @@ use turnout_proxy::{
 use crate::client::Link;
 use crate::listeners::Listeners;
 use crate::spec::{
-    DataPlaneConfig, DrainReport, LinkKey, LinkSpec, RouteSpec, StatsRow, TargetSpec, TlsSpec,
-    UpstreamSpec,
+    DataPlaneConfig, DrainReport, EnvResponses, LinkKey, LinkSpec, RouteSpec, StatsRow, TargetSpec,
+    TlsSpec, UpstreamSpec,
 };
 use crate::wire::{Answer, Call, Hello, LISTENERS, Reply, Request, line};
 
@@ -268,6 +268,9 @@ async fn converse(plane: Arc<Plane>, stream: UnixStream) {
             Request::Stats => {
                 let _ = tx.send(reply(Ok(Answer::Stats(plane.stats()))));
             }
+            Request::Responses => {
+                let _ = tx.send(reply(Ok(Answer::Responses(plane.responses()))));
+            }
             Request::Wakes { seen } => {
                 let (plane, tx) = (plane.clone(), tx.clone());
                 tokio::spawn(async move {
@@ -476,6 +479,22 @@ impl Plane {
             .collect();
         rows.sort_by(|a, b| (&a.host, &a.app, &a.env).cmp(&(&b.host, &b.app, &b.env)));
         rows
+    }
+
+    fn responses(&self) -> Vec<EnvResponses> {
+        let r = lock(&self.registry);
+        let mut by_env: HashMap<&EnvId, u64> = HashMap::new();
+        for (env, stats) in r.stats.values().flatten() {
+            *by_env.entry(env).or_default() += stats.snapshot().by_class.iter().sum::<u64>();
+        }
+        by_env
+            .into_iter()
+            .map(|((app, env), responses)| EnvResponses {
+                app: app.clone(),
+                env: env.clone(),
+                responses,
+            })
+            .collect()
     }
 
     fn listen(&self, namespace: String) -> Result<(), String> {

@@ -156,6 +156,15 @@ impl ChallengeSpec {
     }
 }
 
+/// How many responses one environment's hosts (its URL and its domains) gave, all together:
+/// what the sleeper watches, one row per environment whatever its number of domains.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EnvResponses {
+    pub app: String,
+    pub env: String,
+    pub responses: u64,
+}
+
 /// The request counters of one (host, app, env), as `/metrics` renders them.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StatsRow {

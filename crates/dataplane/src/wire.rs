@@ -14,7 +14,9 @@ use rustix::net::{
 };
 use serde::{Deserialize, Serialize};
 
-use crate::spec::{ChallengeSpec, DrainReport, LinkKey, LinkSpec, RouteSpec, StatsRow, TlsSpec};
+use crate::spec::{
+    ChallengeSpec, DrainReport, EnvResponses, LinkKey, LinkSpec, RouteSpec, StatsRow, TlsSpec,
+};
 
 /// The first line of a connection that asks for the listening sockets; the answer with the
 /// HTTP socket alone.
@@ -59,6 +61,8 @@ pub(crate) enum Request {
         upstream: String,
     },
     Stats,
+    /// Each environment's responses, all its hosts together (`EnvResponses`).
+    Responses,
     /// Answer once the sleeping environments some request asked to wake changed since
     /// generation `seen` (at once if they did already): the generation now and every
     /// environment asked for whose route still sleeps.
@@ -100,6 +104,7 @@ pub(crate) enum Answer {
     Done,
     Drained(DrainReport),
     Stats(Vec<StatsRow>),
+    Responses(Vec<EnvResponses>),
     Wakes {
         generation: u64,
         envs: Vec<(String, String)>,

@@ -159,6 +159,8 @@ pub struct EnvInfo {
     /// Its resource limits (none set: unlimited).
     pub plan: ResourcePlan,
     /// What it uses now: its instance's memory, processes and CPU time, its storage on disk.
+    /// One environment's answer only (`env show`); lists (`env list`, `pipeline show`) leave it
+    /// out, as it walks the environment's storage.
     #[serde(default)]
     pub usage: Option<ResourceUsage>,
     /// The configuration it runs with against what is set (`env show` only).

@@ -2,7 +2,7 @@
 //! API's switch, with its health check and guarantees); Roll back; the binding history;
 //! maintenance on and off. And the certificates of every domain.
 use axum::extract::Path;
-use turnout_model::{Action, CertInfo, DomainEvent, DomainInfo, DomainName, EnvName, EnvRef};
+use turnout_model::{Action, DomainEvent, DomainInfo, DomainName, EnvName, EnvRef};
 
 use super::apps::app_name;
 use super::view::Chrome;
@@ -18,11 +18,28 @@ struct Row {
 #[template(path = "domains.html")]
 struct DomainsPage {
     c: Chrome,
+    f: Filter,
     rows: Vec<Row>,
+    more: usize,
 }
 
-pub(super) async fn list(State(ui): St, s: Signed) -> Page {
-    let domains = ui.plane.list_domains(&s.who).await?;
+/// At most this many domains are listed (by name); the filter narrows the rest.
+const SHOWN: usize = 200;
+
+#[derive(Deserialize, Default)]
+pub(super) struct Filter {
+    /// Part of a domain's name, app or environment.
+    #[serde(default)]
+    q: String,
+}
+
+pub(super) async fn list(
+    State(ui): St,
+    s: Signed,
+    axum::extract::Query(f): axum::extract::Query<Filter>,
+) -> Page {
+    let found = ui.plane.find_domains(&s.who, &f.q, SHOWN).await?;
+    let (domains, more) = (found.domains, found.more);
     let mut rows = Vec::with_capacity(domains.len());
     // One read of each app's environments and policy, whatever the number of its domains.
     let mut apps: Vec<AppAccess> = Vec::new();
@@ -45,7 +62,9 @@ pub(super) async fn list(State(ui): St, s: Signed) -> Page {
     }
     page(&DomainsPage {
         c: s.chrome.at("domains"),
+        f,
         rows,
+        more,
     })
 }
 
@@ -62,17 +81,7 @@ async fn domain_and_targets(
     s: &Signed,
     domain: &DomainName,
 ) -> Result<(DomainInfo, Vec<String>, bool), UiError> {
-    let d = ui
-        .plane
-        .list_domains(&s.who)
-        .await?
-        .into_iter()
-        .find(|d| d.domain == *domain)
-        .ok_or_else(|| {
-            ControlError::NotFound(format!(
-                "no domain {domain}; see the domains page for the ones you may see"
-            ))
-        })?;
+    let d = ui.plane.domain(domain, &s.who).await?;
     let board = ui.plane.board(d.app.clone(), &s.who).await?;
     let perms = ui.plane.permissions(&s.who, board.app_id).await?;
     let current_tier = board.envs.iter().find(|e| e.name == d.env).map(|e| e.tier);
@@ -167,14 +176,7 @@ pub(super) async fn switch(
     axum::Form(f): axum::Form<SwitchForm>,
 ) -> Page {
     let domain = domain_name(&domain)?;
-    let app = ui
-        .plane
-        .list_domains(&s.who)
-        .await?
-        .into_iter()
-        .find(|d| d.domain == domain)
-        .map(|d| d.app)
-        .ok_or_else(|| ControlError::NotFound(format!("no domain {domain}")))?;
+    let app = ui.plane.domain(&domain, &s.who).await?.app;
     let target = EnvRef {
         app: app_name(app.as_str())?,
         env: EnvName::new(&f.env).map_err(|e| ControlError::Invalid(e.to_string()))?,
@@ -254,18 +256,26 @@ pub(super) async fn maintenance(
 #[template(path = "certificates.html")]
 struct CertsPage {
     c: Chrome,
-    certs: Vec<CertInfo>,
+    f: Filter,
+    /// Of every domain the user may see (not only those listed).
+    certs: usize,
     domains: Vec<DomainInfo>,
+    more: usize,
 }
 
 /// Each domain's certificate, issuer, expiry and renewal state.
-pub(super) async fn certificates(State(ui): St, s: Signed) -> Page {
-    let domains = ui.plane.list_domains(&s.who).await?;
-    let certs = ui.plane.list_certs(&s.who).await?;
+pub(super) async fn certificates(
+    State(ui): St,
+    s: Signed,
+    axum::extract::Query(f): axum::extract::Query<Filter>,
+) -> Page {
+    let found = ui.plane.find_domains(&s.who, &f.q, SHOWN).await?;
     page(&CertsPage {
         c: s.chrome.at("certificates"),
-        certs,
-        domains,
+        f,
+        certs: found.certificates,
+        domains: found.domains,
+        more: found.more,
     })
 }
 

@@ -1,9 +1,13 @@
 //! What the dashboard reads in one go: an app's environments as cards (status and live
-//! release; one store statement for all their releases, routing state from memory), and which
-//! actions a principal may take, asked of the same policy `authorize` enforces.
-use std::collections::HashMap;
+//! release; one store statement for all their releases, routing state from memory), one domain
+//! (without listing them all), and which actions a principal may take, asked of the same policy
+//! `authorize` enforces.
+use std::collections::{HashMap, HashSet};
 
-use turnout_model::{Action, AppName, EnvName, EnvRef, EnvStatus, PipelineSpec, ReleaseInfo, Tier};
+use turnout_model::{
+    Action, AppName, DomainInfo, DomainName, EnvName, EnvRef, EnvStatus, PipelineSpec, ReleaseInfo,
+    Tier, TlsMode,
+};
 
 use super::envs::env_status;
 use super::pipeline::allowed;
@@ -13,7 +17,8 @@ use crate::access::Principal;
 use crate::error::ControlError;
 use crate::store::access as aq;
 use crate::store::pipeline as pq;
-use crate::store::{ReleaseRow, q};
+use crate::store::tls::{self as tls_q, CertRow};
+use crate::store::{DomainRow, ReleaseRow, q};
 
 /// One environment as the pipeline picture shows it.
 #[derive(Debug, Clone)]
@@ -48,7 +53,7 @@ impl ControlPlane {
             .call(move |c| {
                 Ok((
                     q::list_envs(c, Some(&a))?,
-                    q::live_releases(c, app_id)?,
+                    q::live_releases(c, Some(&a))?,
                     pq::pipeline(c, app_id)?,
                 ))
             })
@@ -85,6 +90,85 @@ impl ControlPlane {
         })
     }
 
+    /// One domain as `list_domains` shows it, for anyone with a role on its app; to anyone else
+    /// it does not exist, as in the list. One read of the store, whatever the number of domains.
+    pub async fn domain(
+        &self,
+        name: &DomainName,
+        who: &Principal,
+    ) -> Result<DomainInfo, ControlError> {
+        let hidden = || {
+            ControlError::NotFound(format!(
+                "no domain {name}; see the domains page for the ones you may see"
+            ))
+        };
+        let n = name.clone();
+        let found = self
+            .store
+            .call(move |c| {
+                let row = q::get_domain(c, &n)?;
+                let app_id = q::get_app(c, &row.app)?.id;
+                Ok((row, app_id))
+            })
+            .await;
+        let (row, app_id) = match found {
+            Err(ControlError::NotFound(_)) => return Err(hidden()),
+            found => found?,
+        };
+        if who.role_on(app_id).is_none() {
+            return Err(hidden());
+        }
+        self.domain_info_with_cert(row).await
+    }
+
+    /// The domains `who` may see whose name, app or environment contains `part`, by name, as
+    /// `list_domains` shows them: the first `shown`, how many more match, and how many of all
+    /// the domains `who` may see have a certificate. Only those shown are made into
+    /// `DomainInfo`s, so a page of them costs little more with 10,000 domains than with 10.
+    pub async fn find_domains(
+        &self,
+        who: &Principal,
+        part: &str,
+        shown: usize,
+    ) -> Result<FoundDomains, ControlError> {
+        let (rows, certs, apps) = self
+            .store
+            .call(|c| Ok((q::list_domains(c)?, tls_q::list_certs(c)?, q::list_apps(c)?)))
+            .await?;
+        let visible: HashSet<&AppName> = apps
+            .iter()
+            .filter(|a| who.role_on(a.id).is_some())
+            .map(|a| &a.name)
+            .collect();
+        let certs: HashMap<i64, &CertRow> = certs.iter().map(|c| (c.domain_id, c)).collect();
+        let rows: Vec<&DomainRow> = rows.iter().filter(|r| visible.contains(&r.app)).collect();
+        // As `list_certs` counts them: a certificate, or one being ordered.
+        let certificates = rows
+            .iter()
+            .filter(|r| certs.contains_key(&r.id) || r.tls.mode == TlsMode::Acme)
+            .count();
+        let part = part.trim().to_ascii_lowercase();
+        let matching: Vec<&DomainRow> = rows
+            .into_iter()
+            .filter(|r| {
+                [r.name.as_str(), r.app.as_str(), r.env.as_str()]
+                    .iter()
+                    .any(|s| s.contains(&part))
+            })
+            .collect();
+        let more = matching.len().saturating_sub(shown);
+        let domains = matching
+            .into_iter()
+            .take(shown)
+            .map(|r| self.domain_info(r, certs.get(&r.id).copied()))
+            .collect();
+        Ok(FoundDomains {
+            domains,
+            more,
+            certificates,
+        })
+    }
+
     /// What `who` may do on app `app_id`, for every action and tier: the role the app's policy
     /// (or the default matrix) asks for, as `authorize` checks it, read at once and never
     /// audited. It only decides which controls a page shows; every action is authorized again
@@ -111,6 +195,16 @@ impl ControlPlane {
             })
             .await
     }
+}
+
+/// Some of the domains a user may see (`ControlPlane::find_domains`).
+#[derive(Debug, Clone)]
+pub struct FoundDomains {
+    pub domains: Vec<DomainInfo>,
+    /// How many more matched.
+    pub more: usize,
+    /// How many of all the domains the user may see have a certificate (or one being ordered).
+    pub certificates: usize,
 }
 
 /// The (action, tier) pairs a principal may do on one app.

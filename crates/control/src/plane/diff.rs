@@ -4,7 +4,7 @@
 //! compared, their values never shown). `turnout pipeline show
 //! APP`: the environments by stage (the declared pipeline's, or by tier), and for every allowed
 //! promotion how many commits apart its two ends are.
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use turnout_model::{
     Action, AppName, ConfigDifference, ConfigKind, DIFF_COMMITS, EnvDiff, EnvInfo, EnvName, EnvRef,
@@ -72,12 +72,7 @@ impl ControlPlane {
         let app_id = self.app_row(&app).await?.id;
         let declared = self.declared_pipeline(app_id).await?;
         let mirror = self.home.mirror(&app);
-        let commit = |name: &EnvName| {
-            envs.iter()
-                .find(|e| &e.name == name)
-                .and_then(|e| e.release.as_ref())
-                .map(|r| r.commit.clone())
-        };
+        let commit = |e: &EnvInfo| e.release.as_ref().map(|r| r.commit.clone());
         // In the declared order when there is a pipeline; otherwise by environment.
         let mut pairs: Vec<(&EnvInfo, &EnvInfo)> = Vec::new();
         let find = |name: &EnvName| envs.iter().find(|e| &e.name == name);
@@ -95,23 +90,42 @@ impl ControlPlane {
                     (&from.name, from.tier),
                     (&to.name, to.tier),
                 );
+                // Each pair comes once from these loops; only a declared promotion (a few
+                // dozen at most) can be listed already. By the tier rule there are thousands
+                // (every development environment to every test one).
                 if ok
-                    && !pairs
-                        .iter()
-                        .any(|(f, t)| f.name == from.name && t.name == to.name)
+                    && (declared.is_none()
+                        || !pairs
+                            .iter()
+                            .any(|(f, t)| f.name == from.name && t.name == to.name))
                 {
                     pairs.push((from, to));
                 }
             }
         }
-        let mut promotions = Vec::new();
+        // Many environments run the same commit (branch environments cut from one, a release
+        // promoted along): git is asked once per pair of different commits, never for two
+        // equal ones.
+        let mut apart: HashMap<(String, String), (usize, usize)> = HashMap::new();
+        let mut promotions = Vec::with_capacity(pairs.len());
         for (from, to) in pairs {
-            let (ahead, behind) = match (commit(&from.name), commit(&to.name)) {
+            let (ahead, behind) = match (commit(from), commit(to)) {
+                (Some(f), Some(t)) if f == t => (Some(0), Some(0)),
                 (Some(f), Some(t)) => {
-                    let _git = self.app_locks.lock(&app).await;
-                    let (ahead, _) = git::log_between(&mirror, &t, &f, DIFF_COMMITS).await?;
-                    let (behind, _) = git::log_between(&mirror, &f, &t, DIFF_COMMITS).await?;
-                    (Some(ahead.len()), Some(behind.len()))
+                    let (ahead, behind) = match apart.get(&(f.clone(), t.clone())) {
+                        Some(&known) => known,
+                        None => {
+                            let _git = self.app_locks.lock(&app).await;
+                            let (ahead, _) =
+                                git::log_between(&mirror, &t, &f, DIFF_COMMITS).await?;
+                            let (behind, _) =
+                                git::log_between(&mirror, &f, &t, DIFF_COMMITS).await?;
+                            let known = (ahead.len(), behind.len());
+                            apart.insert((f, t), known);
+                            known
+                        }
+                    };
+                    (Some(ahead), Some(behind))
                 }
                 _ => (None, None),
             };

@@ -29,7 +29,7 @@ const DEFAULT_MAINTENANCE_MESSAGE: &str =
 
 impl ControlPlane {
     /// How the API shows a domain; `cert` is its certificate row, if it has one.
-    fn domain_info(&self, row: &DomainRow, cert: Option<&CertRow>) -> DomainInfo {
+    pub(crate) fn domain_info(&self, row: &DomainRow, cert: Option<&CertRow>) -> DomainInfo {
         let serving = self
             .routing
             .running(&(row.app.clone(), row.env.clone()))

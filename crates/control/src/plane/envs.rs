@@ -1,17 +1,21 @@
 //! Environments: create, list, show, delete, and their releases.
+use std::collections::HashMap;
+
 use tracing::info;
 use turnout_model::{
     Action, AppName, AuditAction, CreateEnv, EnvInfo, EnvRef, EnvStatus, InstanceInfo, ReleaseInfo,
-    Tier, format_timestamp,
+    ResourceUsage, Tier, format_timestamp,
 };
 use turnout_supervisor::{InstanceState, InstanceStatus};
 
+use super::plans::plan_of;
 use super::routing::{EnvRouting, key};
 use super::{ControlPlane, release_info, remove_dir, source};
 use crate::access::Principal;
 use crate::error::ControlError;
 use crate::git;
-use crate::store::{AuditEntry, EnvRow, q};
+use crate::store::data as dq;
+use crate::store::{AuditEntry, EnvRow, ReleaseRow, q};
 
 impl ControlPlane {
     pub async fn create_env(
@@ -106,15 +110,27 @@ impl ControlPlane {
         if let Some(app) = &app {
             self.authorize_app(who, app, Action::Read).await?;
         }
-        let rows = self
+        // One read of the store for the environments and their live releases, whatever their
+        // number; what each uses is `env show`'s (it walks the storage).
+        let (rows, releases) = self
             .store
-            .call(move |c| q::list_envs(c, app.as_ref()))
+            .call(move |c| {
+                Ok((
+                    q::list_envs(c, app.as_ref())?,
+                    q::live_releases(c, app.as_ref())?,
+                ))
+            })
             .await?;
-        let mut out = Vec::with_capacity(rows.len());
-        for row in rows.into_iter().filter(|e| who.role_on(e.app_id).is_some()) {
-            out.push(self.env_info(row).await?);
-        }
-        Ok(out)
+        let mut releases: HashMap<i64, ReleaseRow> =
+            releases.into_iter().map(|r| (r.id, r)).collect();
+        Ok(rows
+            .into_iter()
+            .filter(|e| who.role_on(e.app_id).is_some())
+            .map(|row| {
+                let release = row.current_release_id.and_then(|id| releases.remove(&id));
+                self.env_info_of(row, release, None)
+            })
+            .collect())
     }
 
     pub async fn show_env(&self, r: EnvRef, who: &Principal) -> Result<EnvInfo, ControlError> {
@@ -185,23 +201,43 @@ impl ControlPlane {
     }
 
     pub(crate) async fn env_info(&self, row: EnvRow) -> Result<EnvInfo, ControlError> {
-        let release = match row.current_release_id {
-            Some(id) => Some(self.store.call(move |c| q::get_release(c, id)).await?),
-            None => None,
-        };
+        let (env_id, release_id) = (row.id, row.current_release_id);
+        let (release, data) = self
+            .store
+            .call(move |c| {
+                let release = release_id.map(|id| q::get_release(c, id)).transpose()?;
+                Ok((release, dq::get(c, env_id)?))
+            })
+            .await?;
+        let routing = self.routing.env(&key(&EnvRef {
+            app: row.app.clone(),
+            env: row.name.clone(),
+        }));
+        let usage = self
+            .usage(
+                &row,
+                data.map(|d| d.generation),
+                routing.running.as_ref().map(|run| &run.instance),
+            )
+            .await;
+        Ok(self.env_info_of(row, release, Some(usage)))
+    }
+
+    /// `row` as `env show` (with `usage`) and `env list` show it, with its live release read
+    /// beforehand; its status from routing's memory.
+    fn env_info_of(
+        &self,
+        row: EnvRow,
+        release: Option<ReleaseRow>,
+        usage: Option<ResourceUsage>,
+    ) -> EnvInfo {
         let r = EnvRef {
             app: row.app.clone(),
             env: row.name.clone(),
         };
-        let (plan, mut usage) = self.plan_and_usage(&row, release.as_ref()).await;
+        let plan = plan_of(&row, release.as_ref());
         let sleep_after = row.sleeps_after();
         let routing = self.routing.env(&key(&r));
-        if let (Some(run), Some(usage)) = (&routing.running, usage.as_mut()) {
-            let now = run.instance.usage().await;
-            usage.memory = now.memory_bytes;
-            usage.pids = now.pids;
-            usage.cpu_seconds = now.cpu_seconds;
-        }
         let now = routing.running.as_ref().map(|run| run.instance.status());
         let (status, status_reason) =
             env_status(&routing, now.as_ref(), row.stopped, release.is_some());
@@ -223,7 +259,7 @@ impl ControlPlane {
             ),
         });
         let isolation = self.isolation(&row);
-        Ok(EnvInfo {
+        EnvInfo {
             url: self.url(&r),
             dir: self.home.env_dir(&r.app, &r.env).display().to_string(),
             app: row.app,
@@ -244,7 +280,7 @@ impl ControlPlane {
             config: None,
             links: None,
             created_at: format_timestamp(row.created_at),
-        })
+        }
     }
 }
 

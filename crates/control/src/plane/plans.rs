@@ -2,11 +2,14 @@
 //! shows, and what it uses. Enforcement is the runtime's; a change here applies to the next
 //! instance started (deploy, restart, start).
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use tracing::{debug, info};
 use turnout_model::{
     Action, AuditAction, EnvInfo, EnvRef, ResourcePlan, ResourceUsage, UpdatePlan,
 };
+
+use turnout_supervisor::InstanceHandle;
 
 use super::ControlPlane;
 use crate::access::Principal;
@@ -62,25 +65,15 @@ impl ControlPlane {
         self.env_info(row).await
     }
 
-    /// What `env show` says of resources: the effective plan (the environment's own over its
-    /// live release's app file, see [`effective_plan`]) and what it uses now (storage; the
-    /// instance's memory, processes and CPU come from the runtime).
-    pub(crate) async fn plan_and_usage(
+    /// What `env show` says `r` uses now: the bytes of data it keeps (`generation`: its data's,
+    /// `None` before its first launch made any) and, when it runs, its instance's memory,
+    /// processes and CPU time (from the runtime). Lists leave it out: it walks the storage.
+    pub(crate) async fn usage(
         &self,
         env: &EnvRow,
-        release: Option<&ReleaseRow>,
-    ) -> (ResourcePlan, Option<ResourceUsage>) {
-        let file_plan = release
-            .and_then(|r| serde_json::from_str::<ReleaseConfig>(&r.config).ok())
-            .map(|c| c.plan)
-            .unwrap_or_default();
-        // The storage of the generation of data serving now (none before the first launch).
-        let generation = self
-            .data_row(env)
-            .await
-            .ok()
-            .flatten()
-            .map(|d| d.generation);
+        generation: Option<i64>,
+        running: Option<&Arc<dyn InstanceHandle>>,
+    ) -> ResourceUsage {
         let storage = match generation {
             Some(n) => {
                 let dir = self.home.storage_dir(&env.app, &env.name, n);
@@ -91,12 +84,28 @@ impl ControlPlane {
             }
             None => Some(0),
         };
-        let usage = ResourceUsage {
+        let mut usage = ResourceUsage {
             storage,
             ..ResourceUsage::default()
         };
-        (effective_plan(&env.plan, &file_plan), Some(usage))
+        if let Some(instance) = running {
+            let now = instance.usage().await;
+            usage.memory = now.memory_bytes;
+            usage.pids = now.pids;
+            usage.cpu_seconds = now.cpu_seconds;
+        }
+        usage
     }
+}
+
+/// The effective plan `env show` and `env list` show: the environment's own over its live
+/// release's app file (see [`effective_plan`]).
+pub(crate) fn plan_of(env: &EnvRow, release: Option<&ReleaseRow>) -> ResourcePlan {
+    let file_plan = release
+        .and_then(|r| serde_json::from_str::<ReleaseConfig>(&r.config).ok())
+        .map(|c| c.plan)
+        .unwrap_or_default();
+    effective_plan(&env.plan, &file_plan)
 }
 
 /// Bytes of the regular files under `dir`, without following symbolic links (a link counts as

@@ -89,10 +89,13 @@ impl ControlPlane {
             if running.is_empty() {
                 continue;
             }
-            let mut counts: HashMap<(String, String), u64> = HashMap::new();
-            for row in self.dataplane().stats().await {
-                *counts.entry((row.app, row.env)).or_default() += row.by_class.iter().sum::<u64>();
-            }
+            let counts: HashMap<(String, String), u64> = self
+                .dataplane()
+                .responses()
+                .await
+                .into_iter()
+                .map(|row| ((row.app, row.env), row.responses))
+                .collect();
             let envs = match self.store.call(|c| q::list_envs(c, None)).await {
                 Ok(envs) => envs,
                 Err(e) => {

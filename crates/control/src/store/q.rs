@@ -369,14 +369,19 @@ pub fn list_releases(c: &Connection, env_id: i64) -> Result<Vec<ReleaseRow>, Con
     Ok(rows)
 }
 
-/// The live release of each environment of an app, in one statement (the dashboard's pipeline).
-pub fn live_releases(c: &Connection, app_id: i64) -> Result<Vec<ReleaseRow>, ControlError> {
+/// The live release of each environment (of one app, given), in one statement (`env list`,
+/// the dashboard's pipeline).
+pub fn live_releases(
+    c: &Connection,
+    app: Option<&AppName>,
+) -> Result<Vec<ReleaseRow>, ControlError> {
     let mut stmt = c.prepare(&format!(
         "SELECT {RELEASE_COLS} FROM releases WHERE id IN \
-         (SELECT current_release_id FROM environments WHERE app_id = ?1)"
+         (SELECT e.current_release_id FROM environments e JOIN apps a ON a.id = e.app_id \
+          WHERE ?1 IS NULL OR a.name = ?1)"
     ))?;
     let rows = stmt
-        .query_map([app_id], release_row)?
+        .query_map([app.map(AppName::as_str)], release_row)?
         .collect::<Result<_, _>>()?;
     Ok(rows)
 }
