@@ -237,15 +237,7 @@ async fn maintenance_bindings_and_metrics_survive_a_restart() {
     let list = d.json(&["domain", "list"]);
     assert_eq!(list[0]["maintenance"], "Upgrading the <database>");
 
-    let metrics = reqwest::Client::new()
-        .get(format!("{}/metrics", d.api))
-        .bearer_auth(d.admin_token())
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = metrics(&d).await;
     for line in [
         "turnout_http_responses_total{host=\"shop.example.test\",app=\"shop\",env=\"green\",class=\"2xx\"} 6",
         "turnout_http_responses_total{host=\"shop.example.test\",app=\"shop\",env=\"green\",class=\"5xx\"} 1",
@@ -329,10 +321,9 @@ async fn a_new_environment_says_it_has_nothing_deployed_yet() {
     assert_eq!(status, 404, "a deleted environment's URL is gone");
 }
 
-/// `turnout_route_updates_total`: how many host routes the control plane has handed to the
-/// data plane.
-async fn route_updates(d: &Daemon) -> u64 {
-    let metrics = reqwest::Client::new()
+/// `/metrics`, as the administrator reads it.
+async fn metrics(d: &Daemon) -> String {
+    reqwest::Client::new()
         .get(format!("{}/metrics", d.api))
         .bearer_auth(d.admin_token())
         .send()
@@ -340,7 +331,13 @@ async fn route_updates(d: &Daemon) -> u64 {
         .unwrap()
         .text()
         .await
-        .unwrap();
+        .unwrap()
+}
+
+/// `turnout_route_updates_total`: how many host routes the control plane has handed to the
+/// data plane.
+async fn route_updates(d: &Daemon) -> u64 {
+    let metrics = metrics(d).await;
     metrics
         .lines()
         .find_map(|l| l.strip_prefix("turnout_route_updates_total "))
