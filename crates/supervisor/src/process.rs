@@ -360,12 +360,17 @@ fn parse_pid_file(contents: &str) -> Option<(u32, &str)> {
     (valid && group_pid(pgid).is_some()).then_some((pgid, token))
 }
 
-/// Records a process group and its token, for [`reap_stale`] after a daemon crash.
+/// Records a process group and its token, for [`reap_stale`] after a daemon crash. Written
+/// beside it and renamed into place, so a daemon killed while writing leaves the whole file or
+/// none, never a truncated one that names no group (whose processes would then outlive it).
 pub(crate) async fn write_pid_file(path: &Path, pgid: u32, token: &str) -> std::io::Result<()> {
     if let Some(dir) = path.parent() {
         tokio::fs::create_dir_all(dir).await?;
     }
-    tokio::fs::write(path, pid_file_contents(pgid, token)).await
+    let mut partial = path.as_os_str().to_owned();
+    partial.push(".partial");
+    tokio::fs::write(&partial, pid_file_contents(pgid, token)).await?;
+    tokio::fs::rename(&partial, path).await
 }
 
 /// Kills a process group left behind by a daemon that died without stopping it: an instance, or
