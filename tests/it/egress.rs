@@ -4,6 +4,7 @@
 //! environments' credentials, and (with network namespaces) an app that ignores the proxy.
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -459,7 +460,7 @@ async fn each_tier_goes_out_only_where_its_policy_allows_and_every_call_is_logge
 /// way out under deny, while production does; a policy change opens or closes that at once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nothing_gets_around_the_egress_proxy() {
-    let d = Daemon::start();
+    let mut d = Daemon::start();
     let origin = Origin::start().await;
     let outside = is_root().then(Outside::start);
     let repo = Repo::with_app(CALLER);
@@ -664,6 +665,38 @@ async fn nothing_gets_around_the_egress_proxy() {
         .await;
         let policies = d.ok(&["egress", "policy", "shop"]);
         assert!(policies.contains("enforced"), "{policies}");
+
+        // A killed daemon's `pasta` does not linger beside its successor's: the one attached to
+        // production's namespace is the one recorded, and the way out still works.
+        let prod = d.json(&["env", "show", "shop/prod"]);
+        let ns = format!(
+            "/run/netns/{}",
+            prod["isolation"]["network"].as_str().unwrap()
+        );
+        let recorded = Path::new(prod["dir"].as_str().unwrap()).join("run/pasta.pid");
+        let before = pastas_in(&ns);
+        assert_eq!(before.len(), 1, "{before:?}");
+        d.kill_and_restart();
+        eventually(
+            "one pasta, the recorded one, attached to production's namespace",
+            Duration::from_secs(30),
+            || async {
+                let now = pastas_in(&ns);
+                let pid = std::fs::read_to_string(&recorded)
+                    .ok()?
+                    .trim()
+                    .parse::<u32>()
+                    .ok()?;
+                (now == [pid] && now != before).then_some(())
+            },
+        )
+        .await;
+        eventually(
+            "production's way out after the restart",
+            Duration::from_secs(20),
+            || async { (call(&d, "prod", &direct).await == "ok").then_some(()) },
+        )
+        .await;
     }
     assert!(
         origin.heads.lock().unwrap().len() <= 2,
@@ -747,4 +780,24 @@ async fn bad_egress_input_is_refused_and_changes_nothing() {
         .filter(|a| a["action"] == "egress.policy")
         .count();
     assert_eq!(changes, 1, "{audit}");
+}
+
+/// The `pasta` processes attached to the network namespace at `ns` (their command line names it).
+fn pastas_in(ns: &str) -> Vec<u32> {
+    let mut pids: Vec<u32> = std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse().ok())
+        .filter(|pid| {
+            let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+                return false;
+            };
+            let mut args = cmdline.split(|b| *b == 0);
+            args.next()
+                .is_some_and(|a| a.windows(5).any(|w| w == b"pasta"))
+                && args.any(|a| a == ns.as_bytes())
+        })
+        .collect();
+    pids.sort_unstable();
+    pids
 }

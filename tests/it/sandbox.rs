@@ -118,6 +118,44 @@ async fn without_root_each_environment_is_sandboxed_from_turnout_and_the_others(
     let wrote = probe(&d, "dev", &format!("/write?{}", own.display())).await;
     assert_eq!(wrote, "ok");
     assert!(own.exists(), "its storage is the real one");
-    let wrote = probe(&d, "dev", "/write?/usr/turnout-was-here").await;
-    assert!(denied(&wrote), "{wrote}");
+    for path in [
+        "/usr/turnout-was-here",
+        "/turnout-was-here",
+        "/run/turnout-was-here",
+    ] {
+        let wrote = probe(&d, "dev", &format!("/write?{path}")).await;
+        assert!(denied(&wrote), "{path}: {wrote}");
+    }
+    // Nor does it see the network namespaces of the machine (root daemons' environments').
+    let ns = Netns::add(&format!("turnout-sandbox-{}", std::process::id()));
+    let on_host: Vec<String> = std::fs::read_dir("/run/netns")
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(on_host.contains(&ns.0), "{on_host:?}");
+    let netns = probe(&d, "dev", "/ls?/run/netns").await;
+    assert!(denied(&netns), "{netns}");
+}
+
+/// A network namespace of the test's own, removed when dropped.
+struct Netns(String);
+
+impl Netns {
+    fn add(name: &str) -> Netns {
+        let out = std::process::Command::new("ip")
+            .args(["netns", "add", name])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "ip netns add {name}: {out:?}");
+        Netns(name.to_owned())
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("ip")
+            .args(["netns", "delete", &self.0])
+            .output();
+    }
 }

@@ -228,7 +228,7 @@ async fn a_deleted_release_directory_leaves_its_environment_503_while_the_others
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_app_that_stays_unhealthy_at_start_up_leaves_no_instance_and_a_stop_ends_the_retries() {
     let argv = ["python3", "app.py", "unhealthy-51c2"];
-    let repo = marked_repo("sick", argv[2], "1s");
+    let repo = marked_repo("sick", argv[2], "3s");
     let mut d = Daemon::start();
     d.create("shop", repo.path(), &[("prod", "main", "production")]);
     d.ok(&["deploy", "shop/prod"]);
@@ -241,7 +241,7 @@ async fn an_app_that_stays_unhealthy_at_start_up_leaves_no_instance_and_a_stop_e
     d.start_again();
     let env = down(&d, "shop/prod").await;
     let reason = env["status_reason"].as_str().unwrap();
-    assert!(reason.contains("not healthy after 1s"), "{env}");
+    assert!(reason.contains("not healthy after 3s"), "{env}");
     assert_unavailable(&d, &["prod.shop.localhost"]);
     // Between two attempts, nothing of a failed one is left running.
     eventually(

@@ -219,7 +219,14 @@ impl Home {
             .join(format!("release-{release}-build.log"))
     }
 
-    /// Pid files of every environment, for reaping instances a killed daemon left behind.
+    /// Records the `pasta` that connects the environment's network namespace out; it is not a
+    /// process group with a token, so it is not among `all_pid_files`.
+    pub fn pasta_pid_file(&self, app: &AppName, env: &EnvName) -> PathBuf {
+        self.run_dir(app, env).join("pasta.pid")
+    }
+
+    /// The pid files of every environment's process groups (instances, builds, data commands:
+    /// the `release-*.pid` ones), for reaping what a killed daemon left behind.
     pub fn all_pid_files(&self) -> Vec<PathBuf> {
         let mut out = Vec::new();
         let Ok(apps) = std::fs::read_dir(&self.envs_root) else {
@@ -233,12 +240,12 @@ impl Home {
                 let Ok(files) = std::fs::read_dir(env.path().join("run")) else {
                     continue;
                 };
-                out.extend(
-                    files
-                        .flatten()
-                        .map(|f| f.path())
-                        .filter(|p| p.extension().is_some_and(|e| e == "pid")),
-                );
+                out.extend(files.flatten().map(|f| f.path()).filter(|p| {
+                    p.extension().is_some_and(|e| e == "pid")
+                        && p.file_name()
+                            .and_then(|n| n.to_str())
+                            .is_some_and(|n| n.starts_with("release-"))
+                }));
             }
         }
         out

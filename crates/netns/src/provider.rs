@@ -76,7 +76,7 @@ impl Provider {
                     }
                 };
                 if let Some(pid) = child.id() {
-                    let _ = std::fs::write(&pid_file, pid.to_string());
+                    record_pid(&pid_file, pid);
                 }
                 let started = tokio::time::Instant::now();
                 tokio::select! {
@@ -161,6 +161,18 @@ fn pasta_command(pasta: &Path, ns: &Path, log: &Path) -> Command {
         .process_group(0)
         .kill_on_drop(false);
     command
+}
+
+/// Write `pid` to `pid_file` beside it and rename it into place, so a daemon killed meanwhile
+/// leaves the old record or the new one, never an empty file.
+fn record_pid(pid_file: &Path, pid: u32) {
+    let mut partial = pid_file.as_os_str().to_owned();
+    partial.push(".partial");
+    let written = std::fs::write(&partial, pid.to_string())
+        .and_then(|()| std::fs::rename(&partial, pid_file));
+    if let Err(e) = written {
+        warn!(pid_file = %pid_file.display(), error = %e, "cannot record pasta's pid; a killed daemon's successor will not find it");
+    }
 }
 
 /// Stop a `pasta` recorded in `pid_file` if it is still attached to `ns` (its command line

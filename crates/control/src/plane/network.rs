@@ -211,7 +211,7 @@ impl ControlPlane {
         env: &EnvRow,
         ns: &turnout_netns::Namespace,
     ) -> Result<Option<Outbound>, ControlError> {
-        let pid_file = self.home.run_dir(&env.app, &env.name).join("pasta.pid");
+        let pid_file = self.home.pasta_pid_file(&env.app, &env.name);
         if self.egress_open(app_id, tier) {
             return Ok(Some(provider.keep_outbound(
                 ns,
