@@ -941,8 +941,17 @@ pub struct DataPlaneArgs {
 pub enum PipelineCommand {
     /// The stages left to right (the declared ones, or by tier), each environment's release,
     /// commit, age, status and URL, how many commits each allowed promotion would bring, and
-    /// the scheduled cuts
-    Show { app: AppName },
+    /// the scheduled cuts. At most 200 promotions are listed (the declared ones, then those
+    /// within one branch, then the rest); --from and --to narrow the list
+    Show {
+        app: AppName,
+        /// Only the promotions out of this environment
+        #[arg(long)]
+        from: Option<EnvName>,
+        /// Only the promotions into this environment
+        #[arg(long)]
+        to: Option<EnvName>,
+    },
     /// Declare the app's pipeline (owners): its stages in order and exactly which promotions
     /// are allowed; `promote` refuses every other one
     Set {

@@ -407,8 +407,11 @@ async fn run_client(client: &Client, command: Command, json: bool) -> anyhow::Re
             let hooks = client.call(&ep::ShowHooks { app }).await?;
             render::hooks(client.base(), &hooks, json);
         }
-        Command::Pipeline(PipelineCommand::Show { app }) => {
-            render::diff::pipeline(&client.call(&ep::ShowPipeline { app }).await?, json);
+        Command::Pipeline(PipelineCommand::Show { app, from, to }) => {
+            render::diff::pipeline(
+                &client.call(&ep::ShowPipeline { app, from, to }).await?,
+                json,
+            );
         }
         Command::Pipeline(PipelineCommand::Set {
             app,

@@ -133,7 +133,7 @@ pub fn pipeline(p: &PipelineView, json: bool) {
         }
     }
     outln!("{t}");
-    if !p.promotions.is_empty() {
+    if !p.promotions.is_empty() || p.more_promotions > 0 {
         promotions(p);
     }
     if !p.schedules.is_empty() {
@@ -172,6 +172,13 @@ fn promotions(p: &PipelineView) {
             _ => "not both deployed yet".to_owned(),
         };
         outln!("  {} → {}: {state}", v.from, v.to);
+    }
+    if p.more_promotions > 0 {
+        outln!(
+            "  … and {} more not listed: `turnout pipeline show {} --from ENV` or `--to ENV` lists those of one environment",
+            p.more_promotions,
+            p.app
+        );
     }
 }
 

@@ -458,3 +458,100 @@ async fn a_browser_switches_production_rolls_back_reseeds_and_cancels() {
         "accessibility checked: {stdout}"
     );
 }
+
+/// With many branch environments the tier rule allows every development environment to go to
+/// every test one (21 × 10 here): `pipeline show` lists the first 200, those within one branch
+/// first, counts the rest and says how to narrow; `--from` and `--to` narrow (an unknown
+/// environment is named); the app's page writes the long list of sources once, not per card.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_branch_environments_list_the_first_promotions_and_narrow_by_environment() {
+    let repo = Repo::new("many");
+    let mut envs: Vec<(String, String, &str)> = Vec::new();
+    for i in 0..21 {
+        envs.push((format!("dev{i:02}"), format!("b{i:02}"), "development"));
+    }
+    for i in 0..10 {
+        envs.push((format!("test{i:02}"), format!("b{:02}", i * 2), "test"));
+    }
+    for (_, branch, _) in &envs {
+        repo.branch(branch);
+    }
+    let d = Daemon::start();
+    let refs: Vec<(&str, &str, &str)> = envs
+        .iter()
+        .map(|(n, b, t)| (n.as_str(), b.as_str(), *t))
+        .collect();
+    d.create("shop", repo.path(), &refs);
+
+    let p = d.json(&["pipeline", "show", "shop"]);
+    let listed = p["promotions"].as_array().unwrap();
+    assert_eq!(listed.len(), 200, "{p}");
+    assert_eq!(p["more_promotions"], 10, "{p}");
+    // The ten within one branch (dev00 → test00, dev02 → test01, …) come first.
+    for (i, v) in listed.iter().take(10).enumerate() {
+        assert_eq!(v["from"], format!("dev{:02}", i * 2), "{v}");
+        assert_eq!(v["to"], format!("test{i:02}"), "{v}");
+    }
+    let stages = p["stages"].as_array().unwrap();
+    assert_eq!(stages.len(), 2, "every environment is still shown: {p}");
+    let text = d.ok(&["pipeline", "show", "shop"]);
+    assert!(
+        text.contains("… and 10 more not listed: `turnout pipeline show shop --from ENV`"),
+        "{text}"
+    );
+
+    let from = d.json(&["pipeline", "show", "shop", "--from", "dev03"]);
+    let pairs: Vec<(&str, &str)> = from["promotions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| (v["from"].as_str().unwrap(), v["to"].as_str().unwrap()))
+        .collect();
+    assert_eq!(pairs.len(), 10, "{from}");
+    assert!(pairs.iter().all(|(f, _)| *f == "dev03"), "{pairs:?}");
+    assert_eq!(from["more_promotions"], 0);
+    let into = d.json(&["pipeline", "show", "shop", "--to", "test04"]);
+    assert_eq!(into["promotions"].as_array().unwrap().len(), 21, "{into}");
+    assert_eq!(into["promotions"][0]["from"], "dev08", "its branch's first");
+    let one = d.json(&[
+        "pipeline", "show", "shop", "--from", "dev05", "--to", "test09",
+    ]);
+    assert_eq!(
+        one["promotions"],
+        serde_json::json!([{"from": "dev05", "to": "test09", "ahead": null, "behind": null}])
+    );
+    let none = d.json(&["pipeline", "show", "shop", "--from", "test01"]);
+    assert_eq!(none["promotions"], serde_json::json!([]), "{none}");
+    let e = d.fails(&["pipeline", "show", "shop", "--to", "nope"]);
+    assert!(
+        e.contains("'shop/nope' not found") && e.contains("turnout env list shop"),
+        "{e}"
+    );
+
+    // The app's page: a text field with suggestions on each test card, one list of the 21
+    // (a source needs a release).
+    for i in 0..21 {
+        d.ok(&["deploy", &format!("shop/dev{i:02}"), "--detach"]);
+    }
+    crate::support::eventually(
+        "every dev environment deployed",
+        Duration::from_secs(300),
+        || async {
+            let list = d.json(&["env", "list", "shop"]);
+            let deployed = list
+                .as_array()?
+                .iter()
+                .filter(|e| !e["release"].is_null())
+                .count();
+            (deployed == 21).then_some(())
+        },
+    )
+    .await;
+    let owner = Session::sign_in(&d, &d.admin_token()).await;
+    let (status, page) = owner.get("/ui/apps/shop").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(page.matches("<datalist").count(), 1, "{page}");
+    assert_eq!(page.matches("list=\"promotable-0\"").count(), 10, "{page}");
+    assert_eq!(page.matches("<option value=\"dev").count(), 21, "{page}");
+    assert!(!page.contains("<option value=\"test"), "{page}");
+}

@@ -25,6 +25,11 @@ pub struct EnvDiff {
 /// The most commits listed each way.
 pub const DIFF_COMMITS: usize = 100;
 
+/// The most promotions `pipeline show` lists (`more_promotions` counts the rest). By the tier
+/// rule every development environment may go to every test one: with hundreds of branch
+/// environments that is tens of thousands of pairs, which no one reads and each needs git.
+pub const PROMOTIONS_SHOWN: usize = 200;
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct CommitInfo {
     pub commit: String,
@@ -63,7 +68,14 @@ pub const SECRET_SHOWN_AS: &str = "(secret)";
 pub struct PipelineView {
     pub app: AppName,
     pub stages: Vec<PipelineStage>,
+    /// The allowed promotions (into or out of the asked environments only, when asked): the
+    /// declared ones in their order, then those whose two ends deploy the same branch, then
+    /// the rest in stage order; at most [`PROMOTIONS_SHOWN`].
     pub promotions: Vec<PromotionView>,
+    /// Allowed promotions not listed (beyond [`PROMOTIONS_SHOWN`]): ask for those from or to
+    /// one environment.
+    #[serde(default)]
+    pub more_promotions: usize,
     /// The declared pipeline; `None`: promotions follow the tier rule.
     #[serde(default)]
     pub declared: Option<PipelineSpec>,

@@ -315,9 +315,13 @@ endpoint!(EnvDiff, Get "/api/v1/apps/{app}/envs/{env}/diff/{other}", body (),
 /// are.
 pub struct ShowPipeline {
     pub app: AppName,
+    /// Only the promotions out of this environment.
+    pub from: Option<EnvName>,
+    /// Only the promotions into this environment.
+    pub to: Option<EnvName>,
 }
 endpoint!(ShowPipeline, Get "/api/v1/apps/{app}/pipeline", body (), answer crate::PipelineView,
-    |s| [s.app.as_str()]);
+    |s| [s.app.as_str()], query [from: Text maybe s.from.as_ref(), to: Text maybe s.to.as_ref()]);
 
 /// Declare the app's pipeline (stages, allowed promotions); answers the pipeline as shown.
 pub struct SetPipeline {

@@ -41,8 +41,8 @@ pub use data::{
     ReseedInfo, SeedData,
 };
 pub use diff::{
-    CommitInfo, ConfigDifference, ConfigKind, DIFF_COMMITS, EnvDiff, PipelineStage, PipelineView,
-    PromotionView, SECRET_SHOWN_AS,
+    CommitInfo, ConfigDifference, ConfigKind, DIFF_COMMITS, EnvDiff, PROMOTIONS_SHOWN,
+    PipelineStage, PipelineView, PromotionView, SECRET_SHOWN_AS,
 };
 pub use domain::{DomainError, DomainName};
 pub use egress::{

@@ -129,12 +129,29 @@ pub(super) async fn ci_hook(
     Ok(Json(p.ci_report(report, &who).await?))
 }
 
+#[derive(Deserialize)]
+pub(super) struct PipelineQuery {
+    #[serde(default)]
+    from: Option<String>,
+    #[serde(default)]
+    to: Option<String>,
+}
+
 pub(super) async fn pipeline(
     State(p): State<Api>,
     who: Who,
     Path(app): Path<String>,
+    Query(q): Query<PipelineQuery>,
 ) -> Result<impl IntoResponse> {
-    Ok(Json(p.pipeline(app_name(&app)?, &who).await?))
+    let env = |name: Option<String>| match name {
+        Some(name) => env_ref(&app, &name).map(|r| Some(r.env)),
+        None => Ok(None),
+    };
+    let filter = crate::plane::PromotionFilter {
+        from: env(q.from)?,
+        to: env(q.to)?,
+    };
+    Ok(Json(p.pipeline(app_name(&app)?, filter, &who).await?))
 }
 
 pub(super) async fn diff(

@@ -1,5 +1,7 @@
 //! Apps, and one app's pipeline as a picture: its stages left to right, each environment with
 //! its release, commit, age, health, internal URL and tier, and deploy and promote actions.
+use std::collections::HashMap;
+
 use axum::extract::Path;
 use turnout_model::{Action, AppInfo, AppName, DeployRequest, EnvName, EnvRef, StageMember, Tier};
 
@@ -33,8 +35,34 @@ struct Card {
     release: Option<ReleaseView>,
     url: String,
     may_deploy: bool,
-    /// The environments it may take a release from, when the user may promote into it.
+    /// The environments it may take a release from, when the user may promote into it and
+    /// they are few: a select.
     promote_from: Vec<String>,
+    /// When they are many: the page's list (`AppPage::promotable`) a text field suggests.
+    promote_list: Option<usize>,
+}
+
+/// Up to this many sources of a promotion are a select on their card; more (hundreds of
+/// branch environments by the tier rule) are a text field with suggestions, each distinct list
+/// written once per page rather than once per card.
+const SELECT_AT_MOST: usize = 20;
+
+/// The distinct long lists of sources on one page.
+#[derive(Default)]
+struct Promotable {
+    index: HashMap<Vec<String>, usize>,
+    lists: Vec<Vec<String>>,
+}
+
+impl Promotable {
+    fn place(&mut self, list: Vec<String>) -> usize {
+        if let Some(&i) = self.index.get(&list) {
+            return i;
+        }
+        self.lists.push(list.clone());
+        self.index.insert(list, self.lists.len() - 1);
+        self.lists.len() - 1
+    }
 }
 
 struct Stage {
@@ -49,34 +77,28 @@ struct AppPage {
     app: String,
     declared: bool,
     stages: Vec<Stage>,
+    promotable: Vec<Vec<String>>,
 }
 
 pub(super) async fn show(State(ui): St, s: Signed, Path(app): Path<String>) -> Page {
     let app = app_name(&app)?;
     let board = ui.plane.board(app.clone(), &s.who).await?;
     let perms = ui.plane.permissions(&s.who, board.app_id).await?;
-    let stages = stages(&board, &perms);
+    let mut promotable = Promotable::default();
+    let stages = stages(&board, &perms, &mut promotable);
     page(&AppPage {
         c: s.chrome.at("apps"),
         app: app.to_string(),
         declared: board.pipeline.is_some(),
         stages,
+        promotable: promotable.lists,
     })
 }
 
 /// The declared pipeline's stages (and what no stage names, last), or one stage per tier.
-fn stages(board: &Board, perms: &Permissions) -> Vec<Stage> {
-    let card = |e: &EnvCard| Card {
-        name: e.name.to_string(),
-        tier: e.tier.as_str(),
-        branch: e.branch.clone(),
-        status: e.status.as_str(),
-        status_class: status_class(e.status),
-        reason: e.status_reason.clone(),
-        release: e.release.as_ref().map(ReleaseView::of),
-        url: e.url.clone(),
-        may_deploy: perms.may(Action::Deploy, e.tier),
-        promote_from: if perms.may(Action::Promote, e.tier) {
+fn stages(board: &Board, perms: &Permissions, promotable: &mut Promotable) -> Vec<Stage> {
+    let mut card = |e: &EnvCard| {
+        let mut from: Vec<String> = if perms.may(Action::Promote, e.tier) {
             board
                 .promotable_into(e)
                 .iter()
@@ -84,7 +106,24 @@ fn stages(board: &Board, perms: &Permissions) -> Vec<Stage> {
                 .collect()
         } else {
             Vec::new()
-        },
+        };
+        let mut promote_list = None;
+        if from.len() > SELECT_AT_MOST {
+            promote_list = Some(promotable.place(std::mem::take(&mut from)));
+        }
+        Card {
+            name: e.name.to_string(),
+            tier: e.tier.as_str(),
+            branch: e.branch.clone(),
+            status: e.status.as_str(),
+            status_class: status_class(e.status),
+            reason: e.status_reason.clone(),
+            release: e.release.as_ref().map(ReleaseView::of),
+            url: e.url.clone(),
+            may_deploy: perms.may(Action::Deploy, e.tier),
+            promote_from: from,
+            promote_list,
+        }
     };
     match &board.pipeline {
         Some(p) => {
@@ -102,7 +141,7 @@ fn stages(board: &Board, perms: &Permissions) -> Vec<Stage> {
                         .envs
                         .iter()
                         .filter(|e| p.stage_of(&e.name, e.tier) == Some(i))
-                        .map(card)
+                        .map(&mut card)
                         .collect(),
                 })
                 .collect();
@@ -110,7 +149,7 @@ fn stages(board: &Board, perms: &Permissions) -> Vec<Stage> {
                 .envs
                 .iter()
                 .filter(|e| p.stage_of(&e.name, e.tier).is_none())
-                .map(card)
+                .map(&mut card)
                 .collect();
             if !rest.is_empty() {
                 stages.push(Stage {
@@ -128,7 +167,7 @@ fn stages(board: &Board, perms: &Permissions) -> Vec<Stage> {
                     .envs
                     .iter()
                     .filter(|e| e.tier == tier)
-                    .map(card)
+                    .map(&mut card)
                     .collect(),
             })
             .filter(|s| !s.cards.is_empty())

@@ -4,11 +4,11 @@
 //! compared, their values never shown). `turnout pipeline show
 //! APP`: the environments by stage (the declared pipeline's, or by tier), and for every allowed
 //! promotion how many commits apart its two ends are.
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use turnout_model::{
     Action, AppName, ConfigDifference, ConfigKind, DIFF_COMMITS, EnvDiff, EnvInfo, EnvName, EnvRef,
-    PipelineStage, PipelineView, PromotionView, SECRET_SHOWN_AS, Tier,
+    PROMOTIONS_SHOWN, PipelineStage, PipelineView, PromotionView, SECRET_SHOWN_AS, Tier,
 };
 
 use super::ControlPlane;
@@ -18,6 +18,13 @@ use crate::app_file::ReleaseConfig;
 use crate::error::ControlError;
 use crate::git;
 use crate::store::{EnvRow, q};
+
+/// Which promotions `pipeline show` lists: out of `from`, into `to` (both, either, or all).
+#[derive(Debug, Clone, Default)]
+pub struct PromotionFilter {
+    pub from: Option<EnvName>,
+    pub to: Option<EnvName>,
+}
 
 /// What one side contributes: its commit, its plain values, its secrets.
 struct Side {
@@ -63,46 +70,70 @@ impl ControlPlane {
         })
     }
 
+    /// The app's pipeline; `filter` keeps only the promotions out of `from` / into `to`.
     pub async fn pipeline(
         &self,
         app: AppName,
+        filter: PromotionFilter,
         who: &Principal,
     ) -> Result<PipelineView, ControlError> {
         let envs = self.list_envs(Some(app.clone()), who).await?;
+        for name in [&filter.from, &filter.to].into_iter().flatten() {
+            if !envs.iter().any(|e| &e.name == name) {
+                return Err(ControlError::NotFound(format!(
+                    "environment '{app}/{name}' not found; `turnout env list {app}` lists them"
+                )));
+            }
+        }
         let app_id = self.app_row(&app).await?.id;
         let declared = self.declared_pipeline(app_id).await?;
         let mirror = self.home.mirror(&app);
         let commit = |e: &EnvInfo| e.release.as_ref().map(|r| r.commit.clone());
-        // In the declared order when there is a pipeline; otherwise by environment.
+        let wanted = |from: &EnvInfo, to: &EnvInfo| {
+            filter.from.as_ref().is_none_or(|f| f == &from.name)
+                && filter.to.as_ref().is_none_or(|t| t == &to.name)
+        };
+        // Declared promotions first, in their order; then the rest of what is allowed, those
+        // between two environments of one branch (the usual way along) before the others,
+        // each in stage order. Only the first PROMOTIONS_SHOWN are kept.
         let mut pairs: Vec<(&EnvInfo, &EnvInfo)> = Vec::new();
         let find = |name: &EnvName| envs.iter().find(|e| &e.name == name);
         if let Some(p) = &declared {
             pairs.extend(
                 p.promotions
                     .iter()
-                    .filter_map(|p| Some((find(&p.from)?, find(&p.to)?))),
+                    .filter_map(|p| Some((find(&p.from)?, find(&p.to)?)))
+                    .filter(|(from, to)| wanted(from, to)),
             );
         }
-        for from in &envs {
-            for to in &envs {
-                let ok = allowed(
-                    declared.as_ref(),
-                    (&from.name, from.tier),
-                    (&to.name, to.tier),
-                );
-                // Each pair comes once from these loops; only a declared promotion (a few
-                // dozen at most) can be listed already. By the tier rule there are thousands
-                // (every development environment to every test one).
-                if ok
-                    && (declared.is_none()
-                        || !pairs
-                            .iter()
-                            .any(|(f, t)| f.name == from.name && t.name == to.name))
+        let listed: HashSet<(&EnvName, &EnvName)> =
+            pairs.iter().map(|(f, t)| (&f.name, &t.name)).collect();
+        let mut by_stage: Vec<&EnvInfo> = envs.iter().collect();
+        by_stage.sort_by_key(|e| e.tier);
+        let mut same_branch = Vec::new();
+        let mut others = Vec::new();
+        for from in &by_stage {
+            for to in &by_stage {
+                if wanted(from, to)
+                    && allowed(
+                        declared.as_ref(),
+                        (&from.name, from.tier),
+                        (&to.name, to.tier),
+                    )
+                    && !listed.contains(&(&from.name, &to.name))
                 {
-                    pairs.push((from, to));
+                    if from.branch == to.branch {
+                        same_branch.push((*from, *to));
+                    } else {
+                        others.push((*from, *to));
+                    }
                 }
             }
         }
+        pairs.extend(same_branch);
+        pairs.extend(others);
+        let more_promotions = pairs.len().saturating_sub(PROMOTIONS_SHOWN);
+        pairs.truncate(PROMOTIONS_SHOWN);
         // Many environments run the same commit (branch environments cut from one, a release
         // promoted along): git is asked once per pair of different commits, never for two
         // equal ones.
@@ -177,6 +208,7 @@ impl ControlPlane {
             app,
             stages,
             promotions,
+            more_promotions,
             declared,
             unstaged,
             schedules,

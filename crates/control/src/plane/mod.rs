@@ -91,6 +91,7 @@ mod when;
 pub(crate) use authz::Gate;
 pub use board::{Board, EnvCard, Permissions};
 pub use data_access::engine as data_engine;
+pub use diff::PromotionFilter;
 pub use isolation::{Separation, place_envs, secure_home};
 pub use logs::LogView;
 pub use network::Networks;

@@ -127,7 +127,8 @@ impl ControlPlane {
             })
             .await?;
         info!(app = %app, "pipeline declared");
-        self.pipeline(app, who).await
+        self.pipeline(app, super::PromotionFilter::default(), who)
+            .await
     }
 
     /// Forget the app's declared pipeline: promotions follow the tier rule again. Refused
