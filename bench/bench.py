@@ -327,6 +327,25 @@ def reap(work):
                 os.kill(pid, signal.SIGKILL)
         except (OSError, ProcessLookupError):
             continue
+    remove_namespaces(work)
+
+
+def remove_namespaces(work):
+    """The network namespaces (`turnout-<uid>`, one per environment, made as root) of every
+    Turnout home under WORK: a daemon keeps them across its restarts, so none removes them once
+    the home is deleted, and thousands left behind slow down every later mount of the machine."""
+    import glob
+    import sqlite3
+    for db in glob.glob(os.path.join(work, "**", "turnout.db"), recursive=True):
+        try:
+            with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
+                uids = [row[0] for row in conn.execute("SELECT uid FROM environments")]
+        except sqlite3.Error:
+            continue
+        for uid in uids:
+            if os.path.exists(f"/run/netns/turnout-{uid}"):
+                subprocess.run(["ip", "netns", "delete", f"turnout-{uid}"],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
 def wrk_figures(path):

@@ -136,8 +136,19 @@ impl Daemon {
         BufReader::new(child.stdout.take().unwrap())
             .read_line(&mut line)
             .unwrap();
-        let info: Value = serde_json::from_str(&line)
-            .unwrap_or_else(|e| panic!("serve printed {line:?}, not its addresses: {e}"));
+        let info: Value = serde_json::from_str(&line).unwrap_or_else(|e| {
+            // How it ended tells a start-up error (an exit code) from a kill (a signal).
+            let deadline = Instant::now() + Duration::from_secs(10);
+            let ended = loop {
+                match child.try_wait() {
+                    Ok(None) if Instant::now() < deadline => {
+                        std::thread::sleep(Duration::from_millis(20));
+                    }
+                    other => break other,
+                }
+            };
+            panic!("serve printed {line:?}, not its addresses ({e}); it ended: {ended:?}")
+        });
         self.api = info["api"].as_str().unwrap().to_owned();
         self.http = info["http"]
             .as_str()

@@ -425,6 +425,7 @@ impl ControlPlane {
         app: Option<AppName>,
         env: Option<String>,
         since: Option<i64>,
+        limit: usize,
         who: &Principal,
     ) -> Result<Vec<AuditInfo>, ControlError> {
         if let Some(app) = &app {
@@ -435,7 +436,7 @@ impl ControlPlane {
         let a = app.as_ref().map(|a| a.to_string());
         let rows = self
             .store()
-            .call(move |c| audit::list(c, a.as_deref(), env.as_deref(), since, 10_000))
+            .call(move |c| audit::list(c, a.as_deref(), env.as_deref(), since, limit))
             .await?;
         Ok(rows
             .into_iter()

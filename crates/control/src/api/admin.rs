@@ -117,6 +117,9 @@ pub(super) async fn reject(
     Ok(Json(p.reject(id, &who).await?))
 }
 
+/// The newest entries `GET /api/v1/audit` answers at most.
+const AUDIT_LISTED: usize = 10_000;
+
 #[derive(Deserialize)]
 pub(super) struct AuditQuery {
     app: Option<String>,
@@ -136,7 +139,7 @@ pub(super) async fn audit(
         .as_deref()
         .map(crate::admin::parse_since)
         .transpose()?;
-    Ok(Json(p.audit(app, q.env, since, &who).await?))
+    Ok(Json(p.audit(app, q.env, since, AUDIT_LISTED, &who).await?))
 }
 
 pub(super) async fn verify_audit(State(p): State<Api>, who: Who) -> Result<impl IntoResponse> {

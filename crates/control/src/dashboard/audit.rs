@@ -27,7 +27,7 @@ struct AuditPage {
     c: Chrome,
     f: Filters,
     entries: Vec<AuditInfo>,
-    more: usize,
+    more: bool,
 }
 
 pub(super) async fn list(
@@ -49,8 +49,9 @@ pub(super) async fn list(
         .map(crate::admin::parse_since)
         .transpose()?;
     // Newest first, as the plane answers them.
-    let mut entries = ui.plane.audit(app, env, since, &s.who).await?;
-    let more = entries.len().saturating_sub(SHOWN);
+    // One more than shown tells whether there are older ones, without reading them all.
+    let mut entries = ui.plane.audit(app, env, since, SHOWN + 1, &s.who).await?;
+    let more = entries.len() > SHOWN;
     entries.truncate(SHOWN);
     page(&AuditPage {
         c: s.chrome.at("audit"),

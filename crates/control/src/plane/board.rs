@@ -2,11 +2,11 @@
 //! release; one store statement for all their releases, routing state from memory), one domain
 //! (without listing them all), and which actions a principal may take, asked of the same policy
 //! `authorize` enforces.
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 
 use turnout_model::{
     Action, AppName, DomainInfo, DomainName, EnvName, EnvRef, EnvStatus, PipelineSpec, ReleaseInfo,
-    Tier, TlsMode,
+    Tier,
 };
 
 use super::envs::env_status;
@@ -17,8 +17,8 @@ use crate::access::Principal;
 use crate::error::ControlError;
 use crate::store::access as aq;
 use crate::store::pipeline as pq;
-use crate::store::tls::{self as tls_q, CertRow};
-use crate::store::{DomainRow, ReleaseRow, q};
+use crate::store::tls::CertRow;
+use crate::store::{ReleaseRow, q};
 
 /// One environment as the pipeline picture shows it.
 #[derive(Debug, Clone)]
@@ -131,37 +131,24 @@ impl ControlPlane {
         part: &str,
         shown: usize,
     ) -> Result<FoundDomains, ControlError> {
-        let (rows, certs, apps) = self
-            .store
-            .call(|c| Ok((q::list_domains(c)?, tls_q::list_certs(c)?, q::list_apps(c)?)))
-            .await?;
-        let visible: HashSet<&AppName> = apps
-            .iter()
-            .filter(|a| who.role_on(a.id).is_some())
-            .map(|a| &a.name)
-            .collect();
-        let certs: HashMap<i64, &CertRow> = certs.iter().map(|c| (c.domain_id, c)).collect();
-        let rows: Vec<&DomainRow> = rows.iter().filter(|r| visible.contains(&r.app)).collect();
-        // As `list_certs` counts them: a certificate, or one being ordered.
-        let certificates = rows
-            .iter()
-            .filter(|r| certs.contains_key(&r.id) || r.tls.mode == TlsMode::Acme)
-            .count();
+        // Every app for a principal with a role on all of them; else the ones it holds one on.
+        let apps: Option<Vec<i64>> = if who.grants.iter().any(|(app, _)| app.is_none()) {
+            None
+        } else {
+            Some(who.grants.iter().filter_map(|(app, _)| *app).collect())
+        };
         let part = part.trim().to_ascii_lowercase();
-        let matching: Vec<&DomainRow> = rows
-            .into_iter()
-            .filter(|r| {
-                [r.name.as_str(), r.app.as_str(), r.env.as_str()]
-                    .iter()
-                    .any(|s| s.contains(&part))
-            })
-            .collect();
-        let more = matching.len().saturating_sub(shown);
-        let domains = matching
-            .into_iter()
-            .take(shown)
+        let found = self
+            .store
+            .call(move |c| q::find_domains(c, apps.as_deref(), &part, shown))
+            .await?;
+        let certs: HashMap<i64, &CertRow> = found.certs.iter().map(|c| (c.domain_id, c)).collect();
+        let domains = found
+            .rows
+            .iter()
             .map(|r| self.domain_info(r, certs.get(&r.id).copied()))
             .collect();
+        let (more, certificates) = (found.more, found.certificates);
         Ok(FoundDomains {
             domains,
             more,

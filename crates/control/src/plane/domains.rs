@@ -98,17 +98,21 @@ impl ControlPlane {
 
     /// The domains of apps `who` has a role on.
     pub async fn list_domains(&self, who: &Principal) -> Result<Vec<DomainInfo>, ControlError> {
-        let rows = self.store.call(|c| q::list_domains(c)).await?;
-        let certs = self.store.call(|c| tls_q::list_certs(c)).await?;
-        let apps = self.store.call(|c| q::list_apps(c)).await?;
-        let visible = |app: &AppName| {
-            apps.iter()
-                .any(|a| a.name == *app && who.role_on(a.id).is_some())
-        };
+        let (rows, certs, apps) = self
+            .store
+            .call(|c| Ok((q::list_domains(c)?, tls_q::list_certs(c)?, q::list_apps(c)?)))
+            .await?;
+        let visible: std::collections::HashSet<&AppName> = apps
+            .iter()
+            .filter(|a| who.role_on(a.id).is_some())
+            .map(|a| &a.name)
+            .collect();
+        let certs: std::collections::HashMap<i64, &tls_q::CertRow> =
+            certs.iter().map(|c| (c.domain_id, c)).collect();
         Ok(rows
             .iter()
-            .filter(|r| visible(&r.app))
-            .map(|r| self.domain_info(r, certs.iter().find(|c| c.domain_id == r.id)))
+            .filter(|r| visible.contains(&r.app))
+            .map(|r| self.domain_info(r, certs.get(&r.id).copied()))
             .collect())
     }
 

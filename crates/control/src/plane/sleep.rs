@@ -96,7 +96,7 @@ impl ControlPlane {
                 .into_iter()
                 .map(|row| ((row.app, row.env), row.responses))
                 .collect();
-            let envs = match self.store.call(|c| q::list_envs(c, None)).await {
+            let envs = match self.store.call(|c| q::list_awake_envs(c)).await {
                 Ok(envs) => envs,
                 Err(e) => {
                     warn!(error = %e, "the sleeper cannot read the environments");

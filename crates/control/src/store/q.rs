@@ -121,6 +121,19 @@ pub fn list_envs(c: &Connection, app: Option<&AppName>) -> Result<Vec<EnvRow>, C
     Ok(rows)
 }
 
+/// The environments neither stopped nor asleep: the sleeper's candidates, read every tick, so
+/// not the hundreds that sleep.
+pub fn list_awake_envs(c: &Connection) -> Result<Vec<EnvRow>, ControlError> {
+    let rows = c
+        .prepare_cached(&format!(
+            "SELECT {ENV_COLS} FROM environments e JOIN apps a ON a.id = e.app_id \
+             WHERE e.stopped = 0 AND e.sleeping = 0"
+        ))?
+        .query_map([], env_row)?
+        .collect::<Result<_, _>>()?;
+    Ok(rows)
+}
+
 pub fn get_env(c: &Connection, app: &AppName, name: &EnvName) -> Result<EnvRow, ControlError> {
     let found = c
         .prepare_cached(&format!(
@@ -394,6 +407,63 @@ pub fn list_domains(c: &Connection) -> Result<Vec<DomainRow>, ControlError> {
     ))?;
     let rows = stmt.query_map([], domain_row)?.collect::<Result<_, _>>()?;
     Ok(rows)
+}
+
+/// Some of the domains of the apps `apps` (every app: `None`) whose name, app or environment
+/// contains `part` (lower case), by name, as a page lists them: the first `shown` with their
+/// certificate rows, how many more match, and how many of those apps' domains have a
+/// certificate or one being ordered. The filter and the counts run in SQLite, so a page of
+/// 200 out of 10,000 domains reads 200 rows.
+pub fn find_domains(
+    c: &Connection,
+    apps: Option<&[i64]>,
+    part: &str,
+    shown: usize,
+) -> Result<FoundDomainRows, ControlError> {
+    let apps = apps.map(|ids| serde_json::to_string(ids).unwrap_or_else(|_| "[]".to_owned()));
+    let visible = "(?1 IS NULL OR a.id IN (SELECT value FROM json_each(?1)))";
+    let matching = "(instr(d.name, ?2) > 0 OR instr(a.name, ?2) > 0 OR instr(e.name, ?2) > 0)";
+    let limit = i64::try_from(shown).unwrap_or(i64::MAX);
+    let rows: Vec<DomainRow> = c
+        .prepare_cached(&format!(
+            "SELECT {DOMAIN_COLS} FROM {DOMAIN_FROM} WHERE {visible} AND {matching} \
+             ORDER BY d.name LIMIT ?3"
+        ))?
+        .query_map(params![apps, part, limit], domain_row)?
+        .collect::<Result<_, _>>()?;
+    let matched: i64 = c
+        .prepare_cached(&format!(
+            "SELECT COUNT(*) FROM {DOMAIN_FROM} WHERE {visible} AND {matching}"
+        ))?
+        .query_row(params![apps, part], |r| r.get(0))?;
+    let certificates: i64 = c
+        .prepare_cached(&format!(
+            "SELECT COUNT(*) FROM {DOMAIN_FROM} WHERE {visible} AND (d.tls_mode = 'acme' \
+             OR EXISTS (SELECT 1 FROM certificates c WHERE c.domain_id = d.id))"
+        ))?
+        .query_row(params![apps], |r| r.get(0))?;
+    let certs = rows
+        .iter()
+        .filter_map(|r| super::tls::get_cert(c, r.id).transpose())
+        .collect::<Result<_, _>>()?;
+    let more = usize::try_from(matched)
+        .unwrap_or(0)
+        .saturating_sub(rows.len());
+    Ok(FoundDomainRows {
+        rows,
+        certs,
+        more,
+        certificates: usize::try_from(certificates).unwrap_or(0),
+    })
+}
+
+/// What `find_domains` found.
+pub struct FoundDomainRows {
+    pub rows: Vec<DomainRow>,
+    /// The certificate rows of those of `rows` that have one.
+    pub certs: Vec<super::tls::CertRow>,
+    pub more: usize,
+    pub certificates: usize,
 }
 
 pub fn get_domain(c: &Connection, name: &DomainName) -> Result<DomainRow, ControlError> {

@@ -274,3 +274,86 @@ fn config_values_are_unique_per_level_despite_nulls_and_cascade_with_their_envir
         0
     );
 }
+
+#[test]
+fn find_domains_filters_counts_and_limits_in_the_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("t.db")).unwrap();
+    let conn = lock(&store.writer);
+    let tx = Tx(&conn);
+    let mut envs = Vec::new();
+    for app in ["shop", "blog"] {
+        let name = AppName::new(app).unwrap();
+        let id = q::insert_app(&tx, &name, "/repo", None).unwrap().id;
+        let env = q::insert_env(
+            &tx,
+            &name,
+            &EnvName::new("prod").unwrap(),
+            "main",
+            Tier::Production,
+            turnout_model::DeployOn::Manual,
+        )
+        .unwrap();
+        envs.push((id, env));
+    }
+    for i in 0..30 {
+        let (_, env) = &envs[i % 2];
+        let name: DomainName = format!("d{i:02}.{}.test", env.app).parse().unwrap();
+        let row = q::insert_domain(&tx, &name, env, "t").unwrap();
+        if i % 10 == 0 {
+            tx.execute(
+                "UPDATE domains SET tls_mode = 'acme' WHERE id = ?1",
+                [row.id],
+            )
+            .unwrap();
+        }
+    }
+    let names = |f: &q::FoundDomainRows| -> Vec<String> {
+        f.rows.iter().map(|r| r.name.to_string()).collect()
+    };
+    // Everyone's, the first 5 by name, 25 more; 3 ordering a certificate.
+    let all = q::find_domains(&tx, None, "", 5).unwrap();
+    assert_eq!(
+        names(&all),
+        [
+            "d00.shop.test",
+            "d01.blog.test",
+            "d02.shop.test",
+            "d03.blog.test",
+            "d04.shop.test"
+        ]
+    );
+    assert_eq!((all.more, all.certificates), (25, 3));
+    // One app's (by id), matched on the domain's name or the app's.
+    let (blog, shop) = (envs[1].0, envs[0].0);
+    let blog_only = q::find_domains(&tx, Some(&[blog]), "", 100).unwrap();
+    assert_eq!(blog_only.rows.len(), 15);
+    assert!(blog_only.rows.iter().all(|r| r.app.as_str() == "blog"));
+    assert_eq!((blog_only.more, blog_only.certificates), (0, 0));
+    let shop_d1 = q::find_domains(&tx, Some(&[shop]), "d1", 100).unwrap();
+    assert_eq!(
+        names(&shop_d1),
+        [
+            "d10.shop.test",
+            "d12.shop.test",
+            "d14.shop.test",
+            "d16.shop.test",
+            "d18.shop.test"
+        ]
+    );
+    assert_eq!(
+        shop_d1.certificates, 3,
+        "counted over all the apps' domains"
+    );
+    let by_app = q::find_domains(&tx, None, "blog", 1).unwrap();
+    assert_eq!((by_app.rows.len(), by_app.more), (1, 14));
+    assert!(
+        q::find_domains(&tx, Some(&[]), "", 10)
+            .unwrap()
+            .rows
+            .is_empty()
+    );
+    // Text that looks like SQL is just text.
+    let odd = q::find_domains(&tx, None, "' OR 1=1 --", 10).unwrap();
+    assert_eq!((odd.rows.len(), odd.more), (0, 0));
+}
