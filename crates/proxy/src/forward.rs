@@ -19,7 +19,7 @@ use crate::body::{ResponseBody, Upload, UpstreamBody};
 use crate::error::{ErrorSide, ProxyError, local_page, nothing_was_sent};
 use crate::headers;
 use crate::login::{self, Held, Login};
-use crate::route_table::{Asleep, Maintenance, RouteTable, Target};
+use crate::route_table::{Asleep, Maintenance, Resolved, RouteTable};
 use crate::server::{Mode, Proxy};
 use crate::stats::RouteStats;
 use crate::tls::TlsTable;
@@ -375,18 +375,12 @@ fn route(
             return Err(Ok(Ok(Routed::Login(login.clone(), held))));
         }
         let upstream = match found.target {
-            Target::Upstream(upstream) => upstream.clone(),
-            Target::Maintenance(m) => match &m.health {
+            Resolved::Upstream(upstream) => upstream.clone(),
+            Resolved::Maintenance(m) => match &m.health {
                 Some((health_path, upstream)) if health_path == path => upstream.clone(),
                 _ => return Err(Ok(Ok(Routed::Maintenance(m.clone())))),
             },
-            Target::Asleep(a) => return Err(Ok(Err(a.clone()))),
-            // `find` resolves a follow: it never returns one.
-            Target::Follow(_) => {
-                return Err(Err(ProxyError::UnknownHost {
-                    host: host.to_owned(),
-                }));
-            }
+            Resolved::Asleep(a) => return Err(Ok(Err(a.clone()))),
         };
         Ok((upstream, login.cloned()))
     });

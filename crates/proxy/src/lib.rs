@@ -83,7 +83,7 @@ mod wire;
 pub use config::ProxyConfig;
 pub use error::{ErrorSide, ProxyError};
 pub use login::Login;
-pub use route_table::{Asleep, Maintenance, RouteTable, Target};
+pub use route_table::{Asleep, Maintenance, Resolved, RouteTable, Target};
 pub use server::{FixedHost, Proxy};
 pub use stats::{LATENCY_BUCKETS, RouteStats, StatsSnapshot};
 pub use tls::{ACME_TLS_ALPN, HostTls, TlsTable, certified_key, challenge_key};

@@ -35,7 +35,7 @@ use crate::body::EventBoundary;
 use crate::connection::Activity;
 use crate::error::ProxyError;
 use crate::forward::{log_failure, with_work};
-use crate::route_table::Target;
+use crate::route_table::Resolved;
 use crate::server::{Mode, Proxy};
 use crate::stats::RouteStats;
 use crate::upstream::Upstream;
@@ -349,9 +349,9 @@ impl<'a> PlainConnection<'a> {
         with_work(self.proxy, &self.host, |table| {
             let found = table.find(&self.host).ok_or(())?;
             match (found.target, found.login) {
-                (Target::Upstream(upstream), None) => Ok((upstream.clone(), found.stats.clone())),
+                (Resolved::Upstream(upstream), None) => Ok((upstream.clone(), found.stats.clone())),
                 // A link's listener has no login to pass.
-                (Target::Upstream(upstream), Some(_)) if self.fixed.is_some() => {
+                (Resolved::Upstream(upstream), Some(_)) if self.fixed.is_some() => {
                     Ok((upstream.clone(), found.stats.clone()))
                 }
                 _ => Err(()),

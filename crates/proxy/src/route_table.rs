@@ -106,10 +106,35 @@ impl Target {
     /// The instance this target sends requests to, if any (for maintenance: the one that
     /// answers health checks).
     pub fn upstream(&self) -> Option<&Arc<Upstream>> {
+        self.direct().ok().and_then(|r| r.upstream())
+    }
+
+    /// The target as a request acts on it, or the host a follow follows.
+    fn direct(&self) -> Result<Resolved<'_>, &Arc<str>> {
         match self {
-            Target::Upstream(upstream) => Some(upstream),
-            Target::Maintenance(m) => m.health.as_ref().map(|(_, upstream)| upstream),
-            Target::Asleep(_) | Target::Follow(_) => None,
+            Target::Upstream(upstream) => Ok(Resolved::Upstream(upstream)),
+            Target::Maintenance(m) => Ok(Resolved::Maintenance(m)),
+            Target::Asleep(a) => Ok(Resolved::Asleep(a)),
+            Target::Follow(to) => Err(to),
+        }
+    }
+}
+
+/// Where a request for a host goes, a follow resolved: a [`Target`] without `Follow`.
+#[derive(Clone, Copy, Debug)]
+pub enum Resolved<'a> {
+    Upstream(&'a Arc<Upstream>),
+    Maintenance(&'a Arc<Maintenance>),
+    Asleep(&'a Arc<Asleep>),
+}
+
+impl<'a> Resolved<'a> {
+    /// As [`Target::upstream`].
+    pub fn upstream(self) -> Option<&'a Arc<Upstream>> {
+        match self {
+            Resolved::Upstream(upstream) => Some(upstream),
+            Resolved::Maintenance(m) => m.health.as_ref().map(|(_, upstream)| upstream),
+            Resolved::Asleep(_) => None,
         }
     }
 }
@@ -117,7 +142,7 @@ impl Target {
 /// What a request for a host finds: where it goes (a follow resolved), the host's counters and
 /// its login.
 pub(crate) struct Found<'a> {
-    pub(crate) target: &'a Target,
+    pub(crate) target: Resolved<'a>,
     pub(crate) stats: &'a Arc<RouteStats>,
     pub(crate) login: Option<&'a Arc<Login>>,
 }
@@ -274,7 +299,7 @@ impl RouteTable {
 
     /// Find the target for a Host header or `:authority` value. An exact name beats a
     /// wildcard; a longer wildcard beats a shorter one.
-    pub fn lookup(&self, host: &str) -> Option<&Target> {
+    pub fn lookup(&self, host: &str) -> Option<Resolved<'_>> {
         self.find(host).map(|found| found.target)
     }
 
@@ -287,12 +312,10 @@ impl RouteTable {
     /// follows (one more lookup in this same table); counters and login stay the host's own.
     pub(crate) fn find(&self, host: &str) -> Option<Found<'_>> {
         let route = self.entry(host)?;
-        let target = match &route.target {
-            Target::Follow(to) => match self.exact.get(to.as_ref()).map(|r| &r.target) {
-                Some(Target::Follow(_)) | None => return None,
-                Some(target) => target,
-            },
-            target => target,
+        let target = match route.target.direct() {
+            Ok(target) => target,
+            // One level only: a follow of a follow routes nowhere.
+            Err(to) => self.exact.get(to.as_ref())?.target.direct().ok()?,
         };
         Some(Found {
             target,
@@ -419,7 +442,7 @@ mod tests {
     fn routed(table: &RouteTable, host: &str) -> Option<String> {
         table
             .lookup(host)
-            .and_then(Target::upstream)
+            .and_then(Resolved::upstream)
             .map(|u| u.label().to_owned())
     }
 
@@ -612,7 +635,10 @@ mod tests {
         assert!(woken.iter().any(|w| Arc::ptr_eq(w, &b)));
         // The same entry put back is no wake.
         let mut t4 = t3.clone();
-        t4.insert("b.test", t3.lookup("b.test").unwrap().clone());
+        let Some(Resolved::Asleep(b_again)) = t3.lookup("b.test") else {
+            panic!("b.test is asleep");
+        };
+        t4.insert("b.test", Target::Asleep(b_again.clone()));
         assert!(t3.woken_by(&t4).is_empty());
     }
 }

@@ -365,7 +365,11 @@ impl Routing {
     /// Build the routes of the hosts `touched` from the state and hand them to the data
     /// plane, which gets those that changed.
     fn apply(&self, s: &State, touched: Touched) -> Applied {
-        match touched {
+        let domain = |name: &DomainName| {
+            let b = s.domains.get(name)?;
+            Some((name.to_string(), domain_route(s, name, b)))
+        };
+        let (set, remove) = match touched {
             Touched::All => {
                 let envs = s
                     .running
@@ -377,58 +381,41 @@ impl Routing {
                 let mut table: BTreeMap<String, RouteSpec> = envs
                     .filter_map(|(app, env)| Some((env_host(app, env), env_route(s, app, env)?)))
                     .collect();
-                for (name, b) in &s.domains {
-                    table.insert(name.to_string(), domain_route(s, name, b));
-                }
+                table.extend(s.domains.keys().filter_map(domain));
                 self.metrics.count_route_updates(table.len());
-                self.dataplane.update(table)
+                return self.dataplane.update(table);
             }
             Touched::Env((app, env)) => {
                 let host = env_host(&app, &env);
-                let (mut set, mut remove) = (Vec::new(), Vec::new());
-                match env_route(s, &app, &env) {
-                    Some(route) => set.push((host, route)),
-                    None => remove.push(host),
-                }
+                let own = env_route(s, &app, &env);
                 let key = (app, env);
-                for name in s.bound.get(&key).into_iter().flatten() {
-                    if let Some(b) = s.domains.get(name) {
-                        set.push((name.to_string(), domain_route(s, name, b)));
-                    }
+                let domains = s.bound.get(&key).into_iter().flatten().filter_map(domain);
+                match own {
+                    Some(route) => (
+                        std::iter::once((host, route)).chain(domains).collect(),
+                        vec![],
+                    ),
+                    None => (domains.collect(), vec![host]),
                 }
-                self.metrics.count_route_updates(set.len() + remove.len());
-                self.dataplane.change(set, remove)
             }
             Touched::Instance(key) => {
-                let set = env_route(s, &key.0, &key.1)
-                    .map(|route| (env_host(&key.0, &key.1), route))
+                let own =
+                    env_route(s, &key.0, &key.1).map(|route| (env_host(&key.0, &key.1), route));
+                let maintained = s
+                    .maintained
+                    .get(&key)
                     .into_iter()
-                    .chain(
-                        s.maintained
-                            .get(&key)
-                            .into_iter()
-                            .flatten()
-                            .filter_map(|name| {
-                                let b = s.domains.get(name)?;
-                                Some((name.to_string(), domain_route(s, name, b)))
-                            }),
-                    )
-                    .collect::<Vec<_>>();
-                self.metrics.count_route_updates(set.len());
-                self.dataplane.change(set, Vec::new())
+                    .flatten()
+                    .filter_map(domain);
+                (own.into_iter().chain(maintained).collect(), Vec::new())
             }
-            Touched::Domain(name) => {
-                self.metrics.count_route_updates(1);
-                match s.domains.get(&name) {
-                    Some(b) => {
-                        let route = domain_route(s, &name, b);
-                        self.dataplane
-                            .change(vec![(name.to_string(), route)], Vec::new())
-                    }
-                    None => self.dataplane.change(Vec::new(), vec![name.to_string()]),
-                }
-            }
-        }
+            Touched::Domain(name) => match domain(&name) {
+                Some(route) => (vec![route], Vec::new()),
+                None => (Vec::new(), vec![name.to_string()]),
+            },
+        };
+        self.metrics.count_route_updates(set.len() + remove.len());
+        self.dataplane.change(set, remove)
     }
 }
 
