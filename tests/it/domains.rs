@@ -346,9 +346,10 @@ async fn route_updates(d: &Daemon) -> u64 {
         .unwrap()
 }
 
-/// A deploy changes the environment's own route and those of its domains in maintenance, not
-/// one route per domain: the others follow the environment's route, so all of them reach the
-/// new instance the moment it serves. A stop, a start and a switch still reach every domain.
+/// A deploy, a stop and a start change the environment's own route and those of its domains in
+/// maintenance, not one route per domain: the others follow the environment's route, so all of
+/// them reach the new instance (or its stopped page) the moment it changes. A switch moves
+/// only its own domain.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_deploy_is_one_route_change_however_many_domains_follow_the_environment() {
     let repo = Repo::new("v1");
@@ -379,16 +380,25 @@ async fn a_deploy_is_one_route_change_however_many_domains_follow_the_environmen
     let (status, body) = d.get("d0.shop.test", "/").await;
     assert_eq!(status, 503, "{body}");
 
-    // Leaving and coming back to service reaches every domain, as a switch does the one.
+    // Leaving and coming back to service reaches every domain, as a switch does the one, and
+    // is no more route changes than a deploy: the domains follow the stopped page too.
+    let before = route_updates(&d).await;
     d.ok(&["env", "stop", "shop/blue"]);
+    assert_eq!(route_updates(&d).await - before, 2, "a stop");
     for name in &domains[1..] {
         let (status, body) = d.get(name, "/").await;
         assert!(
-            status == 503 && body.contains("stopped"),
+            status == 503 && body.contains("shop/blue is stopped"),
             "{name}: {status} {body}"
         );
     }
+    let before = route_updates(&d).await;
     d.ok(&["env", "start", "shop/blue"]);
+    assert_eq!(route_updates(&d).await - before, 2, "a start");
+    for name in &domains[1..] {
+        let (status, _) = d.get(name, "/").await;
+        assert_eq!(status, 200, "{name}");
+    }
     d.ok(&["domain", "switch", "d1.shop.test", "shop/green"]);
     assert_eq!(env_behind(&d, "d1.shop.test").await, "green");
     for name in &domains[2..] {

@@ -131,6 +131,17 @@ struct State {
 }
 
 impl State {
+    /// Whether the domains of `key` (those not in maintenance) follow its own host: it runs,
+    /// sleeps, is stopped or has nothing deployed, where a visitor of a domain gets what its
+    /// own URL answers. Not while start-up brings it back (its page names the host asked for).
+    fn followed(&self, key: &EnvKey) -> bool {
+        !self.restoring.contains(key)
+            && (self.running.contains_key(key)
+                || self.asleep.contains_key(key)
+                || self.stopped.contains(key)
+                || self.undeployed.contains(key))
+    }
+
     fn bind(&mut self, name: DomainName, binding: Binding) {
         self.unbind(&name);
         let key = (binding.app.clone(), binding.env.clone());
@@ -200,6 +211,22 @@ impl Routing {
         out
     }
 
+    /// A change of one environment's state: while its domains follow its host before and
+    /// after (`State::followed`), only that host and its domains in maintenance change.
+    async fn change_env<T>(&self, key: EnvKey, f: impl FnOnce(&mut State) -> T) -> T {
+        self.change_as(|s| {
+            let followed = s.followed(&key);
+            let out = f(s);
+            let touched = if followed && s.followed(&key) {
+                Touched::Own(key)
+            } else {
+                Touched::Env(key)
+            };
+            (out, touched)
+        })
+        .await
+    }
+
     fn read<T>(&self, f: impl FnOnce(&State) -> T) -> T {
         f(&self.state.lock().unwrap_or_else(|p| p.into_inner()))
     }
@@ -207,30 +234,20 @@ impl Routing {
     /// `running` now serves the environment (it passed its health check); returns the instance
     /// it replaces, for the caller to drain and stop.
     pub async fn go_live(&self, key: EnvKey, running: Running) -> Option<Running> {
-        self.change_as(|s| {
-            let other = [
-                s.restoring.remove(&key),
-                s.down.remove(&key).is_some(),
-                s.stopped.remove(&key),
-                s.undeployed.remove(&key),
-                s.asleep.remove(&key).is_some(),
-            ];
-            let old = s.running.insert(key.clone(), running);
-            // One instance replacing another (a deploy, restart or rollback) leaves the routes
-            // of the domains that follow the environment as they are.
-            let touched = if old.is_some() && !other.contains(&true) {
-                Touched::Instance(key)
-            } else {
-                Touched::Env(key)
-            };
-            (old, touched)
+        self.change_env(key.clone(), |s| {
+            s.restoring.remove(&key);
+            s.down.remove(&key);
+            s.stopped.remove(&key);
+            s.undeployed.remove(&key);
+            s.asleep.remove(&key);
+            s.running.insert(key.clone(), running)
         })
         .await
     }
 
     /// The environment stops serving on purpose: its URL and domains answer 503 "stopped".
     pub async fn stop(&self, key: EnvKey) -> Option<Running> {
-        self.change(Touched::Env(key.clone()), |s| {
+        self.change_env(key.clone(), |s| {
             s.restoring.remove(&key);
             s.down.remove(&key);
             s.asleep.remove(&key);
@@ -243,7 +260,7 @@ impl Routing {
     /// The environment sleeps: its URL and domains wake it on the next request (which waits up
     /// to `asleep.wait`). Returns the instance it ran, for the caller to drain and stop.
     pub async fn sleep(&self, key: EnvKey, asleep: Asleep) -> Option<Running> {
-        self.change(Touched::Env(key.clone()), |s| {
+        self.change_env(key.clone(), |s| {
             s.restoring.remove(&key);
             s.down.remove(&key);
             s.asleep.insert(key.clone(), asleep);
@@ -254,7 +271,7 @@ impl Routing {
 
     /// The environment is gone: forget everything about it.
     pub async fn forget(&self, key: &EnvKey) -> Option<Running> {
-        self.change(Touched::Env(key.clone()), |s| {
+        self.change_env(key.clone(), |s| {
             s.restoring.remove(key);
             s.down.remove(key);
             s.stopped.remove(key);
@@ -268,7 +285,7 @@ impl Routing {
     /// A new environment: its URL answers 503 "nothing deployed yet" until its first release
     /// goes live.
     pub async fn created(&self, key: EnvKey) {
-        self.change(Touched::Env(key.clone()), |s| {
+        self.change_env(key.clone(), |s| {
             s.undeployed.insert(key);
         })
         .await;
@@ -398,7 +415,7 @@ impl Routing {
                     None => (domains.collect(), vec![host]),
                 }
             }
-            Touched::Instance(key) => {
+            Touched::Own(key) => {
                 let own =
                     env_route(s, &key.0, &key.1).map(|route| (env_host(&key.0, &key.1), route));
                 let maintained = s
@@ -423,9 +440,9 @@ impl Routing {
 enum Touched {
     /// An environment's own host and the domains bound to it.
     Env(EnvKey),
-    /// An environment's instance, replaced by another: its own host and its domains in
-    /// maintenance (the others follow its host).
-    Instance(EnvKey),
+    /// An environment's own route changed while its domains follow it (`State::followed`):
+    /// its own host and its domains in maintenance (the others follow its host).
+    Own(EnvKey),
     Domain(DomainName),
     All,
 }
@@ -484,21 +501,22 @@ fn asleep(a: &Asleep) -> TargetSpec {
 /// environment is stopped or not running.
 fn domain_route(s: &State, name: &DomainName, b: &Binding) -> RouteSpec {
     let key = (b.app.clone(), b.env.clone());
-    let run = s.running.get(&key);
-    let target = match (&b.maintenance, run) {
-        (Some(message), run) => TargetSpec::Maintenance {
+    let target = match &b.maintenance {
+        Some(message) => TargetSpec::Maintenance {
             message: message.clone(),
             retry_after_secs: MAINTENANCE_RETRY.as_secs(),
-            health: run.map(|r| (r.health_path.clone(), r.upstream.clone())),
+            health: s
+                .running
+                .get(&key)
+                .map(|r| (r.health_path.clone(), r.upstream.clone())),
         },
-        // The environment's own route, whichever instance that is now (see `Touched::Instance`).
-        (None, Some(_)) => TargetSpec::Follow {
+        // Whatever the environment's own route is now: its instance, its wake, its stopped or
+        // nothing-deployed page (see `State::followed` and `Touched::Own`). Its login stays
+        // on its own host.
+        None if s.followed(&key) => TargetSpec::Follow {
             host: env_host(&b.app, &b.env),
         },
-        (None, None) if s.stopped.contains(&key) => stopped_page(&b.app, &b.env),
-        (None, None) if s.asleep.contains_key(&key) => asleep(&s.asleep[&key]),
-        (None, None) if s.undeployed.contains(&key) => undeployed_page(&b.app, &b.env),
-        (None, None) => unavailable_page(name.as_str()),
+        None => unavailable_page(name.as_str()),
     };
     route(target, &b.app, &b.env, None)
 }
