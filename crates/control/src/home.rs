@@ -222,11 +222,11 @@ impl Home {
     /// Records the `pasta` that connects the environment's network namespace out; it is not a
     /// process group with a token, so it is not among `all_pid_files`.
     pub fn pasta_pid_file(&self, app: &AppName, env: &EnvName) -> PathBuf {
-        self.run_dir(app, env).join("pasta.pid")
+        self.run_dir(app, env).join(PASTA_PID_FILE)
     }
 
-    /// The pid files of every environment's process groups (instances, builds, data commands:
-    /// the `release-*.pid` ones), for reaping what a killed daemon left behind.
+    /// The pid files of every environment's process groups (instances, builds, data commands,
+    /// `turnout run`s: every `*.pid` but pasta's), for reaping what a killed daemon left behind.
     pub fn all_pid_files(&self) -> Vec<PathBuf> {
         let mut out = Vec::new();
         let Ok(apps) = std::fs::read_dir(&self.envs_root) else {
@@ -242,15 +242,16 @@ impl Home {
                 };
                 out.extend(files.flatten().map(|f| f.path()).filter(|p| {
                     p.extension().is_some_and(|e| e == "pid")
-                        && p.file_name()
-                            .and_then(|n| n.to_str())
-                            .is_some_and(|n| n.starts_with("release-"))
+                        && p.file_name().is_some_and(|n| n != PASTA_PID_FILE)
                 }));
             }
         }
         out
     }
 }
+
+/// `pasta`'s pid file in an environment's run directory: a bare pid, not a process group.
+const PASTA_PID_FILE: &str = "pasta.pid";
 
 /// The user's data directory for Turnout: `$XDG_DATA_HOME/turnout`, else
 /// `~/.local/share/turnout`.
@@ -260,4 +261,35 @@ pub fn default_home() -> PathBuf {
     }
     let home = std::env::var_os("HOME").map_or_else(|| PathBuf::from("."), PathBuf::from);
     home.join(".local/share/turnout")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_pid_file_is_a_group_to_reap_but_pastas() {
+        let root = tempfile::tempdir().unwrap();
+        let home = Home::new(root.path().to_owned());
+        let (app, env) = (AppName::new("shop").unwrap(), EnvName::new("qa").unwrap());
+        let run = home.run_dir(&app, &env);
+        std::fs::create_dir_all(&run).unwrap();
+        let groups = [
+            home.pid_file(&app, &env, 3),
+            home.build_pid_file(&app, &env, 4),
+            home.task_pid_file(&app, &env, 4, "seed"),
+            run.join("run-0123abcd.pid"),
+        ];
+        for file in groups.iter().chain([
+            &home.pasta_pid_file(&app, &env),
+            &run.join("release-5.pid.partial"),
+        ]) {
+            std::fs::write(file, "1\n").unwrap();
+        }
+        let mut found = home.all_pid_files();
+        found.sort();
+        let mut groups = groups.to_vec();
+        groups.sort();
+        assert_eq!(found, groups);
+    }
 }
