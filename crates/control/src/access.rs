@@ -35,6 +35,15 @@ impl Principal {
             .max()
     }
 
+    /// The ids of the apps it has a role on (`role_on` is some): `None` when it has one on
+    /// every app.
+    pub fn visible_apps(&self) -> Option<Vec<i64>> {
+        if self.grants.iter().any(|(app, _)| app.is_none()) {
+            return None;
+        }
+        Some(self.grants.iter().filter_map(|(app, _)| *app).collect())
+    }
+
     /// Whether the principal holds a role on every app (needed to create apps and users).
     pub fn is_admin(&self) -> bool {
         self.grants

@@ -37,8 +37,9 @@ pub enum TargetSpec {
         wait_ms: u64,
     },
     /// Route as `host` (an environment's own host) routes, with this host's own counters and
-    /// login: a domain follows its running environment, so replacing the environment's
-    /// instance changes one route however many domains are bound to it.
+    /// login: a domain follows its environment (running, asleep, stopped or with nothing
+    /// deployed), so a deploy, stop, start, sleep or wake changes one route however many
+    /// domains are bound to it.
     Follow {
         host: String,
     },

@@ -107,10 +107,8 @@ fn stages(board: &Board, perms: &Permissions, promotable: &mut Promotable) -> Ve
         } else {
             Vec::new()
         };
-        let mut promote_list = None;
-        if from.len() > SELECT_AT_MOST {
-            promote_list = Some(promotable.place(std::mem::take(&mut from)));
-        }
+        let promote_list =
+            (from.len() > SELECT_AT_MOST).then(|| promotable.place(std::mem::take(&mut from)));
         Card {
             name: e.name.to_string(),
             tier: e.tier.as_str(),

@@ -131,12 +131,7 @@ impl ControlPlane {
         part: &str,
         shown: usize,
     ) -> Result<FoundDomains, ControlError> {
-        // Every app for a principal with a role on all of them; else the ones it holds one on.
-        let apps: Option<Vec<i64>> = if who.grants.iter().any(|(app, _)| app.is_none()) {
-            None
-        } else {
-            Some(who.grants.iter().filter_map(|(app, _)| *app).collect())
-        };
+        let apps = who.visible_apps();
         let part = part.trim().to_ascii_lowercase();
         let found = self
             .store

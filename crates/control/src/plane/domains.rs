@@ -5,8 +5,8 @@ use std::time::Instant;
 
 use tracing::info;
 use turnout_model::{
-    Action, AppName, AuditAction, CertInfo, CertSource, DomainEvent, DomainInfo, DomainName,
-    EnvName, EnvRef, SwitchInfo, TlsMode, TlsSettings, format_timestamp,
+    Action, AuditAction, CertInfo, CertSource, DomainEvent, DomainInfo, DomainName, EnvName,
+    EnvRef, SwitchInfo, TlsMode, TlsSettings, format_timestamp,
 };
 
 use super::routing::key;
@@ -96,24 +96,9 @@ impl ControlPlane {
         Ok((domain, gate))
     }
 
-    /// The domains of apps `who` has a role on.
+    /// The domains of apps `who` has a role on, by name.
     pub async fn list_domains(&self, who: &Principal) -> Result<Vec<DomainInfo>, ControlError> {
-        let (rows, certs, apps) = self
-            .store
-            .call(|c| Ok((q::list_domains(c)?, tls_q::list_certs(c)?, q::list_apps(c)?)))
-            .await?;
-        let visible: std::collections::HashSet<&AppName> = apps
-            .iter()
-            .filter(|a| who.role_on(a.id).is_some())
-            .map(|a| &a.name)
-            .collect();
-        let certs: std::collections::HashMap<i64, &tls_q::CertRow> =
-            certs.iter().map(|c| (c.domain_id, c)).collect();
-        Ok(rows
-            .iter()
-            .filter(|r| visible.contains(&r.app))
-            .map(|r| self.domain_info(r, certs.get(&r.id).copied()))
-            .collect())
+        Ok(self.find_domains(who, "", usize::MAX).await?.domains)
     }
 
     /// Bind `name` to `target`; with `tls` acme, its first certificate is ordered at once.

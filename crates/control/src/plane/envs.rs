@@ -128,7 +128,8 @@ impl ControlPlane {
             .filter(|e| who.role_on(e.app_id).is_some())
             .map(|row| {
                 let release = row.current_release_id.and_then(|id| releases.remove(&id));
-                self.env_info_of(row, release, None)
+                let routing = self.routing.env(&(row.app.clone(), row.name.clone()));
+                self.env_info_of(row, release, routing, None)
             })
             .collect())
     }
@@ -209,10 +210,7 @@ impl ControlPlane {
                 Ok((release, dq::get(c, env_id)?))
             })
             .await?;
-        let routing = self.routing.env(&key(&EnvRef {
-            app: row.app.clone(),
-            env: row.name.clone(),
-        }));
+        let routing = self.routing.env(&(row.app.clone(), row.name.clone()));
         let usage = self
             .usage(
                 &row,
@@ -220,15 +218,16 @@ impl ControlPlane {
                 routing.running.as_ref().map(|run| &run.instance),
             )
             .await;
-        Ok(self.env_info_of(row, release, Some(usage)))
+        Ok(self.env_info_of(row, release, routing, Some(usage)))
     }
 
     /// `row` as `env show` (with `usage`) and `env list` show it, with its live release read
-    /// beforehand; its status from routing's memory.
+    /// beforehand and its state in routing.
     fn env_info_of(
         &self,
         row: EnvRow,
         release: Option<ReleaseRow>,
+        routing: EnvRouting,
         usage: Option<ResourceUsage>,
     ) -> EnvInfo {
         let r = EnvRef {
@@ -237,7 +236,6 @@ impl ControlPlane {
         };
         let plan = plan_of(&row, release.as_ref());
         let sleep_after = row.sleeps_after();
-        let routing = self.routing.env(&key(&r));
         let now = routing.running.as_ref().map(|run| run.instance.status());
         let (status, status_reason) =
             env_status(&routing, now.as_ref(), row.stopped, release.is_some());

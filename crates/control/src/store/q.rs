@@ -420,7 +420,10 @@ pub fn find_domains(
     part: &str,
     shown: usize,
 ) -> Result<FoundDomainRows, ControlError> {
-    let apps = apps.map(|ids| serde_json::to_string(ids).unwrap_or_else(|_| "[]".to_owned()));
+    let apps = apps
+        .map(serde_json::to_string)
+        .transpose()
+        .map_err(|e| ControlError::internal(e.to_string()))?;
     let visible = "(?1 IS NULL OR a.id IN (SELECT value FROM json_each(?1)))";
     let matching = "(instr(d.name, ?2) > 0 OR instr(a.name, ?2) > 0 OR instr(e.name, ?2) > 0)";
     let limit = i64::try_from(shown).unwrap_or(i64::MAX);
@@ -442,10 +445,8 @@ pub fn find_domains(
              OR EXISTS (SELECT 1 FROM certificates c WHERE c.domain_id = d.id))"
         ))?
         .query_row(params![apps], |r| r.get(0))?;
-    let certs = rows
-        .iter()
-        .filter_map(|r| super::tls::get_cert(c, r.id).transpose())
-        .collect::<Result<_, _>>()?;
+    let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
+    let certs = super::tls::certs_of(c, &ids)?;
     let more = usize::try_from(matched)
         .unwrap_or(0)
         .saturating_sub(rows.len());

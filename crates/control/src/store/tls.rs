@@ -61,6 +61,17 @@ pub fn list_certs(c: &Connection) -> Result<Vec<CertRow>, ControlError> {
     Ok(rows.collect::<rusqlite::Result<_>>()?)
 }
 
+/// The certificate rows of those of the domains `ids` that have one, in one statement.
+pub fn certs_of(c: &Connection, ids: &[i64]) -> Result<Vec<CertRow>, ControlError> {
+    let ids = serde_json::to_string(ids).map_err(|e| ControlError::internal(e.to_string()))?;
+    let mut stmt = c.prepare_cached(&format!(
+        "SELECT {CERT_COLS} FROM certificates c JOIN domains d ON d.id = c.domain_id \
+         WHERE c.domain_id IN (SELECT value FROM json_each(?1))"
+    ))?;
+    let rows = stmt.query_map([ids], cert_row)?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
 pub fn get_cert(c: &Connection, domain_id: i64) -> Result<Option<CertRow>, ControlError> {
     Ok(c.query_row(
         &format!(
